@@ -1,0 +1,192 @@
+//! The debug HTTP server: `/ready`, `/debug/syncz` (per-proxy xDS state) and
+//! `/debug/configz` (loaded objects, errors per file, unsupported-field warnings).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::debug;
+
+use crate::source::ConfigSet;
+use crate::xds::XdsGenerator;
+
+/// What the debug endpoints show.
+pub struct DebugState {
+    /// `/debug/syncz`: the ADS server's per-proxy status, as JSON.
+    pub syncz: Box<dyn Fn() -> Value + Send + Sync>,
+    /// The current config set.
+    pub config: watch::Receiver<Arc<ConfigSet>>,
+    /// The current generator (and its model).
+    pub generator: watch::Receiver<Arc<XdsGenerator>>,
+}
+
+impl std::fmt::Debug for DebugState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DebugState").finish_non_exhaustive()
+    }
+}
+
+/// Serves the debug endpoints on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, state: Arc<DebugState>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                debug!(error = %err, "debug server accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let response = handle(&state, &request);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            if let Err(err) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(%peer, error = %err, "debug connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Answers one debug request.
+pub fn handle<B>(state: &DebugState, request: &Request<B>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n");
+    }
+    match request.uri().path() {
+        "/ready" => text(StatusCode::OK, "ready\n"),
+        "/debug/syncz" => json_response(&(state.syncz)()),
+        "/debug/configz" => json_response(&configz(&state.config.borrow(), &state.generator.borrow())),
+        "/" | "/debug" => text(
+            StatusCode::OK,
+            "weft-controller debug endpoints: /ready /debug/syncz /debug/configz\n",
+        ),
+        path => text(StatusCode::NOT_FOUND, &format!("no debug endpoint {path}\n")),
+    }
+}
+
+/// The `/debug/configz` document.
+pub fn configz(config: &ConfigSet, generator: &XdsGenerator) -> Value {
+    let objects: serde_json::Map<String, Value> = config
+        .objects
+        .iter()
+        .map(|(key, sourced)| {
+            let entry = json!({
+                "kind": key.kind,
+                "namespace": key.namespace,
+                "name": key.name,
+                "file": sourced.file.display().to_string(),
+                "document": sourced.index,
+                "stale": sourced.stale,
+                "object": serde_json::to_value(&sourced.object).unwrap_or(Value::Null),
+            });
+            (key.to_string(), entry)
+        })
+        .collect();
+    let model = &generator.model;
+    let services: Vec<Value> = model
+        .services
+        .values()
+        .map(|service| {
+            json!({
+                "hostname": service.hostname,
+                "namespace": service.namespace,
+                "ports": service.ports.iter().map(|port| port.number).collect::<Vec<_>>(),
+                "endpoints": service.endpoints.len(),
+                "source": service.source.to_string(),
+                "virtualService": model.virtual_service(&service.hostname).map(|vs| vs.key.to_string()),
+                "destinationRule": model.destination_rule(&service.hostname).map(|dr| dr.key.to_string()),
+            })
+        })
+        .collect();
+    json!({
+        "objects": objects,
+        "errors": config.errors,
+        "warnings": model.warnings.iter().map(|warning| json!({
+            "object": warning.object.to_string(),
+            "path": warning.path,
+            "message": warning.message,
+        })).collect::<Vec<_>>(),
+        "services": services,
+    })
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json_response(value: &Value) -> Response<Full<Bytes>> {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Model;
+    use http_body_util::BodyExt;
+
+    fn state() -> DebugState {
+        let config = crate::xds::testing::bookinfo_config();
+        let model = Model::build(&config, "cluster.local");
+        DebugState {
+            syncz: Box::new(|| json!([{"id": "sidecar~1~a.b~b.svc.cluster.local"}])),
+            config: watch::channel(Arc::new(config)).1,
+            generator: watch::channel(Arc::new(XdsGenerator::new(Arc::new(model)))).1,
+        }
+    }
+
+    async fn get(state: &DebugState, path: &str) -> (StatusCode, String) {
+        let request = Request::get(path).body(()).expect("request");
+        let response = handle(state, &request);
+        let status = response.status();
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn endpoints() {
+        let state = state();
+        assert_eq!(get(&state, "/ready").await.0, StatusCode::OK);
+        let (status, body) = get(&state, "/debug/syncz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("sidecar~1"));
+        let (status, body) = get(&state, "/debug/configz").await;
+        assert_eq!(status, StatusCode::OK);
+        let value: Value = serde_json::from_str(&body).expect("json");
+        assert!(value["objects"]["VirtualService default/reviews"]["file"].is_string());
+        assert!(value["services"].as_array().is_some_and(|s| !s.is_empty()));
+        assert!(
+            value["warnings"]
+                .as_array()
+                .is_some_and(|w| w.iter().any(|w| w["path"].as_str().is_some_and(|p| p.ends_with("retries"))))
+        );
+        assert_eq!(get(&state, "/nope").await.0, StatusCode::NOT_FOUND);
+    }
+}

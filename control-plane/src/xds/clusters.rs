@@ -1,0 +1,209 @@
+//! CDS: one EDS cluster per service port and DestinationRule subset, plus the static
+//! inbound cluster that forwards to the app.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::{Http1ProtocolOptions, Http2ProtocolOptions};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
+use weft_api::networking::{SimpleLb, Subset, TrafficPolicy};
+
+use super::listeners::socket;
+use super::proxy::Proxy;
+use super::{ads_config_source, duration, inbound_cluster_name, outbound_cluster_name, pack};
+use crate::model::{DestinationRuleEntry, Model, Service, ServicePort};
+
+/// Key of the upstream HTTP protocol options in `typed_extension_protocol_options`.
+pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+/// Connect timeout when the DestinationRule does not set one (Istio's default).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// All clusters of a proxy.
+pub fn clusters(model: &Model, proxy: &Proxy) -> Vec<Cluster> {
+    let mut clusters = Vec::new();
+    for service in model.services.values() {
+        let rule = model.destination_rule(&service.hostname);
+        for port in &service.ports {
+            clusters.push(outbound_cluster(service, port, rule, None));
+            if let Some(rule) = rule {
+                for subset in &rule.spec.subsets {
+                    clusters.push(outbound_cluster(service, port, Some(rule), Some(subset)));
+                }
+            }
+        }
+    }
+    if let Some(app_port) = proxy.app_port {
+        clusters.push(inbound_cluster(proxy, app_port));
+    }
+    clusters
+}
+
+/// The settings a cluster gets from its DestinationRule (and subset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterPolicy {
+    pub lb_policy: cluster::LbPolicy,
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClusterPolicy {
+    fn default() -> Self {
+        Self {
+            lb_policy: cluster::LbPolicy::LeastRequest,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// The effective policy for one port of a service: the rule's traffic policy, its
+/// port-level settings, then the subset's traffic policy and its port-level settings,
+/// each overriding what it sets.
+pub fn cluster_policy(rule: Option<&DestinationRuleEntry>, subset: Option<&Subset>, port: u32) -> ClusterPolicy {
+    let mut policy = ClusterPolicy::default();
+    let levels = [
+        rule.and_then(|rule| rule.spec.traffic_policy.as_ref()),
+        subset.and_then(|subset| subset.traffic_policy.as_ref()),
+    ];
+    for traffic_policy in levels.into_iter().flatten() {
+        apply(&mut policy, traffic_policy, port);
+    }
+    policy
+}
+
+fn apply(policy: &mut ClusterPolicy, traffic_policy: &TrafficPolicy, port: u32) {
+    apply_settings(
+        policy,
+        traffic_policy.load_balancer.as_ref().and_then(|lb| lb.simple),
+        traffic_policy
+            .connection_pool
+            .as_ref()
+            .and_then(|pool| pool.tcp.as_ref())
+            .and_then(|tcp| tcp.connect_timeout),
+    );
+    for level in &traffic_policy.port_level_settings {
+        if level.port.as_ref().is_some_and(|selector| selector.number == port) {
+            apply_settings(
+                policy,
+                level.load_balancer.as_ref().and_then(|lb| lb.simple),
+                level
+                    .connection_pool
+                    .as_ref()
+                    .and_then(|pool| pool.tcp.as_ref())
+                    .and_then(|tcp| tcp.connect_timeout),
+            );
+        }
+    }
+}
+
+fn apply_settings(policy: &mut ClusterPolicy, simple: Option<SimpleLb>, connect_timeout: Option<weft_api::Duration>) {
+    if let Some(simple) = simple {
+        policy.lb_policy = lb_policy(simple);
+    }
+    if let Some(timeout) = connect_timeout {
+        policy.connect_timeout = timeout.0;
+    }
+}
+
+/// Istio's mapping of `loadBalancer.simple`: LEAST_CONN is LEAST_REQUEST; unspecified
+/// and PASSTHROUGH (not supported, warned about) keep the default LEAST_REQUEST.
+pub fn lb_policy(simple: SimpleLb) -> cluster::LbPolicy {
+    match simple {
+        SimpleLb::RoundRobin => cluster::LbPolicy::RoundRobin,
+        SimpleLb::Random => cluster::LbPolicy::Random,
+        SimpleLb::LeastConn | SimpleLb::LeastRequest | SimpleLb::Unspecified | SimpleLb::Passthrough => {
+            cluster::LbPolicy::LeastRequest
+        }
+    }
+}
+
+/// The EDS cluster of a service port, or of one subset of it.
+pub fn outbound_cluster(
+    service: &Service,
+    port: &ServicePort,
+    rule: Option<&DestinationRuleEntry>,
+    subset: Option<&Subset>,
+) -> Cluster {
+    let name = outbound_cluster_name(
+        port.number,
+        subset.map(|subset| subset.name.as_str()).unwrap_or_default(),
+        &service.hostname,
+    );
+    let policy = cluster_policy(rule, subset, port.number);
+    Cluster {
+        name: name.clone(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(cluster::EdsClusterConfig {
+            eds_config: Some(ads_config_source()),
+            service_name: name,
+        }),
+        connect_timeout: Some(duration(policy.connect_timeout)),
+        lb_policy: policy.lb_policy as i32,
+        typed_extension_protocol_options: protocol_options(port.is_http2()),
+        ..Default::default()
+    }
+}
+
+/// The static cluster that forwards inbound requests to the app.
+pub fn inbound_cluster(proxy: &Proxy, app_port: u16) -> Cluster {
+    let name = inbound_cluster_name(app_port);
+    let ip = proxy.instance_ips.first().map_or("127.0.0.1", String::as_str);
+    Cluster {
+        name: name.clone(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32)),
+        connect_timeout: Some(duration(DEFAULT_CONNECT_TIMEOUT)),
+        lb_policy: cluster::LbPolicy::RoundRobin as i32,
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name,
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(socket(ip, u32::from(app_port))),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        typed_extension_protocol_options: protocol_options(false),
+        ..Default::default()
+    }
+}
+
+/// Upstream protocol: h2c for HTTP2/GRPC ports, else whatever the downstream used.
+fn protocol_options(http2: bool) -> HashMap<String, envoy_types::pb::google::protobuf::Any> {
+    let upstream = if http2 {
+        http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+            http_protocol_options::ExplicitHttpConfig {
+                protocol_config: Some(
+                    http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                        Http2ProtocolOptions::default(),
+                    ),
+                ),
+            },
+        )
+    } else {
+        http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+            http_protocol_options::UseDownstreamHttpConfig {
+                http_protocol_options: Some(Http1ProtocolOptions::default()),
+                http2_protocol_options: Some(Http2ProtocolOptions::default()),
+                ..Default::default()
+            },
+        )
+    };
+    let options = HttpProtocolOptions {
+        upstream_protocol_options: Some(upstream),
+        ..Default::default()
+    };
+    HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_string(), pack(&options))])
+}
+
+#[cfg(test)]
+#[path = "clusters_tests.rs"]
+mod tests;

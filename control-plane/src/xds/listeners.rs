@@ -1,0 +1,146 @@
+//! LDS: the `virtualOutbound` listener, and `virtualInbound` when the proxy has an app port.
+
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+
+use super::proxy::Proxy;
+use super::{ads_config_source, pack, routes};
+
+/// Name of the outbound listener.
+pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
+/// Name of the inbound listener.
+pub const VIRTUAL_INBOUND: &str = "virtualInbound";
+/// Name of the HTTP connection manager network filter.
+pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
+/// Name of the router HTTP filter.
+pub const ROUTER: &str = "envoy.filters.http.router";
+
+/// All listeners of a proxy.
+pub fn listeners(proxy: &Proxy) -> Vec<Listener> {
+    let mut listeners = vec![http_listener(
+        VIRTUAL_OUTBOUND,
+        proxy.listen_ip(),
+        proxy.outbound_port,
+        routes::OUTBOUND,
+    )];
+    if let Some(app_port) = proxy.app_port {
+        listeners.push(http_listener(
+            VIRTUAL_INBOUND,
+            proxy.listen_ip(),
+            proxy.inbound_port,
+            &routes::inbound_name(app_port),
+        ));
+    }
+    listeners
+}
+
+/// One listener with one filter chain: an HTTP connection manager (codec AUTO) that
+/// fetches its routes over ADS, with the router filter.
+fn http_listener(name: &str, ip: &str, port: u16, route_config_name: &str) -> Listener {
+    let manager = HttpConnectionManager {
+        codec_type: http_connection_manager::CodecType::Auto as i32,
+        stat_prefix: name.to_string(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads_config_source()),
+            route_config_name: route_config_name.to_string(),
+        })),
+        http_filters: vec![HttpFilter {
+            name: ROUTER.to_string(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack(&Router::default()))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Listener {
+        name: name.to_string(),
+        address: Some(socket(ip, u32::from(port))),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: HTTP_CONNECTION_MANAGER.to_string(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack(&manager))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// A TCP socket address.
+pub fn socket(ip: &str, port: u32) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            protocol: socket_address::Protocol::Tcp as i32,
+            address: ip.to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+            ..Default::default()
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn manager(listener: &Listener) -> HttpConnectionManager {
+        let filter = &listener.filter_chains[0].filters[0];
+        assert_eq!(filter.name, HTTP_CONNECTION_MANAGER);
+        let Some(filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
+            panic!("typed config expected");
+        };
+        assert!(any.type_url.ends_with("HttpConnectionManager"));
+        HttpConnectionManager::decode(any.value.as_slice()).expect("decodes")
+    }
+
+    fn socket_of(listener: &Listener) -> (String, u32) {
+        let Some(address::Address::SocketAddress(socket)) =
+            listener.address.as_ref().and_then(|a| a.address.as_ref())
+        else {
+            panic!("socket address expected");
+        };
+        let Some(socket_address::PortSpecifier::PortValue(port)) = socket.port_specifier else {
+            panic!("port expected");
+        };
+        (socket.address.clone(), port)
+    }
+
+    #[test]
+    fn outbound_only_without_app_port() {
+        let proxy = Proxy::sidecar("default");
+        let listeners = listeners(&proxy);
+        assert_eq!(listeners.len(), 1);
+        assert_eq!(listeners[0].name, VIRTUAL_OUTBOUND);
+        assert_eq!(socket_of(&listeners[0]), ("0.0.0.0".to_string(), 15001));
+        let hcm = manager(&listeners[0]);
+        assert_eq!(hcm.codec_type, http_connection_manager::CodecType::Auto as i32);
+        let Some(http_connection_manager::RouteSpecifier::Rds(rds)) = &hcm.route_specifier else {
+            panic!("rds expected");
+        };
+        assert_eq!(rds.route_config_name, "outbound");
+        assert!(rds.config_source.is_some());
+        assert_eq!(hcm.http_filters.len(), 1);
+        assert_eq!(hcm.http_filters[0].name, ROUTER);
+    }
+
+    #[test]
+    fn inbound_with_app_port_on_instance_ip() {
+        let mut proxy = Proxy::sidecar("default");
+        proxy.app_port = Some(9080);
+        proxy.inbound_port = 16006;
+        proxy.instance_ips = vec!["127.0.0.2".to_string()];
+        let listeners = listeners(&proxy);
+        assert_eq!(listeners.len(), 2);
+        assert_eq!(socket_of(&listeners[0]), ("127.0.0.2".to_string(), 15001));
+        assert_eq!(listeners[1].name, VIRTUAL_INBOUND);
+        assert_eq!(socket_of(&listeners[1]), ("127.0.0.2".to_string(), 16006));
+        let hcm = manager(&listeners[1]);
+        let Some(http_connection_manager::RouteSpecifier::Rds(rds)) = &hcm.route_specifier else {
+            panic!("rds expected");
+        };
+        assert_eq!(rds.route_config_name, "inbound|9080");
+    }
+}

@@ -1,0 +1,23 @@
+//! Istio API types (`networking.istio.io/v1`) with Istio's YAML field names, parsing of
+//! multi-document YAML, and validation that reports every error with its field path.
+//!
+//! ```
+//! let docs = weft_api::parse_documents(
+//!     "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\n\
+//!      spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}\n",
+//! );
+//! assert!(docs[0].result.is_ok());
+//! ```
+
+mod de;
+pub mod duration;
+pub mod host;
+pub mod meta;
+pub mod networking;
+pub mod object;
+pub mod validation;
+
+pub use duration::Duration;
+pub use meta::ObjectMeta;
+pub use object::{ConfigObject, DocumentError, Kind, ParsedDocument, Resource, parse_documents};
+pub use validation::{FieldError, ValidationErrors};

@@ -1,0 +1,319 @@
+//! `Sidecar` (networking.istio.io/v1): limits and tunes the listeners and reachable hosts of sidecar proxies.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{Destination, WorkloadSelector};
+use super::destination_rule::ConnectionPoolSettings;
+use super::gateway::{ServerTlsMode, ServerTlsSettings, validate_namespace_slash_host};
+use super::service_entry::Protocol;
+use super::workload_entry::UNIX_ADDRESS_PREFIX;
+use crate::de::null_default;
+use crate::validation::{
+    FieldError, Path, Validate, check, check_selector_labels, is_ip, validate_port,
+    validate_port_name, validate_unix_address,
+};
+
+/// Sidecar proxy configuration for a namespace or some workloads.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Sidecar {
+    /// Workloads this applies to (default: the whole namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<WorkloadSelector>,
+    /// Inbound listeners.
+    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<IstioIngressListener>,
+    /// Outbound listeners and the hosts they can reach.
+    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<IstioEgressListener>,
+    /// Inbound connection pool defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound_connection_pool: Option<ConnectionPoolSettings>,
+    /// What to do with traffic to unknown destinations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+}
+
+/// A sidecar listener port.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarPort {
+    /// Port number (0 for unix sockets).
+    #[serde(default)]
+    pub number: u32,
+    /// Protocol.
+    #[serde(default)]
+    pub protocol: String,
+    /// Port name.
+    #[serde(default)]
+    pub name: String,
+    /// Deprecated, has no effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<u32>,
+}
+
+/// Traffic capture mode of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CaptureMode {
+    /// The environment's default.
+    #[default]
+    Default,
+    /// iptables capture.
+    Iptables,
+    /// No capture.
+    None,
+}
+
+/// An inbound listener.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IstioIngressListener {
+    /// Port (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<SidecarPort>,
+    /// Address to bind to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    /// Capture mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_mode: Option<CaptureMode>,
+    /// Where to forward (`127.0.0.1:port`, `0.0.0.0:port`, `[::1]:port`, `unix://...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_endpoint: Option<String>,
+    /// TLS termination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsSettings>,
+    /// Connection pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<ConnectionPoolSettings>,
+}
+
+/// An outbound listener.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IstioEgressListener {
+    /// Port; absent for the catch-all listener (which must be last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<SidecarPort>,
+    /// Address to bind to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    /// Capture mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_mode: Option<CaptureMode>,
+    /// Reachable hosts, as `namespace/host` (`*/*`, `./*`, `ns/*.example.com`, ...).
+    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+}
+
+/// Outbound traffic policy mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundTrafficPolicyMode {
+    /// Only registry services are reachable.
+    RegistryOnly,
+    /// Unknown destinations are passed through.
+    AllowAny,
+}
+
+/// Outbound traffic policy.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutboundTrafficPolicy {
+    /// Mode (default ALLOW_ANY).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<OutboundTrafficPolicyMode>,
+    /// Send unknown traffic to this proxy (ALLOW_ANY only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_proxy: Option<Destination>,
+}
+
+fn validate_sidecar_port(port: &SidecarPort, path: &Path, errors: &mut Vec<FieldError>) {
+    if !port.name.is_empty() {
+        check(&path.field("name"), errors, validate_port_name(&port.name));
+    }
+    if !port.protocol.is_empty() && Protocol::parse(&port.protocol).is_none() {
+        path.field("protocol")
+            .push(errors, format!("unsupported protocol: {:?}", port.protocol));
+    }
+    if port.target_port.is_some_and(|t| t > 0) {
+        path.field("targetPort")
+            .push(errors, "targetPort has no impact on Sidecars");
+    }
+}
+
+fn validate_bind(bind: &str, path: &Path, errors: &mut Vec<FieldError>) {
+    if !bind.is_empty() && !is_ip(bind) {
+        path.push(errors, format!("{bind:?} is not a valid IP address"));
+    }
+}
+
+impl Sidecar {
+    /// Validation that needs the object's namespace (for `./host` egress entries).
+    pub fn validate_in_namespace(
+        &self,
+        _namespace: Option<&str>,
+        path: &Path,
+        errors: &mut Vec<FieldError>,
+    ) {
+        if let Some(ws) = &self.workload_selector {
+            check_selector_labels(&path.field("workloadSelector").field("labels"), errors, &ws.labels);
+        }
+        if self.egress.is_empty()
+            && self.ingress.is_empty()
+            && self.outbound_traffic_policy.is_none()
+            && self.inbound_connection_pool.is_none()
+        {
+            path.push(errors, "sidecar: empty configuration provided");
+            return;
+        }
+        let ip = path.field("ingress");
+        let mut ports = BTreeSet::new();
+        for (i, l) in self.ingress.iter().enumerate() {
+            let p = ip.index(i);
+            let Some(port) = &l.port else {
+                p.field("port")
+                    .push(errors, "port is required for ingress listeners");
+                continue;
+            };
+            validate_sidecar_port(port, &p.field("port"), errors);
+            check(&p.field("port").field("number"), errors, validate_port(port.number));
+            validate_bind(l.bind.as_deref().unwrap_or(""), &p.field("bind"), errors);
+            if !ports.insert(port.number) {
+                p.field("port")
+                    .push(errors, "ports on IP bound listeners must be unique");
+            }
+            if let Some(ep) = l.default_endpoint.as_deref().filter(|e| !e.is_empty()) {
+                let dp = p.field("defaultEndpoint");
+                if let Some(sock) = ep.strip_prefix(UNIX_ADDRESS_PREFIX) {
+                    check(&dp, errors, validate_unix_address(sock));
+                } else {
+                    match ep.rsplit_once(':') {
+                        None => dp.push(errors, format!("defaultEndpoint {ep:?} is missing a port")),
+                        Some((host, port)) => {
+                            let host = host.trim_start_matches('[').trim_end_matches(']');
+                            if !host.is_empty() && !["127.0.0.1", "0.0.0.0", "::1", "::"].contains(&host) {
+                                dp.push(errors, "defaultEndpoint must be of form 127.0.0.1:<port>,0.0.0.0:<port>,[::1]:port,[::]:port,unix://filepath or unset");
+                            }
+                            match port.parse::<u32>() {
+                                Ok(n) => check(&dp, errors, validate_port(n)),
+                                Err(_) => dp.push(errors, format!("defaultEndpoint port ({port}) is not a number")),
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(tls) = &l.tls {
+                let tp = p.field("tls");
+                if !tls.subject_alt_names.is_empty() {
+                    tp.push(errors, "subjectAltNames is not supported in ingress tls");
+                }
+                if tls.https_redirect {
+                    tp.push(errors, "httpsRedirect is not supported");
+                }
+                if tls.credential_name.is_some() {
+                    tp.push(errors, "credentialName is not currently supported");
+                }
+                if matches!(tls.mode, ServerTlsMode::IstioMutual | ServerTlsMode::AutoPassthrough) {
+                    tp.push(errors, format!("cannot set mode to {:?} in sidecar ingress tls", tls.mode));
+                }
+                tls.validate(&tp, errors);
+            }
+            l.connection_pool.validate(&p.field("connectionPool"), errors);
+        }
+        self.inbound_connection_pool
+            .validate(&path.field("inboundConnectionPool"), errors);
+
+        let ep = path.field("egress");
+        let mut ports = BTreeSet::new();
+        let mut binds = BTreeSet::new();
+        let mut catch_all = false;
+        for (i, l) in self.egress.iter().enumerate() {
+            let p = ep.index(i);
+            match &l.port {
+                None => {
+                    if catch_all {
+                        p.push(errors, "egress can have only one listener with empty port");
+                    } else if i + 1 != self.egress.len() {
+                        p.push(errors, "the egress listener with empty port should be the last listener in the list");
+                    } else {
+                        catch_all = true;
+                    }
+                }
+                Some(port) => {
+                    let pp = p.field("port");
+                    validate_sidecar_port(port, &pp, errors);
+                    let bind = l.bind.as_deref().unwrap_or("");
+                    if port.number == 0 {
+                        match bind.strip_prefix(UNIX_ADDRESS_PREFIX) {
+                            None => p.field("bind").push(errors, "ports with 0 value must have a unix domain socket bind address"),
+                            Some(sock) => check(&p.field("bind"), errors, validate_unix_address(sock)),
+                        }
+                        if !binds.insert(bind) {
+                            p.field("bind").push(errors, "unix domain socket values for listeners must be unique");
+                        }
+                    } else {
+                        check(&pp.field("number"), errors, validate_port(port.number));
+                        validate_bind(bind, &p.field("bind"), errors);
+                        if !ports.insert(port.number) {
+                            pp.push(errors, "ports on IP bound listeners must be unique");
+                        }
+                    }
+                }
+            }
+            let hp = p.field("hosts");
+            if l.hosts.is_empty() {
+                hp.push(errors, "egress listener must contain at least one host");
+            }
+            for (j, h) in l.hosts.iter().enumerate() {
+                check(&hp.index(j), errors, validate_namespace_slash_host(h, false));
+            }
+        }
+        if let Some(otp) = &self.outbound_traffic_policy
+            && let Some(proxy) = &otp.egress_proxy
+        {
+            let pp = path.field("outboundTrafficPolicy");
+            if otp.mode != Some(OutboundTrafficPolicyMode::AllowAny) {
+                pp.field("egressProxy").push(errors, "egressProxy must be set only with ALLOW_ANY outbound traffic policy mode");
+            }
+            if proxy.port.is_none() {
+                pp.field("egressProxy").field("port").push(errors, "egressProxy port must be set");
+            }
+            proxy.validate(&pp.field("egressProxy"), errors);
+        }
+    }
+}
+
+impl Validate for Sidecar {
+    fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
+        self.validate_in_namespace(None, path, errors);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors_of(yaml: &str) -> Vec<FieldError> {
+        let s: Sidecar = serde_yaml::from_str(yaml).unwrap();
+        let mut errs = Vec::new();
+        s.validate(&Path::root("spec"), &mut errs);
+        errs
+    }
+
+    #[test]
+    fn rules() {
+        assert!(errors_of("egress: [{hosts: [./*, istio-system/*]}]").is_empty());
+        assert!(errors_of("ingress: [{port: {number: 7071, protocol: HTTP, name: h}, defaultEndpoint: '127.0.0.1:17071'}]").is_empty());
+        assert_eq!(errors_of("{}")[0].path, "spec");
+        let e = errors_of("egress: [{hosts: [foo.com]}]");
+        assert_eq!(e[0].path, "spec.egress[0].hosts[0]");
+        let e = errors_of("egress: [{hosts: ['*/*']}, {hosts: ['*/*']}]");
+        assert_eq!(e[0].path, "spec.egress[0]");
+        let e = errors_of("ingress: [{port: {number: 80, protocol: HTTP, name: h}, defaultEndpoint: '10.0.0.1:80'}]");
+        assert_eq!(e[0].path, "spec.ingress[0].defaultEndpoint");
+    }
+}

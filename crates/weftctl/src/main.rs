@@ -1,0 +1,74 @@
+//! `weftctl`: Weft's command-line tool.
+
+mod demo;
+mod demo_app;
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "weftctl", version, about = "Weft service mesh command-line tool")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand, Debug)]
+enum Commands {
+    /// Run the local demo: control plane, three app versions with sidecars, live traffic
+    /// shares while the routing changes. Exits 0 when the mesh behaved as configured.
+    Demo {
+        /// The config to start from.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/local"))]
+        config_dir: PathBuf,
+        /// Where weft-controller and weft-proxy are; by default they are built next to weftctl.
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Serve the built-in demo HTTP app: it answers with its service name and version.
+    DemoApp {
+        /// Address to listen on (IP:PORT).
+        #[arg(long, value_parser = demo::parse_listen)]
+        listen: SocketAddr,
+        /// Service name the app reports.
+        #[arg(long)]
+        service: String,
+        /// Version the app reports (header x-weft-version).
+        #[arg(long)]
+        version: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("weftctl: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Commands::Demo { config_dir, bin_dir } => demo::run(demo::Options { bin_dir, config_dir }).await,
+            Commands::DemoApp { listen, service, version } => {
+                demo_app::run(listen, demo_app::Identity { service, version }).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

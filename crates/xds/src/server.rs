@@ -1,0 +1,494 @@
+//! The state-of-the-world ADS server: one task per stream, tracking per type what was
+//! sent (version, nonce) and what the proxy ACKed or NACKed, and pushing changed types
+//! whenever the generator snapshot changes.
+//!
+//! Protocol rules implemented here, per stream and per type URL:
+//! - The first request of a type is the subscription: its `resource_names` are recorded
+//!   and the full generated set is sent (filtered by name for non-wildcard types), even
+//!   when it is empty.
+//! - `version_info` is a content hash ([`version_of`]); the nonce is a per-stream counter.
+//! - A request whose `response_nonce` is not the last nonce sent for its type is stale and
+//!   ignored. An empty nonce means the client has not seen a response of that type on this
+//!   stream yet: it is treated as a (re)subscription and answered.
+//! - ACK (matching nonce, no `error_detail`): the version is recorded; if the names changed,
+//!   the type is regenerated and sent.
+//! - NACK (matching nonce, `error_detail`): logged at warn and recorded; the rejected
+//!   content is not sent again (only a different version, or a change of names, is sent).
+//! - A new generator snapshot regenerates every subscribed type in
+//!   [`PUSH_ORDER`](crate::type_url::PUSH_ORDER) and sends those whose version changed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use futures::{Stream, StreamExt};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::resource::{Resource, version_of};
+use crate::type_url;
+
+/// How many responses may wait for a slow client before its stream task blocks. Only
+/// that stream's task blocks: every stream is independent.
+const RESPONSE_BUFFER: usize = 16;
+
+/// Produces the resources for each connected proxy. The control plane implements it; the
+/// server calls it from each stream's task.
+pub trait Generator: Send + Sync + 'static {
+    /// The control plane's view of one connected proxy, parsed from its Node on the first request.
+    type Proxy: Send + Sync + 'static;
+
+    /// Err closes the stream with the status (e.g. InvalidArgument "node.id is empty").
+    fn connect(&self, node: &Node) -> Result<Self::Proxy, Status>;
+
+    /// Every resource of `type_url` this proxy should have (SotW: the full set). The server
+    /// filters by the proxy's requested names for non-wildcard types (RDS, EDS, SDS).
+    fn generate(&self, proxy: &Self::Proxy, type_url: &str) -> Vec<Resource>;
+}
+
+/// The sync state of one connected proxy (one ADS stream), for `/debug/syncz`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProxyStatus {
+    /// The proxy's `node.id`.
+    pub id: String,
+    /// Seconds since the stream's first request.
+    pub connected_for_secs: u64,
+    /// One entry per subscribed type, in push order.
+    pub types: Vec<TypeStatus>,
+}
+
+/// The sync state of one type on one stream.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TypeStatus {
+    /// The type URL.
+    pub type_url: String,
+    /// Version of the last response sent (empty before the first one).
+    pub sent_version: String,
+    /// Nonce of the last response sent (empty before the first one).
+    pub sent_nonce: String,
+    /// The last version the proxy ACKed on this stream.
+    pub acked_version: Option<String>,
+    /// The error message of the most recent NACK on this stream, prefixed with the rejected
+    /// version (`"version <v>: <message>"`). Kept after later ACKs: compare `acked_version`
+    /// with `sent_version` to tell whether the proxy is currently in sync.
+    pub last_nack: Option<String>,
+    /// The names the proxy subscribed to (empty for a wildcard subscription).
+    pub resource_names: Vec<String>,
+    /// How many resources the last response carried.
+    pub resource_count: usize,
+}
+
+/// The ADS server. Cheap to clone: every clone shares the same state.
+pub struct AdsServer<G: Generator> {
+    shared: Arc<Shared<G>>,
+}
+
+impl<G: Generator> Clone for AdsServer<G> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<G: Generator> std::fmt::Debug for AdsServer<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdsServer")
+            .field("streams", &self.shared.streams.lock().len())
+            .finish()
+    }
+}
+
+struct Shared<G> {
+    snapshots: watch::Receiver<Arc<G>>,
+    next_stream: AtomicU64,
+    /// Status of every live stream, by stream number.
+    streams: Mutex<BTreeMap<u64, StreamStatus>>,
+}
+
+struct StreamStatus {
+    id: String,
+    connected_at: Instant,
+    types: Vec<TypeStatus>,
+}
+
+impl<G: Generator> AdsServer<G> {
+    /// `snapshots` carries the current generator; every change triggers a push to every stream.
+    pub fn new(snapshots: watch::Receiver<Arc<G>>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                snapshots,
+                next_stream: AtomicU64::new(1),
+                streams: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// The tonic service to add to a `tonic::transport::Server`.
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self)
+    }
+
+    /// Snapshot of every connected proxy's sync state, for /debug/syncz. One entry per
+    /// stream, in connection order; a proxy disappears when its stream ends.
+    pub fn status(&self) -> Vec<ProxyStatus> {
+        self.shared
+            .streams
+            .lock()
+            .values()
+            .map(|s| ProxyStatus {
+                id: s.id.clone(),
+                connected_for_secs: s.connected_at.elapsed().as_secs(),
+                types: s.types.clone(),
+            })
+            .collect()
+    }
+
+    /// Serves one ADS stream from any stream of requests, without gRPC: spawns the
+    /// stream's task and returns its responses. An `Err` item ends the stream with that
+    /// status. [`into_service`](Self::into_service) uses this for every gRPC stream.
+    pub fn serve_stream<S>(&self, requests: S) -> ReceiverStream<Result<DiscoveryResponse, Status>>
+    where
+        S: Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin + 'static,
+    {
+        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+        let number = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(run_stream(Arc::clone(&self.shared), number, requests, tx));
+        ReceiverStream::new(rx)
+    }
+}
+
+type ResponseSender = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+
+/// Removes a stream from the status map when its task ends, however it ends.
+struct Registration<G> {
+    shared: Arc<Shared<G>>,
+    number: u64,
+}
+
+impl<G> Drop for Registration<G> {
+    fn drop(&mut self) {
+        self.shared.streams.lock().remove(&self.number);
+    }
+}
+
+async fn run_stream<G, S>(shared: Arc<Shared<G>>, number: u64, mut requests: S, tx: ResponseSender)
+where
+    G: Generator,
+    S: Stream<Item = Result<DiscoveryRequest, Status>> + Unpin,
+{
+    let first = match requests.next().await {
+        Some(Ok(request)) => request,
+        Some(Err(status)) => {
+            debug!(stream = number, %status, "ADS stream failed before its first request");
+            return;
+        }
+        None => return,
+    };
+    let mut snapshots = shared.snapshots.clone();
+    let generator = Arc::clone(&snapshots.borrow_and_update());
+    let Some(node) = first.node.as_ref() else {
+        let _ = tx
+            .send(Err(Status::invalid_argument(
+                "the first request of an ADS stream must carry the node",
+            )))
+            .await;
+        return;
+    };
+    let proxy = match generator.connect(node) {
+        Ok(proxy) => proxy,
+        Err(status) => {
+            warn!(node = %node.id, %status, "refused ADS stream");
+            let _ = tx.send(Err(status)).await;
+            return;
+        }
+    };
+    let mut conn = Connection {
+        id: node.id.clone(),
+        generator,
+        proxy,
+        subscriptions: HashMap::new(),
+        next_nonce: 1,
+    };
+    shared.streams.lock().insert(
+        number,
+        StreamStatus {
+            id: conn.id.clone(),
+            connected_at: Instant::now(),
+            types: Vec::new(),
+        },
+    );
+    let _registration = Registration {
+        shared: Arc::clone(&shared),
+        number,
+    };
+    info!(proxy = %conn.id, stream = number, "ADS stream connected");
+
+    let reason = 'stream: {
+        let response = conn.on_request(first);
+        publish(&shared, number, &conn);
+        if let Some(response) = response
+            && tx.send(Ok(response)).await.is_err()
+        {
+            break 'stream "the response stream was dropped".to_string();
+        }
+        let mut watching = true;
+        loop {
+            let responses = tokio::select! {
+                request = requests.next() => match request {
+                    Some(Ok(request)) => conn.on_request(request).into_iter().collect(),
+                    Some(Err(status)) => break 'stream format!("request stream failed: {status}"),
+                    None => break 'stream "the proxy closed the stream".to_string(),
+                },
+                changed = snapshots.changed(), if watching => {
+                    if changed.is_err() {
+                        // The control plane dropped the sender: keep serving the last snapshot.
+                        watching = false;
+                        Vec::new()
+                    } else {
+                        let generator = Arc::clone(&snapshots.borrow_and_update());
+                        conn.on_snapshot(generator)
+                    }
+                }
+            };
+            publish(&shared, number, &conn);
+            for response in responses {
+                if tx.send(Ok(response)).await.is_err() {
+                    break 'stream "the response stream was dropped".to_string();
+                }
+            }
+        }
+    };
+    info!(proxy = %conn.id, stream = number, %reason, "ADS stream ended");
+}
+
+/// Copies a stream's per-type state into the shared status map.
+fn publish<G: Generator>(shared: &Shared<G>, number: u64, conn: &Connection<G>) {
+    let types = conn.type_statuses();
+    if let Some(status) = shared.streams.lock().get_mut(&number) {
+        status.types = types;
+    }
+}
+
+/// One stream's state: the proxy, the generator it is served from, and what was sent.
+struct Connection<G: Generator> {
+    id: String,
+    generator: Arc<G>,
+    proxy: G::Proxy,
+    subscriptions: HashMap<String, Subscription>,
+    next_nonce: u64,
+}
+
+#[derive(Debug, Default)]
+struct Subscription {
+    /// Requested names, sorted and deduplicated.
+    names: Vec<String>,
+    sent_version: Option<String>,
+    sent_nonce: String,
+    acked_version: Option<String>,
+    last_nack: Option<String>,
+    resource_count: usize,
+}
+
+impl<G: Generator> Connection<G> {
+    /// Handles one request; returns the response to send, if any.
+    fn on_request(&mut self, request: DiscoveryRequest) -> Option<DiscoveryResponse> {
+        let type_url = request.type_url.as_str();
+        let short = type_url::short(type_url);
+        if type_url.is_empty() {
+            warn!(proxy = %self.id, "ignoring a request without type_url");
+            return None;
+        }
+        let names = normalize(request.resource_names);
+        let Some(sub) = self.subscriptions.get_mut(type_url) else {
+            debug!(proxy = %self.id, r#type = short, ?names, "new subscription");
+            self.subscriptions.insert(
+                type_url.to_string(),
+                Subscription {
+                    names,
+                    ..Subscription::default()
+                },
+            );
+            return Some(self.respond(type_url, None));
+        };
+        if request.response_nonce.is_empty() {
+            // The proxy has not seen any response of this type on this stream: a
+            // repeated initial request. Answer it with the current set.
+            debug!(proxy = %self.id, r#type = short, ?names, "repeated subscription");
+            sub.names = names;
+            return Some(self.respond(type_url, None));
+        }
+        if request.response_nonce != sub.sent_nonce {
+            debug!(
+                proxy = %self.id,
+                r#type = short,
+                nonce = %request.response_nonce,
+                latest = %sub.sent_nonce,
+                "ignoring stale request"
+            );
+            return None;
+        }
+        if let Some(error) = request.error_detail {
+            let rejected = sub.sent_version.clone().unwrap_or_default();
+            warn!(
+                "proxy {} rejected {} version {}: {}",
+                self.id, short, rejected, error.message
+            );
+            sub.last_nack = Some(format!("version {rejected}: {}", error.message));
+        } else {
+            debug!(proxy = %self.id, r#type = short, version = %request.version_info, "ACK");
+            sub.acked_version = Some(request.version_info);
+        }
+        if sub.names != names {
+            debug!(proxy = %self.id, r#type = short, ?names, "subscription changed");
+            sub.names = names;
+            return Some(self.respond(type_url, None));
+        }
+        None
+    }
+
+    /// Switches to a new generator and returns the responses for every subscribed type
+    /// whose content changed, in push order.
+    fn on_snapshot(&mut self, generator: Arc<G>) -> Vec<DiscoveryResponse> {
+        self.generator = generator;
+        let mut types: Vec<String> = self.subscriptions.keys().cloned().collect();
+        types.sort_by(|a, b| {
+            type_url::push_rank(a)
+                .cmp(&type_url::push_rank(b))
+                .then_with(|| a.cmp(b))
+        });
+        types
+            .iter()
+            .filter_map(|t| {
+                let resources = self.resources(t);
+                let version = version_of(&resources);
+                let sent = self
+                    .subscriptions
+                    .get(t)
+                    .and_then(|s| s.sent_version.as_deref());
+                if sent == Some(version.as_str()) {
+                    None
+                } else {
+                    Some(self.respond(t, Some((resources, version))))
+                }
+            })
+            .collect()
+    }
+
+    /// The generated resources of a type, filtered by the subscription and sorted by name.
+    fn resources(&self, type_url: &str) -> Vec<Resource> {
+        let names = self
+            .subscriptions
+            .get(type_url)
+            .map(|s| s.names.as_slice())
+            .unwrap_or_default();
+        let mut resources = self.generator.generate(&self.proxy, type_url);
+        let wildcard = type_url::is_wildcard_type(type_url)
+            && (names.is_empty() || names.iter().any(|n| n == "*"));
+        if !wildcard {
+            resources.retain(|r| names.binary_search(&r.name).is_ok());
+        }
+        resources.sort_by(|a, b| a.name.cmp(&b.name));
+        resources
+    }
+
+    /// Builds the response for a type (generating it unless given) and records it as sent.
+    fn respond(
+        &mut self,
+        type_url: &str,
+        generated: Option<(Vec<Resource>, String)>,
+    ) -> DiscoveryResponse {
+        let (resources, version) = generated.unwrap_or_else(|| {
+            let resources = self.resources(type_url);
+            let version = version_of(&resources);
+            (resources, version)
+        });
+        let nonce = self.next_nonce.to_string();
+        self.next_nonce += 1;
+        debug!(
+            proxy = %self.id,
+            r#type = type_url::short(type_url),
+            %version,
+            %nonce,
+            count = resources.len(),
+            "sending response"
+        );
+        let sub = self.subscriptions.entry(type_url.to_string()).or_default();
+        sub.sent_version = Some(version.clone());
+        sub.sent_nonce = nonce.clone();
+        sub.resource_count = resources.len();
+        DiscoveryResponse {
+            version_info: version,
+            resources: resources.into_iter().map(|r| r.body).collect(),
+            type_url: type_url.to_string(),
+            nonce,
+            ..Default::default()
+        }
+    }
+
+    fn type_statuses(&self) -> Vec<TypeStatus> {
+        let mut types: Vec<TypeStatus> = self
+            .subscriptions
+            .iter()
+            .map(|(t, s)| TypeStatus {
+                type_url: t.clone(),
+                sent_version: s.sent_version.clone().unwrap_or_default(),
+                sent_nonce: s.sent_nonce.clone(),
+                acked_version: s.acked_version.clone(),
+                last_nack: s.last_nack.clone(),
+                resource_names: s.names.clone(),
+                resource_count: s.resource_count,
+            })
+            .collect();
+        types.sort_by(|a, b| {
+            type_url::push_rank(&a.type_url)
+                .cmp(&type_url::push_rank(&b.type_url))
+                .then_with(|| a.type_url.cmp(&b.type_url))
+        });
+        types
+    }
+}
+
+/// Sorted, deduplicated names, so that order changes are not subscription changes.
+fn normalize(mut names: Vec<String>) -> Vec<String> {
+    names.sort();
+    names.dedup();
+    names
+}
+
+type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<G: Generator> AggregatedDiscoveryService for AdsServer<G> {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.serve_stream(request.into_inner())))
+    }
+
+    type DeltaAggregatedResourcesStream = DeltaStream;
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Err(Status::unimplemented(
+            "delta xDS is not supported yet, use state-of-the-world",
+        ))
+    }
+}

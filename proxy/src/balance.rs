@@ -1,0 +1,292 @@
+//! Per-cluster endpoint selection: round robin (weighted), least request (P2C), random.
+//!
+//! ```text
+//!  route action ─► Balancer::pick ─► Arc<Endpoint> (+ InFlight guard) ─► pool
+//!                    │ atomics only: RR cursor, per-endpoint in-flight counts
+//! ```
+//!
+//! A `Balancer` is built once per config push; endpoint counters are carried over
+//! from the previous balancer for endpoints that are still present.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rand::{Rng, RngExt};
+
+/// Longest precomputed smooth round-robin schedule; larger weight sums use cumulative lookup.
+const MAX_SCHEDULE: u64 = 4096;
+
+/// Load-balancing policy of a cluster (Envoy `lb_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbPolicy {
+    RoundRobin,
+    LeastRequest,
+    Random,
+}
+
+impl LbPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "ROUND_ROBIN",
+            Self::LeastRequest => "LEAST_REQUEST",
+            Self::Random => "RANDOM",
+        }
+    }
+}
+
+/// One upstream endpoint with its live in-flight request count.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// `ip:port`, pre-rendered once so the request path does not format it.
+    pub authority: http::uri::Authority,
+    in_flight: AtomicUsize,
+}
+
+impl Endpoint {
+    pub fn new(addr: SocketAddr, weight: u32) -> Self {
+        // A SocketAddr's Display form is always a valid authority.
+        let authority = http::uri::Authority::try_from(addr.to_string())
+            .unwrap_or_else(|_| http::uri::Authority::from_static("invalid"));
+        Self { addr, weight: weight.max(1), authority, in_flight: AtomicUsize::new(0) }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts one request against this endpoint until the guard is dropped.
+    pub fn start_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+}
+
+/// Decrements the endpoint's in-flight count when the request (and its body) ends.
+#[derive(Debug)]
+pub struct InFlight(Arc<Endpoint>);
+
+impl InFlight {
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Endpoint picker for one cluster. Immutable after construction except for atomics.
+#[derive(Debug)]
+pub struct Balancer {
+    policy: LbPolicy,
+    endpoints: Vec<Arc<Endpoint>>,
+    /// Cumulative weights, for weighted random and large round-robin weight sums.
+    cumulative: Vec<u64>,
+    total_weight: u64,
+    /// Smooth weighted round-robin order (indices into `endpoints`), if small enough.
+    schedule: Vec<u32>,
+    cursor: AtomicUsize,
+    all_equal: bool,
+}
+
+impl Balancer {
+    /// Builds a balancer; counters of endpoints present in `previous` are reused.
+    pub fn new(policy: LbPolicy, endpoints: &[(SocketAddr, u32)], previous: Option<&Balancer>) -> Self {
+        let old: HashMap<(SocketAddr, u32), &Arc<Endpoint>> = previous
+            .map(|b| b.endpoints.iter().map(|e| ((e.addr, e.weight), e)).collect())
+            .unwrap_or_default();
+        let endpoints: Vec<Arc<Endpoint>> = endpoints
+            .iter()
+            .map(|&(addr, weight)| match old.get(&(addr, weight.max(1))) {
+                Some(e) => Arc::clone(e),
+                None => Arc::new(Endpoint::new(addr, weight)),
+            })
+            .collect();
+        let mut cumulative = Vec::with_capacity(endpoints.len());
+        let mut total_weight = 0u64;
+        for e in &endpoints {
+            total_weight += u64::from(e.weight);
+            cumulative.push(total_weight);
+        }
+        let all_equal = endpoints.windows(2).all(|w| w[0].weight == w[1].weight);
+        let schedule = if policy == LbPolicy::RoundRobin && !all_equal {
+            smooth_schedule(&endpoints)
+        } else {
+            Vec::new()
+        };
+        let start = previous.map(|b| b.cursor.load(Ordering::Relaxed)).unwrap_or_else(|| rand::rng().random_range(0..1024));
+        Self { policy, endpoints, cumulative, total_weight, schedule, cursor: AtomicUsize::new(start), all_equal }
+    }
+
+    pub fn policy(&self) -> LbPolicy {
+        self.policy
+    }
+
+    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
+    }
+
+    /// Picks an endpoint, or `None` when the cluster has none.
+    pub fn pick<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<&Arc<Endpoint>> {
+        let n = self.endpoints.len();
+        match n {
+            0 => return None,
+            1 => return self.endpoints.first(),
+            _ => {}
+        }
+        let index = match self.policy {
+            LbPolicy::RoundRobin => {
+                let tick = self.cursor.fetch_add(1, Ordering::Relaxed);
+                if self.all_equal {
+                    tick % n
+                } else if !self.schedule.is_empty() {
+                    self.schedule[tick % self.schedule.len()] as usize
+                } else {
+                    self.by_weight(tick as u64 % self.total_weight)
+                }
+            }
+            LbPolicy::Random => self.by_weight(rng.random_range(0..self.total_weight)),
+            LbPolicy::LeastRequest => {
+                // Power of two choices on in-flight counts, scaled by weight.
+                let a = rng.random_range(0..n);
+                let mut b = rng.random_range(0..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);
+                let load_a = (ea.in_flight() as u64 + 1) * u64::from(eb.weight);
+                let load_b = (eb.in_flight() as u64 + 1) * u64::from(ea.weight);
+                if load_b < load_a { b } else { a }
+            }
+        };
+        self.endpoints.get(index)
+    }
+
+    fn by_weight(&self, point: u64) -> usize {
+        self.cumulative.partition_point(|&c| c <= point)
+    }
+}
+
+/// nginx-style smooth weighted round robin, unrolled over one full period.
+fn smooth_schedule(endpoints: &[Arc<Endpoint>]) -> Vec<u32> {
+    let gcd = endpoints.iter().fold(0u64, |g, e| gcd(g, u64::from(e.weight)));
+    let weights: Vec<i64> = endpoints.iter().map(|e| (u64::from(e.weight) / gcd.max(1)) as i64).collect();
+    let period: i64 = weights.iter().sum();
+    if period as u64 > MAX_SCHEDULE {
+        return Vec::new();
+    }
+    let mut current = vec![0i64; weights.len()];
+    let mut out = Vec::with_capacity(period as usize);
+    for _ in 0..period {
+        let mut best = 0;
+        for (i, w) in weights.iter().enumerate() {
+            current[i] += w;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= period;
+        out.push(best as u32);
+    }
+    out
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn counts<R: Rng>(b: &Balancer, rng: &mut R, n: usize) -> HashMap<u16, usize> {
+        let mut out = HashMap::new();
+        for _ in 0..n {
+            *out.entry(b.pick(rng).unwrap().addr.port()).or_default() += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn empty_cluster_picks_nothing() {
+        let b = Balancer::new(LbPolicy::RoundRobin, &[], None);
+        assert!(b.pick(&mut SmallRng::seed_from_u64(1)).is_none());
+    }
+
+    #[test]
+    fn round_robin_cycles_evenly() {
+        let b = Balancer::new(LbPolicy::RoundRobin, &[(addr(1), 1), (addr(2), 1), (addr(3), 1)], None);
+        let c = counts(&b, &mut SmallRng::seed_from_u64(1), 300);
+        assert_eq!(c.values().copied().collect::<Vec<_>>(), vec![100; 3]);
+    }
+
+    #[test]
+    fn round_robin_respects_weights_smoothly() {
+        let b = Balancer::new(LbPolicy::RoundRobin, &[(addr(1), 3), (addr(2), 1)], None);
+        let mut rng = SmallRng::seed_from_u64(1);
+        let c = counts(&b, &mut rng, 400);
+        assert_eq!(c[&1], 300);
+        assert_eq!(c[&2], 100);
+        // Smooth: endpoint 2 never appears twice in a row.
+        let seq: Vec<u16> = (0..8).map(|_| b.pick(&mut rng).unwrap().addr.port()).collect();
+        assert!(seq.windows(2).all(|w| !(w[0] == 2 && w[1] == 2)), "{seq:?}");
+    }
+
+    #[test]
+    fn round_robin_large_weights_use_cumulative() {
+        let b = Balancer::new(LbPolicy::RoundRobin, &[(addr(1), 9999), (addr(2), 1)], None);
+        assert!(b.schedule.is_empty());
+        let c = counts(&b, &mut SmallRng::seed_from_u64(1), 10000);
+        assert_eq!(c[&2], 1);
+    }
+
+    #[test]
+    fn random_respects_weights() {
+        let b = Balancer::new(LbPolicy::Random, &[(addr(1), 4), (addr(2), 1)], None);
+        let c = counts(&b, &mut SmallRng::seed_from_u64(7), 10_000);
+        let share = c[&1] as f64 / 10_000.0;
+        assert!((0.77..0.83).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn least_request_avoids_busy_endpoint() {
+        let b = Balancer::new(LbPolicy::LeastRequest, &[(addr(1), 1), (addr(2), 1)], None);
+        let busy = b.endpoints()[0].clone();
+        let _guards: Vec<InFlight> = (0..5).map(|_| busy.start_request()).collect();
+        let c = counts(&b, &mut SmallRng::seed_from_u64(3), 100);
+        assert_eq!(c.get(&2), Some(&100));
+    }
+
+    #[test]
+    fn in_flight_guard_decrements() {
+        let b = Balancer::new(LbPolicy::LeastRequest, &[(addr(1), 1)], None);
+        let e = b.endpoints()[0].clone();
+        {
+            let _g = e.start_request();
+            assert_eq!(e.in_flight(), 1);
+        }
+        assert_eq!(e.in_flight(), 0);
+    }
+
+    #[test]
+    fn counters_survive_rebuild_for_unchanged_endpoints() {
+        let old = Balancer::new(LbPolicy::LeastRequest, &[(addr(1), 1), (addr(2), 1)], None);
+        let _g = old.endpoints()[0].start_request();
+        let new = Balancer::new(LbPolicy::LeastRequest, &[(addr(1), 1), (addr(3), 1)], Some(&old));
+        assert_eq!(new.endpoints()[0].in_flight(), 1);
+        assert!(Arc::ptr_eq(&new.endpoints()[0], &old.endpoints()[0]));
+        assert_eq!(new.endpoints()[1].in_flight(), 0);
+    }
+}

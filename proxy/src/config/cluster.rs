@@ -1,0 +1,255 @@
+//! Clusters (CDS) and endpoints (EDS): Envoy `Cluster` / `ClusterLoadAssignment` → domain types.
+//!
+//! ```text
+//!  Cluster ─► ClusterConfig { discovery: EDS(service) | STATIC(Assignment), lb, protocol, connect_timeout }
+//!  ClusterLoadAssignment ─► Assignment { [(addr, weight)] healthy endpoints only }
+//! ```
+
+use std::mem::take;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3 as cds;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::endpoint::v3 as eds;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
+use prost::Message;
+
+use super::{ConfigError, Reason, duration, invalid, reject_leftover, reject_set, socket_address};
+use crate::balance::LbPolicy;
+
+pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const HTTP_PROTOCOL_OPTIONS_TYPE: &str = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+/// Envoy's default `connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub discovery: DiscoveryKind,
+    pub lb_policy: LbPolicy,
+    pub protocol: UpstreamProtocol,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoveryKind {
+    /// Endpoints arrive by EDS under this service name.
+    Eds(String),
+    /// Endpoints inline in `load_assignment`.
+    Static(Assignment),
+}
+
+/// Protocol spoken to the upstream endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+    Downstream,
+}
+
+/// Endpoints of one cluster that may receive traffic, with their weights.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assignment {
+    pub cluster_name: String,
+    pub endpoints: Vec<(SocketAddr, u32)>,
+}
+
+impl TryFrom<cds::Cluster> for ClusterConfig {
+    type Error = ConfigError;
+
+    fn try_from(mut c: cds::Cluster) -> Result<Self, ConfigError> {
+        let path = format!("cluster {:?}", c.name);
+        let err = |reason| ConfigError::new(&path, reason);
+        if c.name.is_empty() {
+            return Err(err(Reason::Missing("name")));
+        }
+        let name = take(&mut c.name);
+        let discovery = discovery(&mut c, &name).map_err(err)?;
+        let lb_policy = match cds::cluster::LbPolicy::try_from(c.lb_policy) {
+            Ok(cds::cluster::LbPolicy::RoundRobin) => LbPolicy::RoundRobin,
+            Ok(cds::cluster::LbPolicy::LeastRequest) => LbPolicy::LeastRequest,
+            Ok(cds::cluster::LbPolicy::Random) => LbPolicy::Random,
+            Ok(other) => {
+                return Err(err(Reason::UnsupportedValue { field: "lb_policy", value: other.as_str_name().to_string() }));
+            }
+            Err(_) => return Err(err(invalid("lb_policy", format!("unknown value {}", c.lb_policy)))),
+        };
+        c.lb_policy = 0;
+        let connect_timeout =
+            duration("connect_timeout", c.connect_timeout.take().as_ref()).map_err(err)?.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        if connect_timeout.is_zero() {
+            return Err(err(invalid("connect_timeout", "must be greater than 0")));
+        }
+        let protocol = protocol(&mut c).map_err(err)?;
+        // Observability-only fields.
+        c.alt_stat_name.clear();
+        c.metadata = None;
+        (|| {
+            reject_set!(
+                c,
+                transport_socket,
+                transport_socket_matches,
+                circuit_breakers,
+                outlier_detection,
+                health_checks,
+                common_lb_config,
+                lb_subset_config,
+                lb_config,
+                load_balancing_policy,
+                http_protocol_options,
+                http2_protocol_options,
+                common_http_protocol_options,
+                upstream_http_protocol_options,
+                max_requests_per_connection,
+                per_connection_buffer_limit_bytes,
+                upstream_bind_config,
+                filters
+            );
+            reject_leftover(&c, "cluster")
+        })()
+        .map_err(err)?;
+        Ok(ClusterConfig { name, discovery, lb_policy, protocol, connect_timeout })
+    }
+}
+
+fn discovery(c: &mut cds::Cluster, name: &str) -> Result<DiscoveryKind, Reason> {
+    use cds::cluster::{ClusterDiscoveryType as T, DiscoveryType as D};
+    let kind = match c.cluster_discovery_type.take() {
+        None => D::Static,
+        Some(T::Type(t)) => D::try_from(t).map_err(|_| invalid("type", format!("unknown value {t}")))?,
+        Some(T::ClusterType(t)) => return Err(Reason::UnsupportedValue { field: "cluster_type", value: t.name }),
+    };
+    match kind {
+        D::Eds => {
+            let cfg = c.eds_cluster_config.take().ok_or(Reason::Missing("eds_cluster_config"))?;
+            let ads = matches!(
+                cfg.eds_config.as_ref().and_then(|s| s.config_source_specifier.as_ref()),
+                Some(core::config_source::ConfigSourceSpecifier::Ads(_))
+            );
+            if !ads {
+                return Err(invalid("eds_cluster_config.eds_config", "only ads is supported"));
+            }
+            if c.load_assignment.is_some() {
+                return Err(invalid("load_assignment", "must not be set on an EDS cluster"));
+            }
+            let service = if cfg.service_name.is_empty() { name.to_string() } else { cfg.service_name };
+            Ok(DiscoveryKind::Eds(service))
+        }
+        D::Static => {
+            let cla = c.load_assignment.take().ok_or(Reason::Missing("load_assignment"))?;
+            let assignment = Assignment::try_from(cla).map_err(|e| invalid("load_assignment", e.reason.to_string()))?;
+            Ok(DiscoveryKind::Static(assignment))
+        }
+        other => Err(Reason::UnsupportedValue { field: "type", value: other.as_str_name().to_string() }),
+    }
+}
+
+fn protocol(c: &mut cds::Cluster) -> Result<UpstreamProtocol, Reason> {
+    use upstream_http::http_protocol_options::UpstreamProtocolOptions as U;
+    use upstream_http::http_protocol_options::explicit_http_config::ProtocolConfig as P;
+    let mut opts = take(&mut c.typed_extension_protocol_options);
+    let Some(any) = opts.remove(HTTP_PROTOCOL_OPTIONS) else {
+        if let Some(key) = opts.keys().next() {
+            return Err(Reason::Unsupported(format!("typed_extension_protocol_options[{key:?}]")));
+        }
+        return Ok(UpstreamProtocol::Http1);
+    };
+    if let Some(key) = opts.keys().next() {
+        return Err(Reason::Unsupported(format!("typed_extension_protocol_options[{key:?}]")));
+    }
+    if any.type_url != HTTP_PROTOCOL_OPTIONS_TYPE {
+        return Err(invalid("typed_extension_protocol_options", format!("unexpected type {}", any.type_url)));
+    }
+    let mut o = upstream_http::HttpProtocolOptions::decode(any.value.as_slice())
+        .map_err(|e| Reason::Decode { type_url: any.type_url.clone(), error: e.to_string() })?;
+    let protocol = match o.upstream_protocol_options.take() {
+        None => UpstreamProtocol::Http1,
+        Some(U::ExplicitHttpConfig(e)) => match e.protocol_config {
+            Some(P::HttpProtocolOptions(h)) if h == Default::default() => UpstreamProtocol::Http1,
+            Some(P::Http2ProtocolOptions(h)) if h == Default::default() => UpstreamProtocol::Http2,
+            Some(P::HttpProtocolOptions(_)) => return Err(Reason::Unsupported("http_protocol_options settings".into())),
+            Some(P::Http2ProtocolOptions(_)) => return Err(Reason::Unsupported("http2_protocol_options settings".into())),
+            Some(P::Http3ProtocolOptions(_)) => return Err(Reason::Unsupported("http3_protocol_options".into())),
+            None => UpstreamProtocol::Http1,
+        },
+        Some(U::UseDownstreamProtocolConfig(d)) => {
+            if d.http3_protocol_options.is_some() {
+                return Err(Reason::Unsupported("use_downstream_protocol_config.http3_protocol_options".into()));
+            }
+            UpstreamProtocol::Downstream
+        }
+        Some(U::AutoConfig(_)) => return Err(Reason::Unsupported("HttpProtocolOptions.auto_config".into())),
+    };
+    reject_set!(
+        o,
+        common_http_protocol_options,
+        upstream_http_protocol_options,
+        http_filters,
+        header_validation_config,
+        outlier_detection,
+        request_mirror_policies,
+        hash_policy,
+        retry_policy
+    );
+    reject_leftover(&o, "HttpProtocolOptions")?;
+    Ok(protocol)
+}
+
+impl TryFrom<eds::ClusterLoadAssignment> for Assignment {
+    type Error = ConfigError;
+
+    fn try_from(mut cla: eds::ClusterLoadAssignment) -> Result<Self, ConfigError> {
+        let path = format!("cluster load assignment {:?}", cla.cluster_name);
+        let err = |reason| ConfigError::new(&path, reason);
+        if !cla.named_endpoints.is_empty() {
+            return Err(err(Reason::Unsupported("named_endpoints".into())));
+        }
+        if cla.policy.as_ref().is_some_and(|p| !p.drop_overloads.is_empty()) {
+            return Err(err(Reason::Unsupported("policy.drop_overloads".into())));
+        }
+        let mut endpoints = Vec::new();
+        for (i, mut locality) in take(&mut cla.endpoints).into_iter().enumerate() {
+            let field = format!("endpoints[{i}]");
+            if locality.priority != 0 {
+                return Err(err(Reason::Unsupported(format!("{field}.priority {} (priority failover)", locality.priority))));
+            }
+            for (j, ep) in take(&mut locality.lb_endpoints).into_iter().enumerate() {
+                let field = format!("{field}.lb_endpoints[{j}]");
+                if let Some(e) = endpoint(ep).map_err(|r| err(invalid(&field, r.to_string())))? {
+                    endpoints.push(e);
+                }
+            }
+        }
+        Ok(Assignment { cluster_name: cla.cluster_name, endpoints })
+    }
+}
+
+/// `Ok(None)` for endpoints that must not receive traffic (unhealthy, draining, timeout).
+fn endpoint(ep: eds::LbEndpoint) -> Result<Option<(SocketAddr, u32)>, Reason> {
+    use core::HealthStatus as H;
+    let weight = ep.load_balancing_weight.map_or(1, |w| w.value);
+    if weight == 0 {
+        return Err(invalid("load_balancing_weight", "must be at least 1"));
+    }
+    let e = match ep.host_identifier {
+        Some(eds::lb_endpoint::HostIdentifier::Endpoint(e)) => e,
+        Some(eds::lb_endpoint::HostIdentifier::EndpointName(n)) => {
+            return Err(Reason::Unsupported(format!("endpoint_name {n:?}")));
+        }
+        None => return Err(Reason::Missing("endpoint")),
+    };
+    if !e.additional_addresses.is_empty() {
+        return Err(Reason::Unsupported("endpoint.additional_addresses".into()));
+    }
+    let addr = socket_address("endpoint.address", e.address.as_ref())?;
+    match H::try_from(ep.health_status) {
+        Ok(H::Unknown | H::Healthy | H::Degraded) => Ok(Some((addr, weight))),
+        Ok(H::Unhealthy | H::Draining | H::Timeout) => Ok(None),
+        Err(_) => Err(invalid("health_status", format!("unknown value {}", ep.health_status))),
+    }
+}
+
+#[cfg(test)]
+#[path = "cluster_tests.rs"]
+mod tests;

@@ -1,0 +1,203 @@
+//! Listeners (LDS): Envoy `Listener` with one HTTP connection manager → `Listener`.
+//!
+//! ```text
+//!  Listener ─► address ─► filter_chains[0] ─► http_connection_manager ─► rds name | inline routes
+//!                                                 └─► http_filters = [router]
+//! ```
+
+use std::mem::take;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::listener::v3 as lds;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use prost::Message;
+
+use super::{ConfigError, Reason, RouteConfig, invalid, reject_leftover, reject_set, socket_address};
+
+pub const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
+pub const HCM_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
+pub const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+
+#[derive(Debug)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    pub routes: RouteSource,
+    pub codec: Codec,
+    pub generate_request_id: bool,
+}
+
+/// Where a listener's routes come from.
+#[derive(Debug, Clone)]
+pub enum RouteSource {
+    /// RDS by name (over ADS).
+    Rds(String),
+    /// `route_config` inline in the connection manager.
+    Inline(Arc<RouteConfig>),
+}
+
+/// Downstream codec (HCM `codec_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Auto,
+    Http1,
+    Http2,
+}
+
+impl TryFrom<lds::Listener> for Listener {
+    type Error = ConfigError;
+
+    fn try_from(mut l: lds::Listener) -> Result<Self, ConfigError> {
+        let path = format!("listener {:?}", l.name);
+        let err = |reason| ConfigError::new(&path, reason);
+        if l.name.is_empty() {
+            return Err(err(Reason::Missing("name")));
+        }
+        let address = socket_address("address", l.address.take().as_ref()).map_err(err)?;
+        let chains = take(&mut l.filter_chains);
+        let [chain] = <[lds::FilterChain; 1]>::try_from(chains)
+            .map_err(|c| err(invalid("filter_chains", format!("exactly one filter chain is supported, got {}", c.len()))))?;
+        let (routes, codec, generate_request_id) = filter_chain(chain).map_err(err)?;
+        let name = take(&mut l.name);
+        // Observability-only fields.
+        l.stat_prefix.clear();
+        l.metadata = None;
+        l.traffic_direction = 0;
+        l.access_log.clear();
+        (|| {
+            reject_set!(
+                l,
+                additional_addresses,
+                use_original_dst,
+                default_filter_chain,
+                filter_chain_matcher,
+                listener_filters,
+                transparent,
+                freebind,
+                socket_options,
+                udp_listener_config,
+                api_listener,
+                bind_to_port,
+                listener_specifier
+            );
+            reject_leftover(&l, "listener")
+        })()
+        .map_err(err)?;
+        Ok(Listener { name, address, routes, codec, generate_request_id })
+    }
+}
+
+fn filter_chain(mut chain: lds::FilterChain) -> Result<(RouteSource, Codec, bool), Reason> {
+    let filters = take(&mut chain.filters);
+    chain.name.clear();
+    chain.metadata = None;
+    if chain.filter_chain_match.as_ref().is_some_and(|m| *m != Default::default()) {
+        return Err(Reason::Unsupported("filter_chains[0].filter_chain_match".into()));
+    }
+    chain.filter_chain_match = None;
+    reject_set!(chain, transport_socket, use_proxy_proto);
+    reject_leftover(&chain, "filter chain")?;
+    let [filter] = <[lds::Filter; 1]>::try_from(filters).map_err(|f| {
+        invalid("filter_chains[0].filters", format!("exactly one http_connection_manager filter is supported, got {} filters", f.len()))
+    })?;
+    let any = match filter.config_type {
+        Some(lds::filter::ConfigType::TypedConfig(any)) if any.type_url == HCM_TYPE => any,
+        Some(lds::filter::ConfigType::TypedConfig(any)) => {
+            return Err(Reason::UnsupportedValue { field: "network filter", value: format!("{} ({})", filter.name, any.type_url) });
+        }
+        _ => return Err(Reason::UnsupportedValue { field: "network filter without typed_config", value: filter.name }),
+    };
+    let manager = hcm::HttpConnectionManager::decode(any.value.as_slice())
+        .map_err(|e| Reason::Decode { type_url: any.type_url.clone(), error: e.to_string() })?;
+    connection_manager(manager).map_err(|r| match r {
+        Reason::Unsupported(f) => Reason::Unsupported(format!("http_connection_manager.{f}")),
+        Reason::Invalid { field, reason } => Reason::Invalid { field: format!("http_connection_manager.{field}"), reason },
+        other => other,
+    })
+}
+
+fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<(RouteSource, Codec, bool), Reason> {
+    use hcm::http_connection_manager::{CodecType, RouteSpecifier};
+    let codec = match CodecType::try_from(m.codec_type) {
+        Ok(CodecType::Auto) => Codec::Auto,
+        Ok(CodecType::Http1) => Codec::Http1,
+        Ok(CodecType::Http2) => Codec::Http2,
+        _ => return Err(Reason::UnsupportedValue { field: "codec_type", value: m.codec_type.to_string() }),
+    };
+    m.codec_type = 0;
+    let routes = match m.route_specifier.take() {
+        Some(RouteSpecifier::Rds(rds)) => {
+            let ads = matches!(
+                rds.config_source.as_ref().and_then(|c| c.config_source_specifier.as_ref()),
+                Some(core::config_source::ConfigSourceSpecifier::Ads(_))
+            );
+            if !ads {
+                return Err(invalid("rds.config_source", "only ads is supported"));
+            }
+            if rds.route_config_name.is_empty() {
+                return Err(Reason::Missing("rds.route_config_name"));
+            }
+            RouteSource::Rds(rds.route_config_name)
+        }
+        Some(RouteSpecifier::RouteConfig(rc)) => RouteSource::Inline(Arc::new(
+            RouteConfig::try_from(rc).map_err(|e| invalid("route_config", e.to_string()))?,
+        )),
+        Some(RouteSpecifier::ScopedRoutes(_)) => return Err(Reason::Unsupported("scoped_routes".into())),
+        None => return Err(Reason::Missing("rds or route_config")),
+    };
+    let filters = take(&mut m.http_filters);
+    match filters.as_slice() {
+        [router] if router.name == ROUTER_FILTER || typed_url(router) == Some(ROUTER_TYPE) => {
+            if router.disabled {
+                return Err(invalid("http_filters[0]", "the router filter cannot be disabled"));
+            }
+            if let Some(hcm::http_filter::ConfigType::TypedConfig(any)) = &router.config_type
+                && any.type_url == ROUTER_TYPE
+                && !any.value.is_empty()
+            {
+                return Err(Reason::Unsupported("router filter settings".into()));
+            }
+        }
+        [] => return Err(Reason::Missing("http_filters (envoy.filters.http.router)")),
+        other => {
+            let names: Vec<&str> = other.iter().map(|f| f.name.as_str()).collect();
+            return Err(invalid("http_filters", format!("only [envoy.filters.http.router] is supported, got {names:?}")));
+        }
+    }
+    let generate_request_id = m.generate_request_id.take().is_none_or(|b| b.value);
+    m.stat_prefix.clear();
+    m.access_log.clear();
+    m.tracing = None;
+    reject_set!(
+        m,
+        common_http_protocol_options,
+        http_protocol_options,
+        http2_protocol_options,
+        stream_idle_timeout,
+        request_timeout,
+        use_remote_address,
+        upgrade_configs,
+        normalize_path,
+        merge_slashes,
+        local_reply_config,
+        request_id_extension,
+        forward_client_cert_details
+    );
+    reject_leftover(&m, "http_connection_manager")?;
+    Ok((routes, codec, generate_request_id))
+}
+
+fn typed_url(f: &hcm::HttpFilter) -> Option<&str> {
+    match &f.config_type {
+        Some(hcm::http_filter::ConfigType::TypedConfig(any)) => Some(any.type_url.as_str()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[path = "listener_tests.rs"]
+mod tests;

@@ -1,0 +1,141 @@
+//! Domain configuration: Envoy xDS resources converted (and validated) into what the data path runs.
+//!
+//! ```text
+//!  Any ─decode─► envoy Listener / RouteConfiguration / Cluster / ClusterLoadAssignment
+//!      ─TryFrom─► Listener / RouteConfig / ClusterConfig / Assignment   (reject = NACK)
+//!      ─ConfigStore─► Arc<ProxyConfig> ─watch─► data path
+//! ```
+
+mod cluster;
+mod listener;
+mod route;
+mod store;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+pub use cluster::{Assignment, ClusterConfig, DiscoveryKind, UpstreamProtocol};
+pub use listener::{Codec, Listener, RouteSource};
+pub use route::{
+    Action, ClusterPick, DirectResponse, ForwardAction, HeaderAdd, HeaderMatch, HeaderMatchKind, HeaderOps,
+    HeaderSource, PathMatch, QueryMatch, Redirect, Route, RouteConfig, RouteMatch, StringMatch, StringMatchKind,
+    VirtualHost, WeightedCluster,
+};
+pub use store::{ConfigStore, ProxyConfig, TypeState};
+
+use crate::upstream::Cluster;
+
+/// A config resource that the proxy cannot apply, with the path to the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct ConfigError {
+    /// e.g. `route config "outbound": virtual host "reviews:9080": route 2`.
+    pub path: String,
+    pub reason: Reason,
+}
+
+/// What is wrong with a field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reason {
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{0} is not supported by weft-proxy")]
+    Unsupported(String),
+    #[error("{field} {value:?} is not supported by weft-proxy")]
+    UnsupportedValue { field: &'static str, value: String },
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("{field} {pattern:?}: regex parse error: {error}")]
+    Regex { field: String, pattern: String, error: String },
+    #[error("cannot decode {type_url}: {error}")]
+    Decode { type_url: String, error: String },
+    #[error("duplicate resource name")]
+    Duplicate,
+}
+
+impl ConfigError {
+    pub fn new(path: impl fmt::Display, reason: Reason) -> Self {
+        Self { path: path.to_string(), reason }
+    }
+}
+
+/// Shorthand for `Reason::Invalid`.
+pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Reason {
+    Reason::Invalid { field: field.into(), reason: reason.into() }
+}
+
+/// Fails with `Unsupported` for the first listed field that differs from its default.
+macro_rules! reject_set {
+    ($msg:expr, $($field:ident),+ $(,)?) => {{
+        let msg = &$msg;
+        $(
+            #[allow(deprecated)]
+            if msg.$field != Default::default() {
+                return Err($crate::config::Reason::Unsupported(stringify!($field).to_string()));
+            }
+        )+
+    }};
+}
+pub(crate) use reject_set;
+
+/// After the honoured and harmless fields of `rest` were cleared, any field still set
+/// would change behaviour: reject it by its protobuf tag.
+pub(crate) fn reject_leftover<M: prost::Message>(rest: &M, message: &str) -> Result<(), Reason> {
+    let bytes = rest.encode_to_vec();
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let mut buf = bytes.as_slice();
+    let tag = prost::encoding::decode_varint(&mut buf).map(|key| key >> 3).unwrap_or(0);
+    Err(Reason::Unsupported(format!("{message} field #{tag}")))
+}
+
+/// Converts an optional protobuf duration; negative or out-of-range values are errors.
+pub(crate) fn duration(
+    field: &'static str,
+    d: Option<&envoy_types::pb::google::protobuf::Duration>,
+) -> Result<Option<std::time::Duration>, Reason> {
+    let Some(d) = d else { return Ok(None) };
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        return Err(invalid(field, format!("{}s {}ns is not a valid duration", d.seconds, d.nanos)));
+    }
+    Ok(Some(std::time::Duration::new(d.seconds as u64, d.nanos as u32)))
+}
+
+/// Parses a socket address from an Envoy `Address` (TCP `socket_address` only).
+pub(crate) fn socket_address(
+    field: &'static str,
+    address: Option<&envoy_types::pb::envoy::config::core::v3::Address>,
+) -> Result<std::net::SocketAddr, Reason> {
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
+    let Some(address) = address.and_then(|a| a.address.as_ref()) else {
+        return Err(Reason::Missing(field));
+    };
+    let address::Address::SocketAddress(sa) = address else {
+        return Err(Reason::Unsupported(format!("{field}: non-socket address")));
+    };
+    if sa.protocol != socket_address::Protocol::Tcp as i32 {
+        return Err(Reason::Unsupported(format!("{field}.protocol UDP")));
+    }
+    if !sa.resolver_name.is_empty() || sa.ipv4_compat || !sa.network_namespace_filepath.is_empty() {
+        return Err(Reason::Unsupported(format!("{field}: resolver_name/ipv4_compat/network_namespace_filepath")));
+    }
+    let port = match sa.port_specifier {
+        Some(socket_address::PortSpecifier::PortValue(p)) => {
+            u16::try_from(p).map_err(|_| invalid(format!("{field}.port_value"), format!("{p} is out of range")))?
+        }
+        Some(socket_address::PortSpecifier::NamedPort(ref n)) => {
+            return Err(Reason::Unsupported(format!("{field}.named_port {n:?}")));
+        }
+        None => return Err(Reason::Missing("port_value")),
+    };
+    let ip: std::net::IpAddr = sa
+        .address
+        .parse()
+        .map_err(|_| invalid(format!("{field}.address"), format!("{:?} is not an IP address", sa.address)))?;
+    Ok(std::net::SocketAddr::new(ip, port))
+}
+
+/// Clusters by name, as the data path sees them.
+pub type Clusters = HashMap<String, Arc<Cluster>>;

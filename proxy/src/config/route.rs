@@ -1,0 +1,666 @@
+//! Route configuration (RDS): Envoy `RouteConfiguration` → `RouteConfig`, rejecting what the router cannot do.
+//!
+//! ```text
+//!  RouteConfiguration ─► RouteConfig { domain index ─► VirtualHost ─► [Route { RouteMatch, Action }] }
+//! ```
+
+use std::collections::HashMap;
+use std::mem::take;
+use std::time::Duration;
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::route::v3 as rt;
+use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
+use http::{HeaderName, HeaderValue, StatusCode};
+use regex::Regex;
+
+use super::{ConfigError, Reason, duration, invalid, reject_leftover, reject_set};
+
+/// Envoy's route timeout when `route.timeout` is unset.
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug)]
+pub struct RouteConfig {
+    pub name: String,
+    pub virtual_hosts: Vec<VirtualHost>,
+    pub(crate) exact: HashMap<String, usize>,
+    /// `*.suffix` / `*-suffix` domains, longest first: (suffix without `*`, vhost).
+    pub(crate) suffix: Vec<(String, usize)>,
+    /// `prefix.*` domains, longest first: (prefix without `*`, vhost).
+    pub(crate) prefix: Vec<(String, usize)>,
+    pub(crate) default: Option<usize>,
+    pub ignore_port: bool,
+    pub most_specific_wins: bool,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+#[derive(Debug)]
+pub struct VirtualHost {
+    pub name: String,
+    pub domains: Vec<String>,
+    pub routes: Vec<Route>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub action: Action,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+#[derive(Debug)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    pub case_sensitive: bool,
+    pub headers: Vec<HeaderMatch>,
+    pub query: Vec<QueryMatch>,
+}
+
+#[derive(Debug)]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+    Regex(Regex),
+    SeparatedPrefix(String),
+}
+
+#[derive(Debug)]
+pub struct HeaderMatch {
+    pub source: HeaderSource,
+    pub kind: HeaderMatchKind,
+    pub invert: bool,
+    pub treat_missing_as_empty: bool,
+}
+
+/// Where a header matcher reads its value; pseudo-headers come from the request line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderSource {
+    Method,
+    Authority,
+    Scheme,
+    Path,
+    Header(HeaderName),
+}
+
+#[derive(Debug)]
+pub enum HeaderMatchKind {
+    String(StringMatch),
+    Present(bool),
+}
+
+#[derive(Debug)]
+pub struct QueryMatch {
+    pub name: String,
+    /// `None` = present match.
+    pub value: Option<StringMatch>,
+}
+
+#[derive(Debug)]
+pub struct StringMatch {
+    pub kind: StringMatchKind,
+    pub ignore_case: bool,
+}
+
+#[derive(Debug)]
+pub enum StringMatchKind {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+    Regex(Regex),
+}
+
+#[derive(Debug)]
+pub enum Action {
+    Forward(ForwardAction),
+    Redirect(Redirect),
+    Direct(DirectResponse),
+}
+
+#[derive(Debug)]
+pub struct ForwardAction {
+    pub clusters: ClusterPick,
+    /// `None` = no timeout (`timeout: 0s`).
+    pub timeout: Option<Duration>,
+    pub prefix_rewrite: Option<String>,
+    pub host_rewrite: Option<HeaderValue>,
+    pub cluster_not_found: StatusCode,
+}
+
+#[derive(Debug)]
+pub enum ClusterPick {
+    Single(String),
+    Weighted { clusters: Vec<WeightedCluster>, total: u32 },
+}
+
+#[derive(Debug)]
+pub struct WeightedCluster {
+    pub name: String,
+    pub weight: u32,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+impl ClusterPick {
+    /// Picks a cluster from a random point in `0..total`.
+    pub fn pick(&self, point: u32) -> (&str, Option<&WeightedCluster>) {
+        match self {
+            Self::Single(name) => (name, None),
+            Self::Weighted { clusters, .. } => {
+                let mut acc = 0u32;
+                for c in clusters {
+                    acc += c.weight;
+                    if point < acc {
+                        return (&c.name, Some(c));
+                    }
+                }
+                // Unreachable for point < total; the last cluster is a safe answer.
+                clusters.last().map_or(("", None), |c| (c.name.as_str(), Some(c)))
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub prefix_rewrite: Option<String>,
+    pub status: StatusCode,
+    pub strip_query: bool,
+}
+
+#[derive(Debug)]
+pub struct DirectResponse {
+    pub status: StatusCode,
+    pub body: Option<Bytes>,
+}
+
+/// Header mutations at one level (route config, virtual host, route, weighted cluster).
+#[derive(Debug, Default)]
+pub struct HeaderOps {
+    pub add: Vec<HeaderAdd>,
+    pub remove: Vec<HeaderName>,
+}
+
+#[derive(Debug)]
+pub struct HeaderAdd {
+    pub name: HeaderName,
+    pub value: HeaderValue,
+    pub action: core::header_value_option::HeaderAppendAction,
+    pub keep_empty: bool,
+}
+
+impl TryFrom<rt::RouteConfiguration> for RouteConfig {
+    type Error = ConfigError;
+
+    fn try_from(mut rc: rt::RouteConfiguration) -> Result<Self, ConfigError> {
+        let path = format!("route config {:?}", rc.name);
+        let err = |reason| ConfigError::new(&path, reason);
+        let name = take(&mut rc.name);
+        let mut virtual_hosts = Vec::with_capacity(rc.virtual_hosts.len());
+        for vh in take(&mut rc.virtual_hosts) {
+            let vh_path = format!("{path}: virtual host {:?}", vh.name);
+            virtual_hosts.push(convert_vhost(vh, &vh_path)?);
+        }
+        let request_headers =
+            header_ops(take(&mut rc.request_headers_to_add), take(&mut rc.request_headers_to_remove)).map_err(err)?;
+        let response_headers =
+            header_ops(take(&mut rc.response_headers_to_add), take(&mut rc.response_headers_to_remove)).map_err(err)?;
+        let ignore_port = take(&mut rc.ignore_port_in_host_matching);
+        let most_specific_wins = take(&mut rc.most_specific_header_mutations_wins);
+        // Harmless: validation and metadata only.
+        rc.validate_clusters = None;
+        rc.metadata = None;
+        rc.max_direct_response_body_size_bytes = None;
+        (|| {
+            reject_set!(rc, vhds, internal_only_headers, typed_per_filter_config, request_mirror_policies, vhost_header);
+            reject_leftover(&rc, "route configuration")
+        })()
+        .map_err(err)?;
+        let mut out = RouteConfig {
+            name,
+            virtual_hosts,
+            exact: HashMap::new(),
+            suffix: Vec::new(),
+            prefix: Vec::new(),
+            default: None,
+            ignore_port,
+            most_specific_wins,
+            request_headers,
+            response_headers,
+        };
+        out.index_domains().map_err(err)?;
+        Ok(out)
+    }
+}
+
+impl RouteConfig {
+    fn index_domains(&mut self) -> Result<(), Reason> {
+        for (i, vh) in self.virtual_hosts.iter().enumerate() {
+            for domain in &vh.domains {
+                let d = domain.to_ascii_lowercase();
+                let duplicate = if d == "*" {
+                    self.default.replace(i).is_some()
+                } else if let Some(suffix) = d.strip_prefix('*') {
+                    let dup = self.suffix.iter().any(|(s, _)| s == suffix);
+                    self.suffix.push((suffix.to_string(), i));
+                    dup
+                } else if let Some(prefix) = d.strip_suffix('*') {
+                    let dup = self.prefix.iter().any(|(p, _)| p == prefix);
+                    self.prefix.push((prefix.to_string(), i));
+                    dup
+                } else if d.contains('*') {
+                    return Err(invalid(format!("virtual host {:?} domain {domain:?}", vh.name), "wildcard must be first or last"));
+                } else {
+                    self.exact.insert(d, i).is_some()
+                };
+                if duplicate {
+                    return Err(invalid(
+                        format!("virtual host {:?} domain {domain:?}", vh.name),
+                        "domain is listed by more than one virtual host",
+                    ));
+                }
+            }
+        }
+        // Longest wildcard wins (Envoy); stable sort keeps declaration order on ties.
+        self.suffix.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        self.prefix.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        Ok(())
+    }
+}
+
+fn convert_vhost(mut vh: rt::VirtualHost, path: &str) -> Result<VirtualHost, ConfigError> {
+    let err = |reason| ConfigError::new(path, reason);
+    if vh.domains.is_empty() {
+        return Err(err(Reason::Missing("domains")));
+    }
+    let mut routes = Vec::with_capacity(vh.routes.len());
+    for (i, r) in take(&mut vh.routes).into_iter().enumerate() {
+        let route_path = if r.name.is_empty() { format!("{path}: route {i}") } else { format!("{path}: route {i} ({:?})", r.name) };
+        routes.push(convert_route(r).map_err(|reason| ConfigError::new(&route_path, reason))?);
+    }
+    let request_headers =
+        header_ops(take(&mut vh.request_headers_to_add), take(&mut vh.request_headers_to_remove)).map_err(err)?;
+    let response_headers =
+        header_ops(take(&mut vh.response_headers_to_add), take(&mut vh.response_headers_to_remove)).map_err(err)?;
+    let name = take(&mut vh.name);
+    let domains = take(&mut vh.domains);
+    vh.metadata = None;
+    vh.virtual_clusters.clear(); // stats only
+    (|| {
+        reject_set!(
+            vh,
+            require_tls,
+            retry_policy,
+            retry_policy_typed_config,
+            hedge_policy,
+            cors,
+            rate_limits,
+            typed_per_filter_config,
+            request_mirror_policies,
+            matcher
+        );
+        reject_leftover(&vh, "virtual host")
+    })()
+    .map_err(err)?;
+    Ok(VirtualHost { name, domains, routes, request_headers, response_headers })
+}
+
+fn convert_route(mut r: rt::Route) -> Result<Route, Reason> {
+    let m = r.r#match.take().ok_or(Reason::Missing("match"))?;
+    let matcher = convert_match(m)?;
+    let action = match r.action.take() {
+        Some(rt::route::Action::Route(a)) => Action::Forward(convert_forward(a, &matcher)?),
+        Some(rt::route::Action::Redirect(a)) => Action::Redirect(convert_redirect(a)?),
+        Some(rt::route::Action::DirectResponse(a)) => Action::Direct(convert_direct(a)?),
+        Some(rt::route::Action::FilterAction(_)) => return Err(Reason::Unsupported("filter_action".into())),
+        Some(rt::route::Action::NonForwardingAction(_)) => {
+            return Err(Reason::Unsupported("non_forwarding_action".into()));
+        }
+        None => return Err(Reason::Missing("action (route, redirect or direct_response)")),
+    };
+    let request_headers = header_ops(take(&mut r.request_headers_to_add), take(&mut r.request_headers_to_remove))?;
+    let response_headers = header_ops(take(&mut r.response_headers_to_add), take(&mut r.response_headers_to_remove))?;
+    let name = take(&mut r.name);
+    // Observability-only fields.
+    r.metadata = None;
+    r.decorator = None;
+    r.tracing = None;
+    r.stat_prefix.clear();
+    reject_set!(r, typed_per_filter_config, route_specifiers);
+    reject_leftover(&r, "route")?;
+    Ok(Route { name, matcher, action, request_headers, response_headers })
+}
+
+fn convert_match(mut m: rt::RouteMatch) -> Result<RouteMatch, Reason> {
+    use rt::route_match::PathSpecifier as P;
+    let case_sensitive = m.case_sensitive.take().is_none_or(|b| b.value);
+    let path = match m.path_specifier.take() {
+        Some(P::Prefix(p)) => PathMatch::Prefix(p),
+        Some(P::Path(p)) => PathMatch::Exact(p),
+        Some(P::SafeRegex(r)) => PathMatch::Regex(regex("match.safe_regex", &r)?),
+        Some(P::PathSeparatedPrefix(p)) => {
+            if p.ends_with('/') || p.contains(['?', '#']) {
+                return Err(invalid("match.path_separated_prefix", "must not end in '/' or contain '?' or '#'"));
+            }
+            PathMatch::SeparatedPrefix(p)
+        }
+        Some(P::ConnectMatcher(_)) => return Err(Reason::Unsupported("match.connect_matcher".into())),
+        Some(P::PathMatchPolicy(_)) => return Err(Reason::Unsupported("match.path_match_policy".into())),
+        None => return Err(Reason::Missing("match path specifier (prefix, path, safe_regex)")),
+    };
+    let headers = take(&mut m.headers)
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| header_match(h).map_err(|r| prefix_reason(&format!("match.headers[{i}]"), r)))
+        .collect::<Result<_, _>>()?;
+    let query = take(&mut m.query_parameters)
+        .into_iter()
+        .enumerate()
+        .map(|(i, q)| query_match(q).map_err(|r| prefix_reason(&format!("match.query_parameters[{i}]"), r)))
+        .collect::<Result<_, _>>()?;
+    reject_set!(m, runtime_fraction, cookies, grpc, tls_context, dynamic_metadata, filter_state);
+    reject_leftover(&m, "route match")?;
+    Ok(RouteMatch { path, case_sensitive, headers, query })
+}
+
+fn prefix_reason(prefix: &str, r: Reason) -> Reason {
+    match r {
+        Reason::Missing(f) => invalid(format!("{prefix}.{f}"), "is required"),
+        Reason::Unsupported(f) => Reason::Unsupported(format!("{prefix}.{f}")),
+        Reason::UnsupportedValue { field, value } => Reason::Unsupported(format!("{prefix}.{field} {value:?}")),
+        Reason::Invalid { field, reason } => Reason::Invalid { field: format!("{prefix}.{field}"), reason },
+        Reason::Regex { field, pattern, error } => Reason::Regex { field: format!("{prefix}.{field}"), pattern, error },
+        other => other,
+    }
+}
+
+fn header_match(h: rt::HeaderMatcher) -> Result<HeaderMatch, Reason> {
+    use rt::header_matcher::HeaderMatchSpecifier as S;
+    let source = match h.name.to_ascii_lowercase().as_str() {
+        ":method" => HeaderSource::Method,
+        ":authority" | "host" => HeaderSource::Authority,
+        ":scheme" => HeaderSource::Scheme,
+        ":path" => HeaderSource::Path,
+        "" => return Err(Reason::Missing("name")),
+        n if n.starts_with(':') => return Err(Reason::UnsupportedValue { field: "name", value: h.name }),
+        n => HeaderSource::Header(HeaderName::try_from(n).map_err(|e| invalid("name", e.to_string()))?),
+    };
+    let exact = |s: String| HeaderMatchKind::String(StringMatch { kind: StringMatchKind::Exact(s), ignore_case: false });
+    let kind = match h.header_match_specifier {
+        Some(S::ExactMatch(s)) => exact(s),
+        Some(S::PrefixMatch(s)) => HeaderMatchKind::String(StringMatch { kind: StringMatchKind::Prefix(s), ignore_case: false }),
+        Some(S::SuffixMatch(s)) => HeaderMatchKind::String(StringMatch { kind: StringMatchKind::Suffix(s), ignore_case: false }),
+        Some(S::ContainsMatch(s)) => {
+            HeaderMatchKind::String(StringMatch { kind: StringMatchKind::Contains(s), ignore_case: false })
+        }
+        Some(S::SafeRegexMatch(r)) => HeaderMatchKind::String(StringMatch {
+            kind: StringMatchKind::Regex(regex("safe_regex_match", &r)?),
+            ignore_case: false,
+        }),
+        Some(S::StringMatch(s)) => HeaderMatchKind::String(string_match("string_match", s)?),
+        Some(S::PresentMatch(p)) => HeaderMatchKind::Present(p),
+        Some(S::RangeMatch(_)) => return Err(Reason::Unsupported("range_match".into())),
+        // Envoy: no specifier means "header is present".
+        None => HeaderMatchKind::Present(true),
+    };
+    Ok(HeaderMatch { source, kind, invert: h.invert_match, treat_missing_as_empty: h.treat_missing_header_as_empty })
+}
+
+fn query_match(q: rt::QueryParameterMatcher) -> Result<QueryMatch, Reason> {
+    use rt::query_parameter_matcher::QueryParameterMatchSpecifier as S;
+    if q.name.is_empty() {
+        return Err(Reason::Missing("name"));
+    }
+    let value = match q.query_parameter_match_specifier {
+        Some(S::StringMatch(s)) => Some(string_match("string_match", s)?),
+        Some(S::PresentMatch(true)) | None => None,
+        Some(S::PresentMatch(false)) => return Err(invalid("present_match", "false is not meaningful; use invert on a header")),
+    };
+    Ok(QueryMatch { name: q.name, value })
+}
+
+pub(crate) fn string_match(field: &'static str, s: matcher::StringMatcher) -> Result<StringMatch, Reason> {
+    use matcher::string_matcher::MatchPattern as M;
+    let fold = |v: String| if s.ignore_case { v.to_ascii_lowercase() } else { v };
+    let kind = match s.match_pattern {
+        Some(M::Exact(v)) => StringMatchKind::Exact(fold(v)),
+        Some(M::Prefix(v)) => StringMatchKind::Prefix(fold(v)),
+        Some(M::Suffix(v)) => StringMatchKind::Suffix(fold(v)),
+        Some(M::Contains(v)) => StringMatchKind::Contains(fold(v)),
+        Some(M::SafeRegex(r)) => StringMatchKind::Regex(regex(&format!("{field}.safe_regex"), &r)?),
+        Some(M::Custom(_)) => return Err(Reason::Unsupported(format!("{field}.custom"))),
+        None => return Err(Reason::Missing("string_match pattern")),
+    };
+    Ok(StringMatch { kind, ignore_case: s.ignore_case })
+}
+
+/// Compiles an RE2-style pattern as a full match (Envoy's semantics).
+pub(crate) fn regex(field: &str, r: &matcher::RegexMatcher) -> Result<Regex, Reason> {
+    regex::RegexBuilder::new(&format!("^(?:{})$", r.regex))
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| Reason::Regex {
+            field: field.to_string(),
+            pattern: r.regex.clone(),
+            error: e.to_string().split_whitespace().collect::<Vec<_>>().join(" "),
+        })
+}
+
+fn convert_forward(mut a: rt::RouteAction, m: &RouteMatch) -> Result<ForwardAction, Reason> {
+    use rt::route_action::{ClusterNotFoundResponseCode as Nf, ClusterSpecifier as C, HostRewriteSpecifier as H};
+    let clusters = match a.cluster_specifier.take() {
+        Some(C::Cluster(name)) if !name.is_empty() => ClusterPick::Single(name),
+        Some(C::Cluster(_)) => return Err(Reason::Missing("route.cluster")),
+        Some(C::WeightedClusters(w)) => weighted(w)?,
+        Some(C::ClusterHeader(_)) => return Err(Reason::Unsupported("route.cluster_header".into())),
+        Some(C::ClusterSpecifierPlugin(_) | C::InlineClusterSpecifierPlugin(_)) => {
+            return Err(Reason::Unsupported("route.cluster_specifier_plugin".into()));
+        }
+        None => return Err(Reason::Missing("route.cluster or route.weighted_clusters")),
+    };
+    let timeout = match duration("route.timeout", a.timeout.take().as_ref())? {
+        None => Some(DEFAULT_ROUTE_TIMEOUT),
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+    };
+    let prefix_rewrite = Some(take(&mut a.prefix_rewrite)).filter(|p| !p.is_empty());
+    if prefix_rewrite.is_some() && matches!(m.path, PathMatch::Regex(_)) {
+        return Err(invalid("route.prefix_rewrite", "cannot be combined with a safe_regex path match"));
+    }
+    let host_rewrite = match a.host_rewrite_specifier.take() {
+        None => None,
+        Some(H::HostRewriteLiteral(h)) => {
+            Some(HeaderValue::try_from(h).map_err(|e| invalid("route.host_rewrite_literal", e.to_string()))?)
+        }
+        Some(H::AutoHostRewrite(b)) if !b.value => None,
+        Some(_) => return Err(Reason::Unsupported("route.host_rewrite_specifier other than host_rewrite_literal".into())),
+    };
+    let cluster_not_found = match Nf::try_from(take(&mut a.cluster_not_found_response_code)) {
+        Ok(Nf::ServiceUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
+        Ok(Nf::NotFound) => StatusCode::NOT_FOUND,
+        Ok(Nf::InternalServerError) => StatusCode::INTERNAL_SERVER_ERROR,
+        Err(_) => return Err(invalid("route.cluster_not_found_response_code", "unknown value")),
+    };
+    (|| {
+        reject_set!(
+            a,
+            retry_policy,
+            retry_policy_typed_config,
+            request_mirror_policies,
+            hash_policy,
+            regex_rewrite,
+            path_rewrite_policy,
+            cors,
+            rate_limits,
+            idle_timeout,
+            max_stream_duration,
+            max_grpc_timeout,
+            grpc_timeout_offset,
+            upgrade_configs,
+            hedge_policy,
+            internal_redirect_policy,
+            metadata_match,
+            priority
+        );
+        reject_leftover(&a, "route action")
+    })()
+    .map_err(|r| prefix_reason("route", r))?;
+    Ok(ForwardAction { clusters, timeout, prefix_rewrite, host_rewrite, cluster_not_found })
+}
+
+fn weighted(mut w: rt::WeightedCluster) -> Result<ClusterPick, Reason> {
+    let mut clusters = Vec::with_capacity(w.clusters.len());
+    let mut total = 0u32;
+    for (i, mut c) in take(&mut w.clusters).into_iter().enumerate() {
+        let field = format!("route.weighted_clusters.clusters[{i}]");
+        if c.name.is_empty() {
+            return Err(invalid(format!("{field}.name"), "is required (cluster_header is not supported)"));
+        }
+        let weight = c.weight.take().map_or(0, |v| v.value);
+        total = total.checked_add(weight).ok_or_else(|| invalid(&field, "weights overflow"))?;
+        let request_headers = header_ops(take(&mut c.request_headers_to_add), take(&mut c.request_headers_to_remove))
+            .map_err(|r| prefix_reason(&field, r))?;
+        let response_headers = header_ops(take(&mut c.response_headers_to_add), take(&mut c.response_headers_to_remove))
+            .map_err(|r| prefix_reason(&field, r))?;
+        let name = take(&mut c.name);
+        (|| {
+            reject_set!(c, cluster_header, metadata_match, typed_per_filter_config);
+            reject_leftover(&c, "weighted cluster")
+        })()
+        .map_err(|r| prefix_reason(&field, r))?;
+        if weight > 0 {
+            clusters.push(WeightedCluster { name, weight, request_headers, response_headers });
+        }
+    }
+    #[allow(deprecated)]
+    if let Some(t) = w.total_weight.take()
+        && t.value != total
+    {
+        return Err(invalid("route.weighted_clusters.total_weight", format!("{} != sum of weights {total}", t.value)));
+    }
+    if total == 0 {
+        return Err(invalid("route.weighted_clusters", "weights sum to 0"));
+    }
+    reject_set!(w, runtime_key_prefix, random_value_specifier);
+    reject_leftover(&w, "weighted clusters")?;
+    Ok(ClusterPick::Weighted { clusters, total })
+}
+
+fn convert_redirect(mut a: rt::RedirectAction) -> Result<Redirect, Reason> {
+    use rt::redirect_action::{PathRewriteSpecifier as P, RedirectResponseCode as C, SchemeRewriteSpecifier as S};
+    let scheme = match a.scheme_rewrite_specifier.take() {
+        Some(S::HttpsRedirect(true)) => Some("https".to_string()),
+        Some(S::SchemeRedirect(s)) if !s.is_empty() => Some(s.to_ascii_lowercase()),
+        _ => None,
+    };
+    let (path, prefix_rewrite) = match a.path_rewrite_specifier.take() {
+        Some(P::PathRedirect(p)) => (Some(p).filter(|p| !p.is_empty()), None),
+        Some(P::PrefixRewrite(p)) => (None, Some(p)),
+        Some(P::RegexRewrite(_)) => return Err(Reason::Unsupported("redirect.regex_rewrite".into())),
+        None => (None, None),
+    };
+    let status = match C::try_from(a.response_code) {
+        Ok(C::MovedPermanently) => StatusCode::MOVED_PERMANENTLY,
+        Ok(C::Found) => StatusCode::FOUND,
+        Ok(C::SeeOther) => StatusCode::SEE_OTHER,
+        Ok(C::TemporaryRedirect) => StatusCode::TEMPORARY_REDIRECT,
+        Ok(C::PermanentRedirect) => StatusCode::PERMANENT_REDIRECT,
+        Err(_) => return Err(invalid("redirect.response_code", format!("unknown value {}", a.response_code))),
+    };
+    let port = match a.port_redirect {
+        0 => None,
+        p => Some(u16::try_from(p).map_err(|_| invalid("redirect.port_redirect", format!("{p} is out of range")))?),
+    };
+    let host = Some(a.host_redirect).filter(|h| !h.is_empty());
+    Ok(Redirect { scheme, host, port, path, prefix_rewrite, status, strip_query: a.strip_query })
+}
+
+fn convert_direct(a: rt::DirectResponseAction) -> Result<DirectResponse, Reason> {
+    use core::data_source::Specifier;
+    let status = u16::try_from(a.status)
+        .ok()
+        .filter(|s| (200..600).contains(s))
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .ok_or_else(|| invalid("direct_response.status", format!("{} is not in [200, 600)", a.status)))?;
+    if a.body_format.is_some() {
+        return Err(Reason::Unsupported("direct_response.body_format".into()));
+    }
+    let body = match a.body.and_then(|b| b.specifier) {
+        None => None,
+        Some(Specifier::InlineString(s)) => Some(Bytes::from(s)),
+        Some(Specifier::InlineBytes(b)) => Some(Bytes::from(b)),
+        Some(Specifier::Filename(_)) => return Err(Reason::Unsupported("direct_response.body.filename".into())),
+        Some(Specifier::EnvironmentVariable(_)) => {
+            return Err(Reason::Unsupported("direct_response.body.environment_variable".into()));
+        }
+    };
+    Ok(DirectResponse { status, body })
+}
+
+pub(crate) fn header_ops(add: Vec<core::HeaderValueOption>, remove: Vec<String>) -> Result<HeaderOps, Reason> {
+    use core::header_value_option::HeaderAppendAction as A;
+    let mut ops = HeaderOps::default();
+    for (i, o) in add.into_iter().enumerate() {
+        let field = format!("headers_to_add[{i}]");
+        let h = o.header.ok_or_else(|| invalid(&field, "header is required"))?;
+        let name = writable_header(&field, &h.key)?;
+        let raw = if h.raw_value.is_empty() { h.value.into_bytes() } else { h.raw_value };
+        let value = unescape_percent(&field, raw)?;
+        let value = HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|e| invalid(&field, e.to_string()))?;
+        #[allow(deprecated)]
+        let action = match o.append {
+            Some(b) if b.value => A::AppendIfExistsOrAdd,
+            Some(_) => A::OverwriteIfExistsOrAdd,
+            None => A::try_from(o.append_action).map_err(|_| invalid(format!("{field}.append_action"), "unknown value"))?,
+        };
+        ops.add.push(HeaderAdd { name, value, action, keep_empty: o.keep_empty_value });
+    }
+    for (i, r) in remove.iter().enumerate() {
+        ops.remove.push(writable_header(&format!("headers_to_remove[{i}]"), r)?);
+    }
+    Ok(ops)
+}
+
+fn writable_header(field: &str, key: &str) -> Result<HeaderName, Reason> {
+    if key.starts_with(':') || key.eq_ignore_ascii_case("host") {
+        return Err(invalid(field, format!("header {key:?} cannot be modified")));
+    }
+    HeaderName::try_from(key).map_err(|e| invalid(field, format!("{key:?}: {e}")))
+}
+
+/// Envoy header values may hold `%COMMAND%` formatters; only the `%%` escape is supported.
+fn unescape_percent(field: &str, raw: Vec<u8>) -> Result<Vec<u8>, Reason> {
+    if !raw.contains(&b'%') {
+        return Ok(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut it = raw.iter().copied().peekable();
+    while let Some(b) = it.next() {
+        if b == b'%' {
+            if it.peek() == Some(&b'%') {
+                it.next();
+            } else {
+                return Err(Reason::Unsupported(format!(
+                    "{field}: header value formatters (%...%) in {:?}",
+                    String::from_utf8_lossy(&raw)
+                )));
+            }
+        }
+        out.push(b);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[path = "route_tests.rs"]
+mod tests;

@@ -1,0 +1,578 @@
+//! End-to-end test harness: runs the real `weft-controller`, `weft-proxy` and `weftctl
+//! demo-app` binaries on loopback and talks to them over real sockets.
+//!
+//! Every test gets its own block of loopback addresses (`127.<A>.<B>.0/24`), so tests run
+//! in parallel with the standard ports (15000, 15001, 15006, 15010, …) on every "pod".
+//! Processes are killed when their handle is dropped, also when a test panics.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+
+pub use tempfile::TempDir;
+
+/// Paths of the binaries under test.
+pub struct Bins {
+    pub controller: PathBuf,
+    pub proxy: PathBuf,
+    pub weftctl: PathBuf,
+}
+
+/// Builds the binaries once per test process (a no-op when they are fresh) with the
+/// profile the tests were built with, and returns their paths. Panics, never skips, when
+/// they cannot be built.
+pub fn bins() -> &'static Bins {
+    static BINS: OnceLock<Bins> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> → target/<profile>
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable lives in target/<profile>/deps")
+            .to_path_buf();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut build = Command::new(cargo);
+        build.arg("build").arg("--manifest-path").arg(&manifest);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        build.args(["-p", "weft-controller", "-p", "weft-proxy", "-p", "weftctl"]);
+        let status = build.status().expect("running cargo build for the end-to-end binaries");
+        assert!(status.success(), "cargo build of the binaries under test failed");
+        let bins = Bins {
+            controller: dir.join("weft-controller"),
+            proxy: dir.join("weft-proxy"),
+            weftctl: dir.join("weftctl"),
+        };
+        for path in [&bins.controller, &bins.proxy, &bins.weftctl] {
+            assert!(path.exists(), "{} was not built", path.display());
+        }
+        bins
+    })
+}
+
+/// A test's block of loopback addresses.
+#[derive(Clone, Copy, Debug)]
+pub struct Net {
+    a: u8,
+    b: u8,
+}
+
+impl Net {
+    /// A fresh block, distinct from every other test's in this and (very likely) any
+    /// concurrently running test process.
+    pub fn new() -> Self {
+        static NEXT: AtomicU8 = AtomicU8::new(1);
+        let b = NEXT.fetch_add(1, Ordering::Relaxed);
+        let a = 100 + (std::process::id() % 100) as u8;
+        Self { a, b }
+    }
+
+    /// The address of host `n` in this block. By convention 1 is the control plane,
+    /// 10 the client sidecar, 11.. the app instances.
+    pub fn ip(&self, n: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(127, self.a, self.b, n))
+    }
+}
+
+impl Default for Net {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A child process killed (and reaped) on drop, with its output in a log file.
+pub struct Process {
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(name: &str, command: &mut Command, log_dir: &Path) -> Self {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("creating a log file");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file handle"))
+            .stderr(file)
+            .env(
+                "RUST_LOG",
+                std::env::var("WEFT_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self { name: name.into(), child: Some(child), log }
+    }
+
+    /// Everything the process has written so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Kills the process (SIGKILL: no chance to say goodbye) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Panics with the log's tail if the process has exited.
+    pub fn assert_running(&mut self) {
+        if !self.is_running() {
+            panic!("{} is not running; its log:\n{}", self.name, tail(&self.log(), 40));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- log of {} ---\n{}", self.name, tail(&self.log(), 60));
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<_> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `weft-controller` in local mode.
+pub struct Controller {
+    pub process: Process,
+    pub xds: SocketAddr,
+    pub debug: SocketAddr,
+}
+
+impl Controller {
+    pub async fn start(net: Net, config_dir: &Path, log_dir: &Path) -> Self {
+        let xds = SocketAddr::new(net.ip(1), 15010);
+        let debug = SocketAddr::new(net.ip(1), 15014);
+        let process = Process::spawn(
+            "weft-controller",
+            Command::new(&bins().controller)
+                .arg("--config-dir")
+                .arg(config_dir)
+                .args(["--xds-address", &xds.to_string()])
+                .args(["--debug-address", &debug.to_string()]),
+            log_dir,
+        );
+        let mut controller = Self { process, xds, debug };
+        wait_ok(&format!("http://{debug}/ready"), &mut controller.process).await;
+        controller
+    }
+
+    pub fn xds_url(&self) -> String {
+        format!("http://{}", self.xds)
+    }
+}
+
+/// A `weft-proxy` sidecar on its own loopback address.
+pub struct Sidecar {
+    pub process: Process,
+    pub ip: IpAddr,
+}
+
+impl Sidecar {
+    /// Starts a sidecar and waits until it has its first config.
+    pub async fn start(
+        ip: IpAddr,
+        xds_url: &str,
+        workload: &str,
+        labels: &str,
+        app_port: Option<u16>,
+        log_dir: &Path,
+    ) -> Self {
+        let mut command = Command::new(&bins().proxy);
+        command
+            .args(["--xds-address", xds_url])
+            .args(["--instance-ip", &ip.to_string()])
+            .args(["--workload-name", workload])
+            .args(["--namespace", "default"])
+            .args(["--labels", labels]);
+        if let Some(port) = app_port {
+            command.args(["--app-port", &port.to_string()]);
+        }
+        let mut process = Process::spawn(&format!("sidecar-{workload}"), &mut command, log_dir);
+        wait_ok(&format!("http://{ip}:15000/ready"), &mut process).await;
+        Self { process, ip }
+    }
+
+    /// The outbound listener, for clients that use this sidecar.
+    pub fn outbound(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, 15001)
+    }
+}
+
+/// One instance of the built-in demo app.
+pub struct App {
+    pub process: Process,
+    pub addr: SocketAddr,
+}
+
+impl App {
+    pub async fn start(addr: SocketAddr, service: &str, version: &str, log_dir: &Path) -> Self {
+        let mut process = Process::spawn(
+            &format!("app-{service}-{version}"),
+            Command::new(&bins().weftctl).args([
+                "demo-app",
+                "--listen",
+                &addr.to_string(),
+                "--service",
+                service,
+                "--version",
+                version,
+            ]),
+            log_dir,
+        );
+        wait_ok(&format!("http://{addr}/"), &mut process).await;
+        Self { process, addr }
+    }
+}
+
+/// Polls `url` until it answers 2xx; panics after 20 s or when `process` dies.
+pub async fn wait_ok(url: &str, process: &mut Process) {
+    let client = HttpClient::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        process.assert_running();
+        if let Ok(reply) = client.get_url(url).await
+            && reply.status.is_success()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} not ready after 20s; {} log:\n{}", process.name, tail(&process.log(), 40));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// What a request got back.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: http::StatusCode,
+    /// The demo app's `x-weft-version`, when an app answered.
+    pub version: Option<String>,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+/// A pooled HTTP/1.1 client.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpClient {
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        Self {
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector),
+        }
+    }
+
+    pub async fn get_url(&self, url: &str) -> Result<Reply, String> {
+        let req = http::Request::get(url)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        self.send(req).await
+    }
+
+    /// Sends `method path` to `via` (a sidecar's outbound listener) for `host`, with extra headers.
+    pub async fn request(
+        &self,
+        via: SocketAddr,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, String> {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{via}{path}"))
+            .header(http::header::HOST, host);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+        self.send(req).await
+    }
+
+    async fn send(&self, req: http::Request<Full<Bytes>>) -> Result<Reply, String> {
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
+            .await
+            .map_err(|_| "timed out after 10s".to_string())?
+            .map_err(|e| format!("{e:?}"))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let version = headers
+            .get("x-weft-version")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Reply {
+            status,
+            version,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
+/// Writes `contents` to `dir/name` via a rename, as editors do.
+pub fn write_file(dir: &Path, name: &str, contents: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, contents).expect("writing config");
+    std::fs::rename(&tmp, dir.join(name)).expect("renaming config into place");
+}
+
+/// Retries `check` every 20 ms until it returns `Some`, or panics with `what` after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The reviews service of the tests: a ServiceEntry, one WorkloadEntry per version
+/// (addresses `net.ip(11 + i)`, pointing at the sidecar's inbound port), and a
+/// DestinationRule with one subset per version.
+pub fn reviews_service_yaml(net: Net, versions: &[&str]) -> String {
+    let mut yaml = String::from(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 9080, name: http, protocol: HTTP}
+  workloadSelector:
+    labels: {app: reviews}
+",
+    );
+    for (i, version) in versions.iter().enumerate() {
+        yaml.push_str(&format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: reviews-{version}
+  namespace: default
+spec:
+  address: {ip}
+  ports: {{http: 15006}}
+  labels: {{app: reviews, version: {version}}}
+",
+            ip = net.ip(11 + i as u8)
+        ));
+    }
+    yaml.push_str(
+        "---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  subsets:
+",
+    );
+    for version in versions {
+        yaml.push_str(&format!("  - name: {version}\n    labels: {{version: {version}}}\n"));
+    }
+    yaml
+}
+
+/// A VirtualService for reviews splitting traffic by `weights` (subset, weight).
+pub fn split_vs(weights: &[(&str, i32)]) -> String {
+    let mut yaml = String::from(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+",
+    );
+    for (subset, weight) in weights {
+        yaml.push_str(&format!(
+            "    - destination: {{host: reviews, subset: {subset}}}\n      weight: {weight}\n"
+        ));
+    }
+    yaml
+}
+
+/// The whole mesh of a test: control plane, reviews apps with sidecars, a client sidecar.
+pub struct Mesh {
+    pub net: Net,
+    pub dir: TempDir,
+    pub controller: Controller,
+    pub apps: Vec<App>,
+    pub sidecars: Vec<Sidecar>,
+    pub client: Sidecar,
+    pub http: HttpClient,
+}
+
+impl Mesh {
+    /// Starts the mesh with reviews `versions` and the extra config files `files`
+    /// (name, contents) in the config directory.
+    pub async fn start(versions: &[&str], files: &[(&str, &str)]) -> Self {
+        let net = Net::new();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("config");
+        let logs = dir.path().join("logs");
+        std::fs::create_dir_all(&config).expect("config dir");
+        std::fs::create_dir_all(&logs).expect("log dir");
+        write_file(&config, "reviews-service.yaml", &reviews_service_yaml(net, versions));
+        for (name, contents) in files {
+            write_file(&config, name, contents);
+        }
+        let controller = Controller::start(net, &config, &logs).await;
+        let mut apps = Vec::new();
+        let mut sidecars = Vec::new();
+        for (i, version) in versions.iter().enumerate() {
+            let ip = net.ip(11 + i as u8);
+            apps.push(App::start(SocketAddr::new(ip, 9080), "reviews", version, &logs).await);
+            sidecars.push(
+                Sidecar::start(
+                    ip,
+                    &controller.xds_url(),
+                    &format!("reviews-{version}"),
+                    &format!("app=reviews,version={version}"),
+                    Some(9080),
+                    &logs,
+                )
+                .await,
+            );
+        }
+        let client = Sidecar::start(net.ip(10), &controller.xds_url(), "client", "app=client", None, &logs).await;
+        Self { net, dir, controller, apps, sidecars, client, http: HttpClient::new() }
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    /// `GET path` to reviews through the client sidecar.
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
+        self.http.request(self.client.outbound(), "GET", "reviews:9080", path, headers).await
+    }
+
+    /// Waits until `path` (with `headers`) is answered by `version`, within `limit`.
+    pub async fn wait_for_version(&self, path: &str, headers: &[(&str, &str)], version: &str, limit: Duration) {
+        eventually(limit, &format!("{path} to reach {version}"), || async {
+            match self.get(path, headers).await {
+                Ok(reply) if reply.version.as_deref() == Some(version) => Some(()),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    /// Sends `n` requests over `concurrency` connections; returns the count per version
+    /// and the failures.
+    pub async fn load(&self, n: usize, concurrency: usize, headers: &[(&str, &str)]) -> Load {
+        let mut tasks = Vec::new();
+        for worker in 0..concurrency {
+            let http = HttpClient::new();
+            let via = self.client.outbound();
+            let headers: Vec<(String, String)> =
+                headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let count = n / concurrency + usize::from(worker < n % concurrency);
+            tasks.push(tokio::spawn(async move {
+                let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let mut load = Load::default();
+                for _ in 0..count {
+                    match http.request(via, "GET", "reviews:9080", "/", &headers).await {
+                        Ok(reply) if reply.status.is_success() => {
+                            *load.by_version.entry(reply.version.unwrap_or_default()).or_default() += 1
+                        }
+                        Ok(reply) => load.failures.push(format!("{} {}", reply.status, reply.body.trim())),
+                        Err(e) => load.failures.push(e),
+                    }
+                }
+                load
+            }));
+        }
+        let mut total = Load::default();
+        for task in tasks {
+            let load = task.await.expect("load worker");
+            for (version, n) in load.by_version {
+                *total.by_version.entry(version).or_default() += n;
+            }
+            total.failures.extend(load.failures);
+        }
+        total
+    }
+}
+
+/// Outcome of [`Mesh::load`].
+#[derive(Debug, Default)]
+pub struct Load {
+    pub by_version: std::collections::BTreeMap<String, usize>,
+    pub failures: Vec<String>,
+}
+
+impl Load {
+    pub fn total(&self) -> usize {
+        self.by_version.values().sum::<usize>() + self.failures.len()
+    }
+
+    /// Percentage of all requests answered by `version`.
+    pub fn share(&self, version: &str) -> f64 {
+        let n = self.by_version.get(version).copied().unwrap_or(0);
+        n as f64 * 100.0 / self.total().max(1) as f64
+    }
+}
