@@ -51,7 +51,12 @@ impl Endpoint {
         // A SocketAddr's Display form is always a valid authority.
         let authority = http::uri::Authority::try_from(addr.to_string())
             .unwrap_or_else(|_| http::uri::Authority::from_static("invalid"));
-        Self { addr, weight: weight.max(1), authority, in_flight: AtomicUsize::new(0) }
+        Self {
+            addr,
+            weight: weight.max(1),
+            authority,
+            in_flight: AtomicUsize::new(0),
+        }
     }
 
     pub fn in_flight(&self) -> usize {
@@ -97,9 +102,18 @@ pub struct Balancer {
 
 impl Balancer {
     /// Builds a balancer; counters of endpoints present in `previous` are reused.
-    pub fn new(policy: LbPolicy, endpoints: &[(SocketAddr, u32)], previous: Option<&Balancer>) -> Self {
+    pub fn new(
+        policy: LbPolicy,
+        endpoints: &[(SocketAddr, u32)],
+        previous: Option<&Balancer>,
+    ) -> Self {
         let old: HashMap<(SocketAddr, u32), &Arc<Endpoint>> = previous
-            .map(|b| b.endpoints.iter().map(|e| ((e.addr, e.weight), e)).collect())
+            .map(|b| {
+                b.endpoints
+                    .iter()
+                    .map(|e| ((e.addr, e.weight), e))
+                    .collect()
+            })
             .unwrap_or_default();
         let endpoints: Vec<Arc<Endpoint>> = endpoints
             .iter()
@@ -120,8 +134,18 @@ impl Balancer {
         } else {
             Vec::new()
         };
-        let start = previous.map(|b| b.cursor.load(Ordering::Relaxed)).unwrap_or_else(|| rand::rng().random_range(0..1024));
-        Self { policy, endpoints, cumulative, total_weight, schedule, cursor: AtomicUsize::new(start), all_equal }
+        let start = previous
+            .map(|b| b.cursor.load(Ordering::Relaxed))
+            .unwrap_or_else(|| rand::rng().random_range(0..1024));
+        Self {
+            policy,
+            endpoints,
+            cumulative,
+            total_weight,
+            schedule,
+            cursor: AtomicUsize::new(start),
+            all_equal,
+        }
     }
 
     pub fn policy(&self) -> LbPolicy {
@@ -175,8 +199,13 @@ impl Balancer {
 
 /// nginx-style smooth weighted round robin, unrolled over one full period.
 fn smooth_schedule(endpoints: &[Arc<Endpoint>]) -> Vec<u32> {
-    let gcd = endpoints.iter().fold(0u64, |g, e| gcd(g, u64::from(e.weight)));
-    let weights: Vec<i64> = endpoints.iter().map(|e| (u64::from(e.weight) / gcd.max(1)) as i64).collect();
+    let gcd = endpoints
+        .iter()
+        .fold(0u64, |g, e| gcd(g, u64::from(e.weight)));
+    let weights: Vec<i64> = endpoints
+        .iter()
+        .map(|e| (u64::from(e.weight) / gcd.max(1)) as i64)
+        .collect();
     let period: i64 = weights.iter().sum();
     if period as u64 > MAX_SCHEDULE {
         return Vec::new();
@@ -227,7 +256,11 @@ mod tests {
 
     #[test]
     fn round_robin_cycles_evenly() {
-        let b = Balancer::new(LbPolicy::RoundRobin, &[(addr(1), 1), (addr(2), 1), (addr(3), 1)], None);
+        let b = Balancer::new(
+            LbPolicy::RoundRobin,
+            &[(addr(1), 1), (addr(2), 1), (addr(3), 1)],
+            None,
+        );
         let c = counts(&b, &mut SmallRng::seed_from_u64(1), 300);
         assert_eq!(c.values().copied().collect::<Vec<_>>(), vec![100; 3]);
     }
@@ -240,7 +273,9 @@ mod tests {
         assert_eq!(c[&1], 300);
         assert_eq!(c[&2], 100);
         // Smooth: endpoint 2 never appears twice in a row.
-        let seq: Vec<u16> = (0..8).map(|_| b.pick(&mut rng).unwrap().addr.port()).collect();
+        let seq: Vec<u16> = (0..8)
+            .map(|_| b.pick(&mut rng).unwrap().addr.port())
+            .collect();
         assert!(seq.windows(2).all(|w| !(w[0] == 2 && w[1] == 2)), "{seq:?}");
     }
 
@@ -284,7 +319,11 @@ mod tests {
     fn counters_survive_rebuild_for_unchanged_endpoints() {
         let old = Balancer::new(LbPolicy::LeastRequest, &[(addr(1), 1), (addr(2), 1)], None);
         let _g = old.endpoints()[0].start_request();
-        let new = Balancer::new(LbPolicy::LeastRequest, &[(addr(1), 1), (addr(3), 1)], Some(&old));
+        let new = Balancer::new(
+            LbPolicy::LeastRequest,
+            &[(addr(1), 1), (addr(3), 1)],
+            Some(&old),
+        );
         assert_eq!(new.endpoints()[0].in_flight(), 1);
         assert!(Arc::ptr_eq(&new.endpoints()[0], &old.endpoints()[0]));
         assert_eq!(new.endpoints()[1].in_flight(), 0);

@@ -57,13 +57,17 @@ impl ProxyError {
     /// The single mapping from an error to what the client sees: status, Envoy flag, body.
     pub fn reply_parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            Self::NoListener | Self::NoRouteConfig(_) | Self::NoRoute => {
-                (StatusCode::NOT_FOUND, "NR", "no route matched the request\n")
-            }
+            Self::NoListener | Self::NoRouteConfig(_) | Self::NoRoute => (
+                StatusCode::NOT_FOUND,
+                "NR",
+                "no route matched the request\n",
+            ),
             Self::NoCluster { status, .. } => (*status, "NC", "no configured cluster\n"),
-            Self::NoHealthyUpstream(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "UH", "no healthy upstream\n")
-            }
+            Self::NoHealthyUpstream(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UH",
+                "no healthy upstream\n",
+            ),
             Self::ConnectFailure { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "UF",
@@ -79,17 +83,25 @@ impl ProxyError {
                 "UR",
                 "upstream connect error or disconnect/reset before headers. reset reason: remote reset\n",
             ),
-            Self::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "UT", "upstream request timeout\n"),
+            Self::Timeout { .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "UT",
+                "upstream request timeout\n",
+            ),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "DPE", "bad request\n"),
         }
     }
 
     /// Classifies an error from the pooled client.
-    pub fn from_client(endpoint: std::net::SocketAddr, source: hyper_util::client::legacy::Error) -> Self {
+    pub fn from_client(
+        endpoint: std::net::SocketAddr,
+        source: hyper_util::client::legacy::Error,
+    ) -> Self {
         if source.is_connect() {
             return Self::ConnectFailure { endpoint, source };
         }
-        let hyper_err = std::error::Error::source(&source).and_then(|e| e.downcast_ref::<hyper::Error>());
+        let hyper_err =
+            std::error::Error::source(&source).and_then(|e| e.downcast_ref::<hyper::Error>());
         match hyper_err {
             Some(e) if e.is_incomplete_message() || e.is_canceled() || e.is_closed() => {
                 Self::UpstreamTerminated { endpoint, source }
@@ -104,7 +116,10 @@ impl ProxyError {
         let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
         *resp.status_mut() = status;
         let headers = resp.headers_mut();
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
         headers.insert(RESPONSE_FLAGS_HEADER, HeaderValue::from_static(flag));
         resp
     }
@@ -120,7 +135,10 @@ mod tests {
             (ProxyError::NoRoute, 404, "NR"),
             (ProxyError::NoRouteConfig("outbound".into()), 404, "NR"),
             (
-                ProxyError::NoCluster { name: "c".into(), status: StatusCode::SERVICE_UNAVAILABLE },
+                ProxyError::NoCluster {
+                    name: "c".into(),
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                },
                 503,
                 "NC",
             ),

@@ -38,7 +38,12 @@ pub struct ListenerManager {
 
 impl ListenerManager {
     pub fn new(rx: watch::Receiver<Arc<ProxyConfig>>) -> Self {
-        Self { rx, runtime: Handle::try_current().ok(), running: HashMap::new(), staged: None }
+        Self {
+            rx,
+            runtime: Handle::try_current().ok(),
+            running: HashMap::new(),
+            staged: None,
+        }
     }
 
     /// The actual local address of the socket for configured address `addr`.
@@ -48,7 +53,10 @@ impl ListenerManager {
 
     /// Binds every address not yet bound. On any failure the new sockets are closed and
     /// the error (with the OS message) is returned; running sockets are untouched.
-    pub fn prepare<'a>(&mut self, desired: impl Iterator<Item = (&'a str, SocketAddr)>) -> Result<(), String> {
+    pub fn prepare<'a>(
+        &mut self,
+        desired: impl Iterator<Item = (&'a str, SocketAddr)>,
+    ) -> Result<(), String> {
         let mut bind = Vec::new();
         let mut wanted = Vec::new();
         for (name, addr) in desired {
@@ -57,17 +65,25 @@ impl ListenerManager {
                 continue;
             }
             // On error `bind` is dropped here, closing the sockets bound so far.
-            let socket = bind_socket(addr).map_err(|e| format!("listener {name:?}: cannot bind {addr}: {e}"))?;
+            let socket = bind_socket(addr)
+                .map_err(|e| format!("listener {name:?}: cannot bind {addr}: {e}"))?;
             bind.push((addr, socket));
         }
-        let remove = self.running.keys().filter(|a| !wanted.contains(a)).copied().collect();
+        let remove = self
+            .running
+            .keys()
+            .filter(|a| !wanted.contains(a))
+            .copied()
+            .collect();
         self.staged = Some(Staged { bind, remove });
         Ok(())
     }
 
     /// Starts accepting on the prepared sockets and stops the removed ones.
     pub fn commit(&mut self) {
-        let Some(staged) = self.staged.take() else { return };
+        let Some(staged) = self.staged.take() else {
+            return;
+        };
         for addr in staged.remove {
             if let Some(r) = self.running.remove(&addr) {
                 tracing::info!(%addr, "listener removed: no longer accepting; open connections drain");
@@ -105,7 +121,11 @@ impl Drop for ListenerManager {
 }
 
 fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -127,7 +147,12 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(crate::http::serve_connection(stream, peer, addr, rx.clone()));
+                tokio::spawn(crate::http::serve_connection(
+                    stream,
+                    peer,
+                    addr,
+                    rx.clone(),
+                ));
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.

@@ -31,7 +31,9 @@ pub struct Pools {
 
 impl std::fmt::Debug for Pools {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pools").field("clients", &self.clients.lock().len()).finish()
+        f.debug_struct("Pools")
+            .field("clients", &self.clients.lock().len())
+            .finish()
     }
 }
 
@@ -46,7 +48,10 @@ impl Pools {
                 connector.set_nodelay(true);
                 connector.set_connect_timeout(Some(connect_timeout));
                 let mut builder = Client::builder(TokioExecutor::new());
-                builder.pool_idle_timeout(POOL_IDLE_TIMEOUT).pool_timer(TokioTimer::new()).set_host(false);
+                builder
+                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                    .pool_timer(TokioTimer::new())
+                    .set_host(false);
                 if http2 {
                     builder.http2_only(true).timer(TokioTimer::new());
                 }
@@ -67,16 +72,26 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("config", &self.config).field("balancer", &self.balancer).finish()
+        f.debug_struct("Cluster")
+            .field("config", &self.config)
+            .field("balancer", &self.balancer)
+            .finish()
     }
 }
 
 impl Cluster {
-    pub fn new(config: ClusterConfig, assignment: Assignment, pools: &Pools, previous: Option<&Cluster>) -> Self {
+    pub fn new(
+        config: ClusterConfig,
+        assignment: Assignment,
+        pools: &Pools,
+        previous: Option<&Cluster>,
+    ) -> Self {
         let balancer = Balancer::new(
             config.lb_policy,
             &assignment.endpoints,
-            previous.filter(|p| p.config.lb_policy == config.lb_policy).map(|p| &p.balancer),
+            previous
+                .filter(|p| p.config.lb_policy == config.lb_policy)
+                .map(|p| &p.balancer),
         );
         let (h1, h2) = match config.protocol {
             UpstreamProtocol::Http1 => (true, false),

@@ -53,8 +53,13 @@ pub fn bins() -> &'static Bins {
             build.arg("--release");
         }
         build.args(["-p", "weft-controller", "-p", "weft-proxy", "-p", "weftctl"]);
-        let status = build.status().expect("running cargo build for the end-to-end binaries");
-        assert!(status.success(), "cargo build of the binaries under test failed");
+        let status = build
+            .status()
+            .expect("running cargo build for the end-to-end binaries");
+        assert!(
+            status.success(),
+            "cargo build of the binaries under test failed"
+        );
         let bins = Bins {
             controller: dir.join("weft-controller"),
             proxy: dir.join("weft-proxy"),
@@ -118,7 +123,11 @@ impl Process {
             )
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Self { name: name.into(), child: Some(child), log }
+        Self {
+            name: name.into(),
+            child: Some(child),
+            log,
+        }
     }
 
     /// Everything the process has written so far.
@@ -141,7 +150,11 @@ impl Process {
     /// Panics with the log's tail if the process has exited.
     pub fn assert_running(&mut self) {
         if !self.is_running() {
-            panic!("{} is not running; its log:\n{}", self.name, tail(&self.log(), 40));
+            panic!(
+                "{} is not running; its log:\n{}",
+                self.name,
+                tail(&self.log(), 40)
+            );
         }
     }
 }
@@ -180,7 +193,11 @@ impl Controller {
                 .args(["--debug-address", &debug.to_string()]),
             log_dir,
         );
-        let mut controller = Self { process, xds, debug };
+        let mut controller = Self {
+            process,
+            xds,
+            debug,
+        };
         wait_ok(&format!("http://{debug}/ready"), &mut controller.process).await;
         controller
     }
@@ -264,7 +281,12 @@ pub async fn wait_ok(url: &str, process: &mut Process) {
         {
             return;
         }
-        assert!(Instant::now() < deadline, "{url} not ready after 20s; {} log:\n{}", process.name, tail(&process.log(), 40));
+        assert!(
+            Instant::now() < deadline,
+            "{url} not ready after 20s; {} log:\n{}",
+            process.name,
+            tail(&process.log(), 40)
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -326,7 +348,9 @@ impl HttpClient {
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
-        let req = req.body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
         self.send(req).await
     }
 
@@ -341,7 +365,12 @@ impl HttpClient {
             .get("x-weft-version")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
         Ok(Reply {
             status,
             version,
@@ -369,7 +398,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -423,7 +455,9 @@ spec:
 ",
     );
     for version in versions {
-        yaml.push_str(&format!("  - name: {version}\n    labels: {{version: {version}}}\n"));
+        yaml.push_str(&format!(
+            "  - name: {version}\n    labels: {{version: {version}}}\n"
+        ));
     }
     yaml
 }
@@ -471,7 +505,11 @@ impl Mesh {
         let logs = dir.path().join("logs");
         std::fs::create_dir_all(&config).expect("config dir");
         std::fs::create_dir_all(&logs).expect("log dir");
-        write_file(&config, "reviews-service.yaml", &reviews_service_yaml(net, versions));
+        write_file(
+            &config,
+            "reviews-service.yaml",
+            &reviews_service_yaml(net, versions),
+        );
         for (name, contents) in files {
             write_file(&config, name, contents);
         }
@@ -493,8 +531,24 @@ impl Mesh {
                 .await,
             );
         }
-        let client = Sidecar::start(net.ip(10), &controller.xds_url(), "client", "app=client", None, &logs).await;
-        Self { net, dir, controller, apps, sidecars, client, http: HttpClient::new() }
+        let client = Sidecar::start(
+            net.ip(10),
+            &controller.xds_url(),
+            "client",
+            "app=client",
+            None,
+            &logs,
+        )
+        .await;
+        Self {
+            net,
+            dir,
+            controller,
+            apps,
+            sidecars,
+            client,
+            http: HttpClient::new(),
+        }
     }
 
     pub fn config_dir(&self) -> PathBuf {
@@ -507,11 +561,19 @@ impl Mesh {
 
     /// `GET path` to reviews through the client sidecar.
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
-        self.http.request(self.client.outbound(), "GET", "reviews:9080", path, headers).await
+        self.http
+            .request(self.client.outbound(), "GET", "reviews:9080", path, headers)
+            .await
     }
 
     /// Waits until `path` (with `headers`) is answered by `version`, within `limit`.
-    pub async fn wait_for_version(&self, path: &str, headers: &[(&str, &str)], version: &str, limit: Duration) {
+    pub async fn wait_for_version(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        version: &str,
+        limit: Duration,
+    ) {
         eventually(limit, &format!("{path} to reach {version}"), || async {
             match self.get(path, headers).await {
                 Ok(reply) if reply.version.as_deref() == Some(version) => Some(()),
@@ -528,18 +590,32 @@ impl Mesh {
         for worker in 0..concurrency {
             let http = HttpClient::new();
             let via = self.client.outbound();
-            let headers: Vec<(String, String)> =
-                headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let headers: Vec<(String, String)> = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             let count = n / concurrency + usize::from(worker < n % concurrency);
             tasks.push(tokio::spawn(async move {
-                let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
                 let mut load = Load::default();
                 for _ in 0..count {
-                    match http.request(via, "GET", "reviews:9080", "/", &headers).await {
+                    match http
+                        .request(via, "GET", "reviews:9080", "/", &headers)
+                        .await
+                    {
                         Ok(reply) if reply.status.is_success() => {
-                            *load.by_version.entry(reply.version.unwrap_or_default()).or_default() += 1
+                            *load
+                                .by_version
+                                .entry(reply.version.unwrap_or_default())
+                                .or_default() += 1
                         }
-                        Ok(reply) => load.failures.push(format!("{} {}", reply.status, reply.body.trim())),
+                        Ok(reply) => {
+                            load.failures
+                                .push(format!("{} {}", reply.status, reply.body.trim()))
+                        }
                         Err(e) => load.failures.push(e),
                     }
                 }

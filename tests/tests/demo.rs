@@ -13,7 +13,10 @@ fn demo_runs_and_exits_zero() {
         .expect("running weftctl demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     assert!(stdout.contains("weft demo: OK"), "{stdout}");
     assert!(stdout.contains("routing moved"), "{stdout}");
 }

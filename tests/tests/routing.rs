@@ -39,9 +39,12 @@ spec:
 async fn path_header_and_method_routing() {
     let mesh = Mesh::start(&["v1", "v2", "v3"], &[("reviews-vs.yaml", ROUTES)]).await;
     // The sidecars are ready; routes may still be in flight: wait for the first match.
-    mesh.wait_for_version("/", &[("end-user", "jason")], "v3", Duration::from_secs(5)).await;
+    mesh.wait_for_version("/", &[("end-user", "jason")], "v3", Duration::from_secs(5))
+        .await;
 
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    /// (method, path, headers, the version that must answer)
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case<'_>] = &[
         ("GET", "/", &[("end-user", "jason")], "v3"),
         ("GET", "/", &[("end-user", "bob")], "v1"),
         ("GET", "/v2/anything", &[], "v2"),
@@ -56,11 +59,25 @@ async fn path_header_and_method_routing() {
     for (method, path, headers, want) in cases {
         let reply = mesh
             .http
-            .request(mesh.client.outbound(), method, "reviews:9080", path, headers)
+            .request(
+                mesh.client.outbound(),
+                method,
+                "reviews:9080",
+                path,
+                headers,
+            )
             .await
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        assert_eq!(reply.status, 200, "{method} {path} {headers:?}: {}", reply.body);
-        assert_eq!(reply.version.as_deref(), Some(*want), "{method} {path} {headers:?}");
+        assert_eq!(
+            reply.status, 200,
+            "{method} {path} {headers:?}: {}",
+            reply.body
+        );
+        assert_eq!(
+            reply.version.as_deref(),
+            Some(*want),
+            "{method} {path} {headers:?}"
+        );
     }
 
     // The app sees the original Host, and the proxy-style absolute form works too.
@@ -71,22 +88,40 @@ async fn path_header_and_method_routing() {
         .get_url(&format!("http://{}/", mesh.client.outbound()))
         .await
         .unwrap();
-    assert_eq!(reply.status, 404, "a host no service claims gets 404: {reply:?}");
+    assert_eq!(
+        reply.status, 404,
+        "a host no service claims gets 404: {reply:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eighty_twenty_split_over_5000_requests() {
-    let mesh = Mesh::start(&["v1", "v2"], &[("reviews-vs.yaml", &split_vs(&[("v1", 80), ("v2", 20)]))]).await;
+    let mesh = Mesh::start(
+        &["v1", "v2"],
+        &[("reviews-vs.yaml", &split_vs(&[("v1", 80), ("v2", 20)]))],
+    )
+    .await;
     // Wait until the split is in force: both versions answer.
-    mesh.wait_for_version("/", &[], "v2", Duration::from_secs(5)).await;
+    mesh.wait_for_version("/", &[], "v2", Duration::from_secs(5))
+        .await;
     let load = mesh.load(5000, 16, &[]).await;
-    assert!(load.failures.is_empty(), "failures: {:?}", &load.failures[..load.failures.len().min(5)]);
+    assert!(
+        load.failures.is_empty(),
+        "failures: {:?}",
+        &load.failures[..load.failures.len().min(5)]
+    );
     assert_eq!(load.total(), 5000);
     let v1 = load.share("v1");
     let v2 = load.share("v2");
     eprintln!("80/20 split: v1 {v1:.2}% v2 {v2:.2}%");
-    assert!((v1 - 80.0).abs() <= 3.0, "v1 share {v1:.2}% not within 80±3");
-    assert!((v2 - 20.0).abs() <= 3.0, "v2 share {v2:.2}% not within 20±3");
+    assert!(
+        (v1 - 80.0).abs() <= 3.0,
+        "v1 share {v1:.2}% not within 80±3"
+    );
+    assert!(
+        (v2 - 20.0).abs() <= 3.0,
+        "v2 share {v2:.2}% not within 20±3"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,10 +129,15 @@ async fn without_a_virtual_service_traffic_reaches_every_instance() {
     let mesh = Mesh::start(&["v1", "v2"], &[]).await;
     let load = mesh.load(400, 4, &[]).await;
     assert!(load.failures.is_empty(), "{:?}", load.failures);
-    assert!(load.share("v1") > 25.0 && load.share("v2") > 25.0, "{:?}", load.by_version);
+    assert!(
+        load.share("v1") > 25.0 && load.share("v2") > 25.0,
+        "{:?}",
+        load.by_version
+    );
     // And a VirtualService added later takes over.
     write_file(&mesh.config_dir(), "vs.yaml", &split_vs(&[("v2", 100)]));
-    mesh.wait_for_version("/", &[], "v2", Duration::from_secs(2)).await;
+    mesh.wait_for_version("/", &[], "v2", Duration::from_secs(2))
+        .await;
     let load = mesh.load(200, 4, &[]).await;
     assert_eq!(load.by_version.get("v2"), Some(&200), "{load:?}");
 }

@@ -48,12 +48,7 @@ impl Duration {
         if let Some(r) = rest.strip_prefix('+') {
             rest = r;
         } else if rest.starts_with('-') {
-            if rest[1..].chars().all(|c| c == '0' || c == '.') && rest.len() > 1 {
-                // "-0" is zero in Go.
-            } else {
-                return Err(err("negative durations are not allowed"));
-            }
-            rest = &rest[1..];
+            return Err(err("negative durations are not allowed"));
         }
         if rest.is_empty() {
             return Err(err(
@@ -118,15 +113,19 @@ impl Duration {
                 if frac_scale == 0 {
                     break;
                 }
-                value += u128::from(d - b'0') * frac_scale;
+                value = value
+                    .checked_add(u128::from(d - b'0') * frac_scale)
+                    .ok_or_else(too_large)?;
             }
             total = total.checked_add(value).ok_or_else(too_large)?;
             if total > u128::from(u64::MAX) * 1_000_000_000 {
                 return Err(too_large());
             }
         }
-        let secs = u64::try_from(total / 1_000_000_000).map_err(|_| err("duration is too large"))?;
-        let nanos = u32::try_from(total % 1_000_000_000).map_err(|_| err("duration is too large"))?;
+        let secs =
+            u64::try_from(total / 1_000_000_000).map_err(|_| err("duration is too large"))?;
+        let nanos =
+            u32::try_from(total % 1_000_000_000).map_err(|_| err("duration is too large"))?;
         Ok(Duration(std::time::Duration::new(secs, nanos)))
     }
 }

@@ -27,7 +27,10 @@ pub fn is_wildcard(host: &str) -> bool {
 /// `*` matches everything; `*.example.com` matches `a.example.com`, `a.b.example.com` and
 /// `*.a.example.com` but not `example.com`; a concrete pattern matches only the same name.
 pub fn host_matches(pattern: &str, host: &str) -> bool {
-    let pattern = pattern.strip_suffix('.').unwrap_or(pattern).to_ascii_lowercase();
+    let pattern = pattern
+        .strip_suffix('.')
+        .unwrap_or(pattern)
+        .to_ascii_lowercase();
     let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
     if let Some(suffix) = pattern.strip_prefix('*') {
         if let Some(h) = host.strip_prefix('*') {
@@ -56,7 +59,10 @@ mod tests {
             resolve_short_name("reviews", "default", "cluster.local"),
             "reviews.default.svc.cluster.local"
         );
-        assert_eq!(resolve_short_name("reviews.other", "default", "cluster.local"), "reviews.other");
+        assert_eq!(
+            resolve_short_name("reviews.other", "default", "cluster.local"),
+            "reviews.other"
+        );
         assert_eq!(resolve_short_name("*", "default", "cluster.local"), "*");
         assert_eq!(resolve_short_name("*.x", "default", "cluster.local"), "*.x");
         assert_eq!(resolve_short_name("", "default", "cluster.local"), "");

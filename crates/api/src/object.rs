@@ -125,6 +125,8 @@ impl fmt::Display for Kind {
 /// One parsed Istio networking object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
+// The variants are part of the public API (callers match on `Resource<T>` directly), so they are not boxed.
+#[allow(clippy::large_enum_variant)]
 pub enum ConfigObject {
     /// A VirtualService.
     VirtualService(Resource<networking::VirtualService>),
@@ -203,10 +205,13 @@ impl ConfigObject {
             ConfigObject::ServiceEntry(r) => r.spec.validate_in_namespace(ns, &spec, &mut errors),
             ConfigObject::WorkloadEntry(r) => r.spec.validate(&spec, &mut errors),
             ConfigObject::Gateway(r) => {
-                if !crate::validation::is_dns1123_label(&meta.name) && !meta.name.is_empty() {
+                if !crate::validation::is_istio_dns1123_label(&meta.name) && !meta.name.is_empty() {
                     Path::root("metadata").field("name").push(
                         &mut errors,
-                        format!("invalid gateway name {:?}: must be a DNS-1123 label (no dots)", meta.name),
+                        format!(
+                            "invalid gateway name {:?}: must be a DNS-1123 label (no dots)",
+                            meta.name
+                        ),
                     );
                 }
                 r.spec.validate(&spec, &mut errors)
@@ -243,6 +248,40 @@ pub enum DocumentError {
         errors: ValidationErrors,
     },
 }
+
+impl DocumentError {
+    /// True for documents of kinds not modelled here (callers skip them quietly).
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, DocumentError::Unsupported { .. })
+    }
+
+    /// The field errors of an `Invalid` document (empty for `Unsupported`).
+    pub fn errors(&self) -> &[FieldError] {
+        match self {
+            DocumentError::Unsupported { .. } => &[],
+            DocumentError::Invalid { errors, .. } => &errors.0,
+        }
+    }
+}
+
+macro_rules! impl_from_resource {
+    ($($variant:ident),*) => {$(
+        impl From<Resource<networking::$variant>> for ConfigObject {
+            fn from(r: Resource<networking::$variant>) -> Self {
+                ConfigObject::$variant(r)
+            }
+        }
+    )*};
+}
+
+impl_from_resource!(
+    VirtualService,
+    DestinationRule,
+    ServiceEntry,
+    WorkloadEntry,
+    Gateway,
+    Sidecar
+);
 
 fn describe(kind: &Option<String>, name: &Option<String>, namespace: &Option<String>) -> String {
     let kind = kind.as_deref().unwrap_or("document");
@@ -313,7 +352,12 @@ pub fn parse_value(mut value: serde_yaml::Value) -> Result<ConfigObject, Documen
         }
     };
     if let Err(e) = value.apply_merge() {
-        return Err(invalid(None, None, None, vec![FieldError::new("", format!("invalid YAML merge key: {e}"))]));
+        return Err(invalid(
+            None,
+            None,
+            None,
+            vec![FieldError::new("", format!("invalid YAML merge key: {e}"))],
+        ));
     }
     let Some(map) = value.as_mapping() else {
         return Err(invalid(
@@ -328,21 +372,36 @@ pub fn parse_value(mut value: serde_yaml::Value) -> Result<ConfigObject, Documen
     };
     let meta = map.get("metadata").and_then(serde_yaml::Value::as_mapping);
     let name = meta.and_then(|m| get_str(m, "name")).map(str::to_string);
-    let namespace = meta.and_then(|m| get_str(m, "namespace")).map(str::to_string);
+    let namespace = meta
+        .and_then(|m| get_str(m, "namespace"))
+        .map(str::to_string);
     let api_version = get_str(map, "apiVersion").map(str::to_string);
     let kind = get_str(map, "kind").map(str::to_string);
 
     let mut missing = Vec::new();
     if api_version.is_none() {
-        missing.push(FieldError::new("apiVersion", "apiVersion is required and must be a string"));
+        missing.push(FieldError::new(
+            "apiVersion",
+            "apiVersion is required and must be a string",
+        ));
     }
     if kind.is_none() {
-        missing.push(FieldError::new("kind", "kind is required and must be a string"));
+        missing.push(FieldError::new(
+            "kind",
+            "kind is required and must be a string",
+        ));
     }
     let (Some(api_version), Some(kind)) = (api_version, kind) else {
-        return Err(invalid(None, name.as_deref(), namespace.as_deref(), missing));
+        return Err(invalid(
+            None,
+            name.as_deref(),
+            namespace.as_deref(),
+            missing,
+        ));
     };
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version.as_str()));
+    let (group, version) = api_version
+        .split_once('/')
+        .unwrap_or(("", api_version.as_str()));
     let Some(k) = Kind::parse(&kind).filter(|_| group == NETWORKING_GROUP) else {
         return Err(DocumentError::Unsupported { api_version, kind });
     };
@@ -396,7 +455,9 @@ mod tests {
 
     fn invalid_errors(doc: &ParsedDocument) -> Vec<String> {
         match &doc.result {
-            Err(DocumentError::Invalid { errors, .. }) => errors.iter().map(ToString::to_string).collect(),
+            Err(DocumentError::Invalid { errors, .. }) => {
+                errors.iter().map(ToString::to_string).collect()
+            }
             other => panic!("expected Invalid, got {other:?}"),
         }
     }
@@ -442,7 +503,10 @@ status: {anything: goes}
                 kind: "Deployment".into()
             })
         );
-        assert_eq!(docs[2].result.as_ref().unwrap().kind(), Kind::DestinationRule);
+        assert_eq!(
+            docs[2].result.as_ref().unwrap().kind(),
+            Kind::DestinationRule
+        );
     }
 
     #[test]
@@ -459,10 +523,17 @@ spec:
         let docs = parse_documents(text);
         assert_eq!(
             invalid_errors(&docs[0]),
-            ["spec.http[0].route[0].destination.hots: unknown field `hots`, expected one of `host`, `subset`, `port`"]
+            [
+                "spec.http[0].route[0].destination.hots: unknown field `hots`, expected one of `host`, `subset`, `port`"
+            ]
         );
         match &docs[0].result {
-            Err(DocumentError::Invalid { kind, name, namespace, .. }) => {
+            Err(DocumentError::Invalid {
+                kind,
+                name,
+                namespace,
+                ..
+            }) => {
                 assert_eq!(kind.as_deref(), Some("VirtualService"));
                 assert_eq!(name.as_deref(), Some("r"));
                 assert_eq!(namespace.as_deref(), None);
@@ -486,32 +557,94 @@ spec:
       weight: 40
 ";
         let docs = parse_documents(text);
-        assert_eq!(invalid_errors(&docs[0]), ["spec.http[0].route: weights must sum to 100, got 90"]);
+        assert_eq!(
+            invalid_errors(&docs[0]),
+            ["spec.http[0].route: weights must sum to 100, got 90"]
+        );
     }
 
     #[test]
     fn bad_documents() {
-        let docs = parse_documents("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec: {hosts: [a]\n");
+        let docs = parse_documents(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec: {hosts: [a]\n",
+        );
         assert_eq!(docs.len(), 1);
         assert!(invalid_errors(&docs[0])[0].contains("invalid YAML"));
         let docs = parse_documents("- a\n- b\n");
         assert!(invalid_errors(&docs[0])[0].contains("not a mapping"));
         let docs = parse_documents("kind: VirtualService\n");
-        assert_eq!(invalid_errors(&docs[0]), ["apiVersion: apiVersion is required and must be a string"]);
-        let docs = parse_documents("apiVersion: networking.istio.io/v2\nkind: VirtualService\nmetadata: {name: r}\nspec: {}\n");
+        assert_eq!(
+            invalid_errors(&docs[0]),
+            ["apiVersion: apiVersion is required and must be a string"]
+        );
+        let docs = parse_documents(
+            "apiVersion: networking.istio.io/v2\nkind: VirtualService\nmetadata: {name: r}\nspec: {}\n",
+        );
         assert!(invalid_errors(&docs[0])[0].starts_with("apiVersion: unsupported version"));
-        let docs = parse_documents("apiVersion: networking.istio.io/v1\nkind: EnvoyFilter\nmetadata: {name: r}\nspec: {}\n");
-        assert!(matches!(docs[0].result, Err(DocumentError::Unsupported { .. })));
-        let docs = parse_documents("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetdata: {name: r}\nspec: {}\n");
+        let docs = parse_documents(
+            "apiVersion: networking.istio.io/v1\nkind: EnvoyFilter\nmetadata: {name: r}\nspec: {}\n",
+        );
+        assert!(matches!(
+            docs[0].result,
+            Err(DocumentError::Unsupported { .. })
+        ));
+        let docs = parse_documents(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetdata: {name: r}\nspec: {}\n",
+        );
         assert!(invalid_errors(&docs[0])[0].starts_with("metdata: unknown field"));
-        let docs = parse_documents("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec: {hosts: [a], http: [{timeout: 5, route: [{destination: {host: a}}]}]}\n");
+        let docs = parse_documents(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec: {hosts: [a], http: [{timeout: 5, route: [{destination: {host: a}}]}]}\n",
+        );
         let e = invalid_errors(&docs[0]);
         assert!(e[0].starts_with("spec.http[0].timeout: "), "{e:?}");
-        let docs = parse_documents("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec: {hosts: [a], http: [{timeout: 5x, route: [{destination: {host: a}}]}]}\n");
+        let docs = parse_documents(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec: {hosts: [a], http: [{timeout: 5x, route: [{destination: {host: a}}]}]}\n",
+        );
         let e = invalid_errors(&docs[0]);
         assert!(e[0].contains("unknown unit"), "{e:?}");
         assert!(parse_documents("").is_empty());
         assert!(parse_documents("---\n---\n").is_empty());
+    }
+
+    #[test]
+    fn syntax_error_after_good_document() {
+        let text = "apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm1}
+spec: {address: 10.0.0.1}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm2
+spec: {address: 10.0.0.2}
+";
+        let docs = parse_documents(text);
+        assert!(docs[0].result.is_ok(), "{:?}", docs[0].result);
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1].index, 1);
+        assert!(invalid_errors(&docs[1])[0].contains("invalid YAML"));
+    }
+
+    #[test]
+    fn aliases_and_nulls() {
+        let text = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: r
+  labels:
+spec:
+  host: reviews
+  subsets:
+  - &v1 {name: v1, labels: {version: v1}}
+  exportTo:
+";
+        let docs = parse_documents(text);
+        let obj = docs[0].result.as_ref().unwrap();
+        let ConfigObject::DestinationRule(dr) = obj else {
+            panic!("{obj:?}")
+        };
+        assert_eq!(dr.spec.subsets.len(), 1);
+        assert!(dr.spec.export_to.is_empty());
     }
 
     #[test]
@@ -528,6 +661,10 @@ spec:
         let e = invalid_errors(&docs[0]);
         assert_eq!(e.len(), 4, "{e:?}");
         let err = docs[0].result.clone().unwrap_err();
-        assert!(err.to_string().starts_with("invalid DestinationRule Bad_Name:\nmetadata.name: "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("invalid DestinationRule Bad_Name:\nmetadata.name: "),
+            "{err}"
+        );
     }
 }

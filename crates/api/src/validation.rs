@@ -210,6 +210,12 @@ pub fn is_dns1123_label(s: &str) -> bool {
         && is_alnum(b[b.len() - 1])
 }
 
+/// A DNS-1123 label as Istio checks it (`labels.IsDNS1123Label`): like Kubernetes' but upper-case
+/// letters are allowed. Used for subset names, port names, gateway and namespace references.
+pub fn is_istio_dns1123_label(s: &str) -> bool {
+    is_host_label(s)
+}
+
 /// RFC 1123 subdomain as Kubernetes defines it: at most 253 characters of dot-separated labels.
 pub fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
@@ -252,7 +258,9 @@ fn dns_labels(domain: &str, whole: &str) -> Check {
             return Ok(());
         }
         if !is_host_label(label) {
-            return Err(format!("domain name {whole:?} invalid (label {label:?} invalid)"));
+            return Err(format!(
+                "domain name {whole:?} invalid (label {label:?} invalid)"
+            ));
         }
     }
     Ok(())
@@ -274,12 +282,17 @@ pub fn validate_wildcard_domain(name: &str) -> Check {
     };
     let first_ok = first == "*" || is_host_label(first) || {
         // Partial wildcards such as `*foo` are accepted (Istio only warns).
-        first
-            .strip_prefix('*')
-            .is_some_and(|r| !r.is_empty() && r.len() < 63 && r.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') && r.as_bytes()[r.len() - 1].is_ascii_alphanumeric())
+        first.strip_prefix('*').is_some_and(|r| {
+            !r.is_empty()
+                && r.len() < 63
+                && r.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                && r.as_bytes()[r.len() - 1].is_ascii_alphanumeric()
+        })
     };
     if !first_ok {
-        return Err(format!("domain name {name:?} invalid (label {first:?} invalid)"));
+        return Err(format!(
+            "domain name {name:?} invalid (label {first:?} invalid)"
+        ));
     }
     match rest {
         Some(r) => dns_labels(r, name),
@@ -323,9 +336,12 @@ pub fn validate_port(port: u32) -> Check {
 pub fn validate_duration(d: &Duration) -> Check {
     let d = d.0;
     if d < std::time::Duration::from_millis(1) {
-        return Err(format!("duration must be at least 1ms, got {}", Duration(d)));
+        return Err(format!(
+            "duration must be at least 1ms, got {}",
+            Duration(d)
+        ));
     }
-    if d.subsec_nanos() % 1_000_000 != 0 {
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
         return Err(format!(
             "only durations to ms precision are supported, got {}",
             Duration(d)
@@ -356,15 +372,19 @@ fn is_label_name_part(s: &str) -> bool {
         && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b
-            .iter()
+        && b.iter()
             .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
 }
 
 /// A Kubernetes label key: an optional DNS-subdomain prefix and `/`, then a name of at most 63 characters.
 pub fn validate_label_key(key: &str) -> Check {
     let ok = match key.split_once('/') {
-        Some((prefix, name)) => is_dns1123_subdomain(prefix) && is_label_name_part(name),
+        Some((prefix, name)) => {
+            !prefix.is_empty()
+                && prefix.len() <= 253
+                && prefix.split('.').all(is_host_label)
+                && is_label_name_part(name)
+        }
         None => is_label_name_part(key),
     };
     if ok {
@@ -401,11 +421,17 @@ pub fn check_selector_labels(
     for (k, v) in labels {
         let p = path.key(k);
         if k.is_empty() {
-            p.push(errors, format!("empty key is not supported in selector: \"{k}={v}\""));
+            p.push(
+                errors,
+                format!("empty key is not supported in selector: \"{k}={v}\""),
+            );
             continue;
         }
         if k.contains('*') || v.contains('*') {
-            p.push(errors, format!("wildcard is not supported in selector: \"{k}={v}\""));
+            p.push(
+                errors,
+                format!("wildcard is not supported in selector: \"{k}={v}\""),
+            );
             continue;
         }
         check(&p, errors, validate_label_key(k));
@@ -477,7 +503,9 @@ pub fn validate_request_header_op_name(name: &str) -> Check {
         return Err("header name cannot be empty".into());
     }
     if is_internal_header(name) && !is_authority_header(name) {
-        return Err(format!("invalid header {name:?}: header cannot have \":\" prefix"));
+        return Err(format!(
+            "invalid header {name:?}: header cannot have \":\" prefix"
+        ));
     }
     Ok(())
 }
@@ -491,7 +519,9 @@ pub fn validate_header_op_name(name: &str) -> Check {
         return Err(format!("invalid header {name:?}: cannot set Host header"));
     }
     if is_internal_header(name) {
-        return Err(format!("invalid header {name:?}: header cannot have \":\" prefix"));
+        return Err(format!(
+            "invalid header {name:?}: header cannot have \":\" prefix"
+        ));
     }
     Ok(())
 }
@@ -545,24 +575,43 @@ pub fn check_export_to(
         };
         if seen.contains(&key) {
             if key != *e {
-                p.push(errors, format!("duplicate entries in exportTo: . and current namespace {key}"));
+                p.push(
+                    errors,
+                    format!("duplicate entries in exportTo: . and current namespace {key}"),
+                );
             } else {
-                p.push(errors, format!("duplicate entries in exportTo for entry {e}"));
+                p.push(
+                    errors,
+                    format!("duplicate entries in exportTo for entry {e}"),
+                );
             }
             continue;
         }
-        let valid = e == "." || e == "*" || (e == "~" && is_service_entry) || is_dns1123_label(e);
+        let valid =
+            e == "." || e == "*" || (e == "~" && is_service_entry) || is_istio_dns1123_label(e);
         if !valid {
-            p.push(errors, format!("invalid exportTo value {e:?}: must be \".\", \"*\"{} or a namespace name", if is_service_entry { ", \"~\"" } else { "" }));
+            p.push(
+                errors,
+                format!(
+                    "invalid exportTo value {e:?}: must be \".\", \"*\"{} or a namespace name",
+                    if is_service_entry { ", \"~\"" } else { "" }
+                ),
+            );
         } else {
             seen.insert(key);
         }
     }
     if export_to.len() > 1 && export_to.iter().any(|e| e == "*") {
-        path.push(errors, "cannot have both public (*) and non-public exportTo values for a resource");
+        path.push(
+            errors,
+            "cannot have both public (*) and non-public exportTo values for a resource",
+        );
     }
     if export_to.len() > 1 && export_to.iter().any(|e| e == "~") {
-        path.push(errors, "cannot export service entry to no one (~) and someone");
+        path.push(
+            errors,
+            "cannot export service entry to no one (~) and someone",
+        );
     }
 }
 
@@ -571,18 +620,22 @@ pub fn validate_subset_name(name: &str) -> Check {
     if name.is_empty() {
         return Err("subset name cannot be empty".into());
     }
-    if !is_dns1123_label(name) {
-        return Err(format!("subset name is invalid: {name:?} (must be a DNS-1123 label)"));
+    if !is_istio_dns1123_label(name) {
+        return Err(format!(
+            "subset name is invalid: {name:?} (must be a DNS-1123 label)"
+        ));
     }
     Ok(())
 }
 
 /// A port name: a DNS-1123 label.
 pub fn validate_port_name(name: &str) -> Check {
-    if is_dns1123_label(name) {
+    if is_istio_dns1123_label(name) {
         Ok(())
     } else {
-        Err(format!("invalid port name: {name:?} (must be a DNS-1123 label)"))
+        Err(format!(
+            "invalid port name: {name:?} (must be a DNS-1123 label)"
+        ))
     }
 }
 
@@ -594,10 +647,10 @@ pub fn validate_gateway_name(name: &str) -> Check {
             if ns.is_empty() || gw.is_empty() {
                 return Err("config namespace and gateway name cannot be empty".into());
             }
-            if !is_dns1123_label(ns) {
+            if !is_istio_dns1123_label(ns) {
                 return Err(format!("invalid value for namespace: {ns:?}"));
             }
-            if !is_dns1123_label(gw) {
+            if !is_istio_dns1123_label(gw) {
                 return Err(format!("invalid value for gateway name: {gw:?}"));
             }
             Ok(())
@@ -626,7 +679,10 @@ mod tests {
     #[test]
     fn display() {
         let e = FieldError::new("spec.http[1].route", "weights must sum to 100, got 90");
-        assert_eq!(e.to_string(), "spec.http[1].route: weights must sum to 100, got 90");
+        assert_eq!(
+            e.to_string(),
+            "spec.http[1].route: weights must sum to 100, got 90"
+        );
         let all = ValidationErrors(vec![e.clone(), FieldError::new("spec.hosts", "x")]);
         assert_eq!(
             all.to_string(),

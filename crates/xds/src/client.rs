@@ -266,7 +266,11 @@ impl<H: Handler> AdsClient<H> {
             None => !names.is_empty(),
         };
         if changed {
-            debug!(r#type = type_url::short(dependent), ?names, "subscription changed");
+            debug!(
+                r#type = type_url::short(dependent),
+                ?names,
+                "subscription changed"
+            );
             let version = self.accepted.get(dependent).cloned().unwrap_or_default();
             let nonce = stream.nonces.get(dependent).cloned().unwrap_or_default();
             stream.request(dependent, version, names, nonce, None);
@@ -348,7 +352,10 @@ mod tests {
         let max = Duration::from_secs(5);
         for _ in 0..100 {
             let first = backoff(initial, max, 0);
-            assert!(first >= Duration::from_millis(50) && first <= initial, "{first:?}");
+            assert!(
+                first >= Duration::from_millis(50) && first <= initial,
+                "{first:?}"
+            );
             let third = backoff(initial, max, 2);
             assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
             let late = backoff(initial, max, 40);

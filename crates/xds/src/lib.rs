@@ -14,9 +14,9 @@ pub use client::{AdsClient, ClientConfig, ClientError, Handler};
 pub use resource::{Resource, version_of};
 pub use server::{AdsServer, Generator, ProxyStatus, TypeStatus};
 
-/// Re-export of the protobuf `Any` used in resources, so users need not spell the path.
-pub use envoy_types::pb::google::protobuf::Any;
 /// Re-export of the Envoy `Node` that identifies a proxy.
 pub use envoy_types::pb::envoy::config::core::v3::Node;
 /// Re-export of the generated tonic server wrapper returned by [`AdsServer::into_service`].
 pub use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+/// Re-export of the protobuf `Any` used in resources, so users need not spell the path.
+pub use envoy_types::pb::google::protobuf::Any;

@@ -22,7 +22,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use prost::Message;
@@ -324,45 +324,62 @@ fn names_of(response: &DiscoveryResponse) -> Vec<String> {
         .resources
         .iter()
         .map(|any| match any.type_url.as_str() {
-            CLUSTER => Cluster::decode(any.value.as_slice()).unwrap().name,
+            CLUSTER => Cluster::decode(any.value.as_slice()).expect("decodes").name,
             ENDPOINT => {
                 ClusterLoadAssignment::decode(any.value.as_slice())
-                    .unwrap()
+                    .expect("decodes")
                     .cluster_name
             }
-            LISTENER => Listener::decode(any.value.as_slice()).unwrap().name,
-            ROUTE => RouteConfiguration::decode(any.value.as_slice()).unwrap().name,
+            LISTENER => {
+                Listener::decode(any.value.as_slice())
+                    .expect("decodes")
+                    .name
+            }
+            ROUTE => {
+                RouteConfiguration::decode(any.value.as_slice())
+                    .expect("decodes")
+                    .name
+            }
             other => panic!("unexpected type {other}"),
         })
         .collect()
 }
 
-/// Captures log lines written while the returned guard lives (current-thread runtime:
-/// the server's tasks run on the test thread).
-fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
-    #[derive(Clone)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl io::Write for Buf {
+thread_local! {
+    /// Log output of the test running on this thread.
+    static LOGS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Starts capturing this crate's logs for the current test. One global subscriber writes
+/// every event into a buffer of the thread that emitted it: `#[tokio::test]` runs the
+/// test and all its spawned tasks on the test's own thread. (Per-thread scoped
+/// subscribers race with each other's callsite caches when tests run in parallel.)
+fn capture_logs() {
+    struct ThreadBuf;
+    impl io::Write for ThreadBuf {
         fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0.lock().extend_from_slice(bytes);
+            LOGS.with(|logs| logs.borrow_mut().extend_from_slice(bytes));
             Ok(bytes.len())
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
     }
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let writer = Buf(Arc::clone(&buf));
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    (buf, tracing::subscriber::set_default(subscriber))
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("weft_xds=debug"))
+            .with_writer(|| ThreadBuf)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+    });
+    LOGS.with(|logs| logs.borrow_mut().clear());
 }
 
-fn logs(buf: &Mutex<Vec<u8>>) -> String {
-    String::from_utf8_lossy(&buf.lock()).into_owned()
+/// What this thread logged since `capture_logs`.
+fn logs() -> String {
+    LOGS.with(|logs| String::from_utf8_lossy(&logs.borrow()).into_owned())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -370,7 +387,8 @@ fn logs(buf: &Mutex<Vec<u8>>) -> String {
 
 #[tokio::test(start_paused = true)]
 async fn initial_subscription_gets_full_set_even_when_empty() {
-    let harness = ServerHarness::new(TestGen::default().with(CLUSTER, vec![cluster("b"), cluster("a")]));
+    let harness =
+        ServerHarness::new(TestGen::default().with(CLUSTER, vec![cluster("b"), cluster("a")]));
     let mut stream = harness.open().await;
 
     stream.subscribe(CLUSTER, &[]);
@@ -421,7 +439,9 @@ async fn ack_is_recorded_in_status() {
     stream.ack(&cds, &[]);
     harness
         .wait_status("the ACK", |s| {
-            s.first().and_then(|p| p.types.first()).and_then(|t| t.acked_version.clone())
+            s.first()
+                .and_then(|p| p.types.first())
+                .and_then(|t| t.acked_version.clone())
                 == Some(cds.version_info.clone())
         })
         .await;
@@ -432,12 +452,20 @@ async fn ack_is_recorded_in_status() {
 
 #[tokio::test(start_paused = true)]
 async fn nack_is_logged_recorded_and_content_not_resent() {
-    let (logbuf, _guard) = capture_logs();
+    capture_logs();
     let harness = ServerHarness::new(base_snapshot());
     let mut stream = harness.open().await;
     stream.subscribe(CLUSTER, &[]);
     let v1 = stream.next().await;
     stream.ack(&v1, &[]);
+    harness
+        .wait_status("the ACK", |s| {
+            s.first()
+                .and_then(|p| p.types.first())
+                .and_then(|t| t.acked_version.clone())
+                == Some(v1.version_info.clone())
+        })
+        .await;
 
     // v2 adds a cluster the proxy rejects.
     harness.publish(base_snapshot().with(CLUSTER, vec![cluster("a"), cluster("bad")]));
@@ -454,7 +482,10 @@ async fn nack_is_logged_recorded_and_content_not_resent() {
         .await;
     let status = harness.type_status(CLUSTER);
     let nack = status.last_nack.expect("nack recorded");
-    assert!(nack.contains("cluster bad: unsupported lb_policy"), "{nack}");
+    assert!(
+        nack.contains("cluster bad: unsupported lb_policy"),
+        "{nack}"
+    );
     assert!(nack.contains(&v2.version_info), "{nack}");
     assert_eq!(status.acked_version, Some(v1.version_info.clone()));
     assert_eq!(status.sent_version, v2.version_info);
@@ -462,9 +493,10 @@ async fn nack_is_logged_recorded_and_content_not_resent() {
         "proxy {NODE_ID} rejected CDS version {}: cluster bad: unsupported lb_policy",
         v2.version_info
     );
-    let text = logs(&logbuf);
+    let text = logs();
     assert!(
-        text.lines().any(|l| l.contains("WARN") && l.contains(&expected)),
+        text.lines()
+            .any(|l| l.contains("WARN") && l.contains(&expected)),
         "missing warn log {expected:?} in:\n{text}"
     );
 
@@ -486,7 +518,9 @@ async fn nack_is_logged_recorded_and_content_not_resent() {
     stream.ack(&v3, &[]);
     harness
         .wait_status("the ACK after the NACK", |s| {
-            s.first().and_then(|p| p.types.first()).and_then(|t| t.acked_version.clone())
+            s.first()
+                .and_then(|p| p.types.first())
+                .and_then(|t| t.acked_version.clone())
                 == Some(v3.version_info.clone())
         })
         .await;
@@ -528,7 +562,20 @@ async fn snapshot_change_pushes_only_changed_types_in_order() {
             .with(CLUSTER, vec![cluster("x")])
             .with(ENDPOINT, vec![endpoints("a")])
             .with(LISTENER, vec![listener("virtualInbound", "inbound|8080")])
-            .with(ROUTE, vec![route("outbound"), route("other")]),
+            .with(
+                ROUTE,
+                vec![
+                    Resource::new(
+                        "outbound",
+                        &RouteConfiguration {
+                            name: "outbound".into(),
+                            most_specific_header_mutations_wins: true,
+                            ..Default::default()
+                        },
+                    ),
+                    route("other"),
+                ],
+            ),
     );
     let mut order = Vec::new();
     for _ in 0..4 {
@@ -599,7 +646,11 @@ async fn rds_and_eds_are_filtered_by_name_and_follow_name_changes() {
 
     stream.subscribe(ROUTE, &["outbound", "missing"]);
     let rds = stream.next().await;
-    assert_eq!(names_of(&rds), ["outbound"], "unknown names are simply absent");
+    assert_eq!(
+        names_of(&rds),
+        ["outbound"],
+        "unknown names are simply absent"
+    );
 
     stream.subscribe(ENDPOINT, &["b"]);
     let eds = stream.next().await;
@@ -729,9 +780,10 @@ struct TestHandler(Arc<Mutex<TestState>>);
 impl Handler for TestHandler {
     fn apply(&mut self, type_url: &str, version: &str, resources: Vec<Any>) -> Result<(), String> {
         let mut state = self.0.lock();
-        state
-            .applied
-            .push((weft_xds::type_url::short(type_url).to_string(), version.to_string()));
+        state.applied.push((
+            weft_xds::type_url::short(type_url).to_string(),
+            version.to_string(),
+        ));
         match type_url {
             CLUSTER => {
                 let clusters = resources
@@ -784,7 +836,11 @@ impl Handler for TestHandler {
                 .map(|e| e.service_name.clone())
                 .rev() // order must not matter
                 .collect(),
-            ROUTE => state.listeners.iter().map(|l| l.stat_prefix.clone()).collect(),
+            ROUTE => state
+                .listeners
+                .iter()
+                .map(|l| l.stat_prefix.clone())
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -934,7 +990,9 @@ fn fake_server() -> (
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
     (
-        Dialer::new(AggregatedDiscoveryServiceServer::new(FakeAds { streams: tx })),
+        Dialer::new(AggregatedDiscoveryServiceServer::new(FakeAds {
+            streams: tx,
+        })),
         rx,
     )
 }
@@ -968,7 +1026,9 @@ async fn client_subscribes_acks_nacks_and_follows_names() {
     stream.assert_quiet().await;
 
     // CDS v1 → ACK, then an EDS subscription for the clusters' service names.
-    stream.respond(CLUSTER, "v1", "n1", vec![cluster("a"), cluster("b")]).await;
+    stream
+        .respond(CLUSTER, "v1", "n1", vec![cluster("a"), cluster("b")])
+        .await;
     let ack = stream.next().await;
     assert_eq!(ack.type_url, CLUSTER);
     assert_eq!(ack.version_info, "v1");
@@ -983,17 +1043,25 @@ async fn client_subscribes_acks_nacks_and_follows_names() {
     assert_eq!(eds_req.response_nonce, "");
 
     // EDS e1 → ACK carrying the subscribed names.
-    stream.respond(ENDPOINT, "e1", "n2", vec![endpoints("a"), endpoints("b")]).await;
+    stream
+        .respond(ENDPOINT, "e1", "n2", vec![endpoints("a"), endpoints("b")])
+        .await;
     let eds_ack = stream.next().await;
     assert_eq!(
-        (eds_ack.type_url.as_str(), eds_ack.version_info.as_str(), eds_ack.response_nonce.as_str()),
+        (
+            eds_ack.type_url.as_str(),
+            eds_ack.version_info.as_str(),
+            eds_ack.response_nonce.as_str()
+        ),
         (ENDPOINT, "e1", "n2")
     );
     assert_eq!(eds_ack.resource_names, ["a", "b"]);
 
     // CDS v2 is rejected → NACK with the last accepted version and INVALID_ARGUMENT;
     // the handler kept v1, so no EDS resubscription.
-    stream.respond(CLUSTER, "v2", "n3", vec![cluster("a"), cluster("bad")]).await;
+    stream
+        .respond(CLUSTER, "v2", "n3", vec![cluster("a"), cluster("bad")])
+        .await;
     let nack = stream.next().await;
     assert_eq!(nack.type_url, CLUSTER);
     assert_eq!(nack.version_info, "v1");
@@ -1006,9 +1074,14 @@ async fn client_subscribes_acks_nacks_and_follows_names() {
 
     // CDS v3 drops cluster "b": ACK, then EDS resubscription with the last EDS version
     // and nonce.
-    stream.respond(CLUSTER, "v3", "n4", vec![cluster("a")]).await;
+    stream
+        .respond(CLUSTER, "v3", "n4", vec![cluster("a")])
+        .await;
     let ack = stream.next().await;
-    assert_eq!((ack.version_info.as_str(), ack.response_nonce.as_str()), ("v3", "n4"));
+    assert_eq!(
+        (ack.version_info.as_str(), ack.response_nonce.as_str()),
+        ("v3", "n4")
+    );
     let eds_req = stream.next().await;
     assert_eq!(eds_req.type_url, ENDPOINT);
     assert_eq!(eds_req.resource_names, ["a"]);
@@ -1018,16 +1091,26 @@ async fn client_subscribes_acks_nacks_and_follows_names() {
 
     // LDS → ACK, then an RDS subscription.
     stream
-        .respond(LISTENER, "l1", "n5", vec![listener("virtualOutbound", "outbound")])
+        .respond(
+            LISTENER,
+            "l1",
+            "n5",
+            vec![listener("virtualOutbound", "outbound")],
+        )
         .await;
     let ack = stream.next().await;
-    assert_eq!((ack.type_url.as_str(), ack.version_info.as_str()), (LISTENER, "l1"));
+    assert_eq!(
+        (ack.type_url.as_str(), ack.version_info.as_str()),
+        (LISTENER, "l1")
+    );
     let rds_req = stream.next().await;
     assert_eq!(rds_req.type_url, ROUTE);
     assert_eq!(rds_req.resource_names, ["outbound"]);
 
     // The same CDS content again does not resubscribe EDS.
-    stream.respond(CLUSTER, "v3", "n6", vec![cluster("a")]).await;
+    stream
+        .respond(CLUSTER, "v3", "n6", vec![cluster("a")])
+        .await;
     let ack = stream.next().await;
     assert_eq!(ack.response_nonce, "n6");
     stream.assert_quiet().await;
@@ -1036,6 +1119,7 @@ async fn client_subscribes_acks_nacks_and_follows_names() {
 
 #[tokio::test(start_paused = true)]
 async fn client_reconnects_and_resends_accepted_versions() {
+    capture_logs();
     let (dialer, mut streams) = fake_server();
     let handler = TestHandler::default();
     let client = dialer.spawn_client(handler.clone());
@@ -1043,20 +1127,29 @@ async fn client_reconnects_and_resends_accepted_versions() {
     let mut stream = next_stream(&mut streams).await;
     stream.next().await; // CDS
     stream.next().await; // LDS
-    stream.respond(CLUSTER, "v1", "n1", vec![cluster("a")]).await;
+    stream
+        .respond(CLUSTER, "v1", "n1", vec![cluster("a")])
+        .await;
     stream.next().await; // ACK
     stream.next().await; // EDS subscribe
-    stream.respond(ENDPOINT, "e1", "n2", vec![endpoints("a")]).await;
+    stream
+        .respond(ENDPOINT, "e1", "n2", vec![endpoints("a")])
+        .await;
     stream.next().await; // ACK
     // A rejected CDS version must not count as accepted.
-    stream.respond(CLUSTER, "v2", "n3", vec![cluster("bad")]).await;
+    stream
+        .respond(CLUSTER, "v2", "n3", vec![cluster("bad")])
+        .await;
     assert!(stream.next().await.error_detail.is_some());
 
     // The server goes away; the client retries while it is down, then comes back.
     dialer.go_down();
     drop(stream);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(streams.try_recv().is_err(), "no stream while the server is down");
+    assert!(
+        streams.try_recv().is_err(),
+        "no stream while the server is down"
+    );
     dialer.come_back();
 
     let mut stream = next_stream(&mut streams).await;
@@ -1080,6 +1173,37 @@ async fn client_reconnects_and_resends_accepted_versions() {
     let mut stream = next_stream(&mut streams).await;
     assert_eq!(stream.next().await.version_info, "v1");
     client.abort();
+
+    let text = logs();
+    let line = |needle: &str, level: &str| {
+        text.lines()
+            .any(|l| l.contains(level) && l.contains(needle))
+    };
+    assert!(
+        line("connected to xDS server http://in-process", "INFO"),
+        "{text}"
+    );
+    assert!(
+        line(
+            "disconnected from xDS server http://in-process: cannot connect: server down",
+            "WARN"
+        ),
+        "{text}"
+    );
+    assert!(
+        line(
+            "disconnected from xDS server http://in-process: the server closed the stream",
+            "WARN"
+        ),
+        "{text}"
+    );
+    assert!(
+        line(
+            "rejected CDS version v2 from the xDS server: cluster bad: unsupported",
+            "WARN"
+        ),
+        "{text}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1088,7 +1212,10 @@ async fn client_reconnects_and_resends_accepted_versions() {
 async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !ok() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -1109,7 +1236,10 @@ async fn client_and_server_sync_push_and_resync_after_reconnect() {
     let handler = TestHandler::default();
     let client = dialer.spawn_client(handler.clone());
 
-    wait_for("all four types ACKed", || all_acked(&harness.server.status(), 4)).await;
+    wait_for("all four types ACKed", || {
+        all_acked(&harness.server.status(), 4)
+    })
+    .await;
     {
         let state = handler.0.lock();
         assert_eq!(state.clusters.len(), 2);
@@ -1121,7 +1251,10 @@ async fn client_and_server_sync_push_and_resync_after_reconnect() {
 
     // A push that rejects: the proxy keeps its clusters, the server records the NACK.
     harness.publish(base_snapshot().with(CLUSTER, vec![cluster("a"), cluster("bad")]));
-    wait_for("the NACK", || harness.type_status(CLUSTER).last_nack.is_some()).await;
+    wait_for("the NACK", || {
+        harness.type_status(CLUSTER).last_nack.is_some()
+    })
+    .await;
     assert_eq!(handler.0.lock().clusters.len(), 2);
 
     // A push that drops cluster "b" and changes the listener's route.

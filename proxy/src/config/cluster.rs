@@ -19,7 +19,8 @@ use super::{ConfigError, Reason, duration, invalid, reject_leftover, reject_set,
 use crate::balance::LbPolicy;
 
 pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-const HTTP_PROTOCOL_OPTIONS_TYPE: &str = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const HTTP_PROTOCOL_OPTIONS_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 /// Envoy's default `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -71,13 +72,22 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
             Ok(cds::cluster::LbPolicy::LeastRequest) => LbPolicy::LeastRequest,
             Ok(cds::cluster::LbPolicy::Random) => LbPolicy::Random,
             Ok(other) => {
-                return Err(err(Reason::UnsupportedValue { field: "lb_policy", value: other.as_str_name().to_string() }));
+                return Err(err(Reason::UnsupportedValue {
+                    field: "lb_policy",
+                    value: other.as_str_name().to_string(),
+                }));
             }
-            Err(_) => return Err(err(invalid("lb_policy", format!("unknown value {}", c.lb_policy)))),
+            Err(_) => {
+                return Err(err(invalid(
+                    "lb_policy",
+                    format!("unknown value {}", c.lb_policy),
+                )));
+            }
         };
         c.lb_policy = 0;
-        let connect_timeout =
-            duration("connect_timeout", c.connect_timeout.take().as_ref()).map_err(err)?.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let connect_timeout = duration("connect_timeout", c.connect_timeout.take().as_ref())
+            .map_err(err)?
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         if connect_timeout.is_zero() {
             return Err(err(invalid("connect_timeout", "must be greater than 0")));
         }
@@ -109,7 +119,13 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
             reject_leftover(&c, "cluster")
         })()
         .map_err(err)?;
-        Ok(ClusterConfig { name, discovery, lb_policy, protocol, connect_timeout })
+        Ok(ClusterConfig {
+            name,
+            discovery,
+            lb_policy,
+            protocol,
+            connect_timeout,
+        })
     }
 }
 
@@ -117,31 +133,60 @@ fn discovery(c: &mut cds::Cluster, name: &str) -> Result<DiscoveryKind, Reason> 
     use cds::cluster::{ClusterDiscoveryType as T, DiscoveryType as D};
     let kind = match c.cluster_discovery_type.take() {
         None => D::Static,
-        Some(T::Type(t)) => D::try_from(t).map_err(|_| invalid("type", format!("unknown value {t}")))?,
-        Some(T::ClusterType(t)) => return Err(Reason::UnsupportedValue { field: "cluster_type", value: t.name }),
+        Some(T::Type(t)) => {
+            D::try_from(t).map_err(|_| invalid("type", format!("unknown value {t}")))?
+        }
+        Some(T::ClusterType(t)) => {
+            return Err(Reason::UnsupportedValue {
+                field: "cluster_type",
+                value: t.name,
+            });
+        }
     };
     match kind {
         D::Eds => {
-            let cfg = c.eds_cluster_config.take().ok_or(Reason::Missing("eds_cluster_config"))?;
+            let cfg = c
+                .eds_cluster_config
+                .take()
+                .ok_or(Reason::Missing("eds_cluster_config"))?;
             let ads = matches!(
-                cfg.eds_config.as_ref().and_then(|s| s.config_source_specifier.as_ref()),
+                cfg.eds_config
+                    .as_ref()
+                    .and_then(|s| s.config_source_specifier.as_ref()),
                 Some(core::config_source::ConfigSourceSpecifier::Ads(_))
             );
             if !ads {
-                return Err(invalid("eds_cluster_config.eds_config", "only ads is supported"));
+                return Err(invalid(
+                    "eds_cluster_config.eds_config",
+                    "only ads is supported",
+                ));
             }
             if c.load_assignment.is_some() {
-                return Err(invalid("load_assignment", "must not be set on an EDS cluster"));
+                return Err(invalid(
+                    "load_assignment",
+                    "must not be set on an EDS cluster",
+                ));
             }
-            let service = if cfg.service_name.is_empty() { name.to_string() } else { cfg.service_name };
+            let service = if cfg.service_name.is_empty() {
+                name.to_string()
+            } else {
+                cfg.service_name
+            };
             Ok(DiscoveryKind::Eds(service))
         }
         D::Static => {
-            let cla = c.load_assignment.take().ok_or(Reason::Missing("load_assignment"))?;
-            let assignment = Assignment::try_from(cla).map_err(|e| invalid("load_assignment", e.reason.to_string()))?;
+            let cla = c
+                .load_assignment
+                .take()
+                .ok_or(Reason::Missing("load_assignment"))?;
+            let assignment = Assignment::try_from(cla)
+                .map_err(|e| invalid("load_assignment", e.reason.to_string()))?;
             Ok(DiscoveryKind::Static(assignment))
         }
-        other => Err(Reason::UnsupportedValue { field: "type", value: other.as_str_name().to_string() }),
+        other => Err(Reason::UnsupportedValue {
+            field: "type",
+            value: other.as_str_name().to_string(),
+        }),
     }
 }
 
@@ -151,35 +196,60 @@ fn protocol(c: &mut cds::Cluster) -> Result<UpstreamProtocol, Reason> {
     let mut opts = take(&mut c.typed_extension_protocol_options);
     let Some(any) = opts.remove(HTTP_PROTOCOL_OPTIONS) else {
         if let Some(key) = opts.keys().next() {
-            return Err(Reason::Unsupported(format!("typed_extension_protocol_options[{key:?}]")));
+            return Err(Reason::Unsupported(format!(
+                "typed_extension_protocol_options[{key:?}]"
+            )));
         }
         return Ok(UpstreamProtocol::Http1);
     };
     if let Some(key) = opts.keys().next() {
-        return Err(Reason::Unsupported(format!("typed_extension_protocol_options[{key:?}]")));
+        return Err(Reason::Unsupported(format!(
+            "typed_extension_protocol_options[{key:?}]"
+        )));
     }
     if any.type_url != HTTP_PROTOCOL_OPTIONS_TYPE {
-        return Err(invalid("typed_extension_protocol_options", format!("unexpected type {}", any.type_url)));
+        return Err(invalid(
+            "typed_extension_protocol_options",
+            format!("unexpected type {}", any.type_url),
+        ));
     }
-    let mut o = upstream_http::HttpProtocolOptions::decode(any.value.as_slice())
-        .map_err(|e| Reason::Decode { type_url: any.type_url.clone(), error: e.to_string() })?;
+    let mut o = upstream_http::HttpProtocolOptions::decode(any.value.as_slice()).map_err(|e| {
+        Reason::Decode {
+            type_url: any.type_url.clone(),
+            error: e.to_string(),
+        }
+    })?;
     let protocol = match o.upstream_protocol_options.take() {
         None => UpstreamProtocol::Http1,
         Some(U::ExplicitHttpConfig(e)) => match e.protocol_config {
             Some(P::HttpProtocolOptions(h)) if h == Default::default() => UpstreamProtocol::Http1,
             Some(P::Http2ProtocolOptions(h)) if h == Default::default() => UpstreamProtocol::Http2,
-            Some(P::HttpProtocolOptions(_)) => return Err(Reason::Unsupported("http_protocol_options settings".into())),
-            Some(P::Http2ProtocolOptions(_)) => return Err(Reason::Unsupported("http2_protocol_options settings".into())),
-            Some(P::Http3ProtocolOptions(_)) => return Err(Reason::Unsupported("http3_protocol_options".into())),
+            Some(P::HttpProtocolOptions(_)) => {
+                return Err(Reason::Unsupported("http_protocol_options settings".into()));
+            }
+            Some(P::Http2ProtocolOptions(_)) => {
+                return Err(Reason::Unsupported(
+                    "http2_protocol_options settings".into(),
+                ));
+            }
+            Some(P::Http3ProtocolOptions(_)) => {
+                return Err(Reason::Unsupported("http3_protocol_options".into()));
+            }
             None => UpstreamProtocol::Http1,
         },
         Some(U::UseDownstreamProtocolConfig(d)) => {
             if d.http3_protocol_options.is_some() {
-                return Err(Reason::Unsupported("use_downstream_protocol_config.http3_protocol_options".into()));
+                return Err(Reason::Unsupported(
+                    "use_downstream_protocol_config.http3_protocol_options".into(),
+                ));
             }
             UpstreamProtocol::Downstream
         }
-        Some(U::AutoConfig(_)) => return Err(Reason::Unsupported("HttpProtocolOptions.auto_config".into())),
+        Some(U::AutoConfig(_)) => {
+            return Err(Reason::Unsupported(
+                "HttpProtocolOptions.auto_config".into(),
+            ));
+        }
     };
     reject_set!(
         o,
@@ -205,14 +275,21 @@ impl TryFrom<eds::ClusterLoadAssignment> for Assignment {
         if !cla.named_endpoints.is_empty() {
             return Err(err(Reason::Unsupported("named_endpoints".into())));
         }
-        if cla.policy.as_ref().is_some_and(|p| !p.drop_overloads.is_empty()) {
+        if cla
+            .policy
+            .as_ref()
+            .is_some_and(|p| !p.drop_overloads.is_empty())
+        {
             return Err(err(Reason::Unsupported("policy.drop_overloads".into())));
         }
         let mut endpoints = Vec::new();
         for (i, mut locality) in take(&mut cla.endpoints).into_iter().enumerate() {
             let field = format!("endpoints[{i}]");
             if locality.priority != 0 {
-                return Err(err(Reason::Unsupported(format!("{field}.priority {} (priority failover)", locality.priority))));
+                return Err(err(Reason::Unsupported(format!(
+                    "{field}.priority {} (priority failover)",
+                    locality.priority
+                ))));
             }
             for (j, ep) in take(&mut locality.lb_endpoints).into_iter().enumerate() {
                 let field = format!("{field}.lb_endpoints[{j}]");
@@ -221,7 +298,10 @@ impl TryFrom<eds::ClusterLoadAssignment> for Assignment {
                 }
             }
         }
-        Ok(Assignment { cluster_name: cla.cluster_name, endpoints })
+        Ok(Assignment {
+            cluster_name: cla.cluster_name,
+            endpoints,
+        })
     }
 }
 
@@ -246,7 +326,10 @@ fn endpoint(ep: eds::LbEndpoint) -> Result<Option<(SocketAddr, u32)>, Reason> {
     match H::try_from(ep.health_status) {
         Ok(H::Unknown | H::Healthy | H::Degraded) => Ok(Some((addr, weight))),
         Ok(H::Unhealthy | H::Draining | H::Timeout) => Ok(None),
-        Err(_) => Err(invalid("health_status", format!("unknown value {}", ep.health_status))),
+        Err(_) => Err(invalid(
+            "health_status",
+            format!("unknown value {}", ep.health_status),
+        )),
     }
 }
 

@@ -14,11 +14,12 @@ use envoy_types::pb::envoy::config::listener::v3 as lds;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use prost::Message;
 
-use super::{ConfigError, Reason, RouteConfig, invalid, reject_leftover, reject_set, socket_address};
+use super::{
+    ConfigError, Reason, RouteConfig, invalid, reject_leftover, reject_set, socket_address,
+};
 
 pub const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
-pub const HCM_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+pub const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
 pub const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 
@@ -59,8 +60,12 @@ impl TryFrom<lds::Listener> for Listener {
         }
         let address = socket_address("address", l.address.take().as_ref()).map_err(err)?;
         let chains = take(&mut l.filter_chains);
-        let [chain] = <[lds::FilterChain; 1]>::try_from(chains)
-            .map_err(|c| err(invalid("filter_chains", format!("exactly one filter chain is supported, got {}", c.len()))))?;
+        let [chain] = <[lds::FilterChain; 1]>::try_from(chains).map_err(|c| {
+            err(invalid(
+                "filter_chains",
+                format!("exactly one filter chain is supported, got {}", c.len()),
+            ))
+        })?;
         let (routes, codec, generate_request_id) = filter_chain(chain).map_err(err)?;
         let name = take(&mut l.name);
         // Observability-only fields.
@@ -87,7 +92,13 @@ impl TryFrom<lds::Listener> for Listener {
             reject_leftover(&l, "listener")
         })()
         .map_err(err)?;
-        Ok(Listener { name, address, routes, codec, generate_request_id })
+        Ok(Listener {
+            name,
+            address,
+            routes,
+            codec,
+            generate_request_id,
+        })
     }
 }
 
@@ -95,44 +106,79 @@ fn filter_chain(mut chain: lds::FilterChain) -> Result<(RouteSource, Codec, bool
     let filters = take(&mut chain.filters);
     chain.name.clear();
     chain.metadata = None;
-    if chain.filter_chain_match.as_ref().is_some_and(|m| *m != Default::default()) {
-        return Err(Reason::Unsupported("filter_chains[0].filter_chain_match".into()));
+    if chain
+        .filter_chain_match
+        .as_ref()
+        .is_some_and(|m| *m != Default::default())
+    {
+        return Err(Reason::Unsupported(
+            "filter_chains[0].filter_chain_match".into(),
+        ));
     }
     chain.filter_chain_match = None;
     reject_set!(chain, transport_socket, use_proxy_proto);
     reject_leftover(&chain, "filter chain")?;
     let [filter] = <[lds::Filter; 1]>::try_from(filters).map_err(|f| {
-        invalid("filter_chains[0].filters", format!("exactly one http_connection_manager filter is supported, got {} filters", f.len()))
+        invalid(
+            "filter_chains[0].filters",
+            format!(
+                "exactly one http_connection_manager filter is supported, got {} filters",
+                f.len()
+            ),
+        )
     })?;
     let any = match filter.config_type {
         Some(lds::filter::ConfigType::TypedConfig(any)) if any.type_url == HCM_TYPE => any,
         Some(lds::filter::ConfigType::TypedConfig(any)) => {
-            return Err(Reason::UnsupportedValue { field: "network filter", value: format!("{} ({})", filter.name, any.type_url) });
+            return Err(Reason::UnsupportedValue {
+                field: "network filter",
+                value: format!("{} ({})", filter.name, any.type_url),
+            });
         }
-        _ => return Err(Reason::UnsupportedValue { field: "network filter without typed_config", value: filter.name }),
+        _ => {
+            return Err(Reason::UnsupportedValue {
+                field: "network filter without typed_config",
+                value: filter.name,
+            });
+        }
     };
-    let manager = hcm::HttpConnectionManager::decode(any.value.as_slice())
-        .map_err(|e| Reason::Decode { type_url: any.type_url.clone(), error: e.to_string() })?;
+    let manager =
+        hcm::HttpConnectionManager::decode(any.value.as_slice()).map_err(|e| Reason::Decode {
+            type_url: any.type_url.clone(),
+            error: e.to_string(),
+        })?;
     connection_manager(manager).map_err(|r| match r {
         Reason::Unsupported(f) => Reason::Unsupported(format!("http_connection_manager.{f}")),
-        Reason::Invalid { field, reason } => Reason::Invalid { field: format!("http_connection_manager.{field}"), reason },
+        Reason::Invalid { field, reason } => Reason::Invalid {
+            field: format!("http_connection_manager.{field}"),
+            reason,
+        },
         other => other,
     })
 }
 
-fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<(RouteSource, Codec, bool), Reason> {
+fn connection_manager(
+    mut m: hcm::HttpConnectionManager,
+) -> Result<(RouteSource, Codec, bool), Reason> {
     use hcm::http_connection_manager::{CodecType, RouteSpecifier};
     let codec = match CodecType::try_from(m.codec_type) {
         Ok(CodecType::Auto) => Codec::Auto,
         Ok(CodecType::Http1) => Codec::Http1,
         Ok(CodecType::Http2) => Codec::Http2,
-        _ => return Err(Reason::UnsupportedValue { field: "codec_type", value: m.codec_type.to_string() }),
+        _ => {
+            return Err(Reason::UnsupportedValue {
+                field: "codec_type",
+                value: m.codec_type.to_string(),
+            });
+        }
     };
     m.codec_type = 0;
     let routes = match m.route_specifier.take() {
         Some(RouteSpecifier::Rds(rds)) => {
             let ads = matches!(
-                rds.config_source.as_ref().and_then(|c| c.config_source_specifier.as_ref()),
+                rds.config_source
+                    .as_ref()
+                    .and_then(|c| c.config_source_specifier.as_ref()),
                 Some(core::config_source::ConfigSourceSpecifier::Ads(_))
             );
             if !ads {
@@ -146,14 +192,19 @@ fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<(RouteSource,
         Some(RouteSpecifier::RouteConfig(rc)) => RouteSource::Inline(Arc::new(
             RouteConfig::try_from(rc).map_err(|e| invalid("route_config", e.to_string()))?,
         )),
-        Some(RouteSpecifier::ScopedRoutes(_)) => return Err(Reason::Unsupported("scoped_routes".into())),
+        Some(RouteSpecifier::ScopedRoutes(_)) => {
+            return Err(Reason::Unsupported("scoped_routes".into()));
+        }
         None => return Err(Reason::Missing("rds or route_config")),
     };
     let filters = take(&mut m.http_filters);
     match filters.as_slice() {
         [router] if router.name == ROUTER_FILTER || typed_url(router) == Some(ROUTER_TYPE) => {
             if router.disabled {
-                return Err(invalid("http_filters[0]", "the router filter cannot be disabled"));
+                return Err(invalid(
+                    "http_filters[0]",
+                    "the router filter cannot be disabled",
+                ));
             }
             if let Some(hcm::http_filter::ConfigType::TypedConfig(any)) = &router.config_type
                 && any.type_url == ROUTER_TYPE
@@ -165,7 +216,10 @@ fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<(RouteSource,
         [] => return Err(Reason::Missing("http_filters (envoy.filters.http.router)")),
         other => {
             let names: Vec<&str> = other.iter().map(|f| f.name.as_str()).collect();
-            return Err(invalid("http_filters", format!("only [envoy.filters.http.router] is supported, got {names:?}")));
+            return Err(invalid(
+                "http_filters",
+                format!("only [envoy.filters.http.router] is supported, got {names:?}"),
+            ));
         }
     }
     let generate_request_id = m.generate_request_id.take().is_none_or(|b| b.value);

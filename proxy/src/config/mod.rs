@@ -8,6 +8,7 @@
 
 mod cluster;
 mod listener;
+mod matcher;
 mod route;
 mod store;
 
@@ -15,12 +16,16 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-pub use cluster::{Assignment, ClusterConfig, DiscoveryKind, UpstreamProtocol};
-pub use listener::{Codec, Listener, RouteSource};
+pub use cluster::{
+    Assignment, ClusterConfig, DiscoveryKind, HTTP_PROTOCOL_OPTIONS, UpstreamProtocol,
+};
+pub use listener::{
+    Codec, HCM_FILTER, HCM_TYPE, Listener, ROUTER_FILTER, ROUTER_TYPE, RouteSource,
+};
 pub use route::{
-    Action, ClusterPick, DirectResponse, ForwardAction, HeaderAdd, HeaderMatch, HeaderMatchKind, HeaderOps,
-    HeaderSource, PathMatch, QueryMatch, Redirect, Route, RouteConfig, RouteMatch, StringMatch, StringMatchKind,
-    VirtualHost, WeightedCluster,
+    Action, ClusterPick, DirectResponse, ForwardAction, HeaderAdd, HeaderMatch, HeaderMatchKind,
+    HeaderOps, HeaderSource, PathMatch, QueryMatch, Redirect, Route, RouteConfig, RouteMatch,
+    StringMatch, StringMatchKind, VirtualHost, WeightedCluster,
 };
 pub use store::{ConfigStore, ProxyConfig, TypeState};
 
@@ -47,7 +52,11 @@ pub enum Reason {
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
     #[error("{field} {pattern:?}: regex parse error: {error}")]
-    Regex { field: String, pattern: String, error: String },
+    Regex {
+        field: String,
+        pattern: String,
+        error: String,
+    },
     #[error("cannot decode {type_url}: {error}")]
     Decode { type_url: String, error: String },
     #[error("duplicate resource name")]
@@ -56,13 +65,19 @@ pub enum Reason {
 
 impl ConfigError {
     pub fn new(path: impl fmt::Display, reason: Reason) -> Self {
-        Self { path: path.to_string(), reason }
+        Self {
+            path: path.to_string(),
+            reason,
+        }
     }
 }
 
 /// Shorthand for `Reason::Invalid`.
 pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Reason {
-    Reason::Invalid { field: field.into(), reason: reason.into() }
+    Reason::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Fails with `Unsupported` for the first listed field that differs from its default.
@@ -71,13 +86,18 @@ macro_rules! reject_set {
         let msg = &$msg;
         $(
             #[allow(deprecated)]
-            if msg.$field != Default::default() {
+            if $crate::config::is_set(&msg.$field) {
                 return Err($crate::config::Reason::Unsupported(stringify!($field).to_string()));
             }
         )+
     }};
 }
 pub(crate) use reject_set;
+
+/// Whether a protobuf field differs from its default value.
+pub(crate) fn is_set<T: Default + PartialEq>(v: &T) -> bool {
+    *v != T::default()
+}
 
 /// After the honoured and harmless fields of `rest` were cleared, any field still set
 /// would change behaviour: reject it by its protobuf tag.
@@ -87,7 +107,9 @@ pub(crate) fn reject_leftover<M: prost::Message>(rest: &M, message: &str) -> Res
         return Ok(());
     }
     let mut buf = bytes.as_slice();
-    let tag = prost::encoding::decode_varint(&mut buf).map(|key| key >> 3).unwrap_or(0);
+    let tag = prost::encoding::decode_varint(&mut buf)
+        .map(|key| key >> 3)
+        .unwrap_or(0);
     Err(Reason::Unsupported(format!("{message} field #{tag}")))
 }
 
@@ -98,9 +120,15 @@ pub(crate) fn duration(
 ) -> Result<Option<std::time::Duration>, Reason> {
     let Some(d) = d else { return Ok(None) };
     if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
-        return Err(invalid(field, format!("{}s {}ns is not a valid duration", d.seconds, d.nanos)));
+        return Err(invalid(
+            field,
+            format!("{}s {}ns is not a valid duration", d.seconds, d.nanos),
+        ));
     }
-    Ok(Some(std::time::Duration::new(d.seconds as u64, d.nanos as u32)))
+    Ok(Some(std::time::Duration::new(
+        d.seconds as u64,
+        d.nanos as u32,
+    )))
 }
 
 /// Parses a socket address from an Envoy `Address` (TCP `socket_address` only).
@@ -119,21 +147,28 @@ pub(crate) fn socket_address(
         return Err(Reason::Unsupported(format!("{field}.protocol UDP")));
     }
     if !sa.resolver_name.is_empty() || sa.ipv4_compat || !sa.network_namespace_filepath.is_empty() {
-        return Err(Reason::Unsupported(format!("{field}: resolver_name/ipv4_compat/network_namespace_filepath")));
+        return Err(Reason::Unsupported(format!(
+            "{field}: resolver_name/ipv4_compat/network_namespace_filepath"
+        )));
     }
     let port = match sa.port_specifier {
-        Some(socket_address::PortSpecifier::PortValue(p)) => {
-            u16::try_from(p).map_err(|_| invalid(format!("{field}.port_value"), format!("{p} is out of range")))?
-        }
+        Some(socket_address::PortSpecifier::PortValue(p)) => u16::try_from(p).map_err(|_| {
+            invalid(
+                format!("{field}.port_value"),
+                format!("{p} is out of range"),
+            )
+        })?,
         Some(socket_address::PortSpecifier::NamedPort(ref n)) => {
             return Err(Reason::Unsupported(format!("{field}.named_port {n:?}")));
         }
         None => return Err(Reason::Missing("port_value")),
     };
-    let ip: std::net::IpAddr = sa
-        .address
-        .parse()
-        .map_err(|_| invalid(format!("{field}.address"), format!("{:?} is not an IP address", sa.address)))?;
+    let ip: std::net::IpAddr = sa.address.parse().map_err(|_| {
+        invalid(
+            format!("{field}.address"),
+            format!("{:?} is not an IP address", sa.address),
+        )
+    })?;
     Ok(std::net::SocketAddr::new(ip, port))
 }
 

@@ -11,10 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::route::v3 as rt;
-use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
 use http::{HeaderName, HeaderValue, StatusCode};
 use regex::Regex;
 
+use super::matcher::{header_match, header_ops, query_match, regex};
 use super::{ConfigError, Reason, duration, invalid, reject_leftover, reject_set};
 
 /// Envoy's route timeout when `route.timeout` is unset.
@@ -136,7 +136,10 @@ pub struct ForwardAction {
 #[derive(Debug)]
 pub enum ClusterPick {
     Single(String),
-    Weighted { clusters: Vec<WeightedCluster>, total: u32 },
+    Weighted {
+        clusters: Vec<WeightedCluster>,
+        total: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -161,7 +164,9 @@ impl ClusterPick {
                     }
                 }
                 // Unreachable for point < total; the last cluster is a safe answer.
-                clusters.last().map_or(("", None), |c| (c.name.as_str(), Some(c)))
+                clusters
+                    .last()
+                    .map_or(("", None), |c| (c.name.as_str(), Some(c)))
             }
         }
     }
@@ -211,10 +216,16 @@ impl TryFrom<rt::RouteConfiguration> for RouteConfig {
             let vh_path = format!("{path}: virtual host {:?}", vh.name);
             virtual_hosts.push(convert_vhost(vh, &vh_path)?);
         }
-        let request_headers =
-            header_ops(take(&mut rc.request_headers_to_add), take(&mut rc.request_headers_to_remove)).map_err(err)?;
-        let response_headers =
-            header_ops(take(&mut rc.response_headers_to_add), take(&mut rc.response_headers_to_remove)).map_err(err)?;
+        let request_headers = header_ops(
+            take(&mut rc.request_headers_to_add),
+            take(&mut rc.request_headers_to_remove),
+        )
+        .map_err(err)?;
+        let response_headers = header_ops(
+            take(&mut rc.response_headers_to_add),
+            take(&mut rc.response_headers_to_remove),
+        )
+        .map_err(err)?;
         let ignore_port = take(&mut rc.ignore_port_in_host_matching);
         let most_specific_wins = take(&mut rc.most_specific_header_mutations_wins);
         // Harmless: validation and metadata only.
@@ -222,7 +233,14 @@ impl TryFrom<rt::RouteConfiguration> for RouteConfig {
         rc.metadata = None;
         rc.max_direct_response_body_size_bytes = None;
         (|| {
-            reject_set!(rc, vhds, internal_only_headers, typed_per_filter_config, request_mirror_policies, vhost_header);
+            reject_set!(
+                rc,
+                vhds,
+                internal_only_headers,
+                typed_per_filter_config,
+                request_mirror_policies,
+                vhost_header
+            );
             reject_leftover(&rc, "route configuration")
         })()
         .map_err(err)?;
@@ -259,7 +277,10 @@ impl RouteConfig {
                     self.prefix.push((prefix.to_string(), i));
                     dup
                 } else if d.contains('*') {
-                    return Err(invalid(format!("virtual host {:?} domain {domain:?}", vh.name), "wildcard must be first or last"));
+                    return Err(invalid(
+                        format!("virtual host {:?} domain {domain:?}", vh.name),
+                        "wildcard must be first or last",
+                    ));
                 } else {
                     self.exact.insert(d, i).is_some()
                 };
@@ -285,13 +306,23 @@ fn convert_vhost(mut vh: rt::VirtualHost, path: &str) -> Result<VirtualHost, Con
     }
     let mut routes = Vec::with_capacity(vh.routes.len());
     for (i, r) in take(&mut vh.routes).into_iter().enumerate() {
-        let route_path = if r.name.is_empty() { format!("{path}: route {i}") } else { format!("{path}: route {i} ({:?})", r.name) };
+        let route_path = if r.name.is_empty() {
+            format!("{path}: route {i}")
+        } else {
+            format!("{path}: route {i} ({:?})", r.name)
+        };
         routes.push(convert_route(r).map_err(|reason| ConfigError::new(&route_path, reason))?);
     }
-    let request_headers =
-        header_ops(take(&mut vh.request_headers_to_add), take(&mut vh.request_headers_to_remove)).map_err(err)?;
-    let response_headers =
-        header_ops(take(&mut vh.response_headers_to_add), take(&mut vh.response_headers_to_remove)).map_err(err)?;
+    let request_headers = header_ops(
+        take(&mut vh.request_headers_to_add),
+        take(&mut vh.request_headers_to_remove),
+    )
+    .map_err(err)?;
+    let response_headers = header_ops(
+        take(&mut vh.response_headers_to_add),
+        take(&mut vh.response_headers_to_remove),
+    )
+    .map_err(err)?;
     let name = take(&mut vh.name);
     let domains = take(&mut vh.domains);
     vh.metadata = None;
@@ -312,7 +343,13 @@ fn convert_vhost(mut vh: rt::VirtualHost, path: &str) -> Result<VirtualHost, Con
         reject_leftover(&vh, "virtual host")
     })()
     .map_err(err)?;
-    Ok(VirtualHost { name, domains, routes, request_headers, response_headers })
+    Ok(VirtualHost {
+        name,
+        domains,
+        routes,
+        request_headers,
+        response_headers,
+    })
 }
 
 fn convert_route(mut r: rt::Route) -> Result<Route, Reason> {
@@ -322,14 +359,26 @@ fn convert_route(mut r: rt::Route) -> Result<Route, Reason> {
         Some(rt::route::Action::Route(a)) => Action::Forward(convert_forward(a, &matcher)?),
         Some(rt::route::Action::Redirect(a)) => Action::Redirect(convert_redirect(a)?),
         Some(rt::route::Action::DirectResponse(a)) => Action::Direct(convert_direct(a)?),
-        Some(rt::route::Action::FilterAction(_)) => return Err(Reason::Unsupported("filter_action".into())),
+        Some(rt::route::Action::FilterAction(_)) => {
+            return Err(Reason::Unsupported("filter_action".into()));
+        }
         Some(rt::route::Action::NonForwardingAction(_)) => {
             return Err(Reason::Unsupported("non_forwarding_action".into()));
         }
-        None => return Err(Reason::Missing("action (route, redirect or direct_response)")),
+        None => {
+            return Err(Reason::Missing(
+                "action (route, redirect or direct_response)",
+            ));
+        }
     };
-    let request_headers = header_ops(take(&mut r.request_headers_to_add), take(&mut r.request_headers_to_remove))?;
-    let response_headers = header_ops(take(&mut r.response_headers_to_add), take(&mut r.response_headers_to_remove))?;
+    let request_headers = header_ops(
+        take(&mut r.request_headers_to_add),
+        take(&mut r.request_headers_to_remove),
+    )?;
+    let response_headers = header_ops(
+        take(&mut r.response_headers_to_add),
+        take(&mut r.response_headers_to_remove),
+    )?;
     let name = take(&mut r.name);
     // Observability-only fields.
     r.metadata = None;
@@ -338,7 +387,13 @@ fn convert_route(mut r: rt::Route) -> Result<Route, Reason> {
     r.stat_prefix.clear();
     reject_set!(r, typed_per_filter_config, route_specifiers);
     reject_leftover(&r, "route")?;
-    Ok(Route { name, matcher, action, request_headers, response_headers })
+    Ok(Route {
+        name,
+        matcher,
+        action,
+        request_headers,
+        response_headers,
+    })
 }
 
 fn convert_match(mut m: rt::RouteMatch) -> Result<RouteMatch, Reason> {
@@ -350,13 +405,24 @@ fn convert_match(mut m: rt::RouteMatch) -> Result<RouteMatch, Reason> {
         Some(P::SafeRegex(r)) => PathMatch::Regex(regex("match.safe_regex", &r)?),
         Some(P::PathSeparatedPrefix(p)) => {
             if p.ends_with('/') || p.contains(['?', '#']) {
-                return Err(invalid("match.path_separated_prefix", "must not end in '/' or contain '?' or '#'"));
+                return Err(invalid(
+                    "match.path_separated_prefix",
+                    "must not end in '/' or contain '?' or '#'",
+                ));
             }
             PathMatch::SeparatedPrefix(p)
         }
-        Some(P::ConnectMatcher(_)) => return Err(Reason::Unsupported("match.connect_matcher".into())),
-        Some(P::PathMatchPolicy(_)) => return Err(Reason::Unsupported("match.path_match_policy".into())),
-        None => return Err(Reason::Missing("match path specifier (prefix, path, safe_regex)")),
+        Some(P::ConnectMatcher(_)) => {
+            return Err(Reason::Unsupported("match.connect_matcher".into()));
+        }
+        Some(P::PathMatchPolicy(_)) => {
+            return Err(Reason::Unsupported("match.path_match_policy".into()));
+        }
+        None => {
+            return Err(Reason::Missing(
+                "match path specifier (prefix, path, safe_regex)",
+            ));
+        }
     };
     let headers = take(&mut m.headers)
         .into_iter()
@@ -366,103 +432,63 @@ fn convert_match(mut m: rt::RouteMatch) -> Result<RouteMatch, Reason> {
     let query = take(&mut m.query_parameters)
         .into_iter()
         .enumerate()
-        .map(|(i, q)| query_match(q).map_err(|r| prefix_reason(&format!("match.query_parameters[{i}]"), r)))
+        .map(|(i, q)| {
+            query_match(q).map_err(|r| prefix_reason(&format!("match.query_parameters[{i}]"), r))
+        })
         .collect::<Result<_, _>>()?;
-    reject_set!(m, runtime_fraction, cookies, grpc, tls_context, dynamic_metadata, filter_state);
+    reject_set!(
+        m,
+        runtime_fraction,
+        cookies,
+        grpc,
+        tls_context,
+        dynamic_metadata,
+        filter_state
+    );
     reject_leftover(&m, "route match")?;
-    Ok(RouteMatch { path, case_sensitive, headers, query })
+    Ok(RouteMatch {
+        path,
+        case_sensitive,
+        headers,
+        query,
+    })
 }
 
 fn prefix_reason(prefix: &str, r: Reason) -> Reason {
     match r {
         Reason::Missing(f) => invalid(format!("{prefix}.{f}"), "is required"),
         Reason::Unsupported(f) => Reason::Unsupported(format!("{prefix}.{f}")),
-        Reason::UnsupportedValue { field, value } => Reason::Unsupported(format!("{prefix}.{field} {value:?}")),
-        Reason::Invalid { field, reason } => Reason::Invalid { field: format!("{prefix}.{field}"), reason },
-        Reason::Regex { field, pattern, error } => Reason::Regex { field: format!("{prefix}.{field}"), pattern, error },
+        Reason::UnsupportedValue { field, value } => {
+            Reason::Unsupported(format!("{prefix}.{field} {value:?}"))
+        }
+        Reason::Invalid { field, reason } => Reason::Invalid {
+            field: format!("{prefix}.{field}"),
+            reason,
+        },
+        Reason::Regex {
+            field,
+            pattern,
+            error,
+        } => Reason::Regex {
+            field: format!("{prefix}.{field}"),
+            pattern,
+            error,
+        },
         other => other,
     }
 }
 
-fn header_match(h: rt::HeaderMatcher) -> Result<HeaderMatch, Reason> {
-    use rt::header_matcher::HeaderMatchSpecifier as S;
-    let source = match h.name.to_ascii_lowercase().as_str() {
-        ":method" => HeaderSource::Method,
-        ":authority" | "host" => HeaderSource::Authority,
-        ":scheme" => HeaderSource::Scheme,
-        ":path" => HeaderSource::Path,
-        "" => return Err(Reason::Missing("name")),
-        n if n.starts_with(':') => return Err(Reason::UnsupportedValue { field: "name", value: h.name }),
-        n => HeaderSource::Header(HeaderName::try_from(n).map_err(|e| invalid("name", e.to_string()))?),
-    };
-    let exact = |s: String| HeaderMatchKind::String(StringMatch { kind: StringMatchKind::Exact(s), ignore_case: false });
-    let kind = match h.header_match_specifier {
-        Some(S::ExactMatch(s)) => exact(s),
-        Some(S::PrefixMatch(s)) => HeaderMatchKind::String(StringMatch { kind: StringMatchKind::Prefix(s), ignore_case: false }),
-        Some(S::SuffixMatch(s)) => HeaderMatchKind::String(StringMatch { kind: StringMatchKind::Suffix(s), ignore_case: false }),
-        Some(S::ContainsMatch(s)) => {
-            HeaderMatchKind::String(StringMatch { kind: StringMatchKind::Contains(s), ignore_case: false })
-        }
-        Some(S::SafeRegexMatch(r)) => HeaderMatchKind::String(StringMatch {
-            kind: StringMatchKind::Regex(regex("safe_regex_match", &r)?),
-            ignore_case: false,
-        }),
-        Some(S::StringMatch(s)) => HeaderMatchKind::String(string_match("string_match", s)?),
-        Some(S::PresentMatch(p)) => HeaderMatchKind::Present(p),
-        Some(S::RangeMatch(_)) => return Err(Reason::Unsupported("range_match".into())),
-        // Envoy: no specifier means "header is present".
-        None => HeaderMatchKind::Present(true),
-    };
-    Ok(HeaderMatch { source, kind, invert: h.invert_match, treat_missing_as_empty: h.treat_missing_header_as_empty })
-}
-
-fn query_match(q: rt::QueryParameterMatcher) -> Result<QueryMatch, Reason> {
-    use rt::query_parameter_matcher::QueryParameterMatchSpecifier as S;
-    if q.name.is_empty() {
-        return Err(Reason::Missing("name"));
-    }
-    let value = match q.query_parameter_match_specifier {
-        Some(S::StringMatch(s)) => Some(string_match("string_match", s)?),
-        Some(S::PresentMatch(true)) | None => None,
-        Some(S::PresentMatch(false)) => return Err(invalid("present_match", "false is not meaningful; use invert on a header")),
-    };
-    Ok(QueryMatch { name: q.name, value })
-}
-
-pub(crate) fn string_match(field: &'static str, s: matcher::StringMatcher) -> Result<StringMatch, Reason> {
-    use matcher::string_matcher::MatchPattern as M;
-    let fold = |v: String| if s.ignore_case { v.to_ascii_lowercase() } else { v };
-    let kind = match s.match_pattern {
-        Some(M::Exact(v)) => StringMatchKind::Exact(fold(v)),
-        Some(M::Prefix(v)) => StringMatchKind::Prefix(fold(v)),
-        Some(M::Suffix(v)) => StringMatchKind::Suffix(fold(v)),
-        Some(M::Contains(v)) => StringMatchKind::Contains(fold(v)),
-        Some(M::SafeRegex(r)) => StringMatchKind::Regex(regex(&format!("{field}.safe_regex"), &r)?),
-        Some(M::Custom(_)) => return Err(Reason::Unsupported(format!("{field}.custom"))),
-        None => return Err(Reason::Missing("string_match pattern")),
-    };
-    Ok(StringMatch { kind, ignore_case: s.ignore_case })
-}
-
-/// Compiles an RE2-style pattern as a full match (Envoy's semantics).
-pub(crate) fn regex(field: &str, r: &matcher::RegexMatcher) -> Result<Regex, Reason> {
-    regex::RegexBuilder::new(&format!("^(?:{})$", r.regex))
-        .size_limit(1 << 20)
-        .build()
-        .map_err(|e| Reason::Regex {
-            field: field.to_string(),
-            pattern: r.regex.clone(),
-            error: e.to_string().split_whitespace().collect::<Vec<_>>().join(" "),
-        })
-}
-
 fn convert_forward(mut a: rt::RouteAction, m: &RouteMatch) -> Result<ForwardAction, Reason> {
-    use rt::route_action::{ClusterNotFoundResponseCode as Nf, ClusterSpecifier as C, HostRewriteSpecifier as H};
+    use rt::route_action::{
+        ClusterNotFoundResponseCode as Nf, ClusterSpecifier as C, HostRewriteSpecifier as H,
+    };
     let clusters = match a.cluster_specifier.take() {
         Some(C::Cluster(name)) if !name.is_empty() => ClusterPick::Single(name),
         Some(C::Cluster(_)) => return Err(Reason::Missing("route.cluster")),
         Some(C::WeightedClusters(w)) => weighted(w)?,
-        Some(C::ClusterHeader(_)) => return Err(Reason::Unsupported("route.cluster_header".into())),
+        Some(C::ClusterHeader(_)) => {
+            return Err(Reason::Unsupported("route.cluster_header".into()));
+        }
         Some(C::ClusterSpecifierPlugin(_) | C::InlineClusterSpecifierPlugin(_)) => {
             return Err(Reason::Unsupported("route.cluster_specifier_plugin".into()));
         }
@@ -475,21 +501,34 @@ fn convert_forward(mut a: rt::RouteAction, m: &RouteMatch) -> Result<ForwardActi
     };
     let prefix_rewrite = Some(take(&mut a.prefix_rewrite)).filter(|p| !p.is_empty());
     if prefix_rewrite.is_some() && matches!(m.path, PathMatch::Regex(_)) {
-        return Err(invalid("route.prefix_rewrite", "cannot be combined with a safe_regex path match"));
+        return Err(invalid(
+            "route.prefix_rewrite",
+            "cannot be combined with a safe_regex path match",
+        ));
     }
     let host_rewrite = match a.host_rewrite_specifier.take() {
         None => None,
-        Some(H::HostRewriteLiteral(h)) => {
-            Some(HeaderValue::try_from(h).map_err(|e| invalid("route.host_rewrite_literal", e.to_string()))?)
-        }
+        Some(H::HostRewriteLiteral(h)) => Some(
+            HeaderValue::try_from(h)
+                .map_err(|e| invalid("route.host_rewrite_literal", e.to_string()))?,
+        ),
         Some(H::AutoHostRewrite(b)) if !b.value => None,
-        Some(_) => return Err(Reason::Unsupported("route.host_rewrite_specifier other than host_rewrite_literal".into())),
+        Some(_) => {
+            return Err(Reason::Unsupported(
+                "route.host_rewrite_specifier other than host_rewrite_literal".into(),
+            ));
+        }
     };
     let cluster_not_found = match Nf::try_from(take(&mut a.cluster_not_found_response_code)) {
         Ok(Nf::ServiceUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
         Ok(Nf::NotFound) => StatusCode::NOT_FOUND,
         Ok(Nf::InternalServerError) => StatusCode::INTERNAL_SERVER_ERROR,
-        Err(_) => return Err(invalid("route.cluster_not_found_response_code", "unknown value")),
+        Err(_) => {
+            return Err(invalid(
+                "route.cluster_not_found_response_code",
+                "unknown value",
+            ));
+        }
     };
     (|| {
         reject_set!(
@@ -515,7 +554,13 @@ fn convert_forward(mut a: rt::RouteAction, m: &RouteMatch) -> Result<ForwardActi
         reject_leftover(&a, "route action")
     })()
     .map_err(|r| prefix_reason("route", r))?;
-    Ok(ForwardAction { clusters, timeout, prefix_rewrite, host_rewrite, cluster_not_found })
+    Ok(ForwardAction {
+        clusters,
+        timeout,
+        prefix_rewrite,
+        host_rewrite,
+        cluster_not_found,
+    })
 }
 
 fn weighted(mut w: rt::WeightedCluster) -> Result<ClusterPick, Reason> {
@@ -524,14 +569,25 @@ fn weighted(mut w: rt::WeightedCluster) -> Result<ClusterPick, Reason> {
     for (i, mut c) in take(&mut w.clusters).into_iter().enumerate() {
         let field = format!("route.weighted_clusters.clusters[{i}]");
         if c.name.is_empty() {
-            return Err(invalid(format!("{field}.name"), "is required (cluster_header is not supported)"));
+            return Err(invalid(
+                format!("{field}.name"),
+                "is required (cluster_header is not supported)",
+            ));
         }
         let weight = c.weight.take().map_or(0, |v| v.value);
-        total = total.checked_add(weight).ok_or_else(|| invalid(&field, "weights overflow"))?;
-        let request_headers = header_ops(take(&mut c.request_headers_to_add), take(&mut c.request_headers_to_remove))
-            .map_err(|r| prefix_reason(&field, r))?;
-        let response_headers = header_ops(take(&mut c.response_headers_to_add), take(&mut c.response_headers_to_remove))
-            .map_err(|r| prefix_reason(&field, r))?;
+        total = total
+            .checked_add(weight)
+            .ok_or_else(|| invalid(&field, "weights overflow"))?;
+        let request_headers = header_ops(
+            take(&mut c.request_headers_to_add),
+            take(&mut c.request_headers_to_remove),
+        )
+        .map_err(|r| prefix_reason(&field, r))?;
+        let response_headers = header_ops(
+            take(&mut c.response_headers_to_add),
+            take(&mut c.response_headers_to_remove),
+        )
+        .map_err(|r| prefix_reason(&field, r))?;
         let name = take(&mut c.name);
         (|| {
             reject_set!(c, cluster_header, metadata_match, typed_per_filter_config);
@@ -539,14 +595,22 @@ fn weighted(mut w: rt::WeightedCluster) -> Result<ClusterPick, Reason> {
         })()
         .map_err(|r| prefix_reason(&field, r))?;
         if weight > 0 {
-            clusters.push(WeightedCluster { name, weight, request_headers, response_headers });
+            clusters.push(WeightedCluster {
+                name,
+                weight,
+                request_headers,
+                response_headers,
+            });
         }
     }
     #[allow(deprecated)]
     if let Some(t) = w.total_weight.take()
         && t.value != total
     {
-        return Err(invalid("route.weighted_clusters.total_weight", format!("{} != sum of weights {total}", t.value)));
+        return Err(invalid(
+            "route.weighted_clusters.total_weight",
+            format!("{} != sum of weights {total}", t.value),
+        ));
     }
     if total == 0 {
         return Err(invalid("route.weighted_clusters", "weights sum to 0"));
@@ -557,7 +621,9 @@ fn weighted(mut w: rt::WeightedCluster) -> Result<ClusterPick, Reason> {
 }
 
 fn convert_redirect(mut a: rt::RedirectAction) -> Result<Redirect, Reason> {
-    use rt::redirect_action::{PathRewriteSpecifier as P, RedirectResponseCode as C, SchemeRewriteSpecifier as S};
+    use rt::redirect_action::{
+        PathRewriteSpecifier as P, RedirectResponseCode as C, SchemeRewriteSpecifier as S,
+    };
     let scheme = match a.scheme_rewrite_specifier.take() {
         Some(S::HttpsRedirect(true)) => Some("https".to_string()),
         Some(S::SchemeRedirect(s)) if !s.is_empty() => Some(s.to_ascii_lowercase()),
@@ -566,7 +632,10 @@ fn convert_redirect(mut a: rt::RedirectAction) -> Result<Redirect, Reason> {
     let (path, prefix_rewrite) = match a.path_rewrite_specifier.take() {
         Some(P::PathRedirect(p)) => (Some(p).filter(|p| !p.is_empty()), None),
         Some(P::PrefixRewrite(p)) => (None, Some(p)),
-        Some(P::RegexRewrite(_)) => return Err(Reason::Unsupported("redirect.regex_rewrite".into())),
+        Some(P::RegexRewrite(_)) => {
+            return Err(Reason::Unsupported("redirect.regex_rewrite".into()));
+        }
+        Some(P::PathRewrite(_)) => return Err(Reason::Unsupported("redirect.path_rewrite".into())),
         None => (None, None),
     };
     let status = match C::try_from(a.response_code) {
@@ -575,14 +644,30 @@ fn convert_redirect(mut a: rt::RedirectAction) -> Result<Redirect, Reason> {
         Ok(C::SeeOther) => StatusCode::SEE_OTHER,
         Ok(C::TemporaryRedirect) => StatusCode::TEMPORARY_REDIRECT,
         Ok(C::PermanentRedirect) => StatusCode::PERMANENT_REDIRECT,
-        Err(_) => return Err(invalid("redirect.response_code", format!("unknown value {}", a.response_code))),
+        Err(_) => {
+            return Err(invalid(
+                "redirect.response_code",
+                format!("unknown value {}", a.response_code),
+            ));
+        }
     };
     let port = match a.port_redirect {
         0 => None,
-        p => Some(u16::try_from(p).map_err(|_| invalid("redirect.port_redirect", format!("{p} is out of range")))?),
+        p => Some(
+            u16::try_from(p)
+                .map_err(|_| invalid("redirect.port_redirect", format!("{p} is out of range")))?,
+        ),
     };
     let host = Some(a.host_redirect).filter(|h| !h.is_empty());
-    Ok(Redirect { scheme, host, port, path, prefix_rewrite, status, strip_query: a.strip_query })
+    Ok(Redirect {
+        scheme,
+        host,
+        port,
+        path,
+        prefix_rewrite,
+        status,
+        strip_query: a.strip_query,
+    })
 }
 
 fn convert_direct(a: rt::DirectResponseAction) -> Result<DirectResponse, Reason> {
@@ -591,7 +676,12 @@ fn convert_direct(a: rt::DirectResponseAction) -> Result<DirectResponse, Reason>
         .ok()
         .filter(|s| (200..600).contains(s))
         .and_then(|s| StatusCode::from_u16(s).ok())
-        .ok_or_else(|| invalid("direct_response.status", format!("{} is not in [200, 600)", a.status)))?;
+        .ok_or_else(|| {
+            invalid(
+                "direct_response.status",
+                format!("{} is not in [200, 600)", a.status),
+            )
+        })?;
     if a.body_format.is_some() {
         return Err(Reason::Unsupported("direct_response.body_format".into()));
     }
@@ -599,66 +689,16 @@ fn convert_direct(a: rt::DirectResponseAction) -> Result<DirectResponse, Reason>
         None => None,
         Some(Specifier::InlineString(s)) => Some(Bytes::from(s)),
         Some(Specifier::InlineBytes(b)) => Some(Bytes::from(b)),
-        Some(Specifier::Filename(_)) => return Err(Reason::Unsupported("direct_response.body.filename".into())),
+        Some(Specifier::Filename(_)) => {
+            return Err(Reason::Unsupported("direct_response.body.filename".into()));
+        }
         Some(Specifier::EnvironmentVariable(_)) => {
-            return Err(Reason::Unsupported("direct_response.body.environment_variable".into()));
+            return Err(Reason::Unsupported(
+                "direct_response.body.environment_variable".into(),
+            ));
         }
     };
     Ok(DirectResponse { status, body })
-}
-
-pub(crate) fn header_ops(add: Vec<core::HeaderValueOption>, remove: Vec<String>) -> Result<HeaderOps, Reason> {
-    use core::header_value_option::HeaderAppendAction as A;
-    let mut ops = HeaderOps::default();
-    for (i, o) in add.into_iter().enumerate() {
-        let field = format!("headers_to_add[{i}]");
-        let h = o.header.ok_or_else(|| invalid(&field, "header is required"))?;
-        let name = writable_header(&field, &h.key)?;
-        let raw = if h.raw_value.is_empty() { h.value.into_bytes() } else { h.raw_value };
-        let value = unescape_percent(&field, raw)?;
-        let value = HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|e| invalid(&field, e.to_string()))?;
-        #[allow(deprecated)]
-        let action = match o.append {
-            Some(b) if b.value => A::AppendIfExistsOrAdd,
-            Some(_) => A::OverwriteIfExistsOrAdd,
-            None => A::try_from(o.append_action).map_err(|_| invalid(format!("{field}.append_action"), "unknown value"))?,
-        };
-        ops.add.push(HeaderAdd { name, value, action, keep_empty: o.keep_empty_value });
-    }
-    for (i, r) in remove.iter().enumerate() {
-        ops.remove.push(writable_header(&format!("headers_to_remove[{i}]"), r)?);
-    }
-    Ok(ops)
-}
-
-fn writable_header(field: &str, key: &str) -> Result<HeaderName, Reason> {
-    if key.starts_with(':') || key.eq_ignore_ascii_case("host") {
-        return Err(invalid(field, format!("header {key:?} cannot be modified")));
-    }
-    HeaderName::try_from(key).map_err(|e| invalid(field, format!("{key:?}: {e}")))
-}
-
-/// Envoy header values may hold `%COMMAND%` formatters; only the `%%` escape is supported.
-fn unescape_percent(field: &str, raw: Vec<u8>) -> Result<Vec<u8>, Reason> {
-    if !raw.contains(&b'%') {
-        return Ok(raw);
-    }
-    let mut out = Vec::with_capacity(raw.len());
-    let mut it = raw.iter().copied().peekable();
-    while let Some(b) = it.next() {
-        if b == b'%' {
-            if it.peek() == Some(&b'%') {
-                it.next();
-            } else {
-                return Err(Reason::Unsupported(format!(
-                    "{field}: header value formatters (%...%) in {:?}",
-                    String::from_utf8_lossy(&raw)
-                )));
-            }
-        }
-        out.push(b);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -19,7 +19,10 @@ use prost::Message;
 use tokio::sync::watch;
 use weft_xds::type_url;
 
-use super::{Assignment, ClusterConfig, ConfigError, DiscoveryKind, Listener, Reason, RouteConfig, RouteSource};
+use super::{
+    Assignment, ClusterConfig, ConfigError, DiscoveryKind, Listener, Reason, RouteConfig,
+    RouteSource,
+};
 use crate::listeners::ListenerManager;
 use crate::upstream::{Cluster, Pools};
 
@@ -53,7 +56,7 @@ impl ProxyConfig {
     }
 
     /// The route table of a listener (RDS by name, or inline).
-    pub fn route_config(&self, listener: &Listener) -> Option<&Arc<RouteConfig>> {
+    pub fn route_config<'a>(&'a self, listener: &'a Listener) -> Option<&'a Arc<RouteConfig>> {
         match &listener.routes {
             RouteSource::Rds(name) => self.routes.get(name),
             RouteSource::Inline(rc) => Some(rc),
@@ -102,11 +105,18 @@ impl ConfigStore {
 
     /// The actual bound address of the listener named `name` (useful with port 0).
     pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners.get(name).and_then(|l| self.sockets.local_addr(l.address))
+        self.listeners
+            .get(name)
+            .and_then(|l| self.sockets.local_addr(l.address))
     }
 
     /// Applies one state-of-the-world response; on error nothing changes.
-    pub fn apply_response(&mut self, type_url: &str, version: &str, resources: Vec<Any>) -> Result<(), String> {
+    pub fn apply_response(
+        &mut self,
+        type_url: &str,
+        version: &str,
+        resources: Vec<Any>,
+    ) -> Result<(), String> {
         let result = match type_url {
             type_url::LISTENER => self.apply_listeners(resources),
             type_url::ROUTE => self.apply_routes(resources),
@@ -128,7 +138,7 @@ impl ConfigStore {
             type_url::ROUTE => &mut next.rds,
             type_url::CLUSTER => &mut next.cds,
             type_url::ENDPOINT => &mut next.eds,
-            _ => return result,
+            _ => return result.map(|_| ()),
         };
         match &result {
             Ok(names) => {
@@ -136,12 +146,21 @@ impl ConfigStore {
                 state.names.clone_from(names);
                 match type_url {
                     type_url::LISTENER => {
-                        next.listeners = self.listeners.values().map(|l| (l.address, l.clone())).collect();
+                        next.listeners = self
+                            .listeners
+                            .values()
+                            .map(|l| (l.address, l.clone()))
+                            .collect();
                     }
                     type_url::ROUTE => next.routes = self.routes.clone(),
                     _ => next.clusters = self.build_clusters(),
                 }
-                tracing::info!(type_url, version, resources = names.len(), "applied xDS response");
+                tracing::info!(
+                    type_url,
+                    version,
+                    resources = names.len(),
+                    "applied xDS response"
+                );
             }
             Err(e) => {
                 state.last_rejection = Some((version.to_string(), e.clone()));
@@ -158,36 +177,48 @@ impl ConfigStore {
     }
 
     fn apply_listeners(&mut self, resources: Vec<Any>) -> Result<Vec<String>, String> {
-        let converted: BTreeMap<String, Arc<Listener>> = convert_all::<lds::Listener, Listener>(resources, |l| &l.name)?
-            .into_iter()
-            .map(|(name, l)| (name, Arc::new(l)))
-            .collect();
+        let converted: BTreeMap<String, Arc<Listener>> =
+            convert_all::<lds::Listener, Listener>(resources, |l| &l.name)?
+                .into_iter()
+                .map(|(name, l)| (name, Arc::new(l)))
+                .collect();
         let mut addresses: HashMap<SocketAddr, &str> = HashMap::new();
         for l in converted.values() {
             if let Some(other) = addresses.insert(l.address, &l.name) {
-                return Err(format!("listener {:?}: address {} is also used by listener {other:?}", l.name, l.address));
+                return Err(format!(
+                    "listener {:?}: address {} is also used by listener {other:?}",
+                    l.name, l.address
+                ));
             }
         }
-        self.sockets.prepare(converted.values().map(|l| (l.name.as_str(), l.address)))?;
+        self.sockets
+            .prepare(converted.values().map(|l| (l.name.as_str(), l.address)))?;
         self.listeners = converted;
         Ok(self.listeners.keys().cloned().collect())
     }
 
     fn apply_routes(&mut self, resources: Vec<Any>) -> Result<Vec<String>, String> {
-        let converted = convert_all::<rds::RouteConfiguration, RouteConfig>(resources, |r| &r.name)?;
-        self.routes = converted.into_iter().map(|(n, r)| (n, Arc::new(r))).collect();
+        let converted =
+            convert_all::<rds::RouteConfiguration, RouteConfig>(resources, |r| &r.name)?;
+        self.routes = converted
+            .into_iter()
+            .map(|(n, r)| (n, Arc::new(r)))
+            .collect();
         let mut names: Vec<String> = self.routes.keys().cloned().collect();
         names.sort();
         Ok(names)
     }
 
     fn apply_clusters(&mut self, resources: Vec<Any>) -> Result<Vec<String>, String> {
-        self.clusters = convert_all::<cds::Cluster, ClusterConfig>(resources, |c| &c.name)?.into_iter().collect();
+        self.clusters = convert_all::<cds::Cluster, ClusterConfig>(resources, |c| &c.name)?
+            .into_iter()
+            .collect();
         Ok(self.clusters.keys().cloned().collect())
     }
 
     fn apply_endpoints(&mut self, resources: Vec<Any>) -> Result<Vec<String>, String> {
-        self.assignments = convert_all::<eds::ClusterLoadAssignment, Assignment>(resources, |c| &c.cluster_name)?;
+        self.assignments =
+            convert_all::<eds::ClusterLoadAssignment, Assignment>(resources, |c| &c.cluster_name)?;
         let mut names: Vec<String> = self.assignments.keys().cloned().collect();
         names.sort();
         Ok(names)
@@ -201,12 +232,19 @@ impl ConfigStore {
             .map(|(name, cfg)| {
                 let assignment = match &cfg.discovery {
                     DiscoveryKind::Static(a) => a.clone(),
-                    DiscoveryKind::Eds(service) => self.assignments.get(service).cloned().unwrap_or_default(),
+                    DiscoveryKind::Eds(service) => {
+                        self.assignments.get(service).cloned().unwrap_or_default()
+                    }
                 };
                 let old = previous.get(name);
                 let cluster = match old {
                     Some(old) if old.config == *cfg && old.assignment == assignment => old.clone(),
-                    _ => Arc::new(Cluster::new(cfg.clone(), assignment, &self.pools, old.map(|c| &**c))),
+                    _ => Arc::new(Cluster::new(
+                        cfg.clone(),
+                        assignment,
+                        &self.pools,
+                        old.map(|c| &**c),
+                    )),
                 };
                 (name.clone(), cluster)
             })
@@ -251,7 +289,10 @@ impl weft_xds::Handler for ConfigStore {
 }
 
 /// Decodes and converts every resource; the first failure rejects the whole response.
-fn convert_all<E, D>(resources: Vec<Any>, name_of: impl Fn(&E) -> &String) -> Result<HashMap<String, D>, String>
+fn convert_all<E, D>(
+    resources: Vec<Any>,
+    name_of: impl Fn(&E) -> &String,
+) -> Result<HashMap<String, D>, String>
 where
     E: Message + Default,
     D: TryFrom<E, Error = ConfigError>,
@@ -262,7 +303,10 @@ where
         let resource = match E::decode(any.value.as_slice()) {
             Ok(r) => r,
             Err(e) => {
-                let reason = Reason::Decode { type_url: any.type_url, error: e.to_string() };
+                let reason = Reason::Decode {
+                    type_url: any.type_url,
+                    error: e.to_string(),
+                };
                 errors.push(ConfigError::new(format!("resource {i}"), reason).to_string());
                 continue;
             }
@@ -271,11 +315,18 @@ where
         match D::try_from(resource) {
             Ok(d) => {
                 if out.insert(name.clone(), d).is_some() {
-                    errors.push(ConfigError::new(format!("resource {name:?}"), Reason::Duplicate).to_string());
+                    errors.push(
+                        ConfigError::new(format!("resource {name:?}"), Reason::Duplicate)
+                            .to_string(),
+                    );
                 }
             }
             Err(e) => errors.push(e.to_string()),
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors.join("; ")) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors.join("; "))
+    }
 }

@@ -10,8 +10,8 @@ use std::borrow::Cow;
 use http::{HeaderMap, Method};
 
 use crate::config::{
-    HeaderMatch, HeaderMatchKind, HeaderSource, PathMatch, QueryMatch, Route, RouteConfig, RouteMatch, StringMatch,
-    StringMatchKind, VirtualHost,
+    HeaderMatch, HeaderMatchKind, HeaderSource, PathMatch, QueryMatch, Route, RouteConfig,
+    RouteMatch, StringMatch, StringMatchKind, VirtualHost,
 };
 
 /// The parts of a request that route matching reads.
@@ -31,15 +31,32 @@ pub struct RequestView<'a> {
 impl RouteConfig {
     /// Envoy's virtual host selection (case-insensitive).
     pub fn select_vhost(&self, authority: &str) -> Option<&VirtualHost> {
-        let host = if self.ignore_port { strip_port(authority) } else { authority };
-        let host: Cow<'_, str> =
-            if host.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(host.to_ascii_lowercase()) } else { Cow::Borrowed(host) };
+        let host = if self.ignore_port {
+            strip_port(authority)
+        } else {
+            authority
+        };
+        let host: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        };
         let index = self
             .exact
             .get(&*host)
             .copied()
-            .or_else(|| self.suffix.iter().find(|(s, _)| host.len() > s.len() && host.ends_with(s.as_str())).map(|&(_, i)| i))
-            .or_else(|| self.prefix.iter().find(|(p, _)| host.len() > p.len() && host.starts_with(p.as_str())).map(|&(_, i)| i))
+            .or_else(|| {
+                self.suffix
+                    .iter()
+                    .find(|(s, _)| host.len() > s.len() && host.ends_with(s.as_str()))
+                    .map(|&(_, i)| i)
+            })
+            .or_else(|| {
+                self.prefix
+                    .iter()
+                    .find(|(p, _)| host.len() > p.len() && host.starts_with(p.as_str()))
+                    .map(|&(_, i)| i)
+            })
             .or(self.default)?;
         self.virtual_hosts.get(index)
     }
@@ -79,7 +96,9 @@ impl RouteMatch {
             PathMatch::Prefix(p) => starts(p),
             PathMatch::Exact(p) => path.len() == p.len() && starts(p),
             PathMatch::Regex(r) => r.is_match(path),
-            PathMatch::SeparatedPrefix(p) => starts(p) && matches!(path.as_bytes().get(p.len()), None | Some(b'/')),
+            PathMatch::SeparatedPrefix(p) => {
+                starts(p) && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
+            }
         }
     }
 }
@@ -99,8 +118,13 @@ impl HeaderMatch {
             Some(v) => v,
             None if self.treat_missing_as_empty => Cow::Borrowed(""),
             None => {
-                let present_kind = |want: bool| matches!(self.kind, HeaderMatchKind::Present(p) if p == want);
-                return if self.invert { present_kind(true) } else { present_kind(false) };
+                let present_kind =
+                    |want: bool| matches!(self.kind, HeaderMatchKind::Present(p) if p == want);
+                return if self.invert {
+                    present_kind(true)
+                } else {
+                    present_kind(false)
+                };
             }
         };
         let matched = match &self.kind {
@@ -115,7 +139,9 @@ fn header_value<'a>(headers: &'a HeaderMap, name: &http::HeaderName) -> Option<C
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
     let first = String::from_utf8_lossy(first.as_bytes());
-    let Some(second) = values.next() else { return Some(first) };
+    let Some(second) = values.next() else {
+        return Some(first);
+    };
     let mut joined = first.into_owned();
     for v in std::iter::once(second).chain(values) {
         joined.push(',');
@@ -150,7 +176,10 @@ fn percent_decode(s: &str) -> Cow<'_, str> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
                     Some(b) => {
                         out.push(b);
                         i += 2;
@@ -168,12 +197,22 @@ fn percent_decode(s: &str) -> Cow<'_, str> {
 impl StringMatch {
     pub fn matches(&self, value: &str) -> bool {
         let v = value.as_bytes();
-        let eq = |a: &[u8], b: &[u8]| if self.ignore_case { a.eq_ignore_ascii_case(b) } else { a == b };
+        let eq = |a: &[u8], b: &[u8]| {
+            if self.ignore_case {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
         match &self.kind {
             StringMatchKind::Exact(p) => eq(v, p.as_bytes()),
             StringMatchKind::Prefix(p) => v.len() >= p.len() && eq(&v[..p.len()], p.as_bytes()),
-            StringMatchKind::Suffix(p) => v.len() >= p.len() && eq(&v[v.len() - p.len()..], p.as_bytes()),
-            StringMatchKind::Contains(p) if self.ignore_case => value.to_ascii_lowercase().contains(p.as_str()),
+            StringMatchKind::Suffix(p) => {
+                v.len() >= p.len() && eq(&v[v.len() - p.len()..], p.as_bytes())
+            }
+            StringMatchKind::Contains(p) if self.ignore_case => {
+                value.to_ascii_lowercase().contains(p.as_str())
+            }
             StringMatchKind::Contains(p) => value.contains(p.as_str()),
             StringMatchKind::Regex(r) => r.is_match(value),
         }

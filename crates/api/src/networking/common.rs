@@ -75,7 +75,10 @@ impl StringMatch {
     /// Checks a match that must specify a match type (`uri`, `method`, ...): not `{}`, regex compiles.
     pub fn validate_required(&self, path: &Path, errors: &mut Vec<FieldError>) {
         if self.is_present_only() {
-            path.push(errors, "string match must set one of `exact`, `prefix` or `regex`");
+            path.push(
+                errors,
+                "string match must set one of `exact`, `prefix` or `regex`",
+            );
         }
         self.validate_optional(path, errors);
     }
@@ -164,7 +167,11 @@ impl Validate for Percent {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadSelector {
     /// Labels the workloads must carry.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -179,7 +186,11 @@ impl Validate for WorkloadSelector {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyWorkloadSelector {
     /// Labels the workloads must carry.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub match_labels: BTreeMap<String, String>,
 }
 
@@ -206,13 +217,25 @@ pub struct Headers {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderOperations {
     /// Overwrite these headers.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub set: BTreeMap<String, String>,
     /// Append these headers.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub add: BTreeMap<String, String>,
     /// Remove these headers.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub remove: Vec<String>,
 }
 
@@ -234,7 +257,11 @@ impl HeaderOperations {
             }
         }
         for (i, n) in self.remove.iter().enumerate() {
-            check(&path.field("remove").index(i), errors, validate_header_op_name(n));
+            check(
+                &path.field("remove").index(i),
+                errors,
+                validate_header_op_name(n),
+            );
         }
     }
 }
@@ -271,7 +298,7 @@ mod tests {
         let mut errs = Vec::new();
         let d = Destination {
             host: "*".into(),
-            subset: Some("V1".into()),
+            subset: Some("v_1".into()),
             port: Some(PortSelector { number: 0 }),
         };
         d.validate(&Path::root("d"), &mut errs);
@@ -310,7 +337,11 @@ mod tests {
         let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["h.request.set[:path]", "h.request.remove[0]", "h.response.add[x-a]"]
+            [
+                "h.request.set[:path]",
+                "h.request.remove[0]",
+                "h.response.add[x-a]"
+            ]
         );
     }
 }

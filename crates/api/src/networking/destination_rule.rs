@@ -24,10 +24,18 @@ pub struct DestinationRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_policy: Option<TrafficPolicy>,
     /// Named subsets (versions) of the host.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub subsets: Vec<Subset>,
     /// Namespaces this rule is visible to.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub export_to: Vec<String>,
     /// Restrict the rule to some workloads (`matchLabels`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,7 +104,11 @@ pub struct Subset {
     #[serde(default)]
     pub name: String,
     /// Endpoint labels selecting the subset.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: BTreeMap<String, String>,
     /// Policy overriding the rule's for this subset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,7 +117,11 @@ pub struct Subset {
 
 impl Validate for Subset {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
-        check(&path.field("name"), errors, validate_subset_name(&self.name));
+        check(
+            &path.field("name"),
+            errors,
+            validate_subset_name(&self.name),
+        );
         check_labels(&path.field("labels"), errors, &self.labels);
         self.traffic_policy
             .validate(&path.field("trafficPolicy"), errors);
@@ -129,7 +145,11 @@ pub struct TrafficPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTlsSettings>,
     /// Per-port overrides.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub port_level_settings: Vec<PortTrafficPolicy>,
     /// Tunnel the traffic through a proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -271,7 +291,10 @@ impl Validate for LoadBalancerSettings {
             &self.warmup_duration_secs,
         );
         if self.warmup_duration_secs.is_some() && self.warmup.is_some() {
-            path.push(errors, "only one of warmupDurationSecs or warmup may be set");
+            path.push(
+                errors,
+                "only one of warmupDurationSecs or warmup may be set",
+            );
         }
         self.warmup.validate(&path.field("warmup"), errors);
     }
@@ -395,12 +418,12 @@ fn is_prime(x: u64) -> bool {
     if x < 4 {
         return true;
     }
-    if x % 2 == 0 {
+    if x.is_multiple_of(2) {
         return false;
     }
     let mut f = 3;
     while f * f <= x {
-        if x % f == 0 {
+        if x.is_multiple_of(f) {
             return false;
         }
         f += 2;
@@ -422,7 +445,11 @@ pub struct HttpCookie {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Duration>,
     /// Extra cookie attributes.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub attributes: Vec<CookieAttribute>,
 }
 
@@ -461,13 +488,25 @@ pub struct MagLev {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityLoadBalancerSetting {
     /// Explicit traffic distribution per origin locality.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub distribute: Vec<LocalityDistribute>,
     /// Failover region pairs.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub failover: Vec<LocalityFailover>,
     /// Ordered label keys for failover priority.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub failover_priority: Vec<String>,
     /// Enable or disable locality load balancing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -477,7 +516,10 @@ pub struct LocalityLoadBalancerSetting {
 impl Validate for LocalityLoadBalancerSetting {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         if !self.distribute.is_empty() && !self.failover.is_empty() {
-            path.push(errors, "can not simultaneously specify 'distribute' and 'failover'");
+            path.push(
+                errors,
+                "can not simultaneously specify 'distribute' and 'failover'",
+            );
         }
         if !self.distribute.is_empty() && !self.failover_priority.is_empty() {
             path.push(
@@ -490,17 +532,18 @@ impl Validate for LocalityLoadBalancerSetting {
         for (i, d) in self.distribute.iter().enumerate() {
             let p = dp.index(i);
             if d.from.is_empty() {
-                p.field("from").push(errors, "locality from must not be empty");
-            } else if !froms.insert(d.from.as_str()) {
                 p.field("from")
-                    .push(errors, format!("locality distribute setting for {} is duplicated", d.from));
+                    .push(errors, "locality from must not be empty");
+            } else if !froms.insert(d.from.as_str()) {
+                p.field("from").push(
+                    errors,
+                    format!("locality distribute setting for {} is duplicated", d.from),
+                );
             }
             let total: u64 = d.to.values().map(|v| u64::from(*v)).sum();
             if total != 100 {
-                p.field("to").push(
-                    errors,
-                    format!("total locality weight {total} != 100"),
-                );
+                p.field("to")
+                    .push(errors, format!("total locality weight {total} != 100"));
             }
         }
         let fp = path.field("failover");
@@ -509,7 +552,10 @@ impl Validate for LocalityLoadBalancerSetting {
             if f.from.is_empty() || f.to.is_empty() {
                 p.push(errors, "locality failover from and to must both be set");
             } else if f.from == f.to {
-                p.push(errors, "locality lb failover settings must specify different regions");
+                p.push(
+                    errors,
+                    "locality lb failover settings must specify different regions",
+                );
             }
             if f.from.contains('/') || f.to.contains('/') {
                 p.push(errors, "locality failover only specify region");
@@ -519,7 +565,8 @@ impl Validate for LocalityLoadBalancerSetting {
         let mut seen = BTreeSet::new();
         for (i, k) in self.failover_priority.iter().enumerate() {
             if k.is_empty() {
-                pp.index(i).push(errors, "failoverPriority entries must not be empty");
+                pp.index(i)
+                    .push(errors, "failoverPriority entries must not be empty");
             } else if !seen.insert(k.as_str()) {
                 pp.index(i)
                     .push(errors, format!("duplicate failoverPriority entry {k}"));
@@ -536,7 +583,11 @@ pub struct LocalityDistribute {
     #[serde(default)]
     pub from: String,
     /// Destination localities and their weights (summing to 100).
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub to: BTreeMap<String, u32>,
 }
 
@@ -676,11 +727,27 @@ pub struct HttpSettings {
 impl Validate for HttpSettings {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         for (field, v, what) in [
-            ("http1MaxPendingRequests", self.http1_max_pending_requests, "http1 max pending requests"),
-            ("http2MaxRequests", self.http2_max_requests, "http2 max requests"),
-            ("maxRequestsPerConnection", self.max_requests_per_connection, "max requests per connection"),
+            (
+                "http1MaxPendingRequests",
+                self.http1_max_pending_requests,
+                "http1 max pending requests",
+            ),
+            (
+                "http2MaxRequests",
+                self.http2_max_requests,
+                "http2 max requests",
+            ),
+            (
+                "maxRequestsPerConnection",
+                self.max_requests_per_connection,
+                "max requests per connection",
+            ),
             ("maxRetries", self.max_retries, "max retries"),
-            ("maxConcurrentStreams", self.max_concurrent_streams, "max concurrent streams"),
+            (
+                "maxConcurrentStreams",
+                self.max_concurrent_streams,
+                "max concurrent streams",
+            ),
         ] {
             if v.is_some_and(|v| v < 0) {
                 path.field(field)
@@ -732,10 +799,16 @@ pub struct OutlierDetection {
 
 impl Validate for OutlierDetection {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
-        check_duration(&path.field("baseEjectionTime"), errors, &self.base_ejection_time);
+        check_duration(
+            &path.field("baseEjectionTime"),
+            errors,
+            &self.base_ejection_time,
+        );
         check_duration(&path.field("interval"), errors, &self.interval);
         if !self.split_external_local_origin_errors
-            && self.consecutive_local_origin_failures.is_some_and(|v| v > 0)
+            && self
+                .consecutive_local_origin_failures
+                .is_some_and(|v| v > 0)
         {
             path.field("consecutiveLocalOriginFailures").push(
                 errors,
@@ -749,10 +822,18 @@ impl Validate for OutlierDetection {
                 .push(errors, "consecutiveErrors must be non-negative");
         }
         if let Some(v) = self.max_ejection_percent {
-            check(&path.field("maxEjectionPercent"), errors, validate_percent_int(i64::from(v)));
+            check(
+                &path.field("maxEjectionPercent"),
+                errors,
+                validate_percent_int(i64::from(v)),
+            );
         }
         if let Some(v) = self.min_health_percent {
-            check(&path.field("minHealthPercent"), errors, validate_percent_int(i64::from(v)));
+            check(
+                &path.field("minHealthPercent"),
+                errors,
+                validate_percent_int(i64::from(v)),
+            );
         }
     }
 }
@@ -792,7 +873,11 @@ pub struct ClientTlsSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_name: Option<String>,
     /// Accepted server SANs.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub subject_alt_names: Vec<String>,
     /// SNI to send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -825,8 +910,8 @@ impl Validate for ClientTlsSettings {
                 _ => {}
             }
         }
-        let with_credential = matches!(self.mode, TlsMode::Simple | TlsMode::Mutual)
-            && set(&self.credential_name);
+        let with_credential =
+            matches!(self.mode, TlsMode::Simple | TlsMode::Mutual) && set(&self.credential_name);
         if with_credential {
             if set(&self.client_certificate)
                 || set(&self.ca_certificates)
@@ -878,13 +963,18 @@ impl Validate for TunnelSettings {
             path.field("protocol")
                 .push(errors, "tunnel protocol must be \"CONNECT\" or \"POST\"");
         }
-        if validate_fqdn(&self.target_host).is_err()
-            && !crate::validation::is_ip(&self.target_host)
+        if validate_fqdn(&self.target_host).is_err() && !crate::validation::is_ip(&self.target_host)
         {
-            path.field("targetHost")
-                .push(errors, "tunnel target host must be valid FQDN or IP address");
+            path.field("targetHost").push(
+                errors,
+                "tunnel target host must be valid FQDN or IP address",
+            );
         }
-        check(&path.field("targetPort"), errors, validate_port(self.target_port));
+        check(
+            &path.field("targetPort"),
+            errors,
+            validate_port(self.target_port),
+        );
     }
 }
 
@@ -925,7 +1015,8 @@ mod tests {
     fn assert_err(yaml: &str, path: &str, contains: &str) {
         let errs = errors_of(yaml);
         assert!(
-            errs.iter().any(|e| e.path == path && e.message.contains(contains)),
+            errs.iter()
+                .any(|e| e.path == path && e.message.contains(contains)),
             "expected {path}: ..{contains}.. in {errs:#?}"
         );
     }
@@ -948,10 +1039,27 @@ mod tests {
         assert_ok("host: reviews\nsubsets: [{name: v1, labels: {version: v1}}]");
         assert_err("subsets: []", "spec.host", "host is required");
         assert_err("host: 'a..b'", "spec.host", "invalid");
-        assert_err("host: a\nsubsets: [{name: v1}, {name: v1}]", "spec.subsets[1].name", "duplicate subset names");
-        assert_err("host: a\nsubsets: [{name: ''}]", "spec.subsets[0].name", "cannot be empty");
-        assert_err("host: a\nsubsets: [{name: V1}]", "spec.subsets[0].name", "invalid");
-        assert_err("host: a\nsubsets: [{name: v1, labels: {'a b': x}}]", "spec.subsets[0].labels[a b]", "invalid label key");
+        assert_err(
+            "host: a\nsubsets: [{name: v1}, {name: v1}]",
+            "spec.subsets[1].name",
+            "duplicate subset names",
+        );
+        assert_err(
+            "host: a\nsubsets: [{name: ''}]",
+            "spec.subsets[0].name",
+            "cannot be empty",
+        );
+        assert_ok("host: a\nsubsets: [{name: V1}]");
+        assert_err(
+            "host: a\nsubsets: [{name: v.1}]",
+            "spec.subsets[0].name",
+            "invalid",
+        );
+        assert_err(
+            "host: a\nsubsets: [{name: v1, labels: {'a b': x}}]",
+            "spec.subsets[0].labels[a b]",
+            "invalid label key",
+        );
         assert_err(
             "host: a\nsubsets: [{name: v1, trafficPolicy: {connectionPool: {tcp: {connectTimeout: 0s}}}}]",
             "spec.subsets[0].trafficPolicy.connectionPool.tcp.connectTimeout",
@@ -961,40 +1069,119 @@ mod tests {
 
     #[test]
     fn load_balancer() {
-        assert_err("host: a\ntrafficPolicy: {loadBalancer: {simple: RANDOM, consistentHash: {useSourceIp: true}}}", "spec.trafficPolicy.loadBalancer", "only one of simple or consistentHash");
-        assert_err("host: a\ntrafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {ttl: 1s}}}}", "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.name", "name required");
-        assert_err("host: a\ntrafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 100}}}}", "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize", "prime");
-        assert_ok("host: a\ntrafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user, maglev: {tableSize: 65537}}}}");
+        assert_err(
+            "host: a\ntrafficPolicy: {loadBalancer: {simple: RANDOM, consistentHash: {useSourceIp: true}}}",
+            "spec.trafficPolicy.loadBalancer",
+            "only one of simple or consistentHash",
+        );
+        assert_err(
+            "host: a\ntrafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {ttl: 1s}}}}",
+            "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.name",
+            "name required",
+        );
+        assert_err(
+            "host: a\ntrafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 100}}}}",
+            "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize",
+            "prime",
+        );
+        assert_ok(
+            "host: a\ntrafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user, maglev: {tableSize: 65537}}}}",
+        );
         assert_err(
             "host: a\ntrafficPolicy: {loadBalancer: {localityLbSetting: {distribute: [{from: 'us/*', to: {'us/a/*': 50}}]}}}",
             "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to",
             "!= 100",
         );
-        assert!(serde_yaml::from_str::<DestinationRule>("host: a\ntrafficPolicy: {loadBalancer: {simple: FASTEST}}").is_err());
+        assert!(
+            serde_yaml::from_str::<DestinationRule>(
+                "host: a\ntrafficPolicy: {loadBalancer: {simple: FASTEST}}"
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn pools_outliers_tls() {
-        assert_err("host: a\ntrafficPolicy: {}", "spec.trafficPolicy", "at least one field");
-        assert_err("host: a\ntrafficPolicy: {connectionPool: {http: {maxRetries: -1}}}", "spec.trafficPolicy.connectionPool.http.maxRetries", "non-negative");
-        assert_err("host: a\ntrafficPolicy: {outlierDetection: {maxEjectionPercent: 101}}", "spec.trafficPolicy.outlierDetection.maxEjectionPercent", "0..100");
-        assert_err("host: a\ntrafficPolicy: {outlierDetection: {minHealthPercent: -1}}", "spec.trafficPolicy.outlierDetection.minHealthPercent", "0..100");
-        assert_err("host: a\ntrafficPolicy: {outlierDetection: {interval: 0.1ms}}", "spec.trafficPolicy.outlierDetection.interval", "1ms");
-        assert_err("host: a\ntrafficPolicy: {tls: {mode: MUTUAL}}", "spec.trafficPolicy.tls.clientCertificate", "client certificate required");
-        assert_err("host: a\ntrafficPolicy: {tls: {mode: MUTUAL}}", "spec.trafficPolicy.tls.privateKey", "private key required");
+        assert_err(
+            "host: a\ntrafficPolicy: {}",
+            "spec.trafficPolicy",
+            "at least one field",
+        );
+        assert_err(
+            "host: a\ntrafficPolicy: {connectionPool: {http: {maxRetries: -1}}}",
+            "spec.trafficPolicy.connectionPool.http.maxRetries",
+            "non-negative",
+        );
+        assert_err(
+            "host: a\ntrafficPolicy: {outlierDetection: {maxEjectionPercent: 101}}",
+            "spec.trafficPolicy.outlierDetection.maxEjectionPercent",
+            "0..100",
+        );
+        assert_err(
+            "host: a\ntrafficPolicy: {outlierDetection: {minHealthPercent: -1}}",
+            "spec.trafficPolicy.outlierDetection.minHealthPercent",
+            "0..100",
+        );
+        assert_err(
+            "host: a\ntrafficPolicy: {outlierDetection: {interval: 0.1ms}}",
+            "spec.trafficPolicy.outlierDetection.interval",
+            "1ms",
+        );
+        assert_err(
+            "host: a\ntrafficPolicy: {tls: {mode: MUTUAL}}",
+            "spec.trafficPolicy.tls.clientCertificate",
+            "client certificate required",
+        );
+        assert_err(
+            "host: a\ntrafficPolicy: {tls: {mode: MUTUAL}}",
+            "spec.trafficPolicy.tls.privateKey",
+            "private key required",
+        );
         assert_ok("host: a\ntrafficPolicy: {tls: {mode: MUTUAL, credentialName: secret}}");
-        assert_ok("host: a\ntrafficPolicy: {tls: {mode: MUTUAL, clientCertificate: /c, privateKey: /k}}");
-        assert_err("host: a\ntrafficPolicy: {tls: {mode: SIMPLE, credentialName: s, caCertificates: /ca}}", "spec.trafficPolicy.tls", "credentialName is set");
-        assert_err("host: a\ntrafficPolicy: {portLevelSettings: [{tls: {mode: SIMPLE}}]}", "spec.trafficPolicy.portLevelSettings[0].port", "must have valid port");
-        assert_err("host: a\ntrafficPolicy: {portLevelSettings: [{port: {number: 80}}]}", "spec.trafficPolicy.portLevelSettings[0]", "at least one field");
-        assert_ok("host: a\ntrafficPolicy: {portLevelSettings: [{port: {number: 443}, tls: {mode: SIMPLE}}]}");
-        assert_err("host: a\ntrafficPolicy: {tunnel: {targetHost: 'x..y', targetPort: 0}}", "spec.trafficPolicy.tunnel.targetPort", "1..65535");
+        assert_ok(
+            "host: a\ntrafficPolicy: {tls: {mode: MUTUAL, clientCertificate: /c, privateKey: /k}}",
+        );
+        assert_err(
+            "host: a\ntrafficPolicy: {tls: {mode: SIMPLE, credentialName: s, caCertificates: /ca}}",
+            "spec.trafficPolicy.tls",
+            "credentialName is set",
+        );
+        assert_err(
+            "host: a\ntrafficPolicy: {portLevelSettings: [{tls: {mode: SIMPLE}}]}",
+            "spec.trafficPolicy.portLevelSettings[0].port",
+            "must have valid port",
+        );
+        assert_err(
+            "host: a\ntrafficPolicy: {portLevelSettings: [{port: {number: 80}}]}",
+            "spec.trafficPolicy.portLevelSettings[0]",
+            "at least one field",
+        );
+        assert_ok(
+            "host: a\ntrafficPolicy: {portLevelSettings: [{port: {number: 443}, tls: {mode: SIMPLE}}]}",
+        );
+        assert_err(
+            "host: a\ntrafficPolicy: {tunnel: {targetHost: 'x..y', targetPort: 0}}",
+            "spec.trafficPolicy.tunnel.targetPort",
+            "1..65535",
+        );
     }
 
     #[test]
     fn selector_and_export() {
-        assert_err("host: a\nexportTo: ['*', 'ns']", "spec.exportTo", "cannot have both public");
-        assert_err("host: a\nworkloadSelector: {matchLabels: {app: '*'}}", "spec.workloadSelector.matchLabels[app]", "wildcard");
-        assert_err("host: a\nworkloadSelector: {matchLabels: {app: x}}\nexportTo: ['*']", "spec.exportTo", "workload selector");
+        assert_err(
+            "host: a\nexportTo: ['*', 'ns']",
+            "spec.exportTo",
+            "cannot have both public",
+        );
+        assert_err(
+            "host: a\nworkloadSelector: {matchLabels: {app: '*'}}",
+            "spec.workloadSelector.matchLabels[app]",
+            "wildcard",
+        );
+        assert_err(
+            "host: a\nworkloadSelector: {matchLabels: {app: x}}\nexportTo: ['*']",
+            "spec.exportTo",
+            "workload selector",
+        );
     }
 }

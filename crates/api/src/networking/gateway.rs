@@ -8,7 +8,7 @@ use super::service_entry::Protocol;
 use super::workload_entry::UNIX_ADDRESS_PREFIX;
 use crate::de::{is_false, null_default};
 use crate::validation::{
-    FieldError, Path, Validate, check, is_dns1123_label, is_ip, validate_port,
+    FieldError, Path, Validate, check, is_ip, is_istio_dns1123_label, validate_port,
     validate_unix_address, validate_wildcard_domain,
 };
 
@@ -17,10 +17,18 @@ use crate::validation::{
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Gateway {
     /// Listeners.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub servers: Vec<Server>,
     /// Labels of the gateway pods this applies to.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub selector: BTreeMap<String, String>,
 }
 
@@ -35,7 +43,11 @@ pub struct Server {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind: Option<String>,
     /// Hosts exposed (`host` or `namespace/host`).
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub hosts: Vec<String>,
     /// TLS settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,16 +150,32 @@ pub struct ServerTlsSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_name: Option<String>,
     /// Several secrets holding certificates.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub credential_names: Vec<String>,
     /// Accepted client SANs.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub subject_alt_names: Vec<String>,
     /// Accepted client SPKI hashes.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub verify_certificate_spki: Vec<String>,
     /// Accepted client certificate hashes.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub verify_certificate_hash: Vec<String>,
     /// Minimum TLS version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,7 +184,11 @@ pub struct ServerTlsSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_protocol_version: Option<TlsProtocol>,
     /// Allowed cipher suites.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub cipher_suites: Vec<String>,
 }
 
@@ -167,14 +199,20 @@ impl Validate for ServerTlsSettings {
         match self.mode {
             ServerTlsMode::IstioMutual => {
                 for (f, v, what) in [
-                    ("serverCertificate", &self.server_certificate, "server certificate"),
+                    (
+                        "serverCertificate",
+                        &self.server_certificate,
+                        "server certificate",
+                    ),
                     ("privateKey", &self.private_key, "private key"),
                     ("caCertificates", &self.ca_certificates, "CA bundle"),
                     ("credentialName", &self.credential_name, "credentialName"),
                 ] {
                     if set(v) {
-                        path.field(f)
-                            .push(errors, format!("ISTIO_MUTUAL TLS cannot have associated {what}"));
+                        path.field(f).push(
+                            errors,
+                            format!("ISTIO_MUTUAL TLS cannot have associated {what}"),
+                        );
                     }
                 }
                 return;
@@ -233,7 +271,7 @@ pub(crate) fn validate_namespace_slash_host(host: &str, is_gateway: bool) -> Res
     if ns.is_empty() || name.is_empty() {
         return Err("config namespace and dnsName in host entry cannot be empty".into());
     }
-    let ns_ok = ns == "*" || ns == "." || (!is_gateway && ns == "~") || is_dns1123_label(ns);
+    let ns_ok = ns == "*" || ns == "." || (!is_gateway && ns == "~") || is_istio_dns1123_label(ns);
     if !ns_ok {
         return Err(format!("invalid namespace value {ns:?} in host {host:?}"));
     }
@@ -263,11 +301,11 @@ impl Server {
                     );
                     port_ok = false;
                 }
-                if port.number > 0 || !bind.starts_with(UNIX_ADDRESS_PREFIX) {
-                    if let Err(e) = validate_port(port.number) {
-                        pp.field("number").push(errors, e);
-                        port_ok = false;
-                    }
+                if (port.number > 0 || !bind.starts_with(UNIX_ADDRESS_PREFIX))
+                    && let Err(e) = validate_port(port.number)
+                {
+                    pp.field("number").push(errors, e);
+                    port_ok = false;
                 }
                 if port.target_port.is_some_and(|t| t > 0) {
                     pp.field("targetPort")
@@ -291,14 +329,20 @@ impl Server {
         self.tls.validate(&path.field("tls"), errors);
         if port_ok && let Some(p) = self.port.as_ref().and_then(Port::protocol) {
             if p.is_tls() && self.tls.is_none() {
-                path.field("tls")
-                    .push(errors, "server must have TLS settings for HTTPS/TLS protocols");
+                path.field("tls").push(
+                    errors,
+                    "server must have TLS settings for HTTPS/TLS protocols",
+                );
             } else if !p.is_tls()
                 && let Some(tls) = &self.tls
             {
-                let certs = [&tls.ca_certificates, &tls.private_key, &tls.server_certificate]
-                    .iter()
-                    .any(|v| v.as_deref().is_some_and(|s| !s.is_empty()));
+                let certs = [
+                    &tls.ca_certificates,
+                    &tls.private_key,
+                    &tls.server_certificate,
+                ]
+                .iter()
+                .any(|v| v.as_deref().is_some_and(|s| !s.is_empty()));
                 let passthrough = matches!(
                     tls.mode,
                     ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough
@@ -337,7 +381,10 @@ impl Validate for Gateway {
             {
                 p.field("port").field("name").push(
                     errors,
-                    format!("port names in servers must be unique: duplicate name {}", port.name),
+                    format!(
+                        "port names in servers must be unique: duplicate name {}",
+                        port.name
+                    ),
                 );
             }
         }
@@ -362,12 +409,24 @@ mod tests {
         assert!(errors_of("servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [ns/a.com], tls: {mode: SIMPLE, credentialName: c}}]").is_empty());
         let e = errors_of("servers: []");
         assert_eq!(e[0].path, "spec.servers");
-        let e = errors_of("servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [a.com]}]");
+        let e = errors_of(
+            "servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [a.com]}]",
+        );
         assert_eq!(e[0].path, "spec.servers[0].tls");
-        let e = errors_of("servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [a.com], tls: {mode: SIMPLE}}]");
+        let e = errors_of(
+            "servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [a.com], tls: {mode: SIMPLE}}]",
+        );
         let paths: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["spec.servers[0].tls.serverCertificate", "spec.servers[0].tls.privateKey"]);
-        let e = errors_of("servers: [{port: {number: 80, name: http, protocol: FOO}, hosts: []}, {port: {number: 81, name: http, protocol: HTTP}, hosts: ['bad/ns/x']}]");
+        assert_eq!(
+            paths,
+            [
+                "spec.servers[0].tls.serverCertificate",
+                "spec.servers[0].tls.privateKey"
+            ]
+        );
+        let e = errors_of(
+            "servers: [{port: {number: 80, name: http, protocol: FOO}, hosts: []}, {port: {number: 81, name: http, protocol: HTTP}, hosts: ['bad/ns/x']}]",
+        );
         let paths: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,

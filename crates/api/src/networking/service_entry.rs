@@ -18,13 +18,25 @@ use crate::validation::{
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceEntry {
     /// Host names of the service.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub hosts: Vec<String>,
     /// Virtual IPs or CIDRs of the service.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub addresses: Vec<String>,
     /// Ports of the service.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub ports: Vec<ServicePort>,
     /// Inside or outside the mesh (default MESH_EXTERNAL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -33,16 +45,28 @@ pub struct ServiceEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<Resolution>,
     /// Static endpoints.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub endpoints: Vec<WorkloadEntry>,
     /// Select WorkloadEntries and pods as endpoints instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_selector: Option<WorkloadSelector>,
     /// Namespaces the service is visible to.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub export_to: Vec<String>,
     /// SANs accepted for the service's workloads.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub subject_alt_names: Vec<String>,
 }
 
@@ -116,7 +140,10 @@ impl ServiceEntry {
         for (i, h) in self.hosts.iter().enumerate() {
             let p = hp.index(i);
             if h == "*" {
-                p.push(errors, "invalid host *: a full wildcard is not allowed in a service entry");
+                p.push(
+                    errors,
+                    "invalid host *: a full wildcard is not allowed in a service entry",
+                );
             } else {
                 check(&p, errors, validate_wildcard_domain(h));
             }
@@ -130,7 +157,10 @@ impl ServiceEntry {
             check(&ap.index(i), errors, validate_ip_subnet(a));
         }
         if cidr && !matches!(resolution, Resolution::None | Resolution::Static) {
-            ap.push(errors, "CIDR addresses are allowed only for NONE/STATIC resolution types");
+            ap.push(
+                errors,
+                "CIDR addresses are allowed only for NONE/STATIC resolution types",
+            );
         }
 
         let pp = path.field("ports");
@@ -160,7 +190,10 @@ impl ServiceEntry {
         match resolution {
             Resolution::None => {
                 if !self.endpoints.is_empty() {
-                    ep.push(errors, "no endpoints should be provided for resolution type NONE");
+                    ep.push(
+                        errors,
+                        "no endpoints should be provided for resolution type NONE",
+                    );
                 }
             }
             Resolution::Static => {
@@ -202,17 +235,26 @@ impl ServiceEntry {
             }
         }
 
-        if resolution != Resolution::None && self.hosts.len() > 1 {
-            if let Some(i) = self.ports.iter().position(|p| {
+        if resolution != Resolution::None
+            && self.hosts.len() > 1
+            && let Some(i) = self.ports.iter().position(|p| {
                 let proto = p.protocol();
                 !proto.is_http() && !proto.is_tls()
-            }) {
-                pp.index(i)
-                    .push(errors, "multiple hosts provided with non-HTTP, non-TLS ports");
-            }
+            })
+        {
+            pp.index(i).push(
+                errors,
+                "multiple hosts provided with non-HTTP, non-TLS ports",
+            );
         }
 
-        check_export_to(&path.field("exportTo"), errors, namespace, &self.export_to, true);
+        check_export_to(
+            &path.field("exportTo"),
+            errors,
+            namespace,
+            &self.export_to,
+            true,
+        );
     }
 }
 
@@ -408,7 +450,8 @@ mod tests {
     fn assert_err(yaml: &str, path: &str, contains: &str) {
         let errs = errors_of(yaml);
         assert!(
-            errs.iter().any(|e| e.path == path && e.message.contains(contains)),
+            errs.iter()
+                .any(|e| e.path == path && e.message.contains(contains)),
             "expected {path}: ..{contains}.. in {errs:#?}"
         );
     }
@@ -419,18 +462,37 @@ mod tests {
         assert_eq!(Protocol::parse("GRPC-Web"), Some(Protocol::GrpcWeb));
         assert_eq!(Protocol::parse("Mongo"), Some(Protocol::Mongo));
         assert_eq!(Protocol::parse("SMTP"), None);
-        let p = ServicePort { number: 80, name: "x".into(), ..Default::default() };
+        let p = ServicePort {
+            number: 80,
+            name: "x".into(),
+            ..Default::default()
+        };
         assert_eq!(p.protocol(), Protocol::Tcp);
-        let p = ServicePort { number: 80, name: "x".into(), protocol: Some("grpc".into()), target_port: None };
+        let p = ServicePort {
+            number: 80,
+            name: "x".into(),
+            protocol: Some("grpc".into()),
+            target_port: None,
+        };
         assert!(p.is_http() && p.is_http2());
         assert!(Protocol::Http.is_http() && !Protocol::Http.is_http2());
     }
 
     #[test]
     fn rules() {
-        assert_ok("hosts: [a.com]\nports: [{number: 80, name: http, protocol: HTTP}]\nresolution: DNS");
-        assert_err("ports: [{number: 80, name: http}]", "spec.hosts", "at least one host");
-        assert_err("hosts: ['*']\nports: [{number: 80, name: http}]", "spec.hosts[0]", "full wildcard");
+        assert_ok(
+            "hosts: [a.com]\nports: [{number: 80, name: http, protocol: HTTP}]\nresolution: DNS",
+        );
+        assert_err(
+            "ports: [{number: 80, name: http}]",
+            "spec.hosts",
+            "at least one host",
+        );
+        assert_err(
+            "hosts: ['*']\nports: [{number: 80, name: http}]",
+            "spec.hosts[0]",
+            "full wildcard",
+        );
         assert_err("hosts: [a.com]", "spec.ports", "at least one port");
         assert_err(
             "hosts: [a.com]\nports: [{number: 80, name: http}, {number: 80, name: http}]",
@@ -442,11 +504,29 @@ mod tests {
             "spec.ports[1].number",
             "already defined",
         );
-        assert_err("hosts: [a.com]\nports: [{number: 80, name: http, protocol: SMTP}]", "spec.ports[0].protocol", "unsupported protocol");
-        assert_err("hosts: [a.com]\nports: [{number: 0, name: http}]", "spec.ports[0].number", "1..65535");
-        assert_err("hosts: [a.com]\nports: [{number: 80, name: Http_1}]", "spec.ports[0].name", "invalid port name");
-        assert_err("hosts: [a.com]\nports: [{number: 80, name: http}]\nresolution: STATIC", "spec.endpoints", "requires endpoints or a workloadSelector");
-        assert_ok("hosts: [a.com]\nports: [{number: 80, name: http}]\nresolution: STATIC\nworkloadSelector: {labels: {app: a}}");
+        assert_err(
+            "hosts: [a.com]\nports: [{number: 80, name: http, protocol: SMTP}]",
+            "spec.ports[0].protocol",
+            "unsupported protocol",
+        );
+        assert_err(
+            "hosts: [a.com]\nports: [{number: 0, name: http}]",
+            "spec.ports[0].number",
+            "1..65535",
+        );
+        assert_err(
+            "hosts: [a.com]\nports: [{number: 80, name: Http_1}]",
+            "spec.ports[0].name",
+            "invalid port name",
+        );
+        assert_err(
+            "hosts: [a.com]\nports: [{number: 80, name: http}]\nresolution: STATIC",
+            "spec.endpoints",
+            "requires endpoints or a workloadSelector",
+        );
+        assert_ok(
+            "hosts: [a.com]\nports: [{number: 80, name: http}]\nresolution: STATIC\nworkloadSelector: {labels: {app: a}}",
+        );
         assert_err(
             "hosts: [a.com]\nports: [{number: 80, name: http}]\nresolution: STATIC\nworkloadSelector: {labels: {app: a}}\nendpoints: [{address: 1.1.1.1}]",
             "spec",
@@ -457,7 +537,9 @@ mod tests {
             "spec.endpoints[0].address",
             "not a valid IP",
         );
-        assert_ok("hosts: [a.com]\nports: [{number: 80, name: http}]\nresolution: STATIC\nendpoints: [{address: 'unix:///var/run/a.sock'}]");
+        assert_ok(
+            "hosts: [a.com]\nports: [{number: 80, name: http}]\nresolution: STATIC\nendpoints: [{address: 'unix:///var/run/a.sock'}]",
+        );
         assert_err(
             "hosts: ['*.a.com']\nports: [{number: 80, name: http, protocol: HTTP}]\nresolution: DNS",
             "spec.hosts[0]",
@@ -473,11 +555,31 @@ mod tests {
             "spec.endpoints[0].ports[https]",
             "not defined by the service entry",
         );
-        assert_err("hosts: [a.com]\nports: [{number: 80, name: http}]\nendpoints: [{address: 1.1.1.1}]", "spec.endpoints", "resolution type NONE");
-        assert_err("hosts: [a.com]\naddresses: [10.0.0.0/8]\nports: [{number: 80, name: http}]\nresolution: DNS", "spec.addresses", "CIDR");
-        assert_err("hosts: [a.com]\naddresses: [nope]\nports: [{number: 80, name: http}]", "spec.addresses[0]", "not a valid");
-        assert_err("hosts: [a.com, b.com]\nports: [{number: 80, name: tcp, protocol: TCP}]\nresolution: DNS", "spec.ports[0]", "multiple hosts");
-        assert_err("hosts: [a.com]\nports: [{number: 80, name: http}]\nresolution: DNS_ROUND_ROBIN\nendpoints: [{address: a.com}, {address: b.com}]", "spec.endpoints", "0 or 1 endpoint");
+        assert_err(
+            "hosts: [a.com]\nports: [{number: 80, name: http}]\nendpoints: [{address: 1.1.1.1}]",
+            "spec.endpoints",
+            "resolution type NONE",
+        );
+        assert_err(
+            "hosts: [a.com]\naddresses: [10.0.0.0/8]\nports: [{number: 80, name: http}]\nresolution: DNS",
+            "spec.addresses",
+            "CIDR",
+        );
+        assert_err(
+            "hosts: [a.com]\naddresses: [nope]\nports: [{number: 80, name: http}]",
+            "spec.addresses[0]",
+            "not a valid",
+        );
+        assert_err(
+            "hosts: [a.com, b.com]\nports: [{number: 80, name: tcp, protocol: TCP}]\nresolution: DNS",
+            "spec.ports[0]",
+            "multiple hosts",
+        );
+        assert_err(
+            "hosts: [a.com]\nports: [{number: 80, name: http}]\nresolution: DNS_ROUND_ROBIN\nendpoints: [{address: a.com}, {address: b.com}]",
+            "spec.endpoints",
+            "0 or 1 endpoint",
+        );
         assert_ok("hosts: [a.com]\nports: [{number: 80, name: http}]\nexportTo: ['~']");
     }
 }

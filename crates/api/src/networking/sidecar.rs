@@ -23,10 +23,18 @@ pub struct Sidecar {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_selector: Option<WorkloadSelector>,
     /// Inbound listeners.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub ingress: Vec<IstioIngressListener>,
     /// Outbound listeners and the hosts they can reach.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub egress: Vec<IstioEgressListener>,
     /// Inbound connection pool defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,7 +113,11 @@ pub struct IstioEgressListener {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_mode: Option<CaptureMode>,
     /// Reachable hosts, as `namespace/host` (`*/*`, `./*`, `ns/*.example.com`, ...).
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub hosts: Vec<String>,
 }
 
@@ -160,7 +172,11 @@ impl Sidecar {
         errors: &mut Vec<FieldError>,
     ) {
         if let Some(ws) = &self.workload_selector {
-            check_selector_labels(&path.field("workloadSelector").field("labels"), errors, &ws.labels);
+            check_selector_labels(
+                &path.field("workloadSelector").field("labels"),
+                errors,
+                &ws.labels,
+            );
         }
         if self.egress.is_empty()
             && self.ingress.is_empty()
@@ -180,7 +196,11 @@ impl Sidecar {
                 continue;
             };
             validate_sidecar_port(port, &p.field("port"), errors);
-            check(&p.field("port").field("number"), errors, validate_port(port.number));
+            check(
+                &p.field("port").field("number"),
+                errors,
+                validate_port(port.number),
+            );
             validate_bind(l.bind.as_deref().unwrap_or(""), &p.field("bind"), errors);
             if !ports.insert(port.number) {
                 p.field("port")
@@ -192,15 +212,22 @@ impl Sidecar {
                     check(&dp, errors, validate_unix_address(sock));
                 } else {
                     match ep.rsplit_once(':') {
-                        None => dp.push(errors, format!("defaultEndpoint {ep:?} is missing a port")),
+                        None => {
+                            dp.push(errors, format!("defaultEndpoint {ep:?} is missing a port"))
+                        }
                         Some((host, port)) => {
                             let host = host.trim_start_matches('[').trim_end_matches(']');
-                            if !host.is_empty() && !["127.0.0.1", "0.0.0.0", "::1", "::"].contains(&host) {
+                            if !host.is_empty()
+                                && !["127.0.0.1", "0.0.0.0", "::1", "::"].contains(&host)
+                            {
                                 dp.push(errors, "defaultEndpoint must be of form 127.0.0.1:<port>,0.0.0.0:<port>,[::1]:port,[::]:port,unix://filepath or unset");
                             }
                             match port.parse::<u32>() {
                                 Ok(n) => check(&dp, errors, validate_port(n)),
-                                Err(_) => dp.push(errors, format!("defaultEndpoint port ({port}) is not a number")),
+                                Err(_) => dp.push(
+                                    errors,
+                                    format!("defaultEndpoint port ({port}) is not a number"),
+                                ),
                             }
                         }
                     }
@@ -217,12 +244,19 @@ impl Sidecar {
                 if tls.credential_name.is_some() {
                     tp.push(errors, "credentialName is not currently supported");
                 }
-                if matches!(tls.mode, ServerTlsMode::IstioMutual | ServerTlsMode::AutoPassthrough) {
-                    tp.push(errors, format!("cannot set mode to {:?} in sidecar ingress tls", tls.mode));
+                if matches!(
+                    tls.mode,
+                    ServerTlsMode::IstioMutual | ServerTlsMode::AutoPassthrough
+                ) {
+                    tp.push(
+                        errors,
+                        format!("cannot set mode to {:?} in sidecar ingress tls", tls.mode),
+                    );
                 }
                 tls.validate(&tp, errors);
             }
-            l.connection_pool.validate(&p.field("connectionPool"), errors);
+            l.connection_pool
+                .validate(&p.field("connectionPool"), errors);
         }
         self.inbound_connection_pool
             .validate(&path.field("inboundConnectionPool"), errors);
@@ -249,11 +283,19 @@ impl Sidecar {
                     let bind = l.bind.as_deref().unwrap_or("");
                     if port.number == 0 {
                         match bind.strip_prefix(UNIX_ADDRESS_PREFIX) {
-                            None => p.field("bind").push(errors, "ports with 0 value must have a unix domain socket bind address"),
-                            Some(sock) => check(&p.field("bind"), errors, validate_unix_address(sock)),
+                            None => p.field("bind").push(
+                                errors,
+                                "ports with 0 value must have a unix domain socket bind address",
+                            ),
+                            Some(sock) => {
+                                check(&p.field("bind"), errors, validate_unix_address(sock))
+                            }
                         }
                         if !binds.insert(bind) {
-                            p.field("bind").push(errors, "unix domain socket values for listeners must be unique");
+                            p.field("bind").push(
+                                errors,
+                                "unix domain socket values for listeners must be unique",
+                            );
                         }
                     } else {
                         check(&pp.field("number"), errors, validate_port(port.number));
@@ -269,7 +311,11 @@ impl Sidecar {
                 hp.push(errors, "egress listener must contain at least one host");
             }
             for (j, h) in l.hosts.iter().enumerate() {
-                check(&hp.index(j), errors, validate_namespace_slash_host(h, false));
+                check(
+                    &hp.index(j),
+                    errors,
+                    validate_namespace_slash_host(h, false),
+                );
             }
         }
         if let Some(otp) = &self.outbound_traffic_policy
@@ -277,10 +323,15 @@ impl Sidecar {
         {
             let pp = path.field("outboundTrafficPolicy");
             if otp.mode != Some(OutboundTrafficPolicyMode::AllowAny) {
-                pp.field("egressProxy").push(errors, "egressProxy must be set only with ALLOW_ANY outbound traffic policy mode");
+                pp.field("egressProxy").push(
+                    errors,
+                    "egressProxy must be set only with ALLOW_ANY outbound traffic policy mode",
+                );
             }
             if proxy.port.is_none() {
-                pp.field("egressProxy").field("port").push(errors, "egressProxy port must be set");
+                pp.field("egressProxy")
+                    .field("port")
+                    .push(errors, "egressProxy port must be set");
             }
             proxy.validate(&pp.field("egressProxy"), errors);
         }
@@ -313,7 +364,9 @@ mod tests {
         assert_eq!(e[0].path, "spec.egress[0].hosts[0]");
         let e = errors_of("egress: [{hosts: ['*/*']}, {hosts: ['*/*']}]");
         assert_eq!(e[0].path, "spec.egress[0]");
-        let e = errors_of("ingress: [{port: {number: 80, protocol: HTTP, name: h}, defaultEndpoint: '10.0.0.1:80'}]");
+        let e = errors_of(
+            "ingress: [{port: {number: 80, protocol: HTTP, name: h}, defaultEndpoint: '10.0.0.1:80'}]",
+        );
         assert_eq!(e[0].path, "spec.ingress[0].defaultEndpoint");
     }
 }

@@ -9,9 +9,10 @@ use crate::de::{is_false, null_default};
 use crate::duration::Duration;
 use crate::host::hosts_overlap;
 use crate::validation::{
-    FieldError, Path, Validate, check, check_duration, check_labels, is_dns1123_label, is_ip,
-    validate_cors_header_name, validate_gateway_name, validate_ip_subnet, validate_match_header_name,
-    validate_percent_int, validate_port, validate_regex, validate_wildcard_domain,
+    FieldError, Path, Validate, check, check_duration, check_labels, is_ip, is_istio_dns1123_label,
+    validate_cors_header_name, validate_gateway_name, validate_ip_subnet,
+    validate_match_header_name, validate_percent_int, validate_port, validate_regex,
+    validate_wildcard_domain,
 };
 
 /// The reserved gateway name meaning "all sidecars in the mesh".
@@ -22,22 +23,46 @@ pub const MESH_GATEWAY: &str = "mesh";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualService {
     /// Destination hosts the rules apply to. Empty only for delegate VirtualServices.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub hosts: Vec<String>,
     /// Gateways (and/or `mesh`) the rules apply to; empty means `mesh`.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub gateways: Vec<String>,
     /// HTTP routes, evaluated in order.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub http: Vec<HttpRoute>,
     /// TLS (SNI) routes for unterminated TLS.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub tls: Vec<TlsRoute>,
     /// Opaque TCP routes.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub tcp: Vec<TcpRoute>,
     /// Namespaces this VirtualService is visible to.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub export_to: Vec<String>,
 }
 
@@ -62,16 +87,22 @@ impl VirtualService {
         let delegate = self.is_delegate();
         if delegate {
             if !self.gateways.is_empty() {
-                path.field("gateways")
-                    .push(errors, "delegate virtual service must have no gateways specified");
+                path.field("gateways").push(
+                    errors,
+                    "delegate virtual service must have no gateways specified",
+                );
             }
             if !self.tls.is_empty() {
-                path.field("tls")
-                    .push(errors, "delegate virtual service must have no tls route specified");
+                path.field("tls").push(
+                    errors,
+                    "delegate virtual service must have no tls route specified",
+                );
             }
             if !self.tcp.is_empty() {
-                path.field("tcp")
-                    .push(errors, "delegate virtual service must have no tcp route specified");
+                path.field("tcp").push(
+                    errors,
+                    "delegate virtual service must have no tcp route specified",
+                );
             }
         }
         let gp = path.field("gateways");
@@ -112,7 +143,10 @@ impl VirtualService {
             }
         }
         if self.http.is_empty() && self.tcp.is_empty() && self.tls.is_empty() {
-            path.push(errors, "http, tcp or tls must be provided in virtual service");
+            path.push(
+                errors,
+                "http, tcp or tls must be provided in virtual service",
+            );
         }
         let ctx = RouteContext {
             delegate,
@@ -159,10 +193,18 @@ pub struct HttpRoute {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Match conditions, OR-ed; empty matches everything.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub r#match: Vec<HttpMatchRequest>,
     /// Weighted destinations.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub route: Vec<HttpRouteDestination>,
     /// Redirect instead of forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,7 +231,11 @@ pub struct HttpRoute {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<Destination>,
     /// Mirror traffic to several destinations.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub mirrors: Vec<HttpMirrorPolicy>,
     /// Deprecated integer form of `mirrorPercentage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,12 +257,16 @@ impl HttpRoute {
         // Action conflicts.
         if root {
             if self.redirect.is_some() {
-                path.field("redirect")
-                    .push(errors, "root HTTP route must not specify redirect when delegate is set");
+                path.field("redirect").push(
+                    errors,
+                    "root HTTP route must not specify redirect when delegate is set",
+                );
             }
             if !self.route.is_empty() {
-                path.field("route")
-                    .push(errors, "root HTTP route must not specify route when delegate is set");
+                path.field("route").push(
+                    errors,
+                    "root HTTP route must not specify route when delegate is set",
+                );
             }
             if self.direct_response.is_some() {
                 path.field("directResponse").push(
@@ -245,8 +295,10 @@ impl HttpRoute {
                             .push(errors, "HTTP route cannot contain both fault and redirect");
                     }
                     if self.rewrite.is_some() {
-                        path.field("rewrite")
-                            .push(errors, "HTTP route rule cannot contain both rewrite and redirect");
+                        path.field("rewrite").push(
+                            errors,
+                            "HTTP route rule cannot contain both rewrite and redirect",
+                        );
                     }
                 }
                 (None, Some(_)) => {
@@ -265,10 +317,8 @@ impl HttpRoute {
                 }
                 (None, None) => {
                     if !has_route {
-                        path.field("route").push(
-                            errors,
-                            "HTTP route, redirect or directResponse is required",
-                        );
+                        path.field("route")
+                            .push(errors, "HTTP route, redirect or directResponse is required");
                     }
                 }
             }
@@ -283,7 +333,8 @@ impl HttpRoute {
             if let Some(n) = m.name.as_deref().filter(|n| !n.is_empty())
                 && !names.insert(n)
             {
-                p.field("name").push(errors, format!("duplicate match name {n:?}"));
+                p.field("name")
+                    .push(errors, format!("duplicate match name {n:?}"));
             }
         }
 
@@ -293,8 +344,10 @@ impl HttpRoute {
         if let Some(mp) = self.mirror_percent
             && mp > 100
         {
-            path.field("mirrorPercent")
-                .push(errors, format!("mirrorPercent must have a max value of 100 (it has {mp})"));
+            path.field("mirrorPercent").push(
+                errors,
+                format!("mirrorPercent must have a max value of 100 (it has {mp})"),
+            );
         }
         self.mirror_percentage
             .validate(&path.field("mirrorPercentage"), errors);
@@ -391,25 +444,45 @@ pub struct HttpMatchRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<StringMatch>,
     /// Header matches (lower-case names); `{}` means "present".
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub headers: BTreeMap<String, StringMatch>,
     /// Destination port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
     /// Labels of the calling workload.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub source_labels: BTreeMap<String, String>,
     /// Gateways this match applies to (overrides the VirtualService's).
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub gateways: Vec<String>,
     /// Query parameter matches; `{}` means "present".
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub query_params: BTreeMap<String, StringMatch>,
     /// Case-insensitive URI matching.
     #[serde(default, skip_serializing_if = "is_false")]
     pub ignore_uri_case: bool,
     /// Headers that must NOT match.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub without_headers: BTreeMap<String, StringMatch>,
     /// Namespace of the calling workload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -446,7 +519,10 @@ impl HttpMatchRequest {
                 }
             }
         }
-        for (field, map) in [("headers", &self.headers), ("withoutHeaders", &self.without_headers)] {
+        for (field, map) in [
+            ("headers", &self.headers),
+            ("withoutHeaders", &self.without_headers),
+        ] {
             let fp = path.field(field);
             for (name, m) in map {
                 let p = fp.key(name);
@@ -462,7 +538,10 @@ impl HttpMatchRequest {
                 }
                 m.validate_optional(&p, errors);
                 if delegating && matches!(m, StringMatch::Regex(_)) {
-                    p.push(errors, format!("header match {name} does not support regex match for delegating"));
+                    p.push(
+                        errors,
+                        format!("header match {name} does not support regex match for delegating"),
+                    );
                 }
             }
         }
@@ -474,7 +553,10 @@ impl HttpMatchRequest {
             }
             m.validate_optional(&p, errors);
             if delegating && matches!(m, StringMatch::Regex(_)) {
-                p.push(errors, format!("query param match {name} does not support regex match for delegating"));
+                p.push(
+                    errors,
+                    format!("query param match {name} does not support regex match for delegating"),
+                );
             }
         }
         if let Some(port) = self.port {
@@ -486,7 +568,7 @@ impl HttpMatchRequest {
             check(&gp.index(i), errors, validate_gateway_name(g));
         }
         if let Some(ns) = &self.source_namespace
-            && !is_dns1123_label(ns)
+            && !is_istio_dns1123_label(ns)
         {
             path.field("sourceNamespace")
                 .push(errors, format!("sourceNamespace match {ns} is invalid"));
@@ -541,7 +623,10 @@ impl Validate for HttpRewrite {
         let uri = self.uri.as_deref().is_some_and(|u| !u.is_empty());
         let auth = self.authority.as_deref().is_some_and(|a| !a.is_empty());
         if uri && self.uri_regex_rewrite.is_some() {
-            path.push(errors, "rewrite may only contain one of uri or uriRegexRewrite");
+            path.push(
+                errors,
+                "rewrite may only contain one of uri or uriRegexRewrite",
+            );
         }
         if !uri && !auth && self.uri_regex_rewrite.is_none() {
             path.push(
@@ -604,22 +689,29 @@ impl Validate for HttpRedirect {
             && self.port.is_none()
             && self.derive_port.is_none()
         {
-            path.push(errors, "redirect must specify uri, authority, scheme, or port");
+            path.push(
+                errors,
+                "redirect must specify uri, authority, scheme, or port",
+            );
         }
         if let Some(code) = self.redirect_code
             && code != 0
             && !(300..=399).contains(&code)
         {
-            path.field("redirectCode")
-                .push(errors, format!("{code} is not a valid redirect code, must be 3xx"));
+            path.field("redirectCode").push(
+                errors,
+                format!("{code} is not a valid redirect code, must be 3xx"),
+            );
         }
         if let Some(s) = self.scheme.as_deref()
             && !s.is_empty()
             && s != "http"
             && s != "https"
         {
-            path.field("scheme")
-                .push(errors, "invalid redirect scheme, must be \"http\" or \"https\"");
+            path.field("scheme").push(
+                errors,
+                "invalid redirect scheme, must be \"http\" or \"https\"",
+            );
         }
         if let Some(p) = self.port {
             check(&path.field("port"), errors, validate_port(p));
@@ -727,13 +819,13 @@ impl Validate for Delegate {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         if self.name.is_empty() {
             path.field("name").push(errors, "delegate name is required");
-        } else if !crate::validation::is_dns1123_subdomain(&self.name) {
+        } else if !self.name.split('.').all(is_istio_dns1123_label) {
             path.field("name")
                 .push(errors, format!("invalid delegate name {:?}", self.name));
         }
         if let Some(ns) = &self.namespace
             && !ns.is_empty()
-            && !is_dns1123_label(ns)
+            && !is_istio_dns1123_label(ns)
         {
             path.field("namespace")
                 .push(errors, format!("invalid delegate namespace {ns:?}"));
@@ -805,7 +897,9 @@ impl Validate for HttpRetry {
         if let Some(r) = self.retry_on.as_deref().filter(|r| !r.is_empty()) {
             for policy in r.split(',') {
                 let policy = policy.trim();
-                let is_status = policy.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c));
+                let is_status = policy
+                    .parse::<u16>()
+                    .is_ok_and(|c| (100..=599).contains(&c));
                 if !is_status && !RETRY_ON_POLICIES.contains(&policy) {
                     path.field("retryOn")
                         .push(errors, format!("{policy:?} is not a valid retryOn policy"));
@@ -830,7 +924,10 @@ pub struct HttpFaultInjection {
 impl Validate for HttpFaultInjection {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         if self.delay.is_none() && self.abort.is_none() {
-            path.push(errors, "HTTP fault injection must have an abort and/or a delay");
+            path.push(
+                errors,
+                "HTTP fault injection must have an abort and/or a delay",
+            );
         }
         self.delay.validate(&path.field("delay"), errors);
         self.abort.validate(&path.field("abort"), errors);
@@ -859,10 +956,17 @@ impl Validate for Delay {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         self.percentage.validate(&path.field("percentage"), errors);
         if let Some(p) = self.percent {
-            check(&path.field("percent"), errors, validate_percent_int(i64::from(p)));
+            check(
+                &path.field("percent"),
+                errors,
+                validate_percent_int(i64::from(p)),
+            );
         }
         if self.fixed_delay.is_some() && self.exponential_delay.is_some() {
-            path.push(errors, "only one of fixedDelay or exponentialDelay may be set");
+            path.push(
+                errors,
+                "only one of fixedDelay or exponentialDelay may be set",
+            );
         }
         check_duration(&path.field("fixedDelay"), errors, &self.fixed_delay);
         if self.exponential_delay.is_some() {
@@ -917,7 +1021,10 @@ impl Validate for Abort {
             + usize::from(self.grpc_status.is_some())
             + usize::from(self.http2_error.is_some());
         if set > 1 {
-            path.push(errors, "only one of httpStatus, grpcStatus or http2Error may be set");
+            path.push(
+                errors,
+                "only one of httpStatus, grpcStatus or http2Error may be set",
+            );
         }
         if set == 0 {
             path.push(errors, "abort must set httpStatus or grpcStatus");
@@ -933,7 +1040,9 @@ impl Validate for Abort {
         {
             path.field("grpcStatus").push(
                 errors,
-                format!("gRPC status {g:?} is not supported, use a code name such as \"NOT_FOUND\""),
+                format!(
+                    "gRPC status {g:?} is not supported, use a code name such as \"NOT_FOUND\""
+                ),
             );
         }
         if self.http2_error.is_some() {
@@ -957,7 +1066,8 @@ pub struct HttpMirrorPolicy {
 
 impl Validate for HttpMirrorPolicy {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
-        self.destination.validate(&path.field("destination"), errors);
+        self.destination
+            .validate(&path.field("destination"), errors);
         self.percentage.validate(&path.field("percentage"), errors);
     }
 }
@@ -979,19 +1089,39 @@ pub enum UnmatchedPreflights {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CorsPolicy {
     /// Allowed origins.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub allow_origins: Vec<StringMatch>,
     /// Deprecated exact-match origins.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub allow_origin: Vec<String>,
     /// Allowed methods.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub allow_methods: Vec<String>,
     /// Allowed request headers.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub allow_headers: Vec<String>,
     /// Headers the browser may read.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub expose_headers: Vec<String>,
     /// Preflight cache duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1014,11 +1144,16 @@ impl Validate for CorsPolicy {
         for (i, o) in self.allow_origins.iter().enumerate() {
             let p = op.index(i);
             let empty = match o {
-                StringMatch::Exact(s) | StringMatch::Prefix(s) | StringMatch::Regex(s) => s.is_empty(),
+                StringMatch::Exact(s) | StringMatch::Prefix(s) | StringMatch::Regex(s) => {
+                    s.is_empty()
+                }
                 StringMatch::Present => true,
             };
             if empty {
-                p.push(errors, "allowOrigins entries must set a non-empty exact, prefix or regex");
+                p.push(
+                    errors,
+                    "allowOrigins entries must set a non-empty exact, prefix or regex",
+                );
             } else {
                 o.validate_optional(&p, errors);
             }
@@ -1054,10 +1189,18 @@ impl Validate for CorsPolicy {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsRoute {
     /// Match conditions (at least one).
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub r#match: Vec<TlsMatchAttributes>,
     /// Weighted destinations.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub route: Vec<RouteDestination>,
 }
 
@@ -1082,10 +1225,18 @@ impl TlsRoute {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpRoute {
     /// Match conditions; empty matches everything.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub r#match: Vec<L4MatchAttributes>,
     /// Weighted destinations.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub route: Vec<RouteDestination>,
 }
 
@@ -1130,7 +1281,11 @@ fn validate_l4_destinations(dests: &[RouteDestination], path: &Path, errors: &mu
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct L4MatchAttributes {
     /// Destination IPs or CIDRs.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub destination_subnets: Vec<String>,
     /// Destination port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1139,10 +1294,18 @@ pub struct L4MatchAttributes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_subnet: Option<String>,
     /// Labels of the calling workload.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub source_labels: BTreeMap<String, String>,
     /// Gateways this match applies to.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub gateways: Vec<String>,
     /// Namespace of the calling workload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1171,7 +1334,7 @@ fn validate_l4_common(
         check(&gp.index(i), errors, validate_gateway_name(g));
     }
     if let Some(ns) = source_namespace
-        && !is_dns1123_label(ns)
+        && !is_istio_dns1123_label(ns)
     {
         path.field("sourceNamespace")
             .push(errors, format!("sourceNamespace match {ns} is invalid"));
@@ -1200,19 +1363,35 @@ impl Validate for L4MatchAttributes {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsMatchAttributes {
     /// SNI values to match (at least one); each must be covered by a VirtualService host.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub sni_hosts: Vec<String>,
     /// Destination IPs or CIDRs.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub destination_subnets: Vec<String>,
     /// Destination port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
     /// Labels of the calling workload.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub source_labels: BTreeMap<String, String>,
     /// Gateways this match applies to.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub gateways: Vec<String>,
     /// Namespace of the calling workload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1233,11 +1412,7 @@ impl TlsMatchAttributes {
                 }
                 continue;
             }
-            if !vs
-                .hosts
-                .iter()
-                .any(|h| crate::host::host_matches(h, sni))
-            {
+            if !vs.hosts.iter().any(|h| crate::host::host_matches(h, sni)) {
                 p.push(
                     errors,
                     format!(
@@ -1282,7 +1457,8 @@ mod tests {
     fn assert_err(yaml: &str, path: &str, contains: &str) {
         let errs = errors_of(yaml);
         assert!(
-            errs.iter().any(|e| e.path == path && e.message.contains(contains)),
+            errs.iter()
+                .any(|e| e.path == path && e.message.contains(contains)),
             "expected {path}: ..{contains}.. in {errs:#?}"
         );
     }
@@ -1301,20 +1477,48 @@ http:
 
     #[test]
     fn hosts() {
-        assert_err("http: [{route: [{destination: {host: a}}]}]\ngateways: [gw]", "spec.gateways", "delegate virtual service must have no gateways");
-        assert_err("hosts: ['*']\nhttp: [{route: [{destination: {host: a}}]}]", "spec.hosts[0]", "wildcard host * is not allowed");
-        assert_err("hosts: ['*']\ngateways: [gw, mesh]\nhttp: [{route: [{destination: {host: a}}]}]", "spec.hosts[0]", "wildcard host *");
+        assert_err(
+            "http: [{route: [{destination: {host: a}}]}]\ngateways: [gw]",
+            "spec.gateways",
+            "delegate virtual service must have no gateways",
+        );
+        assert_err(
+            "hosts: ['*']\nhttp: [{route: [{destination: {host: a}}]}]",
+            "spec.hosts[0]",
+            "wildcard host * is not allowed",
+        );
+        assert_err(
+            "hosts: ['*']\ngateways: [gw, mesh]\nhttp: [{route: [{destination: {host: a}}]}]",
+            "spec.hosts[0]",
+            "wildcard host *",
+        );
         assert_ok("hosts: ['*']\ngateways: [gw]\nhttp: [{route: [{destination: {host: a}}]}]");
-        assert_err("hosts: ['foo..bar']\nhttp: [{route: [{destination: {host: a}}]}]", "spec.hosts[0]", "invalid");
-        assert_err("hosts: ['*.foo.com', 'a.foo.com']\nhttp: [{route: [{destination: {host: a}}]}]", "spec.hosts[1]", "duplicate hosts");
+        assert_err(
+            "hosts: ['foo..bar']\nhttp: [{route: [{destination: {host: a}}]}]",
+            "spec.hosts[0]",
+            "invalid",
+        );
+        assert_err(
+            "hosts: ['*.foo.com', 'a.foo.com']\nhttp: [{route: [{destination: {host: a}}]}]",
+            "spec.hosts[1]",
+            "duplicate hosts",
+        );
         assert_ok("hosts: ['10.0.0.1']\nhttp: [{route: [{destination: {host: a}}]}]");
         assert_err("hosts: [a]", "spec", "http, tcp or tls must be provided");
-        assert_err("hosts: [a]\ngateways: ['ns/Bad']\nhttp: [{route: [{destination: {host: a}}]}]", "spec.gateways[0]", "invalid value for gateway name");
+        assert_err(
+            "hosts: [a]\ngateways: ['ns/bad_gw']\nhttp: [{route: [{destination: {host: a}}]}]",
+            "spec.gateways[0]",
+            "invalid value for gateway name",
+        );
     }
 
     #[test]
     fn actions() {
-        assert_err("hosts: [a]\nhttp: [{name: x}]", "spec.http[0].route", "HTTP route, redirect or directResponse is required");
+        assert_err(
+            "hosts: [a]\nhttp: [{name: x}]",
+            "spec.http[0].route",
+            "HTTP route, redirect or directResponse is required",
+        );
         assert_err(
             "hosts: [a]\nhttp: [{redirect: {uri: /x}, route: [{destination: {host: a}}]}]",
             "spec.http[0].redirect",
@@ -1336,12 +1540,34 @@ http:
             "rewrite and redirect",
         );
         assert_ok("hosts: [a]\nhttp: [{redirect: {uri: /x, redirectCode: 302}}]");
-        assert_ok("hosts: [a]\nhttp: [{directResponse: {status: 503, body: {string: unavailable}}}]");
-        assert_err("hosts: [a]\nhttp: [{redirect: {uri: /x, redirectCode: 200}}]", "spec.http[0].redirect.redirectCode", "must be 3xx");
-        assert_err("hosts: [a]\nhttp: [{redirect: {}}]", "spec.http[0].redirect", "redirect must specify");
-        assert_err("hosts: [a]\nhttp: [{redirect: {scheme: ftp}}]", "spec.http[0].redirect.scheme", "http");
-        assert_err("hosts: [a]\nhttp: [{directResponse: {status: 600}}]", "spec.http[0].directResponse.status", "200-599");
-        assert_err("hosts: [a]\nhttp: [{directResponse: {status: 199}}]", "spec.http[0].directResponse.status", "200-599");
+        assert_ok(
+            "hosts: [a]\nhttp: [{directResponse: {status: 503, body: {string: unavailable}}}]",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{redirect: {uri: /x, redirectCode: 200}}]",
+            "spec.http[0].redirect.redirectCode",
+            "must be 3xx",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{redirect: {}}]",
+            "spec.http[0].redirect",
+            "redirect must specify",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{redirect: {scheme: ftp}}]",
+            "spec.http[0].redirect.scheme",
+            "http",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{directResponse: {status: 600}}]",
+            "spec.http[0].directResponse.status",
+            "200-599",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{directResponse: {status: 199}}]",
+            "spec.http[0].directResponse.status",
+            "200-599",
+        );
         // Delegation.
         assert_ok("hosts: [a]\nhttp: [{delegate: {name: b, namespace: ns}}]");
         assert_err(
@@ -1349,7 +1575,11 @@ http:
             "spec.http[0].route",
             "root HTTP route must not specify route",
         );
-        assert_err("http: [{delegate: {name: b}}]", "spec.http[0].delegate", "delegate HTTP route cannot contain delegate");
+        assert_err(
+            "http: [{delegate: {name: b}}]",
+            "spec.http[0].delegate",
+            "delegate HTTP route cannot contain delegate",
+        );
         assert_err(
             "http: [{match: [{uri: {regex: a.*}}], route: [{destination: {host: a}}]}]",
             "spec.http[0].match[0].uri",
@@ -1372,63 +1602,214 @@ http:
         let errs = errors_of(y);
         assert_eq!(paths(&errs), ["spec.http[1].route"]);
         assert_eq!(errs[0].message, "weights must sum to 100, got 90");
-        assert_eq!(errs[0].to_string(), "spec.http[1].route: weights must sum to 100, got 90");
-        assert_ok("hosts: [a]\nhttp: [{route: [{destination: {host: a}, weight: 25}, {destination: {host: b}, weight: 75}]}]");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}, weight: -5}, {destination: {host: b}, weight: 105}]}]", "spec.http[0].route[0].weight", "< 0");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}, weight: 101}]}]", "spec.http[0].route[0].weight", "> 100");
-        assert_err("hosts: [a]\ntcp: [{route: [{destination: {host: a}, weight: 50}, {destination: {host: b}}]}]", "spec.tcp[0].route", "weights must sum to 100, got 50");
+        assert_eq!(
+            errs[0].to_string(),
+            "spec.http[1].route: weights must sum to 100, got 90"
+        );
+        assert_ok(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}, weight: 25}, {destination: {host: b}, weight: 75}]}]",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}, weight: -5}, {destination: {host: b}, weight: 105}]}]",
+            "spec.http[0].route[0].weight",
+            "< 0",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}, weight: 101}]}]",
+            "spec.http[0].route[0].weight",
+            "> 100",
+        );
+        assert_err(
+            "hosts: [a]\ntcp: [{route: [{destination: {host: a}, weight: 50}, {destination: {host: b}}]}]",
+            "spec.tcp[0].route",
+            "weights must sum to 100, got 50",
+        );
     }
 
     #[test]
     fn destinations() {
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: ''}}]}]", "spec.http[0].route[0].destination.host", "required");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a, subset: V_1}}]}]", "spec.http[0].route[0].destination.subset", "subset name is invalid");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a, port: {number: 70000}}}]}]", "spec.http[0].route[0].destination.port.number", "1..65535");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], mirror: {host: '*'}}]", "spec.http[0].mirror.host", "invalid destination host");
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: ''}}]}]",
+            "spec.http[0].route[0].destination.host",
+            "required",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a, subset: V_1}}]}]",
+            "spec.http[0].route[0].destination.subset",
+            "subset name is invalid",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a, port: {number: 70000}}}]}]",
+            "spec.http[0].route[0].destination.port.number",
+            "1..65535",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], mirror: {host: '*'}}]",
+            "spec.http[0].mirror.host",
+            "invalid destination host",
+        );
     }
 
     #[test]
     fn matches() {
-        assert_err("hosts: [a]\nhttp: [{match: [{headers: {X-Foo: {exact: a}}}], route: [{destination: {host: a}}]}]", "spec.http[0].match[0].headers[X-Foo]", "must be lowercase");
-        assert_err("hosts: [a]\nhttp: [{match: [{headers: {'': {exact: a}}}], route: [{destination: {host: a}}]}]", "spec.http[0].match[0].headers[]", "cannot be empty");
-        assert_ok("hosts: [a]\nhttp: [{match: [{headers: {x-foo: {}}, withoutHeaders: {x-bar: {}}, queryParams: {q: {}}}], route: [{destination: {host: a}}]}]");
-        assert_err("hosts: [a]\nhttp: [{match: [{uri: {}}], route: [{destination: {host: a}}]}]", "spec.http[0].match[0].uri", "must set one of");
-        assert_err("hosts: [a]\nhttp: [{match: [{uri: {regex: 'a(b'}}], route: [{destination: {host: a}}]}]", "spec.http[0].match[0].uri.regex", "invalid regex");
-        assert_err("hosts: [a]\nhttp: [{match: [{headers: {x: {regex: '['}}}], route: [{destination: {host: a}}]}]", "spec.http[0].match[0].headers[x].regex", "invalid regex");
-        assert_err("hosts: [a]\nhttp: [{match: [{port: 0}], route: [{destination: {host: a}}]}]", "spec.http[0].match[0].port", "1..65535");
-        assert_err("hosts: [a]\nhttp: [{match: [{name: m}, {name: m}], route: [{destination: {host: a}}]}]", "spec.http[0].match[1].name", "duplicate match name");
-        assert_err("hosts: [a]\nhttp: [{match: [{sourceLabels: {'a b': c}}], route: [{destination: {host: a}}]}]", "spec.http[0].match[0].sourceLabels[a b]", "invalid label key");
-        assert_err("hosts: [a]\nhttp: [{match: [{sourceNamespace: Foo}], route: [{destination: {host: a}}]}]", "spec.http[0].match[0].sourceNamespace", "invalid");
-        assert_err("hosts: [a]\nhttp: [{match: [{headers: {'@request.auth.claims.sub': {exact: a}}}], route: [{destination: {host: a}}]}]", "spec.http[0].match[0].headers[@request.auth.claims.sub]", "only supported for gateway");
-        assert_ok("hosts: [a]\ngateways: [gw]\nhttp: [{match: [{headers: {'@request.auth.claims.sub': {exact: a}}}], route: [{destination: {host: a}}]}]");
+        assert_err(
+            "hosts: [a]\nhttp: [{match: [{headers: {X-Foo: {exact: a}}}], route: [{destination: {host: a}}]}]",
+            "spec.http[0].match[0].headers[X-Foo]",
+            "must be lowercase",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{match: [{headers: {'': {exact: a}}}], route: [{destination: {host: a}}]}]",
+            "spec.http[0].match[0].headers[]",
+            "cannot be empty",
+        );
+        assert_ok(
+            "hosts: [a]\nhttp: [{match: [{headers: {x-foo: {}}, withoutHeaders: {x-bar: {}}, queryParams: {q: {}}}], route: [{destination: {host: a}}]}]",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{match: [{uri: {}}], route: [{destination: {host: a}}]}]",
+            "spec.http[0].match[0].uri",
+            "must set one of",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{match: [{uri: {regex: 'a(b'}}], route: [{destination: {host: a}}]}]",
+            "spec.http[0].match[0].uri.regex",
+            "invalid regex",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{match: [{headers: {x: {regex: '['}}}], route: [{destination: {host: a}}]}]",
+            "spec.http[0].match[0].headers[x].regex",
+            "invalid regex",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{match: [{port: 0}], route: [{destination: {host: a}}]}]",
+            "spec.http[0].match[0].port",
+            "1..65535",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{match: [{name: m}, {name: m}], route: [{destination: {host: a}}]}]",
+            "spec.http[0].match[1].name",
+            "duplicate match name",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{match: [{sourceLabels: {'a b': c}}], route: [{destination: {host: a}}]}]",
+            "spec.http[0].match[0].sourceLabels[a b]",
+            "invalid label key",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{match: [{sourceNamespace: foo_bar}], route: [{destination: {host: a}}]}]",
+            "spec.http[0].match[0].sourceNamespace",
+            "invalid",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{match: [{headers: {'@request.auth.claims.sub': {exact: a}}}], route: [{destination: {host: a}}]}]",
+            "spec.http[0].match[0].headers[@request.auth.claims.sub]",
+            "only supported for gateway",
+        );
+        assert_ok(
+            "hosts: [a]\ngateways: [gw]\nhttp: [{match: [{headers: {'@request.auth.claims.sub': {exact: a}}}], route: [{destination: {host: a}}]}]",
+        );
     }
 
     #[test]
     fn durations_retries_faults() {
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], timeout: 0.5ms}]", "spec.http[0].timeout", "at least 1ms");
-        assert_ok("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], timeout: 10s, retries: {attempts: 3, perTryTimeout: 2s, retryOn: '5xx,connect-failure,503'}}]");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], retries: {attempts: -1}}]", "spec.http[0].retries.attempts", "negative");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], retries: {attempts: 1, perTryTimeout: 0s}}]", "spec.http[0].retries.perTryTimeout", "at least 1ms");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], retries: {attempts: 1, retryOn: 'bogus'}}]", "spec.http[0].retries.retryOn", "not a valid retryOn");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], fault: {}}]", "spec.http[0].fault", "abort and/or a delay");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], fault: {abort: {httpStatus: 700, percentage: {value: 101}}}}]", "spec.http[0].fault.abort.httpStatus", "200-599");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], fault: {abort: {httpStatus: 500, percentage: {value: 101}}}}]", "spec.http[0].fault.abort.percentage.value", "0..100");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], fault: {delay: {fixedDelay: 5s, percentage: {value: -1}}}}]", "spec.http[0].fault.delay.percentage.value", "0..100");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], fault: {delay: {fixedDelay: 5s, percent: 120}}}]", "spec.http[0].fault.delay.percent", "0..100");
-        assert_ok("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], fault: {delay: {fixedDelay: 5s, percentage: {value: 10}}, abort: {grpcStatus: UNAVAILABLE}}}]");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], fault: {abort: {grpcStatus: NOPE}}}]", "spec.http[0].fault.abort.grpcStatus", "not supported");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], mirror: {host: b}, mirrorPercentage: {value: 200}}]", "spec.http[0].mirrorPercentage.value", "0..100");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], mirrors: [{destination: {host: b}, percentage: {value: 200}}]}]", "spec.http[0].mirrors[0].percentage.value", "0..100");
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], timeout: 0.5ms}]",
+            "spec.http[0].timeout",
+            "at least 1ms",
+        );
+        assert_ok(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], timeout: 10s, retries: {attempts: 3, perTryTimeout: 2s, retryOn: '5xx,connect-failure,503'}}]",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], retries: {attempts: -1}}]",
+            "spec.http[0].retries.attempts",
+            "negative",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], retries: {attempts: 1, perTryTimeout: 0s}}]",
+            "spec.http[0].retries.perTryTimeout",
+            "at least 1ms",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], retries: {attempts: 1, retryOn: 'bogus'}}]",
+            "spec.http[0].retries.retryOn",
+            "not a valid retryOn",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], fault: {}}]",
+            "spec.http[0].fault",
+            "abort and/or a delay",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], fault: {abort: {httpStatus: 700, percentage: {value: 101}}}}]",
+            "spec.http[0].fault.abort.httpStatus",
+            "200-599",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], fault: {abort: {httpStatus: 500, percentage: {value: 101}}}}]",
+            "spec.http[0].fault.abort.percentage.value",
+            "0..100",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], fault: {delay: {fixedDelay: 5s, percentage: {value: -1}}}}]",
+            "spec.http[0].fault.delay.percentage.value",
+            "0..100",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], fault: {delay: {fixedDelay: 5s, percent: 120}}}]",
+            "spec.http[0].fault.delay.percent",
+            "0..100",
+        );
+        assert_ok(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], fault: {delay: {fixedDelay: 5s, percentage: {value: 10}}, abort: {grpcStatus: UNAVAILABLE}}}]",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], fault: {abort: {grpcStatus: NOPE}}}]",
+            "spec.http[0].fault.abort.grpcStatus",
+            "not supported",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], mirror: {host: b}, mirrorPercentage: {value: 200}}]",
+            "spec.http[0].mirrorPercentage.value",
+            "0..100",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], mirrors: [{destination: {host: b}, percentage: {value: 200}}]}]",
+            "spec.http[0].mirrors[0].percentage.value",
+            "0..100",
+        );
     }
 
     #[test]
     fn rewrite_and_cors() {
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], rewrite: {}}]", "spec.http[0].rewrite", "at least one of");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], rewrite: {uri: /a, uriRegexRewrite: {match: a, rewrite: b}}}]", "spec.http[0].rewrite", "only contain one");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], rewrite: {uriRegexRewrite: {match: '(', rewrite: b}}}]", "spec.http[0].rewrite.uriRegexRewrite.match", "invalid regex");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], rewrite: {authority: x}, headers: {request: {set: {host: y}}}}]", "spec.http[0].headers", "authority header cannot be set multiple times");
-        assert_err("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], corsPolicy: {allowOrigins: [{}], allowMethods: [FETCH], allowHeaders: ['a b'], maxAge: 1.5s}}]", "spec.http[0].corsPolicy.allowOrigins[0]", "non-empty");
-        let errs = errors_of("hosts: [a]\nhttp: [{route: [{destination: {host: a}}], corsPolicy: {allowOrigins: [{}], allowMethods: [FETCH], allowHeaders: ['a b'], maxAge: 1.5s}}]");
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], rewrite: {}}]",
+            "spec.http[0].rewrite",
+            "at least one of",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], rewrite: {uri: /a, uriRegexRewrite: {match: a, rewrite: b}}}]",
+            "spec.http[0].rewrite",
+            "only contain one",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], rewrite: {uriRegexRewrite: {match: '(', rewrite: b}}}]",
+            "spec.http[0].rewrite.uriRegexRewrite.match",
+            "invalid regex",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], rewrite: {authority: x}, headers: {request: {set: {host: y}}}}]",
+            "spec.http[0].headers",
+            "authority header cannot be set multiple times",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], corsPolicy: {allowOrigins: [{}], allowMethods: [FETCH], allowHeaders: ['a b'], maxAge: 1.5s}}]",
+            "spec.http[0].corsPolicy.allowOrigins[0]",
+            "non-empty",
+        );
+        let errs = errors_of(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], corsPolicy: {allowOrigins: [{}], allowMethods: [FETCH], allowHeaders: ['a b'], maxAge: 1.5s}}]",
+        );
         assert_eq!(
             paths(&errs),
             [
@@ -1442,10 +1823,28 @@ http:
 
     #[test]
     fn tls_and_tcp() {
-        assert_ok("hosts: [a.com]\ntls: [{match: [{sniHosts: [a.com], port: 443}], route: [{destination: {host: a.com}}]}]");
-        assert_err("hosts: [a.com]\ntls: [{match: [{sniHosts: [b.com]}], route: [{destination: {host: a.com}}]}]", "spec.tls[0].match[0].sniHosts[0]", "not a compatible subset");
-        assert_err("hosts: [a.com]\ntls: [{route: [{destination: {host: a.com}}]}]", "spec.tls[0].match", "at least one match");
-        assert_err("hosts: [a.com]\ntcp: [{match: [{destinationSubnets: [10.0.0.0/40]}]}]", "spec.tcp[0].route", "TCP route is required");
-        assert_err("hosts: [a.com]\ntcp: [{match: [{destinationSubnets: [10.0.0.0/40]}], route: [{destination: {host: a}}]}]", "spec.tcp[0].match[0].destinationSubnets[0]", "CIDR");
+        assert_ok(
+            "hosts: [a.com]\ntls: [{match: [{sniHosts: [a.com], port: 443}], route: [{destination: {host: a.com}}]}]",
+        );
+        assert_err(
+            "hosts: [a.com]\ntls: [{match: [{sniHosts: [b.com]}], route: [{destination: {host: a.com}}]}]",
+            "spec.tls[0].match[0].sniHosts[0]",
+            "not a compatible subset",
+        );
+        assert_err(
+            "hosts: [a.com]\ntls: [{route: [{destination: {host: a.com}}]}]",
+            "spec.tls[0].match",
+            "at least one match",
+        );
+        assert_err(
+            "hosts: [a.com]\ntcp: [{match: [{destinationSubnets: [10.0.0.0/40]}]}]",
+            "spec.tcp[0].route",
+            "TCP route is required",
+        );
+        assert_err(
+            "hosts: [a.com]\ntcp: [{match: [{destinationSubnets: [10.0.0.0/40]}], route: [{destination: {host: a}}]}]",
+            "spec.tcp[0].match[0].destinationSubnets[0]",
+            "CIDR",
+        );
     }
 }

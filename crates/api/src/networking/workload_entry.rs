@@ -21,10 +21,18 @@ pub struct WorkloadEntry {
     #[serde(default)]
     pub address: String,
     /// Port name (of the service) → port on this workload.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub ports: BTreeMap<String, u32>,
     /// Workload labels.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: BTreeMap<String, String>,
     /// Network the workload is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,171 @@
+//! Admin (`/ready`, `/config_dump`) and health (`/healthz/ready`) HTTP servers.
+//!
+//! ```text
+//!  admin :15000  ─► /ready /config_dump ─┐
+//!  health :15021 ─► /healthz/ready ───────┴─► latest Arc<ProxyConfig> (watch)
+//! ```
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{
+    Action, ClusterPick, DiscoveryKind, PathMatch, ProxyConfig, RouteSource, TypeState,
+};
+use crate::http::text_response;
+
+/// Which endpoints a server exposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Admin,
+    Health,
+}
+
+/// Serves admin or health requests on `listener` forever.
+pub async fn serve(listener: TcpListener, kind: Kind, rx: watch::Receiver<Arc<ProxyConfig>>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let rx = rx.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let config = rx.borrow().clone();
+                async move { Ok::<_, Infallible>(respond(kind, &config, &req)) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn respond<B>(kind: Kind, config: &ProxyConfig, req: &Request<B>) -> Response<Full<Bytes>> {
+    match (kind, req.uri().path()) {
+        (Kind::Admin, "/ready") | (Kind::Health, "/healthz/ready") => {
+            if config.ready() {
+                text_response(StatusCode::OK, "LIVE\n")
+            } else {
+                text_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: waiting for listeners and clusters\n",
+                )
+            }
+        }
+        (Kind::Admin, "/config_dump") => {
+            let body = serde_json::to_vec_pretty(&config_dump(config)).unwrap_or_default();
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        _ => text_response(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn type_state(t: &TypeState) -> Value {
+    json!({
+        "version": t.version,
+        "resources": t.names,
+        "last_rejection": t.last_rejection.as_ref().map(|(v, e)| json!({"version": v, "error": e})),
+    })
+}
+
+/// JSON view of the applied config: per type the version and names, plus summaries.
+pub fn config_dump(config: &ProxyConfig) -> Value {
+    let mut listeners: Vec<Value> = config
+        .listeners
+        .values()
+        .map(|l| {
+            json!({
+                "name": l.name,
+                "address": l.address.to_string(),
+                "routes": match &l.routes { RouteSource::Rds(n) => n.clone(), RouteSource::Inline(r) => format!("inline:{}", r.name) },
+            })
+        })
+        .collect();
+    listeners.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let mut route_tables: Vec<Value> = config
+        .routes
+        .values()
+        .map(|rc| {
+            let vhosts: Vec<Value> = rc
+                .virtual_hosts
+                .iter()
+                .map(|vh| {
+                    let routes: Vec<Value> = vh.routes.iter().map(route_summary).collect();
+                    json!({"name": vh.name, "domains": vh.domains, "routes": routes})
+                })
+                .collect();
+            json!({"name": rc.name, "virtual_hosts": vhosts})
+        })
+        .collect();
+    route_tables.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let mut clusters: Vec<Value> = config
+        .clusters
+        .values()
+        .map(|c| {
+            let endpoints: Vec<Value> = c
+                .balancer
+                .endpoints()
+                .iter()
+                .map(|e| json!({"address": e.addr.to_string(), "weight": e.weight, "in_flight": e.in_flight()}))
+                .collect();
+            json!({
+                "name": c.config.name,
+                "type": match &c.config.discovery { DiscoveryKind::Eds(s) => format!("EDS({s})"), DiscoveryKind::Static(_) => "STATIC".into() },
+                "lb_policy": c.config.lb_policy.as_str(),
+                "protocol": format!("{:?}", c.config.protocol),
+                "connect_timeout_ms": c.config.connect_timeout.as_millis() as u64,
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    clusters.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    json!({
+        "ready": config.ready(),
+        "listeners": type_state(&config.lds),
+        "routes": type_state(&config.rds),
+        "clusters": type_state(&config.cds),
+        "endpoints": type_state(&config.eds),
+        "active_listeners": listeners,
+        "route_tables": route_tables,
+        "active_clusters": clusters,
+    })
+}
+
+fn route_summary(r: &crate::config::Route) -> Value {
+    let path = match &r.matcher.path {
+        PathMatch::Prefix(p) => format!("prefix {p}"),
+        PathMatch::Exact(p) => format!("path {p}"),
+        PathMatch::Regex(re) => format!("regex {}", re.as_str()),
+        PathMatch::SeparatedPrefix(p) => format!("path_separated_prefix {p}"),
+    };
+    let action = match &r.action {
+        Action::Forward(f) => match &f.clusters {
+            ClusterPick::Single(c) => json!({"cluster": c}),
+            ClusterPick::Weighted { clusters, .. } => {
+                json!({"weighted_clusters": clusters.iter().map(|c| json!({"name": c.name, "weight": c.weight})).collect::<Vec<_>>()})
+            }
+        },
+        Action::Redirect(rd) => json!({"redirect": rd.status.as_u16()}),
+        Action::Direct(d) => json!({"direct_response": d.status.as_u16()}),
+    };
+    json!({"name": r.name, "match": path, "headers": r.matcher.headers.len(), "query_parameters": r.matcher.query.len(), "action": action})
+}

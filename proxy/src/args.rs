@@ -1,0 +1,231 @@
+//! Command line and environment: every flag of `weft-proxy`, and the Envoy `Node` they describe.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use clap::Parser;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+
+/// Weft's sidecar proxy: speaks Envoy xDS (ADS) and routes HTTP/1.1 and h2c traffic.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "weft-proxy", version, about)]
+pub struct Args {
+    /// ADS server address (the control plane).
+    #[arg(
+        long,
+        env = "WEFT_XDS_ADDRESS",
+        default_value = "http://127.0.0.1:15010"
+    )]
+    pub xds_address: String,
+
+    /// Node id; default is Istio's `sidecar~<ip>~<workload>.<ns>~<ns>.svc.cluster.local`.
+    #[arg(long, env = "WEFT_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Namespace of the workload.
+    #[arg(long, env = "WEFT_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+
+    /// Workload (pod) name.
+    #[arg(long, env = "WEFT_WORKLOAD_NAME", default_value = "weft-proxy")]
+    pub workload_name: String,
+
+    /// Workload labels as `k=v,k=v`.
+    #[arg(long, env = "WEFT_LABELS", default_value = "")]
+    pub labels: Labels,
+
+    /// The workload's IP; listeners and the admin/health servers bind it.
+    #[arg(long, env = "WEFT_INSTANCE_IP", default_value = "127.0.0.1")]
+    pub instance_ip: IpAddr,
+
+    /// Outbound listener port (reported to the control plane as WEFT_OUTBOUND_PORT).
+    #[arg(long, env = "WEFT_OUTBOUND_PORT", default_value_t = 15001)]
+    pub outbound_port: u16,
+
+    /// Inbound listener port (reported as WEFT_INBOUND_PORT).
+    #[arg(long, env = "WEFT_INBOUND_PORT", default_value_t = 15006)]
+    pub inbound_port: u16,
+
+    /// The application's port; without it there is no inbound listener.
+    #[arg(long, env = "WEFT_APP_PORT")]
+    pub app_port: Option<u16>,
+
+    /// Admin HTTP port (`/ready`, `/config_dump`).
+    #[arg(long, env = "WEFT_ADMIN_PORT", default_value_t = 15000)]
+    pub admin_port: u16,
+
+    /// Health port (`/healthz/ready`).
+    #[arg(long, env = "WEFT_HEALTH_PORT", default_value_t = 15021)]
+    pub health_port: u16,
+
+    /// Log filter (tracing-subscriber EnvFilter syntax).
+    #[arg(long, env = "WEFT_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Workload labels, in the order given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels(pub Vec<(String, String)>);
+
+impl FromStr for Labels {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let Some((k, v)) = item.split_once('=') else {
+                return Err(format!("label {item:?} is not of the form key=value"));
+            };
+            let k = k.trim();
+            if k.is_empty() {
+                return Err(format!("label {item:?} has an empty key"));
+            }
+            if out
+                .iter()
+                .any(|(existing, _): &(String, String)| existing == k)
+            {
+                return Err(format!("label key {k:?} is given twice"));
+            }
+            out.push((k.to_string(), v.trim().to_string()));
+        }
+        Ok(Labels(out))
+    }
+}
+
+fn string(s: impl Into<String>) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(s.into())),
+    }
+}
+
+impl Args {
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            format!(
+                "sidecar~{}~{}.{ns}~{ns}.svc.cluster.local",
+                self.instance_ip,
+                self.workload_name,
+                ns = self.namespace
+            )
+        })
+    }
+
+    /// The Envoy `Node` sent on every ADS stream, with Weft's metadata keys.
+    pub fn node(&self) -> Node {
+        let labels = Struct {
+            fields: self
+                .labels
+                .0
+                .iter()
+                .map(|(k, v)| (k.clone(), string(v.as_str())))
+                .collect(),
+        };
+        let mut fields = std::collections::BTreeMap::new();
+        fields.insert("NAMESPACE".to_string(), string(self.namespace.as_str()));
+        fields.insert(
+            "WORKLOAD_NAME".to_string(),
+            string(self.workload_name.as_str()),
+        );
+        fields.insert(
+            "LABELS".to_string(),
+            Value {
+                kind: Some(Kind::StructValue(labels)),
+            },
+        );
+        fields.insert(
+            "INSTANCE_IPS".to_string(),
+            string(self.instance_ip.to_string()),
+        );
+        fields.insert(
+            "WEFT_OUTBOUND_PORT".to_string(),
+            string(self.outbound_port.to_string()),
+        );
+        fields.insert(
+            "WEFT_INBOUND_PORT".to_string(),
+            string(self.inbound_port.to_string()),
+        );
+        if let Some(p) = self.app_port {
+            fields.insert("WEFT_APP_PORT".to_string(), string(p.to_string()));
+        }
+        Node {
+            id: self.node_id(),
+            cluster: format!("{}.{}", self.workload_name, self.namespace),
+            metadata: Some(Struct {
+                fields: fields.into_iter().collect(),
+            }),
+            user_agent_name: "weft-proxy".to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_parse_and_reject() {
+        assert_eq!("".parse::<Labels>().unwrap(), Labels::default());
+        let l: Labels = "app=reviews, version=v1".parse().unwrap();
+        assert_eq!(
+            l.0,
+            vec![
+                ("app".into(), "reviews".into()),
+                ("version".into(), "v1".into())
+            ]
+        );
+        assert!("app".parse::<Labels>().unwrap_err().contains("key=value"));
+        assert!("=x".parse::<Labels>().unwrap_err().contains("empty key"));
+        assert!("a=1,a=2".parse::<Labels>().unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn node_carries_istio_id_and_metadata() {
+        let args = Args::try_parse_from([
+            "weft-proxy",
+            "--workload-name",
+            "reviews-v1",
+            "--namespace",
+            "bookinfo",
+            "--instance-ip",
+            "10.1.2.3",
+            "--labels",
+            "app=reviews",
+            "--app-port",
+            "9080",
+        ])
+        .unwrap();
+        let node = args.node();
+        assert_eq!(
+            node.id,
+            "sidecar~10.1.2.3~reviews-v1.bookinfo~bookinfo.svc.cluster.local"
+        );
+        let md = node.metadata.unwrap().fields;
+        let s = |k: &str| match &md[k].kind {
+            Some(Kind::StringValue(s)) => s.clone(),
+            other => panic!("{k}: {other:?}"),
+        };
+        assert_eq!(s("NAMESPACE"), "bookinfo");
+        assert_eq!(s("INSTANCE_IPS"), "10.1.2.3");
+        assert_eq!(s("WEFT_OUTBOUND_PORT"), "15001");
+        assert_eq!(s("WEFT_INBOUND_PORT"), "15006");
+        assert_eq!(s("WEFT_APP_PORT"), "9080");
+        assert!(
+            matches!(&md["LABELS"].kind, Some(Kind::StructValue(l)) if l.fields.contains_key("app"))
+        );
+    }
+
+    #[test]
+    fn no_app_port_means_no_metadata_key() {
+        let args = Args::try_parse_from(["weft-proxy"]).unwrap();
+        assert!(
+            !args
+                .node()
+                .metadata
+                .unwrap()
+                .fields
+                .contains_key("WEFT_APP_PORT")
+        );
+    }
+}

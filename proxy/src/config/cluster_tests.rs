@@ -1,0 +1,166 @@
+use super::*;
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
+
+fn ads() -> core::ConfigSource {
+    core::ConfigSource {
+        config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
+            Default::default(),
+        )),
+        ..Default::default()
+    }
+}
+
+fn eds_cluster(name: &str) -> cds::Cluster {
+    cds::Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cds::cluster::ClusterDiscoveryType::Type(
+            cds::cluster::DiscoveryType::Eds as i32,
+        )),
+        eds_cluster_config: Some(cds::cluster::EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: name.into(),
+        }),
+        connect_timeout: Some(PbDuration {
+            seconds: 10,
+            nanos: 0,
+        }),
+        lb_policy: cds::cluster::LbPolicy::LeastRequest as i32,
+        ..Default::default()
+    }
+}
+
+fn lb_endpoint(port: u32, status: core::HealthStatus) -> eds::LbEndpoint {
+    eds::LbEndpoint {
+        health_status: status as i32,
+        load_balancing_weight: Some(UInt32Value { value: 2 }),
+        host_identifier: Some(eds::lb_endpoint::HostIdentifier::Endpoint(eds::Endpoint {
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: "10.0.0.1".into(),
+                    port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn reject(c: cds::Cluster) -> String {
+    ClusterConfig::try_from(c).unwrap_err().to_string()
+}
+
+#[test]
+fn converts_eds_cluster_with_h2_options() {
+    let mut c = eds_cluster("outbound|9080||reviews");
+    let opts = upstream_http::HttpProtocolOptions {
+        upstream_protocol_options: Some(upstream_http::http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+            upstream_http::http_protocol_options::ExplicitHttpConfig {
+                protocol_config: Some(upstream_http::http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                    Default::default(),
+                )),
+            },
+        )),
+        ..Default::default()
+    };
+    c.typed_extension_protocol_options.insert(
+        HTTP_PROTOCOL_OPTIONS.into(),
+        Any {
+            type_url: HTTP_PROTOCOL_OPTIONS_TYPE.into(),
+            value: opts.encode_to_vec(),
+        },
+    );
+    let c = ClusterConfig::try_from(c).unwrap();
+    assert_eq!(
+        c.discovery,
+        DiscoveryKind::Eds("outbound|9080||reviews".into())
+    );
+    assert_eq!(c.lb_policy, LbPolicy::LeastRequest);
+    assert_eq!(c.protocol, UpstreamProtocol::Http2);
+    assert_eq!(c.connect_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn static_cluster_uses_load_assignment() {
+    let mut c = eds_cluster("inbound|9080||");
+    c.cluster_discovery_type = Some(cds::cluster::ClusterDiscoveryType::Type(
+        cds::cluster::DiscoveryType::Static as i32,
+    ));
+    c.eds_cluster_config = None;
+    c.load_assignment = Some(eds::ClusterLoadAssignment {
+        cluster_name: "inbound|9080||".into(),
+        endpoints: vec![eds::LocalityLbEndpoints {
+            lb_endpoints: vec![lb_endpoint(9080, core::HealthStatus::Unknown)],
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let c = ClusterConfig::try_from(c).unwrap();
+    let DiscoveryKind::Static(a) = c.discovery else {
+        panic!()
+    };
+    assert_eq!(a.endpoints, vec![("10.0.0.1:9080".parse().unwrap(), 2)]);
+}
+
+#[test]
+fn rejects_unsupported_cluster_settings() {
+    let mut c = eds_cluster("c");
+    c.lb_policy = cds::cluster::LbPolicy::RingHash as i32;
+    assert_eq!(
+        reject(c),
+        r#"cluster "c": lb_policy "RING_HASH" is not supported by weft-proxy"#
+    );
+    let mut c = eds_cluster("c");
+    c.transport_socket = Some(Default::default());
+    assert!(reject(c).contains("transport_socket is not supported"));
+    let mut c = eds_cluster("c");
+    c.circuit_breakers = Some(Default::default());
+    assert!(reject(c).contains("circuit_breakers"));
+    let mut c = eds_cluster("c");
+    c.cluster_discovery_type = Some(cds::cluster::ClusterDiscoveryType::Type(
+        cds::cluster::DiscoveryType::StrictDns as i32,
+    ));
+    assert!(reject(c).contains("STRICT_DNS"));
+    let mut c = eds_cluster("c");
+    c.eds_cluster_config = Some(cds::cluster::EdsClusterConfig {
+        eds_config: None,
+        service_name: String::new(),
+    });
+    assert!(reject(c).contains("only ads"));
+    let mut c = eds_cluster("c");
+    c.typed_extension_protocol_options.insert(
+        "envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions".into(),
+        Any::default(),
+    );
+    assert!(reject(c).contains("TcpProtocolOptions"));
+    let mut c = eds_cluster("c");
+    c.close_connections_on_host_health_failure = true;
+    assert!(reject(c).contains("cluster field #"));
+}
+
+#[test]
+fn assignment_drops_unhealthy_and_rejects_priorities() {
+    let cla = eds::ClusterLoadAssignment {
+        cluster_name: "c".into(),
+        endpoints: vec![eds::LocalityLbEndpoints {
+            lb_endpoints: vec![
+                lb_endpoint(1, core::HealthStatus::Healthy),
+                lb_endpoint(2, core::HealthStatus::Unhealthy),
+                lb_endpoint(3, core::HealthStatus::Draining),
+            ],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let a = Assignment::try_from(cla.clone()).unwrap();
+    assert_eq!(a.endpoints.len(), 1);
+    let mut p = cla;
+    p.endpoints[0].priority = 1;
+    let e = Assignment::try_from(p).unwrap_err().to_string();
+    assert!(
+        e.contains(r#"cluster load assignment "c": endpoints[0].priority 1"#),
+        "{e}"
+    );
+}

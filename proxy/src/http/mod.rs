@@ -1,0 +1,215 @@
+//! The HTTP data path: hyper-util auto server (HTTP/1.1 + h2c) and the per-request pipeline.
+//!
+//! ```text
+//!  TcpStream ─► auto::Builder (h1 | h2c | both, per HCM codec) ─► handle(req)
+//!    handle: snapshot Arc<ProxyConfig> ─► listener ─► route config ─► vhost ─► route
+//!            ─► Direct │ Redirect │ Forward (forward.rs: cluster ─► balancer ─► pool)
+//!            errors ─► error.rs (status + response flag)
+//! ```
+
+mod body;
+mod forward;
+pub mod router;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::sync::watch;
+
+pub use body::{ProxyBody, UpstreamBody};
+
+use crate::config::{Action, Codec, ProxyConfig, Route, RouteConfig, VirtualHost};
+use crate::error::ProxyError;
+use router::RequestView;
+
+/// Per-connection context shared by the requests of that connection.
+#[derive(Debug)]
+struct Conn {
+    listener: SocketAddr,
+    rx: watch::Receiver<Arc<ProxyConfig>>,
+}
+
+/// Serves one accepted downstream connection until it closes.
+pub async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    listener: SocketAddr,
+    rx: watch::Receiver<Arc<ProxyConfig>>,
+) {
+    let codec = rx
+        .borrow()
+        .listeners
+        .get(&listener)
+        .map_or(Codec::Auto, |l| l.codec);
+    let conn = Arc::new(Conn { listener, rx });
+    let service = hyper::service::service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(handle(&conn, req).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder = match codec {
+        Codec::Auto => builder,
+        Codec::Http1 => builder.http1_only(),
+        Codec::Http2 => builder.http2_only(),
+    };
+    if let Err(e) = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(%peer, %listener, error = %e, "downstream connection ended with error");
+    }
+}
+
+async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
+    // One snapshot for the whole request: in-flight requests finish on the config they began with.
+    let config = conn.rx.borrow().clone();
+    match route_and_forward(&config, conn.listener, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(listener = %conn.listener, error = %e, "local reply");
+            e.into_response().map(Either::Right)
+        }
+    }
+}
+
+async fn route_and_forward(
+    config: &ProxyConfig,
+    listener_addr: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let listener = config
+        .listeners
+        .get(&listener_addr)
+        .ok_or(ProxyError::NoListener)?;
+    let rc = config
+        .route_config(listener)
+        .ok_or_else(|| match &listener.routes {
+            crate::config::RouteSource::Rds(n) => ProxyError::NoRouteConfig(n.clone()),
+            crate::config::RouteSource::Inline(_) => ProxyError::NoRoute,
+        })?;
+    let (vh, route) = {
+        let view = request_view(&req);
+        let vh = rc.select_vhost(view.authority).ok_or(ProxyError::NoRoute)?;
+        (vh, vh.select_route(&view).ok_or(ProxyError::NoRoute)?)
+    };
+    let levels = Levels { rc, vh, route };
+    let mut resp = match &route.action {
+        Action::Direct(d) => {
+            let mut resp =
+                Response::new(Either::Right(Full::new(d.body.clone().unwrap_or_default())));
+            *resp.status_mut() = d.status;
+            if d.body.is_some() {
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain"),
+                );
+            }
+            resp
+        }
+        Action::Redirect(r) => forward::redirect(r, &route.matcher, &req)?,
+        Action::Forward(f) => return forward::forward(config, listener, &levels, f, req).await,
+    };
+    levels.apply_response(None, resp.headers_mut());
+    Ok(resp)
+}
+
+/// The header-mutation levels that apply to a request, most specific first.
+pub(crate) struct Levels<'a> {
+    pub rc: &'a RouteConfig,
+    pub vh: &'a VirtualHost,
+    pub route: &'a Route,
+}
+
+impl Levels<'_> {
+    fn ordered<'b>(
+        &'b self,
+        cluster: Option<&'b crate::config::HeaderOps>,
+        request: bool,
+    ) -> [Option<&'b crate::config::HeaderOps>; 4] {
+        let pick = |r: &'b crate::config::RouteConfig| {
+            if request {
+                &r.request_headers
+            } else {
+                &r.response_headers
+            }
+        };
+        let (vh, route) = if request {
+            (&self.vh.request_headers, &self.route.request_headers)
+        } else {
+            (&self.vh.response_headers, &self.route.response_headers)
+        };
+        // Envoy applies the most specific level first, so outer levels win on overwrite,
+        // unless most_specific_header_mutations_wins.
+        let mut order = [cluster, Some(route), Some(vh), Some(pick(self.rc))];
+        if self.rc.most_specific_wins {
+            order.reverse();
+        }
+        order
+    }
+
+    pub fn apply_request(
+        &self,
+        cluster: Option<&crate::config::HeaderOps>,
+        headers: &mut http::HeaderMap,
+    ) {
+        for ops in self.ordered(cluster, true).into_iter().flatten() {
+            forward::apply_header_ops(ops, headers);
+        }
+    }
+
+    pub fn apply_response(
+        &self,
+        cluster: Option<&crate::config::HeaderOps>,
+        headers: &mut http::HeaderMap,
+    ) {
+        for ops in self.ordered(cluster, false).into_iter().flatten() {
+            forward::apply_header_ops(ops, headers);
+        }
+    }
+}
+
+/// The authority a request is for: absolute-form URI (HTTP/1) first, then `Host`, then `:authority`.
+pub(crate) fn request_authority<B>(req: &Request<B>) -> &str {
+    let host = || {
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    };
+    let uri = || req.uri().authority().map(|a| a.as_str());
+    if req.version() == Version::HTTP_2 {
+        host().or_else(uri)
+    } else {
+        uri().or_else(host)
+    }
+    .unwrap_or("")
+}
+
+fn request_view<B>(req: &Request<B>) -> RequestView<'_> {
+    RequestView {
+        method: req.method(),
+        authority: request_authority(req),
+        scheme: req.uri().scheme_str().unwrap_or("http"),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+        headers: req.headers(),
+    }
+}
+
+/// Builds a local response with a static body (used by tests and the admin server).
+pub fn text_response(status: http::StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    resp
+}

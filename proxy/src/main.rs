@@ -1,0 +1,27 @@
+//! `weft-proxy` binary: parse flags, set up logging, run the proxy.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = weft_proxy::Args::parse();
+    let filter = EnvFilter::try_new(&args.log)
+        .with_context(|| format!("invalid --log filter {:?}", args.log))?;
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing::info!(
+        node_id = %args.node_id(),
+        xds = %args.xds_address,
+        namespace = %args.namespace,
+        workload = %args.workload_name,
+        instance_ip = %args.instance_ip,
+        outbound_port = args.outbound_port,
+        inbound_port = args.inbound_port,
+        app_port = ?args.app_port,
+        admin_port = args.admin_port,
+        health_port = args.health_port,
+        "starting weft-proxy"
+    );
+    weft_proxy::run(args).await.context("weft-proxy failed")
+}

@@ -1,0 +1,345 @@
+//! Shared helpers for the in-process integration tests: Envoy resource builders, upstream servers, clients.
+#![allow(dead_code, clippy::unwrap_used)] // test helpers: panicking is the point.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::config::cluster::v3 as cds;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::endpoint::v3 as eds;
+use envoy_types::pb::envoy::config::listener::v3 as lds;
+use envoy_types::pb::envoy::config::route::v3 as rt;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3 as uh;
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prost::{Message, Name};
+use weft_proxy::ConfigStore;
+use weft_proxy::upstream::Pools;
+use weft_xds::type_url;
+
+pub fn any<M: Message + Name>(m: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn ads() -> core::ConfigSource {
+    core::ConfigSource {
+        config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
+            Default::default(),
+        )),
+        ..Default::default()
+    }
+}
+
+pub fn socket(addr: SocketAddr) -> core::Address {
+    core::Address {
+        address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+            address: addr.ip().to_string(),
+            port_specifier: Some(core::socket_address::PortSpecifier::PortValue(u32::from(
+                addr.port(),
+            ))),
+            ..Default::default()
+        })),
+    }
+}
+
+pub fn listener(name: &str, addr: SocketAddr, rds: &str) -> Any {
+    let m = hcm::HttpConnectionManager {
+        stat_prefix: name.into(),
+        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
+            hcm::Rds {
+                route_config_name: rds.into(),
+                config_source: Some(ads()),
+            },
+        )),
+        http_filters: vec![hcm::HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(Any {
+                type_url: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                    .into(),
+                value: vec![],
+            })),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    any(&lds::Listener {
+        name: name.into(),
+        address: Some(socket(addr)),
+        filter_chains: vec![lds::FilterChain {
+            filters: vec![lds::Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(lds::filter::ConfigType::TypedConfig(any(&m))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+pub fn prefix(p: &str) -> rt::RouteMatch {
+    rt::RouteMatch {
+        path_specifier: Some(rt::route_match::PathSpecifier::Prefix(p.into())),
+        ..Default::default()
+    }
+}
+
+pub fn to_cluster(m: rt::RouteMatch, cluster: &str, timeout: Option<Duration>) -> rt::Route {
+    rt::Route {
+        r#match: Some(m),
+        action: Some(rt::route::Action::Route(rt::RouteAction {
+            cluster_specifier: Some(rt::route_action::ClusterSpecifier::Cluster(cluster.into())),
+            timeout: timeout.map(|t| PbDuration {
+                seconds: t.as_secs() as i64,
+                nanos: t.subsec_nanos() as i32,
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+pub fn weighted(m: rt::RouteMatch, clusters: &[(&str, u32)]) -> rt::Route {
+    rt::Route {
+        r#match: Some(m),
+        action: Some(rt::route::Action::Route(rt::RouteAction {
+            cluster_specifier: Some(rt::route_action::ClusterSpecifier::WeightedClusters(
+                rt::WeightedCluster {
+                    clusters: clusters
+                        .iter()
+                        .map(|(n, w)| rt::weighted_cluster::ClusterWeight {
+                            name: n.to_string(),
+                            weight: Some(UInt32Value { value: *w }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+pub fn vhost(name: &str, domains: &[&str], routes: Vec<rt::Route>) -> rt::VirtualHost {
+    rt::VirtualHost {
+        name: name.into(),
+        domains: domains.iter().map(|d| d.to_string()).collect(),
+        routes,
+        ..Default::default()
+    }
+}
+
+pub fn route_config(name: &str, vhosts: Vec<rt::VirtualHost>) -> Any {
+    any(&rt::RouteConfiguration {
+        name: name.into(),
+        virtual_hosts: vhosts,
+        ..Default::default()
+    })
+}
+
+/// An EDS cluster; `h2` selects h2c upstream, else the downstream protocol.
+pub fn cluster(name: &str, h2: bool) -> Any {
+    use uh::http_protocol_options as o;
+    let upstream = if h2 {
+        o::UpstreamProtocolOptions::ExplicitHttpConfig(o::ExplicitHttpConfig {
+            protocol_config: Some(
+                o::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(Default::default()),
+            ),
+        })
+    } else {
+        o::UpstreamProtocolOptions::UseDownstreamProtocolConfig(Default::default())
+    };
+    let opts = uh::HttpProtocolOptions {
+        upstream_protocol_options: Some(upstream),
+        ..Default::default()
+    };
+    any(&cds::Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cds::cluster::ClusterDiscoveryType::Type(
+            cds::cluster::DiscoveryType::Eds as i32,
+        )),
+        eds_cluster_config: Some(cds::cluster::EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: name.into(),
+        }),
+        connect_timeout: Some(PbDuration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        typed_extension_protocol_options: [(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+            any(&opts),
+        )]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    })
+}
+
+pub fn endpoints(name: &str, addrs: &[SocketAddr]) -> Any {
+    any(&eds::ClusterLoadAssignment {
+        cluster_name: name.into(),
+        endpoints: vec![eds::LocalityLbEndpoints {
+            lb_endpoints: addrs
+                .iter()
+                .map(|a| eds::LbEndpoint {
+                    host_identifier: Some(eds::lb_endpoint::HostIdentifier::Endpoint(
+                        eds::Endpoint {
+                            address: Some(socket(*a)),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+/// A store with one listener "outbound" on 127.0.0.1:<ephemeral> using RDS "outbound".
+pub struct Proxy {
+    pub store: ConfigStore,
+    pub addr: SocketAddr,
+    version: u32,
+}
+
+impl Proxy {
+    pub fn start() -> Self {
+        let mut store = ConfigStore::new(Arc::new(Pools::default()));
+        store
+            .apply_response(
+                type_url::LISTENER,
+                "l1",
+                vec![listener(
+                    "outbound",
+                    "127.0.0.1:0".parse().unwrap(),
+                    "outbound",
+                )],
+            )
+            .unwrap();
+        let addr = store.local_addr("outbound").unwrap();
+        Self {
+            store,
+            addr,
+            version: 0,
+        }
+    }
+
+    pub fn push(&mut self, type_url: &str, resources: Vec<Any>) -> Result<(), String> {
+        self.version += 1;
+        self.store
+            .apply_response(type_url, &format!("v{}", self.version), resources)
+    }
+
+    /// Clusters (each with its endpoints) and the "outbound" route table.
+    pub fn configure(
+        &mut self,
+        clusters: &[(&str, bool, Vec<SocketAddr>)],
+        vhosts: Vec<rt::VirtualHost>,
+    ) {
+        self.push(
+            type_url::CLUSTER,
+            clusters.iter().map(|(n, h2, _)| cluster(n, *h2)).collect(),
+        )
+        .unwrap();
+        self.push(
+            type_url::ENDPOINT,
+            clusters.iter().map(|(n, _, a)| endpoints(n, a)).collect(),
+        )
+        .unwrap();
+        self.push(type_url::ROUTE, vec![route_config("outbound", vhosts)])
+            .unwrap();
+    }
+}
+
+/// Starts an upstream answering `<name> <version> <host> <path>`; `/slow/<ms>` waits first.
+pub async fn upstream(name: &'static str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                    if let Some(ms) = req.uri().path().strip_prefix("/slow/") {
+                        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+                    }
+                    let host = req
+                        .headers()
+                        .get("host")
+                        .map(|h| h.to_str().unwrap_or("").to_string());
+                    let host = host
+                        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+                        .unwrap_or_default();
+                    let rid = req.headers().contains_key("x-request-id");
+                    let body = format!(
+                        "{name} {:?} {host} {} rid={rid} conn={}",
+                        req.version(),
+                        req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                        req.headers().contains_key("connection"),
+                    );
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+pub type TestClient = Client<HttpConnector, Empty<Bytes>>;
+
+pub fn h1_client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+pub fn h2_client() -> TestClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new())
+}
+
+/// Sends GET `path` with `Host: host` to the proxy; returns status, flags header and body.
+pub async fn get(
+    client: &TestClient,
+    proxy: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
+    let mut req = Request::get(format!("http://{proxy}{path}")).header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let flags = resp
+        .headers()
+        .get("x-weft-response-flags")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, flags, String::from_utf8_lossy(&body).into_owned())
+}
