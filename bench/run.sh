@@ -122,6 +122,14 @@ fmt() { awk -v a="$1" 'BEGIN { printf "%.3f", a }'; }
   echo "| --- | ---: | ---: |"
   echo "| client sidecar | $(rss $client_pid) | $(hwm $client_pid) |"
   echo "| server sidecar | $(rss $server_pid) | $(hwm $server_pid) |"
+  echo
+  echo "## Reading these numbers"
+  echo
+  echo "- Everything shares the machine's $(nproc) cores: oha, the app and, in the mesh case, two proxies."
+  echo "  The max-throughput ratio therefore measures CPU per request across three processes against"
+  echo "  one, not a limit of the proxy; the fixed-rate latencies are the figures to watch."
+  echo "- The baseline is weftctl's demo-app (hyper); the proxies forward to it over pooled keep-alive"
+  echo "  connections (client sidecar → server sidecar over HTTP/1.1, plaintext: mTLS comes later)."
 } > "$work/RESULTS.md"
 
 cp "$work/RESULTS.md" "$root/bench/RESULTS.md"

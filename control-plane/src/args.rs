@@ -79,8 +79,8 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let args = Args::try_parse_from(["weft-controller", "--config-dir", "/tmp/x"])
-            .expect("parses");
+        let args =
+            Args::try_parse_from(["weft-controller", "--config-dir", "/tmp/x"]).expect("parses");
         assert_eq!(args.xds_address.port(), 15010);
         assert_eq!(args.debug_address.to_string(), "127.0.0.1:15014");
         assert_eq!(args.domain, "cluster.local");

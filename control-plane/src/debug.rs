@@ -70,12 +70,17 @@ pub fn handle<B>(state: &DebugState, request: &Request<B>) -> Response<Full<Byte
     match request.uri().path() {
         "/ready" => text(StatusCode::OK, "ready\n"),
         "/debug/syncz" => json_response(&(state.syncz)()),
-        "/debug/configz" => json_response(&configz(&state.config.borrow(), &state.generator.borrow())),
+        "/debug/configz" => {
+            json_response(&configz(&state.config.borrow(), &state.generator.borrow()))
+        }
         "/" | "/debug" => text(
             StatusCode::OK,
             "weft-controller debug endpoints: /ready /debug/syncz /debug/configz\n",
         ),
-        path => text(StatusCode::NOT_FOUND, &format!("no debug endpoint {path}\n")),
+        path => text(
+            StatusCode::NOT_FOUND,
+            &format!("no debug endpoint {path}\n"),
+        ),
     }
 }
 
@@ -166,7 +171,12 @@ mod tests {
         let request = Request::get(path).body(()).expect("request");
         let response = handle(state, &request);
         let status = response.status();
-        let body = response.into_body().collect().await.expect("body").to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -182,11 +192,10 @@ mod tests {
         let value: Value = serde_json::from_str(&body).expect("json");
         assert!(value["objects"]["VirtualService default/reviews"]["file"].is_string());
         assert!(value["services"].as_array().is_some_and(|s| !s.is_empty()));
-        assert!(
-            value["warnings"]
-                .as_array()
-                .is_some_and(|w| w.iter().any(|w| w["path"].as_str().is_some_and(|p| p.ends_with("retries"))))
-        );
+        assert!(value["warnings"].as_array().is_some_and(|w| {
+            w.iter()
+                .any(|w| w["path"].as_str().is_some_and(|p| p.ends_with("retries")))
+        }));
         assert_eq!(get(&state, "/nope").await.0, StatusCode::NOT_FOUND);
     }
 }

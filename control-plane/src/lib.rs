@@ -14,7 +14,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
 use tracing::{error, info, warn};
 
 pub use args::Args;
@@ -42,15 +44,47 @@ pub enum Error {
     },
     #[error("xDS server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("controller task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// Runs the controller until Ctrl-C / SIGTERM.
 pub async fn run(args: Args) -> Result<(), Error> {
-    run_until(args, shutdown_signal()).await
+    start(args).await?.run_until(shutdown_signal()).await
 }
 
-/// Runs the controller until `shutdown` completes.
-pub async fn run_until(args: Args, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+/// A started controller: its bound addresses and the task serving them.
+#[derive(Debug)]
+pub struct Controller {
+    /// The address ADS is served on (useful with port 0).
+    pub xds_address: SocketAddr,
+    /// The address of the debug HTTP server.
+    pub debug_address: SocketAddr,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<Result<(), Error>>,
+}
+
+impl Controller {
+    /// Serves until `shutdown` completes (or the server fails), then stops gracefully.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let mut server = self.server;
+        tokio::select! {
+            result = &mut server => return result.map_err(Error::Task)?,
+            () = shutdown => {}
+        }
+        let _ = self.stop.send(());
+        server.await.map_err(Error::Task)?
+    }
+
+    /// Stops the controller and waits for it.
+    pub async fn stop(self) -> Result<(), Error> {
+        self.run_until(std::future::ready(())).await
+    }
+}
+
+/// Loads the config directory, builds the first model, binds both servers and starts
+/// serving in the background.
+pub async fn start(args: Args) -> Result<Controller, Error> {
     info!(
         config_dir = %args.config_dir.display(),
         xds_address = %args.xds_address,
@@ -63,14 +97,28 @@ pub async fn run_until(args: Args, shutdown: impl Future<Output = ()> + Send) ->
     let source = LocalSource::start(args.config_dir.clone(), args.debounce)?;
     let config = source.config.clone();
 
-    let initial = build(&config.borrow(), &args.domain);
-    log_warnings(&ConfigSet::default(), &config.borrow(), &[], &initial.warnings);
-    let (generator_tx, generator_rx) = watch::channel(Arc::new(XdsGenerator::new(Arc::new(initial))));
-    let owner = tokio::spawn(own_model(config.clone(), args.domain.clone(), generator_tx));
+    let initial_config = config.borrow().clone();
+    let initial = build(&initial_config, &args.domain);
+    log_warnings(
+        &ConfigSet::default(),
+        &initial_config,
+        &[],
+        &initial.warnings,
+    );
+    info!(
+        services = initial.services.len(),
+        virtual_services = initial.virtual_services.len(),
+        destination_rules = initial.destination_rules.len(),
+        "model built"
+    );
+    let (generator_tx, generator_rx) =
+        watch::channel(Arc::new(XdsGenerator::new(Arc::new(initial))));
 
-    let ads = weft_xds::AdsServer::new(generator_rx.clone());
-    let status = ads.clone();
-    let incoming = tonic::transport::server::TcpIncoming::bind(args.xds_address).map_err(|source| Error::BindXds {
+    let incoming = TcpIncoming::bind(args.xds_address).map_err(|source| Error::BindXds {
+        address: args.xds_address,
+        source,
+    })?;
+    let xds_address = incoming.local_addr().map_err(|source| Error::BindXds {
         address: args.xds_address,
         source,
     })?;
@@ -80,24 +128,50 @@ pub async fn run_until(args: Args, shutdown: impl Future<Output = ()> + Send) ->
             address: args.debug_address,
             source,
         })?;
+    let debug_address = debug_listener
+        .local_addr()
+        .map_err(|source| Error::BindDebug {
+            address: args.debug_address,
+            source,
+        })?;
+
+    let owner = tokio::spawn(own_model(
+        config.clone(),
+        args.domain.clone(),
+        generator_tx,
+        initial_config,
+    ));
+    let ads = weft_xds::AdsServer::new(generator_rx.clone());
+    let status = ads.clone();
     let debug_state = Arc::new(debug::DebugState {
         syncz: Box::new(move || serde_json::to_value(status.status()).unwrap_or_default()),
         config,
         generator: generator_rx,
     });
     let debug_task = tokio::spawn(debug::serve(debug_listener, debug_state));
-    info!(address = %args.xds_address, "serving ADS");
-    info!(address = %args.debug_address, "serving debug HTTP");
+    info!(address = %xds_address, "serving ADS");
+    info!(address = %debug_address, "serving debug HTTP");
 
-    let result = tonic::transport::Server::builder()
-        .add_service(ads.into_service())
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
-    debug_task.abort();
-    owner.abort();
-    source.task.abort();
-    info!("weft-controller stopped");
-    result.map_err(Error::from)
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(ads.into_service())
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            })
+            .await;
+        debug_task.abort();
+        owner.abort();
+        source.task.abort();
+        info!("weft-controller stopped");
+        result.map_err(Error::from)
+    });
+    Ok(Controller {
+        xds_address,
+        debug_address,
+        stop,
+        server,
+    })
 }
 
 fn build(config: &ConfigSet, domain: &str) -> Model {
@@ -110,26 +184,35 @@ async fn own_model(
     mut config: watch::Receiver<Arc<ConfigSet>>,
     domain: String,
     generators: watch::Sender<Arc<XdsGenerator>>,
+    mut previous_config: Arc<ConfigSet>,
 ) {
-    let mut previous_config = config.borrow_and_update().clone();
     loop {
+        // Compare with the set the current model was built from, so that a change
+        // published before this task first ran is not missed.
+        let current = config.borrow_and_update().clone();
+        if !Arc::ptr_eq(&current, &previous_config) {
+            let model = build(&current, &domain);
+            let previous_model = generators.borrow().model.clone();
+            log_warnings(
+                &previous_config,
+                &current,
+                &previous_model.warnings,
+                &model.warnings,
+            );
+            if *previous_model != model {
+                info!(
+                    services = model.services.len(),
+                    virtual_services = model.virtual_services.len(),
+                    destination_rules = model.destination_rules.len(),
+                    "model rebuilt"
+                );
+                generators.send_replace(Arc::new(XdsGenerator::new(Arc::new(model))));
+            }
+            previous_config = current;
+        }
         if config.changed().await.is_err() {
             return;
         }
-        let current = config.borrow_and_update().clone();
-        let model = build(&current, &domain);
-        let previous_model = generators.borrow().model.clone();
-        log_warnings(&previous_config, &current, &previous_model.warnings, &model.warnings);
-        if *previous_model != model {
-            info!(
-                services = model.services.len(),
-                virtual_services = model.virtual_services.len(),
-                destination_rules = model.destination_rules.len(),
-                "model rebuilt"
-            );
-            generators.send_replace(Arc::new(XdsGenerator::new(Arc::new(model))));
-        }
-        previous_config = current;
     }
 }
 
@@ -137,7 +220,7 @@ async fn own_model(
 fn log_warnings(previous: &ConfigSet, current: &ConfigSet, old: &[Warning], new: &[Warning]) {
     let old: BTreeSet<&Warning> = old.iter().collect();
     for warning in new {
-        let changed = previous.objects.get(&warning.object) != current.objects.get(&warning.object);
+        let changed = object_of(previous, &warning.object) != object_of(current, &warning.object);
         if changed || !old.contains(warning) {
             let source = current
                 .objects
@@ -149,17 +232,25 @@ fn log_warnings(previous: &ConfigSet, current: &ConfigSet, old: &[Warning], new:
     }
 }
 
+fn object_of<'a>(
+    set: &'a ConfigSet,
+    key: &source::ObjectKey,
+) -> Option<&'a weft_api::ConfigObject> {
+    set.objects.get(key).map(|sourced| &sourced.object)
+}
+
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(err) => {
-                error!(error = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(err) => {
+                    error!(error = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

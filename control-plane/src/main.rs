@@ -11,5 +11,7 @@ async fn main() -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&args.log)
         .with_context(|| format!("invalid --log filter {:?}", args.log))?;
     tracing_subscriber::fmt().with_env_filter(filter).init();
-    weft_controller::run(args).await.context("weft-controller failed")
+    weft_controller::run(args)
+        .await
+        .context("weft-controller failed")
 }

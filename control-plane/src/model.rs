@@ -65,12 +65,16 @@ pub struct ServicePort {
 impl ServicePort {
     /// Whether the port gets virtual hosts in the `outbound` route configuration.
     pub fn serves_http(&self) -> bool {
-        self.protocol.as_ref().is_none_or(|protocol| protocol.is_http())
+        self.protocol
+            .as_ref()
+            .is_none_or(|protocol| protocol.is_http())
     }
 
     /// Whether upstream connections use HTTP/2 (h2c).
     pub fn is_http2(&self) -> bool {
-        self.protocol.as_ref().is_some_and(|protocol| protocol.is_http2())
+        self.protocol
+            .as_ref()
+            .is_some_and(|protocol| protocol.is_http2())
     }
 }
 
@@ -242,10 +246,16 @@ impl Model {
         ports.sort_by_key(|port| port.number);
         ports.dedup_by_key(|port| port.number);
 
-        let mut endpoints: Vec<Endpoint> = entry.endpoints.iter().map(Endpoint::from_workload).collect();
+        let mut endpoints: Vec<Endpoint> = entry
+            .endpoints
+            .iter()
+            .map(Endpoint::from_workload)
+            .collect();
         if let Some(selector) = &entry.workload_selector {
             for (entry_key, workload) in workload_entries {
-                if entry_key.namespace == key.namespace && labels_match(&selector.labels, &workload.labels) {
+                if entry_key.namespace == key.namespace
+                    && labels_match(&selector.labels, &workload.labels)
+                {
                     endpoints.push(Endpoint::from_workload(workload));
                 }
             }
@@ -293,36 +303,44 @@ impl Model {
     }
 
     /// Picks one VirtualService per service host, as Istio does for sidecars: an exact
-    /// host beats a wildcard, then the first in namespace/name order wins.
+    /// host beats the most specific (longest) wildcard, then the first in namespace/name
+    /// order wins (Istio: oldest first; files have no creation time).
     fn index_virtual_services(&mut self) {
         let mut conflicts = Vec::new();
         let mut used = vec![false; self.virtual_services.len()];
         for hostname in self.services.keys() {
-            let mut candidates: Vec<(bool, usize)> = Vec::new();
+            // (wildcard?, shortest pattern last, order)
+            let mut candidates: Vec<(bool, usize, usize)> = Vec::new();
             for (index, entry) in self.virtual_services.iter().enumerate() {
                 if entry.hosts.iter().any(|host| host == hostname) {
-                    candidates.push((false, index));
-                } else if entry.hosts.iter().any(|host| host_matches(host, hostname)) {
-                    candidates.push((true, index));
+                    candidates.push((false, 0, index));
+                } else if let Some(longest) = entry
+                    .hosts
+                    .iter()
+                    .filter(|host| host_matches(host, hostname))
+                    .map(String::len)
+                    .max()
+                {
+                    candidates.push((true, usize::MAX - longest, index));
                 }
             }
             candidates.sort();
-            let Some(&(winner_wildcard, winner)) = candidates.first() else {
+            let Some(&(winner_wildcard, _, winner)) = candidates.first() else {
                 continue;
             };
             used[winner] = true;
-            for &(wildcard, loser) in &candidates[1..] {
+            for &(wildcard, _, loser) in &candidates[1..] {
                 if !wildcard && !winner_wildcard {
                     conflicts.push((loser, hostname.clone(), winner));
                 }
             }
-            self.virtual_service_for_host.insert(hostname.clone(), winner);
+            self.virtual_service_for_host
+                .insert(hostname.clone(), winner);
         }
         for (loser, hostname, winner) in conflicts {
             let message = format!(
                 "host {hostname} is already routed by VirtualService {}/{}; this VirtualService is ignored for it",
-                self.virtual_services[winner].key.namespace,
-                self.virtual_services[winner].key.name
+                self.virtual_services[winner].key.namespace, self.virtual_services[winner].key.name
             );
             let key = self.virtual_services[loser].key.clone();
             self.warn(&key, "spec.hosts", message);
@@ -382,7 +400,8 @@ impl Model {
                     conflicts.push((loser, hostname.clone(), winner));
                 }
             }
-            self.destination_rule_for_host.insert(hostname.clone(), winner);
+            self.destination_rule_for_host
+                .insert(hostname.clone(), winner);
         }
         for (loser, hostname, winner) in conflicts {
             let message = format!(
@@ -408,7 +427,9 @@ impl Model {
                         found.push((
                             entry.key.clone(),
                             format!("{path}.host"),
-                            format!("no ServiceEntry defines host {host}; requests get 503 (no cluster)"),
+                            format!(
+                                "no ServiceEntry defines host {host}; requests get 503 (no cluster)"
+                            ),
                         ));
                         continue;
                     };
@@ -418,11 +439,16 @@ impl Model {
                         found.push((
                             entry.key.clone(),
                             format!("{path}.port.number"),
-                            format!("service {host} has no port {port}; requests get 503 (no cluster)"),
+                            format!(
+                                "service {host} has no port {port}; requests get 503 (no cluster)"
+                            ),
                         ));
                     }
                     if let Some(subset) = dest.subset.as_deref().filter(|subset| !subset.is_empty())
-                        && self.destination_rule(&host).and_then(|dr| dr.subset(subset)).is_none()
+                        && self
+                            .destination_rule(&host)
+                            .and_then(|dr| dr.subset(subset))
+                            .is_none()
                     {
                         found.push((
                             entry.key.clone(),
@@ -454,7 +480,10 @@ impl Model {
 }
 
 /// Whether every selector label is present with the same value.
-pub fn labels_match(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+pub fn labels_match(
+    selector: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     selector
         .iter()
         .all(|(key, value)| labels.get(key) == Some(value))
@@ -464,3 +493,7 @@ fn join(items: &[&String]) -> String {
     let set: BTreeSet<&str> = items.iter().map(|item| item.as_str()).collect();
     set.into_iter().collect::<Vec<_>>().join(", ")
 }
+
+#[cfg(test)]
+#[path = "model_tests.rs"]
+mod tests;

@@ -3,8 +3,8 @@
 
 use weft_api::ConfigObject;
 use weft_api::networking::{
-    ClientTlsSettings, ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, ServiceEntry,
-    SimpleLb, TlsMode, TrafficPolicy, VirtualService,
+    ClientTlsSettings, ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, Resolution,
+    ServiceEntry, SimpleLb, TlsMode, TrafficPolicy, VirtualService,
 };
 
 use crate::model::Warning;
@@ -19,8 +19,16 @@ pub fn fields(key: &ObjectKey, object: &ConfigObject) -> Vec<Warning> {
         ConfigObject::VirtualService(resource) => virtual_service(&resource.spec, &mut found),
         ConfigObject::DestinationRule(resource) => destination_rule(&resource.spec, &mut found),
         ConfigObject::ServiceEntry(resource) => service_entry(&resource.spec, &mut found),
-        #[allow(unreachable_patterns)]
-        _ => {}
+        ConfigObject::WorkloadEntry(_) => {}
+        ConfigObject::Gateway(_) => found.push((
+            String::new(),
+            "Gateway resources are not supported yet; ignored".to_string(),
+        )),
+        ConfigObject::Sidecar(_) => found.push((
+            String::new(),
+            "Sidecar resources are not supported yet; ignored (every proxy sees every service)"
+                .to_string(),
+        )),
     }
     found
         .into_iter()
@@ -45,10 +53,12 @@ fn virtual_service(vs: &VirtualService, found: &mut Found) {
         // Gateway routes are not served at all yet.
         found.push((
             "spec.gateways".to_string(),
-            "gateways are not supported yet; this VirtualService (no \"mesh\" gateway) is ignored".to_string(),
+            "gateways are not supported yet; this VirtualService (no \"mesh\" gateway) is ignored"
+                .to_string(),
         ));
         return;
     }
+    export_to(&vs.export_to, found);
     note(found, !vs.tcp.is_empty(), "spec.tcp".to_string());
     note(found, !vs.tls.is_empty(), "spec.tls".to_string());
     for (index, http) in vs.http.iter().enumerate() {
@@ -57,9 +67,21 @@ fn virtual_service(vs: &VirtualService, found: &mut Found) {
         note(found, http.fault.is_some(), format!("{path}.fault"));
         note(found, http.mirror.is_some(), format!("{path}.mirror"));
         note(found, !http.mirrors.is_empty(), format!("{path}.mirrors"));
-        note(found, http.mirror_percent.is_some(), format!("{path}.mirrorPercent"));
-        note(found, http.mirror_percentage.is_some(), format!("{path}.mirrorPercentage"));
-        note(found, http.cors_policy.is_some(), format!("{path}.corsPolicy"));
+        note(
+            found,
+            http.mirror_percent.is_some(),
+            format!("{path}.mirrorPercent"),
+        );
+        note(
+            found,
+            http.mirror_percentage.is_some(),
+            format!("{path}.mirrorPercentage"),
+        );
+        note(
+            found,
+            http.cors_policy.is_some(),
+            format!("{path}.corsPolicy"),
+        );
         note(found, http.delegate.is_some(), format!("{path}.delegate"));
         if let Some(rewrite) = &http.rewrite {
             note(
@@ -68,15 +90,24 @@ fn virtual_service(vs: &VirtualService, found: &mut Found) {
                 format!("{path}.rewrite.uriRegexRewrite"),
             );
         }
-        if let Some(redirect) = &http.redirect {
-            note(found, redirect.derive_port.is_some(), format!("{path}.redirect.derivePort"));
-        }
         if http.route.len() > 1 {
+            // Header operations per destination are translated; a per-destination
+            // authority is not (Envoy's weighted clusters carry no host rewrite we apply).
             for (dest, destination) in http.route.iter().enumerate() {
+                let sets_authority = destination
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.request.as_ref())
+                    .is_some_and(|ops| {
+                        ops.set.keys().chain(ops.add.keys()).any(|key| {
+                            key.eq_ignore_ascii_case(":authority")
+                                || key.eq_ignore_ascii_case("host")
+                        })
+                    });
                 note(
                     found,
-                    destination.headers.is_some(),
-                    format!("{path}.route[{dest}].headers"),
+                    sets_authority,
+                    format!("{path}.route[{dest}].headers.request (authority)"),
                 );
             }
         }
@@ -96,10 +127,18 @@ fn destination_rule(dr: &DestinationRule, found: &mut Found) {
     }
     for (index, subset) in dr.subsets.iter().enumerate() {
         if let Some(policy) = &subset.traffic_policy {
-            traffic_policy(policy, &format!("spec.subsets[{index}].trafficPolicy"), found);
+            traffic_policy(
+                policy,
+                &format!("spec.subsets[{index}].trafficPolicy"),
+                found,
+            );
         }
     }
-    note(found, dr.workload_selector.is_some(), "spec.workloadSelector".to_string());
+    note(
+        found,
+        dr.workload_selector.is_some(),
+        "spec.workloadSelector".to_string(),
+    );
 }
 
 fn traffic_policy(policy: &TrafficPolicy, path: &str, found: &mut Found) {
@@ -114,7 +153,11 @@ fn traffic_policy(policy: &TrafficPolicy, path: &str, found: &mut Found) {
         found,
     );
     note(found, policy.tunnel.is_some(), format!("{path}.tunnel"));
-    note(found, policy.proxy_protocol.is_some(), format!("{path}.proxyProtocol"));
+    note(
+        found,
+        policy.proxy_protocol.is_some(),
+        format!("{path}.proxyProtocol"),
+    );
     for (index, level) in policy.port_level_settings.iter().enumerate() {
         settings(
             Settings {
@@ -152,35 +195,197 @@ fn settings(settings: Settings<'_>, path: &str, found: &mut Found) {
                 "PASSTHROUGH is not supported yet; ignored (LEAST_REQUEST is used)".to_string(),
             ));
         }
-        note(found, lb.locality_lb_setting.is_some(), format!("{lb_path}.localityLbSetting"));
-        note(found, lb.warmup_duration_secs.is_some(), format!("{lb_path}.warmupDurationSecs"));
+        note(
+            found,
+            lb.locality_lb_setting.is_some(),
+            format!("{lb_path}.localityLbSetting"),
+        );
+        note(
+            found,
+            lb.warmup_duration_secs.is_some(),
+            format!("{lb_path}.warmupDurationSecs"),
+        );
         note(found, lb.warmup.is_some(), format!("{lb_path}.warmup"));
     }
     if let Some(pool) = settings.connection_pool {
         let pool_path = format!("{path}.connectionPool");
         note(found, pool.http.is_some(), format!("{pool_path}.http"));
         if let Some(tcp) = &pool.tcp {
-            note(found, tcp.max_connections.is_some(), format!("{pool_path}.tcp.maxConnections"));
-            note(found, tcp.tcp_keepalive.is_some(), format!("{pool_path}.tcp.tcpKeepalive"));
+            note(
+                found,
+                tcp.max_connections.is_some(),
+                format!("{pool_path}.tcp.maxConnections"),
+            );
+            note(
+                found,
+                tcp.tcp_keepalive.is_some(),
+                format!("{pool_path}.tcp.tcpKeepalive"),
+            );
             note(
                 found,
                 tcp.max_connection_duration.is_some(),
                 format!("{pool_path}.tcp.maxConnectionDuration"),
             );
-            note(found, tcp.idle_timeout.is_some(), format!("{pool_path}.tcp.idleTimeout"));
+            note(
+                found,
+                tcp.idle_timeout.is_some(),
+                format!("{pool_path}.tcp.idleTimeout"),
+            );
         }
     }
-    note(found, settings.outlier_detection, format!("{path}.outlierDetection"));
+    note(
+        found,
+        settings.outlier_detection,
+        format!("{path}.outlierDetection"),
+    );
     if let Some(tls) = settings.tls
         && tls.mode != TlsMode::Disable
     {
         found.push((
             format!("{path}.tls.mode"),
-            format!("{:?} is not supported yet; ignored (plaintext is used)", tls.mode),
+            format!(
+                "{} is not supported yet; ignored (plaintext is used)",
+                istio_name(&tls.mode)
+            ),
         ));
     }
 }
 
 fn service_entry(entry: &ServiceEntry, found: &mut Found) {
-    note(found, !entry.addresses.is_empty(), "spec.addresses".to_string());
+    note(
+        found,
+        !entry.addresses.is_empty(),
+        "spec.addresses".to_string(),
+    );
+    note(
+        found,
+        !entry.subject_alt_names.is_empty(),
+        "spec.subjectAltNames".to_string(),
+    );
+    export_to(&entry.export_to, found);
+    let dns = matches!(
+        entry.resolution(),
+        Resolution::Dns | Resolution::DnsRoundRobin
+    );
+    if dns && entry.endpoints.is_empty() && entry.workload_selector.is_none() {
+        found.push((
+            "spec.resolution".to_string(),
+            "DNS resolution of the hosts themselves is not supported yet: the service has no endpoints (requests get 503)".to_string(),
+        ));
+    }
+}
+
+/// An enum value as Istio spells it in YAML (`ISTIO_MUTUAL`).
+fn istio_name<T: serde::Serialize + std::fmt::Debug>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => format!("{value:?}"),
+    }
+}
+
+/// `exportTo` other than everywhere: every object is visible everywhere for now.
+fn export_to(export_to: &[String], found: &mut Found) {
+    if !export_to.is_empty() && !export_to.iter().any(|to| to == "*") {
+        found.push((
+            "spec.exportTo".to_string(),
+            "not supported yet; ignored (the object is visible to every namespace)".to_string(),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::xds::testing::{SERVICES, model_from_yaml};
+
+    fn paths(yaml: &str) -> Vec<String> {
+        let model = model_from_yaml(&format!("{SERVICES}\n---\n{yaml}"));
+        model
+            .warnings
+            .iter()
+            .filter(|w| w.message.contains("not supported"))
+            .map(|w| format!("{} {}", w.object, w.path))
+            .collect()
+    }
+
+    #[test]
+    fn virtual_service_fields() {
+        let found = paths(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings]
+  exportTo: ["."]
+  http:
+  - route: [{destination: {host: ratings}}]
+    retries: {attempts: 2}
+    fault: {abort: {httpStatus: 500, percentage: {value: 10}}}
+    mirror: {host: details.other.svc.cluster.local}
+    corsPolicy: {allowOrigins: [{exact: "https://a.example"}]}
+    rewrite: {uriRegexRewrite: {match: "^/a(.*)", rewrite: "/b\\1"}}
+  tcp:
+  - route: [{destination: {host: ratings}}]
+"#,
+        );
+        for expected in [
+            "VirtualService default/ratings spec.exportTo",
+            "VirtualService default/ratings spec.tcp",
+            "VirtualService default/ratings spec.http[0].retries",
+            "VirtualService default/ratings spec.http[0].fault",
+            "VirtualService default/ratings spec.http[0].mirror",
+            "VirtualService default/ratings spec.http[0].corsPolicy",
+            "VirtualService default/ratings spec.http[0].rewrite.uriRegexRewrite",
+        ] {
+            assert!(
+                found.iter().any(|f| f == expected),
+                "missing {expected} in {found:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn destination_rule_and_service_entry_fields() {
+        let found = paths(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpHeaderName: x-user}}
+    outlierDetection: {consecutive5xxErrors: 3}
+    tls: {mode: ISTIO_MUTUAL}
+    connectionPool: {http: {http2MaxRequests: 10}, tcp: {maxConnections: 5, connectTimeout: 1s}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external, namespace: default}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  resolution: DNS
+"#,
+        );
+        for expected in [
+            "DestinationRule default/ratings spec.trafficPolicy.loadBalancer.consistentHash",
+            "DestinationRule default/ratings spec.trafficPolicy.outlierDetection",
+            "DestinationRule default/ratings spec.trafficPolicy.tls.mode",
+            "DestinationRule default/ratings spec.trafficPolicy.connectionPool.http",
+            "DestinationRule default/ratings spec.trafficPolicy.connectionPool.tcp.maxConnections",
+            "DestinationRule default/ratings spec.subsets[0].trafficPolicy.loadBalancer.simple",
+            "ServiceEntry default/external spec.resolution",
+        ] {
+            assert!(
+                found.iter().any(|f| f == expected),
+                "missing {expected} in {found:#?}"
+            );
+        }
+        assert!(!found.iter().any(|f| f.contains("connectTimeout")));
+    }
 }

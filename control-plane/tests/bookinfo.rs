@@ -56,10 +56,18 @@ fn bookinfo_corpus_generates() {
     let dir = Path::new(CORPUS);
     assert!(dir.is_dir(), "the Istio corpus must exist at {CORPUS}");
     let files = yaml_files(dir).expect("lists the corpus");
-    assert!(files.len() >= 10, "expected the bookinfo samples in {CORPUS}, found {files:?}");
+    assert!(
+        files.len() >= 10,
+        "expected the bookinfo samples in {CORPUS}, found {files:?}"
+    );
 
     let mut set = ConfigSet::default();
-    load_text(&mut set, Path::new("services.yaml"), SERVICES, &ConfigSet::default());
+    load_text(
+        &mut set,
+        Path::new("services.yaml"),
+        SERVICES,
+        &ConfigSet::default(),
+    );
     for file in &files {
         let text = std::fs::read_to_string(file).expect("reads a sample");
         load_text(&mut set, file, &text, &ConfigSet::default());
@@ -76,12 +84,25 @@ fn bookinfo_corpus_generates() {
     assert!(set.objects.keys().any(|key| key.kind == "DestinationRule"));
 
     let model = Model::build(&set, "cluster.local");
-    assert!(model.virtual_service("reviews.default.svc.cluster.local").is_some());
-    assert!(model.destination_rule("reviews.default.svc.cluster.local").is_some());
+    assert!(
+        model
+            .virtual_service("reviews.default.svc.cluster.local")
+            .is_some()
+    );
+    assert!(
+        model
+            .destination_rule("reviews.default.svc.cluster.local")
+            .is_some()
+    );
 
     let mut proxy = Proxy::sidecar("default");
     proxy.app_port = Some(9080);
-    for type_url in [type_url::CLUSTER, type_url::ENDPOINT, type_url::LISTENER, type_url::ROUTE] {
+    for type_url in [
+        type_url::CLUSTER,
+        type_url::ENDPOINT,
+        type_url::LISTENER,
+        type_url::ROUTE,
+    ] {
         let resources = generate(&model, &proxy, type_url);
         assert!(!resources.is_empty(), "no resources of {type_url}");
         for resource in &resources {

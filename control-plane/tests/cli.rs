@@ -9,7 +9,14 @@ fn help_exits_zero() {
     let output = Command::new(BIN).arg("--help").output().expect("runs");
     assert!(output.status.success());
     let text = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--config-dir", "--xds-address", "--debug-address", "--domain", "--debounce", "--log"] {
+    for flag in [
+        "--config-dir",
+        "--xds-address",
+        "--debug-address",
+        "--domain",
+        "--debounce",
+        "--log",
+    ] {
         assert!(text.contains(flag), "{flag} missing from help:\n{text}");
     }
 }
@@ -17,7 +24,14 @@ fn help_exits_zero() {
 #[test]
 fn missing_config_dir_fails_naming_the_path() {
     let output = Command::new(BIN)
-        .args(["--config-dir", "/no/such/weft/config", "--xds-address", "127.0.0.1:0", "--debug-address", "127.0.0.1:0"])
+        .args([
+            "--config-dir",
+            "/no/such/weft/config",
+            "--xds-address",
+            "127.0.0.1:0",
+            "--debug-address",
+            "127.0.0.1:0",
+        ])
         .env_remove("WEFT_CONFIG_DIR")
         .output()
         .expect("runs");
@@ -33,7 +47,10 @@ fn missing_config_dir_fails_naming_the_path() {
 
 #[test]
 fn config_dir_is_required() {
-    let output = Command::new(BIN).env_remove("WEFT_CONFIG_DIR").output().expect("runs");
+    let output = Command::new(BIN)
+        .env_remove("WEFT_CONFIG_DIR")
+        .output()
+        .expect("runs");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--config-dir"));
 }

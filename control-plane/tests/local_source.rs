@@ -65,10 +65,17 @@ fn multi_document_files_and_unsupported_kinds() {
     let set = load_directory(dir.path(), &ConfigSet::default()).expect("loads");
     assert_eq!(
         keys(&set),
-        ["ServiceEntry default/reviews", "VirtualService default/reviews"]
+        [
+            "ServiceEntry default/reviews",
+            "VirtualService default/reviews"
+        ]
     );
     assert!(set.errors.is_empty(), "{:?}", set.errors);
-    let vs = set.objects.values().find(|o| o.index == 2).expect("document 2");
+    let vs = set
+        .objects
+        .values()
+        .find(|o| o.index == 2)
+        .expect("document 2");
     assert!(vs.file.ends_with("a.yaml"));
 }
 
@@ -89,7 +96,10 @@ fn invalid_document_is_reported_and_previous_version_kept() {
     assert!(line.contains("reviews.yaml"), "{line}");
     assert!(line.contains("document 1"), "{line}");
     assert!(line.contains("VirtualService default/reviews"), "{line}");
-    assert!(line.contains("spec.http[0].directResponse.status"), "{line}");
+    assert!(
+        line.contains("spec.http[0].directResponse.status"),
+        "{line}"
+    );
 
     let kept = next
         .objects
@@ -117,16 +127,23 @@ fn kept_key(set: &ConfigSet) -> weft_controller::source::ObjectKey {
 fn duplicates_name_both_places_and_first_wins() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(&dir.path().join("a.yaml"), TWO_SERVICES);
-    write(&dir.path().join("b.yml"), BAD_VIRTUAL_SERVICE.replace("999", "204").as_str());
+    write(
+        &dir.path().join("b.yml"),
+        BAD_VIRTUAL_SERVICE.replace("999", "204").as_str(),
+    );
     let set = load_directory(dir.path(), &ConfigSet::default()).expect("loads");
     let errors: Vec<&String> = set.errors.values().flatten().collect();
     assert!(
-        errors
-            .iter()
-            .any(|line| line.contains("b.yml") && line.contains("duplicate of") && line.contains("a.yaml")),
+        errors.iter().any(|line| line.contains("b.yml")
+            && line.contains("duplicate of")
+            && line.contains("a.yaml")),
         "{errors:?}"
     );
-    let vs = set.objects.values().find(|o| o.index == 2).expect("first kept");
+    let vs = set
+        .objects
+        .values()
+        .find(|o| o.index == 2)
+        .expect("first kept");
     assert!(vs.file.ends_with("a.yaml"));
 }
 
@@ -154,7 +171,8 @@ async fn edits_are_picked_up_within_a_second() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("a.yaml");
     write(&file, TWO_SERVICES);
-    let source = LocalSource::start(dir.path().to_path_buf(), Duration::from_millis(50)).expect("starts");
+    let source =
+        LocalSource::start(dir.path().to_path_buf(), Duration::from_millis(50)).expect("starts");
     let mut config = source.config.clone();
     assert_eq!(config.borrow_and_update().objects.len(), 2);
 

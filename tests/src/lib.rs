@@ -566,7 +566,8 @@ impl Mesh {
             .await
     }
 
-    /// Waits until `path` (with `headers`) is answered by `version`, within `limit`.
+    /// Waits until `path` (with `headers`) is answered by `version` ten times in a row,
+    /// within `limit`: a single answer could come from a split that merely includes it.
     pub async fn wait_for_version(
         &self,
         path: &str,
@@ -575,10 +576,25 @@ impl Mesh {
         limit: Duration,
     ) {
         eventually(limit, &format!("{path} to reach {version}"), || async {
-            match self.get(path, headers).await {
-                Ok(reply) if reply.version.as_deref() == Some(version) => Some(()),
-                _ => None,
+            for _ in 0..10 {
+                match self.get(path, headers).await {
+                    Ok(reply) if reply.version.as_deref() == Some(version) => {}
+                    _ => return None,
+                }
             }
+            Some(())
+        })
+        .await
+    }
+
+    /// Waits until the client sidecar routes reviews at all (its first routes arrived).
+    pub async fn wait_for_routes(&self, limit: Duration) {
+        eventually(limit, "the first routes", || async {
+            self.get("/", &[])
+                .await
+                .ok()
+                .filter(|r| r.status.is_success())
+                .map(|_| ())
         })
         .await
     }

@@ -1,6 +1,5 @@
 //! Local source: every `*.yaml`/`*.yml` file of one directory, watched and reloaded on change.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,13 +82,13 @@ pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, LocalSourceError> {
 pub fn load_directory(dir: &Path, previous: &ConfigSet) -> Result<ConfigSet, LocalSourceError> {
     let mut set = ConfigSet::default();
     for file in yaml_files(dir)? {
-        let display = file.display().to_string();
+        let shown = file.display().to_string();
         let text = match std::fs::read_to_string(&file) {
             Ok(text) => text,
             Err(err) => {
                 // The file may have been removed between listing and reading.
                 if err.kind() != std::io::ErrorKind::NotFound {
-                    push_error(&mut set, &display, format!("{display}: cannot read: {err}"));
+                    push_error(&mut set, &shown, format!("{shown}: cannot read: {err}"));
                 }
                 continue;
             }
@@ -101,7 +100,7 @@ pub fn load_directory(dir: &Path, previous: &ConfigSet) -> Result<ConfigSet, Loc
 
 /// Adds the documents of one file to `set`.
 pub fn load_text(set: &mut ConfigSet, file: &Path, text: &str, previous: &ConfigSet) {
-    let display = file.display().to_string();
+    let shown = file.display().to_string();
     for document in parse_documents(text) {
         let index = document.index;
         match document.result {
@@ -109,11 +108,11 @@ pub fn load_text(set: &mut ConfigSet, file: &Path, text: &str, previous: &Config
                 let key = ObjectKey::of(&object);
                 if let Some(first) = set.objects.get(&key) {
                     let message = format!(
-                        "{display}: document {index} ({key}): duplicate of {} document {}; ignored (the first one wins)",
+                        "{shown}: document {index} ({key}): duplicate of {} document {}; ignored (the first one wins)",
                         first.file.display(),
                         first.index
                     );
-                    push_error(set, &display, message);
+                    push_error(set, &shown, message);
                     continue;
                 }
                 set.objects.insert(
@@ -127,7 +126,7 @@ pub fn load_text(set: &mut ConfigSet, file: &Path, text: &str, previous: &Config
                 );
             }
             Err(DocumentError::Unsupported { api_version, kind }) => {
-                debug!(file = %display, index, %api_version, %kind, "skipping unsupported kind");
+                debug!(file = %shown, index, %api_version, %kind, "skipping unsupported kind");
             }
             Err(DocumentError::Invalid {
                 kind,
@@ -135,22 +134,32 @@ pub fn load_text(set: &mut ConfigSet, file: &Path, text: &str, previous: &Config
                 namespace,
                 errors,
             }) => {
-                let key = ObjectKey::new(kind.to_string(), namespace.as_deref(), name.to_string());
+                let key = match (&kind, &name) {
+                    (Some(kind), Some(name)) => Some(ObjectKey::new(
+                        kind.clone(),
+                        namespace.as_deref(),
+                        name.clone(),
+                    )),
+                    _ => None,
+                };
+                let what = match &key {
+                    Some(key) => key.to_string(),
+                    None => kind.unwrap_or_else(|| "unknown kind".to_string()),
+                };
                 for field in &errors.0 {
-                    let message = format!(
-                        "{display}: document {index} ({} {}/{}): {}: {}",
-                        key.kind, key.namespace, key.name, field.path, field.message
-                    );
-                    push_error(set, &display, message);
+                    // `FieldError` displays as `path: reason` (just the reason without a path).
+                    let message = format!("{shown}: document {index} ({what}): {field}");
+                    push_error(set, &shown, message);
                 }
                 if errors.0.is_empty() {
                     push_error(
                         set,
-                        &display,
-                        format!("{display}: document {index} ({key}): invalid"),
+                        &shown,
+                        format!("{shown}: document {index} ({what}): invalid"),
                     );
                 }
-                if let Some(old) = previous.objects.get(&key)
+                if let Some(key) = key
+                    && let Some(old) = previous.objects.get(&key)
                     && !set.objects.contains_key(&key)
                 {
                     let kept = SourcedObject {
@@ -159,23 +168,23 @@ pub fn load_text(set: &mut ConfigSet, file: &Path, text: &str, previous: &Config
                     };
                     push_error(
                         set,
-                        &display,
+                        &shown,
                         format!(
-                            "{display}: document {index} ({key}): keeping the previous good version"
+                            "{shown}: document {index} ({what}): keeping the previous good version"
                         ),
                     );
                     set.objects.insert(key, kept);
                 }
-            }
-            Err(other) => {
-                push_error(set, &display, format!("{display}: document {index}: {other}"));
             }
         }
     }
 }
 
 fn push_error(set: &mut ConfigSet, file: &str, message: String) {
-    set.errors.entry(file.to_string()).or_default().push(message);
+    set.errors
+        .entry(file.to_string())
+        .or_default()
+        .push(message);
 }
 
 /// Logs the error lines of files whose errors changed since `previous`.
@@ -207,6 +216,16 @@ impl LocalSource {
     /// (debounced by `debounce`, plus a re-scan every [`RESCAN_INTERVAL`]) the whole
     /// directory is reloaded and a new set is published only if it changed.
     pub fn start(dir: PathBuf, debounce: Duration) -> Result<Self, LocalSourceError> {
+        // Check the directory, then watch before the first load so no change is missed.
+        yaml_files(&dir)?;
+        let (events_tx, events) = mpsc::unbounded_channel::<()>();
+        let watcher = match start_watcher(&dir, events_tx) {
+            Ok(watcher) => Some(watcher),
+            Err(err) => {
+                warn!(dir = %dir.display(), error = %err, "cannot watch config directory; re-scanning every {RESCAN_INTERVAL:?} only");
+                None
+            }
+        };
         let initial = load_directory(&dir, &ConfigSet::default())?;
         log_new_errors(&ConfigSet::default(), &initial);
         info!(
@@ -216,22 +235,20 @@ impl LocalSource {
             "loaded config directory"
         );
         let (tx, rx) = watch::channel(Arc::new(initial));
-        let task = tokio::spawn(watch_loop(dir, debounce, tx));
+        let task = tokio::spawn(watch_loop(dir, debounce, tx, watcher, events));
         Ok(Self { config: rx, task })
     }
 }
 
-async fn watch_loop(dir: PathBuf, debounce: Duration, tx: watch::Sender<Arc<ConfigSet>>) {
-    let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
-    // Keep the watcher alive for as long as the loop runs.
-    let watcher = match start_watcher(&dir, events_tx) {
-        Ok(watcher) => Some(watcher),
-        Err(err) => {
-            warn!(dir = %dir.display(), error = %err, "cannot watch config directory; re-scanning every {RESCAN_INTERVAL:?} only");
-            None
-        }
-    };
+async fn watch_loop(
+    dir: PathBuf,
+    debounce: Duration,
+    tx: watch::Sender<Arc<ConfigSet>>,
+    watcher: Option<notify::RecommendedWatcher>,
+    mut events: mpsc::UnboundedReceiver<()>,
+) {
     let mut watching = watcher.is_some();
+    let mut last_error = None;
     let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     rescan.tick().await;
@@ -253,18 +270,22 @@ async fn watch_loop(dir: PathBuf, debounce: Duration, tx: watch::Sender<Arc<Conf
                 return;
             }
         }
-        reload(&dir, &tx).await;
+        reload(&dir, &tx, &mut last_error).await;
     }
 }
 
-async fn reload(dir: &Path, tx: &watch::Sender<Arc<ConfigSet>>) {
+/// Reloads the directory and publishes the new set if it changed. `last_error` keeps
+/// the last directory-level error so that it is logged once, not on every re-scan.
+async fn reload(dir: &Path, tx: &watch::Sender<Arc<ConfigSet>>, last_error: &mut Option<String>) {
     let previous = tx.borrow().clone();
     let dir_owned = dir.to_path_buf();
     let prev = previous.clone();
-    let loaded =
-        tokio::task::spawn_blocking(move || load_directory(&dir_owned, &prev)).await;
+    let loaded = tokio::task::spawn_blocking(move || load_directory(&dir_owned, &prev)).await;
     match loaded {
         Ok(Ok(set)) => {
+            if last_error.take().is_some() {
+                info!(dir = %dir.display(), "config directory readable again");
+            }
             if set != *previous {
                 log_new_errors(&previous, &set);
                 info!(
@@ -275,7 +296,13 @@ async fn reload(dir: &Path, tx: &watch::Sender<Arc<ConfigSet>>) {
                 tx.send_replace(Arc::new(set));
             }
         }
-        Ok(Err(err)) => warn!(error = %err, "cannot reload config directory; keeping the current config"),
+        Ok(Err(err)) => {
+            let message = err.to_string();
+            if last_error.as_deref() != Some(message.as_str()) {
+                warn!(error = %message, "cannot reload config directory; keeping the current config");
+                *last_error = Some(message);
+            }
+        }
         Err(err) => error!(error = %err, "config reload task failed"),
     }
 }
@@ -285,14 +312,13 @@ fn start_watcher(
     events: mpsc::UnboundedSender<()>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     use notify::Watcher;
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        match event {
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
             Ok(event) if event.kind.is_access() => {}
             _ => {
                 let _ = events.send(());
             }
-        }
-    })?;
+        })?;
     watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
     Ok(watcher)
 }

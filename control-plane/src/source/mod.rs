@@ -34,7 +34,7 @@ impl ObjectKey {
         Self::new(
             object.kind().to_string(),
             meta.namespace.as_deref(),
-            meta.name.clone().unwrap_or_default(),
+            meta.name.clone(),
         )
     }
 }
@@ -71,6 +71,8 @@ pub struct ConfigSet {
 
 impl ConfigSet {
     pub fn objects(&self) -> impl Iterator<Item = (&ObjectKey, &ConfigObject)> {
-        self.objects.iter().map(|(key, sourced)| (key, &sourced.object))
+        self.objects
+            .iter()
+            .map(|(key, sourced)| (key, &sourced.object))
     }
 }

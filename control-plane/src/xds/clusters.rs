@@ -63,7 +63,11 @@ impl Default for ClusterPolicy {
 /// The effective policy for one port of a service: the rule's traffic policy, its
 /// port-level settings, then the subset's traffic policy and its port-level settings,
 /// each overriding what it sets.
-pub fn cluster_policy(rule: Option<&DestinationRuleEntry>, subset: Option<&Subset>, port: u32) -> ClusterPolicy {
+pub fn cluster_policy(
+    rule: Option<&DestinationRuleEntry>,
+    subset: Option<&Subset>,
+    port: u32,
+) -> ClusterPolicy {
     let mut policy = ClusterPolicy::default();
     let levels = [
         rule.and_then(|rule| rule.spec.traffic_policy.as_ref()),
@@ -78,7 +82,10 @@ pub fn cluster_policy(rule: Option<&DestinationRuleEntry>, subset: Option<&Subse
 fn apply(policy: &mut ClusterPolicy, traffic_policy: &TrafficPolicy, port: u32) {
     apply_settings(
         policy,
-        traffic_policy.load_balancer.as_ref().and_then(|lb| lb.simple),
+        traffic_policy
+            .load_balancer
+            .as_ref()
+            .and_then(|lb| lb.simple),
         traffic_policy
             .connection_pool
             .as_ref()
@@ -86,7 +93,11 @@ fn apply(policy: &mut ClusterPolicy, traffic_policy: &TrafficPolicy, port: u32) 
             .and_then(|tcp| tcp.connect_timeout),
     );
     for level in &traffic_policy.port_level_settings {
-        if level.port.as_ref().is_some_and(|selector| selector.number == port) {
+        if level
+            .port
+            .as_ref()
+            .is_some_and(|selector| selector.number == port)
+        {
             apply_settings(
                 policy,
                 level.load_balancer.as_ref().and_then(|lb| lb.simple),
@@ -100,7 +111,11 @@ fn apply(policy: &mut ClusterPolicy, traffic_policy: &TrafficPolicy, port: u32) 
     }
 }
 
-fn apply_settings(policy: &mut ClusterPolicy, simple: Option<SimpleLb>, connect_timeout: Option<weft_api::Duration>) {
+fn apply_settings(
+    policy: &mut ClusterPolicy,
+    simple: Option<SimpleLb>,
+    connect_timeout: Option<weft_api::Duration>,
+) {
     if let Some(simple) = simple {
         policy.lb_policy = lb_policy(simple);
     }
@@ -115,9 +130,10 @@ pub fn lb_policy(simple: SimpleLb) -> cluster::LbPolicy {
     match simple {
         SimpleLb::RoundRobin => cluster::LbPolicy::RoundRobin,
         SimpleLb::Random => cluster::LbPolicy::Random,
-        SimpleLb::LeastConn | SimpleLb::LeastRequest | SimpleLb::Unspecified | SimpleLb::Passthrough => {
-            cluster::LbPolicy::LeastRequest
-        }
+        SimpleLb::LeastConn
+        | SimpleLb::LeastRequest
+        | SimpleLb::Unspecified
+        | SimpleLb::Passthrough => cluster::LbPolicy::LeastRequest,
     }
 }
 
@@ -130,13 +146,17 @@ pub fn outbound_cluster(
 ) -> Cluster {
     let name = outbound_cluster_name(
         port.number,
-        subset.map(|subset| subset.name.as_str()).unwrap_or_default(),
+        subset
+            .map(|subset| subset.name.as_str())
+            .unwrap_or_default(),
         &service.hostname,
     );
     let policy = cluster_policy(rule, subset, port.number);
     Cluster {
         name: name.clone(),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Eds as i32,
+        )),
         eds_cluster_config: Some(cluster::EdsClusterConfig {
             eds_config: Some(ads_config_source()),
             service_name: name,
@@ -151,10 +171,15 @@ pub fn outbound_cluster(
 /// The static cluster that forwards inbound requests to the app.
 pub fn inbound_cluster(proxy: &Proxy, app_port: u16) -> Cluster {
     let name = inbound_cluster_name(app_port);
-    let ip = proxy.instance_ips.first().map_or("127.0.0.1", String::as_str);
+    let ip = proxy
+        .instance_ips
+        .first()
+        .map_or("127.0.0.1", String::as_str);
     Cluster {
         name: name.clone(),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32)),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
         connect_timeout: Some(duration(DEFAULT_CONNECT_TIMEOUT)),
         lb_policy: cluster::LbPolicy::RoundRobin as i32,
         load_assignment: Some(ClusterLoadAssignment {

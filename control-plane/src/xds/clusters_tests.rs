@@ -18,7 +18,10 @@ fn upstream(cluster: &Cluster) -> http_protocol_options::UpstreamProtocolOptions
         .typed_extension_protocol_options
         .get(HTTP_PROTOCOL_OPTIONS)
         .expect("protocol options");
-    assert!(any.type_url.ends_with("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"));
+    assert!(
+        any.type_url
+            .ends_with("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+    );
     HttpProtocolOptions::decode(any.value.as_slice())
         .expect("decodes")
         .upstream_protocol_options
@@ -40,13 +43,18 @@ fn one_cluster_per_port_and_subset() {
         "outbound|3306||productpage.default.svc.cluster.local".to_string(),
         "outbound|50051||grpc.example.com".to_string(),
     ] {
-        assert!(names.contains(&expected.as_str()), "missing {expected} in {names:?}");
+        assert!(
+            names.contains(&expected.as_str()),
+            "missing {expected} in {names:?}"
+        );
     }
     assert!(!names.iter().any(|n| n.starts_with("inbound")));
     let cluster = find(&all, &format!("outbound|9080|v1|{REVIEWS}"));
     assert_eq!(
         cluster.cluster_discovery_type,
-        Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32))
+        Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Eds as i32
+        ))
     );
     let eds = cluster.eds_cluster_config.as_ref().expect("eds config");
     assert_eq!(eds.service_name, cluster.name);
@@ -59,24 +67,57 @@ fn lb_policy_and_connect_timeout_from_rule_and_subset() {
     let all = clusters(&model, &Proxy::sidecar("default"));
     let whole = find(&all, &format!("outbound|9080||{REVIEWS}"));
     assert_eq!(whole.lb_policy, cluster::LbPolicy::Random as i32);
-    assert_eq!(whole.connect_timeout, Some(ProtoDuration { seconds: 3, nanos: 0 }));
+    assert_eq!(
+        whole.connect_timeout,
+        Some(ProtoDuration {
+            seconds: 3,
+            nanos: 0
+        })
+    );
     let v2 = find(&all, &format!("outbound|9080|v2|{REVIEWS}"));
     assert_eq!(v2.lb_policy, cluster::LbPolicy::RoundRobin as i32);
-    assert_eq!(v2.connect_timeout, Some(ProtoDuration { seconds: 3, nanos: 0 }));
+    assert_eq!(
+        v2.connect_timeout,
+        Some(ProtoDuration {
+            seconds: 3,
+            nanos: 0
+        })
+    );
     // No rule: Istio's defaults.
     let ratings = find(&all, "outbound|9080||ratings.default.svc.cluster.local");
     assert_eq!(ratings.lb_policy, cluster::LbPolicy::LeastRequest as i32);
-    assert_eq!(ratings.connect_timeout, Some(ProtoDuration { seconds: 10, nanos: 0 }));
+    assert_eq!(
+        ratings.connect_timeout,
+        Some(ProtoDuration {
+            seconds: 10,
+            nanos: 0
+        })
+    );
 }
 
 #[test]
 fn lb_mapping() {
-    assert_eq!(lb_policy(SimpleLb::LeastConn), cluster::LbPolicy::LeastRequest);
-    assert_eq!(lb_policy(SimpleLb::LeastRequest), cluster::LbPolicy::LeastRequest);
-    assert_eq!(lb_policy(SimpleLb::Unspecified), cluster::LbPolicy::LeastRequest);
-    assert_eq!(lb_policy(SimpleLb::Passthrough), cluster::LbPolicy::LeastRequest);
+    assert_eq!(
+        lb_policy(SimpleLb::LeastConn),
+        cluster::LbPolicy::LeastRequest
+    );
+    assert_eq!(
+        lb_policy(SimpleLb::LeastRequest),
+        cluster::LbPolicy::LeastRequest
+    );
+    assert_eq!(
+        lb_policy(SimpleLb::Unspecified),
+        cluster::LbPolicy::LeastRequest
+    );
+    assert_eq!(
+        lb_policy(SimpleLb::Passthrough),
+        cluster::LbPolicy::LeastRequest
+    );
     assert_eq!(lb_policy(SimpleLb::Random), cluster::LbPolicy::Random);
-    assert_eq!(lb_policy(SimpleLb::RoundRobin), cluster::LbPolicy::RoundRobin);
+    assert_eq!(
+        lb_policy(SimpleLb::RoundRobin),
+        cluster::LbPolicy::RoundRobin
+    );
 }
 
 #[test]
@@ -100,7 +141,13 @@ spec:
     let all = clusters(&model, &Proxy::sidecar("default"));
     let web = find(&all, "outbound|80||productpage.default.svc.cluster.local");
     assert_eq!(web.lb_policy, cluster::LbPolicy::Random as i32);
-    assert_eq!(web.connect_timeout, Some(ProtoDuration { seconds: 0, nanos: 250_000_000 }));
+    assert_eq!(
+        web.connect_timeout,
+        Some(ProtoDuration {
+            seconds: 0,
+            nanos: 250_000_000
+        })
+    );
     let app = find(&all, "outbound|9080||productpage.default.svc.cluster.local");
     assert_eq!(app.lb_policy, cluster::LbPolicy::RoundRobin as i32);
 }
@@ -128,7 +175,9 @@ fn inbound_cluster_is_static_to_the_app() {
     let inbound = find(&all, "inbound|8080||");
     assert_eq!(
         inbound.cluster_discovery_type,
-        Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32))
+        Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32
+        ))
     );
     let assignment = inbound.load_assignment.as_ref().expect("load assignment");
     let endpoint = &assignment.endpoints[0].lb_endpoints[0];

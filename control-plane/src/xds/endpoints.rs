@@ -80,7 +80,8 @@ mod tests {
             .iter()
             .flat_map(|locality| &locality.lb_endpoints)
             .map(|lb| {
-                let Some(lb_endpoint::HostIdentifier::Endpoint(endpoint)) = &lb.host_identifier else {
+                let Some(lb_endpoint::HostIdentifier::Endpoint(endpoint)) = &lb.host_identifier
+                else {
                     panic!("endpoint expected");
                 };
                 let Some(address::Address::SocketAddress(socket)) =
@@ -88,7 +89,8 @@ mod tests {
                 else {
                     panic!("socket expected");
                 };
-                let Some(socket_address::PortSpecifier::PortValue(port)) = socket.port_specifier else {
+                let Some(socket_address::PortSpecifier::PortValue(port)) = socket.port_specifier
+                else {
                     panic!("port expected");
                 };
                 let weight = lb.load_balancing_weight.as_ref().map_or(0, |w| w.value);

@@ -50,7 +50,9 @@ fn http_listener(name: &str, ip: &str, port: u16, route_config_name: &str) -> Li
         })),
         http_filters: vec![HttpFilter {
             name: ROUTER.to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack(&Router::default()))),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack(
+                &Router::default(),
+            ))),
             ..Default::default()
         }],
         ..Default::default()
@@ -116,7 +118,10 @@ mod tests {
         assert_eq!(listeners[0].name, VIRTUAL_OUTBOUND);
         assert_eq!(socket_of(&listeners[0]), ("0.0.0.0".to_string(), 15001));
         let hcm = manager(&listeners[0]);
-        assert_eq!(hcm.codec_type, http_connection_manager::CodecType::Auto as i32);
+        assert_eq!(
+            hcm.codec_type,
+            http_connection_manager::CodecType::Auto as i32
+        );
         let Some(http_connection_manager::RouteSpecifier::Rds(rds)) = &hcm.route_specifier else {
             panic!("rds expected");
         };

@@ -5,6 +5,7 @@ pub mod clusters;
 pub mod endpoints;
 pub mod listeners;
 pub mod proxy;
+pub mod route_match;
 pub mod routes;
 
 use std::sync::Arc;
@@ -13,7 +14,6 @@ use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiVersion, ConfigSource, Node, config_source,
 };
 use envoy_types::pb::google::protobuf::{Any, Duration};
-use prost::Message;
 use weft_xds::{Resource, type_url};
 
 use crate::model::Model;
@@ -125,7 +125,12 @@ mod tests {
         proxy.app_port = Some(9080);
         let listeners = generate(&model, &proxy, type_url::LISTENER);
         assert_eq!(listeners.len(), 2);
-        assert!(listeners[0].body.type_url.ends_with("envoy.config.listener.v3.Listener"));
+        assert!(
+            listeners[0]
+                .body
+                .type_url
+                .ends_with("envoy.config.listener.v3.Listener")
+        );
         let routes = generate(&model, &proxy, type_url::ROUTE);
         let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["outbound", "inbound|9080"]);

@@ -76,7 +76,11 @@ impl Proxy {
             .or(Some(domain_namespace).filter(|ns| !ns.is_empty()))
             .unwrap_or_else(|| "default".to_string());
         let workload_name = string(metadata, "WORKLOAD_NAME").unwrap_or(pod_name);
-        let labels = match metadata.fields.get("LABELS").and_then(|value| value.kind.as_ref()) {
+        let labels = match metadata
+            .fields
+            .get("LABELS")
+            .and_then(|value| value.kind.as_ref())
+        {
             Some(Kind::StructValue(labels)) => labels
                 .fields
                 .iter()
@@ -184,9 +188,12 @@ mod tests {
     fn parses_istio_id_and_metadata() {
         let labels = Value {
             kind: Some(Kind::StructValue(Struct {
-                fields: [("app".to_string(), text("reviews")), ("version".to_string(), text("v2"))]
-                    .into_iter()
-                    .collect(),
+                fields: [
+                    ("app".to_string(), text("reviews")),
+                    ("version".to_string(), text("v2")),
+                ]
+                .into_iter()
+                .collect(),
             })),
         };
         let proxy = Proxy::from_node(&node(

@@ -7,21 +7,21 @@ use envoy_types::pb::envoy::config::core::v3::{
     DataSource, HeaderValue, HeaderValueOption, data_source, header_value_option,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, Route,
-    RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, header_matcher,
-    query_parameter_matcher, redirect_action, route, route_action, route_match,
+    DirectResponseAction, RedirectAction, Route, RouteAction, RouteConfiguration, RouteMatch,
+    VirtualHost, WeightedCluster, redirect_action, route, route_action, route_match,
     weighted_cluster,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
-use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+use envoy_types::pb::google::protobuf::UInt32Value;
 use weft_api::host::resolve_short_name;
 use weft_api::networking::{
-    HeaderOperations, HttpBody, HttpMatchRequest, HttpRoute, HttpRouteDestination, StringMatch,
+    HeaderOperations, HttpBody, HttpMatchRequest, HttpRedirect, HttpRoute, HttpRouteDestination,
+    RedirectPortSelection,
 };
 
 use super::proxy::Proxy;
+use super::route_match::{is_catch_all, match_applies, translate_match};
 use super::{duration, inbound_cluster_name, outbound_cluster_name};
-use crate::model::{MESH_GATEWAY, Model, Service, VirtualServiceEntry, labels_match};
+use crate::model::{Model, Service, VirtualServiceEntry};
 
 /// Name of the outbound route configuration.
 pub const OUTBOUND: &str = "outbound";
@@ -62,7 +62,13 @@ pub fn outbound(model: &Model, proxy: &Proxy) -> RouteConfiguration {
         let bare_port = service.default_http_port();
         for port in service.http_ports() {
             let mut domains = Vec::new();
-            for domain in domains_for(service, port.number, bare_port == Some(port.number), proxy, &model.domain) {
+            for domain in domains_for(
+                service,
+                port.number,
+                bare_port == Some(port.number),
+                proxy,
+                &model.domain,
+            ) {
                 // Envoy rejects a domain used twice; the first service keeps it.
                 if used_domains.insert(domain.clone()) {
                     domains.push(domain);
@@ -72,8 +78,12 @@ pub fn outbound(model: &Model, proxy: &Proxy) -> RouteConfiguration {
                 continue;
             }
             let routes = match model.virtual_service(&service.hostname) {
-                Some(vs) => virtual_service_routes(model, vs, service, port.number, proxy),
-                None => vec![default_route(outbound_cluster_name(port.number, "", &service.hostname))],
+                Some(vs) => virtual_service_routes(model, vs, port.number, proxy),
+                None => vec![default_route(outbound_cluster_name(
+                    port.number,
+                    "",
+                    &service.hostname,
+                ))],
             };
             virtual_hosts.push(VirtualHost {
                 name: format!("{}:{}", service.hostname, port.number),
@@ -92,7 +102,13 @@ pub fn outbound(model: &Model, proxy: &Proxy) -> RouteConfiguration {
 
 /// The domains of a service port's virtual host: `<fqdn>:<port>` and the short forms
 /// Istio adds for the proxy's namespace; the same without the port when `bare`.
-pub fn domains_for(service: &Service, port: u32, bare: bool, proxy: &Proxy, domain: &str) -> Vec<String> {
+pub fn domains_for(
+    service: &Service,
+    port: u32,
+    bare: bool,
+    proxy: &Proxy,
+    domain: &str,
+) -> Vec<String> {
     let mut names = vec![service.hostname.clone()];
     names.extend(alt_hosts(&service.hostname, &proxy.namespace, domain));
     let mut domains: Vec<String> = names.iter().map(|name| format!("{name}:{port}")).collect();
@@ -149,20 +165,23 @@ pub fn default_route(cluster: String) -> Route {
 pub fn virtual_service_routes(
     model: &Model,
     vs: &VirtualServiceEntry,
-    service: &Service,
     port: u32,
     proxy: &Proxy,
 ) -> Vec<Route> {
     let mut routes = Vec::new();
     for http in &vs.spec.http {
         if http.r#match.is_empty() {
-            routes.push(translate_route(model, vs, service, port, http, None));
+            routes.push(translate_route(model, vs, port, http, None));
             // A route without a match catches everything: later ones are unreachable.
             break;
         }
         let mut catch_all = false;
-        for matching in http.r#match.iter().filter(|m| match_applies(m, port, proxy)) {
-            routes.push(translate_route(model, vs, service, port, http, Some(matching)));
+        for matching in http
+            .r#match
+            .iter()
+            .filter(|m| match_applies(m, port, proxy))
+        {
+            routes.push(translate_route(model, vs, port, http, Some(matching)));
             if is_catch_all(matching) {
                 catch_all = true;
                 break;
@@ -175,44 +194,9 @@ pub fn virtual_service_routes(
     routes
 }
 
-/// Whether an Istio match can apply to this port and proxy (`port`, `sourceLabels`,
-/// `sourceNamespace`, `gateways`).
-pub fn match_applies(matching: &HttpMatchRequest, port: u32, proxy: &Proxy) -> bool {
-    if matching.port.is_some_and(|p| p != 0 && p != port) {
-        return false;
-    }
-    if !labels_match(&matching.source_labels, &proxy.labels) {
-        return false;
-    }
-    if let Some(namespace) = matching.source_namespace.as_deref().filter(|ns| !ns.is_empty())
-        && namespace != proxy.namespace
-    {
-        return false;
-    }
-    matching.gateways.is_empty() || matching.gateways.iter().any(|gateway| gateway == MESH_GATEWAY)
-}
-
-/// Istio's catch-all: a match on every path with no other condition.
-fn is_catch_all(matching: &HttpMatchRequest) -> bool {
-    let all_paths = match &matching.uri {
-        None => true,
-        Some(StringMatch::Prefix(prefix)) => prefix == "/" || prefix.is_empty(),
-        Some(StringMatch::Regex(regex)) => regex == "*" || regex == ".*",
-        Some(_) => false,
-    };
-    all_paths
-        && matching.headers.is_empty()
-        && matching.without_headers.is_empty()
-        && matching.query_params.is_empty()
-        && matching.method.is_none()
-        && matching.authority.is_none()
-        && matching.scheme.is_none()
-}
-
 fn translate_route(
     model: &Model,
     vs: &VirtualServiceEntry,
-    service: &Service,
     port: u32,
     http: &HttpRoute,
     matching: Option<&HttpMatchRequest>,
@@ -249,29 +233,7 @@ fn translate_route(
     }
 
     if let Some(redirect) = &http.redirect {
-        let code = match redirect.redirect_code {
-            Some(302) => redirect_action::RedirectResponseCode::Found,
-            Some(303) => redirect_action::RedirectResponseCode::SeeOther,
-            Some(307) => redirect_action::RedirectResponseCode::TemporaryRedirect,
-            Some(308) => redirect_action::RedirectResponseCode::PermanentRedirect,
-            _ => redirect_action::RedirectResponseCode::MovedPermanently,
-        };
-        out.action = Some(route::Action::Redirect(RedirectAction {
-            host_redirect: redirect.authority.clone().unwrap_or_default(),
-            port_redirect: redirect.port.unwrap_or(0),
-            response_code: code as i32,
-            scheme_rewrite_specifier: redirect
-                .scheme
-                .clone()
-                .filter(|scheme| !scheme.is_empty())
-                .map(redirect_action::SchemeRewriteSpecifier::SchemeRedirect),
-            path_rewrite_specifier: redirect
-                .uri
-                .clone()
-                .filter(|uri| !uri.is_empty())
-                .map(redirect_action::PathRewriteSpecifier::PathRedirect),
-            ..Default::default()
-        }));
+        out.action = Some(route::Action::Redirect(redirect_action(redirect, port)));
         return out;
     }
 
@@ -287,6 +249,7 @@ fn translate_route(
                 }),
                 ..Default::default()
             }),
+            ..Default::default()
         }));
         return out;
     }
@@ -309,18 +272,59 @@ fn translate_route(
     }
 
     let action = RouteAction {
-        cluster_specifier: Some(cluster_specifier(model, vs, service, port, &http.route)),
-        timeout: Some(duration(http.timeout.map(|timeout| timeout.0).unwrap_or_default())),
+        cluster_specifier: Some(cluster_specifier(model, vs, port, &http.route)),
+        timeout: Some(duration(
+            http.timeout.map(|timeout| timeout.0).unwrap_or_default(),
+        )),
         prefix_rewrite: http
             .rewrite
             .as_ref()
             .and_then(|rewrite| rewrite.uri.clone())
             .unwrap_or_default(),
-        host_rewrite_specifier: host_rewrite.map(route_action::HostRewriteSpecifier::HostRewriteLiteral),
+        host_rewrite_specifier: host_rewrite
+            .map(route_action::HostRewriteSpecifier::HostRewriteLiteral),
         ..Default::default()
     };
     out.action = Some(route::Action::Route(action));
     out
+}
+
+/// An Istio redirect as Istio's `ApplyRedirect` builds it for a sidecar (plain HTTP):
+/// `derivePort: FROM_REQUEST_PORT` is the routed port, and the default port of the
+/// scheme is left out.
+pub fn redirect_action(redirect: &HttpRedirect, port: u32) -> RedirectAction {
+    let code = match redirect.redirect_code {
+        Some(302) => redirect_action::RedirectResponseCode::Found,
+        Some(303) => redirect_action::RedirectResponseCode::SeeOther,
+        Some(307) => redirect_action::RedirectResponseCode::TemporaryRedirect,
+        Some(308) => redirect_action::RedirectResponseCode::PermanentRedirect,
+        _ => redirect_action::RedirectResponseCode::MovedPermanently,
+    };
+    let scheme = redirect.scheme.clone().filter(|scheme| !scheme.is_empty());
+    let mut port_redirect = match (redirect.port, redirect.derive_port) {
+        (Some(port), _) => port,
+        (None, Some(RedirectPortSelection::FromRequestPort)) => port,
+        _ => 0,
+    };
+    let effective_scheme = scheme.as_deref().unwrap_or("http");
+    if (port_redirect == 80 && effective_scheme == "http")
+        || (port_redirect == 443 && effective_scheme == "https")
+    {
+        port_redirect = 0;
+    }
+    RedirectAction {
+        host_redirect: redirect.authority.clone().unwrap_or_default(),
+        port_redirect,
+        response_code: code as i32,
+        scheme_rewrite_specifier: scheme
+            .map(redirect_action::SchemeRewriteSpecifier::SchemeRedirect),
+        path_rewrite_specifier: redirect
+            .uri
+            .clone()
+            .filter(|uri| !uri.is_empty())
+            .map(redirect_action::PathRewriteSpecifier::PathRedirect),
+        ..Default::default()
+    }
 }
 
 fn route_name(http: &HttpRoute, matching: Option<&HttpMatchRequest>) -> String {
@@ -337,33 +341,26 @@ fn route_name(http: &HttpRoute, matching: Option<&HttpMatchRequest>) -> String {
 fn cluster_specifier(
     model: &Model,
     vs: &VirtualServiceEntry,
-    service: &Service,
     port: u32,
     destinations: &[HttpRouteDestination],
 ) -> route_action::ClusterSpecifier {
     if let [single] = destinations {
-        return route_action::ClusterSpecifier::Cluster(destination_cluster(model, vs, service, port, single));
+        return route_action::ClusterSpecifier::Cluster(destination_cluster(
+            model, vs, port, single,
+        ));
     }
     let mut clusters: Vec<weighted_cluster::ClusterWeight> = destinations
         .iter()
         .filter_map(|destination| {
             let weight = u32::try_from(destination.weight.unwrap_or(0)).unwrap_or(0);
-            (weight > 0).then(|| weighted_cluster::ClusterWeight {
-                name: destination_cluster(model, vs, service, port, destination),
-                weight: Some(UInt32Value { value: weight }),
-                ..Default::default()
-            })
+            (weight > 0).then(|| cluster_weight(model, vs, port, destination, weight))
         })
         .collect();
     if clusters.is_empty() {
         // No weights at all: split evenly.
         clusters = destinations
             .iter()
-            .map(|destination| weighted_cluster::ClusterWeight {
-                name: destination_cluster(model, vs, service, port, destination),
-                weight: Some(UInt32Value { value: 1 }),
-                ..Default::default()
-            })
+            .map(|destination| cluster_weight(model, vs, port, destination, 1))
             .collect();
     }
     if let [single] = clusters.as_slice() {
@@ -375,13 +372,43 @@ fn cluster_specifier(
     })
 }
 
-/// The cluster of one destination: host resolved in the VirtualService's namespace,
-/// subset, and the destination port, else the service's only port, else the port being
-/// routed (Istio's rule). Unknown hosts still get a name: the proxy answers 503.
+/// One destination of a split, with its own header operations as Istio puts them on the
+/// weighted cluster. (An authority set per destination cannot be expressed here; it is
+/// reported as unsupported.)
+fn cluster_weight(
+    model: &Model,
+    vs: &VirtualServiceEntry,
+    port: u32,
+    destination: &HttpRouteDestination,
+    weight: u32,
+) -> weighted_cluster::ClusterWeight {
+    let mut out = weighted_cluster::ClusterWeight {
+        name: destination_cluster(model, vs, port, destination),
+        weight: Some(UInt32Value { value: weight }),
+        ..Default::default()
+    };
+    if let Some(headers) = &destination.headers {
+        if let Some(request) = &headers.request {
+            let (add, remove, _) = header_operations(request);
+            out.request_headers_to_add = add;
+            out.request_headers_to_remove = remove;
+        }
+        if let Some(response) = &headers.response {
+            let (add, remove, _) = header_operations(response);
+            out.response_headers_to_add = add;
+            out.response_headers_to_remove = remove;
+        }
+    }
+    out
+}
+
+/// The cluster of one destination (Istio's `GetDestinationCluster`): host resolved in
+/// the VirtualService's namespace, subset, and the destination port, else the
+/// destination service's only port, else the port being routed. Unknown hosts still
+/// get a name: the proxy answers 503.
 pub fn destination_cluster(
     model: &Model,
     vs: &VirtualServiceEntry,
-    service: &Service,
     port: u32,
     destination: &HttpRouteDestination,
 ) -> String {
@@ -392,117 +419,69 @@ pub fn destination_cluster(
         .as_ref()
         .map(|selector| selector.number)
         .filter(|number| *number != 0)
-        .or_else(|| {
-            let target = model.services.get(&host).unwrap_or(service);
-            match target.ports.as_slice() {
-                [only] => Some(only.number),
-                _ => None,
-            }
+        .or_else(|| match model.services.get(&host)?.ports.as_slice() {
+            [only] => Some(only.number),
+            _ => None,
         })
         .unwrap_or(port);
-    outbound_cluster_name(target_port, dest.subset.as_deref().unwrap_or_default(), &host)
+    outbound_cluster_name(
+        target_port,
+        dest.subset.as_deref().unwrap_or_default(),
+        &host,
+    )
 }
 
-/// An Istio match as an Envoy route match.
-pub fn translate_match(matching: &HttpMatchRequest) -> RouteMatch {
-    let path_specifier = match &matching.uri {
-        Some(StringMatch::Exact(path)) => route_match::PathSpecifier::Path(path.clone()),
-        Some(StringMatch::Prefix(prefix)) => route_match::PathSpecifier::Prefix(prefix.clone()),
-        Some(StringMatch::Regex(regex)) => route_match::PathSpecifier::SafeRegex(regex_matcher(regex)),
-        Some(StringMatch::Present) | None => route_match::PathSpecifier::Prefix("/".to_string()),
-    };
-    let mut headers = Vec::new();
-    for (name, value) in [
-        (":method", &matching.method),
-        (":authority", &matching.authority),
-        (":scheme", &matching.scheme),
-    ] {
-        if let Some(value) = value {
-            headers.push(header_matcher(name, value, false));
-        }
-    }
-    for (name, value) in &sorted(&matching.headers) {
-        headers.push(header_matcher(name, value, false));
-    }
-    for (name, value) in &sorted(&matching.without_headers) {
-        headers.push(header_matcher(name, value, true));
-    }
-    let query_parameters = sorted(&matching.query_params)
-        .into_iter()
-        .map(|(name, value)| QueryParameterMatcher {
-            name: name.clone(),
-            query_parameter_match_specifier: Some(match string_matcher(value) {
-                Some(matcher) => query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(matcher),
-                None => query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(true),
-            }),
-        })
+/// Header operations as Envoy fields, as Istio's `TranslateHeadersOperations`: headers
+/// to add (`set` overwrites, `add` appends; sorted by name), headers to remove, and the
+/// authority named by `:authority`/`host` in `set` (else `add`), which becomes a host
+/// rewrite. Pseudo-headers and `host` are never added or removed directly.
+fn header_operations(
+    ops: &HeaderOperations,
+) -> (Vec<HeaderValueOption>, Vec<String>, Option<String>) {
+    let (mut add, set_authority) = headers_to_add(
+        &ops.set,
+        header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd,
+    );
+    let (appended, add_authority) = headers_to_add(
+        &ops.add,
+        header_value_option::HeaderAppendAction::AppendIfExistsOrAdd,
+    );
+    add.extend(appended);
+    let remove = ops
+        .remove
+        .iter()
+        .filter(|key| !is_internal_header(key))
+        .cloned()
         .collect();
-    RouteMatch {
-        path_specifier: Some(path_specifier),
-        case_sensitive: matching.ignore_uri_case.then_some(BoolValue { value: false }),
-        headers,
-        query_parameters,
-        ..Default::default()
-    }
+    (add, remove, set_authority.or(add_authority))
 }
 
-fn sorted<V>(map: &BTreeMap<String, V>) -> Vec<(&String, &V)> {
-    map.iter().collect()
-}
-
-fn header_matcher(name: &str, value: &StringMatch, invert: bool) -> HeaderMatcher {
-    HeaderMatcher {
-        name: name.to_string(),
-        invert_match: invert,
-        header_match_specifier: Some(match string_matcher(value) {
-            Some(matcher) => header_matcher::HeaderMatchSpecifier::StringMatch(matcher),
-            None => header_matcher::HeaderMatchSpecifier::PresentMatch(true),
-        }),
-        ..Default::default()
-    }
-}
-
-/// An Istio string match as an Envoy one; `None` for `{}` (presence only).
-fn string_matcher(value: &StringMatch) -> Option<StringMatcher> {
-    let pattern = match value {
-        StringMatch::Exact(text) => string_matcher::MatchPattern::Exact(text.clone()),
-        StringMatch::Prefix(text) => string_matcher::MatchPattern::Prefix(text.clone()),
-        StringMatch::Regex(regex) => string_matcher::MatchPattern::SafeRegex(regex_matcher(regex)),
-        StringMatch::Present => return None,
-    };
-    Some(StringMatcher {
-        match_pattern: Some(pattern),
-        ignore_case: false,
-    })
-}
-
-fn regex_matcher(regex: &str) -> RegexMatcher {
-    RegexMatcher {
-        regex: regex.to_string(),
-        ..Default::default()
-    }
-}
-
-/// Header operations as Envoy fields: headers to add (`set` overwrites, `add` appends),
-/// headers to remove, and the authority when `set` names `:authority`/`host` (Istio turns
-/// it into a host rewrite).
-fn header_operations(ops: &HeaderOperations) -> (Vec<HeaderValueOption>, Vec<String>, Option<String>) {
+fn headers_to_add(
+    headers: &BTreeMap<String, String>,
+    action: header_value_option::HeaderAppendAction,
+) -> (Vec<HeaderValueOption>, Option<String>) {
     let mut authority = None;
-    let mut add = Vec::new();
-    for (key, value) in &ops.set {
+    let mut options = Vec::new();
+    for (key, value) in headers {
         if key.eq_ignore_ascii_case(":authority") || key.eq_ignore_ascii_case("host") {
             authority = Some(value.clone());
-            continue;
         }
-        add.push(header_value(key, value, header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd));
+        if !is_internal_header(key) {
+            options.push(header_value(key, value, action));
+        }
     }
-    for (key, value) in &ops.add {
-        add.push(header_value(key, value, header_value_option::HeaderAppendAction::AppendIfExistsOrAdd));
-    }
-    (add, ops.remove.clone(), authority)
+    (options, authority)
 }
 
-fn header_value(key: &str, value: &str, action: header_value_option::HeaderAppendAction) -> HeaderValueOption {
+fn is_internal_header(key: &str) -> bool {
+    key.starts_with(':') || key.eq_ignore_ascii_case("host")
+}
+
+fn header_value(
+    key: &str,
+    value: &str,
+    action: header_value_option::HeaderAppendAction,
+) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(HeaderValue {
             key: key.to_string(),

@@ -9,7 +9,12 @@ use crate::source::local::load_text;
 /// A config set from YAML text (panics on invalid documents, to keep fixtures honest).
 pub fn config_from_yaml(yaml: &str) -> ConfigSet {
     let mut set = ConfigSet::default();
-    load_text(&mut set, Path::new("fixture.yaml"), yaml, &ConfigSet::default());
+    load_text(
+        &mut set,
+        Path::new("fixture.yaml"),
+        yaml,
+        &ConfigSet::default(),
+    );
     assert!(set.errors.is_empty(), "fixture errors: {:#?}", set.errors);
     set
 }

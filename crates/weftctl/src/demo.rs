@@ -95,7 +95,11 @@ async fn demo(bin_dir: &Path, config_src: &Path, work: &Path) -> anyhow::Result<
     copy_yaml_dir(config_src, &config_dir)?;
     let logs = work.join("logs");
     std::fs::create_dir_all(&logs)?;
-    println!("weft demo: config copied to {}, logs in {}", config_dir.display(), logs.display());
+    println!(
+        "weft demo: config copied to {}, logs in {}",
+        config_dir.display(),
+        logs.display()
+    );
 
     let mut children = Processes::default();
     let xds = format!("http://{CONTROLLER_IP}:15010");
@@ -158,11 +162,19 @@ async fn demo(bin_dir: &Path, config_src: &Path, work: &Path) -> anyhow::Result<
 
     let http = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let started = Instant::now();
-    wait_ready(&http, &mut children, &format!("http://{CONTROLLER_IP}:15014/ready")).await?;
+    wait_ready(
+        &http,
+        &mut children,
+        &format!("http://{CONTROLLER_IP}:15014/ready"),
+    )
+    .await?;
     for ip in ["127.0.10.10", "127.0.10.11", "127.0.10.12", "127.0.10.13"] {
         wait_ready(&http, &mut children, &format!("http://{ip}:15000/ready")).await?;
     }
-    println!("weft demo: mesh ready in {:.1}s\n", started.elapsed().as_secs_f64());
+    println!(
+        "weft demo: mesh ready in {:.1}s\n",
+        started.elapsed().as_secs_f64()
+    );
 
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -173,7 +185,9 @@ async fn demo(bin_dir: &Path, config_src: &Path, work: &Path) -> anyhow::Result<
     println!("phase 1: reviews split 80/10/10 across v1/v2/v3");
     let phase1 = watch_phase(&tally, &mut children, PHASE).await?;
 
-    println!("\nphase 2: rewriting reviews-virtualservice.yaml: end-user jason -> v2, others 50/50 v1/v3");
+    println!(
+        "\nphase 2: rewriting reviews-virtualservice.yaml: end-user jason -> v2, others 50/50 v1/v3"
+    );
     let switched = Instant::now();
     tally.mark_switch();
     write_atomically(&config_dir.join("reviews-virtualservice.yaml"), JASON_ROUTE)?;
@@ -192,13 +206,40 @@ async fn demo(bin_dir: &Path, config_src: &Path, work: &Path) -> anyhow::Result<
     check(&mut failures, "phase 1 v3 share", p1[2], 10.0, 3.0);
     // Phase 2 is judged on the requests after the switch settled.
     let others = phase2.others();
-    check(&mut failures, "phase 2 others v1 share", others[0], 50.0, 4.0);
-    check(&mut failures, "phase 2 others v2 share", others[1], 0.0, 0.5);
-    check(&mut failures, "phase 2 others v3 share", others[2], 50.0, 4.0);
-    check(&mut failures, "phase 2 jason v2 share", phase2.jason()[1], 100.0, 0.5);
+    check(
+        &mut failures,
+        "phase 2 others v1 share",
+        others[0],
+        50.0,
+        4.0,
+    );
+    check(
+        &mut failures,
+        "phase 2 others v2 share",
+        others[1],
+        0.0,
+        0.5,
+    );
+    check(
+        &mut failures,
+        "phase 2 others v3 share",
+        others[2],
+        50.0,
+        4.0,
+    );
+    check(
+        &mut failures,
+        "phase 2 jason v2 share",
+        phase2.jason()[1],
+        100.0,
+        0.5,
+    );
     match moved_after {
         Some(after) if after <= Duration::from_secs(1) => {
-            println!("routing moved {:.0} ms after the file was written", after.as_secs_f64() * 1e3)
+            println!(
+                "routing moved {:.0} ms after the file was written",
+                after.as_secs_f64() * 1e3
+            )
         }
         Some(after) => failures.push(format!(
             "routing took {:.2}s to move (want under 1s)",
@@ -208,7 +249,10 @@ async fn demo(bin_dir: &Path, config_src: &Path, work: &Path) -> anyhow::Result<
     }
     let errors = tally.errors.load(Ordering::Relaxed);
     let total = tally.total();
-    println!("{total} requests, {errors} failed, over {:.1}s", switched.elapsed().as_secs_f64() + PHASE.as_secs_f64());
+    println!(
+        "{total} requests, {errors} failed, over {:.1}s",
+        switched.elapsed().as_secs_f64() + PHASE.as_secs_f64()
+    );
     if errors > 0 {
         failures.push(format!("{errors} requests failed"));
     }
@@ -324,7 +368,11 @@ fn format_shares(label: &str, shares: [f64; 3]) -> String {
 
 /// Prints the shares every half second for `length`; returns the counts of the phase,
 /// leaving out its first second (the time a config change takes to settle).
-async fn watch_phase(tally: &Tally, children: &mut Processes, length: Duration) -> anyhow::Result<Counts> {
+async fn watch_phase(
+    tally: &Tally,
+    children: &mut Processes,
+    length: Duration,
+) -> anyhow::Result<Counts> {
     let start = tally.snapshot();
     let started = Instant::now();
     let mut settled = None;
@@ -353,11 +401,16 @@ async fn watch_phase(tally: &Tally, children: &mut Processes, length: Duration) 
     Ok(end.minus(&settled.unwrap_or(start)))
 }
 
-async fn drive(http: Client<HttpConnector, Empty<Bytes>>, tally: Arc<Tally>, stop: Arc<AtomicBool>, worker: u64) {
+async fn drive(
+    http: Client<HttpConnector, Empty<Bytes>>,
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+    worker: u64,
+) {
     let mut n = worker;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        let jason = n % JASON_EVERY == 0;
+        let jason = n.is_multiple_of(JASON_EVERY);
         let mut req = http::Request::get(format!("http://{CLIENT_IP}:15001/"))
             .header(http::header::HOST, "reviews:9080");
         if jason {
@@ -370,7 +423,11 @@ async fn drive(http: Client<HttpConnector, Empty<Bytes>>, tally: Arc<Tally>, sto
         let sent = Instant::now();
         let version = match http.request(req).await {
             Ok(resp) if resp.status().is_success() => {
-                let version = resp.headers().get("x-weft-version").and_then(|v| v.to_str().ok()).and_then(|v| VERSIONS.iter().position(|known| *known == v));
+                let version = resp
+                    .headers()
+                    .get("x-weft-version")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| VERSIONS.iter().position(|known| *known == v));
                 let _ = resp.into_body().collect().await;
                 version
             }
@@ -425,7 +482,10 @@ impl Processes {
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {name}"))?;
@@ -461,10 +521,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -478,7 +539,10 @@ async fn shutdown_signal() {
 /// so the demo never runs stale binaries, and returns their directory.
 fn build_binaries() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating weftctl")?;
-    let dir = exe.parent().context("weftctl has no parent directory")?.to_path_buf();
+    let dir = exe
+        .parent()
+        .context("weftctl has no parent directory")?
+        .to_path_buf();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
     if manifest.exists() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -496,7 +560,10 @@ fn build_binaries() -> anyhow::Result<PathBuf> {
     }
     for bin in ["weft-controller", "weft-proxy"] {
         if !dir.join(bin).exists() {
-            bail!("{bin} not found in {}; build it or pass --bin-dir", dir.display());
+            bail!(
+                "{bin} not found in {}; build it or pass --bin-dir",
+                dir.display()
+            );
         }
     }
     Ok(dir)

@@ -60,7 +60,11 @@ async fn respond(identity: &Identity, req: Request<Incoming>) -> Response<Full<B
         match key {
             "delay_ms" => delay = value.parse().ok().map(Duration::from_millis),
             "status" => {
-                if let Some(code) = value.parse().ok().and_then(|c| StatusCode::from_u16(c).ok()) {
+                if let Some(code) = value
+                    .parse()
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                {
                     status = code;
                 }
             }
@@ -77,7 +81,12 @@ async fn respond(identity: &Identity, req: Request<Incoming>) -> Response<Full<B
     let path = req.uri().path().to_owned();
     let protocol = format!("{:?}", req.version());
     // Drain the request body so keep-alive connections stay usable.
-    let received = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let received = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }
@@ -111,6 +120,9 @@ mod tests {
     #[test]
     fn query_pairs_split() {
         let pairs: Vec<_> = query_pairs("delay_ms=5&status=503&flag").collect();
-        assert_eq!(pairs, vec![("delay_ms", "5"), ("status", "503"), ("flag", "")]);
+        assert_eq!(
+            pairs,
+            vec![("delay_ms", "5"), ("status", "503"), ("flag", "")]
+        );
     }
 }

@@ -8,7 +8,11 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "weftctl", version, about = "Weft service mesh command-line tool")]
+#[command(
+    name = "weftctl",
+    version,
+    about = "Weft service mesh command-line tool"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -49,7 +53,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("weftctl: cannot start the runtime: {error}");
@@ -58,10 +65,21 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Commands::Demo { config_dir, bin_dir } => demo::run(demo::Options { bin_dir, config_dir }).await,
-            Commands::DemoApp { listen, service, version } => {
-                demo_app::run(listen, demo_app::Identity { service, version }).await
+            Commands::Demo {
+                config_dir,
+                bin_dir,
+            } => {
+                demo::run(demo::Options {
+                    bin_dir,
+                    config_dir,
+                })
+                .await
             }
+            Commands::DemoApp {
+                listen,
+                service,
+                version,
+            } => demo_app::run(listen, demo_app::Identity { service, version }).await,
         }
     });
     match result {

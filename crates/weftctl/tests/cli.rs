@@ -6,7 +6,10 @@ use std::process::Command;
 
 #[test]
 fn help_lists_the_demo() {
-    let out = Command::new(env!("CARGO_BIN_EXE_weftctl")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weftctl"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("demo"), "{help}");
@@ -16,7 +19,15 @@ fn help_lists_the_demo() {
 #[test]
 fn demo_app_rejects_a_bad_listen_address() {
     let out = Command::new(env!("CARGO_BIN_EXE_weftctl"))
-        .args(["demo-app", "--listen", "nowhere", "--service", "s", "--version", "v1"])
+        .args([
+            "demo-app",
+            "--listen",
+            "nowhere",
+            "--service",
+            "s",
+            "--version",
+            "v1",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
