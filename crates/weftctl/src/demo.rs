@@ -178,9 +178,11 @@ async fn demo(bin_dir: &Path, config_src: &Path, work: &Path) -> anyhow::Result<
 
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..8)
-        .map(|w| tokio::spawn(drive(http.clone(), tally.clone(), stop.clone(), w)))
-        .collect();
+    // Owned here: if the demo is interrupted, dropping the set aborts the workers.
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        workers.spawn(drive(http.clone(), tally.clone(), stop.clone(), w));
+    }
 
     println!("phase 1: reviews split 80/10/10 across v1/v2/v3");
     let phase1 = watch_phase(&tally, &mut children, PHASE).await?;
@@ -193,9 +195,7 @@ async fn demo(bin_dir: &Path, config_src: &Path, work: &Path) -> anyhow::Result<
     write_atomically(&config_dir.join("reviews-virtualservice.yaml"), JASON_ROUTE)?;
     let phase2 = watch_phase(&tally, &mut children, PHASE).await?;
     stop.store(true, Ordering::Relaxed);
-    for worker in workers {
-        let _ = worker.await;
-    }
+    workers.join_all().await;
     let moved_after = tally.moved_after();
 
     println!();
