@@ -1,0 +1,25 @@
+{{/* Namespace of the control plane. */}}
+{{- define "weft.namespace" -}}
+{{- .Values.namespace.name | default .Release.Namespace -}}
+{{- end -}}
+
+{{/* Labels on every object. */}}
+{{- define "weft.labels" -}}
+app.kubernetes.io/name: weft
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* Selector of the controller's pods. */}}
+{{- define "weft.selector" -}}
+app.kubernetes.io/name: weft
+app.kubernetes.io/component: controller
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Name of the Secret with the webhook's serving certificate. */}}
+{{- define "weft.webhookSecret" -}}
+{{- .Values.webhook.tlsSecretName | default "weft-webhook-tls" -}}
+{{- end -}}
