@@ -1,4 +1,4 @@
-//! Istio API types (`networking.istio.io/v1`) with Istio's YAML field names, parsing of
+//! Istio API types (`networking.istio.io`, `security.istio.io`, `telemetry.istio.io`) with Istio's YAML field names, parsing of
 //! multi-document YAML, and validation that reports every error with its field path.
 //!
 //! ```
@@ -9,12 +9,16 @@
 //! assert!(docs[0].result.is_ok());
 //! ```
 
+pub mod crd;
 mod de;
 pub mod duration;
 pub mod host;
 pub mod meta;
 pub mod networking;
 pub mod object;
+pub mod schema;
+pub mod security;
+pub mod telemetry;
 pub mod validation;
 
 pub use duration::Duration;

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::meta::ObjectMeta;
 use crate::networking;
+use crate::security;
+use crate::telemetry;
 use crate::validation::{FieldError, Path, Validate, ValidationErrors};
 
 /// The API group of the kinds modelled here.
@@ -14,6 +16,18 @@ pub const NETWORKING_GROUP: &str = "networking.istio.io";
 
 /// API versions of `networking.istio.io` accepted by [`parse_documents`].
 pub const SUPPORTED_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+
+/// The API group of PeerAuthentication, AuthorizationPolicy and RequestAuthentication.
+pub const SECURITY_GROUP: &str = "security.istio.io";
+
+/// API versions of `security.istio.io` accepted by [`parse_documents`].
+pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
+
+/// The API group of Telemetry.
+pub const TELEMETRY_GROUP: &str = "telemetry.istio.io";
+
+/// API versions of `telemetry.istio.io` accepted by [`parse_documents`].
+pub const TELEMETRY_VERSIONS: &[&str] = &["v1", "v1alpha1"];
 
 /// A Kubernetes-style object: `apiVersion`, `kind`, `metadata`, `spec`. A `status` field is
 /// accepted and ignored; any other top-level field is an error.
@@ -59,10 +73,10 @@ impl<T> From<ResourceRepr<T>> for Resource<T> {
 }
 
 impl<T> Resource<T> {
-    /// A `networking.istio.io/v1` object of `kind` with this metadata and spec.
+    /// A `<group of kind>/v1` object of `kind` with this metadata and spec.
     pub fn new(kind: Kind, metadata: ObjectMeta, spec: T) -> Self {
         Resource {
-            api_version: format!("{NETWORKING_GROUP}/v1"),
+            api_version: format!("{}/v1", kind.group()),
             kind: kind.to_string(),
             metadata,
             spec,
@@ -70,7 +84,7 @@ impl<T> Resource<T> {
     }
 }
 
-/// The kinds of `networking.istio.io` modelled here.
+/// The Istio kinds modelled here (`networking.istio.io`, `security.istio.io`, `telemetry.istio.io`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// `VirtualService`
@@ -85,17 +99,29 @@ pub enum Kind {
     Gateway,
     /// `Sidecar`
     Sidecar,
+    /// `PeerAuthentication` (`security.istio.io`)
+    PeerAuthentication,
+    /// `AuthorizationPolicy` (`security.istio.io`)
+    AuthorizationPolicy,
+    /// `RequestAuthentication` (`security.istio.io`)
+    RequestAuthentication,
+    /// `Telemetry` (`telemetry.istio.io`)
+    Telemetry,
 }
 
 impl Kind {
     /// All kinds.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 10] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
         Kind::WorkloadEntry,
         Kind::Gateway,
         Kind::Sidecar,
+        Kind::PeerAuthentication,
+        Kind::AuthorizationPolicy,
+        Kind::RequestAuthentication,
+        Kind::Telemetry,
     ];
 
     /// The kind name as written in YAML.
@@ -107,6 +133,35 @@ impl Kind {
             Kind::WorkloadEntry => "WorkloadEntry",
             Kind::Gateway => "Gateway",
             Kind::Sidecar => "Sidecar",
+            Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::RequestAuthentication => "RequestAuthentication",
+            Kind::Telemetry => "Telemetry",
+        }
+    }
+
+    /// The kind's API group.
+    pub fn group(&self) -> &'static str {
+        match self {
+            Kind::VirtualService
+            | Kind::DestinationRule
+            | Kind::ServiceEntry
+            | Kind::WorkloadEntry
+            | Kind::Gateway
+            | Kind::Sidecar => NETWORKING_GROUP,
+            Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
+                SECURITY_GROUP
+            }
+            Kind::Telemetry => TELEMETRY_GROUP,
+        }
+    }
+
+    /// The API versions of the kind's group that Istio serves (and [`parse_documents`] accepts).
+    pub fn versions(&self) -> &'static [&'static str] {
+        match self.group() {
+            SECURITY_GROUP => SECURITY_VERSIONS,
+            TELEMETRY_GROUP => TELEMETRY_VERSIONS,
+            _ => SUPPORTED_VERSIONS,
         }
     }
 
@@ -140,6 +195,14 @@ pub enum ConfigObject {
     Gateway(Resource<networking::Gateway>),
     /// A Sidecar.
     Sidecar(Resource<networking::Sidecar>),
+    /// A PeerAuthentication.
+    PeerAuthentication(Resource<security::PeerAuthentication>),
+    /// An AuthorizationPolicy.
+    AuthorizationPolicy(Resource<security::AuthorizationPolicy>),
+    /// A RequestAuthentication.
+    RequestAuthentication(Resource<security::RequestAuthentication>),
+    /// A Telemetry.
+    Telemetry(Resource<telemetry::Telemetry>),
 }
 
 impl ConfigObject {
@@ -152,6 +215,10 @@ impl ConfigObject {
             ConfigObject::WorkloadEntry(_) => Kind::WorkloadEntry,
             ConfigObject::Gateway(_) => Kind::Gateway,
             ConfigObject::Sidecar(_) => Kind::Sidecar,
+            ConfigObject::PeerAuthentication(_) => Kind::PeerAuthentication,
+            ConfigObject::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            ConfigObject::RequestAuthentication(_) => Kind::RequestAuthentication,
+            ConfigObject::Telemetry(_) => Kind::Telemetry,
         }
     }
 
@@ -164,6 +231,10 @@ impl ConfigObject {
             ConfigObject::WorkloadEntry(r) => &r.metadata,
             ConfigObject::Gateway(r) => &r.metadata,
             ConfigObject::Sidecar(r) => &r.metadata,
+            ConfigObject::PeerAuthentication(r) => &r.metadata,
+            ConfigObject::AuthorizationPolicy(r) => &r.metadata,
+            ConfigObject::RequestAuthentication(r) => &r.metadata,
+            ConfigObject::Telemetry(r) => &r.metadata,
         }
     }
 
@@ -176,6 +247,10 @@ impl ConfigObject {
             ConfigObject::WorkloadEntry(r) => &r.api_version,
             ConfigObject::Gateway(r) => &r.api_version,
             ConfigObject::Sidecar(r) => &r.api_version,
+            ConfigObject::PeerAuthentication(r) => &r.api_version,
+            ConfigObject::AuthorizationPolicy(r) => &r.api_version,
+            ConfigObject::RequestAuthentication(r) => &r.api_version,
+            ConfigObject::Telemetry(r) => &r.api_version,
         }
     }
 
@@ -217,6 +292,10 @@ impl ConfigObject {
                 r.spec.validate(&spec, &mut errors)
             }
             ConfigObject::Sidecar(r) => r.spec.validate_in_namespace(ns, &spec, &mut errors),
+            ConfigObject::PeerAuthentication(r) => r.spec.validate(&spec, &mut errors),
+            ConfigObject::AuthorizationPolicy(r) => r.spec.validate(&spec, &mut errors),
+            ConfigObject::RequestAuthentication(r) => r.spec.validate(&spec, &mut errors),
+            ConfigObject::Telemetry(r) => r.spec.validate(&spec, &mut errors),
         }
         ValidationErrors::into_result(errors)
     }
@@ -265,9 +344,9 @@ impl DocumentError {
 }
 
 macro_rules! impl_from_resource {
-    ($($variant:ident),*) => {$(
-        impl From<Resource<networking::$variant>> for ConfigObject {
-            fn from(r: Resource<networking::$variant>) -> Self {
+    ($module:ident: $($variant:ident),*) => {$(
+        impl From<Resource<$module::$variant>> for ConfigObject {
+            fn from(r: Resource<$module::$variant>) -> Self {
                 ConfigObject::$variant(r)
             }
         }
@@ -275,13 +354,19 @@ macro_rules! impl_from_resource {
 }
 
 impl_from_resource!(
-    VirtualService,
+    networking: VirtualService,
     DestinationRule,
     ServiceEntry,
     WorkloadEntry,
     Gateway,
     Sidecar
 );
+impl_from_resource!(
+    security: PeerAuthentication,
+    AuthorizationPolicy,
+    RequestAuthentication
+);
+impl_from_resource!(telemetry: Telemetry);
 
 fn describe(kind: &Option<String>, name: &Option<String>, namespace: &Option<String>) -> String {
     let kind = kind.as_deref().unwrap_or("document");
@@ -304,7 +389,8 @@ pub struct ParsedDocument {
 /// Parses every document in a (multi-document) YAML text.
 ///
 /// Empty documents (e.g. after a trailing `---`, or only comments) are skipped and not counted.
-/// Accepts `networking.istio.io/v1`, `v1beta1` and `v1alpha3`. An object is `Ok` only if it
+/// Accepts `networking.istio.io/v1`, `v1beta1` and `v1alpha3`, `security.istio.io/v1` and
+/// `v1beta1`, `telemetry.istio.io/v1` and `v1alpha1`. An object is `Ok` only if it
 /// deserializes (unknown fields are errors, with their path) and validates. A YAML syntax error
 /// ends the parse: it is reported as an `Invalid` document and later documents are not read.
 pub fn parse_documents(text: &str) -> Vec<ParsedDocument> {
@@ -402,10 +488,10 @@ pub fn parse_value(mut value: serde_yaml::Value) -> Result<ConfigObject, Documen
     let (group, version) = api_version
         .split_once('/')
         .unwrap_or(("", api_version.as_str()));
-    let Some(k) = Kind::parse(&kind).filter(|_| group == NETWORKING_GROUP) else {
+    let Some(k) = Kind::parse(&kind).filter(|k| k.group() == group) else {
         return Err(DocumentError::Unsupported { api_version, kind });
     };
-    if !SUPPORTED_VERSIONS.contains(&version) {
+    if !k.versions().contains(&version) {
         return Err(invalid(
             Some(&kind),
             name.as_deref(),
@@ -413,8 +499,9 @@ pub fn parse_value(mut value: serde_yaml::Value) -> Result<ConfigObject, Documen
             vec![FieldError::new(
                 "apiVersion",
                 format!(
-                    "unsupported version {version:?} of {NETWORKING_GROUP}; use one of {}",
-                    SUPPORTED_VERSIONS.join(", ")
+                    "unsupported version {version:?} of {}; use one of {}",
+                    k.group(),
+                    k.versions().join(", ")
                 ),
             )],
         ));
@@ -435,6 +522,10 @@ pub fn parse_value(mut value: serde_yaml::Value) -> Result<ConfigObject, Documen
         Kind::WorkloadEntry => load(value).map(ConfigObject::WorkloadEntry),
         Kind::Gateway => load(value).map(ConfigObject::Gateway),
         Kind::Sidecar => load(value).map(ConfigObject::Sidecar),
+        Kind::PeerAuthentication => load(value).map(ConfigObject::PeerAuthentication),
+        Kind::AuthorizationPolicy => load(value).map(ConfigObject::AuthorizationPolicy),
+        Kind::RequestAuthentication => load(value).map(ConfigObject::RequestAuthentication),
+        Kind::Telemetry => load(value).map(ConfigObject::Telemetry),
     }
     .map_err(|e| invalid(Some(&kind), name.as_deref(), namespace.as_deref(), vec![e]))?;
 

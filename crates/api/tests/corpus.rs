@@ -7,13 +7,17 @@ use weft_api::{ConfigObject, DocumentError, Kind, ParsedDocument, parse_document
 
 /// Kinds whose documents must be accepted. (Gateway and Sidecar are modelled too and checked
 /// the same way.)
-const MODELED: [&str; 6] = [
+const MODELED: [&str; 10] = [
     "VirtualService",
     "DestinationRule",
     "ServiceEntry",
     "WorkloadEntry",
     "Gateway",
     "Sidecar",
+    "PeerAuthentication",
+    "AuthorizationPolicy",
+    "RequestAuthentication",
+    "Telemetry",
 ];
 
 /// Documents of modelled kinds that Weft rejects on purpose because Istio rejects them too:
@@ -99,7 +103,9 @@ fn check_dir(dir: &str) -> BTreeMap<Kind, usize> {
                     doc.index
                 )),
                 (Err(DocumentError::Unsupported { api_version, kind }), _) => assert!(
-                    !(api_version.starts_with("networking.istio.io/")
+                    !((api_version.starts_with("networking.istio.io/")
+                        || api_version.starts_with("security.istio.io/")
+                        || api_version.starts_with("telemetry.istio.io/"))
                         && MODELED.contains(&kind.as_str())),
                     "{file}#{}: modelled kind {kind} reported unsupported",
                     doc.index
@@ -178,14 +184,25 @@ fn other_kinds_are_unsupported_not_invalid() {
             d.result
         );
     }
-    let docs = parse_documents(&read("tests/testdata/config/authn.yaml"));
-    assert_eq!(
-        docs[0].result,
-        Err(DocumentError::Unsupported {
-            api_version: "security.istio.io/v1".into(),
-            kind: "PeerAuthentication".into()
-        })
-    );
+}
+
+#[test]
+fn security_documents_parse() {
+    for file in [
+        "tests/testdata/config/authn.yaml",
+        "tests/testdata/config/peer-authn-strict.yaml",
+    ] {
+        let docs = parse_documents(&read(file));
+        assert!(!docs.is_empty(), "{file}");
+        for d in &docs {
+            let obj = d
+                .result
+                .as_ref()
+                .unwrap_or_else(|e| panic!("{file}#{}: {e}", d.index));
+            assert_eq!(obj.kind(), Kind::PeerAuthentication);
+            assert_eq!(obj.api_version(), "security.istio.io/v1");
+        }
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! `weftctl`: Weft's command-line tool.
 
+mod crds;
 mod demo;
 mod demo_app;
 
@@ -42,10 +43,36 @@ enum Commands {
         #[arg(long)]
         version: String,
     },
+    /// Write the Istio CRDs generated from weft-api's types, one file per kind.
+    Crds {
+        /// Directories to write to (created if missing); repeat the flag for several. By
+        /// default the repo's `crds/` and the Helm chart's `charts/weft/crds/`.
+        #[arg(long, default_values = [
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../crds"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/weft/crds"),
+        ])]
+        out: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Commands::Crds { out } = &cli.command {
+        for dir in out {
+            match crds::write(dir) {
+                Ok(written) => {
+                    for path in written {
+                        println!("{}", path.display());
+                    }
+                }
+                Err(error) => {
+                    eprintln!("{error:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -80,6 +107,7 @@ fn main() -> ExitCode {
                 service,
                 version,
             } => demo_app::run(listen, demo_app::Identity { service, version }).await,
+            Commands::Crds { .. } => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

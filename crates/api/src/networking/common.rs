@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::de::null_default;
@@ -66,6 +67,31 @@ impl From<StringMatch> for StringMatchRepr {
     }
 }
 
+impl JsonSchema for StringMatch {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StringMatch".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    /// An object with at most one of `exact`, `prefix`, `regex` (`{}` is allowed: where Istio
+    /// does not accept it, validation says so).
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "maxProperties": 1,
+            "properties": {
+                "exact": {"type": "string"},
+                "prefix": {"type": "string"},
+                "regex": {"type": "string"}
+            },
+            "additionalProperties": false
+        })
+    }
+}
+
 impl StringMatch {
     /// True for `{}`.
     pub fn is_present_only(&self) -> bool {
@@ -92,7 +118,7 @@ impl StringMatch {
 }
 
 /// A port selected by number.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortSelector {
     /// Port number.
@@ -107,7 +133,7 @@ impl Validate for PortSelector {
 }
 
 /// Where traffic goes: a service host, optionally a subset and a port.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Destination {
     /// Service host (short name, FQDN, or a ServiceEntry host).
@@ -139,7 +165,7 @@ impl Validate for Destination {
 }
 
 /// A percentage in 0.0..=100.0.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Percent {
     /// The percentage.
@@ -163,7 +189,7 @@ impl Validate for Percent {
 }
 
 /// Workload selector of ServiceEntry and Sidecar (`workloadSelector.labels`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadSelector {
     /// Labels the workloads must carry.
@@ -182,7 +208,7 @@ impl Validate for WorkloadSelector {
 }
 
 /// Workload selector of DestinationRule (the `istio.type.v1beta1` form: `workloadSelector.matchLabels`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyWorkloadSelector {
     /// Labels the workloads must carry.
@@ -201,7 +227,7 @@ impl Validate for PolicyWorkloadSelector {
 }
 
 /// Header manipulation for requests and responses.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Headers {
     /// Operations on the request headers.
@@ -213,7 +239,7 @@ pub struct Headers {
 }
 
 /// Set, add or remove headers.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderOperations {
     /// Overwrite these headers.

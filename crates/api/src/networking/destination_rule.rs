@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{PolicyWorkloadSelector, PortSelector};
@@ -14,7 +15,7 @@ use crate::validation::{
 };
 
 /// Policies applied to traffic for a host after routing.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationRule {
     /// Service host the rule applies to.
@@ -97,7 +98,7 @@ impl Validate for DestinationRule {
 }
 
 /// A named version of a service, selected by labels.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Subset {
     /// Subset name (a DNS-1123 label).
@@ -129,7 +130,7 @@ impl Validate for Subset {
 }
 
 /// Traffic policy: load balancing, connection pool, outlier detection, TLS, per-port overrides.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrafficPolicy {
     /// Load-balancing algorithm.
@@ -191,7 +192,7 @@ impl Validate for TrafficPolicy {
 }
 
 /// Per-port traffic policy.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortTrafficPolicy {
     /// The port this applies to (required).
@@ -238,7 +239,7 @@ impl Validate for PortTrafficPolicy {
 }
 
 /// Simple load-balancing algorithms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SimpleLb {
     /// Let Istio choose (least request).
@@ -256,7 +257,7 @@ pub enum SimpleLb {
 }
 
 /// Load-balancer settings: a simple algorithm or consistent hashing, plus locality settings.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoadBalancerSettings {
     /// Simple algorithm.
@@ -301,7 +302,7 @@ impl Validate for LoadBalancerSettings {
 }
 
 /// Slow-start settings.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WarmupConfiguration {
     /// Warm-up window.
@@ -339,7 +340,7 @@ impl Validate for WarmupConfiguration {
 }
 
 /// Consistent-hash load balancing: exactly one hash key, optional ring settings.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsistentHashLb {
     /// Hash on this request header.
@@ -432,7 +433,7 @@ fn is_prime(x: u64) -> bool {
 }
 
 /// Cookie used as the hash key.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpCookie {
     /// Cookie name.
@@ -454,7 +455,7 @@ pub struct HttpCookie {
 }
 
 /// An extra cookie attribute.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CookieAttribute {
     /// Attribute name.
@@ -466,7 +467,7 @@ pub struct CookieAttribute {
 }
 
 /// Ring-hash settings.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RingHash {
     /// Minimum ring size.
@@ -475,7 +476,7 @@ pub struct RingHash {
 }
 
 /// Maglev settings.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MagLev {
     /// Lookup table size (a prime).
@@ -484,7 +485,7 @@ pub struct MagLev {
 }
 
 /// Locality-weighted load balancing.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityLoadBalancerSetting {
     /// Explicit traffic distribution per origin locality.
@@ -576,7 +577,7 @@ impl Validate for LocalityLoadBalancerSetting {
 }
 
 /// Distribution from one locality to others.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityDistribute {
     /// Origin locality (`region/zone/subzone`, `*` wildcards allowed).
@@ -592,7 +593,7 @@ pub struct LocalityDistribute {
 }
 
 /// Failover from one region to another.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityFailover {
     /// Origin region.
@@ -604,7 +605,7 @@ pub struct LocalityFailover {
 }
 
 /// Connection pool settings.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionPoolSettings {
     /// TCP-level settings.
@@ -626,7 +627,7 @@ impl Validate for ConnectionPoolSettings {
 }
 
 /// TCP connection pool settings.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpSettings {
     /// Maximum connections to a host.
@@ -668,7 +669,7 @@ impl Validate for TcpSettings {
 }
 
 /// TCP keep-alive settings.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpKeepalive {
     /// Unanswered probes before the connection is dead.
@@ -683,7 +684,7 @@ pub struct TcpKeepalive {
 }
 
 /// HTTP/2 upgrade policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum H2UpgradePolicy {
     /// Use the mesh default.
@@ -695,7 +696,7 @@ pub enum H2UpgradePolicy {
 }
 
 /// HTTP connection pool settings.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpSettings {
     /// Maximum queued requests.
@@ -765,7 +766,7 @@ impl Validate for HttpSettings {
 }
 
 /// Outlier detection (ejecting failing endpoints).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetection {
     /// Deprecated: consecutive 502/503/504 before ejection.
@@ -839,7 +840,7 @@ impl Validate for OutlierDetection {
 }
 
 /// Upstream TLS mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TlsMode {
     /// Plain text.
@@ -854,7 +855,7 @@ pub enum TlsMode {
 }
 
 /// Upstream (client-side) TLS settings.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientTlsSettings {
     /// TLS mode.
@@ -939,7 +940,7 @@ impl Validate for ClientTlsSettings {
 }
 
 /// Tunnel settings (HTTP CONNECT/POST).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TunnelSettings {
     /// `CONNECT` (default) or `POST`.
@@ -979,7 +980,7 @@ impl Validate for TunnelSettings {
 }
 
 /// PROXY protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ProxyProtocolVersion {
     /// Version 1 (text).
     V1,
@@ -988,7 +989,7 @@ pub enum ProxyProtocolVersion {
 }
 
 /// PROXY protocol settings.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyProtocol {
     /// Version (default V1).

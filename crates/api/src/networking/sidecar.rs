@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Destination, WorkloadSelector};
@@ -16,7 +17,7 @@ use crate::validation::{
 };
 
 /// Sidecar proxy configuration for a namespace or some workloads.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Sidecar {
     /// Workloads this applies to (default: the whole namespace).
@@ -45,7 +46,7 @@ pub struct Sidecar {
 }
 
 /// A sidecar listener port.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SidecarPort {
     /// Port number (0 for unix sockets).
@@ -63,7 +64,7 @@ pub struct SidecarPort {
 }
 
 /// Traffic capture mode of a listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CaptureMode {
     /// The environment's default.
@@ -76,7 +77,7 @@ pub enum CaptureMode {
 }
 
 /// An inbound listener.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IstioIngressListener {
     /// Port (required).
@@ -100,7 +101,7 @@ pub struct IstioIngressListener {
 }
 
 /// An outbound listener.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IstioEgressListener {
     /// Port; absent for the catch-all listener (which must be last).
@@ -122,7 +123,7 @@ pub struct IstioEgressListener {
 }
 
 /// Outbound traffic policy mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OutboundTrafficPolicyMode {
     /// Only registry services are reachable.
@@ -132,7 +133,7 @@ pub enum OutboundTrafficPolicyMode {
 }
 
 /// Outbound traffic policy.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutboundTrafficPolicy {
     /// Mode (default ALLOW_ANY).

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Destination, Headers, Percent, StringMatch};
@@ -19,7 +20,7 @@ use crate::validation::{
 pub const MESH_GATEWAY: &str = "mesh";
 
 /// Routing rules for one or more hosts.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualService {
     /// Destination hosts the rules apply to. Empty only for delegate VirtualServices.
@@ -186,7 +187,7 @@ struct RouteContext {
 }
 
 /// One HTTP routing rule: match conditions and an action (route, redirect, direct response or delegate).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRoute {
     /// Route name (for logs and stats).
@@ -425,7 +426,7 @@ fn check_weight_sum(count: usize, total: i64, path: &Path, errors: &mut Vec<Fiel
 }
 
 /// Conditions on an HTTP request; all set fields must match.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMatchRequest {
     /// Match name (for logs and stats).
@@ -577,7 +578,7 @@ impl HttpMatchRequest {
 }
 
 /// A destination with a weight and per-destination header operations.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRouteDestination {
     /// Where to send the request.
@@ -592,7 +593,7 @@ pub struct HttpRouteDestination {
 }
 
 /// Regex-based URI rewrite.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegexRewrite {
     /// RE2 pattern to match.
@@ -604,7 +605,7 @@ pub struct RegexRewrite {
 }
 
 /// Rewrite the URI and/or authority before forwarding.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRewrite {
     /// Replace the matched path/prefix with this.
@@ -647,7 +648,7 @@ impl Validate for HttpRewrite {
 }
 
 /// How the redirect port is derived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RedirectPortSelection {
     /// 80 for http, 443 for https.
@@ -657,7 +658,7 @@ pub enum RedirectPortSelection {
 }
 
 /// Respond with a redirect.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRedirect {
     /// Replace the path.
@@ -742,6 +743,30 @@ struct HttpBodyRepr {
     bytes: Option<String>,
 }
 
+impl JsonSchema for HttpBody {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "HttpBody".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    /// Exactly one of `string` or `bytes`.
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": 1,
+            "properties": {
+                "string": {"type": "string"},
+                "bytes": {"type": "string", "format": "byte"}
+            },
+            "additionalProperties": false
+        })
+    }
+}
+
 impl TryFrom<HttpBodyRepr> for HttpBody {
     type Error = String;
     fn try_from(r: HttpBodyRepr) -> Result<Self, String> {
@@ -770,7 +795,7 @@ impl From<HttpBody> for HttpBodyRepr {
 }
 
 /// Respond directly with a status and optional body.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpDirectResponse {
     /// HTTP status, 200..=599.
@@ -804,7 +829,7 @@ impl Validate for HttpDirectResponse {
 }
 
 /// Delegate the route to another VirtualService.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Delegate {
     /// Name of the delegate VirtualService.
@@ -834,7 +859,7 @@ impl Validate for Delegate {
 }
 
 /// Retry policy.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRetry {
     /// Number of retries; 0 disables retries.
@@ -910,7 +935,7 @@ impl Validate for HttpRetry {
 }
 
 /// Fault injection: delays and/or aborts.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpFaultInjection {
     /// Delay requests.
@@ -935,7 +960,7 @@ impl Validate for HttpFaultInjection {
 }
 
 /// Fault delay.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Delay {
     /// Fixed delay before forwarding.
@@ -997,7 +1022,7 @@ const GRPC_STATUSES: &[&str] = &[
 ];
 
 /// Fault abort.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Abort {
     /// HTTP status to return, 200..=599.
@@ -1053,7 +1078,7 @@ impl Validate for Abort {
 }
 
 /// Mirror to a destination, with an optional share.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMirrorPolicy {
     /// Mirror destination.
@@ -1073,7 +1098,7 @@ impl Validate for HttpMirrorPolicy {
 }
 
 /// What to do with CORS preflights that do not match the policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UnmatchedPreflights {
     /// Default (forward).
@@ -1085,7 +1110,7 @@ pub enum UnmatchedPreflights {
 }
 
 /// Cross-origin resource sharing policy.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CorsPolicy {
     /// Allowed origins.
@@ -1185,7 +1210,7 @@ impl Validate for CorsPolicy {
 }
 
 /// A TLS (SNI-based) routing rule.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsRoute {
     /// Match conditions (at least one).
@@ -1221,7 +1246,7 @@ impl TlsRoute {
 }
 
 /// An opaque TCP routing rule.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpRoute {
     /// Match conditions; empty matches everything.
@@ -1254,7 +1279,7 @@ impl Validate for TcpRoute {
 }
 
 /// A weighted destination of a TCP or TLS route.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteDestination {
     /// Where to send the connection.
@@ -1277,7 +1302,7 @@ fn validate_l4_destinations(dests: &[RouteDestination], path: &Path, errors: &mu
 }
 
 /// L4 match conditions of a TCP route.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct L4MatchAttributes {
     /// Destination IPs or CIDRs.
@@ -1359,7 +1384,7 @@ impl Validate for L4MatchAttributes {
 }
 
 /// Match conditions of a TLS route.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsMatchAttributes {
     /// SNI values to match (at least one); each must be covered by a VirtualService host.

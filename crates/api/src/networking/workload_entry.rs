@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::de::null_default;
@@ -14,7 +15,7 @@ use crate::validation::{
 pub const UNIX_ADDRESS_PREFIX: &str = "unix://";
 
 /// A workload's address, ports and labels.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadEntry {
     /// IP address, DNS name (DNS resolution) or `unix:///path`.

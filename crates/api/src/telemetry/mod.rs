@@ -1,0 +1,440 @@
+//! Istio `telemetry.istio.io/v1` `Telemetry`: tracing, metrics and access-logging settings of
+//! workloads. Every field is modelled; validation is light (Weft does not act on them yet).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::de::null_default;
+use crate::duration::Duration;
+use crate::networking::PolicyWorkloadSelector;
+use crate::security::{PolicyTargetReference, validate_policy_target};
+use crate::validation::{FieldError, Path, Validate, check_duration};
+
+/// `spec` of a `Telemetry`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Telemetry {
+    /// The workloads the settings apply to; all workloads in the namespace when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<PolicyWorkloadSelector>,
+    /// The resource the settings attach to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<PolicyTargetReference>,
+    /// The resources the settings attach to.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    #[schemars(length(max = 16))]
+    pub target_refs: Vec<PolicyTargetReference>,
+    /// Tracing settings.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub tracing: Vec<Tracing>,
+    /// Metrics settings.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub metrics: Vec<Metrics>,
+    /// Access-logging settings.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub access_logging: Vec<AccessLogging>,
+}
+
+/// Which side of the traffic a setting applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WorkloadMode {
+    /// Both directions.
+    ClientAndServer,
+    /// Outbound traffic.
+    Client,
+    /// Inbound traffic.
+    Server,
+}
+
+/// Selects traffic by direction.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModeSelector {
+    /// Direction of the traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<WorkloadMode>,
+}
+
+/// A telemetry provider declared in the mesh config.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderRef {
+    /// Provider name.
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// Tracing settings.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tracing {
+    /// Traffic the settings apply to.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_: Option<ModeSelector>,
+    /// Providers spans are reported to.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub providers: Vec<ProviderRef>,
+    /// Sampling percentage, 0..=100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub random_sampling_percentage: Option<f64>,
+    /// Do not report spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_span_reporting: Option<bool>,
+    /// Tags added to spans.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub custom_tags: BTreeMap<String, CustomTag>,
+    /// Let Envoy sample by request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_request_id_for_trace_sampling: Option<bool>,
+    /// Add Istio's standard tags to spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_istio_tags: Option<bool>,
+}
+
+/// A span tag: a literal, an environment variable or a request header (exactly one).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustomTag {
+    /// A fixed value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub literal: Option<LiteralTag>,
+    /// An environment variable of the proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<NamedTag>,
+    /// A request header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<NamedTag>,
+}
+
+/// A fixed tag value.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LiteralTag {
+    /// The value.
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    pub value: String,
+}
+
+/// A tag read from a named source (environment variable or header).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamedTag {
+    /// Variable or header name.
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Value used when it is missing.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub default_value: String,
+}
+
+/// Metrics settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metrics {
+    /// Providers the settings apply to.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub providers: Vec<ProviderRef>,
+    /// Overrides, applied in order.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub overrides: Vec<MetricsOverrides>,
+    /// Interval between metric reports (TCP metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporting_interval: Option<Duration>,
+}
+
+/// Istio's standard metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IstioMetric {
+    /// Every standard metric.
+    AllMetrics,
+    /// `istio_requests_total`.
+    RequestCount,
+    /// `istio_request_duration_milliseconds`.
+    RequestDuration,
+    /// `istio_request_bytes`.
+    RequestSize,
+    /// `istio_response_bytes`.
+    ResponseSize,
+    /// `istio_tcp_connections_opened_total`.
+    TcpOpenedConnections,
+    /// `istio_tcp_connections_closed_total`.
+    TcpClosedConnections,
+    /// `istio_tcp_sent_bytes_total`.
+    TcpSentBytes,
+    /// `istio_tcp_received_bytes_total`.
+    TcpReceivedBytes,
+    /// `istio_request_messages_total`.
+    GrpcRequestMessages,
+    /// `istio_response_messages_total`.
+    GrpcResponseMessages,
+}
+
+/// Selects metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricSelector {
+    /// A standard metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<IstioMetric>,
+    /// A custom metric name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub custom_metric: Option<String>,
+    /// Direction of the traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<WorkloadMode>,
+}
+
+/// One metrics override.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsOverrides {
+    /// Metrics the override applies to (all when unset).
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_: Option<MetricSelector>,
+    /// Turn the metrics off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    /// Tag (label) overrides, by tag name.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub tag_overrides: BTreeMap<String, TagOverride>,
+}
+
+/// Operation on a metric tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TagOperation {
+    /// Insert or update the tag.
+    Upsert,
+    /// Remove the tag.
+    Remove,
+}
+
+/// An override of one metric tag.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TagOverride {
+    /// What to do (default UPSERT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<TagOperation>,
+    /// CEL expression for the value (UPSERT only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// Access-logging settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogging {
+    /// Traffic the settings apply to.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_: Option<ModeSelector>,
+    /// Providers logs go to.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub providers: Vec<ProviderRef>,
+    /// Turn access logs off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    /// Which requests are logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<AccessLogFilter>,
+}
+
+/// Access-log filter.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogFilter {
+    /// CEL expression selecting the logged requests (`response.code >= 400`).
+    #[serde(default)]
+    pub expression: String,
+}
+
+fn validate_providers(path: &Path, errors: &mut Vec<FieldError>, providers: &[ProviderRef]) {
+    for (i, p) in providers.iter().enumerate() {
+        if p.name.is_empty() {
+            path.index(i)
+                .field("name")
+                .push(errors, "provider name must not be empty");
+        }
+    }
+}
+
+impl Validate for Telemetry {
+    fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
+        validate_policy_target(
+            path,
+            errors,
+            &self.selector,
+            &self.target_ref,
+            &self.target_refs,
+        );
+        for (i, t) in self.tracing.iter().enumerate() {
+            let p = path.field("tracing").index(i);
+            validate_providers(&p.field("providers"), errors, &t.providers);
+            if let Some(v) = t.random_sampling_percentage
+                && !(0.0..=100.0).contains(&v)
+            {
+                p.field("randomSamplingPercentage")
+                    .push(errors, format!("percentage {v} is not in range 0..100"));
+            }
+            for (name, tag) in &t.custom_tags {
+                let set = usize::from(tag.literal.is_some())
+                    + usize::from(tag.environment.is_some())
+                    + usize::from(tag.header.is_some());
+                if set != 1 {
+                    p.field("customTags").key(name).push(
+                        errors,
+                        "exactly one of literal, environment or header must be set",
+                    );
+                }
+            }
+        }
+        for (i, m) in self.metrics.iter().enumerate() {
+            let p = path.field("metrics").index(i);
+            validate_providers(&p.field("providers"), errors, &m.providers);
+            check_duration(&p.field("reportingInterval"), errors, &m.reporting_interval);
+            for (j, o) in m.overrides.iter().enumerate() {
+                let op = p.field("overrides").index(j);
+                if let Some(sel) = &o.match_
+                    && sel.metric.is_some()
+                    && sel.custom_metric.is_some()
+                {
+                    op.field("match")
+                        .push(errors, "only one of metric or customMetric may be set");
+                }
+                for (tag, t) in &o.tag_overrides {
+                    let tp = op.field("tagOverrides").key(tag);
+                    match t.operation.unwrap_or(TagOperation::Upsert) {
+                        TagOperation::Upsert if t.value.as_deref().unwrap_or("").is_empty() => {
+                            tp.push(errors, "value must be set when operation is UPSERT");
+                        }
+                        TagOperation::Remove if t.value.is_some() => {
+                            tp.push(errors, "value must not be set when operation is REMOVE");
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        for (i, a) in self.access_logging.iter().enumerate() {
+            let p = path.field("accessLogging").index(i);
+            validate_providers(&p.field("providers"), errors, &a.providers);
+            if a.filter.as_ref().is_some_and(|f| f.expression.is_empty()) {
+                p.field("filter")
+                    .field("expression")
+                    .push(errors, "filter expression must not be empty");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(yaml: &str) -> Vec<String> {
+        let t: Telemetry = serde_yaml::from_str(yaml).expect("parses");
+        let mut errs = Vec::new();
+        t.validate(&Path::root("spec"), &mut errs);
+        errs.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn accepts_istio_examples() {
+        let yaml = r#"
+selector: {matchLabels: {service.istio.io/canonical-name: foo}}
+tracing:
+- providers: [{name: zipkin-alternate}]
+  randomSamplingPercentage: 10.00
+  customTags:
+    my_new_foo_tag: {literal: {value: foo}}
+    env_tag: {environment: {name: POD_NAME, defaultValue: unknown}}
+metrics:
+- providers: [{name: prometheus}]
+  reportingInterval: 10s
+  overrides:
+  - match: {metric: REQUEST_COUNT, mode: SERVER}
+    tagOverrides:
+      response_code: {operation: REMOVE}
+      request_host: {value: request.host}
+  - disabled: true
+accessLogging:
+- providers: [{name: envoy}]
+  match: {mode: CLIENT}
+  filter: {expression: "response.code >= 400"}
+- disabled: true
+"#;
+        assert_eq!(errors(yaml), Vec::<String>::new());
+    }
+
+    #[test]
+    fn reports_paths() {
+        let yaml = r#"
+tracing: [{randomSamplingPercentage: 101, customTags: {t: {}}, providers: [{name: ""}]}]
+metrics:
+- overrides:
+  - match: {metric: REQUEST_COUNT, customMetric: x}
+    tagOverrides: {a: {operation: REMOVE, value: x}, b: {}}
+"#;
+        assert_eq!(
+            errors(yaml),
+            [
+                "spec.tracing[0].providers[0].name: provider name must not be empty",
+                "spec.tracing[0].randomSamplingPercentage: percentage 101 is not in range 0..100",
+                "spec.tracing[0].customTags[t]: exactly one of literal, environment or header must be set",
+                "spec.metrics[0].overrides[0].match: only one of metric or customMetric may be set",
+                "spec.metrics[0].overrides[0].tagOverrides[a]: value must not be set when operation is REMOVE",
+                "spec.metrics[0].overrides[0].tagOverrides[b]: value must be set when operation is UPSERT",
+            ]
+        );
+        assert!(serde_yaml::from_str::<Telemetry>("tracing: [{sampling: 1}]").is_err());
+    }
+}

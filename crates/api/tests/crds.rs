@@ -1,0 +1,384 @@
+//! The generated CRDs: up to date in `crds/`, structural, accepting Istio's own documents, and
+//! named as Istio names them.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use weft_api::Kind;
+use weft_api::crd::{all_files, crd, open_api_schema};
+
+fn crds_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../crds"))
+}
+
+/// The repo's `crds/` and the Helm chart's copy must both match the Rust types, and hold
+/// nothing else.
+#[test]
+fn files_are_up_to_date() {
+    let chart = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../charts/weft/crds"
+    ));
+    let mut stale = Vec::new();
+    for dir in [crds_dir(), chart] {
+        let files = all_files();
+        for (name, content) in &files {
+            let path = dir.join(name);
+            match std::fs::read_to_string(&path) {
+                Ok(on_disk) if &on_disk == content => {}
+                Ok(_) => stale.push(format!("{} differs", path.display())),
+                Err(e) => stale.push(format!("{}: {e}", path.display())),
+            }
+        }
+        let entries =
+            std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
+        for entry in entries {
+            let name = entry
+                .expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            if name.ends_with(".yaml") && !files.iter().any(|(n, _)| *n == name) {
+                stale.push(format!("{} is not generated", dir.join(name).display()));
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "CRD files are out of date ({}); run `cargo run -p weftctl -- crds`",
+        stale.join(", ")
+    );
+}
+
+#[test]
+fn generation_is_deterministic() {
+    assert_eq!(all_files(), all_files());
+}
+
+/// Walks a schema and lists every place that breaks Kubernetes' structural-schema rules.
+fn structural_problems(v: &Value, at: &str, out: &mut Vec<String>) {
+    let Some(o) = v.as_object() else {
+        out.push(format!("{at}: not an object"));
+        return;
+    };
+    for banned in [
+        "$ref",
+        "$defs",
+        "definitions",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "not",
+        "const",
+        "patternProperties",
+        "default",
+        "nullable",
+        "uniqueItems",
+    ] {
+        if o.contains_key(banned) {
+            out.push(format!("{at}: has {banned}"));
+        }
+    }
+    let free = o.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
+        || o.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+    if !o.contains_key("type") && !free {
+        out.push(format!("{at}: no type"));
+    }
+    if o.get("additionalProperties").is_some_and(Value::is_boolean) {
+        out.push(format!("{at}: boolean additionalProperties"));
+    }
+    if o.contains_key("additionalProperties") && o.contains_key("properties") {
+        out.push(format!("{at}: both properties and additionalProperties"));
+    }
+    if let Some(Value::Object(props)) = o.get("properties") {
+        for (k, p) in props {
+            structural_problems(p, &format!("{at}.{k}"), out);
+        }
+    }
+    if let Some(items) = o.get("items") {
+        structural_problems(items, &format!("{at}[]"), out);
+    }
+    if let Some(ap) = o.get("additionalProperties").filter(|a| a.is_object()) {
+        structural_problems(ap, &format!("{at}[*]"), out);
+    }
+}
+
+#[test]
+fn schemas_are_structural() {
+    for kind in Kind::ALL {
+        let mut problems = Vec::new();
+        structural_problems(&open_api_schema(kind), kind.as_str(), &mut problems);
+        assert!(problems.is_empty(), "{kind}:\n{}", problems.join("\n"));
+        // The CRD's own serialization keeps the schema as generated.
+        let crd = serde_json::to_value(crd(kind)).expect("serialize");
+        let mut problems = Vec::new();
+        for v in crd["spec"]["versions"].as_array().expect("versions") {
+            structural_problems(
+                &v["schema"]["openAPIV3Schema"],
+                kind.as_str(),
+                &mut problems,
+            );
+        }
+        assert!(problems.is_empty(), "{kind}:\n{}", problems.join("\n"));
+    }
+}
+
+/// A small OpenAPI validator: the keywords the generated schemas use.
+fn check(schema: &Value, v: &Value, at: &str, out: &mut Vec<String>) {
+    let s = schema.as_object().expect("schema object");
+    if s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
+        && !s.contains_key("type")
+    {
+        return;
+    }
+    let ty = s.get("type").and_then(Value::as_str).unwrap_or("");
+    let ok = match ty {
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        _ => true,
+    };
+    if !ok {
+        out.push(format!("{at}: expected {ty}, got {v}"));
+        return;
+    }
+    if let Some(Value::Array(allowed)) = s.get("enum")
+        && !allowed.contains(v)
+    {
+        out.push(format!("{at}: {v} not in {allowed:?}"));
+    }
+    let num = |k: &str| s.get(k).and_then(Value::as_f64);
+    let int = |k: &str| s.get(k).and_then(Value::as_u64).map(|n| n as usize);
+    if let Some(x) = v.as_f64()
+        && (num("minimum").is_some_and(|m| x < m) || num("maximum").is_some_and(|m| x > m))
+    {
+        out.push(format!("{at}: {x} out of range"));
+    }
+    if let Some(text) = v.as_str() {
+        let n = text.chars().count();
+        if int("maxLength").is_some_and(|m| n > m) || int("minLength").is_some_and(|m| n < m) {
+            out.push(format!("{at}: length {n} out of bounds"));
+        }
+        if let Some(p) = s.get("pattern").and_then(Value::as_str) {
+            let re = regex::Regex::new(p).expect("pattern compiles");
+            if !re.is_match(text) {
+                out.push(format!("{at}: {text:?} does not match {p}"));
+            }
+        }
+    }
+    if let Some(items) = v.as_array() {
+        if int("maxItems").is_some_and(|m| items.len() > m)
+            || int("minItems").is_some_and(|m| items.len() < m)
+        {
+            out.push(format!("{at}: {} items out of bounds", items.len()));
+        }
+        if let Some(item_schema) = s.get("items") {
+            for (i, item) in items.iter().enumerate() {
+                check(item_schema, item, &format!("{at}[{i}]"), out);
+            }
+        }
+    }
+    if let Some(map) = v.as_object() {
+        if int("maxProperties").is_some_and(|m| map.len() > m)
+            || int("minProperties").is_some_and(|m| map.len() < m)
+        {
+            out.push(format!("{at}: {} properties out of bounds", map.len()));
+        }
+        if let Some(Value::Array(required)) = s.get("required") {
+            for r in required {
+                let r = r.as_str().expect("required name");
+                if !map.contains_key(r) {
+                    out.push(format!("{at}: missing required {r}"));
+                }
+            }
+        }
+        let props = s.get("properties").and_then(Value::as_object);
+        let extra = s.get("additionalProperties");
+        let free = s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+        for (k, val) in map {
+            let p = format!("{at}.{k}");
+            if let Some(ps) = props.and_then(|ps| ps.get(k)) {
+                check(ps, val, &p, out);
+            } else if let Some(e) = extra {
+                check(e, val, &p, out);
+            } else if !free {
+                out.push(format!("{p}: unknown field"));
+            }
+        }
+    }
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("read corpus dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            yaml_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn istio_corpus_validates_against_the_schemas() {
+    use serde::Deserialize;
+    let root = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/corpus/istio"
+    ));
+    let mut files = Vec::new();
+    yaml_files(&root, &mut files);
+    let schemas: Vec<(Kind, Value)> = Kind::ALL
+        .into_iter()
+        .map(|k| (k, open_api_schema(k)))
+        .collect();
+    let mut checked = std::collections::BTreeMap::<Kind, usize>::new();
+    let mut failures = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read");
+        for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            let Ok(v) = Value::deserialize(doc) else {
+                break;
+            };
+            let (Some(api), Some(kind)) = (v["apiVersion"].as_str(), v["kind"].as_str()) else {
+                continue;
+            };
+            let group = api.split_once('/').map(|(g, _)| g).unwrap_or("");
+            let Some((k, schema)) = schemas
+                .iter()
+                .find(|(k, _)| k.as_str() == kind && k.group() == group)
+            else {
+                continue;
+            };
+            let mut obj = v.clone();
+            if let Some(o) = obj.as_object_mut() {
+                for meta in ["apiVersion", "kind", "metadata"] {
+                    o.remove(meta);
+                }
+            }
+            let mut out = Vec::new();
+            check(schema, &obj, "", &mut out);
+            for e in out {
+                failures.push(format!("{}#{i}: {e}", f.display()));
+            }
+            *checked.entry(*k).or_default() += 1;
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for k in [
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::ServiceEntry,
+        Kind::Gateway,
+        Kind::Sidecar,
+        Kind::PeerAuthentication,
+    ] {
+        assert!(
+            checked.get(&k).copied().unwrap_or(0) > 0,
+            "no {k} checked: {checked:?}"
+        );
+    }
+}
+
+#[test]
+fn the_validator_catches_bad_documents() {
+    let schema = open_api_schema(Kind::PeerAuthentication);
+    let mut out = Vec::new();
+    let doc = serde_json::json!({"spec": {"mtls": {"mode": "ON"}, "mtsl": {}}});
+    check(&schema, &doc, "", &mut out);
+    assert_eq!(out.len(), 2, "{out:?}");
+    let schema = open_api_schema(Kind::VirtualService);
+    let mut out = Vec::new();
+    let doc = serde_json::json!({"spec": {"http": [{"timeout": "5"}]}});
+    check(&schema, &doc, "", &mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+}
+
+#[test]
+fn names_and_versions_match_istio() {
+    let expect: [(Kind, &[&str], &[&str], &str); 10] = [
+        (
+            Kind::VirtualService,
+            &["vs"],
+            &["v1", "v1alpha3", "v1beta1"],
+            "v1",
+        ),
+        (
+            Kind::DestinationRule,
+            &["dr"],
+            &["v1", "v1alpha3", "v1beta1"],
+            "v1",
+        ),
+        (Kind::Gateway, &["gw"], &["v1", "v1alpha3", "v1beta1"], "v1"),
+        (
+            Kind::ServiceEntry,
+            &["se"],
+            &["v1", "v1alpha3", "v1beta1"],
+            "v1",
+        ),
+        (
+            Kind::WorkloadEntry,
+            &["we"],
+            &["v1", "v1alpha3", "v1beta1"],
+            "v1",
+        ),
+        (Kind::Sidecar, &[], &["v1", "v1alpha3", "v1beta1"], "v1"),
+        (Kind::PeerAuthentication, &["pa"], &["v1", "v1beta1"], "v1"),
+        (Kind::AuthorizationPolicy, &["ap"], &["v1", "v1beta1"], "v1"),
+        (
+            Kind::RequestAuthentication,
+            &["ra"],
+            &["v1", "v1beta1"],
+            "v1",
+        ),
+        (Kind::Telemetry, &["telemetry"], &["v1", "v1alpha1"], "v1"),
+    ];
+    for (kind, shorts, versions, storage) in expect {
+        let c = crd(kind);
+        let names = &c.spec.names;
+        assert_eq!(
+            names.short_names.clone().unwrap_or_default(),
+            shorts.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "{kind}"
+        );
+        assert_eq!(names.kind, kind.as_str());
+        assert_eq!(
+            names.list_kind.as_deref(),
+            Some(format!("{kind}List").as_str())
+        );
+        let served: Vec<_> = c.spec.versions.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(served, versions, "{kind}");
+        let stored: Vec<_> = c
+            .spec
+            .versions
+            .iter()
+            .filter(|v| v.storage)
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(stored, [storage], "{kind}");
+        assert!(
+            c.spec
+                .versions
+                .iter()
+                .all(|v| v.served && v.subresources.as_ref().is_some_and(|s| s.status.is_some()))
+        );
+        assert_eq!(c.spec.scope, "Namespaced");
+        let cats = names.categories.clone().unwrap_or_default();
+        assert_eq!(cats[0], "istio-io");
+        assert_eq!(
+            cats[1],
+            format!("{}-istio-io", kind.group().split('.').next().unwrap_or(""))
+        );
+        assert_eq!(
+            c.metadata.name.as_deref(),
+            Some(format!("{}.{}", names.plural, kind.group()).as_str())
+        );
+    }
+}
