@@ -7,12 +7,47 @@ use std::time::Duration;
 use clap::Parser;
 
 /// Weft's control plane: reads Istio configuration and serves Envoy xDS (ADS) to proxies.
+///
+/// Local mode with `--config-dir`; otherwise Kubernetes mode (the API server from
+/// `--kubeconfig`, else `KUBECONFIG` / `~/.kube/config`, else the in-cluster config).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "weft-controller", version, about, long_about = None)]
 pub struct Args {
-    /// Directory of Istio YAML files (`*.yaml`, `*.yml`, not recursive) to serve (local mode).
+    /// Directory of Istio YAML files (`*.yaml`, `*.yml`, not recursive) to serve (local
+    /// mode). Without it the controller runs in Kubernetes mode.
     #[arg(long, env = "WEFT_CONFIG_DIR", value_name = "DIR")]
-    pub config_dir: PathBuf,
+    pub config_dir: Option<PathBuf>,
+
+    /// Kubernetes mode: kubeconfig file to use (default: `KUBECONFIG`, `~/.kube/config`,
+    /// then the in-cluster service account).
+    #[arg(long, env = "WEFT_KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubernetes mode: watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WEFT_WATCH_NAMESPACE", value_name = "NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// Address of the validating admission webhook (HTTPS: `POST /validate`, `GET /ready`).
+    #[arg(long, env = "WEFT_WEBHOOK_ADDRESS", default_value = "0.0.0.0:15017")]
+    pub webhook_address: SocketAddr,
+
+    /// PEM certificate chain of the webhook; the webhook is disabled without it and `--webhook-key`.
+    #[arg(
+        long,
+        env = "WEFT_WEBHOOK_CERT",
+        value_name = "PATH",
+        requires = "webhook_key"
+    )]
+    pub webhook_cert: Option<PathBuf>,
+
+    /// PEM private key of the webhook.
+    #[arg(
+        long,
+        env = "WEFT_WEBHOOK_KEY",
+        value_name = "PATH",
+        requires = "webhook_cert"
+    )]
+    pub webhook_key: Option<PathBuf>,
 
     /// Address of the ADS gRPC server (plaintext, Istio's port 15010).
     #[arg(long, env = "WEFT_XDS_ADDRESS", default_value = "0.0.0.0:15010")]
@@ -26,8 +61,8 @@ pub struct Args {
     #[arg(long, env = "WEFT_DOMAIN", default_value = "cluster.local")]
     pub domain: String,
 
-    /// How long to wait for more file changes before reloading the config directory,
-    /// e.g. `100ms`, `1s`.
+    /// How long to wait for more changes (files, or Kubernetes objects) before rebuilding
+    /// the model, e.g. `100ms`, `1s`.
     #[arg(long, env = "WEFT_DEBOUNCE", default_value = "100ms", value_parser = parse_duration)]
     pub debounce: Duration,
 
@@ -85,5 +120,31 @@ mod tests {
         assert_eq!(args.debug_address.to_string(), "127.0.0.1:15014");
         assert_eq!(args.domain, "cluster.local");
         assert_eq!(args.debounce, Duration::from_millis(100));
+        assert_eq!(args.webhook_address.to_string(), "0.0.0.0:15017");
+        assert!(args.webhook_cert.is_none() && args.kubeconfig.is_none());
+    }
+
+    #[test]
+    fn kubernetes_mode_flags() {
+        let args = Args::try_parse_from([
+            "weft-controller",
+            "--kubeconfig",
+            "/k/config",
+            "--watch-namespace",
+            "prod",
+            "--webhook-cert",
+            "/c.pem",
+            "--webhook-key",
+            "/k.pem",
+            "--webhook-address",
+            "127.0.0.1:9443",
+        ])
+        .expect("parses");
+        assert!(args.config_dir.is_none());
+        assert_eq!(args.watch_namespace.as_deref(), Some("prod"));
+        assert_eq!(args.webhook_address.port(), 9443);
+        // A certificate without its key (or the reverse) is an error.
+        assert!(Args::try_parse_from(["weft-controller", "--webhook-cert", "/c.pem"]).is_err());
+        assert!(Args::try_parse_from(["weft-controller", "--webhook-key", "/k.pem"]).is_err());
     }
 }

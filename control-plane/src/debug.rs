@@ -1,5 +1,6 @@
 //! The debug HTTP server: `/ready`, `/debug/syncz` (per-proxy xDS state) and
-//! `/debug/configz` (loaded objects, errors per file, unsupported-field warnings).
+//! `/debug/configz` (loaded objects, errors per file or Kubernetes object, unsupported-field
+//! warnings, Kubernetes object counts).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,15 +17,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::debug;
 
-use crate::source::ConfigSet;
+use crate::source::Snapshot;
 use crate::xds::XdsGenerator;
 
 /// What the debug endpoints show.
 pub struct DebugState {
     /// `/debug/syncz`: the ADS server's per-proxy status, as JSON.
     pub syncz: Box<dyn Fn() -> Value + Send + Sync>,
-    /// The current config set.
-    pub config: watch::Receiver<Arc<ConfigSet>>,
+    /// The current source snapshot.
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
     /// The current generator (and its model).
     pub generator: watch::Receiver<Arc<XdsGenerator>>,
 }
@@ -70,9 +71,10 @@ pub fn handle<B>(state: &DebugState, request: &Request<B>) -> Response<Full<Byte
     match request.uri().path() {
         "/ready" => text(StatusCode::OK, "ready\n"),
         "/debug/syncz" => json_response(&(state.syncz)()),
-        "/debug/configz" => {
-            json_response(&configz(&state.config.borrow(), &state.generator.borrow()))
-        }
+        "/debug/configz" => json_response(&configz(
+            &state.snapshot.borrow(),
+            &state.generator.borrow(),
+        )),
         "/" | "/debug" => text(
             StatusCode::OK,
             "weft-controller debug endpoints: /ready /debug/syncz /debug/configz\n",
@@ -85,7 +87,8 @@ pub fn handle<B>(state: &DebugState, request: &Request<B>) -> Response<Full<Byte
 }
 
 /// The `/debug/configz` document.
-pub fn configz(config: &ConfigSet, generator: &XdsGenerator) -> Value {
+pub fn configz(snapshot: &Snapshot, generator: &XdsGenerator) -> Value {
+    let config = &snapshot.config;
     let objects: serde_json::Map<String, Value> = config
         .objects
         .iter()
@@ -118,7 +121,27 @@ pub fn configz(config: &ConfigSet, generator: &XdsGenerator) -> Value {
             })
         })
         .collect();
+    let kubernetes = snapshot.registry.as_deref().map(|registry| {
+        let mut istio: std::collections::BTreeMap<&str, usize> = Default::default();
+        for key in config.objects.keys() {
+            *istio.entry(key.kind.as_str()).or_default() += 1;
+        }
+        json!({
+            "services": registry.services.len(),
+            "endpointSlices": registry.endpoint_slices.len(),
+            "pods": registry.pods.len(),
+            "namespaces": registry.namespaces.len(),
+            "istioObjects": istio,
+            "invalidIstioObjects": config.errors.len(),
+            "skippedServices": model.skipped_services.iter().map(|skipped| json!({
+                "service": skipped.service.to_string(),
+                "reason": skipped.reason,
+            })).collect::<Vec<_>>(),
+        })
+    });
     json!({
+        "mode": if snapshot.registry.is_some() { "kubernetes" } else { "local" },
+        "kubernetes": kubernetes,
         "objects": objects,
         "errors": config.errors,
         "warnings": model.warnings.iter().map(|warning| json!({
@@ -162,7 +185,7 @@ mod tests {
         let model = Model::build(&config, "cluster.local");
         DebugState {
             syncz: Box::new(|| json!([{"id": "sidecar~1~a.b~b.svc.cluster.local"}])),
-            config: watch::channel(Arc::new(config)).1,
+            snapshot: watch::channel(Arc::new(Snapshot::local(Arc::new(config)))).1,
             generator: watch::channel(Arc::new(XdsGenerator::new(Arc::new(model)))).1,
         }
     }

@@ -6,6 +6,7 @@ pub mod debug;
 pub mod model;
 pub mod source;
 pub mod unsupported;
+pub mod webhook;
 pub mod xds;
 
 use std::collections::BTreeSet;
@@ -21,8 +22,10 @@ use tracing::{error, info, warn};
 
 pub use args::Args;
 use model::{Model, Warning};
-use source::ConfigSet;
+use source::kube::KubeSource;
 use source::local::{LocalSource, LocalSourceError};
+use source::{ConfigSet, Snapshot};
+use webhook::WebhookError;
 use xds::XdsGenerator;
 
 /// Why the controller could not start or stopped.
@@ -30,6 +33,10 @@ use xds::XdsGenerator;
 pub enum Error {
     #[error(transparent)]
     Source(#[from] LocalSourceError),
+    #[error("Kubernetes mode (no --config-dir): cannot load the Kubernetes client config: {0}")]
+    KubeConfig(String),
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
     #[error("cannot listen for xDS on {address}: {source}")]
     BindXds {
         address: SocketAddr,
@@ -60,6 +67,8 @@ pub struct Controller {
     pub xds_address: SocketAddr,
     /// The address of the debug HTTP server.
     pub debug_address: SocketAddr,
+    /// The address of the admission webhook, when it is enabled.
+    pub webhook_address: Option<SocketAddr>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<Result<(), Error>>,
 }
@@ -82,37 +91,28 @@ impl Controller {
     }
 }
 
-/// Loads the config directory, builds the first model, binds both servers and starts
-/// serving in the background.
+/// Binds the servers, starts the source (local directory, or Kubernetes when there is no
+/// `--config-dir`), builds the first model and starts serving in the background.
 pub async fn start(args: Args) -> Result<Controller, Error> {
+    // kube's client and the webhook use rustls with ring; make it the process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mode = if args.config_dir.is_some() {
+        "local"
+    } else {
+        "Kubernetes"
+    };
     info!(
-        config_dir = %args.config_dir.display(),
+        config_dir = ?args.config_dir,
+        kubeconfig = ?args.kubeconfig,
+        watch_namespace = ?args.watch_namespace,
         xds_address = %args.xds_address,
         debug_address = %args.debug_address,
+        webhook_address = %args.webhook_address,
         domain = %args.domain,
         debounce = ?args.debounce,
         log = %args.log,
-        "starting weft-controller (local mode)"
+        "starting weft-controller ({mode} mode)"
     );
-    let source = LocalSource::start(args.config_dir.clone(), args.debounce)?;
-    let config = source.config.clone();
-
-    let initial_config = config.borrow().clone();
-    let initial = build(&initial_config, &args.domain);
-    log_warnings(
-        &ConfigSet::default(),
-        &initial_config,
-        &[],
-        &initial.warnings,
-    );
-    info!(
-        services = initial.services.len(),
-        virtual_services = initial.virtual_services.len(),
-        destination_rules = initial.destination_rules.len(),
-        "model built"
-    );
-    let (generator_tx, generator_rx) =
-        watch::channel(Arc::new(XdsGenerator::new(Arc::new(initial))));
 
     let incoming = TcpIncoming::bind(args.xds_address).map_err(|source| Error::BindXds {
         address: args.xds_address,
@@ -134,21 +134,85 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
             address: args.debug_address,
             source,
         })?;
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    let webhook_address = match (&args.webhook_cert, &args.webhook_key) {
+        (Some(cert), Some(key)) => {
+            let (listener, acceptor) = webhook::bind(args.webhook_address, cert, key).await?;
+            let address = listener.local_addr().map_err(|source| WebhookError::Bind {
+                address: args.webhook_address,
+                source,
+            })?;
+            // The webhook does not need the model: serve it from the start.
+            tasks.push(tokio::spawn(webhook::serve(listener, acceptor)));
+            info!(%address, "serving the validating admission webhook (HTTPS)");
+            Some(address)
+        }
+        _ => {
+            info!("admission webhook disabled (no --webhook-cert and --webhook-key)");
+            None
+        }
+    };
 
-    let owner = tokio::spawn(own_model(
-        config.clone(),
+    let snapshots = match &args.config_dir {
+        Some(dir) => {
+            let source = match LocalSource::start(dir.clone(), args.debounce) {
+                Ok(source) => source,
+                Err(err) => {
+                    tasks.iter().for_each(|task| task.abort());
+                    return Err(err.into());
+                }
+            };
+            let (snapshots, forward) = local_snapshots(source.config);
+            tasks.push(source.task);
+            tasks.push(forward);
+            snapshots
+        }
+        None => {
+            let client = match kube_client(args.kubeconfig.as_deref()).await {
+                Ok(client) => client,
+                Err(err) => {
+                    tasks.iter().for_each(|task| task.abort());
+                    return Err(err);
+                }
+            };
+            let source =
+                KubeSource::start(client, args.watch_namespace.clone(), args.debounce).await;
+            tasks.push(source.task);
+            source.snapshot
+        }
+    };
+
+    let initial_snapshot = snapshots.borrow().clone();
+    let initial = Model::from_snapshot(&initial_snapshot, &args.domain);
+    log_warnings(
+        &ConfigSet::default(),
+        &initial_snapshot.config,
+        &[],
+        &initial.warnings,
+    );
+    info!(
+        services = initial.services.len(),
+        virtual_services = initial.virtual_services.len(),
+        destination_rules = initial.destination_rules.len(),
+        "model built"
+    );
+    let (generator_tx, generator_rx) =
+        watch::channel(Arc::new(XdsGenerator::new(Arc::new(initial))));
+
+    tasks.push(tokio::spawn(own_model(
+        snapshots.clone(),
         args.domain.clone(),
         generator_tx,
-        initial_config,
-    ));
+        initial_snapshot,
+    )));
     let ads = weft_xds::AdsServer::new(generator_rx.clone());
     let status = ads.clone();
     let debug_state = Arc::new(debug::DebugState {
         syncz: Box::new(move || serde_json::to_value(status.status()).unwrap_or_default()),
-        config,
+        snapshot: snapshots,
         generator: generator_rx,
     });
-    let debug_task = tokio::spawn(debug::serve(debug_listener, debug_state));
+    tasks.push(tokio::spawn(debug::serve(debug_listener, debug_state)));
     info!(address = %xds_address, "serving ADS");
     info!(address = %debug_address, "serving debug HTTP");
 
@@ -160,42 +224,77 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
                 let _ = stopped.await;
             })
             .await;
-        debug_task.abort();
-        owner.abort();
-        source.task.abort();
+        for task in &tasks {
+            task.abort();
+        }
         info!("weft-controller stopped");
         result.map_err(Error::from)
     });
     Ok(Controller {
         xds_address,
         debug_address,
+        webhook_address,
         stop,
         server,
     })
 }
 
-fn build(config: &ConfigSet, domain: &str) -> Model {
-    Model::build(config, domain)
+/// The Kubernetes client: `--kubeconfig` if given, else `kube::Config::infer`
+/// (`KUBECONFIG`, `~/.kube/config`, then the in-cluster service account).
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, Error> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|err| Error::KubeConfig(format!("{}: {err}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|err| Error::KubeConfig(format!("{}: {err}", path.display())))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|err| Error::KubeConfig(err.to_string()))?,
+    };
+    info!(cluster_url = %config.cluster_url, default_namespace = %config.default_namespace, "Kubernetes API server");
+    kube::Client::try_from(config).map_err(|err| Error::KubeConfig(err.to_string()))
 }
 
-/// The one task that owns the model: rebuilds it on every config change and publishes
-/// a new generator when the model changed.
-async fn own_model(
+/// Local mode: each new config set of the directory becomes a snapshot.
+fn local_snapshots(
     mut config: watch::Receiver<Arc<ConfigSet>>,
+) -> (watch::Receiver<Arc<Snapshot>>, JoinHandle<()>) {
+    let first = config.borrow_and_update().clone();
+    let (tx, rx) = watch::channel(Arc::new(Snapshot::local(first)));
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = config.changed() => if changed.is_err() { return },
+                () = tx.closed() => return,
+            }
+            let current = config.borrow_and_update().clone();
+            tx.send_replace(Arc::new(Snapshot::local(current)));
+        }
+    });
+    (rx, task)
+}
+
+/// The one task that owns the model: rebuilds it on every snapshot and publishes a new
+/// generator when the model changed.
+async fn own_model(
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
     domain: String,
     generators: watch::Sender<Arc<XdsGenerator>>,
-    mut previous_config: Arc<ConfigSet>,
+    mut previous: Arc<Snapshot>,
 ) {
     loop {
-        // Compare with the set the current model was built from, so that a change
+        // Compare with the snapshot the current model was built from, so that a change
         // published before this task first ran is not missed.
-        let current = config.borrow_and_update().clone();
-        if !Arc::ptr_eq(&current, &previous_config) {
-            let model = build(&current, &domain);
+        let current = snapshots.borrow_and_update().clone();
+        if !Arc::ptr_eq(&current, &previous) {
+            let model = Model::from_snapshot(&current, &domain);
             let previous_model = generators.borrow().model.clone();
             log_warnings(
-                &previous_config,
-                &current,
+                &previous.config,
+                &current.config,
                 &previous_model.warnings,
                 &model.warnings,
             );
@@ -208,9 +307,9 @@ async fn own_model(
                 );
                 generators.send_replace(Arc::new(XdsGenerator::new(Arc::new(model))));
             }
-            previous_config = current;
+            previous = current;
         }
-        if config.changed().await.is_err() {
+        if snapshots.changed().await.is_err() {
             return;
         }
     }
@@ -225,7 +324,7 @@ fn log_warnings(previous: &ConfigSet, current: &ConfigSet, old: &[Warning], new:
             let source = current
                 .objects
                 .get(&warning.object)
-                .map(|sourced| format!("{} document {}", sourced.file.display(), sourced.index))
+                .map(|sourced| sourced.origin())
                 .unwrap_or_default();
             warn!(source = %source, "{warning}");
         }

@@ -9,7 +9,8 @@ use weft_api::networking::{
     DestinationRule, Protocol, ServiceEntry, Subset, VirtualService, WorkloadEntry,
 };
 
-use crate::source::{ConfigSet, ObjectKey};
+use crate::source::registry::{Registry, Skipped};
+use crate::source::{ConfigSet, ObjectKey, Snapshot};
 use crate::unsupported;
 
 /// The gateway name that selects sidecars in `VirtualService.gateways`.
@@ -86,6 +87,9 @@ pub struct Endpoint {
     pub ports: BTreeMap<String, u32>,
     pub labels: BTreeMap<String, String>,
     pub weight: Option<u32>,
+    /// True for Kubernetes endpoints: the endpoint serves only the service ports named in
+    /// `ports` (its EndpointSlice lists them); otherwise it serves every port.
+    pub only_listed_ports: bool,
 }
 
 impl Endpoint {
@@ -95,7 +99,13 @@ impl Endpoint {
             ports: entry.ports.clone(),
             labels: entry.labels.clone(),
             weight: entry.weight,
+            only_listed_ports: false,
         }
+    }
+
+    /// Whether the endpoint serves this service port.
+    pub fn serves(&self, port: &ServicePort) -> bool {
+        !self.only_listed_ports || self.ports.contains_key(&port.name)
     }
 
     /// The port to connect to for `port`: the endpoint's override by port name, else
@@ -170,15 +180,40 @@ pub struct Model {
     /// For each service host, the index of the DestinationRule that applies to it.
     pub destination_rule_for_host: BTreeMap<String, usize>,
     pub warnings: Vec<Warning>,
+    /// Kubernetes Services that are not in the model, and why.
+    pub skipped_services: Vec<Skipped>,
 }
 
 impl Model {
-    /// Builds the model from a config set.
+    /// Builds the model from a config set (local mode: no Kubernetes registry).
     pub fn build(config: &ConfigSet, domain: &str) -> Self {
+        Self::build_with_registry(config, None, domain)
+    }
+
+    /// Builds the model from a source snapshot.
+    pub fn from_snapshot(snapshot: &Snapshot, domain: &str) -> Self {
+        Self::build_with_registry(&snapshot.config, snapshot.registry.as_deref(), domain)
+    }
+
+    /// Builds the model from Istio objects plus, in Kubernetes mode, the registry's
+    /// Services. Kubernetes Services are added first: a ServiceEntry host that names the
+    /// same host is ignored with a warning (Istio's Kubernetes registry comes first too).
+    pub fn build_with_registry(
+        config: &ConfigSet,
+        registry: Option<&Registry>,
+        domain: &str,
+    ) -> Self {
         let mut model = Self {
             domain: domain.to_string(),
             ..Self::default()
         };
+        if let Some(registry) = registry {
+            let (services, skipped) = registry.services(domain);
+            for service in services {
+                model.services.insert(service.hostname.clone(), service);
+            }
+            model.skipped_services = skipped;
+        }
         let mut service_entries = Vec::new();
         let mut workload_entries = Vec::new();
         let mut virtual_services = Vec::new();

@@ -29,6 +29,12 @@ pub fn fields(key: &ObjectKey, object: &ConfigObject) -> Vec<Warning> {
             "Sidecar resources are not supported yet; ignored (every proxy sees every service)"
                 .to_string(),
         )),
+        // Kinds weft-api models that the controller does not translate (yet).
+        #[allow(unreachable_patterns)]
+        other => found.push((
+            String::new(),
+            format!("{} resources are not supported yet; ignored", other.kind()),
+        )),
     }
     found
         .into_iter()

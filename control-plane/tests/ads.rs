@@ -97,7 +97,12 @@ async fn serves_and_pushes_changes() {
     let file = dir.path().join("config.yaml");
     std::fs::write(&file, CONFIG).expect("writes config");
     let args = Args {
-        config_dir: dir.path().to_path_buf(),
+        config_dir: Some(dir.path().to_path_buf()),
+        kubeconfig: None,
+        watch_namespace: None,
+        webhook_address: "127.0.0.1:0".parse().expect("address"),
+        webhook_cert: None,
+        webhook_key: None,
         xds_address: "127.0.0.1:0".parse().expect("address"),
         debug_address: "127.0.0.1:0".parse().expect("address"),
         domain: "cluster.local".to_string(),

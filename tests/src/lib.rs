@@ -5,6 +5,8 @@
 //! in parallel with the standard ports (15000, 15001, 15006, 15010, …) on every "pod".
 //! Processes are killed when their handle is dropped, also when a test panics.
 
+pub mod k8s;
+
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
@@ -32,7 +34,7 @@ pub struct Bins {
     pub weftctl: PathBuf,
 }
 
-/// Builds the binaries once per test process (a no-op when they are fresh) with the
+/// Builds the binaries once per test process (only when missing or stale) with the
 /// profile the tests were built with, and returns their paths. Panics, never skips, when
 /// they cannot be built.
 pub fn bins() -> &'static Bins {
@@ -45,31 +47,73 @@ pub fn bins() -> &'static Bins {
             .and_then(Path::parent)
             .expect("test executable lives in target/<profile>/deps")
             .to_path_buf();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut build = Command::new(cargo);
-        build.arg("build").arg("--manifest-path").arg(&manifest);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        build.args(["-p", "weft-controller", "-p", "weft-proxy", "-p", "weftctl"]);
-        let status = build
-            .status()
-            .expect("running cargo build for the end-to-end binaries");
-        assert!(
-            status.success(),
-            "cargo build of the binaries under test failed"
-        );
         let bins = Bins {
             controller: dir.join("weft-controller"),
             proxy: dir.join("weft-proxy"),
             weftctl: dir.join("weftctl"),
         };
+        // `cargo test --workspace` has built them already (with its own feature set, which a
+        // plain `cargo build` would not reuse); build only when they are missing or older
+        // than the sources, e.g. under `cargo test -p weft-e2e` after an edit.
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let oldest = [&bins.controller, &bins.proxy, &bins.weftctl]
+            .iter()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect::<Option<Vec<_>>>()
+            .and_then(|times| times.into_iter().min());
+        if oldest.is_none() || newest_source(&workspace) > oldest {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut build = Command::new(cargo);
+            build
+                .arg("build")
+                .arg("--manifest-path")
+                .arg(workspace.join("Cargo.toml"));
+            if dir.file_name().is_some_and(|n| n == "release") {
+                build.arg("--release");
+            }
+            build.args(["-p", "weft-controller", "-p", "weft-proxy", "-p", "weftctl"]);
+            let status = build
+                .status()
+                .expect("running cargo build for the end-to-end binaries");
+            assert!(
+                status.success(),
+                "cargo build of the binaries under test failed"
+            );
+        }
         for path in [&bins.controller, &bins.proxy, &bins.weftctl] {
             assert!(path.exists(), "{} was not built", path.display());
         }
         bins
     })
+}
+
+/// The newest modification time of the sources the binaries are built from.
+fn newest_source(workspace: &Path) -> Option<std::time::SystemTime> {
+    fn walk(dir: &Path, newest: &mut Option<std::time::SystemTime>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                // Test and bench files are not in the binaries: editing them relinks nothing.
+                if !path.ends_with("tests") && !path.ends_with("benches") {
+                    walk(&path, newest);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs" || e == "toml")
+                && let Ok(modified) = entry.metadata().and_then(|m| m.modified())
+            {
+                *newest = (*newest).max(Some(modified));
+            }
+        }
+    }
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut newest =
+        modified(&workspace.join("Cargo.lock")).max(modified(&workspace.join("Cargo.toml")));
+    for dir in ["crates", "proxy", "control-plane"] {
+        walk(&workspace.join(dir), &mut newest);
+    }
+    newest
 }
 
 /// A test's block of loopback addresses.

@@ -40,7 +40,7 @@ pub fn load_assignment(
     let lb_endpoints: Vec<LbEndpoint> = service
         .endpoints
         .iter()
-        .filter(|endpoint| labels_match(subset_labels, &endpoint.labels))
+        .filter(|endpoint| endpoint.serves(port) && labels_match(subset_labels, &endpoint.labels))
         .map(|endpoint| LbEndpoint {
             host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
                 address: Some(socket(&endpoint.address, endpoint.port_for(port))),

@@ -121,7 +121,6 @@ fn header_matcher(name: &str, value: &StringMatch, invert: bool) -> HeaderMatche
             Some(matcher) => header_matcher::HeaderMatchSpecifier::StringMatch(matcher),
             None => header_matcher::HeaderMatchSpecifier::PresentMatch(true),
         }),
-        ..Default::default()
     }
 }
 

@@ -156,3 +156,29 @@ pub fn bookinfo_config() -> ConfigSet {
 pub fn bookinfo_model() -> Model {
     Model::build(&bookinfo_config(), "cluster.local")
 }
+
+/// The `address:port` of every endpoint of a load assignment, in order.
+pub fn assignment_addresses(
+    assignment: &envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment,
+) -> Vec<String> {
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
+    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint;
+    assignment
+        .endpoints
+        .iter()
+        .flat_map(|locality| &locality.lb_endpoints)
+        .filter_map(|lb| match &lb.host_identifier {
+            Some(lb_endpoint::HostIdentifier::Endpoint(endpoint)) => endpoint.address.as_ref(),
+            _ => None,
+        })
+        .filter_map(|address| match &address.address {
+            Some(address::Address::SocketAddress(socket)) => match socket.port_specifier {
+                Some(socket_address::PortSpecifier::PortValue(port)) => {
+                    Some(format!("{}:{port}", socket.address))
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}

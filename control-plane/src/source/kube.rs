@@ -1,0 +1,771 @@
+//! Kubernetes source: kube-runtime reflectors for the service registry (Services,
+//! EndpointSlices, Pods, Namespaces) and the Istio kinds, debounced into one [`Snapshot`].
+//!
+//! # RBAC
+//!
+//! The controller only reads. With `--watch-namespace NS` the namespaced rules may be a
+//! Role in `NS` instead, but `namespaces` is cluster-scoped and always needs a ClusterRole
+//! (it is watched with a `metadata.name=NS` field selector then).
+//!
+//! ```yaml
+//! apiVersion: rbac.authorization.k8s.io/v1
+//! kind: ClusterRole
+//! metadata: {name: weft-controller}
+//! rules:
+//! - apiGroups: [""]
+//!   resources: [services, pods, namespaces]
+//!   verbs: [get, list, watch]
+//! - apiGroups: [discovery.k8s.io]
+//!   resources: [endpointslices]
+//!   verbs: [get, list, watch]
+//! - apiGroups: [networking.istio.io]
+//!   resources: [virtualservices, destinationrules, serviceentries, workloadentries]
+//!   verbs: [get, list, watch]
+//! - apiGroups: [security.istio.io]
+//!   resources: [authorizationpolicies, peerauthentications, requestauthentications]
+//!   verbs: [get, list, watch]
+//! - apiGroups: [telemetry.istio.io]
+//!   resources: [telemetries]
+//!   verbs: [get, list, watch]
+//! ```
+//!
+//! Nothing else: no writes, no status updates, no leases, no events. (Pods and Namespaces
+//! are read as metadata only: `list`/`watch` with `Accept: …;as=PartialObjectMetadata`,
+//! which needs the same verbs.)
+//!
+//! # Behaviour
+//!
+//! - Every watcher retries with kube-runtime's default backoff, so it survives API-server
+//!   restarts and resumes from its last resourceVersion (relisting when that expired). A
+//!   kind whose CRD is not installed logs a warning and keeps retrying; the controller
+//!   serves without it (a kind answering 404 does not hold up startup).
+//! - Objects are cached without `metadata.managedFields` and the
+//!   `kubectl.kubernetes.io/last-applied-configuration` annotation; Pods and Namespaces
+//!   keep their metadata only (labels are all the model needs).
+//! - Istio objects go through the same parse and validation as local mode
+//!   ([`weft_api::object::parse_value`]). An invalid object is logged once per
+//!   resourceVersion with every `field.path: reason`, shown at `/debug/configz`, and its
+//!   last good version (if any) stays in the model, marked stale.
+//! - Changes are debounced (`--debounce`, at most [`MAX_DEBOUNCE`]) into one snapshot.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{BoxStream, SelectAll};
+use futures::{StreamExt, future};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::Api;
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
+use kube::runtime::reflector::{Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+use weft_api::{ConfigObject, DocumentError};
+
+use super::registry::Registry;
+use super::{ConfigSet, ObjectKey, Snapshot, SourcedObject};
+
+/// Changes arriving closer together than `--debounce` are merged, but a snapshot is
+/// published at least this often while changes keep coming (Istio's `PILOT_DEBOUNCE_MAX`).
+pub const MAX_DEBOUNCE: Duration = Duration::from_secs(10);
+
+/// How long startup waits for every watcher's first list before serving what it has.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The annotation `kubectl apply` writes: large, and never read here.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// One Istio kind the source watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IstioKind {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+}
+
+impl IstioKind {
+    pub fn api_resource(&self) -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(self.group, self.version, self.kind),
+            self.plural,
+        )
+    }
+
+    pub fn api_version(&self) -> String {
+        format!("{}/{}", self.group, self.version)
+    }
+
+    /// The API path of one object (`/apis/<group>/<version>/namespaces/<ns>/<plural>/<name>`).
+    pub fn path(&self, namespace: &str, name: &str) -> String {
+        format!(
+            "/apis/{}/{}/namespaces/{namespace}/{}/{name}",
+            self.group, self.version, self.plural
+        )
+    }
+}
+
+/// The Istio kinds watched (`v1` of each group). The security and telemetry kinds are
+/// validated and shown at `/debug/configz`; the model does not translate them yet.
+pub const ISTIO_KINDS: &[IstioKind] = &[
+    IstioKind {
+        group: "networking.istio.io",
+        version: "v1",
+        kind: "VirtualService",
+        plural: "virtualservices",
+    },
+    IstioKind {
+        group: "networking.istio.io",
+        version: "v1",
+        kind: "DestinationRule",
+        plural: "destinationrules",
+    },
+    IstioKind {
+        group: "networking.istio.io",
+        version: "v1",
+        kind: "ServiceEntry",
+        plural: "serviceentries",
+    },
+    IstioKind {
+        group: "networking.istio.io",
+        version: "v1",
+        kind: "WorkloadEntry",
+        plural: "workloadentries",
+    },
+    IstioKind {
+        group: "security.istio.io",
+        version: "v1",
+        kind: "AuthorizationPolicy",
+        plural: "authorizationpolicies",
+    },
+    IstioKind {
+        group: "security.istio.io",
+        version: "v1",
+        kind: "PeerAuthentication",
+        plural: "peerauthentications",
+    },
+    IstioKind {
+        group: "security.istio.io",
+        version: "v1",
+        kind: "RequestAuthentication",
+        plural: "requestauthentications",
+    },
+    IstioKind {
+        group: "telemetry.istio.io",
+        version: "v1",
+        kind: "Telemetry",
+        plural: "telemetries",
+    },
+];
+
+/// Parses a Kubernetes object with weft-api (the same parse and validation as local
+/// mode). `api_version`/`kind` fill in what the object does not carry itself (list items
+/// may omit them); `namespace` fills an absent `metadata.namespace`.
+pub fn parse_object(
+    object: &DynamicObject,
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+) -> Result<ConfigObject, DocumentError> {
+    let mut json = match serde_json::to_value(object) {
+        Ok(json) => json,
+        Err(err) => {
+            return Err(DocumentError::Invalid {
+                kind: Some(kind.to_string()),
+                name: object.metadata.name.clone(),
+                namespace: object.metadata.namespace.clone(),
+                errors: weft_api::FieldError::new("", format!("cannot serialize: {err}")).into(),
+            });
+        }
+    };
+    if let Some(map) = json.as_object_mut() {
+        if !map.get("apiVersion").is_some_and(|v| v.is_string()) {
+            map.insert("apiVersion".into(), api_version.into());
+        }
+        if !map.get("kind").is_some_and(|v| v.is_string()) {
+            map.insert("kind".into(), kind.into());
+        }
+        if let Some(namespace) = namespace
+            && let Some(meta) = map.get_mut("metadata").and_then(|m| m.as_object_mut())
+            && !meta.get("namespace").is_some_and(|v| v.is_string())
+        {
+            meta.insert("namespace".into(), namespace.into());
+        }
+    }
+    let yaml = match serde_yaml::to_value(&json) {
+        Ok(yaml) => yaml,
+        Err(err) => {
+            return Err(DocumentError::Invalid {
+                kind: Some(kind.to_string()),
+                name: object.metadata.name.clone(),
+                namespace: object.metadata.namespace.clone(),
+                errors: weft_api::FieldError::new("", format!("cannot convert: {err}")).into(),
+            });
+        }
+    };
+    weft_api::object::parse_value(yaml)
+}
+
+/// The error lines of a document error: `field.path: reason` each.
+pub fn error_lines(error: &DocumentError) -> Vec<String> {
+    match error {
+        DocumentError::Unsupported { api_version, kind } => {
+            vec![format!("kind {kind} of {api_version} is not supported")]
+        }
+        DocumentError::Invalid { errors, .. } if errors.0.is_empty() => vec!["invalid".into()],
+        DocumentError::Invalid { errors, .. } => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// The Istio objects seen so far: parse results by key and resourceVersion (each version is
+/// parsed and logged once), and the last good version of each object.
+#[derive(Debug, Default)]
+pub struct IstioObjects {
+    entries: HashMap<ObjectKey, Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    version: Option<String>,
+    uid: Option<String>,
+    path: String,
+    parsed: Result<ConfigObject, Vec<String>>,
+    last_good: Option<ConfigObject>,
+}
+
+impl IstioObjects {
+    /// Takes the objects now in the stores and returns the config set: valid objects,
+    /// errors of invalid ones (by API path), and the last good version of invalid ones.
+    pub fn update<'a>(
+        &mut self,
+        objects: impl IntoIterator<Item = (&'a IstioKind, &'a DynamicObject)>,
+    ) -> ConfigSet {
+        let mut seen = BTreeSet::new();
+        for (kind, object) in objects {
+            let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
+            let name = object.metadata.name.as_deref().unwrap_or_default();
+            let key = ObjectKey::new(kind.kind, Some(namespace), name);
+            let version = object.metadata.resource_version.clone();
+            let uid = object.metadata.uid.clone();
+            seen.insert(key.clone());
+            if let Some(entry) = self.entries.get(&key)
+                && entry.version == version
+                && version.is_some()
+            {
+                continue;
+            }
+            let parsed = parse_object(object, &kind.api_version(), kind.kind, Some(namespace))
+                .map_err(|err| error_lines(&err));
+            let previous = self.entries.remove(&key);
+            // A deleted and re-created object does not inherit the old one's good version.
+            let mut last_good = previous
+                .as_ref()
+                .filter(|entry| entry.uid == uid)
+                .and_then(|entry| entry.last_good.clone());
+            match &parsed {
+                Ok(object) => {
+                    if previous.as_ref().is_some_and(|entry| entry.parsed.is_err()) {
+                        info!(object = %key, "Istio object is valid again");
+                    }
+                    last_good = Some(object.clone());
+                }
+                Err(lines) => {
+                    for line in lines {
+                        error!(object = %key, "invalid Istio object: {line}");
+                    }
+                    if last_good.is_some() {
+                        warn!(object = %key, "keeping the previous good version of the invalid object");
+                    }
+                }
+            }
+            self.entries.insert(
+                key.clone(),
+                Entry {
+                    version,
+                    uid,
+                    path: kind.path(namespace, name),
+                    parsed,
+                    last_good,
+                },
+            );
+        }
+        self.entries.retain(|key, _| seen.contains(key));
+
+        let mut set = ConfigSet::default();
+        for (key, entry) in &self.entries {
+            let sourced = |object: &ConfigObject, stale| SourcedObject {
+                object: object.clone(),
+                file: PathBuf::from(&entry.path),
+                index: 0,
+                stale,
+            };
+            match &entry.parsed {
+                Ok(object) => {
+                    set.objects.insert(key.clone(), sourced(object, false));
+                }
+                Err(lines) => {
+                    let mut shown: Vec<String> =
+                        lines.iter().map(|line| format!("{key}: {line}")).collect();
+                    if let Some(good) = &entry.last_good {
+                        shown.push(format!("{key}: keeping the previous good version"));
+                        set.objects.insert(key.clone(), sourced(good, true));
+                    }
+                    set.errors.insert(entry.path.clone(), shown);
+                }
+            }
+        }
+        set
+    }
+}
+
+/// What the watchers report to the snapshot task.
+#[derive(Debug)]
+enum Signal {
+    /// The store of this resource changed (or finished its first list, `synced`).
+    Changed {
+        resource: &'static str,
+        synced: bool,
+    },
+    /// The watch failed; it retries with backoff.
+    Failed {
+        resource: &'static str,
+        error: String,
+    },
+}
+
+/// Removes what is never read from a cached object.
+fn strip<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+/// Keeps only what labels-only objects need: name, namespace, labels, resourceVersion, uid.
+fn strip_to_labels<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+}
+
+/// A reflected watch of one resource, as signals.
+fn reflect<K>(
+    resource: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+    writer: Writer<K>,
+    modify: fn(&mut K),
+) -> BoxStream<'static, Signal>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
+    watcher(api, config)
+        .default_backoff()
+        .modify(modify)
+        .reflect(writer)
+        .filter_map(move |event| {
+            future::ready(match event {
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => Some(Signal::Changed {
+                    resource,
+                    synced: false,
+                }),
+                Ok(watcher::Event::InitDone) => Some(Signal::Changed {
+                    resource,
+                    synced: true,
+                }),
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => None,
+                Err(err) => Some(Signal::Failed {
+                    resource,
+                    error: err.to_string(),
+                }),
+            })
+        })
+        .boxed()
+}
+
+/// The reflector stores the snapshot is built from.
+#[derive(Clone)]
+struct Stores {
+    services: Store<Service>,
+    endpoint_slices: Store<EndpointSlice>,
+    pods: Store<PartialObjectMeta<Pod>>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    istio: Vec<(IstioKind, Store<DynamicObject>)>,
+}
+
+impl Stores {
+    fn registry(&self) -> Registry {
+        let mut registry = Registry {
+            services: self.services.state(),
+            endpoint_slices: self.endpoint_slices.state(),
+            pods: self
+                .pods
+                .state()
+                .iter()
+                .map(|pod| {
+                    (
+                        (pod.namespace().unwrap_or_default(), pod.name_any()),
+                        pod.labels().clone(),
+                    )
+                })
+                .collect(),
+            namespaces: self
+                .namespaces
+                .state()
+                .iter()
+                .map(|ns| (ns.name_any(), ns.labels().clone()))
+                .collect(),
+        };
+        registry.sort();
+        registry
+    }
+
+    fn snapshot(&self, istio: &mut IstioObjects) -> Snapshot {
+        let objects: Vec<(IstioKind, Arc<DynamicObject>)> = self
+            .istio
+            .iter()
+            .flat_map(|(kind, store)| store.state().into_iter().map(|object| (*kind, object)))
+            .collect();
+        let config = istio.update(objects.iter().map(|(kind, object)| (kind, &**object)));
+        Snapshot {
+            config: Arc::new(config),
+            registry: Some(Arc::new(self.registry())),
+        }
+    }
+}
+
+/// A running Kubernetes source: the latest snapshot and the task that watches.
+#[derive(Debug)]
+pub struct KubeSource {
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub task: JoinHandle<()>,
+}
+
+impl KubeSource {
+    /// Starts every watcher and returns once each has listed once (or after
+    /// [`SYNC_TIMEOUT`], serving what is there and retrying the rest).
+    pub async fn start(client: Client, namespace: Option<String>, debounce: Duration) -> Self {
+        let mut streams: SelectAll<BoxStream<'static, Signal>> = SelectAll::new();
+        let config = watcher::Config::default();
+
+        let (services, writer) = kube::runtime::reflector::store();
+        streams.push(reflect(
+            "services",
+            namespaced_api::<Service>(&client, namespace.as_deref()),
+            config.clone(),
+            writer,
+            strip,
+        ));
+        let (endpoint_slices, writer) = kube::runtime::reflector::store();
+        streams.push(reflect(
+            "endpointslices",
+            namespaced_api::<EndpointSlice>(&client, namespace.as_deref()),
+            config.clone(),
+            writer,
+            strip,
+        ));
+        let (pods, writer) = kube::runtime::reflector::store();
+        streams.push(reflect(
+            "pods",
+            namespaced_api::<PartialObjectMeta<Pod>>(&client, namespace.as_deref()),
+            config.clone(),
+            writer,
+            strip_to_labels,
+        ));
+        let (namespaces, writer) = kube::runtime::reflector::store();
+        let namespace_config = match &namespace {
+            Some(name) => config.clone().fields(&format!("metadata.name={name}")),
+            None => config.clone(),
+        };
+        streams.push(reflect(
+            "namespaces",
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            namespace_config,
+            writer,
+            strip_to_labels,
+        ));
+        let mut istio = Vec::new();
+        for kind in ISTIO_KINDS {
+            let resource = kind.api_resource();
+            let writer = Writer::<DynamicObject>::new(resource.clone());
+            istio.push((*kind, writer.as_reader()));
+            let api = match &namespace {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+                None => Api::all_with(client.clone(), &resource),
+            };
+            streams.push(reflect(kind.plural, api, config.clone(), writer, strip));
+        }
+        let stores = Stores {
+            services,
+            endpoint_slices,
+            pods,
+            namespaces,
+            istio,
+        };
+        let resources: BTreeSet<&'static str> =
+            ["services", "endpointslices", "pods", "namespaces"]
+                .into_iter()
+                .chain(ISTIO_KINDS.iter().map(|kind| kind.plural))
+                .collect();
+
+        let (tx, mut rx) = watch::channel(Arc::new(Snapshot {
+            config: Arc::default(),
+            registry: Some(Arc::default()),
+        }));
+        let task = tokio::spawn(run(streams, stores, resources, debounce, tx));
+        // The task publishes its first snapshot once synced (or timed out).
+        let _ = rx.changed().await;
+        rx.mark_unchanged();
+        Self { snapshot: rx, task }
+    }
+}
+
+fn namespaced_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Logs watch failures once per distinct error, and recoveries.
+#[derive(Default)]
+struct Health {
+    failing: BTreeMap<&'static str, String>,
+}
+
+impl Health {
+    fn note(&mut self, signal: &Signal) {
+        match signal {
+            Signal::Changed { resource, .. } => {
+                if self.failing.remove(resource).is_some() {
+                    info!(resource, "watch recovered");
+                }
+            }
+            Signal::Failed { resource, error } => {
+                if self.failing.get(resource) == Some(error) {
+                    debug!(resource, error = %error, "watch still failing; retrying with backoff");
+                } else {
+                    let hint = if is_not_found(error) {
+                        " (is the CRD installed?)"
+                    } else if error.contains("403") || error.contains("forbidden") {
+                        " (check the controller's RBAC)"
+                    } else {
+                        ""
+                    };
+                    warn!(resource, error = %error, "watch failed{hint}; retrying with backoff");
+                    self.failing.insert(resource, error.clone());
+                }
+            }
+        }
+    }
+}
+
+async fn run(
+    mut streams: SelectAll<BoxStream<'static, Signal>>,
+    stores: Stores,
+    mut unsynced: BTreeSet<&'static str>,
+    debounce: Duration,
+    tx: watch::Sender<Arc<Snapshot>>,
+) {
+    let mut health = Health::default();
+    let mut istio = IstioObjects::default();
+
+    // First list of every watcher, or the timeout.
+    let deadline = tokio::time::Instant::now() + SYNC_TIMEOUT;
+    while !unsynced.is_empty() {
+        match tokio::time::timeout_at(deadline, streams.next()).await {
+            Ok(Some(signal)) => {
+                health.note(&signal);
+                match signal {
+                    Signal::Changed {
+                        resource,
+                        synced: true,
+                    } => {
+                        unsynced.remove(resource);
+                    }
+                    // A CRD that is not installed: serve without it, keep retrying.
+                    Signal::Failed { resource, error } if is_not_found(&error) => {
+                        unsynced.remove(resource);
+                    }
+                    _ => {}
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                warn!(
+                    resources = ?unsynced,
+                    "not listed after {SYNC_TIMEOUT:?}; serving without them and retrying"
+                );
+                break;
+            }
+        }
+    }
+    let snapshot = stores.snapshot(&mut istio);
+    log_snapshot(&snapshot, "Kubernetes resources synced");
+    tx.send_replace(Arc::new(snapshot));
+
+    loop {
+        let signal = tokio::select! {
+            signal = streams.next() => signal,
+            () = tx.closed() => return,
+        };
+        let Some(signal) = signal else {
+            error!("every Kubernetes watch ended; no more updates");
+            return;
+        };
+        health.note(&signal);
+        let mut changed = matches!(signal, Signal::Changed { .. });
+        // Debounce: wait for a quiet period, at most MAX_DEBOUNCE.
+        let deadline = tokio::time::Instant::now() + MAX_DEBOUNCE;
+        loop {
+            let quiet = (tokio::time::Instant::now() + debounce).min(deadline);
+            match tokio::time::timeout_at(quiet, streams.next()).await {
+                Ok(Some(signal)) => {
+                    health.note(&signal);
+                    changed |= matches!(signal, Signal::Changed { .. });
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if !changed {
+            continue;
+        }
+        let snapshot = stores.snapshot(&mut istio);
+        if **tx.borrow() != snapshot {
+            log_snapshot(&snapshot, "Kubernetes resources changed");
+            tx.send_replace(Arc::new(snapshot));
+        }
+    }
+}
+
+/// Whether a watch error says the resource does not exist (its CRD is not installed).
+fn is_not_found(error: &str) -> bool {
+    error.contains("404") || error.contains("NotFound") || error.contains("not found")
+}
+
+fn log_snapshot(snapshot: &Snapshot, message: &str) {
+    let registry = snapshot.registry.as_deref().cloned().unwrap_or_default();
+    info!(
+        services = registry.services.len(),
+        endpoint_slices = registry.endpoint_slices.len(),
+        pods = registry.pods.len(),
+        namespaces = registry.namespaces.len(),
+        istio_objects = snapshot.config.objects.len(),
+        invalid_istio_objects = snapshot.config.errors.len(),
+        "{message}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dynamic(json: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(json).expect("dynamic object")
+    }
+
+    const VS: IstioKind = ISTIO_KINDS[0];
+
+    fn vs(version: &str, weight: u32) -> DynamicObject {
+        dynamic(serde_json::json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {
+                "name": "reviews", "namespace": "default", "resourceVersion": version, "uid": "u1",
+                "managedFields": [{"manager": "kubectl"}],
+                "annotations": {LAST_APPLIED: "{}"},
+            },
+            "spec": {"hosts": ["reviews"], "http": [{"route": [
+                {"destination": {"host": "reviews", "subset": "v1"}, "weight": weight},
+                {"destination": {"host": "reviews", "subset": "v2"}, "weight": 10},
+            ]}]},
+        }))
+    }
+
+    #[test]
+    fn parses_like_local_mode_and_keeps_the_last_good_version() {
+        let mut objects = IstioObjects::default();
+        let good = vs("1", 90);
+        let set = objects.update([(&VS, &good)]);
+        let key = ObjectKey::new("VirtualService", Some("default"), "reviews");
+        assert!(set.errors.is_empty(), "{:?}", set.errors);
+        let sourced = &set.objects[&key];
+        assert!(!sourced.stale);
+        assert_eq!(
+            sourced.file,
+            PathBuf::from(
+                "/apis/networking.istio.io/v1/namespaces/default/virtualservices/reviews"
+            )
+        );
+
+        let bad = vs("2", 50);
+        let set = objects.update([(&VS, &bad)]);
+        assert!(set.objects[&key].stale);
+        let errors =
+            &set.errors["/apis/networking.istio.io/v1/namespaces/default/virtualservices/reviews"];
+        assert_eq!(
+            errors[0],
+            "VirtualService default/reviews: spec.http[0].route: weights must sum to 100, got 60"
+        );
+
+        // Deleted: gone, errors too.
+        let set = objects.update(std::iter::empty());
+        assert!(set.objects.is_empty() && set.errors.is_empty());
+        // Re-created invalid: no good version to keep.
+        let set = objects.update([(&VS, &bad)]);
+        assert!(set.objects.is_empty());
+        assert_eq!(set.errors.len(), 1);
+    }
+
+    #[test]
+    fn fills_api_version_kind_and_namespace() {
+        let object = dynamic(serde_json::json!({
+            "metadata": {"name": "r"},
+            "spec": {"host": "reviews", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]},
+        }));
+        let parsed = parse_object(
+            &object,
+            "networking.istio.io/v1",
+            "DestinationRule",
+            Some("prod"),
+        )
+        .expect("valid");
+        assert_eq!(parsed.kind(), weft_api::Kind::DestinationRule);
+        assert_eq!(parsed.namespace(), Some("prod"));
+    }
+
+    #[test]
+    fn strips_managed_fields_and_last_applied() {
+        let mut object = vs("1", 90);
+        strip(&mut object);
+        assert!(object.metadata.managed_fields.is_none());
+        assert!(object.metadata.annotations.is_none());
+        let mut pod: PartialObjectMeta<Pod> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "p", "labels": {"app": "a"}, "annotations": {"x": "y"}},
+        }))
+        .expect("pod metadata");
+        strip_to_labels(&mut pod);
+        assert!(pod.metadata.annotations.is_none());
+        assert_eq!(pod.labels().get("app").map(String::as_str), Some("a"));
+    }
+}

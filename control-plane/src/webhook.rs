@@ -1,0 +1,263 @@
+//! The validating admission webhook: HTTPS (rustls, ring) on `--webhook-address`,
+//! `POST /validate` with an `admission.k8s.io/v1` AdmissionReview, `GET /ready`.
+//!
+//! The decision ([`review`]) is a pure function. CREATE and UPDATE of a kind weft-api
+//! models are decoded and validated exactly as the sources do; an invalid object is denied
+//! with `status.code` 400 and a `status.message` of one `field.path: reason` line per
+//! error. DELETE (and CONNECT) are always allowed, and so are kinds weft-api does not
+//! model: the ValidatingWebhookConfiguration decides what is sent here.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionResponse, AdmissionReview, Operation};
+use kube::core::response::StatusSummary;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+use weft_api::DocumentError;
+
+use crate::source::kube::{error_lines, parse_object};
+
+/// The path the API server posts AdmissionReviews to.
+pub const VALIDATE_PATH: &str = "/validate";
+
+/// Largest AdmissionReview accepted (the API server's own request limit is 3 MiB).
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the webhook could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("cannot read webhook certificate {}: {source}", path.display())]
+    Cert {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("webhook certificate {} holds no certificate", path.display())]
+    NoCert { path: PathBuf },
+    #[error("cannot read webhook key {}: {source}", path.display())]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("invalid webhook certificate or key: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot listen for the webhook on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The admission decision for one review.
+pub fn review(review: &AdmissionReview<DynamicObject>) -> AdmissionResponse {
+    let Some(request) = &review.request else {
+        return AdmissionResponse::invalid("the AdmissionReview has no request");
+    };
+    let mut response = AdmissionResponse::from(request);
+    response.types = review.types.clone();
+    if response.types.api_version.is_empty() {
+        response.types.api_version = kube::core::admission::META_API_VERSION_V1.to_string();
+        response.types.kind = kube::core::admission::META_KIND.to_string();
+    }
+    if !matches!(request.operation, Operation::Create | Operation::Update) {
+        return response;
+    }
+    let Some(object) = &request.object else {
+        return deny(response, vec!["request.object is missing".to_string()]);
+    };
+    let kind = &request.kind;
+    let api_version = if kind.group.is_empty() {
+        kind.version.clone()
+    } else {
+        format!("{}/{}", kind.group, kind.version)
+    };
+    match parse_object(
+        object,
+        &api_version,
+        &kind.kind,
+        request.namespace.as_deref(),
+    ) {
+        Ok(_) | Err(DocumentError::Unsupported { .. }) => response,
+        Err(err) => deny(response, error_lines(&err)),
+    }
+}
+
+fn deny(response: AdmissionResponse, lines: Vec<String>) -> AdmissionResponse {
+    let mut response = response.deny(lines.join("\n"));
+    response.result.code = 400;
+    response.result.reason = "BadRequest".to_string();
+    response.result.status = Some(StatusSummary::Failure);
+    response
+}
+
+/// Answers one HTTP request (the TLS and HTTP layers are in [`serve`]).
+pub fn handle(method: &Method, path: &str, body: &[u8]) -> Response<Full<Bytes>> {
+    match (method, path) {
+        (&Method::GET | &Method::HEAD, "/ready") => text(StatusCode::OK, "ready\n"),
+        (&Method::POST, VALIDATE_PATH) => {
+            let parsed: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+                Ok(parsed) => parsed,
+                Err(err) => {
+                    warn!(error = %err, "webhook: cannot decode the AdmissionReview");
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        &format!("cannot decode the AdmissionReview: {err}\n"),
+                    );
+                }
+            };
+            let response = review(&parsed);
+            if let Some(request) = &parsed.request {
+                debug!(
+                    uid = %request.uid,
+                    kind = %request.kind.kind,
+                    namespace = request.namespace.as_deref().unwrap_or_default(),
+                    name = %request.name,
+                    operation = ?request.operation,
+                    allowed = response.allowed,
+                    "admission review"
+                );
+                if !response.allowed {
+                    info!(
+                        kind = %request.kind.kind,
+                        namespace = request.namespace.as_deref().unwrap_or_default(),
+                        name = %request.name,
+                        "denied: {}",
+                        response.result.message.replace('\n', "; ")
+                    );
+                }
+            }
+            let body = serde_json::to_vec(&response.into_review()).unwrap_or_default();
+            let mut reply = Response::new(Full::new(Bytes::from(body)));
+            reply.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            reply
+        }
+        (_, "/ready" | VALIDATE_PATH) => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        (_, path) => text(StatusCode::NOT_FOUND, &format!("no endpoint {path}\n")),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Loads the PEM certificate chain and key into a rustls server config (ring provider,
+/// ALPN h2 and http/1.1).
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, WebhookError> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| WebhookError::Cert {
+            path: cert.to_path_buf(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(WebhookError::NoCert {
+            path: cert.to_path_buf(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| WebhookError::Key {
+        path: key.to_path_buf(),
+        source,
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Loads the certificate and binds the webhook's listener.
+pub async fn bind(
+    address: SocketAddr,
+    cert: &Path,
+    key: &Path,
+) -> Result<(TcpListener, TlsAcceptor), WebhookError> {
+    let acceptor = TlsAcceptor::from(tls_config(cert, key)?);
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| WebhookError::Bind { address, source })?;
+    Ok((listener, acceptor))
+}
+
+/// Serves the webhook on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                debug!(error = %err, "webhook accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(err)) => {
+                    debug!(%peer, error = %err, "webhook TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, "webhook TLS handshake timed out");
+                    return;
+                }
+            };
+            let service = service_fn(|request: Request<Incoming>| async move {
+                let (parts, body) = request.into_parts();
+                let body = match Limited::new(body, MAX_BODY).collect().await {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(err) => {
+                        return Ok::<_, Infallible>(text(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            &format!("cannot read the request body: {err}\n"),
+                        ));
+                    }
+                };
+                Ok(handle(&parts.method, parts.uri.path(), &body))
+            });
+            if let Err(err) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await
+            {
+                debug!(%peer, error = %err, "webhook connection ended with an error");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+#[path = "webhook_tests.rs"]
+mod tests;

@@ -1,0 +1,417 @@
+//! Unit tests of the admission decision: no server, no TLS.
+
+use serde_json::{Value, json};
+
+use super::*;
+
+fn gvk(api_version: &str, kind: &str) -> Value {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    json!({"group": group, "version": version, "kind": kind})
+}
+
+/// An AdmissionReview as the API server sends it.
+fn admission(operation: &str, object: Option<Value>, old: Option<Value>) -> Value {
+    let source = object
+        .as_ref()
+        .or(old.as_ref())
+        .cloned()
+        .unwrap_or(json!({}));
+    let api_version = source["apiVersion"]
+        .as_str()
+        .unwrap_or("networking.istio.io/v1");
+    let kind = source["kind"].as_str().unwrap_or("VirtualService");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "0b6c1c56-0000-4000-8000-000000000001",
+            "kind": gvk(api_version, kind),
+            "resource": {"group": group, "version": version, "resource": format!("{}s", kind.to_lowercase())},
+            "name": source["metadata"]["name"].as_str().unwrap_or_default(),
+            "namespace": "default",
+            "operation": operation,
+            "userInfo": {"username": "alice"},
+            "object": object,
+            "oldObject": old,
+            "dryRun": false,
+        }
+    })
+}
+
+fn decide(operation: &str, object: Value) -> AdmissionResponse {
+    let parsed: AdmissionReview<DynamicObject> =
+        serde_json::from_value(admission(operation, Some(object), None)).expect("review");
+    review(&parsed)
+}
+
+fn object(kind: &str, name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    })
+}
+
+fn vs(http: Value) -> Value {
+    object(
+        "VirtualService",
+        "reviews",
+        json!({"hosts": ["reviews"], "http": http}),
+    )
+}
+
+fn dr(spec: Value) -> Value {
+    object("DestinationRule", "reviews", spec)
+}
+
+fn se(spec: Value) -> Value {
+    object("ServiceEntry", "external", spec)
+}
+
+fn we(spec: Value) -> Value {
+    object("WorkloadEntry", "vm-1", spec)
+}
+
+fn route(host: &str) -> Value {
+    json!([{"destination": {"host": host}}])
+}
+
+/// Invalid objects: (what, object, a field path the message must name).
+fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
+    vec![
+        (
+            "weights that do not sum to 100",
+            vs(json!([{"route": [
+                {"destination": {"host": "reviews", "subset": "v1"}, "weight": 50},
+                {"destination": {"host": "reviews", "subset": "v2"}, "weight": 40},
+            ]}])),
+            "spec.http[0].route: weights must sum to 100, got 90",
+        ),
+        (
+            "a regex that does not compile",
+            vs(json!([{"match": [{"uri": {"regex": "(unclosed"}}], "route": route("reviews")}])),
+            "spec.http[0].match[0].uri",
+        ),
+        (
+            "a bad duration",
+            vs(json!([{"timeout": "5 parsecs", "route": route("reviews")}])),
+            "spec.http[0].timeout",
+        ),
+        (
+            "a negative duration",
+            vs(json!([{"timeout": "-1s", "route": route("reviews")}])),
+            "spec.http[0].timeout",
+        ),
+        (
+            "redirect together with route",
+            vs(json!([{"redirect": {"uri": "/v2"}, "route": route("reviews")}])),
+            "spec.http[0]",
+        ),
+        (
+            "an upper-case header name",
+            vs(
+                json!([{"match": [{"headers": {"X-User": {"exact": "jason"}}}], "route": route("reviews")}]),
+            ),
+            "spec.http[0].match[0].headers",
+        ),
+        (
+            "an unknown field",
+            vs(json!([{"route": [{"destination": {"hots": "reviews"}}]}])),
+            "spec.http[0].route[0].destination.hots",
+        ),
+        (
+            "a bad direct response status",
+            vs(json!([{"directResponse": {"status": 999}}])),
+            "spec.http[0].directResponse.status",
+        ),
+        (
+            "a wildcard inside a host name",
+            object(
+                "VirtualService",
+                "reviews",
+                json!({"hosts": ["rev*iews"], "http": [{"route": route("reviews")}]}),
+            ),
+            "spec.hosts[0]",
+        ),
+        (
+            "an upper-case object name",
+            object(
+                "VirtualService",
+                "Reviews",
+                json!({"hosts": ["reviews"], "http": [{"route": route("reviews")}]}),
+            ),
+            "metadata.name",
+        ),
+        (
+            "duplicate subset names",
+            dr(json!({"host": "reviews", "subsets": [
+                {"name": "v1", "labels": {"version": "v1"}},
+                {"name": "v1", "labels": {"version": "v2"}},
+            ]})),
+            "spec.subsets[1].name",
+        ),
+        (
+            "a bad enum value",
+            dr(
+                json!({"host": "reviews", "trafficPolicy": {"loadBalancer": {"simple": "FASTEST"}}}),
+            ),
+            "spec.trafficPolicy.loadBalancer.simple",
+        ),
+        (
+            "a DestinationRule without host",
+            dr(json!({"subsets": [{"name": "v1", "labels": {"version": "v1"}}]})),
+            "spec.host",
+        ),
+        (
+            "a ServiceEntry without ports",
+            se(json!({"hosts": ["api.example.com"], "resolution": "DNS"})),
+            "spec.ports",
+        ),
+        (
+            "a STATIC ServiceEntry without endpoints",
+            se(json!({"hosts": ["api.example.com"], "resolution": "STATIC",
+                      "ports": [{"number": 443, "name": "https", "protocol": "HTTPS"}]})),
+            "spec.endpoints",
+        ),
+        (
+            "a bad resolution",
+            se(json!({"hosts": ["api.example.com"], "resolution": "MAGIC",
+                      "ports": [{"number": 443, "name": "https", "protocol": "HTTPS"}]})),
+            "spec.resolution",
+        ),
+        (
+            "a WorkloadEntry port out of range",
+            we(json!({"address": "10.0.0.5", "ports": {"http": 70000}})),
+            "spec.ports",
+        ),
+        (
+            "a WorkloadEntry without address",
+            we(json!({"labels": {"app": "vm"}})),
+            "spec.address",
+        ),
+    ]
+}
+
+#[test]
+fn denies_invalid_objects_naming_the_field() {
+    let cases = invalid_cases();
+    assert!(cases.len() >= 15);
+    for (what, object, path) in cases {
+        for operation in ["CREATE", "UPDATE"] {
+            let response = decide(operation, object.clone());
+            assert!(!response.allowed, "{what} ({operation}) was allowed");
+            assert_eq!(response.uid, "0b6c1c56-0000-4000-8000-000000000001");
+            assert_eq!(response.result.code, 400, "{what}");
+            let message = &response.result.message;
+            assert!(
+                message.lines().any(|line| line.starts_with(path)),
+                "{what}: no line starts with {path:?}:\n{message}"
+            );
+            // Every line is `field.path: reason`.
+            assert!(
+                message.lines().all(|line| line.contains(": ")),
+                "{what}: {message}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_error_is_listed_one_per_line() {
+    let response = decide(
+        "CREATE",
+        vs(json!([
+            {"route": [
+                {"destination": {"host": "reviews", "subset": "v1"}, "weight": 50},
+                {"destination": {"host": "reviews", "subset": "v2"}, "weight": 40},
+            ]},
+            {"directResponse": {"status": 999}},
+        ])),
+    );
+    assert!(!response.allowed);
+    let lines: Vec<&str> = response.result.message.lines().collect();
+    assert!(lines.len() >= 2, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("spec.http[0].route: weights")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("spec.http[1].directResponse")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn allows_valid_objects_and_edge_cases() {
+    let valid = [
+        vs(json!([{"route": [
+            {"destination": {"host": "reviews", "subset": "v1"}, "weight": 75},
+            {"destination": {"host": "reviews", "subset": "v2"}, "weight": 25},
+        ]}])),
+        // A single destination without weight; the smallest timeout.
+        vs(json!([{"timeout": "1ms", "route": route("reviews")}])),
+        vs(
+            json!([{"match": [{"uri": {"regex": "^/api/v[0-9]+/.*$"}}, {"headers": {"x-user": {"exact": "jason"}}}],
+                   "route": route("reviews")}]),
+        ),
+        vs(json!([{"redirect": {"uri": "/v2", "authority": "new"}}])),
+        dr(
+            json!({"host": "reviews", "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST"}},
+                  "subsets": [{"name": "v1", "labels": {"version": "v1"}},
+                              {"name": "v2", "labels": {"version": "v2"}}]}),
+        ),
+        // Only a host: nothing else is required.
+        dr(json!({"host": "*.example.com"})),
+        se(json!({"hosts": ["api.example.com"], "resolution": "DNS",
+                  "ports": [{"number": 443, "name": "https", "protocol": "HTTPS"}]})),
+        // STATIC with a workloadSelector instead of endpoints.
+        se(json!({"hosts": ["vm.internal"], "resolution": "STATIC",
+                  "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+                  "workloadSelector": {"labels": {"app": "vm"}}})),
+        we(json!({"address": "10.0.0.5", "ports": {"http": 8080}, "labels": {"app": "vm"}})),
+    ];
+    for object in valid {
+        let response = decide("CREATE", object.clone());
+        assert!(
+            response.allowed,
+            "{object}\ndenied: {}",
+            response.result.message
+        );
+    }
+    // The namespace comes from the request when the object does not carry one.
+    let mut object = dr(json!({"host": "reviews"}));
+    object["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("namespace");
+    assert!(decide("CREATE", object).allowed);
+    // Server-populated metadata (as in an UPDATE) is accepted.
+    let mut object = dr(json!({"host": "reviews"}));
+    object["metadata"] = json!({
+        "name": "reviews", "namespace": "default", "uid": "x", "resourceVersion": "42",
+        "generation": 3, "creationTimestamp": "2026-01-01T00:00:00Z",
+        "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+    });
+    object["status"] = json!({"observedGeneration": 3});
+    assert!(decide("UPDATE", object).allowed);
+}
+
+#[test]
+fn delete_is_always_allowed() {
+    let invalid = invalid_cases().remove(0).1;
+    let parsed: AdmissionReview<DynamicObject> =
+        serde_json::from_value(admission("DELETE", None, Some(invalid))).expect("review");
+    let response = review(&parsed);
+    assert!(response.allowed);
+    assert_eq!(response.uid, "0b6c1c56-0000-4000-8000-000000000001");
+}
+
+#[test]
+fn unknown_kinds_are_allowed() {
+    let object = json!({
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {"name": "anything", "namespace": "default"},
+        "spec": {"whatever": [1, 2, 3]},
+    });
+    assert!(decide("CREATE", object).allowed);
+    let object = json!({
+        "apiVersion": "example.com/v1",
+        "kind": "Widget",
+        "metadata": {"name": "w"},
+        "spec": {"size": "XL"},
+    });
+    assert!(decide("CREATE", object).allowed);
+}
+
+#[test]
+fn http_layer() {
+    let body = serde_json::to_vec(&admission(
+        "CREATE",
+        Some(invalid_cases().remove(0).1),
+        None,
+    ))
+    .expect("json");
+    let response = handle(&Method::POST, VALIDATE_PATH, &body);
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = futures::executor::block_on(response.into_body().collect())
+        .expect("body")
+        .to_bytes();
+    let value: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(value["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(value["kind"], "AdmissionReview");
+    assert_eq!(
+        value["response"]["uid"],
+        "0b6c1c56-0000-4000-8000-000000000001"
+    );
+    assert_eq!(value["response"]["allowed"], false);
+    assert_eq!(value["response"]["status"]["code"], 400);
+    assert_eq!(
+        value["response"]["status"]["message"],
+        "spec.http[0].route: weights must sum to 100, got 90"
+    );
+
+    assert_eq!(handle(&Method::GET, "/ready", b"").status(), StatusCode::OK);
+    assert_eq!(
+        handle(&Method::POST, VALIDATE_PATH, b"{not json").status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        handle(&Method::GET, VALIDATE_PATH, b"").status(),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    assert_eq!(
+        handle(&Method::GET, "/nope", b"").status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[test]
+fn missing_certificate_files_are_named() {
+    let err = tls_config(
+        Path::new("/no/such/cert.pem"),
+        Path::new("/no/such/key.pem"),
+    )
+    .expect_err("missing");
+    assert!(err.to_string().contains("/no/such/cert.pem"), "{err}");
+}
+
+#[test]
+fn security_kinds_are_validated_too() {
+    let policy = |spec: Value| {
+        json!({
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": "policy", "namespace": "default"},
+            "spec": spec,
+        })
+    };
+    let response = decide("CREATE", policy(json!({"action": "PERMIT"})));
+    assert!(!response.allowed);
+    assert!(
+        response.result.message.starts_with("spec.action"),
+        "{}",
+        response.result.message
+    );
+    let response = decide("UPDATE", policy(json!({"action": "CUSTOM"})));
+    assert!(!response.allowed);
+    assert!(
+        response.result.message.starts_with("spec.provider"),
+        "{}",
+        response.result.message
+    );
+    let response = decide(
+        "CREATE",
+        policy(
+            json!({"action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/admin"]}}]}]}),
+        ),
+    );
+    assert!(response.allowed, "{}", response.result.message);
+}
