@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use base64::Engine;
 use envoy_types::pb::envoy::config::{
     cluster::v3::Cluster,
     endpoint::v3::{ClusterLoadAssignment, lb_endpoint},
@@ -303,7 +304,7 @@ async fn crds_chart_rbac_webhook_and_bookinfo() {
     // The chart installs, with the webhook pointed at the controller we run locally.
     let webhook_port = free_port();
     let ca = std::fs::read(cluster.dir.path().join("ca.crt")).expect("cluster CA");
-    let ca_b64 = base64_encode(&ca);
+    let ca_b64 = base64::engine::general_purpose::STANDARD.encode(&ca);
     let out = cluster.helm(&[
         "install",
         "weft",
@@ -409,27 +410,6 @@ async fn crds_chart_rbac_webhook_and_bookinfo() {
         "configz lacks bookinfo:\n{}",
         configz.body
     );
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// What a proxy has received, decoded.

@@ -243,8 +243,9 @@ fn translate_route(
             body: direct.body.as_ref().map(|body| DataSource {
                 specifier: Some(match body {
                     HttpBody::String(text) => data_source::Specifier::InlineString(text.clone()),
-                    HttpBody::Bytes(base64) => {
-                        data_source::Specifier::InlineBytes(decode_base64(base64))
+                    // Validation rejected bodies that are not base64.
+                    HttpBody::Bytes(_) => {
+                        data_source::Specifier::InlineBytes(body.to_bytes().unwrap_or_default())
                     }
                 }),
                 ..Default::default()
@@ -491,31 +492,6 @@ fn header_value(
         append_action: action as i32,
         ..Default::default()
     }
-}
-
-/// Decodes standard or URL-safe base64 (padding optional); invalid characters are skipped
-/// (validation already rejected malformed bodies).
-pub fn decode_base64(text: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut buffer = 0u32;
-    let mut bits = 0u32;
-    for byte in text.bytes() {
-        let value = match byte {
-            b'A'..=b'Z' => byte - b'A',
-            b'a'..=b'z' => byte - b'a' + 26,
-            b'0'..=b'9' => byte - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => continue,
-        };
-        buffer = ((buffer << 6) | u32::from(value)) & 0xffff;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(((buffer >> bits) & 0xff) as u8);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -539,12 +539,6 @@ fn inbound_route_configuration() {
 }
 
 #[test]
-fn base64_bodies() {
-    assert_eq!(decode_base64("aGVsbG8="), b"hello");
-    assert_eq!(decode_base64("aGVsbG8gd29ybGQ"), b"hello world");
-}
-
-#[test]
 fn case_sensitivity_is_explicit_on_matches() {
     let matching = HttpMatchRequest {
         uri: Some(StringMatch::Prefix("/a".to_string())),
@@ -700,4 +694,28 @@ spec:
     );
     // Nothing leaks onto the route itself.
     assert!(route.request_headers_to_add.is_empty());
+}
+
+#[test]
+fn direct_response_bytes_are_decoded() {
+    let model = with_vs(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - directResponse: {status: 200, body: {bytes: aGVsbG8gd29ybGQ}}
+"#,
+    );
+    let config = outbound_for(&model, "default");
+    let routes = &vhost(&config, "ratings.default.svc.cluster.local:9080").routes;
+    let Some(route::Action::DirectResponse(direct)) = &routes[0].action else {
+        panic!("direct response expected");
+    };
+    assert_eq!(
+        direct.body.as_ref().and_then(|b| b.specifier.clone()),
+        Some(data_source::Specifier::InlineBytes(b"hello world".to_vec()))
+    );
 }

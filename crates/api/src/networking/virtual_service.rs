@@ -779,6 +779,28 @@ impl TryFrom<HttpBodyRepr> for HttpBody {
     }
 }
 
+/// Base64 as protobuf JSON reads it: standard or URL-safe alphabet, padding optional.
+const LENIENT: base64::engine::GeneralPurposeConfig = base64::engine::GeneralPurposeConfig::new()
+    .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+    .with_decode_allow_trailing_bits(true);
+const BASE64_STANDARD: base64::engine::GeneralPurpose =
+    base64::engine::GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
+const BASE64_URL_SAFE: base64::engine::GeneralPurpose =
+    base64::engine::GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
+
+impl HttpBody {
+    /// The body's bytes: the text as is, or `bytes` decoded from base64.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        use base64::Engine;
+        match self {
+            HttpBody::String(text) => Ok(text.clone().into_bytes()),
+            HttpBody::Bytes(encoded) => BASE64_STANDARD
+                .decode(encoded)
+                .or_else(|_| BASE64_URL_SAFE.decode(encoded)),
+        }
+    }
+}
+
 impl From<HttpBody> for HttpBodyRepr {
     fn from(b: HttpBody) -> Self {
         match b {
@@ -823,6 +845,11 @@ impl Validate for HttpDirectResponse {
                     errors,
                     "large direct responses may impact control plane performance, must be less than 1MB",
                 );
+            }
+            if let (HttpBody::Bytes(_), Err(e)) = (b, b.to_bytes()) {
+                path.field("body")
+                    .field("bytes")
+                    .push(errors, format!("not valid base64: {e}"));
             }
         }
     }
@@ -1498,6 +1525,24 @@ http:
     #[test]
     fn simple_ok() {
         assert_ok(OK);
+    }
+
+    #[test]
+    fn direct_response_bytes_are_base64() {
+        let bytes = |b: &str| HttpBody::Bytes(b.to_string()).to_bytes().ok();
+        assert_eq!(bytes("aGVsbG8="), Some(b"hello".to_vec()));
+        assert_eq!(bytes("aGVsbG8gd29ybGQ"), Some(b"hello world".to_vec()));
+        assert_eq!(bytes("-_8"), Some(vec![0xfb, 0xff]), "URL-safe alphabet");
+        assert_eq!(
+            HttpBody::String("hi".into()).to_bytes().ok(),
+            Some(b"hi".to_vec())
+        );
+        assert_ok("hosts: [a]\nhttp: [{directResponse: {status: 200, body: {bytes: aGVsbG8=}}}]");
+        assert_err(
+            "hosts: [a]\nhttp: [{directResponse: {status: 200, body: {bytes: 'not base64!'}}}]",
+            "spec.http[0].directResponse.body.bytes",
+            "not valid base64",
+        );
     }
 
     #[test]
