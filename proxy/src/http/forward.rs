@@ -210,20 +210,21 @@ pub(crate) fn apply_header_ops(ops: &HeaderOps, headers: &mut HeaderMap) {
     }
 }
 
-/// A random UUID v4 for `x-request-id`.
+/// A random UUID v4 for `x-request-id`, formatted on the stack (this runs per request).
 fn request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let v: u128 = rand::rng().random();
     let v = (v & !(0xf000 << 64) | (0x4000 << 64)) & !(0xc000 << 48) | (0x8000 << 48);
-    let hex = format!("{v:032x}");
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    );
-    HeaderValue::try_from(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let mut id = [b'-'; 36];
+    let mut nibble = 32;
+    for (i, out) in id.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        nibble -= 1;
+        *out = HEX[((v >> (nibble * 4)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// Builds the redirect response (`Location`) for a redirect action.
@@ -334,6 +335,22 @@ mod tests {
         let s = id.to_str().unwrap();
         assert_eq!(s.len(), 36);
         assert_eq!(&s[14..15], "4");
+        for _ in 0..200 {
+            let id = request_id();
+            let s = id.to_str().unwrap();
+            for (i, c) in s.chars().enumerate() {
+                if matches!(i, 8 | 13 | 18 | 23) {
+                    assert_eq!(c, '-', "{s}");
+                } else {
+                    assert!(c.is_ascii_hexdigit() && !c.is_ascii_uppercase(), "{s}");
+                }
+            }
+            assert_eq!(&s[14..15], "4", "{s}");
+            assert!(
+                matches!(&s[19..20], "8" | "9" | "a" | "b"),
+                "RFC 4122 variant: {s}"
+            );
+        }
     }
 
     #[test]
