@@ -1,8 +1,9 @@
-//! Admin (`/ready`, `/config_dump`) and health (`/healthz/ready`) HTTP servers.
+//! Admin (`/ready`, `/config_dump`, `/quitquitquit`, `/drain_listeners`) and health (`/healthz/ready`) HTTP servers.
 //!
 //! ```text
-//!  admin :15000  ─► /ready /config_dump ─┐
-//!  health :15021 ─► /healthz/ready ───────┴─► latest Arc<ProxyConfig> (watch)
+//!  admin :15000  ─► /ready /config_dump ──────────────┐
+//!                   POST /quitquitquit /drain_listeners ─► Control (drain, quit)
+//!  health :15021 ─► /healthz/ready ────────────────────┴─► latest Arc<ProxyConfig> (watch)
 //! ```
 
 use std::convert::Infallible;
@@ -17,10 +18,12 @@ use hyper_util::server::conn::auto;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{
     Action, ClusterPick, DiscoveryKind, PathMatch, ProxyConfig, RouteSource, TypeState,
 };
+use crate::drain::Drain;
 use crate::http::text_response;
 
 /// Which endpoints a server exposes.
@@ -30,8 +33,21 @@ pub enum Kind {
     Health,
 }
 
+/// What admin requests can set in motion.
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    pub drain: Drain,
+    /// Cancelled by `POST /quitquitquit`: the proxy drains and exits.
+    pub quit: CancellationToken,
+}
+
 /// Serves admin or health requests on `listener` forever.
-pub async fn serve(listener: TcpListener, kind: Kind, rx: watch::Receiver<Arc<ProxyConfig>>) {
+pub async fn serve(
+    listener: TcpListener,
+    kind: Kind,
+    rx: watch::Receiver<Arc<ProxyConfig>>,
+    ctl: Control,
+) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -42,10 +58,12 @@ pub async fn serve(listener: TcpListener, kind: Kind, rx: watch::Receiver<Arc<Pr
             }
         };
         let rx = rx.clone();
+        let ctl = ctl.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let config = rx.borrow().clone();
-                async move { Ok::<_, Infallible>(respond(kind, &config, &req)) }
+                let resp = respond(kind, &config, &ctl, &req);
+                async move { Ok::<_, Infallible>(resp) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -54,17 +72,37 @@ pub async fn serve(listener: TcpListener, kind: Kind, rx: watch::Receiver<Arc<Pr
     }
 }
 
-fn respond<B>(kind: Kind, config: &ProxyConfig, req: &Request<B>) -> Response<Full<Bytes>> {
+fn respond<B>(
+    kind: Kind,
+    config: &ProxyConfig,
+    ctl: &Control,
+    req: &Request<B>,
+) -> Response<Full<Bytes>> {
+    let post = req.method() == http::Method::POST;
     match (kind, req.uri().path()) {
         (Kind::Admin, "/ready") | (Kind::Health, "/healthz/ready") => {
-            if config.ready() {
-                text_response(StatusCode::OK, "LIVE\n")
+            let reason = if ctl.drain.is_draining() {
+                Some("draining".to_string())
             } else {
-                text_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: waiting for listeners and clusters\n",
-                )
+                config.not_ready_reason()
+            };
+            match reason {
+                None => text_response(StatusCode::OK, "LIVE\n"),
+                Some(r) => {
+                    text_response(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {r}\n"))
+                }
             }
+        }
+        (Kind::Admin, "/quitquitquit") if post => {
+            ctl.quit.cancel();
+            text_response(StatusCode::OK, "OK\n")
+        }
+        (Kind::Admin, "/drain_listeners") if post => {
+            ctl.drain.start();
+            text_response(StatusCode::OK, "OK\n")
+        }
+        (Kind::Admin, "/quitquitquit" | "/drain_listeners") => {
+            text_response(StatusCode::METHOD_NOT_ALLOWED, "use POST\n")
         }
         (Kind::Admin, "/config_dump") => {
             let body = serde_json::to_vec_pretty(&config_dump(config)).unwrap_or_default();
@@ -93,6 +131,7 @@ pub fn config_dump(config: &ProxyConfig) -> Value {
         .listeners
         .values()
         .map(|l| {
+            let l = &l.config;
             json!({
                 "name": l.name,
                 "address": l.address.to_string(),
@@ -104,7 +143,8 @@ pub fn config_dump(config: &ProxyConfig) -> Value {
     let mut route_tables: Vec<Value> = config
         .routes
         .values()
-        .map(|rc| {
+        .map(|slot| {
+            let rc = &slot.active.config;
             let vhosts: Vec<Value> = rc
                 .virtual_hosts
                 .iter()
@@ -113,7 +153,10 @@ pub fn config_dump(config: &ProxyConfig) -> Value {
                     json!({"name": vh.name, "domains": vh.domains, "routes": routes})
                 })
                 .collect();
-            json!({"name": rc.name, "virtual_hosts": vhosts})
+            let pending = slot.pending.as_ref().map(
+                |(t, _)| json!({"waiting_for_clusters": t.cold_clusters().collect::<Vec<_>>()}),
+            );
+            json!({"name": rc.name, "virtual_hosts": vhosts, "pending_update": pending})
         })
         .collect();
     route_tables.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
@@ -122,14 +165,28 @@ pub fn config_dump(config: &ProxyConfig) -> Value {
         .values()
         .map(|c| {
             let endpoints: Vec<Value> = c
-                .balancer
                 .endpoints()
                 .iter()
-                .map(|e| json!({"address": e.addr.to_string(), "weight": e.weight, "in_flight": e.in_flight()}))
+                .map(|e| {
+                    let pools: Vec<Value> = e
+                        .pools()
+                        .map(|p| json!({
+                            "protocol": format!("{:?}", p.key().protocol),
+                            "open_connections": p.open_connections(),
+                            "idle_connections": p.idle_connections(),
+                        }))
+                        .collect();
+                    json!({"address": e.addr.to_string(), "weight": e.weight, "in_flight": e.in_flight(), "pools": pools})
+                })
                 .collect();
             json!({
                 "name": c.config.name,
-                "type": match &c.config.discovery { DiscoveryKind::Eds(s) => format!("EDS({s})"), DiscoveryKind::Static(_) => "STATIC".into() },
+                "type": match &c.config.discovery {
+                    DiscoveryKind::Eds(s) => format!("EDS({s})"),
+                    DiscoveryKind::Static(_) => "STATIC".into(),
+                    DiscoveryKind::Dns(d) => format!("{:?}_DNS", d.kind).to_uppercase(),
+                },
+                "warm": c.is_ready(),
                 "lb_policy": c.config.lb_policy.as_str(),
                 "protocol": format!("{:?}", c.config.protocol),
                 "connect_timeout_ms": c.config.connect_timeout.as_millis() as u64,
@@ -140,6 +197,7 @@ pub fn config_dump(config: &ProxyConfig) -> Value {
     clusters.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     json!({
         "ready": config.ready(),
+        "not_ready_reason": config.not_ready_reason(),
         "listeners": type_state(&config.lds),
         "routes": type_state(&config.rds),
         "clusters": type_state(&config.cds),
@@ -159,9 +217,9 @@ fn route_summary(r: &crate::config::Route) -> Value {
     };
     let action = match &r.action {
         Action::Forward(f) => match &f.clusters {
-            ClusterPick::Single(c) => json!({"cluster": c}),
+            ClusterPick::Single(c) => json!({"cluster": c.name}),
             ClusterPick::Weighted { clusters, .. } => {
-                json!({"weighted_clusters": clusters.iter().map(|c| json!({"name": c.name, "weight": c.weight})).collect::<Vec<_>>()})
+                json!({"weighted_clusters": clusters.iter().map(|c| json!({"name": c.cluster.name, "weight": c.weight})).collect::<Vec<_>>()})
             }
         },
         Action::Redirect(rd) => json!({"redirect": rd.status.as_u16()}),

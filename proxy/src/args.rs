@@ -62,6 +62,15 @@ pub struct Args {
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
+
+    /// Worker threads of the data path (Istio's sidecar default: 2).
+    #[arg(long, env = "WEFT_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+
+    /// Seconds in-flight requests get to finish once the proxy drains (SIGTERM,
+    /// `POST /quitquitquit`) or a listener is removed (Envoy's `--drain-time-s`).
+    #[arg(long = "drain-time-s", env = "WEFT_DRAIN_TIME_S", default_value_t = 5)]
+    pub drain_time_s: u64,
 }
 
 /// Workload labels, in the order given.
@@ -100,6 +109,11 @@ fn string(s: impl Into<String>) -> Value {
 }
 
 impl Args {
+    /// The drain period (`--drain-time-s`).
+    pub fn drain_period(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.drain_time_s)
+    }
+
     pub fn node_id(&self) -> String {
         self.node_id.clone().unwrap_or_else(|| {
             format!(

@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::upstream::UpstreamError;
+
 /// Header carrying the Envoy response flag of a locally generated reply.
 pub const RESPONSE_FLAGS_HEADER: &str = "x-weft-response-flags";
 
@@ -30,19 +32,19 @@ pub enum ProxyError {
     ConnectFailure {
         endpoint: std::net::SocketAddr,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: UpstreamError,
     },
     #[error("upstream {endpoint} closed the connection before sending headers: {source}")]
     UpstreamTerminated {
         endpoint: std::net::SocketAddr,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: UpstreamError,
     },
     #[error("upstream {endpoint} reset the request: {source}")]
     UpstreamReset {
         endpoint: std::net::SocketAddr,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: UpstreamError,
     },
     #[error("upstream {endpoint} did not send response headers within {timeout:?}")]
     Timeout {
@@ -92,20 +94,13 @@ impl ProxyError {
         }
     }
 
-    /// Classifies an error from the pooled client.
-    pub fn from_client(
-        endpoint: std::net::SocketAddr,
-        source: hyper_util::client::legacy::Error,
-    ) -> Self {
-        if source.is_connect() {
-            return Self::ConnectFailure { endpoint, source };
-        }
-        let hyper_err =
-            std::error::Error::source(&source).and_then(|e| e.downcast_ref::<hyper::Error>());
-        match hyper_err {
-            Some(e) if e.is_incomplete_message() || e.is_canceled() || e.is_closed() => {
-                Self::UpstreamTerminated { endpoint, source }
+    /// Classifies an upstream failure that happened before the response head.
+    pub fn from_upstream(endpoint: std::net::SocketAddr, source: UpstreamError) -> Self {
+        match &source {
+            UpstreamError::Connect(_) | UpstreamError::NoPool(..) => {
+                Self::ConnectFailure { endpoint, source }
             }
+            e if e.is_terminated() => Self::UpstreamTerminated { endpoint, source },
             _ => Self::UpstreamReset { endpoint, source },
         }
     }

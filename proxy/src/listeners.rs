@@ -1,9 +1,10 @@
-//! Reconciles bound sockets with the LDS listeners: bind new, keep unchanged, rebind moved, stop removed.
+//! Reconciles bound sockets with the LDS listeners: bind new, keep unchanged, stop and drain removed.
 //!
 //! ```text
-//!  LDS apply ─► prepare(addresses): bind new sockets (error = NACK, nothing changes)
-//!            ─► config published ─► commit(): spawn accept loops, cancel removed ones
-//!  accept loop ─► tokio::spawn(http::serve_connection)   (open connections outlive their listener)
+//!  LDS apply ─► prepare(addresses): bind the new ones (a failure rejects only that listener)
+//!            ─► config published ─► commit(final addresses): start accept loops, stop removed ones
+//!  accept loop ─► Drain::spawn_connection(http::serve_connection)
+//!  removed listener ─► its token cancelled ─► no more accepts; its connections drain, then close
 //! ```
 
 use std::collections::HashMap;
@@ -15,34 +16,32 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ProxyConfig;
+use crate::drain::Drain;
 
 const BACKLOG: i32 = 1024;
 
 struct Running {
     local: SocketAddr,
-    stop: CancellationToken,
-}
-
-struct Staged {
-    bind: Vec<(SocketAddr, std::net::TcpListener)>,
-    remove: Vec<SocketAddr>,
+    token: CancellationToken,
 }
 
 /// Owns the listening sockets, keyed by the address each listener is configured with.
 pub struct ListenerManager {
     rx: watch::Receiver<Arc<ProxyConfig>>,
+    drain: Drain,
     runtime: Option<Handle>,
     running: HashMap<SocketAddr, Running>,
-    staged: Option<Staged>,
+    staged: HashMap<SocketAddr, std::net::TcpListener>,
 }
 
 impl ListenerManager {
-    pub fn new(rx: watch::Receiver<Arc<ProxyConfig>>) -> Self {
+    pub fn new(rx: watch::Receiver<Arc<ProxyConfig>>, drain: Drain) -> Self {
         Self {
             rx,
+            drain,
             runtime: Handle::try_current().ok(),
             running: HashMap::new(),
-            staged: None,
+            staged: HashMap::new(),
         }
     }
 
@@ -51,51 +50,55 @@ impl ListenerManager {
         self.running.get(&addr).map(|r| r.local)
     }
 
-    /// Binds every address not yet bound. On any failure the new sockets are closed and
-    /// the error (with the OS message) is returned; running sockets are untouched.
+    /// Binds every address not bound yet. Returns `(listener name, error)` for each address
+    /// that could not be bound; running sockets are untouched.
     pub fn prepare<'a>(
         &mut self,
         desired: impl Iterator<Item = (&'a str, SocketAddr)>,
-    ) -> Result<(), String> {
-        let mut bind = Vec::new();
-        let mut wanted = Vec::new();
+    ) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
         for (name, addr) in desired {
-            wanted.push(addr);
-            if self.running.contains_key(&addr) {
+            if self.running.contains_key(&addr) || self.staged.contains_key(&addr) {
                 continue;
             }
-            // On error `bind` is dropped here, closing the sockets bound so far.
-            let socket = bind_socket(addr)
-                .map_err(|e| format!("listener {name:?}: cannot bind {addr}: {e}"))?;
-            bind.push((addr, socket));
-        }
-        let remove = self
-            .running
-            .keys()
-            .filter(|a| !wanted.contains(a))
-            .copied()
-            .collect();
-        self.staged = Some(Staged { bind, remove });
-        Ok(())
-    }
-
-    /// Starts accepting on the prepared sockets and stops the removed ones.
-    pub fn commit(&mut self) {
-        let Some(staged) = self.staged.take() else {
-            return;
-        };
-        for addr in staged.remove {
-            if let Some(r) = self.running.remove(&addr) {
-                tracing::info!(%addr, "listener removed: no longer accepting; open connections drain");
-                r.stop.cancel();
+            match bind_socket(addr) {
+                Ok(socket) => {
+                    self.staged.insert(addr, socket);
+                }
+                Err(e) => errors.push((
+                    name.to_string(),
+                    format!("listener {name:?}: cannot bind {addr}: {e}"),
+                )),
             }
         }
+        errors
+    }
+
+    /// Starts accepting on the prepared sockets that are in `active`; stops (and drains) the
+    /// running ones that are not; closes prepared sockets that were not used.
+    pub fn commit(&mut self, active: &[SocketAddr]) {
+        let removed: Vec<SocketAddr> = self
+            .running
+            .keys()
+            .filter(|a| !active.contains(a))
+            .copied()
+            .collect();
+        for addr in removed {
+            if let Some(r) = self.running.remove(&addr) {
+                tracing::info!(%addr, "listener removed: no longer accepting; its connections drain");
+                r.token.cancel();
+            }
+        }
+        let staged = std::mem::take(&mut self.staged);
         let Some(runtime) = self.runtime.clone() else {
             tracing::error!("no Tokio runtime: cannot start listeners");
             return;
         };
         let _enter = runtime.enter();
-        for (addr, socket) in staged.bind {
+        for (addr, socket) in staged {
+            if !active.contains(&addr) {
+                continue;
+            }
             let local = socket.local_addr().unwrap_or(addr);
             let listener = match tokio::net::TcpListener::from_std(socket) {
                 Ok(l) => l,
@@ -104,10 +107,16 @@ impl ListenerManager {
                     continue;
                 }
             };
-            let stop = CancellationToken::new();
+            let token = self.drain.listener_token();
             tracing::info!(%addr, %local, "listening");
-            runtime.spawn(accept_loop(listener, addr, self.rx.clone(), stop.clone()));
-            self.running.insert(addr, Running { local, stop });
+            runtime.spawn(accept_loop(
+                listener,
+                addr,
+                self.rx.clone(),
+                self.drain.clone(),
+                token.clone(),
+            ));
+            self.running.insert(addr, Running { local, token });
         }
     }
 }
@@ -115,7 +124,7 @@ impl ListenerManager {
 impl Drop for ListenerManager {
     fn drop(&mut self) {
         for r in self.running.values() {
-            r.stop.cancel();
+            r.token.cancel();
         }
     }
 }
@@ -137,21 +146,24 @@ async fn accept_loop(
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     rx: watch::Receiver<Arc<ProxyConfig>>,
-    stop: CancellationToken,
+    drain: Drain,
+    token: CancellationToken,
 ) {
     loop {
         let accepted = tokio::select! {
-            () = stop.cancelled() => break,
+            () = token.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(crate::http::serve_connection(
+                drain.spawn_connection(crate::http::serve_connection(
                     stream,
                     peer,
                     addr,
                     rx.clone(),
+                    token.clone(),
+                    drain.period(),
                 ));
             }
             Err(e) => {

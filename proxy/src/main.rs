@@ -1,11 +1,10 @@
-//! `weft-proxy` binary: parse flags, set up logging, run the proxy.
+//! `weft-proxy` binary: parse flags, set up logging, build the runtime (`--concurrency` workers), run the proxy.
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = weft_proxy::Args::parse();
     let filter = EnvFilter::try_new(&args.log)
         .with_context(|| format!("invalid --log filter {:?}", args.log))?;
@@ -21,7 +20,17 @@ async fn main() -> anyhow::Result<()> {
         app_port = ?args.app_port,
         admin_port = args.admin_port,
         health_port = args.health_port,
+        concurrency = args.concurrency,
+        drain_time_s = args.drain_time_s,
         "starting weft-proxy"
     );
-    weft_proxy::run(args).await.context("weft-proxy failed")
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(args.concurrency))
+        .thread_name("weft-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime
+        .block_on(weft_proxy::run(args))
+        .context("weft-proxy failed")
 }

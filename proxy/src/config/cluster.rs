@@ -1,7 +1,7 @@
 //! Clusters (CDS) and endpoints (EDS): Envoy `Cluster` / `ClusterLoadAssignment` → domain types.
 //!
 //! ```text
-//!  Cluster ─► ClusterConfig { discovery: EDS(service) | STATIC(Assignment), lb, protocol, connect_timeout }
+//!  Cluster ─► ClusterConfig { discovery: EDS(service) | STATIC(Assignment) | DNS(targets), lb, protocol, timeouts }
 //!  ClusterLoadAssignment ─► Assignment { [(addr, weight)] healthy endpoints only }
 //! ```
 
@@ -16,7 +16,9 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use prost::Message;
 
 use super::{ConfigError, Reason, duration, invalid, reject_leftover, reject_set, socket_address};
-use crate::balance::LbPolicy;
+use crate::upstream::LbPolicy;
+use crate::upstream::dns::{self, DnsKind, DnsTargets, LookupFamily};
+use crate::upstream::pool::DEFAULT_IDLE_TIMEOUT;
 
 pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const HTTP_PROTOCOL_OPTIONS_TYPE: &str =
@@ -31,6 +33,9 @@ pub struct ClusterConfig {
     pub lb_policy: LbPolicy,
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
+    /// Upstream connections unused this long are closed
+    /// (`HttpProtocolOptions.common_http_protocol_options.idle_timeout`, Envoy's default 1 h).
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +44,8 @@ pub enum DiscoveryKind {
     Eds(String),
     /// Endpoints inline in `load_assignment`.
     Static(Assignment),
+    /// Hostnames in `load_assignment`, resolved by the proxy (STRICT_DNS, LOGICAL_DNS).
+    Dns(DnsTargets),
 }
 
 /// Protocol spoken to the upstream endpoints.
@@ -91,7 +98,7 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
         if connect_timeout.is_zero() {
             return Err(err(invalid("connect_timeout", "must be greater than 0")));
         }
-        let protocol = protocol(&mut c).map_err(err)?;
+        let (protocol, idle_timeout) = protocol(&mut c).map_err(err)?;
         // Observability-only fields.
         c.alt_stat_name.clear();
         c.metadata = None;
@@ -125,6 +132,7 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
             lb_policy,
             protocol,
             connect_timeout,
+            idle_timeout: idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
         })
     }
 }
@@ -183,6 +191,9 @@ fn discovery(c: &mut cds::Cluster, name: &str) -> Result<DiscoveryKind, Reason> 
                 .map_err(|e| invalid("load_assignment", e.reason.to_string()))?;
             Ok(DiscoveryKind::Static(assignment))
         }
+        D::StrictDns | D::LogicalDns => {
+            dns_targets(c, kind == D::LogicalDns).map(DiscoveryKind::Dns)
+        }
         other => Err(Reason::UnsupportedValue {
             field: "type",
             value: other.as_str_name().to_string(),
@@ -190,7 +201,120 @@ fn discovery(c: &mut cds::Cluster, name: &str) -> Result<DiscoveryKind, Reason> 
     }
 }
 
-fn protocol(c: &mut cds::Cluster) -> Result<UpstreamProtocol, Reason> {
+/// STRICT_DNS / LOGICAL_DNS: hostnames from `load_assignment`, refresh rate and lookup family.
+/// (`dns_refresh_rate`, `dns_lookup_family` are deprecated in favour of the DNS cluster
+/// extension, but they are what Istio sends.)
+#[allow(deprecated)]
+fn dns_targets(c: &mut cds::Cluster, logical: bool) -> Result<DnsTargets, Reason> {
+    use cds::cluster::DnsLookupFamily as F;
+    let cla = c
+        .load_assignment
+        .take()
+        .ok_or(Reason::Missing("load_assignment"))?;
+    if c.eds_cluster_config.is_some() {
+        return Err(invalid(
+            "eds_cluster_config",
+            "must not be set on a DNS cluster",
+        ));
+    }
+    let family = match F::try_from(c.dns_lookup_family) {
+        Ok(F::Auto) => LookupFamily::Auto,
+        Ok(F::V4Only) => LookupFamily::V4Only,
+        Ok(F::V6Only) => LookupFamily::V6Only,
+        Ok(F::V4Preferred) => LookupFamily::V4Preferred,
+        Ok(F::All) => LookupFamily::All,
+        Err(_) => {
+            return Err(invalid(
+                "dns_lookup_family",
+                format!("unknown value {}", c.dns_lookup_family),
+            ));
+        }
+    };
+    c.dns_lookup_family = 0;
+    let refresh = duration("dns_refresh_rate", c.dns_refresh_rate.take().as_ref())?
+        .unwrap_or(dns::DEFAULT_REFRESH);
+    if refresh < Duration::from_millis(1) {
+        return Err(invalid("dns_refresh_rate", "must be at least 1ms"));
+    }
+    if c.respect_dns_ttl {
+        return Err(Reason::Unsupported("respect_dns_ttl".into()));
+    }
+    let mut hosts = Vec::new();
+    for (i, locality) in cla.endpoints.into_iter().enumerate() {
+        if locality.priority != 0 {
+            return Err(Reason::Unsupported(format!(
+                "load_assignment.endpoints[{i}].priority (priority failover)"
+            )));
+        }
+        for (j, ep) in locality.lb_endpoints.into_iter().enumerate() {
+            let field = format!("load_assignment.endpoints[{i}].lb_endpoints[{j}]");
+            hosts.push(dns_endpoint(ep).map_err(|r| invalid(field, r.to_string()))?);
+        }
+    }
+    if logical && hosts.len() != 1 {
+        return Err(invalid(
+            "load_assignment",
+            format!(
+                "a LOGICAL_DNS cluster needs exactly one endpoint, got {}",
+                hosts.len()
+            ),
+        ));
+    }
+    Ok(DnsTargets {
+        kind: if logical {
+            DnsKind::Logical
+        } else {
+            DnsKind::Strict
+        },
+        hosts,
+        refresh,
+        family,
+    })
+}
+
+/// One DNS target: hostname (or IP literal), port and weight.
+fn dns_endpoint(ep: eds::LbEndpoint) -> Result<(String, u16, u32), Reason> {
+    use core::socket_address::PortSpecifier;
+    let weight = ep.load_balancing_weight.map_or(1, |w| w.value);
+    if weight == 0 {
+        return Err(invalid("load_balancing_weight", "must be at least 1"));
+    }
+    let Some(eds::lb_endpoint::HostIdentifier::Endpoint(e)) = ep.host_identifier else {
+        return Err(Reason::Missing("endpoint"));
+    };
+    let Some(core::address::Address::SocketAddress(sa)) = e.address.and_then(|a| a.address) else {
+        return Err(Reason::Missing("endpoint.address.socket_address"));
+    };
+    let host = sa.address;
+    let valid_name = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
+    if !valid_name {
+        return Err(invalid(
+            "endpoint.address.socket_address.address",
+            format!("{host:?} is not a hostname or IP address"),
+        ));
+    }
+    let port = match sa.port_specifier {
+        Some(PortSpecifier::PortValue(p)) => u16::try_from(p).map_err(|_| {
+            invalid(
+                "endpoint.address.socket_address.port_value",
+                format!("{p} is out of range"),
+            )
+        })?,
+        _ => {
+            return Err(Reason::Missing(
+                "endpoint.address.socket_address.port_value",
+            ));
+        }
+    };
+    Ok((host, port, weight))
+}
+
+/// The upstream protocol and idle timeout from `HttpProtocolOptions`.
+fn protocol(c: &mut cds::Cluster) -> Result<(UpstreamProtocol, Option<Duration>), Reason> {
     use upstream_http::http_protocol_options::UpstreamProtocolOptions as U;
     use upstream_http::http_protocol_options::explicit_http_config::ProtocolConfig as P;
     let mut opts = take(&mut c.typed_extension_protocol_options);
@@ -200,7 +324,7 @@ fn protocol(c: &mut cds::Cluster) -> Result<UpstreamProtocol, Reason> {
                 "typed_extension_protocol_options[{key:?}]"
             )));
         }
-        return Ok(UpstreamProtocol::Http1);
+        return Ok((UpstreamProtocol::Http1, None));
     };
     if let Some(key) = opts.keys().next() {
         return Err(Reason::Unsupported(format!(
@@ -251,9 +375,24 @@ fn protocol(c: &mut cds::Cluster) -> Result<UpstreamProtocol, Reason> {
             ));
         }
     };
+    let idle_timeout = match o.common_http_protocol_options.take() {
+        None => None,
+        Some(mut common) => {
+            let idle = duration(
+                "common_http_protocol_options.idle_timeout",
+                common.idle_timeout.take().as_ref(),
+            )?;
+            if common != Default::default() {
+                return Err(Reason::Unsupported(
+                    "common_http_protocol_options settings other than idle_timeout".into(),
+                ));
+            }
+            // Envoy: 0 disables the idle timeout.
+            idle.map(|d| if d.is_zero() { Duration::MAX } else { d })
+        }
+    };
     reject_set!(
         o,
-        common_http_protocol_options,
         upstream_http_protocol_options,
         http_filters,
         header_validation_config,
@@ -263,7 +402,7 @@ fn protocol(c: &mut cds::Cluster) -> Result<UpstreamProtocol, Reason> {
         retry_policy
     );
     reject_leftover(&o, "HttpProtocolOptions")?;
-    Ok(protocol)
+    Ok((protocol, idle_timeout))
 }
 
 impl TryFrom<eds::ClusterLoadAssignment> for Assignment {

@@ -122,7 +122,19 @@ fn rejects_unsupported_cluster_settings() {
     c.cluster_discovery_type = Some(cds::cluster::ClusterDiscoveryType::Type(
         cds::cluster::DiscoveryType::StrictDns as i32,
     ));
-    assert!(reject(c).contains("STRICT_DNS"));
+    // A DNS cluster needs its hostnames inline.
+    assert!(reject(c).contains("load_assignment is required"), "{}", {
+        let mut c = eds_cluster("c");
+        c.cluster_discovery_type = Some(cds::cluster::ClusterDiscoveryType::Type(
+            cds::cluster::DiscoveryType::StrictDns as i32,
+        ));
+        reject(c)
+    });
+    let mut c = eds_cluster("c");
+    c.cluster_discovery_type = Some(cds::cluster::ClusterDiscoveryType::Type(
+        cds::cluster::DiscoveryType::OriginalDst as i32,
+    ));
+    assert!(reject(c).contains("ORIGINAL_DST"));
     let mut c = eds_cluster("c");
     c.eds_cluster_config = Some(cds::cluster::EdsClusterConfig {
         eds_config: None,
@@ -163,4 +175,97 @@ fn assignment_drops_unhealthy_and_rejects_priorities() {
         e.contains(r#"cluster load assignment "c": endpoints[0].priority 1"#),
         "{e}"
     );
+}
+
+fn dns_cluster(kind: cds::cluster::DiscoveryType, hosts: &[(&str, u32)]) -> cds::Cluster {
+    use envoy_types::pb::envoy::config::core::v3 as core;
+    use envoy_types::pb::envoy::config::endpoint::v3 as eds;
+    #[allow(deprecated)]
+    cds::Cluster {
+        name: "dns".into(),
+        cluster_discovery_type: Some(cds::cluster::ClusterDiscoveryType::Type(kind as i32)),
+        dns_lookup_family: cds::cluster::DnsLookupFamily::V4Only as i32,
+        dns_refresh_rate: Some(envoy_types::pb::google::protobuf::Duration {
+            seconds: 30,
+            nanos: 0,
+        }),
+        load_assignment: Some(eds::ClusterLoadAssignment {
+            cluster_name: "dns".into(),
+            endpoints: vec![eds::LocalityLbEndpoints {
+                lb_endpoints: hosts
+                    .iter()
+                    .map(|(h, p)| eds::LbEndpoint {
+                        host_identifier: Some(eds::lb_endpoint::HostIdentifier::Endpoint(
+                            eds::Endpoint {
+                                address: Some(core::Address {
+                                    address: Some(core::address::Address::SocketAddress(
+                                        core::SocketAddress {
+                                            address: h.to_string(),
+                                            port_specifier: Some(
+                                                core::socket_address::PortSpecifier::PortValue(*p),
+                                            ),
+                                            ..Default::default()
+                                        },
+                                    )),
+                                }),
+                                ..Default::default()
+                            },
+                        )),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn dns_clusters_convert_with_hostnames() {
+    use crate::upstream::dns::{DnsKind, LookupFamily};
+    let c = ClusterConfig::try_from(dns_cluster(
+        cds::cluster::DiscoveryType::StrictDns,
+        &[("example.com", 443), ("10.0.0.1", 80)],
+    ))
+    .unwrap();
+    let DiscoveryKind::Dns(t) = c.discovery else {
+        panic!("{:?}", c.discovery)
+    };
+    assert_eq!(t.kind, DnsKind::Strict);
+    assert_eq!(t.family, LookupFamily::V4Only);
+    assert_eq!(t.refresh, std::time::Duration::from_secs(30));
+    assert_eq!(
+        t.hosts,
+        vec![("example.com".into(), 443, 1), ("10.0.0.1".into(), 80, 1)]
+    );
+}
+
+#[test]
+fn dns_cluster_mistakes_name_the_field() {
+    let err = ClusterConfig::try_from(dns_cluster(
+        cds::cluster::DiscoveryType::LogicalDns,
+        &[("a.example", 80), ("b.example", 80)],
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("exactly one endpoint"), "{err}");
+    let err = ClusterConfig::try_from(dns_cluster(
+        cds::cluster::DiscoveryType::StrictDns,
+        &[("bad host!", 80)],
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("lb_endpoints[0]") && err.contains("not a hostname"),
+        "{err}"
+    );
+    let mut c = dns_cluster(cds::cluster::DiscoveryType::StrictDns, &[("a.example", 80)]);
+    #[allow(deprecated)]
+    {
+        c.respect_dns_ttl = true;
+    }
+    let err = ClusterConfig::try_from(c).unwrap_err().to_string();
+    assert!(err.contains("respect_dns_ttl"), "{err}");
 }

@@ -3,13 +3,14 @@
 //! ```text
 //!  Any ─decode─► envoy Listener / RouteConfiguration / Cluster / ClusterLoadAssignment
 //!      ─TryFrom─► Listener / RouteConfig / ClusterConfig / Assignment   (reject = NACK)
-//!      ─ConfigStore─► Arc<ProxyConfig> ─watch─► data path
+//!      ─ConfigStore─► Arc<ProxyConfig> (snapshot.rs: names resolved) ─watch─► data path
 //! ```
 
 mod cluster;
 mod listener;
 mod matcher;
 mod route;
+mod snapshot;
 mod store;
 
 use std::collections::HashMap;
@@ -23,11 +24,12 @@ pub use listener::{
     Codec, HCM_FILTER, HCM_TYPE, Listener, ROUTER_FILTER, ROUTER_TYPE, RouteSource,
 };
 pub use route::{
-    Action, ClusterPick, DirectResponse, ForwardAction, HeaderAdd, HeaderMatch, HeaderMatchKind,
-    HeaderOps, HeaderSource, PathMatch, QueryMatch, Redirect, Route, RouteConfig, RouteMatch,
-    StringMatch, StringMatchKind, VirtualHost, WeightedCluster,
+    Action, ClusterPick, ClusterRef, DirectResponse, ForwardAction, HeaderAdd, HeaderMatch,
+    HeaderMatchKind, HeaderOps, HeaderSource, PathMatch, QueryMatch, Redirect, Route, RouteConfig,
+    RouteMatch, StringMatch, StringMatchKind, VirtualHost, WeightedCluster,
 };
-pub use store::{ConfigStore, ProxyConfig, TypeState};
+pub use snapshot::{ActiveListener, ProxyConfig, RouteSlot, RouteTable, TypeState};
+pub use store::{ConfigStore, INITIAL_FETCH_TIMEOUT};
 
 use crate::upstream::Cluster;
 

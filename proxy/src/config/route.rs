@@ -34,6 +34,9 @@ pub struct RouteConfig {
     pub most_specific_wins: bool,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    /// Every cluster the routes name, by slot: resolved to clusters when the config is applied,
+    /// so a request indexes a slot instead of looking a name up.
+    pub cluster_slots: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -135,7 +138,7 @@ pub struct ForwardAction {
 
 #[derive(Debug)]
 pub enum ClusterPick {
-    Single(String),
+    Single(ClusterRef),
     Weighted {
         clusters: Vec<WeightedCluster>,
         total: u32,
@@ -144,29 +147,51 @@ pub enum ClusterPick {
 
 #[derive(Debug)]
 pub struct WeightedCluster {
-    pub name: String,
+    pub cluster: ClusterRef,
     pub weight: u32,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
 }
 
+/// A cluster named by a route, with its slot in the route config's `cluster_slots`.
+#[derive(Debug)]
+pub struct ClusterRef {
+    pub name: String,
+    pub slot: usize,
+}
+
+impl ClusterRef {
+    fn new(name: String) -> Self {
+        Self { name, slot: 0 }
+    }
+}
+
 impl ClusterPick {
     /// Picks a cluster from a random point in `0..total`.
-    pub fn pick(&self, point: u32) -> (&str, Option<&WeightedCluster>) {
+    pub fn pick(&self, point: u32) -> (&ClusterRef, Option<&WeightedCluster>) {
         match self {
-            Self::Single(name) => (name, None),
+            Self::Single(c) => (c, None),
             Self::Weighted { clusters, .. } => {
                 let mut acc = 0u32;
                 for c in clusters {
                     acc += c.weight;
                     if point < acc {
-                        return (&c.name, Some(c));
+                        return (&c.cluster, Some(c));
                     }
                 }
-                // Unreachable for point < total; the last cluster is a safe answer.
-                clusters
-                    .last()
-                    .map_or(("", None), |c| (c.name.as_str(), Some(c)))
+                // Unreachable for point < total (conversion guarantees a non-empty list);
+                // the last cluster is a safe answer.
+                let last = &clusters[clusters.len() - 1];
+                (&last.cluster, Some(last))
+            }
+        }
+    }
+
+    fn refs_mut(&mut self) -> Vec<&mut ClusterRef> {
+        match self {
+            Self::Single(c) => vec![c],
+            Self::Weighted { clusters, .. } => {
+                clusters.iter_mut().map(|w| &mut w.cluster).collect()
             }
         }
     }
@@ -255,13 +280,36 @@ impl TryFrom<rt::RouteConfiguration> for RouteConfig {
             most_specific_wins,
             request_headers,
             response_headers,
+            cluster_slots: Vec::new(),
         };
         out.index_domains().map_err(err)?;
+        out.assign_slots();
         Ok(out)
     }
 }
 
 impl RouteConfig {
+    /// Numbers the distinct cluster names the routes use (see `cluster_slots`).
+    fn assign_slots(&mut self) {
+        let mut slots: HashMap<String, usize> = HashMap::new();
+        for vh in &mut self.virtual_hosts {
+            for route in &mut vh.routes {
+                let Action::Forward(f) = &mut route.action else {
+                    continue;
+                };
+                for r in f.clusters.refs_mut() {
+                    let next = slots.len();
+                    r.slot = *slots.entry(r.name.clone()).or_insert(next);
+                }
+            }
+        }
+        let mut names = vec![String::new(); slots.len()];
+        for (name, slot) in slots {
+            names[slot] = name;
+        }
+        self.cluster_slots = names;
+    }
+
     fn index_domains(&mut self) -> Result<(), Reason> {
         for (i, vh) in self.virtual_hosts.iter().enumerate() {
             for domain in &vh.domains {
@@ -483,7 +531,7 @@ fn convert_forward(mut a: rt::RouteAction, m: &RouteMatch) -> Result<ForwardActi
         ClusterNotFoundResponseCode as Nf, ClusterSpecifier as C, HostRewriteSpecifier as H,
     };
     let clusters = match a.cluster_specifier.take() {
-        Some(C::Cluster(name)) if !name.is_empty() => ClusterPick::Single(name),
+        Some(C::Cluster(name)) if !name.is_empty() => ClusterPick::Single(ClusterRef::new(name)),
         Some(C::Cluster(_)) => return Err(Reason::Missing("route.cluster")),
         Some(C::WeightedClusters(w)) => weighted(w)?,
         Some(C::ClusterHeader(_)) => {
@@ -596,7 +644,7 @@ fn weighted(mut w: rt::WeightedCluster) -> Result<ClusterPick, Reason> {
         .map_err(|r| prefix_reason(&field, r))?;
         if weight > 0 {
             clusters.push(WeightedCluster {
-                name,
+                cluster: ClusterRef::new(name),
                 weight,
                 request_headers,
                 response_headers,

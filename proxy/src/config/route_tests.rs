@@ -49,7 +49,7 @@ fn converts_default_route_with_envoy_default_timeout() {
     let rc =
         RouteConfig::try_from(config(vec![route(prefix("/"), "outbound|9080||reviews")])).unwrap();
     let f = first_forward(&rc);
-    assert!(matches!(&f.clusters, ClusterPick::Single(c) if c == "outbound|9080||reviews"));
+    assert!(matches!(&f.clusters, ClusterPick::Single(c) if c.name == "outbound|9080||reviews"));
     assert_eq!(f.timeout, Some(DEFAULT_ROUTE_TIMEOUT));
     assert_eq!(f.cluster_not_found, StatusCode::SERVICE_UNAVAILABLE);
 }
@@ -169,7 +169,7 @@ fn weighted_clusters_validate_and_pick() {
     let mut counts = HashMap::new();
     for point in 0..*total {
         *counts
-            .entry(first_forward(&rc).clusters.pick(point).0.to_string())
+            .entry(first_forward(&rc).clusters.pick(point).0.name.clone())
             .or_insert(0) += 1;
     }
     assert_eq!(counts["v1"], 80);

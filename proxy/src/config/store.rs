@@ -1,14 +1,19 @@
-//! `ConfigStore`: the xDS `Handler`. Keeps the last good resources per type and publishes `ProxyConfig`.
+//! `ConfigStore`: the xDS `Handler`. Keeps the last good resource of every name and publishes `ProxyConfig`.
 //!
 //! ```text
-//!  ADS response ─► apply(type, version, [Any]) ─decode+TryFrom all─┬─ any error ─► Err (NACK), old state kept
-//!                                                                  └─ ok ─► (LDS: bind sockets) ─► build ProxyConfig
-//!                                                                           ─► watch::Sender ─► data path, admin
+//!  ADS response ─► apply(type, version, [Any]) ─► decode + TryFrom each resource
+//!     valid resources replace their old version; an invalid one keeps its old version (NACK names it)
+//!     LDS, CDS: the response is the full set (absent = removed);  RDS, EDS: absent = unchanged,
+//!     removed only when no listener/cluster subscribes to it any more
+//!  ─► bind: listeners → route tables → clusters (slots) → endpoints and pools (PoolRegistry)
+//!     a route table that needs a cluster still waiting for endpoints stays pending (old one serves)
+//!  ─► watch::Sender<Arc<ProxyConfig>> ─► data path, admin;  LDS: sockets bound before, started after
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
 use envoy_types::pb::envoy::config::endpoint::v3 as eds;
@@ -17,78 +22,56 @@ use envoy_types::pb::envoy::config::route::v3 as rds;
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use weft_xds::type_url;
 
+use super::snapshot::{ActiveListener, RouteSlot, RouteTable};
 use super::{
-    Assignment, ClusterConfig, ConfigError, DiscoveryKind, Listener, Reason, RouteConfig,
-    RouteSource,
+    Assignment, ClusterConfig, ConfigError, DiscoveryKind, Listener, ProxyConfig, Reason,
+    RouteConfig, RouteSource,
 };
+use crate::drain::Drain;
 use crate::listeners::ListenerManager;
-use crate::upstream::{Cluster, Pools};
+use crate::upstream::{Cluster, PoolRegistry};
 
-/// Version, resource names and last rejection of one resource type.
-#[derive(Debug, Clone, Default)]
-pub struct TypeState {
-    /// Version of the last applied (ACKed) response; `None` until one was applied.
-    pub version: Option<String>,
-    pub names: Vec<String>,
-    /// Version and message of the last rejected (NACKed) response.
-    pub last_rejection: Option<(String, String)>,
-}
-
-/// One immutable snapshot of everything the data path needs.
-#[derive(Debug, Default)]
-pub struct ProxyConfig {
-    /// Listeners by the address they are configured with.
-    pub listeners: HashMap<SocketAddr, Arc<Listener>>,
-    pub routes: HashMap<String, Arc<RouteConfig>>,
-    pub clusters: HashMap<String, Arc<Cluster>>,
-    pub lds: TypeState,
-    pub rds: TypeState,
-    pub cds: TypeState,
-    pub eds: TypeState,
-}
-
-impl ProxyConfig {
-    /// Ready once listeners and clusters were applied at least once.
-    pub fn ready(&self) -> bool {
-        self.lds.version.is_some() && self.cds.version.is_some()
-    }
-
-    /// The route table of a listener (RDS by name, or inline).
-    pub fn route_config<'a>(&'a self, listener: &'a Listener) -> Option<&'a Arc<RouteConfig>> {
-        match &listener.routes {
-            RouteSource::Rds(name) => self.routes.get(name),
-            RouteSource::Inline(rc) => Some(rc),
-        }
-    }
-}
+/// Envoy's default `initial_fetch_timeout`: how long a cluster waits for its endpoints (and
+/// a new route table for its clusters) before it is used anyway.
+pub const INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Owns the last good config per type; the single writer of the `ProxyConfig` channel.
 pub struct ConfigStore {
     listeners: BTreeMap<String, Arc<Listener>>,
-    routes: HashMap<String, Arc<RouteConfig>>,
+    routes: BTreeMap<String, Arc<RouteConfig>>,
     clusters: BTreeMap<String, ClusterConfig>,
+    /// When each EDS cluster first appeared (for the initial fetch timeout).
+    first_seen: HashMap<String, Instant>,
     assignments: HashMap<String, Assignment>,
     current: Arc<ProxyConfig>,
-    pools: Arc<Pools>,
+    pools: PoolRegistry,
     sockets: ListenerManager,
     tx: watch::Sender<Arc<ProxyConfig>>,
 }
 
 impl ConfigStore {
-    /// Must be called inside a Tokio runtime: listener accept loops are spawned on it.
-    pub fn new(pools: Arc<Pools>) -> Self {
+    /// A store whose listeners drain with a default [`Drain`]. Must be called inside a Tokio
+    /// runtime: listener accept loops are spawned on it.
+    pub fn new() -> Self {
+        Self::with_drain(Drain::default())
+    }
+
+    /// A store whose listeners stop and drain when `drain` says so.
+    pub fn with_drain(drain: Drain) -> Self {
         let current = Arc::new(ProxyConfig::default());
         let (tx, rx) = watch::channel(current.clone());
         Self {
             listeners: BTreeMap::new(),
-            routes: HashMap::new(),
+            routes: BTreeMap::new(),
             clusters: BTreeMap::new(),
+            first_seen: HashMap::new(),
             assignments: HashMap::new(),
             current,
-            pools,
-            sockets: ListenerManager::new(rx),
+            pools: PoolRegistry::default(),
+            sockets: ListenerManager::new(rx, drain),
             tx,
         }
     }
@@ -110,145 +93,243 @@ impl ConfigStore {
             .and_then(|l| self.sockets.local_addr(l.address))
     }
 
-    /// Applies one state-of-the-world response; on error nothing changes.
+    /// Connection pools the proxy holds (one per endpoint, protocol and TLS identity).
+    pub fn pool_count(&self) -> usize {
+        self.pools.len()
+    }
+
+    /// Applies one response. Valid resources take effect even when others are rejected;
+    /// the error (NACK) names every rejected resource, which keeps its previous version.
     pub fn apply_response(
         &mut self,
         type_url: &str,
         version: &str,
         resources: Vec<Any>,
     ) -> Result<(), String> {
-        let result = match type_url {
+        let errors = match type_url {
             type_url::LISTENER => self.apply_listeners(resources),
             type_url::ROUTE => self.apply_routes(resources),
             type_url::CLUSTER => self.apply_clusters(resources),
             type_url::ENDPOINT => self.apply_endpoints(resources),
-            other => Err(format!("unsupported resource type {other}")),
+            other => return Err(format!("unsupported resource type {other}")),
         };
-        let mut next = ProxyConfig {
-            listeners: self.current.listeners.clone(),
-            routes: self.current.routes.clone(),
-            clusters: self.current.clusters.clone(),
-            lds: self.current.lds.clone(),
-            rds: self.current.rds.clone(),
-            cds: self.current.cds.clone(),
-            eds: self.current.eds.clone(),
-        };
+        let mut next = self.build();
         let state = match type_url {
             type_url::LISTENER => &mut next.lds,
             type_url::ROUTE => &mut next.rds,
             type_url::CLUSTER => &mut next.cds,
-            type_url::ENDPOINT => &mut next.eds,
-            _ => return result.map(|_| ()),
+            _ => &mut next.eds,
         };
-        match &result {
-            Ok(names) => {
-                state.version = Some(version.to_string());
-                state.names.clone_from(names);
-                match type_url {
-                    type_url::LISTENER => {
-                        next.listeners = self
-                            .listeners
-                            .values()
-                            .map(|l| (l.address, l.clone()))
-                            .collect();
-                    }
-                    type_url::ROUTE => next.routes = self.routes.clone(),
-                    _ => next.clusters = self.build_clusters(),
-                }
-                tracing::info!(
-                    type_url,
-                    version,
-                    resources = names.len(),
-                    "applied xDS response"
-                );
+        state.names = match type_url {
+            type_url::LISTENER => self.listeners.keys().cloned().collect(),
+            type_url::ROUTE => self.routes.keys().cloned().collect(),
+            type_url::CLUSTER => self.clusters.keys().cloned().collect(),
+            _ => {
+                let mut names: Vec<String> = self.assignments.keys().cloned().collect();
+                names.sort();
+                names
             }
-            Err(e) => {
-                state.last_rejection = Some((version.to_string(), e.clone()));
-                tracing::warn!(type_url, version, error = %e, "rejected xDS response");
-            }
-        }
+        };
+        let result = if errors.is_empty() {
+            state.version = Some(version.to_string());
+            state.last_rejection = None;
+            tracing::info!(
+                type_url,
+                version,
+                resources = state.names.len(),
+                "applied xDS response"
+            );
+            Ok(())
+        } else {
+            let message = errors.join("; ");
+            state.last_rejection = Some((version.to_string(), message.clone()));
+            Err(message)
+        };
         self.current = Arc::new(next);
         self.tx.send_replace(self.current.clone());
-        if result.is_ok() && type_url == type_url::LISTENER {
+        if type_url == type_url::LISTENER {
             // Sockets start accepting only once their listener is in the published config.
-            self.sockets.commit();
+            let active: Vec<SocketAddr> = self.listeners.values().map(|l| l.address).collect();
+            self.sockets.commit(&active);
         }
-        result.map(|_| ())
+        self.prune_pools();
+        result
     }
 
-    fn apply_listeners(&mut self, resources: Vec<Any>) -> Result<Vec<String>, String> {
-        let converted: BTreeMap<String, Arc<Listener>> =
-            convert_all::<lds::Listener, Listener>(resources, |l| &l.name)?
-                .into_iter()
-                .map(|(name, l)| (name, Arc::new(l)))
-                .collect();
-        let mut addresses: HashMap<SocketAddr, &str> = HashMap::new();
-        for l in converted.values() {
-            if let Some(other) = addresses.insert(l.address, &l.name) {
-                return Err(format!(
-                    "listener {:?}: address {} is also used by listener {other:?}",
-                    l.name, l.address
+    fn apply_listeners(&mut self, resources: Vec<Any>) -> Vec<String> {
+        let (converted, failed, mut errors) =
+            convert_each::<lds::Listener, Listener>(resources, type_url::LISTENER, |l| &l.name);
+        let mut next = full_set(
+            &self.listeners,
+            converted.into_iter().map(|(n, l)| (n, Arc::new(l))),
+            &failed,
+        );
+        // Two listeners on one address: the one that had it keeps it.
+        let mut by_addr: HashMap<SocketAddr, String> = HashMap::new();
+        let names: Vec<String> = next.keys().cloned().collect();
+        for name in names {
+            let addr = next[&name].address;
+            if let Some(other) = by_addr.get(&addr) {
+                let keeps_old = self.listeners.get(other).is_some_and(|l| l.address == addr);
+                let loser = if keeps_old {
+                    name.clone()
+                } else {
+                    other.clone()
+                };
+                let winner = if keeps_old {
+                    other.clone()
+                } else {
+                    name.clone()
+                };
+                errors.push(format!(
+                    "listener {loser:?}: address {addr} is also used by listener {winner:?}"
                 ));
+                restore(&mut next, &self.listeners, &loser);
+                by_addr.insert(addr, winner);
+            } else {
+                by_addr.insert(addr, name);
             }
         }
-        self.sockets
-            .prepare(converted.values().map(|l| (l.name.as_str(), l.address)))?;
-        self.listeners = converted;
-        Ok(self.listeners.keys().cloned().collect())
+        let bind_errors = self
+            .sockets
+            .prepare(next.values().map(|l| (l.name.as_str(), l.address)));
+        for (name, error) in bind_errors {
+            errors.push(error);
+            restore(&mut next, &self.listeners, &name);
+        }
+        self.listeners = next;
+        // Route configurations no listener asks for any more are unsubscribed: removed.
+        let wanted: HashSet<String> = self.wanted_names(type_url::ROUTE).into_iter().collect();
+        self.routes.retain(|name, _| wanted.contains(name));
+        errors
     }
 
-    fn apply_routes(&mut self, resources: Vec<Any>) -> Result<Vec<String>, String> {
-        let converted =
-            convert_all::<rds::RouteConfiguration, RouteConfig>(resources, |r| &r.name)?;
-        self.routes = converted
-            .into_iter()
-            .map(|(n, r)| (n, Arc::new(r)))
-            .collect();
-        let mut names: Vec<String> = self.routes.keys().cloned().collect();
-        names.sort();
-        Ok(names)
+    fn apply_routes(&mut self, resources: Vec<Any>) -> Vec<String> {
+        let wanted: HashSet<String> = self.wanted_names(type_url::ROUTE).into_iter().collect();
+        let (converted, _failed, errors) =
+            convert_each::<rds::RouteConfiguration, RouteConfig>(resources, type_url::ROUTE, |r| {
+                &r.name
+            });
+        for (name, rc) in converted {
+            self.routes.insert(name, Arc::new(rc));
+        }
+        self.routes.retain(|name, _| wanted.contains(name));
+        errors
     }
 
-    fn apply_clusters(&mut self, resources: Vec<Any>) -> Result<Vec<String>, String> {
-        self.clusters = convert_all::<cds::Cluster, ClusterConfig>(resources, |c| &c.name)?
-            .into_iter()
-            .collect();
-        Ok(self.clusters.keys().cloned().collect())
+    fn apply_clusters(&mut self, resources: Vec<Any>) -> Vec<String> {
+        let (converted, failed, errors) =
+            convert_each::<cds::Cluster, ClusterConfig>(resources, type_url::CLUSTER, |c| &c.name);
+        self.clusters = full_set(&self.clusters, converted.into_iter(), &failed);
+        let now = Instant::now();
+        self.first_seen
+            .retain(|name, _| self.clusters.contains_key(name));
+        for name in self.clusters.keys() {
+            self.first_seen.entry(name.clone()).or_insert(now);
+        }
+        let wanted: HashSet<String> = self.wanted_names(type_url::ENDPOINT).into_iter().collect();
+        self.assignments.retain(|name, _| wanted.contains(name));
+        errors
     }
 
-    fn apply_endpoints(&mut self, resources: Vec<Any>) -> Result<Vec<String>, String> {
-        self.assignments =
-            convert_all::<eds::ClusterLoadAssignment, Assignment>(resources, |c| &c.cluster_name)?;
-        let mut names: Vec<String> = self.assignments.keys().cloned().collect();
-        names.sort();
-        Ok(names)
+    fn apply_endpoints(&mut self, resources: Vec<Any>) -> Vec<String> {
+        let wanted: HashSet<String> = self.wanted_names(type_url::ENDPOINT).into_iter().collect();
+        let (converted, _failed, errors) = convert_each::<eds::ClusterLoadAssignment, Assignment>(
+            resources,
+            type_url::ENDPOINT,
+            |c| &c.cluster_name,
+        );
+        self.assignments.extend(converted);
+        self.assignments.retain(|name, _| wanted.contains(name));
+        errors
     }
 
-    /// Builds the run-time clusters, reusing unchanged ones (pools, balancer counters, RR cursor).
-    fn build_clusters(&self) -> HashMap<String, Arc<Cluster>> {
-        let previous = &self.current.clusters;
-        self.clusters
-            .iter()
-            .map(|(name, cfg)| {
-                let assignment = match &cfg.discovery {
-                    DiscoveryKind::Static(a) => a.clone(),
-                    DiscoveryKind::Eds(service) => {
-                        self.assignments.get(service).cloned().unwrap_or_default()
+    /// Builds the next snapshot from the stored resources, reusing unchanged clusters
+    /// (balancer counters, pools) and keeping new route tables pending while cold.
+    fn build(&mut self) -> ProxyConfig {
+        let previous = self.current.clone();
+        let now = Instant::now();
+        let mut warming_deadline: Option<Instant> = None;
+        let mut clusters = HashMap::with_capacity(self.clusters.len());
+        for (name, cfg) in &self.clusters {
+            let (assignment, warm) = match &cfg.discovery {
+                DiscoveryKind::Static(a) => (a.clone(), true),
+                DiscoveryKind::Dns(_) => (Assignment::default(), true),
+                DiscoveryKind::Eds(service) => match self.assignments.get(service) {
+                    Some(a) => (a.clone(), true),
+                    None => {
+                        let deadline = self.first_seen.get(name).copied().unwrap_or(now)
+                            + INITIAL_FETCH_TIMEOUT;
+                        warming_deadline =
+                            Some(warming_deadline.map_or(deadline, |d| d.min(deadline)));
+                        (Assignment::default(), now >= deadline)
                     }
+                },
+            };
+            let old = previous.clusters.get(name);
+            let cluster = match old {
+                Some(old)
+                    if old.config == *cfg && old.assignment == assignment && old.warm == warm =>
+                {
+                    old.clone()
+                }
+                _ => Arc::new(Cluster::new(
+                    cfg.clone(),
+                    assignment,
+                    warm,
+                    &mut self.pools,
+                    old.filter(|o| {
+                        o.config.protocol == cfg.protocol && o.config.discovery == cfg.discovery
+                    })
+                    .map(|c| &**c),
+                )),
+            };
+            clusters.insert(name.clone(), cluster);
+        }
+        let mut routes = HashMap::with_capacity(self.routes.len());
+        for (name, rc) in &self.routes {
+            let slot = bind_routes(rc, previous.routes.get(name), &clusters, now);
+            routes.insert(name.clone(), slot);
+        }
+        let listeners = self
+            .listeners
+            .values()
+            .map(|l| {
+                let slot = match &l.routes {
+                    RouteSource::Rds(name) => routes.get(name).cloned(),
+                    RouteSource::Inline(rc) => Some(RouteSlot {
+                        active: Arc::new(RouteTable::bind(rc.clone(), &clusters)),
+                        pending: None,
+                    }),
                 };
-                let old = previous.get(name);
-                let cluster = match old {
-                    Some(old) if old.config == *cfg && old.assignment == assignment => old.clone(),
-                    _ => Arc::new(Cluster::new(
-                        cfg.clone(),
-                        assignment,
-                        &self.pools,
-                        old.map(|c| &**c),
-                    )),
-                };
-                (name.clone(), cluster)
+                (
+                    l.address,
+                    ActiveListener {
+                        config: l.clone(),
+                        routes: slot,
+                    },
+                )
             })
-            .collect()
+            .collect();
+        ProxyConfig {
+            listeners,
+            routes,
+            clusters,
+            lds: previous.lds.clone(),
+            rds: previous.rds.clone(),
+            cds: previous.cds.clone(),
+            eds: previous.eds.clone(),
+            warming_deadline,
+        }
+    }
+
+    /// Closes the pools of endpoints that no cluster has any more.
+    fn prune_pools(&mut self) {
+        let mut used = HashSet::new();
+        for c in self.current.clusters.values() {
+            c.collect_pool_keys(&mut used);
+        }
+        self.pools.retain(&used);
     }
 
     /// RDS names wanted by the applied listeners; EDS service names of the applied clusters.
@@ -267,7 +348,7 @@ impl ConfigStore {
                 .values()
                 .filter_map(|c| match &c.discovery {
                     DiscoveryKind::Eds(s) => Some(s.clone()),
-                    DiscoveryKind::Static(_) => None,
+                    DiscoveryKind::Static(_) | DiscoveryKind::Dns(_) => None,
                 })
                 .collect(),
             _ => Vec::new(),
@@ -275,6 +356,55 @@ impl ConfigStore {
         names.sort();
         names.dedup();
         names
+    }
+}
+
+impl Default for ConfigStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The route slot for `rc`: a changed table whose clusters are still cold waits (pending)
+/// while the previous one keeps serving, until they warm or the initial fetch timeout passes.
+fn bind_routes(
+    rc: &Arc<RouteConfig>,
+    previous: Option<&RouteSlot>,
+    clusters: &HashMap<String, Arc<Cluster>>,
+    now: Instant,
+) -> RouteSlot {
+    let fresh = || Arc::new(RouteTable::bind(rc.clone(), clusters));
+    let Some(previous) = previous else {
+        return RouteSlot {
+            active: fresh(),
+            pending: None,
+        };
+    };
+    if Arc::ptr_eq(&previous.active.config, rc) {
+        return RouteSlot {
+            active: fresh(),
+            pending: None,
+        };
+    }
+    let table = fresh();
+    let deadline = match &previous.pending {
+        Some((p, deadline)) if Arc::ptr_eq(&p.config, rc) => *deadline,
+        _ => now + INITIAL_FETCH_TIMEOUT,
+    };
+    if table.cold_clusters().next().is_none() || now >= deadline {
+        return RouteSlot {
+            active: table,
+            pending: None,
+        };
+    }
+    tracing::debug!(
+        route_config = %rc.name,
+        cold = ?table.cold_clusters().collect::<Vec<_>>(),
+        "new routes wait for their clusters' endpoints"
+    );
+    RouteSlot {
+        active: Arc::new(RouteTable::bind(previous.active.config.clone(), clusters)),
+        pending: Some((table, deadline)),
     }
 }
 
@@ -288,18 +418,54 @@ impl weft_xds::Handler for ConfigStore {
     }
 }
 
-/// Decodes and converts every resource; the first failure rejects the whole response.
-fn convert_all<E, D>(
+/// LDS/CDS semantics: the response is the full set. Rejected names keep their old version.
+fn full_set<T: Clone>(
+    old: &BTreeMap<String, T>,
+    converted: impl Iterator<Item = (String, T)>,
+    failed: &[String],
+) -> BTreeMap<String, T> {
+    let mut next: BTreeMap<String, T> = converted.collect();
+    for name in failed {
+        restore(&mut next, old, name);
+    }
+    next
+}
+
+/// Puts back the old version of `name` (or removes it if it had none).
+fn restore<T: Clone>(next: &mut BTreeMap<String, T>, old: &BTreeMap<String, T>, name: &str) {
+    match old.get(name) {
+        Some(v) => {
+            next.insert(name.to_string(), v.clone());
+        }
+        None => {
+            next.remove(name);
+        }
+    }
+}
+
+/// Decodes and converts every resource. Returns the converted ones by name, the names of
+/// those rejected (when a name could be read), and one message per rejection.
+fn convert_each<E, D>(
     resources: Vec<Any>,
+    expected_type: &str,
     name_of: impl Fn(&E) -> &String,
-) -> Result<HashMap<String, D>, String>
+) -> (Vec<(String, D)>, Vec<String>, Vec<String>)
 where
     E: Message + Default,
     D: TryFrom<E, Error = ConfigError>,
 {
-    let mut out = HashMap::with_capacity(resources.len());
+    let mut out: Vec<(String, D)> = Vec::with_capacity(resources.len());
+    let mut seen = HashSet::new();
+    let mut failed = Vec::new();
     let mut errors = Vec::new();
     for (i, any) in resources.into_iter().enumerate() {
+        if any.type_url != expected_type {
+            errors.push(format!(
+                "resource {i}: type {} in a {expected_type} response",
+                any.type_url
+            ));
+            continue;
+        }
         let resource = match E::decode(any.value.as_slice()) {
             Ok(r) => r,
             Err(e) => {
@@ -312,21 +478,21 @@ where
             }
         };
         let name = name_of(&resource).clone();
+        if !seen.insert(name.clone()) {
+            errors.push(
+                ConfigError::new(format!("resource {name:?}"), Reason::Duplicate).to_string(),
+            );
+            out.retain(|(n, _)| *n != name);
+            failed.push(name);
+            continue;
+        }
         match D::try_from(resource) {
-            Ok(d) => {
-                if out.insert(name.clone(), d).is_some() {
-                    errors.push(
-                        ConfigError::new(format!("resource {name:?}"), Reason::Duplicate)
-                            .to_string(),
-                    );
-                }
+            Ok(d) => out.push((name, d)),
+            Err(e) => {
+                errors.push(e.to_string());
+                failed.push(name);
             }
-            Err(e) => errors.push(e.to_string()),
         }
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors.join("; "))
-    }
+    (out, failed, errors)
 }

@@ -1,19 +1,26 @@
-//! The HTTP data path: hyper-util auto server (HTTP/1.1 + h2c) and the per-request pipeline.
+//! The HTTP data path: the downstream server and the request stack, top-down.
 //!
 //! ```text
-//!  TcpStream ─► auto::Builder (h1 | h2c | both, per HCM codec) ─► handle(req)
-//!    handle: snapshot Arc<ProxyConfig> ─► listener ─► route config ─► vhost ─► route
-//!            ─► Direct │ Redirect │ Forward (forward.rs: cluster ─► balancer ─► pool)
-//!            errors ─► error.rs (status + response flag)
+//!  TcpStream ─► auto::Builder (h1 | h2c | both, per HCM codec) ─► handle(req)      [this file]
+//!    1. router   (router.rs):  one ProxyConfig snapshot ─► listener ─► route table ─► vhost ─► route
+//!    2. policy   (policy.rs):  Direct │ Redirect (redirect.rs) │ Forward: cluster slot, rewrites,
+//!                              headers (headers.rs), timeout
+//!    3. balancer (upstream/balance.rs): Cluster::pick ─► endpoint
+//!    4. endpoint (upstream/endpoint.rs): pooled connection (upstream/pool.rs) ─► upstream
+//!    errors ─► error.rs (status + response flag), once
+//!  drain (listener removed, SIGTERM): graceful_shutdown (h2 GOAWAY, h1 Connection: close),
+//!  in-flight requests finish within the drain period, then the connection is closed
 //! ```
 
-mod body;
-mod forward;
+mod headers;
+mod policy;
+mod redirect;
 pub mod router;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Version};
@@ -22,12 +29,15 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::sync::watch;
-
-pub use body::{ProxyBody, UpstreamBody};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Action, Codec, ProxyConfig, Route, RouteConfig, VirtualHost};
 use crate::error::ProxyError;
+use crate::upstream::UpstreamBody;
 use router::RequestView;
+
+/// What the proxy answers with: the upstream's streamed body, or a local one.
+pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// Per-connection context shared by the requests of that connection.
 #[derive(Debug)]
@@ -36,18 +46,21 @@ struct Conn {
     rx: watch::Receiver<Arc<ProxyConfig>>,
 }
 
-/// Serves one accepted downstream connection until it closes.
+/// Serves one accepted downstream connection until it closes. When `drain` is cancelled
+/// (listener removed, proxy draining) the connection is asked to close gracefully and is
+/// closed after `drain_period` at the latest.
 pub async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     listener: SocketAddr,
     rx: watch::Receiver<Arc<ProxyConfig>>,
+    drain: CancellationToken,
+    drain_period: Duration,
 ) {
     let codec = rx
         .borrow()
-        .listeners
-        .get(&listener)
-        .map_or(Codec::Auto, |l| l.codec);
+        .listener(&listener)
+        .map_or(Codec::Auto, |l| l.config.codec);
     let conn = Arc::new(Conn { listener, rx });
     let service = hyper::service::service_fn(move |req| {
         let conn = conn.clone();
@@ -59,10 +72,22 @@ pub async fn serve_connection(
         Codec::Http1 => builder.http1_only(),
         Codec::Http2 => builder.http2_only(),
     };
-    if let Err(e) = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-    {
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = drain.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            match tokio::time::timeout(drain_period, connection.as_mut()).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::debug!(%peer, %listener, "drain period over: closing the connection");
+                    return;
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(%peer, %listener, error = %e, "downstream connection ended with error");
     }
 }
@@ -85,15 +110,18 @@ async fn route_and_forward(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let listener = config
-        .listeners
-        .get(&listener_addr)
+        .listener(&listener_addr)
         .ok_or(ProxyError::NoListener)?;
-    let rc = config
-        .route_config(listener)
-        .ok_or_else(|| match &listener.routes {
-            crate::config::RouteSource::Rds(n) => ProxyError::NoRouteConfig(n.clone()),
-            crate::config::RouteSource::Inline(_) => ProxyError::NoRoute,
-        })?;
+    let table = match &listener.routes {
+        Some(slot) => slot.current(),
+        None => {
+            return Err(match &listener.config.routes {
+                crate::config::RouteSource::Rds(n) => ProxyError::NoRouteConfig(n.clone()),
+                crate::config::RouteSource::Inline(_) => ProxyError::NoRoute,
+            });
+        }
+    };
+    let rc = &table.config;
     let (vh, route) = {
         let view = request_view(&req);
         let vh = rc.select_vhost(view.authority).ok_or(ProxyError::NoRoute)?;
@@ -113,8 +141,10 @@ async fn route_and_forward(
             }
             resp
         }
-        Action::Redirect(r) => forward::redirect(r, &route.matcher, &req)?,
-        Action::Forward(f) => return forward::forward(config, listener, &levels, f, req).await,
+        Action::Redirect(r) => redirect::redirect(r, &route.matcher, &req)?,
+        Action::Forward(f) => {
+            return policy::forward(table, &listener.config, &levels, f, req).await;
+        }
     };
     levels.apply_response(None, resp.headers_mut());
     Ok(resp)
@@ -160,7 +190,7 @@ impl Levels<'_> {
         headers: &mut http::HeaderMap,
     ) {
         for ops in self.ordered(cluster, true).into_iter().flatten() {
-            forward::apply_header_ops(ops, headers);
+            headers::apply_header_ops(ops, headers);
         }
     }
 
@@ -170,7 +200,7 @@ impl Levels<'_> {
         headers: &mut http::HeaderMap,
     ) {
         for ops in self.ordered(cluster, false).into_iter().flatten() {
-            forward::apply_header_ops(ops, headers);
+            headers::apply_header_ops(ops, headers);
         }
     }
 }

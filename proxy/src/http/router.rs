@@ -151,47 +151,16 @@ fn header_value<'a>(headers: &'a HeaderMap, name: &http::HeaderName) -> Option<C
 }
 
 impl QueryMatch {
+    /// The first parameter with this name (form-urlencoded: `%XX` and `+` decoded) decides.
     pub fn matches(&self, query: Option<&str>) -> bool {
         let Some(query) = query else { return false };
-        let found = query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k) == self.name).then_some(v)
-        });
+        let found = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| *k == self.name);
         match (found, &self.value) {
             (None, _) => false,
             (Some(_), None) => true,
-            (Some(v), Some(m)) => m.matches(&percent_decode(v)),
+            (Some((_, v)), Some(m)) => m.matches(&v),
         }
     }
-}
-
-fn percent_decode(s: &str) -> Cow<'_, str> {
-    if !s.contains(['%', '+']) {
-        return Cow::Borrowed(s);
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 impl StringMatch {

@@ -23,7 +23,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::{Message, Name};
 use weft_proxy::ConfigStore;
-use weft_proxy::upstream::Pools;
 use weft_xds::type_url;
 
 pub fn any<M: Message + Name>(m: &M) -> Any {
@@ -220,7 +219,7 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start() -> Self {
-        let mut store = ConfigStore::new(Arc::new(Pools::default()));
+        let mut store = ConfigStore::new();
         store
             .apply_response(
                 type_url::LISTENER,
@@ -342,4 +341,161 @@ pub async fn get(
         .unwrap_or_default();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, flags, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// What a [`counting_upstream`] has seen.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub accepted: std::sync::atomic::AtomicUsize,
+    pub closed: std::sync::atomic::AtomicUsize,
+    /// `:authority` (h2) or `Host` (h1) of every request, and its HTTP version.
+    pub authorities: parking_lot::Mutex<Vec<(String, http::Version)>>,
+}
+
+impl Seen {
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    pub fn closed(&self) -> usize {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// An upstream that counts its connections and records request authorities. `/slow/<ms>`
+/// waits first. With `h2_max_streams` it speaks only h2c and advertises that stream limit.
+pub async fn counting_upstream(h2_max_streams: Option<u32>) -> (SocketAddr, Arc<Seen>) {
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Seen::default());
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            s.accepted.fetch_add(1, Ordering::SeqCst);
+            let s = s.clone();
+            tokio::spawn(async move {
+                let s2 = s.clone();
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let s = s2.clone();
+                    async move {
+                        let authority = req
+                            .uri()
+                            .authority()
+                            .map(|a| a.to_string())
+                            .or_else(|| {
+                                req.headers()
+                                    .get("host")
+                                    .map(|h| h.to_str().unwrap_or("").to_string())
+                            })
+                            .unwrap_or_default();
+                        s.authorities
+                            .lock()
+                            .push((authority.clone(), req.version()));
+                        if let Some(ms) = req.uri().path().strip_prefix("/slow/") {
+                            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0)))
+                                .await;
+                        }
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let text = format!("authority={authority} body={}", body.len());
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                    }
+                });
+                let io = TokioIo::new(stream);
+                match h2_max_streams {
+                    Some(max) => {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .max_concurrent_streams(max)
+                            .serve_connection(io, svc)
+                            .await;
+                    }
+                    None => {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await;
+                    }
+                }
+                s.closed.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes; panics with `what` then.
+pub async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An EDS cluster with the given idle timeout for upstream connections.
+pub fn cluster_with_idle_timeout(name: &str, h2: bool, idle: Duration) -> Any {
+    let mut c = cds::Cluster::decode(cluster(name, h2).value.as_slice()).unwrap();
+    let key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+    let mut opts =
+        uh::HttpProtocolOptions::decode(c.typed_extension_protocol_options[key].value.as_slice())
+            .unwrap();
+    opts.common_http_protocol_options = Some(core::HttpProtocolOptions {
+        idle_timeout: Some(PbDuration {
+            seconds: idle.as_secs() as i64,
+            nanos: idle.subsec_nanos() as i32,
+        }),
+        ..Default::default()
+    });
+    c.typed_extension_protocol_options
+        .insert(key.to_string(), any(&opts));
+    any(&c)
+}
+
+/// A STRICT_DNS cluster resolving `host:port`, IPv4 only, refreshed every `refresh`.
+#[allow(deprecated)]
+pub fn dns_cluster(name: &str, host: &str, port: u16, refresh: Duration) -> Any {
+    any(&cds::Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cds::cluster::ClusterDiscoveryType::Type(
+            cds::cluster::DiscoveryType::StrictDns as i32,
+        )),
+        dns_lookup_family: cds::cluster::DnsLookupFamily::V4Only as i32,
+        dns_refresh_rate: Some(PbDuration {
+            seconds: refresh.as_secs() as i64,
+            nanos: refresh.subsec_nanos() as i32,
+        }),
+        load_assignment: Some(eds::ClusterLoadAssignment {
+            cluster_name: name.into(),
+            endpoints: vec![eds::LocalityLbEndpoints {
+                lb_endpoints: vec![eds::LbEndpoint {
+                    host_identifier: Some(eds::lb_endpoint::HostIdentifier::Endpoint(
+                        eds::Endpoint {
+                            address: Some(core::Address {
+                                address: Some(core::address::Address::SocketAddress(
+                                    core::SocketAddress {
+                                        address: host.into(),
+                                        port_specifier: Some(
+                                            core::socket_address::PortSpecifier::PortValue(
+                                                u32::from(port),
+                                            ),
+                                        ),
+                                        ..Default::default()
+                                    },
+                                )),
+                            }),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
 }

@@ -1,7 +1,7 @@
 //! Per-cluster endpoint selection: round robin (weighted), least request (P2C), random.
 //!
 //! ```text
-//!  route action ─► Balancer::pick ─► Arc<Endpoint> (+ InFlight guard) ─► pool
+//!  cluster ─► Balancer::pick ─► Arc<Endpoint> (+ InFlight guard) ─► endpoint.rs ─► its Pool
 //!                    │ atomics only: RR cursor, per-endpoint in-flight counts
 //! ```
 //!
@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::{Rng, RngExt};
+
+use super::pool::{Pool, Protocol};
 
 /// Longest precomputed smooth round-robin schedule; larger weight sums use cumulative lookup.
 const MAX_SCHEDULE: u64 = 4096;
@@ -36,27 +38,54 @@ impl LbPolicy {
     }
 }
 
-/// One upstream endpoint with its live in-flight request count.
+/// One upstream endpoint: its live in-flight request count and its connection pools.
 #[derive(Debug)]
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub weight: u32,
-    /// `ip:port`, pre-rendered once so the request path does not format it.
-    pub authority: http::uri::Authority,
     in_flight: AtomicUsize,
+    /// The pools for the protocols its cluster speaks (one or both).
+    pools: EndpointPools,
+}
+
+/// An endpoint's pools, one per protocol its cluster may use.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointPools {
+    pub http1: Option<Arc<Pool>>,
+    pub http2: Option<Arc<Pool>>,
+}
+
+impl EndpointPools {
+    fn same(&self, other: &Self) -> bool {
+        let eq = |a: &Option<Arc<Pool>>, b: &Option<Arc<Pool>>| match (a, b) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        eq(&self.http1, &other.http1) && eq(&self.http2, &other.http2)
+    }
 }
 
 impl Endpoint {
-    pub fn new(addr: SocketAddr, weight: u32) -> Self {
-        // A SocketAddr's Display form is always a valid authority.
-        let authority = http::uri::Authority::try_from(addr.to_string())
-            .unwrap_or_else(|_| http::uri::Authority::from_static("invalid"));
+    pub fn new(addr: SocketAddr, weight: u32, pools: EndpointPools) -> Self {
         Self {
             addr,
             weight: weight.max(1),
-            authority,
             in_flight: AtomicUsize::new(0),
+            pools,
         }
+    }
+
+    /// The pool for `protocol`, if this endpoint's cluster speaks it.
+    pub fn pool(&self, protocol: Protocol) -> Option<&Arc<Pool>> {
+        match protocol {
+            Protocol::Http1 => self.pools.http1.as_ref(),
+            Protocol::Http2 => self.pools.http2.as_ref(),
+        }
+    }
+
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.pools.http1.iter().chain(self.pools.http2.iter())
     }
 
     pub fn in_flight(&self) -> usize {
@@ -101,11 +130,13 @@ pub struct Balancer {
 }
 
 impl Balancer {
-    /// Builds a balancer; counters of endpoints present in `previous` are reused.
+    /// Builds a balancer; endpoints present in `previous` with the same weight and pools are
+    /// reused (in-flight counts carry over). `pools` gives a new endpoint its pools.
     pub fn new(
         policy: LbPolicy,
         endpoints: &[(SocketAddr, u32)],
         previous: Option<&Balancer>,
+        mut pools: impl FnMut(SocketAddr) -> EndpointPools,
     ) -> Self {
         let old: HashMap<(SocketAddr, u32), &Arc<Endpoint>> = previous
             .map(|b| {
@@ -117,9 +148,12 @@ impl Balancer {
             .unwrap_or_default();
         let endpoints: Vec<Arc<Endpoint>> = endpoints
             .iter()
-            .map(|&(addr, weight)| match old.get(&(addr, weight.max(1))) {
-                Some(e) => Arc::clone(e),
-                None => Arc::new(Endpoint::new(addr, weight)),
+            .map(|&(addr, weight)| {
+                let p = pools(addr);
+                match old.get(&(addr, weight.max(1))) {
+                    Some(e) if e.pools.same(&p) => Arc::clone(e),
+                    _ => Arc::new(Endpoint::new(addr, weight, p)),
+                }
             })
             .collect();
         let mut cumulative = Vec::with_capacity(endpoints.len());
@@ -236,6 +270,10 @@ mod tests {
     use rand::SeedableRng;
     use rand::rngs::SmallRng;
 
+    fn no_pools(_: SocketAddr) -> EndpointPools {
+        EndpointPools::default()
+    }
+
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
@@ -250,7 +288,7 @@ mod tests {
 
     #[test]
     fn empty_cluster_picks_nothing() {
-        let b = Balancer::new(LbPolicy::RoundRobin, &[], None);
+        let b = Balancer::new(LbPolicy::RoundRobin, &[], None, no_pools);
         assert!(b.pick(&mut SmallRng::seed_from_u64(1)).is_none());
     }
 
@@ -260,6 +298,7 @@ mod tests {
             LbPolicy::RoundRobin,
             &[(addr(1), 1), (addr(2), 1), (addr(3), 1)],
             None,
+            no_pools,
         );
         let c = counts(&b, &mut SmallRng::seed_from_u64(1), 300);
         assert_eq!(c.values().copied().collect::<Vec<_>>(), vec![100; 3]);
@@ -267,7 +306,12 @@ mod tests {
 
     #[test]
     fn round_robin_respects_weights_smoothly() {
-        let b = Balancer::new(LbPolicy::RoundRobin, &[(addr(1), 3), (addr(2), 1)], None);
+        let b = Balancer::new(
+            LbPolicy::RoundRobin,
+            &[(addr(1), 3), (addr(2), 1)],
+            None,
+            no_pools,
+        );
         let mut rng = SmallRng::seed_from_u64(1);
         let c = counts(&b, &mut rng, 400);
         assert_eq!(c[&1], 300);
@@ -281,7 +325,12 @@ mod tests {
 
     #[test]
     fn round_robin_large_weights_use_cumulative() {
-        let b = Balancer::new(LbPolicy::RoundRobin, &[(addr(1), 9999), (addr(2), 1)], None);
+        let b = Balancer::new(
+            LbPolicy::RoundRobin,
+            &[(addr(1), 9999), (addr(2), 1)],
+            None,
+            no_pools,
+        );
         assert!(b.schedule.is_empty());
         let c = counts(&b, &mut SmallRng::seed_from_u64(1), 10000);
         assert_eq!(c[&2], 1);
@@ -289,7 +338,12 @@ mod tests {
 
     #[test]
     fn random_respects_weights() {
-        let b = Balancer::new(LbPolicy::Random, &[(addr(1), 4), (addr(2), 1)], None);
+        let b = Balancer::new(
+            LbPolicy::Random,
+            &[(addr(1), 4), (addr(2), 1)],
+            None,
+            no_pools,
+        );
         let c = counts(&b, &mut SmallRng::seed_from_u64(7), 10_000);
         let share = c[&1] as f64 / 10_000.0;
         assert!((0.77..0.83).contains(&share), "{share}");
@@ -297,7 +351,12 @@ mod tests {
 
     #[test]
     fn least_request_avoids_busy_endpoint() {
-        let b = Balancer::new(LbPolicy::LeastRequest, &[(addr(1), 1), (addr(2), 1)], None);
+        let b = Balancer::new(
+            LbPolicy::LeastRequest,
+            &[(addr(1), 1), (addr(2), 1)],
+            None,
+            no_pools,
+        );
         let busy = b.endpoints()[0].clone();
         let _guards: Vec<InFlight> = (0..5).map(|_| busy.start_request()).collect();
         let c = counts(&b, &mut SmallRng::seed_from_u64(3), 100);
@@ -306,7 +365,7 @@ mod tests {
 
     #[test]
     fn in_flight_guard_decrements() {
-        let b = Balancer::new(LbPolicy::LeastRequest, &[(addr(1), 1)], None);
+        let b = Balancer::new(LbPolicy::LeastRequest, &[(addr(1), 1)], None, no_pools);
         let e = b.endpoints()[0].clone();
         {
             let _g = e.start_request();
@@ -317,12 +376,18 @@ mod tests {
 
     #[test]
     fn counters_survive_rebuild_for_unchanged_endpoints() {
-        let old = Balancer::new(LbPolicy::LeastRequest, &[(addr(1), 1), (addr(2), 1)], None);
+        let old = Balancer::new(
+            LbPolicy::LeastRequest,
+            &[(addr(1), 1), (addr(2), 1)],
+            None,
+            no_pools,
+        );
         let _g = old.endpoints()[0].start_request();
         let new = Balancer::new(
             LbPolicy::LeastRequest,
             &[(addr(1), 1), (addr(3), 1)],
             Some(&old),
+            no_pools,
         );
         assert_eq!(new.endpoints()[0].in_flight(), 1);
         assert!(Arc::ptr_eq(&new.endpoints()[0], &old.endpoints()[0]));

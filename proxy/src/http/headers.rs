@@ -1,0 +1,178 @@
+//! Header handling shared by the layers: hop-by-hop removal, Envoy header mutations, `x-request-id`.
+
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction as A;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use rand::RngExt;
+
+use crate::config::HeaderOps;
+
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named by `Connection`.
+/// `te: trailers` survives on requests.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, request: bool) {
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = conn
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|n| HeaderName::try_from(n.trim()).ok())
+            .filter(|n| !(request && *n == header::TE))
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    let keep_te = request
+        && headers.get_all(header::TE).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        });
+    headers.remove(header::TE);
+    if keep_te {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Applies one level of header mutations: removals, then additions.
+pub(crate) fn apply_header_ops(ops: &HeaderOps, headers: &mut HeaderMap) {
+    for name in &ops.remove {
+        headers.remove(name);
+    }
+    for add in &ops.add {
+        if add.value.is_empty() && !add.keep_empty {
+            continue;
+        }
+        match add.action {
+            A::AppendIfExistsOrAdd => {
+                headers.append(add.name.clone(), add.value.clone());
+            }
+            A::AddIfAbsent => {
+                if !headers.contains_key(&add.name) {
+                    headers.insert(add.name.clone(), add.value.clone());
+                }
+            }
+            A::OverwriteIfExistsOrAdd => {
+                headers.insert(add.name.clone(), add.value.clone());
+            }
+            A::OverwriteIfExists => {
+                if headers.contains_key(&add.name) {
+                    headers.insert(add.name.clone(), add.value.clone());
+                }
+            }
+        }
+    }
+}
+
+/// A random UUID v4 for `x-request-id` (this runs per request: formatted on the stack).
+pub(crate) fn request_id() -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(rand::rng().random()).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let s = id.hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-custom"),
+        );
+        h.insert("x-custom", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h[header::TE], "trailers");
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn te_without_trailers_is_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h, true);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn request_id_is_uuid_v4() {
+        let id = request_id();
+        let s = id.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        for _ in 0..200 {
+            let id = request_id();
+            let s = id.to_str().unwrap();
+            for (i, c) in s.chars().enumerate() {
+                if matches!(i, 8 | 13 | 18 | 23) {
+                    assert_eq!(c, '-', "{s}");
+                } else {
+                    assert!(c.is_ascii_hexdigit() && !c.is_ascii_uppercase(), "{s}");
+                }
+            }
+            assert_eq!(&s[14..15], "4", "{s}");
+            assert!(
+                matches!(&s[19..20], "8" | "9" | "a" | "b"),
+                "RFC 4122 variant: {s}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_ops_follow_append_actions() {
+        use crate::config::HeaderAdd;
+        let add = |name: &'static str, value: &'static str, action| HeaderAdd {
+            name: HeaderName::from_static(name),
+            value: HeaderValue::from_static(value),
+            action,
+            keep_empty: false,
+        };
+        let ops = HeaderOps {
+            add: vec![
+                add("a", "2", A::AppendIfExistsOrAdd),
+                add("b", "2", A::AddIfAbsent),
+                add("c", "2", A::OverwriteIfExistsOrAdd),
+                add("d", "2", A::OverwriteIfExists),
+                add("e", "", A::OverwriteIfExistsOrAdd),
+            ],
+            remove: vec![HeaderName::from_static("r")],
+        };
+        let mut h = HeaderMap::new();
+        for n in ["a", "b", "c", "r"] {
+            h.insert(n, HeaderValue::from_static("1"));
+        }
+        apply_header_ops(&ops, &mut h);
+        assert_eq!(h.get_all("a").iter().count(), 2);
+        assert_eq!(h["b"], "1");
+        assert_eq!(h["c"], "2");
+        assert!(!h.contains_key("d"));
+        assert!(!h.contains_key("e"));
+        assert!(!h.contains_key("r"));
+    }
+}

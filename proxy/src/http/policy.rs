@@ -1,0 +1,116 @@
+//! The route-policy layer: what a matched route does with a request before a cluster gets it.
+//!
+//! ```text
+//!  Routed { table, vhost, route } ─► Direct │ Redirect │ Forward
+//!    Forward ─► weighted pick ─► slot ─► table.targets[slot] (Arc<Cluster>, resolved at config time)
+//!            ─► upstream request: client's :authority/Host kept (or host_rewrite), prefix_rewrite,
+//!               hop-by-hop headers out, x-request-id, header mutations
+//!            ─► route timeout ─► balancer (Cluster::pick) ─► endpoint layer (upstream/endpoint.rs)
+//!            ─► response: hop-by-hop out, header mutations, body streamed with its guards
+//!  (fault injection, retries, mirroring slot in here as one step each)
+//! ```
+
+use http::header::{self, HeaderValue};
+use http::uri::{self, Scheme, Uri};
+use http::{Request, Response, Version};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use rand::RngExt;
+
+use super::headers::{X_REQUEST_ID, request_id, strip_hop_by_hop};
+use super::redirect::rewritten_path;
+use super::{Levels, ProxyBody, request_authority};
+use crate::config::{ClusterPick, ForwardAction, Listener, RouteTable};
+use crate::error::ProxyError;
+use crate::upstream::{RequestBody, endpoint};
+
+/// Forwards `req` along a route's forward action.
+pub(super) async fn forward(
+    table: &RouteTable,
+    listener: &Listener,
+    levels: &Levels<'_>,
+    action: &ForwardAction,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (cluster_ref, weighted) = match &action.clusters {
+        ClusterPick::Single(c) => (c, None),
+        pick @ ClusterPick::Weighted { total, .. } => {
+            pick.pick(rand::rng().random_range(0..*total))
+        }
+    };
+    let cluster = table
+        .cluster(cluster_ref.slot)
+        .ok_or_else(|| ProxyError::NoCluster {
+            name: cluster_ref.name.clone(),
+            status: action.cluster_not_found,
+        })?;
+    let endpoint = cluster
+        .pick()
+        .ok_or_else(|| ProxyError::NoHealthyUpstream(cluster_ref.name.clone()))?;
+    let downstream_h2 = req.version() == Version::HTTP_2;
+    let protocol = cluster.protocol(downstream_h2);
+
+    let authority = match &action.host_rewrite {
+        Some(h) => h.clone(),
+        None => match request_authority(&req) {
+            "" => HeaderValue::try_from(endpoint.addr.to_string())
+                .map_err(|_| ProxyError::BadRequest("invalid authority"))?,
+            a => {
+                HeaderValue::from_str(a).map_err(|_| ProxyError::BadRequest("invalid authority"))?
+            }
+        },
+    };
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = rewritten_path(
+        &parts.uri,
+        action.prefix_rewrite.as_deref(),
+        &levels.route.matcher,
+    )?;
+    let mut uri_parts = uri::Parts::default();
+    uri_parts.scheme = Some(Scheme::HTTP);
+    uri_parts.authority = Some(
+        uri::Authority::try_from(authority.as_bytes())
+            .map_err(|_| ProxyError::BadRequest("invalid authority"))?,
+    );
+    uri_parts.path_and_query = Some(path_and_query);
+    parts.uri =
+        Uri::from_parts(uri_parts).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    strip_hop_by_hop(&mut parts.headers, true);
+    parts.headers.insert(header::HOST, authority);
+    if listener.generate_request_id && !parts.headers.contains_key(&X_REQUEST_ID) {
+        parts.headers.insert(X_REQUEST_ID.clone(), request_id());
+    }
+    levels.apply_request(weighted.map(|w| &w.request_headers), &mut parts.headers);
+    let body = if http_body::Body::is_end_stream(&body) {
+        RequestBody::Empty
+    } else {
+        RequestBody::Stream(body)
+    };
+    let upstream_req = Request::from_parts(parts, body);
+
+    let send = endpoint::send(
+        &endpoint,
+        protocol,
+        cluster.config.connect_timeout,
+        upstream_req,
+    );
+    let result = match action.timeout {
+        Some(t) => tokio::time::timeout(t, send)
+            .await
+            .map_err(|_| ProxyError::Timeout {
+                endpoint: endpoint.addr,
+                timeout: t,
+            })?,
+        None => send.await,
+    };
+    let resp = result.map_err(|e| ProxyError::from_upstream(endpoint.addr, e))?;
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    parts.version = if downstream_h2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    levels.apply_response(weighted.map(|w| &w.response_headers), &mut parts.headers);
+    Ok(Response::from_parts(parts, Either::Left(body)))
+}

@@ -1,0 +1,187 @@
+//! The endpoint layer: send one request to one endpoint over a pooled connection.
+//!
+//! ```text
+//!  Request<RequestBody> (URI and headers already final) ─► Endpoint
+//!    HTTP/1.1: pool.h1() ─► origin-form request ─► SendRequest ─► Response<Incoming>
+//!    HTTP/2:   pool.h2() ─► stream slot ─► h2 send_request ─► request body piped with flow control
+//!  ─► Response<UpstreamBody>  (in-flight guard and connection/stream released when the body ends)
+//! ```
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
+
+use super::balance::Endpoint;
+use super::body::{RequestBody, UpstreamBody};
+use super::connect::ConnectError;
+use super::pool::{Pool, Protocol};
+
+/// Why an upstream request failed before a response arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("upstream {endpoint}: {source}")]
+    Http1 {
+        endpoint: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("upstream {endpoint}: {source}")]
+    Http2 {
+        endpoint: SocketAddr,
+        #[source]
+        source: h2::Error,
+    },
+    #[error("cluster has no {0:?} connection pool for endpoint {1}")]
+    NoPool(Protocol, SocketAddr),
+}
+
+impl UpstreamError {
+    /// The connection closed before the response head: Envoy's "connection termination" (UC).
+    pub fn is_terminated(&self) -> bool {
+        match self {
+            Self::Http1 { source, .. } => {
+                source.is_incomplete_message() || source.is_canceled() || source.is_closed()
+            }
+            Self::Http2 { source, .. } => source.is_go_away() || source.is_io(),
+            _ => false,
+        }
+    }
+
+    /// The upstream refused or reset the stream before the response head (UR).
+    pub fn is_reset(&self) -> bool {
+        matches!(self, Self::Http1 { .. } | Self::Http2 { .. }) && !self.is_terminated()
+    }
+}
+
+/// Sends `req` to `endpoint` with `protocol`. The request's URI carries the scheme and the
+/// authority the upstream must see; headers are final (hop-by-hop removed, Host set).
+pub async fn send(
+    endpoint: &Arc<Endpoint>,
+    protocol: Protocol,
+    connect_timeout: Duration,
+    req: Request<RequestBody>,
+) -> Result<Response<UpstreamBody>, UpstreamError> {
+    let pool = endpoint
+        .pool(protocol)
+        .ok_or(UpstreamError::NoPool(protocol, endpoint.addr))?;
+    let in_flight = endpoint.start_request();
+    match protocol {
+        Protocol::Http1 => {
+            let mut conn = pool.h1(connect_timeout).await?;
+            let resp = conn
+                .send_request(origin_form(req))
+                .await
+                .map_err(|source| UpstreamError::Http1 {
+                    endpoint: endpoint.addr,
+                    source,
+                })?;
+            Ok(resp.map(|body| UpstreamBody::http1(body, conn, in_flight)))
+        }
+        Protocol::Http2 => {
+            let resp = send_h2(pool, connect_timeout, req).await;
+            let (resp, stream) = resp.map_err(|e| match e {
+                H2Failure::Connect(e) => UpstreamError::Connect(e),
+                H2Failure::Stream(source) => UpstreamError::Http2 {
+                    endpoint: endpoint.addr,
+                    source,
+                },
+            })?;
+            Ok(resp.map(|recv| UpstreamBody::http2(recv, stream, in_flight)))
+        }
+    }
+}
+
+/// HTTP/1.1 upstreams get `path?query` as the request target; the authority travels in `Host`.
+fn origin_form(mut req: Request<RequestBody>) -> Request<RequestBody> {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    *req.uri_mut() = http::Uri::from(pq);
+    *req.version_mut() = Version::HTTP_11;
+    req
+}
+
+enum H2Failure {
+    Connect(ConnectError),
+    Stream(h2::Error),
+}
+
+async fn send_h2(
+    pool: &Arc<Pool>,
+    connect_timeout: Duration,
+    req: Request<RequestBody>,
+) -> Result<(Response<h2::RecvStream>, super::pool::StreamGuard), H2Failure> {
+    let stream = pool.h2(connect_timeout).await.map_err(H2Failure::Connect)?;
+    let mut send = stream.send.ready().await.map_err(H2Failure::Stream)?;
+    let (mut parts, body) = req.into_parts();
+    parts.version = Version::HTTP_2;
+    // `:authority` comes from the URI; a `host` header would duplicate it.
+    parts.headers.remove(http::header::HOST);
+    let end_of_stream = body.is_end_stream();
+    let (response, tx) = send
+        .send_request(Request::from_parts(parts, ()), end_of_stream)
+        .map_err(H2Failure::Stream)?;
+    if !end_of_stream {
+        tokio::spawn(pipe_request_body(body, tx));
+    }
+    let resp = response.await.map_err(H2Failure::Stream)?;
+    stream.guard.response_received();
+    Ok((resp, stream.guard))
+}
+
+/// Copies a request body onto an HTTP/2 stream, respecting the peer's flow-control window.
+async fn pipe_request_body(mut body: RequestBody, mut tx: h2::SendStream<Bytes>) {
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            // The upstream reset the stream (e.g. it answered early): stop reading the body.
+            _ = poll_fn(|cx| tx.poll_reset(cx)) => return,
+        };
+        let frame = match frame {
+            None => {
+                let _ = tx.send_data(Bytes::new(), true);
+                return;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "downstream request body failed: resetting upstream stream");
+                tx.send_reset(h2::Reason::CANCEL);
+                return;
+            }
+            Some(Ok(frame)) => frame,
+        };
+        let mut data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    let _ = tx.send_trailers(trailers);
+                } else {
+                    let _ = tx.send_data(Bytes::new(), true);
+                }
+                return;
+            }
+        };
+        while !data.is_empty() {
+            tx.reserve_capacity(data.len());
+            match poll_fn(|cx| tx.poll_capacity(cx)).await {
+                Some(Ok(n)) if n > 0 => {
+                    let chunk = data.split_to(n.min(data.len()));
+                    if tx.send_data(chunk, false).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Upstream clusters at run time: config + balancer + endpoints with their pools, built once per config push.
+//!
+//! ```text
+//!  ClusterConfig + Assignment ─► Cluster { Balancer ─► [Arc<Endpoint> { in-flight, pools }] }
+//!                                              pools ◄── PoolRegistry (by address, protocol, TLS; survives pushes)
+//!  per request:  Cluster::pick ─► Endpoint ─► endpoint::send ─► Pool (h1 | h2) ─► connect.rs
+//! ```
+
+pub mod balance;
+pub mod body;
+pub mod connect;
+pub mod dns;
+pub mod endpoint;
+pub mod pool;
+
+use std::collections::HashSet;
+
+pub use balance::{Balancer, Endpoint, EndpointPools, InFlight, LbPolicy};
+pub use body::{RequestBody, UpstreamBody};
+pub use endpoint::UpstreamError;
+pub use pool::{Pool, PoolKey, PoolRegistry, PoolSettings, Protocol, TlsMode};
+
+use crate::config::{Assignment, ClusterConfig, UpstreamProtocol};
+
+/// A cluster ready for the data path.
+pub struct Cluster {
+    pub config: ClusterConfig,
+    pub assignment: Assignment,
+    pub balancer: Balancer,
+    /// Whether the cluster has received its endpoints (EDS or DNS) at least once, or gave up
+    /// waiting (initial fetch timeout). Routes switch to a cluster only once it is warm.
+    pub warm: bool,
+    /// DNS clusters: the resolver whose balancer replaces `balancer` once it has resolved.
+    pub dns: Option<dns::DnsResolver>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("config", &self.config)
+            .field("warm", &self.warm)
+            .field("balancer", &self.balancer)
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Builds a cluster; endpoints unchanged since `previous` keep their counters, and every
+    /// endpoint takes its pools from `pools`.
+    pub fn new(
+        config: ClusterConfig,
+        assignment: Assignment,
+        warm: bool,
+        pools: &mut PoolRegistry,
+        previous: Option<&Cluster>,
+    ) -> Self {
+        let settings = PoolSettings {
+            idle_timeout: config.idle_timeout,
+            ..PoolSettings::default()
+        };
+        let (h1, h2) = match config.protocol {
+            UpstreamProtocol::Http1 => (true, false),
+            UpstreamProtocol::Http2 => (false, true),
+            UpstreamProtocol::Downstream => (true, true),
+        };
+        let mut pools_for = |addr| {
+            let mut get = |protocol| {
+                pools.get(
+                    PoolKey {
+                        addr,
+                        protocol,
+                        tls: TlsMode::Plaintext,
+                    },
+                    settings,
+                )
+            };
+            EndpointPools {
+                http1: h1.then(|| get(Protocol::Http1)),
+                http2: h2.then(|| get(Protocol::Http2)),
+            }
+        };
+        let dns = match &config.discovery {
+            crate::config::DiscoveryKind::Dns(targets) => Some(dns::DnsResolver::start(
+                config.name.clone(),
+                targets.clone(),
+                config.lb_policy,
+                (h1, h2),
+                settings,
+            )),
+            _ => None,
+        };
+        let balancer = Balancer::new(
+            config.lb_policy,
+            &assignment.endpoints,
+            previous
+                .filter(|p| p.config.lb_policy == config.lb_policy)
+                .map(|p| &p.balancer),
+            &mut pools_for,
+        );
+        Self {
+            config,
+            assignment,
+            balancer,
+            warm,
+            dns,
+        }
+    }
+
+    /// Picks an endpoint for one request (`None`: no endpoint can take it).
+    pub fn pick(&self) -> Option<std::sync::Arc<Endpoint>> {
+        let mut rng = rand::rng();
+        match &self.dns {
+            None => self.balancer.pick(&mut rng).cloned(),
+            Some(dns) => dns.current()?.pick(&mut rng).cloned(),
+        }
+    }
+
+    /// The endpoints requests go to now (a DNS cluster's latest resolution).
+    pub fn endpoints(&self) -> Vec<std::sync::Arc<Endpoint>> {
+        match self.dns.as_ref().and_then(dns::DnsResolver::current) {
+            Some(b) => b.endpoints().to_vec(),
+            None => self.balancer.endpoints().to_vec(),
+        }
+    }
+
+    /// Ready to serve: endpoints received (EDS), or resolved once (DNS).
+    pub fn is_ready(&self) -> bool {
+        self.warm && self.dns.as_ref().is_none_or(dns::DnsResolver::resolved)
+    }
+
+    /// The protocol this cluster speaks for a request that arrived as HTTP/2 or not.
+    pub fn protocol(&self, downstream_h2: bool) -> Protocol {
+        match self.config.protocol {
+            UpstreamProtocol::Http1 => Protocol::Http1,
+            UpstreamProtocol::Http2 => Protocol::Http2,
+            UpstreamProtocol::Downstream if downstream_h2 => Protocol::Http2,
+            UpstreamProtocol::Downstream => Protocol::Http1,
+        }
+    }
+
+    /// Adds the keys of every pool this cluster's endpoints use to `used`.
+    pub fn collect_pool_keys(&self, used: &mut HashSet<PoolKey>) {
+        for e in self.balancer.endpoints() {
+            for p in e.pools() {
+                used.insert(p.key().clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,543 @@
+//! One connection pool per endpoint and (protocol, TLS identity): HTTP/1.1 connections bounded, HTTP/2 multiplexed.
+//!
+//! ```text
+//!  PoolRegistry ─ PoolKey { addr, protocol, tls } ─► Arc<Pool>   (shared by every cluster that has the endpoint)
+//!  Pool
+//!   ├─ HTTP/1.1: idle stack ─ checkout ─► ready SendRequest ─ response body ends ─► back on the idle stack
+//!   │            slots: Semaphore(max_connections), one permit per open connection; none free ─► wait
+//!   └─ HTTP/2:   [H2Conn { SendRequest, active streams, peer's SETTINGS_MAX_CONCURRENT_STREAMS }]
+//!                first connection with a free stream; none ─► connect another (one connect at a time)
+//!  idle longer than idle_timeout ─► closed by the sweeper
+//!  endpoint leaves the config ─► close(): idle connections dropped now, busy ones after their request
+//! ```
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::time::Instant;
+
+use super::body::RequestBody;
+use super::connect::{self, ConnectError};
+
+/// Envoy's default `max_connections` circuit-breaker threshold, used as the per-endpoint
+/// bound on HTTP/1.1 connections until DestinationRule connection pools are translated.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Envoy's default upstream `idle_timeout` (`common_http_protocol_options`).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// h2's view of the peer's stream limit before (or without) a SETTINGS_MAX_CONCURRENT_STREAMS:
+/// unlimited, as RFC 9113 says. A change from it means the peer's SETTINGS arrived.
+const H2_UNSET_MAX_STREAMS: usize = usize::MAX;
+
+/// The protocol a pool speaks to its endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Transport security towards the endpoint; the mTLS issue adds `Mutual { identity }`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TlsMode {
+    Plaintext,
+}
+
+/// What tells two pools apart: connections are never shared across these.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+    pub tls: TlsMode,
+}
+
+/// Limits of one pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Open HTTP/1.1 connections at most; requests beyond wait for one to be free.
+    pub max_connections: usize,
+    /// An unused connection is closed after this long.
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// The connections to one endpoint for one (protocol, TLS identity).
+pub struct Pool {
+    key: PoolKey,
+    settings: PoolSettings,
+    closed: AtomicBool,
+    /// Connections open right now (both protocols), for the admin view and tests.
+    open: Arc<AtomicUsize>,
+    h1_idle: Mutex<Vec<IdleH1>>,
+    h1_slots: Arc<Semaphore>,
+    h1_returned: Notify,
+    h2_conns: Mutex<Vec<H2Conn>>,
+    /// Serialises HTTP/2 connection setup so a burst opens one connection, not one per request.
+    h2_connect: tokio::sync::Mutex<()>,
+    /// Woken when a new HTTP/2 connection learns the peer's stream limit (or closes).
+    h2_settled: Arc<Notify>,
+    sweeping: AtomicBool,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("key", &self.key)
+            .field("open", &self.open_connections())
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Pool {
+    pub fn new(key: PoolKey, settings: PoolSettings) -> Self {
+        Self {
+            key,
+            settings,
+            closed: AtomicBool::new(false),
+            open: Arc::new(AtomicUsize::new(0)),
+            h1_idle: Mutex::new(Vec::new()),
+            h1_slots: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+            h1_returned: Notify::new(),
+            h2_conns: Mutex::new(Vec::new()),
+            h2_connect: tokio::sync::Mutex::new(()),
+            h2_settled: Arc::new(Notify::new()),
+            sweeping: AtomicBool::new(false),
+        }
+    }
+
+    pub fn key(&self) -> &PoolKey {
+        &self.key
+    }
+
+    pub fn settings(&self) -> PoolSettings {
+        self.settings
+    }
+
+    /// Open connections (idle or busy).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Idle HTTP/1.1 connections.
+    pub fn idle_connections(&self) -> usize {
+        self.h1_idle.lock().len()
+            + self
+                .h2_conns
+                .lock()
+                .iter()
+                .filter(|c| c.state.active.load(Ordering::Relaxed) == 0)
+                .count()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// The endpoint left the config: idle connections close now, busy ones when their request ends.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.h1_idle.lock().clear();
+        // Dropping our HTTP/2 handles lets each connection send GOAWAY once its streams finish.
+        self.h2_conns.lock().clear();
+        self.h1_slots.close();
+        self.h1_returned.notify_waiters();
+    }
+
+    /// Checks out a ready HTTP/1.1 connection: an idle one, a new one, or the next one returned.
+    pub async fn h1(self: &Arc<Self>, connect_timeout: Duration) -> Result<H1Conn, ConnectError> {
+        loop {
+            if self.is_closed() {
+                return Err(self.closed_error());
+            }
+            if let Some(conn) = self.pop_idle_h1().await {
+                return Ok(conn);
+            }
+            let returned = self.h1_returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            let permit = match self.h1_slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(TryAcquireError::Closed) => return Err(self.closed_error()),
+                Err(TryAcquireError::NoPermits) => {
+                    tokio::select! {
+                        p = self.h1_slots.clone().acquire_owned() => match p {
+                            Ok(p) => p,
+                            Err(_) => return Err(self.closed_error()),
+                        },
+                        () = &mut returned => continue,
+                    }
+                }
+            };
+            return self.connect_h1(permit, connect_timeout).await;
+        }
+    }
+
+    async fn pop_idle_h1(&self) -> Option<H1Conn> {
+        loop {
+            let idle = self.h1_idle.lock().pop()?;
+            if idle.since.elapsed() >= self.settings.idle_timeout {
+                continue;
+            }
+            let mut conn = idle.conn;
+            if conn.send.ready().await.is_ok() {
+                return Some(conn);
+            }
+        }
+    }
+
+    async fn connect_h1(
+        self: &Arc<Self>,
+        permit: OwnedSemaphorePermit,
+        connect_timeout: Duration,
+    ) -> Result<H1Conn, ConnectError> {
+        let addr = self.key.addr;
+        let io = connect::tcp(addr, connect_timeout).await?;
+        let (send, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| ConnectError::Http1 { addr, source })?;
+        let open = self.open.clone();
+        open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "upstream HTTP/1.1 connection ended with error");
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+        Ok(H1Conn {
+            send,
+            _permit: permit,
+            pool: self.clone(),
+        })
+    }
+
+    fn put_back_h1(self: &Arc<Self>, conn: H1Conn) {
+        if self.is_closed() || conn.send.is_closed() {
+            return;
+        }
+        self.h1_idle.lock().push(IdleH1 {
+            conn,
+            since: Instant::now(),
+        });
+        self.h1_returned.notify_one();
+        self.start_sweeper();
+    }
+
+    /// Takes a stream slot on an HTTP/2 connection with room, opening a connection if none has.
+    ///
+    /// A new connection carries one stream until the peer's limit is known (its SETTINGS, or
+    /// the first response); requests arriving meanwhile wait for that instead of piling
+    /// streams onto a connection that may refuse them, or each opening a connection.
+    pub async fn h2(self: &Arc<Self>, connect_timeout: Duration) -> Result<H2Stream, ConnectError> {
+        loop {
+            let settled = self.h2_settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            match self.try_h2() {
+                H2Pick::Stream(s) => return Ok(s),
+                H2Pick::Settling => {
+                    if tokio::time::timeout(connect_timeout, settled).await.is_ok() {
+                        continue;
+                    }
+                }
+                H2Pick::Full => {}
+            }
+            let _connecting = self.h2_connect.lock().await;
+            match self.try_h2() {
+                H2Pick::Stream(s) => return Ok(s),
+                H2Pick::Settling => continue,
+                H2Pick::Full => {}
+            }
+            if self.is_closed() {
+                return Err(self.closed_error());
+            }
+            let conn = self.connect_h2(connect_timeout).await?;
+            let stream = conn.take_stream();
+            let mut conns = self.h2_conns.lock();
+            if !self.is_closed() {
+                conns.push(conn);
+            }
+            drop(conns);
+            self.start_sweeper();
+            return Ok(stream);
+        }
+    }
+
+    fn try_h2(&self) -> H2Pick {
+        let mut conns = self.h2_conns.lock();
+        conns.retain(|c| !c.state.closed.load(Ordering::Relaxed));
+        let mut settling = false;
+        for c in conns.iter() {
+            let active = c.state.active.load(Ordering::Relaxed);
+            if !c.state.settled.load(Ordering::Acquire) {
+                if active == 0 {
+                    return H2Pick::Stream(c.take_stream());
+                }
+                settling = true;
+            } else if active < c.state.peer_max.load(Ordering::Relaxed) {
+                return H2Pick::Stream(c.take_stream());
+            }
+        }
+        if settling {
+            H2Pick::Settling
+        } else {
+            H2Pick::Full
+        }
+    }
+
+    async fn connect_h2(&self, connect_timeout: Duration) -> Result<H2Conn, ConnectError> {
+        let addr = self.key.addr;
+        let io = connect::tcp(addr, connect_timeout).await?;
+        let (send, mut conn) = h2::client::Builder::new()
+            .initial_max_send_streams(H2_UNSET_MAX_STREAMS)
+            .handshake::<_, Bytes>(io)
+            .await
+            .map_err(|source| ConnectError::Http2 { addr, source })?;
+        let state = Arc::new(H2State {
+            active: AtomicUsize::new(0),
+            peer_max: AtomicUsize::new(H2_UNSET_MAX_STREAMS),
+            settled: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            idle_since: Mutex::new(Instant::now()),
+            notify: self.h2_settled.clone(),
+        });
+        let task_state = state.clone();
+        let open = self.open.clone();
+        open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let result = poll_fn(|cx| {
+                let poll = Pin::new(&mut conn).poll(cx);
+                // The peer's SETTINGS_MAX_CONCURRENT_STREAMS, refreshed whenever frames arrive.
+                let max = conn.max_concurrent_send_streams();
+                task_state.peer_max.store(max, Ordering::Relaxed);
+                if max != H2_UNSET_MAX_STREAMS {
+                    task_state.settle();
+                }
+                poll
+            })
+            .await;
+            task_state.closed.store(true, Ordering::Relaxed);
+            task_state.notify.notify_waiters();
+            open.fetch_sub(1, Ordering::Relaxed);
+            if let Err(e) = result {
+                tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended with error");
+            }
+        });
+        Ok(H2Conn { send, state })
+    }
+
+    fn closed_error(&self) -> ConnectError {
+        ConnectError::PoolClosed {
+            addr: self.key.addr,
+        }
+    }
+
+    /// Starts the idle sweeper unless it runs already; it stops when nothing is left to sweep.
+    fn start_sweeper(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        let period = (self.settings.idle_timeout / 2)
+            .clamp(Duration::from_millis(10), Duration::from_secs(3600));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(pool) = pool.upgrade() else { return };
+                if !pool.sweep() {
+                    pool.sweeping.store(false, Ordering::Release);
+                    // A connection may have been added between the sweep and the flag.
+                    if !pool.has_connections() || pool.sweeping.swap(true, Ordering::AcqRel) {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Closes idle connections past the idle timeout; whether any connection remains.
+    fn sweep(&self) -> bool {
+        let timeout = self.settings.idle_timeout;
+        let mut idle = self.h1_idle.lock();
+        idle.retain(|c| c.since.elapsed() < timeout && !c.conn.send.is_closed());
+        let h1_left = !idle.is_empty();
+        drop(idle);
+        let mut conns = self.h2_conns.lock();
+        conns.retain(|c| {
+            !c.state.closed.load(Ordering::Relaxed)
+                && (c.state.active.load(Ordering::Relaxed) > 0
+                    || c.state.idle_since.lock().elapsed() < timeout)
+        });
+        h1_left || !conns.is_empty()
+    }
+
+    fn has_connections(&self) -> bool {
+        !self.h1_idle.lock().is_empty() || !self.h2_conns.lock().is_empty()
+    }
+}
+
+struct IdleH1 {
+    conn: H1Conn,
+    since: Instant,
+}
+
+/// A checked-out HTTP/1.1 connection; goes back to its pool through [`H1Conn::release`].
+pub struct H1Conn {
+    send: http1::SendRequest<RequestBody>,
+    _permit: OwnedSemaphorePermit,
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for H1Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H1Conn")
+            .field("addr", &self.pool.key.addr)
+            .finish()
+    }
+}
+
+impl H1Conn {
+    pub fn send_request(
+        &mut self,
+        req: http::Request<RequestBody>,
+    ) -> impl Future<Output = Result<http::Response<hyper::body::Incoming>, hyper::Error>> + use<>
+    {
+        self.send.send_request(req)
+    }
+
+    /// The response was read to its end: the connection can serve another request.
+    pub fn release(self) {
+        let pool = self.pool.clone();
+        pool.put_back_h1(self);
+    }
+}
+
+struct H2State {
+    active: AtomicUsize,
+    peer_max: AtomicUsize,
+    /// The peer's stream limit is known: its SETTINGS carried one, or a response arrived
+    /// (so its SETTINGS, which precede any response, said nothing: unlimited).
+    settled: AtomicBool,
+    closed: AtomicBool,
+    idle_since: Mutex<Instant>,
+    notify: Arc<Notify>,
+}
+
+impl H2State {
+    fn settle(&self) {
+        if !self.settled.swap(true, Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
+}
+
+enum H2Pick {
+    Stream(H2Stream),
+    /// A new connection has not learnt the peer's limit yet: wait for it.
+    Settling,
+    Full,
+}
+
+struct H2Conn {
+    send: h2::client::SendRequest<Bytes>,
+    state: Arc<H2State>,
+}
+
+impl H2Conn {
+    fn take_stream(&self) -> H2Stream {
+        self.state.active.fetch_add(1, Ordering::Relaxed);
+        H2Stream {
+            send: self.send.clone(),
+            guard: StreamGuard(self.state.clone()),
+        }
+    }
+}
+
+/// A stream slot on an HTTP/2 connection.
+pub struct H2Stream {
+    pub send: h2::client::SendRequest<Bytes>,
+    pub guard: StreamGuard,
+}
+
+/// Holds one of a connection's concurrent streams until the response ends.
+pub struct StreamGuard(Arc<H2State>);
+
+impl StreamGuard {
+    /// A response head arrived on this connection: the peer's SETTINGS have been applied.
+    pub fn response_received(&self) {
+        self.0.settle();
+    }
+}
+
+impl std::fmt::Debug for StreamGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamGuard")
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+            *self.0.idle_since.lock() = Instant::now();
+        }
+    }
+}
+
+/// Every pool the proxy has, by key. Owned by the config store (config time only); the data
+/// path holds `Arc<Pool>`s inside its endpoints.
+#[derive(Debug, Default)]
+pub struct PoolRegistry {
+    pools: HashMap<PoolKey, Arc<Pool>>,
+}
+
+impl PoolRegistry {
+    /// The pool for `key`, created on first use. Settings changes replace the pool.
+    pub fn get(&mut self, key: PoolKey, settings: PoolSettings) -> Arc<Pool> {
+        let entry = self
+            .pools
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Pool::new(key.clone(), settings)));
+        if entry.settings != settings {
+            let replaced = std::mem::replace(entry, Arc::new(Pool::new(key, settings)));
+            replaced.close();
+        }
+        entry.clone()
+    }
+
+    /// Closes and forgets every pool whose key is not in `used`.
+    pub fn retain(&mut self, used: &std::collections::HashSet<PoolKey>) {
+        self.pools.retain(|key, pool| {
+            let keep = used.contains(key);
+            if !keep {
+                tracing::debug!(addr = %key.addr, protocol = ?key.protocol, "endpoint left the config: closing its connections");
+                pool.close();
+            }
+            keep
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.pools.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pools.is_empty()
+    }
+}
