@@ -66,6 +66,12 @@ pub struct Args {
     #[arg(long, env = "WEFT_DEBOUNCE", default_value = "100ms", value_parser = parse_duration)]
     pub debounce: Duration,
 
+    /// How often proxies re-resolve the host names of DNS clusters (ServiceEntries with
+    /// `resolution: DNS` or `DNS_ROUND_ROBIN`), in Go duration syntax (`60s`, `1m30s`,
+    /// `500ms`); Istio's MeshConfig `dnsRefreshRate`. Must be longer than 1ms.
+    #[arg(long, env = "WEFT_DNS_REFRESH_RATE", default_value = "60s", value_parser = parse_dns_refresh_rate)]
+    pub dns_refresh_rate: Duration,
+
     /// Log filter in `tracing_subscriber::EnvFilter` syntax (`info`, `weft_controller=debug`, …).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
@@ -98,6 +104,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// Parses `--dns-refresh-rate`: a Go duration (weft-api's parser, as Istio's MeshConfig)
+/// longer than 1ms, Envoy's minimum for `dns_refresh_rate`.
+pub fn parse_dns_refresh_rate(text: &str) -> Result<Duration, String> {
+    // clap names the flag (or its environment variable) around these messages.
+    let rate = weft_api::Duration::parse(text.trim())
+        .map_err(|err| err.to_string())?
+        .as_std();
+    if rate <= Duration::from_millis(1) {
+        return Err(format!(
+            "{text:?} is too short: the DNS refresh rate must be longer than 1ms (Envoy's minimum)"
+        ));
+    }
+    Ok(rate)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,7 +142,30 @@ mod tests {
         assert_eq!(args.domain, "cluster.local");
         assert_eq!(args.debounce, Duration::from_millis(100));
         assert_eq!(args.webhook_address.to_string(), "0.0.0.0:15017");
+        assert_eq!(args.dns_refresh_rate, Duration::from_secs(60));
         assert!(args.webhook_cert.is_none() && args.kubeconfig.is_none());
+    }
+
+    #[test]
+    fn dns_refresh_rate_takes_go_durations() {
+        let parse = |value: &str| {
+            Args::try_parse_from(["weft-controller", &format!("--dns-refresh-rate={value}")])
+                .map(|args| args.dns_refresh_rate)
+        };
+        assert_eq!(parse("1m30s").ok(), Some(Duration::from_secs(90)));
+        assert_eq!(parse("500ms").ok(), Some(Duration::from_millis(500)));
+        assert_eq!(parse("2h").ok(), Some(Duration::from_secs(7200)));
+        for bad in ["60", "fast", "-5s", "1ms", "0s"] {
+            let err = parse(bad).expect_err(bad).to_string();
+            assert!(err.contains("--dns-refresh-rate"), "{bad}: {err}");
+        }
+        assert_eq!(
+            parse_dns_refresh_rate("0.5ms"),
+            Err(
+                "\"0.5ms\" is too short: the DNS refresh rate must be longer than 1ms (Envoy's minimum)"
+                    .to_string()
+            )
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The debug HTTP server: `/ready`, `/debug/syncz` (per-proxy xDS state) and
-//! `/debug/configz` (loaded objects, errors per file or Kubernetes object, unsupported-field
-//! warnings, Kubernetes object counts).
+//! The debug HTTP server: `/ready` (200 once ready, else 503 saying what it waits for: see
+//! [`crate::readiness`]), `/debug/syncz` (per-proxy xDS state) and `/debug/configz` (loaded
+//! objects, errors per file or Kubernetes object, warnings, Kubernetes object counts,
+//! readiness).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::debug;
 
+use crate::readiness::Readiness;
 use crate::source::Snapshot;
 use crate::xds::XdsGenerator;
 
@@ -28,6 +30,8 @@ pub struct DebugState {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     /// The current generator (and its model).
     pub generator: watch::Receiver<Arc<XdsGenerator>>,
+    /// What the controller still waits for before it is ready.
+    pub readiness: watch::Receiver<Readiness>,
 }
 
 impl std::fmt::Debug for DebugState {
@@ -69,12 +73,25 @@ pub fn handle<B>(state: &DebugState, request: &Request<B>) -> Response<Full<Byte
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n");
     }
     match request.uri().path() {
-        "/ready" => text(StatusCode::OK, "ready\n"),
+        "/ready" => {
+            let readiness = state.readiness.borrow();
+            let status = if readiness.is_ready() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            text(status, &readiness.describe())
+        }
         "/debug/syncz" => json_response(&(state.syncz)()),
-        "/debug/configz" => json_response(&configz(
-            &state.snapshot.borrow(),
-            &state.generator.borrow(),
-        )),
+        "/debug/configz" => {
+            let mut value = configz(&state.snapshot.borrow(), &state.generator.borrow());
+            let readiness = state.readiness.borrow();
+            value["ready"] = json!({
+                "ready": readiness.is_ready(),
+                "waitingFor": readiness.waiting_for(),
+            });
+            json_response(&value)
+        }
         "/" | "/debug" => text(
             StatusCode::OK,
             "weft-controller debug endpoints: /ready /debug/syncz /debug/configz\n",
@@ -177,17 +194,24 @@ fn json_response(value: &Value) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Model;
+    use crate::model::{MeshSettings, Model};
     use http_body_util::BodyExt;
 
-    fn state() -> DebugState {
-        let config = crate::xds::testing::bookinfo_config();
-        let model = Model::build(&config, "cluster.local");
+    fn state_with(readiness: Readiness) -> DebugState {
+        let config = crate::testing::bookinfo_config();
+        let model = Model::build(&config, &MeshSettings::default());
         DebugState {
             syncz: Box::new(|| json!([{"id": "sidecar~1~a.b~b.svc.cluster.local"}])),
             snapshot: watch::channel(Arc::new(Snapshot::local(Arc::new(config)))).1,
             generator: watch::channel(Arc::new(XdsGenerator::new(Arc::new(model)))).1,
+            readiness: watch::channel(readiness).1,
         }
+    }
+
+    fn state() -> DebugState {
+        let mut readiness = Readiness::starting(Vec::new());
+        readiness.served(&[]);
+        state_with(readiness)
     }
 
     async fn get(state: &DebugState, path: &str) -> (StatusCode, String) {
@@ -219,6 +243,47 @@ mod tests {
             w.iter()
                 .any(|w| w["path"].as_str().is_some_and(|p| p.ends_with("retries")))
         }));
+        assert_eq!(value["ready"]["ready"], json!(true));
         assert_eq!(get(&state, "/nope").await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn not_ready_until_synced_and_published_saying_why() {
+        let (tx, rx) = watch::channel(Readiness::starting(vec![
+            "endpointslices".to_string(),
+            "services".to_string(),
+        ]));
+        let state = DebugState {
+            readiness: rx,
+            ..state()
+        };
+        let (status, body) = get(&state, "/ready").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            "not ready; waiting for:\n- the initial list of: endpointslices, services\n- the first model built from a complete snapshot of the config source\n"
+        );
+        let (_, configz) = get(&state, "/debug/configz").await;
+        let value: Value = serde_json::from_str(&configz).expect("json");
+        assert_eq!(value["ready"]["ready"], json!(false));
+        assert_eq!(
+            value["ready"]["waitingFor"].as_array().map(Vec::len),
+            Some(2)
+        );
+
+        // Synced, model not yet published.
+        tx.send_modify(|readiness| readiness.unsynced.clear());
+        let (status, body) = get(&state, "/ready").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("the first model"), "{body}");
+        assert!(!body.contains("initial list"), "{body}");
+
+        tx.send_modify(|readiness| {
+            readiness.served(&[]);
+        });
+        assert_eq!(
+            get(&state, "/ready").await,
+            (StatusCode::OK, "ready\n".to_string())
+        );
     }
 }

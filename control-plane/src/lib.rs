@@ -1,13 +1,36 @@
 //! Weft's control plane: Istio config from a source, built into a [`model::Model`],
 //! served as Envoy xDS over ADS by `weft-xds`.
+//!
+//! Modules depend on one another in one direction only (sources produce objects, the
+//! model is built from them, xDS reads the model):
+//!
+//! ```text
+//! object       identity of config objects, warnings      (no crate dependency)
+//! service      services, ports, endpoints                → object
+//! source       snapshots: Istio objects + registry       → object, service
+//! unsupported  per-object unsupported-field checks       → object
+//! model        the model built from a snapshot           → object, service, source, unsupported
+//! xds          Envoy resources from the model            → model, service
+//! readiness    what /ready waits for                     (no crate dependency)
+//! debug        /ready, /debug/syncz, /debug/configz      → readiness, source, xds
+//! webhook      the validating admission webhook          → source
+//! ```
+//!
+//! `lib.rs` wires them together and owns the one task that rebuilds the model.
 
 pub mod args;
 pub mod debug;
 pub mod model;
+pub mod object;
+pub mod readiness;
+pub mod service;
 pub mod source;
 pub mod unsupported;
 pub mod webhook;
 pub mod xds;
+
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -21,7 +44,9 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{error, info, warn};
 
 pub use args::Args;
-use model::{Model, Warning};
+use model::{MeshSettings, Model};
+use object::{ObjectKey, Warning};
+use readiness::Readiness;
 use source::kube::KubeSource;
 use source::local::{LocalSource, LocalSourceError};
 use source::{ConfigSet, Snapshot};
@@ -110,6 +135,7 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         webhook_address = %args.webhook_address,
         domain = %args.domain,
         debounce = ?args.debounce,
+        dns_refresh_rate = ?args.dns_refresh_rate,
         log = %args.log,
         "starting weft-controller ({mode} mode)"
     );
@@ -153,7 +179,11 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         }
     };
 
-    let snapshots = match &args.config_dir {
+    let settings = MeshSettings {
+        domain: args.domain.clone(),
+        dns_refresh_rate: args.dns_refresh_rate,
+    };
+    let mut snapshots = match &args.config_dir {
         Some(dir) => {
             let source = match LocalSource::start(dir.clone(), args.debounce) {
                 Ok(source) => source,
@@ -175,15 +205,37 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
                     return Err(err);
                 }
             };
-            let source =
-                KubeSource::start(client, args.watch_namespace.clone(), args.debounce).await;
+            let source = KubeSource::start(client, args.watch_namespace.clone(), args.debounce);
             tasks.push(source.task);
             source.snapshot
         }
     };
 
-    let initial_snapshot = snapshots.borrow().clone();
-    let initial = Model::from_snapshot(&initial_snapshot, &args.domain);
+    // Serve /ready (503 until synced) and the debug pages while the source syncs. ADS
+    // is served only once the first model is built, so that no proxy gets an empty config.
+    let (generator_tx, generator_rx) = watch::channel(Arc::new(XdsGenerator::new(Arc::new(
+        Model::empty(&settings),
+    ))));
+    let (readiness_tx, readiness_rx) =
+        watch::channel(Readiness::starting(snapshots.borrow().unsynced.clone()));
+    let ads = weft_xds::AdsServer::new(generator_rx.clone());
+    let status = ads.clone();
+    let debug_state = Arc::new(debug::DebugState {
+        syncz: Box::new(move || serde_json::to_value(status.status()).unwrap_or_default()),
+        snapshot: snapshots.clone(),
+        generator: generator_rx,
+        readiness: readiness_rx,
+    });
+    tasks.push(tokio::spawn(debug::serve(debug_listener, debug_state)));
+    info!(address = %debug_address, "serving debug HTTP");
+
+    if args.config_dir.is_none() {
+        // The Kubernetes source publishes its first snapshot once every watcher has listed
+        // (or after its sync timeout, with the missing resources in `unsynced`).
+        let _ = snapshots.changed().await;
+    }
+    let initial_snapshot = snapshots.borrow_and_update().clone();
+    let initial = Model::from_snapshot(&initial_snapshot, &settings);
     log_warnings(
         &ConfigSet::default(),
         &initial_snapshot.config,
@@ -196,25 +248,17 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         destination_rules = initial.destination_rules.len(),
         "model built"
     );
-    let (generator_tx, generator_rx) =
-        watch::channel(Arc::new(XdsGenerator::new(Arc::new(initial))));
+    generator_tx.send_replace(Arc::new(XdsGenerator::new(Arc::new(initial))));
+    mark_served(&readiness_tx, &initial_snapshot);
 
     tasks.push(tokio::spawn(own_model(
-        snapshots.clone(),
-        args.domain.clone(),
+        snapshots,
+        settings,
         generator_tx,
+        readiness_tx,
         initial_snapshot,
     )));
-    let ads = weft_xds::AdsServer::new(generator_rx.clone());
-    let status = ads.clone();
-    let debug_state = Arc::new(debug::DebugState {
-        syncz: Box::new(move || serde_json::to_value(status.status()).unwrap_or_default()),
-        snapshot: snapshots,
-        generator: generator_rx,
-    });
-    tasks.push(tokio::spawn(debug::serve(debug_listener, debug_state)));
     info!(address = %xds_address, "serving ADS");
-    info!(address = %debug_address, "serving debug HTTP");
 
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -278,11 +322,13 @@ fn local_snapshots(
 }
 
 /// The one task that owns the model: rebuilds it on every snapshot and publishes a new
-/// generator when the model changed.
+/// generator when the model changed; then records in `readiness` which snapshot the
+/// served model reflects.
 async fn own_model(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    domain: String,
+    settings: MeshSettings,
     generators: watch::Sender<Arc<XdsGenerator>>,
+    readiness: watch::Sender<Readiness>,
     mut previous: Arc<Snapshot>,
 ) {
     loop {
@@ -290,7 +336,7 @@ async fn own_model(
         // published before this task first ran is not missed.
         let current = snapshots.borrow_and_update().clone();
         if !Arc::ptr_eq(&current, &previous) {
-            let model = Model::from_snapshot(&current, &domain);
+            let model = Model::from_snapshot(&current, &settings);
             let previous_model = generators.borrow().model.clone();
             log_warnings(
                 &previous.config,
@@ -307,12 +353,28 @@ async fn own_model(
                 );
                 generators.send_replace(Arc::new(XdsGenerator::new(Arc::new(model))));
             }
+            // The served model is now the one built from `current` (or equal to it).
+            mark_served(&readiness, &current);
             previous = current;
         }
         if snapshots.changed().await.is_err() {
             return;
         }
     }
+}
+
+/// Records that the model built from `snapshot` is served; logs when that makes the
+/// controller ready.
+fn mark_served(readiness: &watch::Sender<Readiness>, snapshot: &Snapshot) {
+    readiness.send_if_modified(|state| {
+        let changed = state.served(&snapshot.unsynced);
+        if changed && state.is_ready() {
+            info!("ready: the config source has synced and its model is served");
+        } else if changed {
+            info!(waiting_for = ?state.waiting_for(), "not ready yet");
+        }
+        changed
+    });
 }
 
 /// Logs each warning once per object version: when it is new, or its object changed.
@@ -331,10 +393,7 @@ fn log_warnings(previous: &ConfigSet, current: &ConfigSet, old: &[Warning], new:
     }
 }
 
-fn object_of<'a>(
-    set: &'a ConfigSet,
-    key: &source::ObjectKey,
-) -> Option<&'a weft_api::ConfigObject> {
+fn object_of<'a>(set: &'a ConfigSet, key: &ObjectKey) -> Option<&'a weft_api::ConfigObject> {
     set.objects.get(key).map(|sourced| &sourced.object)
 }
 
@@ -360,4 +419,57 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
     info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A Kubernetes-mode snapshot of the bookinfo config, with `unsynced` resources.
+    fn snapshot(unsynced: &[&str]) -> Arc<Snapshot> {
+        Arc::new(Snapshot {
+            config: Arc::new(testing::bookinfo_config()),
+            registry: Some(Arc::default()),
+            unsynced: unsynced.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    #[tokio::test]
+    async fn ready_once_the_model_of_a_synced_snapshot_is_served() {
+        let settings = MeshSettings::default();
+        // As `start` leaves things after a partial first snapshot (sync timeout).
+        let partial = snapshot(&["virtualservices"]);
+        let (snapshots_tx, snapshots) = watch::channel(partial.clone());
+        let (generators, served) = watch::channel(Arc::new(XdsGenerator::new(Arc::new(
+            Model::from_snapshot(&partial, &settings),
+        ))));
+        let (readiness_tx, mut readiness) =
+            watch::channel(Readiness::starting(partial.unsynced.clone()));
+        mark_served(&readiness_tx, &partial);
+        assert!(!readiness.borrow_and_update().is_ready());
+        let task = tokio::spawn(own_model(
+            snapshots,
+            settings,
+            generators,
+            readiness_tx,
+            partial.clone(),
+        ));
+
+        // The remaining list completes; the objects are the same, so the served model
+        // does not change, but it now reflects a complete snapshot.
+        snapshots_tx.send_replace(snapshot(&[]));
+        let ready = tokio::time::timeout(
+            Duration::from_secs(10),
+            readiness.wait_for(Readiness::is_ready),
+        )
+        .await
+        .expect("ready within 10s")
+        .map(|state| state.clone())
+        .expect("the model task is alive");
+        assert_eq!(ready.describe(), "ready\n");
+        assert!(!served.has_changed().expect("the model task is alive"));
+        task.abort();
+    }
 }

@@ -1,14 +1,15 @@
 //! Fields Weft accepts but does not translate yet (the proxy does not implement them):
-//! each present one becomes a warning naming the object and the field path.
+//! each present one becomes a warning naming the object and the field path. A check of one
+//! object at a time; endpoints that cannot be sent (which depend on the ServiceEntry that
+//! selects them) are reported by the model builder.
 
 use weft_api::ConfigObject;
 use weft_api::networking::{
-    ClientTlsSettings, ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, Resolution,
-    ServiceEntry, SimpleLb, TlsMode, TrafficPolicy, VirtualService,
+    ClientTlsSettings, ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, ServiceEntry,
+    SimpleLb, TlsMode, TrafficPolicy, VirtualService,
 };
 
-use crate::model::Warning;
-use crate::source::ObjectKey;
+use crate::object::{ObjectKey, Warning};
 
 const IGNORED: &str = "not supported yet; ignored";
 
@@ -269,16 +270,6 @@ fn service_entry(entry: &ServiceEntry, found: &mut Found) {
         "spec.subjectAltNames".to_string(),
     );
     export_to(&entry.export_to, found);
-    let dns = matches!(
-        entry.resolution(),
-        Resolution::Dns | Resolution::DnsRoundRobin
-    );
-    if dns && entry.endpoints.is_empty() && entry.workload_selector.is_none() {
-        found.push((
-            "spec.resolution".to_string(),
-            "DNS resolution of the hosts themselves is not supported yet: the service has no endpoints (requests get 503)".to_string(),
-        ));
-    }
 }
 
 /// An enum value as Istio spells it in YAML (`ISTIO_MUTUAL`).
@@ -301,7 +292,7 @@ fn export_to(export_to: &[String], found: &mut Found) {
 
 #[cfg(test)]
 mod tests {
-    use crate::xds::testing::{SERVICES, model_from_yaml};
+    use crate::testing::{SERVICES, model_from_yaml};
 
     fn paths(yaml: &str) -> Vec<String> {
         let model = model_from_yaml(&format!("{SERVICES}\n---\n{yaml}"));
@@ -385,7 +376,6 @@ spec:
             "DestinationRule default/ratings spec.trafficPolicy.connectionPool.http",
             "DestinationRule default/ratings spec.trafficPolicy.connectionPool.tcp.maxConnections",
             "DestinationRule default/ratings spec.subsets[0].trafficPolicy.loadBalancer.simple",
-            "ServiceEntry default/external spec.resolution",
         ] {
             assert!(
                 found.iter().any(|f| f == expected),
@@ -393,5 +383,10 @@ spec:
             );
         }
         assert!(!found.iter().any(|f| f.contains("connectTimeout")));
+        // DNS resolution of the hosts themselves is translated (a STRICT_DNS cluster).
+        assert!(
+            !found.iter().any(|f| f.contains("ServiceEntry")),
+            "{found:#?}"
+        );
     }
 }

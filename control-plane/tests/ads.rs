@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::google::protobuf::Any;
@@ -32,6 +33,14 @@ spec:
   hosts: [reviews]
   http:
   - route: [{destination: {host: reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: httpbin, namespace: default}
+spec:
+  hosts: [www.httpbin.org]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
 "#;
 
 #[derive(Default)]
@@ -107,6 +116,7 @@ async fn serves_and_pushes_changes() {
         debug_address: "127.0.0.1:0".parse().expect("address"),
         domain: "cluster.local".to_string(),
         debounce: Duration::from_millis(20),
+        dns_refresh_rate: Duration::from_secs(45),
         log: "info".to_string(),
     };
     let controller = weft_controller::start(args).await.expect("starts");
@@ -134,6 +144,28 @@ async fn serves_and_pushes_changes() {
             );
         }
     }
+    // A DNS ServiceEntry is a STRICT_DNS cluster with its endpoints inline, at the
+    // --dns-refresh-rate. (Its host sorts after reviews': the route checks below look at
+    // the first virtual host.)
+    let httpbin = {
+        let seen = collect.0.lock();
+        seen.by_type[type_url::CLUSTER]
+            .iter()
+            .filter_map(|any| Cluster::decode(any.value.as_slice()).ok())
+            .find(|cluster| cluster.name == "outbound|80||www.httpbin.org")
+            .expect("the www.httpbin.org cluster")
+    };
+    assert_eq!(
+        httpbin.cluster_discovery_type,
+        Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::StrictDns as i32
+        ))
+    );
+    assert!(httpbin.load_assignment.is_some() && httpbin.eds_cluster_config.is_none());
+    #[allow(deprecated)] // Envoy deprecates the field in favour of an extension; Istio sets it.
+    let refresh_rate = httpbin.dns_refresh_rate.map(|rate| rate.seconds);
+    assert_eq!(refresh_rate, Some(45));
+
     let routes = collect.outbound().expect("routes");
     assert_eq!(
         routes.virtual_hosts[0].name,
@@ -165,8 +197,11 @@ async fn serves_and_pushes_changes() {
         configz.contains("VirtualService default/reviews"),
         "{configz}"
     );
+    // Local mode: ready once the directory was scanned and its model published, which
+    // `start` does before it returns.
     let ready = http_get(controller.debug_address, "/ready").await;
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(ready.ends_with("\r\n\r\nready\n"), "{ready}");
 
     client_task.abort();
     controller.stop().await.expect("stops cleanly");

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use weft_controller::model::Model;
+use weft_controller::model::{MeshSettings, Model};
 use weft_controller::source::ConfigSet;
 use weft_controller::source::local::{load_text, yaml_files};
 use weft_controller::xds::{Proxy, generate};
@@ -83,7 +83,7 @@ fn bookinfo_corpus_generates() {
     assert!(set.objects.keys().any(|key| key.kind == "VirtualService"));
     assert!(set.objects.keys().any(|key| key.kind == "DestinationRule"));
 
-    let model = Model::build(&set, "cluster.local");
+    let model = Model::build(&set, &MeshSettings::default());
     assert!(
         model
             .virtual_service("reviews.default.svc.cluster.local")

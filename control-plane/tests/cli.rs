@@ -16,6 +16,7 @@ fn help_exits_zero() {
         "--debug-address",
         "--domain",
         "--debounce",
+        "--dns-refresh-rate",
         "--log",
         "--kubeconfig",
         "--watch-namespace",

@@ -115,7 +115,7 @@ fn invalid_document_is_reported_and_previous_version_kept() {
     assert_eq!(keys(&fresh), ["ServiceEntry default/reviews"]);
 }
 
-fn kept_key(set: &ConfigSet) -> weft_controller::source::ObjectKey {
+fn kept_key(set: &ConfigSet) -> weft_controller::object::ObjectKey {
     set.objects
         .keys()
         .find(|key| key.kind == "VirtualService")

@@ -38,7 +38,10 @@
 //! - Every watcher retries with kube-runtime's default backoff, so it survives API-server
 //!   restarts and resumes from its last resourceVersion (relisting when that expired). A
 //!   kind whose CRD is not installed logs a warning and keeps retrying; the controller
-//!   serves without it (a kind answering 404 does not hold up startup).
+//!   serves without it (a kind answering 404 does not hold up startup or readiness).
+//! - Startup waits up to [`SYNC_TIMEOUT`] for every watcher's initial list. Until all of
+//!   them are done, each snapshot names the missing ones in [`Snapshot::unsynced`], which
+//!   keeps the controller's `/ready` at 503.
 //! - Objects are cached without `metadata.managedFields` and the
 //!   `kubectl.kubernetes.io/last-applied-configuration` annotation; Pods and Namespaces
 //!   keep their metadata only (labels are all the model needs).
@@ -71,7 +74,8 @@ use tracing::{debug, error, info, warn};
 use weft_api::{ConfigObject, DocumentError};
 
 use super::registry::Registry;
-use super::{ConfigSet, ObjectKey, Snapshot, SourcedObject};
+use super::{ConfigSet, Snapshot, SourcedObject};
+use crate::object::ObjectKey;
 
 /// Changes arriving closer together than `--debounce` are merged, but a snapshot is
 /// published at least this often while changes keep coming (Istio's `PILOT_DEBOUNCE_MAX`).
@@ -435,7 +439,7 @@ impl Stores {
         registry
     }
 
-    fn snapshot(&self, istio: &mut IstioObjects) -> Snapshot {
+    fn snapshot(&self, istio: &mut IstioObjects, lists: &InitialLists) -> Snapshot {
         let objects: Vec<(IstioKind, Arc<DynamicObject>)> = self
             .istio
             .iter()
@@ -445,7 +449,45 @@ impl Stores {
         Snapshot {
             config: Arc::new(config),
             registry: Some(Arc::new(self.registry())),
+            unsynced: lists.pending(),
         }
+    }
+}
+
+/// The resources whose initial list is not done yet. A resource leaves the set when its
+/// watcher reports `InitDone`, or when it answers "not found" (a CRD that is not
+/// installed: there is nothing to wait for). Never grows back: relists after a watch
+/// error do not make the source unsynced again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InitialLists {
+    pending: BTreeSet<&'static str>,
+}
+
+impl InitialLists {
+    fn new(resources: BTreeSet<&'static str>) -> Self {
+        Self { pending: resources }
+    }
+
+    /// Takes one signal into account; true when the set changed.
+    fn note(&mut self, signal: &Signal) -> bool {
+        match signal {
+            Signal::Changed {
+                resource,
+                synced: true,
+            } => self.pending.remove(resource),
+            Signal::Failed { resource, error } if is_not_found(error) => {
+                self.pending.remove(resource)
+            }
+            _ => false,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    fn pending(&self) -> Vec<String> {
+        self.pending.iter().map(ToString::to_string).collect()
     }
 }
 
@@ -457,9 +499,12 @@ pub struct KubeSource {
 }
 
 impl KubeSource {
-    /// Starts every watcher and returns once each has listed once (or after
-    /// [`SYNC_TIMEOUT`], serving what is there and retrying the rest).
-    pub async fn start(client: Client, namespace: Option<String>, debounce: Duration) -> Self {
+    /// Starts every watcher (in the current Tokio runtime) and returns at once. The first
+    /// snapshot is published when every watcher has listed once, or after [`SYNC_TIMEOUT`]
+    /// with what is there (the watchers keep retrying). Until then the receiver holds an
+    /// empty snapshot; until every resource is listed, snapshots name the missing ones in
+    /// [`Snapshot::unsynced`].
+    pub fn start(client: Client, namespace: Option<String>, debounce: Duration) -> Self {
         let mut streams: SelectAll<BoxStream<'static, Signal>> = SelectAll::new();
         let config = watcher::Config::default();
 
@@ -523,14 +568,16 @@ impl KubeSource {
                 .chain(ISTIO_KINDS.iter().map(|kind| kind.plural))
                 .collect();
 
-        let (tx, mut rx) = watch::channel(Arc::new(Snapshot {
+        let (tx, rx) = watch::channel(Arc::new(Snapshot {
             config: Arc::default(),
             registry: Some(Arc::default()),
+            unsynced: resources.iter().map(ToString::to_string).collect(),
         }));
-        let task = tokio::spawn(run(streams, stores, resources, debounce, tx));
-        // The task publishes its first snapshot once synced (or timed out).
-        let _ = rx.changed().await;
-        rx.mark_unchanged();
+        let timing = Timing {
+            sync_timeout: SYNC_TIMEOUT,
+            debounce,
+        };
+        let task = tokio::spawn(run(streams, stores, resources, timing, tx));
         Self { snapshot: rx, task }
     }
 }
@@ -579,48 +626,50 @@ impl Health {
     }
 }
 
+/// How long the snapshot task waits: for the first lists, and for quiet after a change.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    sync_timeout: Duration,
+    debounce: Duration,
+}
+
 async fn run(
     mut streams: SelectAll<BoxStream<'static, Signal>>,
     stores: Stores,
-    mut unsynced: BTreeSet<&'static str>,
-    debounce: Duration,
+    resources: BTreeSet<&'static str>,
+    timing: Timing,
     tx: watch::Sender<Arc<Snapshot>>,
 ) {
     let mut health = Health::default();
     let mut istio = IstioObjects::default();
+    // A CRD that is not installed does not hold up the sync: serve without it, keep retrying.
+    let mut lists = InitialLists::new(resources);
 
     // First list of every watcher, or the timeout.
-    let deadline = tokio::time::Instant::now() + SYNC_TIMEOUT;
-    while !unsynced.is_empty() {
+    let deadline = tokio::time::Instant::now() + timing.sync_timeout;
+    while !lists.done() {
         match tokio::time::timeout_at(deadline, streams.next()).await {
             Ok(Some(signal)) => {
                 health.note(&signal);
-                match signal {
-                    Signal::Changed {
-                        resource,
-                        synced: true,
-                    } => {
-                        unsynced.remove(resource);
-                    }
-                    // A CRD that is not installed: serve without it, keep retrying.
-                    Signal::Failed { resource, error } if is_not_found(&error) => {
-                        unsynced.remove(resource);
-                    }
-                    _ => {}
-                }
+                lists.note(&signal);
             }
             Ok(None) => break,
             Err(_) => {
                 warn!(
-                    resources = ?unsynced,
-                    "not listed after {SYNC_TIMEOUT:?}; serving without them and retrying"
+                    resources = ?lists.pending,
+                    "not listed after {:?}; serving without them, retrying, and not ready until they are listed",
+                    timing.sync_timeout
                 );
                 break;
             }
         }
     }
-    let snapshot = stores.snapshot(&mut istio);
-    log_snapshot(&snapshot, "Kubernetes resources synced");
+    let snapshot = stores.snapshot(&mut istio, &lists);
+    if lists.done() {
+        log_snapshot(&snapshot, "Kubernetes resources synced");
+    } else {
+        log_snapshot(&snapshot, "serving a partial Kubernetes snapshot");
+    }
     tx.send_replace(Arc::new(snapshot));
 
     loop {
@@ -633,15 +682,16 @@ async fn run(
             return;
         };
         health.note(&signal);
-        let mut changed = matches!(signal, Signal::Changed { .. });
+        let was_synced = lists.done();
+        let mut changed = lists.note(&signal) || matches!(signal, Signal::Changed { .. });
         // Debounce: wait for a quiet period, at most MAX_DEBOUNCE.
         let deadline = tokio::time::Instant::now() + MAX_DEBOUNCE;
         loop {
-            let quiet = (tokio::time::Instant::now() + debounce).min(deadline);
+            let quiet = (tokio::time::Instant::now() + timing.debounce).min(deadline);
             match tokio::time::timeout_at(quiet, streams.next()).await {
                 Ok(Some(signal)) => {
                     health.note(&signal);
-                    changed |= matches!(signal, Signal::Changed { .. });
+                    changed |= lists.note(&signal) || matches!(signal, Signal::Changed { .. });
                 }
                 Ok(None) | Err(_) => break,
             }
@@ -649,9 +699,13 @@ async fn run(
         if !changed {
             continue;
         }
-        let snapshot = stores.snapshot(&mut istio);
+        let snapshot = stores.snapshot(&mut istio, &lists);
         if **tx.borrow() != snapshot {
-            log_snapshot(&snapshot, "Kubernetes resources changed");
+            if lists.done() && !was_synced {
+                log_snapshot(&snapshot, "Kubernetes resources synced");
+            } else {
+                log_snapshot(&snapshot, "Kubernetes resources changed");
+            }
             tx.send_replace(Arc::new(snapshot));
         }
     }
@@ -676,96 +730,5 @@ fn log_snapshot(snapshot: &Snapshot, message: &str) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dynamic(json: serde_json::Value) -> DynamicObject {
-        serde_json::from_value(json).expect("dynamic object")
-    }
-
-    const VS: IstioKind = ISTIO_KINDS[0];
-
-    fn vs(version: &str, weight: u32) -> DynamicObject {
-        dynamic(serde_json::json!({
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "VirtualService",
-            "metadata": {
-                "name": "reviews", "namespace": "default", "resourceVersion": version, "uid": "u1",
-                "managedFields": [{"manager": "kubectl"}],
-                "annotations": {LAST_APPLIED: "{}"},
-            },
-            "spec": {"hosts": ["reviews"], "http": [{"route": [
-                {"destination": {"host": "reviews", "subset": "v1"}, "weight": weight},
-                {"destination": {"host": "reviews", "subset": "v2"}, "weight": 10},
-            ]}]},
-        }))
-    }
-
-    #[test]
-    fn parses_like_local_mode_and_keeps_the_last_good_version() {
-        let mut objects = IstioObjects::default();
-        let good = vs("1", 90);
-        let set = objects.update([(&VS, &good)]);
-        let key = ObjectKey::new("VirtualService", Some("default"), "reviews");
-        assert!(set.errors.is_empty(), "{:?}", set.errors);
-        let sourced = &set.objects[&key];
-        assert!(!sourced.stale);
-        assert_eq!(
-            sourced.file,
-            PathBuf::from(
-                "/apis/networking.istio.io/v1/namespaces/default/virtualservices/reviews"
-            )
-        );
-
-        let bad = vs("2", 50);
-        let set = objects.update([(&VS, &bad)]);
-        assert!(set.objects[&key].stale);
-        let errors =
-            &set.errors["/apis/networking.istio.io/v1/namespaces/default/virtualservices/reviews"];
-        assert_eq!(
-            errors[0],
-            "VirtualService default/reviews: spec.http[0].route: weights must sum to 100, got 60"
-        );
-
-        // Deleted: gone, errors too.
-        let set = objects.update(std::iter::empty());
-        assert!(set.objects.is_empty() && set.errors.is_empty());
-        // Re-created invalid: no good version to keep.
-        let set = objects.update([(&VS, &bad)]);
-        assert!(set.objects.is_empty());
-        assert_eq!(set.errors.len(), 1);
-    }
-
-    #[test]
-    fn fills_api_version_kind_and_namespace() {
-        let object = dynamic(serde_json::json!({
-            "metadata": {"name": "r"},
-            "spec": {"host": "reviews", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]},
-        }));
-        let parsed = parse_object(
-            &object,
-            "networking.istio.io/v1",
-            "DestinationRule",
-            Some("prod"),
-        )
-        .expect("valid");
-        assert_eq!(parsed.kind(), weft_api::Kind::DestinationRule);
-        assert_eq!(parsed.namespace(), Some("prod"));
-    }
-
-    #[test]
-    fn strips_managed_fields_and_last_applied() {
-        let mut object = vs("1", 90);
-        strip(&mut object);
-        assert!(object.metadata.managed_fields.is_none());
-        assert!(object.metadata.annotations.is_none());
-        let mut pod: PartialObjectMeta<Pod> = serde_json::from_value(serde_json::json!({
-            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-            "metadata": {"name": "p", "labels": {"app": "a"}, "annotations": {"x": "y"}},
-        }))
-        .expect("pod metadata");
-        strip_to_labels(&mut pod);
-        assert!(pod.metadata.annotations.is_none());
-        assert_eq!(pod.labels().get("app").map(String::as_str), Some("a"));
-    }
-}
+#[path = "kube_tests.rs"]
+mod tests;

@@ -9,7 +9,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 use weft_api::{DocumentError, parse_documents};
 
-use super::{ConfigSet, ObjectKey, SourcedObject};
+use super::{ConfigSet, SourcedObject};
+use crate::object::ObjectKey;
 
 /// How often the directory is re-read even without a file-system event, in case one
 /// was missed (editors replace files via rename, network file systems drop events).

@@ -1,57 +1,19 @@
 //! Config sources: where Istio objects and services come from. Local mode reads a YAML
-//! directory ([`local`]); Kubernetes mode watches the API server ([`kube`]). Both publish a
-//! [`Snapshot`], from which one [`crate::model::Model`] is built.
+//! directory ([`local`]); Kubernetes mode watches the API server ([`kube`]) and keeps the
+//! service registry ([`registry`]). Both publish a [`Snapshot`]: the input the model is
+//! built from. Sources know nothing of the model.
 
 pub mod kube;
 pub mod local;
 pub mod registry;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use weft_api::ConfigObject;
 
-/// Identity of one Istio object: kind, namespace ("default" when unset) and name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct ObjectKey {
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-}
-
-impl ObjectKey {
-    pub fn new(kind: impl Into<String>, namespace: Option<&str>, name: impl Into<String>) -> Self {
-        Self {
-            kind: kind.into(),
-            namespace: namespace
-                .filter(|ns| !ns.is_empty())
-                .unwrap_or(DEFAULT_NAMESPACE)
-                .to_string(),
-            name: name.into(),
-        }
-    }
-
-    /// The key of a parsed object.
-    pub fn of(object: &ConfigObject) -> Self {
-        let meta = object.metadata();
-        Self::new(
-            object.kind().to_string(),
-            meta.namespace.as_deref(),
-            meta.name.clone(),
-        )
-    }
-}
-
-impl fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
-    }
-}
-
-/// The namespace of objects that do not name one.
-pub const DEFAULT_NAMESPACE: &str = "default";
+use crate::object::ObjectKey;
 
 /// One object and where it was read from.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,19 +59,30 @@ impl ConfigSet {
 }
 
 /// Everything the model is built from, source-agnostic: Istio objects, plus the
-/// Kubernetes registry in Kubernetes mode (`None` in local mode).
+/// Kubernetes registry in Kubernetes mode (`None` in local mode), and whether the source
+/// has loaded everything once.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     pub config: Arc<ConfigSet>,
     pub registry: Option<Arc<registry::Registry>>,
+    /// What the source has not loaded completely yet, e.g. the Kubernetes resources whose
+    /// initial list is not done (`services`, `virtualservices`, …). Empty once the source
+    /// has synced; it never grows back.
+    pub unsynced: Vec<String>,
 }
 
 impl Snapshot {
-    /// A local-mode snapshot: Istio objects only.
+    /// A local-mode snapshot: Istio objects only, from a full scan of the directory.
     pub fn local(config: Arc<ConfigSet>) -> Self {
         Self {
             config,
             registry: None,
+            unsynced: Vec::new(),
         }
+    }
+
+    /// Whether the source had loaded everything once when it took this snapshot.
+    pub fn is_synced(&self) -> bool {
+        self.unsynced.is_empty()
     }
 }

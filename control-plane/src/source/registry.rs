@@ -1,6 +1,7 @@
 //! The Kubernetes service registry: Services, EndpointSlices, Pod labels and Namespaces as
-//! the Kubernetes source last saw them, and their translation into model [`Service`]s with
-//! Istio's semantics. Pure functions: unit-tested without a cluster.
+//! the Kubernetes source last saw them, and their translation into [`Service`]s (the same
+//! type the model gets from ServiceEntries) with Istio's semantics. Pure functions:
+//! unit-tested without a cluster.
 //!
 //! Translation rules (as Istio's `serviceregistry/kube`):
 //! - a Service `name` in `ns` is the host `name.ns.svc.<domain>`; ExternalName and headless
@@ -28,8 +29,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use weft_api::networking::Protocol;
 
-use crate::model::{Endpoint, Service, ServicePort};
-use crate::source::ObjectKey;
+use crate::object::ObjectKey;
+use crate::service::{Endpoint, Resolution, Service, ServicePort};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -149,6 +150,7 @@ pub fn service(
         namespace: namespace.to_string(),
         ports,
         endpoints,
+        resolution: Resolution::Static,
         source: ObjectKey::new("Service", Some(namespace), name),
     })
 }

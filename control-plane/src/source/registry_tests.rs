@@ -9,9 +9,9 @@ use serde_json::json;
 use weft_api::networking::Protocol;
 
 use super::*;
-use crate::model::Model;
+use crate::model::{MeshSettings, Model};
 use crate::source::{ConfigSet, Snapshot};
-use crate::xds::testing::config_from_yaml;
+use crate::testing::config_from_yaml;
 
 fn kube_service(value: serde_json::Value) -> Arc<KubeService> {
     Arc::new(serde_json::from_value(value).expect("service"))
@@ -289,8 +289,9 @@ spec:
     let snapshot = Snapshot {
         config: Arc::new(config),
         registry: Some(Arc::new(reviews_registry())),
+        unsynced: Vec::new(),
     };
-    let model = Model::from_snapshot(&snapshot, "cluster.local");
+    let model = Model::from_snapshot(&snapshot, &MeshSettings::default());
     assert!(
         !model.warnings.iter().any(|w| w.path.contains("subset")),
         "{:?}",
@@ -302,7 +303,7 @@ spec:
             .iter()
             .find(|a| a.cluster_name == name)
             .unwrap_or_else(|| panic!("no assignment {name}"));
-        crate::xds::testing::assignment_addresses(assignment)
+        crate::testing::assignment_addresses(assignment)
     };
     let host = "reviews.default.svc.cluster.local";
     assert_eq!(
@@ -345,7 +346,8 @@ spec:
   endpoints: [{address: 127.0.0.1}]
 "#,
     );
-    let model = Model::build_with_registry(&config, Some(&reviews_registry()), "cluster.local");
+    let model =
+        Model::build_with_registry(&config, Some(&reviews_registry()), &MeshSettings::default());
     let reviews = &model.services["reviews.default.svc.cluster.local"];
     assert_eq!(reviews.source.kind, "Service");
     assert!(
@@ -357,7 +359,7 @@ spec:
         model.warnings
     );
     // Local mode (no registry) is unchanged: the ServiceEntry defines the host.
-    let local = Model::build(&config, "cluster.local");
+    let local = Model::build(&config, &MeshSettings::default());
     assert_eq!(
         local.services["reviews.default.svc.cluster.local"]
             .source

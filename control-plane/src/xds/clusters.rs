@@ -1,5 +1,8 @@
-//! CDS: one EDS cluster per service port and DestinationRule subset, plus the static
-//! inbound cluster that forwards to the app.
+//! CDS: one outbound cluster per service port and DestinationRule subset, plus the static
+//! inbound cluster that forwards to the app. Outbound clusters are `EDS` for services with
+//! [`Resolution::Static`]; for DNS resolutions they are `STRICT_DNS` (`DNS`) or
+//! `LOGICAL_DNS` (`DNS_ROUND_ROBIN`) with their endpoints inline, as Istio builds them
+//! (see [`dns_cluster_fields`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,12 +15,15 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
+use tracing::debug;
 use weft_api::networking::{SimpleLb, Subset, TrafficPolicy};
 
+use super::endpoints::lb_endpoints;
 use super::listeners::socket;
 use super::proxy::Proxy;
 use super::{ads_config_source, duration, inbound_cluster_name, outbound_cluster_name, pack};
-use crate::model::{DestinationRuleEntry, Model, Service, ServicePort};
+use crate::model::{DestinationRuleEntry, Model};
+use crate::service::{Resolution, Service, ServicePort};
 
 /// Key of the upstream HTTP protocol options in `typed_extension_protocol_options`.
 pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -30,10 +36,16 @@ pub fn clusters(model: &Model, proxy: &Proxy) -> Vec<Cluster> {
     for service in model.services.values() {
         let rule = model.destination_rule(&service.hostname);
         for port in &service.ports {
-            clusters.push(outbound_cluster(service, port, rule, None));
+            clusters.extend(outbound_cluster(model, service, port, rule, None));
             if let Some(rule) = rule {
                 for subset in &rule.spec.subsets {
-                    clusters.push(outbound_cluster(service, port, Some(rule), Some(subset)));
+                    clusters.extend(outbound_cluster(
+                        model,
+                        service,
+                        port,
+                        Some(rule),
+                        Some(subset),
+                    ));
                 }
             }
         }
@@ -137,13 +149,16 @@ pub fn lb_policy(simple: SimpleLb) -> cluster::LbPolicy {
     }
 }
 
-/// The EDS cluster of a service port, or of one subset of it.
+/// The outbound cluster of a service port, or of one subset of it. `None` for a DNS
+/// cluster without endpoints (Istio leaves those out too: Envoy cannot build a
+/// `LOGICAL_DNS` cluster without its one endpoint; a route to it gets 503 "no cluster").
 pub fn outbound_cluster(
+    model: &Model,
     service: &Service,
     port: &ServicePort,
     rule: Option<&DestinationRuleEntry>,
     subset: Option<&Subset>,
-) -> Cluster {
+) -> Option<Cluster> {
     let name = outbound_cluster_name(
         port.number,
         subset
@@ -152,19 +167,66 @@ pub fn outbound_cluster(
         &service.hostname,
     );
     let policy = cluster_policy(rule, subset, port.number);
-    Cluster {
+    let common = Cluster {
         name: name.clone(),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::Eds as i32,
-        )),
-        eds_cluster_config: Some(cluster::EdsClusterConfig {
-            eds_config: Some(ads_config_source()),
-            service_name: name,
-        }),
         connect_timeout: Some(duration(policy.connect_timeout)),
         lb_policy: policy.lb_policy as i32,
         typed_extension_protocol_options: protocol_options(port.is_http2()),
         ..Default::default()
+    };
+    let discovery_type = match service.resolution {
+        Resolution::Static => {
+            return Some(Cluster {
+                cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                    cluster::DiscoveryType::Eds as i32,
+                )),
+                eds_cluster_config: Some(cluster::EdsClusterConfig {
+                    eds_config: Some(ads_config_source()),
+                    service_name: name,
+                }),
+                ..common
+            });
+        }
+        Resolution::Dns => cluster::DiscoveryType::StrictDns,
+        Resolution::DnsRoundRobin => cluster::DiscoveryType::LogicalDns,
+    };
+    let no_labels = Default::default();
+    let labels = subset.map_or(&no_labels, |subset| &subset.labels);
+    let lb_endpoints = lb_endpoints(service, port, labels);
+    if lb_endpoints.is_empty() {
+        debug!(cluster = %name, "DNS cluster without endpoints; not sent");
+        return None;
+    }
+    Some(Cluster {
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name,
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..dns_cluster_fields(discovery_type, model.dns_refresh_rate, common)
+    })
+}
+
+/// The fields every DNS cluster gets on top of `base`: the discovery type
+/// (`STRICT_DNS` or `LOGICAL_DNS`), `dns_lookup_family: V4_ONLY` and `dns_refresh_rate`
+/// (`--dns-refresh-rate`). `respect_dns_ttl` stays unset (false): the proxy re-resolves at
+/// the refresh rate whatever the records' TTL.
+// Envoy deprecates `Cluster.dns_refresh_rate` in favour of the `envoy.clusters.dns`
+// extension's own field, but still honours it, and Istio still sets it; so does Weft.
+#[allow(deprecated)]
+pub fn dns_cluster_fields(
+    discovery_type: cluster::DiscoveryType,
+    refresh_rate: Duration,
+    base: Cluster,
+) -> Cluster {
+    Cluster {
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery_type as i32)),
+        dns_lookup_family: cluster::DnsLookupFamily::V4Only as i32,
+        dns_refresh_rate: Some(duration(refresh_rate)),
+        ..base
     }
 }
 

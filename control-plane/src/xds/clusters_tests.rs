@@ -1,7 +1,7 @@
 //! Unit tests of the cluster generator.
 
 use super::*;
-use crate::xds::testing::{SERVICES, bookinfo_model, model_from_yaml};
+use crate::testing::{SERVICES, bookinfo_model, model_from_yaml};
 use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
 use prost::Message;
 
@@ -185,4 +185,252 @@ fn inbound_cluster_is_static_to_the_app() {
         panic!("endpoint expected");
     };
     assert_eq!(endpoint.address, Some(socket("127.0.0.1", 8080)));
+}
+
+// DNS clusters (ServiceEntry `resolution: DNS` / `DNS_ROUND_ROBIN`).
+
+const DNS_SERVICES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external, namespace: default}
+spec:
+  hosts: [api.example.com]
+  ports:
+  - {number: 443, name: http-api, protocol: HTTP, targetPort: 8443}
+  - {number: 80, name: http, protocol: HTTP}
+  resolution: DNS
+  endpoints:
+  - {address: a.example.com, weight: 3, labels: {version: v1}}
+  - {address: 10.0.0.7, ports: {http: 8080}, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: hosts, namespace: default}
+spec:
+  hosts: [httpbin.org, example.org]
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  - {number: 8000, name: http-alt, protocol: HTTP, targetPort: 9000}
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: round-robin, namespace: default}
+spec:
+  hosts: [rr.example.com]
+  ports: [{number: 80, name: http, protocol: GRPC}]
+  resolution: DNS_ROUND_ROBIN
+  endpoints: [{address: lb.example.com, weight: 7}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: external, namespace: default}
+spec:
+  host: api.example.com
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  - {name: v9, labels: {version: v9}}
+"#;
+
+fn dns_lb_endpoint(address: &str, port: u32, weight: u32) -> LbEndpoint {
+    LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(socket(address, port)),
+            ..Default::default()
+        })),
+        load_balancing_weight: Some(envoy_types::pb::google::protobuf::UInt32Value {
+            value: weight,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Exactly the cluster the xDS contract describes for a DNS cluster.
+#[allow(deprecated)] // `dns_refresh_rate`: see `dns_cluster_fields`.
+fn expected_dns_cluster(
+    name: &str,
+    discovery_type: cluster::DiscoveryType,
+    lb_policy: cluster::LbPolicy,
+    http2: bool,
+    refresh_seconds: i64,
+    lb_endpoints: Vec<LbEndpoint>,
+) -> Cluster {
+    Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery_type as i32)),
+        connect_timeout: Some(ProtoDuration {
+            seconds: 10,
+            nanos: 0,
+        }),
+        lb_policy: lb_policy as i32,
+        typed_extension_protocol_options: protocol_options(http2),
+        dns_lookup_family: cluster::DnsLookupFamily::V4Only as i32,
+        dns_refresh_rate: Some(ProtoDuration {
+            seconds: refresh_seconds,
+            nanos: 0,
+        }),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.to_string(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn dns_resolution_is_a_strict_dns_cluster_with_inline_endpoints() {
+    let model = model_from_yaml(DNS_SERVICES);
+    let all = clusters(&model, &Proxy::sidecar("default"));
+    let name = "outbound|443||api.example.com";
+    let cluster = find(&all, name);
+    assert_eq!(
+        *cluster,
+        expected_dns_cluster(
+            name,
+            cluster::DiscoveryType::StrictDns,
+            cluster::LbPolicy::RoundRobin,
+            false,
+            60,
+            vec![
+                // The host name as written; targetPort; the entry's weight.
+                dns_lb_endpoint("a.example.com", 8443, 3),
+                // An IP is fine in a DNS cluster; the endpoint's port override wins.
+                dns_lb_endpoint("10.0.0.7", 8443, 1),
+            ],
+        )
+    );
+    // Exact equality above: no `eds_cluster_config`, `respect_dns_ttl` unset, nothing else.
+    assert!(cluster.eds_cluster_config.is_none());
+    let http = find(&all, "outbound|80||api.example.com");
+    let endpoints = &http.load_assignment.as_ref().expect("inline").endpoints[0];
+    assert_eq!(
+        endpoints.lb_endpoints,
+        [
+            dns_lb_endpoint("a.example.com", 80, 3),
+            dns_lb_endpoint("10.0.0.7", 8080, 1)
+        ]
+    );
+}
+
+#[test]
+fn dns_subsets_get_their_own_clusters_with_their_endpoints() {
+    let model = model_from_yaml(DNS_SERVICES);
+    let all = clusters(&model, &Proxy::sidecar("default"));
+    let v1 = "outbound|443|v1|api.example.com";
+    assert_eq!(
+        *find(&all, v1),
+        expected_dns_cluster(
+            v1,
+            cluster::DiscoveryType::StrictDns,
+            cluster::LbPolicy::RoundRobin,
+            false,
+            60,
+            vec![dns_lb_endpoint("a.example.com", 8443, 3)],
+        )
+    );
+    let v2 = find(&all, "outbound|80|v2|api.example.com");
+    assert_eq!(
+        v2.load_assignment.as_ref().expect("inline").endpoints[0].lb_endpoints,
+        [dns_lb_endpoint("10.0.0.7", 8080, 1)]
+    );
+    // A subset that selects nothing has no cluster (as Istio: routes to it get 503 NC).
+    assert!(!all.iter().any(|c| c.name.contains("|v9|")));
+}
+
+#[test]
+fn hosts_without_endpoints_are_their_own_endpoint() {
+    let model = model_from_yaml(DNS_SERVICES);
+    let all = clusters(&model, &Proxy::sidecar("default"));
+    for host in ["httpbin.org", "example.org"] {
+        let name = format!("outbound|80||{host}");
+        assert_eq!(
+            *find(&all, &name),
+            expected_dns_cluster(
+                &name,
+                cluster::DiscoveryType::StrictDns,
+                cluster::LbPolicy::LeastRequest,
+                false,
+                60,
+                vec![dns_lb_endpoint(host, 80, 1)],
+            )
+        );
+        // targetPort when the port has one.
+        let alt = find(&all, &format!("outbound|8000||{host}"));
+        assert_eq!(
+            alt.load_assignment.as_ref().expect("inline").endpoints[0].lb_endpoints,
+            [dns_lb_endpoint(host, 9000, 1)]
+        );
+    }
+}
+
+#[test]
+fn dns_round_robin_is_a_logical_dns_cluster() {
+    let model = model_from_yaml(DNS_SERVICES);
+    let all = clusters(&model, &Proxy::sidecar("default"));
+    let name = "outbound|80||rr.example.com";
+    assert_eq!(
+        *find(&all, name),
+        expected_dns_cluster(
+            name,
+            cluster::DiscoveryType::LogicalDns,
+            cluster::LbPolicy::LeastRequest,
+            true,
+            60,
+            vec![dns_lb_endpoint("lb.example.com", 80, 7)],
+        )
+    );
+}
+
+#[test]
+#[allow(deprecated)] // `dns_refresh_rate`: see `dns_cluster_fields`.
+fn dns_refresh_rate_comes_from_the_settings() {
+    let settings = crate::model::MeshSettings {
+        dns_refresh_rate: Duration::from_millis(2500),
+        ..Default::default()
+    };
+    let model =
+        crate::model::Model::build(&crate::testing::config_from_yaml(DNS_SERVICES), &settings);
+    let all = clusters(&model, &Proxy::sidecar("default"));
+    for cluster in all.iter().filter(|c| c.load_assignment.is_some()) {
+        assert_eq!(
+            cluster.dns_refresh_rate,
+            Some(ProtoDuration {
+                seconds: 2,
+                nanos: 500_000_000
+            }),
+            "{}",
+            cluster.name
+        );
+    }
+}
+
+#[test]
+#[allow(deprecated)] // `dns_refresh_rate`: see `dns_cluster_fields`.
+fn dns_clusters_have_no_eds_resource_and_static_ones_keep_theirs() {
+    let model = model_from_yaml(&format!("{SERVICES}\n---\n{DNS_SERVICES}"));
+    let assignments = crate::xds::endpoints::load_assignments(&model);
+    let names: Vec<&str> = assignments
+        .iter()
+        .map(|a| a.cluster_name.as_str())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with("example.com") && !n.ends_with("grpc.example.com")),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.ends_with(".org")), "{names:?}");
+    assert!(names.contains(&"outbound|9080||reviews.default.svc.cluster.local"));
+    // The EDS clusters are unchanged.
+    let all = clusters(&model, &Proxy::sidecar("default"));
+    let reviews = find(&all, "outbound|9080||reviews.default.svc.cluster.local");
+    assert!(reviews.eds_cluster_config.is_some() && reviews.load_assignment.is_none());
+    assert_eq!(reviews.dns_lookup_family, 0);
+    assert!(reviews.dns_refresh_rate.is_none());
 }

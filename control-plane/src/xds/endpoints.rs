@@ -1,5 +1,7 @@
-//! EDS: one `ClusterLoadAssignment` per outbound cluster, from the service's endpoints
-//! filtered by the subset's labels.
+//! EDS: one `ClusterLoadAssignment` per EDS outbound cluster (services with
+//! [`Resolution::Static`]), from the service's endpoints filtered by the subset's labels.
+//! DNS clusters carry their endpoints inline ([`lb_endpoints`], used by CDS) and get no EDS
+//! resource.
 
 use std::collections::BTreeMap;
 
@@ -11,12 +13,16 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 
 use super::listeners::socket;
 use super::outbound_cluster_name;
-use crate::model::{Model, Service, ServicePort, labels_match};
+use crate::model::Model;
+use crate::service::{Resolution, Service, ServicePort, labels_match};
 
-/// Load assignments of every outbound cluster (the same for every proxy).
+/// Load assignments of every EDS outbound cluster (the same for every proxy).
 pub fn load_assignments(model: &Model) -> Vec<ClusterLoadAssignment> {
     let mut assignments = Vec::new();
     for service in model.services.values() {
+        if service.resolution != Resolution::Static {
+            continue;
+        }
         let rule = model.destination_rule(&service.hostname);
         for port in &service.ports {
             assignments.push(load_assignment(service, port, "", &BTreeMap::new()));
@@ -30,30 +36,18 @@ pub fn load_assignments(model: &Model) -> Vec<ClusterLoadAssignment> {
     assignments
 }
 
-/// The endpoints of one service port whose labels include `subset_labels`.
+/// The endpoints of one service port whose labels include `subset_labels`, as EDS sends
+/// them (marked healthy).
 pub fn load_assignment(
     service: &Service,
     port: &ServicePort,
     subset: &str,
     subset_labels: &BTreeMap<String, String>,
 ) -> ClusterLoadAssignment {
-    let lb_endpoints: Vec<LbEndpoint> = service
-        .endpoints
-        .iter()
-        .filter(|endpoint| endpoint.serves(port) && labels_match(subset_labels, &endpoint.labels))
-        .map(|endpoint| LbEndpoint {
-            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                address: Some(socket(&endpoint.address, endpoint.port_for(port))),
-                ..Default::default()
-            })),
-            health_status: HealthStatus::Healthy as i32,
-            // Istio sends weight 1 when the entry does not set one.
-            load_balancing_weight: Some(UInt32Value {
-                value: endpoint.weight.filter(|weight| *weight > 0).unwrap_or(1),
-            }),
-            ..Default::default()
-        })
-        .collect();
+    let mut lb_endpoints = lb_endpoints(service, port, subset_labels);
+    for lb_endpoint in &mut lb_endpoints {
+        lb_endpoint.health_status = HealthStatus::Healthy as i32;
+    }
     ClusterLoadAssignment {
         cluster_name: outbound_cluster_name(port.number, subset, &service.hostname),
         endpoints: if lb_endpoints.is_empty() {
@@ -68,10 +62,36 @@ pub fn load_assignment(
     }
 }
 
+/// One `LbEndpoint` per endpoint of the service that serves `port` and has the subset's
+/// labels: `endpoint.address.socket_address { address, port_value }` (the address as the
+/// endpoint has it: an IP, or a host name for DNS clusters) and `load_balancing_weight`
+/// (the entry's weight, 1 when unset, as Istio). Nothing else is set.
+pub fn lb_endpoints(
+    service: &Service,
+    port: &ServicePort,
+    subset_labels: &BTreeMap<String, String>,
+) -> Vec<LbEndpoint> {
+    service
+        .endpoints
+        .iter()
+        .filter(|endpoint| endpoint.serves(port) && labels_match(subset_labels, &endpoint.labels))
+        .map(|endpoint| LbEndpoint {
+            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                address: Some(socket(&endpoint.address, endpoint.port_for(port))),
+                ..Default::default()
+            })),
+            load_balancing_weight: Some(UInt32Value {
+                value: endpoint.lb_weight(),
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xds::testing::bookinfo_model;
+    use crate::testing::bookinfo_model;
     use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
 
     fn endpoints(assignment: &ClusterLoadAssignment) -> Vec<(String, u32, u32)> {

@@ -112,15 +112,12 @@ pub fn inbound_cluster_name(app_port: u16) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod testing;
-
-#[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn generates_every_type() {
-        let model = testing::bookinfo_model();
+        let model = crate::testing::bookinfo_model();
         let mut proxy = Proxy::sidecar("default");
         proxy.app_port = Some(9080);
         let listeners = generate(&model, &proxy, type_url::LISTENER);

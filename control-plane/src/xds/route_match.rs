@@ -10,7 +10,8 @@ use envoy_types::pb::google::protobuf::BoolValue;
 use weft_api::networking::{HttpMatchRequest, StringMatch};
 
 use super::proxy::Proxy;
-use crate::model::{MESH_GATEWAY, labels_match};
+use crate::model::MESH_GATEWAY;
+use crate::service::labels_match;
 
 /// Whether an Istio match can apply to this port and proxy, as Istio's
 /// `translateRoute`/`sourceMatchHTTP` decide: `port` must be the routed port; a match

@@ -21,7 +21,8 @@ use weft_api::networking::{
 use super::proxy::Proxy;
 use super::route_match::{is_catch_all, match_applies, translate_match};
 use super::{duration, inbound_cluster_name, outbound_cluster_name};
-use crate::model::{Model, Service, VirtualServiceEntry};
+use crate::model::{Model, VirtualServiceEntry};
+use crate::service::Service;
 
 /// Name of the outbound route configuration.
 pub const OUTBOUND: &str = "outbound";

@@ -1,8 +1,8 @@
 //! Unit tests of the route generator.
 
 use super::*;
+use crate::testing::{SERVICES, bookinfo_model, model_from_yaml};
 use crate::xds::route_match::match_applies;
-use crate::xds::testing::{SERVICES, bookinfo_model, model_from_yaml};
 use envoy_types::pb::envoy::config::route::v3::header_matcher;
 use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::model::Model;
+use crate::model::{MeshSettings, Model};
 use crate::source::ConfigSet;
 use crate::source::local::load_text;
 
@@ -21,7 +21,7 @@ pub fn config_from_yaml(yaml: &str) -> ConfigSet {
 
 /// A model from YAML text.
 pub fn model_from_yaml(yaml: &str) -> Model {
-    Model::build(&config_from_yaml(yaml), "cluster.local")
+    Model::build(&config_from_yaml(yaml), &MeshSettings::default())
 }
 
 /// Services: reviews (v1..v3 WorkloadEntries), ratings (inline endpoints, targetPort),
@@ -154,7 +154,7 @@ pub fn bookinfo_config() -> ConfigSet {
 
 /// The bookinfo-like model.
 pub fn bookinfo_model() -> Model {
-    Model::build(&bookinfo_config(), "cluster.local")
+    Model::build(&bookinfo_config(), &MeshSettings::default())
 }
 
 /// The `address:port` of every endpoint of a load assignment, in order.

@@ -1,121 +1,45 @@
-//! The immutable service model built from one config set: services, endpoints,
-//! virtual services and destination rules, indexed by host.
+//! The immutable model built from one source snapshot: services (Kubernetes Services from
+//! the registry, and ServiceEntries: [`service_entry`]), virtual services and destination
+//! rules, indexed by host, plus the warnings found on the way. Reads the sources' output;
+//! the xDS generator reads the model.
+
+mod service_entry;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use weft_api::ConfigObject;
 use weft_api::host::{host_matches, resolve_short_name};
-use weft_api::networking::{
-    DestinationRule, Protocol, ServiceEntry, Subset, VirtualService, WorkloadEntry,
-};
+use weft_api::networking::{DestinationRule, Subset, VirtualService};
 
+use crate::object::{ObjectKey, Warning};
+use crate::service::Service;
 use crate::source::registry::{Registry, Skipped};
-use crate::source::{ConfigSet, ObjectKey, Snapshot};
+use crate::source::{ConfigSet, Snapshot};
 use crate::unsupported;
 
 /// The gateway name that selects sidecars in `VirtualService.gateways`.
 pub const MESH_GATEWAY: &str = "mesh";
 
-/// A service: one host of a ServiceEntry, with its ports and endpoints.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Service {
-    /// Fully qualified host name (`reviews.default.svc.cluster.local`).
-    pub hostname: String,
-    /// Namespace of the ServiceEntry that defines it.
-    pub namespace: String,
-    /// Ports, sorted by number.
-    pub ports: Vec<ServicePort>,
-    pub endpoints: Vec<Endpoint>,
-    /// The ServiceEntry that defines the service.
-    pub source: ObjectKey,
+/// How often proxies re-resolve DNS clusters unless `--dns-refresh-rate` says otherwise
+/// (Istio's MeshConfig `dnsRefreshRate` default).
+pub const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(60);
+
+/// The mesh-wide settings a model is built with (the parts of Istio's MeshConfig Weft uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshSettings {
+    /// Cluster DNS domain used to resolve short host names (`cluster.local`).
+    pub domain: String,
+    /// `dns_refresh_rate` of the DNS clusters (`--dns-refresh-rate`).
+    pub dns_refresh_rate: Duration,
 }
 
-impl Service {
-    pub fn port(&self, number: u32) -> Option<&ServicePort> {
-        self.ports.iter().find(|port| port.number == number)
-    }
-
-    /// Ports that carry HTTP (declared HTTP-family, or undeclared and auto-detected).
-    pub fn http_ports(&self) -> impl Iterator<Item = &ServicePort> {
-        self.ports.iter().filter(|port| port.serves_http())
-    }
-
-    /// The port that the bare host names (no `:port`) route to: 80 if the service
-    /// has it, else its lowest HTTP port.
-    pub fn default_http_port(&self) -> Option<u32> {
-        let mut ports = self.http_ports().map(|port| port.number);
-        let lowest = ports.next()?;
-        if self.http_ports().any(|port| port.number == 80) {
-            Some(80)
-        } else {
-            Some(lowest)
-        }
-    }
-}
-
-/// One port of a service.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServicePort {
-    pub number: u32,
-    pub name: String,
-    /// Declared protocol; `None` when the ServiceEntry does not say (auto-detected: HTTP here).
-    pub protocol: Option<Protocol>,
-    pub target_port: Option<u32>,
-}
-
-impl ServicePort {
-    /// Whether the port gets virtual hosts in the `outbound` route configuration.
-    pub fn serves_http(&self) -> bool {
-        self.protocol
-            .as_ref()
-            .is_none_or(|protocol| protocol.is_http())
-    }
-
-    /// Whether upstream connections use HTTP/2 (h2c).
-    pub fn is_http2(&self) -> bool {
-        self.protocol
-            .as_ref()
-            .is_some_and(|protocol| protocol.is_http2())
-    }
-}
-
-/// One endpoint (workload instance) of a service.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Endpoint {
-    pub address: String,
-    /// Port overrides by service port name.
-    pub ports: BTreeMap<String, u32>,
-    pub labels: BTreeMap<String, String>,
-    pub weight: Option<u32>,
-    /// True for Kubernetes endpoints: the endpoint serves only the service ports named in
-    /// `ports` (its EndpointSlice lists them); otherwise it serves every port.
-    pub only_listed_ports: bool,
-}
-
-impl Endpoint {
-    fn from_workload(entry: &WorkloadEntry) -> Self {
+impl Default for MeshSettings {
+    fn default() -> Self {
         Self {
-            address: entry.address.clone(),
-            ports: entry.ports.clone(),
-            labels: entry.labels.clone(),
-            weight: entry.weight,
-            only_listed_ports: false,
+            domain: "cluster.local".to_string(),
+            dns_refresh_rate: DEFAULT_DNS_REFRESH_RATE,
         }
-    }
-
-    /// Whether the endpoint serves this service port.
-    pub fn serves(&self, port: &ServicePort) -> bool {
-        !self.only_listed_ports || self.ports.contains_key(&port.name)
-    }
-
-    /// The port to connect to for `port`: the endpoint's override by port name, else
-    /// the service port's `targetPort`, else its number.
-    pub fn port_for(&self, port: &ServicePort) -> u32 {
-        self.ports
-            .get(&port.name)
-            .copied()
-            .or(port.target_port)
-            .unwrap_or(port.number)
     }
 }
 
@@ -144,31 +68,13 @@ impl DestinationRuleEntry {
     }
 }
 
-/// A problem found while building the model that does not stop it: an unsupported
-/// field, a conflict, a destination that does not exist.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct Warning {
-    pub object: ObjectKey,
-    /// Field path inside the object (`spec.http[0].retries`), empty for the whole object.
-    pub path: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for Warning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}: {}", self.object, self.message)
-        } else {
-            write!(f, "{}: {}: {}", self.object, self.path, self.message)
-        }
-    }
-}
-
 /// Everything the generator needs, built once per config set and never mutated.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Model {
     /// Cluster DNS domain (`cluster.local`).
     pub domain: String,
+    /// How often proxies re-resolve the addresses of DNS clusters.
+    pub dns_refresh_rate: Duration,
     /// Services by fully qualified host name.
     pub services: BTreeMap<String, Service>,
     /// VirtualServices that apply to sidecars, ordered by namespace/name.
@@ -185,14 +91,23 @@ pub struct Model {
 }
 
 impl Model {
+    /// A model without any service, for `settings`.
+    pub fn empty(settings: &MeshSettings) -> Self {
+        Self {
+            domain: settings.domain.clone(),
+            dns_refresh_rate: settings.dns_refresh_rate,
+            ..Self::default()
+        }
+    }
+
     /// Builds the model from a config set (local mode: no Kubernetes registry).
-    pub fn build(config: &ConfigSet, domain: &str) -> Self {
-        Self::build_with_registry(config, None, domain)
+    pub fn build(config: &ConfigSet, settings: &MeshSettings) -> Self {
+        Self::build_with_registry(config, None, settings)
     }
 
     /// Builds the model from a source snapshot.
-    pub fn from_snapshot(snapshot: &Snapshot, domain: &str) -> Self {
-        Self::build_with_registry(&snapshot.config, snapshot.registry.as_deref(), domain)
+    pub fn from_snapshot(snapshot: &Snapshot, settings: &MeshSettings) -> Self {
+        Self::build_with_registry(&snapshot.config, snapshot.registry.as_deref(), settings)
     }
 
     /// Builds the model from Istio objects plus, in Kubernetes mode, the registry's
@@ -201,14 +116,11 @@ impl Model {
     pub fn build_with_registry(
         config: &ConfigSet,
         registry: Option<&Registry>,
-        domain: &str,
+        settings: &MeshSettings,
     ) -> Self {
-        let mut model = Self {
-            domain: domain.to_string(),
-            ..Self::default()
-        };
+        let mut model = Self::empty(settings);
         if let Some(registry) = registry {
-            let (services, skipped) = registry.services(domain);
+            let (services, skipped) = registry.services(&settings.domain);
             for service in services {
                 model.services.insert(service.hostname.clone(), service);
             }
@@ -235,7 +147,7 @@ impl Model {
             }
         }
         for (key, entry) in service_entries {
-            model.add_service_entry(key, entry, &workload_entries);
+            service_entry::add(&mut model, key, entry, &workload_entries);
         }
         for (key, vs) in virtual_services {
             model.add_virtual_service(key, vs);
@@ -255,68 +167,7 @@ impl Model {
     }
 
     fn warn(&mut self, object: &ObjectKey, path: impl Into<String>, message: impl Into<String>) {
-        self.warnings.push(Warning {
-            object: object.clone(),
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-
-    fn add_service_entry(
-        &mut self,
-        key: &ObjectKey,
-        entry: &ServiceEntry,
-        workload_entries: &[(&ObjectKey, &WorkloadEntry)],
-    ) {
-        let mut ports: Vec<ServicePort> = entry
-            .ports
-            .iter()
-            .map(|port| ServicePort {
-                number: port.number,
-                name: port.name.clone(),
-                protocol: port.protocol.as_ref().map(|_| port.protocol()),
-                target_port: port.target_port.filter(|target| *target != 0),
-            })
-            .collect();
-        ports.sort_by_key(|port| port.number);
-        ports.dedup_by_key(|port| port.number);
-
-        let mut endpoints: Vec<Endpoint> = entry
-            .endpoints
-            .iter()
-            .map(Endpoint::from_workload)
-            .collect();
-        if let Some(selector) = &entry.workload_selector {
-            for (entry_key, workload) in workload_entries {
-                if entry_key.namespace == key.namespace
-                    && labels_match(&selector.labels, &workload.labels)
-                {
-                    endpoints.push(Endpoint::from_workload(workload));
-                }
-            }
-        }
-
-        for (index, host) in entry.hosts.iter().enumerate() {
-            let hostname = resolve_short_name(host, &key.namespace, &self.domain);
-            if let Some(existing) = self.services.get(&hostname) {
-                let message = format!(
-                    "host {hostname} is already defined by {}; ignored here",
-                    existing.source
-                );
-                self.warn(key, format!("spec.hosts[{index}]"), message);
-                continue;
-            }
-            self.services.insert(
-                hostname.clone(),
-                Service {
-                    hostname,
-                    namespace: key.namespace.clone(),
-                    ports: ports.clone(),
-                    endpoints: endpoints.clone(),
-                    source: key.clone(),
-                },
-            );
-        }
+        self.warnings.push(Warning::new(object, path, message));
     }
 
     fn add_virtual_service(&mut self, key: &ObjectKey, vs: &VirtualService) {
@@ -514,21 +365,10 @@ impl Model {
     }
 }
 
-/// Whether every selector label is present with the same value.
-pub fn labels_match(
-    selector: &BTreeMap<String, String>,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    selector
-        .iter()
-        .all(|(key, value)| labels.get(key) == Some(value))
-}
-
 fn join(items: &[&String]) -> String {
     let set: BTreeSet<&str> = items.iter().map(|item| item.as_str()).collect();
     set.into_iter().collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
-#[path = "model_tests.rs"]
 mod tests;
