@@ -6,6 +6,7 @@
 //! Processes are killed when their handle is dropped, also when a test panics.
 
 pub mod k8s;
+pub mod xds_peer;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -188,6 +189,31 @@ impl Process {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM (a graceful stop, as Kubernetes does).
+    pub fn terminate(&mut self) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("running kill");
+            assert!(status.success(), "kill -TERM {} failed", self.name);
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit status, or `None` if still running.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -2,17 +2,32 @@
 //! ACKs or NACKs it, follows the handler's RDS/EDS names, and reconnects forever with a
 //! jittered exponential backoff.
 //!
-//! Wire behaviour:
+//! Wire behaviour (Envoy's "xDS REST and gRPC protocol", state of the world over ADS):
 //! - On connect it sends, in push order, CDS (wildcard), EDS (if the handler has names),
 //!   LDS (wildcard) and RDS (if the handler has names), each with the last version it
 //!   accepted for that type on any earlier stream, and the node on the first request only.
+//!   An empty `resource_names` means wildcard only on the first request of a type, so RDS
+//!   and EDS are never first requested with an empty list (that would ask for every
+//!   resource): the client subscribes to them once the handler has names.
 //! - ACK: `version_info` and `response_nonce` of the response, `resource_names` as last
 //!   requested for that type.
 //! - NACK: `version_info` of the last accepted version of that type, `response_nonce` of
 //!   the response, `error_detail` = `google.rpc.Status { code: 3 (INVALID_ARGUMENT), message }`.
+//!   A response is NACKed without reaching the handler when one of its resources is packed
+//!   with a type URL other than the response's.
 //! - After a CDS (or LDS) response, if the handler's EDS (or RDS) names differ from what
 //!   was last requested, it sends a new EDS (or RDS) request with the new names, the last
-//!   accepted version and the last nonce of that type.
+//!   accepted version and the last nonce of that type (and the error of a NACK of that
+//!   nonce still waiting for its backoff). When the names become empty that request carries
+//!   an empty list: an unsubscription from every resource of the type.
+//! - RDS and EDS resources the client did not ask for are dropped before the handler sees
+//!   them (the spec: "the client will silently ignore any supplied resources that were not
+//!   explicitly requested").
+//! - A server that answers a NACK by sending the same rejected resources again (whatever
+//!   the version and nonce) is NACKed again, but after a jittered exponential delay (100 ms
+//!   doubling to 30 s by default), so the two never spin; a different response of that type
+//!   is answered at once and resets the delay. Each distinct error message of a type is
+//!   logged once at warn; repeats are logged at debug with a count.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -20,30 +35,50 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
+use crate::resource::{content_hash, name_of};
 use crate::type_url;
 
 /// `google.rpc.Code.INVALID_ARGUMENT`, sent in every NACK.
 const INVALID_ARGUMENT: i32 = 3;
 
+/// How many distinct error messages per type are remembered for log deduplication.
+const REMEMBERED_MESSAGES: usize = 16;
+
 /// Receives the resources pushed by the server. The proxy implements it.
 pub trait Handler: Send + 'static {
-    /// Apply one SotW response (the full set of that type). Err(message) => NACK with that
-    /// message, and the handler must have kept its old state.
+    /// Applies the resources of one response of `type_url` at `version`. `Err(message)` NACKs
+    /// the response with that message, and the handler must have kept its old state.
+    ///
+    /// What a response means depends on the type, as in Envoy's state-of-the-world protocol:
+    /// - LDS and CDS ([`is_wildcard_type`](crate::type_url::is_wildcard_type)): the response
+    ///   is the complete set. A listener or cluster missing from it is deleted; an empty
+    ///   response deletes them all.
+    /// - RDS and EDS: the response carries some of the subscribed resources, each of them
+    ///   complete. A route configuration or load assignment missing from the response is
+    ///   **not** deleted (an empty response changes nothing). They go away when no applied
+    ///   listener or cluster refers to them any more: the handler drops them itself, when its
+    ///   [`resource_names`](Self::resource_names) no longer name them (the client then
+    ///   unsubscribes from them, and the server sends no more updates for them).
+    ///
+    /// The client only passes resources packed with `type_url`, and for RDS and EDS only
+    /// those it subscribed to (per the names it last requested).
     fn apply(&mut self, type_url: &str, version: &str, resources: Vec<Any>) -> Result<(), String>;
 
     /// The names to subscribe to for a non-wildcard type (RDS, EDS), derived from what was
     /// applied (route names in listeners, EDS service names in clusters). Order and
-    /// duplicates do not matter.
+    /// duplicates do not matter; an empty list unsubscribes from the type.
     fn resource_names(&self, type_url: &str) -> Vec<String>;
 }
 
@@ -54,20 +89,29 @@ pub struct ClientConfig {
     pub address: String,
     /// Sent on the first request of every stream.
     pub node: Node,
-    /// The first reconnect delay (before jitter). Default 100ms.
+    /// The first reconnect delay (the upper bound; jittered down to half). Default 100ms.
     pub initial_backoff: Duration,
-    /// The largest reconnect delay (before jitter). Default 5s.
+    /// The largest reconnect delay (the upper bound; jittered down to half). Default 5s.
     pub max_backoff: Duration,
+    /// The first delay before NACKing the same rejected content again (jittered down to
+    /// half). Default 100ms.
+    pub nack_initial_backoff: Duration,
+    /// The largest delay before NACKing the same rejected content again (jittered down to
+    /// half). Default 30s.
+    pub nack_max_backoff: Duration,
 }
 
 impl ClientConfig {
-    /// A config with the default backoffs (100ms doubling up to 5s).
+    /// A config with the default backoffs: reconnects 100ms doubling up to 5s, repeated
+    /// NACKs 100ms doubling up to 30s.
     pub fn new(address: impl Into<String>, node: Node) -> Self {
         Self {
             address: address.into(),
             node,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            nack_initial_backoff: Duration::from_millis(100),
+            nack_max_backoff: Duration::from_secs(30),
         }
     }
 }
@@ -107,6 +151,8 @@ pub struct AdsClient<H: Handler> {
     handler: H,
     /// The last version accepted per type, kept across streams.
     accepted: HashMap<String, String>,
+    /// Rejections per type since the type last had a response accepted, kept across streams.
+    rejections: HashMap<String, Rejections>,
 }
 
 impl<H: Handler> std::fmt::Debug for AdsClient<H> {
@@ -119,6 +165,16 @@ impl<H: Handler> std::fmt::Debug for AdsClient<H> {
     }
 }
 
+/// What the client remembers of one type's rejections since it last accepted a response.
+struct Rejections {
+    /// [`content_hash`] of the last rejected response.
+    content: u64,
+    /// Delays before NACKing that same content again; rebuilt when the content changes.
+    backoff: ExponentialBackoff,
+    /// Error messages already logged at warn, with how often each was seen; most recent last.
+    messages: Vec<(String, u64)>,
+}
+
 impl<H: Handler> AdsClient<H> {
     /// A client that has not connected yet.
     pub fn new(config: ClientConfig, handler: H) -> Self {
@@ -126,6 +182,7 @@ impl<H: Handler> AdsClient<H> {
             config,
             handler,
             accepted: HashMap::new(),
+            rejections: HashMap::new(),
         }
     }
 
@@ -159,21 +216,17 @@ impl<H: Handler> AdsClient<H> {
         Fut: Future<Output = Result<Channel, E>>,
         E: Display,
     {
-        let mut attempt: u32 = 0;
+        let reconnect = jittered_backoff(self.config.initial_backoff, self.config.max_backoff);
+        let mut delays = reconnect.build();
         loop {
             let (error, got_response) = match connect().await {
                 Ok(channel) => self.session(channel).await,
                 Err(error) => (ClientError::Connect(error.to_string()), false),
             };
             if got_response {
-                attempt = 0;
+                delays = reconnect.build();
             }
-            let delay = backoff(
-                self.config.initial_backoff,
-                self.config.max_backoff,
-                attempt,
-            );
-            attempt = attempt.saturating_add(1);
+            let delay = delays.next().unwrap_or(self.config.max_backoff);
             warn!(
                 "disconnected from xDS server {}: {error}; reconnecting in {delay:?}",
                 self.config.address
@@ -190,6 +243,7 @@ impl<H: Handler> AdsClient<H> {
             node: Some(self.config.node.clone()),
             requested: HashMap::new(),
             nonces: HashMap::new(),
+            delayed: HashMap::new(),
         };
         for t in type_url::PUSH_ORDER {
             let names = if type_url::is_wildcard_type(t) {
@@ -216,13 +270,19 @@ impl<H: Handler> AdsClient<H> {
         info!("connected to xDS server {}", self.config.address);
         let mut got_response = false;
         loop {
-            match responses.message().await {
-                Ok(Some(response)) => {
-                    got_response = true;
-                    self.on_response(&mut stream, response);
-                }
-                Ok(None) => return (ClientError::Closed, got_response),
-                Err(status) => return (status.into(), got_response),
+            let due = stream.next_due();
+            // Without a delayed NACK the timer branch is disabled; the hour is never awaited.
+            let wake = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                message = responses.message() => match message {
+                    Ok(Some(response)) => {
+                        got_response = true;
+                        self.on_response(&mut stream, response);
+                    }
+                    Ok(None) => return (ClientError::Closed, got_response),
+                    Err(status) => return (status.into(), got_response),
+                },
+                () = tokio::time::sleep_until(wake), if due.is_some() => stream.send_due(),
             }
         }
     }
@@ -236,23 +296,47 @@ impl<H: Handler> AdsClient<H> {
             ..
         } = response;
         let short = type_url::short(&t);
+        // A delayed NACK of this type answers an older response: this one supersedes it.
+        stream.delayed.remove(&t);
         stream.nonces.insert(t.clone(), nonce.clone());
         let names = stream.requested.get(&t).cloned().unwrap_or_default();
-        match self.handler.apply(&t, &version_info, resources) {
+        let content = content_hash(&resources);
+        let result = check_type_urls(&t, &resources).and_then(|()| {
+            let resources = if type_url::is_wildcard_type(&t) {
+                resources
+            } else {
+                requested_only(&t, &names, resources)
+            };
+            self.handler.apply(&t, &version_info, resources)
+        });
+        match result {
             Ok(()) => {
                 debug!(r#type = short, version = %version_info, %nonce, "ACK");
+                self.rejections.remove(&t);
                 self.accepted.insert(t.clone(), version_info.clone());
                 stream.request(&t, version_info, names, nonce, None);
             }
             Err(message) => {
-                warn!("rejected {short} version {version_info} from the xDS server: {message}");
+                let delay = self.note_rejection(&t, &version_info, content, &message);
                 let previous = self.accepted.get(&t).cloned().unwrap_or_default();
                 let error = RpcStatus {
                     code: INVALID_ARGUMENT,
                     message,
                     details: Vec::new(),
                 };
-                stream.request(&t, previous, names, nonce, Some(error));
+                match delay {
+                    None => stream.request(&t, previous, names, nonce, Some(error)),
+                    Some(delay) => {
+                        let delayed = Delayed {
+                            at: Instant::now() + delay,
+                            version_info: previous,
+                            resource_names: names,
+                            response_nonce: nonce,
+                            error,
+                        };
+                        stream.delayed.insert(t.clone(), delayed);
+                    }
+                }
             }
         }
         let dependent = match t.as_str() {
@@ -263,6 +347,7 @@ impl<H: Handler> AdsClient<H> {
         let names = normalize(self.handler.resource_names(dependent));
         let changed = match stream.requested.get(dependent) {
             Some(old) => *old != names,
+            // Never subscribed on this stream: an empty first request would be a wildcard.
             None => !names.is_empty(),
         };
         if changed {
@@ -273,9 +358,82 @@ impl<H: Handler> AdsClient<H> {
             );
             let version = self.accepted.get(dependent).cloned().unwrap_or_default();
             let nonce = stream.nonces.get(dependent).cloned().unwrap_or_default();
-            stream.request(dependent, version, names, nonce, None);
+            // A NACK of that type waiting for its backoff goes now, with the new names: a
+            // later request would supersede it anyway.
+            let error = stream.delayed.remove(dependent).map(|d| d.error);
+            stream.request(dependent, version, names, nonce, error);
         }
     }
+
+    /// Records a rejection of `content` for type `t`: logs it (each distinct message once at
+    /// warn) and returns how long to wait before NACKing, `None` for at once (anything but
+    /// the content rejected last time).
+    fn note_rejection(
+        &mut self,
+        t: &str,
+        version: &str,
+        content: u64,
+        message: &str,
+    ) -> Option<Duration> {
+        let short = type_url::short(t);
+        let new_backoff = || {
+            jittered_backoff(
+                self.config.nack_initial_backoff,
+                self.config.nack_max_backoff,
+            )
+            .build()
+        };
+        let repeat = match self.rejections.get_mut(t) {
+            Some(state) if state.content == content => true,
+            Some(state) => {
+                state.content = content;
+                state.backoff = new_backoff();
+                false
+            }
+            None => {
+                let state = Rejections {
+                    content,
+                    backoff: new_backoff(),
+                    messages: Vec::new(),
+                };
+                self.rejections.insert(t.to_string(), state);
+                false
+            }
+        };
+        let state = self.rejections.get_mut(t)?;
+        match state.messages.iter().position(|(m, _)| m == message) {
+            Some(i) => {
+                let (message, count) = state.messages.remove(i);
+                let count = count.saturating_add(1);
+                debug!(
+                    "rejected {short} version {version} from the xDS server again ({count} times): {message}"
+                );
+                state.messages.push((message, count));
+            }
+            None => {
+                warn!("rejected {short} version {version} from the xDS server: {message}");
+                if state.messages.len() >= REMEMBERED_MESSAGES {
+                    state.messages.remove(0);
+                }
+                state.messages.push((message.to_string(), 1));
+            }
+        }
+        if !repeat {
+            return None;
+        }
+        let delay = state.backoff.next().unwrap_or(self.config.nack_max_backoff);
+        debug!("the xDS server resent rejected {short} content; NACKing again in {delay:?}");
+        Some(delay)
+    }
+}
+
+/// A NACK waiting for its backoff before it is sent.
+struct Delayed {
+    at: Instant,
+    version_info: String,
+    resource_names: Vec<String>,
+    response_nonce: String,
+    error: RpcStatus,
 }
 
 /// The request side of one stream and what was requested on it.
@@ -287,6 +445,8 @@ struct Outbox {
     requested: HashMap<String, Vec<String>>,
     /// The nonce of the last response per type on this stream.
     nonces: HashMap<String, String>,
+    /// NACKs of repeated content waiting for their backoff, per type.
+    delayed: HashMap<String, Delayed>,
 }
 
 impl Outbox {
@@ -312,6 +472,72 @@ impl Outbox {
         // A send error means the stream is gone; the response side notices and reports it.
         let _ = self.tx.send(request);
     }
+
+    /// When the earliest delayed NACK is due.
+    fn next_due(&self) -> Option<Instant> {
+        self.delayed.values().map(|d| d.at).min()
+    }
+
+    /// Sends every delayed NACK that is due.
+    fn send_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .delayed
+            .iter()
+            .filter(|(_, d)| d.at <= now)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in due {
+            if let Some(d) = self.delayed.remove(&t) {
+                self.request(
+                    &t,
+                    d.version_info,
+                    d.resource_names,
+                    d.response_nonce,
+                    Some(d.error),
+                );
+            }
+        }
+    }
+}
+
+/// Err names the first resource packed with a type URL other than the response's.
+fn check_type_urls(type_url: &str, resources: &[Any]) -> Result<(), String> {
+    let mut wrong = resources
+        .iter()
+        .enumerate()
+        .filter(|(_, any)| any.type_url != type_url);
+    let Some((index, any)) = wrong.next() else {
+        return Ok(());
+    };
+    let others = wrong.count();
+    let mut message = format!(
+        "resource {index}: type URL {:?} does not match the response's type URL {type_url:?}",
+        any.type_url
+    );
+    if others > 0 {
+        message.push_str(&format!(" (and {others} more resources)"));
+    }
+    Err(message)
+}
+
+/// The resources of a by-name type whose names were requested; a resource whose name
+/// does not decode is kept, for the handler to reject.
+fn requested_only(type_url: &str, requested: &[String], resources: Vec<Any>) -> Vec<Any> {
+    resources
+        .into_iter()
+        .filter(|any| match name_of(any) {
+            Some(name) if requested.binary_search(&name).is_err() => {
+                debug!(
+                    r#type = type_url::short(type_url),
+                    %name,
+                    "ignoring a resource that was not requested"
+                );
+                false
+            }
+            _ => true,
+        })
+        .collect()
 }
 
 /// Sorted, deduplicated names, so that order changes are not subscription changes.
@@ -321,12 +547,15 @@ fn normalize(mut names: Vec<String>) -> Vec<String> {
     names
 }
 
-/// The delay before reconnect attempt `attempt` (0-based): `initial * 2^attempt`, capped
-/// at `max`, then jittered uniformly into `[delay / 2, delay]`.
-fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
-    let factor = 1u32 << attempt.min(20);
-    let delay = initial.saturating_mul(factor).min(max);
-    delay.mul_f64(rand::random_range(0.5..=1.0))
+/// Delays starting at `initial` and doubling up to `max`, each jittered uniformly into
+/// `[delay / 2, delay)`: backon's jitter adds up to 100%, so it starts from half.
+fn jittered_backoff(initial: Duration, max: Duration) -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(initial / 2)
+        .with_max_delay(max / 2)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
 }
 
 /// An error and its sources, `": "`-separated (tonic's transport error alone only says
@@ -351,15 +580,20 @@ mod tests {
         let initial = Duration::from_millis(100);
         let max = Duration::from_secs(5);
         for _ in 0..100 {
-            let first = backoff(initial, max, 0);
+            let mut delays = jittered_backoff(initial, max).build();
+            let first = delays.next().expect("endless");
             assert!(
-                first >= Duration::from_millis(50) && first <= initial,
+                first >= Duration::from_millis(50) && first < initial,
                 "{first:?}"
             );
-            let third = backoff(initial, max, 2);
-            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
-            let late = backoff(initial, max, 40);
-            assert!(late >= max / 2 && late <= max, "{late:?}");
+            delays.next();
+            let third = delays.next().expect("endless");
+            assert!(
+                third >= Duration::from_millis(200) && third < Duration::from_millis(400),
+                "{third:?}"
+            );
+            let late = delays.nth(40).expect("endless");
+            assert!(late >= max / 2 && late < max, "{late:?}");
         }
     }
 
@@ -367,5 +601,35 @@ mod tests {
     fn normalize_sorts_and_dedups() {
         let names = normalize(vec!["b".into(), "a".into(), "b".into()]);
         assert_eq!(names, vec!["a".to_string(), "b".to_string()]);
+    }
+
+    #[test]
+    fn type_url_check_names_index_and_both_urls() {
+        let any = |t: &str| Any {
+            type_url: t.to_string(),
+            value: Vec::new(),
+        };
+        assert_eq!(
+            check_type_urls(type_url::ROUTE, &[any(type_url::ROUTE)]),
+            Ok(())
+        );
+        assert_eq!(check_type_urls(type_url::ROUTE, &[]), Ok(()));
+        let error = check_type_urls(
+            type_url::ROUTE,
+            &[
+                any(type_url::ROUTE),
+                any(type_url::CLUSTER),
+                any("type.googleapis.com/x"),
+            ],
+        )
+        .expect_err("mismatch");
+        assert_eq!(
+            error,
+            format!(
+                "resource 1: type URL {:?} does not match the response's type URL {:?} (and 1 more resources)",
+                type_url::CLUSTER,
+                type_url::ROUTE
+            )
+        );
     }
 }

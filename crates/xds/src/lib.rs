@@ -6,6 +6,7 @@
 //! the proxy plugs in a [`Handler`].
 
 pub mod client;
+pub mod contract;
 pub mod resource;
 pub mod server;
 pub mod type_url;

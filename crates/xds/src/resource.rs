@@ -54,6 +54,36 @@ pub fn version_of(resources: &[Resource]) -> String {
     format!("{:016x}", hash.finish())
 }
 
+/// A hash of a response's resources (type URLs and bytes), independent of their order: two
+/// responses with the same resources hash the same whatever their versions and nonces.
+pub(crate) fn content_hash(resources: &[Any]) -> u64 {
+    let mut sorted: Vec<&Any> = resources.iter().collect();
+    sorted.sort_by(|a, b| (&a.type_url, &a.value).cmp(&(&b.type_url, &b.value)));
+    let mut hash = Fnv64::new();
+    for any in sorted {
+        hash.write_prefixed(any.type_url.as_bytes());
+        hash.write_prefixed(&any.value);
+    }
+    hash.finish()
+}
+
+/// The first field of every Envoy xDS resource message: its name (`Listener.name`,
+/// `RouteConfiguration.name`, `Cluster.name`, `ClusterLoadAssignment.cluster_name`,
+/// `Secret.name` all have tag 1). Decoding only it skips every other field.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NameOnly {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
+/// The name of a packed xDS resource, without decoding the rest of it; `None` when the
+/// bytes do not decode.
+pub(crate) fn name_of(any: &Any) -> Option<String> {
+    <NameOnly as prost::Message>::decode(any.value.as_slice())
+        .ok()
+        .map(|n| n.name)
+}
+
 /// 64-bit FNV-1a: tiny, and stable across processes and Rust versions (unlike std's
 /// `DefaultHasher`, whose algorithm is unspecified).
 struct Fnv64(u64);
@@ -118,6 +148,73 @@ mod tests {
         // The empty set has a fixed version too.
         assert_eq!(version_of(&[]), version_of(&[]));
         assert_ne!(version_of(&[]), version_of(&[cluster("a")]));
+    }
+
+    #[test]
+    fn content_hash_ignores_order_and_sees_bytes() {
+        let a = cluster("a").body;
+        let b = cluster("b").body;
+        assert_eq!(
+            content_hash(&[a.clone(), b.clone()]),
+            content_hash(&[b.clone(), a.clone()])
+        );
+        let one = content_hash(std::slice::from_ref(&a));
+        assert_ne!(one, content_hash(std::slice::from_ref(&b)));
+        assert_ne!(one, content_hash(&[a.clone(), a.clone()]));
+        let relabelled = Any {
+            type_url: crate::type_url::ROUTE.into(),
+            value: a.value.clone(),
+        };
+        assert_ne!(content_hash(&[a]), content_hash(&[relabelled]));
+    }
+
+    #[test]
+    fn name_of_reads_every_resource_types_name() {
+        use envoy_types::pb::envoy::config::{endpoint, listener, route};
+        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+        let named = [
+            Resource::new(
+                "l",
+                &listener::v3::Listener {
+                    name: "l".into(),
+                    stat_prefix: "not the name".into(),
+                    ..Default::default()
+                },
+            ),
+            Resource::new(
+                "r",
+                &route::v3::RouteConfiguration {
+                    name: "r".into(),
+                    ..Default::default()
+                },
+            ),
+            cluster("c"),
+            Resource::new(
+                "e",
+                &endpoint::v3::ClusterLoadAssignment {
+                    cluster_name: "e".into(),
+                    ..Default::default()
+                },
+            ),
+            Resource::new(
+                "s",
+                &Secret {
+                    name: "s".into(),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for resource in named {
+            assert_eq!(
+                name_of(&resource.body).as_deref(),
+                Some(resource.name.as_str())
+            );
+        }
+        let garbage = Any {
+            type_url: crate::type_url::ROUTE.into(),
+            value: vec![0x0a, 0xff],
+        };
+        assert_eq!(name_of(&garbage), None);
     }
 
     #[test]

@@ -3,18 +3,24 @@
 //! whenever the generator snapshot changes.
 //!
 //! Protocol rules implemented here, per stream and per type URL:
-//! - The first request of a type is the subscription: its `resource_names` are recorded
-//!   and the full generated set is sent (filtered by name for non-wildcard types), even
-//!   when it is empty.
+//! - The first request of a type is the subscription, answered with the generated set even
+//!   when it is empty. Its `resource_names` say what is wanted: none at all is a wildcard
+//!   subscription (every resource of the type, whatever the type), and so is the name `"*"`;
+//!   other names select resources by name.
+//! - Later requests carry the full list of wanted names. While every request of the type has
+//!   had an empty list, the subscription stays wildcard (Envoy's "legacy wildcard", which
+//!   Envoy and weft-xds's client use for LDS and CDS). Once a request named something, an
+//!   empty list unsubscribes from every resource of the type: nothing more of it is sent
+//!   until a request names resources (or `"*"`) again.
 //! - `version_info` is a content hash ([`version_of`]); the nonce is a per-stream counter.
 //! - A request whose `response_nonce` is not the last nonce sent for its type is stale and
 //!   ignored. An empty nonce means the client has not seen a response of that type on this
 //!   stream yet: it is treated as a (re)subscription and answered.
-//! - ACK (matching nonce, no `error_detail`): the version is recorded; if the names changed,
-//!   the type is regenerated and sent.
+//! - ACK (matching nonce, no `error_detail`): the version is recorded; if the subscription
+//!   changed (and is not an unsubscription), the type is regenerated and sent.
 //! - NACK (matching nonce, `error_detail`): logged at warn and recorded; the rejected
 //!   content is not sent again (only a different version, or a change of names, is sent).
-//! - A new generator snapshot regenerates every subscribed type in
+//! - A new generator snapshot regenerates every subscribed (not unsubscribed) type in
 //!   [`PUSH_ORDER`](crate::type_url::PUSH_ORDER) and sends those whose version changed.
 
 use std::collections::{BTreeMap, HashMap};
@@ -84,7 +90,11 @@ pub struct TypeStatus {
     /// version (`"version <v>: <message>"`). Kept after later ACKs: compare `acked_version`
     /// with `sent_version` to tell whether the proxy is currently in sync.
     pub last_nack: Option<String>,
-    /// The names the proxy subscribed to (empty for a wildcard subscription).
+    /// Whether the proxy subscribed to every resource of the type (an empty first request,
+    /// or the name `"*"`).
+    pub wildcard: bool,
+    /// The names the proxy subscribed to explicitly (without `"*"`). Empty and not
+    /// `wildcard`: the proxy unsubscribed from the type.
     pub resource_names: Vec<String>,
     /// How many resources the last response carried.
     pub resource_count: usize,
@@ -293,13 +303,56 @@ struct Connection<G: Generator> {
 
 #[derive(Debug, Default)]
 struct Subscription {
-    /// Requested names, sorted and deduplicated.
+    /// Explicitly requested names (without `"*"`), sorted and deduplicated.
     names: Vec<String>,
+    /// Every resource of the type is wanted.
+    wildcard: bool,
+    /// Every request of the type so far had an empty `resource_names`: an empty list still
+    /// means wildcard. The first request naming anything ends it for the stream.
+    legacy_wildcard: bool,
     sent_version: Option<String>,
     sent_nonce: String,
     acked_version: Option<String>,
     last_nack: Option<String>,
     resource_count: usize,
+}
+
+impl Subscription {
+    /// A subscription from the first request of a type.
+    fn new(requested: Vec<String>) -> Self {
+        let mut sub = Self {
+            wildcard: requested.is_empty(),
+            legacy_wildcard: requested.is_empty(),
+            ..Self::default()
+        };
+        sub.update(requested);
+        sub
+    }
+
+    /// Applies the names of a later request; returns whether what is wanted changed.
+    fn update(&mut self, requested: Vec<String>) -> bool {
+        if self.legacy_wildcard {
+            if requested.is_empty() {
+                return false;
+            }
+            self.legacy_wildcard = false;
+        }
+        let mut names = normalize(requested);
+        let star = names.iter().position(|n| n == "*");
+        let wildcard = star.is_some();
+        if let Some(i) = star {
+            names.remove(i);
+        }
+        let changed = wildcard != self.wildcard || names != self.names;
+        self.wildcard = wildcard;
+        self.names = names;
+        changed
+    }
+
+    /// The proxy asked for nothing of this type.
+    fn unsubscribed(&self) -> bool {
+        !self.wildcard && self.names.is_empty()
+    }
 }
 
 impl<G: Generator> Connection<G> {
@@ -311,23 +364,21 @@ impl<G: Generator> Connection<G> {
             warn!(proxy = %self.id, "ignoring a request without type_url");
             return None;
         }
-        let names = normalize(request.resource_names);
+        let names = request.resource_names;
         let Some(sub) = self.subscriptions.get_mut(type_url) else {
             debug!(proxy = %self.id, r#type = short, ?names, "new subscription");
-            self.subscriptions.insert(
-                type_url.to_string(),
-                Subscription {
-                    names,
-                    ..Subscription::default()
-                },
-            );
+            self.subscriptions
+                .insert(type_url.to_string(), Subscription::new(names));
             return Some(self.respond(type_url, None));
         };
         if request.response_nonce.is_empty() {
             // The proxy has not seen any response of this type on this stream: a
             // repeated initial request. Answer it with the current set.
             debug!(proxy = %self.id, r#type = short, ?names, "repeated subscription");
-            sub.names = names;
+            sub.update(names);
+            if sub.unsubscribed() {
+                return None;
+            }
             return Some(self.respond(type_url, None));
         }
         if request.response_nonce != sub.sent_nonce {
@@ -351,9 +402,18 @@ impl<G: Generator> Connection<G> {
             debug!(proxy = %self.id, r#type = short, version = %request.version_info, "ACK");
             sub.acked_version = Some(request.version_info);
         }
-        if sub.names != names {
-            debug!(proxy = %self.id, r#type = short, ?names, "subscription changed");
-            sub.names = names;
+        if sub.update(names) {
+            if sub.unsubscribed() {
+                debug!(proxy = %self.id, r#type = short, "unsubscribed");
+                return None;
+            }
+            debug!(
+                proxy = %self.id,
+                r#type = short,
+                names = ?sub.names,
+                wildcard = sub.wildcard,
+                "subscription changed"
+            );
             return Some(self.respond(type_url, None));
         }
         None
@@ -363,7 +423,12 @@ impl<G: Generator> Connection<G> {
     /// whose content changed, in push order.
     fn on_snapshot(&mut self, generator: Arc<G>) -> Vec<DiscoveryResponse> {
         self.generator = generator;
-        let mut types: Vec<String> = self.subscriptions.keys().cloned().collect();
+        let mut types: Vec<String> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| !s.unsubscribed())
+            .map(|(t, _)| t.clone())
+            .collect();
         types.sort_by(|a, b| {
             type_url::push_rank(a)
                 .cmp(&type_url::push_rank(b))
@@ -389,16 +454,12 @@ impl<G: Generator> Connection<G> {
 
     /// The generated resources of a type, filtered by the subscription and sorted by name.
     fn resources(&self, type_url: &str) -> Vec<Resource> {
-        let names = self
-            .subscriptions
-            .get(type_url)
-            .map(|s| s.names.as_slice())
-            .unwrap_or_default();
+        let Some(sub) = self.subscriptions.get(type_url) else {
+            return Vec::new();
+        };
         let mut resources = self.generator.generate(&self.proxy, type_url);
-        let wildcard = type_url::is_wildcard_type(type_url)
-            && (names.is_empty() || names.iter().any(|n| n == "*"));
-        if !wildcard {
-            resources.retain(|r| names.binary_search(&r.name).is_ok());
+        if !sub.wildcard {
+            resources.retain(|r| sub.names.binary_search(&r.name).is_ok());
         }
         resources.sort_by(|a, b| a.name.cmp(&b.name));
         resources
@@ -448,6 +509,7 @@ impl<G: Generator> Connection<G> {
                 sent_nonce: s.sent_nonce.clone(),
                 acked_version: s.acked_version.clone(),
                 last_nack: s.last_nack.clone(),
+                wildcard: s.wildcard,
                 resource_names: s.names.clone(),
                 resource_count: s.resource_count,
             })

@@ -1,15 +1,7 @@
-//! Envoy xDS v3 resource type URLs and their properties.
+//! Envoy xDS v3 resource type URLs (defined in [`contract`](crate::contract)) and their
+//! properties in the protocol.
 
-/// Listener Discovery Service (wildcard).
-pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-/// Route Discovery Service (by name).
-pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-/// Cluster Discovery Service (wildcard).
-pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-/// Endpoint Discovery Service (by name).
-pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-/// Secret Discovery Service (by name).
-pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+pub use crate::contract::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 
 /// The order in which the server pushes types after a change, so that a proxy never
 /// sees a reference before what it references (clusters before their endpoints,
@@ -29,8 +21,12 @@ pub fn short(type_url: &str) -> &'static str {
     }
 }
 
-/// Whether a type is subscribed to as a whole (LDS, CDS): there an empty
-/// `resource_names` means "every resource". Other types are subscribed to by name.
+/// Whether clients subscribe to a type as a whole (LDS, CDS: a wildcard subscription, whose
+/// first request carries no names) rather than by name (RDS, EDS, SDS).
+///
+/// These are also the only types whose state-of-the-world responses carry the complete set:
+/// a listener or cluster missing from a response is deleted, while a route configuration or
+/// load assignment missing from a response is not (see [`Handler`](crate::Handler)).
 pub fn is_wildcard_type(type_url: &str) -> bool {
     matches!(type_url, LISTENER | CLUSTER)
 }
@@ -64,23 +60,6 @@ mod tests {
         assert!(!is_wildcard_type(ROUTE));
         assert!(!is_wildcard_type(ENDPOINT));
         assert!(!is_wildcard_type(SECRET));
-    }
-
-    #[test]
-    fn type_urls_match_envoy_types() {
-        use envoy_types::pb::envoy::config;
-        use prost::Name;
-        assert_eq!(config::listener::v3::Listener::type_url(), LISTENER);
-        assert_eq!(config::route::v3::RouteConfiguration::type_url(), ROUTE);
-        assert_eq!(config::cluster::v3::Cluster::type_url(), CLUSTER);
-        assert_eq!(
-            config::endpoint::v3::ClusterLoadAssignment::type_url(),
-            ENDPOINT
-        );
-        assert_eq!(
-            envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret::type_url(),
-            SECRET
-        );
     }
 
     #[test]
