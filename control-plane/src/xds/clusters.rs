@@ -26,7 +26,7 @@ use crate::model::{DestinationRuleEntry, Model};
 use crate::service::{Resolution, Service, ServicePort};
 
 /// Key of the upstream HTTP protocol options in `typed_extension_protocol_options`.
-pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+pub use weft_xds::contract::HTTP_PROTOCOL_OPTIONS;
 /// Connect timeout when the DestinationRule does not set one (Istio's default).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -14,10 +14,8 @@ use super::{ads_config_source, pack, routes};
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
 /// Name of the inbound listener.
 pub const VIRTUAL_INBOUND: &str = "virtualInbound";
-/// Name of the HTTP connection manager network filter.
-pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
-/// Name of the router HTTP filter.
-pub const ROUTER: &str = "envoy.filters.http.router";
+/// Filter names shared with the proxy (weft-xds's contract module).
+pub use weft_xds::contract::{HTTP_CONNECTION_MANAGER, ROUTER};
 
 /// All listeners of a proxy.
 pub fn listeners(proxy: &Proxy) -> Vec<Listener> {

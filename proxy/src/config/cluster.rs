@@ -20,9 +20,9 @@ use crate::upstream::LbPolicy;
 use crate::upstream::dns::{self, DnsKind, DnsTargets, LookupFamily};
 use crate::upstream::pool::DEFAULT_IDLE_TIMEOUT;
 
-pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-const HTTP_PROTOCOL_OPTIONS_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+// Names shared with the controller: weft-xds's contract module.
+pub use weft_xds::contract::HTTP_PROTOCOL_OPTIONS;
+use weft_xds::contract::HTTP_PROTOCOL_OPTIONS_TYPE_URL as HTTP_PROTOCOL_OPTIONS_TYPE;
 /// Envoy's default `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 

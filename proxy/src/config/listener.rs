@@ -18,10 +18,11 @@ use super::{
     ConfigError, Reason, RouteConfig, invalid, reject_leftover, reject_set, socket_address,
 };
 
-pub const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
-pub const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
-pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
-pub const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+// Names shared with the controller: weft-xds's contract module.
+pub use weft_xds::contract::{
+    HTTP_CONNECTION_MANAGER as HCM_FILTER, HTTP_CONNECTION_MANAGER_TYPE_URL as HCM_TYPE,
+    ROUTER as ROUTER_FILTER, ROUTER_TYPE_URL as ROUTER_TYPE,
+};
 
 #[derive(Debug)]
 pub struct Listener {

@@ -404,7 +404,7 @@ fn convert_route(mut r: rt::Route) -> Result<Route, Reason> {
     let m = r.r#match.take().ok_or(Reason::Missing("match"))?;
     let matcher = convert_match(m)?;
     let action = match r.action.take() {
-        Some(rt::route::Action::Route(a)) => Action::Forward(convert_forward(a, &matcher)?),
+        Some(rt::route::Action::Route(a)) => Action::Forward(convert_forward(a)?),
         Some(rt::route::Action::Redirect(a)) => Action::Redirect(convert_redirect(a)?),
         Some(rt::route::Action::DirectResponse(a)) => Action::Direct(convert_direct(a)?),
         Some(rt::route::Action::FilterAction(_)) => {
@@ -526,7 +526,7 @@ fn prefix_reason(prefix: &str, r: Reason) -> Reason {
     }
 }
 
-fn convert_forward(mut a: rt::RouteAction, m: &RouteMatch) -> Result<ForwardAction, Reason> {
+fn convert_forward(mut a: rt::RouteAction) -> Result<ForwardAction, Reason> {
     use rt::route_action::{
         ClusterNotFoundResponseCode as Nf, ClusterSpecifier as C, HostRewriteSpecifier as H,
     };
@@ -548,12 +548,6 @@ fn convert_forward(mut a: rt::RouteAction, m: &RouteMatch) -> Result<ForwardActi
         Some(d) => Some(d),
     };
     let prefix_rewrite = Some(take(&mut a.prefix_rewrite)).filter(|p| !p.is_empty());
-    if prefix_rewrite.is_some() && matches!(m.path, PathMatch::Regex(_)) {
-        return Err(invalid(
-            "route.prefix_rewrite",
-            "cannot be combined with a safe_regex path match",
-        ));
-    }
     let host_rewrite = match a.host_rewrite_specifier.take() {
         None => None,
         Some(H::HostRewriteLiteral(h)) => Some(

@@ -28,7 +28,8 @@ pub(super) fn rewritten_path(
     };
     let matched_len = match &m.path {
         PathMatch::Prefix(p) | PathMatch::Exact(p) | PathMatch::SeparatedPrefix(p) => p.len(),
-        PathMatch::Regex(_) => return Ok(original),
+        // Envoy: with a regex match the whole path is the matched part, so it is replaced.
+        PathMatch::Regex(_) => original.path().len(),
     };
     let path = original.path();
     let mut out = String::with_capacity(original.as_str().len() + rewrite.len());
@@ -105,5 +106,33 @@ fn split_host_port(authority: &str) -> (&str, Option<u16>) {
             Err(_) => (authority, None),
         },
         _ => (authority, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matcher(path: PathMatch) -> RouteMatch {
+        RouteMatch {
+            path,
+            case_sensitive: true,
+            headers: Vec::new(),
+            query: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn prefix_rewrite_replaces_the_matched_part() {
+        let uri: Uri = "/api/v1/items?x=1".parse().unwrap();
+        let m = matcher(PathMatch::Prefix("/api".into()));
+        assert_eq!(
+            rewritten_path(&uri, Some("/svc"), &m).unwrap(),
+            "/svc/v1/items?x=1"
+        );
+        // A regex match covers the whole path (Envoy), the query stays.
+        let m = matcher(PathMatch::Regex(regex::Regex::new("^/api/.*$").unwrap()));
+        assert_eq!(rewritten_path(&uri, Some("/all"), &m).unwrap(), "/all?x=1");
+        assert_eq!(rewritten_path(&uri, None, &m).unwrap(), "/api/v1/items?x=1");
     }
 }
