@@ -1,4 +1,7 @@
 //! `Duration`: a non-negative duration written the way Istio accepts it (Go syntax: `1.5s`, `100ms`, `1m30s`).
+//!
+//! This is the workspace's one Go-style duration parser: Istio fields use [`Duration`], flags and
+//! environment variables [`parse_std`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -130,6 +133,13 @@ impl Duration {
     }
 }
 
+/// Parses a Go-style duration into a standard-library one: the workspace's one duration parser
+/// for flags and environment variables as well as Istio fields. Usable directly as a clap
+/// `value_parser` (`value_parser = weft_api::duration::parse_std`).
+pub fn parse_std(s: &str) -> Result<std::time::Duration, ParseDurationError> {
+    Duration::parse(s).map(|d| d.0)
+}
+
 impl FromStr for Duration {
     type Err = ParseDurationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -244,6 +254,19 @@ mod tests {
         let msg = Duration::parse("").unwrap_err().to_string();
         assert!(msg.contains("empty"), "{msg}");
         assert!(Duration::parse("99999999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn parse_std_is_the_same_parser() {
+        assert_eq!(parse_std("1m30s"), Ok(std::time::Duration::from_secs(90)));
+        assert_eq!(
+            parse_std("250ms"),
+            Ok(std::time::Duration::from_millis(250))
+        );
+        let e = parse_std("250").unwrap_err();
+        assert!(e.to_string().contains("missing unit"), "{e}");
+        let boxed: Box<dyn std::error::Error + Send + Sync> = e.into();
+        assert!(boxed.to_string().starts_with("invalid duration \"250\""));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 pub mod crd;
 mod de;
 pub mod duration;
+pub mod header_format;
 pub mod host;
 pub mod meta;
 pub mod networking;

@@ -497,17 +497,42 @@ fn is_internal_header(name: &str) -> bool {
     name.starts_with(':') || name.eq_ignore_ascii_case("host")
 }
 
-/// A header name in a request `set`/`add`: may target the authority, not other pseudo-headers.
+/// An HTTP field name (RFC 9110 token), which the proxy needs to build the header.
+fn check_token(name: &str) -> Check {
+    let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+    if name.bytes().all(token) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid header {name:?}: not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~)"
+        ))
+    }
+}
+
+/// A header name in a route's request `set`/`add`: may target the authority, not other
+/// pseudo-headers.
 pub fn validate_request_header_op_name(name: &str) -> Check {
     if name.is_empty() {
         return Err("header name cannot be empty".into());
     }
-    if is_internal_header(name) && !is_authority_header(name) {
+    if is_authority_header(name) {
+        return Ok(());
+    }
+    if is_internal_header(name) {
         return Err(format!(
             "invalid header {name:?}: header cannot have \":\" prefix"
         ));
     }
-    Ok(())
+    check_token(name)
+}
+
+/// A header name in a destination's request `set`/`add`: may target `host`, not pseudo-headers
+/// (Istio's `ValidateHTTPHeaderWithHostOperationName`).
+pub fn validate_destination_request_header_op_name(name: &str) -> Check {
+    if name.eq_ignore_ascii_case("host") {
+        return Ok(());
+    }
+    validate_header_op_name(name)
 }
 
 /// A header name in a `remove` list or a response operation: no pseudo-headers, no Host.
@@ -523,37 +548,13 @@ pub fn validate_header_op_name(name: &str) -> Check {
             "invalid header {name:?}: header cannot have \":\" prefix"
         ));
     }
-    Ok(())
+    check_token(name)
 }
 
-/// A header value as Envoy accepts it: no control characters, and `%` either doubled or
-/// opening a `%VARIABLE%` expression that is closed.
+/// A header value in a `set`/`add` operation, as Weft's proxy parses it: no control characters,
+/// and every `%` either `%%` or a supported `%COMMAND%` (see [`crate::header_format`]).
 pub fn validate_header_value(value: &str) -> Check {
-    if value
-        .chars()
-        .any(|c| (c as u32) < 0x20 && c != '\t' || c == '\u{7f}')
-    {
-        return Err(format!(
-            "header value {value:?} contains a control character"
-        ));
-    }
-    let mut rest = value;
-    while let Some(i) = rest.find('%') {
-        let after = &rest[i + 1..];
-        if let Some(a) = after.strip_prefix('%') {
-            rest = a;
-            continue;
-        }
-        match after.find('%') {
-            Some(j) => rest = &after[j + 1..],
-            None => {
-                return Err(format!(
-                    "header value {value:?} has an unterminated %VARIABLE% expression (write %% for a literal %)"
-                ));
-            }
-        }
-    }
-    Ok(())
+    crate::header_format::check_header_value(value)
 }
 
 /// Validates `exportTo`: `.`, `*`, `~` (service entries only) or namespace names, no duplicates,
@@ -733,6 +734,21 @@ mod tests {
         assert!(validate_header_value("abc%123").is_err());
         assert!(validate_header_value("%START_TIME%%").is_err());
         assert!(validate_header_value("a\nb").is_err());
+        assert!(validate_header_value("%FOO%").is_err());
+    }
+
+    #[test]
+    fn header_names() {
+        assert!(validate_request_header_op_name(":authority").is_ok());
+        assert!(validate_request_header_op_name("Host").is_ok());
+        assert!(validate_request_header_op_name("X-Custom_1").is_ok());
+        assert!(validate_request_header_op_name(":path").is_err());
+        assert!(validate_request_header_op_name("x client").is_err());
+        assert!(validate_destination_request_header_op_name("host").is_ok());
+        assert!(validate_destination_request_header_op_name(":authority").is_err());
+        assert!(validate_header_op_name("host").is_err());
+        assert!(validate_header_op_name("x-caf\u{e9}").is_err());
+        assert!(validate_header_op_name("x-ok").is_ok());
     }
 
     #[test]

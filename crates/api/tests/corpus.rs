@@ -289,6 +289,9 @@ fn round_trip() {
 
 /// Truncated and mangled versions of every corpus file must never panic, and every document
 /// must come back either as an object or as an error.
+///
+/// A file is cut every 13 bytes, but at most about 200 times: each cut re-parses the file, and
+/// the corpus holds Istio's 900 KB CRD bundle, which every 13 bytes would take hours.
 #[test]
 fn mangled_input_never_panics() {
     let root = corpus_root();
@@ -298,7 +301,7 @@ fn mangled_input_never_panics() {
     for f in files {
         let text = std::fs::read_to_string(&f).expect("read corpus file");
         let cuts: Vec<usize> = (0..text.len())
-            .step_by(13)
+            .step_by((text.len() / 200).max(13))
             .filter(|i| text.is_char_boundary(*i))
             .collect();
         for cut in cuts {

@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
 use http::{HeaderName, HeaderValue};
 use regex::Regex;
 
+use super::formatter::HeaderTemplate;
 use super::route::{
     HeaderAdd, HeaderMatch, HeaderMatchKind, HeaderOps, HeaderSource, QueryMatch, StringMatch,
     StringMatchKind,
@@ -157,9 +158,7 @@ pub(crate) fn header_ops(
         } else {
             h.raw_value
         };
-        let value = unescape_percent(&field, raw)?;
-        let value = HeaderValue::from_maybe_shared(Bytes::from(value))
-            .map_err(|e| invalid(&field, e.to_string()))?;
+        let value = header_template(&field, raw)?;
         #[allow(deprecated)]
         let action = match o.append {
             Some(b) if b.value => A::AppendIfExistsOrAdd,
@@ -188,25 +187,19 @@ fn writable_header(field: &str, key: &str) -> Result<HeaderName, Reason> {
     HeaderName::try_from(key).map_err(|e| invalid(field, format!("{key:?}: {e}")))
 }
 
-/// Envoy header values may hold `%COMMAND%` formatters; only the `%%` escape is supported.
-fn unescape_percent(field: &str, raw: Vec<u8>) -> Result<Vec<u8>, Reason> {
-    if !raw.contains(&b'%') {
-        return Ok(raw);
-    }
-    let mut out = Vec::with_capacity(raw.len());
-    let mut it = raw.iter().copied().peekable();
-    while let Some(b) = it.next() {
-        if b == b'%' {
-            if it.peek() == Some(&b'%') {
-                it.next();
-            } else {
-                return Err(Reason::Unsupported(format!(
-                    "{field}: header value formatters (%...%) in {:?}",
-                    String::from_utf8_lossy(&raw)
-                )));
+/// Parses a header value with Envoy's `%COMMAND%` formatters; a value that is not UTF-8
+/// can only be a literal.
+fn header_template(field: &str, raw: Vec<u8>) -> Result<HeaderTemplate, Reason> {
+    match String::from_utf8(raw) {
+        Ok(text) => HeaderTemplate::parse(&text).map_err(|e| invalid(field, e.to_string())),
+        Err(e) => {
+            let raw = e.into_bytes();
+            if raw.contains(&b'%') {
+                return Err(invalid(field, "a value with % formatters must be UTF-8"));
             }
+            let value = HeaderValue::from_maybe_shared(Bytes::from(raw))
+                .map_err(|e| invalid(field, e.to_string()))?;
+            Ok(HeaderTemplate::literal(value))
         }
-        out.push(b);
     }
-    Ok(out)
 }

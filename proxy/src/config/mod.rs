@@ -7,6 +7,7 @@
 //! ```
 
 mod cluster;
+pub mod formatter;
 mod listener;
 mod matcher;
 mod route;

@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::config::route::v3 as rt;
 use http::{HeaderName, HeaderValue, StatusCode};
 use regex::Regex;
 
+use super::formatter::HeaderTemplate;
 use super::matcher::{header_match, header_ops, query_match, regex};
 use super::{ConfigError, Reason, duration, invalid, reject_leftover, reject_set};
 
@@ -221,10 +222,18 @@ pub struct HeaderOps {
     pub remove: Vec<HeaderName>,
 }
 
+impl HeaderOps {
+    /// Whether some value has a per-request formatter (`%DOWNSTREAM_REMOTE_ADDRESS%`, …).
+    pub fn is_dynamic(&self) -> bool {
+        self.add.iter().any(|a| a.value.as_static().is_none())
+    }
+}
+
 #[derive(Debug)]
 pub struct HeaderAdd {
     pub name: HeaderName,
-    pub value: HeaderValue,
+    /// The value, with Envoy's `%COMMAND%` formatters parsed (`config/formatter.rs`).
+    pub value: HeaderTemplate,
     pub action: core::header_value_option::HeaderAppendAction,
     pub keep_empty: bool,
 }

@@ -237,7 +237,7 @@ fn rejects_range_match_and_unknown_pseudo_header() {
 }
 
 #[test]
-fn header_values_with_formatters_are_rejected_but_escapes_work() {
+fn header_values_parse_formatters_and_refuse_unknown_ones() {
     let hvo = |v: &str| core::HeaderValueOption {
         header: Some(core::HeaderValue {
             key: "x-a".into(),
@@ -247,9 +247,14 @@ fn header_values_with_formatters_are_rejected_but_escapes_work() {
         ..Default::default()
     };
     let ops = header_ops(vec![hvo("100%%")], vec![]).unwrap();
-    assert_eq!(ops.add[0].value, "100%");
-    let e = header_ops(vec![hvo("%DOWNSTREAM_REMOTE_ADDRESS%")], vec![]).unwrap_err();
-    assert!(e.to_string().contains("formatters"), "{e}");
+    assert_eq!(ops.add[0].value.as_static().unwrap(), "100%");
+    let ops = header_ops(vec![hvo("%DOWNSTREAM_REMOTE_ADDRESS%")], vec![]).unwrap();
+    assert!(ops.is_dynamic());
+    let e = header_ops(vec![hvo("%NO_SUCH_THING%")], vec![]).unwrap_err();
+    assert!(
+        e.to_string().contains("headers_to_add[0]") && e.to_string().contains("%NO_SUCH_THING%"),
+        "{e}"
+    );
     assert!(header_ops(vec![], vec![":path".into()]).is_err());
     assert!(header_ops(vec![], vec!["host".into()]).is_err());
 }

@@ -5,6 +5,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use rand::RngExt;
 
 use crate::config::HeaderOps;
+use crate::config::formatter::HeaderTemplate;
 
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -47,34 +48,56 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, request: bool) {
     }
 }
 
-/// Applies one level of header mutations: removals, then additions.
-pub(crate) fn apply_header_ops(ops: &HeaderOps, headers: &mut HeaderMap) {
+/// Renders a value with `%COMMAND%` formatters, given the headers being mutated.
+pub(crate) type Render<'a> = &'a dyn Fn(&HeaderTemplate, &HeaderMap) -> Option<HeaderValue>;
+
+/// Applies one level of header mutations: removals, then additions. Values without
+/// formatters are used as parsed; the others are rendered by `render` (empty = not added,
+/// unless `keep_empty_value`).
+pub(crate) fn apply_header_ops(ops: &HeaderOps, headers: &mut HeaderMap, render: Render<'_>) {
     for name in &ops.remove {
         headers.remove(name);
     }
     for add in &ops.add {
-        if add.value.is_empty() && !add.keep_empty {
+        let value = match add.value.as_static() {
+            Some(v) => v.clone(),
+            None => render(&add.value, headers).unwrap_or_else(|| HeaderValue::from_static("")),
+        };
+        if value.is_empty() && !add.keep_empty {
             continue;
         }
         match add.action {
             A::AppendIfExistsOrAdd => {
-                headers.append(add.name.clone(), add.value.clone());
+                headers.append(add.name.clone(), value);
             }
             A::AddIfAbsent => {
                 if !headers.contains_key(&add.name) {
-                    headers.insert(add.name.clone(), add.value.clone());
+                    headers.insert(add.name.clone(), value);
                 }
             }
             A::OverwriteIfExistsOrAdd => {
-                headers.insert(add.name.clone(), add.value.clone());
+                headers.insert(add.name.clone(), value);
             }
             A::OverwriteIfExists => {
                 if headers.contains_key(&add.name) {
-                    headers.insert(add.name.clone(), add.value.clone());
+                    headers.insert(add.name.clone(), value);
                 }
             }
         }
     }
+}
+
+/// This host's name, for `%HOSTNAME%` (read once).
+pub(crate) fn hostname() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "-".to_string())
+    })
 }
 
 /// A random UUID v4 for `x-request-id` (this runs per request: formatted on the stack).
@@ -149,7 +172,7 @@ mod tests {
         use crate::config::HeaderAdd;
         let add = |name: &'static str, value: &'static str, action| HeaderAdd {
             name: HeaderName::from_static(name),
-            value: HeaderValue::from_static(value),
+            value: HeaderTemplate::literal(HeaderValue::from_static(value)),
             action,
             keep_empty: false,
         };
@@ -167,12 +190,58 @@ mod tests {
         for n in ["a", "b", "c", "r"] {
             h.insert(n, HeaderValue::from_static("1"));
         }
-        apply_header_ops(&ops, &mut h);
+        apply_header_ops(&ops, &mut h, &|_, _| None);
         assert_eq!(h.get_all("a").iter().count(), 2);
         assert_eq!(h["b"], "1");
         assert_eq!(h["c"], "2");
         assert!(!h.contains_key("d"));
         assert!(!h.contains_key("e"));
         assert!(!h.contains_key("r"));
+    }
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+    use crate::config::HeaderAdd;
+
+    #[test]
+    fn formatter_values_are_rendered_and_empty_ones_skipped() {
+        let ops = HeaderOps {
+            add: vec![
+                HeaderAdd {
+                    name: HeaderName::from_static("x-client"),
+                    value: HeaderTemplate::parse("ip=%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%")
+                        .unwrap(),
+                    action: A::OverwriteIfExistsOrAdd,
+                    keep_empty: false,
+                },
+                HeaderAdd {
+                    name: HeaderName::from_static("x-empty"),
+                    value: HeaderTemplate::parse("%REQ(x-missing)%").unwrap(),
+                    action: A::OverwriteIfExistsOrAdd,
+                    keep_empty: false,
+                },
+            ],
+            remove: Vec::new(),
+        };
+        let mut h = HeaderMap::new();
+        let render = |t: &HeaderTemplate, headers: &HeaderMap| {
+            t.render(&crate::config::formatter::FormatContext {
+                downstream_remote: "10.1.2.3:5555".parse().unwrap(),
+                downstream_local: "10.1.2.4:15001".parse().unwrap(),
+                protocol: http::Version::HTTP_11,
+                request_method: None,
+                request_uri: None,
+                request_headers: headers,
+                response_headers: None,
+                upstream: None,
+                start_time: std::time::SystemTime::now(),
+                hostname: hostname(),
+            })
+        };
+        apply_header_ops(&ops, &mut h, &render);
+        assert_eq!(h["x-client"], "ip=10.1.2.3");
+        assert!(!h.contains_key("x-empty"));
     }
 }

@@ -20,7 +20,7 @@ pub mod router;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Version};
@@ -31,6 +31,7 @@ use hyper_util::server::conn::auto;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::formatter::{FormatContext, HeaderTemplate};
 use crate::config::{Action, Codec, ProxyConfig, Route, RouteConfig, VirtualHost};
 use crate::error::ProxyError;
 use crate::upstream::UpstreamBody;
@@ -43,7 +44,46 @@ pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 #[derive(Debug)]
 struct Conn {
     listener: SocketAddr,
+    downstream: Downstream,
     rx: watch::Receiver<Arc<ProxyConfig>>,
+}
+
+/// The downstream connection's addresses (header formatters read them).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Downstream {
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// What the layers know about a request besides the request itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestMeta {
+    pub downstream: Downstream,
+    pub start: SystemTime,
+}
+
+impl RequestMeta {
+    /// The formatter context for `%COMMAND%` header values.
+    pub fn format_context<'a>(
+        &self,
+        req: (&'a http::Method, &'a http::Uri, Version),
+        request_headers: &'a http::HeaderMap,
+        response_headers: Option<&'a http::HeaderMap>,
+        upstream: Option<SocketAddr>,
+    ) -> FormatContext<'a> {
+        FormatContext {
+            downstream_remote: self.downstream.remote,
+            downstream_local: self.downstream.local,
+            protocol: req.2,
+            request_method: Some(req.0),
+            request_uri: Some(req.1),
+            request_headers,
+            response_headers,
+            upstream,
+            start_time: self.start,
+            hostname: headers::hostname(),
+        }
+    }
 }
 
 /// Serves one accepted downstream connection until it closes. When `drain` is cancelled
@@ -61,7 +101,15 @@ pub async fn serve_connection(
         .borrow()
         .listener(&listener)
         .map_or(Codec::Auto, |l| l.config.codec);
-    let conn = Arc::new(Conn { listener, rx });
+    let downstream = Downstream {
+        remote: peer,
+        local: stream.local_addr().unwrap_or(listener),
+    };
+    let conn = Arc::new(Conn {
+        listener,
+        downstream,
+        rx,
+    });
     let service = hyper::service::service_fn(move |req| {
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(handle(&conn, req).await) }
@@ -95,7 +143,11 @@ pub async fn serve_connection(
 async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
     // One snapshot for the whole request: in-flight requests finish on the config they began with.
     let config = conn.rx.borrow().clone();
-    match route_and_forward(&config, conn.listener, req).await {
+    let meta = RequestMeta {
+        downstream: conn.downstream,
+        start: SystemTime::now(),
+    };
+    match route_and_forward(&config, conn.listener, &meta, req).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(listener = %conn.listener, error = %e, "local reply");
@@ -107,6 +159,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
 async fn route_and_forward(
     config: &ProxyConfig,
     listener_addr: SocketAddr,
+    meta: &RequestMeta,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let listener = config
@@ -143,10 +196,14 @@ async fn route_and_forward(
         }
         Action::Redirect(r) => redirect::redirect(r, &route.matcher, &req)?,
         Action::Forward(f) => {
-            return policy::forward(table, &listener.config, &levels, f, req).await;
+            return policy::forward(table, &listener.config, &levels, meta, f, req).await;
         }
     };
-    levels.apply_response(None, resp.headers_mut());
+    let request = (req.method(), req.uri(), req.version());
+    let render = |t: &HeaderTemplate, h: &http::HeaderMap| {
+        t.render(&meta.format_context(request, req.headers(), Some(h), None))
+    };
+    levels.apply_response(None, resp.headers_mut(), &render);
     Ok(resp)
 }
 
@@ -188,9 +245,10 @@ impl Levels<'_> {
         &self,
         cluster: Option<&crate::config::HeaderOps>,
         headers: &mut http::HeaderMap,
+        render: headers::Render<'_>,
     ) {
         for ops in self.ordered(cluster, true).into_iter().flatten() {
-            headers::apply_header_ops(ops, headers);
+            headers::apply_header_ops(ops, headers, render);
         }
     }
 
@@ -198,10 +256,19 @@ impl Levels<'_> {
         &self,
         cluster: Option<&crate::config::HeaderOps>,
         headers: &mut http::HeaderMap,
+        render: headers::Render<'_>,
     ) {
         for ops in self.ordered(cluster, false).into_iter().flatten() {
-            headers::apply_header_ops(ops, headers);
+            headers::apply_header_ops(ops, headers, render);
         }
+    }
+
+    /// Whether a response header value has a formatter (then the request is kept to render it).
+    pub fn response_is_dynamic(&self, cluster: Option<&crate::config::HeaderOps>) -> bool {
+        self.ordered(cluster, false)
+            .into_iter()
+            .flatten()
+            .any(crate::config::HeaderOps::is_dynamic)
     }
 }
 

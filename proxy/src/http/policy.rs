@@ -10,7 +10,7 @@
 //!  (fault injection, retries, mirroring slot in here as one step each)
 //! ```
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{self, Scheme, Uri};
 use http::{Request, Response, Version};
 use http_body_util::Either;
@@ -19,7 +19,8 @@ use rand::RngExt;
 
 use super::headers::{X_REQUEST_ID, request_id, strip_hop_by_hop};
 use super::redirect::rewritten_path;
-use super::{Levels, ProxyBody, request_authority};
+use super::{Levels, ProxyBody, RequestMeta, request_authority};
+use crate::config::formatter::HeaderTemplate;
 use crate::config::{ClusterPick, ForwardAction, Listener, RouteTable};
 use crate::error::ProxyError;
 use crate::upstream::{RequestBody, endpoint};
@@ -29,6 +30,7 @@ pub(super) async fn forward(
     table: &RouteTable,
     listener: &Listener,
     levels: &Levels<'_>,
+    meta: &RequestMeta,
     action: &ForwardAction,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -80,7 +82,33 @@ pub(super) async fn forward(
     if listener.generate_request_id && !parts.headers.contains_key(&X_REQUEST_ID) {
         parts.headers.insert(X_REQUEST_ID.clone(), request_id());
     }
-    levels.apply_request(weighted.map(|w| &w.request_headers), &mut parts.headers);
+    let downstream_version = parts.version;
+    // Response header values with formatters may read the request: keep what they need.
+    let kept_request = levels
+        .response_is_dynamic(weighted.map(|w| &w.response_headers))
+        .then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
+    {
+        let (method, uri) = (&parts.method, &parts.uri);
+        let render = |t: &HeaderTemplate, h: &HeaderMap| {
+            t.render(&meta.format_context(
+                (method, uri, downstream_version),
+                h,
+                None,
+                Some(endpoint.addr),
+            ))
+        };
+        levels.apply_request(
+            weighted.map(|w| &w.request_headers),
+            &mut parts.headers,
+            &render,
+        );
+    }
     let body = if http_body::Body::is_end_stream(&body) {
         RequestBody::Empty
     } else {
@@ -111,6 +139,20 @@ pub(super) async fn forward(
     } else {
         Version::HTTP_11
     };
-    levels.apply_response(weighted.map(|w| &w.response_headers), &mut parts.headers);
+    let empty = (http::Method::GET, Uri::from_static("/"), HeaderMap::new());
+    let (method, uri, request_headers) = kept_request.as_ref().unwrap_or(&empty);
+    let render = |t: &HeaderTemplate, h: &HeaderMap| {
+        t.render(&meta.format_context(
+            (method, uri, downstream_version),
+            request_headers,
+            Some(h),
+            Some(endpoint.addr),
+        ))
+    };
+    levels.apply_response(
+        weighted.map(|w| &w.response_headers),
+        &mut parts.headers,
+        &render,
+    );
     Ok(Response::from_parts(parts, Either::Left(body)))
 }

@@ -1,0 +1,302 @@
+//! `VirtualService` (networking.istio.io/v1): HTTP, TLS and TCP routing rules, and their validation.
+//!
+//! The top-level type and its host/gateway checks live here; the rules are split by concern:
+//! [`http_route`] (HTTP rules and their destinations), [`http_match`] (request matching),
+//! [`http_actions`] (rewrite, redirect, direct response, delegation), [`http_policy`] (retries,
+//! faults, mirroring, CORS) and [`tcp_tls`] (TLS and TCP rules).
+
+mod http_actions;
+mod http_match;
+mod http_policy;
+mod http_route;
+mod tcp_tls;
+
+pub use http_actions::*;
+pub use http_match::*;
+pub use http_policy::*;
+pub use http_route::*;
+pub use tcp_tls::*;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::de::null_default;
+use crate::host::hosts_overlap;
+use crate::validation::{
+    FieldError, Path, Validate, check, is_ip, validate_gateway_name, validate_wildcard_domain,
+};
+
+/// The reserved gateway name meaning "all sidecars in the mesh".
+pub const MESH_GATEWAY: &str = "mesh";
+
+/// Routing rules for one or more hosts.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualService {
+    /// Destination hosts the rules apply to. Empty only for delegate VirtualServices.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub hosts: Vec<String>,
+    /// Gateways (and/or `mesh`) the rules apply to; empty means `mesh`.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub gateways: Vec<String>,
+    /// HTTP routes, evaluated in order.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub http: Vec<HttpRoute>,
+    /// TLS (SNI) routes for unterminated TLS.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub tls: Vec<TlsRoute>,
+    /// Opaque TCP routes.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub tcp: Vec<TcpRoute>,
+    /// Namespaces this VirtualService is visible to.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub export_to: Vec<String>,
+}
+
+impl VirtualService {
+    /// True if the rules apply to sidecars: no gateways, or `mesh` among them.
+    pub fn applies_to_mesh(&self) -> bool {
+        self.gateways.is_empty() || self.gateways.iter().any(|g| g == MESH_GATEWAY)
+    }
+
+    /// True for a delegate VirtualService (no hosts).
+    pub fn is_delegate(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// Validation that needs the object's namespace (for `exportTo` duplicates).
+    pub fn validate_in_namespace(
+        &self,
+        namespace: Option<&str>,
+        path: &Path,
+        errors: &mut Vec<FieldError>,
+    ) {
+        let delegate = self.is_delegate();
+        if delegate {
+            if !self.gateways.is_empty() {
+                path.field("gateways").push(
+                    errors,
+                    "delegate virtual service must have no gateways specified",
+                );
+            }
+            if !self.tls.is_empty() {
+                path.field("tls").push(
+                    errors,
+                    "delegate virtual service must have no tls route specified",
+                );
+            }
+            if !self.tcp.is_empty() {
+                path.field("tcp").push(
+                    errors,
+                    "delegate virtual service must have no tcp route specified",
+                );
+            }
+        }
+        let gp = path.field("gateways");
+        for (i, g) in self.gateways.iter().enumerate() {
+            check(&gp.index(i), errors, validate_gateway_name(g));
+        }
+        let to_mesh = self.applies_to_mesh();
+        let hp = path.field("hosts");
+        let mut all_valid = true;
+        for (i, h) in self.hosts.iter().enumerate() {
+            let p = hp.index(i);
+            if let Err(e) = validate_wildcard_domain(h) {
+                if !is_ip(h) {
+                    p.push(errors, e);
+                    all_valid = false;
+                }
+            } else if to_mesh && h == "*" {
+                p.push(
+                    errors,
+                    "wildcard host * is not allowed for virtual services bound to the mesh gateway",
+                );
+                all_valid = false;
+            }
+        }
+        if all_valid {
+            for i in 0..self.hosts.len() {
+                for j in i + 1..self.hosts.len() {
+                    if hosts_overlap(&self.hosts[i], &self.hosts[j]) {
+                        hp.index(j).push(
+                            errors,
+                            format!(
+                                "duplicate hosts in virtual service: {} & {}",
+                                self.hosts[i], self.hosts[j]
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if self.http.is_empty() && self.tcp.is_empty() && self.tls.is_empty() {
+            path.push(
+                errors,
+                "http, tcp or tls must be provided in virtual service",
+            );
+        }
+        let ctx = RouteContext {
+            delegate,
+            gateway_only: !to_mesh,
+        };
+        let httpp = path.field("http");
+        for (i, r) in self.http.iter().enumerate() {
+            r.validate_with(&ctx, &httpp.index(i), errors);
+        }
+        let tlsp = path.field("tls");
+        for (i, r) in self.tls.iter().enumerate() {
+            r.validate_with(self, &tlsp.index(i), errors);
+        }
+        let tcpp = path.field("tcp");
+        for (i, r) in self.tcp.iter().enumerate() {
+            r.validate(&tcpp.index(i), errors);
+        }
+        crate::validation::check_export_to(
+            &path.field("exportTo"),
+            errors,
+            namespace,
+            &self.export_to,
+            false,
+        );
+    }
+}
+
+impl Validate for VirtualService {
+    fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
+        self.validate_in_namespace(None, path, errors);
+    }
+}
+
+/// What the HTTP rule checks need to know about the VirtualService they belong to.
+struct RouteContext {
+    delegate: bool,
+    gateway_only: bool,
+}
+
+/// Checks one destination weight (0..=100).
+fn check_weight(weight: Option<i32>, path: &Path, errors: &mut Vec<FieldError>) {
+    if let Some(w) = weight {
+        if w < 0 {
+            path.push(errors, format!("weight {w} < 0"));
+        } else if w > 100 {
+            path.push(errors, format!("weight {w} > 100"));
+        }
+    }
+}
+
+/// Several destinations must have weights summing to 100.
+fn check_weight_sum(count: usize, total: i64, path: &Path, errors: &mut Vec<FieldError>) {
+    if count > 1 && total != 100 {
+        path.push(errors, format!("weights must sum to 100, got {total}"));
+    }
+}
+
+/// Helpers shared by the tests of this module's files: validate a `spec` given as YAML.
+#[cfg(test)]
+mod test_support {
+    use super::VirtualService;
+    use crate::validation::{FieldError, Path, Validate};
+
+    pub(super) fn errors_of(yaml: &str) -> Vec<FieldError> {
+        let vs: VirtualService = serde_yaml::from_str(yaml).unwrap();
+        let mut errs = Vec::new();
+        vs.validate(&Path::root("spec"), &mut errs);
+        errs
+    }
+
+    pub(super) fn paths(errs: &[FieldError]) -> Vec<&str> {
+        errs.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    pub(super) fn assert_ok(yaml: &str) {
+        let errs = errors_of(yaml);
+        assert!(errs.is_empty(), "unexpected errors: {errs:?}");
+    }
+
+    pub(super) fn assert_err(yaml: &str, path: &str, contains: &str) {
+        let errs = errors_of(yaml);
+        assert!(
+            errs.iter()
+                .any(|e| e.path == path && e.message.contains(contains)),
+            "expected {path}: ..{contains}.. in {errs:#?}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{assert_err, assert_ok};
+
+    const OK: &str = "
+hosts: [reviews]
+http:
+- route:
+  - destination: {host: reviews, subset: v1}
+";
+
+    #[test]
+    fn simple_ok() {
+        assert_ok(OK);
+    }
+
+    #[test]
+    fn hosts() {
+        assert_err(
+            "http: [{route: [{destination: {host: a}}]}]\ngateways: [gw]",
+            "spec.gateways",
+            "delegate virtual service must have no gateways",
+        );
+        assert_err(
+            "hosts: ['*']\nhttp: [{route: [{destination: {host: a}}]}]",
+            "spec.hosts[0]",
+            "wildcard host * is not allowed",
+        );
+        assert_err(
+            "hosts: ['*']\ngateways: [gw, mesh]\nhttp: [{route: [{destination: {host: a}}]}]",
+            "spec.hosts[0]",
+            "wildcard host *",
+        );
+        assert_ok("hosts: ['*']\ngateways: [gw]\nhttp: [{route: [{destination: {host: a}}]}]");
+        assert_err(
+            "hosts: ['foo..bar']\nhttp: [{route: [{destination: {host: a}}]}]",
+            "spec.hosts[0]",
+            "invalid",
+        );
+        assert_err(
+            "hosts: ['*.foo.com', 'a.foo.com']\nhttp: [{route: [{destination: {host: a}}]}]",
+            "spec.hosts[1]",
+            "duplicate hosts",
+        );
+        assert_ok("hosts: ['10.0.0.1']\nhttp: [{route: [{destination: {host: a}}]}]");
+        assert_err("hosts: [a]", "spec", "http, tcp or tls must be provided");
+        assert_err(
+            "hosts: [a]\ngateways: ['ns/bad_gw']\nhttp: [{route: [{destination: {host: a}}]}]",
+            "spec.gateways[0]",
+            "invalid value for gateway name",
+        );
+    }
+}
