@@ -30,7 +30,8 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         let http = http.clone();
         let admin = admin.clone();
         async move {
-            let dump: serde_json::Value = serde_json::from_str(&http.get_url(&admin).await.ok()?.body).ok()?;
+            let dump: serde_json::Value =
+                serde_json::from_str(&http.get_url(&admin).await.ok()?.body).ok()?;
             let in_flight: u64 = dump["active_clusters"]
                 .as_array()?
                 .iter()
@@ -45,18 +46,27 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     mesh.client.process.terminate();
     // Draining: not ready, and no new connections.
     let health = format!("http://{}:15021/healthz/ready", mesh.client.ip);
-    eventually(Duration::from_secs(2), "readiness 503 while draining", || {
-        let http = http.clone();
-        let health = health.clone();
-        async move {
-            let r = http.get_url(&health).await.ok()?;
-            (r.status == 503 && r.body.contains("draining")).then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(2),
+        "readiness 503 while draining",
+        || {
+            let http = http.clone();
+            let health = health.clone();
+            async move {
+                let r = http.get_url(&health).await.ok()?;
+                (r.status == 503 && r.body.contains("draining")).then_some(())
+            }
+        },
+    )
     .await;
     eventually(Duration::from_secs(2), "outbound listener closed", || {
         let via = mesh.client.outbound();
-        async move { tokio::net::TcpStream::connect(via).await.is_err().then_some(()) }
+        async move {
+            tokio::net::TcpStream::connect(via)
+                .await
+                .is_err()
+                .then_some(())
+        }
     })
     .await;
 
@@ -72,6 +82,14 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         .wait_exit(Duration::from_secs(8))
         .await
         .expect("the sidecar exits within its drain period");
-    assert!(status.success(), "exit status {status}: {}", mesh.client.process.log());
-    assert!(mesh.client.process.log().contains("drained"), "{}", mesh.client.process.log());
+    assert!(
+        status.success(),
+        "exit status {status}: {}",
+        mesh.client.process.log()
+    );
+    assert!(
+        mesh.client.process.log().contains("drained"),
+        "{}",
+        mesh.client.process.log()
+    );
 }

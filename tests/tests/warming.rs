@@ -9,7 +9,11 @@ use weft_e2e::{Mesh, reviews_service_yaml, split_vs, write_file};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_a_subset_under_load_fails_no_request() {
-    let mut mesh = Mesh::start(&["v1", "v2"], &[("reviews-vs.yaml", &split_vs(&[("v1", 100)]))]).await;
+    let mut mesh = Mesh::start(
+        &["v1", "v2"],
+        &[("reviews-vs.yaml", &split_vs(&[("v1", 100)]))],
+    )
+    .await;
     // Start with only subset v1 in the DestinationRule.
     let full = reviews_service_yaml(mesh.net, &["v1", "v2"]);
     let v1_only = full.replace("  - name: v2\n    labels: {version: v2}\n", "");
