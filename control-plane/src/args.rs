@@ -77,31 +77,10 @@ pub struct Args {
     pub log: String,
 }
 
-/// Parses a duration such as `100ms`, `2s`, `1m` or a bare number of milliseconds.
+/// Parses a Go duration (`100ms`, `2s`, `1m30s`) with weft-api's parser, the one Istio's
+/// syntax is checked with everywhere in Weft.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 100ms, 2s, 1m"))?;
-    let seconds = match unit.trim() {
-        "" | "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "us" | "µs" => value / 1_000_000.0,
-        other => {
-            return Err(format!(
-                "invalid duration unit {other:?} in {text:?}: use ms, s or m"
-            ));
-        }
-    };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("invalid duration {text:?}"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
+    weft_api::duration::parse_std(text.trim()).map_err(|err| err.to_string())
 }
 
 /// Parses `--dns-refresh-rate`: a Go duration (weft-api's parser, as Istio's MeshConfig)
@@ -128,9 +107,11 @@ mod tests {
         assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("3h"), Ok(Duration::from_secs(3 * 3600)));
         assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("3h").is_err());
+        // Go durations need a unit (only a bare 0 has none).
+        assert!(parse_duration("250").is_err());
     }
 
     #[test]
