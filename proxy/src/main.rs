@@ -24,8 +24,16 @@ fn main() -> anyhow::Result<()> {
         drain_time_s = args.drain_time_s,
         "starting weft-proxy"
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(usize::from(args.concurrency))
+    // One worker: a current-thread runtime (no work stealing, no cross-thread wake-ups), as an
+    // Envoy worker is; more: the multi-thread scheduler with that many workers.
+    let mut builder = if args.concurrency == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(usize::from(args.concurrency));
+        b
+    };
+    let runtime = builder
         .thread_name("weft-worker")
         .enable_all()
         .build()
