@@ -19,11 +19,11 @@ use rand::RngExt;
 
 use super::headers::{X_REQUEST_ID, request_id, strip_hop_by_hop};
 use super::redirect::rewritten_path;
-use super::{Levels, ProxyBody, RequestMeta, request_authority};
+use super::{Levels, ProxyBody, RequestMeta};
 use crate::config::formatter::HeaderTemplate;
 use crate::config::{ClusterPick, ForwardAction, Listener, RouteTable};
 use crate::error::ProxyError;
-use crate::upstream::{RequestBody, endpoint};
+use crate::upstream::{Protocol, RequestBody, endpoint};
 
 /// Forwards `req` along a route's forward action.
 pub(super) async fn forward(
@@ -54,13 +54,7 @@ pub(super) async fn forward(
 
     let authority = match &action.host_rewrite {
         Some(h) => h.clone(),
-        None => match request_authority(&req) {
-            "" => HeaderValue::try_from(endpoint.addr.to_string())
-                .map_err(|_| ProxyError::BadRequest("invalid authority"))?,
-            a => {
-                HeaderValue::from_str(a).map_err(|_| ProxyError::BadRequest("invalid authority"))?
-            }
-        },
+        None => downstream_authority(&req, &endpoint.addr)?,
     };
     let (mut parts, body) = req.into_parts();
     let path_and_query = rewritten_path(
@@ -68,15 +62,22 @@ pub(super) async fn forward(
         action.prefix_rewrite.as_deref(),
         &levels.route.matcher,
     )?;
-    let mut uri_parts = uri::Parts::default();
-    uri_parts.scheme = Some(Scheme::HTTP);
-    uri_parts.authority = Some(
-        uri::Authority::try_from(authority.as_bytes())
-            .map_err(|_| ProxyError::BadRequest("invalid authority"))?,
-    );
-    uri_parts.path_and_query = Some(path_and_query);
-    parts.uri =
-        Uri::from_parts(uri_parts).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    parts.uri = match protocol {
+        // HTTP/1.1 upstreams get origin-form; the authority travels in Host.
+        Protocol::Http1 => Uri::from(path_and_query),
+        // HTTP/2 carries it as :authority, which h2 takes from the URI.
+        Protocol::Http2 => {
+            let mut uri_parts = uri::Parts::default();
+            uri_parts.scheme = Some(Scheme::HTTP);
+            uri_parts.authority = Some(
+                uri::Authority::try_from(authority.as_bytes())
+                    .map_err(|_| ProxyError::BadRequest("invalid authority"))?,
+            );
+            uri_parts.path_and_query = Some(path_and_query);
+            Uri::from_parts(uri_parts)
+                .map_err(|_| ProxyError::BadRequest("invalid request target"))?
+        }
+    };
     strip_hop_by_hop(&mut parts.headers, true);
     parts.headers.insert(header::HOST, authority);
     if listener.generate_request_id && !parts.headers.contains_key(&X_REQUEST_ID) {
@@ -155,4 +156,25 @@ pub(super) async fn forward(
         &render,
     );
     Ok(Response::from_parts(parts, Either::Left(body)))
+}
+
+/// The authority the client asked for, as the upstream must see it: the `Host` header's value
+/// is reused as it is (no copy); an absolute-form or `:authority` one is copied; with neither,
+/// the endpoint's address.
+fn downstream_authority<B>(
+    req: &Request<B>,
+    endpoint: &std::net::SocketAddr,
+) -> Result<HeaderValue, ProxyError> {
+    let host = req.headers().get(header::HOST);
+    let from_uri = || req.uri().authority().map(|a| a.as_str());
+    let invalid = |_| ProxyError::BadRequest("invalid authority");
+    // Same precedence as `request_authority`: HTTP/2 prefers Host, HTTP/1 the request target.
+    let prefer_host = req.version() == Version::HTTP_2 || from_uri().is_none();
+    match (prefer_host, host) {
+        (true, Some(h)) => Ok(h.clone()),
+        _ => match from_uri() {
+            Some(a) => HeaderValue::from_str(a).map_err(invalid),
+            None => HeaderValue::try_from(endpoint.to_string()).map_err(invalid),
+        },
+    }
 }

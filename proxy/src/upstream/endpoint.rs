@@ -101,6 +101,10 @@ pub async fn send(
 
 /// HTTP/1.1 upstreams get `path?query` as the request target; the authority travels in `Host`.
 fn origin_form(mut req: Request<RequestBody>) -> Request<RequestBody> {
+    *req.version_mut() = Version::HTTP_11;
+    if req.uri().scheme().is_none() && req.uri().authority().is_none() {
+        return req;
+    }
     let pq = req
         .uri()
         .path_and_query()
