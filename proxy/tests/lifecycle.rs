@@ -71,14 +71,7 @@ async fn adding_a_subset_under_load_never_fails_a_request() {
     let (v1, _) = counting_upstream(None).await;
     let (v2, seen_v2) = counting_upstream(None).await;
     let mut proxy = Proxy::start();
-    proxy.configure(
-        &[("svc", false, vec![v1])],
-        vec![vhost(
-            "svc",
-            &["svc"],
-            vec![to_cluster(prefix("/"), "svc", None)],
-        )],
-    );
+    proxy.route_all(&[("svc", false, vec![v1])], &["svc"], "svc");
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));
     let total = Arc::new(AtomicUsize::new(0));
@@ -235,13 +228,10 @@ async fn rds_and_eds_responses_missing_a_name_do_not_delete_it() {
 async fn one_bad_resource_does_not_freeze_the_others() {
     let (up, _) = counting_upstream(None).await;
     let mut proxy = Proxy::start();
-    proxy.configure(
+    proxy.route_all(
         &[("a", false, vec![up]), ("b", false, vec![up])],
-        vec![vhost(
-            "svc",
-            &["svc"],
-            vec![to_cluster(prefix("/"), "a", None)],
-        )],
+        &["svc"],
+        "a",
     );
     // An EDS response with one invalid assignment (weight 0) and one valid change.
     let mut bad = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment {
@@ -286,14 +276,7 @@ async fn one_bad_resource_does_not_freeze_the_others() {
 async fn a_removed_listener_closes_its_kept_alive_connections() {
     let (up, _) = counting_upstream(None).await;
     let mut proxy = Proxy::start();
-    proxy.configure(
-        &[("svc", false, vec![up])],
-        vec![vhost(
-            "svc",
-            &["*"],
-            vec![to_cluster(prefix("/"), "svc", None)],
-        )],
-    );
+    proxy.route_all(&[("svc", false, vec![up])], &["*"], "svc");
     let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let request = b"GET / HTTP/1.1\r\nhost: svc\r\n\r\n";
     conn.write_all(request).await.unwrap();
@@ -334,14 +317,7 @@ async fn a_removed_listener_closes_its_kept_alive_connections() {
 async fn a_removed_listener_lets_in_flight_requests_finish() {
     let (up, seen) = counting_upstream(None).await;
     let mut proxy = Proxy::start();
-    proxy.configure(
-        &[("svc", false, vec![up])],
-        vec![vhost(
-            "svc",
-            &["*"],
-            vec![to_cluster(prefix("/"), "svc", None)],
-        )],
-    );
+    proxy.route_all(&[("svc", false, vec![up])], &["*"], "svc");
     let addr = proxy.addr;
     let in_flight =
         tokio::spawn(async move { get(&h1_client(), addr, "svc", "/slow/500", &[]).await });

@@ -17,13 +17,10 @@ use weft_xds::type_url;
 async fn h2_upstream_sees_the_clients_authority() {
     let (up, seen) = counting_upstream(Some(100)).await;
     let mut proxy = Proxy::start();
-    proxy.configure(
+    proxy.route_all(
         &[("svc", true, vec![up])],
-        vec![vhost(
-            "svc",
-            &["svc.ns.svc.cluster.local:9080", "svc:9080"],
-            vec![to_cluster(prefix("/"), "svc", None)],
-        )],
+        &["svc.ns.svc.cluster.local:9080", "svc:9080"],
+        "svc",
     );
     // HTTP/1.1 downstream with Host, and h2c downstream with :authority: both reach the h2
     // upstream as `:authority` unchanged, never as the endpoint's ip:port.
@@ -55,14 +52,7 @@ async fn h2_upstream_sees_the_clients_authority() {
 async fn h1_upstream_sees_the_clients_host_in_origin_form() {
     let (up, seen) = counting_upstream(None).await;
     let mut proxy = Proxy::start();
-    proxy.configure(
-        &[("svc", false, vec![up])],
-        vec![vhost(
-            "svc",
-            &["svc:9080"],
-            vec![to_cluster(prefix("/"), "svc", None)],
-        )],
-    );
+    proxy.route_all(&[("svc", false, vec![up])], &["svc:9080"], "svc");
     let (status, _, body) = get(&h1_client(), proxy.addr, "svc:9080", "/x?y=1", &[]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -75,14 +65,7 @@ async fn h1_upstream_sees_the_clients_host_in_origin_form() {
 async fn h2_stream_limit_opens_more_connections() {
     let (up, seen) = counting_upstream(Some(1)).await;
     let mut proxy = Proxy::start();
-    proxy.configure(
-        &[("svc", true, vec![up])],
-        vec![vhost(
-            "svc",
-            &["svc"],
-            vec![to_cluster(prefix("/"), "svc", None)],
-        )],
-    );
+    proxy.route_all(&[("svc", true, vec![up])], &["svc"], "svc");
     // Learn the peer's SETTINGS on a first request, then send 6 slow requests at once.
     let client = h1_client();
     assert_eq!(get(&client, proxy.addr, "svc", "/", &[]).await.0, 200);
@@ -118,14 +101,7 @@ async fn h2_stream_limit_opens_more_connections() {
 async fn h2_requests_share_one_connection_when_the_peer_allows() {
     let (up, seen) = counting_upstream(Some(100)).await;
     let mut proxy = Proxy::start();
-    proxy.configure(
-        &[("svc", true, vec![up])],
-        vec![vhost(
-            "svc",
-            &["svc"],
-            vec![to_cluster(prefix("/"), "svc", None)],
-        )],
-    );
+    proxy.route_all(&[("svc", true, vec![up])], &["svc"], "svc");
     let client = h1_client();
     let requests: Vec<_> = (0..8)
         .map(|_| {
@@ -144,14 +120,7 @@ async fn h2_requests_share_one_connection_when_the_peer_allows() {
 async fn h1_keep_alive_reuses_connections() {
     let (up, seen) = counting_upstream(None).await;
     let mut proxy = Proxy::start();
-    proxy.configure(
-        &[("svc", false, vec![up])],
-        vec![vhost(
-            "svc",
-            &["svc"],
-            vec![to_cluster(prefix("/"), "svc", None)],
-        )],
-    );
+    proxy.route_all(&[("svc", false, vec![up])], &["svc"], "svc");
     let client = h1_client();
     for _ in 0..20 {
         assert_eq!(get(&client, proxy.addr, "svc", "/", &[]).await.0, 200);
@@ -168,14 +137,7 @@ async fn post_bodies_reach_h1_and_h2_upstreams() {
     for h2 in [false, true] {
         let (up, _seen) = counting_upstream(h2.then_some(100)).await;
         let mut proxy = Proxy::start();
-        proxy.configure(
-            &[("svc", h2, vec![up])],
-            vec![vhost(
-                "svc",
-                &["svc"],
-                vec![to_cluster(prefix("/"), "svc", None)],
-            )],
-        );
+        proxy.route_all(&[("svc", h2, vec![up])], &["svc"], "svc");
         let body = Bytes::from(vec![b'x'; 200_000]);
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -200,14 +162,7 @@ async fn endpoint_removed_from_eds_has_its_connections_closed() {
     let (up_a, seen_a) = counting_upstream(None).await;
     let (up_b, _seen_b) = counting_upstream(None).await;
     let mut proxy = Proxy::start();
-    proxy.configure(
-        &[("svc", false, vec![up_a])],
-        vec![vhost(
-            "svc",
-            &["svc"],
-            vec![to_cluster(prefix("/"), "svc", None)],
-        )],
-    );
+    proxy.route_all(&[("svc", false, vec![up_a])], &["svc"], "svc");
     assert_eq!(get(&h1_client(), proxy.addr, "svc", "/", &[]).await.0, 200);
     assert_eq!(seen_a.accepted(), 1);
     assert_eq!(
@@ -236,13 +191,10 @@ async fn endpoint_removed_from_eds_has_its_connections_closed() {
 async fn endpoint_shared_by_two_clusters_keeps_its_pool_while_one_has_it() {
     let (up, seen) = counting_upstream(None).await;
     let mut proxy = Proxy::start();
-    proxy.configure(
+    proxy.route_all(
         &[("all", false, vec![up]), ("v1", false, vec![up])],
-        vec![vhost(
-            "svc",
-            &["svc"],
-            vec![to_cluster(prefix("/"), "all", None)],
-        )],
+        &["svc"],
+        "all",
     );
     assert_eq!(get(&h1_client(), proxy.addr, "svc", "/", &[]).await.0, 200);
     proxy

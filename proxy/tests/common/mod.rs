@@ -245,6 +245,24 @@ impl Proxy {
             .apply_response(type_url, &format!("v{}", self.version), resources)
     }
 
+    /// Clusters (each with its endpoints) and one virtual host for `domains` that sends
+    /// everything to `target`.
+    pub fn route_all(
+        &mut self,
+        clusters: &[(&str, bool, Vec<SocketAddr>)],
+        domains: &[&str],
+        target: &str,
+    ) {
+        self.configure(
+            clusters,
+            vec![vhost(
+                "all",
+                domains,
+                vec![to_cluster(prefix("/"), target, None)],
+            )],
+        );
+    }
+
     /// Clusters (each with its endpoints) and the "outbound" route table.
     pub fn configure(
         &mut self,
