@@ -69,7 +69,6 @@ async fn h2_stream_limit_opens_more_connections() {
     // Learn the peer's SETTINGS on a first request, then send 6 slow requests at once.
     let client = h1_client();
     assert_eq!(get(&client, proxy.addr, "svc", "/", &[]).await.0, 200);
-    let started = tokio::time::Instant::now();
     let requests: Vec<_> = (0..6)
         .map(|_| {
             let client = client.clone();
@@ -88,12 +87,6 @@ async fn h2_stream_limit_opens_more_connections() {
         seen.accepted() >= 6,
         "an upstream allowing one stream per connection must get a connection per concurrent request, got {}",
         seen.accepted()
-    );
-    // They ran in parallel, not queued one after another on one connection.
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        started.elapsed()
     );
 }
 
