@@ -15,7 +15,9 @@ use envoy_types::pb::envoy::config::endpoint::v3 as eds;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use prost::Message;
 
-use super::{ConfigError, Reason, duration, invalid, reject_leftover, reject_set, socket_address};
+use super::{
+    ConfigError, Reason, duration, host_port, invalid, reject_leftover, reject_set, socket_address,
+};
 use crate::upstream::LbPolicy;
 use crate::upstream::dns::{self, DnsKind, DnsTargets, LookupFamily};
 use crate::upstream::pool::DEFAULT_IDLE_TIMEOUT;
@@ -274,7 +276,6 @@ fn dns_targets(c: &mut cds::Cluster, logical: bool) -> Result<DnsTargets, Reason
 
 /// One DNS target: hostname (or IP literal), port and weight.
 fn dns_endpoint(ep: eds::LbEndpoint) -> Result<(String, u16, u32), Reason> {
-    use core::socket_address::PortSpecifier;
     let weight = ep.load_balancing_weight.map_or(1, |w| w.value);
     if weight == 0 {
         return Err(invalid("load_balancing_weight", "must be at least 1"));
@@ -282,10 +283,7 @@ fn dns_endpoint(ep: eds::LbEndpoint) -> Result<(String, u16, u32), Reason> {
     let Some(eds::lb_endpoint::HostIdentifier::Endpoint(e)) = ep.host_identifier else {
         return Err(Reason::Missing("endpoint"));
     };
-    let Some(core::address::Address::SocketAddress(sa)) = e.address.and_then(|a| a.address) else {
-        return Err(Reason::Missing("endpoint.address.socket_address"));
-    };
-    let host = sa.address;
+    let (host, port) = host_port("endpoint.address", e.address.as_ref())?;
     let valid_name = !host.is_empty()
         && host.len() <= 253
         && host
@@ -293,24 +291,11 @@ fn dns_endpoint(ep: eds::LbEndpoint) -> Result<(String, u16, u32), Reason> {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
     if !valid_name {
         return Err(invalid(
-            "endpoint.address.socket_address.address",
+            "endpoint.address.address",
             format!("{host:?} is not a hostname or IP address"),
         ));
     }
-    let port = match sa.port_specifier {
-        Some(PortSpecifier::PortValue(p)) => u16::try_from(p).map_err(|_| {
-            invalid(
-                "endpoint.address.socket_address.port_value",
-                format!("{p} is out of range"),
-            )
-        })?,
-        _ => {
-            return Err(Reason::Missing(
-                "endpoint.address.socket_address.port_value",
-            ));
-        }
-    };
-    Ok((host, port, weight))
+    Ok((host.to_string(), port, weight))
 }
 
 /// The upstream protocol and idle timeout from `HttpProtocolOptions`.

@@ -139,6 +139,22 @@ pub(crate) fn socket_address(
     field: &'static str,
     address: Option<&envoy_types::pb::envoy::config::core::v3::Address>,
 ) -> Result<std::net::SocketAddr, Reason> {
+    let (host, port) = host_port(field, address)?;
+    let ip: std::net::IpAddr = host.parse().map_err(|_| {
+        invalid(
+            format!("{field}.address"),
+            format!("{host:?} is not an IP address"),
+        )
+    })?;
+    Ok(std::net::SocketAddr::new(ip, port))
+}
+
+/// The host (as written: an IP or, for DNS clusters, a name) and port of an Envoy `Address`
+/// (TCP `socket_address` only, no resolver or namespace settings).
+pub(crate) fn host_port<'a>(
+    field: &'static str,
+    address: Option<&'a envoy_types::pb::envoy::config::core::v3::Address>,
+) -> Result<(&'a str, u16), Reason> {
     use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
     let Some(address) = address.and_then(|a| a.address.as_ref()) else {
         return Err(Reason::Missing(field));
@@ -166,13 +182,7 @@ pub(crate) fn socket_address(
         }
         None => return Err(Reason::Missing("port_value")),
     };
-    let ip: std::net::IpAddr = sa.address.parse().map_err(|_| {
-        invalid(
-            format!("{field}.address"),
-            format!("{:?} is not an IP address", sa.address),
-        )
-    })?;
-    Ok(std::net::SocketAddr::new(ip, port))
+    Ok((sa.address.as_str(), port))
 }
 
 /// Clusters by name, as the data path sees them.
