@@ -155,11 +155,9 @@ async fn resolve_loop(
                 .collect();
             pools.retain(&used);
             tx.send_replace(Some(Arc::new(balancer)));
+            // The first pass always lands here (`last` is None), so the watch holds a
+            // balancer, possibly empty, once the first resolution has finished.
             last = Some(endpoints);
-        } else if tx.borrow().is_none() {
-            tx.send_replace(Some(Arc::new(Balancer::new(policy, &[], None, |_| {
-                EndpointPools::default()
-            }))));
         }
         tokio::time::sleep(targets.refresh).await;
     }
