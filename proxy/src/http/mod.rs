@@ -272,20 +272,42 @@ impl Levels<'_> {
     }
 }
 
-/// The authority a request is for: absolute-form URI (HTTP/1) first, then `Host`, then `:authority`.
-pub(crate) fn request_authority<B>(req: &Request<B>) -> &str {
+/// Where a request's authority comes from.
+pub(crate) enum AuthoritySource<'a> {
+    /// The `Host` header (its value is UTF-8).
+    Host(&'a HeaderValue),
+    /// The request target: absolute-form (HTTP/1) or `:authority` (HTTP/2).
+    Target(&'a str),
+}
+
+/// The one precedence rule for a request's authority: HTTP/1 prefers an absolute-form target
+/// over `Host`; HTTP/2 prefers `Host` over `:authority`.
+pub(crate) fn authority_source<B>(req: &Request<B>) -> Option<AuthoritySource<'_>> {
     let host = || {
         req.headers()
             .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
+            .filter(|h| h.to_str().is_ok())
+            .map(AuthoritySource::Host)
     };
-    let uri = || req.uri().authority().map(|a| a.as_str());
+    let target = || {
+        req.uri()
+            .authority()
+            .map(|a| AuthoritySource::Target(a.as_str()))
+    };
     if req.version() == Version::HTTP_2 {
-        host().or_else(uri)
+        host().or_else(target)
     } else {
-        uri().or_else(host)
+        target().or_else(host)
     }
-    .unwrap_or("")
+}
+
+/// The authority a request is for (see [`authority_source`]); empty when it has none.
+pub(crate) fn request_authority<B>(req: &Request<B>) -> &str {
+    match authority_source(req) {
+        Some(AuthoritySource::Host(h)) => h.to_str().unwrap_or(""),
+        Some(AuthoritySource::Target(t)) => t,
+        None => "",
+    }
 }
 
 fn request_view<B>(req: &Request<B>) -> RequestView<'_> {

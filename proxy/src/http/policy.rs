@@ -19,7 +19,7 @@ use rand::RngExt;
 
 use super::headers::{X_REQUEST_ID, request_id, strip_hop_by_hop};
 use super::redirect::rewritten_path;
-use super::{Levels, ProxyBody, RequestMeta};
+use super::{AuthoritySource, Levels, ProxyBody, RequestMeta, authority_source};
 use crate::config::formatter::HeaderTemplate;
 use crate::config::{ClusterPick, ForwardAction, Listener, RouteTable};
 use crate::error::ProxyError;
@@ -159,22 +159,16 @@ pub(super) async fn forward(
 }
 
 /// The authority the client asked for, as the upstream must see it: the `Host` header's value
-/// is reused as it is (no copy); an absolute-form or `:authority` one is copied; with neither,
-/// the endpoint's address.
+/// is reused as it is (no copy); a request-target one is copied; with neither, the endpoint's
+/// address.
 fn downstream_authority<B>(
     req: &Request<B>,
     endpoint: &std::net::SocketAddr,
 ) -> Result<HeaderValue, ProxyError> {
-    let host = req.headers().get(header::HOST);
-    let from_uri = || req.uri().authority().map(|a| a.as_str());
     let invalid = |_| ProxyError::BadRequest("invalid authority");
-    // Same precedence as `request_authority`: HTTP/2 prefers Host, HTTP/1 the request target.
-    let prefer_host = req.version() == Version::HTTP_2 || from_uri().is_none();
-    match (prefer_host, host) {
-        (true, Some(h)) => Ok(h.clone()),
-        _ => match from_uri() {
-            Some(a) => HeaderValue::from_str(a).map_err(invalid),
-            None => HeaderValue::try_from(endpoint.to_string()).map_err(invalid),
-        },
+    match authority_source(req) {
+        Some(AuthoritySource::Host(h)) => Ok(h.clone()),
+        Some(AuthoritySource::Target(a)) => HeaderValue::from_str(a).map_err(invalid),
+        None => HeaderValue::try_from(endpoint.to_string()).map_err(invalid),
     }
 }
