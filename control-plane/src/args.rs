@@ -72,6 +72,41 @@ pub struct Args {
     #[arg(long, env = "WEFT_DNS_REFRESH_RATE", default_value = "60s", value_parser = parse_dns_refresh_rate)]
     pub dns_refresh_rate: Duration,
 
+    /// `stream_idle_timeout` of every proxy's HTTP connection managers: a request on which
+    /// no byte moves either way for this long ends (504/408 `SI`). Envoy's default 5m;
+    /// `0s` disables it, as Istio does.
+    #[arg(long, env = "WEFT_STREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub stream_idle_timeout: Duration,
+
+    /// ADS connections served at once; one more is accepted and closed at once, with a
+    /// warning at most every 10 s.
+    #[arg(long, env = "WEFT_MAX_XDS_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_xds_connections: u32,
+
+    /// Connections the debug server and the webhook each serve at once.
+    #[arg(long, env = "WEFT_MAX_HTTP_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_http_connections: u32,
+
+    /// Time a client has to send its first byte (every listener), and each request's
+    /// headers (debug, webhook; HTTP/1 also between requests) before the connection is
+    /// closed; `0s` disables it.
+    #[arg(long, env = "WEFT_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// How often an HTTP/2 keepalive ping goes to each ADS connection (istiod's gRPC
+    /// keepalive time); a proxy that stopped answering is noticed this way.
+    #[arg(long, env = "WEFT_XDS_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
+    pub xds_keepalive_interval: Duration,
+
+    /// How long a proxy has to answer a keepalive ping before its connection is closed.
+    #[arg(long, env = "WEFT_XDS_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub xds_keepalive_timeout: Duration,
+
+    /// On SIGTERM: how long ADS streams and open connections get to close before the
+    /// controller exits anyway.
+    #[arg(long, env = "WEFT_SHUTDOWN_GRACE_PERIOD", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_grace_period: Duration,
+
     /// Log filter in `tracing_subscriber::EnvFilter` syntax (`info`, `weft_controller=debug`, …).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
@@ -81,6 +116,15 @@ pub struct Args {
 /// syntax is checked with everywhere in Weft.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     weft_api::duration::parse_std(text.trim()).map_err(|err| err.to_string())
+}
+
+/// Parses a Go duration that must not be zero.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!("{text:?}: must be longer than 0s"));
+    }
+    Ok(duration)
 }
 
 /// Parses `--dns-refresh-rate`: a Go duration (weft-api's parser, as Istio's MeshConfig)
@@ -125,6 +169,14 @@ mod tests {
         assert_eq!(args.webhook_address.to_string(), "0.0.0.0:15017");
         assert_eq!(args.dns_refresh_rate, Duration::from_secs(60));
         assert!(args.webhook_cert.is_none() && args.kubeconfig.is_none());
+        assert_eq!(args.max_xds_connections, 10_000);
+        assert_eq!(args.max_http_connections, 1024);
+        assert_eq!(args.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(args.shutdown_grace_period, Duration::from_secs(5));
+        assert_eq!(args.stream_idle_timeout, Duration::from_secs(300));
+        assert_eq!(args.xds_keepalive_interval, Duration::from_secs(30));
+        assert_eq!(args.xds_keepalive_timeout, Duration::from_secs(10));
+        assert!(parse_positive_duration("0s").is_err());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The debug HTTP server: `/ready` (200 once ready, else 503 saying what it waits for: see
 //! [`crate::readiness`]), `/debug/syncz` (per-proxy xDS state) and `/debug/configz` (loaded
 //! objects, errors per file or Kubernetes object, warnings, Kubernetes object counts,
-//! readiness).
+//! readiness, the local source's counters). `/debug/configz` summarizes: string values
+//! longer than [`MAX_STRING`] bytes are shown as `<N bytes>`, and at most [`MAX_OBJECTS`]
+//! objects are listed (all are counted per kind).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,14 +14,14 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, header};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::debug;
 
 use crate::readiness::Readiness;
 use crate::source::Snapshot;
+use crate::source::local::LocalStats;
 use crate::xds::XdsGenerator;
 
 /// What the debug endpoints show.
@@ -32,6 +34,8 @@ pub struct DebugState {
     pub generator: watch::Receiver<Arc<XdsGenerator>>,
     /// What the controller still waits for before it is ready.
     pub readiness: watch::Receiver<Readiness>,
+    /// The local source's counters (local mode only).
+    pub local_source: Option<Arc<LocalStats>>,
 }
 
 impl std::fmt::Debug for DebugState {
@@ -41,16 +45,13 @@ impl std::fmt::Debug for DebugState {
 }
 
 /// Serves the debug endpoints on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, state: Arc<DebugState>) {
+pub async fn serve(
+    mut listener: weft_net::BoundedListener,
+    state: Arc<DebugState>,
+    header_read_timeout: Option<std::time::Duration>,
+) {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                debug!(error = %err, "debug server accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let accepted = listener.accept().await;
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
@@ -58,10 +59,12 @@ pub async fn serve(listener: TcpListener, state: Arc<DebugState>) {
                 async move { Ok::<_, Infallible>(response) }
             });
             if let Err(err) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .serve_connection(TokioIo::new(accepted.io), service)
                 .await
             {
-                debug!(%peer, error = %err, "debug connection ended with an error");
+                debug!(peer = %accepted.peer, error = %err, "debug connection ended with an error");
             }
         });
     }
@@ -90,6 +93,9 @@ pub fn handle<B>(state: &DebugState, request: &Request<B>) -> Response<Full<Byte
                 "ready": readiness.is_ready(),
                 "waitingFor": readiness.waiting_for(),
             });
+            if let Some(stats) = &state.local_source {
+                value["localSource"] = json!(stats.snapshot());
+            }
             json_response(&value)
         }
         "/" | "/debug" => text(
@@ -103,13 +109,22 @@ pub fn handle<B>(state: &DebugState, request: &Request<B>) -> Response<Full<Byte
     }
 }
 
+/// String values longer than this (bytes) are shown as `<N bytes>` at `/debug/configz`.
+pub const MAX_STRING: usize = 1024;
+
+/// At most this many objects are listed at `/debug/configz` (in key order); all are counted.
+pub const MAX_OBJECTS: usize = 500;
+
 /// The `/debug/configz` document.
 pub fn configz(snapshot: &Snapshot, generator: &XdsGenerator) -> Value {
     let config = &snapshot.config;
     let objects: serde_json::Map<String, Value> = config
         .objects
         .iter()
+        .take(MAX_OBJECTS)
         .map(|(key, sourced)| {
+            let mut object = serde_json::to_value(&sourced.object).unwrap_or(Value::Null);
+            summarize(&mut object);
             let entry = json!({
                 "kind": key.kind,
                 "namespace": key.namespace,
@@ -117,11 +132,15 @@ pub fn configz(snapshot: &Snapshot, generator: &XdsGenerator) -> Value {
                 "file": sourced.file.display().to_string(),
                 "document": sourced.index,
                 "stale": sourced.stale,
-                "object": serde_json::to_value(&sourced.object).unwrap_or(Value::Null),
+                "object": object,
             });
             (key.to_string(), entry)
         })
         .collect();
+    let mut object_counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for key in config.objects.keys() {
+        *object_counts.entry(key.kind.as_str()).or_default() += 1;
+    }
     let model = &generator.model;
     let services: Vec<Value> = model
         .services
@@ -160,6 +179,8 @@ pub fn configz(snapshot: &Snapshot, generator: &XdsGenerator) -> Value {
         "mode": if snapshot.registry.is_some() { "kubernetes" } else { "local" },
         "kubernetes": kubernetes,
         "objects": objects,
+        "objectCounts": object_counts,
+        "objectsOmitted": config.objects.len().saturating_sub(MAX_OBJECTS),
         "errors": config.errors,
         "warnings": model.warnings.iter().map(|warning| json!({
             "object": warning.object.to_string(),
@@ -168,6 +189,31 @@ pub fn configz(snapshot: &Snapshot, generator: &XdsGenerator) -> Value {
         })).collect::<Vec<_>>(),
         "services": services,
     })
+}
+
+/// Replaces every string (value or key) longer than [`MAX_STRING`] bytes with `<N bytes>`.
+fn summarize(value: &mut Value) {
+    match value {
+        Value::String(text) if text.len() > MAX_STRING => {
+            *value = Value::String(format!("<{} bytes>", text.len()));
+        }
+        Value::Array(items) => items.iter_mut().for_each(summarize),
+        Value::Object(map) => {
+            if map.keys().any(|key| key.len() > MAX_STRING) {
+                let entries = std::mem::take(map);
+                for (key, value) in entries {
+                    let key = if key.len() > MAX_STRING {
+                        format!("<{} bytes>", key.len())
+                    } else {
+                        key
+                    };
+                    map.insert(key, value);
+                }
+            }
+            map.values_mut().for_each(summarize);
+        }
+        _ => {}
+    }
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
@@ -205,6 +251,7 @@ mod tests {
             snapshot: watch::channel(Arc::new(Snapshot::local(Arc::new(config)))).1,
             generator: watch::channel(Arc::new(XdsGenerator::new(Arc::new(model)))).1,
             readiness: watch::channel(readiness).1,
+            local_source: None,
         }
     }
 
@@ -245,6 +292,70 @@ mod tests {
         }));
         assert_eq!(value["ready"]["ready"], json!(true));
         assert_eq!(get(&state, "/nope").await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn configz_summarizes_large_values_and_caps_the_object_list() {
+        let huge = "x".repeat(10_000);
+        let mut yaml = format!(
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: big\n  annotations: {{blob: {huge}}}\nspec: {{address: 10.0.0.1}}\n"
+        );
+        for i in 0..MAX_OBJECTS + 5 {
+            yaml.push_str(&format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: e{i}}}\nspec: {{address: 10.0.0.2}}\n"
+            ));
+        }
+        let config = crate::testing::config_from_yaml(&yaml);
+        let model = Model::build(&config, &MeshSettings::default());
+        let value = configz(
+            &Snapshot::local(Arc::new(config)),
+            &XdsGenerator::new(Arc::new(model)),
+        );
+        let big = &value["objects"]["WorkloadEntry default/big"];
+        assert_eq!(
+            big["object"]["metadata"]["annotations"]["blob"],
+            json!("<10000 bytes>")
+        );
+        assert_eq!(big["object"]["spec"]["address"], json!("10.0.0.1"));
+        assert_eq!(big["stale"], json!(false));
+        assert_eq!(
+            value["objects"].as_object().map(serde_json::Map::len),
+            Some(MAX_OBJECTS)
+        );
+        assert_eq!(value["objectsOmitted"], json!(6));
+        assert_eq!(
+            value["objectCounts"]["WorkloadEntry"],
+            json!(MAX_OBJECTS + 6)
+        );
+        assert!(
+            value.to_string().len() < 500 * MAX_OBJECTS,
+            "the page is bounded"
+        );
+    }
+
+    #[tokio::test]
+    async fn configz_shows_the_local_source_counters() {
+        let (_, body) = get(&state(), "/debug/configz").await;
+        let value: Value = serde_json::from_str(&body).expect("json");
+        assert!(value.get("localSource").is_none(), "only in local mode");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.yaml"), "# nothing yet\n").expect("write");
+        let source = crate::source::local::LocalSource::start(
+            dir.path().to_path_buf(),
+            std::time::Duration::ZERO,
+        )
+        .expect("starts");
+        let state = DebugState {
+            local_source: Some(source.stats.clone()),
+            ..state()
+        };
+        let (_, body) = get(&state, "/debug/configz").await;
+        let value: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(value["localSource"]["filesParsed"], json!(1));
+        assert_eq!(value["localSource"]["files"], json!(1));
+        assert_eq!(value["localSource"]["bytes"], json!(14));
+        source.task.abort();
     }
 
     #[tokio::test]

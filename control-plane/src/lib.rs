@@ -12,6 +12,7 @@
 //! model        the model built from a snapshot           → object, service, source, unsupported
 //! xds          Envoy resources from the model            → model, service
 //! readiness    what /ready waits for                     (no crate dependency)
+//! listen       listener limits (weft-net) from the flags (no crate dependency)
 //! debug        /ready, /debug/syncz, /debug/configz      → readiness, source, xds
 //! webhook      the validating admission webhook          → source
 //! ```
@@ -20,6 +21,7 @@
 
 pub mod args;
 pub mod debug;
+pub mod listen;
 pub mod model;
 pub mod object;
 pub mod readiness;
@@ -37,10 +39,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 use tracing::{error, info, warn};
 
 pub use args::Args;
@@ -94,20 +94,42 @@ pub struct Controller {
     pub debug_address: SocketAddr,
     /// The address of the admission webhook, when it is enabled.
     pub webhook_address: Option<SocketAddr>,
+    ads: weft_xds::AdsServer<XdsGenerator>,
+    /// The debug and webhook servers: stopped first on shutdown.
+    listeners: Vec<JoinHandle<()>>,
+    grace_period: std::time::Duration,
     stop: oneshot::Sender<()>,
     server: JoinHandle<Result<(), Error>>,
 }
 
 impl Controller {
-    /// Serves until `shutdown` completes (or the server fails), then stops gracefully.
+    /// Serves until `shutdown` completes (or the server fails), then stops: the listeners
+    /// close, every ADS stream ends with `UNAVAILABLE` so its proxy reconnects elsewhere or
+    /// later, and the connections get the grace period to close before they are dropped.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let mut server = self.server;
         tokio::select! {
             result = &mut server => return result.map_err(Error::Task)?,
             () = shutdown => {}
         }
+        info!(grace_period = ?self.grace_period, "stopping: closing listeners and ending ADS streams");
+        for task in &self.listeners {
+            task.abort();
+        }
+        self.ads.shutdown();
         let _ = self.stop.send(());
-        server.await.map_err(Error::Task)?
+        match tokio::time::timeout(self.grace_period, &mut server).await {
+            Ok(result) => result.map_err(Error::Task)?,
+            Err(_) => {
+                server.abort();
+                warn!(
+                    grace_period = ?self.grace_period,
+                    "connections still open at the end of the grace period: closed"
+                );
+                info!("weft-controller stopped");
+                Ok(())
+            }
+        }
     }
 
     /// Stops the controller and waits for it.
@@ -136,40 +158,51 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         domain = %args.domain,
         debounce = ?args.debounce,
         dns_refresh_rate = ?args.dns_refresh_rate,
+        stream_idle_timeout = ?args.stream_idle_timeout,
         log = %args.log,
         "starting weft-controller ({mode} mode)"
     );
 
-    let incoming = TcpIncoming::bind(args.xds_address).map_err(|source| Error::BindXds {
+    let limits = listen::Limits::from_args(&args);
+    info!(
+        max_xds_connections = limits.xds.max_connections,
+        max_http_connections = limits.http.max_connections,
+        max_connections = limits.budget.total(),
+        header_read_timeout = ?limits.header_read_timeout,
+        shutdown_grace_period = ?args.shutdown_grace_period,
+        "listener limits"
+    );
+    let bind_xds = |source| Error::BindXds {
         address: args.xds_address,
         source,
-    })?;
-    let xds_address = incoming.local_addr().map_err(|source| Error::BindXds {
-        address: args.xds_address,
+    };
+    let xds_listener = listen::bind(args.xds_address).map_err(bind_xds)?;
+    let xds_address = xds_listener.local_addr().map_err(bind_xds)?;
+    let incoming = limits
+        .listener(xds_listener, "ads", limits.xds)
+        .into_stream();
+    let bind_debug = |source| Error::BindDebug {
+        address: args.debug_address,
         source,
-    })?;
-    let debug_listener = TcpListener::bind(args.debug_address)
-        .await
-        .map_err(|source| Error::BindDebug {
-            address: args.debug_address,
-            source,
-        })?;
-    let debug_address = debug_listener
-        .local_addr()
-        .map_err(|source| Error::BindDebug {
-            address: args.debug_address,
-            source,
-        })?;
+    };
+    let debug_listener = listen::bind(args.debug_address).map_err(bind_debug)?;
+    let debug_address = debug_listener.local_addr().map_err(bind_debug)?;
+    let debug_listener = limits.listener(debug_listener, "debug", limits.http);
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    let mut listeners: Vec<JoinHandle<()>> = Vec::new();
     let webhook_address = match (&args.webhook_cert, &args.webhook_key) {
         (Some(cert), Some(key)) => {
-            let (listener, acceptor) = webhook::bind(args.webhook_address, cert, key).await?;
+            let (listener, acceptor) = webhook::bind(args.webhook_address, cert, key)?;
             let address = listener.local_addr().map_err(|source| WebhookError::Bind {
                 address: args.webhook_address,
                 source,
             })?;
             // The webhook does not need the model: serve it from the start.
-            tasks.push(tokio::spawn(webhook::serve(listener, acceptor)));
+            listeners.push(tokio::spawn(webhook::serve(
+                limits.listener(listener, "webhook", limits.http),
+                acceptor,
+                limits.header_read_timeout,
+            )));
             info!(%address, "serving the validating admission webhook (HTTPS)");
             Some(address)
         }
@@ -182,16 +215,19 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
     let settings = MeshSettings {
         domain: args.domain.clone(),
         dns_refresh_rate: args.dns_refresh_rate,
+        stream_idle_timeout: args.stream_idle_timeout,
     };
+    let mut local_stats = None;
     let mut snapshots = match &args.config_dir {
         Some(dir) => {
             let source = match LocalSource::start(dir.clone(), args.debounce) {
                 Ok(source) => source,
                 Err(err) => {
-                    tasks.iter().for_each(|task| task.abort());
+                    listeners.iter().for_each(|task| task.abort());
                     return Err(err.into());
                 }
             };
+            local_stats = Some(source.stats.clone());
             let (snapshots, forward) = local_snapshots(source.config);
             tasks.push(source.task);
             tasks.push(forward);
@@ -201,7 +237,7 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
             let client = match kube_client(args.kubeconfig.as_deref()).await {
                 Ok(client) => client,
                 Err(err) => {
-                    tasks.iter().for_each(|task| task.abort());
+                    listeners.iter().for_each(|task| task.abort());
                     return Err(err);
                 }
             };
@@ -225,8 +261,13 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         snapshot: snapshots.clone(),
         generator: generator_rx,
         readiness: readiness_rx,
+        local_source: local_stats,
     });
-    tasks.push(tokio::spawn(debug::serve(debug_listener, debug_state)));
+    listeners.push(tokio::spawn(debug::serve(
+        debug_listener,
+        debug_state,
+        limits.header_read_timeout,
+    )));
     info!(address = %debug_address, "serving debug HTTP");
 
     if args.config_dir.is_none() {
@@ -261,8 +302,12 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
     info!(address = %xds_address, "serving ADS");
 
     let (stop, stopped) = oneshot::channel::<()>();
+    let handle = ads.clone();
+    let keepalive = (args.xds_keepalive_interval, args.xds_keepalive_timeout);
     let server = tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(keepalive.0))
+            .http2_keepalive_timeout(Some(keepalive.1))
             .add_service(ads.into_service())
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
@@ -278,6 +323,9 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         xds_address,
         debug_address,
         webhook_address,
+        ads: handle,
+        listeners,
+        grace_period: args.shutdown_grace_period,
         stop,
         server,
     })

@@ -18,24 +18,35 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, header};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionResponse, AdmissionReview, Operation};
 use kube::core::response::StatusSummary;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 use weft_api::DocumentError;
+use weft_net::{Accepted, BoundedListener};
 
 use crate::source::kube::{error_lines, parse_object};
 
 /// The path the API server posts AdmissionReviews to.
 pub const VALIDATE_PATH: &str = "/validate";
 
-/// Largest AdmissionReview accepted (the API server's own request limit is 3 MiB).
+/// Largest AdmissionReview accepted (the API server's own request limit is 3 MiB; an
+/// UPDATE review carries the object twice).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// Request bytes all connections together may hold while their bodies are read: a slow
+/// client holds at most its declared length, and waits (within [`BODY_READ_TIMEOUT`])
+/// when the budget is spent, so memory stays bounded however many connections there are.
+pub const BODY_BUDGET: usize = 64 * 1024 * 1024;
+
+/// Time to receive a whole request body (the API server's default webhook timeout).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -199,32 +210,30 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
 }
 
 /// Loads the certificate and binds the webhook's listener.
-pub async fn bind(
+pub fn bind(
     address: SocketAddr,
     cert: &Path,
     key: &Path,
 ) -> Result<(TcpListener, TlsAcceptor), WebhookError> {
     let acceptor = TlsAcceptor::from(tls_config(cert, key)?);
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|source| WebhookError::Bind { address, source })?;
+    let listener =
+        crate::listen::bind(address).map_err(|source| WebhookError::Bind { address, source })?;
     Ok((listener, acceptor))
 }
 
 /// Serves the webhook on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor) {
+pub async fn serve(
+    mut listener: BoundedListener,
+    acceptor: TlsAcceptor,
+    header_read_timeout: Option<Duration>,
+) {
+    let budget = Arc::new(Semaphore::new(BODY_BUDGET));
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                debug!(error = %err, "webhook accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let Accepted { io, peer } = listener.accept().await;
         let acceptor = acceptor.clone();
+        let budget = budget.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(err)) => {
                     debug!(%peer, error = %err, "webhook TLS handshake failed");
@@ -235,26 +244,84 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor) {
                     return;
                 }
             };
-            let service = service_fn(|request: Request<Incoming>| async move {
-                let (parts, body) = request.into_parts();
-                let body = match Limited::new(body, MAX_BODY).collect().await {
-                    Ok(collected) => collected.to_bytes(),
-                    Err(err) => {
-                        return Ok::<_, Infallible>(text(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            &format!("cannot read the request body: {err}\n"),
-                        ));
-                    }
-                };
-                Ok(handle(&parts.method, parts.uri.path(), &body))
+            let service = service_fn(move |request: Request<Incoming>| {
+                let budget = budget.clone();
+                async move {
+                    let (parts, body) = request.into_parts();
+                    let body = match read_body(&parts, body, &budget).await {
+                        Ok(body) => body,
+                        Err(reply) => return Ok::<_, Infallible>(reply),
+                    };
+                    Ok(handle(&parts.method, parts.uri.path(), &body.bytes))
+                }
             });
-            if let Err(err) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await
-            {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            if let Err(err) = builder.serve_connection(TokioIo::new(tls), service).await {
                 debug!(%peer, error = %err, "webhook connection ended with an error");
             }
         });
+    }
+}
+
+/// A request body and its share of [`BODY_BUDGET`], held until the reply is built.
+struct Body {
+    bytes: Bytes,
+    _budget: OwnedSemaphorePermit,
+}
+
+/// Reads a request body within the webhook's limits: the declared length is checked
+/// before a byte is read, the budget for it is reserved first, and the whole body must
+/// arrive within [`BODY_READ_TIMEOUT`]. The `Err` is the reply to send.
+async fn read_body(
+    parts: &hyper::http::request::Parts,
+    body: Incoming,
+    budget: &Arc<Semaphore>,
+) -> Result<Body, Response<Full<Bytes>>> {
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY as u64) {
+        return Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request body is larger than {MAX_BODY} bytes\n"),
+        ));
+    }
+    // Without a length (chunked), reserve the most a body may be.
+    let reserve = declared.map_or(MAX_BODY, |length| length as usize).max(1);
+    let read = async {
+        let permits = u32::try_from(reserve).unwrap_or(u32::MAX);
+        let Ok(permit) = budget.clone().acquire_many_owned(permits).await else {
+            return Err(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the webhook is stopping\n",
+            ));
+        };
+        match Limited::new(body, MAX_BODY).collect().await {
+            Ok(collected) => Ok(Body {
+                bytes: collected.to_bytes(),
+                _budget: permit,
+            }),
+            Err(err) => Err(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("cannot read the request body: {err}\n"),
+            )),
+        }
+    };
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(result) => result,
+        Err(_) => {
+            debug!("webhook: request body not received within {BODY_READ_TIMEOUT:?}");
+            Err(text(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}\n"),
+            ))
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! End to end: the controller serves a config directory over ADS to a `weft-xds` client,
 //! pushes edits, and shows the proxy at `/debug/syncz`.
 
+use clap::Parser;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -105,20 +106,22 @@ async fn serves_and_pushes_changes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("config.yaml");
     std::fs::write(&file, CONFIG).expect("writes config");
-    let args = Args {
-        config_dir: Some(dir.path().to_path_buf()),
-        kubeconfig: None,
-        watch_namespace: None,
-        webhook_address: "127.0.0.1:0".parse().expect("address"),
-        webhook_cert: None,
-        webhook_key: None,
-        xds_address: "127.0.0.1:0".parse().expect("address"),
-        debug_address: "127.0.0.1:0".parse().expect("address"),
-        domain: "cluster.local".to_string(),
-        debounce: Duration::from_millis(20),
-        dns_refresh_rate: Duration::from_secs(45),
-        log: "info".to_string(),
-    };
+    let args = Args::try_parse_from([
+        "weft-controller",
+        "--config-dir",
+        &dir.path().display().to_string(),
+        "--webhook-address",
+        "127.0.0.1:0",
+        "--xds-address",
+        "127.0.0.1:0",
+        "--debug-address",
+        "127.0.0.1:0",
+        "--debounce",
+        "20ms",
+        "--dns-refresh-rate",
+        "45s",
+    ])
+    .expect("flags parse");
     let controller = weft_controller::start(args).await.expect("starts");
     let node_id = "sidecar~127.0.0.1~reviews-v1.default~default.svc.cluster.local";
     let node = Node {

@@ -14,6 +14,8 @@
 //!
 //! [`one_invalid_resource_does_not_freeze_the_others`] checks the other half of the contract:
 //! when a resource is rejected anyway, the rest of its response still takes effect.
+//! `contract/hcm.rs` checks the connection manager's timeouts field by field: the controller's
+//! values (Istio's) and the ones Istio can send reach the proxy's listeners.
 
 #[path = "contract/check.rs"]
 mod check;
@@ -21,6 +23,8 @@ mod check;
 mod fixtures;
 #[path = "contract/harvest.rs"]
 mod harvest;
+#[path = "contract/hcm.rs"]
+mod hcm;
 
 use std::collections::BTreeSet;
 use std::path::Path;

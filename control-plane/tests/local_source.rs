@@ -1,7 +1,8 @@
-//! The local directory source: multi-document files, invalid documents, deletions, edits.
+//! The local directory source: multi-document files, invalid documents, deletions, edits,
+//! broken files keeping their last good objects, and unchanged files not read again.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use weft_controller::source::ConfigSet;
 use weft_controller::source::local::{LocalSource, LocalSourceError, load_directory};
@@ -193,5 +194,148 @@ async fn edits_are_picked_up_within_a_second() {
         .expect("deletion seen within 1s")
         .expect("source alive");
     assert!(config.borrow().objects.is_empty());
+    source.task.abort();
+}
+
+/// Waits (polling, up to `limit`) until `check` holds for the published set.
+async fn published(
+    config: &mut tokio::sync::watch::Receiver<std::sync::Arc<ConfigSet>>,
+    limit: Duration,
+    what: &str,
+    check: impl Fn(&ConfigSet) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check(&config.borrow_and_update()) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(
+            !left.is_zero(),
+            "timed out after {limit:?} waiting for {what}"
+        );
+        let _ = tokio::time::timeout(left, config.changed()).await;
+    }
+}
+
+fn status_of(set: &ConfigSet) -> Option<String> {
+    let vs = set
+        .objects
+        .iter()
+        .find(|(key, _)| key.kind == "VirtualService")?;
+    let text = format!("{:?}", vs.1.object);
+    ["200", "201", "202"]
+        .into_iter()
+        .find(|code| text.contains(&format!("status: {code}")))
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn broken_edits_keep_the_last_good_objects_until_fixed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a.yaml");
+    write(&file, TWO_SERVICES);
+    let source =
+        LocalSource::start(dir.path().to_path_buf(), Duration::from_millis(50)).expect("starts");
+    let mut config = source.config.clone();
+    assert_eq!(
+        status_of(&config.borrow_and_update()).as_deref(),
+        Some("200")
+    );
+
+    // A bad byte in a comment: nothing changes but the error.
+    let mut bytes = TWO_SERVICES
+        .replace("status: 200", "status: 201")
+        .into_bytes();
+    bytes.extend_from_slice(b"# \xc3\x28\n");
+    std::fs::write(&file, &bytes).expect("write");
+    published(
+        &mut config,
+        Duration::from_secs(5),
+        "the UTF-8 error",
+        |set| {
+            set.errors
+                .values()
+                .flatten()
+                .any(|line| line.contains("UTF-8"))
+        },
+    )
+    .await;
+    {
+        let set = config.borrow();
+        assert_eq!(set.objects.len(), 2);
+        assert!(set.objects.values().all(|object| object.stale));
+        assert_eq!(status_of(&set).as_deref(), Some("200"));
+    }
+
+    // A syntax error in the first document only: the VirtualService's new version applies,
+    // the ServiceEntry keeps its previous one.
+    let text = TWO_SERVICES
+        .replace("status: 200", "status: 202")
+        .replace("resolution: STATIC", "resolution: STATIC\n bad: [");
+    write(&file, &text);
+    published(
+        &mut config,
+        Duration::from_secs(5),
+        "the syntax error",
+        |set| status_of(set).as_deref() == Some("202"),
+    )
+    .await;
+    {
+        let set = config.borrow();
+        let entry = set
+            .objects
+            .iter()
+            .find(|(key, _)| key.kind == "ServiceEntry")
+            .map(|(_, object)| object)
+            .expect("ServiceEntry kept");
+        assert!(entry.stale);
+        let errors: Vec<&String> = set.errors.values().flatten().collect();
+        assert!(
+            errors.iter().any(|line| line.contains("a.yaml: document 0")
+                && line.contains("invalid YAML at line 9, column")),
+            "{errors:?}"
+        );
+    }
+
+    // Fixed: everything fresh, no errors.
+    write(&file, &TWO_SERVICES.replace("status: 200", "status: 201"));
+    published(&mut config, Duration::from_secs(5), "the fix", |set| {
+        set.errors.is_empty() && status_of(set).as_deref() == Some("201")
+    })
+    .await;
+    assert!(config.borrow().objects.values().all(|object| !object.stale));
+    source.task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn unchanged_directory_is_not_read_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a.yaml");
+    write(&file, TWO_SERVICES);
+    // Old enough that its mtime can be trusted: no re-hash either.
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(3600)))
+        .expect("set mtime");
+    let source =
+        LocalSource::start(dir.path().to_path_buf(), Duration::from_millis(50)).expect("starts");
+    let first = source.stats.snapshot();
+    assert_eq!(
+        (first.files_parsed, first.files_read, first.files),
+        (1, 1, 1)
+    );
+
+    // Many safety-net re-scans (virtual time): the file is stat'ed, never read again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while source.stats.snapshot().scans < first.scans + 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "re-scans did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = source.stats.snapshot();
+    assert_eq!((after.files_parsed, after.files_read), (1, 1), "{after:?}");
+    assert_eq!(after.bytes, TWO_SERVICES.len() as u64);
+    assert!(!source.config.has_changed().expect("source alive"));
     source.task.abort();
 }

@@ -13,10 +13,9 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -41,22 +40,16 @@ pub struct Control {
     pub quit: CancellationToken,
 }
 
-/// Serves admin or health requests on `listener` forever.
+/// Serves admin or health requests (HTTP/1.1) on `listener` forever.
 pub async fn serve(
-    listener: TcpListener,
+    mut listener: weft_net::BoundedListener,
     kind: Kind,
     rx: watch::Receiver<Arc<ProxyConfig>>,
     ctl: Control,
+    header_read_timeout: Option<std::time::Duration>,
 ) {
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let accepted = listener.accept().await;
         let rx = rx.clone();
         let ctl = ctl.clone();
         tokio::spawn(async move {
@@ -65,8 +58,10 @@ pub async fn serve(
                 let resp = respond(kind, &config, &ctl, &req);
                 async move { Ok::<_, Infallible>(resp) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .serve_connection(TokioIo::new(accepted.io), service)
                 .await;
         });
     }

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::time::Duration;
 
 use clap::Parser;
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -71,6 +72,52 @@ pub struct Args {
     /// `POST /quitquitquit`) or a listener is removed (Envoy's `--drain-time-s`).
     #[arg(long = "drain-time-s", env = "WEFT_DRAIN_TIME_S", default_value_t = 5)]
     pub drain_time_s: u64,
+
+    /// Connections each traffic listener (outbound, inbound) serves at once; one more is
+    /// accepted and closed at once, with a warning at most every 10 s.
+    #[arg(long, env = "WEFT_MAX_CONNECTIONS_PER_LISTENER", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_listener: u32,
+
+    /// Connections the admin (15000) and health (15021) servers each serve at once.
+    #[arg(long, env = "WEFT_ADMIN_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub admin_max_connections: u32,
+
+    /// Downstream connections of all listeners together (Envoy's
+    /// `global_downstream_max_connections`); default: three quarters of the open-file limit.
+    #[arg(long, env = "WEFT_MAX_DOWNSTREAM_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_downstream_connections: Option<u32>,
+
+    /// Time a client has to send a request's headers (from the connection's start, or from
+    /// the end of its previous request) before the connection is closed, when the
+    /// listener's HttpConnectionManager sets no `request_headers_timeout`; also bounds the
+    /// admin and health servers. `0s` disables it. Units: ms, s, m, h.
+    #[arg(long, env = "WEFT_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h` or `0`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit (ms, s, m or h)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let millis = match unit {
+        "ms" => Some(number),
+        "s" => number.checked_mul(1000),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m or h)")),
+    };
+    millis
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 /// Workload labels, in the order given.
@@ -112,6 +159,21 @@ impl Args {
     /// The drain period (`--drain-time-s`).
     pub fn drain_period(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.drain_time_s)
+    }
+
+    /// The connection limits and timeouts of every listener, from the flags.
+    pub fn downstream_limits(&self) -> crate::limits::DownstreamLimits {
+        let as_usize = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+        let open_files = weft_net::raise_open_file_limit();
+        crate::limits::DownstreamLimits {
+            max_connections_per_listener: as_usize(self.max_connections_per_listener),
+            admin_max_connections: as_usize(self.admin_max_connections),
+            header_read_timeout: Some(self.header_read_timeout).filter(|t| !t.is_zero()),
+            budget: match self.max_downstream_connections {
+                Some(total) => weft_net::ConnectionBudget::new(as_usize(total)),
+                None => weft_net::ConnectionBudget::from_open_file_limit(open_files),
+            },
+        }
     }
 
     pub fn node_id(&self) -> String {

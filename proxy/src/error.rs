@@ -3,17 +3,20 @@
 //! ```text
 //!  router ─┐
 //!  balancer├─► ProxyError ─► (status, flag, body) ─► local reply + x-weft-response-flags
-//!  upstream┘
+//!  upstream┘      └─ Upstream { failure: UF │ UC │ UR │ UPE │ DPE }, Timeout (UT), StreamIdle (SI)
+//!  after the response head (upstream/body.rs): Failure / SI ─► flag ─► log, downstream reset
 //! ```
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::upstream::UpstreamError;
+use crate::upstream::{Failure, UpstreamError};
 
 /// Header carrying the Envoy response flag of a locally generated reply.
 pub const RESPONSE_FLAGS_HEADER: &str = "x-weft-response-flags";
+/// Envoy's flag for the stream idle timeout.
+pub const STREAM_IDLE_FLAG: &str = "SI";
 
 /// Why the proxy answered a request itself instead of returning the upstream's response.
 #[derive(Debug, thiserror::Error)]
@@ -28,21 +31,11 @@ pub enum ProxyError {
     NoCluster { name: String, status: StatusCode },
     #[error("cluster {0:?} has no healthy endpoint")]
     NoHealthyUpstream(String),
-    #[error("connect to {endpoint} failed: {source}")]
-    ConnectFailure {
+    /// The exchange with `endpoint` failed before the response head (see [`Failure`]).
+    #[error("request to upstream {endpoint} failed ({}): {source}", failure.reason())]
+    Upstream {
         endpoint: std::net::SocketAddr,
-        #[source]
-        source: UpstreamError,
-    },
-    #[error("upstream {endpoint} closed the connection before sending headers: {source}")]
-    UpstreamTerminated {
-        endpoint: std::net::SocketAddr,
-        #[source]
-        source: UpstreamError,
-    },
-    #[error("upstream {endpoint} reset the request: {source}")]
-    UpstreamReset {
-        endpoint: std::net::SocketAddr,
+        failure: Failure,
         #[source]
         source: UpstreamError,
     },
@@ -51,8 +44,59 @@ pub enum ProxyError {
         endpoint: std::net::SocketAddr,
         timeout: std::time::Duration,
     },
+    /// The stream idle timeout: nothing moved in either direction for `timeout`.
+    #[error("no activity on the request for {timeout:?} (stream idle timeout) while waiting for {}", if *request_complete { "the upstream's response" } else { "the downstream's request body" })]
+    StreamIdle {
+        timeout: std::time::Duration,
+        /// Whether the downstream request had been received in full (Envoy: 504, else 408).
+        request_complete: bool,
+    },
     #[error("request could not be forwarded: {0}")]
     BadRequest(&'static str),
+}
+
+impl Failure {
+    /// The single mapping of an upstream exchange's failure to status, Envoy flag and body.
+    fn reply_parts(self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::ConnectFailure => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UF",
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure\n",
+            ),
+            Self::Terminated => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UC",
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination\n",
+            ),
+            Self::Reset => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UR",
+                "upstream connect error or disconnect/reset before headers. reset reason: remote reset\n",
+            ),
+            Self::UpstreamProtocol => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UPE",
+                "upstream connect error or disconnect/reset before headers. reset reason: protocol error\n",
+            ),
+            Self::DownstreamProtocol => (StatusCode::BAD_REQUEST, "DPE", "bad request\n"),
+        }
+    }
+
+    /// The Envoy response flag of this failure.
+    pub fn flag(self) -> &'static str {
+        self.reply_parts().1
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Self::ConnectFailure => "connection failure",
+            Self::Terminated => "connection termination",
+            Self::Reset => "remote reset",
+            Self::UpstreamProtocol => "upstream protocol error",
+            Self::DownstreamProtocol => "downstream protocol error in the request body",
+        }
+    }
 }
 
 impl ProxyError {
@@ -70,38 +114,46 @@ impl ProxyError {
                 "UH",
                 "no healthy upstream\n",
             ),
-            Self::ConnectFailure { .. } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UF",
-                "upstream connect error or disconnect/reset before headers. reset reason: connection failure\n",
-            ),
-            Self::UpstreamTerminated { .. } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UC",
-                "upstream connect error or disconnect/reset before headers. reset reason: connection termination\n",
-            ),
-            Self::UpstreamReset { .. } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UR",
-                "upstream connect error or disconnect/reset before headers. reset reason: remote reset\n",
-            ),
+            Self::Upstream { failure, .. } => failure.reply_parts(),
             Self::Timeout { .. } => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "UT",
                 "upstream request timeout\n",
+            ),
+            // Envoy: 504 when the whole request was received (the upstream is the idle side),
+            // 408 when the downstream is still to send its body.
+            Self::StreamIdle {
+                request_complete, ..
+            } => (
+                if *request_complete {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::REQUEST_TIMEOUT
+                },
+                STREAM_IDLE_FLAG,
+                "stream timeout\n",
             ),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "DPE", "bad request\n"),
         }
     }
 
     /// Classifies an upstream failure that happened before the response head.
-    pub fn from_upstream(endpoint: std::net::SocketAddr, source: UpstreamError) -> Self {
-        match &source {
-            UpstreamError::Connect(_) | UpstreamError::NoPool(..) => {
-                Self::ConnectFailure { endpoint, source }
-            }
-            e if e.is_terminated() => Self::UpstreamTerminated { endpoint, source },
-            _ => Self::UpstreamReset { endpoint, source },
+    /// `downstream_failed`: the request body from downstream failed meanwhile, which is what
+    /// tore the exchange down whatever the upstream error says.
+    pub fn from_upstream(
+        endpoint: std::net::SocketAddr,
+        source: UpstreamError,
+        downstream_failed: bool,
+    ) -> Self {
+        let failure = if downstream_failed {
+            Failure::DownstreamProtocol
+        } else {
+            source.failure()
+        };
+        Self::Upstream {
+            endpoint,
+            failure,
+            source,
         }
     }
 
@@ -118,6 +170,16 @@ impl ProxyError {
         headers.insert(RESPONSE_FLAGS_HEADER, HeaderValue::from_static(flag));
         resp
     }
+}
+
+/// A response failed after its head went downstream: no local reply is possible any more, the
+/// downstream stream is reset (h2 RST_STREAM, h1 connection closed). The flag is recorded here.
+pub fn log_reset_after_head(flag: &'static str, error: &(dyn std::error::Error + 'static)) {
+    tracing::debug!(
+        response_flags = flag,
+        error = %error,
+        "response failed after its head: resetting the downstream stream"
+    );
 }
 
 #[cfg(test)]
@@ -152,6 +214,54 @@ mod tests {
             assert_eq!(resp.status().as_u16(), status, "{err}");
             assert_eq!(resp.headers()[RESPONSE_FLAGS_HEADER], flag, "{err}");
         }
+    }
+
+    #[test]
+    fn upstream_failures_and_stream_idle_match_envoy() {
+        let endpoint: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let cases = [
+            (Failure::ConnectFailure, 503, "UF", "connection failure"),
+            (Failure::Terminated, 503, "UC", "connection termination"),
+            (Failure::Reset, 503, "UR", "remote reset"),
+            (Failure::UpstreamProtocol, 503, "UPE", "protocol error"),
+            (Failure::DownstreamProtocol, 400, "DPE", "bad request"),
+        ];
+        for (failure, status, flag, body) in cases {
+            let err = ProxyError::Upstream {
+                endpoint,
+                failure,
+                source: UpstreamError::NoPool(crate::upstream::Protocol::Http1, endpoint),
+            };
+            let (s, f, b) = err.reply_parts();
+            assert_eq!((s.as_u16(), f), (status, flag), "{err}");
+            assert!(b.contains(body), "{err}: {b}");
+            assert_eq!(failure.flag(), flag);
+        }
+        // A failed downstream body is the client's fault whatever the upstream error says.
+        let err = ProxyError::from_upstream(
+            endpoint,
+            UpstreamError::NoPool(crate::upstream::Protocol::Http1, endpoint),
+            true,
+        );
+        assert_eq!(err.reply_parts().1, "DPE");
+        let err = ProxyError::from_upstream(
+            endpoint,
+            UpstreamError::NoPool(crate::upstream::Protocol::Http1, endpoint),
+            false,
+        );
+        assert_eq!(err.reply_parts().1, "UF");
+
+        let idle = |request_complete| ProxyError::StreamIdle {
+            timeout: std::time::Duration::from_secs(300),
+            request_complete,
+        };
+        let resp = idle(true).into_response();
+        assert_eq!(resp.status().as_u16(), 504);
+        assert_eq!(resp.headers()[RESPONSE_FLAGS_HEADER], "SI");
+        let resp = idle(false).into_response();
+        assert_eq!(resp.status().as_u16(), 408);
+        assert_eq!(resp.headers()[RESPONSE_FLAGS_HEADER], "SI");
+        assert_eq!(idle(true).reply_parts().2, "stream timeout\n");
     }
 
     #[test]

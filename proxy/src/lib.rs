@@ -12,6 +12,7 @@ pub mod config;
 pub mod drain;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod listeners;
 pub mod upstream;
 
@@ -36,24 +37,46 @@ pub enum StartError {
 /// Runs the proxy: admin and health servers, then the ADS client, until SIGTERM, Ctrl-C or
 /// `POST /quitquitquit`; then drains and returns.
 pub async fn run(args: Args) -> Result<(), StartError> {
+    let limits = args.downstream_limits();
+    tracing::info!(
+        max_connections_per_listener = limits.max_connections_per_listener,
+        admin_max_connections = limits.admin_max_connections,
+        max_downstream_connections = limits.budget.total(),
+        header_read_timeout = ?limits.header_read_timeout,
+        "downstream limits"
+    );
     let drain = Drain::new(args.drain_period());
     let quit = tokio_util::sync::CancellationToken::new();
-    let store = ConfigStore::with_drain(drain.clone());
+    let store = ConfigStore::with_limits(drain.clone(), limits.clone());
     let rx = store.subscribe();
     for (what, port, kind) in [
         ("admin", args.admin_port, admin::Kind::Admin),
         ("health", args.health_port, admin::Kind::Health),
     ] {
         let addr = SocketAddr::new(args.instance_ip, port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { what, addr, source })?;
-        tracing::info!(%addr, "{what} server listening");
+        let bind = |addr| {
+            let socket = weft_net::bind(addr)?;
+            tokio::net::TcpListener::from_std(socket)
+        };
+        let listener = bind(addr).map_err(|source| StartError::Bind { what, addr, source })?;
+        tracing::info!(%addr, max_connections = limits.admin_max_connections, "{what} server listening");
+        let listener = weft_net::BoundedListener::new(
+            listener,
+            what,
+            limits.admin(),
+            Some(limits.budget.clone()),
+        );
         let ctl = admin::Control {
             drain: drain.clone(),
             quit: quit.clone(),
         };
-        tokio::spawn(admin::serve(listener, kind, rx.clone(), ctl));
+        tokio::spawn(admin::serve(
+            listener,
+            kind,
+            rx.clone(),
+            ctl,
+            limits.header_read_timeout,
+        ));
     }
     let client = weft_xds::AdsClient::new(
         weft_xds::ClientConfig::new(args.xds_address.clone(), args.node()),

@@ -3,7 +3,8 @@
 //! ```text
 //!  LDS apply ─► prepare(addresses): bind the new ones (a failure rejects only that listener)
 //!            ─► config published ─► commit(final addresses): start accept loops, stop removed ones
-//!  accept loop ─► Drain::spawn_connection(http::serve_connection)
+//!  accept loop (weft-net BoundedListener: connection limits, accept backoff, first-byte timeout)
+//!              ─► Drain::spawn_connection(http::serve_connection)
 //!  removed listener ─► its token cancelled ─► no more accepts; its connections drain, then close
 //! ```
 
@@ -17,8 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ProxyConfig;
 use crate::drain::Drain;
-
-const BACKLOG: i32 = 1024;
+use crate::limits::DownstreamLimits;
 
 struct Running {
     local: SocketAddr,
@@ -31,17 +31,23 @@ pub struct ListenerManager {
     drain: Drain,
     runtime: Option<Handle>,
     running: HashMap<SocketAddr, Running>,
-    staged: HashMap<SocketAddr, std::net::TcpListener>,
+    staged: HashMap<SocketAddr, (String, std::net::TcpListener)>,
+    limits: Arc<DownstreamLimits>,
 }
 
 impl ListenerManager {
-    pub fn new(rx: watch::Receiver<Arc<ProxyConfig>>, drain: Drain) -> Self {
+    pub fn new(
+        rx: watch::Receiver<Arc<ProxyConfig>>,
+        drain: Drain,
+        limits: Arc<DownstreamLimits>,
+    ) -> Self {
         Self {
             rx,
             drain,
             runtime: Handle::try_current().ok(),
             running: HashMap::new(),
             staged: HashMap::new(),
+            limits,
         }
     }
 
@@ -61,9 +67,9 @@ impl ListenerManager {
             if self.running.contains_key(&addr) || self.staged.contains_key(&addr) {
                 continue;
             }
-            match bind_socket(addr) {
+            match weft_net::bind(addr) {
                 Ok(socket) => {
-                    self.staged.insert(addr, socket);
+                    self.staged.insert(addr, (name.to_string(), socket));
                 }
                 Err(e) => errors.push((
                     name.to_string(),
@@ -95,7 +101,7 @@ impl ListenerManager {
             return;
         };
         let _enter = runtime.enter();
-        for (addr, socket) in staged {
+        for (addr, (name, socket)) in staged {
             if !active.contains(&addr) {
                 continue;
             }
@@ -108,13 +114,27 @@ impl ListenerManager {
                 }
             };
             let token = self.drain.listener_token();
-            tracing::info!(%addr, %local, "listening");
-            runtime.spawn(accept_loop(
+            let limits = self.limits.traffic();
+            tracing::info!(
+                listener = %name,
+                %addr,
+                %local,
+                max_connections = limits.max_connections,
+                "listening"
+            );
+            let bounded = weft_net::BoundedListener::new(
                 listener,
+                name,
+                limits,
+                Some(self.limits.budget.clone()),
+            );
+            runtime.spawn(accept_loop(
+                bounded,
                 addr,
                 self.rx.clone(),
                 self.drain.clone(),
                 token.clone(),
+                self.limits.clone(),
             ));
             self.running.insert(addr, Running { local, token });
         }
@@ -129,48 +149,27 @@ impl Drop for ListenerManager {
     }
 }
 
-fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
-}
-
 async fn accept_loop(
-    listener: tokio::net::TcpListener,
+    mut listener: weft_net::BoundedListener,
     addr: SocketAddr,
     rx: watch::Receiver<Arc<ProxyConfig>>,
     drain: Drain,
     token: CancellationToken,
+    limits: Arc<DownstreamLimits>,
 ) {
     loop {
         let accepted = tokio::select! {
             () = token.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                drain.spawn_connection(crate::http::serve_connection(
-                    stream,
-                    peer,
-                    addr,
-                    rx.clone(),
-                    token.clone(),
-                    drain.period(),
-                ));
-            }
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(%addr, error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
+        drain.spawn_connection(crate::http::serve_connection(
+            accepted.io,
+            accepted.peer,
+            addr,
+            rx.clone(),
+            token.clone(),
+            drain.period(),
+            limits.clone(),
+        ));
     }
 }

@@ -175,6 +175,11 @@ impl Process {
         }
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Everything the process has written so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -252,6 +257,11 @@ pub struct Controller {
 
 impl Controller {
     pub async fn start(net: Net, config_dir: &Path, log_dir: &Path) -> Self {
+        Self::start_with(net, config_dir, log_dir, &[]).await
+    }
+
+    /// Starts a controller with extra flags.
+    pub async fn start_with(net: Net, config_dir: &Path, log_dir: &Path, extra: &[String]) -> Self {
         let xds = SocketAddr::new(net.ip(1), 15010);
         let debug = SocketAddr::new(net.ip(1), 15014);
         let process = Process::spawn(
@@ -260,7 +270,8 @@ impl Controller {
                 .arg("--config-dir")
                 .arg(config_dir)
                 .args(["--xds-address", &xds.to_string()])
-                .args(["--debug-address", &debug.to_string()]),
+                .args(["--debug-address", &debug.to_string()])
+                .args(extra),
             log_dir,
         );
         let mut controller = Self {
@@ -293,7 +304,21 @@ impl Sidecar {
         app_port: Option<u16>,
         log_dir: &Path,
     ) -> Self {
+        Self::start_with(ip, xds_url, workload, labels, app_port, log_dir, &[]).await
+    }
+
+    /// Starts a sidecar with extra flags.
+    pub async fn start_with(
+        ip: IpAddr,
+        xds_url: &str,
+        workload: &str,
+        labels: &str,
+        app_port: Option<u16>,
+        log_dir: &Path,
+        extra: &[String],
+    ) -> Self {
         let mut command = Command::new(&bins().proxy);
+        command.args(extra);
         command
             .args(["--xds-address", xds_url])
             .args(["--instance-ip", &ip.to_string()])
@@ -554,6 +579,15 @@ spec:
     yaml
 }
 
+/// Extra flags for the processes of a [`Mesh`].
+#[derive(Debug, Clone, Default)]
+pub struct MeshOptions {
+    /// The address block (default: a new one).
+    pub net: Option<Net>,
+    pub controller: Vec<String>,
+    pub proxy: Vec<String>,
+}
+
 /// The whole mesh of a test: control plane, reviews apps with sidecars, a client sidecar.
 pub struct Mesh {
     pub net: Net,
@@ -569,7 +603,16 @@ impl Mesh {
     /// Starts the mesh with reviews `versions` and the extra config files `files`
     /// (name, contents) in the config directory.
     pub async fn start(versions: &[&str], files: &[(&str, &str)]) -> Self {
-        let net = Net::new();
+        Self::start_with(versions, files, &MeshOptions::default()).await
+    }
+
+    /// [`Mesh::start`] with extra flags for the controller and the sidecars.
+    pub async fn start_with(
+        versions: &[&str],
+        files: &[(&str, &str)],
+        options: &MeshOptions,
+    ) -> Self {
+        let net = options.net.unwrap_or_default();
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("config");
         let logs = dir.path().join("logs");
@@ -583,31 +626,33 @@ impl Mesh {
         for (name, contents) in files {
             write_file(&config, name, contents);
         }
-        let controller = Controller::start(net, &config, &logs).await;
+        let controller = Controller::start_with(net, &config, &logs, &options.controller).await;
         let mut apps = Vec::new();
         let mut sidecars = Vec::new();
         for (i, version) in versions.iter().enumerate() {
             let ip = net.ip(11 + i as u8);
             apps.push(App::start(SocketAddr::new(ip, 9080), "reviews", version, &logs).await);
             sidecars.push(
-                Sidecar::start(
+                Sidecar::start_with(
                     ip,
                     &controller.xds_url(),
                     &format!("reviews-{version}"),
                     &format!("app=reviews,version={version}"),
                     Some(9080),
                     &logs,
+                    &options.proxy,
                 )
                 .await,
             );
         }
-        let client = Sidecar::start(
+        let client = Sidecar::start_with(
             net.ip(10),
             &controller.xds_url(),
             "client",
             "app=client",
             None,
             &logs,
+            &options.proxy,
         )
         .await;
         Self {

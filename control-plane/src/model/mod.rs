@@ -25,6 +25,12 @@ pub const MESH_GATEWAY: &str = "mesh";
 /// (Istio's MeshConfig `dnsRefreshRate` default).
 pub const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(60);
 
+/// Envoy's default `stream_idle_timeout`. Istio sends `0s` (none); Weft keeps Envoy's
+/// default so that a request to an upstream that never answers, on a route without a
+/// timeout (Istio's default), ends after 5 minutes instead of never.
+/// `--stream-idle-timeout 0s` restores Istio's behaviour.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// The mesh-wide settings a model is built with (the parts of Istio's MeshConfig Weft uses).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshSettings {
@@ -32,6 +38,9 @@ pub struct MeshSettings {
     pub domain: String,
     /// `dns_refresh_rate` of the DNS clusters (`--dns-refresh-rate`).
     pub dns_refresh_rate: Duration,
+    /// `stream_idle_timeout` of every HTTP connection manager (`--stream-idle-timeout`;
+    /// zero disables it).
+    pub stream_idle_timeout: Duration,
 }
 
 impl Default for MeshSettings {
@@ -39,6 +48,7 @@ impl Default for MeshSettings {
         Self {
             domain: "cluster.local".to_string(),
             dns_refresh_rate: DEFAULT_DNS_REFRESH_RATE,
+            stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
         }
     }
 }
@@ -75,6 +85,8 @@ pub struct Model {
     pub domain: String,
     /// How often proxies re-resolve the addresses of DNS clusters.
     pub dns_refresh_rate: Duration,
+    /// How long a request may go without a byte in either direction (zero: no limit).
+    pub stream_idle_timeout: Duration,
     /// Services by fully qualified host name.
     pub services: BTreeMap<String, Service>,
     /// VirtualServices that apply to sidecars, ordered by namespace/name.
@@ -96,6 +108,7 @@ impl Model {
         Self {
             domain: settings.domain.clone(),
             dns_refresh_rate: settings.dns_refresh_rate,
+            stream_idle_timeout: settings.stream_idle_timeout,
             ..Self::default()
         }
     }

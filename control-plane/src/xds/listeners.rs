@@ -8,7 +8,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 
 use super::proxy::Proxy;
-use super::{ads_config_source, pack, routes};
+use super::{ads_config_source, duration, pack, routes};
+use crate::model::Model;
 
 /// Name of the outbound listener.
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
@@ -18,12 +19,16 @@ pub const VIRTUAL_INBOUND: &str = "virtualInbound";
 pub use weft_xds::contract::{HTTP_CONNECTION_MANAGER, ROUTER};
 
 /// All listeners of a proxy.
-pub fn listeners(proxy: &Proxy) -> Vec<Listener> {
+pub fn listeners(model: &Model, proxy: &Proxy) -> Vec<Listener> {
+    let timeouts = Timeouts {
+        stream_idle: model.stream_idle_timeout,
+    };
     let mut listeners = vec![http_listener(
         VIRTUAL_OUTBOUND,
         proxy.listen_ip(),
         proxy.outbound_port,
         routes::OUTBOUND,
+        timeouts,
     )];
     if let Some(app_port) = proxy.app_port {
         listeners.push(http_listener(
@@ -31,17 +36,36 @@ pub fn listeners(proxy: &Proxy) -> Vec<Listener> {
             proxy.listen_ip(),
             proxy.inbound_port,
             &routes::inbound_name(app_port),
+            timeouts,
         ));
     }
     listeners
 }
 
+/// The connection manager timeouts the controller sets.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    stream_idle: std::time::Duration,
+}
+
 /// One listener with one filter chain: an HTTP connection manager (codec AUTO) that
 /// fetches its routes over ADS, with the router filter.
-fn http_listener(name: &str, ip: &str, port: u16, route_config_name: &str) -> Listener {
+///
+/// Timeouts: `stream_idle_timeout` always, from `--stream-idle-timeout` (Envoy's 5 min by
+/// default; Istio sends `0s`, see [`crate::model::DEFAULT_STREAM_IDLE_TIMEOUT`]). Neither
+/// `request_headers_timeout` nor `common_http_protocol_options` is set, as in Istio, so
+/// the proxy's defaults apply (docs/LIMITS.md).
+fn http_listener(
+    name: &str,
+    ip: &str,
+    port: u16,
+    route_config_name: &str,
+    timeouts: Timeouts,
+) -> Listener {
     let manager = HttpConnectionManager {
         codec_type: http_connection_manager::CodecType::Auto as i32,
         stat_prefix: name.to_string(),
+        stream_idle_timeout: Some(duration(timeouts.stream_idle)),
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(ads_config_source()),
             route_config_name: route_config_name.to_string(),
@@ -84,7 +108,26 @@ pub fn socket(ip: &str, port: u32) -> Address {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::MeshSettings;
     use prost::Message;
+
+    #[test]
+    fn stream_idle_timeout_comes_from_the_settings() {
+        let proxy = Proxy::sidecar("default");
+        for (setting, seconds) in [
+            (std::time::Duration::ZERO, 0),
+            (std::time::Duration::from_secs(42), 42),
+        ] {
+            let settings = MeshSettings {
+                stream_idle_timeout: setting,
+                ..MeshSettings::default()
+            };
+            for listener in listeners(&Model::empty(&settings), &proxy) {
+                let timeout = manager(&listener).stream_idle_timeout.expect("always set");
+                assert_eq!((timeout.seconds, timeout.nanos), (seconds, 0));
+            }
+        }
+    }
 
     fn manager(listener: &Listener) -> HttpConnectionManager {
         let filter = &listener.filter_chains[0].filters[0];
@@ -111,7 +154,7 @@ mod tests {
     #[test]
     fn outbound_only_without_app_port() {
         let proxy = Proxy::sidecar("default");
-        let listeners = listeners(&proxy);
+        let listeners = listeners(&Model::empty(&MeshSettings::default()), &proxy);
         assert_eq!(listeners.len(), 1);
         assert_eq!(listeners[0].name, VIRTUAL_OUTBOUND);
         assert_eq!(socket_of(&listeners[0]), ("0.0.0.0".to_string(), 15001));
@@ -127,6 +170,16 @@ mod tests {
         assert!(rds.config_source.is_some());
         assert_eq!(hcm.http_filters.len(), 1);
         assert_eq!(hcm.http_filters[0].name, ROUTER);
+        // Envoy's stream idle timeout sent explicitly; the other timeouts left unset.
+        assert_eq!(
+            hcm.stream_idle_timeout,
+            Some(envoy_types::pb::google::protobuf::Duration {
+                seconds: 300,
+                nanos: 0
+            })
+        );
+        assert_eq!(hcm.request_headers_timeout, None);
+        assert_eq!(hcm.common_http_protocol_options, None);
     }
 
     #[test]
@@ -135,7 +188,7 @@ mod tests {
         proxy.app_port = Some(9080);
         proxy.inbound_port = 16006;
         proxy.instance_ips = vec!["127.0.0.2".to_string()];
-        let listeners = listeners(&proxy);
+        let listeners = listeners(&Model::empty(&MeshSettings::default()), &proxy);
         assert_eq!(listeners.len(), 2);
         assert_eq!(socket_of(&listeners[0]), ("127.0.0.2".to_string(), 15001));
         assert_eq!(listeners[1].name, VIRTUAL_INBOUND);

@@ -51,7 +51,7 @@ impl weft_xds::Generator for XdsGenerator {
 /// All resources of one type for a proxy (empty for an unknown type URL).
 pub fn generate(model: &Model, proxy: &Proxy, type_url: &str) -> Vec<Resource> {
     match type_url {
-        type_url::LISTENER => listeners::listeners(proxy)
+        type_url::LISTENER => listeners::listeners(model, proxy)
             .iter()
             .map(|listener| Resource::new(listener.name.clone(), listener))
             .collect(),

@@ -11,6 +11,7 @@
 
 pub mod crd;
 mod de;
+mod documents;
 pub mod duration;
 pub mod header_format;
 pub mod host;

@@ -377,51 +377,7 @@ fn describe(kind: &Option<String>, name: &Option<String>, namespace: &Option<Str
     }
 }
 
-/// One YAML document of a multi-document file, parsed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParsedDocument {
-    /// 0-based index of the document in the file, not counting empty documents.
-    pub index: usize,
-    /// The object, or why there is none.
-    pub result: Result<ConfigObject, DocumentError>,
-}
-
-/// Parses every document in a (multi-document) YAML text.
-///
-/// Empty documents (e.g. after a trailing `---`, or only comments) are skipped and not counted.
-/// Accepts `networking.istio.io/v1`, `v1beta1` and `v1alpha3`, `security.istio.io/v1` and
-/// `v1beta1`, `telemetry.istio.io/v1` and `v1alpha1`. An object is `Ok` only if it
-/// deserializes (unknown fields are errors, with their path) and validates. A YAML syntax error
-/// ends the parse: it is reported as an `Invalid` document and later documents are not read.
-pub fn parse_documents(text: &str) -> Vec<ParsedDocument> {
-    let mut out = Vec::new();
-    let mut index = 0;
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        match serde_yaml::Value::deserialize(doc) {
-            Err(e) => {
-                out.push(ParsedDocument {
-                    index,
-                    result: Err(DocumentError::Invalid {
-                        kind: None,
-                        name: None,
-                        namespace: None,
-                        errors: FieldError::new("", format!("invalid YAML: {e}")).into(),
-                    }),
-                });
-                break;
-            }
-            Ok(serde_yaml::Value::Null) => continue,
-            Ok(value) => {
-                out.push(ParsedDocument {
-                    index,
-                    result: parse_value(value),
-                });
-                index += 1;
-            }
-        }
-    }
-    out
-}
+pub use crate::documents::{ParsedDocument, parse_documents};
 
 fn get_str<'a>(map: &'a serde_yaml::Mapping, key: &str) -> Option<&'a str> {
     map.get(key).and_then(serde_yaml::Value::as_str)
@@ -695,25 +651,6 @@ spec:
         assert!(e[0].contains("unknown unit"), "{e:?}");
         assert!(parse_documents("").is_empty());
         assert!(parse_documents("---\n---\n").is_empty());
-    }
-
-    #[test]
-    fn syntax_error_after_good_document() {
-        let text = "apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: vm1}
-spec: {address: 10.0.0.1}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: vm2
-spec: {address: 10.0.0.2}
-";
-        let docs = parse_documents(text);
-        assert!(docs[0].result.is_ok(), "{:?}", docs[0].result);
-        assert_eq!(docs.len(), 2);
-        assert_eq!(docs[1].index, 1);
-        assert!(invalid_errors(&docs[1])[0].contains("invalid YAML"));
     }
 
     #[test]

@@ -126,6 +126,8 @@ struct Shared<G> {
     next_stream: AtomicU64,
     /// Status of every live stream, by stream number.
     streams: Mutex<BTreeMap<u64, StreamStatus>>,
+    /// `true` once the server shuts down: every stream ends, new ones are refused.
+    shutdown: watch::Sender<bool>,
 }
 
 struct StreamStatus {
@@ -142,6 +144,7 @@ impl<G: Generator> AdsServer<G> {
                 snapshots,
                 next_stream: AtomicU64::new(1),
                 streams: Mutex::new(BTreeMap::new()),
+                shutdown: watch::Sender::new(false),
             }),
         }
     }
@@ -164,6 +167,13 @@ impl<G: Generator> AdsServer<G> {
                 types: s.types.clone(),
             })
             .collect()
+    }
+
+    /// Ends every stream with `UNAVAILABLE` ("the control plane is shutting down"), so that
+    /// proxies reconnect (to another replica, or to this one once it is back), and refuses
+    /// new streams the same way. The proxies keep serving their last config meanwhile.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
     }
 
     /// Serves one ADS stream from any stream of requests, without gRPC: spawns the
@@ -199,7 +209,17 @@ where
     G: Generator,
     S: Stream<Item = Result<DiscoveryRequest, Status>> + Unpin,
 {
-    let first = match requests.next().await {
+    let mut shutdown = shared.shutdown.subscribe();
+    let first = tokio::select! {
+        request = requests.next() => request,
+        () = stopped(&mut shutdown) => None,
+    };
+    let stopping = *shutdown.borrow();
+    if stopping {
+        let _ = tx.send(Err(shutting_down())).await;
+        return;
+    }
+    let first = match first {
         Some(Ok(request)) => request,
         Some(Err(status)) => {
             debug!(stream = number, %status, "ADS stream failed before its first request");
@@ -262,6 +282,10 @@ where
                     Some(Err(status)) => break 'stream format!("request stream failed: {status}"),
                     None => break 'stream "the proxy closed the stream".to_string(),
                 },
+                () = stopped(&mut shutdown) => {
+                    let _ = tx.send(Err(shutting_down())).await;
+                    break 'stream "the control plane is shutting down".to_string();
+                }
                 changed = snapshots.changed(), if watching => {
                     if changed.is_err() {
                         // The control plane dropped the sender: keep serving the last snapshot.
@@ -282,6 +306,15 @@ where
         }
     };
     info!(proxy = %conn.id, stream = number, %reason, "ADS stream ended");
+}
+
+/// Completes once the server shuts down (or is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+fn shutting_down() -> Status {
+    Status::unavailable("the control plane is shutting down; reconnect")
 }
 
 /// Copies a stream's per-type state into the shared status map.

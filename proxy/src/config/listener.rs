@@ -2,12 +2,15 @@
 //!
 //! ```text
 //!  Listener ─► address ─► filter_chains[0] ─► http_connection_manager ─► rds name | inline routes
-//!                                                 └─► http_filters = [router]
+//!                                                 ├─► http_filters = [router]
+//!                                                 └─► stream_idle_timeout, request_headers_timeout,
+//!                                                     common_http_protocol_options.idle_timeout
 //! ```
 
 use std::mem::take;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::listener::v3 as lds;
@@ -15,7 +18,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use prost::Message;
 
 use super::{
-    ConfigError, Reason, RouteConfig, invalid, reject_leftover, reject_set, socket_address,
+    ConfigError, Reason, RouteConfig, duration, invalid, reject_leftover, reject_set,
+    socket_address,
 };
 
 // Names shared with the controller: weft-xds's contract module.
@@ -24,6 +28,11 @@ pub use weft_xds::contract::{
     ROUTER as ROUTER_FILTER, ROUTER_TYPE_URL as ROUTER_TYPE,
 };
 
+/// Envoy's default HCM `stream_idle_timeout`.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Envoy's default downstream `common_http_protocol_options.idle_timeout`.
+pub const DEFAULT_DOWNSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 #[derive(Debug)]
 pub struct Listener {
     pub name: String,
@@ -31,6 +40,26 @@ pub struct Listener {
     pub routes: RouteSource,
     pub codec: Codec,
     pub generate_request_id: bool,
+    /// HCM `stream_idle_timeout`: a request with no activity in either direction for this long
+    /// ends (408/504 `SI` before the response head, reset after). Envoy's default 5 min when
+    /// unset; `None` when set to 0 (disabled, as Istio does).
+    pub stream_idle_timeout: Option<Duration>,
+    /// HCM `request_headers_timeout`: the time a new request may take to send its headers.
+    /// Unset or 0: none (Envoy's default).
+    pub request_headers_timeout: Option<Duration>,
+    /// HCM `common_http_protocol_options.idle_timeout`: a downstream connection without a
+    /// request for this long is closed. Envoy's default 1 h when unset; `None` when 0.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// What the HTTP connection manager says, converted.
+struct Manager {
+    routes: RouteSource,
+    codec: Codec,
+    generate_request_id: bool,
+    stream_idle_timeout: Option<Duration>,
+    request_headers_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
 }
 
 /// Where a listener's routes come from.
@@ -67,7 +96,7 @@ impl TryFrom<lds::Listener> for Listener {
                 format!("exactly one filter chain is supported, got {}", c.len()),
             ))
         })?;
-        let (routes, codec, generate_request_id) = filter_chain(chain).map_err(err)?;
+        let manager = filter_chain(chain).map_err(err)?;
         let name = take(&mut l.name);
         // Observability-only fields.
         l.stat_prefix.clear();
@@ -96,14 +125,17 @@ impl TryFrom<lds::Listener> for Listener {
         Ok(Listener {
             name,
             address,
-            routes,
-            codec,
-            generate_request_id,
+            routes: manager.routes,
+            codec: manager.codec,
+            generate_request_id: manager.generate_request_id,
+            stream_idle_timeout: manager.stream_idle_timeout,
+            request_headers_timeout: manager.request_headers_timeout,
+            idle_timeout: manager.idle_timeout,
         })
     }
 }
 
-fn filter_chain(mut chain: lds::FilterChain) -> Result<(RouteSource, Codec, bool), Reason> {
+fn filter_chain(mut chain: lds::FilterChain) -> Result<Manager, Reason> {
     let filters = take(&mut chain.filters);
     chain.name.clear();
     chain.metadata = None;
@@ -158,9 +190,7 @@ fn filter_chain(mut chain: lds::FilterChain) -> Result<(RouteSource, Codec, bool
     })
 }
 
-fn connection_manager(
-    mut m: hcm::HttpConnectionManager,
-) -> Result<(RouteSource, Codec, bool), Reason> {
+fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Manager, Reason> {
     use hcm::http_connection_manager::{CodecType, RouteSpecifier};
     let codec = match CodecType::try_from(m.codec_type) {
         Ok(CodecType::Auto) => Codec::Auto,
@@ -227,12 +257,40 @@ fn connection_manager(
     m.stat_prefix.clear();
     m.access_log.clear();
     m.tracing = None;
+    // Envoy: unset = 5 min, 0 = disabled.
+    let stream_idle_timeout =
+        match duration("stream_idle_timeout", m.stream_idle_timeout.take().as_ref())? {
+            None => Some(DEFAULT_STREAM_IDLE_TIMEOUT),
+            Some(d) => nonzero(d),
+        };
+    // Envoy: unset or 0 = none.
+    let request_headers_timeout = duration(
+        "request_headers_timeout",
+        m.request_headers_timeout.take().as_ref(),
+    )?
+    .and_then(nonzero);
+    let idle_timeout = match m.common_http_protocol_options.take() {
+        None => Some(DEFAULT_DOWNSTREAM_IDLE_TIMEOUT),
+        Some(mut common) => {
+            let idle = duration(
+                "common_http_protocol_options.idle_timeout",
+                common.idle_timeout.take().as_ref(),
+            )?;
+            if common != Default::default() {
+                return Err(Reason::Unsupported(
+                    "common_http_protocol_options settings other than idle_timeout".into(),
+                ));
+            }
+            match idle {
+                None => Some(DEFAULT_DOWNSTREAM_IDLE_TIMEOUT),
+                Some(d) => nonzero(d),
+            }
+        }
+    };
     reject_set!(
         m,
-        common_http_protocol_options,
         http_protocol_options,
         http2_protocol_options,
-        stream_idle_timeout,
         request_timeout,
         use_remote_address,
         upgrade_configs,
@@ -243,7 +301,19 @@ fn connection_manager(
         forward_client_cert_details
     );
     reject_leftover(&m, "http_connection_manager")?;
-    Ok((routes, codec, generate_request_id))
+    Ok(Manager {
+        routes,
+        codec,
+        generate_request_id,
+        stream_idle_timeout,
+        request_headers_timeout,
+        idle_timeout,
+    })
+}
+
+/// Envoy's timeouts: 0 means none.
+fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
 }
 
 fn typed_url(f: &hcm::HttpFilter) -> Option<&str> {

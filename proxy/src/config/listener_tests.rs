@@ -1,6 +1,6 @@
 use super::*;
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
-use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 
 pub(crate) fn socket(ip: &str, port: u32) -> Address {
     Address {
@@ -71,6 +71,84 @@ fn converts_istio_style_listener() {
     assert!(matches!(&l.routes, RouteSource::Rds(n) if n == "outbound"));
     assert_eq!(l.codec, Codec::Auto);
     assert!(l.generate_request_id);
+    // Envoy's defaults when the connection manager says nothing.
+    assert_eq!(l.stream_idle_timeout, Some(Duration::from_secs(300)));
+    assert_eq!(l.request_headers_timeout, None);
+    assert_eq!(l.idle_timeout, Some(Duration::from_secs(3600)));
+}
+
+fn pb(seconds: i64, nanos: i32) -> Option<PbDuration> {
+    Some(PbDuration { seconds, nanos })
+}
+
+#[test]
+fn applies_hcm_timeouts() {
+    let mut m = manager();
+    m.stream_idle_timeout = pb(2, 500_000_000);
+    m.request_headers_timeout = pb(10, 0);
+    m.common_http_protocol_options = Some(core::HttpProtocolOptions {
+        idle_timeout: pb(60, 0),
+        ..Default::default()
+    });
+    let l = Listener::try_from(listener(m)).unwrap();
+    assert_eq!(l.stream_idle_timeout, Some(Duration::from_millis(2500)));
+    assert_eq!(l.request_headers_timeout, Some(Duration::from_secs(10)));
+    assert_eq!(l.idle_timeout, Some(Duration::from_secs(60)));
+
+    // 0 disables each of them (Istio sends stream_idle_timeout: 0s).
+    let mut m = manager();
+    m.stream_idle_timeout = pb(0, 0);
+    m.request_headers_timeout = pb(0, 0);
+    m.common_http_protocol_options = Some(core::HttpProtocolOptions {
+        idle_timeout: pb(0, 0),
+        ..Default::default()
+    });
+    let l = Listener::try_from(listener(m)).unwrap();
+    assert_eq!(l.stream_idle_timeout, None);
+    assert_eq!(l.request_headers_timeout, None);
+    assert_eq!(l.idle_timeout, None);
+
+    // Protocol options without an idle timeout keep its default.
+    let mut m = manager();
+    m.common_http_protocol_options = Some(Default::default());
+    let l = Listener::try_from(listener(m)).unwrap();
+    assert_eq!(l.idle_timeout, Some(Duration::from_secs(3600)));
+}
+
+#[test]
+fn rejects_bad_or_unapplied_hcm_timeouts() {
+    let mut m = manager();
+    m.stream_idle_timeout = pb(-1, 0);
+    let e = reject(listener(m));
+    assert!(
+        e.contains("http_connection_manager.stream_idle_timeout: -1s 0ns is not a valid duration"),
+        "{e}"
+    );
+    let mut m = manager();
+    m.request_headers_timeout = pb(1, -5);
+    let e = reject(listener(m));
+    assert!(
+        e.contains("http_connection_manager.request_headers_timeout:"),
+        "{e}"
+    );
+    let mut m = manager();
+    m.common_http_protocol_options = Some(core::HttpProtocolOptions {
+        idle_timeout: pb(60, 0),
+        max_connection_duration: pb(60, 0),
+        ..Default::default()
+    });
+    let e = reject(listener(m));
+    assert!(
+        e.contains("common_http_protocol_options settings other than idle_timeout"),
+        "{e}"
+    );
+    // Timeouts the proxy does not apply yet are still refused.
+    let mut m = manager();
+    m.request_timeout = pb(5, 0);
+    assert!(reject(listener(m)).contains("request_timeout is not supported"));
+    let mut m = manager();
+    m.drain_timeout = pb(5, 0);
+    assert!(reject(listener(m)).contains("http_connection_manager field #"));
 }
 
 #[test]

@@ -22,7 +22,8 @@ pub use cluster::{
     Assignment, ClusterConfig, DiscoveryKind, HTTP_PROTOCOL_OPTIONS, UpstreamProtocol,
 };
 pub use listener::{
-    Codec, HCM_FILTER, HCM_TYPE, Listener, ROUTER_FILTER, ROUTER_TYPE, RouteSource,
+    Codec, DEFAULT_DOWNSTREAM_IDLE_TIMEOUT, HCM_FILTER, HCM_TYPE, Listener, ROUTER_FILTER,
+    ROUTER_TYPE, RouteSource,
 };
 pub use route::{
     Action, ClusterPick, ClusterRef, DirectResponse, ForwardAction, HeaderAdd, HeaderMatch,

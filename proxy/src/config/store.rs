@@ -31,6 +31,7 @@ use super::{
     RouteConfig, RouteSource,
 };
 use crate::drain::Drain;
+use crate::limits::DownstreamLimits;
 use crate::listeners::ListenerManager;
 use crate::upstream::{Cluster, PoolRegistry};
 
@@ -61,6 +62,11 @@ impl ConfigStore {
 
     /// A store whose listeners stop and drain when `drain` says so.
     pub fn with_drain(drain: Drain) -> Self {
+        Self::with_limits(drain, DownstreamLimits::default())
+    }
+
+    /// A store whose listeners drain with `drain` and accept under `limits`.
+    pub fn with_limits(drain: Drain, limits: DownstreamLimits) -> Self {
         let current = Arc::new(ProxyConfig::default());
         let (tx, rx) = watch::channel(current.clone());
         Self {
@@ -71,7 +77,7 @@ impl ConfigStore {
             assignments: HashMap::new(),
             current,
             pools: PoolRegistry::default(),
-            sockets: ListenerManager::new(rx, drain),
+            sockets: ListenerManager::new(rx, drain, Arc::new(limits)),
             tx,
         }
     }

@@ -1,7 +1,7 @@
 //! The HTTP data path: the downstream server and the request stack, top-down.
 //!
 //! ```text
-//!  TcpStream ─► auto::Builder (h1 | h2c | both, per HCM codec) ─► handle(req)      [this file]
+//!  GuardedIo ─► auto::Builder (h1 | h2c | both, per HCM codec) ─► handle(req)      [this file]
 //!    1. router   (router.rs):  one ProxyConfig snapshot ─► listener ─► route table ─► vhost ─► route
 //!    2. policy   (policy.rs):  Direct │ Redirect (redirect.rs) │ Forward: cluster slot, rewrites,
 //!                              headers (headers.rs), timeout
@@ -26,14 +26,17 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use weft_net::GuardedIo;
 
+use crate::config::DEFAULT_DOWNSTREAM_IDLE_TIMEOUT;
 use crate::config::formatter::{FormatContext, HeaderTemplate};
 use crate::config::{Action, Codec, ProxyConfig, Route, RouteConfig, VirtualHost};
 use crate::error::ProxyError;
+use crate::limits::DownstreamLimits;
 use crate::upstream::UpstreamBody;
 use router::RequestView;
 
@@ -89,21 +92,35 @@ impl RequestMeta {
 /// Serves one accepted downstream connection until it closes. When `drain` is cancelled
 /// (listener removed, proxy draining) the connection is asked to close gracefully and is
 /// closed after `drain_period` at the latest.
+///
+/// Timeouts, from the listener's HCM when it sets them, else the proxy's defaults
+/// ([`DownstreamLimits`]): a client has the header-read timeout to send its first byte and
+/// then each request's headers (HTTP/1: also the wait for the next request on a
+/// keep-alive connection); a connection where no byte moves either way for the idle
+/// timeout is closed.
 pub async fn serve_connection(
-    stream: tokio::net::TcpStream,
+    mut stream: GuardedIo<tokio::net::TcpStream>,
     peer: SocketAddr,
     listener: SocketAddr,
     rx: watch::Receiver<Arc<ProxyConfig>>,
     drain: CancellationToken,
     drain_period: Duration,
+    limits: Arc<DownstreamLimits>,
 ) {
-    let codec = rx
-        .borrow()
-        .listener(&listener)
-        .map_or(Codec::Auto, |l| l.config.codec);
+    let (codec, header_read_timeout, idle_timeout) = {
+        let config = rx.borrow();
+        let hcm = config.listener(&listener).map(|l| &l.config);
+        (
+            hcm.map_or(Codec::Auto, |c| c.codec),
+            hcm.and_then(|c| c.request_headers_timeout)
+                .or(limits.header_read_timeout),
+            hcm.map_or(Some(DEFAULT_DOWNSTREAM_IDLE_TIMEOUT), |c| c.idle_timeout),
+        )
+    };
+    stream.set_timeouts(header_read_timeout, idle_timeout);
     let downstream = Downstream {
         remote: peer,
-        local: stream.local_addr().unwrap_or(listener),
+        local: stream.get_ref().local_addr().unwrap_or(listener),
     };
     let conn = Arc::new(Conn {
         listener,
@@ -115,6 +132,11 @@ pub async fn serve_connection(
         async move { Ok::<_, Infallible>(handle(&conn, req).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
     builder = match codec {
         Codec::Auto => builder,
         Codec::Http1 => builder.http1_only(),

@@ -5,8 +5,11 @@
 //!    Forward ─► weighted pick ─► slot ─► table.targets[slot] (Arc<Cluster>, resolved at config time)
 //!            ─► upstream request: client's :authority/Host kept (or host_rewrite), prefix_rewrite,
 //!               hop-by-hop headers out, x-request-id, header mutations
-//!            ─► route timeout ─► balancer (Cluster::pick) ─► endpoint layer (upstream/endpoint.rs)
+//!            ─► route timeout + stream idle timeout (one timer, upstream/idle.rs)
+//!            ─► balancer (Cluster::pick) ─► endpoint layer (upstream/endpoint.rs)
+//!            ─► failure ─► error.rs (UF, UC, UR, UPE; DPE when the request body failed)
 //!            ─► response: hop-by-hop out, header mutations, body streamed with its guards
+//!               and the stream idle timeout
 //!  (fault injection, retries, mirroring slot in here as one step each)
 //! ```
 
@@ -23,6 +26,7 @@ use super::{AuthoritySource, Levels, ProxyBody, RequestMeta, authority_source};
 use crate::config::formatter::HeaderTemplate;
 use crate::config::{ClusterPick, ForwardAction, Listener, RouteTable};
 use crate::error::ProxyError;
+use crate::upstream::idle::{self, Activity, Expired};
 use crate::upstream::{Protocol, RequestBody, endpoint};
 
 /// Forwards `req` along a route's forward action.
@@ -110,10 +114,17 @@ pub(super) async fn forward(
             &render,
         );
     }
-    let body = if http_body::Body::is_end_stream(&body) {
-        RequestBody::Empty
+    // The stream idle timeout's clock; a streamed body reports its progress to it (and its
+    // failure, which makes the client, not the upstream, the cause of what follows).
+    let start = tokio::time::Instant::now();
+    let (body, activity) = if http_body::Body::is_end_stream(&body) {
+        (RequestBody::empty(), Activity::complete_request(start))
     } else {
-        RequestBody::Stream(body)
+        let activity = Activity::streamed_request(start);
+        (
+            RequestBody::stream(body, activity.progress().cloned()),
+            activity,
+        )
     };
     let upstream_req = Request::from_parts(parts, body);
 
@@ -123,16 +134,24 @@ pub(super) async fn forward(
         cluster.config.connect_timeout,
         upstream_req,
     );
-    let result = match action.timeout {
-        Some(t) => tokio::time::timeout(t, send)
-            .await
-            .map_err(|_| ProxyError::Timeout {
+    let idle = listener.stream_idle_timeout;
+    let result = idle::bounded(send, start, action.timeout, idle, &activity)
+        .await
+        .map_err(|expired| match expired {
+            Expired::Route(timeout) => ProxyError::Timeout {
                 endpoint: endpoint.addr,
-                timeout: t,
-            })?,
-        None => send.await,
-    };
-    let resp = result.map_err(|e| ProxyError::from_upstream(endpoint.addr, e))?;
+                timeout,
+            },
+            Expired::Idle {
+                timeout,
+                request_complete,
+            } => ProxyError::StreamIdle {
+                timeout,
+                request_complete,
+            },
+        })?;
+    let resp = result
+        .map_err(|e| ProxyError::from_upstream(endpoint.addr, e, activity.downstream_failed()))?;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     parts.version = if downstream_h2 {
@@ -155,7 +174,10 @@ pub(super) async fn forward(
         &mut parts.headers,
         &render,
     );
-    Ok(Response::from_parts(parts, Either::Left(body)))
+    Ok(Response::from_parts(
+        parts,
+        Either::Left(body.bind(activity, idle)),
+    ))
 }
 
 /// The authority the client asked for, as the upstream must see it: the `Host` header's value

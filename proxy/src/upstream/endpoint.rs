@@ -8,6 +8,7 @@
 //! ```
 
 use std::future::poll_fn;
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt as _;
 
 use super::balance::Endpoint;
-use super::body::{RequestBody, UpstreamBody};
+use super::body::{DownstreamBodyError, RequestBody, UpstreamBody};
 use super::connect::ConnectError;
 use super::pool::{Pool, Protocol};
 
@@ -43,22 +44,90 @@ pub enum UpstreamError {
     NoPool(Protocol, SocketAddr),
 }
 
+/// How an exchange with an upstream failed, in the terms of Envoy's response flags (the
+/// status, flag and body of each are in `crate::error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection could be made (`UF`).
+    ConnectFailure,
+    /// The upstream connection ended (closed, or h2 GOAWAY) before the exchange completed (`UC`).
+    Terminated,
+    /// The upstream reset the request: h2 RST_STREAM, or TCP RST on the connection (`UR`).
+    Reset,
+    /// The upstream sent something that is not valid HTTP: a malformed status line or
+    /// headers, bad chunked framing, h2 frames h2 refused (`UPE`).
+    UpstreamProtocol,
+    /// The downstream request body failed while it was forwarded: bad chunked framing,
+    /// fewer bytes than its `content-length` (`DPE`).
+    DownstreamProtocol,
+}
+
 impl UpstreamError {
-    /// The connection closed before the response head: Envoy's "connection termination" (UC).
-    pub fn is_terminated(&self) -> bool {
+    /// What kind of failure this is (see [`Failure`]).
+    pub fn failure(&self) -> Failure {
         match self {
-            Self::Http1 { source, .. } => {
-                source.is_incomplete_message() || source.is_canceled() || source.is_closed()
-            }
-            Self::Http2 { source, .. } => source.is_go_away() || source.is_io(),
-            _ => false,
+            Self::Connect(_) | Self::NoPool(..) => Failure::ConnectFailure,
+            Self::Http1 { source, .. } => hyper_failure(source),
+            Self::Http2 { source, .. } => h2_failure(source),
         }
     }
+}
 
-    /// The upstream refused or reset the stream before the response head (UR).
-    pub fn is_reset(&self) -> bool {
-        matches!(self, Self::Http1 { .. } | Self::Http2 { .. }) && !self.is_terminated()
+/// Classifies a hyper (HTTP/1.1 upstream) error.
+pub(super) fn hyper_failure(e: &hyper::Error) -> Failure {
+    // Our request body's error, i.e. the downstream's: checked first, since its own source
+    // chain holds the downstream's I/O error.
+    if e.is_user() && source_of::<DownstreamBodyError>(e).is_some() {
+        return Failure::DownstreamProtocol;
     }
+    if e.is_parse() {
+        return Failure::UpstreamProtocol;
+    }
+    if let Some(io) = source_of::<std::io::Error>(e) {
+        return match io.kind() {
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+                Failure::Reset
+            }
+            // hyper's body decoder: bad chunk size line, chunk extensions too long, …
+            ErrorKind::InvalidInput | ErrorKind::InvalidData => Failure::UpstreamProtocol,
+            _ => Failure::Terminated,
+        };
+    }
+    // Closed before the message was complete, or the connection went away.
+    Failure::Terminated
+}
+
+/// Classifies an h2 (HTTP/2 upstream) error.
+pub(super) fn h2_failure(e: &h2::Error) -> Failure {
+    if let Some(io) = e.get_io() {
+        return match io.kind() {
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => Failure::Reset,
+            // h2 reports the connection's end of file as BrokenPipe.
+            _ => Failure::Terminated,
+        };
+    }
+    if e.is_library() {
+        // h2 itself found the upstream's frames or headers malformed.
+        return Failure::UpstreamProtocol;
+    }
+    if e.is_go_away() {
+        return Failure::Terminated;
+    }
+    Failure::Reset
+}
+
+/// The first error of type `E` in `e`'s source chain.
+fn source_of<'a, E: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut cause = e.source();
+    while let Some(err) = cause {
+        if let Some(found) = err.downcast_ref::<E>() {
+            return Some(found);
+        }
+        cause = err.source();
+    }
+    None
 }
 
 /// Sends `req` to `endpoint` with `protocol`. The request's URI carries the scheme and the
@@ -135,12 +204,25 @@ async fn send_h2(
     let (response, tx) = send
         .send_request(Request::from_parts(parts, ()), end_of_stream)
         .map_err(H2Failure::Stream)?;
-    if !end_of_stream {
-        tokio::spawn(pipe_request_body(body, tx));
-    }
+    // Until the response head arrives, the body pipe lives only as long as this future: a
+    // request given up on (timeout, client gone) stops reading the body and resets the stream.
+    let mut pipe = AbortOnDrop((!end_of_stream).then(|| tokio::spawn(pipe_request_body(body, tx))));
     let resp = response.await.map_err(H2Failure::Stream)?;
+    // The body keeps streaming while the response does.
+    pipe.0 = None;
     stream.guard.response_received();
     Ok((resp, stream.guard))
+}
+
+/// Aborts the task when dropped (unless taken out first).
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 /// Copies a request body onto an HTTP/2 stream, respecting the peer's flow-control window.

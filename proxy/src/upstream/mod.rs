@@ -4,6 +4,7 @@
 //!  ClusterConfig + Assignment ─► Cluster { Balancer ─► [Arc<Endpoint> { in-flight, pools }] }
 //!                                              pools ◄── PoolRegistry (by address, protocol, TLS; survives pushes)
 //!  per request:  Cluster::pick ─► Endpoint ─► endpoint::send ─► Pool (h1 | h2) ─► connect.rs
+//!                (idle.rs: the stream idle timeout and the one timer for the response head)
 //! ```
 
 pub mod balance;
@@ -11,13 +12,14 @@ pub mod body;
 pub mod connect;
 pub mod dns;
 pub mod endpoint;
+pub mod idle;
 pub mod pool;
 
 use std::collections::HashSet;
 
 pub use balance::{Balancer, Endpoint, EndpointPools, InFlight, LbPolicy};
-pub use body::{RequestBody, UpstreamBody};
-pub use endpoint::UpstreamError;
+pub use body::{DownstreamBodyError, RequestBody, StreamIdleError, UpstreamBody};
+pub use endpoint::{Failure, UpstreamError};
 pub use pool::{Pool, PoolKey, PoolRegistry, PoolSettings, Protocol, TlsMode};
 
 use crate::config::{Assignment, ClusterConfig, UpstreamProtocol};

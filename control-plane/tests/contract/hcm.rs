@@ -1,0 +1,146 @@
+//! The HTTP connection manager's timeouts across the contract: what the controller sends
+//! (`stream_idle_timeout` from `--stream-idle-timeout`, Envoy's 5 min by default; the others
+//! unset, as Istio) and what Istio can send for them.
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions;
+use envoy_types::pb::envoy::config::listener::v3 as lds;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use prost::Message;
+use weft_proxy::ConfigStore;
+use weft_proxy::config::Listener;
+use weft_xds::{Resource, type_url, version_of};
+
+use super::check::{APP_PORT, ConfigCase, Generated, ProxySpec, controller_proxy, free_ports};
+use super::fixtures::config_from;
+use super::isolation_yaml;
+
+/// The connection manager's timeouts: what the controller sends (the stream idle timeout,
+/// the others unset) reaches the proxy as that, and the values Istio can send
+/// for them (`ISTIO_META_IDLE_TIMEOUT`, ProxyConfig connection settings, an EnvoyFilter) are
+/// applied, not refused, and the store ACKs them.
+#[tokio::test]
+async fn connection_manager_timeouts_reach_the_proxy() {
+    let spec = ProxySpec {
+        label: "server".to_string(),
+        namespace: "default".to_string(),
+        labels: vec![("app".to_string(), "contract".to_string())],
+        app_port: Some(APP_PORT),
+    };
+    let case = ConfigCase::local(
+        "isolation v1",
+        config_from(&[("v1.yaml", &isolation_yaml(1))]),
+    );
+    let (outbound_port, inbound_port) = free_ports();
+    let mut generated = Generated::new(
+        &case.model(),
+        &controller_proxy(&spec, outbound_port, inbound_port),
+    );
+    assert_eq!(
+        generated.listeners.len(),
+        2,
+        "virtualOutbound and virtualInbound"
+    );
+    let with_manager = |resource: &mut Resource, change: &dyn Fn(&mut HttpConnectionManager)| {
+        let mut listener = lds::Listener::decode(resource.body.value.as_slice()).expect("decodes");
+        let Some(lds::filter::ConfigType::TypedConfig(any)) =
+            &mut listener.filter_chains[0].filters[0].config_type
+        else {
+            panic!("{}: typed connection manager config", resource.name);
+        };
+        let mut manager = HttpConnectionManager::decode(any.value.as_slice()).expect("decodes");
+        change(&mut manager);
+        any.value = manager.encode_to_vec();
+        *resource = Resource::new(&resource.name, &listener);
+    };
+    let convert = |resource: &Resource| -> Listener {
+        let listener = lds::Listener::decode(resource.body.value.as_slice()).expect("decodes");
+        Listener::try_from(listener).unwrap_or_else(|err| panic!("{}: {err}", resource.name))
+    };
+
+    for resource in &mut generated.listeners {
+        // As generated: what Istio sends.
+        with_manager(resource, &|m| {
+            assert_eq!(
+                m.stream_idle_timeout,
+                Some(PbDuration {
+                    seconds: 300,
+                    nanos: 0
+                }),
+                "stream_idle_timeout: Envoy's default, sent explicitly"
+            );
+            assert_eq!(m.request_headers_timeout, None);
+            assert_eq!(m.common_http_protocol_options, None);
+        });
+        let listener = convert(resource);
+        assert_eq!(
+            listener.stream_idle_timeout,
+            Some(Duration::from_secs(300)),
+            "{}: 5 min",
+            listener.name
+        );
+        assert_eq!(listener.request_headers_timeout, None, "{}", listener.name);
+        assert_eq!(
+            listener.idle_timeout,
+            Some(Duration::from_secs(3600)),
+            "{}: Envoy's default",
+            listener.name
+        );
+
+        // Istio's own `0s` (the controller's `--stream-idle-timeout 0s`): disabled.
+        with_manager(resource, &|m| {
+            m.stream_idle_timeout = Some(PbDuration::default());
+        });
+        assert_eq!(convert(resource).stream_idle_timeout, None);
+
+        // What Istio sends when they are configured.
+        with_manager(resource, &|m| {
+            m.stream_idle_timeout = Some(PbDuration {
+                seconds: 300,
+                nanos: 0,
+            });
+            m.request_headers_timeout = Some(PbDuration {
+                seconds: 10,
+                nanos: 0,
+            });
+            m.common_http_protocol_options = Some(HttpProtocolOptions {
+                idle_timeout: Some(PbDuration {
+                    seconds: 30,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            });
+        });
+        let listener = convert(resource);
+        assert_eq!(listener.stream_idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(
+            listener.request_headers_timeout,
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(listener.idle_timeout, Some(Duration::from_secs(30)));
+    }
+    let mut store = ConfigStore::new();
+    for (type_url, resources) in [
+        (type_url::CLUSTER, &generated.clusters),
+        (type_url::ENDPOINT, &generated.endpoints),
+        (type_url::LISTENER, &generated.listeners),
+        (type_url::ROUTE, &generated.routes),
+    ] {
+        let bodies = resources.iter().map(|r| r.body.clone()).collect();
+        store
+            .apply_response(type_url, &version_of(resources), bodies)
+            .unwrap_or_else(|err| panic!("{type_url}: {err}"));
+    }
+    let config = store.current();
+    assert!(config.ready(), "{:?}", config.not_ready_reason());
+    for listener in config.listeners.values() {
+        assert_eq!(
+            listener.config.stream_idle_timeout,
+            Some(Duration::from_secs(300)),
+            "{} in force",
+            listener.config.name
+        );
+    }
+}
