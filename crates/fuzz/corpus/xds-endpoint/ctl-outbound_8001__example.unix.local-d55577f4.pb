@@ -1,0 +1,2 @@
+
+!outbound|8001||example.unix.local

@@ -1,0 +1,2 @@
+
+outbound|80||*.bar.com

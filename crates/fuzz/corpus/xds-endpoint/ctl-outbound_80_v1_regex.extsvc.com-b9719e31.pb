@@ -1,0 +1,5 @@
+
+outbound|80|v1|regex.extsvc.com
+
+
+10.1.0.1P"

@@ -1,0 +1,2 @@
+
+0outbound|81|v2|destall.default.svc.cluster.local

@@ -1,0 +1,11 @@
+
+Coutbound|9080||cert-manager-resolver.istio-system.svc.cluster.localQ
+
+
+10.1.0.1øF"
+
+
+10.1.0.2øF"
+
+
+10.1.0.3øF"
