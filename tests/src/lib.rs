@@ -180,6 +180,17 @@ impl Process {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Resident memory (`VmRSS`) in KiB; panics if the process is gone.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.pid().expect("the process is running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
     /// Everything the process has written so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

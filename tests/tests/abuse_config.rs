@@ -91,32 +91,6 @@ async fn bad_bytes_and_syntax_errors_keep_routing_until_fixed() {
     log_line(&mesh, &["config errors resolved", "reviews-vs.yaml"]).await;
 }
 
-/// The pid of the controller serving `config_dir` (the harness does not expose it).
-fn controller_pid(config_dir: &Path) -> u32 {
-    let wanted = config_dir.to_string_lossy().into_owned();
-    for entry in std::fs::read_dir("/proc").expect("/proc") {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|arg| String::from_utf8_lossy(arg).into_owned())
-            .collect();
-        if args
-            .first()
-            .is_some_and(|exe| exe.ends_with("weft-controller"))
-            && args.contains(&wanted)
-        {
-            return pid;
-        }
-    }
-    panic!("no weft-controller process for {wanted}");
-}
-
 /// utime + stime of `pid`, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
@@ -135,16 +109,6 @@ fn ticks_per_second() -> u64 {
         .trim()
         .parse()
         .expect("CLK_TCK")
-}
-
-/// VmRSS of `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 async fn configz(http: &HttpClient, controller: &Controller) -> Value {
@@ -207,9 +171,9 @@ async fn a_50_mb_file_costs_no_cpu_while_unchanged_and_its_memory_returns() {
     .await;
     let setup = started.elapsed();
     let http = HttpClient::new();
-    let pid = controller_pid(&config);
+    let pid = controller.process.pid().expect("controller pid");
     settled_stats(&http, &controller, "the first load to settle").await;
-    let baseline = rss_kib(pid);
+    let baseline = controller.process.rss_kib();
 
     let size = 50 * 1024 * 1024;
     write_file(&config, "huge.yaml", &huge_entry(size));
@@ -232,7 +196,7 @@ async fn a_50_mb_file_costs_no_cpu_while_unchanged_and_its_memory_returns() {
     })
     .await;
     let verified_in = written.elapsed();
-    let with_file = rss_kib(pid);
+    let with_file = controller.process.rss_kib();
     assert!(
         stats["bytes"].as_u64().is_some_and(|b| b > size as u64),
         "{stats}"
@@ -271,7 +235,7 @@ async fn a_50_mb_file_costs_no_cpu_while_unchanged_and_its_memory_returns() {
         Duration::from_secs(20),
         "RSS back near the baseline",
         || async {
-            let rss = rss_kib(pid);
+            let rss = controller.process.rss_kib();
             (rss <= baseline * 2).then_some(rss)
         },
     )

@@ -134,16 +134,6 @@ async fn all_closed(conns: &mut [TcpStream], limit: Duration) -> Result<(), Stri
     Ok(())
 }
 
-/// Resident memory of `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// Sends one HTTPS request to the webhook and returns the status line.
 async fn webhook_get_ready(cert: &WebhookCert, addr: SocketAddr) -> Result<String, String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
@@ -368,8 +358,7 @@ async fn slow_clients_are_cut_off_and_hold_bounded_memory() {
 
     // Slow bodies: 40 webhook clients declare 8 MiB and stop one byte short. Memory stays
     // bounded (the body budget), every one is answered or closed within the body timeout.
-    let pid = mesh.controller.process.pid().expect("controller pid");
-    let baseline = rss_kib(pid);
+    let baseline = mesh.controller.process.rss_kib();
     let mut clients = Vec::new();
     for _ in 0..40 {
         let connector = cert.connector();
@@ -399,7 +388,7 @@ async fn slow_clients_are_cut_off_and_hold_bounded_memory() {
     let started = Instant::now();
     let mut peak = baseline;
     while clients.iter().any(|c| !c.is_finished()) {
-        peak = peak.max(rss_kib(pid));
+        peak = peak.max(mesh.controller.process.rss_kib());
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "slow webhook clients still connected after 30s"

@@ -140,6 +140,27 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedIo<S> {
     }
 }
 
+impl<S> GuardedIo<S> {
+    /// What a write returned, with the activity recorded and the timeouts checked while
+    /// the peer does not take the bytes.
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match poll {
+            Poll::Ready(Ok(written)) => {
+                if written > 0 {
+                    self.activity();
+                }
+                Poll::Ready(Ok(written))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => self.poll_timeout(cx).map(Err),
+        }
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -147,16 +168,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(Ok(written)) => {
-                if written > 0 {
-                    this.activity();
-                }
-                Poll::Ready(Ok(written))
-            }
-            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-            Poll::Pending => this.poll_timeout(cx).map(Err),
-        }
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.wrote(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -165,16 +178,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(written)) => {
-                if written > 0 {
-                    this.activity();
-                }
-                Poll::Ready(Ok(written))
-            }
-            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-            Poll::Pending => this.poll_timeout(cx).map(Err),
-        }
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -16,7 +16,8 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use prost::Message;
 
 use super::{
-    ConfigError, Reason, duration, host_port, invalid, reject_leftover, reject_set, socket_address,
+    ConfigError, Reason, common_idle_timeout, duration, host_port, invalid, reject_leftover,
+    reject_set, socket_address,
 };
 use crate::upstream::LbPolicy;
 use crate::upstream::dns::{self, DnsKind, DnsTargets, LookupFamily};
@@ -360,22 +361,9 @@ fn protocol(c: &mut cds::Cluster) -> Result<(UpstreamProtocol, Option<Duration>)
             ));
         }
     };
-    let idle_timeout = match o.common_http_protocol_options.take() {
-        None => None,
-        Some(mut common) => {
-            let idle = duration(
-                "common_http_protocol_options.idle_timeout",
-                common.idle_timeout.take().as_ref(),
-            )?;
-            if common != Default::default() {
-                return Err(Reason::Unsupported(
-                    "common_http_protocol_options settings other than idle_timeout".into(),
-                ));
-            }
-            // Envoy: 0 disables the idle timeout.
-            idle.map(|d| if d.is_zero() { Duration::MAX } else { d })
-        }
-    };
+    // Envoy: 0 disables the idle timeout.
+    let idle_timeout = common_idle_timeout(o.common_http_protocol_options.take())?
+        .map(|d| if d.is_zero() { Duration::MAX } else { d });
     reject_set!(
         o,
         upstream_http_protocol_options,

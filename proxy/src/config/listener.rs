@@ -18,8 +18,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use prost::Message;
 
 use super::{
-    ConfigError, Reason, RouteConfig, duration, invalid, reject_leftover, reject_set,
-    socket_address,
+    ConfigError, Reason, RouteConfig, common_idle_timeout, duration, invalid, reject_leftover,
+    reject_set, socket_address,
 };
 
 // Names shared with the controller: weft-xds's contract module.
@@ -269,23 +269,10 @@ fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Manager, Reas
         m.request_headers_timeout.take().as_ref(),
     )?
     .and_then(nonzero);
-    let idle_timeout = match m.common_http_protocol_options.take() {
+    // Envoy: unset = 1 h, 0 = none.
+    let idle_timeout = match common_idle_timeout(m.common_http_protocol_options.take())? {
         None => Some(DEFAULT_DOWNSTREAM_IDLE_TIMEOUT),
-        Some(mut common) => {
-            let idle = duration(
-                "common_http_protocol_options.idle_timeout",
-                common.idle_timeout.take().as_ref(),
-            )?;
-            if common != Default::default() {
-                return Err(Reason::Unsupported(
-                    "common_http_protocol_options settings other than idle_timeout".into(),
-                ));
-            }
-            match idle {
-                None => Some(DEFAULT_DOWNSTREAM_IDLE_TIMEOUT),
-                Some(d) => nonzero(d),
-            }
-        }
+        Some(d) => nonzero(d),
     };
     reject_set!(
         m,

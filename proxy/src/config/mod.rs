@@ -135,6 +135,26 @@ pub(crate) fn duration(
     )))
 }
 
+/// `common_http_protocol_options` (HCM and cluster protocol options alike): its `idle_timeout`
+/// (unset options or field: `None`); any other setting is refused.
+pub(crate) fn common_idle_timeout(
+    options: Option<envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions>,
+) -> Result<Option<std::time::Duration>, Reason> {
+    let Some(mut common) = options else {
+        return Ok(None);
+    };
+    let idle = duration(
+        "common_http_protocol_options.idle_timeout",
+        common.idle_timeout.take().as_ref(),
+    )?;
+    if common != Default::default() {
+        return Err(Reason::Unsupported(
+            "common_http_protocol_options settings other than idle_timeout".into(),
+        ));
+    }
+    Ok(idle)
+}
+
 /// Parses a socket address from an Envoy `Address` (TCP `socket_address` only).
 pub(crate) fn socket_address(
     field: &'static str,
