@@ -178,6 +178,13 @@ fn count(log: &str, needle: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_floods_exhaust_no_listener() {
+    // This process holds a flood at a time; raise its open-file limit as the binaries do.
+    let open_files = weft_net::raise_open_file_limit();
+    assert!(
+        open_files >= (FLOOD as u64) * 2,
+        "this test needs an open-file limit of at least {} (ulimit -Hn), not {open_files}",
+        FLOOD * 2
+    );
     let net = Net::new();
     let cert = WebhookCert::new();
     let mut mesh = Mesh::start_with(
