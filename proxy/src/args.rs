@@ -95,7 +95,10 @@ pub struct Args {
     pub header_read_timeout: Duration,
 }
 
-/// Parses `500ms`, `30s`, `5m`, `1h` or `0`.
+/// Parses `500ms`, `30s`, `5m`, `1h` or `0`. Written here rather than taken from
+/// `weft_api::duration` (the controller's Go-duration parser): weft-api brings k8s-openapi
+/// and serde_yaml, which the proxy does not otherwise need; one number and one unit is
+/// all its flags take.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text == "0" {

@@ -428,11 +428,7 @@ async fn sigterm_stops_a_controller_with_connected_proxies_and_a_restart_binds_a
     eventually(
         Duration::from_secs(10),
         "three proxies connected",
-        || async {
-            let reply = client.get_url(&syncz).await.ok()?;
-            let proxies: serde_json::Value = serde_json::from_str(&reply.body).ok()?;
-            (proxies.as_array()?.len() == 3).then_some(())
-        },
+        || async { (connected_proxies(&client, &syncz).await? == 3).then_some(()) },
     )
     .await;
 
