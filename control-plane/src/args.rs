@@ -53,6 +53,47 @@ pub struct Args {
     #[arg(long, env = "WEFT_XDS_ADDRESS", default_value = "0.0.0.0:15010")]
     pub xds_address: SocketAddr,
 
+    /// Address of the TLS gRPC server (istiod's port 15012): Istio's CA API
+    /// (`IstioCertificateService`, callers authenticated by token) and ADS for proxies that
+    /// present their workload certificate (each gets only its proven namespace's config).
+    /// Default: `--xds-address`'s IP, port 15012 (port 0 when `--xds-address` has port 0).
+    #[arg(long, env = "WEFT_SECURE_XDS_ADDRESS")]
+    pub secure_xds_address: Option<SocketAddr>,
+
+    /// The controller's own namespace (Kubernetes mode: where the CA's Secret lives; its TLS
+    /// certificate names `istiod.<namespace>.svc`). Istio's default, `istio-system`.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "istio-system")]
+    pub namespace: String,
+
+    /// Local mode: the directory that holds the CA in Istio's `cacerts` layout
+    /// (`ca-cert.pem`, `ca-key.pem`, `root-cert.pem`, `cert-chain.pem`). Files an operator put
+    /// there are used; else a self-signed root is created and written there, so it survives
+    /// restarts. Changes are picked up within 2 s (a root rotation needs no restart).
+    /// Without it the CA lives in memory and a restart makes a new root.
+    #[arg(long, env = "WEFT_CA_DIR", value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+
+    /// Local mode: bootstrap tokens that authenticate CA callers. `DIR/<namespace>/<service
+    /// account>` holds the token (its whole content, trimmed) that proves that identity; a
+    /// proxy sends it as `authorization: Bearer <token>`. Without it no certificate is issued
+    /// in local mode.
+    #[arg(long, env = "WEFT_CA_TOKEN_DIR", value_name = "DIR")]
+    pub ca_token_dir: Option<PathBuf>,
+
+    /// Kubernetes mode: the audience a caller's ServiceAccount token must carry (TokenReview);
+    /// Istio's `istio-ca`.
+    #[arg(long, env = "WEFT_CA_TOKEN_AUDIENCE", default_value = "istio-ca")]
+    pub ca_token_audience: String,
+
+    /// Lifetime of workload certificates when the caller asks for none (Istio's
+    /// `DEFAULT_WORKLOAD_CERT_TTL`, 24h).
+    #[arg(long, env = "WEFT_WORKLOAD_CERT_TTL", default_value = "24h", value_parser = parse_positive_duration)]
+    pub workload_cert_ttl: Duration,
+
+    /// The longest lifetime a caller may ask for (Istio's `MAX_WORKLOAD_CERT_TTL`, 90 days).
+    #[arg(long, env = "WEFT_MAX_WORKLOAD_CERT_TTL", default_value = "2160h", value_parser = parse_positive_duration)]
+    pub max_workload_cert_ttl: Duration,
+
     /// Address of the debug HTTP server (`/ready`, `/debug/syncz`, `/debug/configz`).
     #[arg(long, env = "WEFT_DEBUG_ADDRESS", default_value = "127.0.0.1:15014")]
     pub debug_address: SocketAddr,
@@ -60,6 +101,23 @@ pub struct Args {
     /// Cluster DNS domain used to resolve short host names (`reviews` → `reviews.<ns>.svc.<domain>`).
     #[arg(long, env = "WEFT_DOMAIN", default_value = "cluster.local")]
     pub domain: String,
+
+    /// The mesh's root namespace (Istio's `rootNamespace`): security policies
+    /// (PeerAuthentication, AuthorizationPolicy, RequestAuthentication) in it apply to every
+    /// workload. Istio's default is the control plane's namespace, `istio-system`.
+    #[arg(long, env = "WEFT_ROOT_NAMESPACE", default_value = "istio-system")]
+    pub root_namespace: String,
+
+    /// The trust domain of workload identities: certificates carry
+    /// `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
+    #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+
+    /// PEM bundle of the CA certificates trusted when fetching `jwksUri` key sets
+    /// (RequestAuthentication) over HTTPS, in addition to `/etc/ssl/certs/ca-certificates.crt`
+    /// when that file exists.
+    #[arg(long, env = "WEFT_JWKS_CA_FILE", value_name = "PATH")]
+    pub jwks_ca_file: Option<PathBuf>,
 
     /// How long to wait for more changes (files, or Kubernetes objects) before rebuilding
     /// the model, e.g. `100ms`, `1s`.
@@ -110,6 +168,21 @@ pub struct Args {
     /// Log filter in `tracing_subscriber::EnvFilter` syntax (`info`, `weft_controller=debug`, …).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
+}
+
+impl Args {
+    /// `--secure-xds-address`, or its default: `--xds-address`'s IP at port 15012 (0 when
+    /// `--xds-address` asks for any free port, so tests never collide).
+    pub fn secure_xds_address(&self) -> SocketAddr {
+        self.secure_xds_address.unwrap_or_else(|| {
+            let port = if self.xds_address.port() == 0 {
+                0
+            } else {
+                15012
+            };
+            SocketAddr::new(self.xds_address.ip(), port)
+        })
+    }
 }
 
 /// Parses a Go duration (`100ms`, `2s`, `1m30s`) with weft-api's parser, the one Istio's

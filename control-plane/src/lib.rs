@@ -9,18 +9,22 @@
 //! service      services, ports, endpoints                → object
 //! source       snapshots: Istio objects + registry       → object, service
 //! unsupported  per-object unsupported-field checks       → object
-//! model        the model built from a snapshot           → object, service, source, unsupported
+//! jwks         fetches RequestAuthentication key sets     → args, source
+//! model        the model built from a snapshot           → object, service, source, unsupported, jwks
 //! xds          Envoy resources from the model            → model, service
 //! readiness    what /ready waits for                     (no crate dependency)
 //! listen       listener limits (weft-net) from the flags (no crate dependency)
 //! debug        /ready, /debug/syncz, /debug/configz      → readiness, source, xds
 //! webhook      the validating admission webhook          → source
+//! ca           the CA (Istio's CA API) and the 15012 TLS listener (no crate dependency)
 //! ```
 //!
 //! `lib.rs` wires them together and owns the one task that rebuilds the model.
 
 pub mod args;
+pub mod ca;
 pub mod debug;
+pub mod jwks;
 pub mod listen;
 pub mod model;
 pub mod object;
@@ -39,7 +43,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
@@ -62,12 +66,22 @@ pub enum Error {
     KubeConfig(String),
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    #[error(transparent)]
+    Jwks(#[from] jwks::JwksError),
     #[error("cannot listen for xDS on {address}: {source}")]
     BindXds {
         address: SocketAddr,
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot listen for xDS and the CA (TLS) on {address}: {source}")]
+    BindSecureXds {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Ca(#[from] ca::CaStartError),
     #[error("cannot listen for debug HTTP on {address}: {source}")]
     BindDebug {
         address: SocketAddr,
@@ -90,6 +104,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
 pub struct Controller {
     /// The address ADS is served on (useful with port 0).
     pub xds_address: SocketAddr,
+    /// The TLS address of the CA API and of ADS for proxies with a workload certificate.
+    pub secure_xds_address: SocketAddr,
     /// The address of the debug HTTP server.
     pub debug_address: SocketAddr,
     /// The address of the admission webhook, when it is enabled.
@@ -98,7 +114,7 @@ pub struct Controller {
     /// The debug and webhook servers: stopped first on shutdown.
     listeners: Vec<JoinHandle<()>>,
     grace_period: std::time::Duration,
-    stop: oneshot::Sender<()>,
+    stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), Error>>,
 }
 
@@ -117,7 +133,7 @@ impl Controller {
             task.abort();
         }
         self.ads.shutdown();
-        let _ = self.stop.send(());
+        let _ = self.stop.send(true);
         match tokio::time::timeout(self.grace_period, &mut server).await {
             Ok(result) => result.map_err(Error::Task)?,
             Err(_) => {
@@ -153,6 +169,7 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         kubeconfig = ?args.kubeconfig,
         watch_namespace = ?args.watch_namespace,
         xds_address = %args.xds_address,
+        secure_xds_address = %args.secure_xds_address(),
         debug_address = %args.debug_address,
         webhook_address = %args.webhook_address,
         domain = %args.domain,
@@ -162,6 +179,9 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         log = %args.log,
         "starting weft-controller ({mode} mode)"
     );
+
+    let jwks_options = jwks::JwksOptions::from_args(&args);
+    let jwks_fetcher = jwks::Fetcher::new(&jwks_options)?;
 
     let limits = listen::Limits::from_args(&args);
     info!(
@@ -181,6 +201,13 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
     let incoming = limits
         .listener(xds_listener, "ads", limits.xds)
         .into_stream();
+    let bind_secure = |source| Error::BindSecureXds {
+        address: args.secure_xds_address(),
+        source,
+    };
+    let secure_listener = listen::bind(args.secure_xds_address()).map_err(bind_secure)?;
+    let secure_xds_address = secure_listener.local_addr().map_err(bind_secure)?;
+    let secure_listener = limits.listener(secure_listener, "ads-tls", limits.xds);
     let bind_debug = |source| Error::BindDebug {
         address: args.debug_address,
         source,
@@ -216,8 +243,11 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         domain: args.domain.clone(),
         dns_refresh_rate: args.dns_refresh_rate,
         stream_idle_timeout: args.stream_idle_timeout,
+        root_namespace: args.root_namespace.clone(),
+        trust_domain: args.trust_domain.clone(),
     };
     let mut local_stats = None;
+    let mut kube = None;
     let mut snapshots = match &args.config_dir {
         Some(dir) => {
             let source = match LocalSource::start(dir.clone(), args.debounce) {
@@ -241,11 +271,22 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
                     return Err(err);
                 }
             };
+            kube = Some(client.clone());
             let source = KubeSource::start(client, args.watch_namespace.clone(), args.debounce);
             tasks.push(source.task);
             source.snapshot
         }
     };
+
+    let ca = match ca::start(&args, kube).await {
+        Ok(ca) => ca,
+        Err(err) => {
+            listeners.iter().for_each(|task| task.abort());
+            tasks.iter().for_each(|task| task.abort());
+            return Err(err.into());
+        }
+    };
+    tasks.extend(ca.tasks);
 
     // Serve /ready (503 until synced) and the debug pages while the source syncs. ADS
     // is served only once the first model is built, so that no proxy gets an empty config.
@@ -275,8 +316,14 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         // (or after its sync timeout, with the missing resources in `unsynced`).
         let _ = snapshots.changed().await;
     }
+    // The key sets of RequestAuthentication jwksUris: the first fetches get a few seconds
+    // before the first model, so that proxies do not start with empty key sets.
+    let (mut jwks, jwks_task) = jwks::start(snapshots.clone(), jwks_fetcher, jwks_options);
+    tasks.push(jwks_task);
+    let _ = tokio::time::timeout(jwks::FIRST_FETCH_WAIT, jwks.changed()).await;
+    let initial_jwks = jwks.borrow_and_update().clone();
     let initial_snapshot = snapshots.borrow_and_update().clone();
-    let initial = Model::from_snapshot(&initial_snapshot, &settings);
+    let initial = Model::from_snapshot_with_jwks(&initial_snapshot, &settings, &initial_jwks);
     log_warnings(
         &ConfigSet::default(),
         &initial_snapshot.config,
@@ -294,25 +341,42 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
 
     tasks.push(tokio::spawn(own_model(
         snapshots,
+        jwks,
         settings,
         generator_tx,
         readiness_tx,
-        initial_snapshot,
+        (initial_snapshot, initial_jwks),
     )));
     info!(address = %xds_address, "serving ADS");
 
-    let (stop, stopped) = oneshot::channel::<()>();
+    info!(address = %secure_xds_address, "serving the CA and ADS over TLS");
+
+    let (stop, stopped) = watch::channel(false);
     let handle = ads.clone();
     let keepalive = (args.xds_keepalive_interval, args.xds_keepalive_timeout);
+    let secure_incoming = ca::server::incoming(secure_listener, ca.tls);
+    let ca_service = weft_identity::ca_api::CertificateServer::new(Arc::new(ca.service));
     let server = tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
+        let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let plaintext = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(keepalive.0))
             .http2_keepalive_timeout(Some(keepalive.1))
-            .add_service(ads.into_service())
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            })
-            .await;
+            .add_service(ads.clone().into_service())
+            .serve_with_incoming_shutdown(incoming, until_stopped(stopped.clone()));
+        let secure = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(keepalive.0))
+            .http2_keepalive_timeout(Some(keepalive.1))
+            .add_service(ca_service)
+            .add_service(
+                weft_xds::AggregatedDiscoveryServiceServer::with_interceptor(
+                    ads,
+                    ca::server::require_peer,
+                ),
+            )
+            .serve_with_incoming_shutdown(secure_incoming, until_stopped(stopped));
+        let result = tokio::try_join!(plaintext, secure).map(|_| ());
         for task in &tasks {
             task.abort();
         }
@@ -321,6 +385,7 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
     });
     Ok(Controller {
         xds_address,
+        secure_xds_address,
         debug_address,
         webhook_address,
         ads: handle,
@@ -369,22 +434,27 @@ fn local_snapshots(
     (rx, task)
 }
 
-/// The one task that owns the model: rebuilds it on every snapshot and publishes a new
-/// generator when the model changed; then records in `readiness` which snapshot the
-/// served model reflects.
+/// The one task that owns the model: rebuilds it on every snapshot and every new set of
+/// fetched JWKS, and publishes a new generator when the model changed; then records in
+/// `readiness` which snapshot the served model reflects. `previous` is what the served
+/// model was built from.
 async fn own_model(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    mut jwks: watch::Receiver<Arc<jwks::JwksSet>>,
     settings: MeshSettings,
     generators: watch::Sender<Arc<XdsGenerator>>,
     readiness: watch::Sender<Readiness>,
-    mut previous: Arc<Snapshot>,
+    previous: (Arc<Snapshot>, Arc<jwks::JwksSet>),
 ) {
+    let (mut previous, mut previous_jwks) = previous;
+    let mut jwks_open = true;
     loop {
-        // Compare with the snapshot the current model was built from, so that a change
-        // published before this task first ran is not missed.
+        // Compare with what the current model was built from, so that a change published
+        // before this task first ran is not missed.
         let current = snapshots.borrow_and_update().clone();
-        if !Arc::ptr_eq(&current, &previous) {
-            let model = Model::from_snapshot(&current, &settings);
+        let current_jwks = jwks.borrow_and_update().clone();
+        if !Arc::ptr_eq(&current, &previous) || !Arc::ptr_eq(&current_jwks, &previous_jwks) {
+            let model = Model::from_snapshot_with_jwks(&current, &settings, &current_jwks);
             let previous_model = generators.borrow().model.clone();
             log_warnings(
                 &previous.config,
@@ -404,9 +474,11 @@ async fn own_model(
             // The served model is now the one built from `current` (or equal to it).
             mark_served(&readiness, &current);
             previous = current;
+            previous_jwks = current_jwks;
         }
-        if snapshots.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = snapshots.changed() => if changed.is_err() { return },
+            changed = jwks.changed(), if jwks_open => jwks_open = changed.is_ok(),
         }
     }
 }
@@ -497,12 +569,15 @@ mod tests {
             watch::channel(Readiness::starting(partial.unsynced.clone()));
         mark_served(&readiness_tx, &partial);
         assert!(!readiness.borrow_and_update().is_ready());
+        let (_jwks_tx, jwks) = watch::channel(Arc::new(jwks::JwksSet::default()));
+        let initial_jwks = jwks.borrow().clone();
         let task = tokio::spawn(own_model(
             snapshots,
+            jwks,
             settings,
             generators,
             readiness_tx,
-            partial.clone(),
+            (partial.clone(), initial_jwks),
         ));
 
         // The remaining list completes; the objects are the same, so the served model

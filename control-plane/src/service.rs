@@ -24,6 +24,10 @@ pub struct Service {
     pub resolution: Resolution,
     /// The ServiceEntry or Kubernetes Service that defines the service.
     pub source: ObjectKey,
+    /// The identities the service's servers may present, sorted: the ServiceEntry's
+    /// `subjectAltNames` (as written) and the SPIFFE IDs of its endpoints' service accounts.
+    /// Empty when none is known (Kubernetes Services: pods are watched as metadata only).
+    pub subject_alt_names: Vec<String>,
 }
 
 impl Service {
@@ -109,17 +113,48 @@ pub struct Endpoint {
     /// True for Kubernetes endpoints: the endpoint serves only the service ports named in
     /// `ports` (its EndpointSlice lists them); otherwise it serves every port.
     pub only_listed_ports: bool,
+    /// The workload's service account, when known (its mTLS identity).
+    pub service_account: Option<ServiceAccount>,
+}
+
+/// A workload's service account: its mTLS identity is
+/// `spiffe://<trust domain>/ns/<namespace>/sa/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceAccount {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ServiceAccount {
+    /// The SPIFFE ID of the service account in `trust_domain`.
+    pub fn spiffe_uri(&self, trust_domain: &str) -> String {
+        weft_identity::SpiffeId {
+            trust_domain: trust_domain.to_string(),
+            namespace: self.namespace.clone(),
+            service_account: self.name.clone(),
+        }
+        .uri()
+    }
 }
 
 impl Endpoint {
-    /// A ServiceEntry endpoint or a selected WorkloadEntry.
-    pub fn from_workload(entry: &WorkloadEntry) -> Self {
+    /// A ServiceEntry endpoint or a selected WorkloadEntry, defined in `namespace` (the
+    /// namespace of its `serviceAccount`).
+    pub fn from_workload(entry: &WorkloadEntry, namespace: &str) -> Self {
         Self {
             address: entry.address.clone(),
             ports: entry.ports.clone(),
             labels: entry.labels.clone(),
             weight: entry.weight,
             only_listed_ports: false,
+            service_account: entry
+                .service_account
+                .as_deref()
+                .filter(|name| !name.is_empty())
+                .map(|name| ServiceAccount {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                }),
         }
     }
 
@@ -131,6 +166,7 @@ impl Endpoint {
             labels: BTreeMap::new(),
             weight: None,
             only_listed_ports: false,
+            service_account: None,
         }
     }
 

@@ -8,6 +8,7 @@ use weft_api::networking::{
     ClientTlsSettings, ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, ServiceEntry,
     SimpleLb, TlsMode, TrafficPolicy, VirtualService,
 };
+use weft_api::security::{AuthorizationAction, AuthorizationPolicy};
 
 use crate::object::{ObjectKey, Warning};
 
@@ -21,6 +22,19 @@ pub fn fields(key: &ObjectKey, object: &ConfigObject) -> Vec<Warning> {
         ConfigObject::DestinationRule(resource) => destination_rule(&resource.spec, &mut found),
         ConfigObject::ServiceEntry(resource) => service_entry(&resource.spec, &mut found),
         ConfigObject::WorkloadEntry(_) => {}
+        // Translated whole (inbound mTLS mode: model::security::peer_authentication).
+        ConfigObject::PeerAuthentication(_) => {}
+        ConfigObject::AuthorizationPolicy(resource) => {
+            authorization_policy(&resource.spec, &mut found);
+        }
+        ConfigObject::RequestAuthentication(resource) => {
+            let spec = &resource.spec;
+            policy_target(
+                spec.target_ref.is_some(),
+                spec.target_refs.len(),
+                &mut found,
+            );
+        }
         ConfigObject::Gateway(_) => found.push((
             String::new(),
             "Gateway resources are not supported yet; ignored".to_string(),
@@ -245,16 +259,67 @@ fn settings(settings: Settings<'_>, path: &str, found: &mut Found) {
         settings.outlier_detection,
         format!("{path}.outlierDetection"),
     );
-    if let Some(tls) = settings.tls
-        && tls.mode != TlsMode::Disable
-    {
-        found.push((
-            format!("{path}.tls.mode"),
+    if let Some(tls) = settings.tls {
+        client_tls(tls, &format!("{path}.tls"), found);
+    }
+}
+
+/// Upstream TLS is translated (xds::tls), except the parts sidecars cannot use yet.
+fn client_tls(tls: &ClientTlsSettings, path: &str, found: &mut Found) {
+    let set = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.is_empty());
+    let mode = istio_name(&tls.mode);
+    let originates = matches!(tls.mode, TlsMode::Simple | TlsMode::Mutual);
+    let unused = || format!("ignored with mode {mode} (as in Istio)");
+    if set(&tls.credential_name) {
+        let message = if originates {
+            let without = if tls.mode == TlsMode::Mutual {
+                "without a client certificate, verifying the server against the system roots"
+            } else {
+                "verifying the server against the system roots"
+            };
             format!(
-                "{} is not supported yet; ignored (plaintext is used)",
-                istio_name(&tls.mode)
+                "not supported yet for sidecars (no secret is fetched); {mode} TLS is originated {without}"
+            )
+        } else {
+            unused()
+        };
+        found.push((format!("{path}.credentialName"), message));
+    }
+    if set(&tls.ca_crl) {
+        let message = if originates {
+            "not supported yet; ignored (the revocation list is not checked)".to_string()
+        } else {
+            unused()
+        };
+        found.push((format!("{path}.caCrl"), message));
+    }
+}
+
+fn authorization_policy(policy: &AuthorizationPolicy, found: &mut Found) {
+    policy_target(policy.target_ref.is_some(), policy.target_refs.len(), found);
+    if policy.action == Some(AuthorizationAction::Custom) {
+        let provider = policy
+            .provider
+            .as_ref()
+            .map_or(String::new(), |p| format!(" (provider {:?})", p.name));
+        found.push((
+            "spec.action".to_string(),
+            format!(
+                "CUSTOM{provider} is not supported yet (no ext_authz); the policy is enforced as a DENY of every request its rules match"
             ),
         ));
+    }
+}
+
+/// `targetRef`/`targetRefs` (attachment to gateways and services) is not supported until
+/// gateways are: such a policy applies to no workload.
+fn policy_target(target_ref: bool, target_refs: usize, found: &mut Found) {
+    let message = "attaching a policy to a Gateway or Service is not supported yet; this policy applies to nothing";
+    if target_ref {
+        found.push(("spec.targetRef".to_string(), message.to_string()));
+    }
+    if target_refs > 0 {
+        found.push(("spec.targetRefs".to_string(), message.to_string()));
     }
 }
 
@@ -263,11 +328,6 @@ fn service_entry(entry: &ServiceEntry, found: &mut Found) {
         found,
         !entry.addresses.is_empty(),
         "spec.addresses".to_string(),
-    );
-    note(
-        found,
-        !entry.subject_alt_names.is_empty(),
-        "spec.subjectAltNames".to_string(),
     );
     export_to(&entry.export_to, found);
 }
@@ -372,7 +432,6 @@ spec:
         for expected in [
             "DestinationRule default/ratings spec.trafficPolicy.loadBalancer.consistentHash",
             "DestinationRule default/ratings spec.trafficPolicy.outlierDetection",
-            "DestinationRule default/ratings spec.trafficPolicy.tls.mode",
             "DestinationRule default/ratings spec.trafficPolicy.connectionPool.http",
             "DestinationRule default/ratings spec.trafficPolicy.connectionPool.tcp.maxConnections",
             "DestinationRule default/ratings spec.subsets[0].trafficPolicy.loadBalancer.simple",
@@ -383,10 +442,68 @@ spec:
             );
         }
         assert!(!found.iter().any(|f| f.contains("connectTimeout")));
+        // Upstream TLS is translated (xds::tls).
+        assert!(!found.iter().any(|f| f.contains(".tls")), "{found:#?}");
         // DNS resolution of the hosts themselves is translated (a STRICT_DNS cluster).
         assert!(
             !found.iter().any(|f| f.contains("ServiceEntry")),
             "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn client_tls_fields_sidecars_cannot_use() {
+        let model = model_from_yaml(&format!(
+            r#"{SERVICES}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: ratings, namespace: default}}
+spec:
+  host: ratings
+  trafficPolicy:
+    tls: {{mode: SIMPLE, credentialName: ratings-ca}}
+    portLevelSettings:
+    - port: {{number: 9080}}
+      tls: {{mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem, caCrl: /crl.pem}}
+  subsets:
+  - name: v1
+    labels: {{version: v1}}
+    trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL, credentialName: unused, caCrl: /unused.pem}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: external, namespace: default}}
+spec:
+  hosts: [api.example.com]
+  ports: [{{number: 443, name: https, protocol: HTTPS}}]
+  resolution: DNS
+  subjectAltNames: [api.example.com]
+"#
+        ));
+        let found: Vec<String> = model
+            .warnings
+            .iter()
+            .filter(|w| w.path.contains("tls") || w.path.contains("subjectAltNames"))
+            .map(|w| format!("{} {}: {}", w.object, w.path, w.message))
+            .collect();
+        let dr = "DestinationRule default/ratings spec";
+        assert_eq!(
+            found,
+            [
+                format!(
+                    "{dr}.subsets[0].trafficPolicy.tls.caCrl: ignored with mode ISTIO_MUTUAL (as in Istio)"
+                ),
+                format!(
+                    "{dr}.subsets[0].trafficPolicy.tls.credentialName: ignored with mode ISTIO_MUTUAL (as in Istio)"
+                ),
+                format!(
+                    "{dr}.trafficPolicy.portLevelSettings[0].tls.caCrl: not supported yet; ignored (the revocation list is not checked)"
+                ),
+                format!(
+                    "{dr}.trafficPolicy.tls.credentialName: not supported yet for sidecars (no secret is fetched); SIMPLE TLS is originated verifying the server against the system roots"
+                ),
+            ]
         );
     }
 }

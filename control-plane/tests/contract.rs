@@ -2,7 +2,8 @@
 //!
 //! For every config we have (`examples/local/`, every directory of the shared Istio corpus, the
 //! Istio YAML fixtures of the controller's and the end-to-end tests, and YAML written here for
-//! the newest translations), the objects are loaded as local mode loads them (and, for the
+//! the newest translations, and the AuthorizationPolicies and RequestAuthentications of
+//! `contract/security/`), the objects are loaded as local mode loads them (and, for the
 //! corpus, also with the bookinfo Kubernetes manifests as the service registry), the model is
 //! built, and for client and server sidecars in every namespace of the config every resource
 //! type the controller serves is generated, decoded and converted with the proxy's own
@@ -15,7 +16,9 @@
 //! [`one_invalid_resource_does_not_freeze_the_others`] checks the other half of the contract:
 //! when a resource is rejected anyway, the rest of its response still takes effect.
 //! `contract/hcm.rs` checks the connection manager's timeouts field by field: the controller's
-//! values (Istio's) and the ones Istio can send reach the proxy's listeners.
+//! values (Istio's) and the ones Istio can send reach the proxy's listeners. `contract/mtls.rs`
+//! checks mutual TLS: PeerAuthentications in the three modes, endpoints with sidecars, auto
+//! mTLS and every DestinationRule TLS mode.
 
 #[path = "contract/check.rs"]
 mod check;
@@ -25,6 +28,8 @@ mod fixtures;
 mod harvest;
 #[path = "contract/hcm.rs"]
 mod hcm;
+#[path = "contract/mtls.rs"]
+mod mtls;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -299,6 +304,65 @@ async fn newest_translations_are_accepted_by_the_proxy() {
         report.counts
     );
     finish(&[("newest translations".to_string(), report)]);
+}
+
+/// AuthorizationPolicies (every field, every action) and RequestAuthentications
+/// (`contract/security/`): the inbound listeners that carry their JWT and RBAC filters go
+/// through the proxy's converters and store like everything else.
+#[tokio::test]
+async fn security_policies_are_accepted_by_the_proxy() {
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/contract/security");
+    let set = load_directory(&dir, &ConfigSet::default())
+        .unwrap_or_else(|err| panic!("{}: {err}", dir.display()));
+    assert!(
+        set.errors.is_empty(),
+        "contract/security: {:#?}",
+        set.errors
+    );
+    let case = ConfigCase::local("contract/security (directory, local mode)", set);
+
+    // The fixture does exercise the filters: the server sidecar's inbound listener has the
+    // JWT filter, the three RBAC filters and the router, in the contract's order.
+    let (outbound_port, inbound_port) = free_ports();
+    let server = ProxySpec {
+        label: "server".to_string(),
+        namespace: "default".to_string(),
+        labels: vec![("app".to_string(), "contract".to_string())],
+        app_port: Some(APP_PORT),
+    };
+    let generated = Generated::new(
+        &case.model(),
+        &controller_proxy(&server, outbound_port, inbound_port),
+    );
+    let inbound = generated
+        .listeners
+        .iter()
+        .map(|resource| lds::Listener::decode(resource.body.value.as_slice()).expect("decodes"))
+        .find(|listener| listener.name == "virtualInbound")
+        .expect("an inbound listener");
+    let Some(lds::filter::ConfigType::TypedConfig(any)) =
+        &inbound.filter_chains[0].filters[0].config_type
+    else {
+        panic!("typed config expected");
+    };
+    let hcm = HttpConnectionManager::decode(any.value.as_slice()).expect("decodes");
+    let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            weft_xds::contract::JWT_AUTHN,
+            weft_xds::contract::RBAC,
+            weft_xds::contract::RBAC,
+            weft_xds::contract::RBAC,
+            weft_xds::contract::ROUTER,
+        ]
+    );
+
+    let mut report = Report::default();
+    check_case(&case, &mut report).await;
+    finish(&[("security policies".to_string(), report)]);
 }
 
 /// Every header formatter `weft-api` lets through must be one the proxy applies.

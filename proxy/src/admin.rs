@@ -1,7 +1,7 @@
 //! Admin (`/ready`, `/config_dump`, `/quitquitquit`, `/drain_listeners`) and health (`/healthz/ready`) HTTP servers.
 //!
 //! ```text
-//!  admin :15000  ─► /ready /config_dump ──────────────┐
+//!  admin :15000  ─► /ready /config_dump /certs ───────┐
 //!                   POST /quitquitquit /drain_listeners ─► Control (drain, quit)
 //!  health :15021 ─► /healthz/ready ────────────────────┴─► latest Arc<ProxyConfig> (watch)
 //! ```
@@ -38,6 +38,8 @@ pub struct Control {
     pub drain: Drain,
     /// Cancelled by `POST /quitquitquit`: the proxy drains and exits.
     pub quit: CancellationToken,
+    /// The workload identity, when the proxy has one (`--ca-address`).
+    pub identity: Option<crate::identity::Identity>,
 }
 
 /// Serves admin or health requests (HTTP/1.1) on `listener` forever.
@@ -79,7 +81,11 @@ fn respond<B>(
             let reason = if ctl.drain.is_draining() {
                 Some("draining".to_string())
             } else {
-                config.not_ready_reason()
+                config.not_ready_reason().or_else(|| {
+                    ctl.identity
+                        .as_ref()
+                        .and_then(|identity| identity.borrow().not_ready_reason())
+                })
             };
             match reason {
                 None => text_response(StatusCode::OK, "LIVE\n"),
@@ -98,6 +104,22 @@ fn respond<B>(
         }
         (Kind::Admin, "/quitquitquit" | "/drain_listeners") => {
             text_response(StatusCode::METHOD_NOT_ALLOWED, "use POST\n")
+        }
+        (Kind::Admin, "/certs") => {
+            let body = match &ctl.identity {
+                Some(identity) => identity.borrow().describe(),
+                None => {
+                    json!({"identity": null, "reason": "no --ca-address: the proxy has no workload identity"})
+                }
+            };
+            let mut resp = Response::new(Full::new(Bytes::from(
+                serde_json::to_vec_pretty(&body).unwrap_or_default(),
+            )));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            resp
         }
         (Kind::Admin, "/config_dump") => {
             let body = serde_json::to_vec_pretty(&config_dump(config)).unwrap_or_default();

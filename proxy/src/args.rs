@@ -60,6 +60,55 @@ pub struct Args {
     #[arg(long, env = "WEFT_HEALTH_PORT", default_value_t = 15021)]
     pub health_port: u16,
 
+    /// The workload's ServiceAccount: its certificate's identity is
+    /// `spiffe://<trust domain>/ns/<namespace>/sa/<service account>` (reported to the
+    /// control plane as SERVICE_ACCOUNT).
+    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
+    pub service_account: String,
+
+    /// The mesh's trust domain.
+    #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+
+    /// The CA (Istio's CA API over TLS, istiod's 15012), e.g. `https://127.0.0.1:15012`.
+    /// With it the proxy gets a workload certificate at start (it is not ready before),
+    /// renews it at half-life, and can speak mutual TLS; without it it has no identity.
+    #[arg(long, env = "CA_ADDR")]
+    pub ca_address: Option<String>,
+
+    /// The name the control plane's TLS certificate must carry (CA and ADS over TLS),
+    /// whatever address it is reached at.
+    #[arg(
+        long,
+        env = "WEFT_XDS_SERVER_NAME",
+        default_value = "istiod.istio-system.svc"
+    )]
+    pub xds_server_name: String,
+
+    /// The mesh's trust bundle (one or more PEM roots; the `istio-ca-root-cert` ConfigMap,
+    /// or `root-cert.pem` of the controller's `--ca-dir`). It verifies the control plane
+    /// and every peer; it is read again when it changes (root rotation without restart).
+    #[arg(
+        long,
+        env = "WEFT_CA_ROOT_CERT",
+        default_value = "/var/run/secrets/istio/root-cert.pem"
+    )]
+    pub ca_root_cert: std::path::PathBuf,
+
+    /// The token that proves the workload's identity to the CA (a projected ServiceAccount
+    /// token with audience `istio-ca`, or a bootstrap token in local mode). Read at every
+    /// request, so a refreshed token is used.
+    #[arg(
+        long,
+        env = "WEFT_CA_TOKEN_FILE",
+        default_value = "/var/run/secrets/tokens/istio-token"
+    )]
+    pub ca_token_file: std::path::PathBuf,
+
+    /// The certificate lifetime to ask for; `0s`: the CA's default (24h in Weft and Istio).
+    #[arg(long, env = "SECRET_TTL", default_value = "0s", value_parser = parse_duration)]
+    pub workload_cert_ttl: Duration,
+
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
@@ -179,6 +228,27 @@ impl Args {
         }
     }
 
+    /// The identity settings when `--ca-address` is set; `Err` names a bad flag.
+    pub fn identity_config(&self) -> Option<Result<crate::identity::IdentityConfig, String>> {
+        let ca_address = self.ca_address.clone()?;
+        Some(
+            weft_identity::SpiffeId::new(
+                &self.trust_domain,
+                &self.namespace,
+                &self.service_account,
+            )
+            .map_err(|err| format!("--trust-domain/--namespace/--service-account: {err}"))
+            .map(|id| crate::identity::IdentityConfig {
+                id,
+                ca_address,
+                server_name: self.xds_server_name.clone(),
+                root_cert: self.ca_root_cert.clone(),
+                token_file: self.ca_token_file.clone(),
+                lifetime: Some(self.workload_cert_ttl).filter(|d| !d.is_zero()),
+            }),
+        )
+    }
+
     pub fn node_id(&self) -> String {
         self.node_id.clone().unwrap_or_else(|| {
             format!(
@@ -227,6 +297,10 @@ impl Args {
         if let Some(p) = self.app_port {
             fields.insert("WEFT_APP_PORT".to_string(), string(p.to_string()));
         }
+        fields.insert(
+            "SERVICE_ACCOUNT".to_string(),
+            string(self.service_account.as_str()),
+        );
         Node {
             id: self.node_id(),
             cluster: format!("{}.{}", self.workload_name, self.namespace),

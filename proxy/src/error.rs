@@ -1,7 +1,8 @@
 //! Data-path errors and their ONE mapping to an HTTP status, an Envoy response flag and a body.
 //!
 //! ```text
-//!  router ─┐
+//!  filters ┐ (RbacDenied: 403 RBAC; JwtDenied: 401, www-authenticate, no flag)
+//!  router ─┤
 //!  balancer├─► ProxyError ─► (status, flag, body) ─► local reply + x-weft-response-flags
 //!  upstream┘      └─ Upstream { failure: UF │ UC │ UR │ UPE │ DPE }, Timeout (UT), StreamIdle (SI)
 //!  after the response head (upstream/body.rs): Failure / SI ─► flag ─► log, downstream reset
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::authn::JwtError;
 use crate::upstream::{Failure, UpstreamError};
 
 /// Header carrying the Envoy response flag of a locally generated reply.
@@ -53,6 +55,17 @@ pub enum ProxyError {
     },
     #[error("request could not be forwarded: {0}")]
     BadRequest(&'static str),
+    /// An RBAC filter denied the request (`policy`: the DENY policy that matched; `None` when
+    /// no ALLOW policy did).
+    #[error("RBAC: access denied (policy {})", policy.as_deref().unwrap_or("none matched"))]
+    RbacDenied { policy: Option<std::sync::Arc<str>> },
+    /// The JWT filter refused the request's token (or its absence).
+    #[error("JWT authentication failed: {error}")]
+    JwtDenied {
+        error: JwtError,
+        /// The `www-authenticate` value (`crate::authn::challenge`).
+        challenge: HeaderValue,
+    },
 }
 
 impl Failure {
@@ -134,6 +147,9 @@ impl ProxyError {
                 "stream timeout\n",
             ),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "DPE", "bad request\n"),
+            // Envoy's bodies; a JWT failure has no response flag.
+            Self::RbacDenied { .. } => (StatusCode::FORBIDDEN, "RBAC", "RBAC: access denied"),
+            Self::JwtDenied { .. } => (StatusCode::UNAUTHORIZED, "", "Jwt verification fails"),
         }
     }
 
@@ -167,7 +183,12 @@ impl ProxyError {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain"),
         );
-        headers.insert(RESPONSE_FLAGS_HEADER, HeaderValue::from_static(flag));
+        if !flag.is_empty() {
+            headers.insert(RESPONSE_FLAGS_HEADER, HeaderValue::from_static(flag));
+        }
+        if let Self::JwtDenied { challenge, .. } = self {
+            headers.insert(http::header::WWW_AUTHENTICATE, challenge.clone());
+        }
         resp
     }
 }
@@ -262,6 +283,29 @@ mod tests {
         assert_eq!(resp.status().as_u16(), 408);
         assert_eq!(resp.headers()[RESPONSE_FLAGS_HEADER], "SI");
         assert_eq!(idle(true).reply_parts().2, "stream timeout\n");
+    }
+
+    #[test]
+    fn rbac_and_jwt_denials_match_envoy() {
+        let resp = ProxyError::RbacDenied { policy: None }.into_response();
+        assert_eq!(resp.status().as_u16(), 403);
+        assert_eq!(resp.headers()[RESPONSE_FLAGS_HEADER], "RBAC");
+        assert_eq!(
+            ProxyError::RbacDenied { policy: None }.reply_parts().2,
+            "RBAC: access denied"
+        );
+        let err = ProxyError::JwtDenied {
+            error: JwtError::Expired,
+            challenge: HeaderValue::from_static("Bearer realm=\"http://a/\""),
+        };
+        assert_eq!(err.reply_parts().2, "Jwt verification fails");
+        let resp = err.into_response();
+        assert_eq!(resp.status().as_u16(), 401);
+        assert!(resp.headers().get(RESPONSE_FLAGS_HEADER).is_none());
+        assert_eq!(
+            resp.headers()[http::header::WWW_AUTHENTICATE],
+            "Bearer realm=\"http://a/\""
+        );
     }
 
     #[test]

@@ -1,19 +1,23 @@
 //! weft-proxy: Weft's sidecar proxy. xDS config in, HTTP/1.1 and HTTP/2 traffic through.
 //!
 //! ```text
-//!  AdsClient ─► ConfigStore (config/) ─watch─► listeners.rs ─► http/ (router ─► policy) ─► upstream/ (balancer ─► endpoint ─► pool)
+//!  AdsClient ─► ConfigStore (config/) ─watch─► listeners.rs ─► http/ (filters: authn/ authz/ ─► router ─► policy) ─► upstream/ (balancer ─► endpoint ─► pool)
 //!                                       └────► admin.rs (/ready, /config_dump, /healthz/ready, /quitquitquit, /drain_listeners)
 //!  SIGTERM │ /quitquitquit ─► drain.rs ─► listeners stop, connections close after their requests ─► exit 0
 //! ```
 
 pub mod admin;
 pub mod args;
+pub mod authn;
+pub mod authz;
 pub mod config;
 pub mod drain;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod limits;
 pub mod listeners;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -25,6 +29,8 @@ pub use drain::Drain;
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("invalid identity flags: {0}")]
+    Identity(String),
     #[error("cannot bind the {what} server on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -47,7 +53,27 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     );
     let drain = Drain::new(args.drain_period());
     let quit = tokio_util::sync::CancellationToken::new();
-    let store = ConfigStore::with_limits(drain.clone(), limits.clone());
+    let identity = match args.identity_config() {
+        Some(config) => {
+            let config = config.map_err(StartError::Identity)?;
+            tracing::info!(
+                identity = %config.id,
+                ca = %config.ca_address,
+                server_name = %config.server_name,
+                root_cert = %config.root_cert.display(),
+                token_file = %config.token_file.display(),
+                "workload identity enabled"
+            );
+            Some(identity::spawn(config))
+        }
+        None => {
+            tracing::info!("no --ca-address: no workload identity (no mutual TLS)");
+            None
+        }
+    };
+    let identity_rx = identity.as_ref().map(|(rx, _)| rx.clone());
+    let store = ConfigStore::with_limits(drain.clone(), limits.clone())
+        .with_tls(tls::MeshTls::new(identity_rx.clone()));
     let rx = store.subscribe();
     for (what, port, kind) in [
         ("admin", args.admin_port, admin::Kind::Admin),
@@ -69,6 +95,7 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         let ctl = admin::Control {
             drain: drain.clone(),
             quit: quit.clone(),
+            identity: identity_rx.clone(),
         };
         tokio::spawn(admin::serve(
             listener,
@@ -82,7 +109,22 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         weft_xds::ClientConfig::new(args.xds_address.clone(), args.node()),
         store,
     );
-    let xds = tokio::spawn(client.run());
+    let xds = if args.xds_address.starts_with("https://") {
+        let Some(identity) = identity_rx.clone() else {
+            return Err(StartError::Identity(format!(
+                "--xds-address {} is TLS: it needs a workload certificate, so --ca-address",
+                args.xds_address
+            )));
+        };
+        tokio::spawn(run_ads_over_tls(
+            client,
+            args.xds_address.clone(),
+            args.xds_server_name.clone(),
+            identity,
+        ))
+    } else {
+        tokio::spawn(async move { match client.run().await {} })
+    };
     tokio::select! {
         () = shutdown_signal() => {}
         () = quit.cancelled() => tracing::info!("POST /quitquitquit: shutting down"),
@@ -99,7 +141,41 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         );
     }
     xds.abort();
+    if let Some((_, task)) = identity {
+        task.abort();
+    }
     Ok(())
+}
+
+/// ADS over TLS (15012): each connection waits for the workload certificate and presents
+/// the current one; the control plane serves the config of the identity it proves.
+async fn run_ads_over_tls(
+    client: weft_xds::AdsClient<ConfigStore>,
+    address: String,
+    server_name: String,
+    identity: identity::Identity,
+) {
+    let connect = move || {
+        let mut identity = identity.clone();
+        let address = address.clone();
+        let server_name = server_name.clone();
+        async move {
+            let state = identity
+                .wait_for(|state| state.cert.is_some() && state.bundle.is_some())
+                .await
+                .map_err(|_| "the identity task stopped".to_string())?
+                .clone();
+            let (Some(cert), Some(bundle)) = (&state.cert, &state.bundle) else {
+                return Err("no workload certificate yet".to_string());
+            };
+            let tls =
+                identity::channel::client_config(bundle, Some(cert)).map_err(|e| e.to_string())?;
+            identity::channel::connect(&address, &server_name, tls)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    match client.run_with_channel_factory(connect).await {}
 }
 
 /// SIGTERM (Kubernetes) or Ctrl-C.

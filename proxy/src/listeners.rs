@@ -4,7 +4,8 @@
 //!  LDS apply ─► prepare(addresses): bind the new ones (a failure rejects only that listener)
 //!            ─► config published ─► commit(final addresses): start accept loops, stop removed ones
 //!  accept loop (weft-net BoundedListener: connection limits, accept backoff, first-byte timeout)
-//!              ─► Drain::spawn_connection(http::serve_connection)
+//!              ─► Drain::spawn_connection: tls::accept::accept (plaintext │ mTLS │ detect)
+//!                                          ─► http::serve_connection
 //!  removed listener ─► its token cancelled ─► no more accepts; its connections drain, then close
 //! ```
 
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ProxyConfig;
 use crate::drain::Drain;
 use crate::limits::DownstreamLimits;
+use crate::tls::MeshTls;
 
 struct Running {
     local: SocketAddr,
@@ -33,6 +35,7 @@ pub struct ListenerManager {
     running: HashMap<SocketAddr, Running>,
     staged: HashMap<SocketAddr, (String, std::net::TcpListener)>,
     limits: Arc<DownstreamLimits>,
+    tls: MeshTls,
 }
 
 impl ListenerManager {
@@ -47,6 +50,7 @@ impl ListenerManager {
             runtime: Handle::try_current().ok(),
             running: HashMap::new(),
             staged: HashMap::new(),
+            tls: MeshTls::default(),
             limits,
         }
     }
@@ -135,9 +139,17 @@ impl ListenerManager {
                 self.drain.clone(),
                 token.clone(),
                 self.limits.clone(),
+                self.tls.clone(),
             ));
             self.running.insert(addr, Running { local, token });
         }
+    }
+}
+
+impl ListenerManager {
+    /// Where TLS listeners get their server configuration (the proxy's identity).
+    pub fn set_tls(&mut self, tls: MeshTls) {
+        self.tls = tls;
     }
 }
 
@@ -156,20 +168,47 @@ async fn accept_loop(
     drain: Drain,
     token: CancellationToken,
     limits: Arc<DownstreamLimits>,
+    tls: MeshTls,
 ) {
     loop {
         let accepted = tokio::select! {
             () = token.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        drain.spawn_connection(crate::http::serve_connection(
-            accepted.io,
-            accepted.peer,
-            addr,
-            rx.clone(),
-            token.clone(),
-            drain.period(),
-            limits.clone(),
-        ));
+        let (rx, token, limits, tls) = (rx.clone(), token.clone(), limits.clone(), tls.clone());
+        let period = drain.period();
+        drain.spawn_connection(async move {
+            let Some((name, transport, mtls)) = rx.borrow().listener(&addr).map(|l| {
+                (
+                    l.config.name.clone(),
+                    l.config.transport.clone(),
+                    l.config.mtls.clone(),
+                )
+            }) else {
+                return;
+            };
+            let secured = match crate::tls::accept::accept(
+                accepted.io,
+                accepted.peer,
+                &name,
+                &transport,
+                mtls.as_ref(),
+                &tls,
+            )
+            .await
+            {
+                Ok(secured) => secured,
+                Err(err @ crate::tls::accept::AcceptError::PlaintextRefused { .. }) => {
+                    tracing::warn!("{err}");
+                    return;
+                }
+                Err(err) => {
+                    tracing::debug!("{err}");
+                    return;
+                }
+            };
+            crate::http::serve_connection(secured, accepted.peer, addr, rx, token, period, limits)
+                .await;
+        });
     }
 }

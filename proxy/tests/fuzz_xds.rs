@@ -3,7 +3,8 @@
 //!
 //! Seeds: what the controller generates (`crates/fuzz/corpus/xds-<type>/ctl-*.pb`, written by
 //! `cargo run -p weft-controller --example fuzz_xds_seeds`) and the resources the other proxy
-//! tests build (`tests/common`). Inputs are the seeds' protobuf encodings mutated field by
+//! tests build (`tests/common`, including an inbound listener with istiod's jwt_authn and RBAC
+//! filters, so their configs are mutated inside the listener's `Any` payloads). Inputs are the seeds' protobuf encodings mutated field by
 //! field (nested messages and `Any` payloads included), sometimes byte-wise. Checked: no panic
 //! or hang; a message that decodes is either accepted or rejected with an error whose path is
 //! set and whose reason names the field, of a size proportionate to the input; the store's NACK
@@ -20,6 +21,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::authz;
 use common::*;
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
 use envoy_types::pb::envoy::config::endpoint::v3 as eds;
@@ -42,6 +44,13 @@ fn fuzz_listener() {
     let seeds = vec![
         listener("outbound", addr("127.0.0.1:15001"), "outbound"),
         listener("inbound", addr("[::1]:15006"), "inbound|9080"),
+        // istiod's authorization filters: jwt_authn, RBAC DENY/ALLOW/LOG, router.
+        authz::listener_with_filters(
+            "virtualInbound",
+            addr("127.0.0.1:15006"),
+            "inbound|9080",
+            authz::inbound_filters(&authz::jwks()),
+        ),
     ];
     fuzz::<lds::Listener, Listener>("xds-listener", seeds, None);
 }

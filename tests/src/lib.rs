@@ -597,6 +597,28 @@ pub struct MeshOptions {
     pub net: Option<Net>,
     pub controller: Vec<String>,
     pub proxy: Vec<String>,
+    /// Workload identities: the controller runs its CA (`<dir>/ca`, bootstrap tokens in
+    /// `<dir>/tokens/default/<service account>`), every sidecar gets a certificate (service
+    /// account `reviews` or `client`), and the reviews endpoints are marked as having a
+    /// sidecar (`security.istio.io/tlsMode: istio`), so traffic between sidecars is mutual TLS.
+    pub identity: bool,
+}
+
+/// The flags that give a sidecar its identity in a [`Mesh`] with `identity`.
+pub fn identity_flags(net: Net, dir: &Path, service_account: &str) -> Vec<String> {
+    vec![
+        "--ca-address".into(),
+        format!("https://{}", SocketAddr::new(net.ip(1), 15012)),
+        "--ca-root-cert".into(),
+        dir.join("ca/root-cert.pem").display().to_string(),
+        "--ca-token-file".into(),
+        dir.join("tokens/default")
+            .join(service_account)
+            .display()
+            .to_string(),
+        "--service-account".into(),
+        service_account.into(),
+    ]
 }
 
 /// The whole mesh of a test: control plane, reviews apps with sidecars, a client sidecar.
@@ -629,15 +651,49 @@ impl Mesh {
         let logs = dir.path().join("logs");
         std::fs::create_dir_all(&config).expect("config dir");
         std::fs::create_dir_all(&logs).expect("log dir");
-        write_file(
-            &config,
-            "reviews-service.yaml",
-            &reviews_service_yaml(net, versions),
-        );
+        let mut service = reviews_service_yaml(net, versions);
+        let mut controller_flags = options.controller.clone();
+        if options.identity {
+            // The reviews workloads have sidecars, with ServiceAccount `reviews`.
+            service = service.replace(
+                "  labels: {app: reviews, version: ",
+                "  serviceAccount: reviews\n  labels: {security.istio.io/tlsMode: istio, app: reviews, version: ",
+            );
+            let tokens = dir.path().join("tokens/default");
+            std::fs::create_dir_all(&tokens).expect("token dir");
+            for account in ["reviews", "client"] {
+                write_file(
+                    &tokens,
+                    account,
+                    &format!("bootstrap-token-{account}-{}", net.ip(1)),
+                );
+            }
+            controller_flags.extend([
+                "--ca-dir".to_string(),
+                dir.path().join("ca").display().to_string(),
+                "--ca-token-dir".to_string(),
+                dir.path().join("tokens").display().to_string(),
+            ]);
+        }
+        write_file(&config, "reviews-service.yaml", &service);
         for (name, contents) in files {
             write_file(&config, name, contents);
         }
-        let controller = Controller::start_with(net, &config, &logs, &options.controller).await;
+        let controller = Controller::start_with(net, &config, &logs, &controller_flags).await;
+        // With identities, the sidecars get their config over TLS (15012), as their
+        // certificate proves who they are.
+        let xds_url = if options.identity {
+            format!("https://{}", SocketAddr::new(net.ip(1), 15012))
+        } else {
+            controller.xds_url()
+        };
+        let proxy_flags = |account: &str| {
+            let mut flags = options.proxy.clone();
+            if options.identity {
+                flags.extend(identity_flags(net, dir.path(), account));
+            }
+            flags
+        };
         let mut apps = Vec::new();
         let mut sidecars = Vec::new();
         for (i, version) in versions.iter().enumerate() {
@@ -646,24 +702,24 @@ impl Mesh {
             sidecars.push(
                 Sidecar::start_with(
                     ip,
-                    &controller.xds_url(),
+                    &xds_url,
                     &format!("reviews-{version}"),
                     &format!("app=reviews,version={version}"),
                     Some(9080),
                     &logs,
-                    &options.proxy,
+                    &proxy_flags("reviews"),
                 )
                 .await,
             );
         }
         let client = Sidecar::start_with(
             net.ip(10),
-            &controller.xds_url(),
+            &xds_url,
             "client",
             "app=client",
             None,
             &logs,
-            &options.proxy,
+            &proxy_flags("client"),
         )
         .await;
         Self {

@@ -1,6 +1,6 @@
 //! Abuse suite, listeners: idle floods, slow clients and SIGTERM against the real binaries,
 //! on loopback only. Every listener of the proxy (15001, 15006, 15000, 15021) and of the
-//! controller (15010, 15014, 15017) is tried.
+//! controller (15010, 15012, 15014, 15017) is tried.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -97,7 +97,13 @@ fn options(net: Net, cert: &WebhookCert) -> MeshOptions {
             cert.key.display().to_string(),
         ],
         proxy: vec!["--header-read-timeout".into(), timeout],
+        ..MeshOptions::default()
     }
+}
+
+/// The controller's TLS port (CA and ADS), by default next to its plaintext ADS.
+fn secure_address(net: Net) -> SocketAddr {
+    SocketAddr::new(net.ip(1), 15012)
 }
 
 fn webhook_address(net: Net) -> SocketAddr {
@@ -203,6 +209,7 @@ async fn idle_floods_exhaust_no_listener() {
         ("proxy admin", SocketAddr::new(client, 15000)),
         ("proxy health", SocketAddr::new(client, 15021)),
         ("controller ADS", mesh.controller.xds),
+        ("controller CA and ADS (TLS)", secure_address(net)),
         ("controller debug", mesh.controller.debug),
         ("controller webhook", webhook_address(net)),
     ];
@@ -354,6 +361,7 @@ async fn slow_clients_are_cut_off_and_hold_bounded_memory() {
     // (before its TLS handshake): closed by the first-byte timeout.
     for (name, addr) in [
         ("controller ADS", mesh.controller.xds),
+        ("controller CA and ADS (TLS)", secure_address(net)),
         ("controller webhook", webhook_address(net)),
         ("proxy outbound", SocketAddr::new(client, 15001)),
     ] {

@@ -66,10 +66,19 @@ impl KubeController {
         let xds = SocketAddr::new(net.ip(1), 15010);
         let debug = SocketAddr::new(net.ip(1), 15014);
         let dir = cluster.dir.path();
+        // The CA keeps its root in a Secret of the controller's namespace (the chart's).
+        if !cluster
+            .kubectl(&["get", "namespace", "weft-system"])
+            .status
+            .success()
+        {
+            cluster.kubectl_ok(&["create", "namespace", "weft-system"]);
+        }
         let mut command = Command::new(&weft_e2e::bins().controller);
         command
             .arg("--kubeconfig")
             .arg(kubeconfig)
+            .args(["--namespace", "weft-system"])
             .args(["--xds-address", &xds.to_string()])
             .args(["--debug-address", &debug.to_string()])
             .args(["--debounce", "50ms"]);

@@ -77,7 +77,11 @@ fn socket(addr: SocketAddr) -> Option<Address> {
 impl Generator for HandMade {
     type Proxy = ();
 
-    fn connect(&self, _node: &weft_xds::Node) -> Result<(), tonic::Status> {
+    fn connect(
+        &self,
+        _node: &weft_xds::Node,
+        _peer: Option<&weft_xds::AuthenticatedPeer>,
+    ) -> Result<(), tonic::Status> {
         Ok(())
     }
 

@@ -1,8 +1,9 @@
 //! The immutable model built from one source snapshot: services (Kubernetes Services from
 //! the registry, and ServiceEntries: [`service_entry`]), virtual services and destination
-//! rules, indexed by host, plus the warnings found on the way. Reads the sources' output;
+//! rules, indexed by host, security policies ([`security`]), plus the warnings found on the way. Reads the sources' output;
 //! the xDS generator reads the model.
 
+pub mod security;
 mod service_entry;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,6 +13,7 @@ use weft_api::ConfigObject;
 use weft_api::host::{host_matches, resolve_short_name};
 use weft_api::networking::{DestinationRule, Subset, VirtualService};
 
+use crate::jwks::JwksSet;
 use crate::object::{ObjectKey, Warning};
 use crate::service::Service;
 use crate::source::registry::{Registry, Skipped};
@@ -31,6 +33,11 @@ pub const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(60);
 /// `--stream-idle-timeout 0s` restores Istio's behaviour.
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Istio's default root namespace.
+pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
+/// Istio's default trust domain.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+
 /// The mesh-wide settings a model is built with (the parts of Istio's MeshConfig Weft uses).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshSettings {
@@ -41,6 +48,10 @@ pub struct MeshSettings {
     /// `stream_idle_timeout` of every HTTP connection manager (`--stream-idle-timeout`;
     /// zero disables it).
     pub stream_idle_timeout: Duration,
+    /// The root namespace: security policies there apply mesh-wide (`--root-namespace`).
+    pub root_namespace: String,
+    /// The trust domain of SPIFFE identities (`--trust-domain`).
+    pub trust_domain: String,
 }
 
 impl Default for MeshSettings {
@@ -49,6 +60,8 @@ impl Default for MeshSettings {
             domain: "cluster.local".to_string(),
             dns_refresh_rate: DEFAULT_DNS_REFRESH_RATE,
             stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
+            root_namespace: DEFAULT_ROOT_NAMESPACE.to_string(),
+            trust_domain: DEFAULT_TRUST_DOMAIN.to_string(),
         }
     }
 }
@@ -87,6 +100,10 @@ pub struct Model {
     pub dns_refresh_rate: Duration,
     /// How long a request may go without a byte in either direction (zero: no limit).
     pub stream_idle_timeout: Duration,
+    /// The root namespace (mesh-wide security policies).
+    pub root_namespace: String,
+    /// The trust domain of SPIFFE identities.
+    pub trust_domain: String,
     /// Services by fully qualified host name.
     pub services: BTreeMap<String, Service>,
     /// VirtualServices that apply to sidecars, ordered by namespace/name.
@@ -100,6 +117,12 @@ pub struct Model {
     pub warnings: Vec<Warning>,
     /// Kubernetes Services that are not in the model, and why.
     pub skipped_services: Vec<Skipped>,
+    /// AuthorizationPolicies ordered by namespace/name ([`security`]).
+    pub authorization_policies: Vec<security::AuthorizationPolicyEntry>,
+    /// RequestAuthentications ordered by namespace/name, with their key sets ([`security`]).
+    pub request_authentications: Vec<security::RequestAuthenticationEntry>,
+    /// PeerAuthentications ordered by namespace/name ([`security::peer_authentication`]).
+    pub peer_authentications: Vec<security::PeerAuthenticationEntry>,
 }
 
 impl Model {
@@ -109,6 +132,8 @@ impl Model {
             domain: settings.domain.clone(),
             dns_refresh_rate: settings.dns_refresh_rate,
             stream_idle_timeout: settings.stream_idle_timeout,
+            root_namespace: settings.root_namespace.clone(),
+            trust_domain: settings.trust_domain.clone(),
             ..Self::default()
         }
     }
@@ -123,6 +148,20 @@ impl Model {
         Self::build_with_registry(&snapshot.config, snapshot.registry.as_deref(), settings)
     }
 
+    /// Builds the model from a source snapshot and the fetched JWKS ([`crate::jwks`]).
+    pub fn from_snapshot_with_jwks(
+        snapshot: &Snapshot,
+        settings: &MeshSettings,
+        jwks: &JwksSet,
+    ) -> Self {
+        Self::build_full(
+            &snapshot.config,
+            snapshot.registry.as_deref(),
+            settings,
+            jwks,
+        )
+    }
+
     /// Builds the model from Istio objects plus, in Kubernetes mode, the registry's
     /// Services. Kubernetes Services are added first: a ServiceEntry host that names the
     /// same host is ignored with a warning (Istio's Kubernetes registry comes first too).
@@ -130,6 +169,17 @@ impl Model {
         config: &ConfigSet,
         registry: Option<&Registry>,
         settings: &MeshSettings,
+    ) -> Self {
+        Self::build_full(config, registry, settings, &JwksSet::default())
+    }
+
+    /// Builds the model; `jwks` holds the key sets fetched for `jwksUri` (none fetched yet:
+    /// empty).
+    pub fn build_full(
+        config: &ConfigSet,
+        registry: Option<&Registry>,
+        settings: &MeshSettings,
+        jwks: &JwksSet,
     ) -> Self {
         let mut model = Self::empty(settings);
         if let Some(registry) = registry {
@@ -171,6 +221,7 @@ impl Model {
         }
         model.index_destination_rules();
         model.check_destinations();
+        security::add(&mut model, config, jwks);
         for (key, object) in config.objects() {
             model.warnings.extend(unsupported::fields(key, object));
         }

@@ -13,6 +13,10 @@
 //! With `resolution: DNS`/`DNS_ROUND_ROBIN` and neither endpoints nor a `workloadSelector`,
 //! each host is its own endpoint (the host as written, at each port's `targetPort`, else
 //! its number), as Istio does.
+//!
+//! For mTLS, each endpoint keeps its `serviceAccount` (in the namespace of the object that
+//! defines the endpoint) and each service the entry's `subjectAltNames`: the identities its
+//! servers may present.
 
 use std::net::IpAddr;
 
@@ -51,6 +55,19 @@ pub(super) fn add(
         IstioResolution::DnsRoundRobin => Resolution::DnsRoundRobin,
     };
     let endpoints = endpoints(key, entry, workload_entries, &mut model.warnings);
+    let mut subject_alt_names: Vec<String> = entry
+        .subject_alt_names
+        .iter()
+        .cloned()
+        .chain(
+            endpoints
+                .iter()
+                .filter_map(|endpoint| endpoint.service_account.as_ref())
+                .map(|account| account.spiffe_uri(&model.trust_domain)),
+        )
+        .collect();
+    subject_alt_names.sort();
+    subject_alt_names.dedup();
     let hosts_are_endpoints =
         resolution.is_dns() && entry.endpoints.is_empty() && entry.workload_selector.is_none();
 
@@ -85,6 +102,7 @@ pub(super) fn add(
                 endpoints,
                 resolution,
                 source: key.clone(),
+                subject_alt_names: subject_alt_names.clone(),
             },
         );
     }
@@ -176,7 +194,7 @@ fn endpoints(
             warnings.push(Warning::new(&object, path, message));
             continue;
         }
-        kept.push(Endpoint::from_workload(workload));
+        kept.push(Endpoint::from_workload(workload, &object.namespace));
     }
     kept
 }

@@ -152,6 +152,7 @@ pub fn service(
         endpoints,
         resolution: Resolution::Static,
         source: ObjectKey::new("Service", Some(namespace), name),
+        subject_alt_names: Vec::new(),
     })
 }
 
@@ -267,6 +268,8 @@ fn slice_endpoints(
             labels,
             weight: None,
             only_listed_ports: true,
+            // Pods are watched as metadata only: their spec.serviceAccountName is not known.
+            service_account: None,
         });
     }
     endpoints

@@ -2,7 +2,8 @@
 //! inbound cluster that forwards to the app. Outbound clusters are `EDS` for services with
 //! [`Resolution::Static`]; for DNS resolutions they are `STRICT_DNS` (`DNS`) or
 //! `LOGICAL_DNS` (`DNS_ROUND_ROBIN`) with their endpoints inline, as Istio builds them
-//! (see [`dns_cluster_fields`]).
+//! (see [`dns_cluster_fields`]). Outbound clusters get their transport security (auto mTLS,
+//! DestinationRule TLS) from [`tls::upstream`].
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use weft_api::networking::{SimpleLb, Subset, TrafficPolicy};
 use super::endpoints::lb_endpoints;
 use super::listeners::socket;
 use super::proxy::Proxy;
-use super::{ads_config_source, duration, inbound_cluster_name, outbound_cluster_name, pack};
+use super::{ads_config_source, duration, inbound_cluster_name, outbound_cluster_name, pack, tls};
 use crate::model::{DestinationRuleEntry, Model};
 use crate::service::{Resolution, Service, ServicePort};
 
@@ -167,13 +168,14 @@ pub fn outbound_cluster(
         &service.hostname,
     );
     let policy = cluster_policy(rule, subset, port.number);
-    let common = Cluster {
+    let mut common = Cluster {
         name: name.clone(),
         connect_timeout: Some(duration(policy.connect_timeout)),
         lb_policy: policy.lb_policy as i32,
         typed_extension_protocol_options: protocol_options(port.is_http2()),
         ..Default::default()
     };
+    tls::upstream::upstream_tls(model, service, port, rule, subset).apply(&mut common);
     let discovery_type = match service.resolution {
         Resolution::Static => {
             return Some(Cluster {

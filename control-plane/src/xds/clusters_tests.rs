@@ -247,6 +247,30 @@ fn dns_lb_endpoint(address: &str, port: u32, weight: u32) -> LbEndpoint {
     }
 }
 
+/// Auto mTLS to endpoints without known identities, as every outbound cluster without
+/// DestinationRule TLS has it (its content is checked in `tls/upstream_tests.rs`).
+fn auto_mtls(name: &str) -> Vec<cluster::TransportSocketMatch> {
+    let [_, port, subset, host] = name.split('|').collect::<Vec<_>>()[..] else {
+        panic!("not an outbound cluster name: {name}");
+    };
+    let port = port.parse().expect("port");
+    vec![
+        cluster::TransportSocketMatch {
+            name: "tlsMode-istio".to_string(),
+            r#match: Some(tls::tls_mode_istio()),
+            transport_socket: Some(tls::upstream::istio_mutual(
+                tls::upstream::istio_sni(port, subset, host),
+                &[],
+            )),
+        },
+        cluster::TransportSocketMatch {
+            name: "tlsMode-disabled".to_string(),
+            r#match: Some(Default::default()),
+            transport_socket: Some(tls::upstream::plaintext()),
+        },
+    ]
+}
+
 /// Exactly the cluster the xDS contract describes for a DNS cluster.
 #[allow(deprecated)] // `dns_refresh_rate`: see `dns_cluster_fields`.
 fn expected_dns_cluster(
@@ -279,6 +303,7 @@ fn expected_dns_cluster(
             }],
             ..Default::default()
         }),
+        transport_socket_matches: auto_mtls(name),
         ..Default::default()
     }
 }

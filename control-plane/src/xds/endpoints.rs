@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use envoy_types::pb::google::protobuf::UInt32Value;
 
 use super::listeners::socket;
-use super::outbound_cluster_name;
+use super::{outbound_cluster_name, tls};
 use crate::model::Model;
 use crate::service::{Resolution, Service, ServicePort, labels_match};
 
@@ -65,7 +65,8 @@ pub fn load_assignment(
 /// One `LbEndpoint` per endpoint of the service that serves `port` and has the subset's
 /// labels: `endpoint.address.socket_address { address, port_value }` (the address as the
 /// endpoint has it: an IP, or a host name for DNS clusters) and `load_balancing_weight`
-/// (the entry's weight, 1 when unset, as Istio). Nothing else is set.
+/// (the entry's weight, 1 when unset, as Istio), and `metadata` `{tlsMode: istio}` under
+/// `envoy.transport_socket_match` when the workload has a sidecar ([`tls::endpoint_metadata`]).
 pub fn lb_endpoints(
     service: &Service,
     port: &ServicePort,
@@ -83,6 +84,7 @@ pub fn lb_endpoints(
             load_balancing_weight: Some(UInt32Value {
                 value: endpoint.lb_weight(),
             }),
+            metadata: tls::endpoint_metadata(&endpoint.labels),
             ..Default::default()
         })
         .collect()

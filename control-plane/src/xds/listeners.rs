@@ -1,4 +1,6 @@
-//! LDS: the `virtualOutbound` listener, and `virtualInbound` when the proxy has an app port.
+//! LDS: the `virtualOutbound` listener, and `virtualInbound` when the proxy has an app port
+//! (with the security filters of [`super::security`] before its router, and the filter chains
+//! of its PeerAuthentication mode, [`super::tls::inbound`]).
 
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
@@ -8,7 +10,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 
 use super::proxy::Proxy;
-use super::{ads_config_source, duration, pack, routes};
+use super::{ads_config_source, duration, pack, routes, security, tls};
 use crate::model::Model;
 
 /// Name of the outbound listener.
@@ -29,15 +31,19 @@ pub fn listeners(model: &Model, proxy: &Proxy) -> Vec<Listener> {
         proxy.outbound_port,
         routes::OUTBOUND,
         timeouts,
+        Vec::new(),
     )];
     if let Some(app_port) = proxy.app_port {
-        listeners.push(http_listener(
+        let inbound = http_listener(
             VIRTUAL_INBOUND,
             proxy.listen_ip(),
             proxy.inbound_port,
             &routes::inbound_name(app_port),
             timeouts,
-        ));
+            security::inbound_http_filters(model, proxy),
+        );
+        // The PeerAuthentication mode: TLS and/or plaintext chains with this connection manager.
+        listeners.push(tls::inbound::secure(model, proxy, app_port, inbound));
     }
     listeners
 }
@@ -49,7 +55,7 @@ struct Timeouts {
 }
 
 /// One listener with one filter chain: an HTTP connection manager (codec AUTO) that
-/// fetches its routes over ADS, with the router filter.
+/// fetches its routes over ADS, with `filters` and then the router filter.
 ///
 /// Timeouts: `stream_idle_timeout` always, from `--stream-idle-timeout` (Envoy's 5 min by
 /// default; Istio sends `0s`, see [`crate::model::DEFAULT_STREAM_IDLE_TIMEOUT`]). Neither
@@ -61,7 +67,15 @@ fn http_listener(
     port: u16,
     route_config_name: &str,
     timeouts: Timeouts,
+    mut filters: Vec<HttpFilter>,
 ) -> Listener {
+    filters.push(HttpFilter {
+        name: ROUTER.to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack(
+            &Router::default(),
+        ))),
+        ..Default::default()
+    });
     let manager = HttpConnectionManager {
         codec_type: http_connection_manager::CodecType::Auto as i32,
         stat_prefix: name.to_string(),
@@ -70,13 +84,7 @@ fn http_listener(
             config_source: Some(ads_config_source()),
             route_config_name: route_config_name.to_string(),
         })),
-        http_filters: vec![HttpFilter {
-            name: ROUTER.to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack(
-                &Router::default(),
-            ))),
-            ..Default::default()
-        }],
+        http_filters: filters,
         ..Default::default()
     };
     Listener {

@@ -7,6 +7,8 @@ pub mod listeners;
 pub mod proxy;
 pub mod route_match;
 pub mod routes;
+pub mod security;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -39,8 +41,19 @@ impl XdsGenerator {
 impl weft_xds::Generator for XdsGenerator {
     type Proxy = Proxy;
 
-    fn connect(&self, node: &Node) -> Result<Proxy, tonic::Status> {
-        Proxy::from_node(node).map_err(|err| tonic::Status::invalid_argument(err.to_string()))
+    fn connect(
+        &self,
+        node: &Node,
+        peer: Option<&weft_xds::AuthenticatedPeer>,
+    ) -> Result<Proxy, tonic::Status> {
+        let mut proxy = Proxy::from_node(node)
+            .map_err(|err| tonic::Status::invalid_argument(err.to_string()))?;
+        if let Some(peer) = peer {
+            proxy
+                .authenticate(&peer.uri, &self.model.trust_domain)
+                .map_err(|err| tonic::Status::permission_denied(err.to_string()))?;
+        }
+        Ok(proxy)
     }
 
     fn generate(&self, proxy: &Proxy, type_url: &str) -> Vec<Resource> {
@@ -53,7 +66,9 @@ pub fn generate(model: &Model, proxy: &Proxy, type_url: &str) -> Vec<Resource> {
     match type_url {
         type_url::LISTENER => listeners::listeners(model, proxy)
             .iter()
-            .map(|listener| Resource::new(listener.name.clone(), listener))
+            .map(|listener| {
+                Resource::from_any(listener.name.clone(), tls::inbound::pack_listener(listener))
+            })
             .collect(),
         type_url::ROUTE => routes::route_configurations(model, proxy)
             .iter()

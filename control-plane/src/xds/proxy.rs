@@ -22,6 +22,16 @@ pub enum ProxyError {
     BadId { id: String },
     #[error("node metadata {key} = {value:?} is not a valid port number")]
     BadPort { key: &'static str, value: String },
+    #[error("the client certificate's identity {uri:?} is not a workload SPIFFE ID: {reason}")]
+    BadIdentity { uri: String, reason: String },
+    #[error(
+        "the node claims {claim} {claimed:?} but its client certificate proves {uri}; a proxy gets only the config of the identity it proves"
+    )]
+    IdentityMismatch {
+        claim: &'static str,
+        claimed: String,
+        uri: String,
+    },
 }
 
 /// What the generator knows about one connected proxy.
@@ -43,6 +53,12 @@ pub struct Proxy {
     pub inbound_port: u16,
     /// The application port behind the inbound listener; no inbound listener when `None`.
     pub app_port: Option<u16>,
+    /// The workload's ServiceAccount: `SERVICE_ACCOUNT` (Istio's node metadata key), or the
+    /// identity the client certificate proved.
+    pub service_account: Option<String>,
+    /// The SPIFFE ID the connection's client certificate proved (ADS over TLS on 15012);
+    /// `None` on the plaintext port.
+    pub identity: Option<String>,
 }
 
 impl Proxy {
@@ -110,7 +126,44 @@ impl Proxy {
             outbound_port: port(metadata, "WEFT_OUTBOUND_PORT")?.unwrap_or(DEFAULT_OUTBOUND_PORT),
             inbound_port: port(metadata, "WEFT_INBOUND_PORT")?.unwrap_or(DEFAULT_INBOUND_PORT),
             app_port: port(metadata, "WEFT_APP_PORT")?,
+            service_account: string(metadata, "SERVICE_ACCOUNT"),
+            identity: None,
         })
+    }
+
+    /// Binds the proxy to the identity its client certificate proved: the certificate's
+    /// trust domain must be the mesh's, and what the node claims (namespace, service
+    /// account) must be what the certificate says. Whatever the metadata claims, the proxy
+    /// then gets the config of its proven namespace only.
+    pub fn authenticate(&mut self, peer_uri: &str, trust_domain: &str) -> Result<(), ProxyError> {
+        let id: weft_identity::SpiffeId =
+            peer_uri
+                .parse()
+                .map_err(
+                    |err: weft_identity::SpiffeIdError| ProxyError::BadIdentity {
+                        uri: peer_uri.to_string(),
+                        reason: err.to_string(),
+                    },
+                )?;
+        let mismatch = |claim, claimed: &str| ProxyError::IdentityMismatch {
+            claim,
+            claimed: claimed.to_string(),
+            uri: peer_uri.to_string(),
+        };
+        if id.trust_domain != trust_domain {
+            return Err(mismatch("trust domain", trust_domain));
+        }
+        if id.namespace != self.namespace {
+            return Err(mismatch("namespace", &self.namespace));
+        }
+        if let Some(claimed) = &self.service_account
+            && *claimed != id.service_account
+        {
+            return Err(mismatch("service account", claimed));
+        }
+        self.service_account = Some(id.service_account);
+        self.identity = Some(peer_uri.to_string());
+        Ok(())
     }
 
     /// A sidecar in `namespace` with default ports, for tests and tools.
@@ -125,6 +178,8 @@ impl Proxy {
             outbound_port: DEFAULT_OUTBOUND_PORT,
             inbound_port: DEFAULT_INBOUND_PORT,
             app_port: None,
+            service_account: None,
+            identity: None,
         }
     }
 

@@ -43,16 +43,18 @@ async fn connection_manager_timeouts_reach_the_proxy() {
         2,
         "virtualOutbound and virtualInbound"
     );
+    // Every chain (the inbound listener's TLS and plaintext chains) carries the same manager.
     let with_manager = |resource: &mut Resource, change: &dyn Fn(&mut HttpConnectionManager)| {
         let mut listener = lds::Listener::decode(resource.body.value.as_slice()).expect("decodes");
-        let Some(lds::filter::ConfigType::TypedConfig(any)) =
-            &mut listener.filter_chains[0].filters[0].config_type
-        else {
-            panic!("{}: typed connection manager config", resource.name);
-        };
-        let mut manager = HttpConnectionManager::decode(any.value.as_slice()).expect("decodes");
-        change(&mut manager);
-        any.value = manager.encode_to_vec();
+        for chain in &mut listener.filter_chains {
+            let Some(lds::filter::ConfigType::TypedConfig(any)) = &mut chain.filters[0].config_type
+            else {
+                panic!("{}: typed connection manager config", resource.name);
+            };
+            let mut manager = HttpConnectionManager::decode(any.value.as_slice()).expect("decodes");
+            change(&mut manager);
+            any.value = manager.encode_to_vec();
+        }
         *resource = Resource::new(&resource.name, &listener);
     };
     let convert = |resource: &Resource| -> Listener {

@@ -35,6 +35,79 @@ pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.Http
 pub const HTTP_PROTOCOL_OPTIONS_TYPE_URL: &str =
     "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
+/// The HTTP filter name of role-based access control (AuthorizationPolicy), on the inbound
+/// listener's connection manager: up to three, DENY then ALLOW then LOG.
+pub const RBAC: &str = "envoy.filters.http.rbac";
+/// The type URL of the HTTP RBAC filter's `typed_config`.
+pub const RBAC_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
+
+/// The network filter name of role-based access control (TCP filter chains).
+pub const NETWORK_RBAC: &str = "envoy.filters.network.rbac";
+/// The type URL of the network RBAC filter's `typed_config`.
+pub const NETWORK_RBAC_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC";
+
+/// The HTTP filter name of JWT validation (RequestAuthentication), first on the inbound
+/// listener's connection manager.
+pub const JWT_AUTHN: &str = "envoy.filters.http.jwt_authn";
+/// The type URL of the JWT filter's `typed_config`.
+pub const JWT_AUTHN_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication";
+
+/// The extension name of an RBAC permission's `uri_template` (paths with `{*}` / `{**}`).
+pub const URI_TEMPLATE_MATCHER: &str = "envoy.path.match.uri_template.uri_template_matcher";
+/// The type URL of the `uri_template` extension's `typed_config`.
+pub const URI_TEMPLATE_MATCHER_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig";
+
+/// The dynamic metadata namespace the JWT filter fills for a request with a valid token
+/// (`request.auth.principal`, `request.auth.audiences`, `request.auth.presenter`,
+/// `request.auth.claims`) and RBAC principals match on.
+pub const ISTIO_AUTHN_METADATA: &str = "istio_authn";
+
+/// The transport socket name of TLS (`UpstreamTlsContext` on clusters,
+/// `DownstreamTlsContext` on filter chains).
+pub const TLS_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.tls";
+/// The transport socket name of plaintext.
+pub const RAW_BUFFER_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.raw_buffer";
+/// The listener filter that tells TLS from plaintext (filter chains matched on
+/// `transport_protocol` "tls" / "raw_buffer").
+pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
+/// The SDS secret name of the workload certificate; the proxy resolves it itself.
+pub const WORKLOAD_SECRET: &str = "default";
+/// The SDS secret name of the trust bundle; the proxy resolves it itself.
+pub const ROOTCA_SECRET: &str = "ROOTCA";
+/// The `LbEndpoint.metadata.filter_metadata` key a cluster's `transport_socket_matches`
+/// match against.
+pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
+/// The key, under [`TRANSPORT_SOCKET_MATCH`], that says whether the endpoint has a sidecar,
+/// and its value when it does (Istio's `tlsMode: istio`).
+pub const TLS_MODE_KEY: &str = "tlsMode";
+pub const TLS_MODE_ISTIO: &str = "istio";
+/// The listener `metadata.filter_metadata` key with the inbound mTLS mode and the deciding
+/// PeerAuthentication (`{mode, policy}`), for the proxy's logs.
+pub const MTLS_METADATA: &str = "weft.mtls";
+/// The keys of the [`MTLS_METADATA`] struct: the mode (`STRICT`, `PERMISSIVE` or `DISABLE`) and
+/// the deciding PeerAuthentication as `<namespace>/<name>` (empty when none applies).
+pub const MTLS_METADATA_MODE: &str = "mode";
+pub const MTLS_METADATA_POLICY: &str = "policy";
+/// The type URL of a TLS transport socket's `typed_config` on a cluster.
+pub const UPSTREAM_TLS_CONTEXT_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+/// The type URL of a TLS transport socket's `typed_config` on a filter chain.
+pub const DOWNSTREAM_TLS_CONTEXT_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+/// The type URL of the plaintext transport socket's `typed_config`.
+pub const RAW_BUFFER_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
+/// The type URL of the TLS inspector's `typed_config`.
+pub const TLS_INSPECTOR_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+/// `FilterChainMatch.transport_protocol` of the inbound chain for mutual TLS, as the TLS
+/// inspector detects it, and of the plaintext chain.
+pub const TRANSPORT_PROTOCOL_TLS: &str = "tls";
+pub const TRANSPORT_PROTOCOL_RAW_BUFFER: &str = "raw_buffer";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +140,35 @@ mod tests {
         assert_eq!(
             upstreams::http::v3::HttpProtocolOptions::type_url(),
             HTTP_PROTOCOL_OPTIONS_TYPE_URL
+        );
+        assert_eq!(filters::http::rbac::v3::Rbac::type_url(), RBAC_TYPE_URL);
+        assert_eq!(
+            filters::network::rbac::v3::Rbac::type_url(),
+            NETWORK_RBAC_TYPE_URL
+        );
+        assert_eq!(
+            filters::http::jwt_authn::v3::JwtAuthentication::type_url(),
+            JWT_AUTHN_TYPE_URL
+        );
+        assert_eq!(
+            envoy_types::pb::envoy::extensions::path::r#match::uri_template::v3::UriTemplateMatchConfig::type_url(),
+            URI_TEMPLATE_MATCHER_TYPE_URL
+        );
+        assert_eq!(
+            transport_sockets::tls::v3::UpstreamTlsContext::type_url(),
+            UPSTREAM_TLS_CONTEXT_TYPE_URL
+        );
+        assert_eq!(
+            transport_sockets::tls::v3::DownstreamTlsContext::type_url(),
+            DOWNSTREAM_TLS_CONTEXT_TYPE_URL
+        );
+        assert_eq!(
+            transport_sockets::raw_buffer::v3::RawBuffer::type_url(),
+            RAW_BUFFER_TYPE_URL
+        );
+        assert_eq!(
+            filters::listener::tls_inspector::v3::TlsInspector::type_url(),
+            TLS_INSPECTOR_TYPE_URL
         );
         // The protocol options key is the message's full name.
         assert_eq!(

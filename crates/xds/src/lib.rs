@@ -13,7 +13,7 @@ pub mod type_url;
 
 pub use client::{AdsClient, ClientConfig, ClientError, Handler};
 pub use resource::{Resource, version_of};
-pub use server::{AdsServer, Generator, ProxyStatus, TypeStatus};
+pub use server::{AdsServer, AuthenticatedPeer, Generator, ProxyStatus, TypeStatus};
 
 /// Re-export of the Envoy `Node` that identifies a proxy.
 pub use envoy_types::pb::envoy::config::core::v3::Node;

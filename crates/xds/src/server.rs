@@ -50,6 +50,13 @@ use crate::type_url;
 /// that stream's task blocks: every stream is independent.
 const RESPONSE_BUFFER: usize = 16;
 
+/// The identity a client certificate proved (its first URI SAN), put into each request's
+/// extensions by a TLS listener; the ADS server hands it to [`Generator::connect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedPeer {
+    pub uri: String,
+}
+
 /// Produces the resources for each connected proxy. The control plane implements it; the
 /// server calls it from each stream's task.
 pub trait Generator: Send + Sync + 'static {
@@ -57,7 +64,10 @@ pub trait Generator: Send + Sync + 'static {
     type Proxy: Send + Sync + 'static;
 
     /// Err closes the stream with the status (e.g. InvalidArgument "node.id is empty").
-    fn connect(&self, node: &Node) -> Result<Self::Proxy, Status>;
+    /// `peer` is the identity the connection's client certificate proves (TLS listeners
+    /// only; `None` on plaintext): a generator serves it only the config it may see.
+    fn connect(&self, node: &Node, peer: Option<&AuthenticatedPeer>)
+    -> Result<Self::Proxy, Status>;
 
     /// Every resource of `type_url` this proxy should have (SotW: the full set). The server
     /// filters by the proxy's requested names for non-wildcard types (RDS, EDS, SDS).
@@ -183,9 +193,27 @@ impl<G: Generator> AdsServer<G> {
     where
         S: Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin + 'static,
     {
+        self.serve_stream_as(requests, None)
+    }
+
+    /// [`serve_stream`](Self::serve_stream) for a client whose certificate proved `peer`.
+    pub fn serve_stream_as<S>(
+        &self,
+        requests: S,
+        peer: Option<AuthenticatedPeer>,
+    ) -> ReceiverStream<Result<DiscoveryResponse, Status>>
+    where
+        S: Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin + 'static,
+    {
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         let number = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(run_stream(Arc::clone(&self.shared), number, requests, tx));
+        tokio::spawn(run_stream(
+            Arc::clone(&self.shared),
+            number,
+            requests,
+            tx,
+            peer,
+        ));
         ReceiverStream::new(rx)
     }
 }
@@ -204,8 +232,13 @@ impl<G> Drop for Registration<G> {
     }
 }
 
-async fn run_stream<G, S>(shared: Arc<Shared<G>>, number: u64, mut requests: S, tx: ResponseSender)
-where
+async fn run_stream<G, S>(
+    shared: Arc<Shared<G>>,
+    number: u64,
+    mut requests: S,
+    tx: ResponseSender,
+    peer: Option<AuthenticatedPeer>,
+) where
     G: Generator,
     S: Stream<Item = Result<DiscoveryRequest, Status>> + Unpin,
 {
@@ -237,10 +270,11 @@ where
             .await;
         return;
     };
-    let proxy = match generator.connect(node) {
+    let proxy = match generator.connect(node, peer.as_ref()) {
         Ok(proxy) => proxy,
         Err(status) => {
-            warn!(node = %node.id, %status, "refused ADS stream");
+            let peer = peer.as_ref().map_or("-", |peer| peer.uri.as_str());
+            warn!(node = %node.id, peer, %status, "refused ADS stream");
             let _ = tx.send(Err(status)).await;
             return;
         }
@@ -573,7 +607,10 @@ impl<G: Generator> AggregatedDiscoveryService for AdsServer<G> {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.serve_stream(request.into_inner())))
+        let peer = request.extensions().get::<AuthenticatedPeer>().cloned();
+        Ok(Response::new(
+            self.serve_stream_as(request.into_inner(), peer),
+        ))
     }
 
     type DeltaAggregatedResourcesStream = DeltaStream;

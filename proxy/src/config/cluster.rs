@@ -2,11 +2,15 @@
 //!
 //! ```text
 //!  Cluster ─► ClusterConfig { discovery: EDS(service) | STATIC(Assignment) | DNS(targets), lb, protocol, timeouts }
-//!  ClusterLoadAssignment ─► Assignment { [(addr, weight)] healthy endpoints only }
+//!  ClusterLoadAssignment ─► Assignment { [(addr, weight)] healthy endpoints only,
+//!                                        transport-socket match labels per endpoint }
+//!  transport_socket | transport_socket_matches ─► ClusterTls ─► per endpoint: TLS or plaintext
 //! ```
 
+use std::collections::BTreeMap;
 use std::mem::take;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
@@ -15,6 +19,7 @@ use envoy_types::pb::envoy::config::endpoint::v3 as eds;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use prost::Message;
 
+use super::tls::{UpstreamTls, upstream_socket};
 use super::{
     ConfigError, Reason, common_idle_timeout, duration, host_port, invalid, reject_leftover,
     reject_set, socket_address,
@@ -26,6 +31,7 @@ use crate::upstream::pool::DEFAULT_IDLE_TIMEOUT;
 // Names shared with the controller: weft-xds's contract module.
 pub use weft_xds::contract::HTTP_PROTOCOL_OPTIONS;
 use weft_xds::contract::HTTP_PROTOCOL_OPTIONS_TYPE_URL as HTTP_PROTOCOL_OPTIONS_TYPE;
+use weft_xds::contract::TRANSPORT_SOCKET_MATCH;
 /// Envoy's default `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -39,6 +45,42 @@ pub struct ClusterConfig {
     /// Upstream connections unused this long are closed
     /// (`HttpProtocolOptions.common_http_protocol_options.idle_timeout`, Envoy's default 1 h).
     pub idle_timeout: Duration,
+    /// TLS towards the endpoints.
+    pub tls: ClusterTls,
+}
+
+/// Transport sockets of a cluster: `transport_socket_matches` (first match on the endpoint's
+/// `envoy.transport_socket_match` metadata wins), else `transport_socket`, else plaintext.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterTls {
+    pub matches: Vec<SocketMatch>,
+    /// `transport_socket`: `None` is plaintext.
+    pub default: Option<Arc<UpstreamTls>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketMatch {
+    pub name: String,
+    /// Every key must have this value in the endpoint's labels; empty matches every endpoint.
+    pub labels: BTreeMap<String, String>,
+    pub tls: Option<Arc<UpstreamTls>>,
+}
+
+impl ClusterTls {
+    /// The TLS for an endpoint with `labels` (its transport-socket match metadata).
+    pub fn for_endpoint(
+        &self,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> Option<Arc<UpstreamTls>> {
+        let empty = BTreeMap::new();
+        let labels = labels.unwrap_or(&empty);
+        for m in &self.matches {
+            if m.labels.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                return m.tls.clone();
+            }
+        }
+        self.default.clone()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +106,8 @@ pub enum UpstreamProtocol {
 pub struct Assignment {
     pub cluster_name: String,
     pub endpoints: Vec<(SocketAddr, u32)>,
+    /// The `envoy.transport_socket_match` metadata of endpoints that have any (string values).
+    pub socket_labels: BTreeMap<SocketAddr, Arc<BTreeMap<String, String>>>,
 }
 
 impl TryFrom<cds::Cluster> for ClusterConfig {
@@ -102,14 +146,13 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
             return Err(err(invalid("connect_timeout", "must be greater than 0")));
         }
         let (protocol, idle_timeout) = protocol(&mut c).map_err(err)?;
+        let tls = cluster_tls(&mut c).map_err(err)?;
         // Observability-only fields.
         c.alt_stat_name.clear();
         c.metadata = None;
         (|| {
             reject_set!(
                 c,
-                transport_socket,
-                transport_socket_matches,
                 circuit_breakers,
                 outlier_detection,
                 health_checks,
@@ -136,6 +179,7 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
             protocol,
             connect_timeout,
             idle_timeout: idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+            tls,
         })
     }
 }
@@ -395,6 +439,7 @@ impl TryFrom<eds::ClusterLoadAssignment> for Assignment {
             return Err(err(Reason::Unsupported("policy.drop_overloads".into())));
         }
         let mut endpoints = Vec::new();
+        let mut socket_labels = BTreeMap::new();
         for (i, mut locality) in take(&mut cla.endpoints).into_iter().enumerate() {
             let field = format!("endpoints[{i}]");
             if locality.priority != 0 {
@@ -405,7 +450,12 @@ impl TryFrom<eds::ClusterLoadAssignment> for Assignment {
             }
             for (j, ep) in take(&mut locality.lb_endpoints).into_iter().enumerate() {
                 let field = format!("{field}.lb_endpoints[{j}]");
+                let labels = socket_match_labels(ep.metadata.as_ref())
+                    .map_err(|r| err(invalid(&field, r.to_string())))?;
                 if let Some(e) = endpoint(ep).map_err(|r| err(invalid(&field, r.to_string())))? {
+                    if let Some(labels) = labels {
+                        socket_labels.insert(e.0, Arc::new(labels));
+                    }
                     endpoints.push(e);
                 }
             }
@@ -413,8 +463,70 @@ impl TryFrom<eds::ClusterLoadAssignment> for Assignment {
         Ok(Assignment {
             cluster_name: cla.cluster_name,
             endpoints,
+            socket_labels,
         })
     }
+}
+
+/// The `envoy.transport_socket_match` metadata of an endpoint (string values only).
+fn socket_match_labels(
+    metadata: Option<&core::Metadata>,
+) -> Result<Option<BTreeMap<String, String>>, Reason> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let Some(fields) = metadata.and_then(|m| m.filter_metadata.get(TRANSPORT_SOCKET_MATCH)) else {
+        return Ok(None);
+    };
+    let mut labels = BTreeMap::new();
+    for (key, value) in &fields.fields {
+        match &value.kind {
+            Some(Kind::StringValue(text)) => {
+                labels.insert(key.clone(), text.clone());
+            }
+            _ => {
+                return Err(invalid(
+                    format!("metadata.filter_metadata[{TRANSPORT_SOCKET_MATCH:?}].{key}"),
+                    "must be a string",
+                ));
+            }
+        }
+    }
+    Ok(Some(labels))
+}
+
+/// `transport_socket` and `transport_socket_matches` of a cluster, taken out of it.
+fn cluster_tls(c: &mut cds::Cluster) -> Result<ClusterTls, Reason> {
+    let default = match c.transport_socket.take() {
+        Some(socket) => {
+            upstream_socket(socket).map_err(|r| invalid("transport_socket", r.to_string()))?
+        }
+        None => None,
+    };
+    let mut matches = Vec::new();
+    for (i, m) in take(&mut c.transport_socket_matches)
+        .into_iter()
+        .enumerate()
+    {
+        let field = format!("transport_socket_matches[{i}]");
+        let mut labels = BTreeMap::new();
+        for (key, value) in m.r#match.map(|s| s.fields).unwrap_or_default() {
+            match value.kind {
+                Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(text)) => {
+                    labels.insert(key, text);
+                }
+                _ => return Err(invalid(format!("{field}.match.{key}"), "must be a string")),
+            }
+        }
+        let socket = m.transport_socket.ok_or(Reason::Missing(
+            "transport_socket_matches[].transport_socket",
+        ))?;
+        let tls = upstream_socket(socket).map_err(|r| invalid(&field, r.to_string()))?;
+        matches.push(SocketMatch {
+            name: m.name,
+            labels,
+            tls,
+        });
+    }
+    Ok(ClusterTls { matches, default })
 }
 
 /// `Ok(None)` for endpoints that must not receive traffic (unhealthy, draining, timeout).

@@ -114,7 +114,10 @@ fn rejects_unsupported_cluster_settings() {
     );
     let mut c = eds_cluster("c");
     c.transport_socket = Some(Default::default());
-    assert!(reject(c).contains("transport_socket is not supported"));
+    assert!(
+        reject(c).contains("transport_socket: transport_socket.name \"\" is not supported"),
+        "a transport socket without a known name is rejected, naming the field"
+    );
     let mut c = eds_cluster("c");
     c.circuit_breakers = Some(Default::default());
     assert!(reject(c).contains("circuit_breakers"));

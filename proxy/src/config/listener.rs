@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  Listener ─► address ─► filter_chains[0] ─► http_connection_manager ─► rds name | inline routes
-//!                                                 ├─► http_filters = [router]
+//!                                                 ├─► http_filters = [jwt_authn] [rbac]* router
+//!                                                 │     (http_filters.rs: converted once, run per request)
 //!                                                 └─► stream_idle_timeout, request_headers_timeout,
 //!                                                     common_http_protocol_options.idle_timeout
 //! ```
@@ -17,9 +18,10 @@ use envoy_types::pb::envoy::config::listener::v3 as lds;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use prost::Message;
 
+use super::listener_transport::{ListenerTransport, MtlsInfo, filter_chains, mtls_info};
 use super::{
-    ConfigError, Reason, RouteConfig, common_idle_timeout, duration, invalid, reject_leftover,
-    reject_set, socket_address,
+    ConfigError, HttpFilter, Reason, RouteConfig, common_idle_timeout, duration, invalid,
+    reject_leftover, reject_set, socket_address,
 };
 
 // Names shared with the controller: weft-xds's contract module.
@@ -40,6 +42,9 @@ pub struct Listener {
     pub routes: RouteSource,
     pub codec: Codec,
     pub generate_request_id: bool,
+    /// The HCM's filters before the router, in order (JWT authentication, RBAC); empty when
+    /// the router is the only one, which costs a request nothing.
+    pub http_filters: Vec<HttpFilter>,
     /// HCM `stream_idle_timeout`: a request with no activity in either direction for this long
     /// ends (408/504 `SI` before the response head, reset after). Envoy's default 5 min when
     /// unset; `None` when set to 0 (disabled, as Istio does).
@@ -50,6 +55,10 @@ pub struct Listener {
     /// HCM `common_http_protocol_options.idle_timeout`: a downstream connection without a
     /// request for this long is closed. Envoy's default 1 h when unset; `None` when 0.
     pub idle_timeout: Option<Duration>,
+    /// Plaintext, TLS (STRICT) or both (PERMISSIVE), from the filter chains.
+    pub transport: ListenerTransport,
+    /// The mTLS mode and policy the controller named (`weft.mtls` metadata), for logs.
+    pub mtls: Option<MtlsInfo>,
 }
 
 /// What the HTTP connection manager says, converted.
@@ -57,6 +66,7 @@ struct Manager {
     routes: RouteSource,
     codec: Codec,
     generate_request_id: bool,
+    http_filters: Vec<HttpFilter>,
     stream_idle_timeout: Option<Duration>,
     request_headers_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
@@ -90,12 +100,9 @@ impl TryFrom<lds::Listener> for Listener {
         }
         let address = socket_address("address", l.address.take().as_ref()).map_err(err)?;
         let chains = take(&mut l.filter_chains);
-        let [chain] = <[lds::FilterChain; 1]>::try_from(chains).map_err(|c| {
-            err(invalid(
-                "filter_chains",
-                format!("exactly one filter chain is supported, got {}", c.len()),
-            ))
-        })?;
+        let (chain, transport) =
+            filter_chains(chains, take(&mut l.listener_filters)).map_err(err)?;
+        let mtls = mtls_info(l.metadata.as_ref());
         let manager = filter_chain(chain).map_err(err)?;
         let name = take(&mut l.name);
         // Observability-only fields.
@@ -110,7 +117,6 @@ impl TryFrom<lds::Listener> for Listener {
                 use_original_dst,
                 default_filter_chain,
                 filter_chain_matcher,
-                listener_filters,
                 transparent,
                 freebind,
                 socket_options,
@@ -128,9 +134,12 @@ impl TryFrom<lds::Listener> for Listener {
             routes: manager.routes,
             codec: manager.codec,
             generate_request_id: manager.generate_request_id,
+            http_filters: manager.http_filters,
             stream_idle_timeout: manager.stream_idle_timeout,
             request_headers_timeout: manager.request_headers_timeout,
             idle_timeout: manager.idle_timeout,
+            transport,
+            mtls,
         })
     }
 }
@@ -228,31 +237,7 @@ fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Manager, Reas
         }
         None => return Err(Reason::Missing("rds or route_config")),
     };
-    let filters = take(&mut m.http_filters);
-    match filters.as_slice() {
-        [router] if router.name == ROUTER_FILTER || typed_url(router) == Some(ROUTER_TYPE) => {
-            if router.disabled {
-                return Err(invalid(
-                    "http_filters[0]",
-                    "the router filter cannot be disabled",
-                ));
-            }
-            if let Some(hcm::http_filter::ConfigType::TypedConfig(any)) = &router.config_type
-                && any.type_url == ROUTER_TYPE
-                && !any.value.is_empty()
-            {
-                return Err(Reason::Unsupported("router filter settings".into()));
-            }
-        }
-        [] => return Err(Reason::Missing("http_filters (envoy.filters.http.router)")),
-        other => {
-            let names: Vec<&str> = other.iter().map(|f| f.name.as_str()).collect();
-            return Err(invalid(
-                "http_filters",
-                format!("only [envoy.filters.http.router] is supported, got {names:?}"),
-            ));
-        }
-    }
+    let http_filters = super::http_filters::http_filters(take(&mut m.http_filters))?;
     let generate_request_id = m.generate_request_id.take().is_none_or(|b| b.value);
     m.stat_prefix.clear();
     m.access_log.clear();
@@ -292,6 +277,7 @@ fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Manager, Reas
         routes,
         codec,
         generate_request_id,
+        http_filters,
         stream_idle_timeout,
         request_headers_timeout,
         idle_timeout,
@@ -301,13 +287,6 @@ fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Manager, Reas
 /// Envoy's timeouts: 0 means none.
 fn nonzero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
-}
-
-fn typed_url(f: &hcm::HttpFilter) -> Option<&str> {
-    match &f.config_type {
-        Some(hcm::http_filter::ConfigType::TypedConfig(any)) => Some(any.type_url.as_str()),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

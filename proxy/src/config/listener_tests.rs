@@ -177,16 +177,39 @@ fn rejects_unknown_network_filter_and_extra_http_filters() {
 }
 
 #[test]
-fn rejects_transport_socket_and_listener_filters() {
+fn rejects_bad_transport_sockets_listener_filters_and_chains() {
     let mut l = listener(manager());
     l.filter_chains[0].transport_socket = Some(Default::default());
-    assert!(reject(l).contains("transport_socket is not supported"));
+    let e = reject(l);
+    assert!(e.contains("filter_chains[0].transport_socket"), "{e}");
     let mut l = listener(manager());
     l.listener_filters.push(Default::default());
-    assert!(reject(l).contains("listener_filters is not supported"));
+    let e = reject(l);
+    assert!(e.contains("listener_filters[].name"), "{e}");
+    // Two chains must be told apart by transport protocol.
     let mut l = listener(manager());
     l.filter_chains.push(l.filter_chains[0].clone());
-    assert!(reject(l).contains("exactly one filter chain"));
+    let e = reject(l);
+    assert!(e.contains("one with transport_protocol \"tls\""), "{e}");
+    // A transport-protocol match needs the TLS inspector.
+    let mut l = listener(manager());
+    l.filter_chains[0].filter_chain_match = Some(lds::FilterChainMatch {
+        transport_protocol: "raw_buffer".into(),
+        ..Default::default()
+    });
+    let e = reject(l);
+    assert!(
+        e.contains("needs the envoy.filters.listener.tls_inspector"),
+        "{e}"
+    );
+    // Other matches are not supported.
+    let mut l = listener(manager());
+    l.filter_chains[0].filter_chain_match = Some(lds::FilterChainMatch {
+        server_names: vec!["a.example".into()],
+        ..Default::default()
+    });
+    let e = reject(l);
+    assert!(e.contains("only transport_protocol"), "{e}");
 }
 
 #[test]

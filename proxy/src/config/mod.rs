@@ -8,18 +8,26 @@
 
 mod cluster;
 pub mod formatter;
+mod http_filters;
 mod listener;
-mod matcher;
+pub mod listener_transport;
+pub(crate) mod matcher;
 mod route;
 mod snapshot;
 mod store;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 pub use cluster::{
-    Assignment, ClusterConfig, DiscoveryKind, HTTP_PROTOCOL_OPTIONS, UpstreamProtocol,
+    Assignment, ClusterConfig, ClusterTls, DiscoveryKind, HTTP_PROTOCOL_OPTIONS, SocketMatch,
+    UpstreamProtocol,
+};
+pub use http_filters::{
+    HttpFilter, JWT_AUTHN_FILTER, JWT_AUTHN_TYPE, NETWORK_RBAC_FILTER, NETWORK_RBAC_TYPE,
+    RBAC_FILTER, RBAC_TYPE,
 };
 pub use listener::{
     Codec, DEFAULT_DOWNSTREAM_IDLE_TIMEOUT, HCM_FILTER, HCM_TYPE, Listener, ROUTER_FILTER,
@@ -65,6 +73,45 @@ pub enum Reason {
     Decode { type_url: String, error: String },
     #[error("duplicate resource name")]
     Duplicate,
+}
+
+impl Reason {
+    /// The same reason for a field inside `prefix` (e.g. `http_filters[1]`): field names are
+    /// prefixed so that the error keeps naming the field from the resource's root.
+    pub(crate) fn within(self, prefix: &str) -> Reason {
+        let join = |field: &str| {
+            if field.is_empty() {
+                prefix.to_string()
+            } else {
+                format!("{prefix}.{field}")
+            }
+        };
+        match self {
+            Reason::Missing(field) => invalid(join(field), "is required"),
+            Reason::Unsupported(field) => Reason::Unsupported(join(&field)),
+            Reason::UnsupportedValue { field, value } => {
+                Reason::Unsupported(format!("{} {value:?}", join(field)))
+            }
+            Reason::Invalid { field, reason } => Reason::Invalid {
+                field: join(&field),
+                reason,
+            },
+            Reason::Regex {
+                field,
+                pattern,
+                error,
+            } => Reason::Regex {
+                field: join(&field),
+                pattern,
+                error,
+            },
+            Reason::Decode { type_url, error } => Reason::Decode {
+                type_url,
+                error: format!("{prefix}: {error}"),
+            },
+            Reason::Duplicate => invalid(prefix, "duplicate"),
+        }
+    }
 }
 
 impl ConfigError {

@@ -82,6 +82,14 @@ impl ConfigStore {
         }
     }
 
+    /// Sets where TLS connections (upstream mTLS, inbound mTLS) get their certificates:
+    /// the proxy's identity. Call before any config is applied.
+    pub fn with_tls(mut self, tls: crate::tls::MeshTls) -> Self {
+        self.pools = PoolRegistry::with_tls(tls.clone());
+        self.sockets.set_tls(tls);
+        self
+    }
+
     /// A receiver of config snapshots (admin server, tests).
     pub fn subscribe(&self) -> watch::Receiver<Arc<ProxyConfig>> {
         self.tx.subscribe()

@@ -1,7 +1,8 @@
 //! The HTTP data path: the downstream server and the request stack, top-down.
 //!
 //! ```text
-//!  GuardedIo ─► auto::Builder (h1 | h2c | both, per HCM codec) ─► handle(req)      [this file]
+//!  DownstreamIo (plaintext or mTLS, tls/accept.rs) ─► auto::Builder (h1 | h2 | both, per HCM codec) ─► handle(req)  [this file]
+//!    0. filters  (filters.rs): the listener's jwt_authn and RBAC filters (none: nothing to do)
 //!    1. router   (router.rs):  one ProxyConfig snapshot ─► listener ─► route table ─► vhost ─► route
 //!    2. policy   (policy.rs):  Direct │ Redirect (redirect.rs) │ Forward: cluster slot, rewrites,
 //!                              headers (headers.rs), timeout
@@ -12,6 +13,7 @@
 //!  in-flight requests finish within the drain period, then the connection is closed
 //! ```
 
+mod filters;
 mod headers;
 mod policy;
 mod redirect;
@@ -30,7 +32,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use weft_net::GuardedIo;
 
 use crate::config::DEFAULT_DOWNSTREAM_IDLE_TIMEOUT;
 use crate::config::formatter::{FormatContext, HeaderTemplate};
@@ -51,21 +52,38 @@ struct Conn {
     rx: watch::Receiver<Arc<ProxyConfig>>,
 }
 
-/// The downstream connection's addresses (header formatters read them).
-#[derive(Debug, Clone, Copy)]
+/// What is known about a downstream connection, made once when it is served: its addresses
+/// (header formatters and RBAC read them) and, over mTLS, the peer's identity.
+#[derive(Debug, Clone)]
 pub(crate) struct Downstream {
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// The peer's SPIFFE identity from mTLS; `None` for plaintext.
+    pub principal: Option<Arc<str>>,
+    /// The TLS server name the client asked for; `None` for plaintext.
+    pub sni: Option<Arc<str>>,
+}
+
+impl Downstream {
+    /// The connection as RBAC sees it.
+    pub fn facts(&self) -> crate::authz::ConnFacts<'_> {
+        crate::authz::ConnFacts {
+            peer: self.remote,
+            local: self.local,
+            principal: self.principal.as_deref(),
+            sni: self.sni.as_deref(),
+        }
+    }
 }
 
 /// What the layers know about a request besides the request itself.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RequestMeta {
-    pub downstream: Downstream,
+pub(crate) struct RequestMeta<'a> {
+    pub downstream: &'a Downstream,
     pub start: SystemTime,
 }
 
-impl RequestMeta {
+impl RequestMeta<'_> {
     /// The formatter context for `%COMMAND%` header values.
     pub fn format_context<'a>(
         &self,
@@ -99,7 +117,7 @@ impl RequestMeta {
 /// keep-alive connection); a connection where no byte moves either way for the idle
 /// timeout is closed.
 pub async fn serve_connection(
-    mut stream: GuardedIo<tokio::net::TcpStream>,
+    secured: crate::tls::accept::Accepted,
     peer: SocketAddr,
     listener: SocketAddr,
     rx: watch::Receiver<Arc<ProxyConfig>>,
@@ -117,10 +135,15 @@ pub async fn serve_connection(
             hcm.map_or(Some(DEFAULT_DOWNSTREAM_IDLE_TIMEOUT), |c| c.idle_timeout),
         )
     };
-    stream.set_timeouts(header_read_timeout, idle_timeout);
+    let mut stream = secured.io;
+    stream
+        .guarded_mut()
+        .set_timeouts(header_read_timeout, idle_timeout);
     let downstream = Downstream {
         remote: peer,
-        local: stream.get_ref().local_addr().unwrap_or(listener),
+        local: stream.local_addr().unwrap_or(listener),
+        principal: secured.principal,
+        sni: secured.sni,
     };
     let conn = Arc::new(Conn {
         listener,
@@ -166,7 +189,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
     // One snapshot for the whole request: in-flight requests finish on the config they began with.
     let config = conn.rx.borrow().clone();
     let meta = RequestMeta {
-        downstream: conn.downstream,
+        downstream: &conn.downstream,
         start: SystemTime::now(),
     };
     match route_and_forward(&config, conn.listener, &meta, req).await {
@@ -181,12 +204,17 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
 async fn route_and_forward(
     config: &ProxyConfig,
     listener_addr: SocketAddr,
-    meta: &RequestMeta,
+    meta: &RequestMeta<'_>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let listener = config
         .listener(&listener_addr)
         .ok_or(ProxyError::NoListener)?;
+    let req = if listener.config.http_filters.is_empty() {
+        req
+    } else {
+        filters::run(&listener.config.http_filters, meta.downstream, req)?
+    };
     let table = match &listener.routes {
         Some(slot) => slot.current(),
         None => {
@@ -332,7 +360,7 @@ pub(crate) fn request_authority<B>(req: &Request<B>) -> &str {
     }
 }
 
-fn request_view<B>(req: &Request<B>) -> RequestView<'_> {
+pub(crate) fn request_view<B>(req: &Request<B>) -> RequestView<'_> {
     RequestView {
         method: req.method(),
         authority: request_authority(req),

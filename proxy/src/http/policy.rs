@@ -34,7 +34,7 @@ pub(super) async fn forward(
     table: &RouteTable,
     listener: &Listener,
     levels: &Levels<'_>,
-    meta: &RequestMeta,
+    meta: &RequestMeta<'_>,
     action: &ForwardAction,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {

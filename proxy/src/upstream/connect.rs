@@ -1,13 +1,23 @@
-//! The connector stack for one endpoint: TCP (connect timeout, TCP_NODELAY) → (TLS: the mTLS issue) → protocol handshake.
+//! The connector stack for one endpoint: TCP (connect timeout, TCP_NODELAY) → TLS when the
+//! cluster says so (mesh mTLS from the proxy's identity, or files) → protocol handshake.
 //!
 //! ```text
-//!  PoolKey { addr, protocol, tls } ─► tcp(addr, timeout) ─► [tls(identity)] ─► h1 handshake │ h2 handshake
+//!  PoolKey { addr, protocol, tls } ─► tcp(addr, timeout) ─► [rustls client (tls/)] ─► h1 handshake │ h2 handshake
 //! ```
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::pool::{PoolKey, TlsMode};
+use crate::tls::{MeshTls, TlsError};
 
 /// Why a new upstream connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +44,107 @@ pub enum ConnectError {
     },
     #[error("endpoint {addr} was removed from its cluster")]
     PoolClosed { addr: SocketAddr },
+    #[error("TLS to {addr}: {source}")]
+    TlsSetup {
+        addr: SocketAddr,
+        #[source]
+        source: TlsError,
+    },
+    #[error("TLS handshake with {addr} failed: {source}")]
+    TlsHandshake {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A connection to an upstream: plaintext or TLS.
+pub enum UpstreamIo {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Connects to the pool's endpoint: TCP, then TLS when the pool key says so.
+pub async fn connect(
+    key: &PoolKey,
+    timeout: Duration,
+    tls: &MeshTls,
+) -> Result<UpstreamIo, ConnectError> {
+    let addr = key.addr;
+    let settings = match &key.tls {
+        TlsMode::Plaintext => return Ok(UpstreamIo::Plain(tcp(addr, timeout).await?)),
+        TlsMode::Tls(settings) => settings,
+    };
+    // The configuration first: without a certificate there is no point in connecting.
+    let config = tls
+        .client(settings)
+        .map_err(|source| ConnectError::TlsSetup { addr, source })?;
+    let stream = tcp(addr, timeout).await?;
+    let name = crate::tls::server_name(settings, addr);
+    let handshake = TlsConnector::from(config).connect(name, stream);
+    let stream = tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| ConnectError::Timeout { addr, timeout })?
+        .map_err(|source| ConnectError::TlsHandshake { addr, source })?;
+    Ok(UpstreamIo::Tls(Box::new(stream)))
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
 }
 
 /// Opens a TCP connection with a deadline and Nagle disabled.

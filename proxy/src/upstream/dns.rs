@@ -68,10 +68,11 @@ impl DnsResolver {
         policy: LbPolicy,
         protocols: (bool, bool),
         settings: PoolSettings,
+        tls: (TlsMode, crate::tls::MeshTls),
     ) -> Self {
         let (tx, rx) = watch::channel(None);
         let task = tokio::spawn(resolve_loop(
-            cluster, targets, policy, protocols, settings, tx,
+            cluster, targets, policy, protocols, settings, tls, tx,
         ));
         Self { rx, task }
     }
@@ -99,9 +100,10 @@ async fn resolve_loop(
     policy: LbPolicy,
     (h1, h2): (bool, bool),
     settings: PoolSettings,
+    (tls, mesh_tls): (TlsMode, crate::tls::MeshTls),
     tx: watch::Sender<Option<Arc<Balancer>>>,
 ) {
-    let mut pools = PoolRegistry::default();
+    let mut pools = PoolRegistry::with_tls(mesh_tls);
     let mut last: Option<Vec<(SocketAddr, u32)>> = None;
     let mut failures_logged = HashSet::new();
     loop {
@@ -138,7 +140,7 @@ async fn resolve_loop(
                         PoolKey {
                             addr,
                             protocol,
-                            tls: TlsMode::Plaintext,
+                            tls: tls.clone(),
                         },
                         settings,
                     )

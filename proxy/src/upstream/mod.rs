@@ -65,13 +65,16 @@ impl Cluster {
             UpstreamProtocol::Http2 => (false, true),
             UpstreamProtocol::Downstream => (true, true),
         };
+        let mesh_tls = pools.tls();
         let mut pools_for = |addr| {
+            let labels = assignment.socket_labels.get(&addr).map(AsRef::as_ref);
+            let tls = TlsMode::from_config(config.tls.for_endpoint(labels));
             let mut get = |protocol| {
                 pools.get(
                     PoolKey {
                         addr,
                         protocol,
-                        tls: TlsMode::Plaintext,
+                        tls: tls.clone(),
                     },
                     settings,
                 )
@@ -88,6 +91,10 @@ impl Cluster {
                 config.lb_policy,
                 (h1, h2),
                 settings,
+                (
+                    TlsMode::from_config(config.tls.for_endpoint(None)),
+                    mesh_tls,
+                ),
             )),
             _ => None,
         };

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use super::body::RequestBody;
 use super::connect::{self, ConnectError};
+use crate::tls::MeshTls;
 
 /// Envoy's default `max_connections` circuit-breaker threshold, used as the per-endpoint
 /// bound on HTTP/1.1 connections until DestinationRule connection pools are translated.
@@ -45,10 +46,18 @@ pub enum Protocol {
     Http2,
 }
 
-/// Transport security towards the endpoint; the mTLS issue adds `Mutual { identity }`.
+/// Transport security towards the endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TlsMode {
     Plaintext,
+    /// TLS as the cluster's transport socket says (mesh mTLS, or files).
+    Tls(Arc<crate::config::tls::UpstreamTls>),
+}
+
+impl TlsMode {
+    pub fn from_config(tls: Option<Arc<crate::config::tls::UpstreamTls>>) -> Self {
+        tls.map_or(Self::Plaintext, Self::Tls)
+    }
 }
 
 /// What tells two pools apart: connections are never shared across these.
@@ -81,6 +90,8 @@ impl Default for PoolSettings {
 pub struct Pool {
     key: PoolKey,
     settings: PoolSettings,
+    /// Where TLS connections get their configuration (the proxy's identity).
+    tls: MeshTls,
     closed: AtomicBool,
     /// Connections open right now (both protocols), for the admin view and tests.
     open: Arc<AtomicUsize>,
@@ -107,9 +118,15 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     pub fn new(key: PoolKey, settings: PoolSettings) -> Self {
+        Self::with_tls(key, settings, MeshTls::default())
+    }
+
+    /// A pool whose TLS connections take their configuration from `tls`.
+    pub fn with_tls(key: PoolKey, settings: PoolSettings, tls: MeshTls) -> Self {
         Self {
             key,
             settings,
+            tls,
             closed: AtomicBool::new(false),
             open: Arc::new(AtomicUsize::new(0)),
             h1_idle: Mutex::new(Vec::new()),
@@ -208,7 +225,7 @@ impl Pool {
         connect_timeout: Duration,
     ) -> Result<H1Conn, ConnectError> {
         let addr = self.key.addr;
-        let io = connect::tcp(addr, connect_timeout).await?;
+        let io = connect::connect(&self.key, connect_timeout, &self.tls).await?;
         let (send, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
@@ -304,7 +321,7 @@ impl Pool {
 
     async fn connect_h2(&self, connect_timeout: Duration) -> Result<H2Conn, ConnectError> {
         let addr = self.key.addr;
-        let io = connect::tcp(addr, connect_timeout).await?;
+        let io = connect::connect(&self.key, connect_timeout, &self.tls).await?;
         let (send, mut conn) = h2::client::Builder::new()
             .initial_max_send_streams(H2_UNSET_MAX_STREAMS)
             .handshake::<_, Bytes>(io)
@@ -505,17 +522,34 @@ impl Drop for StreamGuard {
 #[derive(Debug, Default)]
 pub struct PoolRegistry {
     pools: HashMap<PoolKey, Arc<Pool>>,
+    tls: MeshTls,
 }
 
 impl PoolRegistry {
+    /// Where this registry's pools get their TLS configurations.
+    pub fn tls(&self) -> MeshTls {
+        self.tls.clone()
+    }
+
+    /// A registry whose pools make TLS connections with `tls`.
+    pub fn with_tls(tls: MeshTls) -> Self {
+        Self {
+            pools: HashMap::new(),
+            tls,
+        }
+    }
+
     /// The pool for `key`, created on first use. Settings changes replace the pool.
     pub fn get(&mut self, key: PoolKey, settings: PoolSettings) -> Arc<Pool> {
         let entry = self
             .pools
             .entry(key.clone())
-            .or_insert_with(|| Arc::new(Pool::new(key.clone(), settings)));
+            .or_insert_with(|| Arc::new(Pool::with_tls(key.clone(), settings, self.tls.clone())));
         if entry.settings != settings {
-            let replaced = std::mem::replace(entry, Arc::new(Pool::new(key, settings)));
+            let replaced = std::mem::replace(
+                entry,
+                Arc::new(Pool::with_tls(key, settings, self.tls.clone())),
+            );
             replaced.close();
         }
         entry.clone()

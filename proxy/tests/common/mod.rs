@@ -1,6 +1,8 @@
 //! Shared helpers for the in-process integration tests: Envoy resource builders, upstream servers, clients.
 #![allow(dead_code, clippy::unwrap_used)] // test helpers: panicking is the point.
 
+pub mod authz;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;

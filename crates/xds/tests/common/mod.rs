@@ -110,7 +110,11 @@ impl TestGen {
 impl Generator for TestGen {
     type Proxy = String;
 
-    fn connect(&self, node: &Node) -> Result<String, Status> {
+    fn connect(
+        &self,
+        node: &Node,
+        _peer: Option<&weft_xds::AuthenticatedPeer>,
+    ) -> Result<String, Status> {
         if node.id.is_empty() {
             return Err(Status::invalid_argument("node.id is empty"));
         }

@@ -1,0 +1,225 @@
+//! The mutual-TLS mode of `virtualInbound` (PeerAuthentication, [`crate::model::security::
+//! peer_authentication`]): which filter chains the listener has, each with the same HTTP
+//! connection manager, and the mode and deciding policy in the listener's metadata:
+//!
+//! ```text
+//!  STRICT      tls_inspector  [transport_protocol "tls": DownstreamTlsContext, client cert required]
+//!  PERMISSIVE  tls_inspector  [tls chain as above] [transport_protocol "raw_buffer": plaintext]
+//!  DISABLE     (none)         [plaintext chain without a match: every connection]
+//!  metadata.filter_metadata["weft.mtls"] = {mode: "<MODE>", policy: "<namespace>/<name>" or ""}
+//! ```
+//!
+//! [`pack_listener`] packs a listener with its metadata map written in key order, so the same
+//! listener always has the same bytes (and version).
+
+use envoy_types::pb::envoy::config::core::v3::Metadata;
+use envoy_types::pb::envoy::config::listener::v3::{
+    FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, common_tls_context,
+};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, Struct, Value, value};
+use prost::Message;
+use prost::encoding::{self, WireType};
+use weft_xds::contract::{
+    MTLS_METADATA, MTLS_METADATA_MODE, MTLS_METADATA_POLICY, TLS_INSPECTOR,
+    TRANSPORT_PROTOCOL_RAW_BUFFER, TRANSPORT_PROTOCOL_TLS,
+};
+
+use super::{
+    ROOTCA_SECRET, TLS_TRANSPORT_SOCKET, WORKLOAD_SECRET, mesh_tls_params, sds, string_struct,
+    transport_socket,
+};
+use crate::model::Model;
+use crate::model::security::{MtlsDecision, MtlsMode};
+use crate::xds::{Proxy, pack};
+
+/// The ALPN the inbound TLS chain offers (an HTTP connection manager behind it).
+pub const INBOUND_ALPN: [&str; 2] = ["h2", "http/1.1"];
+
+/// `listener` (one filter chain with the connection manager) with the chains, listener
+/// filter and metadata of the mTLS mode of `proxy`'s app port.
+pub fn secure(model: &Model, proxy: &Proxy, app_port: u16, listener: Listener) -> Listener {
+    let decision = model.mtls_mode_for(&proxy.namespace, &proxy.labels, Some(u32::from(app_port)));
+    with_mode(listener, &decision)
+}
+
+/// `listener` with the chains, listener filter and metadata of `decision`; the filters of its
+/// first chain go to every chain.
+pub fn with_mode(mut listener: Listener, decision: &MtlsDecision) -> Listener {
+    let filters = listener
+        .filter_chains
+        .first()
+        .map(|chain| chain.filters.clone())
+        .unwrap_or_default();
+    let chain = |transport_protocol: &str| FilterChain {
+        filter_chain_match: Some(FilterChainMatch {
+            transport_protocol: transport_protocol.to_string(),
+            ..Default::default()
+        }),
+        filters: filters.clone(),
+        ..Default::default()
+    };
+    let mtls = FilterChain {
+        transport_socket: Some(transport_socket(
+            TLS_TRANSPORT_SOCKET,
+            pack(&downstream_tls()),
+        )),
+        ..chain(TRANSPORT_PROTOCOL_TLS)
+    };
+    let (chains, inspect) = match decision.mode {
+        MtlsMode::Strict => (vec![mtls], true),
+        MtlsMode::Permissive => (vec![mtls, chain(TRANSPORT_PROTOCOL_RAW_BUFFER)], true),
+        // Without the TLS inspector there is no transport protocol to match on: one plaintext
+        // chain for every connection.
+        MtlsMode::Disable => (
+            vec![FilterChain {
+                filters: filters.clone(),
+                ..Default::default()
+            }],
+            false,
+        ),
+    };
+    listener.filter_chains = chains;
+    listener.listener_filters = if inspect {
+        vec![ListenerFilter {
+            name: TLS_INSPECTOR.to_string(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
+                &TlsInspector::default(),
+            ))),
+            ..Default::default()
+        }]
+    } else {
+        Vec::new()
+    };
+    let policy = decision.policy_name();
+    listener.metadata = Some(Metadata {
+        filter_metadata: [(
+            MTLS_METADATA.to_string(),
+            string_struct(&[
+                (MTLS_METADATA_MODE, decision.mode.as_str()),
+                (MTLS_METADATA_POLICY, &policy),
+            ]),
+        )]
+        .into(),
+        ..Default::default()
+    });
+    listener
+}
+
+/// Mesh mTLS on the server side: the workload certificate, a client certificate of the
+/// trust bundle required (any identity: AuthorizationPolicies decide who may do what), TLS 1.3.
+pub fn downstream_tls() -> DownstreamTlsContext {
+    DownstreamTlsContext {
+        require_client_certificate: Some(BoolValue { value: true }),
+        common_tls_context: Some(CommonTlsContext {
+            tls_params: Some(mesh_tls_params()),
+            alpn_protocols: INBOUND_ALPN.iter().map(ToString::to_string).collect(),
+            tls_certificate_sds_secret_configs: vec![sds(WORKLOAD_SECRET)],
+            validation_context_type: Some(
+                common_tls_context::ValidationContextType::CombinedValidationContext(
+                    common_tls_context::CombinedCertificateValidationContext {
+                        default_validation_context: Some(CertificateValidationContext::default()),
+                        validation_context_sds_secret_config: Some(sds(ROOTCA_SECRET)),
+                        ..Default::default()
+                    },
+                ),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `Listener.metadata`.
+const LISTENER_METADATA_TAG: u32 = 6;
+/// `Metadata.filter_metadata` and `Metadata.typed_filter_metadata`.
+const FILTER_METADATA_TAG: u32 = 1;
+const TYPED_FILTER_METADATA_TAG: u32 = 2;
+/// `Struct.fields`, `Value.struct_value`, `Value.list_value`, `ListValue.values`.
+const STRUCT_FIELDS_TAG: u32 = 1;
+const VALUE_STRUCT_TAG: u32 = 5;
+const VALUE_LIST_TAG: u32 = 6;
+const LIST_VALUES_TAG: u32 = 1;
+
+/// Packs a listener with its metadata maps (and the `Struct`s in them) in key order: prost
+/// writes a map from a `HashMap`, in an order that differs between instances, which would
+/// change the listener's version on every model rebuild. The bytes decode to the same
+/// listener.
+pub fn pack_listener(listener: &Listener) -> Any {
+    let mut rest = listener.clone();
+    let metadata = rest.metadata.take();
+    let mut value = rest.encode_to_vec();
+    if let Some(metadata) = metadata {
+        let mut body = Vec::new();
+        let mut filter_metadata: Vec<_> = metadata.filter_metadata.iter().collect();
+        filter_metadata.sort_by(|a, b| a.0.cmp(b.0));
+        for (key, fields) in filter_metadata {
+            map_entry(&mut body, FILTER_METADATA_TAG, key, &struct_bytes(fields));
+        }
+        let mut typed: Vec<_> = metadata.typed_filter_metadata.iter().collect();
+        typed.sort_by(|a, b| a.0.cmp(b.0));
+        for (key, any) in typed {
+            map_entry(
+                &mut body,
+                TYPED_FILTER_METADATA_TAG,
+                key,
+                &any.encode_to_vec(),
+            );
+        }
+        length_delimited(&mut value, LISTENER_METADATA_TAG, &body);
+    }
+    Any {
+        type_url: <Listener as prost::Name>::type_url(),
+        value,
+    }
+}
+
+fn struct_bytes(fields: &Struct) -> Vec<u8> {
+    let mut sorted: Vec<_> = fields.fields.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = Vec::new();
+    for (key, value) in sorted {
+        map_entry(&mut out, STRUCT_FIELDS_TAG, key, &value_bytes(value));
+    }
+    out
+}
+
+fn value_bytes(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    match &value.kind {
+        Some(value::Kind::StructValue(fields)) => {
+            length_delimited(&mut out, VALUE_STRUCT_TAG, &struct_bytes(fields));
+        }
+        Some(value::Kind::ListValue(list)) => {
+            let mut items = Vec::new();
+            for item in &list.values {
+                length_delimited(&mut items, LIST_VALUES_TAG, &value_bytes(item));
+            }
+            length_delimited(&mut out, VALUE_LIST_TAG, &items);
+        }
+        // Scalars hold no map.
+        _ => out = value.encode_to_vec(),
+    }
+    out
+}
+
+/// A map entry (`key` = 1, `value` = 2, a message) of the map field `tag`.
+fn map_entry(buf: &mut Vec<u8>, tag: u32, key: &str, value: &[u8]) {
+    let mut entry = Vec::with_capacity(key.len() + value.len() + 8);
+    encoding::string::encode(1, &key.to_string(), &mut entry);
+    length_delimited(&mut entry, 2, value);
+    length_delimited(buf, tag, &entry);
+}
+
+fn length_delimited(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+    encoding::encode_key(tag, WireType::LengthDelimited, buf);
+    encoding::encode_varint(bytes.len() as u64, buf);
+    buf.extend_from_slice(bytes);
+}
+
+#[cfg(test)]
+#[path = "inbound_tests.rs"]
+mod tests;

@@ -1,0 +1,276 @@
+//! The HCM's `http_filters` → the filters a listener runs before routing, converted once.
+//!
+//! ```text
+//!  [envoy.filters.http.jwt_authn (at most one)] [envoy.filters.http.rbac]* envoy.filters.http.router
+//!     JwtAuthentication ─► authn::JwtAuthn      RBAC ─► authz::Rbac       (last; no settings)
+//!  in the order given; anything else (or disabled, or ECDS-discovered) is rejected naming it
+//! ```
+
+use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::JwtAuthentication;
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3 as http_rbac;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+
+use super::{ROUTER_FILTER, ROUTER_TYPE, Reason, invalid};
+use crate::authn::JwtAuthn;
+use crate::authz::Rbac;
+
+// Names shared with the controller: weft-xds's contract module.
+pub use weft_xds::contract::{
+    JWT_AUTHN as JWT_AUTHN_FILTER, JWT_AUTHN_TYPE_URL as JWT_AUTHN_TYPE,
+    NETWORK_RBAC as NETWORK_RBAC_FILTER, NETWORK_RBAC_TYPE_URL as NETWORK_RBAC_TYPE,
+    RBAC as RBAC_FILTER, RBAC_TYPE_URL as RBAC_TYPE,
+};
+
+/// One HTTP filter that runs before the router.
+#[derive(Debug)]
+pub enum HttpFilter {
+    Jwt(Box<JwtAuthn>),
+    Rbac(Rbac),
+}
+
+/// Converts the HCM's filter list; the router must be last.
+pub(super) fn http_filters(filters: Vec<hcm::HttpFilter>) -> Result<Vec<HttpFilter>, Reason> {
+    let count = filters.len();
+    let mut out = Vec::with_capacity(count.saturating_sub(1));
+    for (i, f) in filters.into_iter().enumerate() {
+        let field = format!("http_filters[{i}]");
+        let type_url = match &f.config_type {
+            Some(hcm::http_filter::ConfigType::TypedConfig(any)) => Some(any.type_url.as_str()),
+            Some(hcm::http_filter::ConfigType::ConfigDiscovery(_)) => {
+                return Err(Reason::Unsupported(format!("{field}.config_discovery")));
+            }
+            None => None,
+        };
+        let is = |name: &str, url: &str| type_url.map_or(f.name == name, |t| t == url);
+        if is(ROUTER_FILTER, ROUTER_TYPE) {
+            if i + 1 != count {
+                return Err(invalid(
+                    field,
+                    "envoy.filters.http.router must be the last filter",
+                ));
+            }
+            if f.disabled {
+                return Err(invalid(field, "the router filter cannot be disabled"));
+            }
+            if let Some(hcm::http_filter::ConfigType::TypedConfig(any)) = &f.config_type
+                && !any.value.is_empty()
+            {
+                return Err(Reason::Unsupported("router filter settings".into()));
+            }
+            return Ok(out);
+        }
+        let jwt = is(JWT_AUTHN_FILTER, JWT_AUTHN_TYPE);
+        let rbac = is(RBAC_FILTER, RBAC_TYPE);
+        if !jwt && !rbac {
+            return Err(Reason::Unsupported(match type_url {
+                Some(t) => format!("{field} {:?} ({t})", f.name),
+                None => format!("{field} {:?}", f.name),
+            }));
+        }
+        if f.disabled {
+            return Err(Reason::Unsupported(format!(
+                "{field}.disabled ({}: per-route filter config is not supported)",
+                f.name
+            )));
+        }
+        let Some(hcm::http_filter::ConfigType::TypedConfig(any)) = f.config_type else {
+            return Err(invalid(
+                format!("{field}.typed_config"),
+                format!("{} needs its config", f.name),
+            ));
+        };
+        let at = format!("{field} ({})", f.name);
+        if jwt {
+            if out.iter().any(|f| matches!(f, HttpFilter::Jwt(_))) {
+                return Err(invalid(
+                    field,
+                    "at most one envoy.filters.http.jwt_authn filter is supported",
+                ));
+            }
+            let config: JwtAuthentication = decode(&any, &at)?;
+            out.push(HttpFilter::Jwt(Box::new(
+                JwtAuthn::try_from(config).map_err(|r| r.within(&at))?,
+            )));
+        } else {
+            let config: http_rbac::Rbac = decode(&any, &at)?;
+            out.push(HttpFilter::Rbac(
+                Rbac::try_from(config).map_err(|r| r.within(&at))?,
+            ));
+        }
+    }
+    Err(Reason::Missing(
+        "http_filters: envoy.filters.http.router (last)",
+    ))
+}
+
+fn decode<M: Message + Default>(any: &Any, at: &str) -> Result<M, Reason> {
+    M::decode(any.value.as_slice()).map_err(|e| Reason::Decode {
+        type_url: any.type_url.clone(),
+        error: format!("{at}: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::core::v3 as core;
+    use envoy_types::pb::envoy::config::rbac::v3::rbac::Action as A;
+    use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3 as jwt;
+    use envoy_types::pb::envoy::extensions::filters::http::rbac::v3 as http_rbac;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+    use envoy_types::pb::envoy::extensions::filters::network::rbac::v3 as net_rbac;
+    use envoy_types::pb::google::protobuf::Any;
+    use prost::{Message, Name};
+
+    use super::{HttpFilter, http_filters};
+    use crate::authz::test_support::{any_id, any_perm, http_rbac, policy};
+    use crate::authz::{Action, Rbac};
+
+    fn filter<M: Message + Name>(name: &str, config: &M) -> hcm::HttpFilter {
+        hcm::HttpFilter {
+            name: name.into(),
+            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(Any {
+                type_url: M::type_url(),
+                value: config.encode_to_vec(),
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn router() -> hcm::HttpFilter {
+        hcm::HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            ..Default::default()
+        }
+    }
+
+    fn rbac(action: A) -> hcm::HttpFilter {
+        filter(
+            "envoy.filters.http.rbac",
+            &http_rbac(
+                action,
+                vec![("p", policy(vec![any_perm()], vec![any_id()]))],
+            ),
+        )
+    }
+
+    fn jwt() -> hcm::HttpFilter {
+        let provider = jwt::JwtProvider {
+            issuer: "https://issuer.example".into(),
+            jwks_source_specifier: Some(jwt::jwt_provider::JwksSourceSpecifier::LocalJwks(
+                core::DataSource {
+                    specifier: Some(core::data_source::Specifier::InlineString(
+                        r#"{"keys":[]}"#.into(),
+                    )),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        };
+        filter(
+            "envoy.filters.http.jwt_authn",
+            &jwt::JwtAuthentication {
+                providers: [("origins-0".to_string(), provider)].into_iter().collect(),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn reject(filters: Vec<hcm::HttpFilter>) -> String {
+        http_filters(filters)
+            .expect_err("must be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn type_urls_match_envoy_types() {
+        assert_eq!(http_rbac::Rbac::type_url(), super::RBAC_TYPE);
+        assert_eq!(net_rbac::Rbac::type_url(), super::NETWORK_RBAC_TYPE);
+        assert_eq!(jwt::JwtAuthentication::type_url(), super::JWT_AUTHN_TYPE);
+    }
+
+    #[test]
+    fn accepts_istiods_filter_list_in_order() {
+        let filters = http_filters(vec![
+            jwt(),
+            rbac(A::Deny),
+            rbac(A::Allow),
+            rbac(A::Log),
+            router(),
+        ])
+        .expect("accepted");
+        let kinds: Vec<Option<Action>> = filters
+            .iter()
+            .map(|f| match f {
+                HttpFilter::Jwt(_) => None,
+                HttpFilter::Rbac(Rbac { action, .. }) => Some(*action),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                None,
+                Some(Action::Deny),
+                Some(Action::Allow),
+                Some(Action::Log)
+            ]
+        );
+        assert!(http_filters(vec![router()]).expect("accepted").is_empty());
+    }
+
+    #[test]
+    fn rejects_other_filters_and_bad_lists_naming_them() {
+        let fault = hcm::HttpFilter {
+            name: "envoy.filters.http.fault".into(),
+            ..Default::default()
+        };
+        assert!(
+            reject(vec![fault, router()]).contains("http_filters[0] \"envoy.filters.http.fault\"")
+        );
+        assert!(reject(vec![router(), rbac(A::Deny)]).contains("must be the last filter"));
+        assert!(reject(vec![rbac(A::Deny)]).contains("envoy.filters.http.router"));
+        assert!(reject(vec![]).contains("envoy.filters.http.router"));
+        assert!(reject(vec![jwt(), jwt(), router()]).contains("at most one"));
+        let mut disabled = rbac(A::Allow);
+        disabled.disabled = true;
+        assert!(reject(vec![disabled, router()]).contains("http_filters[0].disabled"));
+        let no_config = hcm::HttpFilter {
+            name: "envoy.filters.http.rbac".into(),
+            ..Default::default()
+        };
+        assert!(reject(vec![no_config, router()]).contains("http_filters[0].typed_config"));
+        let ecds = hcm::HttpFilter {
+            name: "envoy.filters.http.rbac".into(),
+            config_type: Some(hcm::http_filter::ConfigType::ConfigDiscovery(
+                Default::default(),
+            )),
+            ..Default::default()
+        };
+        assert!(reject(vec![ecds, router()]).contains("config_discovery"));
+        // A bad RBAC config is named by filter and field.
+        let mut shadow = http_rbac(
+            A::Deny,
+            vec![("p", policy(vec![any_perm()], vec![any_id()]))],
+        );
+        shadow.shadow_rules = shadow.rules.clone();
+        let e = reject(vec![
+            rbac(A::Deny),
+            filter("envoy.filters.http.rbac", &shadow),
+            router(),
+        ]);
+        assert!(
+            e.contains("http_filters[1] (envoy.filters.http.rbac).shadow_rules"),
+            "{e}"
+        );
+        let garbage = hcm::HttpFilter {
+            name: "envoy.filters.http.rbac".into(),
+            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(Any {
+                type_url: super::RBAC_TYPE.into(),
+                value: vec![0xff, 0xff],
+            })),
+            ..Default::default()
+        };
+        assert!(reject(vec![garbage, router()]).contains("cannot decode"));
+    }
+}
