@@ -128,6 +128,15 @@ spec:
     )
 }
 
+/// One row: what it shows, path, token, extra headers, expected status.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    Option<String>,
+    &'a [(&'a str, &'a str)],
+    u16,
+);
+
 async fn get(mesh: &Mesh, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> Reply {
     let bearer = token.map(|t| format!("Bearer {t}"));
     let mut headers: Vec<(&str, &str)> = extra.to_vec();
@@ -165,7 +174,7 @@ async fn identities_and_tokens_decide_as_istio_does() {
     .await;
 
     let valid = token(ISSUER, "weft", 0);
-    let cases: [(&str, &str, Option<String>, &[(&str, &str)], u16); 9] = [
+    let cases: [Case<'_>; 9] = [
         ("a path any caller may use", "/public", None, &[], 200),
         (
             "no token where a request principal is required",
