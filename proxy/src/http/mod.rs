@@ -136,12 +136,10 @@ pub async fn serve_connection(
         )
     };
     let mut stream = secured.io;
-    stream
-        .guarded_mut()
-        .set_timeouts(header_read_timeout, idle_timeout);
+    crate::tls::accept::guarded_mut(&mut stream).set_timeouts(header_read_timeout, idle_timeout);
     let downstream = Downstream {
         remote: peer,
-        local: stream.local_addr().unwrap_or(listener),
+        local: crate::tls::accept::local_addr(&stream).unwrap_or(listener),
         principal: secured.principal,
         sni: secured.sni,
     };

@@ -11,15 +11,13 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
 use weft_net::GuardedIo;
 
 use super::inspect::{Transport, detect};
@@ -124,7 +122,7 @@ pub async fn accept(
         .map(Arc::from);
     let sni = conn.server_name().map(Arc::from);
     Ok(Accepted {
-        io: DownstreamIo::Tls(Box::new(stream)),
+        io: Either::Right(Box::new(stream)),
         principal,
         sni,
     })
@@ -132,89 +130,28 @@ pub async fn accept(
 
 fn plain(io: GuardedIo<TcpStream>) -> Accepted {
     Accepted {
-        io: DownstreamIo::Plain(io),
+        io: Either::Left(io),
         principal: None,
         sni: None,
     }
 }
 
-/// A downstream connection: plaintext or TLS, both under the listener's limits and timers.
-pub enum DownstreamIo {
-    Plain(GuardedIo<TcpStream>),
-    Tls(Box<TlsStream<GuardedIo<TcpStream>>>),
-}
+/// A downstream connection: plaintext (`Left`) or TLS (`Right`), both under the listener's
+/// limits and timers; tokio-util's `Either` forwards reads and writes.
+pub type DownstreamIo = Either<GuardedIo<TcpStream>, Box<TlsStream<GuardedIo<TcpStream>>>>;
 
-impl DownstreamIo {
-    /// The guarded TCP connection underneath.
-    pub fn guarded_mut(&mut self) -> &mut GuardedIo<TcpStream> {
-        match self {
-            Self::Plain(io) => io,
-            Self::Tls(stream) => stream.get_mut().0,
-        }
-    }
-
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        match self {
-            Self::Plain(io) => io.get_ref().local_addr(),
-            Self::Tls(stream) => stream.get_ref().0.get_ref().local_addr(),
-        }
+/// The guarded TCP connection underneath.
+pub fn guarded_mut(io: &mut DownstreamIo) -> &mut GuardedIo<TcpStream> {
+    match io {
+        Either::Left(io) => io,
+        Either::Right(stream) => stream.get_mut().0,
     }
 }
 
-impl AsyncRead for DownstreamIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for DownstreamIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(s) => s.is_write_vectored(),
-            Self::Tls(s) => s.is_write_vectored(),
-        }
+/// The local address of the connection (the listener's, or the original destination).
+pub fn local_addr(io: &DownstreamIo) -> io::Result<SocketAddr> {
+    match io {
+        Either::Left(io) => io.get_ref().local_addr(),
+        Either::Right(stream) => stream.get_ref().0.get_ref().local_addr(),
     }
 }

@@ -5,16 +5,13 @@
 //!  PoolKey { addr, protocol, tls } ─► tcp(addr, timeout) ─► [rustls client (tls/)] ─► h1 handshake │ h2 handshake
 //! ```
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
 use super::pool::{PoolKey, TlsMode};
 use crate::tls::{MeshTls, TlsError};
@@ -58,11 +55,9 @@ pub enum ConnectError {
     },
 }
 
-/// A connection to an upstream: plaintext or TLS.
-pub enum UpstreamIo {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
+/// A connection to an upstream: plaintext (`Left`) or TLS (`Right`); tokio-util's `Either`
+/// forwards reads and writes to whichever it is.
+pub type UpstreamIo = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 /// Connects to the pool's endpoint: TCP, then TLS when the pool key says so.
 pub async fn connect(
@@ -72,7 +67,7 @@ pub async fn connect(
 ) -> Result<UpstreamIo, ConnectError> {
     let addr = key.addr;
     let settings = match &key.tls {
-        TlsMode::Plaintext => return Ok(UpstreamIo::Plain(tcp(addr, timeout).await?)),
+        TlsMode::Plaintext => return Ok(Either::Left(tcp(addr, timeout).await?)),
         TlsMode::Tls(settings) => settings,
     };
     // The configuration first: without a certificate there is no point in connecting.
@@ -86,65 +81,7 @@ pub async fn connect(
         .await
         .map_err(|_| ConnectError::Timeout { addr, timeout })?
         .map_err(|source| ConnectError::TlsHandshake { addr, source })?;
-    Ok(UpstreamIo::Tls(Box::new(stream)))
-}
-
-impl AsyncRead for UpstreamIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(s) => s.is_write_vectored(),
-            Self::Tls(s) => s.is_write_vectored(),
-        }
-    }
+    Ok(Either::Right(Box::new(stream)))
 }
 
 /// Opens a TCP connection with a deadline and Nagle disabled.
