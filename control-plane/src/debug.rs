@@ -36,6 +36,8 @@ pub struct DebugState {
     pub readiness: watch::Receiver<Readiness>,
     /// The local source's counters (local mode only).
     pub local_source: Option<Arc<LocalStats>>,
+    /// `/debug/ca`: the CA's certificate, trust bundle and counters, as JSON.
+    pub ca: Box<dyn Fn() -> Value + Send + Sync>,
 }
 
 impl std::fmt::Debug for DebugState {
@@ -86,6 +88,7 @@ pub fn handle<B>(state: &DebugState, request: &Request<B>) -> Response<Full<Byte
             text(status, &readiness.describe())
         }
         "/debug/syncz" => json_response(&(state.syncz)()),
+        "/debug/ca" => json_response(&(state.ca)()),
         "/debug/configz" => {
             let mut value = configz(&state.snapshot.borrow(), &state.generator.borrow());
             let readiness = state.readiness.borrow();
@@ -252,6 +255,7 @@ mod tests {
             generator: watch::channel(Arc::new(XdsGenerator::new(Arc::new(model)))).1,
             readiness: watch::channel(readiness).1,
             local_source: None,
+            ca: Box::new(|| json!({"ca": "test"})),
         }
     }
 

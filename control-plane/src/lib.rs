@@ -303,6 +303,11 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         generator: generator_rx,
         readiness: readiness_rx,
         local_source: local_stats,
+        ca: {
+            let (ca_rx, stats) = (ca.ca.clone(), ca.service.stats());
+            let settings = ca.service.settings().clone();
+            Box::new(move || ca::describe(&ca_rx.borrow(), &settings, &stats))
+        },
     });
     listeners.push(tokio::spawn(debug::serve(
         debug_listener,

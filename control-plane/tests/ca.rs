@@ -117,6 +117,22 @@ async fn first_response(
     Ok(first.map(|r| r.type_url).unwrap_or_default())
 }
 
+/// `GET /debug/ca` on the controller's debug port, as JSON.
+async fn debug_ca(addr: SocketAddr) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("debug port");
+    stream
+        .write_all(b"GET /debug/ca HTTP/1.1\r\nHost: debug\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let body = response.split("\r\n\r\n").nth(1).expect("a body");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_are_issued_renewed_and_survive_a_controller_restart() {
     let config = tempfile::tempdir().expect("tempdir");
@@ -158,6 +174,12 @@ async fn certificates_are_issued_renewed_and_survive_a_controller_restart() {
         "spiffe://cluster.local/ns/default/sa/reviews"
     );
     assert_eq!(described["roots"][0]["serial"], root_serial.as_str());
+
+    // The controller's debug page shows the CA, its roots and what it issued.
+    let debug = debug_ca(first.debug_address).await;
+    assert_eq!(debug["roots"][0]["serial"], root_serial.as_str(), "{debug}");
+    assert!(debug["issued"].as_u64().unwrap_or(0) >= 3, "{debug}");
+    assert_eq!(debug["trustDomain"], "cluster.local");
 
     // ADS over TLS: the proven namespace only, and only with a certificate.
     assert_eq!(

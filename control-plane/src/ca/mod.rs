@@ -40,11 +40,19 @@ pub struct CaSettings {
     pub max_lifetime: Duration,
 }
 
+/// Certificates issued and requests refused since start (`/debug/ca`).
+#[derive(Debug, Default)]
+pub struct CaStats {
+    pub issued: std::sync::atomic::AtomicU64,
+    pub refused: std::sync::atomic::AtomicU64,
+}
+
 /// The gRPC handler: authenticate, then sign.
 pub struct CaService {
     ca: watch::Receiver<Arc<CertificateAuthority>>,
     auth: Authenticator,
     settings: CaSettings,
+    stats: Arc<CaStats>,
 }
 
 impl CaService {
@@ -53,7 +61,22 @@ impl CaService {
         auth: Authenticator,
         settings: CaSettings,
     ) -> Self {
-        Self { ca, auth, settings }
+        Self {
+            ca,
+            auth,
+            settings,
+            stats: Arc::default(),
+        }
+    }
+
+    /// What the service issues.
+    pub fn settings(&self) -> &CaSettings {
+        &self.settings
+    }
+
+    /// The service's counters.
+    pub fn stats(&self) -> Arc<CaStats> {
+        self.stats.clone()
     }
 
     async fn issue(
@@ -123,15 +146,21 @@ impl CertificateService for CaService {
             ca: self.ca.clone(),
             auth: self.auth.clone(),
             settings: self.settings.clone(),
+            stats: self.stats.clone(),
         };
         Box::pin(async move {
             let peer: Option<SocketAddr> = request
                 .extensions()
                 .get::<PeerInfo>()
                 .and_then(|peer| peer.remote);
+            use std::sync::atomic::Ordering::Relaxed;
             match this.issue(request).await {
-                Ok(response) => Ok(Response::new(response)),
+                Ok(response) => {
+                    this.stats.issued.fetch_add(1, Relaxed);
+                    Ok(Response::new(response))
+                }
                 Err(status) => {
+                    this.stats.refused.fetch_add(1, Relaxed);
                     warn!(
                         peer = ?peer,
                         code = ?status.code(),
@@ -212,6 +241,34 @@ pub async fn start(
         ca: rx,
         tls,
         tasks,
+    })
+}
+
+/// The `/debug/ca` view: the signing certificate, every root of the bundle, the settings and
+/// the counters.
+pub fn describe(
+    ca: &CertificateAuthority,
+    settings: &CaSettings,
+    stats: &CaStats,
+) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let cert = |info: &weft_identity::CertInfo| {
+        serde_json::json!({
+            "subject": info.subject,
+            "issuer": info.issuer,
+            "serial": info.serial,
+            "notBefore": info.not_before.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            "notAfter": info.not_after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        })
+    };
+    serde_json::json!({
+        "trustDomain": settings.trust_domain,
+        "defaultLifetimeSeconds": settings.default_lifetime.as_secs(),
+        "maxLifetimeSeconds": settings.max_lifetime.as_secs(),
+        "signer": cert(ca.ca_info()),
+        "roots": ca.trust_bundle().infos().iter().map(cert).collect::<Vec<_>>(),
+        "issued": stats.issued.load(Relaxed),
+        "refused": stats.refused.load(Relaxed),
     })
 }
 
