@@ -560,7 +560,7 @@ fn jittered_backoff(initial: Duration, max: Duration) -> ExponentialBuilder {
 
 /// An error and its sources, `": "`-separated (tonic's transport error alone only says
 /// "transport error").
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

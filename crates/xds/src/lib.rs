@@ -11,7 +11,7 @@ pub mod resource;
 pub mod server;
 pub mod type_url;
 
-pub use client::{AdsClient, ClientConfig, ClientError, Handler};
+pub use client::{AdsClient, ClientConfig, ClientError, Handler, error_chain};
 pub use resource::{Resource, version_of};
 pub use server::{AdsServer, AuthenticatedPeer, Generator, ProxyStatus, TypeStatus};
 

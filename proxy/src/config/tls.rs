@@ -372,12 +372,11 @@ fn common_context(mut c: tls::CommonTlsContext) -> Result<Common, Reason> {
     })
 }
 
-/// Only TLS 1.2 and 1.3 exist for rustls: a minimum above 1.3 or a maximum below 1.2 cannot
-/// be honoured. (The mesh uses 1.3 whatever the parameters; file-based TLS follows them
-/// within 1.2–1.3.)
+/// Only TLS 1.2 and 1.3 exist for rustls, so a maximum below 1.2 cannot be honoured. The
+/// minimum needs no check: mesh TLS is 1.3 only, file-based TLS offers 1.2 and 1.3 whatever
+/// the parameters say.
 fn tls_params(mut p: tls::TlsParameters) -> Result<(), Reason> {
     use tls::tls_parameters::TlsProtocol as V;
-    let min = V::try_from(p.tls_minimum_protocol_version).unwrap_or(V::TlsAuto);
     let max = V::try_from(p.tls_maximum_protocol_version).unwrap_or(V::TlsAuto);
     if matches!(max, V::TlSv10 | V::TlSv11) {
         return Err(Reason::UnsupportedValue {
@@ -385,7 +384,6 @@ fn tls_params(mut p: tls::TlsParameters) -> Result<(), Reason> {
             value: max.as_str_name().to_string(),
         });
     }
-    let _ = min;
     p.tls_minimum_protocol_version = 0;
     p.tls_maximum_protocol_version = 0;
     // Cipher and curve lists are rustls's own (all modern AEADs, X25519/P-256/P-384).

@@ -99,19 +99,8 @@ pub async fn connect(
         .await
         .map_err(|err| ChannelError::Connect {
             address: address.to_string(),
-            reason: error_chain(&err),
+            reason: weft_xds::error_chain(&err),
         })
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 #[cfg(test)]
