@@ -26,7 +26,9 @@ pub struct Service {
     pub source: ObjectKey,
     /// The identities the service's servers may present, sorted: the ServiceEntry's
     /// `subjectAltNames` (as written) and the SPIFFE IDs of its endpoints' service accounts.
-    /// Empty when none is known (Kubernetes Services: pods are watched as metadata only).
+    /// For a Kubernetes Service, its pods' service accounts and its annotations
+    /// ([`crate::source::registry`]). Empty when none is known: any identity of the trust
+    /// bundle is accepted.
     pub subject_alt_names: Vec<String>,
 }
 

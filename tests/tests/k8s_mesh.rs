@@ -427,6 +427,8 @@ struct Received {
     routes: BTreeMap<String, RouteConfiguration>,
     endpoints: BTreeMap<String, ClusterLoadAssignment>,
     clusters: Vec<String>,
+    /// The SANs each cluster's `tlsMode-istio` transport socket accepts from its servers.
+    mesh_sans: BTreeMap<String, Vec<String>>,
     versions: BTreeMap<String, String>,
     /// Responses applied so far, over every connection.
     responses: u64,
@@ -485,6 +487,42 @@ impl Received {
     }
 }
 
+/// The exact SANs of a cluster's `tlsMode-istio` transport socket (auto mTLS).
+fn mesh_sans(cluster: &Cluster) -> Vec<String> {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        UpstreamTlsContext, common_tls_context::ValidationContextType,
+    };
+    use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+    let Some(ConfigType::TypedConfig(any)) = cluster
+        .transport_socket_matches
+        .iter()
+        .find(|m| m.name == "tlsMode-istio")
+        .and_then(|m| m.transport_socket.as_ref())
+        .and_then(|socket| socket.config_type.as_ref())
+    else {
+        return Vec::new();
+    };
+    let Ok(context) = UpstreamTlsContext::decode(any.value.as_slice()) else {
+        return vec!["<undecodable UpstreamTlsContext>".to_string()];
+    };
+    let Some(ValidationContextType::CombinedValidationContext(combined)) = context
+        .common_tls_context
+        .and_then(|common| common.validation_context_type)
+    else {
+        return Vec::new();
+    };
+    combined
+        .default_validation_context
+        .into_iter()
+        .flat_map(|validation| validation.match_typed_subject_alt_names)
+        .filter_map(|san| match san.matcher?.match_pattern? {
+            MatchPattern::Exact(exact) => Some(exact),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A test proxy: the real xDS client, recording what it is sent.
 struct Recorder {
     state: Received,
@@ -514,11 +552,16 @@ impl Handler for Recorder {
                     .map_err(|e| e.to_string())?;
             }
             type_url::CLUSTER => {
-                self.state.clusters = resources
+                let clusters = resources
                     .iter()
-                    .map(|a| Cluster::decode(a.value.as_slice()).map(|c| c.name))
-                    .collect::<Result<_, _>>()
+                    .map(|a| Cluster::decode(a.value.as_slice()))
+                    .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| e.to_string())?;
+                self.state.clusters = clusters.iter().map(|c| c.name.clone()).collect();
+                self.state.mesh_sans = clusters
+                    .iter()
+                    .map(|c| (c.name.clone(), mesh_sans(c)))
+                    .collect();
             }
             _ => {}
         }
@@ -597,7 +640,9 @@ const REVIEWS_PODS: &str = "
 apiVersion: v1
 kind: Pod
 metadata: {name: reviews-v1, namespace: default, labels: {app: reviews, version: v1}}
-spec: {containers: [{name: reviews, image: docker.io/istio/examples-bookinfo-reviews-v1:1.20.3}]}
+spec:
+  serviceAccountName: bookinfo-reviews
+  containers: [{name: reviews, image: docker.io/istio/examples-bookinfo-reviews-v1:1.20.3}]
 ---
 apiVersion: v1
 kind: Pod
@@ -702,6 +747,25 @@ async fn routes_and_endpoints_follow_the_api_within_a_second() {
         r.endpoint_ips(V1) == ["198.18.0.11"] && r.endpoint_ips(V2) == ["198.18.0.12"]
     })
     .await;
+    // Auto mTLS verifies the servers' identities: each subset's pods' service accounts
+    // (reviews-v2 names none: `default`), and the service's are all of them.
+    let identity = |sa: &str| format!("spiffe://cluster.local/ns/default/sa/{sa}");
+    until(
+        &mut rx,
+        Duration::from_secs(5),
+        "identities from pods",
+        |r| r.mesh_sans.get(ALL) == Some(&vec![identity("bookinfo-reviews"), identity("default")]),
+    )
+    .await;
+    let sans = rx.borrow().mesh_sans.clone();
+    assert_eq!(
+        (sans.get(V1), sans.get(V2)),
+        (
+            Some(&vec![identity("bookinfo-reviews"), identity("default")]),
+            Some(&vec![identity("bookinfo-reviews"), identity("default")])
+        ),
+        "subset clusters verify the service's identities, as istiod"
+    );
 
     // Apply the corpus 80/20 VirtualService: routes within a second.
     apply_file(

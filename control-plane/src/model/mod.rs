@@ -183,7 +183,7 @@ impl Model {
     ) -> Self {
         let mut model = Self::empty(settings);
         if let Some(registry) = registry {
-            let (services, skipped) = registry.services(&settings.domain);
+            let (services, skipped) = registry.services(&settings.domain, &settings.trust_domain);
             for service in services {
                 model.services.insert(service.hostname.clone(), service);
             }

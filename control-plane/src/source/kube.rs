@@ -29,9 +29,9 @@
 //!   verbs: [get, list, watch]
 //! ```
 //!
-//! Nothing else: no writes, no status updates, no leases, no events. (Pods and Namespaces
-//! are read as metadata only: `list`/`watch` with `Accept: …;as=PartialObjectMetadata`,
-//! which needs the same verbs.)
+//! Nothing else: the source writes nothing, updates no status, takes no lease, sends no
+//! events. (Namespaces are read as metadata only: `list`/`watch` with
+//! `Accept: …;as=PartialObjectMetadata`, which needs the same verbs.)
 //!
 //! # Behaviour
 //!
@@ -43,8 +43,9 @@
 //!   them are done, each snapshot names the missing ones in [`Snapshot::unsynced`], which
 //!   keeps the controller's `/ready` at 503.
 //! - Objects are cached without `metadata.managedFields` and the
-//!   `kubectl.kubernetes.io/last-applied-configuration` annotation; Pods and Namespaces
-//!   keep their metadata only (labels are all the model needs).
+//!   `kubectl.kubernetes.io/last-applied-configuration` annotation; Namespaces keep their
+//!   metadata only (labels are all the model needs), Pods their metadata and
+//!   `spec.serviceAccountName` (their mTLS identity).
 //! - Istio objects go through the same parse and validation as local mode
 //!   ([`weft_api::object::parse_value`]). An invalid object is logged once per
 //!   resourceVersion with every `field.path: reason`, shown at `/debug/configz`, and its
@@ -60,7 +61,7 @@ use std::time::Duration;
 
 use futures::stream::{BoxStream, SelectAll};
 use futures::{StreamExt, future};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
@@ -73,7 +74,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 use weft_api::{ConfigObject, DocumentError};
 
-use super::registry::Registry;
+use super::registry::{self, Registry};
 use super::{ConfigSet, Snapshot, SourcedObject};
 use crate::object::ObjectKey;
 
@@ -366,6 +367,22 @@ fn strip_to_labels<K: Resource>(object: &mut K) {
     meta.finalizers = None;
 }
 
+/// Keeps of a Pod what the registry reads: the metadata [`strip_to_labels`] keeps and
+/// `spec.serviceAccountName` (its mTLS identity). Containers, volumes and status are
+/// dropped as they arrive, so a cache of pods stays small.
+fn strip_pod(pod: &mut Pod) {
+    strip_to_labels(pod);
+    let service_account_name = pod
+        .spec
+        .as_mut()
+        .and_then(|spec| spec.service_account_name.take());
+    pod.spec = Some(PodSpec {
+        service_account_name,
+        ..PodSpec::default()
+    });
+    pod.status = None;
+}
+
 /// A reflected watch of one resource, as signals.
 fn reflect<K>(
     resource: &'static str,
@@ -407,7 +424,7 @@ where
 struct Stores {
     services: Store<Service>,
     endpoint_slices: Store<EndpointSlice>,
-    pods: Store<PartialObjectMeta<Pod>>,
+    pods: Store<Pod>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     istio: Vec<(IstioKind, Store<DynamicObject>)>,
 }
@@ -424,7 +441,13 @@ impl Stores {
                 .map(|pod| {
                     (
                         (pod.namespace().unwrap_or_default(), pod.name_any()),
-                        pod.labels().clone(),
+                        registry::Pod {
+                            labels: pod.labels().clone(),
+                            service_account: pod
+                                .spec
+                                .as_ref()
+                                .and_then(|spec| spec.service_account_name.clone()),
+                        },
                     )
                 })
                 .collect(),
@@ -527,10 +550,10 @@ impl KubeSource {
         let (pods, writer) = kube::runtime::reflector::store();
         streams.push(reflect(
             "pods",
-            namespaced_api::<PartialObjectMeta<Pod>>(&client, namespace.as_deref()),
+            namespaced_api::<Pod>(&client, namespace.as_deref()),
             config.clone(),
             writer,
-            strip_to_labels,
+            strip_pod,
         ));
         let (namespaces, writer) = kube::runtime::reflector::store();
         let namespace_config = match &namespace {

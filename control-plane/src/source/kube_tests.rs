@@ -80,13 +80,36 @@ fn strips_managed_fields_and_last_applied() {
     strip(&mut object);
     assert!(object.metadata.managed_fields.is_none());
     assert!(object.metadata.annotations.is_none());
-    let mut pod: PartialObjectMeta<Pod> = serde_json::from_value(serde_json::json!({
+    let mut namespace: PartialObjectMeta<Namespace> = serde_json::from_value(serde_json::json!({
         "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-        "metadata": {"name": "p", "labels": {"app": "a"}, "annotations": {"x": "y"}},
+        "metadata": {"name": "n", "labels": {"team": "a"}, "annotations": {"x": "y"}},
     }))
-    .expect("pod metadata");
-    strip_to_labels(&mut pod);
+    .expect("namespace metadata");
+    strip_to_labels(&mut namespace);
+    assert!(namespace.metadata.annotations.is_none());
+    assert_eq!(
+        namespace.labels().get("team").map(String::as_str),
+        Some("a")
+    );
+}
+
+#[test]
+fn pods_keep_labels_and_service_account_only() {
+    let mut pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "p", "namespace": "default", "labels": {"app": "a"},
+                     "annotations": {"x": "y"}},
+        "spec": {"serviceAccountName": "reviews",
+                 "containers": [{"name": "app", "image": "reviews:1", "env": [{"name": "A", "value": "b"}]}],
+                 "volumes": [{"name": "v", "emptyDir": {}}]},
+        "status": {"podIP": "198.18.0.11", "phase": "Running"},
+    }))
+    .expect("pod");
+    strip_pod(&mut pod);
     assert!(pod.metadata.annotations.is_none());
+    assert!(pod.status.is_none());
+    let spec = pod.spec.as_ref().expect("spec");
+    assert_eq!(spec.service_account_name.as_deref(), Some("reviews"));
+    assert!(spec.containers.is_empty() && spec.volumes.is_none());
     assert_eq!(pod.labels().get("app").map(String::as_str), Some("a"));
 }
 

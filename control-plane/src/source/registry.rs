@@ -1,4 +1,4 @@
-//! The Kubernetes service registry: Services, EndpointSlices, Pod labels and Namespaces as
+//! The Kubernetes service registry: Services, EndpointSlices, Pods and Namespaces as
 //! the Kubernetes source last saw them, and their translation into [`Service`]s (the same
 //! type the model gets from ServiceEntries) with Istio's semantics. Pure functions:
 //! unit-tested without a cluster.
@@ -18,8 +18,14 @@
 //!   address (the addresses of one endpoint are fungible), with the slice's port of the same
 //!   name as the service port (the slice carries the resolved `targetPort`, named or not); an
 //!   endpoint serves only the service ports its slice lists;
-//! - each endpoint carries the labels of the Pod its `targetRef` names (none when the Pod is
-//!   unknown), so DestinationRule subsets select by pod labels.
+//! - each endpoint carries the labels and the service account of the Pod its `targetRef`
+//!   names (none when the Pod is unknown), so DestinationRule subsets select by pod labels
+//!   and mesh mTLS verifies the server's identity;
+//! - a service's identities (the SANs a client accepts from its servers) are the SPIFFE IDs
+//!   of its endpoints' service accounts, plus the service accounts its annotation
+//!   `alpha.istio.io/kubernetes-serviceaccounts` names (in its namespace) and the identities
+//!   `alpha.istio.io/canonical-serviceaccounts` gives verbatim (both comma-separated), as
+//!   istiod's `ServiceAccounts`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,7 +36,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use weft_api::networking::Protocol;
 
 use crate::object::ObjectKey;
-use crate::service::{Endpoint, Resolution, Service, ServicePort};
+use crate::service::{Endpoint, Resolution, Service, ServiceAccount, ServicePort};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -38,14 +44,40 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Labels of one object.
 pub type Labels = BTreeMap<String, String>;
 
+/// Service accounts (in the Service's namespace) whose identities serve a Service.
+pub const KUBERNETES_SERVICE_ACCOUNTS: &str = "alpha.istio.io/kubernetes-serviceaccounts";
+/// Identities (verbatim, e.g. SPIFFE IDs of another trust domain) that serve a Service.
+pub const CANONICAL_SERVICE_ACCOUNTS: &str = "alpha.istio.io/canonical-serviceaccounts";
+
+/// What the registry keeps of a Pod.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pod {
+    pub labels: Labels,
+    /// `spec.serviceAccountName`; unset means `default`, as the API server's admission sets.
+    pub service_account: Option<String>,
+}
+
+impl Pod {
+    /// The service account the Pod runs as (its mTLS identity).
+    pub fn service_account(&self) -> &str {
+        self.service_account
+            .as_deref()
+            .filter(|name| !name.is_empty())
+            .unwrap_or("default")
+    }
+}
+
+/// Pods by (namespace, name).
+pub type Pods = BTreeMap<(String, String), Pod>;
+
 /// What the Kubernetes source holds besides Istio objects. Vectors are sorted by
 /// namespace/name so that equal contents compare equal.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Registry {
     pub services: Vec<Arc<KubeService>>,
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
-    /// Pod labels by (namespace, name).
-    pub pods: BTreeMap<(String, String), Labels>,
+    /// Pods by (namespace, name).
+    pub pods: Pods,
     /// Namespace labels by name.
     pub namespaces: BTreeMap<String, Labels>,
 }
@@ -66,8 +98,9 @@ impl Registry {
             .sort_by(|a, b| ns_name(&a.metadata).cmp(&ns_name(&b.metadata)));
     }
 
-    /// The model services of every Kubernetes Service, and the Services that were skipped.
-    pub fn services(&self, domain: &str) -> (Vec<Service>, Vec<Skipped>) {
+    /// The model services of every Kubernetes Service (`domain`: the cluster's DNS domain;
+    /// identities in `trust_domain`), and the Services that were skipped.
+    pub fn services(&self, domain: &str, trust_domain: &str) -> (Vec<Service>, Vec<Skipped>) {
         let mut slices_by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
         for slice in &self.endpoint_slices {
             let namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
@@ -92,7 +125,7 @@ impl Registry {
                 .get(&(namespace, name))
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            match service(kube, slices, &self.pods, domain) {
+            match service(kube, slices, &self.pods, domain, trust_domain) {
                 Ok(service) => services.push(service),
                 Err(reason) => skipped.push(Skipped {
                     service: ObjectKey::new("Service", Some(namespace), name),
@@ -115,8 +148,9 @@ fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
 pub fn service(
     kube: &KubeService,
     slices: &[&EndpointSlice],
-    pods: &BTreeMap<(String, String), Labels>,
+    pods: &Pods,
     domain: &str,
+    trust_domain: &str,
 ) -> Result<Service, String> {
     let namespace = kube.metadata.namespace.as_deref().unwrap_or_default();
     let name = kube.metadata.name.as_deref().unwrap_or_default();
@@ -145,6 +179,32 @@ pub fn service(
     endpoints.sort_by(|a, b| (&a.address, &a.ports).cmp(&(&b.address, &b.ports)));
     endpoints.dedup_by(|a, b| a.address == b.address && a.ports == b.ports);
 
+    let annotation = |key: &str| {
+        kube.metadata
+            .annotations
+            .as_ref()
+            .and_then(|annotations| annotations.get(key))
+            .into_iter()
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+    };
+    let mut subject_alt_names: Vec<String> = endpoints
+        .iter()
+        .filter_map(|endpoint| endpoint.service_account.as_ref())
+        .map(|account| account.spiffe_uri(trust_domain))
+        .chain(annotation(KUBERNETES_SERVICE_ACCOUNTS).map(|name| {
+            ServiceAccount {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            }
+            .spiffe_uri(trust_domain)
+        }))
+        .chain(annotation(CANONICAL_SERVICE_ACCOUNTS).map(str::to_string))
+        .collect();
+    subject_alt_names.sort();
+    subject_alt_names.dedup();
+
     Ok(Service {
         hostname: format!("{name}.{namespace}.svc.{domain}"),
         namespace: namespace.to_string(),
@@ -152,7 +212,7 @@ pub fn service(
         endpoints,
         resolution: Resolution::Static,
         source: ObjectKey::new("Service", Some(namespace), name),
-        subject_alt_names: Vec::new(),
+        subject_alt_names,
     })
 }
 
@@ -219,11 +279,7 @@ pub fn port_protocol(
 }
 
 /// The ready endpoints of one EndpointSlice.
-fn slice_endpoints(
-    slice: &EndpointSlice,
-    namespace: &str,
-    pods: &BTreeMap<(String, String), Labels>,
-) -> Vec<Endpoint> {
+fn slice_endpoints(slice: &EndpointSlice, namespace: &str, pods: &Pods) -> Vec<Endpoint> {
     if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
         return Vec::new();
     }
@@ -249,27 +305,31 @@ fn slice_endpoints(
         let Some(address) = endpoint.addresses.first() else {
             continue;
         };
-        let labels = endpoint
+        let pod = endpoint
             .target_ref
             .as_ref()
             .filter(|target| target.kind.as_deref() == Some("Pod"))
             .and_then(|target| {
                 let pod_namespace = target.namespace.as_deref().unwrap_or(namespace);
-                pods.get(&(
+                let key = (
                     pod_namespace.to_string(),
                     target.name.clone().unwrap_or_default(),
-                ))
-            })
-            .cloned()
-            .unwrap_or_default();
+                );
+                pods.get(&key).map(|pod| (key.0, pod))
+            });
         endpoints.push(Endpoint {
             address: address.clone(),
             ports: ports.clone(),
-            labels,
+            labels: pod
+                .as_ref()
+                .map(|(_, pod)| pod.labels.clone())
+                .unwrap_or_default(),
             weight: None,
             only_listed_ports: true,
-            // Pods are watched as metadata only: their spec.serviceAccountName is not known.
-            service_account: None,
+            service_account: pod.map(|(pod_namespace, pod)| ServiceAccount {
+                namespace: pod_namespace,
+                name: pod.service_account().to_string(),
+            }),
         });
     }
     endpoints

@@ -29,8 +29,8 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 }
 
 /// reviews (default): ports http 9080 → named target `web`, grpc 9090 (appProtocol),
-/// 3306 (well-known TCP); pods v1 (ready), v2 (ready unset), v3 (not ready), and one
-/// endpoint without a Pod target.
+/// 3306 (well-known TCP); pods v1 (ready), v2 (ready unset, no serviceAccountName), v3
+/// (not ready), and one endpoint without a Pod target.
 fn reviews_registry() -> Registry {
     let mut registry = Registry {
         services: vec![kube_service(json!({
@@ -84,19 +84,31 @@ fn reviews_registry() -> Registry {
         pods: BTreeMap::from([
             (
                 ("default".into(), "reviews-v1".into()),
-                labels(&[("app", "reviews"), ("version", "v1")]),
+                Pod {
+                    labels: labels(&[("app", "reviews"), ("version", "v1")]),
+                    service_account: Some("reviews".into()),
+                },
             ),
             (
                 ("default".into(), "reviews-v2".into()),
-                labels(&[("app", "reviews"), ("version", "v2")]),
+                Pod {
+                    labels: labels(&[("app", "reviews"), ("version", "v2")]),
+                    service_account: None,
+                },
             ),
             (
                 ("default".into(), "reviews-v2b".into()),
-                labels(&[("app", "reviews"), ("version", "v2")]),
+                Pod {
+                    labels: labels(&[("app", "reviews"), ("version", "v2")]),
+                    service_account: Some("reviews".into()),
+                },
             ),
             (
                 ("default".into(), "reviews-v3".into()),
-                labels(&[("app", "reviews"), ("version", "v3")]),
+                Pod {
+                    labels: labels(&[("app", "reviews"), ("version", "v3")]),
+                    service_account: Some("reviews".into()),
+                },
             ),
         ]),
         namespaces: BTreeMap::new(),
@@ -174,7 +186,7 @@ fn protocols_from_app_protocol_and_names() {
 
 #[test]
 fn service_to_model_service() {
-    let (services, skipped) = reviews_registry().services("cluster.local");
+    let (services, skipped) = reviews_registry().services("cluster.local", "cluster.local");
     assert!(skipped.is_empty());
     assert_eq!(services.len(), 1);
     let reviews = &services[0];
@@ -198,7 +210,7 @@ fn service_to_model_service() {
 
 #[test]
 fn endpoints_ready_labels_and_named_ports() {
-    let (services, _) = reviews_registry().services("cluster.local");
+    let (services, _) = reviews_registry().services("cluster.local", "cluster.local");
     let reviews = &services[0];
     let http = reviews.port(9080).expect("http port");
     let db = reviews.port(3306).expect("db port");
@@ -222,6 +234,64 @@ fn endpoints_ready_labels_and_named_ports() {
             ("10.1.0.2", Some("v2"), true, Some(8080)),
             ("10.1.0.4", Some("v2"), false, Some(8081)),
             ("10.1.0.9", None, true, Some(8080)),
+        ]
+    );
+}
+
+#[test]
+fn identities_are_the_ready_pods_service_accounts_and_the_annotations() {
+    let mut registry = reviews_registry();
+    let (services, _) = registry.services("cluster.local", "example.org");
+    let reviews = &services[0];
+    let accounts: Vec<(&str, Option<String>)> = reviews
+        .endpoints
+        .iter()
+        .map(|e| {
+            let account = e
+                .service_account
+                .as_ref()
+                .map(|a| format!("{}/{}", a.namespace, a.name));
+            (e.address.as_str(), account)
+        })
+        .collect();
+    // No serviceAccountName is `default`; an endpoint whose Pod is unknown has none.
+    assert_eq!(
+        accounts,
+        [
+            ("10.1.0.1", Some("default/reviews".to_string())),
+            ("10.1.0.2", Some("default/default".to_string())),
+            ("10.1.0.4", Some("default/reviews".to_string())),
+            ("10.1.0.9", None),
+        ]
+    );
+    assert_eq!(
+        reviews.subject_alt_names,
+        [
+            "spiffe://example.org/ns/default/sa/default",
+            "spiffe://example.org/ns/default/sa/reviews",
+        ]
+    );
+
+    let service = Arc::make_mut(&mut registry.services[0]);
+    service.metadata.annotations = Some(BTreeMap::from([
+        (
+            KUBERNETES_SERVICE_ACCOUNTS.to_string(),
+            "reviews-canary, ,legacy".to_string(),
+        ),
+        (
+            CANONICAL_SERVICE_ACCOUNTS.to_string(),
+            "spiffe://other.example/ns/x/sa/y".to_string(),
+        ),
+    ]));
+    let (services, _) = registry.services("cluster.local", "example.org");
+    assert_eq!(
+        services[0].subject_alt_names,
+        [
+            "spiffe://example.org/ns/default/sa/default",
+            "spiffe://example.org/ns/default/sa/legacy",
+            "spiffe://example.org/ns/default/sa/reviews",
+            "spiffe://example.org/ns/default/sa/reviews-canary",
+            "spiffe://other.example/ns/x/sa/y",
         ]
     );
 }
@@ -253,7 +323,7 @@ fn headless_external_name_and_fqdn_slices_are_skipped() {
         ..Registry::default()
     };
     registry.sort();
-    let (services, skipped) = registry.services("cluster.local");
+    let (services, skipped) = registry.services("cluster.local", "cluster.local");
     let skipped: Vec<String> = skipped.iter().map(|s| s.service.to_string()).collect();
     assert_eq!(skipped, ["Service default/db", "Service default/ext"]);
     assert_eq!(services.len(), 1);

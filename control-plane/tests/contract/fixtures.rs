@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize as _;
 use weft_controller::source::ConfigSet;
 use weft_controller::source::local::load_text;
-use weft_controller::source::registry::{Labels, Registry, SERVICE_NAME_LABEL};
+use weft_controller::source::registry::{Labels, Pod, Registry, SERVICE_NAME_LABEL};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -75,12 +75,12 @@ pub fn config_from(texts: &[(&str, &str)]) -> ConfigSet {
 /// A Kubernetes service registry from a manifest file: its Services (namespace `default`
 /// when unset), and for each Service one ready endpoint per Deployment its selector selects,
 /// on a Pod with the Deployment's template labels (so DestinationRule subsets select by
-/// `version`), at a made-up address in 10.88.0.0/16.
+/// `version`) and service account, at a made-up address in 10.88.0.0/16.
 pub fn kube_registry(file: &Path) -> Registry {
     let text = std::fs::read_to_string(file)
         .unwrap_or_else(|err| panic!("cannot read {}: {err}", file.display()));
     let mut services = Vec::new();
-    let mut deployments: Vec<(String, String, Labels)> = Vec::new();
+    let mut deployments: Vec<(String, String, Labels, Option<String>)> = Vec::new();
     for document in serde_yaml::Deserializer::from_str(&text) {
         let value = serde_yaml::Value::deserialize(document)
             .unwrap_or_else(|err| panic!("{}: {err}", file.display()));
@@ -103,6 +103,11 @@ pub fn kube_registry(file: &Path) -> Registry {
                     .and_then(|spec| spec.template.metadata.as_ref())
                     .and_then(|meta| meta.labels.clone())
                     .unwrap_or_default();
+                let service_account = deployment
+                    .spec
+                    .as_ref()
+                    .and_then(|spec| spec.template.spec.as_ref())
+                    .and_then(|spec| spec.service_account_name.clone());
                 deployments.push((
                     deployment
                         .metadata
@@ -111,6 +116,7 @@ pub fn kube_registry(file: &Path) -> Registry {
                         .unwrap_or_else(|| "default".to_string()),
                     deployment.metadata.name.clone().unwrap_or_default(),
                     labels,
+                    service_account,
                 ));
             }
             _ => {}
@@ -123,7 +129,9 @@ pub fn kube_registry(file: &Path) -> Registry {
         let spec = service.spec.clone().unwrap_or_default();
         let selector = spec.selector.clone().unwrap_or_default();
         let mut endpoints = Vec::new();
-        for (pod_index, (pod_namespace, deployment, labels)) in deployments.iter().enumerate() {
+        for (pod_index, (pod_namespace, deployment, labels, service_account)) in
+            deployments.iter().enumerate()
+        {
             let selected = !selector.is_empty()
                 && *pod_namespace == namespace
                 && selector.iter().all(|(k, v)| labels.get(k) == Some(v));
@@ -131,9 +139,13 @@ pub fn kube_registry(file: &Path) -> Registry {
                 continue;
             }
             let pod = format!("{deployment}-0");
-            registry
-                .pods
-                .insert((namespace.clone(), pod.clone()), labels.clone());
+            registry.pods.insert(
+                (namespace.clone(), pod.clone()),
+                Pod {
+                    labels: labels.clone(),
+                    service_account: service_account.clone(),
+                },
+            );
             endpoints.push(Endpoint {
                 addresses: vec![format!("10.88.{}.{}", service_index + 1, pod_index + 1)],
                 conditions: Some(EndpointConditions {

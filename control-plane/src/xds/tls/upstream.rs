@@ -150,9 +150,8 @@ pub fn istio_sni(port: u32, subset: &str, hostname: &str) -> String {
 }
 
 /// The identities a service's servers may present (ServiceEntry `subjectAltNames`, the SPIFFE
-/// IDs of its endpoints' service accounts). Kubernetes endpoints carry no service account
-/// (pods are watched as metadata only), so a Kubernetes service has none: any identity of the
-/// trust bundle is accepted.
+/// IDs of its endpoints' service accounts, a Kubernetes Service's annotations). None known:
+/// any identity of the trust bundle is accepted.
 pub fn service_sans(service: &Service) -> &[String] {
     &service.subject_alt_names
 }
