@@ -25,7 +25,7 @@ pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct RouteConfig {
     pub name: String,
     pub virtual_hosts: Vec<VirtualHost>,
-    pub(crate) exact: HashMap<String, usize>,
+    pub(crate) exact: super::FastMap<String, usize>,
     /// `*.suffix` / `*-suffix` domains, longest first: (suffix without `*`, vhost).
     pub(crate) suffix: Vec<(String, usize)>,
     /// `prefix.*` domains, longest first: (prefix without `*`, vhost).
@@ -281,7 +281,7 @@ impl TryFrom<rt::RouteConfiguration> for RouteConfig {
         let mut out = RouteConfig {
             name,
             virtual_hosts,
-            exact: HashMap::new(),
+            exact: super::FastMap::default(),
             suffix: Vec::new(),
             prefix: Vec::new(),
             default: None,

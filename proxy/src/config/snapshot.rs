@@ -87,7 +87,7 @@ pub struct ActiveListener {
 #[derive(Debug, Default)]
 pub struct ProxyConfig {
     /// Listeners by the address they are configured with.
-    pub listeners: HashMap<SocketAddr, ActiveListener>,
+    pub listeners: super::FastMap<SocketAddr, ActiveListener>,
     /// Route tables by RDS name.
     pub routes: HashMap<String, RouteSlot>,
     pub clusters: HashMap<String, Arc<Cluster>>,

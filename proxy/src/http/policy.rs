@@ -128,12 +128,12 @@ pub(super) async fn forward(
     };
     let upstream_req = Request::from_parts(parts, body);
 
-    let send = endpoint::send(
+    let send = std::pin::pin!(endpoint::send(
         &endpoint,
         protocol,
         cluster.config.connect_timeout,
         upstream_req,
-    );
+    ));
     let idle = listener.stream_idle_timeout;
     let result = idle::bounded(send, start, action.timeout, idle, &activity)
         .await

@@ -12,7 +12,7 @@
 //! ```
 
 use std::future::{Future, poll_fn};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
@@ -130,9 +130,10 @@ pub enum Expired {
 
 /// Runs `fut` (the wait for the response head) under the route timeout and the stream idle
 /// timeout with one timer: armed at the earlier deadline, re-armed when activity moved the
-/// idle deadline. With neither limit, `fut` runs alone.
+/// idle deadline. With neither limit, `fut` runs alone. `fut` is pinned by the caller, so
+/// that this future holds a pointer to it rather than a second copy of it.
 pub async fn bounded<F: Future>(
-    fut: F,
+    mut fut: Pin<&mut F>,
     start: Instant,
     route: Option<Duration>,
     idle: Option<Duration>,
@@ -149,7 +150,6 @@ pub async fn bounded<F: Future>(
     let Some(first) = next(activity) else {
         return Ok(fut.await);
     };
-    let mut fut = pin!(fut);
     let mut timer = pin!(tokio::time::sleep_until(first));
     poll_fn(|cx| {
         if let Poll::Ready(out) = fut.as_mut().poll(cx) {
@@ -191,7 +191,7 @@ mod tests {
         let start = Instant::now();
         let activity = Activity::complete_request(start);
         let r = bounded(
-            std::future::pending::<()>(),
+            pin!(std::future::pending::<()>()),
             start,
             Some(Duration::from_secs(1)),
             Some(Duration::from_secs(5)),
@@ -207,7 +207,7 @@ mod tests {
         let start = Instant::now();
         let activity = Activity::complete_request(start);
         let r = bounded(
-            std::future::pending::<()>(),
+            pin!(std::future::pending::<()>()),
             start,
             None,
             Some(Duration::from_secs(5)),
@@ -237,7 +237,14 @@ mod tests {
             // Then the client stops sending without finishing the body.
             std::future::pending::<()>().await;
         };
-        let r = bounded(body, start, None, Some(Duration::from_secs(5)), &activity).await;
+        let r = bounded(
+            pin!(body),
+            start,
+            None,
+            Some(Duration::from_secs(5)),
+            &activity,
+        )
+        .await;
         assert_eq!(
             r,
             Err(Expired::Idle {
@@ -256,6 +263,9 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             7
         };
-        assert_eq!(bounded(slow, start, None, None, &activity).await, Ok(7));
+        assert_eq!(
+            bounded(pin!(slow), start, None, None, &activity).await,
+            Ok(7)
+        );
     }
 }

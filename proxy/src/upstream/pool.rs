@@ -202,7 +202,9 @@ impl Pool {
                     }
                 }
             };
-            return self.connect_h1(permit, connect_timeout).await;
+            // Boxed: connecting is rare, and its future (TCP, TLS, handshake) would otherwise
+            // make every request's future that much larger, and every move of it a copy.
+            return Box::pin(self.connect_h1(permit, connect_timeout)).await;
         }
     }
 
@@ -285,7 +287,8 @@ impl Pool {
             if self.is_closed() {
                 return Err(self.closed_error());
             }
-            let conn = self.connect_h2(connect_timeout).await?;
+            // Boxed, as in `h1`: keeps the per-request future small.
+            let conn = Box::pin(self.connect_h2(connect_timeout)).await?;
             let stream = conn.take_stream();
             let mut conns = self.h2_conns.lock();
             if !self.is_closed() {
