@@ -401,7 +401,48 @@ ran on the machine (load 6 at the start; "others" 80–90% of the machine in mos
 | proxy CPU µs/request | 1.05× (31.7 vs 30.2; rounds 1.02–1.12) | 1.08× (31.7 vs 29.1) |
 | CPU µs/request mTLS adds (mTLS − plaintext) | Weft +3.6, HAProxy +9.3 | nginx +7.6 |
 
+The second run with the mutual-TLS paths, at 0846148 on a quiet machine (load 1.8–4), before the
+per-request future was halved (see "Where a Weft sidecar's CPU goes"), `ROUNDS=4 bench/run.sh 10`:
+
+| | Weft ÷ HAProxy | Weft mTLS ÷ HAProxy mTLS |
+| --- | ---: | ---: |
+| max req/s | 0.90× (37.3k vs 41.3k) | 0.94× (33.0k vs 35.6k) |
+| proxy CPU µs/request | 1.22× (28.2 vs 23.1) | 1.04× (32.8 vs 31.0) |
+| sidecar RSS, KiB | 12,612 / 12,548 | 14,780 / 15,032 |
+
 Absolute numbers of the runs before the mTLS paths are not comparable with these: the same direct
 path made 58–76k req/s then and 108–134k in the mTLS runs, and each proxy used about half the CPU
 per request (the machine or its load differed); compare ratios within a run.
+
+## Where a Weft sidecar's CPU goes (plaintext, 2026-12-02)
+
+Measured on the plaintext chains of this benchmark, one proxy at a time, at c16 max throughput
+(`perf trace -s`, `/proc/PID/stat`, `/proc/PID/status`, `perf record`; instructions with
+`valgrind --tool=callgrind` over 3000 requests at c4):
+
+| per request, per proxy | Weft | HAProxy |
+| --- | ---: | ---: |
+| syscalls | 2 `recvfrom` + 2 `writev`, no `EAGAIN` | 2 `recvfrom` + 2 `sendto` |
+| `epoll_wait` | 0.07 | 0.06 |
+| user CPU µs | 6.4 | 4.1 |
+| system CPU µs | 8.4 | 7.4 |
+| context switches (voluntary + involuntary) | 0.45 | 0.30 |
+| user instructions | 36.4k (39.2k before 0310e73) | — |
+
+- Both do the minimum syscalls a proxy can (one read and one write per direction), so the kernel
+  is most of either's cost: on two shared cores, waking the peer on each write and being
+  preempted on return from it (`sock_def_readable`, `finish_task_switch`) are the top kernel
+  symbols for both. Weft is preempted about twice as often (it runs longer per wake-up), which
+  is most of its extra system time.
+- Weft's user time is hyper and tokio: the HTTP/1 codecs (~45% of the instructions), the client
+  connection task and its request channel (hyper's dispatch `mpsc`/`oneshot`, a task wake-up each
+  way), timers (hyper arms a header-read timer per request), `memcpy` of futures and requests
+  (~9%), and `malloc`/`free` (~6%: hyper's read buffer is re-allocated per message because the
+  parsed headers keep the old one). Weft's own routing, header and policy code is under 10%.
+- What the mTLS target asks: with oha, the app and both proxies sharing two cores, max req/s is
+  2 cores ÷ (everyone's CPU per request). HAProxy's mTLS chain used 31–33 µs and everything else
+  ~25 µs, so ≥ 1.25× its req/s needs Weft's two mTLS proxies under ~20 µs per request together:
+  ~10 µs each, which is less than the system time alone of either proxy per request here. The
+  target is not reachable on this topology by making Weft's own code cheaper; the CPU target
+  (≤ 1× HAProxy's per request) is, and is met in the run above.
 EOF2
