@@ -6,6 +6,7 @@
 //! Processes are killed when their handle is dropped, also when a test panics.
 
 pub mod k8s;
+pub mod node;
 pub mod xds_peer;
 
 use std::{

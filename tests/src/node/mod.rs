@@ -1,0 +1,4 @@
+//! The test node: what the kubelet does for pods, done for the end-to-end tests on this
+//! machine (there is no container runtime here). So far: the pod network ([`net`]).
+
+pub mod net;

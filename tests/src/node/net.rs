@@ -1,0 +1,335 @@
+//! The test node's pod network: one Linux bridge per test, and per pod a network namespace
+//! joined to it by a veth pair, with an address in 198.18.0.0/15. Nothing is routed off the
+//! machine; pods reach each other over the bridge, the host reaches them through the
+//! bridge's address.
+//!
+//! ```text
+//!  host ── bridge wtb<N> 198.18.<N>.1/24
+//!            ├── veth wt<N>h<K> ═══ eth0 198.18.<N>.<K>/24   netns wt<N>-<K>, default via .1
+//!            └── …                                            /etc/netns/wt<N>-<K>/{hosts,resolv.conf}
+//! ```
+//!
+//! `N` (1–254) is taken by creating `/run/weft-test-net/<N>` exclusively, which holds the
+//! owner's pid and start time; the owner removes it last. A network whose owner is gone (a
+//! test that crashed or was killed) is torn down by the next [`Network::create`]. Pods get
+//! `K` from 2 to 253, never reused within a network; `198.18.<N>.254` is the pods' DNS server, which nothing serves (with a
+//! mesh, the sidecar's DNS proxy answers instead). Everything is done with `ip` (iproute2);
+//! it needs root.
+
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::ErrorKind;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Where the owner records of the networks are.
+const RECORDS: &str = "/run/weft-test-net";
+/// Where `ip netns exec` finds a namespace's `hosts` and `resolv.conf`.
+const NETNS_ETC: &str = "/etc/netns";
+
+/// Why the network could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("`{command}` failed: {detail}")]
+    Command { command: String, detail: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("all 254 test networks are in use (see {RECORDS})")]
+    Exhausted,
+    #[error("network {0}: all 252 pod addresses have been used")]
+    PodsExhausted(u8),
+}
+
+/// A bridge and the pods on it; torn down (pods, bridge, files, record) when dropped.
+#[derive(Debug)]
+pub struct Network {
+    index: u8,
+    /// The next pod's host part. Addresses are not reused within a network, so an address
+    /// the API server may still list for a deleted pod never points at a new one.
+    next_host: AtomicU8,
+}
+
+/// One pod's network namespace; removed when dropped.
+#[derive(Debug)]
+pub struct PodNet {
+    pub name: String,
+    /// The namespace's name (`ip netns exec <netns> …`).
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    /// Names the pod resolves through its `hosts` file (besides `localhost` and its own).
+    hosts: Mutex<BTreeMap<String, Ipv4Addr>>,
+}
+
+impl Network {
+    /// Creates a bridge with a free index, after tearing down the networks of owners that are
+    /// gone.
+    pub fn create() -> Result<Self, NetError> {
+        std::fs::create_dir_all(RECORDS).map_err(io(RECORDS))?;
+        sweep_orphans();
+        let me = owner_stamp(std::process::id()).unwrap_or_default();
+        for index in 1..=254u8 {
+            let record = Path::new(RECORDS).join(index.to_string());
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&record)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io(&record)(e)),
+            }
+            std::fs::write(&record, &me).map_err(io(&record))?;
+            let network = Self {
+                index,
+                next_host: AtomicU8::new(2),
+            };
+            // A leftover of a record removed by hand: start clean.
+            teardown(index);
+            let bridge = network.bridge();
+            ip(&["link", "add", &bridge, "type", "bridge"])?;
+            ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", network.gateway()),
+                "dev",
+                &bridge,
+            ])?;
+            ip(&["link", "set", &bridge, "up"])?;
+            return Ok(network);
+        }
+        Err(NetError::Exhausted)
+    }
+
+    /// The bridge's name.
+    pub fn bridge(&self) -> String {
+        format!("wtb{}", self.index)
+    }
+
+    /// The bridge's address: the pods' default gateway, and how the host reaches them.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, self.index, 1)
+    }
+
+    /// The address the pods' `resolv.conf` names, which nothing serves.
+    pub fn dns(&self) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, self.index, 254)
+    }
+
+    /// Creates a pod's namespace with its address, route, `hosts` and `resolv.conf`.
+    pub fn add_pod(&self, name: &str) -> Result<PodNet, NetError> {
+        let host = self
+            .next_host
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |k| {
+                (k <= 253).then_some(k + 1)
+            })
+            .map_err(|_| NetError::PodsExhausted(self.index))?;
+        let pod = PodNet {
+            name: name.to_string(),
+            netns: format!("wt{}-{host}", self.index),
+            ip: Ipv4Addr::new(198, 18, self.index, host),
+            hosts: Mutex::new(BTreeMap::new()),
+        };
+        let (outer, inner) = (
+            format!("wt{}h{host}", self.index),
+            format!("wt{}p{host}", self.index),
+        );
+        let ns = pod.netns.as_str();
+        // From here on a failure drops `pod`, which removes the namespace and its veth pair.
+        ip(&["netns", "add", ns])?;
+        ip(&[
+            "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", ns,
+        ])?;
+        ip(&["link", "set", &outer, "master", &self.bridge(), "up"])?;
+        ip(&["-n", ns, "link", "set", &inner, "name", "eth0"])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{}/24", pod.ip),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n",
+            ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &self.gateway().to_string(),
+        ])?;
+        let etc = pod.etc();
+        std::fs::create_dir_all(&etc).map_err(io(&etc))?;
+        let resolv = etc.join("resolv.conf");
+        std::fs::write(&resolv, format!("nameserver {}\n", self.dns())).map_err(io(&resolv))?;
+        pod.write_hosts()?;
+        Ok(pod)
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        teardown(self.index);
+        let _ = std::fs::remove_file(Path::new(RECORDS).join(self.index.to_string()));
+    }
+}
+
+impl PodNet {
+    /// Adds `name → ip` to the pod's `hosts` file (programs started afterwards see it).
+    pub fn add_host(&self, name: &str, ip: Ipv4Addr) -> Result<(), NetError> {
+        self.hosts.lock().insert(name.to_string(), ip);
+        self.write_hosts()
+    }
+
+    /// A command that runs `program` inside the pod's namespace, with its `hosts` and
+    /// `resolv.conf` in place of the host's.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.netns]).arg(program);
+        command
+    }
+
+    fn etc(&self) -> PathBuf {
+        Path::new(NETNS_ETC).join(&self.netns)
+    }
+
+    fn write_hosts(&self) -> Result<(), NetError> {
+        let mut text = format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{}\n",
+            self.ip, self.name
+        );
+        for (name, ip) in self.hosts.lock().iter() {
+            let _ = writeln!(text, "{ip}\t{name}");
+        }
+        let path = self.etc().join("hosts");
+        std::fs::write(&path, text).map_err(io(&path))
+    }
+}
+
+impl Drop for PodNet {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth pair with it.
+        let _ = run_ip(&["netns", "del", &self.netns]);
+        let _ = std::fs::remove_dir_all(self.etc());
+    }
+}
+
+/// Removes every trace of network `index`: its pods' namespaces and files, and its bridge.
+fn teardown(index: u8) {
+    let prefix = format!("wt{index}-");
+    if let Ok(list) = run_ip(&["netns", "list"]) {
+        for ns in list
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .filter(|ns| ns.starts_with(&prefix))
+        {
+            let _ = run_ip(&["netns", "del", ns]);
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(NETNS_ETC) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let bridge = format!("wtb{index}");
+    if Path::new("/sys/class/net").join(&bridge).exists() {
+        let _ = run_ip(&["link", "del", &bridge]);
+    }
+}
+
+/// Tears down the networks whose owner process is gone.
+fn sweep_orphans() {
+    let Ok(entries) = std::fs::read_dir(RECORDS) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(index) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u8>().ok())
+        else {
+            continue;
+        };
+        let owner = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let alive = owner
+            .split_whitespace()
+            .next()
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .and_then(owner_stamp)
+            .is_some_and(|now| now == owner);
+        // An empty record is one being written right now: leave it.
+        if !owner.is_empty() && !alive {
+            eprintln!(
+                "test network {index}: its owner ({}) is gone; removing it",
+                owner.trim()
+            );
+            teardown(index);
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// `"<pid> <start time>"` of a live process (the start time tells a reused pid apart).
+fn owner_stamp(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after its `)`.
+    let start = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?;
+    Some(format!("{pid} {start}"))
+}
+
+fn ip(args: &[&str]) -> Result<(), NetError> {
+    run_ip(args).map(drop)
+}
+
+fn run_ip(args: &[&str]) -> Result<String, NetError> {
+    let command = format!("ip {}", args.join(" "));
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| NetError::Command {
+            command: command.clone(),
+            detail: format!("{e} (is iproute2 installed?)"),
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(NetError::Command {
+            command,
+            detail: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                if is_root() { "" } else { " (it needs root)" }
+            ),
+        })
+    }
+}
+
+/// Whether this process runs as root (the uid from `/proc/self/status`).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().next().map(|uid| uid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn io(path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> NetError {
+    let path = path.as_ref().to_path_buf();
+    move |source| NetError::Io { path, source }
+}
