@@ -6,7 +6,7 @@ mod demo_app;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, error::ErrorKind};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,14 +31,25 @@ enum Commands {
         #[arg(long)]
         bin_dir: Option<PathBuf>,
     },
-    /// Serve the built-in demo HTTP app: it answers with its service name and version.
+    /// Serve the built-in demo HTTP app: by default it answers with its service name and
+    /// version; `--role` makes it one of the apps of Istio's bookinfo sample instead.
+    ///
+    /// The bookinfo roles find each other as Istio's apps do, from the environment:
+    /// DETAILS_HOSTNAME, REVIEWS_HOSTNAME, RATINGS_HOSTNAME (default details, reviews,
+    /// ratings), SERVICES_DOMAIN (appended as .DOMAIN), DETAILS_SERVICE_PORT,
+    /// REVIEWS_SERVICE_PORT, RATINGS_SERVICE_PORT (default 9080). reviews also reads
+    /// ENABLE_RATINGS, STAR_COLOR, HOSTNAME and CLUSTER_NAME.
     DemoApp {
         /// Address to listen on (IP:PORT).
         #[arg(long, value_parser = demo::parse_listen)]
         listen: SocketAddr,
-        /// Service name the app reports.
+        /// What the app does.
+        #[arg(long, value_enum, default_value_t = demo_app::Role::Echo)]
+        role: demo_app::Role,
+        /// Service name the app reports (x-weft-service); required for `echo`, the role's
+        /// name by default for the bookinfo roles.
         #[arg(long)]
-        service: String,
+        service: Option<String>,
         /// Version the app reports (header x-weft-version).
         #[arg(long)]
         version: String,
@@ -55,8 +66,46 @@ enum Commands {
     },
 }
 
+/// `weftctl demo-app`: the bookinfo roles' environment is read here, once.
+async fn demo_app_run(
+    listen: SocketAddr,
+    role: demo_app::Role,
+    service: Option<String>,
+    version: String,
+) -> anyhow::Result<()> {
+    let config = match role {
+        demo_app::Role::Echo => demo_app::Config::default(),
+        _ => demo_app::Config::from_env()
+            .map_err(|e| anyhow::anyhow!("demo-app --role {}: {e:#}", role.name()))?,
+    };
+    let service = service.unwrap_or_else(|| role.name().to_owned());
+    let identity = demo_app::Identity { service, version };
+    demo_app::run(
+        listen,
+        demo_app::App {
+            role,
+            identity,
+            config,
+        },
+    )
+    .await
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Commands::DemoApp {
+        role: demo_app::Role::Echo,
+        service: None,
+        ..
+    } = &cli.command
+    {
+        Cli::command()
+            .error(
+                ErrorKind::MissingRequiredArgument,
+                "demo-app --role echo needs --service <SERVICE>",
+            )
+            .exit();
+    }
     if let Commands::Crds { out } = &cli.command {
         for dir in out {
             match crds::write(dir) {
@@ -104,9 +153,10 @@ fn main() -> ExitCode {
             }
             Commands::DemoApp {
                 listen,
+                role,
                 service,
                 version,
-            } => demo_app::run(listen, demo_app::Identity { service, version }).await,
+            } => demo_app_run(listen, role, service, version).await,
             Commands::Crds { .. } => unreachable!("handled before the runtime starts"),
         }
     });
