@@ -1,0 +1,361 @@
+//! From a container's spec to what the test node runs: the program an image stands for, the
+//! environment (`env`, `envFrom`, downward-API fields, ConfigMap and Secret keys) and the
+//! argument list with `$(VAR)` expanded, with the kubelet's rules and its error reasons.
+//!
+//! ```text
+//!  Container ─► env: envFrom sources, then env entries in order, each expanded against the
+//!               ones before it ─► argv: image's program + (command or image default) + args,
+//!               expanded against the env ─► (program, argv, env) | reason + message
+//! ```
+//!
+//! Pure: the ConfigMaps and Secrets come from a [`Objects`] the caller fills from the API
+//! server, so the rules are unit-tested here without a cluster.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::{Container, EnvVarSource};
+
+/// Why a container cannot start, as the kubelet reports it in `containerStatuses[].state
+/// .waiting`: `reason` (`CreateContainerConfigError`, `ErrImagePull`) and a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct StartError {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl StartError {
+    fn config(message: String) -> Self {
+        Self {
+            reason: "CreateContainerConfigError",
+            message,
+        }
+    }
+}
+
+/// What the downward API can read of a pod.
+#[derive(Debug, Clone, Default)]
+pub struct PodFields {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub node_name: String,
+    pub service_account: String,
+    pub pod_ip: String,
+    pub host_ip: String,
+}
+
+/// The ConfigMaps and Secrets of the pod's namespace, as read from the API server.
+#[derive(Debug, Clone, Default)]
+pub struct Objects {
+    pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
+    pub secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+}
+
+/// What an image runs: a program, and the arguments that stand for the image's `ENTRYPOINT`
+/// and `CMD`. The program is always the image's (there is no image filesystem to find another
+/// in): a container's `command` replaces `entrypoint` and `default_args`, its `args` replace
+/// `default_args`, as they replace `ENTRYPOINT` and `CMD`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub program: PathBuf,
+    /// Arguments always passed first (the image's `ENTRYPOINT` after the program).
+    pub entrypoint: Vec<String>,
+    /// Used when the container has neither `command` nor `args` (the image's `CMD`).
+    pub default_args: Vec<String>,
+}
+
+/// Images by repository (the image reference without tag or digest).
+#[derive(Debug, Clone, Default)]
+pub struct ImageTable {
+    images: BTreeMap<String, Image>,
+}
+
+impl ImageTable {
+    pub fn insert(&mut self, repository: &str, image: Image) {
+        self.images.insert(repository.to_string(), image);
+    }
+
+    /// The program for `reference` (`registry/repo:tag` or `…@sha256:…`).
+    pub fn resolve(&self, reference: &str) -> Result<&Image, StartError> {
+        self.images
+            .get(repository(reference))
+            .ok_or_else(|| StartError {
+                reason: "ErrImagePull",
+                message: format!(
+                    "image {reference:?} is not in the test node's image table (known: {})",
+                    self.images.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            })
+    }
+}
+
+/// `docker.io/istio/proxyv2:1.24@sha256:…` → `docker.io/istio/proxyv2`. A `:` after the last
+/// `/` starts the tag; one before it is a registry's port.
+pub fn repository(reference: &str) -> &str {
+    let without_digest = reference.split('@').next().unwrap_or(reference);
+    let name_start = without_digest.rfind('/').map_or(0, |i| i + 1);
+    match without_digest[name_start..].find(':') {
+        Some(colon) => &without_digest[..name_start + colon],
+        None => without_digest,
+    }
+}
+
+/// A container ready to run: the program, its arguments and its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Resolves `container` of a pod into what to run, or the kubelet's reason why not.
+pub fn launch(
+    container: &Container,
+    pod: &PodFields,
+    objects: &Objects,
+    images: &ImageTable,
+) -> Result<Launch, StartError> {
+    let image_ref = container.image.as_deref().unwrap_or_default();
+    let image = images.resolve(image_ref)?;
+    let env = environment(container, pod, objects)?;
+    let lookup = |name: &str| {
+        env.iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    let expand_all =
+        |list: &[String]| -> Vec<String> { list.iter().map(|arg| expand(arg, &lookup)).collect() };
+    let command = container.command.as_deref().unwrap_or_default();
+    let args = container.args.as_deref().unwrap_or_default();
+    let mut argv = Vec::new();
+    if command.is_empty() {
+        argv.extend(image.entrypoint.iter().cloned());
+        if args.is_empty() {
+            argv.extend(image.default_args.iter().cloned());
+        }
+    } else {
+        argv.extend(expand_all(command));
+    }
+    argv.extend(expand_all(args));
+    Ok(Launch {
+        program: image.program.clone(),
+        args: argv,
+        env,
+    })
+}
+
+/// The container's environment, as the kubelet builds it: `envFrom` sources in order (keys
+/// with their prefix; a later source wins), then `env` entries in order, each `value`
+/// expanded against the variables defined before it.
+pub fn environment(
+    container: &Container,
+    pod: &PodFields,
+    objects: &Objects,
+) -> Result<Vec<(String, String)>, StartError> {
+    let namespace = &pod.namespace;
+    let mut env: Vec<(String, String)> = Vec::new();
+    for source in container.env_from.iter().flatten() {
+        let prefix = source.prefix.as_deref().unwrap_or_default();
+        if let Some(reference) = &source.config_map_ref {
+            match objects.config_maps.get(&reference.name) {
+                Some(data) => {
+                    for (key, value) in data {
+                        set(&mut env, format!("{prefix}{key}"), value.clone());
+                    }
+                }
+                None if reference.optional == Some(true) => {}
+                None => {
+                    return Err(StartError::config(format!(
+                        "configmap {:?} not found",
+                        reference.name
+                    )));
+                }
+            }
+        }
+        if let Some(reference) = &source.secret_ref {
+            match objects.secrets.get(&reference.name) {
+                Some(data) => {
+                    for (key, value) in data {
+                        set(
+                            &mut env,
+                            format!("{prefix}{key}"),
+                            String::from_utf8_lossy(value).into_owned(),
+                        );
+                    }
+                }
+                None if reference.optional == Some(true) => {}
+                None => {
+                    return Err(StartError::config(format!(
+                        "secret {:?} not found",
+                        reference.name
+                    )));
+                }
+            }
+        }
+    }
+    for var in container.env.iter().flatten() {
+        let value = match (&var.value, &var.value_from) {
+            (_, Some(source)) => match value_from(source, pod, objects, namespace)? {
+                Some(value) => value,
+                // An optional key that is missing: the variable is not set.
+                None => continue,
+            },
+            (Some(value), None) => {
+                let defined = env.clone();
+                expand(value, &|name: &str| {
+                    defined
+                        .iter()
+                        .rev()
+                        .find(|(key, _)| key == name)
+                        .map(|(_, value)| value.as_str())
+                })
+            }
+            (None, None) => String::new(),
+        };
+        set(&mut env, var.name.clone(), value);
+    }
+    Ok(env)
+}
+
+/// Defines `key` (a later definition replaces an earlier one, at the end of the list).
+fn set(env: &mut Vec<(String, String)>, key: String, value: String) {
+    env.retain(|(k, _)| *k != key);
+    env.push((key, value));
+}
+
+fn value_from(
+    source: &EnvVarSource,
+    pod: &PodFields,
+    objects: &Objects,
+    namespace: &str,
+) -> Result<Option<String>, StartError> {
+    if let Some(field) = &source.field_ref {
+        return field_value(&field.field_path, pod).map(Some);
+    }
+    if let Some(key) = &source.config_map_key_ref {
+        let optional = key.optional == Some(true);
+        return key_ref(
+            "ConfigMap",
+            &objects.config_maps,
+            &key.name,
+            &key.key,
+            optional,
+            namespace,
+            |v| v.clone(),
+        );
+    }
+    if let Some(key) = &source.secret_key_ref {
+        let optional = key.optional == Some(true);
+        return key_ref(
+            "Secret",
+            &objects.secrets,
+            &key.name,
+            &key.key,
+            optional,
+            namespace,
+            |v| String::from_utf8_lossy(v).into_owned(),
+        );
+    }
+    Err(StartError::config(
+        "valueFrom: only fieldRef, configMapKeyRef and secretKeyRef are supported by the test node"
+            .to_string(),
+    ))
+}
+
+/// A key of a ConfigMap or Secret (`kind`): its value; `None` when it is optional and missing;
+/// else the kubelet's error.
+fn key_ref<V>(
+    kind: &str,
+    objects: &BTreeMap<String, BTreeMap<String, V>>,
+    name: &str,
+    key: &str,
+    optional: bool,
+    namespace: &str,
+    text: impl Fn(&V) -> String,
+) -> Result<Option<String>, StartError> {
+    match objects.get(name).map(|data| data.get(key)) {
+        Some(Some(value)) => Ok(Some(text(value))),
+        _ if optional => Ok(None),
+        None => Err(StartError::config(format!(
+            "{} {name:?} not found",
+            kind.to_lowercase()
+        ))),
+        Some(None) => Err(StartError::config(format!(
+            "couldn't find key {key} in {kind} {namespace}/{name}"
+        ))),
+    }
+}
+
+/// A downward-API `fieldRef` path's value.
+pub fn field_value(path: &str, pod: &PodFields) -> Result<String, StartError> {
+    let from_map = |map: &BTreeMap<String, String>, rest: &str| {
+        rest.strip_prefix("['")
+            .and_then(|r| r.strip_suffix("']"))
+            .map(|key| map.get(key).cloned().unwrap_or_default())
+    };
+    let value = match path {
+        "metadata.name" => Some(pod.name.clone()),
+        "metadata.namespace" => Some(pod.namespace.clone()),
+        "metadata.uid" => Some(pod.uid.clone()),
+        "spec.nodeName" => Some(pod.node_name.clone()),
+        "spec.serviceAccountName" => Some(pod.service_account.clone()),
+        "status.podIP" | "status.podIPs" => Some(pod.pod_ip.clone()),
+        "status.hostIP" | "status.hostIPs" => Some(pod.host_ip.clone()),
+        _ => path
+            .strip_prefix("metadata.labels")
+            .and_then(|rest| from_map(&pod.labels, rest))
+            .or_else(|| {
+                path.strip_prefix("metadata.annotations")
+                    .and_then(|rest| from_map(&pod.annotations, rest))
+            }),
+    };
+    value.ok_or_else(|| {
+        StartError::config(format!(
+            "fieldRef {path:?} is not supported (metadata.name, metadata.namespace, metadata.uid, \
+             metadata.labels['…'], metadata.annotations['…'], spec.nodeName, \
+             spec.serviceAccountName, status.podIP, status.hostIP)"
+        ))
+    })
+}
+
+/// The kubelet's `$(VAR)` expansion: a defined `$(VAR)` becomes its value, an undefined one
+/// stays as written, `$$` is a literal `$`, and any other `$` is kept.
+pub fn expand<'a>(input: &str, lookup: &dyn Fn(&str) -> Option<&'a str>) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('(')
+            && let Some(close) = body.find(')')
+        {
+            let name = &body[..close];
+            match lookup(name) {
+                Some(value) => out.push_str(value),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = &body[close + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+#[path = "spec_tests.rs"]
+mod tests;
