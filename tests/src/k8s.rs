@@ -147,7 +147,8 @@ fn free_port() -> u16 {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KubeClusterOptions {
     /// Also run kube-controller-manager with the endpointslice, namespace,
-    /// garbagecollector, serviceaccount, serviceaccount-token and replicaset controllers.
+    /// garbagecollector, serviceaccount, serviceaccount-token, replicaset, deployment and job
+    /// controllers.
     pub controller_manager: bool,
 }
 
@@ -277,7 +278,7 @@ impl KubeCluster {
                     .arg("--leader-elect=false")
                     .arg(
                         "--controllers=endpointslice,namespace,garbagecollector,\
-                         serviceaccount,serviceaccount-token,replicaset",
+                         serviceaccount,serviceaccount-token,replicaset,deployment,job",
                     )
                     .arg("--use-service-account-credentials")
                     .arg(arg(

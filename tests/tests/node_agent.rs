@@ -1,0 +1,207 @@
+//! The test node's agent on a real API server + kube-controller-manager: a plain Deployment
+//! of `weftctl demo-app` scales to three pods that really run, each in its own network
+//! namespace; the EndpointSlice lists their addresses; one pod reaches another by pod IP;
+//! scaling down stops the processes and removes the namespaces.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::api::ListParams;
+use weft_e2e::bins;
+use weft_e2e::k8s::{KubeCluster, KubeClusterOptions};
+use weft_e2e::node::agent::NodeAgent;
+use weft_e2e::node::net::Network;
+use weft_e2e::node::spec::{Image, ImageTable};
+
+const IMAGE: &str = "docker.io/weft/demo-app";
+
+const DEPLOYMENT: &str = "
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo, namespace: default}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: echo
+        image: docker.io/weft/demo-app:1.0
+        env:
+        - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        args: [--listen, '$(POD_IP):9080', --service, echo, --version, '$(POD_NAME)']
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: default}
+spec:
+  selector: {app: echo}
+  ports: [{name: http, port: 9080}]
+";
+
+async fn eventually<T>(
+    limit: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn pod_ip(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_runs_three_pods_that_reach_each_other() {
+    let cluster = KubeCluster::start(KubeClusterOptions {
+        controller_manager: true,
+    })
+    .await;
+    let network = Arc::new(Network::create().expect("test network (needs root and iproute2)"));
+    let mut images = ImageTable::default();
+    images.insert(
+        IMAGE,
+        Image {
+            program: bins().weftctl.clone(),
+            entrypoint: vec!["demo-app".into()],
+            default_args: Vec::new(),
+        },
+    );
+    let client = cluster.client().await;
+    let agent = NodeAgent::start(client.clone(), network.clone(), images).await;
+    let out = cluster.kubectl_apply_stdin(DEPLOYMENT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let selector = ListParams::default().labels("app=echo");
+    let running = eventually(Duration::from_secs(60), "three Ready pods", async || {
+        let list = pods.list(&selector).await.ok()?;
+        let ready: Vec<Pod> = list.items.into_iter().filter(ready).collect();
+        (ready.len() == 3).then_some(ready)
+    })
+    .await;
+    let ips: Vec<String> = running.iter().map(pod_ip).collect();
+    for ip in &ips {
+        assert!(ip.starts_with("198.18."), "pod IP {ip}");
+    }
+
+    // The kube-controller-manager lists them in the Service's EndpointSlice.
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let mut expected = ips.clone();
+    expected.sort();
+    eventually(
+        Duration::from_secs(30),
+        "the EndpointSlice with the pod IPs",
+        async || {
+            let list = slices
+                .list(&ListParams::default().labels("kubernetes.io/service-name=echo"))
+                .await
+                .ok()?;
+            let mut listed: Vec<String> = list
+                .items
+                .iter()
+                .flat_map(|s| &s.endpoints)
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                .flat_map(|e| e.addresses.clone())
+                .collect();
+            listed.sort();
+            (listed == expected).then_some(())
+        },
+    )
+    .await;
+
+    // One pod reaches another by pod IP over the bridge: from inside the first pod's
+    // namespace (the agent named it after the pod), to the second pod's app.
+    let from = running[0].metadata.name.clone().unwrap_or_default();
+    let to = &running[1];
+    let to_name = to.metadata.name.clone().unwrap_or_default();
+    let netns = agent
+        .netns("default", &from)
+        .expect("the first pod's namespace");
+    let script = format!(
+        "exec 3<>/dev/tcp/{ip}/9080 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3",
+        ip = pod_ip(to)
+    );
+    let reply = eventually(
+        Duration::from_secs(20),
+        "an answer across pods",
+        async || {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &netns, "bash", "-c", &script])
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains("200 OK").then_some(text)
+        },
+    )
+    .await;
+    assert!(reply.contains(&format!("echo {to_name}")), "{reply}");
+    eprintln!(
+        "{from} -> {to_name} ({}): {}",
+        pod_ip(to),
+        reply.lines().last().unwrap_or_default()
+    );
+
+    // Scaling down: two pods stop, their namespaces go.
+    cluster.kubectl_ok(&[
+        "scale",
+        "deployment",
+        "echo",
+        "--replicas=1",
+        "-n",
+        "default",
+    ]);
+    eventually(Duration::from_secs(60), "two pods gone", async || {
+        let list = pods.list(&selector).await.ok()?;
+        (list.items.len() == 1).then_some(())
+    })
+    .await;
+    let namespaces = String::from_utf8_lossy(
+        &std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip")
+            .stdout,
+    )
+    .into_owned();
+    let prefix = format!("wt{}-", network.gateway().octets()[2]);
+    assert_eq!(
+        namespaces
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .count(),
+        1,
+        "{namespaces}"
+    );
+    drop(agent);
+}
