@@ -77,24 +77,49 @@ fn pod_ip(pod: &Pod) -> String {
         .unwrap_or_default()
 }
 
+/// A cluster with its controller manager, and the test node running its pods.
+struct Node {
+    cluster: KubeCluster,
+    network: Arc<Network>,
+    client: kube::Client,
+    agent: NodeAgent,
+}
+
+impl Node {
+    async fn start() -> Self {
+        let cluster = KubeCluster::start(KubeClusterOptions {
+            controller_manager: true,
+        })
+        .await;
+        let network = Arc::new(Network::create().expect("test network (needs root and iproute2)"));
+        let mut images = ImageTable::default();
+        images.insert(
+            IMAGE,
+            Image {
+                program: bins().weftctl.clone(),
+                entrypoint: vec!["demo-app".into()],
+                default_args: Vec::new(),
+            },
+        );
+        let client = cluster.client().await;
+        let agent = NodeAgent::start(client.clone(), network.clone(), images).await;
+        Self {
+            cluster,
+            network,
+            client,
+            agent,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_runs_three_pods_that_reach_each_other() {
-    let cluster = KubeCluster::start(KubeClusterOptions {
-        controller_manager: true,
-    })
-    .await;
-    let network = Arc::new(Network::create().expect("test network (needs root and iproute2)"));
-    let mut images = ImageTable::default();
-    images.insert(
-        IMAGE,
-        Image {
-            program: bins().weftctl.clone(),
-            entrypoint: vec!["demo-app".into()],
-            default_args: Vec::new(),
-        },
-    );
-    let client = cluster.client().await;
-    let agent = NodeAgent::start(client.clone(), network.clone(), images).await;
+    let Node {
+        cluster,
+        network,
+        client,
+        agent,
+    } = Node::start().await;
     let out = cluster.kubectl_apply_stdin(DEPLOYMENT);
     assert!(
         out.status.success(),
@@ -204,4 +229,104 @@ async fn a_deployment_runs_three_pods_that_reach_each_other() {
         "{namespaces}"
     );
     drop(agent);
+}
+
+/// The ready condition of the endpoint at `ip` in the Service's EndpointSlices, if listed.
+async fn endpoint_ready(client: &kube::Client, service: &str, ip: &str) -> Option<bool> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let list = slices
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await
+        .ok()?;
+    list.items
+        .iter()
+        .flat_map(|s| &s.endpoints)
+        .find(|e| e.addresses.iter().any(|a| a == ip))
+        .map(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_probes_take_a_pod_out_of_its_endpoint_slice_and_back() {
+    let Node {
+        cluster,
+        client,
+        agent: _agent,
+        ..
+    } = Node::start().await;
+    // The exec probe passes while this file exists (the pod's namespace shares the host's
+    // filesystem).
+    let flags = tempfile::tempdir().expect("tempdir");
+    let flag = flags.path().join("ready");
+    let manifest = format!(
+        "
+apiVersion: v1
+kind: Pod
+metadata: {{name: web, namespace: default, labels: {{app: web}}}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: web
+    image: {IMAGE}:1.0
+    env: [{{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}]
+    args: [--listen, '$(POD_IP):9080', --service, web, --version, v1]
+    ports: [{{name: http, containerPort: 9080}}]
+    readinessProbe: {{httpGet: {{port: http, path: /}}, periodSeconds: 1}}
+  - name: gate
+    image: {IMAGE}:1.0
+    env: [{{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}]
+    args: [--listen, '$(POD_IP):9081', --service, gate, --version, v1]
+    readinessProbe: {{exec: {{command: [test, -e, {flag}]}}, periodSeconds: 1, failureThreshold: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 9080}}]
+",
+        flag = flag.display()
+    );
+    let out = cluster.kubectl_apply_stdin(&manifest);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+
+    // The HTTP probe passes, the exec one does not: the pod is not Ready, and its endpoint
+    // is listed as not ready.
+    let ip = eventually(Duration::from_secs(60), "web ready, gate not", async || {
+        let pod = pods.get("web").await.ok()?;
+        let statuses = pod.status.as_ref()?.container_statuses.clone()?;
+        let ready = |name: &str| statuses.iter().any(|s| s.name == name && s.ready);
+        (ready("web") && !ready("gate") && !self::ready(&pod)).then(|| pod_ip(&pod))
+    })
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "a not-ready endpoint",
+        async || (endpoint_ready(&client, "web", &ip).await == Some(false)).then_some(()),
+    )
+    .await;
+
+    // Passing: Ready, and the endpoint with it.
+    std::fs::write(&flag, "").expect("flag");
+    eventually(Duration::from_secs(30), "a ready endpoint", async || {
+        let pod = pods.get("web").await.ok()?;
+        (ready(&pod) && endpoint_ready(&client, "web", &ip).await == Some(true)).then_some(())
+    })
+    .await;
+
+    // Failing again: out.
+    std::fs::remove_file(&flag).expect("flag");
+    eventually(
+        Duration::from_secs(30),
+        "the endpoint not ready again",
+        async || {
+            let pod = pods.get("web").await.ok()?;
+            (!ready(&pod) && endpoint_ready(&client, "web", &ip).await == Some(false)).then_some(())
+        },
+    )
+    .await;
 }

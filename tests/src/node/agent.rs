@@ -9,8 +9,9 @@
 //!                             SIGKILL, namespace removed, the Pod object deleted
 //! ```
 //!
-//! So far: containers without probes (Ready once started, as the kubelet does), no init
-//! containers or volumes yet. A container that cannot start is reported as waiting with the
+//! So far: containers with readiness probes (HTTP, TCP, exec: [`super::probe`]; a container
+//! without one is ready once started, as with the kubelet), no init containers, liveness or
+//! startup probes, or volumes yet. A container that cannot start is reported as waiting with the
 //! kubelet's reason. Dropping the agent stops its loop, kills its processes and removes their
 //! namespaces.
 
@@ -25,6 +26,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::net::{Network, PodNet};
+use super::probe::Prober;
 use super::spec::{ImageTable, Objects, PodFields, StartError, launch};
 
 /// The name of the test node.
@@ -100,6 +102,8 @@ struct Running {
 
 struct Container {
     name: String,
+    /// Its readiness probe, when the spec declares one.
+    readiness: Option<Prober>,
     process: Option<Child>,
     restarts: i32,
     waiting: Option<StartError>,
@@ -263,6 +267,10 @@ async fn sync(
             .map(|c| {
                 let mut container = Container {
                     name: c.name.clone(),
+                    readiness: c
+                        .readiness_probe
+                        .clone()
+                        .map(|p| Prober::new(p, tokio::time::Instant::now())),
                     process: None,
                     restarts: 0,
                     waiting: None,
@@ -308,9 +316,17 @@ async fn sync(
                 Ok(child) => {
                     c.process = Some(child);
                     c.started_at = now();
+                    c.readiness = spec_container
+                        .readiness_probe
+                        .clone()
+                        .map(|p| Prober::new(p, tokio::time::Instant::now()));
                 }
                 Err(e) => c.waiting = Some(e),
             }
+        }
+        if let Some(prober) = &mut c.readiness {
+            let ports = spec_container.ports.as_deref().unwrap_or_default();
+            prober.tick(r.net.ip, &r.net.netns, ports).await;
         }
     }
     let status = status(r, network);
@@ -331,7 +347,13 @@ fn status(r: &Running, network: &Network) -> serde_json::Value {
         .containers
         .iter()
         .all(|c| c.process.is_some() && c.waiting.is_none());
-    let ready = if all_running { "True" } else { "False" };
+    let container_ready =
+        |c: &Container| c.waiting.is_none() && c.readiness.as_ref().is_none_or(Prober::passing);
+    let ready = if all_running && r.containers.iter().all(container_ready) {
+        "True"
+    } else {
+        "False"
+    };
     let containers: Vec<serde_json::Value> = r
         .containers
         .iter()
@@ -340,7 +362,7 @@ fn status(r: &Running, network: &Network) -> serde_json::Value {
                 Some(e) => json!({"waiting": {"reason": e.reason, "message": e.message}}),
                 None => json!({"running": {"startedAt": c.started_at}}),
             };
-            json!({"name": c.name, "ready": c.waiting.is_none(), "started": c.waiting.is_none(),
+            json!({"name": c.name, "ready": container_ready(c), "started": c.waiting.is_none(),
                    "restartCount": c.restarts, "state": state, "image": "", "imageID": ""})
         })
         .collect();
