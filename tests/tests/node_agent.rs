@@ -17,6 +17,7 @@ use weft_e2e::node::net::Network;
 use weft_e2e::node::spec::{Image, ImageTable};
 
 const IMAGE: &str = "docker.io/weft/demo-app";
+const SHELL: &str = "docker.io/library/busybox";
 
 const DEPLOYMENT: &str = "
 apiVersion: apps/v1
@@ -86,6 +87,16 @@ struct Node {
 }
 
 impl Node {
+    /// `kubectl apply` of `manifest`; panics with kubectl's words if it is refused.
+    fn apply(&self, manifest: &str) {
+        let out = self.cluster.kubectl_apply_stdin(manifest);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     async fn start() -> Self {
         let cluster = KubeCluster::start(KubeClusterOptions {
             controller_manager: true,
@@ -101,6 +112,15 @@ impl Node {
                 default_args: Vec::new(),
             },
         );
+        // A shell image: `command: [sh, -c, …]` runs through env(1), as it would in busybox.
+        images.insert(
+            SHELL,
+            Image {
+                program: "/usr/bin/env".into(),
+                entrypoint: Vec::new(),
+                default_args: vec!["sh".into()],
+            },
+        );
         let client = cluster.client().await;
         let agent = NodeAgent::start(client.clone(), network.clone(), images).await;
         Self {
@@ -114,18 +134,9 @@ impl Node {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_runs_three_pods_that_reach_each_other() {
-    let Node {
-        cluster,
-        network,
-        client,
-        agent,
-    } = Node::start().await;
-    let out = cluster.kubectl_apply_stdin(DEPLOYMENT);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let node = Node::start().await;
+    let (cluster, network, client) = (&node.cluster, &node.network, node.client.clone());
+    node.apply(DEPLOYMENT);
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let selector = ListParams::default().labels("app=echo");
@@ -170,7 +181,8 @@ async fn a_deployment_runs_three_pods_that_reach_each_other() {
     let from = running[0].metadata.name.clone().unwrap_or_default();
     let to = &running[1];
     let to_name = to.metadata.name.clone().unwrap_or_default();
-    let netns = agent
+    let netns = node
+        .agent
         .netns("default", &from)
         .expect("the first pod's namespace");
     let script = format!(
@@ -228,7 +240,7 @@ async fn a_deployment_runs_three_pods_that_reach_each_other() {
         1,
         "{namespaces}"
     );
-    drop(agent);
+    drop(node);
 }
 
 /// The ready condition of the endpoint at `ip` in the Service's EndpointSlices, if listed.
@@ -247,12 +259,8 @@ async fn endpoint_ready(client: &kube::Client, service: &str, ip: &str) -> Optio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_probes_take_a_pod_out_of_its_endpoint_slice_and_back() {
-    let Node {
-        cluster,
-        client,
-        agent: _agent,
-        ..
-    } = Node::start().await;
+    let node = Node::start().await;
+    let client = node.client.clone();
     // The exec probe passes while this file exists (the pod's namespace shares the host's
     // filesystem).
     let flags = tempfile::tempdir().expect("tempdir");
@@ -286,12 +294,7 @@ spec:
 ",
         flag = flag.display()
     );
-    let out = cluster.kubectl_apply_stdin(&manifest);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    node.apply(&manifest);
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
 
     // The HTTP probe passes, the exec one does not: the pod is not Ready, and its endpoint
@@ -329,4 +332,102 @@ spec:
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_run_in_order_before_the_containers() {
+    let node = Node::start().await;
+    let client = node.client.clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("order");
+    let marker = dir.path().join("main-of-broken");
+    let manifest = format!(
+        "
+apiVersion: v1
+kind: Pod
+metadata: {{name: ordered, namespace: default}}
+spec:
+  initContainers:
+  - {{name: first, image: '{SHELL}:1.36', command: [sh, -c, 'echo first >> {log}']}}
+  - {{name: second, image: '{SHELL}:1.36', command: [sh, -c, 'sleep 1; echo second >> {log}']}}
+  containers:
+  - {{name: main, image: '{SHELL}:1.36', command: [sh, -c, 'echo main >> {log}; exec sleep 3600']}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: broken, namespace: default}}
+spec:
+  initContainers:
+  - {{name: fails, image: '{SHELL}:1.36', command: [sh, -c, 'exit 3']}}
+  containers:
+  - {{name: main, image: '{SHELL}:1.36', command: [sh, -c, 'touch {marker}; exec sleep 3600']}}
+",
+        log = log.display(),
+        marker = marker.display()
+    );
+    node.apply(&manifest);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod = eventually(
+        Duration::from_secs(60),
+        "the ordered pod Ready",
+        async || {
+            let pod = pods.get("ordered").await.ok()?;
+            ready(&pod).then_some(pod)
+        },
+    )
+    .await;
+    let written = eventually(Duration::from_secs(10), "main's line", async || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("main").then_some(text)
+    })
+    .await;
+    assert_eq!(written, "first\nsecond\nmain\n");
+    let status = pod.status.expect("status");
+    let init: Vec<(String, Option<String>)> = status
+        .init_container_statuses
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| {
+            let reason = s.state.and_then(|st| st.terminated).and_then(|t| t.reason);
+            (s.name, reason)
+        })
+        .collect();
+    assert_eq!(
+        init,
+        [
+            ("first".to_string(), Some("Completed".to_string())),
+            ("second".to_string(), Some("Completed".to_string()))
+        ]
+    );
+
+    // A failing init container runs again and again; the pod stays Pending, not Initialized,
+    // and its main container never starts.
+    let broken = eventually(
+        Duration::from_secs(30),
+        "the broken pod retried",
+        async || {
+            let pod = pods.get("broken").await.ok()?;
+            let status = pod.status.clone()?;
+            let restarts = status
+                .init_container_statuses
+                .as_ref()?
+                .first()?
+                .restart_count;
+            (restarts >= 2).then_some(pod)
+        },
+    )
+    .await;
+    let status = broken.status.expect("status");
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    assert!(
+        status
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Initialized" && c.status == "False"),
+    );
+    assert!(
+        !marker.exists(),
+        "the main container of a pod whose init failed ran"
+    );
 }

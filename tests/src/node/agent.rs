@@ -2,16 +2,18 @@
 //!
 //! ```text
 //!  every 200 ms: list pods ─► unscheduled: bind to this Node (pods/binding)
-//!                          ─► ours, new: network namespace (net.rs) ─► containers (spec.rs)
-//!                             started in it ─► status: Running, podIP, Ready
+//!                          ─► ours, new: network namespace (net.rs) ─► init containers one
+//!                             at a time, each to completion ─► containers (spec.rs) started
+//!                             in it ─► readiness probes ─► status: Running, podIP, Ready
 //!                          ─► ours, a container exited: restarted (restartCount + 1)
 //!                          ─► ours, deleted: SIGTERM, up to terminationGracePeriodSeconds,
 //!                             SIGKILL, namespace removed, the Pod object deleted
 //! ```
 //!
-//! So far: containers with readiness probes (HTTP, TCP, exec: [`super::probe`]; a container
-//! without one is ready once started, as with the kubelet), no init containers, liveness or
-//! startup probes, or volumes yet. A container that cannot start is reported as waiting with the
+//! So far: init containers (a failed one runs again, without the kubelet's back-off, unless
+//! `restartPolicy: Never`), containers with readiness probes (HTTP, TCP, exec:
+//! [`super::probe`]; a container without one is ready once started, as with the kubelet); no
+//! native sidecars, liveness or startup probes, volumes or Job completion yet. A container that cannot start is reported as waiting with the
 //! kubelet's reason. Dropping the agent stops its loop, kills its processes and removes their
 //! namespaces.
 
@@ -93,6 +95,8 @@ struct Running {
     fields: PodFields,
     objects: Objects,
     net: PodNet,
+    /// Init containers, run one at a time, each to completion, before `containers`.
+    init: Vec<Container>,
     containers: Vec<Container>,
     /// When deletion began (SIGTERM sent).
     terminating: Option<Instant>,
@@ -102,6 +106,10 @@ struct Running {
 
 struct Container {
     name: String,
+    /// An init container that exited 0.
+    completed: bool,
+    /// The exit code of its last run, when it failed.
+    last_failure: Option<i32>,
     /// Its readiness probe, when the spec declares one.
     readiness: Option<Prober>,
     process: Option<Child>,
@@ -261,31 +269,18 @@ async fn sync(
             host_ip: network.gateway().to_string(),
         };
         let objects = objects(client, &ns).await;
-        let containers = spec
-            .containers
-            .iter()
-            .map(|c| {
-                let mut container = Container {
-                    name: c.name.clone(),
-                    readiness: c
-                        .readiness_probe
-                        .clone()
-                        .map(|p| Prober::new(p, tokio::time::Instant::now())),
-                    process: None,
-                    restarts: 0,
-                    waiting: None,
-                    started_at: String::new(),
-                };
-                match launch(c, &fields, &objects, images).and_then(|l| spawn(&net, &l)) {
-                    Ok(child) => {
-                        container.process = Some(child);
-                        container.started_at = now();
-                    }
-                    Err(e) => container.waiting = Some(e),
-                }
-                container
-            })
-            .collect();
+        let new = |c: &k8s_openapi::api::core::v1::Container| Container {
+            name: c.name.clone(),
+            completed: false,
+            last_failure: None,
+            readiness: None,
+            process: None,
+            restarts: 0,
+            waiting: None,
+            started_at: String::new(),
+        };
+        let init = spec.init_containers.iter().flatten().map(new).collect();
+        let containers = spec.containers.iter().map(new).collect();
         running.insert(
             key.clone(),
             Running {
@@ -293,6 +288,7 @@ async fn sync(
                 fields,
                 objects,
                 net,
+                init,
                 containers,
                 terminating: None,
                 written: None,
@@ -302,31 +298,54 @@ async fn sync(
     let Some(r) = running.get_mut(&key) else {
         return;
     };
-    // restartPolicy Always (Deployments): a container that exited starts again.
-    for (c, spec_container) in r.containers.iter_mut().zip(&spec.containers) {
-        let exited = c
-            .process
-            .as_mut()
-            .is_some_and(|p| p.try_wait().ok().flatten().is_some());
-        if exited && spec.restart_policy.as_deref().unwrap_or("Always") == "Always" {
-            c.restarts += 1;
-            match launch(spec_container, &r.fields, &r.objects, images)
-                .and_then(|l| spawn(&r.net, &l))
-            {
-                Ok(child) => {
-                    c.process = Some(child);
-                    c.started_at = now();
-                    c.readiness = spec_container
-                        .readiness_probe
-                        .clone()
-                        .map(|p| Prober::new(p, tokio::time::Instant::now()));
-                }
-                Err(e) => c.waiting = Some(e),
-            }
+    let restart_policy = spec.restart_policy.as_deref().unwrap_or("Always");
+    // Init containers in order, each to completion; a failed one runs again unless the
+    // pod's restartPolicy is Never.
+    let mut initialized = true;
+    for (c, spec_container) in r.init.iter_mut().zip(spec.init_containers.iter().flatten()) {
+        if c.completed {
+            continue;
         }
-        if let Some(prober) = &mut c.readiness {
-            let ports = spec_container.ports.as_deref().unwrap_or_default();
-            prober.tick(r.net.ip, &r.net.netns, ports).await;
+        initialized = false;
+        if let Some(exit) = c.process.as_mut().and_then(|p| p.try_wait().ok().flatten()) {
+            c.process = None;
+            if exit.success() {
+                c.completed = true;
+                c.last_failure = None;
+                initialized = true;
+                continue;
+            }
+            c.last_failure = Some(exit.code().unwrap_or(-1));
+            if restart_policy == "Never" {
+                break;
+            }
+            c.restarts += 1;
+        }
+        if c.process.is_none() {
+            start(c, spec_container, &r.fields, &r.objects, &r.net, images);
+        }
+        break;
+    }
+    if initialized {
+        // Main containers: started once initialized; with restartPolicy Always, one that
+        // exited starts again.
+        for (c, spec_container) in r.containers.iter_mut().zip(&spec.containers) {
+            let exited = c
+                .process
+                .as_mut()
+                .is_some_and(|p| p.try_wait().ok().flatten().is_some());
+            let never_started =
+                c.process.is_none() && c.started_at.is_empty() && c.waiting.is_none();
+            if never_started || (exited && restart_policy == "Always") {
+                if exited {
+                    c.restarts += 1;
+                }
+                start(c, spec_container, &r.fields, &r.objects, &r.net, images);
+            }
+            if let Some(prober) = &mut c.readiness {
+                let ports = spec_container.ports.as_deref().unwrap_or_default();
+                prober.tick(r.net.ip, &r.net.netns, ports).await;
+            }
         }
     }
     let status = status(r, network);
@@ -343,29 +362,44 @@ async fn sync(
 
 /// The pod's status as the kubelet writes it.
 fn status(r: &Running, network: &Network) -> serde_json::Value {
-    let all_running = r
-        .containers
-        .iter()
-        .all(|c| c.process.is_some() && c.waiting.is_none());
-    let container_ready =
-        |c: &Container| c.waiting.is_none() && c.readiness.as_ref().is_none_or(Prober::passing);
+    let initialized = r.init.iter().all(|c| c.completed);
+    let all_running = initialized
+        && r.containers
+            .iter()
+            .all(|c| c.process.is_some() && c.waiting.is_none());
+    let container_ready = |c: &Container| {
+        c.process.is_some()
+            && c.waiting.is_none()
+            && c.readiness.as_ref().is_none_or(Prober::passing)
+    };
     let ready = if all_running && r.containers.iter().all(container_ready) {
         "True"
     } else {
         "False"
     };
-    let containers: Vec<serde_json::Value> = r
-        .containers
-        .iter()
-        .map(|c| {
-            let state = match &c.waiting {
-                Some(e) => json!({"waiting": {"reason": e.reason, "message": e.message}}),
-                None => json!({"running": {"startedAt": c.started_at}}),
-            };
-            json!({"name": c.name, "ready": container_ready(c), "started": c.waiting.is_none(),
-                   "restartCount": c.restarts, "state": state, "image": "", "imageID": ""})
-        })
-        .collect();
+    let state = |c: &Container| {
+        if let Some(e) = &c.waiting {
+            json!({"waiting": {"reason": e.reason, "message": e.message}})
+        } else if c.completed {
+            json!({"terminated": {"exitCode": 0, "reason": "Completed"}})
+        } else if c.process.is_some() {
+            json!({"running": {"startedAt": c.started_at}})
+        } else if let Some(code) = c.last_failure {
+            json!({"waiting": {"reason": "CrashLoopBackOff",
+                               "message": format!("last run exited with {code}")}})
+        } else {
+            json!({"waiting": {"reason": "PodInitializing"}})
+        }
+    };
+    let statuses = |list: &[Container]| -> Vec<serde_json::Value> {
+        list.iter()
+            .map(|c| {
+                json!({"name": c.name, "ready": container_ready(c) || c.completed,
+                       "started": c.process.is_some(), "restartCount": c.restarts,
+                       "state": state(c), "image": "", "imageID": ""})
+            })
+            .collect()
+    };
     json!({"status": {
         "phase": if all_running { "Running" } else { "Pending" },
         "podIP": r.net.ip.to_string(),
@@ -373,12 +407,41 @@ fn status(r: &Running, network: &Network) -> serde_json::Value {
         "hostIP": network.gateway().to_string(),
         "conditions": [
             {"type": "PodScheduled", "status": "True"},
-            {"type": "Initialized", "status": "True"},
+            if initialized {
+                json!({"type": "Initialized", "status": "True"})
+            } else {
+                json!({"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized"})
+            },
             {"type": "ContainersReady", "status": ready},
             {"type": "Ready", "status": ready},
         ],
-        "containerStatuses": containers,
+        "initContainerStatuses": statuses(&r.init),
+        "containerStatuses": statuses(&r.containers),
     }})
+}
+
+/// Starts (or restarts) `c` from its spec; a container that cannot start is left waiting
+/// with the kubelet's reason.
+fn start(
+    c: &mut Container,
+    spec: &k8s_openapi::api::core::v1::Container,
+    fields: &PodFields,
+    objects: &Objects,
+    net: &PodNet,
+    images: &ImageTable,
+) {
+    match launch(spec, fields, objects, images).and_then(|l| spawn(net, &l)) {
+        Ok(child) => {
+            c.process = Some(child);
+            c.waiting = None;
+            c.started_at = now();
+            c.readiness = spec
+                .readiness_probe
+                .clone()
+                .map(|p| Prober::new(p, tokio::time::Instant::now()));
+        }
+        Err(e) => c.waiting = Some(e),
+    }
 }
 
 fn spawn(net: &PodNet, launch: &super::spec::Launch) -> Result<Child, StartError> {
