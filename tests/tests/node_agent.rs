@@ -431,3 +431,87 @@ spec:
         "the main container of a pod whose init failed ran"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_sidecar_gates_the_main_container_and_a_job_completes() {
+    let node = Node::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("job");
+    // The sidecar listens only after 2 s; its startup probe must hold the main container
+    // back until then, or the main container's connection fails and so does the Job.
+    let manifest = format!(
+        "
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: once, namespace: default}}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 2
+      initContainers:
+      - name: sidecar
+        image: '{SHELL}:1.36'
+        restartPolicy: Always
+        env: [{{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}]
+        command: [bash, -c, 'sleep 2; exec {weftctl} demo-app --listen $(POD_IP):15000 --service side --version v1']
+        startupProbe: {{tcpSocket: {{port: 15000}}, periodSeconds: 1, failureThreshold: 30}}
+      containers:
+      - name: main
+        image: '{SHELL}:1.36'
+        env: [{{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}]
+        command: [bash, -c, 'exec 3<>/dev/tcp/$(POD_IP)/15000 && echo reached >> {log}']
+",
+        weftctl = bins().weftctl.display(),
+        log = log.display()
+    );
+    node.apply(&manifest);
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+        Api::namespaced(node.client.clone(), "default");
+    let condition = eventually(Duration::from_secs(60), "the Job to finish", async || {
+        let job = jobs.get("once").await.ok()?;
+        job.status?
+            .conditions?
+            .into_iter()
+            .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+            .map(|c| c.type_)
+    })
+    .await;
+    assert_eq!(
+        condition,
+        "Complete",
+        "main wrote: {:?}",
+        std::fs::read_to_string(&log)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).expect("main's line"),
+        "reached\n"
+    );
+    // The pod succeeded, and its sidecar was stopped with it.
+    let pods: Api<Pod> = Api::namespaced(node.client.clone(), "default");
+    let pod = eventually(
+        Duration::from_secs(30),
+        "the Job's pod Succeeded",
+        async || {
+            let list = pods
+                .list(&ListParams::default().labels("job-name=once"))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"))
+        },
+    )
+    .await;
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    eventually(Duration::from_secs(10), "the sidecar stopped", async || {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", "demo-app --listen .*:15000 --service side"])
+            .output()
+            .ok()?;
+        out.stdout.is_empty().then_some(())
+    })
+    .await;
+    eprintln!("job pod {name} succeeded; the sidecar is gone");
+}

@@ -11,9 +11,12 @@
 //! ```
 //!
 //! So far: init containers (a failed one runs again, without the kubelet's back-off, unless
-//! `restartPolicy: Never`), containers with readiness probes (HTTP, TCP, exec:
-//! [`super::probe`]; a container without one is ready once started, as with the kubelet); no
-//! native sidecars, liveness or startup probes, volumes or Job completion yet. A container that cannot start is reported as waiting with the
+//! `restartPolicy: Never`); native sidecars (init containers with `restartPolicy: Always`:
+//! the next container waits for their startup probe, they keep running and are stopped when
+//! the pod's containers are done); containers with readiness probes (HTTP, TCP, exec:
+//! [`super::probe`]; a container without one is ready once started, as with the kubelet) and
+//! `restartPolicy` Always/OnFailure/Never, so a Job's pod Succeeds or Fails. No liveness
+//! probes or volumes yet. A container that cannot start is reported as waiting with the
 //! kubelet's reason. Dropping the agent stops its loop, kills its processes and removes their
 //! namespaces.
 
@@ -100,14 +103,22 @@ struct Running {
     containers: Vec<Container>,
     /// When deletion began (SIGTERM sent).
     terminating: Option<Instant>,
+    /// Every container exited for good (restartPolicy Never/OnFailure): succeeded or not.
+    finished: Option<bool>,
     /// The status last written, to write only changes.
     written: Option<serde_json::Value>,
 }
 
 struct Container {
     name: String,
-    /// An init container that exited 0.
+    /// A native sidecar: an init container with `restartPolicy: Always`, kept running.
+    sidecar: bool,
+    /// An init container that exited 0, or a sidecar whose startup probe passed.
     completed: bool,
+    /// A container's exit code once it exited for good (not to be restarted).
+    exit_code: Option<i32>,
+    /// A sidecar's startup probe.
+    startup: Option<Prober>,
     /// The exit code of its last run, when it failed.
     last_failure: Option<i32>,
     /// Its readiness probe, when the spec declares one.
@@ -271,7 +282,10 @@ async fn sync(
         let objects = objects(client, &ns).await;
         let new = |c: &k8s_openapi::api::core::v1::Container| Container {
             name: c.name.clone(),
+            sidecar: c.restart_policy.as_deref() == Some("Always"),
             completed: false,
+            exit_code: None,
+            startup: None,
             last_failure: None,
             readiness: None,
             process: None,
@@ -291,6 +305,7 @@ async fn sync(
                 init,
                 containers,
                 terminating: None,
+                finished: None,
                 written: None,
             },
         );
@@ -300,9 +315,40 @@ async fn sync(
     };
     let restart_policy = spec.restart_policy.as_deref().unwrap_or("Always");
     // Init containers in order, each to completion; a failed one runs again unless the
-    // pod's restartPolicy is Never.
+    // pod's restartPolicy is Never. A native sidecar is started in its turn, the next one
+    // waits for its startup probe, and it keeps running (restarted if it exits).
     let mut initialized = true;
     for (c, spec_container) in r.init.iter_mut().zip(spec.init_containers.iter().flatten()) {
+        if c.sidecar {
+            let exited = c
+                .process
+                .as_mut()
+                .is_some_and(|p| p.try_wait().ok().flatten().is_some());
+            if exited {
+                c.process = None;
+                c.restarts += 1;
+            }
+            if c.process.is_none() && r.finished.is_none() {
+                start(c, spec_container, &r.fields, &r.objects, &r.net, images);
+                c.startup = spec_container
+                    .startup_probe
+                    .clone()
+                    .map(|p| Prober::new(p, tokio::time::Instant::now()));
+            }
+            if !c.completed {
+                let ports = spec_container.ports.as_deref().unwrap_or_default();
+                if let Some(prober) = &mut c.startup {
+                    prober.tick(r.net.ip, &r.net.netns, ports).await;
+                }
+                if c.process.is_some() && c.startup.as_ref().is_none_or(Prober::passing) {
+                    c.completed = true;
+                } else {
+                    initialized = false;
+                    break;
+                }
+            }
+            continue;
+        }
         if c.completed {
             continue;
         }
@@ -326,25 +372,47 @@ async fn sync(
         }
         break;
     }
-    if initialized {
-        // Main containers: started once initialized; with restartPolicy Always, one that
-        // exited starts again.
+    if initialized && r.finished.is_none() {
+        // Main containers: started once initialized. One that exits starts again under
+        // restartPolicy Always, or OnFailure when it failed; else it is done.
         for (c, spec_container) in r.containers.iter_mut().zip(&spec.containers) {
-            let exited = c
-                .process
-                .as_mut()
-                .is_some_and(|p| p.try_wait().ok().flatten().is_some());
-            let never_started =
-                c.process.is_none() && c.started_at.is_empty() && c.waiting.is_none();
-            if never_started || (exited && restart_policy == "Always") {
-                if exited {
+            if c.exit_code.is_some() {
+                continue;
+            }
+            let exit = c.process.as_mut().and_then(|p| p.try_wait().ok().flatten());
+            if let Some(exit) = exit {
+                c.process = None;
+                let code = exit.code().unwrap_or(-1);
+                let again = match restart_policy {
+                    "Always" => true,
+                    "OnFailure" => code != 0,
+                    _ => false,
+                };
+                if again {
                     c.restarts += 1;
+                    start(c, spec_container, &r.fields, &r.objects, &r.net, images);
+                } else {
+                    c.exit_code = Some(code);
                 }
+            } else if c.process.is_none() && c.started_at.is_empty() && c.waiting.is_none() {
                 start(c, spec_container, &r.fields, &r.objects, &r.net, images);
             }
-            if let Some(prober) = &mut c.readiness {
+            if let Some(prober) = &mut c.readiness
+                && c.process.is_some()
+            {
                 let ports = spec_container.ports.as_deref().unwrap_or_default();
                 prober.tick(r.net.ip, &r.net.netns, ports).await;
+            }
+        }
+        // Every container done for good (a Job's pod): the pod has succeeded or failed, and
+        // its sidecars are stopped.
+        if !r.containers.is_empty() && r.containers.iter().all(|c| c.exit_code.is_some()) {
+            r.finished = Some(r.containers.iter().all(|c| c.exit_code == Some(0)));
+            for c in &mut r.init {
+                if let Some(mut child) = c.process.take() {
+                    signal("TERM", child.id());
+                    tokio::task::spawn_blocking(move || child.wait());
+                }
             }
         }
     }
@@ -380,10 +448,13 @@ fn status(r: &Running, network: &Network) -> serde_json::Value {
     let state = |c: &Container| {
         if let Some(e) = &c.waiting {
             json!({"waiting": {"reason": e.reason, "message": e.message}})
-        } else if c.completed {
-            json!({"terminated": {"exitCode": 0, "reason": "Completed"}})
+        } else if let Some(code) = c.exit_code {
+            let reason = if code == 0 { "Completed" } else { "Error" };
+            json!({"terminated": {"exitCode": code, "reason": reason}})
         } else if c.process.is_some() {
             json!({"running": {"startedAt": c.started_at}})
+        } else if c.completed && !c.sidecar {
+            json!({"terminated": {"exitCode": 0, "reason": "Completed"}})
         } else if let Some(code) = c.last_failure {
             json!({"waiting": {"reason": "CrashLoopBackOff",
                                "message": format!("last run exited with {code}")}})
@@ -401,7 +472,12 @@ fn status(r: &Running, network: &Network) -> serde_json::Value {
             .collect()
     };
     json!({"status": {
-        "phase": if all_running { "Running" } else { "Pending" },
+        "phase": match r.finished {
+            Some(true) => "Succeeded",
+            Some(false) => "Failed",
+            None if all_running => "Running",
+            None => "Pending",
+        },
         "podIP": r.net.ip.to_string(),
         "podIPs": [{"ip": r.net.ip.to_string()}],
         "hostIP": network.gateway().to_string(),
