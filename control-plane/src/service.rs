@@ -127,6 +127,25 @@ pub struct ServiceAccount {
     pub name: String,
 }
 
+/// A service's identities (its [`Service::subject_alt_names`]): the SPIFFE IDs in
+/// `trust_domain` of its endpoints' service accounts, and `extra` (identities the service's
+/// own config names), sorted and without repeats.
+pub fn subject_alt_names(
+    endpoints: &[Endpoint],
+    extra: impl IntoIterator<Item = String>,
+    trust_domain: &str,
+) -> Vec<String> {
+    let mut sans: Vec<String> = endpoints
+        .iter()
+        .filter_map(|endpoint| endpoint.service_account.as_ref())
+        .map(|account| account.spiffe_uri(trust_domain))
+        .chain(extra)
+        .collect();
+    sans.sort();
+    sans.dedup();
+    sans
+}
+
 impl ServiceAccount {
     /// The SPIFFE ID of the service account in `trust_domain`.
     pub fn spiffe_uri(&self, trust_domain: &str) -> String {

@@ -55,19 +55,11 @@ pub(super) fn add(
         IstioResolution::DnsRoundRobin => Resolution::DnsRoundRobin,
     };
     let endpoints = endpoints(key, entry, workload_entries, &mut model.warnings);
-    let mut subject_alt_names: Vec<String> = entry
-        .subject_alt_names
-        .iter()
-        .cloned()
-        .chain(
-            endpoints
-                .iter()
-                .filter_map(|endpoint| endpoint.service_account.as_ref())
-                .map(|account| account.spiffe_uri(&model.trust_domain)),
-        )
-        .collect();
-    subject_alt_names.sort();
-    subject_alt_names.dedup();
+    let subject_alt_names = crate::service::subject_alt_names(
+        &endpoints,
+        entry.subject_alt_names.iter().cloned(),
+        &model.trust_domain,
+    );
     let hosts_are_endpoints =
         resolution.is_dns() && entry.endpoints.is_empty() && entry.workload_selector.is_none();
 

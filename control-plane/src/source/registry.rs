@@ -36,7 +36,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use weft_api::networking::Protocol;
 
 use crate::object::ObjectKey;
-use crate::service::{Endpoint, Resolution, Service, ServiceAccount, ServicePort};
+use crate::service::{
+    Endpoint, Resolution, Service, ServiceAccount, ServicePort, subject_alt_names,
+};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -189,21 +191,16 @@ pub fn service(
             .map(str::trim)
             .filter(|value| !value.is_empty())
     };
-    let mut subject_alt_names: Vec<String> = endpoints
-        .iter()
-        .filter_map(|endpoint| endpoint.service_account.as_ref())
-        .map(|account| account.spiffe_uri(trust_domain))
-        .chain(annotation(KUBERNETES_SERVICE_ACCOUNTS).map(|name| {
+    let annotated = annotation(KUBERNETES_SERVICE_ACCOUNTS)
+        .map(|name| {
             ServiceAccount {
                 namespace: namespace.to_string(),
                 name: name.to_string(),
             }
             .spiffe_uri(trust_domain)
-        }))
-        .chain(annotation(CANONICAL_SERVICE_ACCOUNTS).map(str::to_string))
-        .collect();
-    subject_alt_names.sort();
-    subject_alt_names.dedup();
+        })
+        .chain(annotation(CANONICAL_SERVICE_ACCOUNTS).map(str::to_string));
+    let subject_alt_names = subject_alt_names(&endpoints, annotated, trust_domain);
 
     Ok(Service {
         hostname: format!("{name}.{namespace}.svc.{domain}"),
