@@ -10,11 +10,11 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::ListParams;
-use weft_e2e::bins;
 use weft_e2e::k8s::{KubeCluster, KubeClusterOptions};
 use weft_e2e::node::agent::NodeAgent;
-use weft_e2e::node::net::Network;
+use weft_e2e::node::net::{Network, http_get_in};
 use weft_e2e::node::spec::{Image, ImageTable};
+use weft_e2e::{bins, eventually};
 
 const IMAGE: &str = "docker.io/weft/demo-app";
 const SHELL: &str = "docker.io/library/busybox";
@@ -45,24 +45,6 @@ spec:
   selector: {app: echo}
   ports: [{name: http, port: 9080}]
 ";
-
-async fn eventually<T>(
-    limit: Duration,
-    what: &str,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 fn ready(pod: &Pod) -> bool {
     pod.status
@@ -177,7 +159,7 @@ async fn a_deployment_runs_three_pods_that_reach_each_other() {
     .await;
 
     // One pod reaches another by pod IP over the bridge: from inside the first pod's
-    // namespace (the agent named it after the pod), to the second pod's app.
+    // namespace (the agent says which it is), to the second pod's app.
     let from = running[0].metadata.name.clone().unwrap_or_default();
     let to = &running[1];
     let to_name = to.metadata.name.clone().unwrap_or_default();
@@ -185,19 +167,11 @@ async fn a_deployment_runs_three_pods_that_reach_each_other() {
         .agent
         .netns("default", &from)
         .expect("the first pod's namespace");
-    let script = format!(
-        "exec 3<>/dev/tcp/{ip}/9080 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3",
-        ip = pod_ip(to)
-    );
     let reply = eventually(
         Duration::from_secs(20),
         "an answer across pods",
         async || {
-            let out = std::process::Command::new("ip")
-                .args(["netns", "exec", &netns, "bash", "-c", &script])
-                .output()
-                .ok()?;
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let text = http_get_in(&netns, &pod_ip(to), 9080).ok()?;
             text.contains("200 OK").then_some(text)
         },
     )

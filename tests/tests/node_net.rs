@@ -6,24 +6,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use weft_e2e::bins;
-use weft_e2e::node::net::Network;
+use weft_e2e::node::net::{Network, http_get_in};
 
-/// Fetches `http://<ip>:<port>/` from inside a pod with bash's `/dev/tcp` (no client
-/// program needed in the namespace): the whole response, or why not.
+/// `http_get_in` from inside `pod`.
 fn fetch_from(pod: &weft_e2e::node::net::PodNet, host: &str, port: u16) -> Result<String, String> {
-    let script = format!(
-        "exec 3<>/dev/tcp/{host}/{port} && printf 'GET / HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"
-    );
-    let out = pod
-        .command("bash")
-        .args(["-c", &script])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    http_get_in(&pod.netns, host, port)
 }
 
 fn ip_output(args: &[&str]) -> String {

@@ -20,7 +20,7 @@
 //! kubelet's reason. Dropping the agent stops its loop, kills its processes and removes their
 //! namespaces.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -153,11 +153,9 @@ async fn run(
                     sync(&client, &network, &images, pod, &mut running).await;
                 }
                 // Pods gone from the API server entirely: stop what is left of them.
-                running.retain(|key, _| {
-                    list.items
-                        .iter()
-                        .any(|p| (namespace(p), name(p)) == (key.0.clone(), key.1.clone()))
-                });
+                let listed: BTreeSet<(String, String)> =
+                    list.items.iter().map(|p| (namespace(p), name(p))).collect();
+                running.retain(|key, _| listed.contains(key));
                 *namespaces.lock() = running
                     .iter()
                     .map(|(key, r)| (key.clone(), r.net.netns.clone()))

@@ -224,6 +224,24 @@ impl Drop for PodNet {
     }
 }
 
+/// Fetches `http://<host>:<port>/` from inside the network namespace `netns` (with its
+/// `hosts` file) using bash's `/dev/tcp`, so no client program is needed there: the whole
+/// response, or why not.
+pub fn http_get_in(netns: &str, host: &str, port: u16) -> Result<String, String> {
+    let script = format!(
+        "exec 3<>/dev/tcp/{host}/{port} && printf 'GET / HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "bash", "-c", &script])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// Removes every trace of network `index`: its pods' namespaces and files, and its bridge.
 fn teardown(index: u8) {
     let prefix = format!("wt{index}-");

@@ -162,39 +162,23 @@ pub fn environment(
     for source in container.env_from.iter().flatten() {
         let prefix = source.prefix.as_deref().unwrap_or_default();
         if let Some(reference) = &source.config_map_ref {
-            match objects.config_maps.get(&reference.name) {
-                Some(data) => {
-                    for (key, value) in data {
-                        set(&mut env, format!("{prefix}{key}"), value.clone());
-                    }
-                }
-                None if reference.optional == Some(true) => {}
-                None => {
-                    return Err(StartError::config(format!(
-                        "configmap {:?} not found",
-                        reference.name
-                    )));
-                }
+            let optional = reference.optional == Some(true);
+            for (key, value) in
+                object("ConfigMap", &objects.config_maps, &reference.name, optional)?
+                    .into_iter()
+                    .flatten()
+            {
+                set(&mut env, format!("{prefix}{key}"), value.clone());
             }
         }
         if let Some(reference) = &source.secret_ref {
-            match objects.secrets.get(&reference.name) {
-                Some(data) => {
-                    for (key, value) in data {
-                        set(
-                            &mut env,
-                            format!("{prefix}{key}"),
-                            String::from_utf8_lossy(value).into_owned(),
-                        );
-                    }
-                }
-                None if reference.optional == Some(true) => {}
-                None => {
-                    return Err(StartError::config(format!(
-                        "secret {:?} not found",
-                        reference.name
-                    )));
-                }
+            let optional = reference.optional == Some(true);
+            for (key, value) in object("Secret", &objects.secrets, &reference.name, optional)?
+                .into_iter()
+                .flatten()
+            {
+                let value = String::from_utf8_lossy(value).into_owned();
+                set(&mut env, format!("{prefix}{key}"), value);
             }
         }
     }
@@ -278,15 +262,32 @@ fn key_ref<V>(
     namespace: &str,
     text: impl Fn(&V) -> String,
 ) -> Result<Option<String>, StartError> {
-    match objects.get(name).map(|data| data.get(key)) {
-        Some(Some(value)) => Ok(Some(text(value))),
-        _ if optional => Ok(None),
+    let Some(data) = object(kind, objects, name, optional)? else {
+        return Ok(None);
+    };
+    match data.get(key) {
+        Some(value) => Ok(Some(text(value))),
+        None if optional => Ok(None),
+        None => Err(StartError::config(format!(
+            "couldn't find key {key} in {kind} {namespace}/{name}"
+        ))),
+    }
+}
+
+/// A ConfigMap or Secret (`kind`) by name; `None` when it is optional and missing; else the
+/// kubelet's error.
+fn object<'a, V>(
+    kind: &str,
+    objects: &'a BTreeMap<String, BTreeMap<String, V>>,
+    name: &str,
+    optional: bool,
+) -> Result<Option<&'a BTreeMap<String, V>>, StartError> {
+    match objects.get(name) {
+        Some(data) => Ok(Some(data)),
+        None if optional => Ok(None),
         None => Err(StartError::config(format!(
             "{} {name:?} not found",
             kind.to_lowercase()
-        ))),
-        Some(None) => Err(StartError::config(format!(
-            "couldn't find key {key} in {kind} {namespace}/{name}"
         ))),
     }
 }
