@@ -165,7 +165,7 @@ EOF
 			--kubeconfig="$STATE/kubeconfig" \
 			--bind-address=127.0.0.1 --secure-port=0 \
 			--leader-elect=false \
-			--controllers=endpointslice,namespace,garbagecollector,serviceaccount,serviceaccount-token,replicaset,deployment,job \
+			--controllers=endpointslice,namespace,garbagecollector,serviceaccount,serviceaccount-token,root-ca-cert-publisher,replicaset,deployment,job \
 			--use-service-account-credentials \
 			--service-account-private-key-file="$STATE/sa.key" \
 			--root-ca-file="$STATE/ca.crt"

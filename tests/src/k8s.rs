@@ -278,7 +278,8 @@ impl KubeCluster {
                     .arg("--leader-elect=false")
                     .arg(
                         "--controllers=endpointslice,namespace,garbagecollector,\
-                         serviceaccount,serviceaccount-token,replicaset,deployment,job",
+                         serviceaccount,serviceaccount-token,root-ca-cert-publisher,\
+                         replicaset,deployment,job",
                     )
                     .arg("--use-service-account-credentials")
                     .arg(arg(

@@ -89,6 +89,18 @@ pub fn bins() -> &'static Bins {
     })
 }
 
+/// Istio's own samples and API (`../shared/corpus/istio/` beside the repo), read in place;
+/// panics when it is missing.
+pub fn istio_corpus() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/istio");
+    assert!(
+        dir.is_dir(),
+        "the shared Istio corpus is missing at {}",
+        dir.display()
+    );
+    dir
+}
+
 /// The newest modification time of the sources the binaries are built from.
 fn newest_source(workspace: &Path) -> Option<std::time::SystemTime> {
     fn walk(dir: &Path, newest: &mut Option<std::time::SystemTime>) {

@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::config::{
 use prost::Message;
 use tokio::sync::watch;
 use weft_e2e::{
-    HttpClient, Net, Process,
+    HttpClient, Net, Process, istio_corpus,
     k8s::{KubeCluster, KubeClusterOptions},
     wait_ok,
 };
@@ -27,16 +27,6 @@ use weft_xds::{AdsClient, Any, ClientConfig, Handler, Node, type_url};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn corpus() -> PathBuf {
-    let dir = repo().join("../shared/corpus/istio");
-    assert!(
-        dir.is_dir(),
-        "the shared Istio corpus is missing at {}",
-        dir.display()
-    );
-    dir
 }
 
 fn free_port() -> u16 {
@@ -370,7 +360,7 @@ async fn crds_chart_rbac_webhook_and_bookinfo() {
     // cert-manager sample lives in istio-system, which an Istio user has.)
     eprintln!("{:?}: applying the bookinfo corpus", started.elapsed());
     cluster.kubectl_ok(&["create", "namespace", "istio-system"]);
-    let bookinfo = corpus().join("samples/bookinfo");
+    let bookinfo = istio_corpus().join("samples/bookinfo");
     apply_file(&cluster, &bookinfo.join("platform/kube/bookinfo.yaml"));
     for file in yaml_files(&bookinfo.join("networking")) {
         apply_file(&cluster, &file);
@@ -708,7 +698,7 @@ const ALL: &str = "outbound|9080||reviews.default.svc.cluster.local";
 async fn routes_and_endpoints_follow_the_api_within_a_second() {
     let mut cluster = KubeCluster::start(KubeClusterOptions::default()).await;
     apply_crds(&cluster);
-    let bookinfo = corpus().join("samples/bookinfo");
+    let bookinfo = istio_corpus().join("samples/bookinfo");
     apply_file(&cluster, &bookinfo.join("platform/kube/bookinfo.yaml"));
     apply_file(
         &cluster,

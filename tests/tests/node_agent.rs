@@ -3,21 +3,16 @@
 //! namespace; the EndpointSlice lists their addresses; one pod reaches another by pod IP;
 //! scaling down stops the processes and removes the namespaces.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::ListParams;
-use weft_e2e::k8s::{KubeCluster, KubeClusterOptions};
-use weft_e2e::node::agent::NodeAgent;
-use weft_e2e::node::net::{Network, http_get_in};
-use weft_e2e::node::spec::{Image, ImageTable};
+use weft_e2e::node::images::{DEMO_APP_IMAGE as IMAGE, SHELL_IMAGE as SHELL};
+use weft_e2e::node::net::http_get_in;
+use weft_e2e::node::test_node::{TestNode, pod_ip, ready};
 use weft_e2e::{bins, eventually};
-
-const IMAGE: &str = "docker.io/weft/demo-app";
-const SHELL: &str = "docker.io/library/busybox";
 
 const DEPLOYMENT: &str = "
 apiVersion: apps/v1
@@ -46,77 +41,9 @@ spec:
   ports: [{name: http, port: 9080}]
 ";
 
-fn ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn pod_ip(pod: &Pod) -> String {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.pod_ip.clone())
-        .unwrap_or_default()
-}
-
-/// A cluster with its controller manager, and the test node running its pods.
-struct Node {
-    cluster: KubeCluster,
-    network: Arc<Network>,
-    client: kube::Client,
-    agent: NodeAgent,
-}
-
-impl Node {
-    /// `kubectl apply` of `manifest`; panics with kubectl's words if it is refused.
-    fn apply(&self, manifest: &str) {
-        let out = self.cluster.kubectl_apply_stdin(manifest);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    async fn start() -> Self {
-        let cluster = KubeCluster::start(KubeClusterOptions {
-            controller_manager: true,
-        })
-        .await;
-        let network = Arc::new(Network::create().expect("test network (needs root and iproute2)"));
-        let mut images = ImageTable::default();
-        images.insert(
-            IMAGE,
-            Image {
-                program: bins().weftctl.clone(),
-                entrypoint: vec!["demo-app".into()],
-                default_args: Vec::new(),
-            },
-        );
-        // A shell image: `command: [sh, -c, …]` runs through env(1), as it would in busybox.
-        images.insert(
-            SHELL,
-            Image {
-                program: "/usr/bin/env".into(),
-                entrypoint: Vec::new(),
-                default_args: vec!["sh".into()],
-            },
-        );
-        let client = cluster.client().await;
-        let agent = NodeAgent::start(client.clone(), network.clone(), images).await;
-        Self {
-            cluster,
-            network,
-            client,
-            agent,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_runs_three_pods_that_reach_each_other() {
-    let node = Node::start().await;
+    let node = TestNode::start(env!("CARGO_BIN_EXE_weft-test-node")).await;
     let (cluster, network, client) = (&node.cluster, &node.network, node.client.clone());
     node.apply(DEPLOYMENT);
 
@@ -171,7 +98,7 @@ async fn a_deployment_runs_three_pods_that_reach_each_other() {
         Duration::from_secs(20),
         "an answer across pods",
         async || {
-            let text = http_get_in(&netns, &pod_ip(to), 9080).ok()?;
+            let text = http_get_in(&netns, &pod_ip(to), 9080, "/").ok()?;
             text.contains("200 OK").then_some(text)
         },
     )
@@ -233,7 +160,7 @@ async fn endpoint_ready(client: &kube::Client, service: &str, ip: &str) -> Optio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_probes_take_a_pod_out_of_its_endpoint_slice_and_back() {
-    let node = Node::start().await;
+    let node = TestNode::start(env!("CARGO_BIN_EXE_weft-test-node")).await;
     let client = node.client.clone();
     // The exec probe passes while this file exists (the pod's namespace shares the host's
     // filesystem).
@@ -310,7 +237,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_containers_run_in_order_before_the_containers() {
-    let node = Node::start().await;
+    let node = TestNode::start(env!("CARGO_BIN_EXE_weft-test-node")).await;
     let client = node.client.clone();
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("order");
@@ -408,7 +335,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_native_sidecar_gates_the_main_container_and_a_job_completes() {
-    let node = Node::start().await;
+    let node = TestNode::start(env!("CARGO_BIN_EXE_weft-test-node")).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("job");
     // The sidecar listens only after 2 s; its startup probe must hold the main container

@@ -10,7 +10,7 @@ use weft_e2e::node::net::{Network, http_get_in};
 
 /// `http_get_in` from inside `pod`.
 fn fetch_from(pod: &weft_e2e::node::net::PodNet, host: &str, port: u16) -> Result<String, String> {
-    http_get_in(&pod.netns, host, port)
+    http_get_in(&pod.netns, host, port, "/")
 }
 
 fn ip_output(args: &[&str]) -> String {

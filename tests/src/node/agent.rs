@@ -2,48 +2,72 @@
 //!
 //! ```text
 //!  every 200 ms: list pods ─► unscheduled: bind to this Node (pods/binding)
-//!                          ─► ours, new: network namespace (net.rs) ─► init containers one
-//!                             at a time, each to completion ─► containers (spec.rs) started
-//!                             in it ─► readiness probes ─► status: Running, podIP, Ready
-//!                          ─► ours, a container exited: restarted (restartCount + 1)
-//!                          ─► ours, deleted: SIGTERM, up to terminationGracePeriodSeconds,
-//!                             SIGKILL, namespace removed, the Pod object deleted
+//!                          ─► ours, new: network namespace (net.rs), volumes (volume.rs)
+//!                          ─► init containers one at a time, each to completion; native
+//!                             sidecars started in turn, the next waiting for their startup
+//!                             probe ─► containers (container.rs) ─► probes ─► status
+//!                          ─► ours, a container exited: restarted as restartPolicy says,
+//!                             after the kubelet's back-off
+//!                          ─► ours, all containers done for good: Succeeded/Failed, sidecars
+//!                             stopped in reverse order
+//!                          ─► ours, deleted: SIGTERM to the containers, then to the sidecars
+//!                             in reverse order, SIGKILL at terminationGracePeriodSeconds,
+//!                             namespace removed, the Pod object deleted
 //! ```
 //!
-//! So far: init containers (a failed one runs again, without the kubelet's back-off, unless
-//! `restartPolicy: Never`); native sidecars (init containers with `restartPolicy: Always`:
-//! the next container waits for their startup probe, they keep running and are stopped when
-//! the pod's containers are done); containers with readiness probes (HTTP, TCP, exec:
-//! [`super::probe`]; a container without one is ready once started, as with the kubelet) and
-//! `restartPolicy` Always/OnFailure/Never, so a Job's pod Succeeds or Fails. No liveness
-//! probes or volumes yet. A container that cannot start is reported as waiting with the
-//! kubelet's reason. Dropping the agent stops its loop, kills its processes and removes their
-//! namespaces.
+//! Dropping the agent stops its loop, kills its processes and removes their namespaces.
+//! Not done: lifecycle hooks, resource limits, image pull policies (the image table is
+//! all there is), ConfigMap `binaryData`, fsGroup.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, PodSpec, Secret, Service};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+use super::container::{Container, Context};
 use super::net::{Network, PodNet};
-use super::probe::Prober;
-use super::spec::{ImageTable, Objects, PodFields, StartError, launch};
+use super::spec::{ImageTable, Objects, PodFields, ServiceLink, service_links};
+use super::volume::Volumes;
 
 /// The name of the test node.
 pub const NODE_NAME: &str = "weft-test-node";
 
+/// How the node runs pods.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub images: ImageTable,
+    /// The `weft-test-node` binary, whose `launch` command starts each container.
+    pub launcher: PathBuf,
+    /// The first delay of the restart back-off (the kubelet's 10 s).
+    pub backoff: Duration,
+}
+
+impl NodeConfig {
+    pub fn new(images: ImageTable, launcher: impl Into<PathBuf>) -> Self {
+        Self {
+            images,
+            launcher: launcher.into(),
+            backoff: Duration::from_secs(10),
+        }
+    }
+}
+
 /// The network namespace of each pod the agent runs, by (namespace, name).
 type Namespaces = Arc<parking_lot::Mutex<BTreeMap<(String, String), String>>>;
+/// Names every pod resolves through its `hosts` file (a test's stand-in for DNS).
+type Hosts = Arc<parking_lot::Mutex<BTreeMap<String, std::net::Ipv4Addr>>>;
 
 /// A running agent; stops (and cleans up) when dropped.
 pub struct NodeAgent {
     task: tokio::task::JoinHandle<()>,
     namespaces: Namespaces,
+    hosts: Hosts,
+    network: Arc<Network>,
 }
 
 impl Drop for NodeAgent {
@@ -56,7 +80,7 @@ impl Drop for NodeAgent {
 
 impl NodeAgent {
     /// Registers the Node and starts the loop on the current Tokio runtime.
-    pub async fn start(client: kube::Client, network: Arc<Network>, images: ImageTable) -> Self {
+    pub async fn start(client: kube::Client, network: Arc<Network>, config: NodeConfig) -> Self {
         let nodes: Api<Node> = Api::all(client.clone());
         let node: Node = serde_json::from_value(json!({
             "metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME}},
@@ -78,8 +102,21 @@ impl NodeAgent {
             .await
             .expect("marking the test Node ready");
         let namespaces = Namespaces::default();
-        let task = tokio::spawn(run(client, network, images, namespaces.clone()));
-        Self { task, namespaces }
+        let hosts = Hosts::default();
+        let agent = Agent {
+            client,
+            network: network.clone(),
+            config,
+            hosts: hosts.clone(),
+            pods: BTreeMap::new(),
+        };
+        let task = tokio::spawn(agent.run(namespaces.clone()));
+        Self {
+            task,
+            namespaces,
+            hosts,
+            network,
+        }
     }
 
     /// The network namespace the pod `namespace/name` runs in, while it runs here: for a
@@ -90,6 +127,37 @@ impl NodeAgent {
             .get(&(namespace.to_string(), name.to_string()))
             .cloned()
     }
+
+    /// Makes every pod (running and to come) resolve `name` to `ip` through its `hosts`
+    /// file, within a turn of the loop.
+    pub fn add_host(&self, name: &str, ip: std::net::Ipv4Addr) {
+        self.hosts.lock().insert(name.to_string(), ip);
+    }
+
+    /// What a container of the pod `namespace/name` wrote to stdout and stderr, every run
+    /// of it (kept after the pod is gone, until the agent's network is torn down).
+    pub fn logs(&self, namespace: &str, pod: &str, container: &str) -> String {
+        std::fs::read_to_string(
+            logs_dir(&self.network, namespace, pod).join(format!("{container}.log")),
+        )
+        .unwrap_or_default()
+    }
+}
+
+fn logs_dir(network: &Network, namespace: &str, pod: &str) -> PathBuf {
+    network
+        .dir()
+        .join("logs")
+        .join(format!("{namespace}_{pod}"))
+}
+
+/// The loop's state; one owner, no locks.
+struct Agent {
+    client: kube::Client,
+    network: Arc<Network>,
+    config: NodeConfig,
+    hosts: Hosts,
+    pods: BTreeMap<(String, String), Running>,
 }
 
 /// A pod this node runs.
@@ -98,6 +166,8 @@ struct Running {
     fields: PodFields,
     objects: Objects,
     net: PodNet,
+    /// Its volumes, once written (until then, every container waits in ContainerCreating).
+    volumes: Option<Volumes>,
     /// Init containers, run one at a time, each to completion, before `containers`.
     init: Vec<Container>,
     containers: Vec<Container>,
@@ -109,64 +179,6 @@ struct Running {
     written: Option<serde_json::Value>,
 }
 
-struct Container {
-    name: String,
-    /// A native sidecar: an init container with `restartPolicy: Always`, kept running.
-    sidecar: bool,
-    /// An init container that exited 0, or a sidecar whose startup probe passed.
-    completed: bool,
-    /// A container's exit code once it exited for good (not to be restarted).
-    exit_code: Option<i32>,
-    /// A sidecar's startup probe.
-    startup: Option<Prober>,
-    /// The exit code of its last run, when it failed.
-    last_failure: Option<i32>,
-    /// Its readiness probe, when the spec declares one.
-    readiness: Option<Prober>,
-    process: Option<Child>,
-    restarts: i32,
-    waiting: Option<StartError>,
-    started_at: String,
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.process {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-async fn run(
-    client: kube::Client,
-    network: Arc<Network>,
-    images: ImageTable,
-    namespaces: Namespaces,
-) {
-    let pods: Api<Pod> = Api::all(client.clone());
-    let mut running: BTreeMap<(String, String), Running> = BTreeMap::new();
-    loop {
-        match pods.list(&ListParams::default()).await {
-            Ok(list) => {
-                for pod in &list.items {
-                    sync(&client, &network, &images, pod, &mut running).await;
-                }
-                // Pods gone from the API server entirely: stop what is left of them.
-                let listed: BTreeSet<(String, String)> =
-                    list.items.iter().map(|p| (namespace(p), name(p))).collect();
-                running.retain(|key, _| listed.contains(key));
-                *namespaces.lock() = running
-                    .iter()
-                    .map(|(key, r)| (key.clone(), r.net.netns.clone()))
-                    .collect();
-            }
-            Err(e) => eprintln!("node agent: listing pods: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn name(pod: &Pod) -> String {
     pod.metadata.name.clone().unwrap_or_default()
 }
@@ -175,98 +187,165 @@ fn namespace(pod: &Pod) -> String {
     pod.metadata.namespace.clone().unwrap_or_default()
 }
 
-async fn sync(
-    client: &kube::Client,
-    network: &Network,
-    images: &ImageTable,
-    pod: &Pod,
-    running: &mut BTreeMap<(String, String), Running>,
-) {
-    let (ns, pod_name) = (namespace(pod), name(pod));
-    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let spec = pod.spec.clone().unwrap_or_default();
-    let key = (ns.clone(), pod_name.clone());
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    // A pod recreated under the same name is another pod.
-    if running.get(&key).is_some_and(|r| r.uid != uid) {
-        running.remove(&key);
+fn grace(spec: &PodSpec) -> Duration {
+    Duration::from_secs(
+        u64::try_from(spec.termination_grace_period_seconds.unwrap_or(30)).unwrap_or(30),
+    )
+}
+
+impl Agent {
+    async fn run(mut self, namespaces: Namespaces) {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        loop {
+            match pods.list(&ListParams::default()).await {
+                Ok(list) => {
+                    for pod in &list.items {
+                        self.sync(pod).await;
+                    }
+                    // Pods gone from the API server entirely: stop what is left of them.
+                    let listed: BTreeSet<(String, String)> =
+                        list.items.iter().map(|p| (namespace(p), name(p))).collect();
+                    self.pods.retain(|key, _| listed.contains(key));
+                    *namespaces.lock() = self
+                        .pods
+                        .iter()
+                        .map(|(key, r)| (key.clone(), r.net.netns.clone()))
+                        .collect();
+                }
+                Err(e) => eprintln!("node agent: listing pods: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
-    match spec.node_name.as_deref() {
-        None if pod.metadata.deletion_timestamp.is_none() => {
-            let binding = json!({
-                "apiVersion": "v1", "kind": "Binding",
-                "metadata": {"name": pod_name, "namespace": ns},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": NODE_NAME},
-            });
-            if let Err(e) = api
-                .create_subresource::<_, serde_json::Value>(
-                    "binding",
-                    &pod_name,
-                    &PostParams::default(),
-                    &binding,
-                )
-                .await
-            {
-                eprintln!("node agent: binding {ns}/{pod_name}: {e}");
+    async fn sync(&mut self, pod: &Pod) {
+        let (ns, pod_name) = (namespace(pod), name(pod));
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let spec = pod.spec.clone().unwrap_or_default();
+        let key = (ns.clone(), pod_name.clone());
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        // A pod recreated under the same name is another pod.
+        if self.pods.get(&key).is_some_and(|r| r.uid != uid) {
+            self.pods.remove(&key);
+        }
+
+        match spec.node_name.as_deref() {
+            None if pod.metadata.deletion_timestamp.is_none() => {
+                self.bind(&api, &ns, &pod_name).await;
+                return;
+            }
+            Some(NODE_NAME) => {}
+            _ => return,
+        }
+
+        if pod.metadata.deletion_timestamp.is_some() {
+            let done = self.pods.get_mut(&key).is_none_or(|r| r.stop(grace(&spec)));
+            if done {
+                // Dropping kills what is left (SIGKILL) and removes the namespace.
+                self.pods.remove(&key);
+                let _ = api
+                    .delete(
+                        &pod_name,
+                        &DeleteParams {
+                            grace_period_seconds: Some(0),
+                            ..Default::default()
+                        },
+                    )
+                    .await;
             }
             return;
         }
-        Some(NODE_NAME) => {}
-        _ => return,
-    }
 
-    if pod.metadata.deletion_timestamp.is_some() {
-        let grace = Duration::from_secs(
-            u64::try_from(spec.termination_grace_period_seconds.unwrap_or(30)).unwrap_or(30),
-        );
-        let done = match running.get_mut(&key) {
-            None => true,
-            Some(r) => {
-                let since = *r.terminating.get_or_insert_with(|| {
-                    for c in &r.containers {
-                        if let Some(child) = &c.process {
-                            signal("TERM", child.id());
-                        }
-                    }
-                    Instant::now()
-                });
-                let all_exited = r.containers.iter_mut().all(|c| {
-                    c.process
-                        .as_mut()
-                        .is_none_or(|p| p.try_wait().ok().flatten().is_some())
-                });
-                all_exited || since.elapsed() >= grace
+        if !self.pods.contains_key(&key) {
+            match self.admit(pod, &spec).await {
+                Some(running) => {
+                    self.pods.insert(key.clone(), running);
+                }
+                None => return,
             }
-        };
-        if done {
-            // Dropping kills what is left (SIGKILL) and removes the namespace.
-            running.remove(&key);
-            let _ = api
-                .delete(
-                    &pod_name,
-                    &DeleteParams {
-                        grace_period_seconds: Some(0),
-                        ..Default::default()
-                    },
-                )
-                .await;
         }
-        return;
+        let Some(r) = self.pods.get_mut(&key) else {
+            return;
+        };
+        let hosts = self.hosts.lock().clone();
+        if let Err(e) = r.net.set_hosts(hosts) {
+            eprintln!("node agent: hosts of {ns}/{pod_name}: {e}");
+        }
+        if r.volumes.is_none() {
+            r.objects = objects(&self.client, &ns, spec.enable_service_links != Some(false)).await;
+            match Volumes::create(
+                &self.client,
+                &r.net.dir.join("volumes"),
+                &spec,
+                &r.fields,
+                &r.objects,
+            )
+            .await
+            {
+                Ok(volumes) => {
+                    r.volumes = Some(volumes);
+                    for c in r.init.iter_mut().chain(&mut r.containers) {
+                        c.waiting = None;
+                    }
+                }
+                Err(e) => {
+                    for c in r.init.iter_mut().chain(&mut r.containers) {
+                        c.waiting = Some(e.clone());
+                    }
+                }
+            }
+        }
+        if let Some(volumes) = &mut r.volumes {
+            volumes.refresh(&self.client, &r.fields).await;
+            let logs = logs_dir(&self.network, &ns, &pod_name);
+            let _ = std::fs::create_dir_all(&logs);
+            r.step(&spec, &self.config, &logs).await;
+        }
+        let status = r.status(&self.network);
+        if r.written.as_ref() != Some(&status) {
+            match api
+                .patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+            {
+                Ok(_) => r.written = Some(status),
+                Err(e) => eprintln!("node agent: status of {ns}/{pod_name}: {e}"),
+            }
+        }
     }
 
-    if !running.contains_key(&key) {
-        let net = match network.add_pod(&pod_name) {
+    async fn bind(&self, api: &Api<Pod>, ns: &str, pod_name: &str) {
+        let binding = json!({
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": pod_name, "namespace": ns},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": NODE_NAME},
+        });
+        if let Err(e) = api
+            .create_subresource::<_, serde_json::Value>(
+                "binding",
+                pod_name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await
+        {
+            eprintln!("node agent: binding {ns}/{pod_name}: {e}");
+        }
+    }
+
+    /// A new pod of this node: its network namespace and containers (not started yet).
+    async fn admit(&self, pod: &Pod, spec: &PodSpec) -> Option<Running> {
+        let (ns, pod_name) = (namespace(pod), name(pod));
+        let net = match self.network.add_pod(&pod_name) {
             Ok(net) => net,
             Err(e) => {
                 eprintln!("node agent: network for {ns}/{pod_name}: {e}");
-                return;
+                return None;
             }
         };
         let fields = PodFields {
-            name: pod_name.clone(),
-            namespace: ns.clone(),
-            uid: uid.clone(),
+            name: pod_name,
+            namespace: ns,
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
             labels: pod.metadata.labels.clone().unwrap_or_default(),
             annotations: pod.metadata.annotations.clone().unwrap_or_default(),
             node_name: NODE_NAME.to_string(),
@@ -275,284 +354,253 @@ async fn sync(
                 .clone()
                 .unwrap_or_else(|| "default".to_string()),
             pod_ip: net.ip.to_string(),
-            host_ip: network.gateway().to_string(),
+            host_ip: self.network.gateway().to_string(),
         };
-        let objects = objects(client, &ns).await;
-        let new = |c: &k8s_openapi::api::core::v1::Container| Container {
-            name: c.name.clone(),
-            sidecar: c.restart_policy.as_deref() == Some("Always"),
-            completed: false,
-            exit_code: None,
-            startup: None,
-            last_failure: None,
-            readiness: None,
-            process: None,
-            restarts: 0,
-            waiting: None,
-            started_at: String::new(),
-        };
-        let init = spec.init_containers.iter().flatten().map(new).collect();
-        let containers = spec.containers.iter().map(new).collect();
-        running.insert(
-            key.clone(),
-            Running {
-                uid,
-                fields,
-                objects,
-                net,
-                init,
-                containers,
-                terminating: None,
-                finished: None,
-                written: None,
-            },
-        );
+        Some(Running {
+            uid: fields.uid.clone(),
+            fields,
+            objects: Objects::default(),
+            net,
+            volumes: None,
+            init: spec
+                .init_containers
+                .iter()
+                .flatten()
+                .map(Container::new)
+                .collect(),
+            containers: spec.containers.iter().map(Container::new).collect(),
+            terminating: None,
+            finished: None,
+            written: None,
+        })
     }
-    let Some(r) = running.get_mut(&key) else {
-        return;
-    };
-    let restart_policy = spec.restart_policy.as_deref().unwrap_or("Always");
-    // Init containers in order, each to completion; a failed one runs again unless the
-    // pod's restartPolicy is Never. A native sidecar is started in its turn, the next one
-    // waits for its startup probe, and it keeps running (restarted if it exits).
-    let mut initialized = true;
-    for (c, spec_container) in r.init.iter_mut().zip(spec.init_containers.iter().flatten()) {
-        if c.sidecar {
-            let exited = c
-                .process
-                .as_mut()
-                .is_some_and(|p| p.try_wait().ok().flatten().is_some());
-            if exited {
-                c.process = None;
-                c.restarts += 1;
-            }
-            if c.process.is_none() && r.finished.is_none() {
-                start(c, spec_container, &r.fields, &r.objects, &r.net, images);
-                c.startup = spec_container
-                    .startup_probe
-                    .clone()
-                    .map(|p| Prober::new(p, tokio::time::Instant::now()));
-            }
-            if !c.completed {
-                let ports = spec_container.ports.as_deref().unwrap_or_default();
-                if let Some(prober) = &mut c.startup {
-                    prober.tick(r.net.ip, &r.net.netns, ports).await;
+}
+
+impl Running {
+    /// One turn of the kubelet's sync for a running pod.
+    async fn step(&mut self, spec: &PodSpec, config: &NodeConfig, logs: &std::path::Path) {
+        let Some(volumes) = &self.volumes else {
+            return;
+        };
+        let cx = Context {
+            fields: &self.fields,
+            objects: &self.objects,
+            net: &self.net,
+            images: &config.images,
+            volumes,
+            pod_security: spec.security_context.as_ref(),
+            launcher: &config.launcher,
+            logs,
+            backoff: config.backoff,
+        };
+        let grace = grace(spec);
+        let restart_policy = spec.restart_policy.as_deref().unwrap_or("Always");
+        let finished = self.finished.is_some();
+        // Init containers in order, each to completion; a failed one runs again unless the
+        // pod's restartPolicy is Never. A native sidecar is started in its turn, the next
+        // one waits for its startup probe, and it keeps running (restarted if it exits).
+        let mut initialized = true;
+        for (c, c_spec) in self
+            .init
+            .iter_mut()
+            .zip(spec.init_containers.iter().flatten())
+        {
+            c.enforce_grace(grace);
+            if c.sidecar {
+                if c.poll_exit().is_some() && !finished {
+                    c.restarts += 1;
+                    c.back_off(config.backoff);
                 }
-                if c.process.is_some() && c.startup.as_ref().is_none_or(Prober::passing) {
+                if !c.running() && !finished && c.may_start() {
+                    c.start(c_spec, &cx);
+                }
+                c.probe(&self.net, c_spec).await;
+                if !c.completed {
+                    if c.started() {
+                        c.completed = true;
+                    } else {
+                        initialized = false;
+                        break;
+                    }
+                }
+                continue;
+            }
+            if c.completed {
+                continue;
+            }
+            initialized = false;
+            if let Some(code) = c.poll_exit() {
+                if code == 0 {
                     c.completed = true;
-                } else {
-                    initialized = false;
+                    initialized = true;
+                    continue;
+                }
+                if restart_policy == "Never" {
+                    c.exit_code = Some(code);
                     break;
                 }
+                c.restarts += 1;
+                c.back_off(config.backoff);
             }
-            continue;
-        }
-        if c.completed {
-            continue;
-        }
-        initialized = false;
-        if let Some(exit) = c.process.as_mut().and_then(|p| p.try_wait().ok().flatten()) {
-            c.process = None;
-            if exit.success() {
-                c.completed = true;
-                c.last_failure = None;
-                initialized = true;
-                continue;
+            if !c.running() && c.exit_code.is_none() && c.may_start() {
+                c.start(c_spec, &cx);
             }
-            c.last_failure = Some(exit.code().unwrap_or(-1));
-            if restart_policy == "Never" {
-                break;
-            }
-            c.restarts += 1;
+            break;
         }
-        if c.process.is_none() {
-            start(c, spec_container, &r.fields, &r.objects, &r.net, images);
-        }
-        break;
-    }
-    if initialized && r.finished.is_none() {
-        // Main containers: started once initialized. One that exits starts again under
-        // restartPolicy Always, or OnFailure when it failed; else it is done.
-        for (c, spec_container) in r.containers.iter_mut().zip(&spec.containers) {
-            if c.exit_code.is_some() {
-                continue;
-            }
-            let exit = c.process.as_mut().and_then(|p| p.try_wait().ok().flatten());
-            if let Some(exit) = exit {
-                c.process = None;
-                let code = exit.code().unwrap_or(-1);
-                let again = match restart_policy {
-                    "Always" => true,
-                    "OnFailure" => code != 0,
-                    _ => false,
-                };
-                if again {
+        if initialized && !finished {
+            // Main containers: started once initialized. One that exits starts again under
+            // restartPolicy Always, or OnFailure when it failed; else it is done.
+            for (c, c_spec) in self.containers.iter_mut().zip(&spec.containers) {
+                c.enforce_grace(grace);
+                if c.exit_code.is_some() {
+                    continue;
+                }
+                if let Some(code) = c.poll_exit() {
+                    let again = match restart_policy {
+                        "Always" => true,
+                        "OnFailure" => code != 0,
+                        _ => false,
+                    };
+                    if !again {
+                        c.exit_code = Some(code);
+                        continue;
+                    }
                     c.restarts += 1;
-                    start(c, spec_container, &r.fields, &r.objects, &r.net, images);
-                } else {
-                    c.exit_code = Some(code);
+                    c.back_off(config.backoff);
                 }
-            } else if c.process.is_none() && c.started_at.is_empty() && c.waiting.is_none() {
-                start(c, spec_container, &r.fields, &r.objects, &r.net, images);
+                if !c.running() && c.may_start() {
+                    c.start(c_spec, &cx);
+                }
+                c.probe(&self.net, c_spec).await;
             }
-            if let Some(prober) = &mut c.readiness
-                && c.process.is_some()
+            // Every container done for good (a Job's pod): the pod has succeeded or failed.
+            if !self.containers.is_empty() && self.containers.iter().all(|c| c.exit_code.is_some())
             {
-                let ports = spec_container.ports.as_deref().unwrap_or_default();
-                prober.tick(r.net.ip, &r.net.netns, ports).await;
+                self.finished = Some(self.containers.iter().all(|c| c.exit_code == Some(0)));
             }
         }
-        // Every container done for good (a Job's pod): the pod has succeeded or failed, and
-        // its sidecars are stopped.
-        if !r.containers.is_empty() && r.containers.iter().all(|c| c.exit_code.is_some()) {
-            r.finished = Some(r.containers.iter().all(|c| c.exit_code == Some(0)));
-            for c in &mut r.init {
-                if let Some(mut child) = c.process.take() {
-                    signal("TERM", child.id());
-                    tokio::task::spawn_blocking(move || child.wait());
-                }
-            }
+        if self.finished.is_some() {
+            // Its sidecars are stopped in reverse order, as on deletion.
+            stop_sidecars(&mut self.init);
         }
     }
-    let status = status(r, network);
-    if r.written.as_ref() != Some(&status) {
-        match api
-            .patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-        {
-            Ok(_) => r.written = Some(status),
-            Err(e) => eprintln!("node agent: status of {ns}/{pod_name}: {e}"),
-        }
-    }
-}
 
-/// The pod's status as the kubelet writes it.
-fn status(r: &Running, network: &Network) -> serde_json::Value {
-    let initialized = r.init.iter().all(|c| c.completed);
-    let all_running = initialized
-        && r.containers
+    /// Deletion: containers get SIGTERM, then sidecars in reverse order once they are gone;
+    /// true when everything exited or `grace` is over (what is left is then SIGKILLed).
+    fn stop(&mut self, grace: Duration) -> bool {
+        let since = *self.terminating.get_or_insert_with(Instant::now);
+        for c in &mut self.containers {
+            c.terminate();
+            c.poll_exit();
+        }
+        // A plain init container still running is stopped with the containers.
+        for c in self.init.iter_mut().filter(|c| !c.sidecar) {
+            c.terminate();
+            c.poll_exit();
+        }
+        let containers_gone = self
+            .containers
             .iter()
-            .all(|c| c.process.is_some() && c.waiting.is_none());
-    let container_ready = |c: &Container| {
-        c.process.is_some()
-            && c.waiting.is_none()
-            && c.readiness.as_ref().is_none_or(Prober::passing)
-    };
-    let ready = if all_running && r.containers.iter().all(container_ready) {
-        "True"
-    } else {
-        "False"
-    };
-    let state = |c: &Container| {
-        if let Some(e) = &c.waiting {
-            json!({"waiting": {"reason": e.reason, "message": e.message}})
-        } else if let Some(code) = c.exit_code {
-            let reason = if code == 0 { "Completed" } else { "Error" };
-            json!({"terminated": {"exitCode": code, "reason": reason}})
-        } else if c.process.is_some() {
-            json!({"running": {"startedAt": c.started_at}})
-        } else if c.completed && !c.sidecar {
-            json!({"terminated": {"exitCode": 0, "reason": "Completed"}})
-        } else if let Some(code) = c.last_failure {
-            json!({"waiting": {"reason": "CrashLoopBackOff",
-                               "message": format!("last run exited with {code}")}})
-        } else {
-            json!({"waiting": {"reason": "PodInitializing"}})
+            .chain(self.init.iter().filter(|c| !c.sidecar))
+            .all(|c| !c.running());
+        if containers_gone {
+            stop_sidecars(&mut self.init);
         }
-    };
-    let statuses = |list: &[Container]| -> Vec<serde_json::Value> {
-        list.iter()
-            .map(|c| {
-                json!({"name": c.name, "ready": container_ready(c) || c.completed,
-                       "started": c.process.is_some(), "restartCount": c.restarts,
-                       "state": state(c), "image": "", "imageID": ""})
-            })
-            .collect()
-    };
-    json!({"status": {
-        "phase": match r.finished {
-            Some(true) => "Succeeded",
-            Some(false) => "Failed",
-            None if all_running => "Running",
-            None => "Pending",
-        },
-        "podIP": r.net.ip.to_string(),
-        "podIPs": [{"ip": r.net.ip.to_string()}],
-        "hostIP": network.gateway().to_string(),
-        "conditions": [
-            {"type": "PodScheduled", "status": "True"},
-            if initialized {
-                json!({"type": "Initialized", "status": "True"})
-            } else {
-                json!({"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized"})
-            },
-            {"type": "ContainersReady", "status": ready},
-            {"type": "Ready", "status": ready},
-        ],
-        "initContainerStatuses": statuses(&r.init),
-        "containerStatuses": statuses(&r.containers),
-    }})
-}
+        let all_exited = self
+            .init
+            .iter()
+            .chain(&self.containers)
+            .all(|c| !c.running());
+        all_exited || since.elapsed() >= grace
+    }
 
-/// Starts (or restarts) `c` from its spec; a container that cannot start is left waiting
-/// with the kubelet's reason.
-fn start(
-    c: &mut Container,
-    spec: &k8s_openapi::api::core::v1::Container,
-    fields: &PodFields,
-    objects: &Objects,
-    net: &PodNet,
-    images: &ImageTable,
-) {
-    match launch(spec, fields, objects, images).and_then(|l| spawn(net, &l)) {
-        Ok(child) => {
-            c.process = Some(child);
-            c.waiting = None;
-            c.started_at = now();
-            c.readiness = spec
-                .readiness_probe
-                .clone()
-                .map(|p| Prober::new(p, tokio::time::Instant::now()));
-        }
-        Err(e) => c.waiting = Some(e),
+    /// The pod's status as the kubelet writes it.
+    fn status(&self, network: &Network) -> serde_json::Value {
+        let initialized = self.init.iter().all(|c| c.completed);
+        let all_running = initialized && self.containers.iter().all(Container::running);
+        let ready = if all_running && self.containers.iter().all(Container::ready) {
+            "True"
+        } else {
+            "False"
+        };
+        let name = &self.fields.name;
+        let statuses = |list: &[Container]| -> Vec<serde_json::Value> {
+            list.iter().map(|c| c.status(name)).collect()
+        };
+        let init_failed = self.init.iter().any(|c| c.exit_code.is_some());
+        json!({"status": {
+            "phase": match self.finished {
+                Some(true) => "Succeeded",
+                Some(false) => "Failed",
+                None if init_failed => "Failed",
+                None if all_running => "Running",
+                None => "Pending",
+            },
+            "podIP": self.net.ip.to_string(),
+            "podIPs": [{"ip": self.net.ip.to_string()}],
+            "hostIP": network.gateway().to_string(),
+            "hostIPs": [{"ip": network.gateway().to_string()}],
+            "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                if initialized {
+                    json!({"type": "Initialized", "status": "True"})
+                } else {
+                    json!({"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized"})
+                },
+                {"type": "ContainersReady", "status": ready},
+                {"type": "Ready", "status": ready},
+            ],
+            "initContainerStatuses": statuses(&self.init),
+            "containerStatuses": statuses(&self.containers),
+        }})
     }
 }
 
-fn spawn(net: &PodNet, launch: &super::spec::Launch) -> Result<Child, StartError> {
-    net.command(&launch.program)
-        .args(&launch.args)
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-        .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| StartError {
-            reason: "RunContainerError",
-            message: format!("starting {}: {e}", launch.program.display()),
-        })
+/// Stops native sidecars in reverse order: SIGTERM to the last one still running, once every
+/// sidecar after it has exited.
+fn stop_sidecars(init: &mut [Container]) {
+    for c in init.iter_mut().filter(|c| c.sidecar) {
+        c.poll_exit();
+    }
+    if let Some(last) = init.iter_mut().rev().find(|c| c.sidecar && c.running()) {
+        last.terminate();
+    }
 }
 
-/// Sends a signal with `kill(1)` (the workspace forbids `unsafe`, so no direct `kill(2)`).
-fn signal(name: &str, pid: u32) {
-    let _ = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status();
-}
-
-/// RFC 3339 UTC, whole seconds, as status timestamps are written.
-fn now() -> String {
-    k8s_openapi::jiff::Timestamp::now()
-        .round(k8s_openapi::jiff::Unit::Second)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
-}
-
-/// The namespace's ConfigMaps and Secrets, for the containers' environment.
-async fn objects(client: &kube::Client, namespace: &str) -> Objects {
+/// The namespace's ConfigMaps, Secrets and (with `links`) Services, and the `kubernetes`
+/// Service, for the containers' environment and volumes.
+async fn objects(client: &kube::Client, namespace: &str, links: bool) -> Objects {
     let mut objects = Objects::default();
+    let link = |svc: Service| {
+        let spec = svc.spec.unwrap_or_default();
+        ServiceLink {
+            name: svc.metadata.name.unwrap_or_default(),
+            cluster_ip: spec.cluster_ip.unwrap_or_default(),
+            ports: spec
+                .ports
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| (p.name, p.port, p.protocol.unwrap_or_else(|| "TCP".into())))
+                .collect(),
+        }
+    };
+    let mut services = Vec::new();
+    if links
+        && let Ok(list) = Api::<Service>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default())
+            .await
+    {
+        services.extend(list.items.into_iter().map(link));
+    }
+    // The API server's Service, in every namespace (as the kubelet adds it).
+    if (namespace != "default" || !links)
+        && let Ok(svc) = Api::<Service>::namespaced(client.clone(), "default")
+            .get("kubernetes")
+            .await
+    {
+        services.push(link(svc));
+    }
+    objects.service_env = service_links(&services);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     if let Ok(list) = config_maps.list(&ListParams::default()).await {
         for cm in list.items {

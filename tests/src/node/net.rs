@@ -12,9 +12,10 @@
 //! `N` (1–254) is taken by creating `/run/weft-test-net/<N>` exclusively, which holds the
 //! owner's pid and start time; the owner removes it last. A network whose owner is gone (a
 //! test that crashed or was killed) is torn down by the next [`Network::create`]. Pods get
-//! `K` from 2 to 253, never reused within a network; `198.18.<N>.254` is the pods' DNS server, which nothing serves (with a
-//! mesh, the sidecar's DNS proxy answers instead). Everything is done with `ip` (iproute2);
-//! it needs root.
+//! `K` from 2 to 253, never reused within a network. Each network keeps its files (a
+//! directory per pod, the containers' logs) in `/run/weft-test-net/<N>.d/`.
+//! `198.18.<N>.254` is the pods' DNS server, which nothing serves (with a mesh, the sidecar's
+//! DNS proxy answers instead). Everything is done with `ip` (iproute2); it needs root.
 
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -63,6 +64,8 @@ pub struct PodNet {
     /// The namespace's name (`ip netns exec <netns> …`).
     pub netns: String,
     pub ip: Ipv4Addr,
+    /// The pod's files on the host (volumes, scratch space); removed with it.
+    pub dir: PathBuf,
     /// Names the pod resolves through its `hosts` file (besides `localhost` and its own).
     hosts: Mutex<BTreeMap<String, Ipv4Addr>>,
 }
@@ -117,6 +120,12 @@ impl Network {
         Ipv4Addr::new(198, 18, self.index, 1)
     }
 
+    /// The network's files: per pod a directory (volumes, scratch space), and the containers'
+    /// logs under `logs/`, kept until the network is torn down.
+    pub fn dir(&self) -> PathBuf {
+        files_dir(self.index)
+    }
+
     /// The address the pods' `resolv.conf` names, which nothing serves.
     pub fn dns(&self) -> Ipv4Addr {
         Ipv4Addr::new(198, 18, self.index, 254)
@@ -134,6 +143,7 @@ impl Network {
             name: name.to_string(),
             netns: format!("wt{}-{host}", self.index),
             ip: Ipv4Addr::new(198, 18, self.index, host),
+            dir: self.dir().join(format!("wt{}-{host}", self.index)),
             hosts: Mutex::new(BTreeMap::new()),
         };
         let (outer, inner) = (
@@ -173,6 +183,7 @@ impl Network {
         let resolv = etc.join("resolv.conf");
         std::fs::write(&resolv, format!("nameserver {}\n", self.dns())).map_err(io(&resolv))?;
         pod.write_hosts()?;
+        std::fs::create_dir_all(&pod.dir).map_err(io(&pod.dir))?;
         Ok(pod)
     }
 }
@@ -185,9 +196,23 @@ impl Drop for Network {
 }
 
 impl PodNet {
-    /// Adds `name → ip` to the pod's `hosts` file (programs started afterwards see it).
+    /// Adds `name → ip` to the pod's `hosts` file (rewritten in place: running programs see
+    /// it at their next lookup).
     pub fn add_host(&self, name: &str, ip: Ipv4Addr) -> Result<(), NetError> {
         self.hosts.lock().insert(name.to_string(), ip);
+        self.write_hosts()
+    }
+
+    /// Makes the `hosts` file name exactly `hosts` (besides `localhost` and the pod's own
+    /// name); writes only when that changes it.
+    pub fn set_hosts(&self, hosts: BTreeMap<String, Ipv4Addr>) -> Result<(), NetError> {
+        {
+            let mut current = self.hosts.lock();
+            if *current == hosts {
+                return Ok(());
+            }
+            *current = hosts;
+        }
         self.write_hosts()
     }
 
@@ -218,18 +243,41 @@ impl PodNet {
 
 impl Drop for PodNet {
     fn drop(&mut self) {
+        kill_all_in(&self.netns);
         // Deleting the namespace deletes the veth pair with it.
         let _ = run_ip(&["netns", "del", &self.netns]);
         let _ = std::fs::remove_dir_all(self.etc());
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// Fetches `http://<host>:<port>/` from inside the network namespace `netns` (with its
+/// SIGKILLs every process in the network namespace `netns` (a container's children too,
+/// as a runtime kills a container's whole cgroup).
+fn kill_all_in(netns: &str) {
+    let Ok(pids) = run_ip(&["netns", "pids", netns]) else {
+        return;
+    };
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    if !pids.is_empty() {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Where network `index` keeps its files.
+fn files_dir(index: u8) -> PathBuf {
+    Path::new(RECORDS).join(format!("{index}.d"))
+}
+
+/// Fetches `http://<host>:<port><path>` from inside the network namespace `netns` (with its
 /// `hosts` file) using bash's `/dev/tcp`, so no client program is needed there: the whole
 /// response, or why not.
-pub fn http_get_in(netns: &str, host: &str, port: u16) -> Result<String, String> {
+pub fn http_get_in(netns: &str, host: &str, port: u16, path: &str) -> Result<String, String> {
     let script = format!(
-        "exec 3<>/dev/tcp/{host}/{port} && printf 'GET / HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"
+        "exec 3<>/dev/tcp/{host}/{port} && printf 'GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"
     );
     let out = Command::new("ip")
         .args(["netns", "exec", netns, "bash", "-c", &script])
@@ -251,9 +299,11 @@ fn teardown(index: u8) {
             .filter_map(|line| line.split_whitespace().next())
             .filter(|ns| ns.starts_with(&prefix))
         {
+            kill_all_in(ns);
             let _ = run_ip(&["netns", "del", ns]);
         }
     }
+    let _ = std::fs::remove_dir_all(files_dir(index));
     if let Ok(entries) = std::fs::read_dir(NETNS_ETC) {
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with(&prefix) {

@@ -3,7 +3,8 @@
 //! (`successThreshold`, `failureThreshold`).
 //!
 //! Like the kubelet, the node probes from outside the pod: HTTP and TCP go from the host to the
-//! pod's IP over the bridge; exec runs the command inside the pod's network namespace.
+//! pod's IP over the bridge; exec runs the command inside the container (its network and
+//! mount namespaces, as its user: the caller's `exec_prefix`).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -45,15 +46,27 @@ impl Prober {
         self.passing
     }
 
-    /// Runs the probe if it is due; true when its verdict changed.
-    pub async fn tick(&mut self, pod_ip: Ipv4Addr, netns: &str, ports: &[ContainerPort]) -> bool {
+    /// Whether it has failed `failureThreshold` times in a row: a liveness or startup probe's
+    /// verdict that the container must be restarted.
+    pub fn failed(&self) -> bool {
+        self.failures >= self.probe.failure_threshold.unwrap_or(3).max(1)
+    }
+
+    /// Runs the probe if it is due; true when its verdict changed. An exec probe's command
+    /// runs behind `exec_prefix` (what enters the container's namespaces as its user).
+    pub async fn tick(
+        &mut self,
+        pod_ip: Ipv4Addr,
+        exec_prefix: &[String],
+        ports: &[ContainerPort],
+    ) -> bool {
         let now = Instant::now();
         if now < self.next {
             return false;
         }
         self.next = now + seconds(self.probe.period_seconds, 10);
         let timeout = seconds(self.probe.timeout_seconds, 1);
-        let ok = tokio::time::timeout(timeout, check(&self.probe, pod_ip, netns, ports))
+        let ok = tokio::time::timeout(timeout, check(&self.probe, pod_ip, exec_prefix, ports))
             .await
             .unwrap_or(false);
         let before = self.passing;
@@ -90,7 +103,12 @@ fn port(port: &IntOrString, ports: &[ContainerPort]) -> Option<u16> {
 }
 
 /// One run of the probe: true on success.
-async fn check(probe: &Probe, pod_ip: Ipv4Addr, netns: &str, ports: &[ContainerPort]) -> bool {
+async fn check(
+    probe: &Probe,
+    pod_ip: Ipv4Addr,
+    exec_prefix: &[String],
+    ports: &[ContainerPort],
+) -> bool {
     if let Some(http) = &probe.http_get {
         let Some(port) = port(&http.port, ports) else {
             return false;
@@ -129,13 +147,14 @@ async fn check(probe: &Probe, pod_ip: Ipv4Addr, netns: &str, ports: &[ContainerP
             .is_ok();
     }
     if let Some(exec) = &probe.exec {
-        let Some((program, args)) = exec.command.as_deref().and_then(<[String]>::split_first)
+        let command = exec.command.as_deref().unwrap_or_default();
+        let Some((program, args)) = exec_prefix.split_first().filter(|_| !command.is_empty())
         else {
             return false;
         };
-        return tokio::process::Command::new("ip")
-            .args(["netns", "exec", netns, program])
+        return tokio::process::Command::new(program)
             .args(args)
+            .args(command)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

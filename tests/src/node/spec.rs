@@ -1,5 +1,5 @@
-//! From a container's spec to what the test node runs: the program an image stands for, the
-//! environment (`env`, `envFrom`, downward-API fields, ConfigMap and Secret keys) and the
+//! From a container's spec to what the test node runs: the program its image stands for
+//! ([`super::images`]), the environment (`env`, `envFrom`, downward-API fields, ConfigMap and Secret keys) and the
 //! argument list with `$(VAR)` expanded, with the kubelet's rules and its error reasons.
 //!
 //! ```text
@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{Container, EnvVarSource};
+
+pub use super::images::{Image, ImageTable};
 
 /// Why a container cannot start, as the kubelet reports it in `containerStatuses[].state
 /// .waiting`: `reason` (`CreateContainerConfigError`, `ErrImagePull`) and a message.
@@ -53,55 +55,53 @@ pub struct PodFields {
 pub struct Objects {
     pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
     pub secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// The Services' variables every container starts with ([`service_links`]).
+    pub service_env: Vec<(String, String)>,
 }
 
-/// What an image runs: a program, and the arguments that stand for the image's `ENTRYPOINT`
-/// and `CMD`. The program is always the image's (there is no image filesystem to find another
-/// in): a container's `command` replaces `entrypoint` and `default_args`, its `args` replace
-/// `default_args`, as they replace `ENTRYPOINT` and `CMD`.
+/// A Service as its environment variables describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Image {
-    pub program: PathBuf,
-    /// Arguments always passed first (the image's `ENTRYPOINT` after the program).
-    pub entrypoint: Vec<String>,
-    /// Used when the container has neither `command` nor `args` (the image's `CMD`).
-    pub default_args: Vec<String>,
+pub struct ServiceLink {
+    pub name: String,
+    pub cluster_ip: String,
+    /// (port name, port, protocol), in the spec's order.
+    pub ports: Vec<(Option<String>, i32, String)>,
 }
 
-/// Images by repository (the image reference without tag or digest).
-#[derive(Debug, Clone, Default)]
-pub struct ImageTable {
-    images: BTreeMap<String, Image>,
-}
-
-impl ImageTable {
-    pub fn insert(&mut self, repository: &str, image: Image) {
-        self.images.insert(repository.to_string(), image);
+/// The kubelet's Service variables (`enableServiceLinks`): per Service with a cluster IP,
+/// `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT` (the first port), `<NAME>_SERVICE_PORT_<PORT
+/// NAME>`, and the Docker-link style `<NAME>_PORT` and `<NAME>_PORT_<port>_<PROTO>[_PROTO|
+/// _PORT|_ADDR]`; names upper-cased with `-` as `_`.
+pub fn service_links(services: &[ServiceLink]) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for service in services {
+        if service.cluster_ip.is_empty() || service.cluster_ip == "None" {
+            continue;
+        }
+        let Some((_, first, first_proto)) = service.ports.first() else {
+            continue;
+        };
+        let name = service.name.to_uppercase().replace('-', "_");
+        let ip = &service.cluster_ip;
+        env.push((format!("{name}_SERVICE_HOST"), ip.clone()));
+        env.push((format!("{name}_SERVICE_PORT"), first.to_string()));
+        for (port_name, port, _) in &service.ports {
+            if let Some(port_name) = port_name.as_deref().filter(|n| !n.is_empty()) {
+                let port_name = port_name.to_uppercase().replace('-', "_");
+                env.push((format!("{name}_SERVICE_PORT_{port_name}"), port.to_string()));
+            }
+        }
+        let url = |proto: &str, port: i32| format!("{}://{ip}:{port}", proto.to_lowercase());
+        env.push((format!("{name}_PORT"), url(first_proto, *first)));
+        for (_, port, proto) in &service.ports {
+            let prefix = format!("{name}_PORT_{port}_{}", proto.to_uppercase());
+            env.push((prefix.clone(), url(proto, *port)));
+            env.push((format!("{prefix}_PROTO"), proto.to_lowercase()));
+            env.push((format!("{prefix}_PORT"), port.to_string()));
+            env.push((format!("{prefix}_ADDR"), ip.clone()));
+        }
     }
-
-    /// The program for `reference` (`registry/repo:tag` or `…@sha256:…`).
-    pub fn resolve(&self, reference: &str) -> Result<&Image, StartError> {
-        self.images
-            .get(repository(reference))
-            .ok_or_else(|| StartError {
-                reason: "ErrImagePull",
-                message: format!(
-                    "image {reference:?} is not in the test node's image table (known: {})",
-                    self.images.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            })
-    }
-}
-
-/// `docker.io/istio/proxyv2:1.24@sha256:…` → `docker.io/istio/proxyv2`. A `:` after the last
-/// `/` starts the tag; one before it is a registry's port.
-pub fn repository(reference: &str) -> &str {
-    let without_digest = reference.split('@').next().unwrap_or(reference);
-    let name_start = without_digest.rfind('/').map_or(0, |i| i + 1);
-    match without_digest[name_start..].find(':') {
-        Some(colon) => &without_digest[..name_start + colon],
-        None => without_digest,
-    }
+    env
 }
 
 /// A container ready to run: the program, its arguments and its environment.
@@ -149,7 +149,8 @@ pub fn launch(
     })
 }
 
-/// The container's environment, as the kubelet builds it: `envFrom` sources in order (keys
+/// The container's environment, as the kubelet builds it: the Services' variables, then
+/// `envFrom` sources in order (keys
 /// with their prefix; a later source wins), then `env` entries in order, each `value`
 /// expanded against the variables defined before it.
 pub fn environment(
@@ -158,7 +159,8 @@ pub fn environment(
     objects: &Objects,
 ) -> Result<Vec<(String, String)>, StartError> {
     let namespace = &pod.namespace;
-    let mut env: Vec<(String, String)> = Vec::new();
+    // The Services' variables first: the container's own may use and replace them.
+    let mut env: Vec<(String, String)> = objects.service_env.clone();
     for source in container.env_from.iter().flatten() {
         let prefix = source.prefix.as_deref().unwrap_or_default();
         if let Some(reference) = &source.config_map_ref {

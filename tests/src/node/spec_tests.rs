@@ -1,6 +1,7 @@
 //! Unit tests of the container spec → launch rules.
 
 use super::*;
+use crate::node::images::repository;
 
 fn container(value: serde_json::Value) -> Container {
     serde_json::from_value(value).expect("container")
@@ -30,6 +31,7 @@ fn objects() -> Objects {
             "creds".into(),
             BTreeMap::from([("TOKEN".into(), b"s3cret".to_vec())]),
         )]),
+        service_env: Vec::new(),
     }
 }
 
@@ -77,10 +79,11 @@ fn expansion_follows_the_kubelet() {
 fn repositories_drop_tags_and_digests_but_not_registry_ports() {
     for (reference, expected) in [
         ("docker.io/istio/proxyv2:1.24.0", "docker.io/istio/proxyv2"),
-        ("istio/proxyv2", "istio/proxyv2"),
+        ("istio/proxyv2", "docker.io/istio/proxyv2"),
         ("localhost:5000/app:v1", "localhost:5000/app"),
-        ("localhost:5000/app", "localhost:5000/app"),
-        ("app@sha256:0123", "app"),
+        ("localhost/app", "localhost/app"),
+        ("busybox:1.36", "docker.io/library/busybox"),
+        ("app@sha256:0123", "docker.io/library/app"),
         ("reg.io/app:v1@sha256:0123", "reg.io/app"),
     ] {
         assert_eq!(repository(reference), expected, "{reference}");
@@ -235,4 +238,50 @@ fn argv_from_command_args_and_the_image() {
         err.message.contains("docker.io/library/nginx:1.27"),
         "{err}"
     );
+}
+
+#[test]
+fn service_links_are_the_kubelets_variables_and_come_first() {
+    let env = service_links(&[
+        ServiceLink {
+            name: "details".into(),
+            cluster_ip: "198.19.0.20".into(),
+            ports: vec![(Some("http".into()), 9080, "TCP".into())],
+        },
+        ServiceLink {
+            name: "headless-db".into(),
+            cluster_ip: "None".into(),
+            ports: vec![(None, 5432, "TCP".into())],
+        },
+    ]);
+    let expected: Vec<(String, String)> = [
+        ("DETAILS_SERVICE_HOST", "198.19.0.20"),
+        ("DETAILS_SERVICE_PORT", "9080"),
+        ("DETAILS_SERVICE_PORT_HTTP", "9080"),
+        ("DETAILS_PORT", "tcp://198.19.0.20:9080"),
+        ("DETAILS_PORT_9080_TCP", "tcp://198.19.0.20:9080"),
+        ("DETAILS_PORT_9080_TCP_PROTO", "tcp"),
+        ("DETAILS_PORT_9080_TCP_PORT", "9080"),
+        ("DETAILS_PORT_9080_TCP_ADDR", "198.19.0.20"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .into();
+    assert_eq!(env, expected);
+
+    // A container's own variable replaces a Service's, and may refer to it.
+    let mut objects = objects();
+    objects.service_env = env;
+    let c = container(serde_json::json!({"name": "app", "env": [
+        {"name": "DETAILS_SERVICE_PORT", "value": "1234"},
+        {"name": "UPSTREAM", "value": "$(DETAILS_SERVICE_HOST):$(DETAILS_SERVICE_PORT)"},
+    ]}));
+    let env = environment(&c, &pod(), &objects).expect("env");
+    let get = |k: &str| {
+        env.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("DETAILS_SERVICE_PORT"), Some("1234"));
+    assert_eq!(get("UPSTREAM"), Some("198.19.0.20:1234"));
+    assert_eq!(get("DETAILS_PORT_9080_TCP_ADDR"), Some("198.19.0.20"));
 }
