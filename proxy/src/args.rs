@@ -142,6 +142,18 @@ pub struct Args {
     /// admin and health servers. `0s` disables it. Units: ms, s, m, h.
     #[arg(long, env = "WEFT_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+
+    /// Without a command the proxy runs; `init` programs the pod's traffic capture instead.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `weft-proxy` does besides proxying.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Program the pod's traffic capture (iptables), as the injected init container does;
+    /// flags as Istio's `istio-iptables`.
+    Init(crate::capture::InitArgs),
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h` or `0`. Written here rather than taken from

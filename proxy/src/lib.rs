@@ -10,6 +10,7 @@ pub mod admin;
 pub mod args;
 pub mod authn;
 pub mod authz;
+pub mod capture;
 pub mod config;
 pub mod drain;
 pub mod error;

@@ -6,6 +6,10 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let args = weft_proxy::Args::parse();
+    if let Some(weft_proxy::args::Command::Init(init)) = &args.command {
+        // A short-lived init container: no runtime, no logging setup; its output is its log.
+        return weft_proxy::capture::run(init).context("weft-proxy init");
+    }
     let filter = EnvFilter::try_new(&args.log)
         .with_context(|| format!("invalid --log filter {:?}", args.log))?;
     tracing_subscriber::fmt().with_env_filter(filter).init();
