@@ -3,6 +3,7 @@
 mod crds;
 mod demo;
 mod demo_app;
+mod kube_inject;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -53,6 +54,19 @@ enum Commands {
         /// Version the app reports (header x-weft-version).
         #[arg(long)]
         version: String,
+    },
+    /// Add the sidecar to the Pods and workloads of a YAML file, as the injection webhook
+    /// would (`istioctl kube-inject`); prints the result.
+    KubeInject {
+        /// The YAML file (`-` reads standard input).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// The namespace of documents that name none.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// The proxy image to inject (default: Weft's of this version).
+        #[arg(long)]
+        proxy_image: Option<String>,
     },
     /// Write the Istio CRDs generated from weft-api's types, one file per kind.
     Crds {
@@ -106,6 +120,20 @@ fn main() -> ExitCode {
             )
             .exit();
     }
+    if let Commands::KubeInject {
+        file,
+        namespace,
+        proxy_image,
+    } = &cli.command
+    {
+        return match kube_inject::run(file, namespace, proxy_image.clone()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("weftctl kube-inject: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Commands::Crds { out } = &cli.command {
         for dir in out {
             match crds::write(dir) {
@@ -157,7 +185,9 @@ fn main() -> ExitCode {
                 service,
                 version,
             } => demo_app_run(listen, role, service, version).await,
-            Commands::Crds { .. } => unreachable!("handled before the runtime starts"),
+            Commands::Crds { .. } | Commands::KubeInject { .. } => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     match result {

@@ -1,0 +1,43 @@
+//! What the injector puts into pods, as the chart's values set it.
+
+/// The injection's settings (chart values; defaults are Istio's where Istio has one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectConfig {
+    /// The proxy image (its entrypoint is `weft-proxy`).
+    pub proxy_image: String,
+    /// The controller's TLS address, for ADS and the CA.
+    pub controller_address: String,
+    /// The name the controller's certificate carries.
+    pub controller_server_name: String,
+    pub trust_domain: String,
+    /// The proxy's user and group (never captured).
+    pub proxy_uid: i64,
+    /// The mesh's own namespace: never injected.
+    pub mesh_namespace: String,
+    /// DNS capture by default (`ISTIO_META_DNS_CAPTURE` in `proxy.istio.io/config` later).
+    pub dns_capture: bool,
+    pub cpu_request: String,
+    pub memory_request: String,
+    pub cpu_limit: String,
+    pub memory_limit: String,
+    pub concurrency: u16,
+}
+
+impl Default for InjectConfig {
+    fn default() -> Self {
+        Self {
+            proxy_image: format!("ghcr.io/weft-mesh/weft-proxy:{}", env!("CARGO_PKG_VERSION")),
+            controller_address: "https://weft-controller.weft-system.svc:15012".into(),
+            controller_server_name: "weft-controller.weft-system.svc".into(),
+            trust_domain: "cluster.local".into(),
+            proxy_uid: 1337,
+            mesh_namespace: "weft-system".into(),
+            dns_capture: false,
+            cpu_request: "100m".into(),
+            memory_request: "128Mi".into(),
+            cpu_limit: "2000m".into(),
+            memory_limit: "1024Mi".into(),
+            concurrency: 2,
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The mutation on Istio's own sample workloads, its opt-outs, the annotations it reads and
+//! the patch it answers with.
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::apps::v1::Deployment;
+
+use super::*;
+
+fn corpus_deployment(name: &str) -> Deployment {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/corpus/istio/samples/bookinfo/platform/kube/bookinfo.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("the Istio corpus at {}: {e}", path.display()));
+    serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|doc| serde::Deserialize::deserialize(doc).ok())
+        .filter_map(|v: Value| serde_json::from_value::<Deployment>(v).ok())
+        .find(|d| d.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no Deployment {name} in bookinfo.yaml"))
+}
+
+fn template(name: &str) -> PodTemplateSpec {
+    corpus_deployment(name).spec.expect("spec").template
+}
+
+fn pod(value: Value) -> Pod {
+    serde_json::from_value(value).expect("pod")
+}
+
+fn names(list: &[Container]) -> Vec<&str> {
+    list.iter().map(|c| c.name.as_str()).collect()
+}
+
+#[test]
+fn bookinfo_reviews_gets_the_init_container_and_a_native_sidecar() {
+    let mut t = template("reviews-v1");
+    let original = t.clone();
+    let outcome = inject_template(&mut t, "default", &InjectConfig::default()).expect("inject");
+    assert_eq!(outcome, Outcome::Injected);
+    let spec = t.spec.as_ref().expect("spec");
+    let init = spec.init_containers.as_deref().expect("init containers");
+    assert_eq!(names(init), [INIT_CONTAINER, PROXY_CONTAINER]);
+    assert_eq!(names(&spec.containers), ["reviews"], "the app is untouched");
+    assert_eq!(
+        spec.containers,
+        original.spec.as_ref().expect("spec").containers
+    );
+
+    let capture = &init[0];
+    assert_eq!(
+        capture.args.as_deref().expect("args"),
+        [
+            "init",
+            "-p",
+            "15001",
+            "-z",
+            "15006",
+            "-u",
+            "1337",
+            "-m",
+            "REDIRECT",
+            "-i",
+            "*",
+            "-x",
+            "",
+            "-b",
+            "*",
+            "-d",
+            "15090,15021,15020"
+        ]
+    );
+    let caps = capture
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref())
+        .and_then(|c| c.add.clone())
+        .expect("capabilities");
+    assert_eq!(caps, ["NET_ADMIN", "NET_RAW"]);
+
+    let proxy = &init[1];
+    assert_eq!(proxy.restart_policy.as_deref(), Some("Always"));
+    let startup = proxy.startup_probe.as_ref().expect("startup probe");
+    assert_eq!(
+        startup.http_get.as_ref().map(|h| h.path.as_deref()),
+        Some(Some("/healthz/ready"))
+    );
+    let security = proxy.security_context.as_ref().expect("security context");
+    assert_eq!(security.run_as_user, Some(1337));
+    assert_eq!(security.run_as_group, Some(1337));
+    let env = |name: &str| {
+        proxy
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert_eq!(
+        env("WEFT_LABELS").value.as_deref(),
+        Some("app=reviews,version=v1")
+    );
+    assert_eq!(
+        env("WEFT_INSTANCE_IP")
+            .value_from
+            .and_then(|v| v.field_ref)
+            .map(|f| f.field_path),
+        Some("status.podIP".into())
+    );
+    let mounts: Vec<&str> = proxy
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert!(mounts.contains(&"/var/run/secrets/tokens"), "{mounts:?}");
+    assert!(mounts.contains(&"/var/run/secrets/istio"), "{mounts:?}");
+
+    // The app's volumes are kept, the proxy's added; the token is for the CA's audience.
+    let volumes = spec.volumes.as_deref().expect("volumes");
+    let volume_names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(&volume_names[..2], ["wlp-output", "tmp"]);
+    let token = volumes
+        .iter()
+        .find(|v| v.name == "istio-token")
+        .and_then(|v| v.projected.as_ref())
+        .and_then(|p| p.sources.as_ref())
+        .and_then(|s| s[0].service_account_token.clone())
+        .expect("token projection");
+    assert_eq!(token.audience.as_deref(), Some("istio-ca"));
+
+    let meta = t.metadata.as_ref().expect("metadata");
+    let labels = meta.labels.as_ref().expect("labels");
+    assert_eq!(labels["security.istio.io/tlsMode"], "istio");
+    assert_eq!(labels["service.istio.io/canonical-name"], "reviews");
+    assert_eq!(labels["service.istio.io/canonical-revision"], "v1");
+    let annotations = meta.annotations.as_ref().expect("annotations");
+    assert_eq!(
+        annotations["kubectl.kubernetes.io/default-container"],
+        "reviews"
+    );
+    let status: Value = serde_json::from_str(&annotations[STATUS_ANNOTATION]).expect("json");
+    assert_eq!(
+        status["initContainers"],
+        json!([INIT_CONTAINER, PROXY_CONTAINER])
+    );
+}
+
+#[test]
+fn injection_is_idempotent() {
+    let cfg = InjectConfig::default();
+    let mut t = template("productpage-v1");
+    inject_template(&mut t, "default", &cfg).expect("inject");
+    let once = t.clone();
+    assert_eq!(
+        inject_template(&mut t, "default", &cfg),
+        Ok(Outcome::Skipped("already injected"))
+    );
+    assert_eq!(t, once);
+}
+
+#[test]
+fn opted_out_pods_and_namespaces_are_untouched() {
+    let cfg = InjectConfig::default();
+    let base =
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app", "image": "x"}]}});
+    let cases = [
+        (
+            json!({"labels": {"sidecar.istio.io/inject": "false"}}),
+            "default",
+        ),
+        (
+            json!({"annotations": {"sidecar.istio.io/inject": "false"}}),
+            "default",
+        ),
+        (json!({}), "kube-system"),
+        (json!({}), "weft-system"),
+    ];
+    for (meta, namespace) in cases {
+        let mut value = base.clone();
+        for (k, v) in meta.as_object().expect("object") {
+            value["metadata"][k] = v.clone();
+        }
+        let mut p = pod(value);
+        let before = p.clone();
+        let outcome = inject_pod(&mut p, namespace, &cfg).expect("no error");
+        assert!(
+            matches!(outcome, Outcome::Skipped(_)),
+            "{meta} in {namespace}"
+        );
+        assert_eq!(p, before);
+    }
+    let mut host = pod(json!({"metadata": {"name": "h"},
+        "spec": {"hostNetwork": true, "containers": [{"name": "app", "image": "x"}]}}));
+    assert!(matches!(
+        inject_pod(&mut host, "default", &cfg),
+        Ok(Outcome::Skipped(_))
+    ));
+}
+
+#[test]
+fn traffic_annotations_become_capture_flags() {
+    let mut p = pod(json!({
+        "metadata": {"name": "p", "annotations": {
+            "traffic.sidecar.istio.io/includeOutboundIPRanges": "10.96.0.0/12",
+            "traffic.sidecar.istio.io/excludeOutboundIPRanges": "169.254.169.254/32",
+            "traffic.sidecar.istio.io/includeInboundPorts": "9080",
+            "traffic.sidecar.istio.io/excludeInboundPorts": "8443",
+            "traffic.sidecar.istio.io/excludeOutboundPorts": "3306",
+            "sidecar.istio.io/proxyCPU": "250m",
+            "sidecar.istio.io/proxyMemory": "64Mi",
+        }},
+        "spec": {"initContainers": [{"name": "migrate", "image": "x"}],
+                 "containers": [{"name": "app", "image": "x"}]},
+    }));
+    let cfg = InjectConfig {
+        dns_capture: true,
+        ..InjectConfig::default()
+    };
+    inject_pod(&mut p, "shop", &cfg).expect("inject");
+    let spec = p.spec.expect("spec");
+    let init = spec.init_containers.expect("init");
+    assert_eq!(names(&init), [INIT_CONTAINER, PROXY_CONTAINER, "migrate"]);
+    let args = init[0].args.clone().expect("args").join(" ");
+    assert_eq!(
+        args,
+        "init -p 15001 -z 15006 -u 1337 -m REDIRECT -i 10.96.0.0/12 -x 169.254.169.254/32 \
+         -b 9080 -d 15090,15021,15020,8443 -o 3306 --redirect-dns"
+    );
+    let requests = init[1]
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.clone())
+        .expect("requests");
+    assert_eq!(requests["cpu"].0, "250m");
+    assert_eq!(requests["memory"].0, "64Mi");
+}
+
+#[test]
+fn bad_annotations_are_refused_with_their_field() {
+    let cfg = InjectConfig::default();
+    for (key, value, reason) in [
+        (
+            "traffic.sidecar.istio.io/includeOutboundIPRanges",
+            "10.0.0.0/33",
+            "\"10.0.0.0/33\": prefix length must be 0-32",
+        ),
+        (
+            "traffic.sidecar.istio.io/excludeInboundPorts",
+            "https",
+            "\"https\" is not a port (1-65535)",
+        ),
+        (
+            "sidecar.istio.io/proxyMemory",
+            "lots",
+            "\"lots\" is not a resource quantity",
+        ),
+    ] {
+        let mut p = pod(
+            json!({"metadata": {"name": "p", "annotations": {key: value}},
+                               "spec": {"containers": [{"name": "app", "image": "x"}]}}),
+        );
+        let before = p.clone();
+        let err = inject_pod(&mut p, "default", &cfg).expect_err(key);
+        assert_eq!(
+            err.to_string(),
+            format!("metadata.annotations['{key}']: {reason}")
+        );
+        assert_eq!(p, before, "a refused pod is not half-injected");
+    }
+}
+
+#[test]
+fn the_patch_turns_the_pod_into_the_injected_one() {
+    let before = pod(json!({"metadata": {"name": "p", "namespace": "default",
+                                         "labels": {"app": "web"}},
+                            "spec": {"containers": [{"name": "app", "image": "x"}]}}));
+    let mut after = before.clone();
+    inject_pod(&mut after, "default", &InjectConfig::default()).expect("inject");
+    let ops = patch(&before, &after).expect("patch");
+    let mut doc = serde_json::to_value(&before).expect("json");
+    json_patch::patch(&mut doc, &ops).expect("the patch applies");
+    assert_eq!(doc, serde_json::to_value(&after).expect("json"));
+}

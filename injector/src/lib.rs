@@ -1,0 +1,21 @@
+//! Sidecar injection: what Weft adds to a pod so that its traffic goes through a proxy, as
+//! Istio's injector does (same container, volume, label and annotation names, so Istio's
+//! tools and habits keep working).
+//!
+//! ```text
+//!  Pod (or a workload's pod template) + namespace + InjectConfig
+//!     ─► inject.rs: skip (opted out, already injected, host network, mesh namespace)
+//!                   or mutate: istio-init (weft-proxy init, capture flags from the
+//!                   traffic.sidecar.istio.io annotations), istio-proxy as a native sidecar
+//!                   (startup probe: the app starts once the proxy is ready), its token,
+//!                   root cert and pod-info volumes, labels, sidecar.istio.io/status
+//!     ─► patch(): the JSONPatch an AdmissionReview answers with
+//! ```
+//!
+//! Pure functions: the webhook server and `weftctl kube-inject` are built on them.
+
+pub mod config;
+pub mod inject;
+
+pub use config::InjectConfig;
+pub use inject::{InjectError, Outcome, inject_pod, inject_template, patch};
