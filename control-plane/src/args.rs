@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long, env = "WEFT_WATCH_NAMESPACE", value_name = "NAMESPACE")]
     pub watch_namespace: Option<String>,
 
-    /// Address of the validating admission webhook (HTTPS: `POST /validate`, `GET /ready`).
+    /// Address of the admission webhooks (HTTPS: `POST /validate`, `POST /inject`, `GET /ready`).
     #[arg(long, env = "WEFT_WEBHOOK_ADDRESS", default_value = "0.0.0.0:15017")]
     pub webhook_address: SocketAddr,
 
@@ -112,6 +112,10 @@ pub struct Args {
     /// `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
     #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
+
+    /// The proxy image the sidecar injector adds to pods (`POST /inject` on the webhook).
+    #[arg(long, env = "WEFT_PROXY_IMAGE", default_value = concat!("ghcr.io/weft-mesh/weft-proxy:", env!("CARGO_PKG_VERSION")))]
+    pub proxy_image: String,
 
     /// PEM bundle of the CA certificates trusted when fetching `jwksUri` key sets
     /// (RequestAuthentication) over HTTPS, in addition to `/etc/ssl/certs/ca-certificates.crt`

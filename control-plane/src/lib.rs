@@ -15,7 +15,8 @@
 //! readiness    what /ready waits for                     (no crate dependency)
 //! listen       listener limits (weft-net) from the flags (no crate dependency)
 //! debug        /ready, /debug/syncz, /debug/configz      → readiness, source, xds
-//! webhook      the validating admission webhook          → source
+//! webhook      the admission webhooks (validate, inject)  → source, injection
+//! injection    sidecar injection: pod reviews → JSONPatch → args (and weft-injector)
 //! ca           the CA (Istio's CA API) and the 15012 TLS listener (no crate dependency)
 //! ```
 //!
@@ -24,6 +25,7 @@
 pub mod args;
 pub mod ca;
 pub mod debug;
+pub mod injection;
 pub mod jwks;
 pub mod listen;
 pub mod model;
@@ -229,8 +231,9 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
                 limits.listener(listener, "webhook", limits.http),
                 acceptor,
                 limits.header_read_timeout,
+                Arc::new(injection::config(&args)),
             )));
-            info!(%address, "serving the validating admission webhook (HTTPS)");
+            info!(%address, "serving the admission webhooks (HTTPS: /validate, /inject)");
             Some(address)
         }
         _ => {

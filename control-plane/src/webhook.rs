@@ -1,5 +1,6 @@
-//! The validating admission webhook: HTTPS (rustls, ring) on `--webhook-address`,
-//! `POST /validate` with an `admission.k8s.io/v1` AdmissionReview, `GET /ready`.
+//! The admission webhooks: HTTPS (rustls, ring) on `--webhook-address`, `POST /validate`
+//! with an `admission.k8s.io/v1` AdmissionReview, `POST /inject` for sidecar injection
+//! ([`crate::injection`]), `GET /ready`.
 //!
 //! The decision ([`review`]) is a pure function. CREATE and UPDATE of a kind weft-api
 //! models are decoded and validated exactly as the sources do; an invalid object is denied
@@ -29,8 +30,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 use weft_api::DocumentError;
+use weft_injector::InjectConfig;
 use weft_net::{Accepted, BoundedListener};
 
+use crate::injection::INJECT_PATH;
 use crate::source::kube::{error_lines, parse_object};
 
 /// The path the API server posts AdmissionReviews to.
@@ -121,9 +124,30 @@ fn deny(response: AdmissionResponse, lines: Vec<String>) -> AdmissionResponse {
 }
 
 /// Answers one HTTP request (the TLS and HTTP layers are in [`serve`]).
-pub fn handle(method: &Method, path: &str, body: &[u8]) -> Response<Full<Bytes>> {
+pub fn handle(
+    method: &Method,
+    path: &str,
+    body: &[u8],
+    inject: &InjectConfig,
+) -> Response<Full<Bytes>> {
     match (method, path) {
         (&Method::GET | &Method::HEAD, "/ready") => text(StatusCode::OK, "ready\n"),
+        (&Method::POST, INJECT_PATH) => match serde_json::from_slice(body) {
+            Ok(parsed) => {
+                let response = match crate::injection::review(&parsed, inject) {
+                    (response, None) => response,
+                    (response, Some(lines)) => deny(response, lines),
+                };
+                json_reply(response.into_review())
+            }
+            Err(err) => {
+                warn!(error = %err, "webhook: cannot decode the AdmissionReview");
+                text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cannot decode the AdmissionReview: {err}\n"),
+                )
+            }
+        },
         (&Method::POST, VALIDATE_PATH) => {
             let parsed: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
                 Ok(parsed) => parsed,
@@ -156,19 +180,23 @@ pub fn handle(method: &Method, path: &str, body: &[u8]) -> Response<Full<Bytes>>
                     );
                 }
             }
-            let body = serde_json::to_vec(&response.into_review()).unwrap_or_default();
-            let mut reply = Response::new(Full::new(Bytes::from(body)));
-            reply.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            reply
+            json_reply(response.into_review())
         }
-        (_, "/ready" | VALIDATE_PATH) => {
+        (_, "/ready" | VALIDATE_PATH | INJECT_PATH) => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         (_, path) => text(StatusCode::NOT_FOUND, &format!("no endpoint {path}\n")),
     }
+}
+
+fn json_reply(review: AdmissionReview<DynamicObject>) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(&review).unwrap_or_default();
+    let mut reply = Response::new(Full::new(Bytes::from(body)));
+    reply.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    reply
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
@@ -226,12 +254,14 @@ pub async fn serve(
     mut listener: BoundedListener,
     acceptor: TlsAcceptor,
     header_read_timeout: Option<Duration>,
+    inject: Arc<InjectConfig>,
 ) {
     let budget = Arc::new(Semaphore::new(BODY_BUDGET));
     loop {
         let Accepted { io, peer } = listener.accept().await;
         let acceptor = acceptor.clone();
         let budget = budget.clone();
+        let inject = inject.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
                 Ok(Ok(tls)) => tls,
@@ -246,13 +276,19 @@ pub async fn serve(
             };
             let service = service_fn(move |request: Request<Incoming>| {
                 let budget = budget.clone();
+                let inject = inject.clone();
                 async move {
                     let (parts, body) = request.into_parts();
                     let body = match read_body(&parts, body, &budget).await {
                         Ok(body) => body,
                         Err(reply) => return Ok::<_, Infallible>(reply),
                     };
-                    Ok(handle(&parts.method, parts.uri.path(), &body.bytes))
+                    Ok(handle(
+                        &parts.method,
+                        parts.uri.path(),
+                        &body.bytes,
+                        &inject,
+                    ))
                 }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

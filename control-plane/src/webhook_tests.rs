@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use weft_injector::InjectConfig;
 
 fn gvk(api_version: &str, kind: &str) -> Value {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
@@ -339,7 +340,12 @@ fn http_layer() {
         None,
     ))
     .expect("json");
-    let response = handle(&Method::POST, VALIDATE_PATH, &body);
+    let response = handle(
+        &Method::POST,
+        VALIDATE_PATH,
+        &body,
+        &InjectConfig::default(),
+    );
     assert_eq!(response.status(), StatusCode::OK);
     let body = futures::executor::block_on(response.into_body().collect())
         .expect("body")
@@ -358,17 +364,26 @@ fn http_layer() {
         "spec.http[0].route: weights must sum to 100, got 90"
     );
 
-    assert_eq!(handle(&Method::GET, "/ready", b"").status(), StatusCode::OK);
     assert_eq!(
-        handle(&Method::POST, VALIDATE_PATH, b"{not json").status(),
+        handle(&Method::GET, "/ready", b"", &InjectConfig::default()).status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        handle(
+            &Method::POST,
+            VALIDATE_PATH,
+            b"{not json",
+            &InjectConfig::default()
+        )
+        .status(),
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
-        handle(&Method::GET, VALIDATE_PATH, b"").status(),
+        handle(&Method::GET, VALIDATE_PATH, b"", &InjectConfig::default()).status(),
         StatusCode::METHOD_NOT_ALLOWED
     );
     assert_eq!(
-        handle(&Method::GET, "/nope", b"").status(),
+        handle(&Method::GET, "/nope", b"", &InjectConfig::default()).status(),
         StatusCode::NOT_FOUND
     );
 }

@@ -17,10 +17,12 @@ use kube::core::DynamicObject;
 use kube::core::admission::AdmissionReview;
 use serde_json::{Value, json};
 use weft_api::Kind;
+use weft_controller::injection::INJECT_PATH;
 use weft_controller::webhook::{VALIDATE_PATH, handle};
 use weft_fuzz::json::Documents;
 use weft_fuzz::raw::below;
 use weft_fuzz::{Fuzz, Tally, corpus};
+use weft_injector::InjectConfig;
 
 #[test]
 fn fuzz_webhook() {
@@ -109,7 +111,25 @@ fn admission_review(n: usize, operation: &str, object: Value) -> Value {
 /// Runs one request through the handler; the outcome (`allowed`, `denied`, `4xx`) or why the
 /// answer is wrong.
 fn check(input: &[u8]) -> Result<&'static str, String> {
-    let response = handle(&Method::POST, VALIDATE_PATH, input);
+    // The same bytes as a pod review for the injector: a JSON answer or a 4xx with a
+    // message, never a panic or a 5xx.
+    let injected = handle(&Method::POST, INJECT_PATH, input, &InjectConfig::default());
+    let status = injected.status();
+    let body = futures::executor::block_on(injected.into_body().collect())
+        .map_err(|e| format!("cannot read the injector's answer: {e}"))?
+        .to_bytes();
+    if !(status == hyper::StatusCode::OK || status.is_client_error() && !body.is_empty()) {
+        return Err(format!(
+            "injector: status {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    let response = handle(
+        &Method::POST,
+        VALIDATE_PATH,
+        input,
+        &InjectConfig::default(),
+    );
     let status = response.status();
     let body = futures::executor::block_on(response.into_body().collect())
         .map_err(|e| format!("cannot read the answer: {e}"))?

@@ -312,6 +312,8 @@ async fn crds_chart_rbac_webhook_and_bookinfo() {
         &format!("webhook.url=https://127.0.0.1:{webhook_port}/validate"),
         "--set",
         &format!("webhook.caBundle={ca_b64}"),
+        "--set",
+        &format!("sidecarInjector.url=https://127.0.0.1:{webhook_port}/inject"),
     ]);
     assert!(
         out.status.success(),
@@ -393,6 +395,85 @@ async fn crds_chart_rbac_webhook_and_bookinfo() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    // Sidecar injection through the chart's MutatingWebhookConfiguration: a pod created in a
+    // namespace labelled istio-injection=enabled is stored with the sidecar; one that opts
+    // out, and one in an unlabelled namespace, are stored as written.
+    cluster.kubectl_ok(&["create", "namespace", "shop"]);
+    cluster.kubectl_ok(&["label", "namespace", "shop", "istio-injection=enabled"]);
+    // No controller manager here: the pods' ServiceAccounts are made by hand.
+    for namespace in ["shop", "default"] {
+        let out = cluster.kubectl_apply_stdin(&format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: default, namespace: {namespace}}}\n"
+        ));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let pod = |name: &str, namespace: &str, labels: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{{labels}}}}}\n\
+             spec: {{containers: [{{name: app, image: 'docker.io/weft/demo-app:1.0'}}]}}\n"
+        )
+    };
+    for manifest in [
+        pod("injected", "shop", "app: web"),
+        pod(
+            "opted-out",
+            "shop",
+            "app: web, sidecar.istio.io/inject: 'false'",
+        ),
+        pod("plain", "default", "app: web"),
+    ] {
+        let out = cluster.kubectl_apply_stdin(&manifest);
+        assert!(
+            out.status.success(),
+            "{}\n{manifest}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let init_containers = |name: &str, namespace: &str| {
+        cluster.kubectl_ok(&[
+            "get",
+            "pod",
+            name,
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.spec.initContainers[*].name}",
+        ])
+    };
+    assert_eq!(
+        init_containers("injected", "shop"),
+        "istio-init istio-proxy"
+    );
+    assert_eq!(
+        cluster.kubectl_ok(&[
+            "get",
+            "pod",
+            "injected",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.metadata.labels.security\\.istio\\.io/tlsMode}",
+        ]),
+        "istio"
+    );
+    assert_eq!(init_containers("opted-out", "shop"), "");
+    assert_eq!(init_containers("plain", "default"), "");
+    // A bad annotation is refused with the webhook's words.
+    let out = cluster.kubectl_apply_stdin(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\n  namespace: shop\n  annotations:\n    \
+         traffic.sidecar.istio.io/includeInboundPorts: http\nspec:\n  containers: [{name: app, image: x}]\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("includeInboundPorts']: \"http\" is not a port"),
+        "{stderr}"
+    );
 
     // The controller saw it all through its own (chart-granted) permissions.
     let log = controller.process.log();
@@ -898,6 +979,7 @@ fn chart_lints_and_renders() {
         "Service",
         "Secret",
         "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
     ] {
         assert!(
             rendered.contains(&format!("\nkind: {kind}\n")),
