@@ -7,7 +7,7 @@
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use weft_e2e::node::net::{Network, PodNet};
+use weft_e2e::node::net::{Network, PodNet, http_get_in_as};
 use weft_e2e::{bins, eventually};
 
 /// `weftctl demo-app` answering as `service` on `listen`, inside the pod.
@@ -78,28 +78,7 @@ fn saved(pod: &PodNet, backend: &str) -> String {
 
 /// An HTTP/1.0 GET from inside the pod as `uid`: the response, or why not.
 fn get_as(pod: &PodNet, uid: u32, host: &str, port: u16) -> Result<String, String> {
-    let script = format!(
-        "exec 3<>/dev/tcp/{host}/{port} && printf 'GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"
-    );
-    let out = pod
-        .command("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-            "timeout",
-            "5",
-            "bash",
-            "-c",
-            &script,
-        ])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    http_get_in_as(&pod.netns, Some(uid), host, port, "/")
 }
 
 /// An HTTP/1.0 GET from the host (over the bridge).

@@ -199,8 +199,10 @@ impl Agent {
         loop {
             match pods.list(&ListParams::default()).await {
                 Ok(list) => {
+                    // The names every pod resolves, read once a turn.
+                    let hosts = self.hosts.lock().clone();
                     for pod in &list.items {
-                        self.sync(pod).await;
+                        self.sync(pod, &hosts).await;
                     }
                     // Pods gone from the API server entirely: stop what is left of them.
                     let listed: BTreeSet<(String, String)> =
@@ -218,7 +220,7 @@ impl Agent {
         }
     }
 
-    async fn sync(&mut self, pod: &Pod) {
+    async fn sync(&mut self, pod: &Pod, hosts: &BTreeMap<String, std::net::Ipv4Addr>) {
         let (ns, pod_name) = (namespace(pod), name(pod));
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let spec = pod.spec.clone().unwrap_or_default();
@@ -267,7 +269,6 @@ impl Agent {
         let Some(r) = self.pods.get_mut(&key) else {
             return;
         };
-        let hosts = self.hosts.lock().clone();
         if let Err(e) = r.net.set_hosts(hosts) {
             eprintln!("node agent: hosts of {ns}/{pod_name}: {e}");
         }

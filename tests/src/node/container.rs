@@ -118,11 +118,6 @@ impl Container {
         self.process.is_some()
     }
 
-    /// Ever started (or tried to).
-    pub fn tried(&self) -> bool {
-        !self.started_at.is_empty() || self.waiting.is_some() || self.last.is_some()
-    }
-
     /// Running, and past its startup probe.
     pub fn started(&self) -> bool {
         self.running() && self.startup.as_ref().is_none_or(Prober::passing)

@@ -205,13 +205,13 @@ impl PodNet {
 
     /// Makes the `hosts` file name exactly `hosts` (besides `localhost` and the pod's own
     /// name); writes only when that changes it.
-    pub fn set_hosts(&self, hosts: BTreeMap<String, Ipv4Addr>) -> Result<(), NetError> {
+    pub fn set_hosts(&self, hosts: &BTreeMap<String, Ipv4Addr>) -> Result<(), NetError> {
         {
             let mut current = self.hosts.lock();
-            if *current == hosts {
+            if *current == *hosts {
                 return Ok(());
             }
-            *current = hosts;
+            current.clone_from(hosts);
         }
         self.write_hosts()
     }
@@ -276,11 +276,35 @@ fn files_dir(index: u8) -> PathBuf {
 /// `hosts` file) using bash's `/dev/tcp`, so no client program is needed there: the whole
 /// response, or why not.
 pub fn http_get_in(netns: &str, host: &str, port: u16, path: &str) -> Result<String, String> {
+    http_get_in_as(netns, None, host, port, path)
+}
+
+/// [`http_get_in`] as user (and group) `uid`, when given: a pod's app, or its proxy's 1337.
+pub fn http_get_in_as(
+    netns: &str,
+    uid: Option<u32>,
+    host: &str,
+    port: u16,
+    path: &str,
+) -> Result<String, String> {
     let script = format!(
         "exec 3<>/dev/tcp/{host}/{port} && printf 'GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"
     );
-    let out = Command::new("ip")
-        .args(["netns", "exec", netns, "bash", "-c", &script])
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", netns]);
+    if let Some(uid) = uid {
+        command.args([
+            "setpriv",
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            // The connect too is bounded (an address nothing answers).
+            "timeout",
+            "5",
+        ]);
+    }
+    let out = command
+        .args(["bash", "-c", &script])
         .output()
         .map_err(|e| e.to_string())?;
     if out.status.success() {
