@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use weft_api::networking::OutboundTrafficPolicyMode;
 
 /// Weft's control plane: reads Istio configuration and serves Envoy xDS (ADS) to proxies.
 ///
@@ -140,6 +141,19 @@ pub struct Args {
     #[arg(long, env = "WEFT_STREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub stream_idle_timeout: Duration,
 
+    /// Where proxies that capture their pod's traffic send connections to destinations the
+    /// mesh does not know (Istio's MeshConfig `outboundTrafficPolicy.mode`): `ALLOW_ANY` to
+    /// the original destination, `REGISTRY_ONLY` nowhere. A Sidecar's
+    /// `outboundTrafficPolicy` overrides it for its workloads.
+    #[arg(long, env = "WEFT_OUTBOUND_TRAFFIC_POLICY", default_value = "ALLOW_ANY", value_parser = parse_outbound_traffic_policy)]
+    pub outbound_traffic_policy: OutboundTrafficPolicyMode,
+
+    /// How long proxies that capture their pod's traffic wait for a connection's first bytes
+    /// to tell its protocol (TLS, HTTP) before treating it as opaque TCP (Istio's MeshConfig
+    /// `protocolDetectionTimeout`); `0s` waits as long as it takes.
+    #[arg(long, env = "WEFT_PROTOCOL_DETECTION_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
+    pub protocol_detection_timeout: Duration,
+
     /// ADS connections served at once; one more is accepted and closed at once, with a
     /// warning at most every 10 s.
     #[arg(long, env = "WEFT_MAX_XDS_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -219,6 +233,17 @@ pub fn parse_dns_refresh_rate(text: &str) -> Result<Duration, String> {
     Ok(rate)
 }
 
+/// Parses `--outbound-traffic-policy`: `ALLOW_ANY` or `REGISTRY_ONLY`, as Istio spells them.
+pub fn parse_outbound_traffic_policy(text: &str) -> Result<OutboundTrafficPolicyMode, String> {
+    match text.trim() {
+        "ALLOW_ANY" => Ok(OutboundTrafficPolicyMode::AllowAny),
+        "REGISTRY_ONLY" => Ok(OutboundTrafficPolicyMode::RegistryOnly),
+        other => Err(format!(
+            "{other:?} is not an outbound traffic policy mode: ALLOW_ANY or REGISTRY_ONLY"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +300,42 @@ mod tests {
                 "\"0.5ms\" is too short: the DNS refresh rate must be longer than 1ms (Envoy's minimum)"
                     .to_string()
             )
+        );
+    }
+
+    #[test]
+    fn capture_flags() {
+        let args = Args::try_parse_from(["weft-controller"]).expect("parses");
+        assert_eq!(
+            args.outbound_traffic_policy,
+            OutboundTrafficPolicyMode::AllowAny
+        );
+        assert_eq!(args.protocol_detection_timeout, Duration::from_millis(100));
+        let args = Args::try_parse_from([
+            "weft-controller",
+            "--outbound-traffic-policy",
+            "REGISTRY_ONLY",
+            "--protocol-detection-timeout",
+            "0s",
+        ])
+        .expect("parses");
+        assert_eq!(
+            args.outbound_traffic_policy,
+            OutboundTrafficPolicyMode::RegistryOnly
+        );
+        assert_eq!(args.protocol_detection_timeout, Duration::ZERO);
+        for bad in ["allow_any", "DENY", ""] {
+            let err = Args::try_parse_from([
+                "weft-controller",
+                &format!("--outbound-traffic-policy={bad}"),
+            ])
+            .expect_err(bad)
+            .to_string();
+            assert!(err.contains("ALLOW_ANY or REGISTRY_ONLY"), "{bad}: {err}");
+        }
+        assert!(
+            Args::try_parse_from(["weft-controller", "--protocol-detection-timeout", "fast"])
+                .is_err()
         );
     }
 

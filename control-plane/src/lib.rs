@@ -178,6 +178,8 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         debounce = ?args.debounce,
         dns_refresh_rate = ?args.dns_refresh_rate,
         stream_idle_timeout = ?args.stream_idle_timeout,
+        outbound_traffic_policy = ?args.outbound_traffic_policy,
+        protocol_detection_timeout = ?args.protocol_detection_timeout,
         log = %args.log,
         "starting weft-controller ({mode} mode)"
     );
@@ -248,6 +250,8 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         stream_idle_timeout: args.stream_idle_timeout,
         root_namespace: args.root_namespace.clone(),
         trust_domain: args.trust_domain.clone(),
+        outbound_traffic_policy: args.outbound_traffic_policy.into(),
+        protocol_detection_timeout: args.protocol_detection_timeout,
     };
     let mut local_stats = None;
     let mut kube = None;

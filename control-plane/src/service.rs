@@ -22,6 +22,10 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
     /// How the proxy finds the endpoints' addresses.
     pub resolution: Resolution,
+    /// The service's virtual IPs, sorted: a Kubernetes Service's `spec.clusterIPs` (else
+    /// `spec.clusterIP`), a ServiceEntry's `spec.addresses` as written (IPs or CIDR blocks).
+    /// Captured traffic to them is told apart by these (the capture shape's filter chains).
+    pub addresses: Vec<String>,
     /// The ServiceEntry or Kubernetes Service that defines the service.
     pub source: ObjectKey,
     /// The identities the service's servers may present, sorted: the ServiceEntry's
@@ -85,6 +89,8 @@ pub struct ServicePort {
     /// Declared protocol; `None` when the ServiceEntry does not say (auto-detected: HTTP here).
     pub protocol: Option<Protocol>,
     pub target_port: Option<u32>,
+    /// The port's position in its object's `spec.ports`, for warnings (`spec.ports[<index>]`).
+    pub index: usize,
 }
 
 impl ServicePort {
@@ -101,6 +107,27 @@ impl ServicePort {
             .as_ref()
             .is_some_and(|protocol| protocol.is_http2())
     }
+
+    /// How a capturing proxy handles connections to the port; `None` for UDP (not captured).
+    pub fn kind(&self) -> Option<PortKind> {
+        match self.protocol {
+            None => Some(PortKind::Undeclared),
+            Some(Protocol::Udp) => None,
+            Some(protocol) if protocol.is_http() => Some(PortKind::Http),
+            Some(_) => Some(PortKind::Tcp),
+        }
+    }
+}
+
+/// What a port carries, as traffic capture treats it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PortKind {
+    /// A declared HTTP protocol (HTTP, HTTP2, GRPC, GRPC-Web): the HTTP connection manager.
+    Http,
+    /// A declared protocol that is not HTTP (TCP, TLS, HTTPS, Mongo, MySQL, Redis): opaque TCP.
+    Tcp,
+    /// No declared protocol: HTTP when the first bytes are HTTP, else opaque TCP.
+    Undeclared,
 }
 
 /// One endpoint (workload instance) of a service.

@@ -6,7 +6,7 @@
 use weft_api::ConfigObject;
 use weft_api::networking::{
     ClientTlsSettings, ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, ServiceEntry,
-    SimpleLb, TlsMode, TrafficPolicy, VirtualService,
+    Sidecar, SimpleLb, TlsMode, TrafficPolicy, VirtualService,
 };
 use weft_api::security::{AuthorizationAction, AuthorizationPolicy};
 
@@ -39,11 +39,8 @@ pub fn fields(key: &ObjectKey, object: &ConfigObject) -> Vec<Warning> {
             String::new(),
             "Gateway resources are not supported yet; ignored".to_string(),
         )),
-        ConfigObject::Sidecar(_) => found.push((
-            String::new(),
-            "Sidecar resources are not supported yet; ignored (every proxy sees every service)"
-                .to_string(),
-        )),
+        // Translated: egress hosts and the outbound traffic policy (model::sidecar).
+        ConfigObject::Sidecar(resource) => sidecar(&resource.spec, &mut found),
         // Kinds weft-api models that the controller does not translate (yet).
         #[allow(unreachable_patterns)]
         other => found.push((
@@ -324,12 +321,52 @@ fn policy_target(target_ref: bool, target_refs: usize, found: &mut Found) {
 }
 
 fn service_entry(entry: &ServiceEntry, found: &mut Found) {
+    export_to(&entry.export_to, found);
+}
+
+/// A Sidecar's `egress[].hosts` and `outboundTrafficPolicy.mode` are translated; its listeners'
+/// ports, binds and capture modes, its ingress listeners, connection pool and egress proxy are
+/// not (the proxy keeps its default listeners and sends unknown traffic to the passthrough).
+fn sidecar(sidecar: &Sidecar, found: &mut Found) {
+    for index in 0..sidecar.ingress.len() {
+        found.push((
+            format!("spec.ingress[{index}]"),
+            "not supported yet; ignored (inbound ports come from the services the workload serves)"
+                .to_string(),
+        ));
+    }
+    for (index, egress) in sidecar.egress.iter().enumerate() {
+        let path = format!("spec.egress[{index}]");
+        if egress.port.is_some() {
+            found.push((
+                format!("{path}.port"),
+                "not supported yet; ignored (the hosts are visible on every port)".to_string(),
+            ));
+        }
+        note(
+            found,
+            egress.bind.as_deref().is_some_and(|bind| !bind.is_empty()),
+            format!("{path}.bind"),
+        );
+        note(
+            found,
+            egress.capture_mode.is_some(),
+            format!("{path}.captureMode"),
+        );
+    }
     note(
         found,
-        !entry.addresses.is_empty(),
-        "spec.addresses".to_string(),
+        sidecar.inbound_connection_pool.is_some(),
+        "spec.inboundConnectionPool".to_string(),
     );
-    export_to(&entry.export_to, found);
+    if let Some(policy) = &sidecar.outbound_traffic_policy
+        && policy.egress_proxy.is_some()
+    {
+        found.push((
+            "spec.outboundTrafficPolicy.egressProxy".to_string(),
+            "not supported yet; ignored (unknown destinations are reached directly)".to_string(),
+        ));
+    }
 }
 
 /// An enum value as Istio spells it in YAML (`ISTIO_MUTUAL`).

@@ -331,6 +331,7 @@ async fn security_policies_are_accepted_by_the_proxy() {
         namespace: "default".to_string(),
         labels: vec![("app".to_string(), "contract".to_string())],
         app_port: Some(APP_PORT),
+        capture: None,
     };
     let generated = Generated::new(
         &case.model(),
@@ -385,6 +386,7 @@ async fn header_formatters_are_accepted_by_the_proxy() {
         namespace: "default".to_string(),
         labels: Vec::new(),
         app_port: None,
+        capture: None,
     };
     let generated = Generated::new(
         &case.model(),
@@ -571,6 +573,7 @@ async fn one_invalid_resource_does_not_freeze_the_others() {
         namespace: "default".to_string(),
         labels: vec![("app".to_string(), "contract".to_string())],
         app_port: Some(APP_PORT),
+        capture: None,
     };
     let first = ConfigCase::local(
         "isolation v1",

@@ -359,6 +359,8 @@ fn proxy_container(
             {"name": "POD_NAME", "valueFrom": field("metadata.name")},
             {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
             {"name": "INSTANCE_IP", "valueFrom": field("status.podIP")},
+            // istio-init captured the pod's traffic: listeners match by original destination.
+            {"name": "ISTIO_META_INTERCEPTION_MODE", "value": "REDIRECT"},
         ],
         "resources": {"requests": requests, "limits": limits},
         "startupProbe": {"periodSeconds": 1, "timeoutSeconds": 3, "failureThreshold": 600,

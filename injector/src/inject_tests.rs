@@ -107,6 +107,11 @@ fn bookinfo_reviews_gets_the_init_container_and_a_native_sidecar() {
             .map(|f| f.field_path),
         Some("status.podIP".into())
     );
+    // The proxy learns its traffic is captured (its listeners match original destinations).
+    assert_eq!(
+        env("ISTIO_META_INTERCEPTION_MODE").value.as_deref(),
+        Some("REDIRECT")
+    );
     let mounts: Vec<&str> = proxy
         .volume_mounts
         .iter()

@@ -1,7 +1,7 @@
 //! Admin (`/ready`, `/config_dump`, `/quitquitquit`, `/drain_listeners`) and health (`/healthz/ready`) HTTP servers.
 //!
 //! ```text
-//!  admin :15000  ─► /ready /config_dump /certs ───────┐
+//!  admin :15000  ─► /ready /config_dump /certs /stats/prometheus ─┐
 //!                   POST /quitquitquit /drain_listeners ─► Control (drain, quit)
 //!  health :15021 ─► /healthz/ready ────────────────────┴─► latest Arc<ProxyConfig> (watch)
 //! ```
@@ -40,6 +40,8 @@ pub struct Control {
     pub quit: CancellationToken,
     /// The workload identity, when the proxy has one (`--ca-address`).
     pub identity: Option<crate::identity::Identity>,
+    /// The proxy's metrics (`/stats/prometheus`).
+    pub metrics: Option<Arc<prometheus_client::registry::Registry>>,
 }
 
 /// Serves admin or health requests (HTTP/1.1) on `listener` forever.
@@ -121,6 +123,22 @@ fn respond<B>(
             );
             resp
         }
+        (Kind::Admin, "/stats/prometheus") => {
+            let mut text = String::new();
+            if let Some(registry) = &ctl.metrics
+                && let Err(e) = prometheus_client::encoding::text::encode(&mut text, registry)
+            {
+                return text_response(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"));
+            }
+            let mut resp = Response::new(Full::new(Bytes::from(text)));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            resp
+        }
         (Kind::Admin, "/config_dump") => {
             let body = serde_json::to_vec_pretty(&config_dump(config)).unwrap_or_default();
             let mut resp = Response::new(Full::new(Bytes::from(body)));
@@ -142,6 +160,30 @@ fn type_state(t: &TypeState) -> Value {
     })
 }
 
+/// JSON view of one filter chain: its match, transport and what it forwards to.
+fn chain_summary(c: &crate::config::FilterChain) -> Value {
+    let m = &c.matcher;
+    let target = match &c.network {
+        crate::config::Network::Http(h) => json!({"routes": match &h.routes {
+            RouteSource::Rds(n) => n.clone(),
+            RouteSource::Inline(r) => format!("inline:{}", r.name),
+        }}),
+        crate::config::Network::Tcp(t) => json!({"tcp_proxy": t.cluster}),
+    };
+    json!({
+        "name": c.name,
+        "match": {
+            "destination_port": m.destination_port,
+            "prefix_ranges": m.prefix_ranges.iter().map(|r| format!("{}/{}", r.addr, r.len)).collect::<Vec<_>>(),
+            "server_names": m.server_names,
+            "transport_protocol": m.transport_protocol.map(|t| format!("{t:?}")),
+            "application_protocols": m.application_protocols,
+        },
+        "tls": c.tls.is_some(),
+        "network": target,
+    })
+}
+
 /// JSON view of the applied config: per type the version and names, plus summaries.
 pub fn config_dump(config: &ProxyConfig) -> Value {
     let mut listeners: Vec<Value> = config
@@ -152,7 +194,8 @@ pub fn config_dump(config: &ProxyConfig) -> Value {
             json!({
                 "name": l.name,
                 "address": l.address.to_string(),
-                "routes": match &l.routes { RouteSource::Rds(n) => n.clone(), RouteSource::Inline(r) => format!("inline:{}", r.name) },
+                "original_dst": l.original_dst,
+                "chains": l.chains.iter().map(chain_summary).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -202,6 +245,7 @@ pub fn config_dump(config: &ProxyConfig) -> Value {
                     DiscoveryKind::Eds(s) => format!("EDS({s})"),
                     DiscoveryKind::Static(_) => "STATIC".into(),
                     DiscoveryKind::Dns(d) => format!("{:?}_DNS", d.kind).to_uppercase(),
+                    DiscoveryKind::OriginalDst => "ORIGINAL_DST".into(),
                 },
                 "warm": c.is_ready(),
                 "lb_policy": c.config.lb_policy.as_str(),

@@ -52,6 +52,17 @@ pub struct Args {
     #[arg(long, env = "WEFT_APP_PORT")]
     pub app_port: Option<u16>,
 
+    /// How the pod's traffic reaches the proxy (node metadata `INTERCEPTION_MODE`): `REDIRECT`
+    /// when `weft-proxy init` captured it with iptables (the listeners then match connections
+    /// by their original destination); `NONE` when clients address the proxy explicitly.
+    #[arg(
+        long,
+        env = "ISTIO_META_INTERCEPTION_MODE",
+        default_value = "NONE",
+        value_parser = ["NONE", "REDIRECT"]
+    )]
+    pub interception_mode: String,
+
     /// Admin HTTP port (`/ready`, `/config_dump`).
     #[arg(long, env = "WEFT_ADMIN_PORT", default_value_t = 15000)]
     pub admin_port: u16,
@@ -309,6 +320,10 @@ impl Args {
         if let Some(p) = self.app_port {
             fields.insert("WEFT_APP_PORT".to_string(), string(p.to_string()));
         }
+        fields.insert(
+            weft_xds::contract::INTERCEPTION_MODE.to_string(),
+            string(self.interception_mode.as_str()),
+        );
         fields.insert(
             "SERVICE_ACCOUNT".to_string(),
             string(self.service_account.as_str()),

@@ -18,10 +18,12 @@ pub mod http;
 pub mod identity;
 pub mod limits;
 pub mod listeners;
+pub mod tcp;
 pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 pub use args::Args;
 pub use config::{ConfigStore, ProxyConfig};
@@ -76,6 +78,9 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     let store = ConfigStore::with_limits(drain.clone(), limits.clone())
         .with_tls(tls::MeshTls::new(identity_rx.clone()));
     let rx = store.subscribe();
+    let mut registry = prometheus_client::registry::Registry::with_prefix("weft");
+    store.listener_stats().register(&mut registry);
+    let registry = Arc::new(registry);
     for (what, port, kind) in [
         ("admin", args.admin_port, admin::Kind::Admin),
         ("health", args.health_port, admin::Kind::Health),
@@ -97,6 +102,7 @@ pub async fn run(args: Args) -> Result<(), StartError> {
             drain: drain.clone(),
             quit: quit.clone(),
             identity: identity_rx.clone(),
+            metrics: Some(registry.clone()),
         };
         tokio::spawn(admin::serve(
             listener,

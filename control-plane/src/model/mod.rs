@@ -1,17 +1,20 @@
 //! The immutable model built from one source snapshot: services (Kubernetes Services from
 //! the registry, and ServiceEntries: [`service_entry`]), virtual services and destination
-//! rules, indexed by host, security policies ([`security`]), plus the warnings found on the way. Reads the sources' output;
-//! the xDS generator reads the model.
+//! rules, indexed by host, security policies ([`security`]), Sidecars ([`sidecar`]: what each
+//! workload sees), plus the warnings found on the way ([`capture`]: services whose captured
+//! traffic collides). Reads the sources' output; the xDS generator reads the model.
 
+mod capture;
 pub mod security;
 mod service_entry;
+pub mod sidecar;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use weft_api::ConfigObject;
 use weft_api::host::{host_matches, resolve_short_name};
-use weft_api::networking::{DestinationRule, Subset, VirtualService};
+use weft_api::networking::{DestinationRule, OutboundTrafficPolicyMode, Subset, VirtualService};
 
 use crate::jwks::JwksSet;
 use crate::object::{ObjectKey, Warning};
@@ -33,6 +36,30 @@ pub const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(60);
 /// `--stream-idle-timeout 0s` restores Istio's behaviour.
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long the listener filters of a capturing proxy wait for the first bytes to tell the
+/// protocol (Istio's MeshConfig `protocolDetectionTimeout` default).
+pub const DEFAULT_PROTOCOL_DETECTION_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Where a capturing proxy sends traffic to a destination the mesh does not know (Istio's
+/// MeshConfig and Sidecar `outboundTrafficPolicy.mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OutboundTrafficPolicy {
+    /// `ALLOW_ANY`: to its original destination (`PassthroughCluster`).
+    #[default]
+    AllowAny,
+    /// `REGISTRY_ONLY`: nowhere (`BlackHoleCluster`; HTTP gets 502).
+    RegistryOnly,
+}
+
+impl From<OutboundTrafficPolicyMode> for OutboundTrafficPolicy {
+    fn from(mode: OutboundTrafficPolicyMode) -> Self {
+        match mode {
+            OutboundTrafficPolicyMode::AllowAny => Self::AllowAny,
+            OutboundTrafficPolicyMode::RegistryOnly => Self::RegistryOnly,
+        }
+    }
+}
+
 /// Istio's default root namespace.
 pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
 /// Istio's default trust domain.
@@ -52,6 +79,12 @@ pub struct MeshSettings {
     pub root_namespace: String,
     /// The trust domain of SPIFFE identities (`--trust-domain`).
     pub trust_domain: String,
+    /// Where capturing proxies send traffic to unknown destinations unless their Sidecar
+    /// says otherwise (`--outbound-traffic-policy`).
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// `listener_filters_timeout` of a capturing proxy's listeners
+    /// (`--protocol-detection-timeout`; zero: none).
+    pub protocol_detection_timeout: Duration,
 }
 
 impl Default for MeshSettings {
@@ -62,6 +95,8 @@ impl Default for MeshSettings {
             stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
             root_namespace: DEFAULT_ROOT_NAMESPACE.to_string(),
             trust_domain: DEFAULT_TRUST_DOMAIN.to_string(),
+            outbound_traffic_policy: OutboundTrafficPolicy::AllowAny,
+            protocol_detection_timeout: DEFAULT_PROTOCOL_DETECTION_TIMEOUT,
         }
     }
 }
@@ -104,6 +139,10 @@ pub struct Model {
     pub root_namespace: String,
     /// The trust domain of SPIFFE identities.
     pub trust_domain: String,
+    /// The mesh's outbound traffic policy (a Sidecar may override it for its workloads).
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// How long a capturing proxy's listener filters wait to tell the protocol (zero: none).
+    pub protocol_detection_timeout: Duration,
     /// Services by fully qualified host name.
     pub services: BTreeMap<String, Service>,
     /// VirtualServices that apply to sidecars, ordered by namespace/name.
@@ -123,6 +162,8 @@ pub struct Model {
     pub request_authentications: Vec<security::RequestAuthenticationEntry>,
     /// PeerAuthentications ordered by namespace/name ([`security::peer_authentication`]).
     pub peer_authentications: Vec<security::PeerAuthenticationEntry>,
+    /// Sidecars ordered by namespace/name ([`sidecar`]).
+    pub sidecars: Vec<sidecar::SidecarEntry>,
 }
 
 impl Model {
@@ -134,6 +175,8 @@ impl Model {
             stream_idle_timeout: settings.stream_idle_timeout,
             root_namespace: settings.root_namespace.clone(),
             trust_domain: settings.trust_domain.clone(),
+            outbound_traffic_policy: settings.outbound_traffic_policy,
+            protocol_detection_timeout: settings.protocol_detection_timeout,
             ..Self::default()
         }
     }
@@ -205,6 +248,11 @@ impl Model {
                 ConfigObject::DestinationRule(resource) => {
                     destination_rules.push((key, &resource.spec));
                 }
+                ConfigObject::Sidecar(resource) => {
+                    let (entry, warnings) = sidecar::SidecarEntry::new(key, resource);
+                    model.warnings.extend(warnings);
+                    model.sidecars.push(entry);
+                }
                 #[allow(unreachable_patterns)]
                 _ => {}
             }
@@ -221,6 +269,10 @@ impl Model {
         }
         model.index_destination_rules();
         model.check_destinations();
+        let shadowed = sidecar::shadowed(&model.sidecars);
+        model.warnings.extend(shadowed);
+        let collisions = capture::collisions(&model.services);
+        model.warnings.extend(collisions);
         security::add(&mut model, config, jwks);
         for (key, object) in config.objects() {
             model.warnings.extend(unsupported::fields(key, object));

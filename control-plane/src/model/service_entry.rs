@@ -39,11 +39,13 @@ pub(super) fn add(
     let mut ports: Vec<ServicePort> = entry
         .ports
         .iter()
-        .map(|port| ServicePort {
+        .enumerate()
+        .map(|(index, port)| ServicePort {
             number: port.number,
             name: port.name.clone(),
             protocol: port.protocol.as_ref().map(|_| port.protocol()),
             target_port: port.target_port.filter(|target| *target != 0),
+            index,
         })
         .collect();
     ports.sort_by_key(|port| port.number);
@@ -60,6 +62,9 @@ pub(super) fn add(
         entry.subject_alt_names.iter().cloned(),
         &model.trust_domain,
     );
+    let mut addresses = entry.addresses.clone();
+    addresses.sort();
+    addresses.dedup();
     let hosts_are_endpoints =
         resolution.is_dns() && entry.endpoints.is_empty() && entry.workload_selector.is_none();
 
@@ -93,6 +98,7 @@ pub(super) fn add(
                 ports: ports.clone(),
                 endpoints,
                 resolution,
+                addresses: addresses.clone(),
                 source: key.clone(),
                 subject_alt_names: subject_alt_names.clone(),
             },

@@ -146,6 +146,12 @@ pub const ISTIO_KINDS: &[IstioKind] = &[
         plural: "workloadentries",
     },
     IstioKind {
+        group: "networking.istio.io",
+        version: "v1",
+        kind: "Sidecar",
+        plural: "sidecars",
+    },
+    IstioKind {
         group: "security.istio.io",
         version: "v1",
         kind: "AuthorizationPolicy",

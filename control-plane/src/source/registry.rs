@@ -5,7 +5,8 @@
 //!
 //! Translation rules (as Istio's `serviceregistry/kube`):
 //! - a Service `name` in `ns` is the host `name.ns.svc.<domain>`; ExternalName and headless
-//!   (`clusterIP: None`) Services are skipped (debug log);
+//!   (`clusterIP: None`) Services are skipped (debug log); its virtual IPs are
+//!   `spec.clusterIPs` (else `spec.clusterIP`);
 //! - a port's protocol comes from `appProtocol` when set (`kubernetes.io/h2c` → HTTP2,
 //!   `kubernetes.io/ws` → HTTP, `kubernetes.io/wss` → HTTPS, else the name as below),
 //!   else from the port name (`grpc-web…` → GRPC-Web, else the part before the first `-`:
@@ -169,7 +170,8 @@ pub fn service(
         .ports
         .iter()
         .flatten()
-        .filter_map(service_port)
+        .enumerate()
+        .filter_map(|(index, port)| service_port(index, port))
         .collect();
     ports.sort_by_key(|port| port.number);
     ports.dedup_by_key(|port| port.number);
@@ -208,12 +210,13 @@ pub fn service(
         ports,
         endpoints,
         resolution: Resolution::Static,
+        addresses: cluster_ips(spec),
         source: ObjectKey::new("Service", Some(namespace), name),
         subject_alt_names,
     })
 }
 
-fn service_port(port: &KubeServicePort) -> Option<ServicePort> {
+fn service_port(index: usize, port: &KubeServicePort) -> Option<ServicePort> {
     let number = u32::try_from(port.port).ok().filter(|number| *number > 0)?;
     let name = port.name.clone().unwrap_or_default();
     let target_port = match &port.target_port {
@@ -233,7 +236,21 @@ fn service_port(port: &KubeServicePort) -> Option<ServicePort> {
         ),
         name,
         target_port,
+        index,
     })
+}
+
+/// The virtual IPs of a Service: `spec.clusterIPs`, else `spec.clusterIP`, without `None` and
+/// empty values, sorted.
+pub fn cluster_ips(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Vec<String> {
+    let mut addresses: Vec<String> = match &spec.cluster_ips {
+        Some(ips) if !ips.is_empty() => ips.clone(),
+        _ => spec.cluster_ip.iter().cloned().collect(),
+    };
+    addresses.retain(|ip| !ip.is_empty() && ip != "None");
+    addresses.sort();
+    addresses.dedup();
+    addresses
 }
 
 /// Istio's ports that are TCP when nothing else says (protocol sniffing would break them).

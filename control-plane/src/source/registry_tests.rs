@@ -438,3 +438,56 @@ spec:
     );
     let _ = ConfigSet::default();
 }
+
+#[test]
+fn virtual_ips_from_cluster_ips_else_cluster_ip() {
+    let spec = |value: serde_json::Value| -> k8s_openapi::api::core::v1::ServiceSpec {
+        serde_json::from_value(value).expect("spec")
+    };
+    assert_eq!(
+        cluster_ips(&spec(
+            json!({"clusterIP": "10.0.0.1", "clusterIPs": ["fd00::1", "10.0.0.1"]})
+        )),
+        ["10.0.0.1", "fd00::1"]
+    );
+    assert_eq!(
+        cluster_ips(&spec(json!({"clusterIP": "10.0.0.2"}))),
+        ["10.0.0.2"]
+    );
+    assert!(cluster_ips(&spec(json!({"clusterIP": "None", "clusterIPs": ["None"]}))).is_empty());
+    assert!(cluster_ips(&spec(json!({"clusterIP": ""}))).is_empty());
+    assert!(cluster_ips(&spec(json!({}))).is_empty());
+    // Through the registry: the model service carries them.
+    let (services, _) = reviews_registry().services("cluster.local", "cluster.local");
+    assert_eq!(services[0].addresses, ["10.0.0.10"]);
+}
+
+#[test]
+fn service_entry_addresses_are_kept_sorted() {
+    let model = Model::build(
+        &config_from_yaml(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [a.example.com]
+  addresses: [240.0.1.0/24, 240.0.0.9, 240.0.0.9]
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.1}]
+"#,
+        ),
+        &MeshSettings::default(),
+    );
+    assert_eq!(
+        model.services["a.example.com"].addresses,
+        ["240.0.0.9", "240.0.1.0/24"]
+    );
+    // Addresses are translated now: no "not supported" warning.
+    assert!(
+        !model.warnings.iter().any(|w| w.path == "spec.addresses"),
+        "{:?}",
+        model.warnings
+    );
+}

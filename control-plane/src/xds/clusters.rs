@@ -3,7 +3,9 @@
 //! [`Resolution::Static`]; for DNS resolutions they are `STRICT_DNS` (`DNS`) or
 //! `LOGICAL_DNS` (`DNS_ROUND_ROBIN`) with their endpoints inline, as Istio builds them
 //! (see [`dns_cluster_fields`]). Outbound clusters get their transport security (auto mTLS,
-//! DestinationRule TLS) from [`tls::upstream`].
+//! DestinationRule TLS) from [`tls::upstream`]. Only the services the proxy's Sidecar lets it
+//! see get clusters; a proxy whose traffic is captured gets the capture shape's clusters
+//! ([`capture::clusters`]) instead of the static inbound one.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,7 +24,9 @@ use weft_api::networking::{SimpleLb, Subset, TrafficPolicy};
 use super::endpoints::lb_endpoints;
 use super::listeners::socket;
 use super::proxy::Proxy;
-use super::{ads_config_source, duration, inbound_cluster_name, outbound_cluster_name, pack, tls};
+use super::{
+    ads_config_source, capture, duration, inbound_cluster_name, outbound_cluster_name, pack, tls,
+};
 use crate::model::{DestinationRuleEntry, Model};
 use crate::service::{Resolution, Service, ServicePort};
 
@@ -34,7 +38,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// All clusters of a proxy.
 pub fn clusters(model: &Model, proxy: &Proxy) -> Vec<Cluster> {
     let mut clusters = Vec::new();
-    for service in model.services.values() {
+    for service in model.services_for(&proxy.namespace, &proxy.labels) {
         let rule = model.destination_rule(&service.hostname);
         for port in &service.ports {
             clusters.extend(outbound_cluster(model, service, port, rule, None));
@@ -51,7 +55,9 @@ pub fn clusters(model: &Model, proxy: &Proxy) -> Vec<Cluster> {
             }
         }
     }
-    if let Some(app_port) = proxy.app_port {
+    if proxy.capture {
+        clusters.extend(capture::clusters::clusters(model, proxy));
+    } else if let Some(app_port) = proxy.app_port {
         clusters.push(inbound_cluster(proxy, app_port));
     }
     clusters
@@ -266,7 +272,7 @@ pub fn inbound_cluster(proxy: &Proxy, app_port: u16) -> Cluster {
 }
 
 /// Upstream protocol: h2c for HTTP2/GRPC ports, else whatever the downstream used.
-fn protocol_options(http2: bool) -> HashMap<String, envoy_types::pb::google::protobuf::Any> {
+pub fn protocol_options(http2: bool) -> HashMap<String, envoy_types::pb::google::protobuf::Any> {
     let upstream = if http2 {
         http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
             http_protocol_options::ExplicitHttpConfig {

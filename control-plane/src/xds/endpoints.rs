@@ -1,5 +1,6 @@
 //! EDS: one `ClusterLoadAssignment` per EDS outbound cluster (services with
-//! [`Resolution::Static`]), from the service's endpoints filtered by the subset's labels.
+//! [`Resolution::Static`] that the proxy sees), from the service's endpoints filtered by the
+//! subset's labels.
 //! DNS clusters carry their endpoints inline ([`lb_endpoints`], used by CDS) and get no EDS
 //! resource.
 
@@ -12,14 +13,28 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use envoy_types::pb::google::protobuf::UInt32Value;
 
 use super::listeners::socket;
+use super::proxy::Proxy;
 use super::{outbound_cluster_name, tls};
 use crate::model::Model;
 use crate::service::{Resolution, Service, ServicePort, labels_match};
 
-/// Load assignments of every EDS outbound cluster (the same for every proxy).
+/// Load assignments of every EDS outbound cluster of the mesh.
 pub fn load_assignments(model: &Model) -> Vec<ClusterLoadAssignment> {
+    assignments_of(model, model.services.values())
+}
+
+/// Load assignments of the EDS outbound clusters of the services `proxy` sees (its Sidecar's
+/// egress hosts; every service without one).
+pub fn load_assignments_for(model: &Model, proxy: &Proxy) -> Vec<ClusterLoadAssignment> {
+    assignments_of(model, model.services_for(&proxy.namespace, &proxy.labels))
+}
+
+fn assignments_of<'a>(
+    model: &Model,
+    services: impl Iterator<Item = &'a Service>,
+) -> Vec<ClusterLoadAssignment> {
     let mut assignments = Vec::new();
-    for service in model.services.values() {
+    for service in services {
         if service.resolution != Resolution::Static {
             continue;
         }

@@ -1,6 +1,7 @@
 //! LDS: the `virtualOutbound` listener, and `virtualInbound` when the proxy has an app port
 //! (with the security filters of [`super::security`] before its router, and the filter chains
-//! of its PeerAuthentication mode, [`super::tls::inbound`]).
+//! of its PeerAuthentication mode, [`super::tls::inbound`]); for a proxy whose traffic is
+//! captured, the capture shape's listeners ([`super::capture`]).
 
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
@@ -10,7 +11,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 
 use super::proxy::Proxy;
-use super::{ads_config_source, duration, pack, routes, security, tls};
+use super::{ads_config_source, capture, duration, pack, routes, security, tls};
 use crate::model::Model;
 
 /// Name of the outbound listener.
@@ -20,8 +21,11 @@ pub const VIRTUAL_INBOUND: &str = "virtualInbound";
 /// Filter names shared with the proxy (weft-xds's contract module).
 pub use weft_xds::contract::{HTTP_CONNECTION_MANAGER, ROUTER};
 
-/// All listeners of a proxy.
+/// All listeners of a proxy: the capture shape ([`capture`]) when its traffic is captured.
 pub fn listeners(model: &Model, proxy: &Proxy) -> Vec<Listener> {
+    if proxy.capture {
+        return capture::listeners(model, proxy);
+    }
     let timeouts = Timeouts {
         stream_idle: model.stream_idle_timeout,
     };
@@ -67,8 +71,45 @@ fn http_listener(
     port: u16,
     route_config_name: &str,
     timeouts: Timeouts,
-    mut filters: Vec<HttpFilter>,
+    filters: Vec<HttpFilter>,
 ) -> Listener {
+    Listener {
+        name: name.to_string(),
+        address: Some(socket(ip, u32::from(port))),
+        filter_chains: vec![FilterChain {
+            filters: vec![connection_manager(
+                name,
+                route_config_name,
+                timeouts,
+                filters,
+            )],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The HTTP connection manager filter of a capturing proxy's filter chain, as
+/// [`http_listener`] builds it: codec AUTO, `stat_prefix`, routes `route_config_name` over ADS,
+/// `filters` and then the router, the stream idle timeout of `model`.
+pub fn http_connection_manager(
+    model: &Model,
+    stat_prefix: &str,
+    route_config_name: &str,
+    filters: Vec<HttpFilter>,
+) -> Filter {
+    let timeouts = Timeouts {
+        stream_idle: model.stream_idle_timeout,
+    };
+    connection_manager(stat_prefix, route_config_name, timeouts, filters)
+}
+
+fn connection_manager(
+    stat_prefix: &str,
+    route_config_name: &str,
+    timeouts: Timeouts,
+    mut filters: Vec<HttpFilter>,
+) -> Filter {
     filters.push(HttpFilter {
         name: ROUTER.to_string(),
         config_type: Some(http_filter::ConfigType::TypedConfig(pack(
@@ -78,7 +119,7 @@ fn http_listener(
     });
     let manager = HttpConnectionManager {
         codec_type: http_connection_manager::CodecType::Auto as i32,
-        stat_prefix: name.to_string(),
+        stat_prefix: stat_prefix.to_string(),
         stream_idle_timeout: Some(duration(timeouts.stream_idle)),
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(ads_config_source()),
@@ -87,17 +128,9 @@ fn http_listener(
         http_filters: filters,
         ..Default::default()
     };
-    Listener {
-        name: name.to_string(),
-        address: Some(socket(ip, u32::from(port))),
-        filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: HTTP_CONNECTION_MANAGER.to_string(),
-                config_type: Some(filter::ConfigType::TypedConfig(pack(&manager))),
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
+    Filter {
+        name: HTTP_CONNECTION_MANAGER.to_string(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack(&manager))),
     }
 }
 

@@ -1,6 +1,9 @@
 //! The xDS generator: pure functions from `(Model, Proxy)` to Envoy resources, plugged
-//! into the `weft-xds` ADS server.
+//! into the `weft-xds` ADS server. A proxy gets the explicit shape (clients address its
+//! listeners) or, when its pod's traffic is captured, the capture shape ([`capture`]); both
+//! cover only the services its Sidecar lets it see.
 
+pub mod capture;
 pub mod clusters;
 pub mod endpoints;
 pub mod listeners;
@@ -78,7 +81,7 @@ pub fn generate(model: &Model, proxy: &Proxy, type_url: &str) -> Vec<Resource> {
             .iter()
             .map(|cluster| Resource::new(cluster.name.clone(), cluster))
             .collect(),
-        type_url::ENDPOINT => endpoints::load_assignments(model)
+        type_url::ENDPOINT => endpoints::load_assignments_for(model, proxy)
             .iter()
             .map(|assignment| Resource::new(assignment.cluster_name.clone(), assignment))
             .collect(),
@@ -124,6 +127,12 @@ pub fn outbound_cluster_name(port: u32, subset: &str, hostname: &str) -> String 
 /// Name of the inbound cluster that forwards to the app port.
 pub fn inbound_cluster_name(app_port: u16) -> String {
     format!("inbound|{app_port}||")
+}
+
+/// Name of the inbound cluster (and, in the capture shape, route configuration) of a port the
+/// workload serves.
+pub fn inbound_port_name(port: u32) -> String {
+    format!("inbound|{port}||")
 }
 
 #[cfg(test)]

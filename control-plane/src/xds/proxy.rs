@@ -1,10 +1,11 @@
 //! The connected proxy as the generator sees it: parsed from the Envoy `Node`
-//! (Istio-format id and Weft metadata keys).
+//! (Istio-format id, Weft metadata keys, and Istio's `INTERCEPTION_MODE`).
 
 use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use weft_xds::contract::{INTERCEPTION_MODE, INTERCEPTION_REDIRECT};
 
 /// Default port of the outbound listener (`virtualOutbound`).
 pub const DEFAULT_OUTBOUND_PORT: u16 = 15001;
@@ -59,6 +60,9 @@ pub struct Proxy {
     /// The SPIFFE ID the connection's client certificate proved (ADS over TLS on 15012);
     /// `None` on the plaintext port.
     pub identity: Option<String>,
+    /// The pod's traffic is captured by iptables (`INTERCEPTION_MODE` = `REDIRECT`): the
+    /// generator sends the capture shape ([`super::capture`]); otherwise the explicit one.
+    pub capture: bool,
 }
 
 impl Proxy {
@@ -116,6 +120,17 @@ impl Proxy {
         if instance_ips.is_empty() && !ip.is_empty() {
             instance_ips.push(ip.to_string());
         }
+        let interception = string(metadata, INTERCEPTION_MODE);
+        if let Some(mode) = interception
+            .as_deref()
+            .filter(|mode| *mode != INTERCEPTION_REDIRECT && *mode != "NONE")
+        {
+            tracing::warn!(
+                proxy = %node.id,
+                mode,
+                "node metadata {INTERCEPTION_MODE} {mode:?} is not supported (only {INTERCEPTION_REDIRECT} and NONE); the proxy gets the explicit listeners"
+            );
+        }
         Ok(Self {
             id: node.id.clone(),
             kind: kind.to_string(),
@@ -128,6 +143,7 @@ impl Proxy {
             app_port: port(metadata, "WEFT_APP_PORT")?,
             service_account: string(metadata, "SERVICE_ACCOUNT"),
             identity: None,
+            capture: interception.as_deref() == Some(INTERCEPTION_REDIRECT),
         })
     }
 
@@ -180,6 +196,7 @@ impl Proxy {
             app_port: None,
             service_account: None,
             identity: None,
+            capture: false,
         }
     }
 
@@ -288,6 +305,26 @@ mod tests {
         assert_eq!(proxy.workload_name, "ratings");
         assert_eq!(proxy.instance_ips, ["10.0.0.9"]);
         assert_eq!(proxy.app_port, None);
+    }
+
+    #[test]
+    fn interception_mode_redirect_selects_the_capture_shape() {
+        let id = "sidecar~10.0.0.9~pod.a~a.svc.cluster.local";
+        for (mode, capture) in [
+            (Some("REDIRECT"), true),
+            (Some("NONE"), false),
+            (Some("TPROXY"), false),
+            (Some("redirect"), false),
+            (None, false),
+        ] {
+            let fields: Vec<(&str, Value)> = mode
+                .map(|mode| (INTERCEPTION_MODE, text(mode)))
+                .into_iter()
+                .collect();
+            let proxy = Proxy::from_node(&node(id, &fields)).expect("valid node");
+            assert_eq!(proxy.capture, capture, "{mode:?}");
+        }
+        assert!(!Proxy::sidecar("a").capture);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! RDS: the `outbound` route configuration (one virtual host per service port, routes
-//! from VirtualServices) and `inbound|<app port>`.
+//! from VirtualServices) and `inbound|<app port>`; the capture shape's per-port route
+//! configurations are built from the same virtual hosts ([`super::capture::routes`]).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -20,7 +21,7 @@ use weft_api::networking::{
 
 use super::proxy::Proxy;
 use super::route_match::{is_catch_all, match_applies, translate_match};
-use super::{duration, inbound_cluster_name, outbound_cluster_name};
+use super::{capture, duration, inbound_cluster_name, outbound_cluster_name};
 use crate::model::{Model, VirtualServiceEntry};
 use crate::service::Service;
 
@@ -32,8 +33,12 @@ pub fn inbound_name(app_port: u16) -> String {
     format!("inbound|{app_port}")
 }
 
-/// All route configurations of a proxy: `outbound`, and `inbound|<app port>` when set.
+/// All route configurations of a proxy: `outbound`, and `inbound|<app port>` when set; for a
+/// proxy whose traffic is captured, the capture shape's ([`super::capture::routes`]).
 pub fn route_configurations(model: &Model, proxy: &Proxy) -> Vec<RouteConfiguration> {
+    if proxy.capture {
+        return capture::routes::route_configurations(model, proxy);
+    }
     let mut configs = vec![outbound(model, proxy)];
     if let Some(app_port) = proxy.app_port {
         configs.push(inbound(app_port));
@@ -55,11 +60,12 @@ pub fn inbound(app_port: u16) -> RouteConfiguration {
     }
 }
 
-/// The outbound route configuration: one virtual host per service and HTTP port.
+/// The outbound route configuration: one virtual host per service (that the proxy's Sidecar
+/// lets it see) and HTTP port.
 pub fn outbound(model: &Model, proxy: &Proxy) -> RouteConfiguration {
     let mut used_domains = HashSet::new();
     let mut virtual_hosts = Vec::new();
-    for service in model.services.values() {
+    for service in model.services_for(&proxy.namespace, &proxy.labels) {
         let bare_port = service.default_http_port();
         for port in service.http_ports() {
             let mut domains = Vec::new();
@@ -78,18 +84,10 @@ pub fn outbound(model: &Model, proxy: &Proxy) -> RouteConfiguration {
             if domains.is_empty() {
                 continue;
             }
-            let routes = match model.virtual_service(&service.hostname) {
-                Some(vs) => virtual_service_routes(model, vs, port.number, proxy),
-                None => vec![default_route(outbound_cluster_name(
-                    port.number,
-                    "",
-                    &service.hostname,
-                ))],
-            };
             virtual_hosts.push(VirtualHost {
                 name: format!("{}:{}", service.hostname, port.number),
                 domains,
-                routes,
+                routes: service_routes(model, service, port.number, proxy),
                 ..Default::default()
             });
         }
@@ -98,6 +96,19 @@ pub fn outbound(model: &Model, proxy: &Proxy) -> RouteConfiguration {
         name: OUTBOUND.to_string(),
         virtual_hosts,
         ..Default::default()
+    }
+}
+
+/// The routes of a service port's virtual host: its VirtualService's, else the default route
+/// to the port's cluster.
+pub fn service_routes(model: &Model, service: &Service, port: u32, proxy: &Proxy) -> Vec<Route> {
+    match model.virtual_service(&service.hostname) {
+        Some(vs) => virtual_service_routes(model, vs, port, proxy),
+        None => vec![default_route(outbound_cluster_name(
+            port,
+            "",
+            &service.hostname,
+        ))],
     }
 }
 

@@ -267,6 +267,7 @@ pub fn inbound_filters(case: &Case) -> Result<Vec<Filter>, String> {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         app_port: Some(APP_PORT),
+        capture: None,
     };
     let proxy = controller_proxy(&spec, 15001, 15006);
     let resource = generate(&model, &proxy, type_url::LISTENER)

@@ -56,6 +56,9 @@ pub struct ProxySpec {
     pub namespace: String,
     pub labels: Vec<(String, String)>,
     pub app_port: Option<u16>,
+    /// Captured traffic (`--interception-mode REDIRECT`) with this instance IP: the capture
+    /// shape (listeners matched by original destination, passthrough clusters).
+    pub capture: Option<String>,
 }
 
 /// The app port of the server sidecars.
@@ -253,6 +256,7 @@ pub fn proxies_for(case: &ConfigCase) -> Vec<ProxySpec> {
     labels.retain(|(key, value)| {
         !key.is_empty() && ![key, value].iter().any(|s| s.contains([',', '=']))
     });
+    let instance_ip = captured_instance_ip(case);
     let mut proxies = Vec::new();
     for namespace in namespaces {
         proxies.push(ProxySpec {
@@ -260,6 +264,7 @@ pub fn proxies_for(case: &ConfigCase) -> Vec<ProxySpec> {
             namespace: namespace.clone(),
             labels: Vec::new(),
             app_port: None,
+            capture: None,
         });
         proxies.push(ProxySpec {
             label: format!(
@@ -270,12 +275,33 @@ pub fn proxies_for(case: &ConfigCase) -> Vec<ProxySpec> {
                     .collect::<Vec<_>>()
                     .join(",")
             ),
-            namespace,
+            namespace: namespace.clone(),
             labels: labels.clone(),
             app_port: Some(APP_PORT),
+            capture: None,
+        });
+        proxies.push(ProxySpec {
+            label: format!("captured sidecar in {namespace} (instance IP {instance_ip})"),
+            namespace,
+            labels: labels.clone(),
+            app_port: None,
+            capture: Some(instance_ip.clone()),
         });
     }
     proxies
+}
+
+/// The instance IP of the captured sidecars: an endpoint of the config's services, so that
+/// the inbound chains of its ports are generated too (127.0.0.1 when no endpoint has an IP).
+fn captured_instance_ip(case: &ConfigCase) -> String {
+    let model = case.model();
+    model
+        .services
+        .values()
+        .flat_map(|service| &service.endpoints)
+        .map(|endpoint| endpoint.address.clone())
+        .find(|address| address.parse::<std::net::IpAddr>().is_ok())
+        .unwrap_or_else(|| "127.0.0.1".to_string())
 }
 
 /// Two free ports on 127.0.0.1 (bound, read and released: the store binds them next).
@@ -305,7 +331,9 @@ pub fn controller_proxy(spec: &ProxySpec, outbound_port: u16, inbound_port: u16)
         "--labels".to_string(),
         labels,
         "--instance-ip".to_string(),
-        "127.0.0.1".to_string(),
+        spec.capture
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1".to_string()),
         "--outbound-port".to_string(),
         outbound_port.to_string(),
         "--inbound-port".to_string(),
@@ -314,6 +342,9 @@ pub fn controller_proxy(spec: &ProxySpec, outbound_port: u16, inbound_port: u16)
     if let Some(port) = spec.app_port {
         argv.extend(["--app-port".to_string(), port.to_string()]);
     }
+    if spec.capture.is_some() {
+        argv.extend(["--interception-mode".to_string(), "REDIRECT".to_string()]);
+    }
     let args = weft_proxy::Args::try_parse_from(&argv)
         .unwrap_or_else(|err| panic!("weft-proxy {argv:?}: {err}"));
     let node = args.node();
@@ -321,6 +352,11 @@ pub fn controller_proxy(spec: &ProxySpec, outbound_port: u16, inbound_port: u16)
         .unwrap_or_else(|err| panic!("the controller refuses the proxy's node {node:?}: {err}"));
     assert_eq!(proxy.namespace, spec.namespace, "node namespace");
     assert_eq!(proxy.app_port, spec.app_port, "node app port");
+    assert_eq!(
+        proxy.capture,
+        spec.capture.is_some(),
+        "node interception mode"
+    );
     assert_eq!(
         (proxy.outbound_port, proxy.inbound_port),
         (outbound_port, inbound_port),
@@ -420,8 +456,10 @@ pub fn check_resources(generated: &Generated, context: &str, report: &mut Report
         match convert::<lds::Listener, Listener>(resource, type_url::LISTENER, |l| &l.name) {
             Ok(listener) => {
                 counts.listeners += 1;
-                if let RouteSource::Rds(name) = &listener.routes {
-                    wanted_routes.insert(name.clone());
+                for (_, manager) in listener.http_managers() {
+                    if let RouteSource::Rds(name) = &manager.routes {
+                        wanted_routes.insert(name.clone());
+                    }
                 }
             }
             Err(err) => failures.push(format!(
@@ -466,7 +504,9 @@ pub fn check_resources(generated: &Generated, context: &str, report: &mut Report
                     wanted_endpoints.insert(service.clone());
                 }
                 DiscoveryKind::Dns(_) => counts.dns_clusters += 1,
-                DiscoveryKind::Static(_) => counts.static_clusters += 1,
+                DiscoveryKind::Static(_) | DiscoveryKind::OriginalDst => {
+                    counts.static_clusters += 1
+                }
             },
             Err(err) => failures.push(format!(
                 "{context} | CDS cluster {:?}: {err}",
@@ -562,11 +602,23 @@ pub fn check_store(generated: Generated, context: &str, report: &mut Report) {
         ));
     }
     for listener in config.listeners.values() {
-        if listener.routes.is_none() {
-            problems.push(format!(
-                "listener {:?} has no route configuration in force",
-                listener.config.name
-            ));
+        for (chain, _) in listener.config.http_managers() {
+            if listener.chains[chain].routes.is_none() {
+                problems.push(format!(
+                    "listener {:?} chain {:?} has no route configuration in force",
+                    listener.config.name, listener.config.chains[chain].name
+                ));
+            }
+        }
+        for (i, chain) in listener.config.chains.iter().enumerate() {
+            if let weft_proxy::config::Network::Tcp(tcp) = &chain.network
+                && listener.chains[i].cluster.is_none()
+            {
+                problems.push(format!(
+                    "listener {:?} chain {:?} proxies TCP to cluster {:?}, which is not generated",
+                    listener.config.name, chain.name, tcp.cluster
+                ));
+            }
         }
     }
     for cluster in config.clusters.values() {

@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
 use prost::Message;
 use weft_proxy::ConfigStore;
-use weft_proxy::config::Listener;
+use weft_proxy::config::{HttpManager, Listener, Network};
 use weft_xds::{Resource, type_url, version_of};
 
 use super::check::{APP_PORT, ConfigCase, Generated, ProxySpec, controller_proxy, free_ports};
@@ -28,6 +28,7 @@ async fn connection_manager_timeouts_reach_the_proxy() {
         namespace: "default".to_string(),
         labels: vec![("app".to_string(), "contract".to_string())],
         app_port: Some(APP_PORT),
+        capture: None,
     };
     let case = ConfigCase::local(
         "isolation v1",
@@ -57,9 +58,16 @@ async fn connection_manager_timeouts_reach_the_proxy() {
         }
         *resource = Resource::new(&resource.name, &listener);
     };
-    let convert = |resource: &Resource| -> Listener {
+    // The connection manager of the listener's first HTTP chain, converted.
+    let convert = |resource: &Resource| -> HttpManager {
         let listener = lds::Listener::decode(resource.body.value.as_slice()).expect("decodes");
-        Listener::try_from(listener).unwrap_or_else(|err| panic!("{}: {err}", resource.name))
+        let mut listener =
+            Listener::try_from(listener).unwrap_or_else(|err| panic!("{}: {err}", resource.name));
+        let chain = listener.chains.remove(0);
+        match chain.network {
+            Network::Http(manager) => *manager,
+            Network::Tcp(_) => panic!("{}: HTTP chain expected", resource.name),
+        }
     };
 
     for resource in &mut generated.listeners {
@@ -81,14 +89,14 @@ async fn connection_manager_timeouts_reach_the_proxy() {
             listener.stream_idle_timeout,
             Some(Duration::from_secs(300)),
             "{}: 5 min",
-            listener.name
+            resource.name
         );
-        assert_eq!(listener.request_headers_timeout, None, "{}", listener.name);
+        assert_eq!(listener.request_headers_timeout, None, "{}", resource.name);
         assert_eq!(
             listener.idle_timeout,
             Some(Duration::from_secs(3600)),
             "{}: Envoy's default",
-            listener.name
+            resource.name
         );
 
         // Istio's own `0s` (the controller's `--stream-idle-timeout 0s`): disabled.
@@ -138,11 +146,13 @@ async fn connection_manager_timeouts_reach_the_proxy() {
     let config = store.current();
     assert!(config.ready(), "{:?}", config.not_ready_reason());
     for listener in config.listeners.values() {
-        assert_eq!(
-            listener.config.stream_idle_timeout,
-            Some(Duration::from_secs(300)),
-            "{} in force",
-            listener.config.name
-        );
+        for (_, manager) in listener.config.http_managers() {
+            assert_eq!(
+                manager.stream_idle_timeout,
+                Some(Duration::from_secs(300)),
+                "{} in force",
+                listener.config.name
+            );
+        }
     }
 }

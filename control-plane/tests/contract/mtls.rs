@@ -261,6 +261,7 @@ async fn mtls_translations_are_accepted_by_the_proxy() {
             namespace: namespace.to_string(),
             labels: vec![("app".to_string(), "contract".to_string())],
             app_port: Some(APP_PORT),
+            capture: None,
         };
         let (outbound, inbound) = free_ports();
         let generated = Generated::new(&model, &controller_proxy(&spec, outbound, inbound));

@@ -54,6 +54,11 @@ enum Commands {
         /// Version the app reports (header x-weft-version).
         #[arg(long)]
         version: String,
+        /// Also listen here (IP:PORT) for a server-first TCP protocol: each connection is
+        /// greeted with `<service> <version> ready` before the client sends anything (as MySQL
+        /// or SMTP servers do), then its lines are echoed.
+        #[arg(long, value_parser = demo::parse_listen)]
+        banner_listen: Option<SocketAddr>,
     },
     /// Add the sidecar to the Pods and workloads of a YAML file, as the injection webhook
     /// would (`istioctl kube-inject`); prints the result.
@@ -86,6 +91,7 @@ async fn demo_app_run(
     role: demo_app::Role,
     service: Option<String>,
     version: String,
+    banner_listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let config = match role {
         demo_app::Role::Echo => demo_app::Config::default(),
@@ -94,6 +100,10 @@ async fn demo_app_run(
     };
     let service = service.unwrap_or_else(|| role.name().to_owned());
     let identity = demo_app::Identity { service, version };
+    if let Some(addr) = banner_listen {
+        let listener = demo_app::banner::bind(addr).await?;
+        tokio::spawn(demo_app::banner::serve(listener, identity.clone()));
+    }
     demo_app::run(
         listen,
         demo_app::App {
@@ -184,7 +194,8 @@ fn main() -> ExitCode {
                 role,
                 service,
                 version,
-            } => demo_app_run(listen, role, service, version).await,
+                banner_listen,
+            } => demo_app_run(listen, role, service, version, banner_listen).await,
             Commands::Crds { .. } | Commands::KubeInject { .. } => {
                 unreachable!("handled before the runtime starts")
             }

@@ -108,6 +108,46 @@ pub const TLS_INSPECTOR_TYPE_URL: &str =
 pub const TRANSPORT_PROTOCOL_TLS: &str = "tls";
 pub const TRANSPORT_PROTOCOL_RAW_BUFFER: &str = "raw_buffer";
 
+/// The listener filter that restores a redirected connection's original destination
+/// (`SO_ORIGINAL_DST`): filter chains then match on it.
+pub const ORIGINAL_DST: &str = "envoy.filters.listener.original_dst";
+/// The type URL of the original-destination listener filter's `typed_config`.
+pub const ORIGINAL_DST_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst";
+/// The listener filter that detects HTTP/1.x and h2c (prior knowledge) from the first bytes:
+/// filter chains match on `application_protocols` `http/1.0`, `http/1.1`, `h2c`.
+pub const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
+/// The type URL of the HTTP inspector's `typed_config`.
+pub const HTTP_INSPECTOR_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
+/// The network filter that proxies a connection's bytes to a cluster (opaque TCP).
+pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+/// The type URL of the TCP proxy's `typed_config`.
+pub const TCP_PROXY_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+/// Node metadata key of the traffic interception mode: [`INTERCEPTION_REDIRECT`] when the
+/// pod's traffic is captured by iptables (virtual listeners matched by original destination);
+/// absent or `NONE`: clients address the proxy explicitly.
+pub const INTERCEPTION_MODE: &str = "INTERCEPTION_MODE";
+pub const INTERCEPTION_REDIRECT: &str = "REDIRECT";
+/// The cluster (`ORIGINAL_DST`) that connects to a captured connection's original destination:
+/// outbound traffic to a destination the mesh does not know (`ALLOW_ANY`).
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+/// The cluster without endpoints: connections to it are closed (`REGISTRY_ONLY`, loop guard).
+pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
+/// The cluster (`ORIGINAL_DST`, bound to [`INBOUND_PASSTHROUGH_SOURCE`]) that delivers
+/// captured inbound connections to a port no service declares.
+pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
+/// The source address inbound deliveries to the app bind to: the capture rules let traffic
+/// from it on the loopback interface through, so it is not captured again.
+pub const INBOUND_PASSTHROUGH_SOURCE: &str = "127.0.0.6";
+/// The ALPN values a sidecar offers when it carries HTTP over mesh TLS, so the server's
+/// inbound listener can tell HTTP from opaque TCP on a port of undeclared protocol (Istio's).
+pub const ISTIO_HTTP_ALPNS: [&str; 3] = ["istio-http/1.0", "istio-http/1.1", "istio-h2"];
+/// `FilterChainMatch.application_protocols` of chains for plaintext HTTP detected by the
+/// HTTP inspector.
+pub const HTTP_APPLICATION_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +209,18 @@ mod tests {
         assert_eq!(
             filters::listener::tls_inspector::v3::TlsInspector::type_url(),
             TLS_INSPECTOR_TYPE_URL
+        );
+        assert_eq!(
+            filters::listener::original_dst::v3::OriginalDst::type_url(),
+            ORIGINAL_DST_TYPE_URL
+        );
+        assert_eq!(
+            filters::listener::http_inspector::v3::HttpInspector::type_url(),
+            HTTP_INSPECTOR_TYPE_URL
+        );
+        assert_eq!(
+            filters::network::tcp_proxy::v3::TcpProxy::type_url(),
+            TCP_PROXY_TYPE_URL
         );
         // The protocol options key is the message's full name.
         assert_eq!(

@@ -252,7 +252,7 @@ fn uri_template(field: &str, t: core::TypedExtensionConfig) -> Result<UriTemplat
     })
 }
 
-fn cidr(field: &str, c: core::CidrRange) -> Result<Cidr, Reason> {
+pub(crate) fn cidr(field: &str, c: core::CidrRange) -> Result<Cidr, Reason> {
     let addr: IpAddr = c.address_prefix.parse().map_err(|_| {
         invalid(
             format!("{field}.address_prefix"),

@@ -33,6 +33,7 @@
 //! ```
 
 mod convert;
+pub(crate) use convert::cidr;
 mod metadata;
 mod rules;
 mod uri_template;

@@ -1,7 +1,9 @@
 //! Clusters (CDS) and endpoints (EDS): Envoy `Cluster` / `ClusterLoadAssignment` → domain types.
 //!
 //! ```text
-//!  Cluster ─► ClusterConfig { discovery: EDS(service) | STATIC(Assignment) | DNS(targets), lb, protocol, timeouts }
+//!  Cluster ─► ClusterConfig { discovery: EDS(service) | STATIC(Assignment) | DNS(targets)
+//!                             | ORIGINAL_DST (the connection's original destination), lb, protocol,
+//!                             timeouts, upstream_bind_config source address }
 //!  ClusterLoadAssignment ─► Assignment { [(addr, weight)] healthy endpoints only,
 //!                                        transport-socket match labels per endpoint }
 //!  transport_socket | transport_socket_matches ─► ClusterTls ─► per endpoint: TLS or plaintext
@@ -47,6 +49,9 @@ pub struct ClusterConfig {
     pub idle_timeout: Duration,
     /// TLS towards the endpoints.
     pub tls: ClusterTls,
+    /// `upstream_bind_config.source_address`: the local address upstream connections bind to
+    /// (inbound delivery to the app from `127.0.0.6`, which the capture rules let through).
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 /// Transport sockets of a cluster: `transport_socket_matches` (first match on the endpoint's
@@ -91,6 +96,9 @@ pub enum DiscoveryKind {
     Static(Assignment),
     /// Hostnames in `load_assignment`, resolved by the proxy (STRICT_DNS, LOGICAL_DNS).
     Dns(DnsTargets),
+    /// `ORIGINAL_DST` (with `lb_policy: CLUSTER_PROVIDED`): every connection goes to the
+    /// downstream connection's original destination (`PassthroughCluster`, inbound delivery).
+    OriginalDst,
 }
 
 /// Protocol spoken to the upstream endpoints.
@@ -121,7 +129,16 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
         }
         let name = take(&mut c.name);
         let discovery = discovery(&mut c, &name).map_err(err)?;
+        let original_dst = discovery == DiscoveryKind::OriginalDst;
         let lb_policy = match cds::cluster::LbPolicy::try_from(c.lb_policy) {
+            // The cluster provides the endpoint: no balancing happens.
+            Ok(cds::cluster::LbPolicy::ClusterProvided) if original_dst => LbPolicy::RoundRobin,
+            _ if original_dst => {
+                return Err(err(invalid(
+                    "lb_policy",
+                    "an ORIGINAL_DST cluster needs lb_policy CLUSTER_PROVIDED",
+                )));
+            }
             Ok(cds::cluster::LbPolicy::RoundRobin) => LbPolicy::RoundRobin,
             Ok(cds::cluster::LbPolicy::LeastRequest) => LbPolicy::LeastRequest,
             Ok(cds::cluster::LbPolicy::Random) => LbPolicy::Random,
@@ -147,6 +164,12 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
         }
         let (protocol, idle_timeout) = protocol(&mut c).map_err(err)?;
         let tls = cluster_tls(&mut c).map_err(err)?;
+        let source_address = bind_config(c.upstream_bind_config.take()).map_err(err)?;
+        if source_address.is_some() && matches!(discovery, DiscoveryKind::Dns(_)) {
+            return Err(err(Reason::Unsupported(
+                "upstream_bind_config on a DNS cluster".into(),
+            )));
+        }
         // Observability-only fields.
         c.alt_stat_name.clear();
         c.metadata = None;
@@ -166,7 +189,6 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
                 upstream_http_protocol_options,
                 max_requests_per_connection,
                 per_connection_buffer_limit_bytes,
-                upstream_bind_config,
                 filters
             );
             reject_leftover(&c, "cluster")
@@ -180,6 +202,7 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
             connect_timeout,
             idle_timeout: idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
             tls,
+            source_address,
         })
     }
 }
@@ -241,11 +264,47 @@ fn discovery(c: &mut cds::Cluster, name: &str) -> Result<DiscoveryKind, Reason> 
         D::StrictDns | D::LogicalDns => {
             dns_targets(c, kind == D::LogicalDns).map(DiscoveryKind::Dns)
         }
-        other => Err(Reason::UnsupportedValue {
-            field: "type",
-            value: other.as_str_name().to_string(),
-        }),
+        D::OriginalDst => {
+            if c.load_assignment.is_some() || c.eds_cluster_config.is_some() {
+                return Err(invalid(
+                    "type",
+                    "an ORIGINAL_DST cluster takes no load_assignment or eds_cluster_config",
+                ));
+            }
+            Ok(DiscoveryKind::OriginalDst)
+        }
     }
+}
+
+/// `upstream_bind_config`: only a source IP address (port 0) is supported.
+fn bind_config(bind: Option<core::BindConfig>) -> Result<Option<std::net::IpAddr>, Reason> {
+    let Some(mut bind) = bind else {
+        return Ok(None);
+    };
+    let field = "upstream_bind_config.source_address";
+    let Some(source) = bind.source_address.take() else {
+        return Err(Reason::Missing("upstream_bind_config.source_address"));
+    };
+    if source.port_specifier != Some(core::socket_address::PortSpecifier::PortValue(0))
+        && source.port_specifier.is_some()
+    {
+        return Err(invalid(
+            format!("{field}.port_value"),
+            "only port 0 (any) is supported",
+        ));
+    }
+    let ip = source.address.parse().map_err(|_| {
+        invalid(
+            format!("{field}.address"),
+            format!("{:?} is not an IP address", source.address),
+        )
+    })?;
+    if bind != core::BindConfig::default() {
+        return Err(Reason::Unsupported(
+            "upstream_bind_config settings other than source_address".into(),
+        ));
+    }
+    Ok(Some(ip))
 }
 
 /// STRICT_DNS / LOGICAL_DNS: hostnames from `load_assignment`, refresh rate and lookup family.

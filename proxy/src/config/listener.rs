@@ -1,27 +1,28 @@
-//! Listeners (LDS): Envoy `Listener` with one HTTP connection manager → `Listener`.
+//! Listeners (LDS): Envoy `Listener` → `Listener`: an address, the listener filters that look
+//! at a new connection (original destination, TLS and HTTP inspection), and the filter chains
+//! a connection is matched to.
 //!
 //! ```text
-//!  Listener ─► address ─► filter_chains[0] ─► http_connection_manager ─► rds name | inline routes
-//!                                                 ├─► http_filters = [jwt_authn] [rbac]* router
-//!                                                 │     (http_filters.rs: converted once, run per request)
-//!                                                 └─► stream_idle_timeout, request_headers_timeout,
-//!                                                     common_http_protocol_options.idle_timeout
+//!  Listener ─► address
+//!           ─► listener_filters: original_dst │ tls_inspector │ http_inspector (each at most once)
+//!                               listener_filters_timeout, continue_on_listener_filters_timeout
+//!           ─► filter_chains[] + default_filter_chain ─► FilterChain (filter_chain.rs)
+//!                 each: ChainMatch, plaintext │ TLS, Network::Http (http_manager.rs) │ Network::Tcp
+//!           ─► metadata weft.mtls (logs)
 //! ```
 
+use std::collections::HashSet;
 use std::mem::take;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::listener::v3 as lds;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
-use prost::Message;
 
-use super::listener_transport::{ListenerTransport, MtlsInfo, filter_chains, mtls_info};
-use super::{
-    ConfigError, HttpFilter, Reason, RouteConfig, common_idle_timeout, duration, invalid,
-    reject_leftover, reject_set, socket_address,
+use super::filter_chain::{ChainMatch, FilterChain, MtlsInfo, Network, filter_chain, mtls_info};
+use super::{ConfigError, Reason, duration, invalid, reject_leftover, reject_set, socket_address};
+use weft_xds::contract::{
+    HTTP_INSPECTOR, HTTP_INSPECTOR_TYPE_URL, ORIGINAL_DST, ORIGINAL_DST_TYPE_URL, TLS_INSPECTOR,
+    TLS_INSPECTOR_TYPE_URL,
 };
 
 // Names shared with the controller: weft-xds's contract module.
@@ -30,63 +31,54 @@ pub use weft_xds::contract::{
     ROUTER as ROUTER_FILTER, ROUTER_TYPE_URL as ROUTER_TYPE,
 };
 
-/// Envoy's default HCM `stream_idle_timeout`.
-pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Envoy's default downstream `common_http_protocol_options.idle_timeout`.
-pub const DEFAULT_DOWNSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Envoy's default `listener_filters_timeout`.
+pub const DEFAULT_LISTENER_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug)]
 pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
-    pub routes: RouteSource,
-    pub codec: Codec,
-    pub generate_request_id: bool,
-    /// The HCM's filters before the router, in order (JWT authentication, RBAC); empty when
-    /// the router is the only one, which costs a request nothing.
-    pub http_filters: Vec<HttpFilter>,
-    /// HCM `stream_idle_timeout`: a request with no activity in either direction for this long
-    /// ends (408/504 `SI` before the response head, reset after). Envoy's default 5 min when
-    /// unset; `None` when set to 0 (disabled, as Istio does).
-    pub stream_idle_timeout: Option<Duration>,
-    /// HCM `request_headers_timeout`: the time a new request may take to send its headers.
-    /// Unset or 0: none (Envoy's default).
-    pub request_headers_timeout: Option<Duration>,
-    /// HCM `common_http_protocol_options.idle_timeout`: a downstream connection without a
-    /// request for this long is closed. Envoy's default 1 h when unset; `None` when 0.
-    pub idle_timeout: Option<Duration>,
-    /// Plaintext, TLS (STRICT) or both (PERMISSIVE), from the filter chains.
-    pub transport: ListenerTransport,
+    /// The `original_dst` listener filter: chains match on (and the data path sees) the
+    /// connection's original destination (`SO_ORIGINAL_DST`), else its local address.
+    pub original_dst: bool,
+    pub inspectors: Inspectors,
+    /// The filter chains, then `default_filter_chain` when there is one.
+    pub chains: Vec<FilterChain>,
+    pub has_default_chain: bool,
     /// The mTLS mode and policy the controller named (`weft.mtls` metadata), for logs.
     pub mtls: Option<MtlsInfo>,
 }
 
-/// What the HTTP connection manager says, converted.
-struct Manager {
-    routes: RouteSource,
-    codec: Codec,
-    generate_request_id: bool,
-    http_filters: Vec<HttpFilter>,
-    stream_idle_timeout: Option<Duration>,
-    request_headers_timeout: Option<Duration>,
-    idle_timeout: Option<Duration>,
-}
-
-/// Where a listener's routes come from.
-#[derive(Debug, Clone)]
-pub enum RouteSource {
-    /// RDS by name (over ADS).
-    Rds(String),
-    /// `route_config` inline in the connection manager.
-    Inline(Arc<RouteConfig>),
-}
-
-/// Downstream codec (HCM `codec_type`).
+/// What the listener may look at in a connection's first bytes to pick a chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    Auto,
-    Http1,
-    Http2,
+pub struct Inspectors {
+    /// `tls_inspector`: TLS or not, SNI, ALPN.
+    pub tls: bool,
+    /// `http_inspector`: HTTP/1.x or h2c (prior knowledge).
+    pub http: bool,
+    /// `listener_filters_timeout`: how long to wait for the bytes; `None` = for ever.
+    pub timeout: Option<Duration>,
+    /// On timeout, pick a chain with what is known (Envoy: `continue_on_listener_filters_timeout`)
+    /// instead of closing the connection.
+    pub continue_on_timeout: bool,
+}
+
+impl Listener {
+    /// The default chain, if any.
+    pub fn default_chain(&self) -> Option<usize> {
+        self.has_default_chain.then(|| self.chains.len() - 1)
+    }
+
+    /// Every HTTP connection manager of the listener, with its chain index.
+    pub fn http_managers(&self) -> impl Iterator<Item = (usize, &super::HttpManager)> {
+        self.chains
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match &c.network {
+                Network::Http(m) => Some((i, &**m)),
+                Network::Tcp(_) => None,
+            })
+    }
 }
 
 impl TryFrom<lds::Listener> for Listener {
@@ -99,11 +91,45 @@ impl TryFrom<lds::Listener> for Listener {
             return Err(err(Reason::Missing("name")));
         }
         let address = socket_address("address", l.address.take().as_ref()).map_err(err)?;
-        let chains = take(&mut l.filter_chains);
-        let (chain, transport) =
-            filter_chains(chains, take(&mut l.listener_filters)).map_err(err)?;
+        let (original_dst, mut inspectors) =
+            listener_filters(take(&mut l.listener_filters)).map_err(err)?;
+        inspectors.timeout = match duration(
+            "listener_filters_timeout",
+            l.listener_filters_timeout.take().as_ref(),
+        )
+        .map_err(err)?
+        {
+            None => Some(DEFAULT_LISTENER_FILTERS_TIMEOUT),
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+        };
+        inspectors.continue_on_timeout = take(&mut l.continue_on_listener_filters_timeout);
+        let mut chains = Vec::new();
+        for (i, chain) in take(&mut l.filter_chains).into_iter().enumerate() {
+            chains.push(filter_chain(&format!("filter_chains[{i}]"), chain).map_err(err)?);
+        }
+        let has_default_chain = match l.default_filter_chain.take() {
+            Some(chain) => {
+                let chain = filter_chain("default_filter_chain", chain).map_err(err)?;
+                if chain.matcher != ChainMatch::default() {
+                    return Err(err(invalid(
+                        "default_filter_chain.filter_chain_match",
+                        "the default chain takes no match",
+                    )));
+                }
+                chains.push(chain);
+                true
+            }
+            None => false,
+        };
+        if chains.is_empty() {
+            return Err(err(invalid(
+                "filter_chains",
+                "at least one filter chain (or a default_filter_chain) is required",
+            )));
+        }
+        check_chains(&chains, has_default_chain, inspectors).map_err(err)?;
         let mtls = mtls_info(l.metadata.as_ref());
-        let manager = filter_chain(chain).map_err(err)?;
         let name = take(&mut l.name);
         // Observability-only fields.
         l.stat_prefix.clear();
@@ -115,7 +141,6 @@ impl TryFrom<lds::Listener> for Listener {
                 l,
                 additional_addresses,
                 use_original_dst,
-                default_filter_chain,
                 filter_chain_matcher,
                 transparent,
                 freebind,
@@ -131,162 +156,108 @@ impl TryFrom<lds::Listener> for Listener {
         Ok(Listener {
             name,
             address,
-            routes: manager.routes,
-            codec: manager.codec,
-            generate_request_id: manager.generate_request_id,
-            http_filters: manager.http_filters,
-            stream_idle_timeout: manager.stream_idle_timeout,
-            request_headers_timeout: manager.request_headers_timeout,
-            idle_timeout: manager.idle_timeout,
-            transport,
+            original_dst,
+            inspectors,
+            chains,
+            has_default_chain,
             mtls,
         })
     }
 }
 
-fn filter_chain(mut chain: lds::FilterChain) -> Result<Manager, Reason> {
-    let filters = take(&mut chain.filters);
-    chain.name.clear();
-    chain.metadata = None;
-    if chain
-        .filter_chain_match
-        .as_ref()
-        .is_some_and(|m| *m != Default::default())
-    {
-        return Err(Reason::Unsupported(
-            "filter_chains[0].filter_chain_match".into(),
-        ));
-    }
-    chain.filter_chain_match = None;
-    reject_set!(chain, transport_socket, use_proxy_proto);
-    reject_leftover(&chain, "filter chain")?;
-    let [filter] = <[lds::Filter; 1]>::try_from(filters).map_err(|f| {
-        invalid(
-            "filter_chains[0].filters",
-            format!(
-                "exactly one http_connection_manager filter is supported, got {} filters",
-                f.len()
-            ),
-        )
-    })?;
-    let any = match filter.config_type {
-        Some(lds::filter::ConfigType::TypedConfig(any)) if any.type_url == HCM_TYPE => any,
-        Some(lds::filter::ConfigType::TypedConfig(any)) => {
-            return Err(Reason::UnsupportedValue {
-                field: "network filter",
-                value: format!("{} ({})", filter.name, any.type_url),
-            });
+/// The listener filters: which of original_dst, tls_inspector and http_inspector are on.
+fn listener_filters(filters: Vec<lds::ListenerFilter>) -> Result<(bool, Inspectors), Reason> {
+    let mut original_dst = false;
+    let mut inspectors = Inspectors {
+        tls: false,
+        http: false,
+        timeout: None,
+        continue_on_timeout: false,
+    };
+    for (i, filter) in filters.into_iter().enumerate() {
+        let field = format!("listener_filters[{i}]");
+        if filter.filter_disabled.is_some() {
+            return Err(Reason::Unsupported(format!("{field}.filter_disabled")));
         }
-        _ => {
+        let type_url = match &filter.config_type {
+            Some(lds::listener_filter::ConfigType::TypedConfig(any)) => {
+                if !any.value.is_empty() {
+                    return Err(Reason::Unsupported(format!(
+                        "{field} {:?} settings",
+                        filter.name
+                    )));
+                }
+                Some(any.type_url.as_str())
+            }
+            Some(lds::listener_filter::ConfigType::ConfigDiscovery(_)) => {
+                return Err(Reason::Unsupported(format!("{field}.config_discovery")));
+            }
+            None => None,
+        };
+        let is = |name: &str, url: &str| type_url.map_or(filter.name == name, |t| t == url);
+        let flag = if is(ORIGINAL_DST, ORIGINAL_DST_TYPE_URL) {
+            &mut original_dst
+        } else if is(TLS_INSPECTOR, TLS_INSPECTOR_TYPE_URL) {
+            &mut inspectors.tls
+        } else if is(HTTP_INSPECTOR, HTTP_INSPECTOR_TYPE_URL) {
+            &mut inspectors.http
+        } else {
             return Err(Reason::UnsupportedValue {
-                field: "network filter without typed_config",
+                field: "listener_filters[].name",
                 value: filter.name,
             });
-        }
-    };
-    let manager =
-        hcm::HttpConnectionManager::decode(any.value.as_slice()).map_err(|e| Reason::Decode {
-            type_url: any.type_url.clone(),
-            error: e.to_string(),
-        })?;
-    connection_manager(manager).map_err(|r| match r {
-        Reason::Unsupported(f) => Reason::Unsupported(format!("http_connection_manager.{f}")),
-        Reason::Invalid { field, reason } => Reason::Invalid {
-            field: format!("http_connection_manager.{field}"),
-            reason,
-        },
-        other => other,
-    })
-}
-
-fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Manager, Reason> {
-    use hcm::http_connection_manager::{CodecType, RouteSpecifier};
-    let codec = match CodecType::try_from(m.codec_type) {
-        Ok(CodecType::Auto) => Codec::Auto,
-        Ok(CodecType::Http1) => Codec::Http1,
-        Ok(CodecType::Http2) => Codec::Http2,
-        _ => {
-            return Err(Reason::UnsupportedValue {
-                field: "codec_type",
-                value: m.codec_type.to_string(),
-            });
-        }
-    };
-    m.codec_type = 0;
-    let routes = match m.route_specifier.take() {
-        Some(RouteSpecifier::Rds(rds)) => {
-            let ads = matches!(
-                rds.config_source
-                    .as_ref()
-                    .and_then(|c| c.config_source_specifier.as_ref()),
-                Some(core::config_source::ConfigSourceSpecifier::Ads(_))
-            );
-            if !ads {
-                return Err(invalid("rds.config_source", "only ads is supported"));
-            }
-            if rds.route_config_name.is_empty() {
-                return Err(Reason::Missing("rds.route_config_name"));
-            }
-            RouteSource::Rds(rds.route_config_name)
-        }
-        Some(RouteSpecifier::RouteConfig(rc)) => RouteSource::Inline(Arc::new(
-            RouteConfig::try_from(rc).map_err(|e| invalid("route_config", e.to_string()))?,
-        )),
-        Some(RouteSpecifier::ScopedRoutes(_)) => {
-            return Err(Reason::Unsupported("scoped_routes".into()));
-        }
-        None => return Err(Reason::Missing("rds or route_config")),
-    };
-    let http_filters = super::http_filters::http_filters(take(&mut m.http_filters))?;
-    let generate_request_id = m.generate_request_id.take().is_none_or(|b| b.value);
-    m.stat_prefix.clear();
-    m.access_log.clear();
-    m.tracing = None;
-    // Envoy: unset = 5 min, 0 = disabled.
-    let stream_idle_timeout =
-        match duration("stream_idle_timeout", m.stream_idle_timeout.take().as_ref())? {
-            None => Some(DEFAULT_STREAM_IDLE_TIMEOUT),
-            Some(d) => nonzero(d),
         };
-    // Envoy: unset or 0 = none.
-    let request_headers_timeout = duration(
-        "request_headers_timeout",
-        m.request_headers_timeout.take().as_ref(),
-    )?
-    .and_then(nonzero);
-    // Envoy: unset = 1 h, 0 = none.
-    let idle_timeout = match common_idle_timeout(m.common_http_protocol_options.take())? {
-        None => Some(DEFAULT_DOWNSTREAM_IDLE_TIMEOUT),
-        Some(d) => nonzero(d),
-    };
-    reject_set!(
-        m,
-        http_protocol_options,
-        http2_protocol_options,
-        request_timeout,
-        use_remote_address,
-        upgrade_configs,
-        normalize_path,
-        merge_slashes,
-        local_reply_config,
-        request_id_extension,
-        forward_client_cert_details
-    );
-    reject_leftover(&m, "http_connection_manager")?;
-    Ok(Manager {
-        routes,
-        codec,
-        generate_request_id,
-        http_filters,
-        stream_idle_timeout,
-        request_headers_timeout,
-        idle_timeout,
-    })
+        if *flag {
+            return Err(invalid(field, format!("{} appears twice", filter.name)));
+        }
+        *flag = true;
+    }
+    Ok((original_dst, inspectors))
 }
 
-/// Envoy's timeouts: 0 means none.
-fn nonzero(d: Duration) -> Option<Duration> {
-    (!d.is_zero()).then_some(d)
+/// Chains that no connection could ever take, or two chains no connection could tell apart,
+/// are config errors (as in Envoy).
+fn check_chains(
+    chains: &[FilterChain],
+    has_default: bool,
+    inspectors: Inspectors,
+) -> Result<(), Reason> {
+    let matched = if has_default {
+        &chains[..chains.len() - 1]
+    } else {
+        chains
+    };
+    let mut seen = HashSet::new();
+    for (i, chain) in matched.iter().enumerate() {
+        let m = &chain.matcher;
+        let field = format!("filter_chains[{i}].filter_chain_match");
+        if (m.transport_protocol.is_some() || !m.server_names.is_empty()) && !inspectors.tls {
+            return Err(invalid(
+                field,
+                format!(
+                    "transport_protocol and server_names need the {TLS_INSPECTOR} listener filter"
+                ),
+            ));
+        }
+        if !m.application_protocols.is_empty() && !inspectors.tls && !inspectors.http {
+            return Err(invalid(
+                field,
+                format!(
+                    "application_protocols need the {TLS_INSPECTOR} or {HTTP_INSPECTOR} listener filter"
+                ),
+            ));
+        }
+        if !seen.insert(format!("{m:?}")) {
+            return Err(invalid(
+                field,
+                format!(
+                    "the same match as an earlier chain (chain {:?}): no connection could take it",
+                    chain.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,19 @@
 use super::*;
+use crate::config::{Codec, HttpManager, RouteSource, TransportProtocol};
+use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
-use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
+use prost::Message;
+
+/// The connection manager of the listener's first chain.
+fn http(l: &Listener) -> &HttpManager {
+    match &l.chains[0].network {
+        Network::Http(m) => m,
+        Network::Tcp(_) => panic!("HTTP chain expected"),
+    }
+}
 
 pub(crate) fn socket(ip: &str, port: u32) -> Address {
     Address {
@@ -68,13 +81,13 @@ fn reject(l: lds::Listener) -> String {
 fn converts_istio_style_listener() {
     let l = Listener::try_from(listener(manager())).unwrap();
     assert_eq!(l.address, "0.0.0.0:15001".parse().unwrap());
-    assert!(matches!(&l.routes, RouteSource::Rds(n) if n == "outbound"));
-    assert_eq!(l.codec, Codec::Auto);
-    assert!(l.generate_request_id);
+    assert!(matches!(&http(&l).routes, RouteSource::Rds(n) if n == "outbound"));
+    assert_eq!(http(&l).codec, Codec::Auto);
+    assert!(http(&l).generate_request_id);
     // Envoy's defaults when the connection manager says nothing.
-    assert_eq!(l.stream_idle_timeout, Some(Duration::from_secs(300)));
-    assert_eq!(l.request_headers_timeout, None);
-    assert_eq!(l.idle_timeout, Some(Duration::from_secs(3600)));
+    assert_eq!(http(&l).stream_idle_timeout, Some(Duration::from_secs(300)));
+    assert_eq!(http(&l).request_headers_timeout, None);
+    assert_eq!(http(&l).idle_timeout, Some(Duration::from_secs(3600)));
 }
 
 fn pb(seconds: i64, nanos: i32) -> Option<PbDuration> {
@@ -91,9 +104,15 @@ fn applies_hcm_timeouts() {
         ..Default::default()
     });
     let l = Listener::try_from(listener(m)).unwrap();
-    assert_eq!(l.stream_idle_timeout, Some(Duration::from_millis(2500)));
-    assert_eq!(l.request_headers_timeout, Some(Duration::from_secs(10)));
-    assert_eq!(l.idle_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(
+        http(&l).stream_idle_timeout,
+        Some(Duration::from_millis(2500))
+    );
+    assert_eq!(
+        http(&l).request_headers_timeout,
+        Some(Duration::from_secs(10))
+    );
+    assert_eq!(http(&l).idle_timeout, Some(Duration::from_secs(60)));
 
     // 0 disables each of them (Istio sends stream_idle_timeout: 0s).
     let mut m = manager();
@@ -104,15 +123,15 @@ fn applies_hcm_timeouts() {
         ..Default::default()
     });
     let l = Listener::try_from(listener(m)).unwrap();
-    assert_eq!(l.stream_idle_timeout, None);
-    assert_eq!(l.request_headers_timeout, None);
-    assert_eq!(l.idle_timeout, None);
+    assert_eq!(http(&l).stream_idle_timeout, None);
+    assert_eq!(http(&l).request_headers_timeout, None);
+    assert_eq!(http(&l).idle_timeout, None);
 
     // Protocol options without an idle timeout keep its default.
     let mut m = manager();
     m.common_http_protocol_options = Some(Default::default());
     let l = Listener::try_from(listener(m)).unwrap();
-    assert_eq!(l.idle_timeout, Some(Duration::from_secs(3600)));
+    assert_eq!(http(&l).idle_timeout, Some(Duration::from_secs(3600)));
 }
 
 #[test]
@@ -155,13 +174,14 @@ fn rejects_bad_or_unapplied_hcm_timeouts() {
 fn rejects_unknown_network_filter_and_extra_http_filters() {
     let mut l = listener(manager());
     l.filter_chains[0].filters[0].config_type = Some(lds::filter::ConfigType::TypedConfig(Any {
-        type_url: "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+        type_url: "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy"
             .into(),
         value: vec![],
     }));
     let e = reject(l);
     assert!(
-        e.starts_with(r#"listener "virtualOutbound": network filter"#) && e.contains("TcpProxy"),
+        e.starts_with(r#"listener "virtualOutbound": filter_chains[0].filters[0]"#)
+            && e.contains("RedisProxy"),
         "{e}"
     );
 
@@ -176,40 +196,224 @@ fn rejects_unknown_network_filter_and_extra_http_filters() {
     assert!(reject(listener(m)).contains("envoy.filters.http.fault"));
 }
 
+fn tcp_filter(cluster: &str) -> lds::Filter {
+    lds::Filter {
+        name: weft_xds::contract::TCP_PROXY.into(),
+        config_type: Some(lds::filter::ConfigType::TypedConfig(Any {
+            type_url: weft_xds::contract::TCP_PROXY_TYPE_URL.into(),
+            value: tcp::TcpProxy {
+                stat_prefix: cluster.into(),
+                cluster_specifier: Some(tcp::tcp_proxy::ClusterSpecifier::Cluster(cluster.into())),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        })),
+    }
+}
+
+fn inspector(name: &str, type_url: &str) -> lds::ListenerFilter {
+    lds::ListenerFilter {
+        name: name.into(),
+        config_type: Some(lds::listener_filter::ConfigType::TypedConfig(Any {
+            type_url: type_url.into(),
+            value: vec![],
+        })),
+        ..Default::default()
+    }
+}
+
+/// Istio's virtualOutbound: original destination, inspectors, an HTTP chain per port, a TCP
+/// chain per service address, and the passthrough default chain.
+fn capture_listener() -> lds::Listener {
+    let mut l = listener(manager());
+    l.listener_filters = vec![
+        inspector(ORIGINAL_DST, ORIGINAL_DST_TYPE_URL),
+        inspector(TLS_INSPECTOR, TLS_INSPECTOR_TYPE_URL),
+        inspector(HTTP_INSPECTOR, HTTP_INSPECTOR_TYPE_URL),
+    ];
+    l.listener_filters_timeout = pb(0, 100_000_000);
+    l.continue_on_listener_filters_timeout = true;
+    l.filter_chains[0].name = "0.0.0.0_9080".into();
+    l.filter_chains[0].filter_chain_match = Some(lds::FilterChainMatch {
+        destination_port: Some(UInt32Value { value: 9080 }),
+        ..Default::default()
+    });
+    l.filter_chains.push(lds::FilterChain {
+        name: "10.96.0.10_3306".into(),
+        filter_chain_match: Some(lds::FilterChainMatch {
+            destination_port: Some(UInt32Value { value: 3306 }),
+            prefix_ranges: vec![core::CidrRange {
+                address_prefix: "10.96.0.10".into(),
+                prefix_len: Some(UInt32Value { value: 32 }),
+            }],
+            ..Default::default()
+        }),
+        filters: vec![tcp_filter("outbound|3306||mysql.default.svc.cluster.local")],
+        ..Default::default()
+    });
+    l.default_filter_chain = Some(lds::FilterChain {
+        name: "PassthroughFilterChain".into(),
+        filters: vec![tcp_filter("PassthroughCluster")],
+        ..Default::default()
+    });
+    l
+}
+
 #[test]
-fn rejects_bad_transport_sockets_listener_filters_and_chains() {
+fn converts_capture_listener_with_tcp_and_default_chains() {
+    let l = Listener::try_from(capture_listener()).unwrap();
+    assert!(l.original_dst);
+    assert_eq!(
+        l.inspectors,
+        Inspectors {
+            tls: true,
+            http: true,
+            timeout: Some(Duration::from_millis(100)),
+            continue_on_timeout: true
+        }
+    );
+    assert_eq!(l.chains.len(), 3);
+    assert_eq!(l.default_chain(), Some(2));
+    assert_eq!(l.chains[0].matcher.destination_port, Some(9080));
+    assert!(matches!(&http(&l).routes, RouteSource::Rds(n) if n == "outbound"));
+    let Network::Tcp(t) = &l.chains[1].network else {
+        panic!("TCP chain expected")
+    };
+    assert_eq!(t.cluster, "outbound|3306||mysql.default.svc.cluster.local");
+    assert_eq!(t.idle_timeout, Some(Duration::from_secs(3600)));
+    assert!(t.rbac.is_empty());
+    assert_eq!(l.chains[1].matcher.prefix_ranges.len(), 1);
+    let Network::Tcp(t) = &l.chains[2].network else {
+        panic!("TCP chain expected")
+    };
+    assert_eq!(t.cluster, "PassthroughCluster");
+    assert_eq!(l.http_managers().count(), 1);
+    // Envoy's defaults: 15 s for the listener filters, close on timeout.
+    let mut pb = capture_listener();
+    pb.listener_filters_timeout = None;
+    pb.continue_on_listener_filters_timeout = false;
+    let l = Listener::try_from(pb).unwrap();
+    assert_eq!(l.inspectors.timeout, Some(Duration::from_secs(15)));
+    assert!(!l.inspectors.continue_on_timeout);
+}
+
+#[test]
+fn rejects_bad_tcp_proxies_and_chain_layouts() {
+    // A TCP proxy without a cluster, with weighted clusters, or before another filter.
+    let mut l = capture_listener();
+    l.filter_chains[1].filters = vec![tcp_filter("")];
+    assert!(
+        reject(l).contains("filter_chains[1].filters[0].envoy.filters.network.tcp_proxy.cluster")
+    );
+    let mut l = capture_listener();
+    l.filter_chains[1].filters.push(tcp_filter("x"));
+    assert!(
+        reject(l).contains("filter_chains[1].filters"),
+        "TCP proxy must be last"
+    );
+    let mut l = capture_listener();
+    l.filter_chains[1].filters = vec![];
+    assert!(reject(l).contains("a chain needs"));
+    // Two chains with the same match: no connection could take the second.
+    let mut l = capture_listener();
+    l.filter_chains.push(l.filter_chains[1].clone());
+    assert!(reject(l).contains("the same match as an earlier chain"));
+    // The default chain takes no match.
+    let mut l = capture_listener();
+    l.default_filter_chain.as_mut().unwrap().filter_chain_match = Some(lds::FilterChainMatch {
+        destination_port: Some(UInt32Value { value: 1 }),
+        ..Default::default()
+    });
+    assert!(reject(l).contains("the default chain takes no match"));
+    // Source matches are not supported.
+    let mut l = capture_listener();
+    l.filter_chains[1]
+        .filter_chain_match
+        .as_mut()
+        .unwrap()
+        .source_ports = vec![1];
+    assert!(reject(l).contains("source_ports is not supported"));
+    // Port 0 is not a port; a prefix must be an IP.
+    let mut l = capture_listener();
+    l.filter_chains[0]
+        .filter_chain_match
+        .as_mut()
+        .unwrap()
+        .destination_port = Some(UInt32Value { value: 70000 });
+    assert!(reject(l).contains("70000 is not a port"));
+    let mut l = capture_listener();
+    l.filter_chains[1]
+        .filter_chain_match
+        .as_mut()
+        .unwrap()
+        .prefix_ranges[0]
+        .address_prefix = "mysql".into();
+    assert!(reject(l).contains("prefix_ranges[0].address_prefix"));
+    // A listener filter twice, with settings, or unknown.
+    let mut l = capture_listener();
+    l.listener_filters
+        .push(inspector(HTTP_INSPECTOR, HTTP_INSPECTOR_TYPE_URL));
+    assert!(reject(l).contains("appears twice"));
+    let mut l = capture_listener();
+    l.listener_filters.push(Default::default());
+    assert!(reject(l).contains("listener_filters[].name"));
+    // Application protocols need an inspector.
+    let mut l = capture_listener();
+    l.listener_filters.truncate(1);
+    l.filter_chains[0]
+        .filter_chain_match
+        .as_mut()
+        .unwrap()
+        .application_protocols = vec!["http/1.1".into()];
+    assert!(reject(l).contains("application_protocols need"));
+}
+
+#[test]
+fn rejects_bad_transport_sockets_and_transport_matches() {
     let mut l = listener(manager());
     l.filter_chains[0].transport_socket = Some(Default::default());
     let e = reject(l);
     assert!(e.contains("filter_chains[0].transport_socket"), "{e}");
+    // A transport-protocol or server-name match needs the TLS inspector.
+    for m in [
+        lds::FilterChainMatch {
+            transport_protocol: "raw_buffer".into(),
+            ..Default::default()
+        },
+        lds::FilterChainMatch {
+            server_names: vec!["a.example".into()],
+            ..Default::default()
+        },
+    ] {
+        let mut l = listener(manager());
+        l.filter_chains[0].filter_chain_match = Some(m);
+        let e = reject(l);
+        assert!(
+            e.contains("need the envoy.filters.listener.tls_inspector"),
+            "{e}"
+        );
+    }
     let mut l = listener(manager());
-    l.listener_filters.push(Default::default());
-    let e = reject(l);
-    assert!(e.contains("listener_filters[].name"), "{e}");
-    // Two chains must be told apart by transport protocol.
-    let mut l = listener(manager());
-    l.filter_chains.push(l.filter_chains[0].clone());
-    let e = reject(l);
-    assert!(e.contains("one with transport_protocol \"tls\""), "{e}");
-    // A transport-protocol match needs the TLS inspector.
-    let mut l = listener(manager());
+    l.listener_filters = vec![inspector(TLS_INSPECTOR, TLS_INSPECTOR_TYPE_URL)];
     l.filter_chains[0].filter_chain_match = Some(lds::FilterChainMatch {
-        transport_protocol: "raw_buffer".into(),
+        transport_protocol: "quic".into(),
         ..Default::default()
     });
-    let e = reject(l);
-    assert!(
-        e.contains("needs the envoy.filters.listener.tls_inspector"),
-        "{e}"
+    assert!(reject(l).contains("only \"tls\" and \"raw_buffer\""));
+    // Server names are matched lowercase.
+    let mut l = listener(manager());
+    l.listener_filters = vec![inspector(TLS_INSPECTOR, TLS_INSPECTOR_TYPE_URL)];
+    l.filter_chains[0].filter_chain_match = Some(lds::FilterChainMatch {
+        server_names: vec!["*.Example.COM".into()],
+        transport_protocol: "tls".into(),
+        ..Default::default()
+    });
+    let l = Listener::try_from(l).unwrap();
+    assert_eq!(l.chains[0].matcher.server_names, ["*.example.com"]);
+    assert_eq!(
+        l.chains[0].matcher.transport_protocol,
+        Some(TransportProtocol::Tls)
     );
-    // Other matches are not supported.
-    let mut l = listener(manager());
-    l.filter_chains[0].filter_chain_match = Some(lds::FilterChainMatch {
-        server_names: vec!["a.example".into()],
-        ..Default::default()
-    });
-    let e = reject(l);
-    assert!(e.contains("only transport_protocol"), "{e}");
 }
 
 #[test]

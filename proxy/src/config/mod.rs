@@ -7,10 +7,11 @@
 //! ```
 
 mod cluster;
+pub mod filter_chain;
 pub mod formatter;
 mod http_filters;
+mod http_manager;
 mod listener;
-pub mod listener_transport;
 pub(crate) mod matcher;
 mod route;
 mod snapshot;
@@ -25,20 +26,19 @@ pub use cluster::{
     Assignment, ClusterConfig, ClusterTls, DiscoveryKind, HTTP_PROTOCOL_OPTIONS, SocketMatch,
     UpstreamProtocol,
 };
+pub use filter_chain::{ChainMatch, FilterChain, MtlsInfo, Network, TcpProxy, TransportProtocol};
 pub use http_filters::{
     HttpFilter, JWT_AUTHN_FILTER, JWT_AUTHN_TYPE, NETWORK_RBAC_FILTER, NETWORK_RBAC_TYPE,
     RBAC_FILTER, RBAC_TYPE,
 };
-pub use listener::{
-    Codec, DEFAULT_DOWNSTREAM_IDLE_TIMEOUT, HCM_FILTER, HCM_TYPE, Listener, ROUTER_FILTER,
-    ROUTER_TYPE, RouteSource,
-};
+pub use http_manager::{Codec, DEFAULT_DOWNSTREAM_IDLE_TIMEOUT, HttpManager, RouteSource};
+pub use listener::{HCM_FILTER, HCM_TYPE, Inspectors, Listener, ROUTER_FILTER, ROUTER_TYPE};
 pub use route::{
     Action, ClusterPick, ClusterRef, DirectResponse, ForwardAction, HeaderAdd, HeaderMatch,
     HeaderMatchKind, HeaderOps, HeaderSource, PathMatch, QueryMatch, Redirect, Route, RouteConfig,
     RouteMatch, StringMatch, StringMatchKind, VirtualHost, WeightedCluster,
 };
-pub use snapshot::{ActiveListener, ProxyConfig, RouteSlot, RouteTable, TypeState};
+pub use snapshot::{ActiveChain, ActiveListener, ProxyConfig, RouteSlot, RouteTable, TypeState};
 pub use store::{ConfigStore, INITIAL_FETCH_TIMEOUT};
 
 use crate::upstream::Cluster;

@@ -1,7 +1,8 @@
 //! `ProxyConfig`: one immutable snapshot of everything the data path needs, with every name already resolved.
 //!
 //! ```text
-//!  ProxyConfig ─ listeners[addr] ─► ActiveListener { Listener, RouteSlot }
+//!  ProxyConfig ─ listeners[addr] ─► ActiveListener { Listener, chains[i] ─► ActiveChain }
+//!                                        ActiveChain { HTTP: RouteSlot │ TCP: Arc<Cluster> }
 //!                                        RouteSlot { active RouteTable, pending RouteTable until its clusters are warm }
 //!                                        RouteTable { RouteConfig, targets[slot] ─► Arc<Cluster> }
 //! ```
@@ -75,12 +76,33 @@ impl RouteSlot {
     }
 }
 
-/// A bound listener: its config and its routes, resolved.
+/// A bound listener: its config and, per filter chain, what the chain forwards to.
 #[derive(Debug, Clone)]
 pub struct ActiveListener {
     pub config: Arc<Listener>,
-    /// `None` until its RDS route configuration arrives.
+    /// By chain index (`Listener::chains`).
+    pub chains: Box<[ActiveChain]>,
+}
+
+/// A filter chain's targets, resolved.
+#[derive(Debug, Clone, Default)]
+pub struct ActiveChain {
+    /// HTTP chains: `None` until the RDS route configuration arrives.
     pub routes: Option<RouteSlot>,
+    /// TCP chains: `None` while the cluster is not configured.
+    pub cluster: Option<Arc<Cluster>>,
+}
+
+impl ActiveListener {
+    /// The HTTP connection manager of chain `chain` and its routes.
+    pub fn http(&self, chain: usize) -> Option<(&super::HttpManager, Option<&RouteSlot>)> {
+        match &self.config.chains.get(chain)?.network {
+            super::Network::Http(m) => {
+                Some((&**m, self.chains.get(chain).and_then(|c| c.routes.as_ref())))
+            }
+            super::Network::Tcp(_) => None,
+        }
+    }
 }
 
 /// One immutable snapshot of everything the data path needs.
@@ -118,14 +140,19 @@ impl ProxyConfig {
         let mut missing_routes: Vec<&str> = self
             .listeners
             .values()
-            .filter(|l| l.routes.is_none())
-            .filter_map(|l| match &l.config.routes {
-                super::RouteSource::Rds(name) => Some(name.as_str()),
-                super::RouteSource::Inline(_) => None,
+            .flat_map(|l| {
+                l.config
+                    .http_managers()
+                    .filter(|(i, _)| l.chains.get(*i).is_none_or(|c| c.routes.is_none()))
+                    .filter_map(|(_, m)| match &m.routes {
+                        super::RouteSource::Rds(name) => Some(name.as_str()),
+                        super::RouteSource::Inline(_) => None,
+                    })
             })
             .collect();
+        missing_routes.sort_unstable();
+        missing_routes.dedup();
         if !missing_routes.is_empty() {
-            missing_routes.sort_unstable();
             return Some(format!(
                 "waiting for route configurations (RDS): {}",
                 missing_routes.join(", ")

@@ -25,9 +25,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use weft_xds::type_url;
 
-use super::snapshot::{ActiveListener, RouteSlot, RouteTable};
+use super::snapshot::{ActiveChain, ActiveListener, RouteSlot, RouteTable};
 use super::{
-    Assignment, ClusterConfig, ConfigError, DiscoveryKind, Listener, ProxyConfig, Reason,
+    Assignment, ClusterConfig, ConfigError, DiscoveryKind, Listener, Network, ProxyConfig, Reason,
     RouteConfig, RouteSource,
 };
 use crate::drain::Drain;
@@ -98,6 +98,11 @@ impl ConfigStore {
     /// The current snapshot.
     pub fn current(&self) -> Arc<ProxyConfig> {
         self.current.clone()
+    }
+
+    /// The counters of the listeners' connections (admin `/stats/prometheus`).
+    pub fn listener_stats(&self) -> Arc<crate::listeners::ListenerStats> {
+        self.sockets.stats()
     }
 
     /// The actual bound address of the listener named `name` (useful with port 0).
@@ -268,7 +273,7 @@ impl ConfigStore {
         for (name, cfg) in &self.clusters {
             let (assignment, warm) = match &cfg.discovery {
                 DiscoveryKind::Static(a) => (a.clone(), true),
-                DiscoveryKind::Dns(_) => (Assignment::default(), true),
+                DiscoveryKind::Dns(_) | DiscoveryKind::OriginalDst => (Assignment::default(), true),
                 DiscoveryKind::Eds(service) => match self.assignments.get(service) {
                     Some(a) => (a.clone(), true),
                     None => {
@@ -309,18 +314,31 @@ impl ConfigStore {
             .listeners
             .values()
             .map(|l| {
-                let slot = match &l.routes {
-                    RouteSource::Rds(name) => routes.get(name).cloned(),
-                    RouteSource::Inline(rc) => Some(RouteSlot {
-                        active: Arc::new(RouteTable::bind(rc.clone(), &clusters)),
-                        pending: None,
-                    }),
-                };
+                let chains = l
+                    .chains
+                    .iter()
+                    .map(|chain| match &chain.network {
+                        Network::Http(m) => ActiveChain {
+                            routes: match &m.routes {
+                                RouteSource::Rds(name) => routes.get(name).cloned(),
+                                RouteSource::Inline(rc) => Some(RouteSlot {
+                                    active: Arc::new(RouteTable::bind(rc.clone(), &clusters)),
+                                    pending: None,
+                                }),
+                            },
+                            cluster: None,
+                        },
+                        Network::Tcp(t) => ActiveChain {
+                            routes: None,
+                            cluster: clusters.get(&t.cluster).cloned(),
+                        },
+                    })
+                    .collect();
                 (
                     l.address,
                     ActiveListener {
                         config: l.clone(),
-                        routes: slot,
+                        chains,
                     },
                 )
             })
@@ -352,7 +370,8 @@ impl ConfigStore {
             type_url::ROUTE => self
                 .listeners
                 .values()
-                .filter_map(|l| match &l.routes {
+                .flat_map(|l| l.http_managers())
+                .filter_map(|(_, m)| match &m.routes {
                     RouteSource::Rds(n) => Some(n.clone()),
                     RouteSource::Inline(_) => None,
                 })
@@ -362,7 +381,9 @@ impl ConfigStore {
                 .values()
                 .filter_map(|c| match &c.discovery {
                     DiscoveryKind::Eds(s) => Some(s.clone()),
-                    DiscoveryKind::Static(_) | DiscoveryKind::Dns(_) => None,
+                    DiscoveryKind::Static(_)
+                    | DiscoveryKind::Dns(_)
+                    | DiscoveryKind::OriginalDst => None,
                 })
                 .collect(),
             _ => Vec::new(),

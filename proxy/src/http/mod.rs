@@ -38,6 +38,7 @@ use crate::config::formatter::{FormatContext, HeaderTemplate};
 use crate::config::{Action, Codec, ProxyConfig, Route, RouteConfig, VirtualHost};
 use crate::error::ProxyError;
 use crate::limits::DownstreamLimits;
+use crate::listeners::ChainRef;
 use crate::upstream::UpstreamBody;
 use router::RequestView;
 
@@ -47,7 +48,7 @@ pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 /// Per-connection context shared by the requests of that connection.
 #[derive(Debug)]
 struct Conn {
-    listener: SocketAddr,
+    at: ChainRef,
     downstream: Downstream,
     rx: watch::Receiver<Arc<ProxyConfig>>,
 }
@@ -116,18 +117,27 @@ impl RequestMeta<'_> {
 /// then each request's headers (HTTP/1: also the wait for the next request on a
 /// keep-alive connection); a connection where no byte moves either way for the idle
 /// timeout is closed.
+///
+/// `local` is the connection's destination (its original one when redirected), `at` the
+/// listener and filter chain whose connection manager serves it.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_connection(
     secured: crate::tls::accept::Accepted,
     peer: SocketAddr,
-    listener: SocketAddr,
+    local: SocketAddr,
+    at: ChainRef,
     rx: watch::Receiver<Arc<ProxyConfig>>,
     drain: CancellationToken,
     drain_period: Duration,
     limits: Arc<DownstreamLimits>,
 ) {
+    let listener = at.listener;
     let (codec, header_read_timeout, idle_timeout) = {
         let config = rx.borrow();
-        let hcm = config.listener(&listener).map(|l| &l.config);
+        let hcm = config
+            .listener(&listener)
+            .and_then(|l| l.http(at.chain))
+            .map(|(m, _)| m);
         (
             hcm.map_or(Codec::Auto, |c| c.codec),
             hcm.and_then(|c| c.request_headers_timeout)
@@ -139,15 +149,11 @@ pub async fn serve_connection(
     crate::tls::accept::guarded_mut(&mut stream).set_timeouts(header_read_timeout, idle_timeout);
     let downstream = Downstream {
         remote: peer,
-        local: crate::tls::accept::local_addr(&stream).unwrap_or(listener),
+        local,
         principal: secured.principal,
         sni: secured.sni,
     };
-    let conn = Arc::new(Conn {
-        listener,
-        downstream,
-        rx,
-    });
+    let conn = Arc::new(Conn { at, downstream, rx });
     let service = hyper::service::service_fn(move |req| {
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(handle(&conn, req).await) }
@@ -190,10 +196,10 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
         downstream: &conn.downstream,
         start: SystemTime::now(),
     };
-    match route_and_forward(&config, conn.listener, &meta, req).await {
+    match route_and_forward(&config, conn.at, &meta, req).await {
         Ok(resp) => resp,
         Err(e) => {
-            tracing::debug!(listener = %conn.listener, error = %e, "local reply");
+            tracing::debug!(listener = %conn.at.listener, error = %e, "local reply");
             e.into_response().map(Either::Right)
         }
     }
@@ -201,22 +207,23 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
 
 async fn route_and_forward(
     config: &ProxyConfig,
-    listener_addr: SocketAddr,
+    at: ChainRef,
     meta: &RequestMeta<'_>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let listener = config
-        .listener(&listener_addr)
+    let (manager, routes) = config
+        .listener(&at.listener)
+        .and_then(|l| l.http(at.chain))
         .ok_or(ProxyError::NoListener)?;
-    let req = if listener.config.http_filters.is_empty() {
+    let req = if manager.http_filters.is_empty() {
         req
     } else {
-        filters::run(&listener.config.http_filters, meta.downstream, req)?
+        filters::run(&manager.http_filters, meta.downstream, req)?
     };
-    let table = match &listener.routes {
+    let table = match routes {
         Some(slot) => slot.current(),
         None => {
-            return Err(match &listener.config.routes {
+            return Err(match &manager.routes {
                 crate::config::RouteSource::Rds(n) => ProxyError::NoRouteConfig(n.clone()),
                 crate::config::RouteSource::Inline(_) => ProxyError::NoRoute,
             });
@@ -244,7 +251,7 @@ async fn route_and_forward(
         }
         Action::Redirect(r) => redirect::redirect(r, &route.matcher, &req)?,
         Action::Forward(f) => {
-            return policy::forward(table, &listener.config, &levels, meta, f, req).await;
+            return policy::forward(table, manager, &levels, meta, f, req).await;
         }
     };
     let request = (req.method(), req.uri(), req.version());

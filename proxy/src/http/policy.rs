@@ -24,7 +24,7 @@ use super::headers::{X_REQUEST_ID, request_id, strip_hop_by_hop};
 use super::redirect::rewritten_path;
 use super::{AuthoritySource, Levels, ProxyBody, RequestMeta, authority_source};
 use crate::config::formatter::HeaderTemplate;
-use crate::config::{ClusterPick, ForwardAction, Listener, RouteTable};
+use crate::config::{ClusterPick, ForwardAction, HttpManager, RouteTable};
 use crate::error::ProxyError;
 use crate::upstream::idle::{self, Activity, Expired};
 use crate::upstream::{Protocol, RequestBody, endpoint};
@@ -32,7 +32,7 @@ use crate::upstream::{Protocol, RequestBody, endpoint};
 /// Forwards `req` along a route's forward action.
 pub(super) async fn forward(
     table: &RouteTable,
-    listener: &Listener,
+    listener: &HttpManager,
     levels: &Levels<'_>,
     meta: &RequestMeta<'_>,
     action: &ForwardAction,
@@ -51,7 +51,7 @@ pub(super) async fn forward(
             status: action.cluster_not_found,
         })?;
     let endpoint = cluster
-        .pick()
+        .pick(meta.downstream.local)
         .ok_or_else(|| ProxyError::NoHealthyUpstream(cluster_ref.name.clone()))?;
     let downstream_h2 = req.version() == Version::HTTP_2;
     let protocol = cluster.protocol(downstream_h2);

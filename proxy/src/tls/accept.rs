@@ -1,12 +1,10 @@
-//! The transport step of an accepted connection, before HTTP: plaintext, TLS (STRICT), or
-//! detected from the first bytes (PERMISSIVE); the peer's SPIFFE identity from its client
+//! The transport step of an accepted connection, after its filter chain was chosen:
+//! plaintext, or the chain's TLS (mesh mTLS); the peer's SPIFFE identity from its client
 //! certificate.
 //!
 //! ```text
-//!  GuardedIo<TcpStream> ─► listener transport ─┬─ Plaintext ───────────────► DownstreamIo::Plain
-//!                                              ├─ Tls: ClientHello? ─ no ──► refused (logged: peer, policy)
-//!                                              └─ Detect: ClientHello? ─ no ► DownstreamIo::Plain
-//!                                                             └ yes ─► rustls (MeshTls::server) ─► DownstreamIo::Tls { principal, sni }
+//!  GuardedIo<TcpStream> ─► chain without TLS ──► DownstreamIo::Plain
+//!                       └► chain with TLS ─────► rustls (MeshTls::server) ─► DownstreamIo::Tls { principal, sni }
 //! ```
 
 use std::io;
@@ -20,14 +18,13 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 use weft_net::GuardedIo;
 
-use super::inspect::{Transport, detect};
 use super::{MeshTls, TlsError};
-use crate::config::listener_transport::{ListenerTransport, MtlsInfo};
+use crate::config::tls::DownstreamTls;
 
-/// How long a client has to send its first bytes and finish the TLS handshake.
+/// How long a client has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why a connection was closed before HTTP.
+/// Why a connection was closed before its chain's network filter.
 #[derive(Debug, thiserror::Error)]
 pub enum AcceptError {
     #[error(
@@ -53,12 +50,6 @@ pub enum AcceptError {
     },
     #[error("TLS handshake with {peer} timed out")]
     Timeout { peer: SocketAddr },
-    #[error("reading from {peer}: {source}")]
-    Io {
-        peer: SocketAddr,
-        #[source]
-        source: io::Error,
-    },
 }
 
 /// A downstream connection after its transport step.
@@ -70,43 +61,16 @@ pub struct Accepted {
     pub sni: Option<Arc<str>>,
 }
 
-/// Runs the transport step of `io` for a listener.
+/// Runs the transport step of `io`: plaintext without `settings`, else the TLS handshake.
 pub async fn accept(
     io: GuardedIo<TcpStream>,
     peer: SocketAddr,
-    listener: &str,
-    transport: &ListenerTransport,
-    mtls: Option<&MtlsInfo>,
+    settings: Option<&DownstreamTls>,
     tls: &MeshTls,
 ) -> Result<Accepted, AcceptError> {
-    let (settings, strict) = match transport {
-        ListenerTransport::Plaintext => return Ok(plain(io)),
-        ListenerTransport::Tls(settings) => (settings, true),
-        ListenerTransport::Detect(settings) => (settings, false),
+    let Some(settings) = settings else {
+        return Ok(plain(io));
     };
-    let seen = detect(io.get_ref(), HANDSHAKE_TIMEOUT)
-        .await
-        .map_err(|source| AcceptError::Io { peer, source })?;
-    if seen == Transport::Plaintext {
-        if !strict {
-            return Ok(plain(io));
-        }
-        let info = mtls.cloned().unwrap_or_default();
-        return Err(AcceptError::PlaintextRefused {
-            peer,
-            listener: listener.to_string(),
-            mode: if info.mode.is_empty() {
-                "STRICT".to_string()
-            } else {
-                info.mode
-            },
-            policy: if info.policy.is_empty() {
-                "no PeerAuthentication named".to_string()
-            } else {
-                format!("PeerAuthentication {}", info.policy)
-            },
-        });
-    }
     let config = tls
         .server(&settings.alpn)
         .map_err(|source| AcceptError::Setup { peer, source })?;
@@ -145,13 +109,5 @@ pub fn guarded_mut(io: &mut DownstreamIo) -> &mut GuardedIo<TcpStream> {
     match io {
         Either::Left(io) => io,
         Either::Right(stream) => stream.get_mut().0,
-    }
-}
-
-/// The local address of the connection (the listener's, or the original destination).
-pub fn local_addr(io: &DownstreamIo) -> io::Result<SocketAddr> {
-    match io {
-        Either::Left(io) => io.get_ref().local_addr(),
-        Either::Right(stream) => stream.get_ref().0.get_ref().local_addr(),
     }
 }

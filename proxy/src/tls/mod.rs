@@ -1,18 +1,16 @@
 //! TLS on the data path: rustls configurations for mesh mutual TLS, built from the proxy's
 //! identity (certificate + trust bundle) and cached until the identity changes; file-based
-//! TLS for DestinationRule SIMPLE/MUTUAL; TLS detection for PERMISSIVE listeners.
+//! TLS for DestinationRule SIMPLE/MUTUAL; the server side of a filter chain's TLS.
 //!
 //! ```text
-//!  identity (watch) ─► MeshTls ─┬─► client(UpstreamTls) ─► Arc<ClientConfig>  (upstream/connect.rs)
-//!                               └─► server(alpn)         ─► Arc<ServerConfig>  (listeners.rs)
-//!  inspect.rs: first bytes of a connection ─► TLS ClientHello or plaintext
+//!  identity (watch) ─► MeshTls ─┬─► client(UpstreamTls, HTTP ALPN) ─► Arc<ClientConfig>  (upstream/connect.rs)
+//!                               └─► server(alpn)                   ─► Arc<ServerConfig>  (accept.rs)
 //! ```
 //! Configurations are built when a connection needs one and the identity changed since
 //! (a renewed certificate or a new bundle): new connections use the new certificate, open
 //! connections keep theirs. The lock is taken per new connection, never per request.
 
 pub mod accept;
-pub mod inspect;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -60,7 +58,28 @@ struct Cache {
     /// The identity state the configs were built from.
     state: Option<Arc<IdentityState>>,
     servers: HashMap<Vec<Vec<u8>>, Arc<ServerConfig>>,
-    clients: HashMap<Arc<UpstreamTls>, Arc<ClientConfig>>,
+    clients: HashMap<(Arc<UpstreamTls>, Option<HttpAlpn>), Arc<ClientConfig>>,
+}
+
+/// The HTTP protocol a mesh TLS connection carries, offered in ALPN as Istio's sidecars do
+/// (`istio-http/1.1` / `istio-h2` first), so the server's inbound listener can tell HTTP from
+/// opaque TCP on a port of undeclared protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HttpAlpn {
+    Http1,
+    Http2,
+}
+
+impl HttpAlpn {
+    fn protocols(self) -> [&'static [u8]; 3] {
+        use weft_identity::tls::{
+            ALPN_H2, ALPN_HTTP11, ALPN_ISTIO, ALPN_ISTIO_H2, ALPN_ISTIO_HTTP11,
+        };
+        match self {
+            Self::Http1 => [ALPN_ISTIO_HTTP11, ALPN_ISTIO, ALPN_HTTP11],
+            Self::Http2 => [ALPN_ISTIO_H2, ALPN_ISTIO, ALPN_H2],
+        }
+    }
 }
 
 /// Builds and caches the rustls configurations of the data path.
@@ -86,12 +105,18 @@ impl MeshTls {
         }
     }
 
-    /// The client configuration for `tls`.
-    pub fn client(&self, tls: &Arc<UpstreamTls>) -> Result<Arc<ClientConfig>, TlsError> {
+    /// The client configuration for `tls`; mesh TLS that carries HTTP offers `http`'s ALPN
+    /// instead of the cluster's.
+    pub fn client(
+        &self,
+        tls: &Arc<UpstreamTls>,
+        http: Option<HttpAlpn>,
+    ) -> Result<Arc<ClientConfig>, TlsError> {
         let state = self.state();
         let mut cache = self.cache.lock();
         refresh(&mut cache, state.as_ref());
-        if let Some(config) = cache.clients.get(tls) {
+        let key = (tls.clone(), http);
+        if let Some(config) = cache.clients.get(&key) {
             return Ok(config.clone());
         }
         let config = Arc::new(match tls.as_ref() {
@@ -107,7 +132,10 @@ impl MeshTls {
                     .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(
                         cert.certified_key(),
                     )));
-                config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+                config.alpn_protocols = match http {
+                    Some(http) => http.protocols().iter().map(|p| p.to_vec()).collect(),
+                    None => alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
+                };
                 config
             }
             UpstreamTls::Files {
@@ -119,7 +147,7 @@ impl MeshTls {
                 ..
             } => files_client(alpn, ca.as_deref(), *verify, sans, client_cert.as_ref())?,
         });
-        cache.clients.insert(tls.clone(), config.clone());
+        cache.clients.insert(key, config.clone());
         Ok(config)
     }
 

@@ -2,10 +2,11 @@
 //! cluster says so (mesh mTLS from the proxy's identity, or files) → protocol handshake.
 //!
 //! ```text
-//!  PoolKey { addr, protocol, tls } ─► tcp(addr, timeout) ─► [rustls client (tls/)] ─► h1 handshake │ h2 handshake
+//!  PoolKey { addr, protocol, tls, source } ─► tcp(addr, source, timeout) ─► [rustls client (tls/)]
+//!      ─► h1 handshake │ h2 handshake          (the TCP proxy: open(), no HTTP handshake)
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -13,8 +14,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
-use super::pool::{PoolKey, TlsMode};
-use crate::tls::{MeshTls, TlsError};
+use super::pool::{PoolKey, Protocol, TlsMode};
+use crate::tls::{HttpAlpn, MeshTls, TlsError};
 
 /// Why a new upstream connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -59,22 +60,38 @@ pub enum ConnectError {
 /// forwards reads and writes to whichever it is.
 pub type UpstreamIo = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
-/// Connects to the pool's endpoint: TCP, then TLS when the pool key says so.
+/// Connects to the pool's endpoint: TCP, then TLS when the pool key says so (offering the
+/// pool's HTTP protocol in ALPN over mesh TLS).
 pub async fn connect(
     key: &PoolKey,
     timeout: Duration,
     tls: &MeshTls,
 ) -> Result<UpstreamIo, ConnectError> {
-    let addr = key.addr;
-    let settings = match &key.tls {
-        TlsMode::Plaintext => return Ok(Either::Left(tcp(addr, timeout).await?)),
+    let http = match key.protocol {
+        Protocol::Http1 => HttpAlpn::Http1,
+        Protocol::Http2 => HttpAlpn::Http2,
+    };
+    open(key.addr, key.source, &key.tls, Some(http), timeout, tls).await
+}
+
+/// Opens a connection to `addr` (from `source` when set): TCP, then TLS when `mode` says so.
+pub async fn open(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    mode: &TlsMode,
+    http: Option<HttpAlpn>,
+    timeout: Duration,
+    tls: &MeshTls,
+) -> Result<UpstreamIo, ConnectError> {
+    let settings = match mode {
+        TlsMode::Plaintext => return Ok(Either::Left(tcp(addr, source, timeout).await?)),
         TlsMode::Tls(settings) => settings,
     };
     // The configuration first: without a certificate there is no point in connecting.
     let config = tls
-        .client(settings)
+        .client(settings, http)
         .map_err(|source| ConnectError::TlsSetup { addr, source })?;
-    let stream = tcp(addr, timeout).await?;
+    let stream = tcp(addr, source, timeout).await?;
     let name = crate::tls::server_name(settings, addr);
     let handshake = TlsConnector::from(config).connect(name, stream);
     let stream = tokio::time::timeout(timeout, handshake)
@@ -84,9 +101,25 @@ pub async fn connect(
     Ok(Either::Right(Box::new(stream)))
 }
 
-/// Opens a TCP connection with a deadline and Nagle disabled.
-pub async fn tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+/// Opens a TCP connection (bound to `source` when set) with a deadline and Nagle disabled.
+pub async fn tcp(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
+    let connect = async {
+        let Some(source) = source else {
+            return TcpStream::connect(addr).await;
+        };
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        socket.connect(addr).await
+    };
+    let stream = tokio::time::timeout(timeout, connect)
         .await
         .map_err(|_| ConnectError::Timeout { addr, timeout })?
         .map_err(|source| ConnectError::Io { addr, source })?;

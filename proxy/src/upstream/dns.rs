@@ -141,6 +141,7 @@ async fn resolve_loop(
                             addr,
                             protocol,
                             tls: tls.clone(),
+                            source: None,
                         },
                         settings,
                     )

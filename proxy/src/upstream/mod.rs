@@ -3,6 +3,8 @@
 //! ```text
 //!  ClusterConfig + Assignment ─► Cluster { Balancer ─► [Arc<Endpoint> { in-flight, pools }] }
 //!                                              pools ◄── PoolRegistry (by address, protocol, TLS; survives pushes)
+//!  ORIGINAL_DST: Cluster::pick(original destination) ─► that address's Endpoint, made on first use
+//!                (original_dst.rs: a bounded map; pools of their own, closed when idle)
 //!  per request:  Cluster::pick ─► Endpoint ─► endpoint::send ─► Pool (h1 | h2) ─► connect.rs
 //!                (idle.rs: the stream idle timeout and the one timer for the response head)
 //! ```
@@ -13,6 +15,7 @@ pub mod connect;
 pub mod dns;
 pub mod endpoint;
 pub mod idle;
+mod original_dst;
 pub mod pool;
 
 use std::collections::HashSet;
@@ -34,6 +37,8 @@ pub struct Cluster {
     pub warm: bool,
     /// DNS clusters: the resolver whose balancer replaces `balancer` once it has resolved.
     pub dns: Option<dns::DnsResolver>,
+    /// ORIGINAL_DST clusters: the endpoints made for the destinations seen so far.
+    original_dst: Option<original_dst::OriginalDstEndpoints>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -75,6 +80,7 @@ impl Cluster {
                         addr,
                         protocol,
                         tls: tls.clone(),
+                        source: config.source_address,
                     },
                     settings,
                 )
@@ -84,6 +90,16 @@ impl Cluster {
                 http2: h2.then(|| get(Protocol::Http2)),
             }
         };
+        let original_dst =
+            (config.discovery == crate::config::DiscoveryKind::OriginalDst).then(|| {
+                original_dst::OriginalDstEndpoints::new(
+                    (h1, h2),
+                    settings,
+                    TlsMode::from_config(config.tls.for_endpoint(None)),
+                    config.source_address,
+                    mesh_tls.clone(),
+                )
+            });
         let dns = match &config.discovery {
             crate::config::DiscoveryKind::Dns(targets) => Some(dns::DnsResolver::start(
                 config.name.clone(),
@@ -112,11 +128,16 @@ impl Cluster {
             balancer,
             warm,
             dns,
+            original_dst,
         }
     }
 
-    /// Picks an endpoint for one request (`None`: no endpoint can take it).
-    pub fn pick(&self) -> Option<std::sync::Arc<Endpoint>> {
+    /// Picks an endpoint for one request or connection whose original destination is
+    /// `destination` (`None`: no endpoint can take it).
+    pub fn pick(&self, destination: std::net::SocketAddr) -> Option<std::sync::Arc<Endpoint>> {
+        if let Some(original) = &self.original_dst {
+            return Some(original.endpoint(destination));
+        }
         let mut rng = rand::rng();
         match &self.dns {
             None => self.balancer.pick(&mut rng).cloned(),
@@ -130,6 +151,17 @@ impl Cluster {
             Some(b) => b.endpoints().to_vec(),
             None => self.balancer.endpoints().to_vec(),
         }
+    }
+
+    /// The transport towards endpoint `addr` (its transport socket match).
+    pub fn tls_for(&self, addr: std::net::SocketAddr) -> TlsMode {
+        let labels = self.assignment.socket_labels.get(&addr).map(AsRef::as_ref);
+        TlsMode::from_config(self.config.tls.for_endpoint(labels))
+    }
+
+    /// Whether connections go to the downstream's original destination (`ORIGINAL_DST`).
+    pub fn is_original_dst(&self) -> bool {
+        self.original_dst.is_some()
     }
 
     /// Ready to serve: endpoints received (EDS), or resolved once (DNS).

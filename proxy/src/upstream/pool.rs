@@ -66,6 +66,8 @@ pub struct PoolKey {
     pub addr: SocketAddr,
     pub protocol: Protocol,
     pub tls: TlsMode,
+    /// The local address connections bind to (the cluster's `upstream_bind_config`).
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// Limits of one pool.

@@ -316,6 +316,19 @@ pub fn http_get_in_as(
 
 /// Removes every trace of network `index`: its pods' namespaces and files, and its bridge.
 fn teardown(index: u8) {
+    // The host ends of the pods' veth pairs first: deleting one end deletes the pair at once,
+    // whereas a deleted namespace's links go only when the kernel gets round to freeing it
+    // (or never, while a process still holds it), and the next network with this index would
+    // find their names taken.
+    let host_ends = format!("wt{index}h");
+    if let Ok(links) = std::fs::read_dir("/sys/class/net") {
+        for link in links.flatten() {
+            let name = link.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&host_ends) {
+                let _ = run_ip(&["link", "del", &name]);
+            }
+        }
+    }
     let prefix = format!("wt{index}-");
     if let Ok(list) = run_ip(&["netns", "list"]) {
         for ns in list

@@ -79,21 +79,12 @@ impl PeerAuthenticationEntry {
         root_namespace: &str,
     ) -> (Self, Vec<Warning>) {
         let mut warnings = Vec::new();
-        let created = resource
-            .metadata
-            .creation_timestamp
-            .as_deref()
-            .and_then(|text| match text.parse::<Timestamp>() {
-                Ok(time) => Some(time),
-                Err(err) => {
-                    warnings.push(Warning::new(
-                        key,
-                        "metadata.creationTimestamp",
-                        format!("{text:?} is not an RFC 3339 time ({err}); the policy counts as the oldest of its level"),
-                    ));
-                    None
-                }
-            });
+        let created = crate::object::creation_time(
+            key,
+            resource.metadata.creation_timestamp.as_deref(),
+            "policy",
+            &mut warnings,
+        );
         let spec = &resource.spec;
         let selector = spec
             .selector

@@ -42,32 +42,47 @@ use crate::model::security::{
 /// when some policy has that action. An ALLOW filter is sent whenever an ALLOW policy selects
 /// the workload, even if none of its rules translated (it then denies everything).
 pub fn rbac_filters(model: &Model, proxy: &Proxy) -> Vec<HttpFilter> {
+    by_action(model, proxy, policies)
+        .into_iter()
+        .map(|(action, policies)| rbac_filter(action, &policies))
+        .collect()
+}
+
+/// The Envoy RBAC policies of the AuthorizationPolicies selecting `proxy`, each converted by
+/// `convert`, grouped by action in filter order: DENY, ALLOW, LOG (only actions some policy has).
+pub fn by_action(
+    model: &Model,
+    proxy: &Proxy,
+    convert: impl Fn(&AuthorizationPolicyEntry) -> Vec<(String, Policy)>,
+) -> Vec<(AuthzAction, BTreeMap<String, Policy>)> {
     let mut by_action: BTreeMap<AuthzAction, BTreeMap<String, Policy>> = BTreeMap::new();
     for policy in model.authorization_policies_for(&proxy.namespace, &proxy.labels) {
         by_action
             .entry(policy.action)
             .or_default()
-            .extend(policies(policy));
+            .extend(convert(policy));
     }
     [AuthzAction::Deny, AuthzAction::Allow, AuthzAction::Audit]
         .into_iter()
-        .filter_map(|action| {
-            let policies = by_action.remove(&action)?;
-            Some(rbac_filter(action, &policies))
-        })
+        .filter_map(|action| Some((action, by_action.remove(&action)?)))
         .collect()
 }
 
-/// One RBAC filter with `policies`.
-pub fn rbac_filter(action: AuthzAction, policies: &BTreeMap<String, Policy>) -> HttpFilter {
-    let rules = RbacRules {
+/// The `rules` of an RBAC filter (HTTP or network) with `action`.
+pub fn rules_for(action: AuthzAction) -> RbacRules {
+    RbacRules {
         action: match action {
             AuthzAction::Allow => rbac::Action::Allow,
             AuthzAction::Deny => rbac::Action::Deny,
             AuthzAction::Audit => rbac::Action::Log,
         } as i32,
         ..Default::default()
-    };
+    }
+}
+
+/// One RBAC filter with `policies`.
+pub fn rbac_filter(action: AuthzAction, policies: &BTreeMap<String, Policy>) -> HttpFilter {
+    let rules = rules_for(action);
     HttpFilter {
         name: RBAC.to_string(),
         config_type: Some(http_filter::ConfigType::TypedConfig(wire::http_rbac(

@@ -4,10 +4,12 @@
 //!
 //! ```text
 //! virtualInbound HCM http_filters: [jwt_authn?] [rbac DENY?] [rbac ALLOW?] [rbac LOG?] router
+//! capture shape, inbound TCP chains: [network rbac DENY?] [ALLOW?] [LOG?] tcp_proxy   (tcp)
 //! ```
 
 pub mod authz;
 pub mod jwt;
+pub mod tcp;
 mod wire;
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Packs the filter configs that hold protobuf maps (`RBAC.policies`, `JwtAuthentication.providers`)
+//! Packs the filter configs that hold protobuf maps (`RBAC.policies` of the HTTP and network
+//! RBAC filters, `JwtAuthentication.providers`)
 //! so that the same config always gives the same bytes: prost encodes a map from a `HashMap`,
 //! in an order that differs between instances, which would change the listener's version on
 //! every model rebuild. The map entries are written here in key order; the bytes decode to the
@@ -11,6 +12,7 @@ use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
     JwtAuthentication, JwtProvider,
 };
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
+use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use prost::encoding::{self, WireType};
@@ -32,6 +34,38 @@ pub fn http_rbac(rules: &RbacRules, policies: &BTreeMap<String, Policy>) -> Any 
     value.extend_from_slice(&rules_bytes);
     Any {
         type_url: <Rbac as prost::Name>::type_url(),
+        value,
+    }
+}
+
+/// `filters.network.rbac.v3.RBAC.rules` and `.stat_prefix`.
+const NETWORK_RBAC_RULES_TAG: u32 = 1;
+const NETWORK_RBAC_STAT_PREFIX_TAG: u32 = 3;
+
+/// The network RBAC filter config with `rules` (whose `policies` must be empty), `policies` and
+/// `stat_prefix` (which Envoy requires).
+pub fn network_rbac(
+    rules: &RbacRules,
+    policies: &BTreeMap<String, Policy>,
+    stat_prefix: &str,
+) -> Any {
+    let mut rules_bytes = rules.encode_to_vec();
+    append_map(&mut rules_bytes, RBAC_POLICIES_TAG, policies);
+    let mut value = Vec::with_capacity(rules_bytes.len() + stat_prefix.len() + 8);
+    encoding::encode_key(
+        NETWORK_RBAC_RULES_TAG,
+        WireType::LengthDelimited,
+        &mut value,
+    );
+    encoding::encode_varint(rules_bytes.len() as u64, &mut value);
+    value.extend_from_slice(&rules_bytes);
+    encoding::string::encode(
+        NETWORK_RBAC_STAT_PREFIX_TAG,
+        &stat_prefix.to_string(),
+        &mut value,
+    );
+    Any {
+        type_url: <NetworkRbac as prost::Name>::type_url(),
         value,
     }
 }
@@ -107,6 +141,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(decoded, expected);
+
+        let packed = network_rbac(&rules, &policies, "tcp.");
+        assert_eq!(network_rbac(&rules, &policies.clone(), "tcp."), packed);
+        assert_eq!(
+            packed.type_url,
+            "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
+        );
+        assert_eq!(
+            NetworkRbac::decode(packed.value.as_slice()).expect("decodes"),
+            NetworkRbac {
+                rules: expected.rules.clone(),
+                stat_prefix: "tcp.".to_string(),
+                ..Default::default()
+            }
+        );
 
         let providers: BTreeMap<String, JwtProvider> = ["origins-1", "origins-0"]
             .iter()

@@ -12,7 +12,7 @@
 //! [`pack_listener`] packs a listener with its metadata map written in key order, so the same
 //! listener always has the same bytes (and version).
 
-use envoy_types::pb::envoy::config::core::v3::Metadata;
+use envoy_types::pb::envoy::config::core::v3::{Metadata, TransportSocket};
 use envoy_types::pb::envoy::config::listener::v3::{
     FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
 };
@@ -63,10 +63,7 @@ pub fn with_mode(mut listener: Listener, decision: &MtlsDecision) -> Listener {
         ..Default::default()
     };
     let mtls = FilterChain {
-        transport_socket: Some(transport_socket(
-            TLS_TRANSPORT_SOCKET,
-            pack(&downstream_tls()),
-        )),
+        transport_socket: Some(downstream_tls_socket()),
         ..chain(TRANSPORT_PROTOCOL_TLS)
     };
     let (chains, inspect) = match decision.mode {
@@ -94,8 +91,14 @@ pub fn with_mode(mut listener: Listener, decision: &MtlsDecision) -> Listener {
     } else {
         Vec::new()
     };
+    listener.metadata = Some(mtls_metadata(decision));
+    listener
+}
+
+/// The inbound listener's metadata: `weft.mtls` = `{mode, policy}` of `decision`.
+pub fn mtls_metadata(decision: &MtlsDecision) -> Metadata {
     let policy = decision.policy_name();
-    listener.metadata = Some(Metadata {
+    Metadata {
         filter_metadata: [(
             MTLS_METADATA.to_string(),
             string_struct(&[
@@ -105,8 +108,12 @@ pub fn with_mode(mut listener: Listener, decision: &MtlsDecision) -> Listener {
         )]
         .into(),
         ..Default::default()
-    });
-    listener
+    }
+}
+
+/// The transport socket of an inbound mutual-TLS filter chain ([`downstream_tls`]).
+pub fn downstream_tls_socket() -> TransportSocket {
+    transport_socket(TLS_TRANSPORT_SOCKET, pack(&downstream_tls()))
 }
 
 /// Mesh mTLS on the server side: the workload certificate, a client certificate of the

@@ -8,6 +8,7 @@
 //! Istio's bookinfo sample ([`bookinfo`], [`productpage`]). Every role serves HTTP/1.1 and h2c
 //! on the same port and names itself in the `x-weft-service` and `x-weft-version` headers.
 
+pub mod banner;
 mod bookinfo;
 #[cfg(test)]
 mod bookinfo_tests;

@@ -4,10 +4,18 @@
 //!  LDS apply ─► prepare(addresses): bind the new ones (a failure rejects only that listener)
 //!            ─► config published ─► commit(final addresses): start accept loops, stop removed ones
 //!  accept loop (weft-net BoundedListener: connection limits, accept backoff, first-byte timeout)
-//!              ─► Drain::spawn_connection: tls::accept::accept (plaintext │ mTLS │ detect)
-//!                                          ─► http::serve_connection
+//!              ─► Drain::spawn_connection: connection.rs (destination, chain, transport)
+//!                                          ─► http::serve_connection │ tcp::proxy
 //!  removed listener ─► its token cancelled ─► no more accepts; its connections drain, then close
 //! ```
+
+mod connection;
+pub mod inspect;
+mod select;
+mod stats;
+
+pub use connection::ChainRef;
+pub use stats::ListenerStats;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,6 +44,7 @@ pub struct ListenerManager {
     staged: HashMap<SocketAddr, (String, std::net::TcpListener)>,
     limits: Arc<DownstreamLimits>,
     tls: MeshTls,
+    stats: Arc<ListenerStats>,
 }
 
 impl ListenerManager {
@@ -52,7 +61,13 @@ impl ListenerManager {
             staged: HashMap::new(),
             tls: MeshTls::default(),
             limits,
+            stats: Arc::default(),
         }
+    }
+
+    /// The counters of every listener's connections.
+    pub fn stats(&self) -> Arc<ListenerStats> {
+        self.stats.clone()
     }
 
     /// The actual local address of the socket for configured address `addr`.
@@ -140,6 +155,7 @@ impl ListenerManager {
                 token.clone(),
                 self.limits.clone(),
                 self.tls.clone(),
+                self.stats.clone(),
             ));
             self.running.insert(addr, Running { local, token });
         }
@@ -161,6 +177,7 @@ impl Drop for ListenerManager {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     mut listener: weft_net::BoundedListener,
     addr: SocketAddr,
@@ -169,46 +186,22 @@ async fn accept_loop(
     token: CancellationToken,
     limits: Arc<DownstreamLimits>,
     tls: MeshTls,
+    stats: Arc<ListenerStats>,
 ) {
     loop {
         let accepted = tokio::select! {
             () = token.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let (rx, token, limits, tls) = (rx.clone(), token.clone(), limits.clone(), tls.clone());
-        let period = drain.period();
-        drain.spawn_connection(async move {
-            let Some((name, transport, mtls)) = rx.borrow().listener(&addr).map(|l| {
-                (
-                    l.config.name.clone(),
-                    l.config.transport.clone(),
-                    l.config.mtls.clone(),
-                )
-            }) else {
-                return;
-            };
-            let secured = match crate::tls::accept::accept(
-                accepted.io,
-                accepted.peer,
-                &name,
-                &transport,
-                mtls.as_ref(),
-                &tls,
-            )
-            .await
-            {
-                Ok(secured) => secured,
-                Err(err @ crate::tls::accept::AcceptError::PlaintextRefused { .. }) => {
-                    tracing::warn!("{err}");
-                    return;
-                }
-                Err(err) => {
-                    tracing::debug!("{err}");
-                    return;
-                }
-            };
-            crate::http::serve_connection(secured, accepted.peer, addr, rx, token, period, limits)
-                .await;
-        });
+        let cx = connection::Context {
+            addr,
+            rx: rx.clone(),
+            token: token.clone(),
+            period: drain.period(),
+            limits: limits.clone(),
+            tls: tls.clone(),
+            stats: stats.clone(),
+        };
+        drain.spawn_connection(connection::serve(accepted, cx));
     }
 }

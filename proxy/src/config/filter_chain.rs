@@ -1,0 +1,298 @@
+//! A listener's filter chains → `FilterChain`: what a connection must look like to take the
+//! chain (`ChainMatch`), its transport (plaintext or TLS), and its network filter.
+//!
+//! ```text
+//!  FilterChain ─► filter_chain_match { destination_port, prefix_ranges, server_names,
+//!                                      transport_protocol "tls" │ "raw_buffer", application_protocols }
+//!              ─► transport_socket: none (plaintext) │ tls (DownstreamTlsContext: mesh mTLS)
+//!              ─► filters: [http_connection_manager]                    ─► Network::Http
+//!                          [network rbac]* tcp_proxy { cluster }         ─► Network::Tcp
+//! ```
+
+use std::mem::take;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::listener::v3 as lds;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::filters::network::rbac::v3 as net_rbac;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
+use envoy_types::pb::google::protobuf::value::Kind;
+use prost::Message;
+use weft_xds::contract::{
+    HTTP_CONNECTION_MANAGER, HTTP_CONNECTION_MANAGER_TYPE_URL, MTLS_METADATA, NETWORK_RBAC,
+    NETWORK_RBAC_TYPE_URL, TCP_PROXY, TCP_PROXY_TYPE_URL, TRANSPORT_PROTOCOL_RAW_BUFFER,
+    TRANSPORT_PROTOCOL_TLS,
+};
+
+use super::http_manager::{HttpManager, connection_manager};
+use super::tls::{DownstreamTls, downstream_socket};
+use super::{Reason, duration, invalid, reject_leftover, reject_set};
+use crate::authz::{Cidr, Rbac};
+
+/// Envoy's default TCP proxy `idle_timeout`.
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// One filter chain, converted.
+#[derive(Debug)]
+pub struct FilterChain {
+    pub name: String,
+    pub matcher: ChainMatch,
+    /// `None`: plaintext.
+    pub tls: Option<DownstreamTls>,
+    pub network: Network,
+}
+
+/// What a connection must look like to take a chain (Envoy's `FilterChainMatch`, the fields
+/// the proxy supports). Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainMatch {
+    pub destination_port: Option<u16>,
+    pub prefix_ranges: Vec<Cidr>,
+    /// Exact names, or `*.suffix` wildcards, matched against the TLS SNI.
+    pub server_names: Vec<String>,
+    pub transport_protocol: Option<TransportProtocol>,
+    /// ALPN values of the ClientHello, or what the HTTP inspector saw (`http/1.1`, `h2c`).
+    pub application_protocols: Vec<String>,
+}
+
+impl ChainMatch {
+    /// Whether matching needs to look at the connection's first bytes.
+    pub fn needs_inspection(&self) -> bool {
+        !self.server_names.is_empty()
+            || self.transport_protocol.is_some()
+            || !self.application_protocols.is_empty()
+    }
+}
+
+/// `FilterChainMatch.transport_protocol`, as the TLS inspector reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportProtocol {
+    Tls,
+    RawBuffer,
+}
+
+/// The network filter a chain ends with.
+#[derive(Debug)]
+pub enum Network {
+    Http(Box<HttpManager>),
+    Tcp(TcpProxy),
+}
+
+/// `envoy.filters.network.tcp_proxy` (with the network RBAC filters before it).
+#[derive(Debug)]
+pub struct TcpProxy {
+    /// Network RBAC filters, in order: each must allow the connection.
+    pub rbac: Vec<Rbac>,
+    pub cluster: String,
+    /// A connection with no bytes either way for this long is closed (Envoy: 1 h unset, 0 none).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// The mTLS mode and deciding policy the controller put in the listener's metadata (for logs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MtlsInfo {
+    pub mode: String,
+    pub policy: String,
+}
+
+/// The `weft.mtls` listener metadata, if any.
+pub fn mtls_info(metadata: Option<&core::Metadata>) -> Option<MtlsInfo> {
+    let fields = &metadata?.filter_metadata.get(MTLS_METADATA)?.fields;
+    let text = |key: &str| match fields.get(key).and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StringValue(s)) => s.clone(),
+        _ => String::new(),
+    };
+    Some(MtlsInfo {
+        mode: text("mode"),
+        policy: text("policy"),
+    })
+}
+
+/// Converts one filter chain; `field` names it in errors (`filter_chains[2]`).
+pub(super) fn filter_chain(
+    field: &str,
+    mut chain: lds::FilterChain,
+) -> Result<FilterChain, Reason> {
+    let name = take(&mut chain.name);
+    chain.metadata = None;
+    let matcher = chain_match(chain.filter_chain_match.take())
+        .map_err(|r| r.within(&format!("{field}.filter_chain_match")))?;
+    let tls = match chain.transport_socket.take() {
+        None => None,
+        Some(socket) => downstream_socket(socket)
+            .map_err(|r| invalid(format!("{field}.transport_socket"), r.to_string()))?,
+    };
+    if tls.is_some() && matcher.transport_protocol == Some(TransportProtocol::RawBuffer) {
+        return Err(invalid(field, "a raw_buffer chain cannot have TLS"));
+    }
+    let filters = take(&mut chain.filters);
+    (|| {
+        reject_set!(chain, use_proxy_proto, transport_socket_connect_timeout);
+        reject_leftover(&chain, "filter chain")
+    })()
+    .map_err(|r| r.within(field))?;
+    let network = network(&format!("{field}.filters"), filters)?;
+    Ok(FilterChain {
+        name,
+        matcher,
+        tls,
+        network,
+    })
+}
+
+fn chain_match(m: Option<lds::FilterChainMatch>) -> Result<ChainMatch, Reason> {
+    let Some(mut m) = m else {
+        return Ok(ChainMatch::default());
+    };
+    let destination_port = match m.destination_port.take() {
+        None => None,
+        Some(p) => Some(
+            u16::try_from(p.value)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| invalid("destination_port", format!("{} is not a port", p.value)))?,
+        ),
+    };
+    let prefix_ranges = take(&mut m.prefix_ranges)
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| crate::authz::cidr(&format!("prefix_ranges[{i}]"), c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let server_names = take(&mut m.server_names)
+        .into_iter()
+        .map(|n| n.to_ascii_lowercase())
+        .collect();
+    let transport_protocol = match take(&mut m.transport_protocol).as_str() {
+        "" => None,
+        TRANSPORT_PROTOCOL_TLS => Some(TransportProtocol::Tls),
+        TRANSPORT_PROTOCOL_RAW_BUFFER => Some(TransportProtocol::RawBuffer),
+        other => {
+            return Err(invalid(
+                "transport_protocol",
+                format!("{other:?}: only \"tls\" and \"raw_buffer\" are supported"),
+            ));
+        }
+    };
+    let application_protocols = take(&mut m.application_protocols);
+    reject_set!(
+        m,
+        direct_source_prefix_ranges,
+        source_type,
+        source_prefix_ranges,
+        source_ports,
+        address_suffix,
+        suffix_len
+    );
+    reject_leftover(&m, "filter_chain_match")?;
+    Ok(ChainMatch {
+        destination_port,
+        prefix_ranges,
+        server_names,
+        transport_protocol,
+        application_protocols,
+    })
+}
+
+/// The chain's network filters: one HTTP connection manager, or network RBAC filters and
+/// a TCP proxy.
+fn network(prefix: &str, filters: Vec<lds::Filter>) -> Result<Network, Reason> {
+    let count = filters.len();
+    let mut rbac = Vec::new();
+    for (i, filter) in filters.into_iter().enumerate() {
+        let field = format!("{prefix}[{i}]");
+        let any = match filter.config_type {
+            Some(lds::filter::ConfigType::TypedConfig(any)) => any,
+            _ => {
+                return Err(Reason::Unsupported(format!(
+                    "{field} {:?} without typed_config",
+                    filter.name
+                )));
+            }
+        };
+        let last = i + 1 == count;
+        let decode_error = |e: prost::DecodeError| Reason::Decode {
+            type_url: any.type_url.clone(),
+            error: e.to_string(),
+        };
+        match any.type_url.as_str() {
+            HTTP_CONNECTION_MANAGER_TYPE_URL if count == 1 => {
+                let m = hcm::HttpConnectionManager::decode(any.value.as_slice())
+                    .map_err(decode_error)?;
+                return connection_manager(m)
+                    .map(|m| Network::Http(Box::new(m)))
+                    .map_err(|r| r.within(&format!("{field}.{HTTP_CONNECTION_MANAGER}")));
+            }
+            HTTP_CONNECTION_MANAGER_TYPE_URL => {
+                return Err(invalid(
+                    field,
+                    format!("{HTTP_CONNECTION_MANAGER} must be the chain's only filter"),
+                ));
+            }
+            NETWORK_RBAC_TYPE_URL if !last => {
+                let r = net_rbac::Rbac::decode(any.value.as_slice()).map_err(decode_error)?;
+                rbac.push(
+                    Rbac::try_from(r).map_err(|r| r.within(&format!("{field}.{NETWORK_RBAC}")))?,
+                );
+            }
+            TCP_PROXY_TYPE_URL if last => {
+                let t = tcp::TcpProxy::decode(any.value.as_slice()).map_err(decode_error)?;
+                let (cluster, idle_timeout) =
+                    tcp_proxy(t).map_err(|r| r.within(&format!("{field}.{TCP_PROXY}")))?;
+                return Ok(Network::Tcp(TcpProxy {
+                    rbac,
+                    cluster,
+                    idle_timeout,
+                }));
+            }
+            other => {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{:?} ({other}) is not supported here: a chain is one {HTTP_CONNECTION_MANAGER}, or {NETWORK_RBAC} filters then {TCP_PROXY}",
+                        filter.name
+                    ),
+                ));
+            }
+        }
+    }
+    Err(invalid(
+        prefix,
+        format!("a chain needs an {HTTP_CONNECTION_MANAGER} or a {TCP_PROXY} filter"),
+    ))
+}
+
+fn tcp_proxy(mut t: tcp::TcpProxy) -> Result<(String, Option<Duration>), Reason> {
+    use tcp::tcp_proxy::ClusterSpecifier;
+    let cluster = match t.cluster_specifier.take() {
+        Some(ClusterSpecifier::Cluster(name)) if !name.is_empty() => name,
+        Some(ClusterSpecifier::Cluster(_)) | None => return Err(Reason::Missing("cluster")),
+        Some(ClusterSpecifier::WeightedClusters(_)) => {
+            return Err(Reason::Unsupported("weighted_clusters".into()));
+        }
+    };
+    // Envoy: unset = 1 h, 0 = none.
+    let idle_timeout = match duration("idle_timeout", t.idle_timeout.take().as_ref())? {
+        None => Some(DEFAULT_TCP_IDLE_TIMEOUT),
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+    };
+    t.stat_prefix.clear();
+    t.access_log.clear();
+    reject_set!(
+        t,
+        metadata_match,
+        downstream_idle_timeout,
+        upstream_idle_timeout,
+        max_connect_attempts,
+        hash_policy,
+        tunneling_config,
+        max_downstream_connection_duration
+    );
+    reject_leftover(&t, "tcp_proxy")?;
+    Ok((cluster, idle_timeout))
+}
+
+#[cfg(test)]
+#[path = "filter_chain_tests.rs"]
+mod tests;

@@ -1,0 +1,154 @@
+//! The HTTP connection manager (`envoy.filters.network.http_connection_manager`) of a filter
+//! chain → `HttpManager`: where its routes come from, its codec, its HTTP filters and timeouts.
+//!
+//! ```text
+//!  HttpConnectionManager ─► rds name | inline routes
+//!     ├─► http_filters = [jwt_authn] [rbac]* router   (http_filters.rs: converted once, run per request)
+//!     └─► stream_idle_timeout, request_headers_timeout, common_http_protocol_options.idle_timeout
+//! ```
+
+use std::mem::take;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+
+use super::{
+    HttpFilter, Reason, RouteConfig, common_idle_timeout, duration, invalid, reject_leftover,
+    reject_set,
+};
+
+/// Envoy's default HCM `stream_idle_timeout`.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Envoy's default downstream `common_http_protocol_options.idle_timeout`.
+pub const DEFAULT_DOWNSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// What one filter chain's HTTP connection manager says, converted.
+#[derive(Debug)]
+pub struct HttpManager {
+    pub routes: RouteSource,
+    pub codec: Codec,
+    pub generate_request_id: bool,
+    /// The HCM's filters before the router, in order (JWT authentication, RBAC); empty when
+    /// the router is the only one, which costs a request nothing.
+    pub http_filters: Vec<HttpFilter>,
+    /// HCM `stream_idle_timeout`: a request with no activity in either direction for this long
+    /// ends (408/504 `SI` before the response head, reset after). Envoy's default 5 min when
+    /// unset; `None` when set to 0 (disabled, as Istio does).
+    pub stream_idle_timeout: Option<Duration>,
+    /// HCM `request_headers_timeout`: the time a new request may take to send its headers.
+    /// Unset or 0: none (Envoy's default).
+    pub request_headers_timeout: Option<Duration>,
+    /// HCM `common_http_protocol_options.idle_timeout`: a downstream connection without a
+    /// request for this long is closed. Envoy's default 1 h when unset; `None` when 0.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Where a connection manager's routes come from.
+#[derive(Debug, Clone)]
+pub enum RouteSource {
+    /// RDS by name (over ADS).
+    Rds(String),
+    /// `route_config` inline in the connection manager.
+    Inline(Arc<RouteConfig>),
+}
+
+/// Downstream codec (HCM `codec_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Auto,
+    Http1,
+    Http2,
+}
+
+/// Converts an HTTP connection manager (field names in errors relative to it).
+pub(super) fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<HttpManager, Reason> {
+    use hcm::http_connection_manager::{CodecType, RouteSpecifier};
+    let codec = match CodecType::try_from(m.codec_type) {
+        Ok(CodecType::Auto) => Codec::Auto,
+        Ok(CodecType::Http1) => Codec::Http1,
+        Ok(CodecType::Http2) => Codec::Http2,
+        _ => {
+            return Err(Reason::UnsupportedValue {
+                field: "codec_type",
+                value: m.codec_type.to_string(),
+            });
+        }
+    };
+    m.codec_type = 0;
+    let routes = match m.route_specifier.take() {
+        Some(RouteSpecifier::Rds(rds)) => {
+            let ads = matches!(
+                rds.config_source
+                    .as_ref()
+                    .and_then(|c| c.config_source_specifier.as_ref()),
+                Some(core::config_source::ConfigSourceSpecifier::Ads(_))
+            );
+            if !ads {
+                return Err(invalid("rds.config_source", "only ads is supported"));
+            }
+            if rds.route_config_name.is_empty() {
+                return Err(Reason::Missing("rds.route_config_name"));
+            }
+            RouteSource::Rds(rds.route_config_name)
+        }
+        Some(RouteSpecifier::RouteConfig(rc)) => RouteSource::Inline(Arc::new(
+            RouteConfig::try_from(rc).map_err(|e| invalid("route_config", e.to_string()))?,
+        )),
+        Some(RouteSpecifier::ScopedRoutes(_)) => {
+            return Err(Reason::Unsupported("scoped_routes".into()));
+        }
+        None => return Err(Reason::Missing("rds or route_config")),
+    };
+    let http_filters = super::http_filters::http_filters(take(&mut m.http_filters))?;
+    let generate_request_id = m.generate_request_id.take().is_none_or(|b| b.value);
+    m.stat_prefix.clear();
+    m.access_log.clear();
+    m.tracing = None;
+    // Envoy: unset = 5 min, 0 = disabled.
+    let stream_idle_timeout =
+        match duration("stream_idle_timeout", m.stream_idle_timeout.take().as_ref())? {
+            None => Some(DEFAULT_STREAM_IDLE_TIMEOUT),
+            Some(d) => nonzero(d),
+        };
+    // Envoy: unset or 0 = none.
+    let request_headers_timeout = duration(
+        "request_headers_timeout",
+        m.request_headers_timeout.take().as_ref(),
+    )?
+    .and_then(nonzero);
+    // Envoy: unset = 1 h, 0 = none.
+    let idle_timeout = match common_idle_timeout(m.common_http_protocol_options.take())? {
+        None => Some(DEFAULT_DOWNSTREAM_IDLE_TIMEOUT),
+        Some(d) => nonzero(d),
+    };
+    reject_set!(
+        m,
+        http_protocol_options,
+        http2_protocol_options,
+        request_timeout,
+        use_remote_address,
+        upgrade_configs,
+        normalize_path,
+        merge_slashes,
+        local_reply_config,
+        request_id_extension,
+        forward_client_cert_details
+    );
+    reject_leftover(&m, "http_connection_manager")?;
+    Ok(HttpManager {
+        routes,
+        codec,
+        generate_request_id,
+        http_filters,
+        stream_idle_timeout,
+        request_headers_timeout,
+        idle_timeout,
+    })
+}
+
+/// Envoy's timeouts: 0 means none.
+fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}

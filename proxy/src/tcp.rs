@@ -1,0 +1,128 @@
+//! The TCP proxy (`envoy.filters.network.tcp_proxy`): a connection's bytes, both ways, to one
+//! endpoint of its filter chain's cluster.
+//!
+//! ```text
+//!  Accepted (plaintext │ mTLS) ─► network RBAC (each filter must allow) ─► cluster of the chain
+//!    ─► Cluster::pick(original destination) ─► none: closed (BlackHoleCluster: REGISTRY_ONLY, logged)
+//!    ─► connect.rs: TCP (from upstream_bind_config) ─► [TLS per the endpoint's transport socket]
+//!    ─► copy both ways until both sides are done (half-close kept), the idle timeout
+//!       (GuardedIo), or drain: the drain period, then closed
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use weft_net::RateLimitedLog;
+use weft_xds::contract::BLACKHOLE_CLUSTER;
+
+use crate::authz::{ConnFacts, Facts};
+use crate::config::{Listener, Network};
+use crate::tls::MeshTls;
+use crate::tls::accept::Accepted;
+use crate::upstream::{Cluster, TlsMode, connect};
+
+/// Logs of blocked destinations: at most one per second (a scanning app must not flood the log).
+static BLOCKED_LOG: LazyLock<RateLimitedLog> =
+    LazyLock::new(|| RateLimitedLog::new(Duration::from_secs(1)));
+
+/// What a proxied connection needs besides its socket.
+pub struct TcpTarget<'a> {
+    pub listener: &'a Listener,
+    pub chain: usize,
+    /// The chain's cluster; `None` when it is not configured.
+    pub cluster: Option<Arc<Cluster>>,
+    pub drain: CancellationToken,
+    pub drain_period: Duration,
+    pub tls: &'a MeshTls,
+}
+
+/// Proxies `downstream` (to `destination`, its original destination) until it ends.
+pub async fn proxy(
+    downstream: Accepted,
+    peer: SocketAddr,
+    destination: SocketAddr,
+    t: TcpTarget<'_>,
+) {
+    let Network::Tcp(config) = &t.listener.chains[t.chain].network else {
+        return;
+    };
+    let listener = &t.listener.name;
+    let facts = Facts::network(ConnFacts {
+        peer,
+        local: destination,
+        principal: downstream.principal.as_deref(),
+        sni: downstream.sni.as_deref(),
+    });
+    if let Some(denied) = config
+        .rbac
+        .iter()
+        .map(|r| r.evaluate(&facts))
+        .find(|d| d.is_denied())
+    {
+        tracing::debug!(%peer, %destination, %listener, policy = denied.policy().unwrap_or(""), "RBAC: connection denied");
+        return;
+    }
+    let Some(cluster) = t.cluster else {
+        tracing::debug!(%peer, %destination, %listener, cluster = %config.cluster, "cluster not configured (NC): connection closed");
+        return;
+    };
+    let Some(endpoint) = cluster.pick(destination) else {
+        if config.cluster == BLACKHOLE_CLUSTER {
+            if let Some(suppressed) = BLOCKED_LOG.allow() {
+                tracing::warn!(
+                    %peer,
+                    %destination,
+                    %listener,
+                    suppressed,
+                    "outbound connection blocked: no service of the mesh has this address and port, and the outbound traffic policy is REGISTRY_ONLY (add a ServiceEntry to allow it)"
+                );
+            }
+        } else {
+            tracing::debug!(%peer, %destination, %listener, cluster = %config.cluster, "no healthy upstream (UH): connection closed");
+        }
+        return;
+    };
+    let _in_flight = endpoint.start_request();
+    let mode = cluster.tls_for(endpoint.addr);
+    let upstream = match connect::open(
+        endpoint.addr,
+        cluster.config.source_address,
+        &mode,
+        None,
+        cluster.config.connect_timeout,
+        t.tls,
+    )
+    .await
+    {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            tracing::debug!(%peer, %destination, %listener, cluster = %config.cluster, error = %e, "upstream connect failed (UF): connection closed");
+            return;
+        }
+    };
+    let tls = matches!(mode, TlsMode::Tls(_));
+    tracing::trace!(%peer, %destination, upstream = %endpoint.addr, tls, "proxying");
+    let mut downstream = downstream.io;
+    let mut upstream = upstream;
+    let copy = tokio::io::copy_bidirectional(&mut downstream, &mut upstream);
+    tokio::pin!(copy);
+    let result = tokio::select! {
+        result = copy.as_mut() => result,
+        () = t.drain.cancelled() => {
+            match tokio::time::timeout(t.drain_period, copy.as_mut()).await {
+                Ok(result) => result,
+                Err(_) => return,
+            }
+        }
+    };
+    match result {
+        Ok((sent, received)) => {
+            tracing::trace!(%peer, %destination, sent, received, "TCP connection done");
+        }
+        Err(e) => {
+            tracing::debug!(%peer, %destination, %listener, error = %e, "TCP connection ended with error");
+        }
+    }
+}
