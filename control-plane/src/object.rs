@@ -101,6 +101,39 @@ pub fn creation_time(
     }
 }
 
+/// Istio's rule for several namespace-wide objects of one kind in one namespace: the oldest
+/// (then by name) wins. Returns a warning for each loser, `field` and `message(winner)` saying
+/// why it is ignored. `age` orders them (creation time, namespace, name).
+pub fn warn_shadowed<'a, T, A: Ord>(
+    items: impl IntoIterator<Item = &'a T>,
+    key: impl Fn(&T) -> &ObjectKey,
+    age: impl Fn(&T) -> A,
+    field: &str,
+    message: impl Fn(&ObjectKey) -> String,
+) -> Vec<Warning>
+where
+    T: 'a,
+{
+    let mut by_namespace: std::collections::BTreeMap<&str, Vec<&T>> = Default::default();
+    for item in items {
+        by_namespace
+            .entry(key(item).namespace.as_str())
+            .or_default()
+            .push(item);
+    }
+    let mut warnings = Vec::new();
+    for mut level in by_namespace.into_values() {
+        level.sort_by_key(|item| age(item));
+        let Some((winner, losers)) = level.split_first() else {
+            continue;
+        };
+        for loser in losers {
+            warnings.push(Warning::new(key(loser), field, message(key(winner))));
+        }
+    }
+    warnings
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

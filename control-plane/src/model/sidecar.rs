@@ -182,31 +182,18 @@ pub fn sidecar_for<'a>(
 /// Warnings for the namespace-wide Sidecars that never apply because an older one holds
 /// their namespace.
 pub fn shadowed(sidecars: &[SidecarEntry]) -> Vec<Warning> {
-    let mut by_namespace: BTreeMap<&str, Vec<&SidecarEntry>> = BTreeMap::new();
-    for sidecar in sidecars.iter().filter(|s| s.is_namespace_wide()) {
-        by_namespace
-            .entry(sidecar.key.namespace.as_str())
-            .or_default()
-            .push(sidecar);
-    }
-    let mut warnings = Vec::new();
-    for (_, mut level) in by_namespace {
-        level.sort_by(|a, b| a.age().cmp(&b.age()));
-        let Some((winner, losers)) = level.split_first() else {
-            continue;
-        };
-        for loser in losers {
-            warnings.push(Warning::new(
-                &loser.key,
-                "",
-                format!(
-                    "Sidecar {}/{} already applies to the namespace's workloads (the oldest, then by name, wins); this one is ignored",
-                    winner.key.namespace, winner.key.name
-                ),
-            ));
-        }
-    }
-    warnings
+    crate::object::warn_shadowed(
+        sidecars.iter().filter(|s| s.is_namespace_wide()),
+        |s| &s.key,
+        |s| (s.created, s.key.name.clone()),
+        "",
+        |winner| {
+            format!(
+                "Sidecar {}/{} already applies to the namespace's workloads (the oldest, then by name, wins); this one is ignored",
+                winner.namespace, winner.name
+            )
+        },
+    )
 }
 
 impl Model {

@@ -225,31 +225,18 @@ fn decide(
 /// Warnings for the policies that never decide anything because an older one holds their
 /// namespace-wide (or mesh-wide) level.
 pub fn shadowed(policies: &[PeerAuthenticationEntry]) -> Vec<Warning> {
-    let mut by_namespace: BTreeMap<&str, Vec<&PeerAuthenticationEntry>> = BTreeMap::new();
-    for policy in policies.iter().filter(|p| p.is_namespace_wide()) {
-        by_namespace
-            .entry(policy.key.namespace.as_str())
-            .or_default()
-            .push(policy);
-    }
-    let mut warnings = Vec::new();
-    for mut level in by_namespace.into_values() {
-        level.sort_by(|a, b| a.age().cmp(&b.age()));
-        let Some((winner, losers)) = level.split_first() else {
-            continue;
-        };
-        for loser in losers {
-            warnings.push(Warning::new(
-                &loser.key,
-                "spec",
-                format!(
-                    "PeerAuthentication {}/{} is older and also applies to the whole namespace; this one is ignored (Istio: the oldest wins)",
-                    winner.key.namespace, winner.key.name
-                ),
-            ));
-        }
-    }
-    warnings
+    crate::object::warn_shadowed(
+        policies.iter().filter(|p| p.is_namespace_wide()),
+        |p| &p.key,
+        |p| (p.created, p.key.name.clone()),
+        "spec",
+        |winner| {
+            format!(
+                "PeerAuthentication {}/{} is older and also applies to the whole namespace; this one is ignored (Istio: the oldest wins)",
+                winner.namespace, winner.name
+            )
+        },
+    )
 }
 
 impl Model {
