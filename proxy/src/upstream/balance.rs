@@ -56,6 +56,17 @@ pub struct EndpointPools {
 }
 
 impl EndpointPools {
+    /// The pools for the protocols a cluster speaks (`(HTTP/1.1, HTTP/2)`), each from `get`.
+    pub fn for_protocols(
+        (h1, h2): (bool, bool),
+        mut get: impl FnMut(Protocol) -> Arc<Pool>,
+    ) -> Self {
+        Self {
+            http1: h1.then(|| get(Protocol::Http1)),
+            http2: h2.then(|| get(Protocol::Http2)),
+        }
+    }
+
     fn same(&self, other: &Self) -> bool {
         let eq = |a: &Option<Arc<Pool>>, b: &Option<Arc<Pool>>| match (a, b) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),

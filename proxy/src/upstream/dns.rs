@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::balance::{Balancer, EndpointPools, LbPolicy};
-use super::pool::{PoolKey, PoolRegistry, PoolSettings, Protocol, TlsMode};
+use super::pool::{PoolKey, PoolRegistry, PoolSettings, TlsMode};
 
 /// STRICT_DNS uses every address of every host; LOGICAL_DNS the first address of its one host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,10 +146,7 @@ async fn resolve_loop(
                         settings,
                     )
                 };
-                EndpointPools {
-                    http1: h1.then(|| get(Protocol::Http1)),
-                    http2: h2.then(|| get(Protocol::Http2)),
-                }
+                EndpointPools::for_protocols((h1, h2), &mut get)
             });
             let used: HashSet<PoolKey> = balancer
                 .endpoints()

@@ -72,8 +72,7 @@ impl Cluster {
         };
         let mesh_tls = pools.tls();
         let mut pools_for = |addr| {
-            let labels = assignment.socket_labels.get(&addr).map(AsRef::as_ref);
-            let tls = TlsMode::from_config(config.tls.for_endpoint(labels));
+            let tls = endpoint_tls(&config, &assignment, addr);
             let mut get = |protocol| {
                 pools.get(
                     PoolKey {
@@ -85,10 +84,7 @@ impl Cluster {
                     settings,
                 )
             };
-            EndpointPools {
-                http1: h1.then(|| get(Protocol::Http1)),
-                http2: h2.then(|| get(Protocol::Http2)),
-            }
+            EndpointPools::for_protocols((h1, h2), &mut get)
         };
         let original_dst =
             (config.discovery == crate::config::DiscoveryKind::OriginalDst).then(|| {
@@ -155,8 +151,7 @@ impl Cluster {
 
     /// The transport towards endpoint `addr` (its transport socket match).
     pub fn tls_for(&self, addr: std::net::SocketAddr) -> TlsMode {
-        let labels = self.assignment.socket_labels.get(&addr).map(AsRef::as_ref);
-        TlsMode::from_config(self.config.tls.for_endpoint(labels))
+        endpoint_tls(&self.config, &self.assignment, addr)
     }
 
     /// Whether connections go to the downstream's original destination (`ORIGINAL_DST`).
@@ -187,4 +182,14 @@ impl Cluster {
             }
         }
     }
+}
+
+/// The transport towards endpoint `addr` of a cluster: its transport socket match.
+fn endpoint_tls(
+    config: &ClusterConfig,
+    assignment: &Assignment,
+    addr: std::net::SocketAddr,
+) -> TlsMode {
+    let labels = assignment.socket_labels.get(&addr).map(AsRef::as_ref);
+    TlsMode::from_config(config.tls.for_endpoint(labels))
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::balance::{Endpoint, EndpointPools};
-use super::pool::{Pool, PoolKey, PoolSettings, Protocol, TlsMode};
+use super::pool::{Pool, PoolKey, PoolSettings, TlsMode};
 use crate::tls::MeshTls;
 
 /// Destinations kept at most; beyond, an endpoint is made per use and not kept.
@@ -83,15 +83,7 @@ impl OriginalDstEndpoints {
                 self.mesh_tls.clone(),
             ))
         };
-        let (h1, h2) = self.protocols;
-        Endpoint::new(
-            addr,
-            1,
-            EndpointPools {
-                http1: h1.then(|| pool(Protocol::Http1)),
-                http2: h2.then(|| pool(Protocol::Http2)),
-            },
-        )
+        Endpoint::new(addr, 1, EndpointPools::for_protocols(self.protocols, pool))
     }
 }
 
