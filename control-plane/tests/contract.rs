@@ -8,7 +8,8 @@
 //! built, and for client and server sidecars in every namespace of the config every resource
 //! type the controller serves is generated, decoded and converted with the proxy's own
 //! `TryFrom` (`weft_proxy::config::{Listener, RouteConfig, ClusterConfig, Assignment}`), then
-//! fed to a fresh `weft_proxy::ConfigStore` in ADS order (listeners bound on 127.0.0.1).
+//! fed to a fresh `weft_proxy::ConfigStore` in ADS order (listeners bound on 127.0.0.1), then
+//! the name table (NDS) of the sidecar's DNS proxy.
 //! Failures name the config, the proxy, the resource and the proxy's error; a summary line per
 //! group (`contract summary: …`, shown with `--nocapture`) says what was checked, and every
 //! group must have checked something of every type.

@@ -21,6 +21,9 @@ pub struct InjectConfig {
     pub cpu_limit: String,
     pub memory_limit: String,
     pub concurrency: u16,
+    /// Rewrite the app containers' probes through the proxy's status port 15020 (Istio's
+    /// `sidecar.istio.io/rewriteAppHTTPProbers`, which a pod's annotation overrides).
+    pub rewrite_app_probes: bool,
 }
 
 impl Default for InjectConfig {
@@ -38,6 +41,7 @@ impl Default for InjectConfig {
             cpu_limit: "2000m".into(),
             memory_limit: "1024Mi".into(),
             concurrency: 2,
+            rewrite_app_probes: true,
         }
     }
 }

@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
 use crate::config::InjectConfig;
+use crate::probes::{self, ProbeRewrite};
 
 /// The injected containers' names (Istio's: tools look for them).
 pub const INIT_CONTAINER: &str = "istio-init";
@@ -117,7 +118,13 @@ fn inject_parts(
     let annotations = meta.annotations.clone().unwrap_or_default();
     let labels = meta.labels.clone().unwrap_or_default();
     let init = init_container(cfg, &annotations)?;
-    let proxy = proxy_container(cfg, &labels, &annotations)?;
+    let mut proxy = proxy_container(cfg, &labels, &annotations)?;
+    let probes = if probes::enabled(&annotations, cfg) {
+        probes::plan(spec)?
+    } else {
+        ProbeRewrite::default()
+    };
+    probes.apply(spec, &mut proxy);
     let mut init_containers = vec![init, proxy];
     init_containers.extend(spec.init_containers.take().unwrap_or_default());
     spec.init_containers = Some(init_containers);
@@ -261,6 +268,8 @@ fn init_container(
     );
     let include_inbound = get("includeInboundPorts").unwrap_or("*");
     flag("-b", ports(&field("includeInboundPorts"), include_inbound)?);
+    // The proxy's own ports: kubelet's probes reach 15021 and (rewritten app probes) 15020
+    // without being captured.
     let mut exclude_inbound = "15090,15021,15020".to_string();
     if let Some(more) = get("excludeInboundPorts") {
         let more = ports(&field("excludeInboundPorts"), more)?;
@@ -361,6 +370,8 @@ fn proxy_container(
             {"name": "INSTANCE_IP", "valueFrom": field("status.podIP")},
             // istio-init captured the pod's traffic: listeners match by original destination.
             {"name": "ISTIO_META_INTERCEPTION_MODE", "value": "REDIRECT"},
+            // istio-init sends the pod's DNS to the proxy (--redirect-dns): it must answer.
+            {"name": "ISTIO_META_DNS_CAPTURE", "value": cfg.dns_capture.to_string()},
         ],
         "resources": {"requests": requests, "limits": limits},
         "startupProbe": {"periodSeconds": 1, "timeoutSeconds": 3, "failureThreshold": 600,

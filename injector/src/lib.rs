@@ -9,6 +9,8 @@
 //!                   traffic.sidecar.istio.io annotations), istio-proxy as a native sidecar
 //!                   (startup probe: the app starts once the proxy is ready), its token,
 //!                   root cert and pod-info volumes, labels, sidecar.istio.io/status
+//!     ─► probes.rs: the app's probes through the proxy's status port 15020
+//!                   (/app-health/<container>/…, originals in ISTIO_KUBE_APP_PROBERS)
 //!     ─► patch(): the JSONPatch an AdmissionReview answers with
 //! ```
 //!
@@ -16,6 +18,7 @@
 
 pub mod config;
 pub mod inject;
+pub mod probes;
 
 pub use config::InjectConfig;
 pub use inject::{InjectError, Outcome, inject_pod, inject_template, patch};

@@ -79,23 +79,7 @@ fn respond<B>(
 ) -> Response<Full<Bytes>> {
     let post = req.method() == http::Method::POST;
     match (kind, req.uri().path()) {
-        (Kind::Admin, "/ready") | (Kind::Health, "/healthz/ready") => {
-            let reason = if ctl.drain.is_draining() {
-                Some("draining".to_string())
-            } else {
-                config.not_ready_reason().or_else(|| {
-                    ctl.identity
-                        .as_ref()
-                        .and_then(|identity| identity.borrow().not_ready_reason())
-                })
-            };
-            match reason {
-                None => text_response(StatusCode::OK, "LIVE\n"),
-                Some(r) => {
-                    text_response(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {r}\n"))
-                }
-            }
-        }
+        (Kind::Admin, "/ready") | (Kind::Health, "/healthz/ready") => readiness(config, ctl),
         (Kind::Admin, "/quitquitquit") if post => {
             ctl.quit.cancel();
             text_response(StatusCode::OK, "OK\n")
@@ -149,6 +133,24 @@ fn respond<B>(
             resp
         }
         _ => text_response(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// The proxy's readiness (`/ready`, `/healthz/ready` here and on the status port 15020): 200
+/// once it has its config and identity and is not draining, else 503 with the reason.
+pub(crate) fn readiness(config: &ProxyConfig, ctl: &Control) -> Response<Full<Bytes>> {
+    let reason = if ctl.drain.is_draining() {
+        Some("draining".to_string())
+    } else {
+        config.not_ready_reason().or_else(|| {
+            ctl.identity
+                .as_ref()
+                .and_then(|identity| identity.borrow().not_ready_reason())
+        })
+    };
+    match reason {
+        None => text_response(StatusCode::OK, "LIVE\n"),
+        Some(r) => text_response(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {r}\n")),
     }
 }
 

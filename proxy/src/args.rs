@@ -63,6 +63,20 @@ pub struct Args {
     )]
     pub interception_mode: String,
 
+    /// Run the DNS proxy (Istio's `ISTIO_META_DNS_CAPTURE`; `weft-proxy init --redirect-dns`
+    /// sends the pod's DNS to it): mesh host names are answered from the control plane's
+    /// name table (NDS), the rest forwarded to the servers of `--resolv-conf`.
+    #[arg(long, env = "ISTIO_META_DNS_CAPTURE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub dns_capture: bool,
+
+    /// The DNS proxy's port (UDP and TCP, on 127.0.0.1: where the capture redirects).
+    #[arg(long, env = "WEFT_DNS_PORT", default_value_t = 15053)]
+    pub dns_port: u16,
+
+    /// Where the pod's resolvers and search domains are listed (the DNS proxy's upstreams).
+    #[arg(long, env = "WEFT_RESOLV_CONF", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: std::path::PathBuf,
+
     /// Admin HTTP port (`/ready`, `/config_dump`).
     #[arg(long, env = "WEFT_ADMIN_PORT", default_value_t = 15000)]
     pub admin_port: u16,
@@ -70,6 +84,17 @@ pub struct Args {
     /// Health port (`/healthz/ready`).
     #[arg(long, env = "WEFT_HEALTH_PORT", default_value_t = 15021)]
     pub health_port: u16,
+
+    /// Status port (Istio's agent port): the app's probes the injector rewrote
+    /// (`/app-health/<container>/livez|readyz|startupz`), and `/healthz/ready`.
+    #[arg(long, env = "WEFT_STATUS_PORT", default_value_t = 15020)]
+    pub status_port: u16,
+
+    /// The app's original probes, JSON by status-port path, as the injector writes them
+    /// (Istio's format), e.g. `{"/app-health/app/readyz":{"httpGet":{"path":"/ready","port":8080},"timeoutSeconds":1}}`.
+    /// Read once at start: a value that is not valid stops the proxy.
+    #[arg(long, env = "ISTIO_KUBE_APP_PROBERS")]
+    pub app_probers: Option<String>,
 
     /// The workload's ServiceAccount: its certificate's identity is
     /// `spiffe://<trust domain>/ns/<namespace>/sa/<service account>` (reported to the
@@ -138,7 +163,7 @@ pub struct Args {
     #[arg(long, env = "WEFT_MAX_CONNECTIONS_PER_LISTENER", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_listener: u32,
 
-    /// Connections the admin (15000) and health (15021) servers each serve at once.
+    /// Connections the admin (15000), health (15021) and status (15020) servers each serve at once.
     #[arg(long, env = "WEFT_ADMIN_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub admin_max_connections: u32,
 
@@ -328,6 +353,10 @@ impl Args {
             "SERVICE_ACCOUNT".to_string(),
             string(self.service_account.as_str()),
         );
+        if self.dns_capture {
+            // Istio's agent says so too; the control plane sends NDS to whoever asks for it.
+            fields.insert("DNS_CAPTURE".to_string(), string("true"));
+        }
         Node {
             id: self.node_id(),
             cluster: format!("{}.{}", self.workload_name, self.namespace),

@@ -2,11 +2,14 @@
 //!
 //! ```text
 //!  AdsClient ─► ConfigStore (config/) ─watch─► listeners.rs ─► http/ (filters: authn/ authz/ ─► router ─► policy) ─► upstream/ (balancer ─► endpoint ─► pool)
-//!                                       └────► admin.rs (/ready, /config_dump, /healthz/ready, /quitquitquit, /drain_listeners)
+//!                                       ├────► admin.rs (/ready, /config_dump, /healthz/ready, /quitquitquit, /drain_listeners)
+//!                                       └─NDS─► weft-dns DNS proxy on 127.0.0.1:15053 (--dns-capture)
+//!  kubelet ─► app_health.rs (:15020 /app-health/<container>/…: the app's original probes, run from inside the pod)
 //!  SIGTERM │ /quitquitquit ─► drain.rs ─► listeners stop, connections close after their requests ─► exit 0
 //! ```
 
 pub mod admin;
+pub mod app_health;
 pub mod args;
 pub mod authn;
 pub mod authz;
@@ -34,6 +37,10 @@ pub use drain::Drain;
 pub enum StartError {
     #[error("invalid identity flags: {0}")]
     Identity(String),
+    #[error("--app-probers: {0}")]
+    AppProbers(app_health::ProbersError),
+    #[error("DNS proxy: {0}")]
+    Dns(String),
     #[error("cannot bind the {what} server on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -54,6 +61,8 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         header_read_timeout = ?limits.header_read_timeout,
         "downstream limits"
     );
+    let app_probers = app_health::AppProbers::from_flag(args.app_probers.as_deref())
+        .map_err(StartError::AppProbers)?;
     let drain = Drain::new(args.drain_period());
     let quit = tokio_util::sync::CancellationToken::new();
     let identity = match args.identity_config() {
@@ -75,8 +84,16 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         }
     };
     let identity_rx = identity.as_ref().map(|(rx, _)| rx.clone());
-    let store = ConfigStore::with_limits(drain.clone(), limits.clone())
+    let mut store = ConfigStore::with_limits(drain.clone(), limits.clone())
         .with_tls(tls::MeshTls::new(identity_rx.clone()));
+    if args.dns_capture {
+        store = store.with_name_table(args.namespace.clone());
+    }
+    let dns_shutdown = tokio_util::sync::CancellationToken::new();
+    if let Some(table) = store.name_table() {
+        let server = start_dns(&args, table, &limits).await?;
+        tokio::spawn(server.run(dns_shutdown.clone()));
+    }
     let rx = store.subscribe();
     let mut registry = prometheus_client::registry::Registry::with_prefix("weft");
     store.listener_stats().register(&mut registry);
@@ -112,10 +129,17 @@ pub async fn run(args: Args) -> Result<(), StartError> {
             limits.header_read_timeout,
         ));
     }
-    let client = weft_xds::AdsClient::new(
-        weft_xds::ClientConfig::new(args.xds_address.clone(), args.node()),
-        store,
-    );
+    let status_ctl = admin::Control {
+        drain: drain.clone(),
+        identity: identity_rx.clone(),
+        ..Default::default()
+    };
+    app_health::spawn(&args, &limits, app_probers, rx.clone(), status_ctl)?;
+    let mut client_config = weft_xds::ClientConfig::new(args.xds_address.clone(), args.node());
+    if args.dns_capture {
+        client_config = client_config.with_type(weft_xds::type_url::NAME_TABLE);
+    }
+    let client = weft_xds::AdsClient::new(client_config, store);
     let xds = if args.xds_address.starts_with("https://") {
         let Some(identity) = identity_rx.clone() else {
             return Err(StartError::Identity(format!(
@@ -148,10 +172,38 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         );
     }
     xds.abort();
+    dns_shutdown.cancel();
     if let Some((_, task)) = identity {
         task.abort();
     }
     Ok(())
+}
+
+/// Binds the DNS proxy on `127.0.0.1:--dns-port` (UDP and TCP), where the capture rules
+/// redirect the pod's queries; it answers from `table` and forwards the rest to the servers
+/// of `--resolv-conf`. Its TCP connections count against the proxy's connection budget.
+async fn start_dns(
+    args: &Args,
+    table: tokio::sync::watch::Receiver<Arc<weft_dns::NameTable>>,
+    limits: &limits::DownstreamLimits,
+) -> Result<weft_dns::DnsServer, StartError> {
+    let resolv = weft_dns::ResolvConf::read(&args.resolv_conf)
+        .map_err(|e| StartError::Dns(e.to_string()))?;
+    let addr = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, args.dns_port));
+    let config = weft_dns::DnsConfig {
+        budget: Some(limits.budget.clone()),
+        ..weft_dns::DnsConfig::default()
+    };
+    let server = weft_dns::DnsServer::bind(addr, table, &resolv, config)
+        .await
+        .map_err(|e| StartError::Dns(e.to_string()))?;
+    tracing::info!(
+        address = %server.local_addr(),
+        upstreams = ?resolv.nameservers,
+        search = ?resolv.search,
+        "DNS proxy enabled"
+    );
+    Ok(server)
 }
 
 /// ADS over TLS (15012): each connection waits for the workload certificate and presents

@@ -5,7 +5,9 @@
 //! protocol on a port declared `tcp` (not delayed) and on an undeclared one (delayed by the
 //! detection timeout, never stalled), an unknown destination passed through (ALLOW_ANY) and
 //! then blocked by a Sidecar's REGISTRY_ONLY with a log line naming why; detection timeouts
-//! counted per port in the proxy's metrics.
+//! counted per port in the proxy's metrics; the sidecar's DNS proxy answering a Service's
+//! short name and a ServiceEntry host (with no `hosts` entry for either), and that host then
+//! reached through its virtual IP.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
@@ -21,6 +23,8 @@ use weft_injector::{InjectConfig, Outcome, inject_pod};
 
 /// The uid the tests' "app" commands run as inside a pod: anything but the proxy's 1337.
 const APP_UID: Option<u32> = Some(1000);
+/// The virtual IP of the `orders.example.test` ServiceEntry: in the test range, on no network.
+const ORDERS_VIP: &str = "198.18.250.10";
 /// The controller's protocol detection timeout in this test.
 const DETECTION: Duration = Duration::from_secs(1);
 
@@ -47,6 +51,7 @@ fn demo_pod(name: &str, app: &str, inject: bool) -> String {
     if inject {
         let cfg = InjectConfig {
             proxy_image: format!("{PROXY_IMAGE}:test"),
+            dns_capture: true,
             ..InjectConfig::default()
         };
         assert_eq!(inject_pod(&mut pod, "default", &cfg), Ok(Outcome::Injected));
@@ -87,6 +92,28 @@ fn greeting_in(netns: &str, ip: &str, port: u16) -> (String, Duration) {
         String::from_utf8_lossy(&out.stdout).trim().to_string(),
         started.elapsed(),
     )
+}
+
+/// What `name` resolves to inside `netns`, asked as the app (glibc: the pod's `hosts`, then
+/// the `resolv.conf` server, whose queries the capture sends to the sidecar).
+fn resolve_in(netns: &str, name: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "setpriv",
+            "--reuid=1000",
+            "--regid=1000",
+        ])
+        .args(["--clear-groups", "timeout", "10", "getent", "hosts", name])
+        .output()
+        .expect("getent in the pod");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The status code of a raw HTTP/1.x response.
@@ -173,12 +200,16 @@ async fn captured_pods_route_detect_protocols_and_follow_the_outbound_policy() {
 
     let pods: Api<Pod> = Api::namespaced(node.client.clone(), "default");
     for name in ["web", "client", "outside"] {
-        eventually(
-            Duration::from_secs(120),
-            &format!("pod {name} Ready"),
-            async || pods.get(name).await.ok().filter(ready).map(|_| ()),
-        )
-        .await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !pods.get(name).await.is_ok_and(|pod| ready(&pod)) {
+            assert!(
+                Instant::now() < deadline,
+                "pod {name} not Ready after 120s\n{}\n--- {name}/istio-init ---\n{}",
+                proxy_logs(&node),
+                node.agent.logs("default", name, "istio-init"),
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     let services: Api<Service> = Api::namespaced(node.client.clone(), "default");
     let web_ip = cluster_ip(&services.get("web").await.expect("web Service"));
@@ -219,6 +250,35 @@ async fn captured_pods_route_detect_protocols_and_follow_the_outbound_policy() {
         took >= DETECTION - Duration::from_millis(100) && took < DETECTION * 4,
         "undeclared port took {took:?}"
     );
+
+    // The DNS proxy: mesh names from the controller's name table, no hosts entry for them.
+    assert_eq!(resolve_in(&client, "web"), web_ip);
+    assert_eq!(resolve_in(&client, "web.default.svc.cluster.local"), web_ip);
+    // A ServiceEntry host with a virtual IP (in the test range; the capture takes the
+    // connection before any route could) whose endpoint is the outside pod: resolved by the
+    // sidecar, reached through the virtual IP.
+    node.apply(&format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+         metadata: {{name: orders, namespace: default}}\n\
+         spec:\n  hosts: [orders.example.test]\n  addresses: [{ORDERS_VIP}]\n\
+         \x20 ports: [{{number: 9080, name: http, protocol: HTTP}}]\n\
+         \x20 resolution: STATIC\n  endpoints: [{{address: {outside_ip}}}]\n"
+    ));
+    eventually(
+        Duration::from_secs(20),
+        "orders.example.test resolved by the DNS proxy",
+        async || (resolve_in(&client, "orders.example.test") == ORDERS_VIP).then_some(()),
+    )
+    .await;
+    let body = http_get_in_as(&client, APP_UID, "orders.example.test", 9080, "/")
+        .unwrap_or_else(|e| panic!("orders.example.test: {e}\n{}", proxy_logs(&node)));
+    assert!(
+        status(&body) == Some(200) && body.contains("outside"),
+        "{body}\n{}",
+        proxy_logs(&node)
+    );
+    // A name the mesh does not know is forwarded (to a server nothing serves here): no answer.
+    assert_eq!(resolve_in(&client, "unknown.example.test"), "");
 
     // Counted per port by the client's sidecar (asked from inside the pod as the proxy's
     // user, which the capture lets through).

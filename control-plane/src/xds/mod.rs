@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod clusters;
+pub mod dns;
 pub mod endpoints;
 pub mod listeners;
 pub mod proxy;
@@ -85,6 +86,7 @@ pub fn generate(model: &Model, proxy: &Proxy, type_url: &str) -> Vec<Resource> {
             .iter()
             .map(|assignment| Resource::new(assignment.cluster_name.clone(), assignment))
             .collect(),
+        type_url::NAME_TABLE => dns::resources(model, proxy),
         other => {
             tracing::debug!(type_url = other, proxy = %proxy.id, "no resources for unknown type");
             Vec::new()

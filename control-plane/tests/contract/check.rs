@@ -80,6 +80,9 @@ pub struct Counts {
     pub assignments: usize,
     pub endpoints: usize,
     pub store_responses: usize,
+    /// NDS name tables the store accepted, and the host names in them.
+    pub name_tables: usize,
+    pub names: usize,
 }
 
 impl Counts {
@@ -97,6 +100,8 @@ impl Counts {
         self.assignments += other.assignments;
         self.endpoints += other.endpoints;
         self.store_responses += other.store_responses;
+        self.name_tables += other.name_tables;
+        self.names += other.names;
     }
 
     pub fn clusters(&self) -> usize {
@@ -118,6 +123,7 @@ impl Counts {
             ("load assignments", self.assignments),
             ("endpoints", self.endpoints),
             ("store responses", self.store_responses),
+            ("name tables", self.name_tables),
         ];
         let zero: Vec<&str> = all
             .iter()
@@ -138,7 +144,8 @@ impl fmt::Display for Counts {
             f,
             "{} config sets ({} objects), {} proxies: {} listeners, {} route configurations \
              ({} virtual hosts, {} routes), {} clusters ({} EDS, {} DNS, {} static), \
-             {} load assignments ({} endpoints), {} store responses",
+             {} load assignments ({} endpoints), {} store responses, {} name tables \
+             ({} hosts)",
             self.config_sets,
             self.objects,
             self.proxies,
@@ -153,6 +160,8 @@ impl fmt::Display for Counts {
             self.assignments,
             self.endpoints,
             self.store_responses,
+            self.name_tables,
+            self.names,
         )
     }
 }
@@ -400,11 +409,16 @@ pub struct Generated {
     pub routes: Vec<Resource>,
     pub clusters: Vec<Resource>,
     pub endpoints: Vec<Resource>,
+    /// NDS, and the namespace of the proxy it is for (its short names depend on it).
+    pub names: Vec<Resource>,
+    pub namespace: String,
 }
 
 impl Generated {
     pub fn new(model: &Model, proxy: &Proxy) -> Self {
         Self {
+            names: generate(model, proxy, type_url::NAME_TABLE),
+            namespace: proxy.namespace.clone(),
             listeners: generate(model, proxy, type_url::LISTENER),
             routes: generate(model, proxy, type_url::ROUTE),
             clusters: generate(model, proxy, type_url::CLUSTER),
@@ -547,7 +561,7 @@ pub fn check_resources(generated: &Generated, context: &str, report: &mut Report
 /// ACKed and the resulting config must have every listener bound with its routes, every
 /// cluster, and every EDS cluster's endpoints.
 pub fn check_store(generated: Generated, context: &str, report: &mut Report) {
-    let mut store = ConfigStore::new();
+    let mut store = ConfigStore::new().with_name_table(generated.namespace.clone());
     let failures = &mut report.failures;
     let mut apply = |store: &mut ConfigStore, type_url: &str, resources: Vec<Resource>| {
         let version = version_of(&resources);
@@ -580,9 +594,25 @@ pub fn check_store(generated: Generated, context: &str, report: &mut Report) {
         .filter(|r| wanted.contains(&r.name))
         .collect();
     apply(&mut store, type_url::ROUTE, routes);
+    let hosts: usize = generated
+        .names
+        .iter()
+        .filter_map(|r| weft_xds::nds::NameTable::decode(r.body.value.as_slice()).ok())
+        .map(|table| table.table.len())
+        .sum();
+    apply(&mut store, type_url::NAME_TABLE, generated.names);
 
     let config = store.current();
     let mut problems = Vec::new();
+    let table = store.name_table().expect("the store takes name tables");
+    let names = table.borrow().len();
+    if names < hosts {
+        problems.push(format!(
+            "the DNS proxy knows {names} names, for {hosts} hosts generated"
+        ));
+    }
+    report.counts.name_tables += 1;
+    report.counts.names += hosts;
     if config.cds.names != cluster_names {
         problems.push(format!(
             "clusters in force {:?}, generated {cluster_names:?}",
@@ -631,7 +661,7 @@ pub fn check_store(generated: Generated, context: &str, report: &mut Report) {
     }
     for problem in problems {
         report.failures.push(format!(
-            "{context} | ConfigStore after CDS, EDS, LDS, RDS: {problem}"
+            "{context} | ConfigStore after CDS, EDS, LDS, RDS, NDS: {problem}"
         ));
     }
 }

@@ -92,6 +92,15 @@ pub fn kube_registry(file: &Path) -> Registry {
                     .metadata
                     .namespace
                     .get_or_insert_with(|| "default".to_string());
+                // A ClusterIP, as the API server allocates one (the capture shape's chains
+                // and the DNS proxy's name table are keyed by it).
+                if let Some(spec) = service.spec.as_mut()
+                    && spec.cluster_ip.is_none()
+                {
+                    let ip = format!("10.96.0.{}", services.len() + 10);
+                    spec.cluster_ips = Some(vec![ip.clone()]);
+                    spec.cluster_ip = Some(ip);
+                }
                 services.push(service);
             }
             Some("Deployment") => {

@@ -4,7 +4,8 @@
 //!
 //! Wire behaviour (Envoy's "xDS REST and gRPC protocol", state of the world over ADS):
 //! - On connect it sends, in push order, CDS (wildcard), EDS (if the handler has names),
-//!   LDS (wildcard) and RDS (if the handler has names), each with the last version it
+//!   LDS (wildcard) and RDS (if the handler has names), then the configured extra wildcard
+//!   types (NDS for a proxy with a DNS proxy), each with the last version it
 //!   accepted for that type on any earlier stream, and the node on the first request only.
 //!   An empty `resource_names` means wildcard only on the first request of a type, so RDS
 //!   and EDS are never first requested with an empty list (that would ask for every
@@ -99,6 +100,11 @@ pub struct ClientConfig {
     /// The largest delay before NACKing the same rejected content again (jittered down to
     /// half). Default 30s.
     pub nack_max_backoff: Duration,
+    /// Wildcard types subscribed after the Envoy ones, e.g. [`NAME_TABLE`] for a proxy that
+    /// runs the DNS proxy. Default none.
+    ///
+    /// [`NAME_TABLE`]: crate::type_url::NAME_TABLE
+    pub extra_types: Vec<&'static str>,
 }
 
 impl ClientConfig {
@@ -112,7 +118,16 @@ impl ClientConfig {
             max_backoff: Duration::from_secs(5),
             nack_initial_backoff: Duration::from_millis(100),
             nack_max_backoff: Duration::from_secs(30),
+            extra_types: Vec::new(),
         }
+    }
+
+    /// Also subscribes to the wildcard type `type_url` (see [`extra_types`](Self::extra_types)).
+    pub fn with_type(mut self, type_url: &'static str) -> Self {
+        if !self.extra_types.contains(&type_url) {
+            self.extra_types.push(type_url);
+        }
+        self
     }
 }
 
@@ -257,6 +272,10 @@ impl<H: Handler> AdsClient<H> {
             };
             let version = self.accepted.get(t).cloned().unwrap_or_default();
             stream.request(t, version, names, String::new(), None);
+        }
+        for t in &self.config.extra_types {
+            let version = self.accepted.get(*t).cloned().unwrap_or_default();
+            stream.request(t, version, Vec::new(), String::new(), None);
         }
 
         let mut client = AggregatedDiscoveryServiceClient::new(channel);

@@ -16,6 +16,9 @@ pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 /// Secret Discovery Service resources (by name).
 pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+/// Istio's name table for the sidecar's DNS proxy (NDS; wildcard, one resource): see
+/// [`nds`](crate::nds). Subscribed only by proxies that run the DNS proxy.
+pub const NAME_TABLE: &str = "type.googleapis.com/istio.networking.nds.v1.NameTable";
 
 /// The network filter name of the HTTP connection manager, in a listener's filter chain.
 pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod contract;
+pub mod nds;
 pub mod resource;
 pub mod server;
 pub mod type_url;

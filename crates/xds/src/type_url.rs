@@ -1,7 +1,7 @@
 //! Envoy xDS v3 resource type URLs (defined in [`contract`](crate::contract)) and their
 //! properties in the protocol.
 
-pub use crate::contract::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+pub use crate::contract::{CLUSTER, ENDPOINT, LISTENER, NAME_TABLE, ROUTE, SECRET};
 
 /// The order in which the server pushes types after a change, so that a proxy never
 /// sees a reference before what it references (clusters before their endpoints,
@@ -9,7 +9,7 @@ pub use crate::contract::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 pub const PUSH_ORDER: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
 
 /// The short name of a type URL, for logs: `"LDS"`, `"RDS"`, `"CDS"`, `"EDS"`, `"SDS"`,
-/// else `"unknown"`.
+/// `"NDS"`, else `"unknown"`.
 pub fn short(type_url: &str) -> &'static str {
     match type_url {
         LISTENER => "LDS",
@@ -17,18 +17,19 @@ pub fn short(type_url: &str) -> &'static str {
         CLUSTER => "CDS",
         ENDPOINT => "EDS",
         SECRET => "SDS",
+        NAME_TABLE => "NDS",
         _ => "unknown",
     }
 }
 
-/// Whether clients subscribe to a type as a whole (LDS, CDS: a wildcard subscription, whose
-/// first request carries no names) rather than by name (RDS, EDS, SDS).
+/// Whether clients subscribe to a type as a whole (LDS, CDS, NDS: a wildcard subscription,
+/// whose first request carries no names) rather than by name (RDS, EDS, SDS).
 ///
 /// These are also the only types whose state-of-the-world responses carry the complete set:
 /// a listener or cluster missing from a response is deleted, while a route configuration or
 /// load assignment missing from a response is not (see [`Handler`](crate::Handler)).
 pub fn is_wildcard_type(type_url: &str) -> bool {
-    matches!(type_url, LISTENER | CLUSTER)
+    matches!(type_url, LISTENER | CLUSTER | NAME_TABLE)
 }
 
 /// Where a type sits in [`PUSH_ORDER`]; unknown types sort after every known one.
@@ -50,6 +51,7 @@ mod tests {
         assert_eq!(short(CLUSTER), "CDS");
         assert_eq!(short(ENDPOINT), "EDS");
         assert_eq!(short(SECRET), "SDS");
+        assert_eq!(short(NAME_TABLE), "NDS");
         assert_eq!(short("type.googleapis.com/foo"), "unknown");
     }
 
@@ -57,6 +59,7 @@ mod tests {
     fn wildcard_types() {
         assert!(is_wildcard_type(LISTENER));
         assert!(is_wildcard_type(CLUSTER));
+        assert!(is_wildcard_type(NAME_TABLE));
         assert!(!is_wildcard_type(ROUTE));
         assert!(!is_wildcard_type(ENDPOINT));
         assert!(!is_wildcard_type(SECRET));

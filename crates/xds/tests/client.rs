@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use weft_xds::ClientConfig;
-use weft_xds::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use weft_xds::type_url::{CLUSTER, ENDPOINT, LISTENER, NAME_TABLE, ROUTE};
 
 use common::*;
 
@@ -492,5 +492,67 @@ async fn a_waiting_nack_goes_out_with_a_subscription_change() {
     );
     // The waiting NACK is not sent again later.
     stream.assert_quiet().await;
+    client.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_subscribes_to_extra_wildcard_types_and_resends_their_versions() {
+    let (dialer, mut streams) = fake_server();
+    let handler = TestHandler::default();
+    let config = client_config().with_type(NAME_TABLE).with_type(NAME_TABLE);
+    let client = dialer.spawn_client_with(config, handler.clone());
+    let mut stream = next_stream(&mut streams).await;
+
+    // CDS, LDS, then NDS (once, though configured twice): wildcard, no names.
+    let types: Vec<String> = [
+        stream.next().await,
+        stream.next().await,
+        stream.next().await,
+    ]
+    .into_iter()
+    .map(|r| {
+        assert!(r.resource_names.is_empty());
+        r.type_url
+    })
+    .collect();
+    assert_eq!(types, [CLUSTER, LISTENER, NAME_TABLE]);
+    stream.assert_quiet().await;
+
+    let table = weft_xds::Resource::new(
+        weft_xds::nds::NAME_TABLE_RESOURCE,
+        &weft_xds::nds::NameTable::default(),
+    );
+    stream.respond(NAME_TABLE, "t1", "n1", vec![table]).await;
+    let ack = stream.next().await;
+    assert_eq!(
+        (
+            ack.type_url.as_str(),
+            ack.version_info.as_str(),
+            ack.response_nonce.as_str()
+        ),
+        (NAME_TABLE, "t1", "n1")
+    );
+    assert!(ack.error_detail.is_none());
+    assert!(
+        handler
+            .0
+            .lock()
+            .applied
+            .contains(&("NDS".to_string(), "t1".to_string()))
+    );
+
+    // A new stream resubscribes with the accepted version.
+    dialer.go_down();
+    drop(stream);
+    dialer.come_back();
+    let mut stream = next_stream(&mut streams).await;
+    let mut nds = None;
+    for _ in 0..3 {
+        let request = stream.next().await;
+        if request.type_url == NAME_TABLE {
+            nds = Some(request);
+        }
+    }
+    assert_eq!(nds.expect("an NDS request").version_info, "t1");
     client.abort();
 }

@@ -13,6 +13,7 @@ mod http_filters;
 mod http_manager;
 mod listener;
 pub(crate) mod matcher;
+mod names;
 mod route;
 mod snapshot;
 mod store;

@@ -51,6 +51,15 @@ pub struct ConfigStore {
     pools: PoolRegistry,
     sockets: ListenerManager,
     tx: watch::Sender<Arc<ProxyConfig>>,
+    /// The DNS proxy's name table (NDS), when the proxy runs one.
+    names: Option<NameSlot>,
+}
+
+/// The DNS proxy's side of the store: the last good name table, converted for the proxy's
+/// namespace.
+struct NameSlot {
+    namespace: String,
+    tx: watch::Sender<Arc<weft_dns::NameTable>>,
 }
 
 impl ConfigStore {
@@ -79,7 +88,24 @@ impl ConfigStore {
             pools: PoolRegistry::default(),
             sockets: ListenerManager::new(rx, drain, Arc::new(limits)),
             tx,
+            names: None,
         }
+    }
+
+    /// Accepts NDS name tables for a DNS proxy in `namespace` (the bare names of its own
+    /// namespace's Services resolve). Without it, a name table is rejected.
+    pub fn with_name_table(mut self, namespace: impl Into<String>) -> Self {
+        let (tx, _) = watch::channel(Arc::new(weft_dns::NameTable::empty()));
+        self.names = Some(NameSlot {
+            namespace: namespace.into(),
+            tx,
+        });
+        self
+    }
+
+    /// A receiver of the DNS proxy's name tables (`None` without [`Self::with_name_table`]).
+    pub fn name_table(&self) -> Option<watch::Receiver<Arc<weft_dns::NameTable>>> {
+        self.names.as_ref().map(|slot| slot.tx.subscribe())
     }
 
     /// Sets where TLS connections (upstream mTLS, inbound mTLS) get their certificates:
@@ -125,6 +151,9 @@ impl ConfigStore {
         version: &str,
         resources: Vec<Any>,
     ) -> Result<(), String> {
+        if type_url == type_url::NAME_TABLE {
+            return self.apply_name_table(version, resources);
+        }
         let errors = match type_url {
             type_url::LISTENER => self.apply_listeners(resources),
             type_url::ROUTE => self.apply_routes(resources),
@@ -173,6 +202,34 @@ impl ConfigStore {
         }
         self.prune_pools();
         result
+    }
+
+    /// NDS: the resources (Istio sends one) merged into one table, the first entry of a host
+    /// winning; all of it or nothing, so the DNS proxy never answers from half a table.
+    fn apply_name_table(&mut self, version: &str, resources: Vec<Any>) -> Result<(), String> {
+        let Some(slot) = &self.names else {
+            return Err(format!(
+                "unsupported resource type {}: this proxy runs no DNS proxy",
+                type_url::NAME_TABLE
+            ));
+        };
+        let mut merged = weft_xds::nds::NameTable::default();
+        for (i, any) in resources.iter().enumerate() {
+            let table = weft_xds::nds::NameTable::decode(any.value.as_slice())
+                .map_err(|e| format!("name table resource {i}: cannot decode: {e}"))?;
+            for (host, info) in table.table {
+                merged.table.entry(host).or_insert(info);
+            }
+        }
+        let table = super::names::name_table(merged, &slot.namespace).map_err(|e| e.to_string())?;
+        tracing::info!(
+            type_url = type_url::NAME_TABLE,
+            version,
+            names = table.len(),
+            "applied xDS response"
+        );
+        slot.tx.send_replace(Arc::new(table));
+        Ok(())
     }
 
     fn apply_listeners(&mut self, resources: Vec<Any>) -> Vec<String> {

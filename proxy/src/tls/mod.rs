@@ -313,9 +313,18 @@ pub fn server_name(tls: &UpstreamTls, addr: std::net::SocketAddr) -> ServerName<
         .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
 }
 
-/// `insecureSkipVerify`: any server certificate (signatures are still checked).
+/// Any server certificate; handshake signatures are still checked. Used for a
+/// DestinationRule's `insecureSkipVerify` and for HTTPS app probes (kubelet's
+/// `InsecureSkipVerify`, see [`crate::app_health`]).
 #[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl NoVerification {
+    /// The verifier for `provider`'s signature algorithms.
+    pub(crate) fn new(provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
+        Self(provider)
+    }
+}
 
 impl rustls::client::danger::ServerCertVerifier for NoVerification {
     fn verify_server_cert(

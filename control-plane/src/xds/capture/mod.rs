@@ -27,7 +27,7 @@ pub mod outbound;
 pub mod routes;
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashSet};

@@ -454,6 +454,7 @@ impl Handler for TestHandler {
                 }
                 state.routes = routes;
             }
+            weft_xds::type_url::NAME_TABLE => {}
             other => return Err(format!("unexpected type {other}")),
         }
         Ok(())
