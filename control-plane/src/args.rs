@@ -118,6 +118,17 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROXY_IMAGE", default_value = concat!("ghcr.io/weft-mesh/weft-proxy:", env!("CARGO_PKG_VERSION")))]
     pub proxy_image: String,
 
+    /// Injected pods capture their DNS and their sidecars answer mesh host names (Istio's
+    /// proxy metadata `ISTIO_META_DNS_CAPTURE`; chart value
+    /// `meshConfig.defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE`).
+    #[arg(long, env = "WEFT_DNS_CAPTURE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub dns_capture: bool,
+
+    /// The injector rewrites app probes through the sidecar's status port 15020 (Istio's
+    /// `rewriteAppHTTPProbe`; a pod opts out with `sidecar.istio.io/rewriteAppHTTPProbers`).
+    #[arg(long, env = "WEFT_REWRITE_APP_PROBES", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub rewrite_app_probes: bool,
+
     /// PEM bundle of the CA certificates trusted when fetching `jwksUri` key sets
     /// (RequestAuthentication) over HTTPS, in addition to `/etc/ssl/certs/ca-certificates.crt`
     /// when that file exists.

@@ -26,6 +26,8 @@ pub fn config(args: &Args) -> InjectConfig {
         controller_server_name: service,
         trust_domain: args.trust_domain.clone(),
         mesh_namespace: args.namespace.clone(),
+        dns_capture: args.dns_capture,
+        rewrite_app_probes: args.rewrite_app_probes,
         ..InjectConfig::default()
     }
 }

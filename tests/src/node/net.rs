@@ -287,8 +287,31 @@ pub fn http_get_in_as(
     port: u16,
     path: &str,
 ) -> Result<String, String> {
+    get_in(netns, uid, host, port, path, "")
+}
+
+/// [`http_get_in`] with more request headers: `headers` is `Name: value\r\n` lines.
+pub fn http_get_in_with(
+    netns: &str,
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &str,
+) -> Result<String, String> {
+    get_in(netns, None, host, port, path, headers)
+}
+
+fn get_in(
+    netns: &str,
+    uid: Option<u32>,
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &str,
+) -> Result<String, String> {
+    let headers = headers.replace('\r', "\\r").replace('\n', "\\n");
     let script = format!(
-        "exec 3<>/dev/tcp/{host}/{port} && printf 'GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"
+        "exec 3<>/dev/tcp/{host}/{port} && printf 'GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n{headers}\\r\\n' >&3 && timeout 5 cat <&3"
     );
     let mut command = Command::new("ip");
     command.args(["netns", "exec", netns]);

@@ -1,6 +1,6 @@
 //! The bookinfo roles end to end on loopback: ratings, details, reviews and productpage each
 //! serve on an ephemeral port, wired to each other through [`Config`], and are asked over real
-//! sockets what a mesh would see (pages, versions, trace headers, failures).
+//! sockets what a mesh would see (pages, versions, trace headers, signed-in users, failures).
 
 use std::time::Duration;
 
@@ -346,4 +346,261 @@ async fn productpage_index_and_api() {
             .status,
         StatusCode::NOT_FOUND
     );
+}
+
+/// What [`send`] got back.
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|value| value.to_str().unwrap())
+            .unwrap_or_default()
+    }
+}
+
+/// Any request (the GETs of [`upstream::get`] cannot log in), with its answer's headers.
+async fn send(
+    at: &Upstream,
+    method: &str,
+    path: &str,
+    sent: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    let stream = tokio::net::TcpStream::connect(at.authority())
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", at.authority());
+    for (name, value) in sent {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
+            body,
+        )))
+        .unwrap();
+    let response = tokio::time::timeout(TIMEOUT, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+/// `POST /login` with `form`: must answer 302 to the product page; the cookie it sets.
+async fn login(at: &Upstream, form: &str) -> String {
+    let answer = send(at, "POST", "/login", &[FORM], form.as_bytes()).await;
+    assert_eq!(answer.status, StatusCode::FOUND, "{}", answer.body);
+    assert_eq!(answer.header("location"), "/productpage");
+    answer.header("set-cookie").to_owned()
+}
+
+/// The product page asked with `sent`, and the reviews JSON productpage's API passes through.
+async fn as_sent(app: &Bookinfo, sent: &[(&str, &str)]) -> (String, Value) {
+    let page = send(&app.productpage, "GET", "/productpage", sent, b"").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let api = send(
+        &app.productpage,
+        "GET",
+        "/api/v1/products/0/reviews",
+        sent,
+        b"",
+    )
+    .await;
+    assert_eq!(api.status, StatusCode::OK, "{}", api.body);
+    (page.body, serde_json::from_str(&api.body).unwrap())
+}
+
+#[tokio::test]
+async fn login_sets_the_session_and_every_upstream_call_names_the_user() {
+    let app = bookinfo("v2", None, None).await;
+    let cookie = login(&app.productpage, "username=jason&passwd=password").await;
+    assert_eq!(cookie, "session=jason; Path=/");
+    let session = cookie.split(';').next().unwrap();
+    let (html, reviews) = as_sent(&app, &[("cookie", session), ("x-request-id", "r-1")]).await;
+    assert!(html.contains("Signed in as jason."), "{html}");
+    assert!(html.contains("href=\"logout\""), "{html}");
+    assert!(!html.contains("action=\"login\""), "{html}");
+    // details and reviews received it, ratings too (through reviews); productpage did not.
+    for hop in ["details", "reviews", "ratings"] {
+        let line = format!("{hop} end-user: jason\n");
+        assert!(html.contains(&line), "{line} missing:\n{html}");
+    }
+    assert!(!html.contains("productpage end-user"), "{html}");
+    assert!(html.contains("reviews x-request-id: r-1"), "{html}");
+    assert_eq!(reviews["trace"]["end-user"], "jason", "{reviews}");
+    assert_eq!(reviews["ratings_call"]["trace"]["end-user"], "jason");
+    // The cookie itself still travels, as Istio's productpage forwards it.
+    assert_eq!(reviews["trace"]["cookie"], "session=jason");
+}
+
+#[tokio::test]
+async fn logout_clears_the_session() {
+    let app = bookinfo("v2", None, None).await;
+    let answer = send(
+        &app.productpage,
+        "GET",
+        "/logout",
+        &[("cookie", "session=jason")],
+        b"",
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::FOUND, "{}", answer.body);
+    assert_eq!(answer.header("location"), "/productpage");
+    let cleared = answer.header("set-cookie");
+    assert!(cleared.starts_with("session=;"), "{cleared}");
+    assert!(
+        cleared.contains("Max-Age=0") && cleared.contains("Path=/"),
+        "{cleared}"
+    );
+    // What a browser then sends: no session, so no user.
+    let (html, reviews) = as_sent(&app, &[("cookie", "session=")]).await;
+    assert!(!html.contains("Signed in as"), "{html}");
+    assert!(html.contains("action=\"login\""), "{html}");
+    assert_eq!(reviews["trace"].get("end-user"), None, "{reviews}");
+}
+
+#[tokio::test]
+async fn without_a_user_no_end_user_travels() {
+    let app = bookinfo("v2", None, None).await;
+    let (html, reviews) = as_sent(&app, &[("x-request-id", "r-1"), ("cookie", "theme=dark")]).await;
+    assert!(!html.contains("end-user"), "{html}");
+    assert!(!html.contains("Signed in as"), "{html}");
+    assert_eq!(reviews["trace"].get("end-user"), None, "{reviews}");
+    assert_eq!(reviews["trace"]["x-request-id"], "r-1");
+}
+
+#[tokio::test]
+async fn a_received_end_user_travels_unless_a_session_names_another() {
+    let app = bookinfo("v2", None, None).await;
+    let (html, reviews) = as_sent(&app, &[("end-user", "jason")]).await;
+    assert!(html.contains("reviews end-user: jason\n"), "{html}");
+    assert!(html.contains("details end-user: jason\n"), "{html}");
+    assert!(!html.contains("Signed in as"), "{html}");
+    assert_eq!(reviews["trace"]["end-user"], "jason", "{reviews}");
+
+    let sent = [
+        ("end-user", "mallory"),
+        ("cookie", "a=1; session=jason; b=2"),
+    ];
+    let (html, reviews) = as_sent(&app, &sent).await;
+    assert!(html.contains("Signed in as jason."), "{html}");
+    assert!(html.contains("reviews end-user: jason\n"), "{html}");
+    // productpage reports what it received; upstream, only the session's user went.
+    assert!(html.contains("productpage end-user: mallory\n"), "{html}");
+    assert_eq!(html.matches("mallory").count(), 1, "{html}");
+    assert_eq!(reviews["trace"]["end-user"], "jason", "{reviews}");
+}
+
+#[tokio::test]
+async fn a_name_a_cookie_cannot_hold_is_encoded_and_comes_back() {
+    let app = bookinfo("v2", None, None).await;
+    let cookie = login(
+        &app.productpage,
+        "passwd=x&username=+Jason+O%27Neil%3B%22%25+",
+    )
+    .await;
+    assert_eq!(cookie, "session=Jason+O%27Neil%3B%22%25; Path=/");
+    let session = cookie.split("; ").next().unwrap();
+    let (html, reviews) = as_sent(&app, &[("cookie", session)]).await;
+    assert!(
+        html.contains("Signed in as Jason O&#39;Neil;&quot;%."),
+        "{html}"
+    );
+    assert_eq!(
+        reviews["trace"]["end-user"], "Jason O'Neil;\"%",
+        "{reviews}"
+    );
+    // The login in the query, as Flask's request.values takes it.
+    let answer = send(&app.productpage, "POST", "/login?username=jason", &[], b"").await;
+    assert_eq!(answer.header("set-cookie"), "session=jason; Path=/");
+}
+
+#[tokio::test]
+async fn bad_logins_are_refused_and_bad_sessions_ignored() {
+    let app = bookinfo("v2", None, None).await;
+    for (form, status, reason) in [
+        ("passwd=x", StatusCode::BAD_REQUEST, "no username"),
+        ("username=", StatusCode::BAD_REQUEST, "printable ASCII"),
+        ("username=+", StatusCode::BAD_REQUEST, "printable ASCII"),
+        ("username=a%0Ab", StatusCode::BAD_REQUEST, "printable ASCII"),
+        (
+            "username=j%C3%A9",
+            StatusCode::BAD_REQUEST,
+            "printable ASCII",
+        ),
+        // A lone UTF-8 lead byte decodes to U+FFFD.
+        ("username=%C3", StatusCode::BAD_REQUEST, "printable ASCII"),
+    ] {
+        let answer = send(&app.productpage, "POST", "/login", &[FORM], form.as_bytes()).await;
+        assert_eq!(answer.status, status, "{form}: {}", answer.body);
+        assert!(answer.body.contains(reason), "{form}: {}", answer.body);
+        assert!(answer.headers.get("set-cookie").is_none(), "{form}");
+    }
+    let json = ("content-type", "application/json");
+    let answer = send(
+        &app.productpage,
+        "POST",
+        "/login",
+        &[json],
+        br#"{"username":"jason"}"#,
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "{}",
+        answer.body
+    );
+    let answer = send(
+        &app.productpage,
+        "POST",
+        "/login",
+        &[FORM],
+        b"username=\xff",
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    assert!(answer.body.contains("not UTF-8"), "{}", answer.body);
+    for (method, path, allow) in [("GET", "/login", "POST"), ("POST", "/logout", "GET, HEAD")] {
+        let answer = send(&app.productpage, method, path, &[], b"").await;
+        assert_eq!(
+            answer.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(answer.header("allow"), allow);
+    }
+    for cookie in ["session", "session=%C3", "session=a%0Ab", "=jason"] {
+        let (html, reviews) = as_sent(&app, &[("cookie", cookie)]).await;
+        assert!(!html.contains("Signed in as"), "{cookie}: {html}");
+        assert_eq!(
+            reviews["trace"].get("end-user"),
+            None,
+            "{cookie}: {reviews}"
+        );
+    }
 }

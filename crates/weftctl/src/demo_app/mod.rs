@@ -128,12 +128,17 @@ async fn respond(app: &App, req: Request<Incoming>) -> Reply {
 /// The bookinfo roles' routes.
 async fn bookinfo(app: &App, role: Role, req: Request<Incoming>) -> Reply {
     let (parts, body) = req.into_parts();
-    // Drain the request body so keep-alive connections stay usable.
-    let _ = body.collect().await;
+    // Read the whole request body (productpage's login form; the rest ignore it), which also
+    // keeps keep-alive connections usable.
+    let body = body
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .unwrap_or_default();
     let (path, headers) = (parts.uri.path(), &parts.headers);
     let (identity, config) = (&app.identity, &app.config);
     if role == Role::Productpage {
-        return productpage::respond(identity, config, path, headers).await;
+        return productpage::respond(identity, config, &parts, &body).await;
     }
     if path == "/health" {
         return bookinfo::health(role);

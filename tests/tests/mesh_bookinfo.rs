@@ -1,0 +1,507 @@
+//! Istio's bookinfo, unchanged, in the mesh on the test node: the chart installed with Helm,
+//! `default` labelled `istio-injection=enabled`, `bookinfo.yaml` applied as published. Every
+//! pod gets `istio-init` and the native sidecar through the webhook; productpage's page shows
+//! details and reviews, fetched through the sidecars (names resolved by their DNS proxies,
+//! connections captured, mutual TLS between them: a capture on the bridge sees no plaintext
+//! HTTP between pods); Istio's routing samples take effect within 2 s of `kubectl apply`; an
+//! unlabelled namespace and an opted-out pod are untouched; re-injection changes nothing; a
+//! Job with a sidecar completes.
+//!
+//! The controller runs on the host (its webhook at 127.0.0.1, as in `k8s_mesh.rs`, and ADS on
+//! the bridge), because the test node has no Service routing for a controller pod to reach the
+//! API server; the chart's Deployment is scaled to zero.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+use weft_e2e::node::images::PROXY_IMAGE;
+use weft_e2e::node::net::http_get_in;
+use weft_e2e::node::test_node::{TestNode, pod_ip, ready};
+use weft_e2e::{Process, eventually, istio_corpus, wait_ok};
+
+const DEPLOYMENTS: [&str; 6] = [
+    "details-v1",
+    "ratings-v1",
+    "reviews-v1",
+    "reviews-v2",
+    "reviews-v3",
+    "productpage-v1",
+];
+
+/// How soon after `kubectl apply` a routing change must be seen.
+const CONVERGENCE: Duration = Duration::from_secs(2);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The reviews version a product page names (`Reviews served by: reviews-v2 …`).
+fn reviews_version(page: &str) -> Option<String> {
+    let rest = page.split("Reviews served by: reviews-").nth(1)?;
+    Some(
+        rest.chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect(),
+    )
+}
+
+/// Names of the pod's init containers and containers, and whether `istio-proxy` is a
+/// native sidecar (an init container with `restartPolicy: Always`).
+fn containers(pod: &Pod) -> (Vec<String>, Vec<String>, bool) {
+    let spec = pod.spec.as_ref().expect("spec");
+    let inits: Vec<String> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
+    let native = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .any(|c| c.name == "istio-proxy" && c.restart_policy.as_deref() == Some("Always"));
+    let apps = spec.containers.iter().map(|c| c.name.clone()).collect();
+    (inits, apps, native)
+}
+
+/// `tcpdump` on the test bridge, writing every TCP packet to a file until stopped.
+struct Capture {
+    child: Child,
+    file: std::path::PathBuf,
+}
+
+impl Capture {
+    /// Frames between two pods are forwarded by the bridge without passing its own
+    /// interface, so the capture listens on every interface, for the pods' subnet only.
+    fn start(subnet: &str, dir: &std::path::Path) -> Self {
+        let file = dir.join("bridge.pcap");
+        let mut child = Command::new("tcpdump")
+            // -Z root: Debian's tcpdump otherwise drops to its own user, which cannot write
+            // into the test's directory.
+            // --immediate-mode: packets written as they come, not in blocks that a stop
+            // before the block timeout would lose.
+            .args([
+                "-i",
+                "any",
+                "-Z",
+                "root",
+                "--immediate-mode",
+                "-U",
+                "-s",
+                "0",
+                "-w",
+            ])
+            .arg(&file)
+            .args(["tcp", "and", "net", subnet])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump (apt-get install tcpdump; .ci/run does)");
+        // It says "listening on any" once it captures.
+        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut stderr, &mut line).unwrap_or(0) > 0
+            && !line.contains("listening on")
+        {
+            line.clear();
+        }
+        assert!(
+            line.contains("listening on"),
+            "tcpdump did not start: {line}"
+        );
+        Self { child, file }
+    }
+
+    /// Stops the capture and returns it as text (`tcpdump -A`): headers and payloads.
+    fn stop(mut self) -> String {
+        // SIGINT makes tcpdump flush and exit.
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait();
+        eprintln!(
+            "tcpdump: {status:?}, {} bytes in {}",
+            std::fs::metadata(&self.file).map(|m| m.len()).unwrap_or(0),
+            self.file.display()
+        );
+        let out = Command::new("tcpdump")
+            .args(["-n", "-A", "-r"])
+            .arg(&self.file)
+            .output()
+            .expect("tcpdump -r");
+        assert!(
+            out.status.success(),
+            "tcpdump -r: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookinfo_unchanged_in_the_mesh() {
+    let started = Instant::now();
+    let node = TestNode::start(env!("CARGO_BIN_EXE_weft-test-node")).await;
+    let gateway = node.network.gateway();
+    let cluster = &node.cluster;
+
+    // The chart, with its webhooks pointed at the controller on the host.
+    let webhook_port = free_port();
+    let ca_b64 = base64::engine::general_purpose::STANDARD.encode(cluster.ca_pem());
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/weft");
+    let out = cluster.helm(&[
+        "install",
+        "weft",
+        &chart.to_string_lossy(),
+        "--wait=false",
+        "--set",
+        "controller.replicas=0",
+        "--set",
+        &format!("webhook.url=https://127.0.0.1:{webhook_port}/validate"),
+        "--set",
+        &format!("webhook.caBundle={ca_b64}"),
+        "--set",
+        &format!("sidecarInjector.url=https://127.0.0.1:{webhook_port}/inject"),
+        "--set-string",
+        "meshConfig.defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE=true",
+    ]);
+    assert!(
+        out.status.success(),
+        "helm install failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{:?}: chart installed", started.elapsed());
+
+    let debug = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let dir = cluster.dir.path();
+    let mut command = Command::new(&weft_e2e::bins().controller);
+    command
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(["--namespace", "weft-system"])
+        .args(["--xds-address", &format!("{gateway}:15010")])
+        .args(["--debug-address", &debug.to_string()])
+        .args(["--webhook-address", &format!("127.0.0.1:{webhook_port}")])
+        .arg("--webhook-cert")
+        .arg(dir.join("apiserver.crt"))
+        .arg("--webhook-key")
+        .arg(dir.join("apiserver.key"))
+        .args(["--debounce", "50ms"])
+        .args(["--proxy-image", &format!("{PROXY_IMAGE}:test")])
+        .args(["--dns-capture", "true"]);
+    let mut controller = Process::spawn("weft-controller", &mut command, dir);
+    wait_ok(&format!("http://{debug}/ready"), &mut controller).await;
+    // Injected proxies find the controller by its Service name (the chart's, scaled to zero).
+    node.agent
+        .add_host("weft-controller.weft-system.svc", gateway);
+
+    cluster.kubectl_ok(&["label", "namespace", "default", "istio-injection=enabled"]);
+    let manifest = istio_corpus().join("samples/bookinfo/platform/kube/bookinfo.yaml");
+    cluster.kubectl_ok(&["apply", "-n", "default", "-f", &manifest.to_string_lossy()]);
+    // An unlabelled namespace's pod (the visitor the page is fetched from) and an opted-out
+    // pod in the mesh's namespace: both stored as written.
+    cluster.kubectl_ok(&["create", "namespace", "plain"]);
+    let plain_pod = |name: &str, namespace: &str, labels: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{{labels}}}}}\n\
+             spec: {{containers: [{{name: app, image: 'docker.io/weft/demo-app:1.0', \
+             args: ['--listen', '0.0.0.0:9080', '--service', '{name}']}}]}}\n"
+        )
+    };
+    node.apply(&plain_pod("visitor", "plain", "app: visitor"));
+    node.apply(&plain_pod(
+        "opted-out",
+        "default",
+        "app: opted-out, sidecar.istio.io/inject: 'false'",
+    ));
+
+    let deployments: Api<Deployment> = Api::namespaced(node.client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    for name in DEPLOYMENTS {
+        loop {
+            let available = deployments
+                .get(name)
+                .await
+                .ok()
+                .and_then(|d| d.status)
+                .is_some_and(|s| s.available_replicas == Some(1));
+            if available {
+                break;
+            }
+            if Instant::now() > deadline {
+                let logs = node.agent.logs("default", name, "istio-proxy");
+                panic!(
+                    "deployment {name} not available after 240s\n{}\n{logs}",
+                    cluster.kubectl_ok(&["get", "pods", "-A", "-o", "wide"])
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    eprintln!("{:?}: bookinfo available", started.elapsed());
+
+    // Every bookinfo pod: istio-init, then the proxy as a native sidecar, then the app.
+    let pods: Api<Pod> = Api::namespaced(node.client.clone(), "default");
+    let list = pods.list(&ListParams::default()).await.expect("pods");
+    let mut by_app: BTreeMap<String, Pod> = BTreeMap::new();
+    for pod in &list.items {
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let (inits, apps, native) = containers(pod);
+        if name == "opted-out" {
+            assert!(
+                inits.is_empty() && apps == ["app"],
+                "{name}: {inits:?} {apps:?}"
+            );
+            continue;
+        }
+        assert_eq!(inits, ["istio-init", "istio-proxy"], "{name}");
+        assert!(native, "{name}: istio-proxy is not a native sidecar");
+        assert!(
+            !apps.contains(&"istio-proxy".to_string()),
+            "{name}: {apps:?}"
+        );
+        assert!(ready(pod), "{name} not Ready");
+        if let (Some(app), Some(version)) = (labels.get("app"), labels.get("version")) {
+            by_app.insert(format!("{app}-{version}"), pod.clone());
+        }
+    }
+    assert_eq!(by_app.len(), 6, "{:?}", by_app.keys());
+    let plain: Api<Pod> = Api::namespaced(node.client.clone(), "plain");
+    let visitor = eventually(Duration::from_secs(60), "visitor Ready", async || {
+        plain.get("visitor").await.ok().filter(ready)
+    })
+    .await;
+    let (inits, apps, _) = containers(&visitor);
+    assert!(
+        inits.is_empty() && apps == ["app"],
+        "visitor: {inits:?} {apps:?}"
+    );
+
+    // The page, from outside the mesh to productpage's pod (PERMISSIVE accepts plaintext);
+    // productpage reaches details and reviews, reviews reaches ratings, all through sidecars.
+    let from = node.agent.netns("plain", "visitor").expect("visitor netns");
+    let productpage_ip = pod_ip(&by_app["productpage-v1"]);
+    let page = || http_get_in(&from, &productpage_ip, 9080, "/productpage").unwrap_or_default();
+    let [a, b, c, _] = node.network.gateway().octets();
+    let subnet = format!("{a}.{b}.{c}.0/24");
+    let capture = Capture::start(&subnet, &node.network.dir());
+    let first = eventually(
+        Duration::from_secs(30),
+        "the product page with details and reviews",
+        async || {
+            let page = page();
+            (page.contains("200 OK") && reviews_version(&page).is_some()).then_some(page)
+        },
+    )
+    .await;
+    for expected in ["Book Details", "ISBN-10", "Book Reviews", "Reviewer1"] {
+        assert!(first.contains(expected), "{expected:?} missing:\n{first}");
+    }
+    assert!(!first.contains("unavailable"), "{first}");
+    // A few pages more, so that every version of reviews (and ratings) is called.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        if let Some(v) = reviews_version(&page()) {
+            seen.insert(v);
+        }
+        if seen.len() == 3 {
+            break;
+        }
+    }
+    let dump = capture.stop();
+    assert!(
+        dump.contains("GET /productpage"),
+        "the capture saw nothing of the visitor's request:\n{}",
+        &dump[..dump.len().min(2000)]
+    );
+    for plaintext in ["GET /details/", "GET /reviews/", "GET /ratings/"] {
+        assert!(
+            !dump.contains(plaintext),
+            "plaintext {plaintext:?} between pods on the bridge"
+        );
+    }
+    eprintln!(
+        "{:?}: page served, no plaintext between pods",
+        started.elapsed()
+    );
+
+    // Istio's routing samples, unchanged: each takes effect within 2 s of the apply.
+    let samples = istio_corpus().join("samples/bookinfo/networking");
+    let apply = |files: &[&str]| -> Instant {
+        for file in files {
+            cluster.kubectl_ok(&[
+                "apply",
+                "-n",
+                "default",
+                "-f",
+                &samples.join(file).to_string_lossy(),
+            ]);
+        }
+        Instant::now()
+    };
+    // Converged: 5 pages in a row as `expect` says; returns when the first of them came.
+    let converged = async |expect: &dyn Fn(Option<&str>) -> bool, headers: &str| -> Instant {
+        let mut run: Option<Instant> = None;
+        let mut streak = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let at = Instant::now();
+            let page = if headers.is_empty() {
+                page()
+            } else {
+                weft_e2e::node::net::http_get_in_with(
+                    &from,
+                    &productpage_ip,
+                    9080,
+                    "/productpage",
+                    headers,
+                )
+                .unwrap_or_default()
+            };
+            if expect(reviews_version(&page).as_deref()) {
+                run.get_or_insert(at);
+                streak += 1;
+                if streak == 5 {
+                    return run.expect("set");
+                }
+            } else {
+                run = None;
+                streak = 0;
+            }
+            if Instant::now() > deadline {
+                let pod = by_app["productpage-v1"]
+                    .metadata
+                    .name
+                    .clone()
+                    .unwrap_or_default();
+                let log = node.agent.logs("default", &pod, "istio-proxy");
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "no convergence in 30s; last page:\n{page}\n--- productpage's proxy ---\n{}\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+                    cluster.kubectl_ok(&["get", "virtualservices,destinationrules", "-A"])
+                );
+            }
+        }
+    };
+    let applied = apply(&[
+        "virtual-service-all-v1.yaml",
+        "destination-rule-all-mtls.yaml",
+    ]);
+    let seen_at = converged(&|v| v == Some("v1"), "").await;
+    let took = seen_at.saturating_duration_since(applied);
+    assert!(took < CONVERGENCE, "all-v1 took {took:?}");
+    eprintln!("all-v1 in force {took:?} after the apply");
+
+    // 80 % v1, 20 % v2.
+    let applied = apply(&["virtual-service-reviews-80-20.yaml"]);
+    // The first v2 page is the sign of the change (v1 pages are still 80 %): 20 pages
+    // without one have a chance of 1 % at most once it is in force.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen_at = loop {
+        // Back to back: at 20 %, 20 pages without a v2 happen once in a hundred tries.
+        let at = Instant::now();
+        if reviews_version(&page()).as_deref() == Some("v2") {
+            break at;
+        }
+        assert!(Instant::now() < deadline, "no v2 page in 30s after 80-20");
+    };
+    let took = seen_at.saturating_duration_since(applied);
+    assert!(
+        // Plus the pages it may take to draw a v2 once in force.
+        took < CONVERGENCE + Duration::from_secs(1),
+        "80-20 took {took:?}"
+    );
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..200 {
+        *counts
+            .entry(reviews_version(&page()).unwrap_or_default())
+            .or_default() += 1;
+    }
+    let v2 = counts.get("v2").copied().unwrap_or(0);
+    let v1 = counts.get("v1").copied().unwrap_or(0);
+    assert_eq!(v1 + v2, 200, "{counts:?}");
+    // 20 % of 200: 40, three standard deviations (±17) either way.
+    assert!((23..=57).contains(&v2), "v2 share {v2}/200: {counts:?}");
+
+    // Signed in as jason (productpage's session cookie, as `POST /login` sets it), productpage
+    // sends `end-user: jason` to reviews.
+    let applied = apply(&["virtual-service-reviews-jason-v2-v3.yaml"]);
+    let seen_at = converged(&|v| v == Some("v2"), "Cookie: session=jason\r\n").await;
+    let took = seen_at.saturating_duration_since(applied);
+    assert!(took < CONVERGENCE, "jason to v2 took {took:?}");
+    eprintln!("jason-v2-v3 in force {took:?} after the apply");
+    let _ = converged(&|v| v == Some("v3"), "").await;
+    eprintln!("{:?}: routing samples applied", started.elapsed());
+
+    // Re-injection changes nothing: the stored productpage pod, created again (server-side
+    // dry run, through the webhook), comes back with the same containers.
+    let mut again = serde_json::to_value(&by_app["productpage-v1"]).expect("json");
+    let meta = again["metadata"].as_object_mut().expect("metadata");
+    for key in [
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "managedFields",
+        "ownerReferences",
+        "generateName",
+    ] {
+        meta.remove(key);
+    }
+    meta.insert("name".into(), "productpage-again".into());
+    again.as_object_mut().expect("pod").remove("status");
+    let file = node.network.dir().join("again.json");
+    std::fs::write(&file, again.to_string()).expect("write");
+    let stored = cluster.kubectl_ok(&[
+        "create",
+        "--dry-run=server",
+        "-o",
+        "json",
+        "-f",
+        &file.to_string_lossy(),
+    ]);
+    let stored: Pod = serde_json::from_str(&stored).expect("pod json");
+    assert_eq!(containers(&stored), containers(&by_app["productpage-v1"]));
+    assert_eq!(
+        stored.spec.as_ref().map(|s| s.volumes.clone()),
+        by_app["productpage-v1"]
+            .spec
+            .as_ref()
+            .map(|s| s.volumes.clone())
+    );
+
+    // A Job in the mesh completes: its app exits, then its sidecar is stopped.
+    node.apply(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: once, namespace: default}\n\
+         spec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n\
+         \x20     containers:\n      - {name: task, image: docker.io/library/busybox, command: [sh, -c, 'echo done']}\n",
+    );
+    let jobs: Api<Job> = Api::namespaced(node.client.clone(), "default");
+    eventually(Duration::from_secs(90), "Job once succeeded", async || {
+        let status = jobs.get("once").await.ok()?.status?;
+        (status.succeeded == Some(1)).then_some(())
+    })
+    .await;
+    let job_pods = pods
+        .list(&ListParams::default().labels("job-name=once"))
+        .await
+        .expect("job pods");
+    let (inits, _, native) = containers(&job_pods.items[0]);
+    assert!(
+        native && inits.contains(&"istio-proxy".to_string()),
+        "{inits:?}"
+    );
+    eprintln!("{:?}: done", started.elapsed());
+}
