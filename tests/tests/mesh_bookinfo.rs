@@ -5,7 +5,8 @@
 //! connections captured, mutual TLS between them: a capture on the bridge sees no plaintext
 //! HTTP between pods); Istio's routing samples take effect within 2 s of `kubectl apply`; an
 //! unlabelled namespace and an opted-out pod are untouched; re-injection changes nothing; a
-//! Job with a sidecar completes.
+//! Job with a sidecar completes; under STRICT mutual TLS a pod with HTTP and TCP probes
+//! becomes Ready through the probes the injector rewrote to the sidecar's status port.
 //!
 //! The controller runs on the host (its webhook at 127.0.0.1, as in `k8s_mesh.rs`, and ADS on
 //! the bridge), because the test node has no Service routing for a controller pod to reach the
@@ -216,7 +217,7 @@ async fn bookinfo_unchanged_in_the_mesh() {
         format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{{labels}}}}}\n\
              spec: {{containers: [{{name: app, image: 'docker.io/weft/demo-app:1.0', \
-             args: ['--listen', '0.0.0.0:9080', '--service', '{name}']}}]}}\n"
+             args: ['--listen', '0.0.0.0:9080', '--service', '{name}', '--version', 'v1']}}]}}\n"
         )
     };
     node.apply(&plain_pod("visitor", "plain", "app: visitor"));
@@ -503,5 +504,64 @@ async fn bookinfo_unchanged_in_the_mesh() {
         native && inits.contains(&"istio-proxy".to_string()),
         "{inits:?}"
     );
+
+    // Probes under STRICT mutual TLS: kubelet's plaintext probes would be refused by the
+    // inbound listener; rewritten through the sidecar's status port, the pod becomes Ready.
+    node.apply(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+         metadata: {name: default, namespace: default}\nspec: {mtls: {mode: STRICT}}\n",
+    );
+    node.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: probed, namespace: default, labels: {app: probed}}\n\
+         spec:\n  containers:\n  - name: web\n    image: docker.io/weft/demo-app:1.0\n\
+         \x20   args: ['--listen', '0.0.0.0:9080', '--service', 'probed', '--version', 'v1']\n\
+         \x20   ports: [{name: http, containerPort: 9080}]\n\
+         \x20   readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 1}\n\
+         \x20   livenessProbe: {tcpSocket: {port: 9080}, periodSeconds: 2}\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let probed = loop {
+        let pod = pods.get("probed").await.expect("pod probed");
+        if ready(&pod) {
+            break pod;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod probed not Ready: {:?}\n--- /app-health/web/readyz from the visitor ---\n{:?}\n--- istio-proxy ---\n{}\n--- web ---\n{}",
+            pod.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.clone()),
+            http_get_in(&from, &pod_ip(&pod), 15020, "/app-health/web/readyz"),
+            node.agent.logs("default", "probed", "istio-proxy"),
+            node.agent.logs("default", "probed", "web")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let web = &probed.spec.as_ref().expect("spec").containers[0];
+    let readiness = web
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref());
+    assert_eq!(
+        readiness.and_then(|h| h.path.as_deref()),
+        Some("/app-health/web/readyz"),
+        "{web:?}"
+    );
+    let liveness = web
+        .liveness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref());
+    assert_eq!(
+        liveness.and_then(|h| h.path.as_deref()),
+        Some("/app-health/web/livez"),
+        "{web:?}"
+    );
+    // And STRICT is in force: the visitor's plaintext is refused now.
+    eventually(
+        Duration::from_secs(10),
+        "plaintext refused under STRICT",
+        async || (!page().contains("200 OK")).then_some(()),
+    )
+    .await;
     eprintln!("{:?}: done", started.elapsed());
 }
