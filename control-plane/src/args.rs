@@ -129,6 +129,13 @@ pub struct Args {
     #[arg(long, env = "WEFT_REWRITE_APP_PROBES", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub rewrite_app_probes: bool,
 
+    /// How the injector adds the proxy: `true` as a native sidecar (an init container with
+    /// `restartPolicy: Always`, Kubernetes 1.29+); `false` as the first container, whose
+    /// `postStart` hook holds the app until the proxy is ready (Istio's fallback for older
+    /// API servers); `auto` asks the API server's version once at start (local mode: native).
+    #[arg(long, env = "WEFT_NATIVE_SIDECARS", value_enum, default_value_t = NativeSidecars::Auto)]
+    pub native_sidecars: NativeSidecars,
+
     /// PEM bundle of the CA certificates trusted when fetching `jwksUri` key sets
     /// (RequestAuthentication) over HTTPS, in addition to `/etc/ssl/certs/ca-certificates.crt`
     /// when that file exists.
@@ -197,6 +204,14 @@ pub struct Args {
     /// Log filter in `tracing_subscriber::EnvFilter` syntax (`info`, `weft_controller=debug`, …).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// `--native-sidecars`: the injector's choice, or `auto` to ask the API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NativeSidecars {
+    Auto,
+    True,
+    False,
 }
 
 impl Args {
@@ -289,6 +304,7 @@ mod tests {
         assert_eq!(args.stream_idle_timeout, Duration::from_secs(300));
         assert_eq!(args.xds_keepalive_interval, Duration::from_secs(30));
         assert_eq!(args.xds_keepalive_timeout, Duration::from_secs(10));
+        assert_eq!(args.native_sidecars, NativeSidecars::Auto);
         assert!(parse_positive_duration("0s").is_err());
     }
 
@@ -347,6 +363,22 @@ mod tests {
         assert!(
             Args::try_parse_from(["weft-controller", "--protocol-detection-timeout", "fast"])
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn native_sidecars_is_auto_true_or_false() {
+        let parse = |value: &str| {
+            Args::try_parse_from(["weft-controller", &format!("--native-sidecars={value}")])
+                .map(|args| args.native_sidecars)
+        };
+        assert_eq!(parse("auto").ok(), Some(NativeSidecars::Auto));
+        assert_eq!(parse("true").ok(), Some(NativeSidecars::True));
+        assert_eq!(parse("false").ok(), Some(NativeSidecars::False));
+        let err = parse("yes").expect_err("yes").to_string();
+        assert!(
+            err.contains("--native-sidecars") && err.contains("auto, true, false"),
+            "{err}"
         );
     }
 

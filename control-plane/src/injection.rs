@@ -4,21 +4,32 @@
 //! bad). The MutatingWebhookConfiguration's selectors choose the namespaces (opt-in by
 //! `istio-injection=enabled` or `istio.io/rev`) and leave out pods labelled
 //! `sidecar.istio.io/inject: "false"`; the mutation checks the opt-outs again.
+//!
+//! The pod's shape follows the API server: a native sidecar from Kubernetes 1.29 on, else
+//! the proxy as the first container held by a `postStart` hook (`--native-sidecars auto`,
+//! decided once at start by [`native_sidecars`]).
+
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionResponse, AdmissionReview, Operation};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use weft_injector::{InjectConfig, Outcome, inject_pod, patch};
 
-use crate::args::Args;
+use crate::args::{Args, NativeSidecars};
 
 /// The path the API server posts pod reviews to.
 pub const INJECT_PATH: &str = "/inject";
 
-/// What the injector puts into pods, from the controller's flags: the proxies reach this
-/// controller through its Service in its namespace.
-pub fn config(args: &Args) -> InjectConfig {
+/// The first Kubernetes version with native sidecars on by default (`SidecarContainers`).
+const NATIVE_SIDECARS_SINCE: (u32, u32) = (1, 29);
+/// How long the API server has to tell its version at start.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the injector puts into pods, from the controller's flags and the decision of
+/// [`native_sidecars`]: the proxies reach this controller through its Service in its namespace.
+pub fn config(args: &Args, native_sidecars: bool) -> InjectConfig {
     let service = format!("weft-controller.{}.svc", args.namespace);
     InjectConfig {
         proxy_image: args.proxy_image.clone(),
@@ -28,8 +39,67 @@ pub fn config(args: &Args) -> InjectConfig {
         mesh_namespace: args.namespace.clone(),
         dns_capture: args.dns_capture,
         rewrite_app_probes: args.rewrite_app_probes,
+        native_sidecars,
         ..InjectConfig::default()
     }
+}
+
+/// Resolves `--native-sidecars`: `auto` asks the API server's `/version` once (Kubernetes
+/// mode: `client`), native from 1.29 on; in local mode, and when the version cannot be read,
+/// native (with a warning naming why). The decision is logged.
+pub async fn native_sidecars(setting: NativeSidecars, client: Option<&kube::Client>) -> bool {
+    let (native, why) = match (setting, client) {
+        (NativeSidecars::True, _) => (true, "--native-sidecars=true".to_string()),
+        (NativeSidecars::False, _) => (false, "--native-sidecars=false".to_string()),
+        (NativeSidecars::Auto, None) => (true, "auto, local mode".to_string()),
+        (NativeSidecars::Auto, Some(client)) => {
+            match tokio::time::timeout(VERSION_TIMEOUT, client.apiserver_version()).await {
+                Ok(Ok(info)) => match version_has_native_sidecars(&info.major, &info.minor) {
+                    Some(native) => (
+                        native,
+                        format!("auto, Kubernetes {}.{}", info.major, info.minor),
+                    ),
+                    None => {
+                        warn!(
+                            major = %info.major,
+                            minor = %info.minor,
+                            git_version = %info.git_version,
+                            "the API server's version is not a number: injecting native sidecars (--native-sidecars=false if the cluster is older than 1.29)"
+                        );
+                        (true, "auto, unparsable API server version".to_string())
+                    }
+                },
+                Ok(Err(err)) => {
+                    warn!(error = %err, "cannot read the API server's version: injecting native sidecars (--native-sidecars=false if the cluster is older than 1.29)");
+                    (true, "auto, API server version unknown".to_string())
+                }
+                Err(_) => {
+                    warn!(timeout = ?VERSION_TIMEOUT, "the API server did not tell its version in time: injecting native sidecars (--native-sidecars=false if the cluster is older than 1.29)");
+                    (true, "auto, API server version unknown".to_string())
+                }
+            }
+        }
+    };
+    if native {
+        info!(reason = %why, "sidecar injection: the proxy as a native sidecar (init container, restartPolicy: Always)");
+    } else {
+        info!(reason = %why, "sidecar injection: the proxy as the first container, the app held by its postStart hook (weft-proxy wait)");
+    }
+    native
+}
+
+/// Whether an API server whose `/version` says `major`.`minor` has native sidecars (1.29 on);
+/// `None` when they are not numbers. Managed clusters add a suffix (`"29+"` on EKS and GKE):
+/// the leading digits count.
+pub fn version_has_native_sidecars(major: &str, minor: &str) -> Option<bool> {
+    let number = |text: &str| {
+        let text = text.trim();
+        let end = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        text[..end].parse::<u32>().ok()
+    };
+    Some((number(major)?, number(minor)?) >= NATIVE_SIDECARS_SINCE)
 }
 
 /// The answer to one pod review: the response (with the patch when injected), and when the
@@ -162,6 +232,65 @@ mod tests {
             assert!(response.allowed);
             assert!(response.patch.is_none());
         }
+    }
+
+    #[test]
+    fn native_sidecars_from_kubernetes_1_29() {
+        for (major, minor, native) in [
+            ("1", "29", Some(true)),
+            ("1", "30", Some(true)),
+            ("1", "29+", Some(true)),
+            ("1", "28", Some(false)),
+            ("1", "28+", Some(false)),
+            ("1", "27-gke.100", Some(false)),
+            (" 1 ", "9", Some(false)),
+            ("2", "0", Some(true)),
+            ("", "", None),
+            ("1", "", None),
+            ("one", "29", None),
+            ("1", "+29", None),
+        ] {
+            assert_eq!(
+                version_has_native_sidecars(major, minor),
+                native,
+                "{major:?}.{minor:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_flag_wins_and_local_mode_is_native() {
+        assert!(native_sidecars(NativeSidecars::Auto, None).await);
+        assert!(native_sidecars(NativeSidecars::True, None).await);
+        assert!(!native_sidecars(NativeSidecars::False, None).await);
+        let args = <Args as clap::Parser>::try_parse_from(["weft-controller"]).expect("args");
+        assert!(!config(&args, false).native_sidecars);
+        assert!(config(&args, true).native_sidecars);
+    }
+
+    #[test]
+    fn without_native_sidecars_the_patch_puts_the_proxy_first() {
+        let cfg = InjectConfig {
+            native_sidecars: false,
+            ..InjectConfig::default()
+        };
+        let review = pod_review("shop", "CREATE", web(json!({})));
+        let response = allowed(super::review(&review, &cfg));
+        let ops: json_patch::Patch =
+            serde_json::from_slice(response.patch.as_deref().expect("a patch")).expect("patch");
+        let mut pod = serde_json::to_value(review.request.expect("request").object).expect("pod");
+        json_patch::patch(&mut pod, &ops).expect("applies");
+        let names: Vec<&str> = pod["spec"]["containers"]
+            .as_array()
+            .expect("containers")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, ["istio-proxy", "web"]);
+        assert_eq!(
+            pod["spec"]["initContainers"].as_array().map(Vec::len),
+            Some(1)
+        );
     }
 
     #[test]

@@ -196,6 +196,12 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         shutdown_grace_period = ?args.shutdown_grace_period,
         "listener limits"
     );
+    // Kubernetes mode: the client first, before anything is bound: the injector's pod shape
+    // depends on the API server's version, and the webhook serves from the start.
+    let kube = match &args.config_dir {
+        Some(_) => None,
+        None => Some(kube_client(args.kubeconfig.as_deref()).await?),
+    };
     let bind_xds = |source| Error::BindXds {
         address: args.xds_address,
         source,
@@ -223,6 +229,8 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
     let mut listeners: Vec<JoinHandle<()>> = Vec::new();
     let webhook_address = match (&args.webhook_cert, &args.webhook_key) {
         (Some(cert), Some(key)) => {
+            let native_sidecars =
+                injection::native_sidecars(args.native_sidecars, kube.as_ref()).await;
             let (listener, acceptor) = webhook::bind(args.webhook_address, cert, key)?;
             let address = listener.local_addr().map_err(|source| WebhookError::Bind {
                 address: args.webhook_address,
@@ -233,7 +241,7 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
                 limits.listener(listener, "webhook", limits.http),
                 acceptor,
                 limits.header_read_timeout,
-                Arc::new(injection::config(&args)),
+                Arc::new(injection::config(&args, native_sidecars)),
             )));
             info!(%address, "serving the admission webhooks (HTTPS: /validate, /inject)");
             Some(address)
@@ -254,9 +262,8 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         protocol_detection_timeout: args.protocol_detection_timeout,
     };
     let mut local_stats = None;
-    let mut kube = None;
-    let mut snapshots = match &args.config_dir {
-        Some(dir) => {
+    let mut snapshots = match (&args.config_dir, kube.clone()) {
+        (Some(dir), _) => {
             let source = match LocalSource::start(dir.clone(), args.debounce) {
                 Ok(source) => source,
                 Err(err) => {
@@ -270,15 +277,8 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
             tasks.push(forward);
             snapshots
         }
-        None => {
-            let client = match kube_client(args.kubeconfig.as_deref()).await {
-                Ok(client) => client,
-                Err(err) => {
-                    listeners.iter().for_each(|task| task.abort());
-                    return Err(err);
-                }
-            };
-            kube = Some(client.clone());
+        (None, None) => unreachable!("Kubernetes mode made its client first"),
+        (None, Some(client)) => {
             let source = KubeSource::start(client, args.watch_namespace.clone(), args.debounce);
             tasks.push(source.task);
             source.snapshot

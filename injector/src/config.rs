@@ -24,6 +24,11 @@ pub struct InjectConfig {
     /// Rewrite the app containers' probes through the proxy's status port 15020 (Istio's
     /// `sidecar.istio.io/rewriteAppHTTPProbers`, which a pod's annotation overrides).
     pub rewrite_app_probes: bool,
+    /// The proxy as a native sidecar (an init container with `restartPolicy: Always`,
+    /// Kubernetes 1.29+); else, for older API servers, as the first app container whose
+    /// `postStart` hook (`weft-proxy wait`) holds the app until the proxy is ready (Istio's
+    /// `holdApplicationUntilProxyStarts`).
+    pub native_sidecars: bool,
 }
 
 impl Default for InjectConfig {
@@ -42,6 +47,7 @@ impl Default for InjectConfig {
             memory_limit: "1024Mi".into(),
             concurrency: 2,
             rewrite_app_probes: true,
+            native_sidecars: true,
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The mutation: a pod (template) in, the injected pod (template) out, or why it is left
-//! alone. Names, ports, paths and annotations are Istio's.
+//! alone. Names, ports, paths and annotations are Istio's. The proxy is a native sidecar, or
+//! on API servers without them (`InjectConfig::native_sidecars` false) the first container,
+//! held by a `postStart` hook, as Istio's fallback.
 
 use std::collections::BTreeMap;
 
@@ -118,14 +120,32 @@ fn inject_parts(
     let annotations = meta.annotations.clone().unwrap_or_default();
     let labels = meta.labels.clone().unwrap_or_default();
     let init = init_container(cfg, &annotations)?;
-    let mut proxy = proxy_container(cfg, &labels, &annotations)?;
+    let placement = Placement::of(cfg, &annotations)?;
+    let mut proxy = proxy_container(cfg, placement, &labels, &annotations)?;
     let probes = if probes::enabled(&annotations, cfg) {
         probes::plan(spec)?
     } else {
         ProbeRewrite::default()
     };
+    // Indexes the app containers: before the proxy joins them.
     probes.apply(spec, &mut proxy);
-    let mut init_containers = vec![init, proxy];
+    let default_container = spec.containers.first().map(|c| c.name.clone());
+    let mut init_containers = vec![init];
+    let status_containers = match placement {
+        Placement::NativeSidecar => {
+            init_containers.push(proxy);
+            Value::Null
+        }
+        Placement::FirstContainer => {
+            spec.containers.insert(0, proxy);
+            json!([PROXY_CONTAINER])
+        }
+        Placement::LastContainer => {
+            spec.containers.push(proxy);
+            json!([PROXY_CONTAINER])
+        }
+    };
+    let status_init: Vec<String> = init_containers.iter().map(|c| c.name.clone()).collect();
     init_containers.extend(spec.init_containers.take().unwrap_or_default());
     spec.init_containers = Some(init_containers);
     let volumes: Vec<Volume> = from(json!([
@@ -172,13 +192,12 @@ fn inject_parts(
         "service.istio.io/canonical-revision".into(),
         canonical_revision,
     );
-    let default_container = spec.containers.first().map(|c| c.name.clone());
     let annotations = meta.annotations.get_or_insert_with(BTreeMap::new);
     annotations.insert(
         STATUS_ANNOTATION.into(),
         json!({
-            "initContainers": [INIT_CONTAINER, PROXY_CONTAINER],
-            "containers": null,
+            "initContainers": status_init,
+            "containers": status_containers,
             "volumes": volume_names,
             "imagePullSecrets": null,
             "revision": "default",
@@ -191,6 +210,45 @@ fn inject_parts(
             .or_insert(name);
     }
     Ok(Outcome::Injected)
+}
+
+/// Where the proxy goes in the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// An init container with `restartPolicy: Always` (Kubernetes 1.29+): the app starts
+    /// after its startup probe, and it stops after the app (Jobs complete).
+    NativeSidecar,
+    /// Older API servers: the first app container, whose `postStart` hook (`weft-proxy
+    /// wait`) holds the next ones until it is ready (Istio's `holdApplicationUntilProxyStarts`).
+    FirstContainer,
+    /// Older API servers, and the pod's `proxy.istio.io/config` says
+    /// `holdApplicationUntilProxyStarts: false`: the last container, nothing held.
+    LastContainer,
+}
+
+const PROXY_CONFIG: &str = "proxy.istio.io/config";
+
+impl Placement {
+    fn of(cfg: &InjectConfig, annotations: &BTreeMap<String, String>) -> Result<Self, InjectError> {
+        if cfg.native_sidecars {
+            // A native sidecar always holds the app (its startup probe): nothing to read.
+            return Ok(Self::NativeSidecar);
+        }
+        let Some(text) = annotations.get(PROXY_CONFIG) else {
+            return Ok(Self::FirstContainer);
+        };
+        let field = format!("metadata.annotations['{PROXY_CONFIG}']");
+        let config: Value = serde_yaml::from_str(text)
+            .map_err(|e| bad(&field, format!("not a ProxyConfig (YAML or JSON): {e}")))?;
+        match config.get("holdApplicationUntilProxyStarts") {
+            None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(Self::FirstContainer),
+            Some(Value::Bool(false)) => Ok(Self::LastContainer),
+            Some(other) => Err(bad(
+                &field,
+                format!("holdApplicationUntilProxyStarts: {other} is not true or false"),
+            )),
+        }
+    }
 }
 
 fn from<T: serde::de::DeserializeOwned>(value: Value) -> T {
@@ -308,10 +366,10 @@ fn init_container(
     })))
 }
 
-/// The proxy, as a native sidecar: started before the app's containers, which wait for its
-/// startup probe; kept running; stopped after them (so Jobs complete).
+/// The proxy, placed as `placement` says (the same container otherwise).
 fn proxy_container(
     cfg: &InjectConfig,
+    placement: Placement,
     labels: &BTreeMap<String, String>,
     annotations: &BTreeMap<String, String>,
 ) -> Result<Container, InjectError> {
@@ -349,10 +407,9 @@ fn proxy_container(
         .get("sidecar.istio.io/proxyImage")
         .unwrap_or(&cfg.proxy_image);
     let health = json!({"httpGet": {"path": "/healthz/ready", "port": 15021}});
-    Ok(from(json!({
+    let mut container = json!({
         "name": PROXY_CONTAINER,
         "image": image,
-        "restartPolicy": "Always",
         "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}],
         "env": [
             {"name": "WEFT_XDS_ADDRESS", "value": cfg.controller_address},
@@ -392,7 +449,18 @@ fn proxy_container(
             {"name": "istiod-ca-cert", "mountPath": "/var/run/secrets/istio"},
             {"name": "istio-podinfo", "mountPath": "/etc/istio/pod"},
         ],
-    })))
+    });
+    match placement {
+        Placement::NativeSidecar => container["restartPolicy"] = json!("Always"),
+        // The kubelet starts the next container only once this hook returns (Istio's
+        // `pilot-agent wait`); the startup probe is kept, as Istio keeps it.
+        Placement::FirstContainer => {
+            container["lifecycle"] =
+                json!({"postStart": {"exec": {"command": ["weft-proxy", "wait"]}}});
+        }
+        Placement::LastContainer => {}
+    }
+    Ok(from(container))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
 
@@ -286,4 +287,220 @@ fn the_patch_turns_the_pod_into_the_injected_one() {
     let mut doc = serde_json::to_value(&before).expect("json");
     json_patch::patch(&mut doc, &ops).expect("the patch applies");
     assert_eq!(doc, serde_json::to_value(&after).expect("json"));
+}
+
+fn fallback() -> InjectConfig {
+    InjectConfig {
+        native_sidecars: false,
+        ..InjectConfig::default()
+    }
+}
+
+#[test]
+fn the_proxy_is_a_native_sidecar_or_the_first_container_held_by_post_start() {
+    let hold = |value: &str| json!({"proxy.istio.io/config": value});
+    // (case, native sidecars, pod annotations, init containers, containers, postStart)
+    let cases = [
+        (
+            "native",
+            true,
+            json!({}),
+            vec![INIT_CONTAINER, PROXY_CONTAINER, "migrate"],
+            vec!["app", "helper"],
+            false,
+        ),
+        (
+            "native ignores holdApplicationUntilProxyStarts",
+            true,
+            hold("holdApplicationUntilProxyStarts: false"),
+            vec![INIT_CONTAINER, PROXY_CONTAINER, "migrate"],
+            vec!["app", "helper"],
+            false,
+        ),
+        (
+            "fallback",
+            false,
+            json!({}),
+            vec![INIT_CONTAINER, "migrate"],
+            vec![PROXY_CONTAINER, "app", "helper"],
+            true,
+        ),
+        (
+            "fallback, hold set (YAML)",
+            false,
+            hold("concurrency: 2\nholdApplicationUntilProxyStarts: true\n"),
+            vec![INIT_CONTAINER, "migrate"],
+            vec![PROXY_CONTAINER, "app", "helper"],
+            true,
+        ),
+        (
+            "fallback, hold off (JSON)",
+            false,
+            hold(r#"{"holdApplicationUntilProxyStarts": false}"#),
+            vec![INIT_CONTAINER, "migrate"],
+            vec!["app", "helper", PROXY_CONTAINER],
+            false,
+        ),
+    ];
+    for (case, native, annotations, init_names, container_names, post_start) in cases {
+        let mut p = pod(json!({
+            "metadata": {"name": "p", "annotations": annotations},
+            "spec": {"initContainers": [{"name": "migrate", "image": "x"}],
+                     "containers": [
+                         {"name": "app", "image": "x",
+                          "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}}},
+                         {"name": "helper", "image": "x"}]},
+        }));
+        let cfg = InjectConfig {
+            native_sidecars: native,
+            ..InjectConfig::default()
+        };
+        assert_eq!(
+            inject_pod(&mut p, "default", &cfg),
+            Ok(Outcome::Injected),
+            "{case}"
+        );
+        let spec = p.spec.as_ref().expect("spec");
+        let init = spec.init_containers.as_deref().expect("init");
+        assert_eq!(names(init), init_names, "{case}");
+        assert_eq!(names(&spec.containers), container_names, "{case}");
+        let proxy = init
+            .iter()
+            .chain(&spec.containers)
+            .find(|c| c.name == PROXY_CONTAINER)
+            .expect("proxy");
+        let expected_policy = native.then_some("Always");
+        assert_eq!(proxy.restart_policy.as_deref(), expected_policy, "{case}");
+        let hook = proxy
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+            .and_then(|h| h.exec.as_ref())
+            .and_then(|e| e.command.clone());
+        let expected_hook = post_start.then(|| vec!["weft-proxy".to_string(), "wait".into()]);
+        assert_eq!(hook, expected_hook, "{case}");
+        // The same container otherwise: env, ports, probes on the health port.
+        let ready = proxy
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref());
+        assert_eq!(
+            ready.map(|h| (h.path.as_deref(), &h.port)),
+            Some((Some("/healthz/ready"), &IntOrString::Int(15021))),
+            "{case}"
+        );
+        assert!(proxy.startup_probe.is_some(), "{case}");
+        let env: Vec<&str> = proxy
+            .env
+            .iter()
+            .flatten()
+            .map(|e| e.name.as_str())
+            .collect();
+        for name in ["WEFT_INSTANCE_IP", "INSTANCE_IP", "ISTIO_KUBE_APP_PROBERS"] {
+            assert!(env.contains(&name), "{case}: {name} in {env:?}");
+        }
+        // The app's probe goes through the status port, whatever the proxy's place.
+        let app = spec
+            .containers
+            .iter()
+            .find(|c| c.name == "app")
+            .expect("app");
+        let app_ready = app
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref());
+        assert_eq!(
+            app_ready.and_then(|h| h.path.as_deref()),
+            Some("/app-health/app/readyz"),
+            "{case}"
+        );
+        let annotations = p.metadata.annotations.as_ref().expect("annotations");
+        assert_eq!(
+            annotations["kubectl.kubernetes.io/default-container"], "app",
+            "{case}"
+        );
+        let status: Value = serde_json::from_str(&annotations[STATUS_ANNOTATION]).expect("json");
+        let (status_init, status_containers) = if native {
+            (json!([INIT_CONTAINER, PROXY_CONTAINER]), Value::Null)
+        } else {
+            (json!([INIT_CONTAINER]), json!([PROXY_CONTAINER]))
+        };
+        assert_eq!(status["initContainers"], status_init, "{case}");
+        assert_eq!(status["containers"], status_containers, "{case}");
+    }
+}
+
+#[test]
+fn reinjection_is_a_no_op_in_either_shape() {
+    for first in [InjectConfig::default(), fallback()] {
+        let mut t = template("productpage-v1");
+        inject_template(&mut t, "default", &first).expect("inject");
+        let once = t.clone();
+        for again in [InjectConfig::default(), fallback()] {
+            assert_eq!(
+                inject_template(&mut t, "default", &again),
+                Ok(Outcome::Skipped("already injected"))
+            );
+            assert_eq!(t, once);
+        }
+        // Without the status annotation (stripped by a tool): the proxy container still counts.
+        let mut stripped = once.clone();
+        if let Some(a) = stripped
+            .metadata
+            .as_mut()
+            .and_then(|m| m.annotations.as_mut())
+        {
+            a.remove(STATUS_ANNOTATION);
+        }
+        let before = stripped.clone();
+        assert_eq!(
+            inject_template(&mut stripped, "default", &fallback()),
+            Ok(Outcome::Skipped("already injected"))
+        );
+        assert_eq!(stripped, before);
+    }
+}
+
+#[test]
+fn a_bad_proxy_config_is_refused_without_native_sidecars() {
+    for (value, reason) in [
+        (
+            "holdApplicationUntilProxyStarts: maybe",
+            "holdApplicationUntilProxyStarts: \"maybe\" is not true or false",
+        ),
+        ("{holdApplicationUntilProxyStarts", "not a ProxyConfig"),
+    ] {
+        let mut p = pod(json!({
+            "metadata": {"name": "p", "annotations": {"proxy.istio.io/config": value}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]}}));
+        let before = p.clone();
+        let err = inject_pod(&mut p, "default", &fallback()).expect_err(value);
+        let text = err.to_string();
+        assert!(
+            text.starts_with("metadata.annotations['proxy.istio.io/config']: ")
+                && text.contains(reason),
+            "{value}: {text}"
+        );
+        assert_eq!(p, before, "a refused pod is not half-injected");
+    }
+}
+
+#[test]
+fn the_fallback_patch_turns_the_pod_into_the_injected_one() {
+    let before = pod(json!({"metadata": {"name": "p", "namespace": "default",
+                                         "labels": {"app": "web"}},
+                            "spec": {"initContainers": [{"name": "migrate", "image": "x"}],
+                                     "containers": [{"name": "app", "image": "x"},
+                                                    {"name": "log", "image": "y"}]}}));
+    let mut after = before.clone();
+    inject_pod(&mut after, "default", &fallback()).expect("inject");
+    let ops = patch(&before, &after).expect("patch");
+    let mut doc = serde_json::to_value(&before).expect("json");
+    json_patch::patch(&mut doc, &ops).expect("the patch applies");
+    assert_eq!(doc, serde_json::to_value(&after).expect("json"));
+    assert_eq!(doc["spec"]["containers"][0]["name"], PROXY_CONTAINER);
+    assert_eq!(
+        doc["spec"]["containers"][0]["lifecycle"]["postStart"]["exec"]["command"],
+        json!(["weft-proxy", "wait"])
+    );
 }

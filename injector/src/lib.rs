@@ -7,7 +7,8 @@
 //!     ─► inject.rs: skip (opted out, already injected, host network, mesh namespace)
 //!                   or mutate: istio-init (weft-proxy init, capture flags from the
 //!                   traffic.sidecar.istio.io annotations), istio-proxy as a native sidecar
-//!                   (startup probe: the app starts once the proxy is ready), its token,
+//!                   (startup probe: the app starts once the proxy is ready; without
+//!                   native sidecars the first container, postStart `weft-proxy wait`), its token,
 //!                   root cert and pod-info volumes, labels, sidecar.istio.io/status
 //!     ─► probes.rs: the app's probes through the proxy's status port 15020
 //!                   (/app-health/<container>/…, originals in ISTIO_KUBE_APP_PROBERS)

@@ -179,17 +179,43 @@ pub struct Args {
     #[arg(long, env = "WEFT_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
-    /// Without a command the proxy runs; `init` programs the pod's traffic capture instead.
+    /// Without a command the proxy runs; `init` programs the pod's traffic capture instead,
+    /// `wait` waits for a running proxy to be ready.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
 /// What `weft-proxy` does besides proxying.
 #[derive(Debug, Clone, clap::Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start; a Box would buy nothing"
+)]
 pub enum Command {
     /// Program the pod's traffic capture (iptables), as the injected init container does;
     /// flags as Istio's `istio-iptables`.
     Init(crate::capture::InitArgs),
+    /// Wait until the proxy's `/healthz/ready` answers 200: the injected proxy's `postStart`
+    /// hook where Kubernetes has no native sidecars (Istio's `pilot-agent wait`).
+    Wait(WaitArgs),
+}
+
+/// `weft-proxy wait`: where the proxy's health server is (the proxy's own flags and
+/// environment), and for how long to ask.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WaitArgs {
+    /// Give up (exit 1) when the proxy is not ready after this long (Istio's default, 60s).
+    /// Units: ms, s, m, h.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// The proxy's IP, which its health server binds; default: `INSTANCE_IP`, else 127.0.0.1.
+    #[arg(long, env = "WEFT_INSTANCE_IP")]
+    pub instance_ip: Option<IpAddr>,
+
+    /// The proxy's health port (`/healthz/ready`).
+    #[arg(long, env = "WEFT_HEALTH_PORT", default_value_t = 15021)]
+    pub health_port: u16,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h` or `0`. Written here rather than taken from

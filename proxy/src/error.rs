@@ -4,7 +4,8 @@
 //!  filters ┐ (RbacDenied: 403 RBAC; JwtDenied: 401, www-authenticate, no flag)
 //!  router ─┤
 //!  balancer├─► ProxyError ─► (status, flag, body) ─► local reply + x-weft-response-flags
-//!  upstream┘      └─ Upstream { failure: UF │ UC │ UR │ UPE │ DPE }, Timeout (UT), StreamIdle (SI)
+//!  upstream┘      └─ Upstream { failure: UF │ UC │ UR │ UPE │ DPE }, Timeout (UT), StreamIdle (SI),
+//!                    UpgradeOverHttp2 (503, no flag)
 //!  after the response head (upstream/body.rs): Failure / SI ─► flag ─► log, downstream reset
 //! ```
 
@@ -55,6 +56,12 @@ pub enum ProxyError {
     },
     #[error("request could not be forwarded: {0}")]
     BadRequest(&'static str),
+    /// An HTTP/1.1 upgrade (WebSocket) routed to a cluster whose upstream protocol is HTTP/2:
+    /// an h2 connection cannot carry an h1 upgrade (that would take RFC 8441's extended CONNECT).
+    #[error(
+        "cluster {cluster:?} speaks HTTP/2 only: an HTTP/1.1 upgrade (WebSocket) cannot be carried to it"
+    )]
+    UpgradeOverHttp2 { cluster: String },
     /// An RBAC filter denied the request (`policy`: the DENY policy that matched; `None` when
     /// no ALLOW policy did).
     #[error("RBAC: access denied (policy {})", policy.as_deref().unwrap_or("none matched"))]
@@ -147,6 +154,13 @@ impl ProxyError {
                 "stream timeout\n",
             ),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "DPE", "bad request\n"),
+            // 503, not 426: the client asked for the right thing; this proxy's route cannot carry
+            // it (no Envoy flag says that).
+            Self::UpgradeOverHttp2 { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "",
+                "upgrade not possible: the upstream cluster speaks HTTP/2 only, which cannot carry an HTTP/1.1 upgrade\n",
+            ),
             // Envoy's bodies; a JWT failure has no response flag.
             Self::RbacDenied { .. } => (StatusCode::FORBIDDEN, "RBAC", "RBAC: access denied"),
             Self::JwtDenied { .. } => (StatusCode::UNAUTHORIZED, "", "Jwt verification fails"),
@@ -306,6 +320,18 @@ mod tests {
             resp.headers()[http::header::WWW_AUTHENTICATE],
             "Bearer realm=\"http://a/\""
         );
+    }
+
+    #[test]
+    fn an_upgrade_to_an_h2_only_cluster_is_503_without_flag() {
+        let err = ProxyError::UpgradeOverHttp2 {
+            cluster: "outbound|9080||grpc".into(),
+        };
+        let resp = err.into_response();
+        assert_eq!(resp.status().as_u16(), 503);
+        assert!(resp.headers().get(RESPONSE_FLAGS_HEADER).is_none());
+        assert!(err.reply_parts().2.contains("HTTP/2 only"));
+        assert!(err.to_string().contains("outbound|9080||grpc"));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! `weft-proxy` binary: parse flags, set up logging, build the runtime (`--concurrency` workers), run the proxy.
 
+mod wait;
+
 use anyhow::Context as _;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
@@ -9,6 +11,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(weft_proxy::args::Command::Init(init)) = &args.command {
         // A short-lived init container: no runtime, no logging setup; its output is its log.
         return weft_proxy::capture::run(init).context("weft-proxy init");
+    }
+    if let Some(weft_proxy::args::Command::Wait(wait)) = &args.command {
+        // A postStart hook: the same, and its output is what an operator sees when it fails.
+        return wait::run(wait).context("weft-proxy wait");
     }
     let filter = EnvFilter::try_new(&args.log)
         .with_context(|| format!("invalid --log filter {:?}", args.log))?;

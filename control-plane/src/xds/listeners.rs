@@ -20,6 +20,8 @@ pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
 pub const VIRTUAL_INBOUND: &str = "virtualInbound";
 /// Filter names shared with the proxy (weft-xds's contract module).
 pub use weft_xds::contract::{HTTP_CONNECTION_MANAGER, ROUTER};
+/// The upgrade type of Istio's `upgrade_configs` (Envoy's name for WebSocket upgrades).
+pub const WEBSOCKET: &str = "websocket";
 
 /// All listeners of a proxy: the capture shape ([`capture`]) when its traffic is captured.
 pub fn listeners(model: &Model, proxy: &Proxy) -> Vec<Listener> {
@@ -64,7 +66,8 @@ struct Timeouts {
 /// Timeouts: `stream_idle_timeout` always, from `--stream-idle-timeout` (Envoy's 5 min by
 /// default; Istio sends `0s`, see [`crate::model::DEFAULT_STREAM_IDLE_TIMEOUT`]). Neither
 /// `request_headers_timeout` nor `common_http_protocol_options` is set, as in Istio, so
-/// the proxy's defaults apply (docs/LIMITS.md).
+/// the proxy's defaults apply (docs/LIMITS.md). WebSocket upgrades are carried, as on every
+/// connection manager Istio generates (`upgrade_configs: [{upgrade_type: websocket}]`).
 fn http_listener(
     name: &str,
     ip: &str,
@@ -91,7 +94,7 @@ fn http_listener(
 
 /// The HTTP connection manager filter of a capturing proxy's filter chain, as
 /// [`http_listener`] builds it: codec AUTO, `stat_prefix`, routes `route_config_name` over ADS,
-/// `filters` and then the router, the stream idle timeout of `model`.
+/// `filters` and then the router, the stream idle timeout of `model`, WebSocket upgrades.
 pub fn http_connection_manager(
     model: &Model,
     stat_prefix: &str,
@@ -126,6 +129,10 @@ fn connection_manager(
             route_config_name: route_config_name.to_string(),
         })),
         http_filters: filters,
+        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
+            upgrade_type: WEBSOCKET.to_string(),
+            ..Default::default()
+        }],
         ..Default::default()
     };
     Filter {
@@ -221,6 +228,23 @@ mod tests {
         );
         assert_eq!(hcm.request_headers_timeout, None);
         assert_eq!(hcm.common_http_protocol_options, None);
+    }
+
+    #[test]
+    fn every_connection_manager_carries_websocket_upgrades() {
+        let mut proxy = Proxy::sidecar("default");
+        proxy.app_port = Some(9080);
+        let listeners = listeners(&Model::empty(&MeshSettings::default()), &proxy);
+        assert_eq!(listeners.len(), 2);
+        for listener in &listeners {
+            let hcm = manager(listener);
+            assert_eq!(hcm.upgrade_configs.len(), 1, "{}", listener.name);
+            let upgrade = &hcm.upgrade_configs[0];
+            assert_eq!(upgrade.upgrade_type, "websocket");
+            // Enabled by default, as Istio sends it; no upgrade-specific filters.
+            assert_eq!(upgrade.enabled, None);
+            assert!(upgrade.filters.is_empty());
+        }
     }
 
     #[test]

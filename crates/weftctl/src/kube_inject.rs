@@ -71,7 +71,12 @@ pub fn inject_stream(input: &str, namespace: &str, cfg: &InjectConfig) -> anyhow
 }
 
 /// Reads `file` (`-`: standard input) and prints it injected.
-pub fn run(file: &Path, namespace: &str, proxy_image: Option<String>) -> anyhow::Result<()> {
+pub fn run(
+    file: &Path,
+    namespace: &str,
+    proxy_image: Option<String>,
+    native_sidecars: bool,
+) -> anyhow::Result<()> {
     let input = if file == Path::new("-") {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text)?;
@@ -79,7 +84,10 @@ pub fn run(file: &Path, namespace: &str, proxy_image: Option<String>) -> anyhow:
     } else {
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
     };
-    let mut cfg = InjectConfig::default();
+    let mut cfg = InjectConfig {
+        native_sidecars,
+        ..InjectConfig::default()
+    };
     if let Some(image) = proxy_image {
         cfg.proxy_image = image;
     }
@@ -123,6 +131,59 @@ mod tests {
         // Injecting the output again changes nothing.
         let again = inject_stream(&injected, "default", &InjectConfig::default()).expect("again");
         assert_eq!(again, injected);
+    }
+
+    #[test]
+    fn without_native_sidecars_the_proxy_is_the_first_container() {
+        let input = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: migrate}\nspec:\n  \
+                     template:\n    spec:\n      restartPolicy: Never\n      containers:\n      \
+                     - {name: migrate, image: x}\n";
+        let cfg = InjectConfig {
+            native_sidecars: false,
+            ..InjectConfig::default()
+        };
+        let injected = inject_stream(input, "default", &cfg).expect("inject");
+        let doc: Value = serde_yaml::from_str(&injected).expect("yaml");
+        let spec = &doc["spec"]["template"]["spec"];
+        assert_eq!(spec["initContainers"][0]["name"], "istio-init");
+        assert_eq!(spec["initContainers"].as_array().map(Vec::len), Some(1));
+        assert_eq!(spec["containers"][0]["name"], "istio-proxy");
+        assert_eq!(spec["containers"][1]["name"], "migrate");
+        assert_eq!(
+            spec["containers"][0]["lifecycle"]["postStart"]["exec"]["command"],
+            serde_json::json!(["weft-proxy", "wait"])
+        );
+        // Injected output in either shape is left alone.
+        let again = inject_stream(&injected, "default", &InjectConfig::default()).expect("again");
+        assert_eq!(again, injected);
+    }
+
+    #[test]
+    fn the_flag_defaults_to_native_sidecars() {
+        use clap::Parser as _;
+        let parse = |extra: &[&str]| {
+            let args = [&["weftctl", "kube-inject", "-f", "-"], extra].concat();
+            match crate::Cli::try_parse_from(args).expect("parses").command {
+                crate::Commands::KubeInject {
+                    native_sidecars, ..
+                } => native_sidecars,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(parse(&[]));
+        assert!(!parse(&["--native-sidecars", "false"]));
+        assert!(parse(&["--native-sidecars=true"]));
+        assert!(
+            crate::Cli::try_parse_from([
+                "weftctl",
+                "kube-inject",
+                "-f",
+                "-",
+                "--native-sidecars",
+                "no"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -72,6 +72,10 @@ enum Commands {
         /// The proxy image to inject (default: Weft's of this version).
         #[arg(long)]
         proxy_image: Option<String>,
+        /// `true`: the proxy as a native sidecar (Kubernetes 1.29+); `false`: as the first
+        /// container, the app held by its `postStart` hook (older clusters).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        native_sidecars: bool,
     },
     /// Write the Istio CRDs generated from weft-api's types, one file per kind.
     Crds {
@@ -134,9 +138,10 @@ fn main() -> ExitCode {
         file,
         namespace,
         proxy_image,
+        native_sidecars,
     } = &cli.command
     {
-        return match kube_inject::run(file, namespace, proxy_image.clone()) {
+        return match kube_inject::run(file, namespace, proxy_image.clone(), *native_sidecars) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("weftctl kube-inject: {error:#}");

@@ -4,7 +4,8 @@
 //! ```text
 //!  HttpConnectionManager ─► rds name | inline routes
 //!     ├─► http_filters = [jwt_authn] [rbac]* router   (http_filters.rs: converted once, run per request)
-//!     └─► stream_idle_timeout, request_headers_timeout, common_http_protocol_options.idle_timeout
+//!     ├─► stream_idle_timeout, request_headers_timeout, common_http_protocol_options.idle_timeout
+//!     └─► upgrade_configs: [{upgrade_type: websocket}] ─► websocket (http/upgrade.rs); other types NACKed
 //! ```
 
 use std::mem::take;
@@ -42,7 +43,11 @@ pub struct HttpManager {
     pub request_headers_timeout: Option<Duration>,
     /// HCM `common_http_protocol_options.idle_timeout`: a downstream connection without a
     /// request for this long is closed. Envoy's default 1 h when unset; `None` when 0.
+    /// Also the idle timeout of an upgraded (WebSocket) tunnel.
     pub idle_timeout: Option<Duration>,
+    /// HCM `upgrade_configs` has an enabled `websocket` entry: HTTP/1.1 upgrade requests are
+    /// carried (`http/upgrade.rs`); otherwise their upgrade headers are removed.
+    pub websocket: bool,
 }
 
 /// Where a connection manager's routes come from.
@@ -123,13 +128,13 @@ pub(super) fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Ht
         None => Some(DEFAULT_DOWNSTREAM_IDLE_TIMEOUT),
         Some(d) => nonzero(d),
     };
+    let websocket = upgrades(take(&mut m.upgrade_configs))?;
     reject_set!(
         m,
         http_protocol_options,
         http2_protocol_options,
         request_timeout,
         use_remote_address,
-        upgrade_configs,
         normalize_path,
         merge_slashes,
         local_reply_config,
@@ -145,7 +150,50 @@ pub(super) fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Ht
         stream_idle_timeout,
         request_headers_timeout,
         idle_timeout,
+        websocket,
     })
+}
+
+/// The upgrade type the proxy carries (Envoy compares upgrade types case-insensitively).
+const WEBSOCKET: &str = "websocket";
+
+/// `upgrade_configs` → whether WebSocket upgrades are carried. Envoy's rules: the type is
+/// matched case-insensitively, `enabled` defaults to true, a type may appear once. A type the
+/// proxy does not carry (`CONNECT`, `h2c`, …) is refused unless it is disabled, as are
+/// upgrade-specific filter chains.
+fn upgrades(configs: Vec<hcm::http_connection_manager::UpgradeConfig>) -> Result<bool, Reason> {
+    let mut websocket = false;
+    for (i, config) in configs.iter().enumerate() {
+        let kind = config.upgrade_type.as_str();
+        if kind.is_empty() {
+            return Err(invalid(
+                format!("upgrade_configs[{i}].upgrade_type"),
+                "is required",
+            ));
+        }
+        if configs[..i]
+            .iter()
+            .any(|c| c.upgrade_type.eq_ignore_ascii_case(kind))
+        {
+            return Err(invalid(
+                format!("upgrade_configs[{i}].upgrade_type"),
+                format!("{kind:?} appears more than once"),
+            ));
+        }
+        let enabled = config.enabled.is_none_or(|b| b.value);
+        if !config.filters.is_empty() {
+            return Err(Reason::Unsupported(format!("upgrade_configs[{i}].filters")));
+        }
+        if kind.eq_ignore_ascii_case(WEBSOCKET) {
+            websocket = enabled;
+        } else if enabled {
+            // Only WebSocket is carried (docs/LIMITS.md).
+            return Err(Reason::Unsupported(format!(
+                "upgrade_configs[{i}].upgrade_type {kind:?}"
+            )));
+        }
+    }
+    Ok(websocket)
 }
 
 /// Envoy's timeouts: 0 means none.

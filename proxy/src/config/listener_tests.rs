@@ -439,3 +439,76 @@ fn rejects_missing_or_bad_address() {
     l.address = Some(socket("not-an-ip", 1));
     assert!(reject(l).contains("is not an IP address"));
 }
+
+fn upgrade(kind: &str, enabled: Option<bool>) -> hcm::http_connection_manager::UpgradeConfig {
+    hcm::http_connection_manager::UpgradeConfig {
+        upgrade_type: kind.into(),
+        enabled: enabled.map(|value| envoy_types::pb::google::protobuf::BoolValue { value }),
+        ..Default::default()
+    }
+}
+
+fn with_upgrades(configs: Vec<hcm::http_connection_manager::UpgradeConfig>) -> lds::Listener {
+    let mut m = manager();
+    m.upgrade_configs = configs;
+    listener(m)
+}
+
+#[test]
+fn websocket_upgrade_config_enables_websocket() {
+    // Istio's connection managers: one websocket entry, enabled by default.
+    let l = Listener::try_from(with_upgrades(vec![upgrade("websocket", None)])).unwrap();
+    assert!(http(&l).websocket);
+    // The type is matched case-insensitively, as Envoy does.
+    let l = Listener::try_from(with_upgrades(vec![upgrade("WebSocket", Some(true))])).unwrap();
+    assert!(http(&l).websocket);
+}
+
+#[test]
+fn websocket_is_off_without_an_upgrade_config_or_when_disabled() {
+    let l = Listener::try_from(listener(manager())).unwrap();
+    assert!(!http(&l).websocket);
+    let l = Listener::try_from(with_upgrades(vec![upgrade("websocket", Some(false))])).unwrap();
+    assert!(!http(&l).websocket);
+}
+
+#[test]
+fn other_upgrade_types_are_rejected_naming_the_field() {
+    let e = reject(with_upgrades(vec![
+        upgrade("websocket", None),
+        upgrade("CONNECT", None),
+    ]));
+    assert!(
+        e.contains(
+            r#"http_connection_manager.upgrade_configs[1].upgrade_type "CONNECT" is not supported"#
+        ),
+        "{e}"
+    );
+    // A disabled type asks for nothing: accepted.
+    let l = Listener::try_from(with_upgrades(vec![upgrade("CONNECT", Some(false))])).unwrap();
+    assert!(!http(&l).websocket);
+}
+
+#[test]
+fn malformed_upgrade_configs_are_rejected() {
+    let e = reject(with_upgrades(vec![
+        upgrade("websocket", None),
+        upgrade("WEBSOCKET", Some(false)),
+    ]));
+    assert!(
+        e.contains("upgrade_configs[1].upgrade_type") && e.contains("more than once"),
+        "{e}"
+    );
+    let e = reject(with_upgrades(vec![upgrade("", None)]));
+    assert!(
+        e.contains("upgrade_configs[0].upgrade_type: is required"),
+        "{e}"
+    );
+    let mut config = upgrade("websocket", None);
+    config.filters = vec![router()];
+    let e = reject(with_upgrades(vec![config]));
+    assert!(
+        e.contains("upgrade_configs[0].filters is not supported"),
+        "{e}"
+    );
+}

@@ -106,6 +106,23 @@ fn rejects_retry_policy_and_mirrors() {
 }
 
 #[test]
+fn rejects_per_route_upgrade_configs() {
+    // Only the connection manager's upgrade_configs are applied (docs/LIMITS.md).
+    let mut r = route(prefix("/"), "c");
+    if let Some(rt::route::Action::Route(a)) = &mut r.action {
+        a.upgrade_configs.push(rt::route_action::UpgradeConfig {
+            upgrade_type: "websocket".into(),
+            ..Default::default()
+        });
+    }
+    let e = reject(config(vec![r]));
+    assert!(
+        e.contains("route 0: route.upgrade_configs is not supported"),
+        "{e}"
+    );
+}
+
+#[test]
 fn rejects_typed_per_filter_config() {
     let mut r = route(prefix("/"), "c");
     r.typed_per_filter_config

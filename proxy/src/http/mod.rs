@@ -9,8 +9,9 @@
 //!    3. balancer (upstream/balance.rs): Cluster::pick ─► endpoint
 //!    4. endpoint (upstream/endpoint.rs): pooled connection (upstream/pool.rs) ─► upstream
 //!    errors ─► error.rs (status + response flag), once
+//!  HTTP/1.1 upgrade (WebSocket) answered 101 (upgrade.rs): the connection becomes a tunnel
 //!  drain (listener removed, SIGTERM): graceful_shutdown (h2 GOAWAY, h1 Connection: close),
-//!  in-flight requests finish within the drain period, then the connection is closed
+//!  in-flight requests and tunnels finish within the drain period, then the connection is closed
 //! ```
 
 mod filters;
@@ -18,9 +19,11 @@ mod headers;
 mod policy;
 mod redirect;
 pub mod router;
+mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -31,6 +34,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DEFAULT_DOWNSTREAM_IDLE_TIMEOUT;
@@ -51,6 +55,8 @@ struct Conn {
     at: ChainRef,
     downstream: Downstream,
     rx: watch::Receiver<Arc<ProxyConfig>>,
+    /// An upgraded request's tunnel, run once hyper hands the connection over.
+    tunnel: upgrade::Slot,
 }
 
 /// What is known about a downstream connection, made once when it is served: its addresses
@@ -82,6 +88,8 @@ impl Downstream {
 pub(crate) struct RequestMeta<'a> {
     pub downstream: &'a Downstream,
     pub start: SystemTime,
+    /// Where an upgrade answered `101` leaves its tunnel.
+    pub tunnel: &'a upgrade::Slot,
 }
 
 impl RequestMeta<'_> {
@@ -118,6 +126,9 @@ impl RequestMeta<'_> {
 /// keep-alive connection); a connection where no byte moves either way for the idle
 /// timeout is closed.
 ///
+/// An HTTP/1.1 connection whose request was upgraded (WebSocket, [`upgrade`]) goes on as a
+/// tunnel in this same task: the drain and the idle timeout apply to it as to the connection.
+///
 /// `local` is the connection's destination (its original one when redirected), `at` the
 /// listener and filter chain whose connection manager serves it.
 #[allow(clippy::too_many_arguments)]
@@ -153,39 +164,107 @@ pub async fn serve_connection(
         principal: secured.principal,
         sni: secured.sni,
     };
-    let conn = Arc::new(Conn { at, downstream, rx });
+    let conn = Arc::new(Conn {
+        at,
+        downstream,
+        rx,
+        tunnel: upgrade::Slot::default(),
+    });
+    let handler = conn.clone();
     let service = hyper::service::service_fn(move |req| {
-        let conn = conn.clone();
+        let conn = handler.clone();
         async move { Ok::<_, Infallible>(handle(&conn, req).await) }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    builder = match codec {
-        Codec::Auto => builder,
-        Codec::Http1 => builder.http1_only(),
-        Codec::Http2 => builder.http2_only(),
-    };
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = drain.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            match tokio::time::timeout(drain_period, connection.as_mut()).await {
-                Ok(result) => result,
-                Err(_) => {
-                    tracing::debug!(%peer, %listener, "drain period over: closing the connection");
-                    return;
-                }
-            }
+    let io = TokioIo::new(stream);
+    // HTTP/1.1 connections are served with upgrades: whether one is carried is the HCM's
+    // `upgrade_configs` at the time of the request (upgrade.rs).
+    let served = match codec {
+        Codec::Http2 => {
+            let mut builder = auto::Builder::new(TokioExecutor::new()).http2_only();
+            builder.http2().timer(TokioTimer::new());
+            let connection = builder.serve_connection(io, service);
+            drive(connection, |c| c.graceful_shutdown(), &drain, drain_period).await
+        }
+        Codec::Http1 => {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let connection = builder.serve_connection(io, service).with_upgrades();
+            drive(connection, |c| c.graceful_shutdown(), &drain, drain_period).await
+        }
+        Codec::Auto => {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            builder.http2().timer(TokioTimer::new());
+            let connection = builder.serve_connection_with_upgrades(io, service);
+            drive(connection, |c| c.graceful_shutdown(), &drain, drain_period).await
         }
     };
-    if let Err(e) = result {
-        tracing::debug!(%peer, %listener, error = %e, "downstream connection ended with error");
+    let drain_deadline = match served {
+        Served::Closed {
+            result,
+            drain_deadline,
+        } => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, %listener, error = %e, "downstream connection ended with error");
+            }
+            drain_deadline
+        }
+        Served::DrainPeriodOver => {
+            tracing::debug!(%peer, %listener, "drain period over: closing the connection");
+            return;
+        }
+    };
+    if let Some(tunnel) = conn.tunnel.take() {
+        upgrade::run(tunnel, peer, &drain, drain_deadline, drain_period).await;
+    }
+}
+
+/// How serving a connection with hyper ended.
+enum Served {
+    /// hyper is done with it (closed, or handed over for an upgrade); `drain_deadline`: when
+    /// the drain period ends, if the connection was draining.
+    Closed {
+        result: Result<(), Box<dyn std::error::Error + Send + Sync>>,
+        drain_deadline: Option<Instant>,
+    },
+    /// It was draining and the drain period ran out.
+    DrainPeriodOver,
+}
+
+/// Drives a hyper connection; when `drain` fires, asks it to close (`graceful`) and gives it
+/// the drain period.
+async fn drive<C, E>(
+    connection: C,
+    graceful: impl FnOnce(Pin<&mut C>),
+    drain: &CancellationToken,
+    drain_period: Duration,
+) -> Served
+where
+    C: Future<Output = Result<(), E>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => Served::Closed {
+            result: result.map_err(Into::into),
+            drain_deadline: None,
+        },
+        () = drain.cancelled() => {
+            graceful(connection.as_mut());
+            let deadline = Instant::now() + drain_period;
+            match tokio::time::timeout_at(deadline, connection).await {
+                Ok(result) => Served::Closed {
+                    result: result.map_err(Into::into),
+                    drain_deadline: Some(deadline),
+                },
+                Err(_) => Served::DrainPeriodOver,
+            }
+        }
     }
 }
 
@@ -195,6 +274,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
     let meta = RequestMeta {
         downstream: &conn.downstream,
         start: SystemTime::now(),
+        tunnel: &conn.tunnel,
     };
     match route_and_forward(&config, conn.at, &meta, req).await {
         Ok(resp) => resp,

@@ -10,6 +10,9 @@
 //!            ─► failure ─► error.rs (UF, UC, UR, UPE; DPE when the request body failed)
 //!            ─► response: hop-by-hop out, header mutations, body streamed with its guards
 //!               and the stream idle timeout
+//!  WebSocket upgrade (HCM websocket, upgrade.rs): HTTP/1.1 forced (h2-only cluster: 503),
+//!    Connection/Upgrade kept, a dedicated connection (endpoint::send_upgrade); a 101 parks
+//!    the tunnel for the connection's task and is answered downstream with its headers
 //!  (fault injection, retries, mirroring slot in here as one step each)
 //! ```
 
@@ -22,7 +25,7 @@ use rand::RngExt;
 
 use super::headers::{X_REQUEST_ID, request_id, strip_hop_by_hop};
 use super::redirect::rewritten_path;
-use super::{AuthoritySource, Levels, ProxyBody, RequestMeta, authority_source};
+use super::{AuthoritySource, Levels, ProxyBody, RequestMeta, authority_source, upgrade};
 use crate::config::formatter::HeaderTemplate;
 use crate::config::{ClusterPick, ForwardAction, HttpManager, RouteTable};
 use crate::error::ProxyError;
@@ -36,7 +39,7 @@ pub(super) async fn forward(
     levels: &Levels<'_>,
     meta: &RequestMeta<'_>,
     action: &ForwardAction,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (cluster_ref, weighted) = match &action.clusters {
         ClusterPick::Single(c) => (c, None),
@@ -50,11 +53,23 @@ pub(super) async fn forward(
             name: cluster_ref.name.clone(),
             status: action.cluster_not_found,
         })?;
+    let downstream_h2 = req.version() == Version::HTTP_2;
+    // Without an upgrade: a flag test, and with websocket on one header lookup; no allocation.
+    let upgrading = listener.websocket && upgrade::requested(&req);
+    let protocol = match cluster.protocol(downstream_h2) {
+        // An h1 upgrade cannot ride an h2 connection (that takes RFC 8441's extended CONNECT).
+        Protocol::Http2 if upgrading => {
+            return Err(ProxyError::UpgradeOverHttp2 {
+                cluster: cluster_ref.name.clone(),
+            });
+        }
+        protocol => protocol,
+    };
     let endpoint = cluster
         .pick(meta.downstream.local)
         .ok_or_else(|| ProxyError::NoHealthyUpstream(cluster_ref.name.clone()))?;
-    let downstream_h2 = req.version() == Version::HTTP_2;
-    let protocol = cluster.protocol(downstream_h2);
+    // The downstream connection, handed over by hyper once the 101 is written.
+    let on_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
 
     let authority = match &action.host_rewrite {
         Some(h) => h.clone(),
@@ -82,7 +97,11 @@ pub(super) async fn forward(
                 .map_err(|_| ProxyError::BadRequest("invalid request target"))?
         }
     };
-    strip_hop_by_hop(&mut parts.headers, true);
+    if upgrading {
+        upgrade::strip_hop_by_hop_keeping_upgrade(&mut parts.headers, true);
+    } else {
+        strip_hop_by_hop(&mut parts.headers, true);
+    }
     parts.headers.insert(header::HOST, authority);
     if listener.generate_request_id && !parts.headers.contains_key(&X_REQUEST_ID) {
         parts.headers.insert(X_REQUEST_ID.clone(), request_id());
@@ -128,12 +147,20 @@ pub(super) async fn forward(
     };
     let upstream_req = Request::from_parts(parts, body);
 
-    let send = std::pin::pin!(endpoint::send(
-        &endpoint,
-        protocol,
-        cluster.config.connect_timeout,
-        upstream_req,
-    ));
+    let connect_timeout = cluster.config.connect_timeout;
+    let send = std::pin::pin!(async {
+        if upgrading {
+            // Boxed: rare, and it keeps every other request's future small.
+            Box::pin(endpoint::send_upgrade(
+                &endpoint,
+                connect_timeout,
+                upstream_req,
+            ))
+            .await
+        } else {
+            endpoint::send(&endpoint, protocol, connect_timeout, upstream_req).await
+        }
+    });
     let idle = listener.stream_idle_timeout;
     let result = idle::bounded(send, start, action.timeout, idle, &activity)
         .await
@@ -150,10 +177,33 @@ pub(super) async fn forward(
                 request_complete,
             },
         })?;
-    let resp = result
+    let mut resp = result
         .map_err(|e| ProxyError::from_upstream(endpoint.addr, e, activity.downstream_failed()))?;
+    let upstream_upgrade = (on_upgrade.is_some()
+        && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS)
+        .then(|| hyper::upgrade::on(&mut resp));
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers, false);
+    // The upstream switched protocols: the tunnel takes both connections over (from here on,
+    // neither the route timeout nor the stream idle timeout applies).
+    let switched = match (on_upgrade, upstream_upgrade) {
+        (Some(downstream), Some(upstream)) => {
+            let upstream = upstream
+                .await
+                .map_err(|source| upgrade_lost(endpoint.addr, source))?;
+            meta.tunnel.put(upgrade::Tunnel {
+                downstream,
+                upstream,
+                endpoint: endpoint.addr,
+                in_flight: body.into_in_flight(),
+            });
+            upgrade::strip_hop_by_hop_keeping_upgrade(&mut parts.headers, false);
+            None
+        }
+        _ => {
+            strip_hop_by_hop(&mut parts.headers, false);
+            Some(body)
+        }
+    };
     parts.version = if downstream_h2 {
         Version::HTTP_2
     } else {
@@ -174,10 +224,20 @@ pub(super) async fn forward(
         &mut parts.headers,
         &render,
     );
-    Ok(Response::from_parts(
-        parts,
-        Either::Left(body.bind(activity, idle)),
-    ))
+    let body = match switched {
+        Some(body) => Either::Left(body.bind(activity, idle)),
+        None => Either::Right(http_body_util::Full::default()),
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The upstream answered 101 but its connection could not be taken over (it closed): `UC`.
+fn upgrade_lost(endpoint: std::net::SocketAddr, source: hyper::Error) -> ProxyError {
+    ProxyError::Upstream {
+        endpoint,
+        failure: crate::upstream::Failure::Terminated,
+        source: crate::upstream::UpstreamError::Http1 { endpoint, source },
+    }
 }
 
 /// The authority the client asked for, as the upstream must see it: the `Host` header's value

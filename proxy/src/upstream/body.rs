@@ -251,11 +251,10 @@ impl std::fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
-    pub(super) fn http1(body: Incoming, conn: H1Conn, in_flight: InFlight) -> Self {
-        let mut this = Self::new(Kind::Http1 {
-            body,
-            conn: Some(conn),
-        });
+    /// An HTTP/1.1 response body; `conn` goes back to its pool at the end (`None`: a dedicated
+    /// connection, which closes instead).
+    pub(super) fn http1(body: Incoming, conn: Option<H1Conn>, in_flight: InFlight) -> Self {
+        let mut this = Self::new(Kind::Http1 { body, conn });
         this.in_flight = Some(in_flight);
         // A response without a body (204, HEAD, content-length: 0) is done already.
         if this.is_end_stream() {
@@ -294,6 +293,12 @@ impl UpstreamBody {
         self.activity = Some(activity);
         self.idle = idle;
         self
+    }
+
+    /// The request's in-flight guard, for a response whose exchange goes on without a body
+    /// (an upgrade's `101`: the tunnel counts against the endpoint while it lasts).
+    pub fn into_in_flight(mut self) -> Option<InFlight> {
+        self.in_flight.take()
     }
 
     /// The body ended cleanly: release the endpoint and give the connection back.

@@ -4,6 +4,7 @@
 //!  Request<RequestBody> (URI and headers already final) ─► Endpoint
 //!    HTTP/1.1: pool.h1() ─► origin-form request ─► SendRequest ─► Response<Incoming>
 //!    HTTP/2:   pool.h2() ─► stream slot ─► h2 send_request ─► request body piped with flow control
+//!    upgrade:  pool.connect_dedicated() ─► a connection of its own (hyper with_upgrades), never pooled
 //!  ─► Response<UpstreamBody>  (in-flight guard and connection/stream released when the body ends)
 //! ```
 
@@ -152,7 +153,7 @@ pub async fn send(
                     endpoint: endpoint.addr,
                     source,
                 })?;
-            Ok(resp.map(|body| UpstreamBody::http1(body, conn, in_flight)))
+            Ok(resp.map(|body| UpstreamBody::http1(body, Some(conn), in_flight)))
         }
         Protocol::Http2 => {
             let resp = send_h2(pool, connect_timeout, req).await;
@@ -166,6 +167,40 @@ pub async fn send(
             Ok(resp.map(|recv| UpstreamBody::http2(recv, stream, in_flight)))
         }
     }
+}
+
+/// Sends an HTTP/1.1 upgrade request (`Connection: upgrade` kept) to `endpoint` on a new
+/// connection of its own, never pooled: after a `101` the upgrade owns the connection
+/// (`hyper::upgrade::on` on the response), after any other answer it closes with the body.
+/// Same transport as the endpoint's HTTP/1.1 pool (TLS, ALPN, source address).
+pub async fn send_upgrade(
+    endpoint: &Arc<Endpoint>,
+    connect_timeout: Duration,
+    req: Request<RequestBody>,
+) -> Result<Response<UpstreamBody>, UpstreamError> {
+    let addr = endpoint.addr;
+    let pool = endpoint
+        .pool(Protocol::Http1)
+        .ok_or(UpstreamError::NoPool(Protocol::Http1, addr))?;
+    let in_flight = endpoint.start_request();
+    let io = pool.connect_dedicated(connect_timeout).await?;
+    let (mut send, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .map_err(|source| ConnectError::Http1 { addr, source })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(%addr, error = %e, "upstream upgrade connection ended with error");
+        }
+    });
+    let resp = send
+        .send_request(origin_form(req))
+        .await
+        .map_err(|source| UpstreamError::Http1 {
+            endpoint: addr,
+            source,
+        })?;
+    Ok(resp.map(|body| UpstreamBody::http1(body, None, in_flight)))
 }
 
 /// HTTP/1.1 upstreams get `path?query` as the request target; the authority travels in `Host`.

@@ -223,6 +223,20 @@ impl Pool {
         }
     }
 
+    /// A new connection to the endpoint for this pool's protocol and transport (ALPN, mesh
+    /// TLS) that never joins the pool: an upgraded request's (`http/upgrade.rs`), which the
+    /// upgrade takes over for good. Bounded by the downstream listener's limits, not by
+    /// `max_connections`.
+    pub async fn connect_dedicated(
+        &self,
+        connect_timeout: Duration,
+    ) -> Result<connect::UpstreamIo, ConnectError> {
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        connect::connect(&self.key, connect_timeout, &self.tls).await
+    }
+
     async fn connect_h1(
         self: &Arc<Self>,
         permit: OwnedSemaphorePermit,

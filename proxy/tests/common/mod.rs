@@ -56,7 +56,17 @@ pub fn socket(addr: SocketAddr) -> core::Address {
 }
 
 pub fn listener(name: &str, addr: SocketAddr, rds: &str) -> Any {
-    let m = hcm::HttpConnectionManager {
+    listener_with(name, addr, rds, |_| {})
+}
+
+/// [`listener`] with a change to its connection manager.
+pub fn listener_with(
+    name: &str,
+    addr: SocketAddr,
+    rds: &str,
+    change: impl FnOnce(&mut hcm::HttpConnectionManager),
+) -> Any {
+    let mut m = hcm::HttpConnectionManager {
         stat_prefix: name.into(),
         route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
             hcm::Rds {
@@ -75,6 +85,7 @@ pub fn listener(name: &str, addr: SocketAddr, rds: &str) -> Any {
         }],
         ..Default::default()
     };
+    change(&mut m);
     any(&lds::Listener {
         name: name.into(),
         address: Some(socket(addr)),
@@ -221,15 +232,24 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start() -> Self {
-        let mut store = ConfigStore::new();
+        Self::start_with(ConfigStore::new(), |_| {})
+    }
+
+    /// [`Proxy::start`] on `store` (its drain, limits), with a change to the listener's
+    /// connection manager.
+    pub fn start_with(
+        mut store: ConfigStore,
+        change: impl FnOnce(&mut hcm::HttpConnectionManager),
+    ) -> Self {
         store
             .apply_response(
                 type_url::LISTENER,
                 "l1",
-                vec![listener(
+                vec![listener_with(
                     "outbound",
                     "127.0.0.1:0".parse().unwrap(),
                     "outbound",
+                    change,
                 )],
             )
             .unwrap();

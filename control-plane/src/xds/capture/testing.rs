@@ -207,6 +207,12 @@ pub fn describe_filter(filter: &Filter) -> String {
             else {
                 panic!("connection manager without RDS");
             };
+            // Every connection manager carries WebSocket upgrades, as Istio's do.
+            assert!(
+                matches!(hcm.upgrade_configs.as_slice(), [u] if u.upgrade_type == "websocket" && u.enabled.is_none()),
+                "upgrade_configs: {:?}",
+                hcm.upgrade_configs
+            );
             format!("http {}", rds.route_config_name)
         }
         NETWORK_RBAC => {
