@@ -2,10 +2,11 @@
 //! optionally kube-controller-manager, built from source by `tests/k8s/build.sh` and run
 //! on loopback. Never a mock.
 //!
-//! There is no kubelet, scheduler or kube-proxy: Pods are API objects only, and a test
-//! plays the kubelet by writing their status through the `pods/status` subresource.
-//! Service ClusterIPs come from `198.19.0.0/16`; tests use `198.18.0.0/16` for Pod IPs.
-//! Nothing ever dials those addresses.
+//! There is no kubelet, scheduler or kube-proxy here: Pods are API objects only, and a test
+//! plays the kubelet by writing their status through the `pods/status` subresource, or
+//! runs the test node ([`crate::node`]), which plays the kubelet and kube-proxy.
+//! Service ClusterIPs come from `198.19.0.0/16` ([`SERVICE_CIDR`]); tests use
+//! `198.18.0.0/16` for Pod IPs. Only the test node routes those addresses, for its bridge.
 //!
 //! Every cluster has its own temp dir (certs, kubeconfig, logs, etcd data) and its own
 //! loopback ports, so tests run clusters in parallel. Everything is killed on drop, also
@@ -23,7 +24,7 @@ use std::{
     collections::HashSet,
     ffi::OsString,
     io::{BufRead, BufReader, Write},
-    net::{Ipv4Addr, TcpListener},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     sync::{
@@ -152,6 +153,10 @@ pub struct KubeClusterOptions {
     pub controller_manager: bool,
 }
 
+/// The Services' ClusterIP range (`--service-cluster-ip-range`); the `kubernetes` Service
+/// is its first address.
+pub const SERVICE_CIDR: &str = "198.19.0.0/16";
+
 /// How long the API server gets to become ready (2 shared cores, parallel tests).
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -226,7 +231,7 @@ impl KubeCluster {
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             arg("--service-account-key-file=", &d.join("sa.pub")),
             arg("--service-account-signing-key-file=", &d.join("sa.key")),
-            "--service-cluster-ip-range=198.19.0.0/16".into(),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}").into(),
             "--authorization-mode=Node,RBAC".into(),
             "--allow-privileged=true".into(),
             "--profiling=false".into(),
@@ -456,6 +461,15 @@ impl KubeCluster {
         )
         .expect("writing a token kubeconfig");
         path
+    }
+
+    /// Where the API server listens (`127.0.0.1:<port>`, from [`Self::server`]): what the
+    /// `kubernetes` Service stands for.
+    pub fn apiserver_addr(&self) -> SocketAddrV4 {
+        self.server
+            .strip_prefix("https://")
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("the API server's URL {} is https://IP:PORT", self.server))
     }
 
     /// The API server's log so far.

@@ -9,8 +9,8 @@
 //! becomes Ready through the probes the injector rewrote to the sidecar's status port.
 //!
 //! The controller runs on the host (its webhook at 127.0.0.1, as in `k8s_mesh.rs`, and ADS on
-//! the bridge), because the test node has no Service routing for a controller pod to reach the
-//! API server; the chart's Deployment is scaled to zero.
+//! the bridge) and the chart's Deployment is scaled to zero: it was written before the test node
+//! routed Services; running the chart's controller pod is the next step.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,12 +1,13 @@
 //! The test node's pod network (`weft_e2e::node::net`): pods in their own network namespaces
 //! reach each other over the bridge by pod IP, resolve the names a test adds, and leave
-//! nothing behind, also when their owner died without cleaning up.
+//! nothing behind (Service chains included), also when their owner died without cleaning up.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use weft_e2e::bins;
 use weft_e2e::node::net::{Network, http_get_in};
+use weft_e2e::node::services;
 
 /// `http_get_in` from inside `pod`.
 fn fetch_from(pod: &weft_e2e::node::net::PodNet, host: &str, port: u16) -> Result<String, String> {
@@ -115,6 +116,9 @@ fn pods_talk_over_the_bridge_and_leave_nothing_behind() {
 fn a_network_whose_owner_died_is_removed_by_the_next_one() {
     let network = Network::create().expect("creating the test network (needs root and iproute2)");
     let pod = network.add_pod("orphan").expect("pod");
+    services::install(&network).expect("the network's Service chains");
+    let index = network.index();
+    assert!(!services::saved_rules(index).is_empty());
     let (bridge, netns) = (network.bridge(), pod.netns.clone());
     let record = format!("/run/weft-test-net/{}", network.gateway().octets()[2]);
     // Pretend the owner was a process that has exited since: its pid is not running now.
@@ -141,4 +145,11 @@ fn a_network_whose_owner_died_is_removed_by_the_next_one() {
         "the orphan namespace {netns} is still there: {namespaces}"
     );
     assert!(!std::path::Path::new("/etc/netns").join(&netns).exists());
+    // Its Service chains and jumps went with it (the next network may have taken its
+    // index, but sets up no chains of its own here).
+    let rules = services::saved_rules(index);
+    assert!(
+        rules.is_empty(),
+        "the orphan's Service rules are still there:\n{rules}"
+    );
 }

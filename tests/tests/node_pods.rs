@@ -16,6 +16,7 @@ use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 use weft_e2e::eventually;
 use weft_e2e::node::images::SHELL_IMAGE as SHELL;
+use weft_e2e::node::services::saved_rules;
 use weft_e2e::node::test_node::TestNode;
 
 const LAUNCHER: &str = env!("CARGO_BIN_EXE_weft-test-node");
@@ -399,14 +400,22 @@ fn a_test_that_panics_midway_leaves_nothing_behind() {
             })
             .await;
             let pids = pids_in(&netns);
-            tx.send((netns, pids, node.network.bridge(), node.network.dir()))
-                .expect("send");
+            let network = &node.network;
+            assert!(!saved_rules(network.index()).is_empty(), "no Service rules");
+            tx.send((
+                netns,
+                pids,
+                network.bridge(),
+                network.dir(),
+                network.index(),
+            ))
+            .expect("send");
             panic!("a test failing midway");
         })
     })
     .join();
     assert!(outcome.is_err(), "the thread was meant to panic");
-    let (netns, pids, bridge, dir) = rx.recv().expect("what the test had made");
+    let (netns, pids, bridge, dir, index) = rx.recv().expect("what the test had made");
     assert!(pids.len() >= 2, "bash and its sleep: {pids:?}");
     assert!(!netns_exists(&netns), "{netns} left");
     assert!(
@@ -414,5 +423,7 @@ fn a_test_that_panics_midway_leaves_nothing_behind() {
         "{bridge} left"
     );
     assert!(!dir.exists(), "{} left", dir.display());
+    let rules = saved_rules(index);
+    assert!(rules.is_empty(), "Service rules left:\n{rules}");
     wait_gone(&pids);
 }

@@ -15,11 +15,15 @@
 //!                             namespace removed, the Pod object deleted
 //! ```
 //!
+//! The agent also runs the node's Service networking ([`super::services`]: ClusterIPs and
+//! the cluster DNS), as a node runs kube-proxy beside the kubelet.
+//!
 //! Dropping the agent stops its loop, kills its processes and removes their namespaces.
 //! Not done: lifecycle hooks, resource limits, image pull policies (the image table is
 //! all there is), ConfigMap `binaryData`, fsGroup.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +35,7 @@ use serde_json::json;
 
 use super::container::{Container, Context};
 use super::net::{Network, PodNet};
+use super::services::ServiceProxy;
 use super::spec::{ImageTable, Objects, PodFields, ServiceLink, service_links};
 use super::volume::Volumes;
 
@@ -45,6 +50,9 @@ pub struct NodeConfig {
     pub launcher: PathBuf,
     /// The first delay of the restart back-off (the kubelet's 10 s).
     pub backoff: Duration,
+    /// Where the API server listens, which the `kubernetes` Service leads to from the pods
+    /// (none: that Service is not routed).
+    pub apiserver: Option<SocketAddrV4>,
 }
 
 impl NodeConfig {
@@ -53,6 +61,7 @@ impl NodeConfig {
             images,
             launcher: launcher.into(),
             backoff: Duration::from_secs(10),
+            apiserver: None,
         }
     }
 }
@@ -68,6 +77,8 @@ pub struct NodeAgent {
     namespaces: Namespaces,
     hosts: Hosts,
     network: Arc<Network>,
+    /// Stopped after the pods' loop (dropped after `task` is aborted).
+    _services: ServiceProxy,
 }
 
 impl Drop for NodeAgent {
@@ -79,8 +90,12 @@ impl Drop for NodeAgent {
 }
 
 impl NodeAgent {
-    /// Registers the Node and starts the loop on the current Tokio runtime.
+    /// Registers the Node and starts the loop, and the Service networking, on the current
+    /// Tokio runtime.
     pub async fn start(client: kube::Client, network: Arc<Network>, config: NodeConfig) -> Self {
+        let services = ServiceProxy::start(client.clone(), network.clone(), config.apiserver)
+            .await
+            .expect("the test node's Service networking (needs root, iptables, iproute2)");
         let nodes: Api<Node> = Api::all(client.clone());
         let node: Node = serde_json::from_value(json!({
             "metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME}},
@@ -116,6 +131,7 @@ impl NodeAgent {
             namespaces,
             hosts,
             network,
+            _services: services,
         }
     }
 
@@ -336,7 +352,7 @@ impl Agent {
     /// A new pod of this node: its network namespace and containers (not started yet).
     async fn admit(&self, pod: &Pod, spec: &PodSpec) -> Option<Running> {
         let (ns, pod_name) = (namespace(pod), name(pod));
-        let net = match self.network.add_pod(&pod_name) {
+        let net = match self.network.add_pod_in(&ns, &pod_name) {
             Ok(net) => net,
             Err(e) => {
                 eprintln!("node agent: network for {ns}/{pod_name}: {e}");

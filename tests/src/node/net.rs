@@ -14,8 +14,13 @@
 //! test that crashed or was killed) is torn down by the next [`Network::create`]. Pods get
 //! `K` from 2 to 253, never reused within a network. Each network keeps its files (a
 //! directory per pod, the containers' logs) in `/run/weft-test-net/<N>.d/`.
-//! `198.18.<N>.254` is the pods' DNS server, which nothing serves (with a mesh, the sidecar's
-//! DNS proxy answers instead). Everything is done with `ip` (iproute2); it needs root.
+//! `198.18.<N>.254` is the pods' DNS server: the cluster DNS ([`super::cluster_dns`]) when
+//! the node runs [`super::services`] (with a mesh, the sidecar's DNS proxy answers first); a
+//! plain network leaves it unserved. A pod of a cluster ([`Network::add_pod_in`]) gets the
+//! kubelet's `ClusterFirst` `resolv.conf`. The veths are in hairpin mode, so a pod reaches itself through a Service
+//! (kube-proxy's DNAT sends the packet back out of the port it came in on). Everything is
+//! done with `ip` (iproute2); it needs root. Teardown also removes the Service rules of
+//! [`super::services`] for the network.
 
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -112,7 +117,7 @@ impl Network {
 
     /// The bridge's name.
     pub fn bridge(&self) -> String {
-        format!("wtb{}", self.index)
+        bridge_name(self.index)
     }
 
     /// The bridge's address: the pods' default gateway, and how the host reaches them.
@@ -126,13 +131,37 @@ impl Network {
         files_dir(self.index)
     }
 
-    /// The address the pods' `resolv.conf` names, which nothing serves.
+    /// The network's number `N` (its bridge is `wtb<N>`, its pods are in `198.18.<N>.0/24`).
+    pub fn index(&self) -> u8 {
+        self.index
+    }
+
+    /// The address the pods' `resolv.conf` names: served by the cluster DNS when the node
+    /// runs [`super::services`], else by nothing.
     pub fn dns(&self) -> Ipv4Addr {
         Ipv4Addr::new(198, 18, self.index, 254)
     }
 
-    /// Creates a pod's namespace with its address, route, `hosts` and `resolv.conf`.
+    /// Creates a pod's namespace with its address, route, `hosts` and a `resolv.conf` that
+    /// names only [`Self::dns`].
     pub fn add_pod(&self, name: &str) -> Result<PodNet, NetError> {
+        self.create_pod(name, format!("nameserver {}\n", self.dns()))
+    }
+
+    /// [`Self::add_pod`] for a pod of Kubernetes namespace `namespace`, with the
+    /// `resolv.conf` the kubelet writes for `dnsPolicy: ClusterFirst`.
+    pub fn add_pod_in(&self, namespace: &str, name: &str) -> Result<PodNet, NetError> {
+        self.create_pod(
+            name,
+            format!(
+                "search {namespace}.svc.cluster.local svc.cluster.local cluster.local\n\
+                 nameserver {}\noptions ndots:5\n",
+                self.dns()
+            ),
+        )
+    }
+
+    fn create_pod(&self, name: &str, resolv_conf: String) -> Result<PodNet, NetError> {
         let host = self
             .next_host
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |k| {
@@ -157,6 +186,15 @@ impl Network {
             "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", ns,
         ])?;
         ip(&["link", "set", &outer, "master", &self.bridge(), "up"])?;
+        ip(&[
+            "link",
+            "set",
+            &outer,
+            "type",
+            "bridge_slave",
+            "hairpin",
+            "on",
+        ])?;
         ip(&["-n", ns, "link", "set", &inner, "name", "eth0"])?;
         ip(&[
             "-n",
@@ -181,7 +219,7 @@ impl Network {
         let etc = pod.etc();
         std::fs::create_dir_all(&etc).map_err(io(&etc))?;
         let resolv = etc.join("resolv.conf");
-        std::fs::write(&resolv, format!("nameserver {}\n", self.dns())).map_err(io(&resolv))?;
+        std::fs::write(&resolv, resolv_conf).map_err(io(&resolv))?;
         pod.write_hosts()?;
         std::fs::create_dir_all(&pod.dir).map_err(io(&pod.dir))?;
         Ok(pod)
@@ -267,6 +305,16 @@ fn kill_all_in(netns: &str) {
     }
 }
 
+/// Network `index`'s bridge.
+pub(super) fn bridge_name(index: u8) -> String {
+    format!("wtb{index}")
+}
+
+/// Network `index`'s pod subnet.
+pub(super) fn subnet(index: u8) -> String {
+    format!("198.18.{index}.0/24")
+}
+
 /// Where network `index` keeps its files.
 fn files_dir(index: u8) -> PathBuf {
     Path::new(RECORDS).join(format!("{index}.d"))
@@ -337,8 +385,10 @@ fn get_in(
     }
 }
 
-/// Removes every trace of network `index`: its pods' namespaces and files, and its bridge.
+/// Removes every trace of network `index`: its Service rules, its pods' namespaces and files,
+/// and its bridge (with the bridge go its DNS address and its sysctls).
 fn teardown(index: u8) {
+    super::services::remove_rules(index);
     // The host ends of the pods' veth pairs first: deleting one end deletes the pair at once,
     // whereas a deleted namespace's links go only when the kernel gets round to freeing it
     // (or never, while a process still holds it), and the next network with this index would
@@ -371,7 +421,7 @@ fn teardown(index: u8) {
             }
         }
     }
-    let bridge = format!("wtb{index}");
+    let bridge = bridge_name(index);
     if Path::new("/sys/class/net").join(&bridge).exists() {
         let _ = run_ip(&["link", "del", &bridge]);
     }
@@ -417,7 +467,7 @@ fn owner_stamp(pid: u32) -> Option<String> {
     Some(format!("{pid} {start}"))
 }
 
-fn ip(args: &[&str]) -> Result<(), NetError> {
+pub(super) fn ip(args: &[&str]) -> Result<(), NetError> {
     run_ip(args).map(drop)
 }
 
@@ -457,7 +507,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn io(path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> NetError {
+pub(super) fn io(path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> NetError {
     let path = path.as_ref().to_path_buf();
     move |source| NetError::Io { path, source }
 }

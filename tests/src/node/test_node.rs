@@ -1,5 +1,6 @@
 //! A test's Kubernetes node in one call: a real API server with its controller manager, a pod
-//! network, and the agent running the pods with the tests' image table ([`ImageTable::weft`]).
+//! network, and the agent running the pods with the tests' image table ([`ImageTable::weft`])
+//! and routing the Services (the `kubernetes` one to this API server).
 
 use std::sync::Arc;
 
@@ -30,7 +31,8 @@ impl TestNode {
         .await;
         let network = Arc::new(Network::create().expect("test network (needs root and iproute2)"));
         let client = cluster.client().await;
-        let config = NodeConfig::new(ImageTable::weft(bins()), launcher);
+        let mut config = NodeConfig::new(ImageTable::weft(bins()), launcher);
+        config.apiserver = Some(cluster.apiserver_addr());
         let agent = NodeAgent::start(client.clone(), network.clone(), config).await;
         Self {
             agent,
