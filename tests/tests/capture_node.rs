@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use weft_e2e::node::images::{DEMO_APP_IMAGE, PROXY_IMAGE};
-use weft_e2e::node::net::http_get_in_as;
+use weft_e2e::node::net::{command_in, http_get_in_as, resolve_in_as};
 use weft_e2e::node::test_node::{TestNode, pod_ip, ready};
 use weft_e2e::{Process, eventually, wait_ok};
 use weft_injector::{InjectConfig, Outcome, inject_pod};
@@ -76,16 +76,8 @@ fn demo_pod(name: &str, app: &str, inject: bool) -> String {
 fn greeting_in(netns: &str, ip: &str, port: u16) -> (String, Duration) {
     let script = format!("exec 3<>/dev/tcp/{ip}/{port} && timeout 8 head -n 1 <&3");
     let started = Instant::now();
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            netns,
-            "setpriv",
-            "--reuid=1000",
-            "--regid=1000",
-        ])
-        .args(["--clear-groups", "bash", "-c", &script])
+    let out = command_in(netns, APP_UID)
+        .args(["bash", "-c", &script])
         .output()
         .expect("bash in the pod");
     (
@@ -94,26 +86,10 @@ fn greeting_in(netns: &str, ip: &str, port: u16) -> (String, Duration) {
     )
 }
 
-/// What `name` resolves to inside `netns`, asked as the app (glibc: the pod's `hosts`, then
-/// the `resolv.conf` server, whose queries the capture sends to the sidecar).
+/// What `name` resolves to inside `netns`, asked as the app (the capture sends its queries
+/// to the sidecar).
 fn resolve_in(netns: &str, name: &str) -> String {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            netns,
-            "setpriv",
-            "--reuid=1000",
-            "--regid=1000",
-        ])
-        .args(["--clear-groups", "timeout", "10", "getent", "hosts", name])
-        .output()
-        .expect("getent in the pod");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    resolve_in_as(netns, APP_UID, name)
 }
 
 /// The status code of a raw HTTP/1.x response.

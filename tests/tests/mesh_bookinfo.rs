@@ -23,19 +23,11 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
+use weft_e2e::node::images::BOOKINFO_DEPLOYMENTS;
 use weft_e2e::node::images::PROXY_IMAGE;
 use weft_e2e::node::net::http_get_in;
 use weft_e2e::node::test_node::{TestNode, pod_ip, ready};
 use weft_e2e::{Process, eventually, istio_corpus, wait_ok};
-
-const DEPLOYMENTS: [&str; 6] = [
-    "details-v1",
-    "ratings-v1",
-    "reviews-v1",
-    "reviews-v2",
-    "reviews-v3",
-    "productpage-v1",
-];
 
 /// How soon after `kubectl apply` a routing change must be seen.
 const CONVERGENCE: Duration = Duration::from_secs(2);
@@ -229,7 +221,7 @@ async fn bookinfo_unchanged_in_the_mesh() {
 
     let deployments: Api<Deployment> = Api::namespaced(node.client.clone(), "default");
     let deadline = Instant::now() + Duration::from_secs(240);
-    for name in DEPLOYMENTS {
+    for name in BOOKINFO_DEPLOYMENTS {
         loop {
             let available = deployments
                 .get(name)

@@ -10,18 +10,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
+use weft_e2e::node::images::BOOKINFO_DEPLOYMENTS;
 use weft_e2e::node::net::http_get_in;
 use weft_e2e::node::test_node::{TestNode, pod_ip, ready};
 use weft_e2e::{eventually, istio_corpus};
-
-const DEPLOYMENTS: [&str; 6] = [
-    "details-v1",
-    "ratings-v1",
-    "reviews-v1",
-    "reviews-v2",
-    "reviews-v3",
-    "productpage-v1",
-];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookinfo_runs_unchanged_without_a_mesh() {
@@ -35,7 +27,7 @@ async fn bookinfo_runs_unchanged_without_a_mesh() {
         Duration::from_secs(120),
         "six Deployments available",
         async || {
-            for name in DEPLOYMENTS {
+            for name in BOOKINFO_DEPLOYMENTS {
                 let status = deployments.get(name).await.ok()?.status?;
                 (status.ready_replicas == Some(1) && status.available_replicas == Some(1))
                     .then_some(())?;

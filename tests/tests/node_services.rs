@@ -8,14 +8,13 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use kube::api::ListParams;
 use weft_e2e::eventually;
-use weft_e2e::node::net::http_get_in;
+use weft_e2e::node::net::{http_get_in, resolve_in_as};
 use weft_e2e::node::services::saved_rules;
 use weft_e2e::node::test_node::{TestNode, pod_ip, ready};
 
@@ -109,21 +108,6 @@ async fn until_all_answer(
     }
 }
 
-/// `getent hosts <name>` inside `netns`: the first address, or empty.
-fn resolve_in(netns: &str, name: &str) -> String {
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", netns, "timeout", "10", "getent", "hosts", name,
-        ])
-        .output()
-        .expect("getent in the pod");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// The Ready pods of the web Deployment, by name, with their IPs.
 async fn web_pods(pods: &Api<Pod>) -> Vec<(String, String)> {
     let list = pods
@@ -195,17 +179,20 @@ async fn pods_and_the_host_reach_services_by_cluster_ip_and_name() {
     // By name, from the cluster DNS: the short name through the ClusterFirst search list,
     // the full name, another namespace's Service.
     eventually(Duration::from_secs(10), "web resolved", async || {
-        (resolve_in(&client, "web") == cluster_ip).then_some(())
+        (resolve_in_as(&client, None, "web") == cluster_ip).then_some(())
     })
     .await;
     assert_eq!(
-        resolve_in(&client, "web.default.svc.cluster.local"),
+        resolve_in_as(&client, None, "web.default.svc.cluster.local"),
         cluster_ip
     );
-    assert_eq!(resolve_in(&client, "kubernetes.default"), "198.19.0.1");
+    assert_eq!(
+        resolve_in_as(&client, None, "kubernetes.default"),
+        "198.19.0.1"
+    );
     // A name that is no Service's fails at once (NXDOMAIN), not after resolver timeouts.
     let started = Instant::now();
-    assert_eq!(resolve_in(&client, "nothing-here"), "");
+    assert_eq!(resolve_in_as(&client, None, "nothing-here"), "");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "an unknown name took {:?}",

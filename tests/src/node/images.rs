@@ -37,6 +37,17 @@ pub const DEMO_APP_IMAGE: &str = "docker.io/weft/demo-app";
 /// A shell: `command: [sh, -c, …]` runs the host's `sh` (through env(1), as busybox would).
 pub const SHELL_IMAGE: &str = "docker.io/library/busybox";
 
+/// The Deployments of Istio's `samples/bookinfo/platform/kube/bookinfo.yaml`, one per
+/// image of [`BOOKINFO`].
+pub const BOOKINFO_DEPLOYMENTS: [&str; 6] = [
+    "details-v1",
+    "ratings-v1",
+    "reviews-v1",
+    "reviews-v2",
+    "reviews-v3",
+    "productpage-v1",
+];
+
 /// Istio's bookinfo images: repository, `demo-app` role and version.
 const BOOKINFO: [(&str, &str, &str); 6] = [
     (

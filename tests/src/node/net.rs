@@ -349,6 +349,36 @@ pub fn http_get_in_with(
     get_in(netns, None, host, port, path, headers)
 }
 
+/// A command run inside the network namespace `netns` (its `hosts` and `resolv.conf`), as
+/// user (and group) `uid` when given, else as root: append the program and its arguments.
+pub fn command_in(netns: &str, uid: Option<u32>) -> Command {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", netns]);
+    if let Some(uid) = uid {
+        command.args([
+            "setpriv".to_string(),
+            format!("--reuid={uid}"),
+            format!("--regid={uid}"),
+            "--clear-groups".to_string(),
+        ]);
+    }
+    command
+}
+
+/// What `name` resolves to inside `netns` as `uid` (glibc: the `hosts` file, then the
+/// `resolv.conf` server): `getent hosts`' first address, or empty.
+pub fn resolve_in_as(netns: &str, uid: Option<u32>, name: &str) -> String {
+    let out = command_in(netns, uid)
+        .args(["timeout", "10", "getent", "hosts", name])
+        .output()
+        .expect("getent in the pod");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn get_in(
     netns: &str,
     uid: Option<u32>,
@@ -361,18 +391,10 @@ fn get_in(
     let script = format!(
         "exec 3<>/dev/tcp/{host}/{port} && printf 'GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n{headers}\\r\\n' >&3 && timeout 5 cat <&3"
     );
-    let mut command = Command::new("ip");
-    command.args(["netns", "exec", netns]);
-    if let Some(uid) = uid {
-        command.args([
-            "setpriv",
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-            // The connect too is bounded (an address nothing answers).
-            "timeout",
-            "5",
-        ]);
+    let mut command = command_in(netns, uid);
+    if uid.is_some() {
+        // The connect too is bounded (an address nothing answers).
+        command.args(["timeout", "5"]);
     }
     let out = command
         .args(["bash", "-c", &script])
