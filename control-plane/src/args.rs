@@ -32,12 +32,14 @@ pub struct Args {
     #[arg(long, env = "WEFT_WEBHOOK_ADDRESS", default_value = "0.0.0.0:15017")]
     pub webhook_address: SocketAddr,
 
-    /// PEM certificate chain of the webhook; the webhook is disabled without it and `--webhook-key`.
+    /// PEM certificate chain of the webhook, re-read when the file changes. The webhook is
+    /// served with this and `--webhook-key`, or with `--webhook-cert-from-ca`, else not at all.
     #[arg(
         long,
         env = "WEFT_WEBHOOK_CERT",
         value_name = "PATH",
-        requires = "webhook_key"
+        requires = "webhook_key",
+        conflicts_with = "webhook_cert_from_ca"
     )]
     pub webhook_cert: Option<PathBuf>,
 
@@ -49,6 +51,34 @@ pub struct Args {
         requires = "webhook_cert"
     )]
     pub webhook_key: Option<PathBuf>,
+
+    /// Serve the webhook with the controller's own certificate, issued by its CA for
+    /// `weft-controller.<namespace>.svc` and `istiod.<namespace>.svc` and renewed with it (as
+    /// istiod does). The API server then trusts it through the `caBundle` the controller
+    /// writes into `--injector-webhook-config` and `--validator-webhook-config`.
+    #[arg(long, env = "WEFT_WEBHOOK_CERT_FROM_CA")]
+    pub webhook_cert_from_ca: bool,
+
+    /// Kubernetes mode: a MutatingWebhookConfiguration whose webhooks get the CA's trust
+    /// bundle as their `caBundle`, kept so when the CA or the object changes (repeatable).
+    #[arg(
+        long,
+        env = "WEFT_INJECTOR_WEBHOOK_CONFIG",
+        value_name = "NAME",
+        value_delimiter = ',',
+        conflicts_with = "config_dir"
+    )]
+    pub injector_webhook_config: Vec<String>,
+
+    /// Kubernetes mode: a ValidatingWebhookConfiguration kept the same way (repeatable).
+    #[arg(
+        long,
+        env = "WEFT_VALIDATOR_WEBHOOK_CONFIG",
+        value_name = "NAME",
+        value_delimiter = ',',
+        conflicts_with = "config_dir"
+    )]
+    pub validator_webhook_config: Vec<String>,
 
     /// Address of the ADS gRPC server (plaintext, Istio's port 15010).
     #[arg(long, env = "WEFT_XDS_ADDRESS", default_value = "0.0.0.0:15010")]
@@ -215,6 +245,11 @@ pub enum NativeSidecars {
 }
 
 impl Args {
+    /// Whether the admission webhooks are served: with an operator's certificate or the CA's.
+    pub fn webhook_enabled(&self) -> bool {
+        self.webhook_cert.is_some() || self.webhook_cert_from_ca
+    }
+
     /// `--secure-xds-address`, or its default: `--xds-address`'s IP at port 15012 (0 when
     /// `--xds-address` asks for any free port, so tests never collide).
     pub fn secure_xds_address(&self) -> SocketAddr {
@@ -364,6 +399,38 @@ mod tests {
             Args::try_parse_from(["weft-controller", "--protocol-detection-timeout", "fast"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn webhook_certificate_from_files_or_from_the_ca() {
+        let args = Args::try_parse_from([
+            "weft-controller",
+            "--webhook-cert-from-ca",
+            "--injector-webhook-config=inject-a,inject-b",
+            "--validator-webhook-config",
+            "validate",
+        ])
+        .expect("parses");
+        assert!(args.webhook_cert_from_ca);
+        assert_eq!(args.injector_webhook_config, ["inject-a", "inject-b"]);
+        assert_eq!(args.validator_webhook_config, ["validate"]);
+        // One source of certificate; patching needs the API server (and the CA's certificate:
+        // `crate::check_webhook_flags`).
+        for bad in [
+            &[
+                "--webhook-cert-from-ca",
+                "--webhook-cert=/c",
+                "--webhook-key=/k",
+            ][..],
+            &[
+                "--webhook-cert-from-ca",
+                "--validator-webhook-config=v",
+                "--config-dir=/d",
+            ][..],
+        ] {
+            let argv = std::iter::once("weft-controller").chain(bad.iter().copied());
+            assert!(Args::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

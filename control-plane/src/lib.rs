@@ -57,6 +57,8 @@ use source::kube::KubeSource;
 use source::local::{LocalSource, LocalSourceError};
 use source::{ConfigSet, Snapshot};
 use webhook::WebhookError;
+use webhook::ca_bundle;
+use webhook::tls::CertSource;
 use xds::XdsGenerator;
 
 /// Why the controller could not start or stopped.
@@ -156,6 +158,16 @@ impl Controller {
     }
 }
 
+/// The caBundle the controller writes is its CA's: only its CA's certificate chains to it.
+fn check_webhook_flags(args: &Args) -> Result<(), WebhookError> {
+    let patches =
+        !args.injector_webhook_config.is_empty() || !args.validator_webhook_config.is_empty();
+    if patches && !args.webhook_cert_from_ca {
+        return Err(WebhookError::PatchNeedsCaCert);
+    }
+    Ok(())
+}
+
 /// Binds the servers, starts the source (local directory, or Kubernetes when there is no
 /// `--config-dir`), builds the first model and starts serving in the background.
 pub async fn start(args: Args) -> Result<Controller, Error> {
@@ -197,7 +209,7 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         "listener limits"
     );
     // Kubernetes mode: the client first, before anything is bound: the injector's pod shape
-    // depends on the API server's version, and the webhook serves from the start.
+    // depends on the API server's version, and the CA keeps its root in a Secret.
     let kube = match &args.config_dir {
         Some(_) => None,
         None => Some(kube_client(args.kubeconfig.as_deref()).await?),
@@ -227,29 +239,11 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
     let debug_listener = limits.listener(debug_listener, "debug", limits.http);
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     let mut listeners: Vec<JoinHandle<()>> = Vec::new();
-    let webhook_address = match (&args.webhook_cert, &args.webhook_key) {
-        (Some(cert), Some(key)) => {
-            let native_sidecars =
-                injection::native_sidecars(args.native_sidecars, kube.as_ref()).await;
-            let (listener, acceptor) = webhook::bind(args.webhook_address, cert, key)?;
-            let address = listener.local_addr().map_err(|source| WebhookError::Bind {
-                address: args.webhook_address,
-                source,
-            })?;
-            // The webhook does not need the model: serve it from the start.
-            listeners.push(tokio::spawn(webhook::serve(
-                limits.listener(listener, "webhook", limits.http),
-                acceptor,
-                limits.header_read_timeout,
-                Arc::new(injection::config(&args, native_sidecars)),
-            )));
-            info!(%address, "serving the admission webhooks (HTTPS: /validate, /inject)");
-            Some(address)
-        }
-        _ => {
-            info!("admission webhook disabled (no --webhook-cert and --webhook-key)");
-            None
-        }
+    check_webhook_flags(&args)?;
+    // Bound now, served once the CA is up (its certificate may be the CA's).
+    let webhook_listener = match args.webhook_enabled() {
+        true => Some(webhook::bind(args.webhook_address)?),
+        false => None,
     };
 
     let settings = MeshSettings {
@@ -285,7 +279,7 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         }
     };
 
-    let ca = match ca::start(&args, kube).await {
+    let ca = match ca::start(&args, kube.clone()).await {
         Ok(ca) => ca,
         Err(err) => {
             listeners.iter().for_each(|task| task.abort());
@@ -294,6 +288,62 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         }
     };
     tasks.extend(ca.tasks);
+
+    let webhook_address = match webhook_listener {
+        Some(listener) => {
+            let source = match (&args.webhook_cert, &args.webhook_key) {
+                (Some(cert), Some(key)) => CertSource::Files {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    poll: webhook::tls::FILE_POLL,
+                },
+                _ => CertSource::Ca(ca.serving_key.clone()),
+            };
+            let certificate = match &source {
+                CertSource::Ca(_) => "issued by the CA",
+                CertSource::Files { .. } => "from files",
+            };
+            let tls = match webhook::tls::start(source) {
+                Ok(tls) => tls,
+                Err(err) => {
+                    listeners.iter().for_each(|task| task.abort());
+                    tasks.iter().for_each(|task| task.abort());
+                    return Err(err.into());
+                }
+            };
+            tasks.extend(tls.task);
+            let address = listener.local_addr().map_err(|source| WebhookError::Bind {
+                address: args.webhook_address,
+                source,
+            })?;
+            let native_sidecars =
+                injection::native_sidecars(args.native_sidecars, kube.as_ref()).await;
+            listeners.push(tokio::spawn(webhook::serve(
+                limits.listener(listener, "webhook", limits.http),
+                tls.acceptor,
+                limits.header_read_timeout,
+                Arc::new(injection::config(&args, native_sidecars)),
+            )));
+            if let Some(client) = &kube {
+                let targets: Vec<_> = (args.injector_webhook_config.iter().cloned())
+                    .map(ca_bundle::Target::Mutating)
+                    .chain(
+                        (args.validator_webhook_config.iter().cloned())
+                            .map(ca_bundle::Target::Validating),
+                    )
+                    .collect();
+                tasks.extend(ca_bundle::spawn(client, &ca.ca, &targets));
+            }
+            info!(%address, certificate, "serving the admission webhooks (HTTPS: /validate, /inject)");
+            Some(address)
+        }
+        None => {
+            info!(
+                "admission webhook disabled (neither --webhook-cert-from-ca nor --webhook-cert and --webhook-key)"
+            );
+            None
+        }
+    };
 
     // Serve /ready (503 until synced) and the debug pages while the source syncs. ADS
     // is served only once the first model is built, so that no proxy gets an empty config.
@@ -566,6 +616,31 @@ mod tests {
             registry: Some(Arc::default()),
             unsynced: unsynced.iter().map(ToString::to_string).collect(),
         })
+    }
+
+    #[test]
+    fn only_the_cas_own_certificate_gets_its_ca_bundle_written() {
+        use clap::Parser as _;
+        let parse = |flags: &[&str]| {
+            let argv = std::iter::once("weft-controller").chain(flags.iter().copied());
+            check_webhook_flags(&Args::try_parse_from(argv).expect("parses"))
+        };
+        assert!(parse(&["--webhook-cert-from-ca", "--injector-webhook-config=i"]).is_ok());
+        assert!(parse(&["--webhook-cert=/c", "--webhook-key=/k"]).is_ok());
+        for flags in [
+            &["--injector-webhook-config=i"][..],
+            &[
+                "--webhook-cert=/c",
+                "--webhook-key=/k",
+                "--validator-webhook-config=v",
+            ][..],
+        ] {
+            let err = parse(flags).expect_err("refused").to_string();
+            assert!(
+                err.contains("need --webhook-cert-from-ca"),
+                "{flags:?}: {err}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -23,6 +23,9 @@ fn help_exits_zero() {
         "--webhook-address",
         "--webhook-cert",
         "--webhook-key",
+        "--webhook-cert-from-ca",
+        "--injector-webhook-config",
+        "--validator-webhook-config",
     ] {
         assert!(text.contains(flag), "{flag} missing from help:\n{text}");
     }

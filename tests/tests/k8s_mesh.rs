@@ -977,7 +977,6 @@ fn chart_lints_and_renders() {
         "ConfigMap",
         "Deployment",
         "Service",
-        "Secret",
         "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration",
     ] {
@@ -985,6 +984,20 @@ fn chart_lints_and_renders() {
             rendered.contains(&format!("\nkind: {kind}\n")),
             "{kind} not rendered"
         );
+    }
+    // The webhooks' certificate is the controller's (its CA's), and so is their caBundle:
+    // the chart renders neither a Secret nor a caBundle, and lets the controller patch its
+    // two configurations by name.
+    assert!(!rendered.contains("\nkind: Secret\n"), "{rendered}");
+    assert!(!rendered.contains("caBundle"), "{rendered}");
+    for line in [
+        "- --webhook-cert-from-ca",
+        "- --validator-webhook-config=weft-validator-weft-system",
+        "- --injector-webhook-config=weft-sidecar-injector-weft-system",
+        "resourceNames: [weft-sidecar-injector-weft-system]",
+        "resourceNames: [weft-validator-weft-system]",
+    ] {
+        assert!(rendered.contains(line), "{line} not rendered");
     }
     let out = Command::new(helm)
         .args(["template", "weft"])
@@ -994,4 +1007,40 @@ fn chart_lints_and_renders() {
         .expect("helm template");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("webhook.url needs webhook.caBundle"));
+    let out = Command::new(helm)
+        .args(["template", "weft"])
+        .arg(&chart)
+        .args(["--set", "webhook.tlsSecretName=mine"])
+        .output()
+        .expect("helm template");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("webhook.tlsSecretName needs webhook.caBundle")
+    );
+    // Your own certificate: mounted from your Secret, your caBundle, no patching.
+    let out = Command::new(helm)
+        .args(["template", "weft"])
+        .arg(&chart)
+        .args([
+            "--set",
+            "webhook.caBundle=Q0E=",
+            "--set",
+            "webhook.tlsSecretName=mine",
+        ])
+        .output()
+        .expect("helm template");
+    let rendered = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rendered.matches("caBundle: Q0E=").count(), 3, "{rendered}");
+    assert!(
+        rendered.contains("secret: {secretName: mine}"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("- --webhook-cert=/etc/weft/webhook/tls.crt"));
+    assert!(!rendered.contains("--webhook-cert-from-ca") && !rendered.contains("resourceNames"));
 }

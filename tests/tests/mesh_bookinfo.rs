@@ -8,36 +8,30 @@
 //! Job with a sidecar completes; under STRICT mutual TLS a pod with HTTP and TCP probes
 //! becomes Ready through the probes the injector rewrote to the sidecar's status port.
 //!
-//! The controller runs on the host (its webhook at 127.0.0.1, as in `k8s_mesh.rs`, and ADS on
-//! the bridge) and the chart's Deployment is scaled to zero: it was written before the test node
-//! routed Services; running the chart's controller pod is the next step.
+//! The controller is the chart's, in its pod on the test node: proxies reach it through its
+//! Service, and the API server reaches its webhooks with the certificate its CA issued, trusted
+//! through the `caBundle` it writes into the webhook configurations and keeps there (through a
+//! `helm upgrade` and a user's edit).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
 use weft_e2e::node::images::BOOKINFO_DEPLOYMENTS;
-use weft_e2e::node::images::PROXY_IMAGE;
 use weft_e2e::node::net::http_get_in;
 use weft_e2e::node::test_node::{TestNode, pod_ip, ready};
-use weft_e2e::{Process, eventually, istio_corpus, wait_ok};
+use weft_e2e::{eventually, istio_corpus};
 
 /// How soon after `kubectl apply` a routing change must be seen.
 const CONVERGENCE: Duration = Duration::from_secs(2);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// The reviews version a product page names (`Reviews served by: reviews-v2 …`).
 fn reviews_version(page: &str) -> Option<String> {
@@ -142,30 +136,149 @@ impl Capture {
     }
 }
 
+/// What the controller's pod wrote, for a failure message.
+async fn controller_logs(node: &TestNode) -> String {
+    let pods: Api<Pod> = Api::namespaced(node.client.clone(), "weft-system");
+    let list = pods.list(&ListParams::default()).await.map(|l| l.items);
+    let mut logs = String::new();
+    for pod in list.iter().flatten() {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        logs += &format!(
+            "--- {name}\n{}",
+            node.agent.logs("weft-system", &name, "controller")
+        );
+    }
+    logs
+}
+
+/// The `caBundle` of every webhook of the chart's two configurations.
+async fn ca_bundles(node: &TestNode) -> Vec<Option<Vec<u8>>> {
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(node.client.clone());
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(node.client.clone());
+    let mut bundles = Vec::new();
+    if let Ok(config) = mutating.get("weft-sidecar-injector-weft-system").await {
+        bundles.extend(
+            (config.webhooks.iter().flatten())
+                .map(|w| w.client_config.ca_bundle.clone().map(|b| b.0)),
+        );
+    }
+    if let Ok(config) = validating.get("weft-validator-weft-system").await {
+        bundles.extend(
+            (config.webhooks.iter().flatten())
+                .map(|w| w.client_config.ca_bundle.clone().map(|b| b.0)),
+        );
+    }
+    bundles
+}
+
+/// The API server calls the validating webhook: an object only it refuses is refused.
+fn the_validating_webhook_answers(node: &TestNode) {
+    let out = node.cluster.kubectl_apply_stdin(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+         metadata: {name: bad-regex, namespace: default}\n\
+         spec:\n  hosts: [reviews]\n  http:\n  - match:\n    - uri: {regex: \"/api/(v1\"}\n    \
+         route:\n    - destination: {host: reviews}\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("validation.weft.io")
+            && stderr.contains("spec.http[0].match[0].uri"),
+        "the webhook did not refuse the bad regex: {stderr}"
+    );
+}
+
+/// The chart renders the webhook configurations without a `caBundle`; the controller writes
+/// its CA's root there (the `istio-ca-root-cert` it publishes) and the API server verifies
+/// the webhooks with it. A user's edit is undone and a `helm upgrade` keeps it working.
+async fn webhooks_trust_the_controllers_ca(node: &TestNode, chart: &str) {
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(node.client.clone(), "weft-system");
+    let root = eventually(Duration::from_secs(30), "istio-ca-root-cert", async || {
+        configmaps
+            .get("istio-ca-root-cert")
+            .await
+            .ok()?
+            .data?
+            .remove("root-cert.pem")
+    })
+    .await;
+    let trusted = async || {
+        let bundles = ca_bundles(node).await;
+        (bundles.len() == 3
+            && bundles
+                .iter()
+                .all(|b| b.as_deref() == Some(root.as_bytes())))
+        .then_some(())
+    };
+    eventually(Duration::from_secs(30), "the webhooks' caBundle", trusted).await;
+    the_validating_webhook_answers(node);
+
+    node.cluster.kubectl_ok(&[
+        "patch",
+        "mutatingwebhookconfiguration",
+        "weft-sidecar-injector-weft-system",
+        "--type=json",
+        "-p",
+        r#"[{"op": "remove", "path": "/webhooks/1/clientConfig/caBundle"}]"#,
+    ]);
+    eventually(
+        Duration::from_secs(10),
+        "the removed caBundle written back",
+        trusted,
+    )
+    .await;
+
+    let out = node.cluster.helm(&[
+        "upgrade",
+        "weft",
+        chart,
+        "--reuse-values",
+        "--wait=false",
+        "--set",
+        "webhook.timeoutSeconds=9",
+    ]);
+    assert!(
+        out.status.success(),
+        "helm upgrade failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(node.client.clone());
+    let upgraded = validating
+        .get("weft-validator-weft-system")
+        .await
+        .expect("validating webhook configuration");
+    assert_eq!(
+        upgraded.webhooks.unwrap_or_default()[0].timeout_seconds,
+        Some(9),
+        "helm upgrade applied"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the caBundle after helm upgrade",
+        trusted,
+    )
+    .await;
+    the_validating_webhook_answers(node);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookinfo_unchanged_in_the_mesh() {
     let started = Instant::now();
     let node = TestNode::start(env!("CARGO_BIN_EXE_weft-test-node")).await;
-    let gateway = node.network.gateway();
     let cluster = &node.cluster;
 
-    // The chart, with its webhooks pointed at the controller on the host.
-    let webhook_port = free_port();
-    let ca_b64 = base64::engine::general_purpose::STANDARD.encode(cluster.ca_pem());
+    // The chart as a user installs it: the controller runs in its pod on the test node, serves
+    // the webhooks with a certificate of its own CA and writes their caBundle itself.
     let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/weft");
+    let chart = chart.to_string_lossy();
     let out = cluster.helm(&[
         "install",
         "weft",
-        &chart.to_string_lossy(),
+        &chart,
         "--wait=false",
         "--set",
-        "controller.replicas=0",
-        "--set",
-        &format!("webhook.url=https://127.0.0.1:{webhook_port}/validate"),
-        "--set",
-        &format!("webhook.caBundle={ca_b64}"),
-        "--set",
-        &format!("sidecarInjector.url=https://127.0.0.1:{webhook_port}/inject"),
+        "controller.debounce=50ms",
         "--set-string",
         "meshConfig.defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE=true",
     ]);
@@ -174,30 +287,32 @@ async fn bookinfo_unchanged_in_the_mesh() {
         "helm install failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    eprintln!("{:?}: chart installed", started.elapsed());
-
-    let debug = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let dir = cluster.dir.path();
-    let mut command = Command::new(&weft_e2e::bins().controller);
-    command
-        .arg("--kubeconfig")
-        .arg(&cluster.kubeconfig)
-        .args(["--namespace", "weft-system"])
-        .args(["--xds-address", &format!("{gateway}:15010")])
-        .args(["--debug-address", &debug.to_string()])
-        .args(["--webhook-address", &format!("127.0.0.1:{webhook_port}")])
-        .arg("--webhook-cert")
-        .arg(dir.join("apiserver.crt"))
-        .arg("--webhook-key")
-        .arg(dir.join("apiserver.key"))
-        .args(["--debounce", "50ms"])
-        .args(["--proxy-image", &format!("{PROXY_IMAGE}:test")])
-        .args(["--dns-capture", "true"]);
-    let mut controller = Process::spawn("weft-controller", &mut command, dir);
-    wait_ok(&format!("http://{debug}/ready"), &mut controller).await;
-    // Injected proxies find the controller by its Service name (the chart's, scaled to zero).
-    node.agent
-        .add_host("weft-controller.weft-system.svc", gateway);
+    let system: Api<Deployment> = Api::namespaced(node.client.clone(), "weft-system");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while system
+        .get("weft-controller")
+        .await
+        .ok()
+        .and_then(|d| d.status)
+        .is_none_or(|s| s.available_replicas != Some(1))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the controller's pod is not available after 120s\n{}\n{}",
+            cluster.kubectl_ok(&["get", "pods", "-A", "-o", "wide"]),
+            controller_logs(&node).await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "{:?}: chart installed, controller available",
+        started.elapsed()
+    );
+    webhooks_trust_the_controllers_ca(&node, &chart).await;
+    eprintln!(
+        "{:?}: webhooks trusted through the caBundle the controller keeps",
+        started.elapsed()
+    );
 
     cluster.kubectl_ok(&["label", "namespace", "default", "istio-injection=enabled"]);
     let manifest = istio_corpus().join("samples/bookinfo/platform/kube/bookinfo.yaml");

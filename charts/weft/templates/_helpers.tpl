@@ -19,7 +19,20 @@ app.kubernetes.io/component: controller
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
-{{/* Name of the Secret with the webhook's serving certificate. */}}
+{{/* Name of the Secret with your webhook serving certificate (`webhook.caBundle` set). */}}
 {{- define "weft.webhookSecret" -}}
 {{- .Values.webhook.tlsSecretName | default "weft-webhook-tls" -}}
+{{- end -}}
+
+{{/* Whether the controller issues the webhooks' certificate and patches their caBundle. */}}
+{{- define "weft.webhookCertFromCa" -}}
+{{- if not .Values.webhook.caBundle }}true{{ end -}}
+{{- end -}}
+
+{{/* Names of the webhook configurations (the controller patches them by name). */}}
+{{- define "weft.validatorConfig" -}}
+weft-validator-{{ include "weft.namespace" . }}
+{{- end -}}
+{{- define "weft.injectorConfig" -}}
+weft-sidecar-injector-{{ include "weft.namespace" . }}
 {{- end -}}

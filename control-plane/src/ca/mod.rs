@@ -179,6 +179,8 @@ impl CertificateService for CaService {
 pub struct CaRuntime {
     pub ca: watch::Receiver<Arc<CertificateAuthority>>,
     pub tls: watch::Receiver<Arc<rustls::ServerConfig>>,
+    /// The controller's serving certificate (also the webhooks', unless an operator gave one).
+    pub serving_key: watch::Receiver<Arc<rustls::sign::CertifiedKey>>,
     pub service: CaService,
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -239,7 +241,8 @@ pub async fn start(
     Ok(CaRuntime {
         service: CaService::new(rx.clone(), auth, settings),
         ca: rx,
-        tls,
+        tls: tls.configs,
+        serving_key: tls.keys,
         tasks,
     })
 }

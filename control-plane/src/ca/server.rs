@@ -111,16 +111,26 @@ pub fn server_dns_names(namespace: &str) -> Vec<String> {
     names
 }
 
+/// The controller's TLS state, kept current by [`spawn_tls_configs`].
+pub struct ServingTls {
+    /// The rustls configuration of 15012.
+    pub configs: watch::Receiver<Arc<ServerConfig>>,
+    /// The serving certificate and key alone, for the other TLS servers that present it
+    /// (the admission webhooks on 15017, as istiod's).
+    pub keys: watch::Receiver<Arc<CertifiedKey>>,
+}
+
 /// Keeps a rustls `ServerConfig` for 15012 current: a certificate issued by the CA in use,
 /// re-issued when the CA changes and at half-life; client certificates optional (the CA
 /// call authenticates by token) but, when presented, verified against the trust bundle.
 pub fn spawn_tls_configs(
     mut ca: watch::Receiver<Arc<CertificateAuthority>>,
     dns_names: Vec<String>,
-) -> Result<(watch::Receiver<Arc<ServerConfig>>, JoinHandle<()>), String> {
+) -> Result<(ServingTls, JoinHandle<()>), String> {
     let first = ca.borrow_and_update().clone();
-    let (config, renew_at) = server_config(&first, &dns_names)?;
+    let (config, key, renew_at) = server_config(&first, &dns_names)?;
     let (tx, rx) = watch::channel(config);
+    let (key_tx, key_rx) = watch::channel(key);
     let task = tokio::spawn(async move {
         let mut renew_at = renew_at;
         loop {
@@ -133,8 +143,9 @@ pub fn spawn_tls_configs(
             }
             let current = ca.borrow_and_update().clone();
             match server_config(&current, &dns_names) {
-                Ok((config, next)) => {
+                Ok((config, key, next)) => {
                     tx.send_replace(config);
+                    key_tx.send_replace(key);
                     renew_at = next;
                 }
                 Err(err) => {
@@ -144,13 +155,19 @@ pub fn spawn_tls_configs(
             }
         }
     });
-    Ok((rx, task))
+    Ok((
+        ServingTls {
+            configs: rx,
+            keys: key_rx,
+        },
+        task,
+    ))
 }
 
 fn server_config(
     ca: &CertificateAuthority,
     dns_names: &[String],
-) -> Result<(Arc<ServerConfig>, SystemTime), String> {
+) -> Result<(Arc<ServerConfig>, Arc<CertifiedKey>, SystemTime), String> {
     let (chain_pem, key_pem) = ca
         .issue_server_cert(dns_names, SERVER_CERT_LIFETIME)
         .map_err(|err| err.to_string())?;
@@ -163,14 +180,13 @@ fn server_config(
         .key_provider
         .load_private_key(key)
         .map_err(|err| err.to_string())?;
-    let resolver = Arc::new(SingleCertAndKey::from(Arc::new(CertifiedKey::new(
-        chain, signing,
-    ))));
+    let certified = Arc::new(CertifiedKey::new(chain, signing));
+    let resolver = Arc::new(SingleCertAndKey::from(certified.clone()));
     let config =
         weft_identity::tls::server_config_with(resolver, ca.trust_bundle(), true, &[b"h2"])
             .map_err(|err| err.to_string())?;
     info!(serial = %info.serial, dns = ?info.dns_names, "controller TLS certificate issued");
-    Ok((Arc::new(config), info.half_life()))
+    Ok((Arc::new(config), certified, info.half_life()))
 }
 
 /// The TLS connections of `listener`, each handshaken on its own task so a slow client never

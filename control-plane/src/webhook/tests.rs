@@ -388,13 +388,15 @@ fn http_layer() {
     );
 }
 
-#[test]
-fn missing_certificate_files_are_named() {
-    let err = tls_config(
-        Path::new("/no/such/cert.pem"),
-        Path::new("/no/such/key.pem"),
-    )
-    .expect_err("missing");
+#[tokio::test]
+async fn missing_certificate_files_are_named() {
+    let err = tls::start(tls::CertSource::Files {
+        cert: "/no/such/cert.pem".into(),
+        key: "/no/such/key.pem".into(),
+        poll: tls::FILE_POLL,
+    })
+    .err()
+    .expect("missing");
     assert!(err.to_string().contains("/no/such/cert.pem"), "{err}");
 }
 

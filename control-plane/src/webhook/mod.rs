@@ -7,10 +7,14 @@
 //! with `status.code` 400 and a `status.message` of one `field.path: reason` line per
 //! error. DELETE (and CONNECT) are always allowed, and so are kinds weft-api does not
 //! model: the ValidatingWebhookConfiguration decides what is sent here.
+//!
+//! Around it: [`tls`] keeps the serving certificate current (the CA's, or an operator's
+//! files), and [`ca_bundle`] keeps the API server trusting it, by writing the CA's roots into
+//! the `caBundle` of the webhook configurations named on the command line.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +27,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionResponse, AdmissionReview, Operation};
 use kube::core::response::StatusSummary;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -32,6 +34,9 @@ use tracing::{debug, info, warn};
 use weft_api::DocumentError;
 use weft_injector::InjectConfig;
 use weft_net::{Accepted, BoundedListener};
+
+pub mod ca_bundle;
+pub mod tls;
 
 use crate::injection::INJECT_PATH;
 use crate::source::kube::{error_lines, parse_object};
@@ -57,6 +62,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why the webhook could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot read webhook certificate {}: {source}", path.display())]
     Cert {
         path: PathBuf,
@@ -73,6 +84,10 @@ pub enum WebhookError {
     },
     #[error("invalid webhook certificate or key: {0}")]
     Tls(#[from] rustls::Error),
+    #[error(
+        "--injector-webhook-config and --validator-webhook-config write the CA's roots into the webhooks' caBundle: they need --webhook-cert-from-ca (with --webhook-cert, set the caBundle yourself)"
+    )]
+    PatchNeedsCaCert,
     #[error("cannot listen for the webhook on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -209,44 +224,9 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     response
 }
 
-/// Loads the PEM certificate chain and key into a rustls server config (ring provider,
-/// ALPN h2 and http/1.1).
-pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, WebhookError> {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| WebhookError::Cert {
-            path: cert.to_path_buf(),
-            source,
-        })?;
-    if certs.is_empty() {
-        return Err(WebhookError::NoCert {
-            path: cert.to_path_buf(),
-        });
-    }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| WebhookError::Key {
-        path: key.to_path_buf(),
-        source,
-    })?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// Loads the certificate and binds the webhook's listener.
-pub fn bind(
-    address: SocketAddr,
-    cert: &Path,
-    key: &Path,
-) -> Result<(TcpListener, TlsAcceptor), WebhookError> {
-    let acceptor = TlsAcceptor::from(tls_config(cert, key)?);
-    let listener =
-        crate::listen::bind(address).map_err(|source| WebhookError::Bind { address, source })?;
-    Ok((listener, acceptor))
+/// Binds the webhook's listener.
+pub fn bind(address: SocketAddr) -> Result<TcpListener, WebhookError> {
+    crate::listen::bind(address).map_err(|source| WebhookError::Bind { address, source })
 }
 
 /// Serves the webhook on `listener` until the task is dropped.
@@ -362,5 +342,4 @@ async fn read_body(
 }
 
 #[cfg(test)]
-#[path = "webhook_tests.rs"]
 mod tests;
