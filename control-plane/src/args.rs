@@ -154,6 +154,34 @@ pub struct Args {
     #[arg(long, env = "WEFT_DNS_CAPTURE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub dns_capture: bool,
 
+    /// Worker threads of injected proxies (Istio's `defaultConfig.concurrency`; 0: one per
+    /// CPU). A pod's `proxy.istio.io/config` `concurrency` wins.
+    #[arg(long, env = "WEFT_PROXY_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub proxy_concurrency: u16,
+
+    /// An environment variable of every injected proxy, `NAME=VALUE` (repeatable; Istio's
+    /// `defaultConfig.proxyMetadata`). A pod's `proxy.istio.io/config` `proxyMetadata` wins
+    /// name by name; `ISTIO_META_DNS_CAPTURE=true` here is `--dns-capture`.
+    #[arg(long = "proxy-metadata", value_name = "NAME=VALUE", value_parser = parse_proxy_metadata)]
+    pub proxy_metadata: Vec<(String, String)>,
+
+    /// CPU request of injected proxies (Istio's `global.proxy.resources`); a pod's
+    /// `sidecar.istio.io/proxyCPU` wins.
+    #[arg(long, env = "WEFT_PROXY_CPU", default_value = "100m", value_parser = parse_quantity)]
+    pub proxy_cpu: String,
+
+    /// Memory request of injected proxies; a pod's `sidecar.istio.io/proxyMemory` wins.
+    #[arg(long, env = "WEFT_PROXY_MEMORY", default_value = "128Mi", value_parser = parse_quantity)]
+    pub proxy_memory: String,
+
+    /// CPU limit of injected proxies; a pod's `sidecar.istio.io/proxyCPULimit` wins.
+    #[arg(long, env = "WEFT_PROXY_CPU_LIMIT", default_value = "2000m", value_parser = parse_quantity)]
+    pub proxy_cpu_limit: String,
+
+    /// Memory limit of injected proxies; a pod's `sidecar.istio.io/proxyMemoryLimit` wins.
+    #[arg(long, env = "WEFT_PROXY_MEMORY_LIMIT", default_value = "1024Mi", value_parser = parse_quantity)]
+    pub proxy_memory_limit: String,
+
     /// The injector rewrites app probes through the sidecar's status port 15020 (Istio's
     /// `rewriteAppHTTPProbe`; a pod opts out with `sidecar.istio.io/rewriteAppHTTPProbers`).
     #[arg(long, env = "WEFT_REWRITE_APP_PROBES", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -242,6 +270,35 @@ pub enum NativeSidecars {
     Auto,
     True,
     False,
+}
+
+/// `NAME=VALUE`, with an environment variable's name.
+fn parse_proxy_metadata(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))?;
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "{name:?} is not an environment variable name (letters, digits and _, not starting with a digit)"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// A Kubernetes resource quantity (`100m`, `128Mi`, `1.5`).
+fn parse_quantity(text: &str) -> Result<String, String> {
+    if weft_injector::config::is_quantity(text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not a resource quantity such as 100m or 128Mi"
+        ))
+    }
 }
 
 impl Args {
@@ -430,6 +487,44 @@ mod tests {
         ] {
             let argv = std::iter::once("weft-controller").chain(bad.iter().copied());
             assert!(Args::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn proxy_defaults_for_injection() {
+        let args = Args::try_parse_from([
+            "weft-controller",
+            "--proxy-concurrency=0",
+            "--proxy-metadata=ISTIO_META_DNS_CAPTURE=true",
+            "--proxy-metadata",
+            "EXTRA=a=b",
+            "--proxy-cpu=250m",
+            "--proxy-memory-limit=2Gi",
+        ])
+        .expect("parses");
+        assert_eq!(args.proxy_concurrency, 0);
+        assert_eq!(
+            args.proxy_metadata,
+            [
+                ("ISTIO_META_DNS_CAPTURE".to_string(), "true".to_string()),
+                ("EXTRA".to_string(), "a=b".to_string())
+            ]
+        );
+        assert_eq!(
+            (args.proxy_cpu.as_str(), args.proxy_memory.as_str()),
+            ("250m", "128Mi")
+        );
+        assert_eq!(args.proxy_memory_limit, "2Gi");
+        for (flag, reason) in [
+            ("--proxy-metadata=NOEQUALS", "is not NAME=VALUE"),
+            ("--proxy-metadata=1X=a", "not an environment variable name"),
+            ("--proxy-cpu=lots", "not a resource quantity"),
+            ("--proxy-concurrency=300", "300"),
+        ] {
+            let err = Args::try_parse_from(["weft-controller", flag])
+                .expect_err(flag)
+                .to_string();
+            assert!(err.contains(reason), "{flag}: {err}");
         }
     }
 

@@ -38,6 +38,12 @@ pub fn config(args: &Args, native_sidecars: bool) -> InjectConfig {
         trust_domain: args.trust_domain.clone(),
         mesh_namespace: args.namespace.clone(),
         dns_capture: args.dns_capture,
+        proxy_metadata: args.proxy_metadata.iter().cloned().collect(),
+        concurrency: args.proxy_concurrency,
+        cpu_request: args.proxy_cpu.clone(),
+        memory_request: args.proxy_memory.clone(),
+        cpu_limit: args.proxy_cpu_limit.clone(),
+        memory_limit: args.proxy_memory_limit.clone(),
         rewrite_app_probes: args.rewrite_app_probes,
         native_sidecars,
         ..InjectConfig::default()
@@ -151,11 +157,18 @@ pub fn review(
             debug!(%namespace, pod = %name, "not injected: {why}");
             (response, None)
         }
-        Ok(Outcome::Injected) => {
+        Ok(Outcome::Injected { warnings }) => {
             let applied = patch(&pod, &injected)
                 .map_err(|e| e.to_string())
-                .and_then(|p| response.clone().with_patch(p).map_err(|e| e.to_string()));
-            debug!(%namespace, pod = %name, "injected");
+                .and_then(|p| response.clone().with_patch(p).map_err(|e| e.to_string()))
+                .map(|mut patched| {
+                    // The API server shows them to whoever created the pod (`Warning: …`).
+                    if !warnings.is_empty() {
+                        patched.warnings = Some(warnings.clone());
+                    }
+                    patched
+                });
+            debug!(%namespace, pod = %name, ?warnings, "injected");
             match applied {
                 Ok(patched) => (patched, None),
                 Err(e) => (response, Some(vec![format!("building the patch: {e}")])),

@@ -1,5 +1,7 @@
 //! What the injector puts into pods, as the chart's values set it.
 
+use std::collections::BTreeMap;
+
 /// The injection's settings (chart values; defaults are Istio's where Istio has one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InjectConfig {
@@ -14,12 +16,17 @@ pub struct InjectConfig {
     pub proxy_uid: i64,
     /// The mesh's own namespace: never injected.
     pub mesh_namespace: String,
-    /// DNS capture by default (`ISTIO_META_DNS_CAPTURE` in `proxy.istio.io/config` later).
+    /// DNS capture by default: the default of the proxy metadata `ISTIO_META_DNS_CAPTURE`,
+    /// which `proxy_metadata` and a pod's `proxy.istio.io/config` override.
     pub dns_capture: bool,
+    /// The mesh's `defaultConfig.proxyMetadata`: environment of every proxy.
+    pub proxy_metadata: BTreeMap<String, String>,
     pub cpu_request: String,
     pub memory_request: String,
     pub cpu_limit: String,
     pub memory_limit: String,
+    /// The proxy's worker threads (0: one per CPU) unless the pod's `proxy.istio.io/config`
+    /// says otherwise.
     pub concurrency: u16,
     /// Rewrite the app containers' probes through the proxy's status port 15020 (Istio's
     /// `sidecar.istio.io/rewriteAppHTTPProbers`, which a pod's annotation overrides).
@@ -41,6 +48,7 @@ impl Default for InjectConfig {
             proxy_uid: 1337,
             mesh_namespace: "weft-system".into(),
             dns_capture: false,
+            proxy_metadata: BTreeMap::new(),
             cpu_request: "100m".into(),
             memory_request: "128Mi".into(),
             cpu_limit: "2000m".into(),
@@ -50,4 +58,15 @@ impl Default for InjectConfig {
             native_sidecars: true,
         }
     }
+}
+
+/// Whether `text` is a Kubernetes resource quantity as the injector accepts one: a
+/// non-negative number with an optional suffix (`100m`, `128Mi`, `1.5`, `2e3`).
+pub fn is_quantity(text: &str) -> bool {
+    let text = text.trim();
+    !text.is_empty()
+        && text
+            .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+            .parse::<f64>()
+            .is_ok_and(|n| n >= 0.0)
 }

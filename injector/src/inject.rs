@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::config::InjectConfig;
 use crate::probes::{self, ProbeRewrite};
+use crate::proxy_config::{self, PodProxyConfig};
 
 /// The injected containers' names (Istio's: tools look for them).
 pub const INIT_CONTAINER: &str = "istio-init";
@@ -22,7 +23,9 @@ const INJECT: &str = "sidecar.istio.io/inject";
 /// What injection did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Injected,
+    /// Injected; `warnings` name what the pod asked for that Weft does not act on (the
+    /// webhook returns them to the API server, which shows them to the user).
+    Injected { warnings: Vec<String> },
     /// Left alone, and why.
     Skipped(&'static str),
 }
@@ -119,9 +122,13 @@ fn inject_parts(
     }
     let annotations = meta.annotations.clone().unwrap_or_default();
     let labels = meta.labels.clone().unwrap_or_default();
-    let init = init_container(cfg, &annotations)?;
-    let placement = Placement::of(cfg, &annotations)?;
+    let proxy_config = proxy_config::parse(&annotations)?;
+    let metadata = proxy_metadata(cfg, &proxy_config)?;
+    let dns_capture = metadata.get(DNS_CAPTURE).is_some_and(|v| v == "true");
+    let init = init_container(cfg, &annotations, dns_capture)?;
+    let placement = Placement::of(cfg, &proxy_config);
     let mut proxy = proxy_container(cfg, placement, &labels, &annotations)?;
+    proxy_settings(&mut proxy, cfg, &proxy_config, &metadata);
     let probes = if probes::enabled(&annotations, cfg) {
         probes::plan(spec)?
     } else {
@@ -209,7 +216,9 @@ fn inject_parts(
             .entry("kubectl.kubernetes.io/default-container".into())
             .or_insert(name);
     }
-    Ok(Outcome::Injected)
+    Ok(Outcome::Injected {
+        warnings: proxy_config.warnings,
+    })
 }
 
 /// Where the proxy goes in the pod.
@@ -226,27 +235,78 @@ enum Placement {
     LastContainer,
 }
 
-const PROXY_CONFIG: &str = "proxy.istio.io/config";
-
 impl Placement {
-    fn of(cfg: &InjectConfig, annotations: &BTreeMap<String, String>) -> Result<Self, InjectError> {
+    fn of(cfg: &InjectConfig, proxy_config: &PodProxyConfig) -> Self {
         if cfg.native_sidecars {
-            // A native sidecar always holds the app (its startup probe): nothing to read.
-            return Ok(Self::NativeSidecar);
+            // A native sidecar always holds the app (its startup probe).
+            Self::NativeSidecar
+        } else if proxy_config.hold_application_until_proxy_starts == Some(false) {
+            Self::LastContainer
+        } else {
+            Self::FirstContainer
         }
-        let Some(text) = annotations.get(PROXY_CONFIG) else {
-            return Ok(Self::FirstContainer);
+    }
+}
+
+/// The proxy metadata key that turns DNS capture on (Istio's).
+const DNS_CAPTURE: &str = "ISTIO_META_DNS_CAPTURE";
+
+/// The proxy's metadata: the mesh's (DNS capture from `cfg.dns_capture`, then
+/// `cfg.proxy_metadata`), then the pod's `proxyMetadata`. `ISTIO_META_DNS_CAPTURE` decides
+/// the DNS capture too, so it must be a boolean (written back as `true` or `false`, what the
+/// proxy reads).
+fn proxy_metadata(
+    cfg: &InjectConfig,
+    pod: &PodProxyConfig,
+) -> Result<BTreeMap<String, String>, InjectError> {
+    let mut metadata = BTreeMap::from([(DNS_CAPTURE.to_string(), cfg.dns_capture.to_string())]);
+    metadata.extend(cfg.proxy_metadata.clone());
+    metadata.extend(pod.proxy_metadata.clone());
+    if let Some(value) = metadata.get_mut(DNS_CAPTURE) {
+        // Go's strconv.ParseBool, as Istio reads it.
+        let on = match value.as_str() {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+            other => {
+                return Err(bad(
+                    &format!(
+                        "metadata.annotations['{}'].proxyMetadata.{DNS_CAPTURE}",
+                        proxy_config::ANNOTATION
+                    ),
+                    format!("{other:?} is not true or false"),
+                ));
+            }
         };
-        let field = format!("metadata.annotations['{PROXY_CONFIG}']");
-        let config: Value = serde_yaml::from_str(text)
-            .map_err(|e| bad(&field, format!("not a ProxyConfig (YAML or JSON): {e}")))?;
-        match config.get("holdApplicationUntilProxyStarts") {
-            None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(Self::FirstContainer),
-            Some(Value::Bool(false)) => Ok(Self::LastContainer),
-            Some(other) => Err(bad(
-                &field,
-                format!("holdApplicationUntilProxyStarts: {other} is not true or false"),
-            )),
+        *value = on.to_string();
+    }
+    Ok(metadata)
+}
+
+/// What the pod's `proxy.istio.io/config` and the mesh set in the proxy's environment:
+/// worker threads, the drain on shutdown, and the metadata (replacing a variable of the same
+/// name, as Istio's `proxyMetadata` may).
+fn proxy_settings(
+    proxy: &mut Container,
+    cfg: &InjectConfig,
+    pod: &PodProxyConfig,
+    metadata: &BTreeMap<String, String>,
+) {
+    let mut settings: Vec<(String, String)> = vec![(
+        "WEFT_CONCURRENCY".into(),
+        pod.concurrency.unwrap_or(cfg.concurrency).to_string(),
+    )];
+    if let Some(drain) = pod.termination_drain_duration {
+        // Whole seconds (the proxy's `--drain-time-s`), never shorter than asked.
+        let seconds = drain.as_secs() + u64::from(drain.subsec_nanos() > 0);
+        settings.push(("WEFT_DRAIN_TIME_S".into(), seconds.to_string()));
+    }
+    settings.extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let env = proxy.env.get_or_insert_with(Vec::new);
+    for (name, value) in settings {
+        let var = from(json!({"name": name, "value": value}));
+        match env.iter_mut().find(|e| e.name == name) {
+            Some(existing) => *existing = var,
+            None => env.push(var),
         }
     }
 }
@@ -296,6 +356,7 @@ fn ports(field: &str, value: &str) -> Result<String, InjectError> {
 fn init_container(
     cfg: &InjectConfig,
     annotations: &BTreeMap<String, String>,
+    dns_capture: bool,
 ) -> Result<Container, InjectError> {
     const PREFIX: &str = "traffic.sidecar.istio.io/";
     let get = |key: &str| {
@@ -345,7 +406,7 @@ fn init_container(
     if let Some(value) = get("excludeInterfaces") {
         flag("-c", value.to_string());
     }
-    if cfg.dns_capture {
+    if dns_capture {
         args.push("--redirect-dns".into());
     }
     let image = annotations
@@ -375,12 +436,7 @@ fn proxy_container(
 ) -> Result<Container, InjectError> {
     let quantity = |key: &str, default: &str| -> Result<String, InjectError> {
         let value = annotations.get(key).map_or(default, String::as_str).trim();
-        let valid = !value.is_empty()
-            && value
-                .trim_end_matches(|c: char| c.is_ascii_alphabetic())
-                .parse::<f64>()
-                .is_ok_and(|n| n >= 0.0);
-        if valid {
+        if crate::config::is_quantity(value) {
             Ok(value.to_string())
         } else {
             Err(bad(
@@ -416,7 +472,6 @@ fn proxy_container(
             {"name": "CA_ADDR", "value": cfg.controller_address},
             {"name": "WEFT_XDS_SERVER_NAME", "value": cfg.controller_server_name},
             {"name": "TRUST_DOMAIN", "value": cfg.trust_domain},
-            {"name": "WEFT_CONCURRENCY", "value": cfg.concurrency.to_string()},
             {"name": "WEFT_NAMESPACE", "valueFrom": field("metadata.namespace")},
             {"name": "WEFT_WORKLOAD_NAME", "valueFrom": field("metadata.name")},
             {"name": "WEFT_INSTANCE_IP", "valueFrom": field("status.podIP")},
@@ -426,9 +481,9 @@ fn proxy_container(
             {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
             {"name": "INSTANCE_IP", "valueFrom": field("status.podIP")},
             // istio-init captured the pod's traffic: listeners match by original destination.
+            // (WEFT_CONCURRENCY, the drain and the proxy metadata, ISTIO_META_DNS_CAPTURE
+            // included, come from `proxy_settings`.)
             {"name": "ISTIO_META_INTERCEPTION_MODE", "value": "REDIRECT"},
-            // istio-init sends the pod's DNS to the proxy (--redirect-dns): it must answer.
-            {"name": "ISTIO_META_DNS_CAPTURE", "value": cfg.dns_capture.to_string()},
         ],
         "resources": {"requests": requests, "limits": limits},
         "startupProbe": {"periodSeconds": 1, "timeoutSeconds": 3, "failureThreshold": 600,

@@ -37,7 +37,7 @@ fn bookinfo_reviews_gets_the_init_container_and_a_native_sidecar() {
     let mut t = template("reviews-v1");
     let original = t.clone();
     let outcome = inject_template(&mut t, "default", &InjectConfig::default()).expect("inject");
-    assert_eq!(outcome, Outcome::Injected);
+    assert_eq!(outcome, Outcome::Injected { warnings: vec![] });
     let spec = t.spec.as_ref().expect("spec");
     let init = spec.init_containers.as_deref().expect("init containers");
     assert_eq!(names(init), [INIT_CONTAINER, PROXY_CONTAINER]);
@@ -357,7 +357,7 @@ fn the_proxy_is_a_native_sidecar_or_the_first_container_held_by_post_start() {
         };
         assert_eq!(
             inject_pod(&mut p, "default", &cfg),
-            Ok(Outcome::Injected),
+            Ok(Outcome::Injected { warnings: vec![] }),
             "{case}"
         );
         let spec = p.spec.as_ref().expect("spec");
@@ -462,27 +462,135 @@ fn reinjection_is_a_no_op_in_either_shape() {
 }
 
 #[test]
-fn a_bad_proxy_config_is_refused_without_native_sidecars() {
-    for (value, reason) in [
-        (
-            "holdApplicationUntilProxyStarts: maybe",
-            "holdApplicationUntilProxyStarts: \"maybe\" is not true or false",
-        ),
-        ("{holdApplicationUntilProxyStarts", "not a ProxyConfig"),
-    ] {
-        let mut p = pod(json!({
-            "metadata": {"name": "p", "annotations": {"proxy.istio.io/config": value}},
-            "spec": {"containers": [{"name": "app", "image": "x"}]}}));
-        let before = p.clone();
-        let err = inject_pod(&mut p, "default", &fallback()).expect_err(value);
-        let text = err.to_string();
-        assert!(
-            text.starts_with("metadata.annotations['proxy.istio.io/config']: ")
-                && text.contains(reason),
-            "{value}: {text}"
-        );
-        assert_eq!(p, before, "a refused pod is not half-injected");
+fn a_bad_proxy_config_is_refused_naming_the_field() {
+    for cfg in [InjectConfig::default(), fallback()] {
+        for (value, path, reason) in [
+            (
+                "holdApplicationUntilProxyStarts: maybe",
+                ".holdApplicationUntilProxyStarts",
+                "\"maybe\" is not true or false",
+            ),
+            ("{holdApplicationUntilProxyStarts", "", "not a ProxyConfig"),
+            (
+                "proxyMetadata: {ISTIO_META_DNS_CAPTURE: 'yes'}",
+                ".proxyMetadata.ISTIO_META_DNS_CAPTURE",
+                "\"yes\" is not true or false",
+            ),
+        ] {
+            let mut p = pod(json!({
+                "metadata": {"name": "p", "annotations": {"proxy.istio.io/config": value}},
+                "spec": {"containers": [{"name": "app", "image": "x"}]}}));
+            let before = p.clone();
+            let err = inject_pod(&mut p, "default", &cfg).expect_err(value);
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!(
+                    "metadata.annotations['proxy.istio.io/config']{path}: "
+                )) && text.contains(reason),
+                "{value}: {text}"
+            );
+            assert_eq!(p, before, "a refused pod is not half-injected");
+        }
     }
+}
+
+/// The proxy container's environment, by name.
+fn proxy_env(p: &Pod) -> BTreeMap<String, String> {
+    let spec = p.spec.as_ref().expect("spec");
+    let proxy = (spec.init_containers.iter().flatten())
+        .chain(&spec.containers)
+        .find(|c| c.name == PROXY_CONTAINER)
+        .expect("the proxy");
+    (proxy.env.iter().flatten())
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect()
+}
+
+fn init_args(p: &Pod) -> Vec<String> {
+    let spec = p.spec.as_ref().expect("spec");
+    (spec.init_containers.iter().flatten())
+        .find(|c| c.name == INIT_CONTAINER)
+        .and_then(|c| c.args.clone())
+        .expect("istio-init's args")
+}
+
+#[test]
+fn proxy_config_sets_workers_drain_and_metadata_over_the_meshs() {
+    let mesh = InjectConfig {
+        concurrency: 2,
+        dns_capture: false,
+        proxy_metadata: BTreeMap::from([
+            ("MESH_WIDE".into(), "1".into()),
+            ("OVERRIDDEN".into(), "mesh".into()),
+        ]),
+        ..InjectConfig::default()
+    };
+    let with = |config: Option<&str>| {
+        let annotations = config.map_or(json!({}), |c| json!({"proxy.istio.io/config": c}));
+        let mut p = pod(json!({
+            "metadata": {"name": "p", "annotations": annotations},
+            "spec": {"containers": [{"name": "app", "image": "x"}]}}));
+        let outcome = inject_pod(&mut p, "default", &mesh).expect("injects");
+        (p, outcome)
+    };
+
+    let (plain, outcome) = with(None);
+    assert_eq!(outcome, Outcome::Injected { warnings: vec![] });
+    let env = proxy_env(&plain);
+    assert_eq!(env["WEFT_CONCURRENCY"], "2");
+    assert_eq!(env["ISTIO_META_DNS_CAPTURE"], "false");
+    assert_eq!(env["MESH_WIDE"], "1");
+    assert_eq!(env["OVERRIDDEN"], "mesh");
+    assert!(!env.contains_key("WEFT_DRAIN_TIME_S"));
+    assert!(!init_args(&plain).contains(&"--redirect-dns".to_string()));
+
+    let (tuned, outcome) = with(Some(
+        "concurrency: 0\nterminationDrainDuration: 12.5s\n\
+         proxyMetadata: {ISTIO_META_DNS_CAPTURE: 'True', OVERRIDDEN: pod, TRUST_DOMAIN: other.local}\n\
+         tracing: {sampling: 10}\n",
+    ));
+    let env = proxy_env(&tuned);
+    assert_eq!(env["WEFT_CONCURRENCY"], "0");
+    assert_eq!(
+        env["WEFT_DRAIN_TIME_S"], "13",
+        "rounded up to whole seconds"
+    );
+    // The pod turns DNS capture on: istio-init redirects DNS and the proxy answers it.
+    assert_eq!(env["ISTIO_META_DNS_CAPTURE"], "true");
+    assert!(init_args(&tuned).contains(&"--redirect-dns".to_string()));
+    assert_eq!(env["MESH_WIDE"], "1");
+    assert_eq!(env["OVERRIDDEN"], "pod");
+    // A variable the injector sets is replaced, not repeated.
+    assert_eq!(env["TRUST_DOMAIN"], "other.local");
+    let spec = tuned.spec.as_ref().expect("spec");
+    let proxy = (spec.init_containers.iter().flatten())
+        .find(|c| c.name == PROXY_CONTAINER)
+        .expect("proxy");
+    let names: Vec<_> = proxy.env.iter().flatten().map(|e| &e.name).collect();
+    let unique: std::collections::BTreeSet<_> = names.iter().collect();
+    assert_eq!(names.len(), unique.len(), "{names:?}");
+    let Outcome::Injected { warnings } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        warnings,
+        [
+            "metadata.annotations['proxy.istio.io/config'].tracing: not acted on by Weft (tracing is not configured per pod yet)"
+        ]
+    );
+
+    // And the other way: the mesh captures DNS, a pod opts out.
+    let mesh = InjectConfig {
+        dns_capture: true,
+        ..InjectConfig::default()
+    };
+    let mut p = pod(json!({
+        "metadata": {"name": "p", "annotations": {"proxy.istio.io/config":
+            "proxyMetadata: {ISTIO_META_DNS_CAPTURE: \"false\"}"}},
+        "spec": {"containers": [{"name": "app", "image": "x"}]}}));
+    inject_pod(&mut p, "default", &mesh).expect("injects");
+    assert_eq!(proxy_env(&p)["ISTIO_META_DNS_CAPTURE"], "false");
+    assert!(!init_args(&p).contains(&"--redirect-dns".to_string()));
 }
 
 #[test]

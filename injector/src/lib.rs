@@ -10,6 +10,8 @@
 //!                   (startup probe: the app starts once the proxy is ready; without
 //!                   native sidecars the first container, postStart `weft-proxy wait`), its token,
 //!                   root cert and pod-info volumes, labels, sidecar.istio.io/status
+//!     ─► proxy_config.rs: the pod's proxy.istio.io/config (concurrency, proxyMetadata,
+//!                   terminationDrainDuration, holdApplicationUntilProxyStarts; the rest warned)
 //!     ─► probes.rs: the app's probes through the proxy's status port 15020
 //!                   (/app-health/<container>/…, originals in ISTIO_KUBE_APP_PROBERS)
 //!     ─► patch(): the JSONPatch an AdmissionReview answers with
@@ -20,6 +22,7 @@
 pub mod config;
 pub mod inject;
 pub mod probes;
+pub mod proxy_config;
 
 pub use config::InjectConfig;
 pub use inject::{InjectError, Outcome, inject_pod, inject_template, patch};

@@ -26,7 +26,10 @@ fn app(probes: Value) -> Value {
 
 /// Injects and returns the pod's containers (as JSON) and the proxy's ISTIO_KUBE_APP_PROBERS.
 fn injected(p: &mut Pod, cfg: &InjectConfig) -> (Value, Option<String>) {
-    assert_eq!(inject_pod(p, "default", cfg), Ok(Outcome::Injected));
+    assert_eq!(
+        inject_pod(p, "default", cfg),
+        Ok(Outcome::Injected { warnings: vec![] })
+    );
     let spec = p.spec.as_ref().expect("spec");
     let proxy = spec
         .init_containers

@@ -149,8 +149,9 @@ pub struct Args {
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
 
-    /// Worker threads of the data path (Istio's sidecar default: 2).
-    #[arg(long, env = "WEFT_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Worker threads of the data path (Istio's sidecar default: 2); 0 is one per CPU the
+    /// process may use (Istio's `concurrency: 0`).
+    #[arg(long, env = "WEFT_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=256))]
     pub concurrency: u16,
 
     /// Seconds in-flight requests get to finish once the proxy drains (SIGTERM,
@@ -282,6 +283,14 @@ fn string(s: impl Into<String>) -> Value {
 }
 
 impl Args {
+    /// The worker threads to run: `--concurrency`, or one per CPU for 0.
+    pub fn workers(&self) -> usize {
+        match self.concurrency {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => usize::from(n),
+        }
+    }
+
     /// The drain period (`--drain-time-s`).
     pub fn drain_period(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.drain_time_s)
@@ -413,6 +422,15 @@ mod tests {
         assert!("app".parse::<Labels>().unwrap_err().contains("key=value"));
         assert!("=x".parse::<Labels>().unwrap_err().contains("empty key"));
         assert!("a=1,a=2".parse::<Labels>().unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn concurrency_zero_is_one_worker_per_cpu() {
+        let parse = |n: &str| Args::try_parse_from(["weft-proxy", "--concurrency", n]);
+        assert_eq!(parse("3").expect("3").workers(), 3);
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(parse("0").expect("0").workers(), cpus);
+        assert!(parse("257").is_err());
     }
 
     #[test]

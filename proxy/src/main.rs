@@ -31,16 +31,17 @@ fn main() -> anyhow::Result<()> {
         admin_port = args.admin_port,
         health_port = args.health_port,
         concurrency = args.concurrency,
+        workers = args.workers(),
         drain_time_s = args.drain_time_s,
         "starting weft-proxy"
     );
     // One worker: a current-thread runtime (no work stealing, no cross-thread wake-ups), as an
     // Envoy worker is; more: the multi-thread scheduler with that many workers.
-    let mut builder = if args.concurrency == 1 {
+    let mut builder = if args.workers() == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(usize::from(args.concurrency));
+        b.worker_threads(args.workers());
         b
     };
     let runtime = builder

@@ -54,7 +54,10 @@ fn demo_pod(name: &str, app: &str, inject: bool) -> String {
             dns_capture: true,
             ..InjectConfig::default()
         };
-        assert_eq!(inject_pod(&mut pod, "default", &cfg), Ok(Outcome::Injected));
+        assert_eq!(
+            inject_pod(&mut pod, "default", &cfg),
+            Ok(Outcome::Injected { warnings: vec![] })
+        );
         // Connection-level decisions (chains, detection, passthrough) in the logs.
         let spec = pod.spec.as_mut().expect("spec");
         for container in spec.init_containers.iter_mut().flatten() {

@@ -60,7 +60,7 @@ async fn an_injected_pod_captures_its_traffic_and_holds_the_app_for_the_proxy() 
     let spec = deployment.spec.as_mut().expect("spec");
     assert_eq!(
         inject_template(&mut spec.template, "default", &cfg),
-        Ok(Outcome::Injected)
+        Ok(Outcome::Injected { warnings: vec![] })
     );
     // The proxy's root-certificate volume names the ConfigMap the controller publishes.
     node.apply(

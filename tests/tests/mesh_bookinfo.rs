@@ -136,6 +136,25 @@ impl Capture {
     }
 }
 
+/// `text` without the terminal colours of the proxy's log.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // ESC [ parameters final-byte
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// What the controller's pod wrote, for a failure message.
 async fn controller_logs(node: &TestNode) -> String {
     let pods: Api<Pod> = Api::namespaced(node.client.clone(), "weft-system");
@@ -188,6 +207,38 @@ fn the_validating_webhook_answers(node: &TestNode) {
     );
 }
 
+/// The API server calls the injecting webhook: a pod created (server-side dry run) in a
+/// labelled namespace comes back with the sidecar. Waited for: the API server reads webhook
+/// configurations through an informer, so a just-restored `caBundle` takes a moment to be
+/// used (pods created meanwhile are refused, and their ReplicaSet backs off).
+async fn the_injecting_webhook_answers(node: &TestNode) {
+    let file = node.network.dir().join("inject-probe.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: inject-probe, namespace: inject-probe}\n\
+         spec: {containers: [{name: app, image: docker.io/library/busybox}]}\n",
+    )
+    .expect("write");
+    let file = file.to_string_lossy().into_owned();
+    eventually(
+        Duration::from_secs(10),
+        "a pod injected through the webhook",
+        async || {
+            let out = node.cluster.kubectl(&[
+                "create",
+                "--dry-run=server",
+                "-o",
+                "jsonpath={.spec.initContainers[*].name}",
+                "-f",
+                &file,
+            ]);
+            (out.status.success() && String::from_utf8_lossy(&out.stdout).contains("istio-proxy"))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// The chart renders the webhook configurations without a `caBundle`; the controller writes
 /// its CA's root there (the `istio-ca-root-cert` it publishes) and the API server verifies
 /// the webhooks with it. A user's edit is undone and a `helm upgrade` keeps it working.
@@ -213,6 +264,15 @@ async fn webhooks_trust_the_controllers_ca(node: &TestNode, chart: &str) {
     };
     eventually(Duration::from_secs(30), "the webhooks' caBundle", trusted).await;
     the_validating_webhook_answers(node);
+    node.cluster
+        .kubectl_ok(&["create", "namespace", "inject-probe"]);
+    node.cluster.kubectl_ok(&[
+        "label",
+        "namespace",
+        "inject-probe",
+        "istio-injection=enabled",
+    ]);
+    the_injecting_webhook_answers(node).await;
 
     node.cluster.kubectl_ok(&[
         "patch",
@@ -260,6 +320,7 @@ async fn webhooks_trust_the_controllers_ca(node: &TestNode, chart: &str) {
     )
     .await;
     the_validating_webhook_answers(node);
+    the_injecting_webhook_answers(node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,6 +406,7 @@ async fn bookinfo_unchanged_in_the_mesh() {
                 .and_then(|d| d.status)
                 .is_some_and(|s| s.available_replicas == Some(1));
             if available {
+                eprintln!("{:?}: {name} available", started.elapsed());
                 break;
             }
             if Instant::now() > deadline {
@@ -618,13 +680,25 @@ async fn bookinfo_unchanged_in_the_mesh() {
         "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
          metadata: {name: default, namespace: default}\nspec: {mtls: {mode: STRICT}}\n",
     );
-    node.apply(
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: probed, namespace: default, labels: {app: probed}}\n\
+    // Its `proxy.istio.io/config` sets the proxy's workers and turns the mesh's DNS capture
+    // off for it; a field Weft does not act on comes back as the API server's warning.
+    let out = cluster.kubectl_apply_stdin(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: probed\n  namespace: default\n  labels: {app: probed}\n\
+         \x20 annotations:\n    proxy.istio.io/config: |\n      concurrency: 1\n\
+         \x20     proxyMetadata: {ISTIO_META_DNS_CAPTURE: \"false\"}\n      tracing: {sampling: 10}\n\
          spec:\n  containers:\n  - name: web\n    image: docker.io/weft/demo-app:1.0\n\
          \x20   args: ['--listen', '0.0.0.0:9080', '--service', 'probed', '--version', 'v1']\n\
          \x20   ports: [{name: http, containerPort: 9080}]\n\
          \x20   readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 1}\n\
          \x20   livenessProbe: {tcpSocket: {port: 9080}, periodSeconds: 2}\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "Warning: metadata.annotations['proxy.istio.io/config'].tracing: not acted on by Weft"
+        ),
+        "no warning for tracing: {stderr}"
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     let probed = loop {
@@ -663,6 +737,25 @@ async fn bookinfo_unchanged_in_the_mesh() {
         Some("/app-health/web/livez"),
         "{web:?}"
     );
+    let spec = probed.spec.as_ref().expect("spec");
+    let proxy = (spec.init_containers.iter().flatten())
+        .find(|c| c.name == "istio-proxy")
+        .expect("the sidecar");
+    let env: BTreeMap<_, _> = (proxy.env.iter().flatten())
+        .map(|e| (e.name.as_str(), e.value.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(env["WEFT_CONCURRENCY"], "1");
+    assert_eq!(env["ISTIO_META_DNS_CAPTURE"], "false");
+    let init = (spec.init_containers.iter().flatten())
+        .find(|c| c.name == "istio-init")
+        .expect("istio-init");
+    assert!(
+        !init.args.iter().flatten().any(|a| a == "--redirect-dns"),
+        "{:?}",
+        init.args
+    );
+    let proxy_log = strip_ansi(&node.agent.logs("default", "probed", "istio-proxy"));
+    assert!(proxy_log.contains(" workers=1 "), "{proxy_log}");
     // And STRICT is in force: the visitor's plaintext is refused now.
     eventually(
         Duration::from_secs(10),

@@ -62,8 +62,14 @@ pub fn inject_stream(input: &str, namespace: &str, cfg: &InjectConfig) -> anyhow
         } else {
             None
         };
-        if let Some(Outcome::Skipped(why)) = outcome {
-            eprintln!("{}: not injected: {why}", at());
+        match outcome {
+            Some(Outcome::Skipped(why)) => eprintln!("{}: not injected: {why}", at()),
+            Some(Outcome::Injected { warnings }) => {
+                for warning in warnings {
+                    eprintln!("{}: warning: {warning}", at());
+                }
+            }
+            None => {}
         }
         out.push(serde_yaml::to_string(&doc)?);
     }
