@@ -3,7 +3,7 @@
 //! ```text
 //!  AdsClient ─► ConfigStore (config/) ─watch─► listeners.rs ─► http/ (filters: authn/ authz/ ─► router ─► policy) ─► upstream/ (balancer ─► endpoint ─► pool)
 //!                                       ├────► admin.rs (/ready, /config_dump, /healthz/ready, /quitquitquit, /drain_listeners)
-//!                                       └─NDS─► weft-dns DNS proxy on 127.0.0.1:15053 (--dns-capture)
+//!                                       └─NDS─► weft-dns DNS proxy on 127.0.0.1 and [::1]:15053 (--dns-capture)
 //!  kubelet ─► app_health.rs (:15020 /app-health/<container>/…: the app's original probes, run from inside the pod)
 //!  SIGTERM │ /quitquitquit ─► drain.rs ─► listeners stop, connections close after their requests ─► exit 0
 //! ```
@@ -91,8 +91,9 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     }
     let dns_shutdown = tokio_util::sync::CancellationToken::new();
     if let Some(table) = store.name_table() {
-        let server = start_dns(&args, table, &limits).await?;
-        tokio::spawn(server.run(dns_shutdown.clone()));
+        for server in start_dns(&args, table, &limits).await? {
+            tokio::spawn(server.run(dns_shutdown.clone()));
+        }
     }
     let rx = store.subscribe();
     let mut registry = prometheus_client::registry::Registry::with_prefix("weft");
@@ -180,21 +181,23 @@ pub async fn run(args: Args) -> Result<(), StartError> {
 }
 
 /// Binds the DNS proxy on `127.0.0.1:--dns-port` (UDP and TCP), where the capture rules
-/// redirect the pod's queries; it answers from `table` and forwards the rest to the servers
-/// of `--resolv-conf`. Its TCP connections count against the proxy's connection budget.
+/// redirect the pod's IPv4 queries, and on `[::1]` at the same port, where ip6tables sends
+/// the IPv6 ones (skipped, with a log line, when the pod has no IPv6 loopback). It answers
+/// from `table` and forwards the rest to the servers of `--resolv-conf`. Its TCP
+/// connections count against the proxy's connection budget.
 async fn start_dns(
     args: &Args,
     table: tokio::sync::watch::Receiver<Arc<weft_dns::NameTable>>,
     limits: &limits::DownstreamLimits,
-) -> Result<weft_dns::DnsServer, StartError> {
+) -> Result<Vec<weft_dns::DnsServer>, StartError> {
     let resolv = weft_dns::ResolvConf::read(&args.resolv_conf)
         .map_err(|e| StartError::Dns(e.to_string()))?;
-    let addr = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, args.dns_port));
-    let config = weft_dns::DnsConfig {
+    let config = || weft_dns::DnsConfig {
         budget: Some(limits.budget.clone()),
         ..weft_dns::DnsConfig::default()
     };
-    let server = weft_dns::DnsServer::bind(addr, table, &resolv, config)
+    let v4 = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, args.dns_port));
+    let server = weft_dns::DnsServer::bind(v4, table.clone(), &resolv, config())
         .await
         .map_err(|e| StartError::Dns(e.to_string()))?;
     tracing::info!(
@@ -203,7 +206,14 @@ async fn start_dns(
         search = ?resolv.search,
         "DNS proxy enabled"
     );
-    Ok(server)
+    // The same port (a port 0 in tests was resolved by the first bind).
+    let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, server.local_addr().port()));
+    let mut servers = vec![server];
+    match weft_dns::DnsServer::bind(v6, table, &resolv, config()).await {
+        Ok(server) => servers.push(server),
+        Err(err) => tracing::info!(error = %err, "DNS proxy on 127.0.0.1 only: no IPv6 loopback"),
+    }
+    Ok(servers)
 }
 
 /// ADS over TLS (15012): each connection waits for the workload certificate and presents

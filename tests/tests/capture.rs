@@ -2,7 +2,8 @@
 //! outbound TCP reaches the listener on 15001 whatever its destination, the proxy's own
 //! (uid 1337) does not; inbound TCP to the pod reaches 15006 except the proxy's excluded
 //! ports; a second run changes nothing; `--cleanup` removes every rule; `--dry-run` programs
-//! nothing; DNS capture's rules (nat and raw conntrack zones) load too.
+//! nothing; DNS capture's rules (nat and raw conntrack zones) load too. A pod with IPv6 gets
+//! the same with ip6tables, and its DNS reaches the sidecar's DNS proxy on `[::1]`.
 
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -186,6 +187,144 @@ async fn capture_on_the_nft_backend() {
 #[tokio::test]
 async fn capture_on_the_legacy_backend() {
     capture_on("legacy").await;
+}
+
+/// `ip …` on the host, which must succeed.
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A pod with an IPv6 address (RFC 5180's benchmarking range, 2001:2::/48, the IPv6 twin of
+/// 198.18.0.0/15): `weft-proxy init` finds it and programs ip6tables too. The app's IPv6
+/// calls reach the outbound listener, the proxy's own do not, inbound IPv6 reaches 15006, and
+/// DNS sent to an IPv6 resolver is answered by the sidecar's DNS proxy on `[::1]:15053`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_is_captured_too_and_its_dns_reaches_the_proxy_on_ipv6_loopback() {
+    let network = Network::create().expect("test network (needs root and iproute2)");
+    let pod = network.add_pod("capture-v6").expect("pod");
+    let (n, host) = (network.index(), pod.ip.octets()[3]);
+    let gateway6 = format!("2001:2:0:{n:x}::1");
+    let pod6 = format!("2001:2:0:{n:x}::{host:x}");
+    // Addresses nothing answers on the bridge: only capture can answer them.
+    let nowhere6 = format!("2001:2:0:{n:x}::fe");
+    let resolver6 = format!("2001:2:0:{n:x}::fd");
+    ip(&[
+        "addr",
+        "add",
+        &format!("{gateway6}/64"),
+        "dev",
+        &network.bridge(),
+        "nodad",
+    ]);
+    ip(&[
+        "-n",
+        &pod.netns,
+        "addr",
+        "add",
+        &format!("{pod6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    ip(&[
+        "-n", &pod.netns, "-6", "route", "add", "default", "via", &gateway6,
+    ]);
+    pod.set_resolv_conf(&format!("nameserver {resolver6}\n"))
+        .expect("resolv.conf");
+
+    let flags = ["--iptables-backend", "nft", "--redirect-dns"];
+    init(&pod, &flags).expect("init");
+    let out = pod
+        .command("ip6tables-nft-save")
+        .output()
+        .expect("ip6tables-nft-save");
+    let rules6 = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "-A OUTPUT -p tcp -j ISTIO_OUTPUT",
+        "-A PREROUTING -p tcp -j ISTIO_INBOUND",
+        &format!("-d {resolver6}/128"),
+    ] {
+        assert!(rules6.contains(expected), "{expected} in\n{rules6}");
+    }
+
+    let _outbound = listener(&pod, "[::]:15001", "outbound-capture");
+    let _inbound = listener(&pod, "[::]:15006", "inbound-capture");
+    let answer = eventually(
+        Duration::from_secs(20),
+        "a captured IPv6 call",
+        async || get_as(&pod, 1000, &nowhere6, 80).ok(),
+    )
+    .await;
+    assert_eq!(served_by(&answer), Some("outbound-capture"), "{answer}");
+    let own = get_as(&pod, 1337, &nowhere6, 80);
+    assert!(own.is_err(), "uid 1337 was captured: {own:?}");
+    let inbound = eventually(
+        Duration::from_secs(20),
+        "a captured inbound IPv6 call",
+        async || get_from_host(&format!("[{pod6}]"), 9080).ok(),
+    )
+    .await;
+    assert_eq!(served_by(&inbound), Some("inbound-capture"), "{inbound}");
+
+    // DNS: the sidecar (uid 1337, DNS capture on, no control plane needed for names it
+    // forwards) answers on [::1]:15053 what the app asks the IPv6 resolver, by asking its
+    // own upstream: a cluster DNS on the bridge's IPv4 gateway that knows one Service.
+    let mut upstream = weft_e2e::node::cluster_dns::ClusterDns::start(network.gateway())
+        .await
+        .expect("upstream DNS");
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"clusterIP": "198.19.0.9", "ports": [{"port": 80}]},
+    }))
+    .expect("service");
+    upstream.update(&[service]);
+    let proxy_resolv = pod.dir.join("proxy-resolv.conf");
+    std::fs::write(&proxy_resolv, format!("nameserver {}\n", network.gateway())).expect("write");
+    let _proxy = KillOnDrop(
+        weft_e2e::node::net::command_in(&pod.netns, Some(1337))
+            .arg(&bins().proxy)
+            .args([
+                "--dns-capture",
+                "true",
+                "--xds-address",
+                "http://127.0.0.1:9",
+            ])
+            .args([
+                "--instance-ip",
+                "127.0.0.1",
+                "--admin-port",
+                "0",
+                "--health-port",
+                "0",
+            ])
+            .arg("--resolv-conf")
+            .arg(&proxy_resolv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("weft-proxy"),
+    );
+    eventually(
+        Duration::from_secs(20),
+        "web.default.svc.cluster.local through the DNS proxy on [::1]",
+        async || {
+            (weft_e2e::node::net::resolve_in_as(
+                &pod.netns,
+                Some(1000),
+                "web.default.svc.cluster.local",
+            ) == "198.19.0.9")
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 #[test]

@@ -262,6 +262,12 @@ impl PodNet {
         command
     }
 
+    /// Replaces the pod's `resolv.conf` (what its programs read at their next lookup).
+    pub fn set_resolv_conf(&self, text: &str) -> Result<(), NetError> {
+        let path = self.etc().join("resolv.conf");
+        std::fs::write(&path, text).map_err(io(&path))
+    }
+
     fn etc(&self) -> PathBuf {
         Path::new(NETNS_ETC).join(&self.netns)
     }
