@@ -8,7 +8,8 @@
 //!                                   │        Http  GET <path> (HTTPS: certificate not verified) ─► 2xx/3xx: 200 │ its status │ 503
 //!                                   │        Tcp   connect                                   ─► 200 │ 503
 //!                                   │        Grpc  grpc.health.v1.Health/Check over h2c      ─► SERVING: 200 │ 503
-//!                                   └─► GET /healthz/ready ─► admin.rs readiness (as :15021)
+//!                                   ├─► GET /healthz/ready ─► admin.rs readiness (as :15021)
+//!  the pod's app ─► :15020 (localhost) ─► POST /quitquitquit (from loopback only) ─► drain, exit
 //! ```
 
 use std::convert::Infallible;
@@ -121,7 +122,34 @@ impl StatusServer {
         self
     }
 
-    /// The answer to one request.
+    /// The answer to one request from `peer`: `POST /quitquitquit` (Istio's agent's: a Job's
+    /// app stops its sidecar with it) from inside the pod only, else [`Self::respond`].
+    pub async fn respond_from<B>(&self, req: &Request<B>, peer: IpAddr) -> Response<Full<Bytes>> {
+        if req.uri().path() == "/quitquitquit" {
+            return self.quit(req.method(), peer);
+        }
+        self.respond(req).await
+    }
+
+    fn quit(&self, method: &http::Method, peer: IpAddr) -> Response<Full<Bytes>> {
+        let Some((_, ctl)) = &self.readiness else {
+            return text_response(StatusCode::NOT_FOUND, "no /quitquitquit here\n");
+        };
+        if method != http::Method::POST {
+            return text_response(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+        }
+        if !peer.is_loopback() {
+            return text_response(
+                StatusCode::FORBIDDEN,
+                "POST /quitquitquit is accepted from inside the pod only (localhost)\n",
+            );
+        }
+        tracing::info!("POST /quitquitquit on the status port: draining and exiting");
+        ctl.quit.cancel();
+        text_response(StatusCode::OK, "OK\n")
+    }
+
+    /// The answer to one GET (probes and readiness).
     pub async fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
         let path = req.uri().path();
         if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
@@ -443,35 +471,43 @@ pub fn spawn(
     for (path, probe) in probers.iter() {
         tracing::info!(path, prober = %probe.prober, timeout = ?probe.timeout, "app probe");
     }
-    let addr = SocketAddr::new(args.instance_ip, args.status_port);
-    let listener = weft_net::bind(addr)
-        .and_then(tokio::net::TcpListener::from_std)
-        .map_err(|source| StartError::Bind {
-            what: "status",
-            addr,
-            source,
-        })?;
-    tracing::info!(
-        %addr,
-        app_probes = probers.len(),
-        max_connections = limits.admin_max_connections,
-        "status server listening"
-    );
-    let listener = weft_net::BoundedListener::new(
-        listener,
-        "status",
-        limits.admin(),
-        Some(limits.budget.clone()),
-    );
+    // kubelet comes to the pod IP; the pod's own containers to localhost (a Job's app posts
+    // `/quitquitquit` there), unless the proxy already is on a loopback address (tests).
+    let mut addrs = vec![SocketAddr::new(args.instance_ip, args.status_port)];
+    if !args.instance_ip.is_loopback() && !args.instance_ip.is_unspecified() {
+        let loopback = match args.instance_ip {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        addrs.push(SocketAddr::new(loopback, args.status_port));
+    }
     let mut server = StatusServer::new(probers, args.instance_ip).with_readiness(rx, ctl);
     if args.interception_mode == "REDIRECT" {
         server = server.captured();
     }
-    tokio::spawn(serve(
-        listener,
-        Arc::new(server),
-        limits.header_read_timeout,
-    ));
+    let server = Arc::new(server);
+    for addr in addrs {
+        let listener = weft_net::bind(addr)
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|source| StartError::Bind {
+                what: "status",
+                addr,
+                source,
+            })?;
+        tracing::info!(
+            %addr,
+            app_probes = server.probers.len(),
+            max_connections = limits.admin_max_connections,
+            "status server listening"
+        );
+        let listener = weft_net::BoundedListener::new(
+            listener,
+            "status",
+            limits.admin(),
+            Some(limits.budget.clone()),
+        );
+        tokio::spawn(serve(listener, server.clone(), limits.header_read_timeout));
+    }
     Ok(())
 }
 
@@ -484,10 +520,11 @@ pub async fn serve(
     loop {
         let accepted = listener.accept().await;
         let server = server.clone();
+        let peer = accepted.peer.ip();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(server.respond(&req).await) }
+                async move { Ok::<_, Infallible>(server.respond_from(&req, peer).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

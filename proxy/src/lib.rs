@@ -130,8 +130,10 @@ pub async fn run(args: Args) -> Result<(), StartError> {
             limits.header_read_timeout,
         ));
     }
+    // The same quit as the admin port's: `POST localhost:15020/quitquitquit` stops the proxy.
     let status_ctl = admin::Control {
         drain: drain.clone(),
+        quit: quit.clone(),
         identity: identity_rx.clone(),
         ..Default::default()
     };
@@ -159,7 +161,7 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     };
     tokio::select! {
         () = shutdown_signal() => {}
-        () = quit.cancelled() => tracing::info!("POST /quitquitquit: shutting down"),
+        () = quit.cancelled() => tracing::info!("POST /quitquitquit (admin or status port): shutting down"),
     }
     drain.start();
     let open = drain.open_connections();

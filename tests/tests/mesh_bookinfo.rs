@@ -26,6 +26,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
 use weft_e2e::node::images::BOOKINFO_DEPLOYMENTS;
+use weft_e2e::node::mesh::{self, wait_for_injection};
 use weft_e2e::node::net::http_get_in;
 use weft_e2e::node::test_node::{TestNode, pod_ip, ready};
 use weft_e2e::{eventually, istio_corpus};
@@ -155,21 +156,6 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// What the controller's pod wrote, for a failure message.
-async fn controller_logs(node: &TestNode) -> String {
-    let pods: Api<Pod> = Api::namespaced(node.client.clone(), "weft-system");
-    let list = pods.list(&ListParams::default()).await.map(|l| l.items);
-    let mut logs = String::new();
-    for pod in list.iter().flatten() {
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        logs += &format!(
-            "--- {name}\n{}",
-            node.agent.logs("weft-system", &name, "controller")
-        );
-    }
-    logs
-}
-
 /// The `caBundle` of every webhook of the chart's two configurations.
 async fn ca_bundles(node: &TestNode) -> Vec<Option<Vec<u8>>> {
     let mutating: Api<MutatingWebhookConfiguration> = Api::all(node.client.clone());
@@ -207,38 +193,6 @@ fn the_validating_webhook_answers(node: &TestNode) {
     );
 }
 
-/// The API server calls the injecting webhook: a pod created (server-side dry run) in a
-/// labelled namespace comes back with the sidecar. Waited for: the API server reads webhook
-/// configurations through an informer, so a just-restored `caBundle` takes a moment to be
-/// used (pods created meanwhile are refused, and their ReplicaSet backs off).
-async fn the_injecting_webhook_answers(node: &TestNode) {
-    let file = node.network.dir().join("inject-probe.yaml");
-    std::fs::write(
-        &file,
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: inject-probe, namespace: inject-probe}\n\
-         spec: {containers: [{name: app, image: docker.io/library/busybox}]}\n",
-    )
-    .expect("write");
-    let file = file.to_string_lossy().into_owned();
-    eventually(
-        Duration::from_secs(10),
-        "a pod injected through the webhook",
-        async || {
-            let out = node.cluster.kubectl(&[
-                "create",
-                "--dry-run=server",
-                "-o",
-                "jsonpath={.spec.initContainers[*].name}",
-                "-f",
-                &file,
-            ]);
-            (out.status.success() && String::from_utf8_lossy(&out.stdout).contains("istio-proxy"))
-                .then_some(())
-        },
-    )
-    .await;
-}
-
 /// The chart renders the webhook configurations without a `caBundle`; the controller writes
 /// its CA's root there (the `istio-ca-root-cert` it publishes) and the API server verifies
 /// the webhooks with it. A user's edit is undone and a `helm upgrade` keeps it working.
@@ -272,7 +226,7 @@ async fn webhooks_trust_the_controllers_ca(node: &TestNode, chart: &str) {
         "inject-probe",
         "istio-injection=enabled",
     ]);
-    the_injecting_webhook_answers(node).await;
+    wait_for_injection(node, "inject-probe").await;
 
     node.cluster.kubectl_ok(&[
         "patch",
@@ -320,7 +274,7 @@ async fn webhooks_trust_the_controllers_ca(node: &TestNode, chart: &str) {
     )
     .await;
     the_validating_webhook_answers(node);
-    the_injecting_webhook_answers(node).await;
+    wait_for_injection(node, "inject-probe").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,45 +285,19 @@ async fn bookinfo_unchanged_in_the_mesh() {
 
     // The chart as a user installs it: the controller runs in its pod on the test node, serves
     // the webhooks with a certificate of its own CA and writes their caBundle itself.
-    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/weft");
-    let chart = chart.to_string_lossy();
-    let out = cluster.helm(&[
-        "install",
-        "weft",
-        &chart,
-        "--wait=false",
-        "--set",
-        "controller.debounce=50ms",
-        "--set-string",
-        "meshConfig.defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE=true",
-    ]);
-    assert!(
-        out.status.success(),
-        "helm install failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let system: Api<Deployment> = Api::namespaced(node.client.clone(), "weft-system");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while system
-        .get("weft-controller")
-        .await
-        .ok()
-        .and_then(|d| d.status)
-        .is_none_or(|s| s.available_replicas != Some(1))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the controller's pod is not available after 120s\n{}\n{}",
-            cluster.kubectl_ok(&["get", "pods", "-A", "-o", "wide"]),
-            controller_logs(&node).await
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    mesh::install(
+        &node,
+        &[
+            "--set-string",
+            "meshConfig.defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE=true",
+        ],
+    )
+    .await;
     eprintln!(
         "{:?}: chart installed, controller available",
         started.elapsed()
     );
-    webhooks_trust_the_controllers_ca(&node, &chart).await;
+    webhooks_trust_the_controllers_ca(&node, &mesh::chart()).await;
     eprintln!(
         "{:?}: webhooks trusted through the caBundle the controller keeps",
         started.elapsed()

@@ -457,6 +457,34 @@ async fn unknown_paths_are_404_and_readiness_is_the_health_ports() {
 }
 
 #[tokio::test]
+async fn quitquitquit_stops_the_proxy_when_posted_from_inside_the_pod() {
+    let (_tx, rx) = watch::channel(Arc::new(ProxyConfig::default()));
+    let ctl = admin::Control::default();
+    let quit = ctl.quit.clone();
+    let server = StatusServer::new(AppProbers::default(), POD_IP).with_readiness(rx, ctl);
+    let mut post = get("/quitquitquit");
+    *post.method_mut() = http::Method::POST;
+    let response = server
+        .respond_from(&get("/quitquitquit"), "127.0.0.1".parse().unwrap())
+        .await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    // From another pod (or kubelet): refused.
+    let response = server
+        .respond_from(&post, "198.18.0.7".parse().unwrap())
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(!quit.is_cancelled());
+    let response = server.respond_from(&post, "::1".parse().unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(quit.is_cancelled());
+    // Probes still go through respond_from.
+    let response = server
+        .respond_from(&get("/app-health/x/livez"), POD_IP)
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn the_status_port_answers_over_http() {
     let app = http_app().await.port();
     let listener = TcpListener::bind((POD_IP, 0)).await.expect("bind");

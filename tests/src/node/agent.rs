@@ -19,7 +19,8 @@
 //! the cluster DNS), as a node runs kube-proxy beside the kubelet.
 //!
 //! Dropping the agent stops its loop, kills its processes and removes their namespaces.
-//! Not done: lifecycle hooks, resource limits, image pull policies (the image table is
+//! Lifecycle: `postStart` exec hooks (container.rs). Not done: `preStop` hooks, HTTP hooks,
+//! resource limits, image pull policies (the image table is
 //! all there is), ConfigMap `binaryData`, fsGroup.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +34,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use super::container::{Container, Context};
+use super::container::{Container, Context, Hook};
 use super::net::{Network, PodNet};
 use super::services::ServiceProxy;
 use super::spec::{ImageTable, Objects, PodFields, ServiceLink, service_links};
@@ -465,8 +466,11 @@ impl Running {
             break;
         }
         if initialized && !finished {
-            // Main containers: started once initialized. One that exits starts again under
-            // restartPolicy Always, or OnFailure when it failed; else it is done.
+            // Main containers: started once initialized, in order: one whose postStart hook
+            // runs holds back the start of the next ones (as the kubelet's sequential
+            // starts do). One that exits starts again under restartPolicy Always, or
+            // OnFailure when it failed; else it is done.
+            let mut held = false;
             for (c, c_spec) in self.containers.iter_mut().zip(&spec.containers) {
                 c.enforce_grace(grace);
                 if c.exit_code.is_some() {
@@ -485,8 +489,16 @@ impl Running {
                     c.restarts += 1;
                     c.back_off(config.backoff);
                 }
-                if !c.running() && c.may_start() {
+                if !c.running() && c.may_start() && !held {
                     c.start(c_spec, &cx);
+                }
+                match c.post_start() {
+                    Hook::Done => {}
+                    Hook::Running => held = true,
+                    Hook::Failed(why) => {
+                        eprintln!("test node: {why}: container stopped (FailedPostStartHook)");
+                        held = true;
+                    }
                 }
                 c.probe(&self.net, c_spec).await;
             }

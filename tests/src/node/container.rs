@@ -5,6 +5,8 @@
 //! ```text
 //!  start(): spec.rs (program, argv, env) + volume.rs (mounts) + securityContext
 //!           ─► ip netns exec <pod> <launcher> launch <plan> (launch.rs), output to its log
+//!           ─► lifecycle.postStart exec: run in its namespaces, with its environment; the
+//!              pod's next containers start once it exits 0 (it failing stops the container)
 //!  tick():  exited? ─► last state recorded, restart due after the back-off
 //!           startup probe until it passes ─► readiness (Ready) and liveness (failed: SIGTERM)
 //! ```
@@ -79,11 +81,45 @@ pub struct Container {
     liveness: Option<Prober>,
     /// How an exec probe enters this container (nsenter into its namespaces as its user).
     exec_prefix: Vec<String>,
+    /// Its `postStart` exec hook: to start once the container runs its program, then while
+    /// it runs.
+    post_start: Option<PostStart>,
+}
+
+/// A `postStart` exec hook.
+#[derive(Debug)]
+enum PostStart {
+    /// The command in the container's namespaces; started once the launcher has become the
+    /// program (its mounts are in place then).
+    Due {
+        program: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        log: PathBuf,
+        /// The container's program: the hook waits for the launcher to have become it.
+        container_program: PathBuf,
+    },
+    Running(Child),
+}
+
+/// Where a container's `postStart` hook is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hook {
+    /// None, or it exited 0: the next containers may start.
+    Done,
+    /// Still running: the kubelet starts the pod's next containers only after it.
+    Running,
+    /// It failed (the container is being stopped, as the kubelet's `FailedPostStartHook`).
+    Failed(String),
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.process {
+        let hook = match &mut self.post_start {
+            Some(PostStart::Running(child)) => Some(child),
+            _ => None,
+        };
+        for child in [self.process.as_mut(), hook].into_iter().flatten() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -111,6 +147,7 @@ impl Container {
             readiness: None,
             liveness: None,
             exec_prefix: Vec::new(),
+            post_start: None,
         }
     }
 
@@ -184,6 +221,7 @@ impl Container {
                 self.startup = prober(&spec.startup_probe);
                 self.readiness = prober(&spec.readiness_probe);
                 self.liveness = prober(&spec.liveness_probe);
+                self.post_start = self.start_post_start(spec, cx);
             }
             Err(e) => {
                 self.waiting = Some(e);
@@ -233,6 +271,119 @@ impl Container {
                 reason: "RunContainerError",
                 message: format!("starting {}: {e}", cx.launcher.display()),
             })
+    }
+
+    /// The `postStart` exec hook, to run inside the container's namespaces as its user and
+    /// with its environment. A command naming the image's program (by file name) runs that
+    /// program, as the image's filesystem would have it; any other runs from the host's PATH.
+    fn start_post_start(&self, spec: &Spec, cx: &Context<'_>) -> Option<PostStart> {
+        let command = spec
+            .lifecycle
+            .as_ref()?
+            .post_start
+            .as_ref()?
+            .exec
+            .as_ref()?
+            .command
+            .clone()?;
+        let (first, rest) = command.split_first()?;
+        let launch = launch(spec, cx.fields, cx.objects, cx.images).ok()?;
+        let image_program = launch
+            .program
+            .file_name()
+            .is_some_and(|name| Path::new(first).file_name() == Some(name));
+        let as_root =
+            identity(spec, cx.pod_security).is_ok_and(|(user, _)| user.is_none_or(|u| u == 0));
+        let program: PathBuf = match (image_program, as_root) {
+            (true, true) => launch.program.clone(),
+            // Where the launcher bound the program for a user who cannot reach the build's
+            // directory (launch.rs), in the container's mount namespace the hook enters.
+            (true, false) => cx
+                .net
+                .dir
+                .join("scratch")
+                .join(&self.name)
+                .join("bin")
+                .join(launch.program.file_name()?),
+            (false, _) => first.into(),
+        };
+        Some(PostStart::Due {
+            program,
+            args: rest.to_vec(),
+            env: runtime_env(launch.env, &cx.fields.name),
+            log: cx.logs.join(format!("{}.post-start.log", self.name)),
+            container_program: launch.program,
+        })
+    }
+
+    /// Where its `postStart` hook is (started when due); a failed hook stops the container.
+    pub fn post_start(&mut self) -> Hook {
+        let pid = self.process.as_ref().map(Child::id);
+        let running = self.running();
+        match &mut self.post_start {
+            None => Hook::Done,
+            Some(PostStart::Due { .. }) if !running => {
+                self.post_start = None;
+                Hook::Done
+            }
+            Some(PostStart::Due {
+                program: hook_program,
+                args,
+                env,
+                log,
+                container_program,
+            }) => {
+                // The launcher has become the container's program: its mounts are in place.
+                let exe = pid.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok());
+                if exe.is_none_or(|exe| exe.file_name() != container_program.file_name()) {
+                    return Hook::Running;
+                }
+                let spawned = (|| {
+                    let (nsenter, prefix) = self.exec_prefix.split_first()?;
+                    let log = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(log)
+                        .ok()?;
+                    std::process::Command::new(nsenter)
+                        .args(prefix)
+                        .arg(&*hook_program)
+                        .args(&*args)
+                        .env_clear()
+                        .envs(env.iter().cloned())
+                        .stdin(Stdio::null())
+                        .stdout(log.try_clone().ok()?)
+                        .stderr(log)
+                        .spawn()
+                        .ok()
+                })();
+                match spawned {
+                    Some(child) => {
+                        self.post_start = Some(PostStart::Running(child));
+                        Hook::Running
+                    }
+                    None => {
+                        self.post_start = None;
+                        self.terminate();
+                        Hook::Failed(format!("postStart hook of {}: cannot start it", self.name))
+                    }
+                }
+            }
+            Some(PostStart::Running(hook)) => match hook.try_wait() {
+                Ok(None) if running => Hook::Running,
+                Ok(Some(status)) if status.success() => {
+                    self.post_start = None;
+                    Hook::Done
+                }
+                other => {
+                    let _ = hook.kill();
+                    let _ = hook.wait();
+                    self.post_start = None;
+                    self.terminate();
+                    Hook::Failed(format!("postStart hook of {}: {other:?}", self.name))
+                }
+            },
+        }
     }
 
     /// Runs the probes that are due. A startup probe holds the others back until it passes;
