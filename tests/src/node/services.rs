@@ -15,6 +15,8 @@
 //!                               masqueraded, or the reply would bypass the host (hairpin)
 //!  filter FORWARD  -i wtb<N> ─► WEFT-SVC-<N>-FWD: back onto the bridge accepted, anything
 //!                               else rejected: nothing is routed off the machine
+//!  filter OUTPUT   -d 198.19.0.0/16 ─► the same: the host's packet to a ClusterIP that no
+//!                               DNAT took (no ready endpoint yet) is rejected, not routed out
 //! ```
 //!
 //! Sysctls, on the bridge only: `forwarding` (a DNATed packet is routed back onto the
@@ -24,9 +26,9 @@
 //! ([`remove_rules`], for both backends), also for the orphan of a crashed run.
 //!
 //! Not done: NodePorts, externalIPs, session affinity, topology, IPv6; a Service without
-//! ready endpoints gets no rule (from a pod the connection is then rejected; from the host it
-//! goes where the host routes 198.19.0.0/16). Every network's OUTPUT jump sees all the
-//! host's traffic: should two parallel tests' clusters give Services the same ClusterIP,
+//! ready endpoints gets no rule (the connection is then rejected, from a pod or the host).
+//! Every network's OUTPUT jump sees all the host's traffic: should two parallel tests'
+//! clusters give Services the same ClusterIP,
 //! the host reaches the first network's.
 
 use std::collections::BTreeSet;
@@ -332,6 +334,7 @@ pub fn setup_input(index: u8) -> String {
          -A {fwd} -o {bridge} -j ACCEPT\n\
          -A {fwd} -j REJECT --reject-with icmp-port-unreachable\n\
          -I FORWARD -i {bridge} -j {fwd}\n\
+         -A OUTPUT -d {SERVICE_CIDR} -j {fwd}\n\
          COMMIT\n"
     )
 }
