@@ -332,6 +332,22 @@ async fn without_websocket_the_upgrade_headers_are_stripped() {
 }
 
 #[tokio::test]
+async fn a_connect_without_connect_on_the_connection_manager_is_404() {
+    let (upstream, seen) = echo_server().await;
+    let before = seen.requests.lock().len();
+    // WebSocket carried, CONNECT not: the CONNECT is answered here and never reaches the app.
+    let proxy = proxy_to(ConfigStore::new(), upstream, false, websocket);
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"CONNECT chat:443 HTTP/1.1\r\nHost: chat:443\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("http/1.1 404 not found\r\n"), "{head}");
+    assert_eq!(seen.requests.lock().len(), before);
+}
+
+#[tokio::test]
 async fn an_upgrade_to_an_h2_only_cluster_is_refused_with_503() {
     let (upstream, seen) = echo_server().await;
     let proxy = proxy_to(ConfigStore::new(), upstream, true, websocket);

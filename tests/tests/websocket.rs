@@ -1,7 +1,7 @@
-//! WebSocket through two real sidecars with mutual TLS (STRICT, so the hop between them cannot
-//! be plaintext): the handshake goes client → client sidecar (outbound) → server sidecar
-//! (inbound, mTLS) → app, the app's 101 comes back, and bytes cross both ways until the
-//! client closes.
+//! WebSocket and HTTP `CONNECT` through two real sidecars with mutual TLS (STRICT, so the hop
+//! between them cannot be plaintext): the handshake goes client → client sidecar (outbound) →
+//! server sidecar (inbound, mTLS) → app, the app's 101 (a CONNECT: its 200, as a forward proxy
+//! answers) comes back, and bytes cross both ways until the client closes.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -77,9 +77,16 @@ fn answer(seen: &Seen, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
             .to_string()
     };
     let upgrade = header("upgrade");
+    let connect = req.method() == http::Method::CONNECT;
+    let host = if connect {
+        // A CONNECT's target: its authority-form request line.
+        format!("CONNECT {}", req.uri())
+    } else {
+        header("host")
+    };
     seen.lock()
-        .push([header("host"), header("connection"), upgrade.clone()]);
-    if !upgrade.eq_ignore_ascii_case("websocket") {
+        .push([host, header("connection"), upgrade.clone()]);
+    if !upgrade.eq_ignore_ascii_case("websocket") && !connect {
         return Response::new(Full::new(Bytes::from_static(b"not a websocket")));
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -105,6 +112,10 @@ fn answer(seen: &Seen, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
         let _ = io.shutdown().await;
     });
     let mut resp = Response::new(Full::default());
+    if connect {
+        // A forward proxy's answer: the tunnel is open.
+        return resp;
+    }
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = resp.headers_mut();
     headers.insert("connection", http::HeaderValue::from_static("Upgrade"));
@@ -225,4 +236,56 @@ async fn websocket_crosses_two_sidecars_over_mutual_tls() {
     let reply = mesh.get("/", &[]).await.expect("request");
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body, "not a websocket");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_crosses_two_sidecars_over_mutual_tls() {
+    let mut mesh = Mesh::start_with(
+        &["v1"],
+        &[("peer-authentication.yaml", MESH_STRICT)],
+        &MeshOptions {
+            identity: true,
+            ..MeshOptions::default()
+        },
+    )
+    .await;
+    mesh.wait_for_version("/", &[], "v1", Duration::from_secs(20))
+        .await;
+    // The app stands for a forward proxy: it answers a CONNECT 200, greets and echoes.
+    let app = mesh.apps[0].addr;
+    mesh.apps[0].process.kill();
+    let seen = echo_app(app).await;
+
+    let mut stream = TcpStream::connect(mesh.client.outbound())
+        .await
+        .expect("client sidecar");
+    stream
+        .write_all(b"CONNECT reviews:9080 HTTP/1.1\r\nHost: reviews:9080\r\n\r\n")
+        .await
+        .expect("CONNECT");
+    let head = read_head(&mut stream).await;
+    assert!(
+        head.starts_with("http/1.1 200 ok\r\n"),
+        "{head}\nclient sidecar:\n{}\nserver sidecar:\n{}",
+        mesh.client.process.log(),
+        mesh.sidecars[0].process.log()
+    );
+    // Both sidecars passed the CONNECT on as a CONNECT, its target unchanged.
+    assert_eq!(
+        seen.lock().last().map(|s| s[0].clone()).as_deref(),
+        Some("CONNECT reviews:9080")
+    );
+    assert_eq!(read_n(&mut stream, 6).await, b"hello\n");
+    for i in 0..5 {
+        let message = format!("tunnelled message {i}\n");
+        stream.write_all(message.as_bytes()).await.expect("write");
+        assert_eq!(read_n(&mut stream, message.len()).await, message.as_bytes());
+    }
+    stream.shutdown().await.expect("shutdown");
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(end, Ok(Ok(0)) | Ok(Err(_))),
+        "closed after the client's close: {end:?} {rest:?}"
+    );
 }

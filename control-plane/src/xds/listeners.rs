@@ -22,6 +22,8 @@ pub const VIRTUAL_INBOUND: &str = "virtualInbound";
 pub use weft_xds::contract::{HTTP_CONNECTION_MANAGER, ROUTER};
 /// The upgrade type of Istio's `upgrade_configs` (Envoy's name for WebSocket upgrades).
 pub const WEBSOCKET: &str = "websocket";
+/// HTTP/1.1 `CONNECT` tunnels (Envoy's upgrade type for them).
+pub const CONNECT: &str = "CONNECT";
 
 /// All listeners of a proxy: the capture shape ([`capture`]) when its traffic is captured.
 pub fn listeners(model: &Model, proxy: &Proxy) -> Vec<Listener> {
@@ -67,7 +69,10 @@ struct Timeouts {
 /// default; Istio sends `0s`, see [`crate::model::DEFAULT_STREAM_IDLE_TIMEOUT`]). Neither
 /// `request_headers_timeout` nor `common_http_protocol_options` is set, as in Istio, so
 /// the proxy's defaults apply (docs/LIMITS.md). WebSocket upgrades are carried, as on every
-/// connection manager Istio generates (`upgrade_configs: [{upgrade_type: websocket}]`).
+/// connection manager Istio generates (`upgrade_configs: [{upgrade_type: websocket}]`), and
+/// so are `CONNECT` tunnels (`{upgrade_type: CONNECT}`; Istio leaves them out, so an app's
+/// CONNECT to its forward proxy fails on a port detected as HTTP; Weft's proxy routes a
+/// CONNECT by its authority and forwards it).
 fn http_listener(
     name: &str,
     ip: &str,
@@ -129,10 +134,12 @@ fn connection_manager(
             route_config_name: route_config_name.to_string(),
         })),
         http_filters: filters,
-        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
-            upgrade_type: WEBSOCKET.to_string(),
-            ..Default::default()
-        }],
+        upgrade_configs: [WEBSOCKET, CONNECT]
+            .map(|kind| http_connection_manager::UpgradeConfig {
+                upgrade_type: kind.to_string(),
+                ..Default::default()
+            })
+            .into(),
         ..Default::default()
     };
     Filter {
@@ -231,19 +238,22 @@ mod tests {
     }
 
     #[test]
-    fn every_connection_manager_carries_websocket_upgrades() {
+    fn every_connection_manager_carries_websocket_upgrades_and_connect() {
         let mut proxy = Proxy::sidecar("default");
         proxy.app_port = Some(9080);
         let listeners = listeners(&Model::empty(&MeshSettings::default()), &proxy);
         assert_eq!(listeners.len(), 2);
         for listener in &listeners {
             let hcm = manager(listener);
-            assert_eq!(hcm.upgrade_configs.len(), 1, "{}", listener.name);
-            let upgrade = &hcm.upgrade_configs[0];
-            assert_eq!(upgrade.upgrade_type, "websocket");
-            // Enabled by default, as Istio sends it; no upgrade-specific filters.
-            assert_eq!(upgrade.enabled, None);
-            assert!(upgrade.filters.is_empty());
+            let kinds: Vec<_> = (hcm.upgrade_configs.iter())
+                .map(|u| u.upgrade_type.as_str())
+                .collect();
+            assert_eq!(kinds, ["websocket", "CONNECT"], "{}", listener.name);
+            for upgrade in &hcm.upgrade_configs {
+                // Enabled by default, as Istio sends it; no upgrade-specific filters.
+                assert_eq!(upgrade.enabled, None);
+                assert!(upgrade.filters.is_empty());
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! The HTTP connection manager's timeouts and upgrades across the contract: what the
 //! controller sends (`stream_idle_timeout` from `--stream-idle-timeout`, Envoy's 5 min by
-//! default; the others unset, as Istio; `upgrade_configs: [{upgrade_type: websocket}]`) and
+//! default; the others unset, as Istio; `upgrade_configs`: websocket and CONNECT) and
 //! what Istio can send for them.
 
 use std::time::Duration;
@@ -96,39 +96,55 @@ fn apply(generated: &Generated) -> std::sync::Arc<weft_proxy::config::ProxyConfi
     config
 }
 
-/// Istio's `upgrade_configs` on every connection manager (outbound and inbound, so a
-/// WebSocket crosses both sidecars) reach the proxy as WebSocket carried; `enabled: false`
-/// turns it off; an upgrade type the proxy does not carry is refused naming the field.
+/// The `upgrade_configs` on every connection manager (outbound and inbound, so a tunnel
+/// crosses both sidecars): Istio's websocket and Weft's CONNECT reach the proxy as carried;
+/// `enabled: false` turns each off; an upgrade type the proxy does not carry is refused
+/// naming the field.
 #[tokio::test]
 async fn connection_manager_upgrades_reach_the_proxy() {
     let mut generated = generated();
     for resource in &mut generated.listeners {
         with_manager(resource, &|m| {
-            assert_eq!(m.upgrade_configs.len(), 1, "one upgrade config");
-            assert_eq!(m.upgrade_configs[0].upgrade_type, "websocket");
+            let kinds: Vec<_> = m
+                .upgrade_configs
+                .iter()
+                .map(|u| u.upgrade_type.clone())
+                .collect();
+            assert_eq!(kinds, ["websocket", "CONNECT"]);
         });
-        assert!(convert(resource).websocket, "{}", resource.name);
+        let manager = convert(resource);
+        assert!(manager.websocket && manager.connect, "{}", resource.name);
     }
     let config = apply(&generated);
     for listener in config.listeners.values() {
         for (_, manager) in listener.config.http_managers() {
             assert!(manager.websocket, "{} in force", listener.config.name);
+            assert!(manager.connect, "{} in force", listener.config.name);
         }
     }
 
     for resource in &mut generated.listeners {
         let original = resource.clone();
+        for (index, off) in [(0, "websocket"), (1, "CONNECT")] {
+            with_manager(resource, &|m| {
+                m.upgrade_configs[index].enabled = Some(BoolValue { value: false });
+            });
+            let manager = convert(resource);
+            let (websocket, connect) = (manager.websocket, manager.connect);
+            assert_eq!(
+                (websocket, connect),
+                (off != "websocket", off != "CONNECT"),
+                "{}: {off} disabled",
+                resource.name
+            );
+            *resource = original.clone();
+        }
         with_manager(resource, &|m| {
-            m.upgrade_configs[0].enabled = Some(BoolValue { value: false });
+            m.upgrade_configs[1].upgrade_type = "h2c".to_string();
         });
-        assert!(!convert(resource).websocket, "{}: disabled", resource.name);
-        *resource = original.clone();
-        with_manager(resource, &|m| {
-            m.upgrade_configs[0].upgrade_type = "CONNECT".to_string();
-        });
-        let err = try_convert(resource).expect_err("CONNECT is not carried");
+        let err = try_convert(resource).expect_err("h2c is not carried");
         assert!(
-            err.contains(r#"upgrade_configs[0].upgrade_type "CONNECT" is not supported"#),
+            err.contains(r#"upgrade_configs[1].upgrade_type "h2c" is not supported"#),
             "{}: {err}",
             resource.name
         );

@@ -5,7 +5,7 @@
 //!  HttpConnectionManager ─► rds name | inline routes
 //!     ├─► http_filters = [jwt_authn] [rbac]* router   (http_filters.rs: converted once, run per request)
 //!     ├─► stream_idle_timeout, request_headers_timeout, common_http_protocol_options.idle_timeout
-//!     └─► upgrade_configs: [{upgrade_type: websocket}] ─► websocket (http/upgrade.rs); other types NACKed
+//!     └─► upgrade_configs: websocket, CONNECT ─► carried (http/upgrade.rs); other types NACKed
 //! ```
 
 use std::mem::take;
@@ -48,6 +48,10 @@ pub struct HttpManager {
     /// HCM `upgrade_configs` has an enabled `websocket` entry: HTTP/1.1 upgrade requests are
     /// carried (`http/upgrade.rs`); otherwise their upgrade headers are removed.
     pub websocket: bool,
+    /// HCM `upgrade_configs` has an enabled `CONNECT` entry: HTTP/1.1 `CONNECT` requests are
+    /// routed by their authority and, once the upstream answers 2xx, tunnelled
+    /// (`http/upgrade.rs`); otherwise they are refused (`404`, as Envoy without it).
+    pub connect: bool,
 }
 
 /// Where a connection manager's routes come from.
@@ -128,7 +132,7 @@ pub(super) fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Ht
         None => Some(DEFAULT_DOWNSTREAM_IDLE_TIMEOUT),
         Some(d) => nonzero(d),
     };
-    let websocket = upgrades(take(&mut m.upgrade_configs))?;
+    let (websocket, connect) = upgrades(take(&mut m.upgrade_configs))?;
     reject_set!(
         m,
         http_protocol_options,
@@ -151,18 +155,22 @@ pub(super) fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Ht
         request_headers_timeout,
         idle_timeout,
         websocket,
+        connect,
     })
 }
 
-/// The upgrade type the proxy carries (Envoy compares upgrade types case-insensitively).
+/// The upgrade types the proxy carries (Envoy compares upgrade types case-insensitively).
 const WEBSOCKET: &str = "websocket";
+const CONNECT: &str = "CONNECT";
 
-/// `upgrade_configs` → whether WebSocket upgrades are carried. Envoy's rules: the type is
-/// matched case-insensitively, `enabled` defaults to true, a type may appear once. A type the
-/// proxy does not carry (`CONNECT`, `h2c`, …) is refused unless it is disabled, as are
-/// upgrade-specific filter chains.
-fn upgrades(configs: Vec<hcm::http_connection_manager::UpgradeConfig>) -> Result<bool, Reason> {
-    let mut websocket = false;
+/// `upgrade_configs` → whether WebSocket upgrades and `CONNECT` tunnels are carried. Envoy's
+/// rules: the type is matched case-insensitively, `enabled` defaults to true, a type may
+/// appear once. A type the proxy does not carry (`h2c`, …) is refused unless it is disabled,
+/// as are upgrade-specific filter chains.
+fn upgrades(
+    configs: Vec<hcm::http_connection_manager::UpgradeConfig>,
+) -> Result<(bool, bool), Reason> {
+    let (mut websocket, mut connect) = (false, false);
     for (i, config) in configs.iter().enumerate() {
         let kind = config.upgrade_type.as_str();
         if kind.is_empty() {
@@ -186,14 +194,16 @@ fn upgrades(configs: Vec<hcm::http_connection_manager::UpgradeConfig>) -> Result
         }
         if kind.eq_ignore_ascii_case(WEBSOCKET) {
             websocket = enabled;
+        } else if kind.eq_ignore_ascii_case(CONNECT) {
+            connect = enabled;
         } else if enabled {
-            // Only WebSocket is carried (docs/LIMITS.md).
+            // Only WebSocket and CONNECT are carried (docs/LIMITS.md).
             return Err(Reason::Unsupported(format!(
                 "upgrade_configs[{i}].upgrade_type {kind:?}"
             )));
         }
     }
-    Ok(websocket)
+    Ok((websocket, connect))
 }
 
 /// Envoy's timeouts: 0 means none.

@@ -473,19 +473,33 @@ fn websocket_is_off_without_an_upgrade_config_or_when_disabled() {
 }
 
 #[test]
+fn connect_upgrade_config_enables_connect_tunnels() {
+    let l = Listener::try_from(with_upgrades(vec![
+        upgrade("websocket", None),
+        upgrade("CONNECT", None),
+    ]))
+    .unwrap();
+    assert!(http(&l).websocket && http(&l).connect);
+    let l = Listener::try_from(with_upgrades(vec![upgrade("connect", Some(false))])).unwrap();
+    assert!(!http(&l).connect && !http(&l).websocket);
+    let l = Listener::try_from(listener(manager())).unwrap();
+    assert!(!http(&l).connect);
+}
+
+#[test]
 fn other_upgrade_types_are_rejected_naming_the_field() {
     let e = reject(with_upgrades(vec![
         upgrade("websocket", None),
-        upgrade("CONNECT", None),
+        upgrade("h2c", None),
     ]));
     assert!(
         e.contains(
-            r#"http_connection_manager.upgrade_configs[1].upgrade_type "CONNECT" is not supported"#
+            r#"http_connection_manager.upgrade_configs[1].upgrade_type "h2c" is not supported"#
         ),
         "{e}"
     );
     // A disabled type asks for nothing: accepted.
-    let l = Listener::try_from(with_upgrades(vec![upgrade("CONNECT", Some(false))])).unwrap();
+    let l = Listener::try_from(with_upgrades(vec![upgrade("h2c", Some(false))])).unwrap();
     assert!(!http(&l).websocket);
 }
 

@@ -310,6 +310,13 @@ async fn route_and_forward(
         }
     };
     let rc = &table.config;
+    // A CONNECT is routed only where the connection manager carries CONNECT tunnels (Envoy
+    // answers 404 without them); HTTP/1.1 only.
+    if req.method() == http::Method::CONNECT
+        && (!manager.connect || req.version() != http::Version::HTTP_11)
+    {
+        return Err(ProxyError::NoRoute);
+    }
     let (vh, route) = {
         let view = request_view(&req);
         let vh = rc.select_vhost(view.authority).ok_or(ProxyError::NoRoute)?;
@@ -450,7 +457,11 @@ pub(crate) fn request_view<B>(req: &Request<B>) -> RequestView<'_> {
         method: req.method(),
         authority: request_authority(req),
         scheme: req.uri().scheme_str().unwrap_or("http"),
-        path: req.uri().path(),
+        // A CONNECT's authority-form target has no path: it is routed as a request for `/`.
+        path: match req.uri().path() {
+            "" => "/",
+            path => path,
+        },
         query: req.uri().query(),
         path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
         headers: req.headers(),

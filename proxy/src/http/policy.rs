@@ -55,7 +55,8 @@ pub(super) async fn forward(
         })?;
     let downstream_h2 = req.version() == Version::HTTP_2;
     // Without an upgrade: a flag test, and with websocket on one header lookup; no allocation.
-    let upgrading = listener.websocket && upgrade::requested(&req);
+    let tunnel = upgrade::requested(&req, listener.websocket, listener.connect);
+    let upgrading = tunnel.is_some();
     let protocol = match cluster.protocol(downstream_h2) {
         // An h1 upgrade cannot ride an h2 connection (that takes RFC 8441's extended CONNECT).
         Protocol::Http2 if upgrading => {
@@ -76,14 +77,15 @@ pub(super) async fn forward(
         None => downstream_authority(&req, &endpoint.addr)?,
     };
     let (mut parts, body) = req.into_parts();
-    let path_and_query = rewritten_path(
-        &parts.uri,
-        action.prefix_rewrite.as_deref(),
-        &levels.route.matcher,
-    )?;
     parts.uri = match protocol {
+        // A CONNECT keeps its authority-form target (the tunnel's far end), unrewritten.
+        _ if tunnel == Some(upgrade::Kind::Connect) => parts.uri,
         // HTTP/1.1 upstreams get origin-form; the authority travels in Host.
-        Protocol::Http1 => Uri::from(path_and_query),
+        Protocol::Http1 => Uri::from(rewritten_path(
+            &parts.uri,
+            action.prefix_rewrite.as_deref(),
+            &levels.route.matcher,
+        )?),
         // HTTP/2 carries it as :authority, which h2 takes from the URI.
         Protocol::Http2 => {
             let mut uri_parts = uri::Parts::default();
@@ -92,7 +94,11 @@ pub(super) async fn forward(
                 uri::Authority::try_from(authority.as_bytes())
                     .map_err(|_| ProxyError::BadRequest("invalid authority"))?,
             );
-            uri_parts.path_and_query = Some(path_and_query);
+            uri_parts.path_and_query = Some(rewritten_path(
+                &parts.uri,
+                action.prefix_rewrite.as_deref(),
+                &levels.route.matcher,
+            )?);
             Uri::from_parts(uri_parts)
                 .map_err(|_| ProxyError::BadRequest("invalid request target"))?
         }
@@ -180,8 +186,8 @@ pub(super) async fn forward(
     let mut resp = result
         .map_err(|e| ProxyError::from_upstream(endpoint.addr, e, activity.downstream_failed()))?;
     let upstream_upgrade = (on_upgrade.is_some()
-        && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS)
-        .then(|| hyper::upgrade::on(&mut resp));
+        && tunnel.is_some_and(|kind| kind.switched(resp.status())))
+    .then(|| hyper::upgrade::on(&mut resp));
     let (mut parts, body) = resp.into_parts();
     // The upstream switched protocols: the tunnel takes both connections over (from here on,
     // neither the route timeout nor the stream idle timeout applies).

@@ -1,19 +1,22 @@
-//! HTTP/1.1 upgrades (WebSocket): the handshake is routed like any request, sent on an upstream connection of its own, and after `101 Switching Protocols` the two upgraded streams are spliced.
+//! HTTP/1.1 upgrades (WebSocket) and `CONNECT` tunnels: the request is routed like any other (a `CONNECT` by its authority, as a request for `/`), sent on an upstream connection of its own, and after `101 Switching Protocols` (a `CONNECT`: any 2xx) the two streams are spliced.
 //!
 //! ```text
 //!  downstream HTTP/1.1 GET, Connection: upgrade, Upgrade: websocket   (HCM upgrade_configs: websocket)
+//!          or HTTP/1.1 CONNECT host:port                              (HCM upgrade_configs: CONNECT)
 //!    ─► router, policy as usual: route, cluster, balancer, rewrites, header mutations
 //!    ─► endpoint::send_upgrade: a new HTTP/1.1 connection (its pool's TLS and ALPN), never pooled,
 //!       Connection/Upgrade kept; h2-only cluster: 503; the route timeout covers the answer only
-//!    ─► not 101: an ordinary response (the dedicated connection closes after it)
-//!    ─► 101: upstream stream taken over ─► 101 downstream ─► Tunnel parked in the connection's Slot
+//!       (a CONNECT keeps its authority-form target)
+//!    ─► not 101 (CONNECT: not 2xx): an ordinary response (the dedicated connection closes after it)
+//!    ─► 101 (CONNECT: 2xx): upstream stream taken over ─► the same downstream ─► Tunnel parked in the connection's Slot
 //!  serve_connection (http/mod.rs): hyper hands the downstream socket over ─► run():
 //!    copy_bidirectional(downstream, upstream) until either side closes, the HCM idle timeout
 //!    (the downstream socket's GuardedIo), or drain: the drain period, then closed
 //! ```
 //!
 //! Without websocket on the connection manager, over HTTP/2, or for other upgrade types, the
-//! upgrade headers are removed as hop-by-hop headers and the request is an ordinary one.
+//! upgrade headers are removed as hop-by-hop headers and the request is an ordinary one. A
+//! `CONNECT` without CONNECT on the connection manager is answered 404, as Envoy answers it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -29,14 +32,42 @@ use tokio_util::sync::CancellationToken;
 use super::headers::strip_hop_by_hop;
 use crate::upstream::InFlight;
 
-/// Whether `req` asks for a WebSocket upgrade: HTTP/1.1, `Upgrade: websocket` and
-/// `Connection: upgrade` (tokens compared case-insensitively, as Envoy does). Costs one header
-/// lookup on requests without `Upgrade`.
-pub(super) fn requested<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_11
+/// What a request asks to turn into a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// `Upgrade: websocket`: tunnelled after the upstream's `101`.
+    WebSocket,
+    /// `CONNECT host:port`: forwarded as is (the upstream, e.g. a forward proxy, opens the
+    /// tunnel) and tunnelled after its 2xx.
+    Connect,
+}
+
+impl Kind {
+    /// Whether the upstream's answer opened the tunnel.
+    pub(super) fn switched(self, status: http::StatusCode) -> bool {
+        match self {
+            Self::WebSocket => status == http::StatusCode::SWITCHING_PROTOCOLS,
+            Self::Connect => status.is_success(),
+        }
+    }
+}
+
+/// What `req` asks to tunnel, among what the connection manager carries: a WebSocket upgrade
+/// (HTTP/1.1, `Upgrade: websocket` and `Connection: upgrade`, tokens compared
+/// case-insensitively, as Envoy does) or an HTTP/1.1 `CONNECT`. Costs a method comparison and
+/// one header lookup on ordinary requests.
+pub(super) fn requested<B>(req: &Request<B>, websocket: bool, connect: bool) -> Option<Kind> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    if req.method() == http::Method::CONNECT {
+        return connect.then_some(Kind::Connect);
+    }
+    (websocket
         && req.headers().contains_key(header::UPGRADE)
         && has_token(req.headers(), &header::UPGRADE, "websocket")
-        && has_token(req.headers(), &header::CONNECTION, "upgrade")
+        && has_token(req.headers(), &header::CONNECTION, "upgrade"))
+    .then_some(Kind::WebSocket)
 }
 
 fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
@@ -151,19 +182,28 @@ mod tests {
         req.body(()).unwrap()
     }
 
+    fn websocket(req: &Request<()>) -> bool {
+        requested(req, true, true) == Some(Kind::WebSocket)
+    }
+
     #[test]
     fn websocket_handshakes_are_recognised() {
         let handshake = [("connection", "Upgrade"), ("upgrade", "websocket")];
-        assert!(requested(&request(Version::HTTP_11, &handshake)));
+        assert!(websocket(&request(Version::HTTP_11, &handshake)));
+        // Not carried by this connection manager: an ordinary request.
+        assert_eq!(
+            requested(&request(Version::HTTP_11, &handshake), false, true),
+            None
+        );
         // Tokens in lists, any case (Firefox sends "keep-alive, Upgrade").
-        assert!(requested(&request(
+        assert!(websocket(&request(
             Version::HTTP_11,
             &[
                 ("connection", "keep-alive, Upgrade"),
                 ("upgrade", "WebSocket")
             ]
         )));
-        assert!(requested(&request(
+        assert!(websocket(&request(
             Version::HTTP_11,
             &[
                 ("connection", "keep-alive"),
@@ -171,6 +211,29 @@ mod tests {
                 ("upgrade", "websocket")
             ]
         )));
+    }
+
+    #[test]
+    fn connect_requests_are_tunnels_where_carried() {
+        let connect = |version| {
+            Request::connect("forward-proxy.example:3128")
+                .version(version)
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(
+            requested(&connect(Version::HTTP_11), false, true),
+            Some(Kind::Connect)
+        );
+        assert_eq!(requested(&connect(Version::HTTP_11), true, false), None);
+        assert_eq!(requested(&connect(Version::HTTP_2), true, true), None);
+        // The upstream opens a CONNECT tunnel with any 2xx, a WebSocket with 101 only.
+        assert!(Kind::Connect.switched(http::StatusCode::OK));
+        assert!(Kind::Connect.switched(http::StatusCode::NO_CONTENT));
+        assert!(!Kind::Connect.switched(http::StatusCode::SWITCHING_PROTOCOLS));
+        assert!(!Kind::Connect.switched(http::StatusCode::PROXY_AUTHENTICATION_REQUIRED));
+        assert!(Kind::WebSocket.switched(http::StatusCode::SWITCHING_PROTOCOLS));
+        assert!(!Kind::WebSocket.switched(http::StatusCode::OK));
     }
 
     #[test]
@@ -195,8 +258,9 @@ mod tests {
             ),
             (Version::HTTP_11, &[][..]),
         ] {
-            assert!(
-                !requested(&request(version, headers)),
+            assert_eq!(
+                requested(&request(version, headers), true, true),
+                None,
                 "{version:?} {headers:?}"
             );
         }

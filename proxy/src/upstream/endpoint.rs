@@ -169,8 +169,9 @@ pub async fn send(
     }
 }
 
-/// Sends an HTTP/1.1 upgrade request (`Connection: upgrade` kept) to `endpoint` on a new
-/// connection of its own, never pooled: after a `101` the upgrade owns the connection
+/// Sends an HTTP/1.1 upgrade request (`Connection: upgrade` kept) or a `CONNECT` to `endpoint`
+/// on a new connection of its own, never pooled: after a `101` (a `CONNECT`'s 2xx) the tunnel
+/// owns the connection
 /// (`hyper::upgrade::on` on the response), after any other answer it closes with the body.
 /// Same transport as the endpoint's HTTP/1.1 pool (TLS, ALPN, source address).
 pub async fn send_upgrade(
@@ -206,7 +207,10 @@ pub async fn send_upgrade(
 /// HTTP/1.1 upstreams get `path?query` as the request target; the authority travels in `Host`.
 fn origin_form(mut req: Request<RequestBody>) -> Request<RequestBody> {
     *req.version_mut() = Version::HTTP_11;
-    if req.uri().scheme().is_none() && req.uri().authority().is_none() {
+    // A CONNECT's target is its authority (authority-form), not a path.
+    if req.method() == http::Method::CONNECT
+        || (req.uri().scheme().is_none() && req.uri().authority().is_none())
+    {
         return req;
     }
     let pq = req

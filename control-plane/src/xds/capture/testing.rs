@@ -209,7 +209,7 @@ pub fn describe_filter(filter: &Filter) -> String {
             };
             // Every connection manager carries WebSocket upgrades, as Istio's do.
             assert!(
-                matches!(hcm.upgrade_configs.as_slice(), [u] if u.upgrade_type == "websocket" && u.enabled.is_none()),
+                matches!(hcm.upgrade_configs.as_slice(), [w, c] if w.upgrade_type == "websocket" && c.upgrade_type == "CONNECT" && w.enabled.is_none() && c.enabled.is_none()),
                 "upgrade_configs: {:?}",
                 hcm.upgrade_configs
             );
