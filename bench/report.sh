@@ -410,6 +410,24 @@ per-request future was halved (see "Where a Weft sidecar's CPU goes"), `ROUNDS=4
 | proxy CPU µs/request | 1.22× (28.2 vs 23.1) | 1.04× (32.8 vs 31.0) |
 | sidecar RSS, KiB | 12,612 / 12,548 | 14,780 / 15,032 |
 
+Two runs on 2026-12-03, `bench/run.sh 8`, medians of the per-round ratios. At 0b728f4 (before
+WebSocket tunnels, the DNS proxy and the app-probe status port 15020), on a machine that gave every
+process about twice the CPU time per request of the next (direct: 69k req/s); and at bc66f81
+(direct: 132k req/s), before CONNECT tunnels and the status port's loopback listener:
+
+| | 0b728f4: Weft ÷ HAProxy | mTLS ÷ mTLS | bc66f81: Weft ÷ HAProxy | mTLS ÷ mTLS |
+| --- | ---: | ---: | ---: | ---: |
+| max req/s | 0.94× (18.4k vs 19.6k) | 0.98× (15.3k vs 15.6k) | 0.89× (37.2k vs 41.6k) | 0.96× (35.7k vs 37.3k) |
+| proxy CPU µs/request | 1.16× (59.8 vs 51.7) | 0.89× (69.2 vs 77.4) | 1.17× (27.7 vs 23.7) | 1.00× (29.7 vs 29.7) |
+| sidecar RSS, KiB | 11,260 / 11,420 | 13,060 / 13,528 | 11,980 / 11,964 | 14,068 / 14,008 |
+
+The sidecars' RSS grew by 0.7–1.0 MiB from 0b728f4 to bc66f81, not yet explained (the new code is
+not on the benchmark's request path; the status port's listener and a larger binary are the first
+suspects). The mTLS CPU ratio is about 1.0× in both later runs; the plaintext one moved from 1.17×
+(bc66f81) to the run above's, on a machine that was slower again for every proxy (HAProxy's
+plaintext chain 23.7 → 31.2 µs per request), while the code between them adds a method comparison
+and an empty-path test per request: to be settled by a run of both commits back to back.
+
 Absolute numbers of the runs before the mTLS paths are not comparable with these: the same direct
 path made 58–76k req/s then and 108–134k in the mTLS runs, and each proxy used about half the CPU
 per request (the machine or its load differed); compare ratios within a run.

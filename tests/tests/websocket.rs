@@ -151,8 +151,9 @@ async fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
     buf
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_crosses_two_sidecars_over_mutual_tls() {
+/// A client sidecar and a server sidecar under STRICT mutual TLS, with the echo app in place
+/// of the server's demo app (which speaks neither WebSocket nor CONNECT).
+async fn strict_mesh_with_echo_app() -> (Mesh, Seen) {
     let mut mesh = Mesh::start_with(
         &["v1"],
         &[("peer-authentication.yaml", MESH_STRICT)],
@@ -164,10 +165,15 @@ async fn websocket_crosses_two_sidecars_over_mutual_tls() {
     .await;
     mesh.wait_for_version("/", &[], "v1", Duration::from_secs(20))
         .await;
-    // The demo app speaks no WebSocket: the echo app takes its address.
     let app = mesh.apps[0].addr;
     mesh.apps[0].process.kill();
     let seen = echo_app(app).await;
+    (mesh, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_crosses_two_sidecars_over_mutual_tls() {
+    let (mesh, seen) = strict_mesh_with_echo_app().await;
 
     let mut stream = TcpStream::connect(mesh.client.outbound())
         .await
@@ -240,21 +246,8 @@ async fn websocket_crosses_two_sidecars_over_mutual_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_crosses_two_sidecars_over_mutual_tls() {
-    let mut mesh = Mesh::start_with(
-        &["v1"],
-        &[("peer-authentication.yaml", MESH_STRICT)],
-        &MeshOptions {
-            identity: true,
-            ..MeshOptions::default()
-        },
-    )
-    .await;
-    mesh.wait_for_version("/", &[], "v1", Duration::from_secs(20))
-        .await;
     // The app stands for a forward proxy: it answers a CONNECT 200, greets and echoes.
-    let app = mesh.apps[0].addr;
-    mesh.apps[0].process.kill();
-    let seen = echo_app(app).await;
+    let (mesh, seen) = strict_mesh_with_echo_app().await;
 
     let mut stream = TcpStream::connect(mesh.client.outbound())
         .await

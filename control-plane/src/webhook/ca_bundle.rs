@@ -24,7 +24,7 @@ use futures::StreamExt as _;
 use json_patch::{AddOperation, Patch as JsonPatch, PatchOperation, TestOperation};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
@@ -78,22 +78,20 @@ trait Webhooks {
 
 impl Webhooks for MutatingWebhookConfiguration {
     fn bundles(&self) -> Vec<Option<&[u8]>> {
-        self.webhooks
-            .iter()
-            .flatten()
-            .map(|webhook| webhook.client_config.ca_bundle.as_ref().map(|b| &b.0[..]))
-            .collect()
+        bundles(self.webhooks.iter().flatten().map(|w| &w.client_config))
     }
 }
 
 impl Webhooks for ValidatingWebhookConfiguration {
     fn bundles(&self) -> Vec<Option<&[u8]>> {
-        self.webhooks
-            .iter()
-            .flatten()
-            .map(|webhook| webhook.client_config.ca_bundle.as_ref().map(|b| &b.0[..]))
-            .collect()
+        bundles(self.webhooks.iter().flatten().map(|w| &w.client_config))
     }
+}
+
+fn bundles<'a>(configs: impl Iterator<Item = &'a WebhookClientConfig>) -> Vec<Option<&'a [u8]>> {
+    configs
+        .map(|config| config.ca_bundle.as_ref().map(|b| &b.0[..]))
+        .collect()
 }
 
 /// The patch that sets every webhook's `caBundle` to `bundle`, applied only to the version
