@@ -3,7 +3,7 @@
 //! ```text
 //!  AdsClient ─► ConfigStore (config/) ─watch─► listeners.rs ─► http/ (filters: authn/ authz/ ─► router ─► policy) ─► upstream/ (balancer ─► endpoint ─► pool)
 //!                                       ├────► admin.rs (/ready, /config_dump, /healthz/ready, /quitquitquit, /drain_listeners)
-//!                                       └─NDS─► weft-dns DNS proxy on 127.0.0.1 and [::1]:15053 (--dns-capture)
+//!                                       └─NDS─► dns.rs: weft-dns DNS proxy on 127.0.0.1 and [::1]:15053 (--dns-capture)
 //!  kubelet ─► app_health.rs (:15020 /app-health/<container>/…: the app's original probes, run from inside the pod)
 //!  SIGTERM │ /quitquitquit ─► drain.rs ─► listeners stop, connections close after their requests ─► exit 0
 //! ```
@@ -15,6 +15,7 @@ pub mod authn;
 pub mod authz;
 pub mod capture;
 pub mod config;
+pub mod dns;
 pub mod drain;
 pub mod error;
 pub mod http;
@@ -90,14 +91,19 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         store = store.with_name_table(args.namespace.clone());
     }
     let dns_shutdown = tokio_util::sync::CancellationToken::new();
+    let mut dns_stats = Vec::new();
     if let Some(table) = store.name_table() {
-        for server in start_dns(&args, table, &limits).await? {
+        for server in dns::start(&args, table, &limits).await? {
+            dns_stats.push(server.stats());
             tokio::spawn(server.run(dns_shutdown.clone()));
         }
     }
     let rx = store.subscribe();
     let mut registry = prometheus_client::registry::Registry::with_prefix("weft");
     store.listener_stats().register(&mut registry);
+    if !dns_stats.is_empty() {
+        registry.register_collector(Box::new(dns::Metrics::new(dns_stats)));
+    }
     let registry = Arc::new(registry);
     for (what, port, kind) in [
         ("admin", args.admin_port, admin::Kind::Admin),
@@ -180,42 +186,6 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         task.abort();
     }
     Ok(())
-}
-
-/// Binds the DNS proxy on `127.0.0.1:--dns-port` (UDP and TCP), where the capture rules
-/// redirect the pod's IPv4 queries, and on `[::1]` at the same port, where ip6tables sends
-/// the IPv6 ones (skipped, with a log line, when the pod has no IPv6 loopback). It answers
-/// from `table` and forwards the rest to the servers of `--resolv-conf`. Its TCP
-/// connections count against the proxy's connection budget.
-async fn start_dns(
-    args: &Args,
-    table: tokio::sync::watch::Receiver<Arc<weft_dns::NameTable>>,
-    limits: &limits::DownstreamLimits,
-) -> Result<Vec<weft_dns::DnsServer>, StartError> {
-    let resolv = weft_dns::ResolvConf::read(&args.resolv_conf)
-        .map_err(|e| StartError::Dns(e.to_string()))?;
-    let config = || weft_dns::DnsConfig {
-        budget: Some(limits.budget.clone()),
-        ..weft_dns::DnsConfig::default()
-    };
-    let v4 = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, args.dns_port));
-    let server = weft_dns::DnsServer::bind(v4, table.clone(), &resolv, config())
-        .await
-        .map_err(|e| StartError::Dns(e.to_string()))?;
-    tracing::info!(
-        address = %server.local_addr(),
-        upstreams = ?resolv.nameservers,
-        search = ?resolv.search,
-        "DNS proxy enabled"
-    );
-    // The same port (a port 0 in tests was resolved by the first bind).
-    let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, server.local_addr().port()));
-    let mut servers = vec![server];
-    match weft_dns::DnsServer::bind(v6, table, &resolv, config()).await {
-        Ok(server) => servers.push(server),
-        Err(err) => tracing::info!(error = %err, "DNS proxy on 127.0.0.1 only: no IPv6 loopback"),
-    }
-    Ok(servers)
 }
 
 /// ADS over TLS (15012): each connection waits for the workload certificate and presents

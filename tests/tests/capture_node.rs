@@ -256,7 +256,7 @@ async fn captured_pods_route_detect_protocols_and_follow_the_outbound_policy() {
         "{body}\n{}",
         proxy_logs(&node)
     );
-    // A name the mesh does not know is forwarded (to a server nothing serves here): no answer.
+    // A name the mesh does not know is forwarded (the cluster DNS answers NXDOMAIN): no answer.
     assert_eq!(resolve_in(&client, "unknown.example.test"), "");
 
     // Counted per port by the client's sidecar (asked from inside the pod as the proxy's
@@ -270,6 +270,19 @@ async fn captured_pods_route_detect_protocols_and_follow_the_outbound_policy() {
         ),
         "{metrics}"
     );
+    // The DNS proxy's counters: the mesh names above answered from its table, the unknown
+    // one (and the search-list tries before them) forwarded to the pod's resolver.
+    let dns_count = |result: &str| {
+        let prefix = format!("weft_dns_queries_total{{result=\"{result}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+    };
+    assert!(dns_count("answered_locally") >= 3, "{metrics}");
+    assert!(dns_count("forwarded") >= 1, "{metrics}");
+    assert_eq!(dns_count("malformed"), 0, "{metrics}");
 
     // ALLOW_ANY (the default): an unknown destination is passed through, on a port that
     // has HTTP services (the route configuration's catch-all) and on one that has none.
