@@ -277,12 +277,7 @@ fn parse_proxy_metadata(text: &str) -> Result<(String, String), String> {
     let (name, value) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))?;
-    let mut chars = name.chars();
-    let valid = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
+    if !weft_injector::proxy_config::is_env_name(name) {
         return Err(format!(
             "{name:?} is not an environment variable name (letters, digits and _, not starting with a digit)"
         ));

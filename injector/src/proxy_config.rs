@@ -238,7 +238,9 @@ fn proto_duration(text: &str) -> Option<Duration> {
     Some(Duration::new(whole.parse().ok()?, nanos))
 }
 
-fn is_env_name(name: &str) -> bool {
+/// Whether `name` is an environment variable name a proxy's metadata may use: letters, digits
+/// and `_`, not starting with a digit.
+pub fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()

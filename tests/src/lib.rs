@@ -89,6 +89,18 @@ pub fn bins() -> &'static Bins {
     })
 }
 
+/// A mesh-wide STRICT PeerAuthentication (root namespace `istio-system`): the hop between two
+/// sidecars must be mutual TLS.
+pub const MESH_STRICT: &str = "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: default
+  namespace: istio-system
+spec:
+  mtls:
+    mode: STRICT
+";
+
 /// Istio's own samples and API (`../shared/corpus/istio/` beside the repo), read in place;
 /// panics when it is missing.
 pub fn istio_corpus() -> PathBuf {

@@ -11,18 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use weft_e2e::{HttpClient, Mesh, MeshOptions, eventually, write_file};
+use weft_e2e::{HttpClient, MESH_STRICT, Mesh, MeshOptions, eventually, write_file};
 use weft_identity::CaMaterial;
-
-const MESH_STRICT: &str = "apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata:
-  name: default
-  namespace: istio-system
-spec:
-  mtls:
-    mode: STRICT
-";
 
 const MESH_PERMISSIVE: &str = "apiVersion: security.istio.io/v1
 kind: PeerAuthentication

@@ -15,17 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use weft_e2e::{Mesh, MeshOptions, eventually};
-
-const MESH_STRICT: &str = "apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata:
-  name: default
-  namespace: istio-system
-spec:
-  mtls:
-    mode: STRICT
-";
+use weft_e2e::{MESH_STRICT, Mesh, MeshOptions, eventually};
 
 /// What the app saw of each request: `host`, `connection`, `upgrade` (`-` when absent).
 type Seen = Arc<parking_lot::Mutex<Vec<[String; 3]>>>;

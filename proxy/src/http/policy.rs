@@ -77,32 +77,30 @@ pub(super) async fn forward(
         None => downstream_authority(&req, &endpoint.addr)?,
     };
     let (mut parts, body) = req.into_parts();
-    parts.uri = match protocol {
-        // A CONNECT keeps its authority-form target (the tunnel's far end), unrewritten.
-        _ if tunnel == Some(upgrade::Kind::Connect) => parts.uri,
-        // HTTP/1.1 upstreams get origin-form; the authority travels in Host.
-        Protocol::Http1 => Uri::from(rewritten_path(
+    // A CONNECT keeps its authority-form target (the tunnel's far end), unrewritten.
+    if tunnel != Some(upgrade::Kind::Connect) {
+        let path_and_query = rewritten_path(
             &parts.uri,
             action.prefix_rewrite.as_deref(),
             &levels.route.matcher,
-        )?),
-        // HTTP/2 carries it as :authority, which h2 takes from the URI.
-        Protocol::Http2 => {
-            let mut uri_parts = uri::Parts::default();
-            uri_parts.scheme = Some(Scheme::HTTP);
-            uri_parts.authority = Some(
-                uri::Authority::try_from(authority.as_bytes())
-                    .map_err(|_| ProxyError::BadRequest("invalid authority"))?,
-            );
-            uri_parts.path_and_query = Some(rewritten_path(
-                &parts.uri,
-                action.prefix_rewrite.as_deref(),
-                &levels.route.matcher,
-            )?);
-            Uri::from_parts(uri_parts)
-                .map_err(|_| ProxyError::BadRequest("invalid request target"))?
-        }
-    };
+        )?;
+        parts.uri = match protocol {
+            // HTTP/1.1 upstreams get origin-form; the authority travels in Host.
+            Protocol::Http1 => Uri::from(path_and_query),
+            // HTTP/2 carries it as :authority, which h2 takes from the URI.
+            Protocol::Http2 => {
+                let mut uri_parts = uri::Parts::default();
+                uri_parts.scheme = Some(Scheme::HTTP);
+                uri_parts.authority = Some(
+                    uri::Authority::try_from(authority.as_bytes())
+                        .map_err(|_| ProxyError::BadRequest("invalid authority"))?,
+                );
+                uri_parts.path_and_query = Some(path_and_query);
+                Uri::from_parts(uri_parts)
+                    .map_err(|_| ProxyError::BadRequest("invalid request target"))?
+            }
+        };
+    }
     if upgrading {
         upgrade::strip_hop_by_hop_keeping_upgrade(&mut parts.headers, true);
     } else {
