@@ -292,7 +292,7 @@ mod tests {
         assert!(value["services"].as_array().is_some_and(|s| !s.is_empty()));
         assert!(value["warnings"].as_array().is_some_and(|w| {
             w.iter()
-                .any(|w| w["path"].as_str().is_some_and(|p| p.ends_with("retries")))
+                .any(|w| w["path"].as_str().is_some_and(|p| p.ends_with("mirror")))
         }));
         assert_eq!(value["ready"]["ready"], json!(true));
         assert_eq!(get(&state, "/nope").await.0, StatusCode::NOT_FOUND);

@@ -129,6 +129,7 @@ spec:
     route:
     - destination: {host: reviews, subset: v2}
     retries: {attempts: 3}
+    mirror: {host: reviews, subset: v1}
   - name: canary
     match:
     - sourceLabels: {app: productpage}

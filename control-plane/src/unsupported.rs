@@ -81,8 +81,6 @@ fn virtual_service(vs: &VirtualService, found: &mut Found) {
     note(found, !vs.tls.is_empty(), "spec.tls".to_string());
     for (index, http) in vs.http.iter().enumerate() {
         let path = format!("spec.http[{index}]");
-        note(found, http.retries.is_some(), format!("{path}.retries"));
-        note(found, http.fault.is_some(), format!("{path}.fault"));
         note(found, http.mirror.is_some(), format!("{path}.mirror"));
         note(found, !http.mirrors.is_empty(), format!("{path}.mirrors"));
         note(
@@ -227,7 +225,45 @@ fn settings(settings: Settings<'_>, path: &str, found: &mut Found) {
     }
     if let Some(pool) = settings.connection_pool {
         let pool_path = format!("{path}.connectionPool");
-        note(found, pool.http.is_some(), format!("{pool_path}.http"));
+        if let Some(http) = &pool.http {
+            // maxRetries is translated (the cluster's circuit_breakers.max_retries).
+            let http_path = format!("{pool_path}.http");
+            note(
+                found,
+                http.http1_max_pending_requests.is_some(),
+                format!("{http_path}.http1MaxPendingRequests"),
+            );
+            note(
+                found,
+                http.http2_max_requests.is_some(),
+                format!("{http_path}.http2MaxRequests"),
+            );
+            note(
+                found,
+                http.max_requests_per_connection.is_some(),
+                format!("{http_path}.maxRequestsPerConnection"),
+            );
+            note(
+                found,
+                http.idle_timeout.is_some(),
+                format!("{http_path}.idleTimeout"),
+            );
+            note(
+                found,
+                http.h2_upgrade_policy.is_some(),
+                format!("{http_path}.h2UpgradePolicy"),
+            );
+            note(
+                found,
+                http.use_client_protocol,
+                format!("{http_path}.useClientProtocol"),
+            );
+            note(
+                found,
+                http.max_concurrent_streams.is_some(),
+                format!("{http_path}.maxConcurrentStreams"),
+            );
+        }
         if let Some(tcp) = &pool.tcp {
             note(
                 found,
@@ -425,8 +461,6 @@ spec:
         for expected in [
             "VirtualService default/ratings spec.exportTo",
             "VirtualService default/ratings spec.tcp",
-            "VirtualService default/ratings spec.http[0].retries",
-            "VirtualService default/ratings spec.http[0].fault",
             "VirtualService default/ratings spec.http[0].mirror",
             "VirtualService default/ratings spec.http[0].corsPolicy",
             "VirtualService default/ratings spec.http[0].rewrite.uriRegexRewrite",
@@ -436,6 +470,13 @@ spec:
                 "missing {expected} in {found:#?}"
             );
         }
+        // Translated: retries and faults.
+        assert!(
+            !found
+                .iter()
+                .any(|f| f.contains(".retries") || f.contains(".fault")),
+            "{found:#?}"
+        );
     }
 
     #[test]
@@ -451,7 +492,7 @@ spec:
     loadBalancer: {consistentHash: {httpHeaderName: x-user}}
     outlierDetection: {consecutive5xxErrors: 3}
     tls: {mode: ISTIO_MUTUAL}
-    connectionPool: {http: {http2MaxRequests: 10}, tcp: {maxConnections: 5, connectTimeout: 1s}}
+    connectionPool: {http: {http2MaxRequests: 10, maxRetries: 4}, tcp: {maxConnections: 5, connectTimeout: 1s}}
   subsets:
   - name: v1
     labels: {version: v1}
@@ -469,7 +510,7 @@ spec:
         for expected in [
             "DestinationRule default/ratings spec.trafficPolicy.loadBalancer.consistentHash",
             "DestinationRule default/ratings spec.trafficPolicy.outlierDetection",
-            "DestinationRule default/ratings spec.trafficPolicy.connectionPool.http",
+            "DestinationRule default/ratings spec.trafficPolicy.connectionPool.http.http2MaxRequests",
             "DestinationRule default/ratings spec.trafficPolicy.connectionPool.tcp.maxConnections",
             "DestinationRule default/ratings spec.subsets[0].trafficPolicy.loadBalancer.simple",
         ] {
@@ -479,6 +520,10 @@ spec:
             );
         }
         assert!(!found.iter().any(|f| f.contains("connectTimeout")));
+        assert!(
+            !found.iter().any(|f| f.contains("maxRetries")),
+            "translated: {found:#?}"
+        );
         // Upstream TLS is translated (xds::tls).
         assert!(!found.iter().any(|f| f.contains(".tls")), "{found:#?}");
         // DNS resolution of the hosts themselves is translated (a STRICT_DNS cluster).

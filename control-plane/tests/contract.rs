@@ -19,7 +19,8 @@
 //! `contract/hcm.rs` checks the connection manager's timeouts field by field: the controller's
 //! values (Istio's) and the ones Istio can send reach the proxy's listeners. `contract/mtls.rs`
 //! checks mutual TLS: PeerAuthentications in the three modes, endpoints with sidecars, auto
-//! mTLS and every DestinationRule TLS mode.
+//! mTLS and every DestinationRule TLS mode. `contract/resilience.rs` checks that retries,
+//! faults and retry limits arrive whole in the proxy's domain config.
 
 #[path = "contract/check.rs"]
 mod check;
@@ -31,6 +32,8 @@ mod harvest;
 mod hcm;
 #[path = "contract/mtls.rs"]
 mod mtls;
+#[path = "contract/resilience.rs"]
+mod resilience;
 
 use std::collections::BTreeSet;
 use std::path::Path;

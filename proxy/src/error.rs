@@ -21,6 +21,16 @@ pub const RESPONSE_FLAGS_HEADER: &str = "x-weft-response-flags";
 /// Envoy's flag for the stream idle timeout.
 pub const STREAM_IDLE_FLAG: &str = "SI";
 
+/// Envoy response flags of a proxied response (a local reply's flag is in its
+/// [`RESPONSE_FLAGS_HEADER`]), in the response's extensions for the access log to read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResponseFlags {
+    /// `DI`: fault injection delayed the request.
+    pub delay_injected: bool,
+    /// `URX`: the response was retriable but no retry was left.
+    pub retries_exhausted: bool,
+}
+
 /// Why the proxy answered a request itself instead of returning the upstream's response.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -66,6 +76,21 @@ pub enum ProxyError {
     /// no ALLOW policy did).
     #[error("RBAC: access denied (policy {})", policy.as_deref().unwrap_or("none matched"))]
     RbacDenied { policy: Option<std::sync::Arc<str>> },
+    /// Fault injection aborted the request (VirtualService `fault.abort`): `FI`.
+    #[error("fault injection: aborted with {}", match grpc_status { Some(g) => format!("gRPC status {g}"), None => format!("HTTP {status}") })]
+    FaultAbort {
+        status: StatusCode,
+        /// `Some`: a gRPC abort (HTTP 200, `grpc-status`, trailers only).
+        grpc_status: Option<u32>,
+        body: Option<Bytes>,
+    },
+    /// The last attempt failed with `last` and the retry policy would have retried it, but no
+    /// retry was left (attempts, budget, `max_retries`): `last`'s reply with `URX` added.
+    #[error("{last} (retries exhausted: {why})")]
+    RetriesExhausted {
+        last: Box<ProxyError>,
+        why: &'static str,
+    },
     /// The JWT filter refused the request's token (or its absence).
     #[error("JWT authentication failed: {error}")]
     JwtDenied {
@@ -164,6 +189,11 @@ impl ProxyError {
             // Envoy's bodies; a JWT failure has no response flag.
             Self::RbacDenied { .. } => (StatusCode::FORBIDDEN, "RBAC", "RBAC: access denied"),
             Self::JwtDenied { .. } => (StatusCode::UNAUTHORIZED, "", "Jwt verification fails"),
+            Self::FaultAbort { status, .. } => (*status, "FI", "fault filter abort"),
+            Self::RetriesExhausted { last, .. } => {
+                let (status, flag, body) = last.reply_parts();
+                (status, with_retries_exhausted(flag), body)
+            }
         }
     }
 
@@ -190,13 +220,40 @@ impl ProxyError {
     /// Builds the local reply for this error.
     pub fn into_response(&self) -> Response<Full<Bytes>> {
         let (status, flag, body) = self.reply_parts();
-        let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        let body = match self {
+            Self::FaultAbort {
+                body: Some(body), ..
+            } => body.clone(),
+            Self::FaultAbort {
+                grpc_status: Some(_),
+                ..
+            } => Bytes::new(),
+            _ => Bytes::from_static(body.as_bytes()),
+        };
+        let mut resp = Response::new(Full::new(body));
         *resp.status_mut() = status;
         let headers = resp.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain"),
-        );
+        if let Self::FaultAbort {
+            grpc_status: Some(code),
+            ..
+        } = self
+        {
+            // A trailers-only gRPC response (HTTP 200), as Envoy's fault filter sends it.
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            headers.insert("grpc-status", HeaderValue::from(*code));
+            headers.insert(
+                "grpc-message",
+                HeaderValue::from_static("fault filter abort"),
+            );
+        } else {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain"),
+            );
+        }
         if !flag.is_empty() {
             headers.insert(RESPONSE_FLAGS_HEADER, HeaderValue::from_static(flag));
         }
@@ -204,6 +261,20 @@ impl ProxyError {
             headers.insert(http::header::WWW_AUTHENTICATE, challenge.clone());
         }
         resp
+    }
+}
+
+/// `flag` with `URX` (the upstream retry limit) added, as Envoy lists both.
+fn with_retries_exhausted(flag: &'static str) -> &'static str {
+    match flag {
+        "UF" => "UF,URX",
+        "UC" => "UC,URX",
+        "UR" => "UR,URX",
+        "UPE" => "UPE,URX",
+        "UT" => "UT,URX",
+        "UH" => "UH,URX",
+        "" => "URX",
+        other => other,
     }
 }
 

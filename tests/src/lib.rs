@@ -383,21 +383,46 @@ pub struct App {
 
 impl App {
     pub async fn start(addr: SocketAddr, service: &str, version: &str, log_dir: &Path) -> Self {
+        Self::start_with(addr, service, version, log_dir, &[]).await
+    }
+
+    /// [`App::start`] with extra `weftctl demo-app` flags (failure modes: `--reset-ratio`, …).
+    pub async fn start_with(
+        addr: SocketAddr,
+        service: &str,
+        version: &str,
+        log_dir: &Path,
+        extra: &[String],
+    ) -> Self {
         let mut process = Process::spawn(
             &format!("app-{service}-{version}"),
-            Command::new(&bins().weftctl).args([
-                "demo-app",
-                "--listen",
-                &addr.to_string(),
-                "--service",
-                service,
-                "--version",
-                version,
-            ]),
+            Command::new(&bins().weftctl)
+                .args([
+                    "demo-app",
+                    "--listen",
+                    &addr.to_string(),
+                    "--service",
+                    service,
+                    "--version",
+                    version,
+                ])
+                .args(extra),
             log_dir,
         );
-        wait_ok(&format!("http://{addr}/"), &mut process).await;
+        // The stats endpoint answers even when the app is told to fail every request.
+        wait_ok(&format!("http://{addr}/__demo/stats"), &mut process).await;
         Self { process, addr }
+    }
+
+    /// The app's request counters (`GET /__demo/stats`): `total`, `ok`, `failed`, `reset`,
+    /// `hung`, `delayed`.
+    pub async fn stats(&self) -> std::collections::BTreeMap<String, u64> {
+        let reply = HttpClient::new()
+            .get_url(&format!("http://{}/__demo/stats", self.addr))
+            .await
+            .unwrap_or_else(|e| panic!("stats of the app at {}: {e}", self.addr));
+        serde_json::from_str(&reply.body)
+            .unwrap_or_else(|e| panic!("stats of the app at {}: {e}: {}", self.addr, reply.body))
     }
 }
 
@@ -622,6 +647,10 @@ pub struct MeshOptions {
     pub net: Option<Net>,
     pub controller: Vec<String>,
     pub proxy: Vec<String>,
+    /// Extra `weftctl demo-app` flags for every reviews app (failure modes).
+    pub app: Vec<String>,
+    /// The reviews DestinationRule's `trafficPolicy`, as a YAML flow mapping.
+    pub traffic_policy: Option<String>,
     /// Workload identities: the controller runs its CA (`<dir>/ca`, bootstrap tokens in
     /// `<dir>/tokens/default/<service account>`), every sidecar gets a certificate (service
     /// account `reviews` or `client`), and the reviews endpoints are marked as having a
@@ -677,6 +706,12 @@ impl Mesh {
         std::fs::create_dir_all(&config).expect("config dir");
         std::fs::create_dir_all(&logs).expect("log dir");
         let mut service = reviews_service_yaml(net, versions);
+        if let Some(policy) = &options.traffic_policy {
+            service = service.replace(
+                "  host: reviews\n  subsets:",
+                &format!("  host: reviews\n  trafficPolicy: {policy}\n  subsets:"),
+            );
+        }
         let mut controller_flags = options.controller.clone();
         if options.identity {
             // The reviews workloads have sidecars, with ServiceAccount `reviews`.
@@ -723,7 +758,16 @@ impl Mesh {
         let mut sidecars = Vec::new();
         for (i, version) in versions.iter().enumerate() {
             let ip = net.ip(11 + i as u8);
-            apps.push(App::start(SocketAddr::new(ip, 9080), "reviews", version, &logs).await);
+            apps.push(
+                App::start_with(
+                    SocketAddr::new(ip, 9080),
+                    "reviews",
+                    version,
+                    &logs,
+                    &options.app,
+                )
+                .await,
+            );
             sidecars.push(
                 Sidecar::start_with(
                     ip,

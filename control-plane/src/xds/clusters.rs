@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::cluster::v3::{
+    CircuitBreakers, Cluster, circuit_breakers, cluster,
+};
 use envoy_types::pb::envoy::config::core::v3::{Http1ProtocolOptions, Http2ProtocolOptions};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -18,8 +20,9 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
+use envoy_types::pb::google::protobuf::UInt32Value;
 use tracing::debug;
-use weft_api::networking::{SimpleLb, Subset, TrafficPolicy};
+use weft_api::networking::{ConnectionPoolSettings, RetryBudget, SimpleLb, Subset, TrafficPolicy};
 
 use super::endpoints::lb_endpoints;
 use super::listeners::socket;
@@ -64,10 +67,14 @@ pub fn clusters(model: &Model, proxy: &Proxy) -> Vec<Cluster> {
 }
 
 /// The settings a cluster gets from its DestinationRule (and subset).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClusterPolicy {
     pub lb_policy: cluster::LbPolicy,
     pub connect_timeout: Duration,
+    /// `connectionPool.http.maxRetries`: retries in flight (Istio's default: no limit).
+    pub max_retries: u32,
+    /// `retryBudget` (Weft's default: 20 % of the requests, at least 3 per window).
+    pub retry_budget: RetryBudget,
 }
 
 impl Default for ClusterPolicy {
@@ -75,9 +82,43 @@ impl Default for ClusterPolicy {
         Self {
             lb_policy: cluster::LbPolicy::LeastRequest,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_retries: u32::MAX,
+            retry_budget: RetryBudget::default(),
         }
     }
 }
+
+impl ClusterPolicy {
+    /// The cluster's `circuit_breakers`: its retry limits.
+    pub fn circuit_breakers(&self) -> CircuitBreakers {
+        let budget = &self.retry_budget;
+        CircuitBreakers {
+            thresholds: vec![circuit_breakers::Thresholds {
+                max_retries: Some(UInt32Value {
+                    value: self.max_retries,
+                }),
+                retry_budget: Some(circuit_breakers::thresholds::RetryBudget {
+                    budget_percent: Some(envoy_types::pb::envoy::r#type::v3::Percent {
+                        value: budget.percent.unwrap_or(DEFAULT_RETRY_BUDGET_PERCENT),
+                    }),
+                    min_retry_concurrency: Some(UInt32Value {
+                        value: budget
+                            .min_retry_concurrency
+                            .unwrap_or(DEFAULT_MIN_RETRY_CONCURRENCY),
+                    }),
+                    budget_interval: budget.budget_interval.map(|d| duration(d.0)),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+}
+
+/// The share of requests retries may add when a DestinationRule sets no `retryBudget`.
+pub const DEFAULT_RETRY_BUDGET_PERCENT: f64 = 20.0;
+/// The retries every budget window allows when a DestinationRule sets none.
+pub const DEFAULT_MIN_RETRY_CONCURRENCY: u32 = 3;
 
 /// The effective policy for one port of a service: the rule's traffic policy, its
 /// port-level settings, then the subset's traffic policy and its port-level settings,
@@ -105,12 +146,11 @@ fn apply(policy: &mut ClusterPolicy, traffic_policy: &TrafficPolicy, port: u32) 
             .load_balancer
             .as_ref()
             .and_then(|lb| lb.simple),
-        traffic_policy
-            .connection_pool
-            .as_ref()
-            .and_then(|pool| pool.tcp.as_ref())
-            .and_then(|tcp| tcp.connect_timeout),
+        traffic_policy.connection_pool.as_ref(),
     );
+    if let Some(budget) = &traffic_policy.retry_budget {
+        policy.retry_budget = budget.clone();
+    }
     for level in &traffic_policy.port_level_settings {
         if level
             .port
@@ -120,11 +160,7 @@ fn apply(policy: &mut ClusterPolicy, traffic_policy: &TrafficPolicy, port: u32) 
             apply_settings(
                 policy,
                 level.load_balancer.as_ref().and_then(|lb| lb.simple),
-                level
-                    .connection_pool
-                    .as_ref()
-                    .and_then(|pool| pool.tcp.as_ref())
-                    .and_then(|tcp| tcp.connect_timeout),
+                level.connection_pool.as_ref(),
             );
         }
     }
@@ -133,13 +169,23 @@ fn apply(policy: &mut ClusterPolicy, traffic_policy: &TrafficPolicy, port: u32) 
 fn apply_settings(
     policy: &mut ClusterPolicy,
     simple: Option<SimpleLb>,
-    connect_timeout: Option<weft_api::Duration>,
+    pool: Option<&ConnectionPoolSettings>,
 ) {
     if let Some(simple) = simple {
         policy.lb_policy = lb_policy(simple);
     }
-    if let Some(timeout) = connect_timeout {
+    let tcp = pool.and_then(|pool| pool.tcp.as_ref());
+    if let Some(timeout) = tcp.and_then(|tcp| tcp.connect_timeout) {
         policy.connect_timeout = timeout.0;
+    }
+    // Validation keeps it positive; Istio's 0 means "unset".
+    if let Some(max) = pool
+        .and_then(|pool| pool.http.as_ref())
+        .and_then(|http| http.max_retries)
+        .and_then(|m| u32::try_from(m).ok())
+        .filter(|m| *m > 0)
+    {
+        policy.max_retries = max;
     }
 }
 
@@ -178,6 +224,7 @@ pub fn outbound_cluster(
         name: name.clone(),
         connect_timeout: Some(duration(policy.connect_timeout)),
         lb_policy: policy.lb_policy as i32,
+        circuit_breakers: Some(policy.circuit_breakers()),
         typed_extension_protocol_options: protocol_options(port.is_http2()),
         ..Default::default()
     };

@@ -289,6 +289,7 @@ fn expected_dns_cluster(
             nanos: 0,
         }),
         lb_policy: lb_policy as i32,
+        circuit_breakers: Some(crate::xds::clusters::ClusterPolicy::default().circuit_breakers()),
         typed_extension_protocol_options: protocol_options(http2),
         dns_lookup_family: cluster::DnsLookupFamily::V4Only as i32,
         dns_refresh_rate: Some(ProtoDuration {

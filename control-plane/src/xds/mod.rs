@@ -10,6 +10,7 @@ pub mod endpoints;
 pub mod listeners;
 pub mod proxy;
 pub mod route_match;
+pub mod route_policy;
 pub mod routes;
 pub mod security;
 pub mod tls;

@@ -21,9 +21,10 @@ use weft_api::networking::{
 
 use super::proxy::Proxy;
 use super::route_match::{is_catch_all, match_applies, translate_match};
-use super::{capture, duration, inbound_cluster_name, outbound_cluster_name};
+use super::{capture, duration, inbound_cluster_name, outbound_cluster_name, route_policy};
 use crate::model::{Model, VirtualServiceEntry};
 use crate::service::Service;
+use weft_xds::contract::FAULT;
 
 /// Name of the outbound route configuration.
 pub const OUTBOUND: &str = "outbound";
@@ -104,7 +105,7 @@ pub fn outbound(model: &Model, proxy: &Proxy) -> RouteConfiguration {
 pub fn service_routes(model: &Model, service: &Service, port: u32, proxy: &Proxy) -> Vec<Route> {
     match model.virtual_service(&service.hostname) {
         Some(vs) => virtual_service_routes(model, vs, port, proxy),
-        None => vec![default_route(outbound_cluster_name(
+        None => vec![default_outbound_route(outbound_cluster_name(
             port,
             "",
             &service.hostname,
@@ -169,6 +170,18 @@ pub fn default_route(cluster: String) -> Route {
         })),
         ..Default::default()
     }
+}
+
+/// The default route of a service without VirtualService, as Istio builds it: everything to
+/// `cluster`, with Istio's default retry policy.
+pub fn default_outbound_route(cluster: String) -> Route {
+    let mut out = default_route(cluster);
+    let (policy, metadata) = route_policy::retry_policy(None);
+    if let Some(route::Action::Route(action)) = &mut out.action {
+        action.retry_policy = policy;
+    }
+    out.metadata = metadata;
+    out
 }
 
 /// The routes of a VirtualService for one service port, as seen by `proxy`: one route
@@ -284,7 +297,14 @@ fn translate_route(
         }
     }
 
+    let (retry_policy, retry_metadata) = route_policy::retry_policy(http.retries.as_ref());
+    out.metadata = retry_metadata;
+    if let Some(fault) = &http.fault {
+        out.typed_per_filter_config
+            .insert(FAULT.to_string(), route_policy::fault_config(fault));
+    }
     let action = RouteAction {
+        retry_policy,
         cluster_specifier: Some(cluster_specifier(model, vs, port, &http.route)),
         timeout: Some(duration(
             http.timeout.map(|timeout| timeout.0).unwrap_or_default(),

@@ -734,3 +734,87 @@ spec:
         dest_resp = map("x-dest-resp"),
     )
 }
+
+/// Every resilience field the controller translates: VirtualService `retries` (each field,
+/// `attempts: 0`, none at all: Istio's default) and `fault` (delay and abort, HTTP and gRPC,
+/// `percentage` and the legacy `percent`), DestinationRule `retryBudget` and
+/// `connectionPool.http.maxRetries` at the rule, port and subset levels.
+pub const RESILIENCE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: shop, namespace: default}
+spec:
+  hosts: [shop.example.internal]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  - {number: 81, name: http-admin, protocol: HTTP}
+  endpoints:
+  - {address: 127.0.0.81, labels: {version: v1}}
+  - {address: 127.0.0.82, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: plain, namespace: default}
+spec:
+  hosts: [plain.example.internal]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.83}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: shop, namespace: default}
+spec:
+  host: shop.example.internal
+  trafficPolicy:
+    retryBudget: {percent: 25, minRetryConcurrency: 5, budgetInterval: 2s}
+    connectionPool: {http: {maxRetries: 7}}
+    portLevelSettings:
+    - port: {number: 81}
+      connectionPool: {http: {maxRetries: 2}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      retryBudget: {percent: 10}
+      connectionPool: {http: {maxRetries: 1}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: default}
+spec:
+  hosts: [shop.example.internal]
+  http:
+  - name: every-retry-field
+    match: [{uri: {prefix: /retry}}]
+    route: [{destination: {host: shop.example.internal, subset: v1}}]
+    retries:
+      attempts: 4
+      perTryTimeout: 250ms
+      retryOn: 5xx,gateway-error,reset,reset-before-request,connect-failure,retriable-4xx,refused-stream,retriable-status-codes,retriable-headers,envoy-ratelimited,cancelled,deadline-exceeded,internal,resource-exhausted,unavailable,409
+      retryRemoteLocalities: true
+      retryIgnorePreviousHosts: false
+      backoff: 50ms
+    timeout: 3s
+  - name: no-retries
+    match: [{uri: {prefix: /once}}]
+    route: [{destination: {host: shop.example.internal, subset: v2}}]
+    retries: {attempts: 0}
+  - name: http-faults
+    match: [{uri: {prefix: /fault}}]
+    route: [{destination: {host: shop.example.internal}}]
+    fault:
+      delay: {fixedDelay: 2s, percentage: {value: 12.5}}
+      abort: {httpStatus: 418, percentage: {value: 0.5}}
+  - name: grpc-and-legacy-faults
+    match: [{uri: {prefix: /grpc}}]
+    route: [{destination: {host: shop.example.internal}}]
+    fault:
+      delay: {fixedDelay: 1s, percent: 30}
+      abort: {grpcStatus: RESOURCE_EXHAUSTED}
+  - route: [{destination: {host: shop.example.internal}}]
+"#;

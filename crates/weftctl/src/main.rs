@@ -40,6 +40,12 @@ enum Commands {
     /// ratings), SERVICES_DOMAIN (appended as .DOMAIN), DETAILS_SERVICE_PORT,
     /// REVIEWS_SERVICE_PORT, RATINGS_SERVICE_PORT (default 9080). reviews also reads
     /// ENABLE_RATINGS, STAR_COLOR, HOSTNAME and CLUSTER_NAME.
+    ///
+    /// Every role can misbehave for a fraction of its requests (independent draws, in this
+    /// order: reset, hang, fail, delay; each flag also reads DEMO_<FLAG>, e.g.
+    /// DEMO_FAIL_RATIO), and counts its requests by outcome: GET /__demo/stats answers them
+    /// as JSON, POST /__demo/stats/reset zeroes them. echo's query parameters decide for one
+    /// request: status=N, delay_ms=N, reset=0|1, hang=0|1, slow_body_ms=N.
     DemoApp {
         /// Address to listen on (IP:PORT).
         #[arg(long, value_parser = demo::parse_listen)]
@@ -59,6 +65,9 @@ enum Commands {
         /// or SMTP servers do), then its lines are echoed.
         #[arg(long, value_parser = demo::parse_listen)]
         banner_listen: Option<SocketAddr>,
+        /// The faults the app injects.
+        #[command(flatten)]
+        faults: demo_app::Faults,
     },
     /// Add the sidecar to the Pods and workloads of a YAML file, as the injection webhook
     /// would (`istioctl kube-inject`); prints the result.
@@ -96,6 +105,7 @@ async fn demo_app_run(
     service: Option<String>,
     version: String,
     banner_listen: Option<SocketAddr>,
+    faults: demo_app::Faults,
 ) -> anyhow::Result<()> {
     let config = match role {
         demo_app::Role::Echo => demo_app::Config::default(),
@@ -114,6 +124,7 @@ async fn demo_app_run(
             role,
             identity,
             config,
+            faults,
         },
     )
     .await
@@ -132,6 +143,13 @@ fn main() -> ExitCode {
                 ErrorKind::MissingRequiredArgument,
                 "demo-app --role echo needs --service <SERVICE>",
             )
+            .exit();
+    }
+    if let Commands::DemoApp { faults, .. } = &cli.command
+        && let Err(message) = faults.check()
+    {
+        Cli::command()
+            .error(ErrorKind::MissingRequiredArgument, message)
             .exit();
     }
     if let Commands::KubeInject {
@@ -200,7 +218,8 @@ fn main() -> ExitCode {
                 service,
                 version,
                 banner_listen,
-            } => demo_app_run(listen, role, service, version, banner_listen).await,
+                faults,
+            } => demo_app_run(listen, role, service, version, banner_listen, faults).await,
             Commands::Crds { .. } | Commands::KubeInject { .. } => {
                 unreachable!("handled before the runtime starts")
             }

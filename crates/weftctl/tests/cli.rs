@@ -78,6 +78,31 @@ fn demo_app_names_the_bad_variable() {
     assert!(err.contains("RATINGS_SERVICE_PORT"), "{err}");
 }
 
+#[test]
+fn demo_app_refuses_a_ratio_outside_zero_and_one() {
+    let base = [
+        "--listen",
+        "127.0.0.1:1",
+        "--service",
+        "s",
+        "--version",
+        "v1",
+    ];
+    let err = demo_app_fails(&[&base[..], &["--fail-ratio", "1.5"]].concat(), &[]);
+    assert!(
+        err.contains("--fail-ratio") && err.contains("[0, 1]"),
+        "{err}"
+    );
+    // The environment variable of the same meaning, checked alike.
+    let err = demo_app_fails(&base, &[("DEMO_RESET_RATIO", "-1")]);
+    assert!(
+        err.contains("--reset-ratio") && err.contains("[0, 1]"),
+        "{err}"
+    );
+    let err = demo_app_fails(&[&base[..], &["--delay-ratio", "0.5"]].concat(), &[]);
+    assert!(err.contains("--delay-ms"), "{err}");
+}
+
 /// Kills the child when the test ends, pass or fail.
 struct Child(std::process::Child);
 

@@ -151,6 +151,31 @@ pub const ISTIO_HTTP_ALPNS: [&str; 3] = ["istio-http/1.0", "istio-http/1.1", "is
 /// HTTP inspector.
 pub const HTTP_APPLICATION_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
 
+/// The HTTP filter name of fault injection (VirtualService `fault`), before the router on every
+/// outbound connection manager; the faults themselves are per route, in the route's
+/// `typed_per_filter_config` under this name.
+pub const FAULT: &str = "envoy.filters.http.fault";
+/// The type URL of the fault filter's `typed_config` and of its per-route config.
+pub const FAULT_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+/// The retry host predicate that makes each retry pick another endpoint than the ones tried.
+pub const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
+/// The type URL of [`PREVIOUS_HOSTS`]' `typed_config`.
+pub const PREVIOUS_HOSTS_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
+/// The retry priority that moves retries to other priorities (localities) than the ones tried
+/// (VirtualService `retryRemoteLocalities`).
+pub const PREVIOUS_PRIORITIES: &str = "envoy.retry_priorities.previous_priorities";
+/// The type URL of [`PREVIOUS_PRIORITIES`]' `typed_config`.
+pub const PREVIOUS_PRIORITIES_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig";
+/// The route `metadata.filter_metadata` key of Weft's retry safety: `{non_idempotent:
+/// "before_send"}` on routes with Istio's default retry policy, where a request whose method is
+/// not idempotent is retried only when it never reached the upstream (connect failure, refused
+/// stream). Envoy ignores it; a route without it retries as its policy says.
+pub const RETRY_METADATA: &str = "weft.retry";
+pub const RETRY_METADATA_NON_IDEMPOTENT: &str = "non_idempotent";
+pub const RETRY_METADATA_BEFORE_SEND: &str = "before_send";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +217,18 @@ mod tests {
         assert_eq!(
             filters::http::jwt_authn::v3::JwtAuthentication::type_url(),
             JWT_AUTHN_TYPE_URL
+        );
+        assert_eq!(
+            filters::http::fault::v3::HttpFault::type_url(),
+            FAULT_TYPE_URL
+        );
+        assert_eq!(
+            envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate::type_url(),
+            PREVIOUS_HOSTS_TYPE_URL
+        );
+        assert_eq!(
+            envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig::type_url(),
+            PREVIOUS_PRIORITIES_TYPE_URL
         );
         assert_eq!(
             envoy_types::pb::envoy::extensions::path::r#match::uri_template::v3::UriTemplateMatchConfig::type_url(),

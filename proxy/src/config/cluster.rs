@@ -37,7 +37,7 @@ use weft_xds::contract::TRANSPORT_SOCKET_MATCH;
 /// Envoy's default `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
     pub name: String,
     pub discovery: DiscoveryKind,
@@ -52,6 +52,8 @@ pub struct ClusterConfig {
     /// `upstream_bind_config.source_address`: the local address upstream connections bind to
     /// (inbound delivery to the app from `127.0.0.6`, which the capture rules let through).
     pub source_address: Option<std::net::IpAddr>,
+    /// `circuit_breakers`: how much retrying the cluster allows.
+    pub circuit_breakers: super::circuit_breakers::CircuitBreakers,
 }
 
 /// Transport sockets of a cluster: `transport_socket_matches` (first match on the endpoint's
@@ -170,13 +172,15 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
                 "upstream_bind_config on a DNS cluster".into(),
             )));
         }
+        let circuit_breakers =
+            super::circuit_breakers::CircuitBreakers::try_from(c.circuit_breakers.take())
+                .map_err(err)?;
         // Observability-only fields.
         c.alt_stat_name.clear();
         c.metadata = None;
         (|| {
             reject_set!(
                 c,
-                circuit_breakers,
                 outlier_detection,
                 health_checks,
                 common_lb_config,
@@ -203,6 +207,7 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
             idle_timeout: idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
             tls,
             source_address,
+            circuit_breakers,
         })
     }
 }

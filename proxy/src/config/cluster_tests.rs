@@ -119,8 +119,11 @@ fn rejects_unsupported_cluster_settings() {
         "a transport socket without a known name is rejected, naming the field"
     );
     let mut c = eds_cluster("c");
-    c.circuit_breakers = Some(Default::default());
-    assert!(reject(c).contains("circuit_breakers"));
+    c.circuit_breakers = Some(cds::CircuitBreakers {
+        per_host_thresholds: vec![Default::default()],
+        ..Default::default()
+    });
+    assert!(reject(c).contains("per_host_thresholds"));
     let mut c = eds_cluster("c");
     c.cluster_discovery_type = Some(cds::cluster::ClusterDiscoveryType::Type(
         cds::cluster::DiscoveryType::StrictDns as i32,

@@ -1,8 +1,10 @@
 //! The HCM's `http_filters` → the filters a listener runs before routing, converted once.
 //!
 //! ```text
-//!  [envoy.filters.http.jwt_authn (at most one)] [envoy.filters.http.rbac]* envoy.filters.http.router
-//!     JwtAuthentication ─► authn::JwtAuthn      RBAC ─► authz::Rbac       (last; no settings)
+//!  [envoy.filters.http.jwt_authn (at most one)] [envoy.filters.http.rbac]* [envoy.filters.http.fault]
+//!     JwtAuthentication ─► authn::JwtAuthn      RBAC ─► authz::Rbac      HTTPFault ─► the listener's
+//!                                                                        fault step (routes' own override it)
+//!  envoy.filters.http.router (last; no settings)
 //!  in the order given; anything else (or disabled, or ECDS-discovered) is rejected naming it
 //! ```
 
@@ -12,9 +14,11 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
+use super::fault::Fault;
 use super::{ROUTER_FILTER, ROUTER_TYPE, Reason, invalid};
 use crate::authn::JwtAuthn;
 use crate::authz::Rbac;
+use weft_xds::contract::{FAULT as FAULT_FILTER, FAULT_TYPE_URL as FAULT_TYPE};
 
 // Names shared with the controller: weft-xds's contract module.
 pub use weft_xds::contract::{
@@ -30,10 +34,22 @@ pub enum HttpFilter {
     Rbac(Rbac),
 }
 
-/// Converts the HCM's filter list; the router must be last.
-pub(super) fn http_filters(filters: Vec<hcm::HttpFilter>) -> Result<Vec<HttpFilter>, Reason> {
+/// The HCM's filters as the data path runs them.
+#[derive(Debug, Default)]
+pub(super) struct Filters {
+    /// Run before routing, in order.
+    pub before_routing: Vec<HttpFilter>,
+    /// The fault filter: present (with its own, usually empty, default) or not. It runs after
+    /// routing, in the route-policy step, since its faults are the route's.
+    pub fault: Option<Fault>,
+}
+
+/// Converts the HCM's filter list; the router must be last, the fault filter after the
+/// filters that run before routing.
+pub(super) fn http_filters(filters: Vec<hcm::HttpFilter>) -> Result<Filters, Reason> {
     let count = filters.len();
     let mut out = Vec::with_capacity(count.saturating_sub(1));
+    let mut fault: Option<Fault> = None;
     for (i, f) in filters.into_iter().enumerate() {
         let field = format!("http_filters[{i}]");
         let type_url = match &f.config_type {
@@ -59,10 +75,41 @@ pub(super) fn http_filters(filters: Vec<hcm::HttpFilter>) -> Result<Vec<HttpFilt
             {
                 return Err(Reason::Unsupported("router filter settings".into()));
             }
-            return Ok(out);
+            return Ok(Filters {
+                before_routing: out,
+                fault,
+            });
         }
         let jwt = is(JWT_AUTHN_FILTER, JWT_AUTHN_TYPE);
         let rbac = is(RBAC_FILTER, RBAC_TYPE);
+        if is(FAULT_FILTER, FAULT_TYPE) {
+            if fault.is_some() {
+                return Err(invalid(
+                    field,
+                    "at most one envoy.filters.http.fault filter is supported",
+                ));
+            }
+            if f.disabled {
+                return Err(Reason::Unsupported(format!("{field}.disabled (fault)")));
+            }
+            let config = match &f.config_type {
+                Some(hcm::http_filter::ConfigType::TypedConfig(any)) => {
+                    decode::<envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault>(
+                        any,
+                        &format!("{field} ({})", f.name),
+                    )?
+                }
+                _ => Default::default(),
+            };
+            fault = Some(Fault::try_from(config).map_err(|r| r.within(&field))?);
+            continue;
+        }
+        if fault.is_some() {
+            return Err(invalid(
+                field,
+                "filters that run before routing (jwt_authn, rbac) must come before the fault filter",
+            ));
+        }
         if !jwt && !rbac {
             return Err(Reason::Unsupported(match type_url {
                 Some(t) => format!("{field} {:?} ({t})", f.name),
@@ -200,7 +247,9 @@ mod tests {
             router(),
         ])
         .expect("accepted");
+        assert!(filters.fault.is_none());
         let kinds: Vec<Option<Action>> = filters
+            .before_routing
             .iter()
             .map(|f| match f {
                 HttpFilter::Jwt(_) => None,
@@ -216,17 +265,39 @@ mod tests {
                 Some(Action::Log)
             ]
         );
-        assert!(http_filters(vec![router()]).expect("accepted").is_empty());
+        assert!(
+            http_filters(vec![router()])
+                .expect("accepted")
+                .before_routing
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_fault_filter_comes_after_the_ones_before_routing() {
+        let fault = filter(
+            "envoy.filters.http.fault",
+            &envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault::default(),
+        );
+        let filters =
+            http_filters(vec![rbac(A::Allow), fault.clone(), router()]).expect("accepted");
+        assert_eq!(filters.before_routing.len(), 1);
+        assert!(filters.fault.as_ref().is_some_and(|f| f.is_empty()));
+        assert!(
+            reject(vec![fault.clone(), rbac(A::Allow), router()])
+                .contains("before the fault filter")
+        );
+        assert!(reject(vec![fault.clone(), fault, router()]).contains("at most one"));
     }
 
     #[test]
     fn rejects_other_filters_and_bad_lists_naming_them() {
-        let fault = hcm::HttpFilter {
-            name: "envoy.filters.http.fault".into(),
+        let cors = hcm::HttpFilter {
+            name: "envoy.filters.http.cors".into(),
             ..Default::default()
         };
         assert!(
-            reject(vec![fault, router()]).contains("http_filters[0] \"envoy.filters.http.fault\"")
+            reject(vec![cors, router()]).contains("http_filters[0] \"envoy.filters.http.cors\"")
         );
         assert!(reject(vec![router(), rbac(A::Deny)]).contains("must be the last filter"));
         assert!(reject(vec![rbac(A::Deny)]).contains("envoy.filters.http.router"));

@@ -34,6 +34,9 @@ pub struct HttpManager {
     /// The HCM's filters before the router, in order (JWT authentication, RBAC); empty when
     /// the router is the only one, which costs a request nothing.
     pub http_filters: Vec<HttpFilter>,
+    /// The HCM has the fault filter: `Some(None)` applies the routes' faults (Istio's empty
+    /// default), `Some(Some(f))` also `f` on routes without their own; `None`: no faults at all.
+    pub fault_filter: Option<Option<Box<super::fault::Fault>>>,
     /// HCM `stream_idle_timeout`: a request with no activity in either direction for this long
     /// ends (408/504 `SI` before the response head, reset after). Envoy's default 5 min when
     /// unset; `None` when set to 0 (disabled, as Istio does).
@@ -110,7 +113,7 @@ pub(super) fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Ht
         }
         None => return Err(Reason::Missing("rds or route_config")),
     };
-    let http_filters = super::http_filters::http_filters(take(&mut m.http_filters))?;
+    let filters = super::http_filters::http_filters(take(&mut m.http_filters))?;
     let generate_request_id = m.generate_request_id.take().is_none_or(|b| b.value);
     m.stat_prefix.clear();
     m.access_log.clear();
@@ -150,7 +153,10 @@ pub(super) fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Ht
         routes,
         codec,
         generate_request_id,
-        http_filters,
+        http_filters: filters.before_routing,
+        fault_filter: filters
+            .fault
+            .map(|f| Some(Box::new(f)).filter(|f| !f.is_empty())),
         stream_idle_timeout,
         request_headers_timeout,
         idle_timeout,

@@ -189,11 +189,11 @@ fn rejects_unknown_network_filter_and_extra_http_filters() {
     m.http_filters.insert(
         0,
         hcm::HttpFilter {
-            name: "envoy.filters.http.fault".into(),
+            name: "envoy.filters.http.cors".into(),
             ..Default::default()
         },
     );
-    assert!(reject(listener(m)).contains("envoy.filters.http.fault"));
+    assert!(reject(listener(m)).contains("envoy.filters.http.cors"));
 }
 
 fn tcp_filter(cluster: &str) -> lds::Filter {

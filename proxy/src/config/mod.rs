@@ -6,7 +6,9 @@
 //!      ─ConfigStore─► Arc<ProxyConfig> (snapshot.rs: names resolved) ─watch─► data path
 //! ```
 
+pub mod circuit_breakers;
 mod cluster;
+pub mod fault;
 pub mod filter_chain;
 pub mod formatter;
 mod http_filters;
@@ -14,6 +16,7 @@ mod http_manager;
 mod listener;
 pub(crate) mod matcher;
 mod names;
+pub mod retry;
 mod route;
 mod snapshot;
 mod store;

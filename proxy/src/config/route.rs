@@ -14,9 +14,12 @@ use envoy_types::pb::envoy::config::route::v3 as rt;
 use http::{HeaderName, HeaderValue, StatusCode};
 use regex::Regex;
 
+use super::fault::Fault;
 use super::formatter::HeaderTemplate;
 use super::matcher::{header_match, header_ops, query_match, regex};
+use super::retry::{RetryPolicy, retry_policy};
 use super::{ConfigError, Reason, duration, invalid, reject_leftover, reject_set};
+use weft_xds::contract::{FAULT as FAULT_FILTER, FAULT_TYPE_URL as FAULT_TYPE, RETRY_METADATA};
 
 /// Envoy's route timeout when `route.timeout` is unset.
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -135,6 +138,11 @@ pub struct ForwardAction {
     pub prefix_rewrite: Option<String>,
     pub host_rewrite: Option<HeaderValue>,
     pub cluster_not_found: StatusCode,
+    /// `retry_policy`: what a failed attempt may do (`None`: no retries).
+    pub retry: Option<Box<RetryPolicy>>,
+    /// `typed_per_filter_config["envoy.filters.http.fault"]`: faults injected when the
+    /// listener runs the fault filter.
+    pub fault: Option<Box<Fault>>,
 }
 
 #[derive(Debug)]
@@ -412,8 +420,22 @@ fn convert_vhost(mut vh: rt::VirtualHost, path: &str) -> Result<VirtualHost, Con
 fn convert_route(mut r: rt::Route) -> Result<Route, Reason> {
     let m = r.r#match.take().ok_or(Reason::Missing("match"))?;
     let matcher = convert_match(m)?;
+    let retry_metadata = r
+        .metadata
+        .as_mut()
+        .and_then(|m| m.filter_metadata.remove(RETRY_METADATA));
+    let fault = route_fault(&mut r.typed_per_filter_config)?;
     let action = match r.action.take() {
-        Some(rt::route::Action::Route(a)) => Action::Forward(convert_forward(a)?),
+        Some(rt::route::Action::Route(a)) => {
+            let mut forward = convert_forward(a, retry_metadata.as_ref())?;
+            forward.fault = fault;
+            Action::Forward(forward)
+        }
+        Some(_) if fault.is_some() => {
+            return Err(Reason::Unsupported(format!(
+                "typed_per_filter_config[{FAULT_FILTER:?}] on a route without a route action"
+            )));
+        }
         Some(rt::route::Action::Redirect(a)) => Action::Redirect(convert_redirect(a)?),
         Some(rt::route::Action::DirectResponse(a)) => Action::Direct(convert_direct(a)?),
         Some(rt::route::Action::FilterAction(_)) => {
@@ -442,7 +464,7 @@ fn convert_route(mut r: rt::Route) -> Result<Route, Reason> {
     r.decorator = None;
     r.tracing = None;
     r.stat_prefix.clear();
-    reject_set!(r, typed_per_filter_config, route_specifiers);
+    reject_set!(r, route_specifiers);
     reject_leftover(&r, "route")?;
     Ok(Route {
         name,
@@ -535,7 +557,39 @@ fn prefix_reason(prefix: &str, r: Reason) -> Reason {
     }
 }
 
-fn convert_forward(mut a: rt::RouteAction) -> Result<ForwardAction, Reason> {
+/// The route's fault config (`typed_per_filter_config` holds nothing else the proxy applies).
+fn route_fault(
+    per_filter: &mut HashMap<String, envoy_types::pb::google::protobuf::Any>,
+) -> Result<Option<Box<Fault>>, Reason> {
+    let any = per_filter.remove(FAULT_FILTER);
+    if let Some(other) = per_filter.keys().next() {
+        return Err(Reason::Unsupported(format!(
+            "typed_per_filter_config[{other:?}]"
+        )));
+    }
+    let Some(any) = any else {
+        return Ok(None);
+    };
+    if any.type_url != FAULT_TYPE {
+        return Err(invalid(
+            format!("typed_per_filter_config[{FAULT_FILTER:?}]"),
+            format!("type {:?} is not {FAULT_TYPE}", any.type_url),
+        ));
+    }
+    let config = <envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault as prost::Message>::decode(any.value.as_slice())
+        .map_err(|e| Reason::Decode {
+            type_url: any.type_url.clone(),
+            error: e.to_string(),
+        })?;
+    let fault = Fault::try_from(config)
+        .map_err(|r| r.within(&format!("typed_per_filter_config[{FAULT_FILTER:?}]")))?;
+    Ok((!fault.is_empty()).then(|| Box::new(fault)))
+}
+
+fn convert_forward(
+    mut a: rt::RouteAction,
+    retry_metadata: Option<&envoy_types::pb::google::protobuf::Struct>,
+) -> Result<ForwardAction, Reason> {
     use rt::route_action::{
         ClusterNotFoundResponseCode as Nf, ClusterSpecifier as C, HostRewriteSpecifier as H,
     };
@@ -581,10 +635,18 @@ fn convert_forward(mut a: rt::RouteAction) -> Result<ForwardAction, Reason> {
             ));
         }
     };
+    let retry = match a.retry_policy.take() {
+        Some(p) => Some(Box::new(retry_policy(p, retry_metadata)?)),
+        None if retry_metadata.is_some() => {
+            return Err(Reason::Unsupported(format!(
+                "metadata.filter_metadata[{RETRY_METADATA:?}] without route.retry_policy"
+            )));
+        }
+        None => None,
+    };
     (|| {
         reject_set!(
             a,
-            retry_policy,
             retry_policy_typed_config,
             request_mirror_policies,
             hash_policy,
@@ -611,6 +673,8 @@ fn convert_forward(mut a: rt::RouteAction) -> Result<ForwardAction, Reason> {
         prefix_rewrite,
         host_rewrite,
         cluster_not_found,
+        retry,
+        fault: None,
     })
 }
 

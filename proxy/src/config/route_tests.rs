@@ -87,14 +87,32 @@ fn bad_regex_names_resource_vhost_route_and_field() {
 }
 
 #[test]
-fn rejects_retry_policy_and_mirrors() {
+fn retry_policies_convert_and_bad_ones_are_named() {
     let mut r = route(prefix("/"), "c");
     if let Some(rt::route::Action::Route(a)) = &mut r.action {
-        a.retry_policy = Some(Default::default());
+        a.retry_policy = Some(rt::RetryPolicy {
+            retry_on: "5xx,connect-failure".into(),
+            ..Default::default()
+        });
+    }
+    let rc = RouteConfig::try_from(config(vec![r])).expect("accepted");
+    let Action::Forward(f) = &rc.virtual_hosts[0].routes[0].action else {
+        panic!("a forward route");
+    };
+    let retry = f.retry.as_ref().expect("a retry policy");
+    assert_eq!(retry.num_retries, 1);
+    assert!(!retry.non_idempotent_before_send_only);
+
+    let mut r = route(prefix("/"), "c");
+    if let Some(rt::route::Action::Route(a)) = &mut r.action {
+        a.retry_policy = Some(rt::RetryPolicy {
+            retry_on: "sometimes".into(),
+            ..Default::default()
+        });
     }
     let e = reject(config(vec![r]));
     assert!(
-        e.contains("route 0: route.retry_policy is not supported"),
+        e.contains("route 0: retry_policy.retry_on \"sometimes\" is not supported"),
         "{e}"
     );
 
@@ -123,11 +141,48 @@ fn rejects_per_route_upgrade_configs() {
 }
 
 #[test]
-fn rejects_typed_per_filter_config() {
+fn per_filter_config_holds_faults_only() {
+    use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as fault;
+    use prost::{Message, Name};
+    let abort = fault::HttpFault {
+        abort: Some(fault::FaultAbort {
+            error_type: Some(fault::fault_abort::ErrorType::HttpStatus(503)),
+            percentage: Some(envoy_types::pb::envoy::r#type::v3::FractionalPercent {
+                numerator: 100,
+                denominator: 0,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let any = envoy_types::pb::google::protobuf::Any {
+        type_url: fault::HttpFault::type_url(),
+        value: abort.encode_to_vec(),
+    };
     let mut r = route(prefix("/"), "c");
     r.typed_per_filter_config
-        .insert("envoy.filters.http.fault".into(), Default::default());
-    assert!(reject(config(vec![r])).contains("typed_per_filter_config is not supported"));
+        .insert("envoy.filters.http.fault".into(), any.clone());
+    let rc = RouteConfig::try_from(config(vec![r])).expect("accepted");
+    let Action::Forward(f) = &rc.virtual_hosts[0].routes[0].action else {
+        panic!("a forward route");
+    };
+    assert!(f.fault.as_ref().is_some_and(|f| f.abort.is_some()));
+
+    let mut r = route(prefix("/"), "c");
+    r.typed_per_filter_config
+        .insert("envoy.filters.http.cors".into(), any.clone());
+    r.typed_per_filter_config
+        .insert("envoy.filters.http.fault".into(), any.clone());
+    assert!(
+        reject(config(vec![r])).contains("typed_per_filter_config[\"envoy.filters.http.cors\"]")
+    );
+    let mut r = route(prefix("/"), "c");
+    r.typed_per_filter_config
+        .insert("envoy.filters.http.rbac".into(), any);
+    assert!(
+        reject(config(vec![r]))
+            .contains("typed_per_filter_config[\"envoy.filters.http.rbac\"] is not supported")
+    );
 }
 
 #[test]

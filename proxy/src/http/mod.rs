@@ -14,10 +14,12 @@
 //!  in-flight requests and tunnels finish within the drain period, then the connection is closed
 //! ```
 
+mod fault;
 mod filters;
 mod headers;
 mod policy;
 mod redirect;
+mod retry;
 pub mod router;
 mod upgrade;
 

@@ -26,11 +26,16 @@ use rand::RngExt;
 use super::headers::{X_REQUEST_ID, request_id, strip_hop_by_hop};
 use super::redirect::rewritten_path;
 use super::{AuthoritySource, Levels, ProxyBody, RequestMeta, authority_source, upgrade};
+use super::{fault, retry};
 use crate::config::formatter::HeaderTemplate;
 use crate::config::{ClusterPick, ForwardAction, HttpManager, RouteTable};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, ResponseFlags};
 use crate::upstream::idle::{self, Activity, Expired};
 use crate::upstream::{Protocol, RequestBody, endpoint};
+
+/// The request body bytes kept so that a retry can send them again (Envoy's default
+/// connection buffer limit): a larger body is sent once.
+pub const RETRY_BUFFER_LIMIT: usize = 1 << 20;
 
 /// Forwards `req` along a route's forward action.
 pub(super) async fn forward(
@@ -41,6 +46,11 @@ pub(super) async fn forward(
     action: &ForwardAction,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    // Faults first, as Envoy's fault filter runs before the router.
+    let injected = match fault::effective(listener.fault_filter.as_ref(), action.fault.as_deref()) {
+        Some(f) => fault::apply(f, &super::request_view(&req)).await?,
+        None => fault::Injected::default(),
+    };
     let (cluster_ref, weighted) = match &action.clusters {
         ClusterPick::Single(c) => (c, None),
         pick @ ClusterPick::Weighted { total, .. } => {
@@ -66,6 +76,9 @@ pub(super) async fn forward(
         }
         protocol => protocol,
     };
+    // An upgrade's exchange cannot be replayed: it is never retried.
+    let retry = action.retry.as_deref().filter(|_| !upgrading);
+    cluster.retry_limits.record_request();
     let endpoint = cluster
         .pick(meta.downstream.local)
         .ok_or_else(|| ProxyError::NoHealthyUpstream(cluster_ref.name.clone()))?;
@@ -140,49 +153,129 @@ pub(super) async fn forward(
     // The stream idle timeout's clock; a streamed body reports its progress to it (and its
     // failure, which makes the client, not the upstream, the cause of what follows).
     let start = tokio::time::Instant::now();
-    let (body, activity) = if http_body::Body::is_end_stream(&body) {
-        (RequestBody::empty(), Activity::complete_request(start))
+    let (body, activity, replay) = if http_body::Body::is_end_stream(&body) {
+        (
+            RequestBody::empty(),
+            Activity::complete_request(start),
+            None,
+        )
     } else {
         let activity = Activity::streamed_request(start);
-        (
-            RequestBody::stream(body, activity.progress().cloned()),
-            activity,
-        )
-    };
-    let upstream_req = Request::from_parts(parts, body);
-
-    let connect_timeout = cluster.config.connect_timeout;
-    let send = std::pin::pin!(async {
-        if upgrading {
-            // Boxed: rare, and it keeps every other request's future small.
-            Box::pin(endpoint::send_upgrade(
-                &endpoint,
-                connect_timeout,
-                upstream_req,
-            ))
-            .await
-        } else {
-            endpoint::send(&endpoint, protocol, connect_timeout, upstream_req).await
+        let progress = activity.progress().cloned();
+        match retry {
+            // Recorded as it streams, so that a retry can send it again.
+            Some(_) => {
+                let replay = RequestBody::replayable(body, RETRY_BUFFER_LIMIT, progress);
+                let first = replay.attempt().unwrap_or_default();
+                (first, activity, Some(replay))
+            }
+            None => (RequestBody::stream(body, progress), activity, None),
         }
+    };
+    // What another attempt needs to rebuild the request (taken only with a retry policy).
+    let template = retry.map(|_| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.version,
+            parts.headers.clone(),
+        )
     });
+    let deadline = action.timeout.map(|t| start + t);
+    let connect_timeout = cluster.config.connect_timeout;
     let idle = listener.stream_idle_timeout;
-    let result = idle::bounded(send, start, action.timeout, idle, &activity)
-        .await
-        .map_err(|expired| match expired {
-            Expired::Route(timeout) => ProxyError::Timeout {
+
+    let mut upstream_req = Request::from_parts(parts, body);
+    let mut endpoint = endpoint;
+    let mut retries = 0u32;
+    let mut tried: Vec<std::net::SocketAddr> = Vec::new();
+    // Held while a retry is in flight (the cluster's `max_retries`).
+    let mut _retry_guard = None;
+    let mut retries_exhausted = false;
+    let mut resp = loop {
+        let attempt_start = tokio::time::Instant::now();
+        let per_try = retry.and_then(|p| p.per_try_timeout);
+        let (limit, per_try_binds) = attempt_limit(deadline, per_try, attempt_start);
+        let result = send_attempt(
+            &endpoint,
+            protocol,
+            upgrading,
+            connect_timeout,
+            upstream_req,
+            (attempt_start, limit, idle),
+            &activity,
+        )
+        .await;
+        let (Some(policy), Some((method, uri, version, headers))) = (retry, template.as_ref())
+        else {
+            break result?;
+        };
+        let retriable = match &result {
+            Ok(resp) => retry::retries_response(policy, resp.status(), resp.headers(), method),
+            Err(e) => {
+                retry::retries_failure(policy, retry::AttemptFailure::of(e, per_try_binds), method)
+            }
+        };
+        if !retriable {
+            break result?;
+        }
+        let body = replay
+            .as_ref()
+            .map_or(Some(RequestBody::empty()), |r| r.attempt());
+        let refused = if retries >= policy.num_retries {
+            Err("attempts exhausted")
+        } else if body.is_none() {
+            Err("the request body is too large to send again")
+        } else {
+            cluster.retry_limits.try_retry()
+        };
+        let guard = match refused {
+            Ok(guard) => guard,
+            Err(why) => match result {
+                Ok(resp) => {
+                    retries_exhausted = true;
+                    break resp;
+                }
+                Err(last) => {
+                    return Err(ProxyError::RetriesExhausted {
+                        last: Box::new(last),
+                        why,
+                    });
+                }
+            },
+        };
+        _retry_guard = Some(guard);
+        // The failed attempt's response (and its connection) goes.
+        drop(result);
+        retries += 1;
+        let wait = retry::backoff(policy, retries);
+        if let Some(deadline) = deadline
+            && tokio::time::Instant::now() + wait >= deadline
+        {
+            tokio::time::sleep_until(deadline).await;
+            return Err(ProxyError::Timeout {
                 endpoint: endpoint.addr,
-                timeout,
-            },
-            Expired::Idle {
-                timeout,
-                request_complete,
-            } => ProxyError::StreamIdle {
-                timeout,
-                request_complete,
-            },
-        })?;
-    let mut resp = result
-        .map_err(|e| ProxyError::from_upstream(endpoint.addr, e, activity.downstream_failed()))?;
+                timeout: action.timeout.unwrap_or_default(),
+            });
+        }
+        tokio::time::sleep(wait).await;
+        if policy.other_hosts {
+            tried.push(endpoint.addr);
+        }
+        endpoint = cluster
+            .pick_avoiding(
+                meta.downstream.local,
+                &tried,
+                policy.host_selection_attempts,
+            )
+            .ok_or_else(|| ProxyError::NoHealthyUpstream(cluster_ref.name.clone()))?;
+        let mut next = Request::new(body.unwrap_or_default());
+        *next.method_mut() = method.clone();
+        *next.uri_mut() = uri.clone();
+        *next.version_mut() = *version;
+        *next.headers_mut() = headers.clone();
+        upstream_req = next;
+    };
     let upstream_upgrade = (on_upgrade.is_some()
         && tunnel.is_some_and(|kind| kind.switched(resp.status())))
     .then(|| hyper::upgrade::on(&mut resp));
@@ -213,6 +306,12 @@ pub(super) async fn forward(
     } else {
         Version::HTTP_11
     };
+    if injected.delayed || retries_exhausted {
+        parts.extensions.insert(ResponseFlags {
+            delay_injected: injected.delayed,
+            retries_exhausted,
+        });
+    }
     let empty = (http::Method::GET, Uri::from_static("/"), HeaderMap::new());
     let (method, uri, request_headers) = kept_request.as_ref().unwrap_or(&empty);
     let render = |t: &HeaderTemplate, h: &HeaderMap| {
@@ -229,10 +328,67 @@ pub(super) async fn forward(
         &render,
     );
     let body = match switched {
-        Some(body) => Either::Left(body.bind(activity, idle)),
+        // The route timeout covers the whole response, as Envoy's.
+        Some(body) => Either::Left(body.bind(activity, idle, deadline)),
         None => Either::Right(http_body_util::Full::default()),
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// The time an attempt may take: the route's remaining time, or the per-try timeout when it is
+/// shorter (then `true`: its expiry may be retried).
+fn attempt_limit(
+    deadline: Option<tokio::time::Instant>,
+    per_try: Option<std::time::Duration>,
+    now: tokio::time::Instant,
+) -> (Option<std::time::Duration>, bool) {
+    let remaining = deadline.map(|d| d.saturating_duration_since(now));
+    match (remaining, per_try) {
+        (Some(r), Some(p)) if p < r => (Some(p), true),
+        (None, Some(p)) => (Some(p), true),
+        (r, _) => (r, false),
+    }
+}
+
+/// One attempt: the request to one endpoint until its response head, within `limit` and the
+/// stream idle timeout.
+async fn send_attempt(
+    endpoint: &std::sync::Arc<crate::upstream::Endpoint>,
+    protocol: Protocol,
+    upgrading: bool,
+    connect_timeout: std::time::Duration,
+    req: Request<RequestBody>,
+    (start, limit, idle): (
+        tokio::time::Instant,
+        Option<std::time::Duration>,
+        Option<std::time::Duration>,
+    ),
+    activity: &Activity,
+) -> Result<Response<crate::upstream::UpstreamBody>, ProxyError> {
+    let send = std::pin::pin!(async {
+        if upgrading {
+            // Boxed: rare, and it keeps every other request's future small.
+            Box::pin(endpoint::send_upgrade(endpoint, connect_timeout, req)).await
+        } else {
+            endpoint::send(endpoint, protocol, connect_timeout, req).await
+        }
+    });
+    let result = idle::bounded(send, start, limit, idle, activity)
+        .await
+        .map_err(|expired| match expired {
+            Expired::Route(timeout) => ProxyError::Timeout {
+                endpoint: endpoint.addr,
+                timeout,
+            },
+            Expired::Idle {
+                timeout,
+                request_complete,
+            } => ProxyError::StreamIdle {
+                timeout,
+                request_complete,
+            },
+        })?;
+    result.map_err(|e| ProxyError::from_upstream(endpoint.addr, e, activity.downstream_failed()))
 }
 
 /// The upstream answered 101 but its connection could not be taken over (it closed): `UC`.

@@ -114,6 +114,11 @@ impl HeaderMatch {
             HeaderSource::Path => Some(Cow::Borrowed(req.path_and_query)),
             HeaderSource::Header(name) => header_value(req.headers, name),
         };
+        self.matches_value(value)
+    }
+
+    /// The match on a header's value (`None`: the header is absent).
+    fn matches_value(&self, value: Option<Cow<'_, str>>) -> bool {
         let value = match value {
             Some(v) => v,
             None if self.treat_missing_as_empty => Cow::Borrowed(""),
@@ -133,6 +138,15 @@ impl HeaderMatch {
         };
         matched != self.invert
     }
+}
+
+/// A header matcher on a response's headers (retriable headers): pseudo-headers are absent.
+pub(super) fn response_header_matches(m: &HeaderMatch, headers: &HeaderMap) -> bool {
+    let value = match &m.source {
+        HeaderSource::Header(name) => header_value(headers, name),
+        _ => None,
+    };
+    m.matches_value(value)
 }
 
 fn header_value<'a>(headers: &'a HeaderMap, name: &http::HeaderName) -> Option<Cow<'a, str>> {

@@ -3,23 +3,23 @@
 //! ```text
 //!  downstream Incoming ─► RequestBody::stream ──────────────────────────────► upstream
 //!                     │      frames ─► Progress (stream idle timeout; downstream failure ─► DPE)
-//!                     └─► buffer(limit) ─► Replay (≤ limit, cloneable for retries)
-//!                                      └─► Prefixed (over the limit: buffered part, then the rest)
+//!                     └─► replayable(limit) ─► Tee: streamed to the first attempt and recorded while
+//!                                              ≤ limit; a retry replays the recording, then the rest
+//!                                              (past the limit: no more attempts)
 //!  upstream h1 Incoming │ h2 RecvStream ─► UpstreamBody { in-flight guard, stream slot; h1 conn back to its pool at the end }
 //!                                             └─ idle timer (armed only while the upstream keeps the body waiting)
 //!  a body that fails after the response head: the downstream stream is reset, the flag is logged
 //! ```
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
@@ -42,6 +42,18 @@ pub struct DownstreamBodyError(#[source] pub hyper::Error);
 #[error("stream idle timeout: no activity for {0:?} after the response head")]
 pub struct StreamIdleError(pub Duration);
 
+/// The route timeout passed before the response body ended (Envoy's whole-response timeout).
+#[derive(Debug, thiserror::Error)]
+#[error("route timeout: the response did not complete in time")]
+pub struct RouteTimeoutError;
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// A request body on its way to an upstream.
 #[derive(Debug, Default)]
 pub struct RequestBody {
@@ -57,20 +69,63 @@ enum Source {
     Empty,
     /// The downstream body, streamed as it arrives.
     Stream(Incoming),
-    /// A complete body held in memory: cheap to clone, so an attempt can be replayed.
-    Replay(Replay),
-    /// A body larger than the buffer limit: what was buffered, then the rest as it arrives.
-    Prefixed {
-        prefix: VecDeque<Bytes>,
-        rest: Incoming,
-    },
+    /// One attempt's view of a body that retries may replay: what was recorded, then the
+    /// downstream body as it arrives (recorded while it fits the limit).
+    Tee { tee: Arc<Mutex<Tee>>, next: usize },
 }
 
-/// A complete request body in memory (data chunks and trailers).
-#[derive(Debug, Clone, Default)]
-pub struct Replay {
-    chunks: VecDeque<Bytes>,
-    trailers: Option<HeaderMap>,
+/// A downstream body read once and recorded up to a limit, so that another attempt can send it
+/// again (Envoy's retry buffering: past the limit, the request can no longer be retried).
+#[derive(Debug)]
+pub struct Tee {
+    source: Option<Incoming>,
+    /// Frames read so far, while they fit `limit`.
+    recorded: Vec<Frame<Bytes>>,
+    /// Frames read from the source in all.
+    read: usize,
+    size: usize,
+    limit: usize,
+    /// More than `limit` bytes were read: the recording is incomplete.
+    overflowed: bool,
+    /// The downstream body failed.
+    failed: bool,
+}
+
+/// A request body that can be sent more than once (see [`Tee`]).
+#[derive(Debug, Clone)]
+pub struct Replayable {
+    tee: Arc<Mutex<Tee>>,
+    progress: Option<Arc<Progress>>,
+}
+
+impl Replayable {
+    /// The body for one more attempt, from its first byte; `None` once the body no longer
+    /// fits the limit or failed.
+    pub fn attempt(&self) -> Option<RequestBody> {
+        let tee = lock(&self.tee);
+        if tee.overflowed || tee.failed {
+            return None;
+        }
+        drop(tee);
+        Some(RequestBody {
+            source: Source::Tee {
+                tee: self.tee.clone(),
+                next: 0,
+            },
+            progress: self.progress.clone(),
+        })
+    }
+}
+
+fn lock(tee: &Mutex<Tee>) -> parking_lot::MutexGuard<'_, Tee> {
+    tee.lock()
+}
+
+fn clone_frame(frame: &Frame<Bytes>) -> Frame<Bytes> {
+    match frame.data_ref() {
+        Some(data) => Frame::data(data.clone()),
+        None => Frame::trailers(frame.trailers_ref().cloned().unwrap_or_default()),
+    }
 }
 
 impl RequestBody {
@@ -87,56 +142,70 @@ impl RequestBody {
         }
     }
 
-    /// Reads `body` into memory while it fits in `limit` bytes. A body that fits comes back as
-    /// a replayable body (clone it per attempt with [`RequestBody::try_clone`]); a larger one
-    /// streams the rest after what was buffered.
-    pub async fn buffer(body: Incoming, limit: usize) -> Result<Self, DownstreamBodyError> {
-        let mut body = body;
-        let mut chunks = VecDeque::new();
-        let mut size = 0usize;
-        let source = loop {
-            if size > limit {
-                break Source::Prefixed {
-                    prefix: chunks,
-                    rest: body,
-                };
-            }
-            let Some(frame) = body.frame().await else {
-                break Source::Replay(Replay {
-                    chunks,
-                    trailers: None,
-                });
-            };
-            match frame.map_err(DownstreamBodyError)?.into_data() {
-                Ok(data) => {
-                    size += data.len();
-                    chunks.push_back(data);
-                }
-                Err(frame) => {
-                    break Source::Replay(Replay {
-                        chunks,
-                        trailers: frame.into_trailers().ok(),
-                    });
-                }
-            }
+    /// The downstream body, streamed to the first attempt as it arrives and recorded while it
+    /// fits in `limit` bytes, so that retries can send it again (nothing waits for the body).
+    pub fn replayable(body: Incoming, limit: usize, progress: Option<Arc<Progress>>) -> Replayable {
+        Replayable {
+            tee: Arc::new(Mutex::new(Tee {
+                source: Some(body),
+                recorded: Vec::new(),
+                read: 0,
+                size: 0,
+                limit,
+                overflowed: false,
+                failed: false,
+            })),
+            progress,
+        }
+    }
+}
+
+impl Tee {
+    fn poll_frame(
+        &mut self,
+        next: &mut usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, DownstreamBodyError>>> {
+        if let Some(frame) = self.recorded.get(*next) {
+            *next += 1;
+            return Poll::Ready(Some(Ok(clone_frame(frame))));
+        }
+        if *next < self.read {
+            // Frames this attempt did not see were not recorded (an older attempt read past
+            // the limit): it cannot send the body whole. `Replayable::attempt` prevents this.
+            return Poll::Ready(None);
+        }
+        let Some(source) = self.source.as_mut() else {
+            return Poll::Ready(None);
         };
-        Ok(Self {
-            source,
-            progress: None,
-        })
+        match ready!(Pin::new(source).poll_frame(cx)) {
+            None => {
+                self.source = None;
+                Poll::Ready(None)
+            }
+            Some(Err(e)) => {
+                self.failed = true;
+                self.source = None;
+                Poll::Ready(Some(Err(DownstreamBodyError(e))))
+            }
+            Some(Ok(frame)) => {
+                self.read += 1;
+                *next += 1;
+                let len = frame.data_ref().map_or(0, Bytes::len);
+                self.size = self.size.saturating_add(len);
+                if self.size > self.limit {
+                    self.overflowed = true;
+                    self.recorded = Vec::new();
+                } else if !self.overflowed {
+                    self.recorded.push(clone_frame(&frame));
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
     }
 
-    /// Another copy of a buffered body, for one more attempt; `None` if the body was streamed.
-    pub fn try_clone(&self) -> Option<Self> {
-        let source = match &self.source {
-            Source::Empty => Source::Empty,
-            Source::Replay(r) => Source::Replay(r.clone()),
-            Source::Stream(_) | Source::Prefixed { .. } => return None,
-        };
-        Some(Self {
-            source,
-            progress: self.progress.clone(),
-        })
+    fn is_end_stream(&self, next: usize) -> bool {
+        next >= self.read && self.source.as_ref().is_none_or(Incoming::is_end_stream)
     }
 }
 
@@ -145,8 +214,7 @@ impl Source {
         match self {
             Self::Empty => true,
             Self::Stream(b) => b.is_end_stream(),
-            Self::Replay(r) => r.chunks.is_empty() && r.trailers.is_none(),
-            Self::Prefixed { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
+            Self::Tee { tee, next } => lock(tee).is_end_stream(*next),
         }
     }
 }
@@ -163,17 +231,7 @@ impl Body for RequestBody {
         let poll = match &mut this.source {
             Source::Empty => Poll::Ready(None),
             Source::Stream(b) => Pin::new(b).poll_frame(cx).map_err(DownstreamBodyError),
-            Source::Replay(r) => Poll::Ready(
-                r.chunks
-                    .pop_front()
-                    .map(Frame::data)
-                    .or_else(|| r.trailers.take().map(Frame::trailers))
-                    .map(Ok),
-            ),
-            Source::Prefixed { prefix, rest } => match prefix.pop_front() {
-                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
-                None => Pin::new(rest).poll_frame(cx).map_err(DownstreamBodyError),
-            },
+            Source::Tee { tee, next } => lock(tee).poll_frame(next, cx),
         };
         if let Some(progress) = &this.progress {
             match &poll {
@@ -197,17 +255,23 @@ impl Body for RequestBody {
         match &self.source {
             Source::Empty => SizeHint::with_exact(0),
             Source::Stream(b) => b.size_hint(),
-            Source::Replay(r) => {
-                SizeHint::with_exact(r.chunks.iter().map(|c| c.len() as u64).sum())
-            }
-            Source::Prefixed { prefix, rest } => {
-                let buffered: u64 = prefix.iter().map(|c| c.len() as u64).sum();
-                let mut hint = SizeHint::new();
-                hint.set_lower(buffered + rest.size_hint().lower());
-                if let Some(upper) = rest.size_hint().upper() {
-                    hint.set_upper(buffered + upper);
+            Source::Tee { tee, next } => {
+                let tee = lock(tee);
+                match &tee.source {
+                    // Complete: what is left of the recording.
+                    None => SizeHint::with_exact(
+                        tee.recorded
+                            .iter()
+                            .skip(*next)
+                            .filter_map(Frame::data_ref)
+                            .map(|d| d.len() as u64)
+                            .sum(),
+                    ),
+                    // The first attempt's view, or a replay: the source's own hint only holds
+                    // for an attempt reading at its head (a replay's recorded part adds to it).
+                    Some(source) if *next >= tee.read => source.size_hint(),
+                    Some(_) => SizeHint::default(),
                 }
-                hint
             }
         }
     }
@@ -223,6 +287,8 @@ pin_project_lite::pin_project! {
         in_flight: Option<InFlight>,
         activity: Option<Activity>,
         idle: Option<Duration>,
+        // The route timeout's end: the whole response must have arrived by then.
+        deadline: Option<Instant>,
         // Created the first time the upstream keeps the body waiting.
         #[pin]
         timer: Option<Sleep>,
@@ -279,19 +345,27 @@ impl UpstreamBody {
             in_flight: None,
             activity: None,
             idle: None,
+            deadline: None,
             timer: None,
         }
     }
 
     /// Ties the body to its request: the response head arrived (activity), `idle` bounds the
-    /// time without activity from now on, and a failure is attributed with the request's
-    /// progress (a failed downstream request body is the client's fault: `DPE`).
-    pub fn bind(mut self, mut activity: Activity, idle: Option<Duration>) -> Self {
+    /// time without activity from now on, `deadline` (the route timeout) the time until the
+    /// body's end, and a failure is attributed with the request's progress (a failed
+    /// downstream request body is the client's fault: `DPE`).
+    pub fn bind(
+        mut self,
+        mut activity: Activity,
+        idle: Option<Duration>,
+        deadline: Option<Instant>,
+    ) -> Self {
         if idle.is_some() {
             activity.touch();
         }
         self.activity = Some(activity);
         self.idle = idle;
+        self.deadline = deadline;
         self
     }
 
@@ -412,29 +486,48 @@ impl Body for UpstreamBody {
                 Poll::Ready(Some(Err(error)))
             }
             Poll::Pending => {
-                let (Some(idle), Some(activity)) = (*this.idle, this.activity.as_ref()) else {
+                let idle_deadline = match (*this.idle, this.activity.as_ref()) {
+                    (Some(idle), Some(activity)) => Some(activity.idle_deadline(idle)),
+                    _ => None,
+                };
+                let Some(first) = earliest(idle_deadline, *this.deadline) else {
                     return Poll::Pending;
                 };
                 if this.timer.is_none() {
-                    this.timer
-                        .set(Some(tokio::time::sleep_until(activity.idle_deadline(idle))));
+                    this.timer.set(Some(tokio::time::sleep_until(first)));
                 }
                 let Some(mut timer) = this.timer.as_mut().as_pin_mut() else {
                     return Poll::Pending;
                 };
-                loop {
+                let error: BoxError = loop {
                     ready!(timer.as_mut().poll(cx));
-                    let deadline = activity.idle_deadline(idle);
-                    if Instant::now() >= deadline {
-                        break;
+                    let now = Instant::now();
+                    if let Some(deadline) = *this.deadline
+                        && now >= deadline
+                    {
+                        let error = RouteTimeoutError;
+                        crate::error::log_reset_after_head("UT", &error);
+                        break error.into();
+                    }
+                    let idle_deadline = match (*this.idle, this.activity.as_ref()) {
+                        (Some(idle), Some(activity)) => Some(activity.idle_deadline(idle)),
+                        _ => None,
+                    };
+                    if let (Some(idle), Some(at)) = (*this.idle, idle_deadline)
+                        && now >= at
+                    {
+                        let error = StreamIdleError(idle);
+                        crate::error::log_reset_after_head(crate::error::STREAM_IDLE_FLAG, &error);
+                        break error.into();
                     }
                     // Activity since the timer was armed.
-                    timer.as_mut().reset(deadline);
-                }
+                    match earliest(idle_deadline, *this.deadline) {
+                        Some(at) => timer.as_mut().reset(at),
+                        None => return Poll::Pending,
+                    }
+                };
                 fail(this.kind, this.in_flight);
-                let error = StreamIdleError(idle);
-                crate::error::log_reset_after_head(crate::error::STREAM_IDLE_FLAG, &error);
-                Poll::Ready(Some(Err(error.into())))
+                Poll::Ready(Some(Err(error)))
             }
         }
     }

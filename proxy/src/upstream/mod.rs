@@ -17,6 +17,7 @@ pub mod endpoint;
 pub mod idle;
 mod original_dst;
 pub mod pool;
+pub mod retry_limits;
 
 use std::collections::HashSet;
 
@@ -39,6 +40,8 @@ pub struct Cluster {
     pub dns: Option<dns::DnsResolver>,
     /// ORIGINAL_DST clusters: the endpoints made for the destinations seen so far.
     original_dst: Option<original_dst::OriginalDstEndpoints>,
+    /// The retry budget and retries in flight (`circuit_breakers`).
+    pub retry_limits: std::sync::Arc<retry_limits::RetryLimits>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -118,6 +121,15 @@ impl Cluster {
                 .map(|p| &p.balancer),
             &mut pools_for,
         );
+        // Unchanged limits keep their budget's window and the retries in flight.
+        let retry_limits = match previous {
+            Some(p) if *p.retry_limits.config() == config.circuit_breakers => {
+                p.retry_limits.clone()
+            }
+            _ => std::sync::Arc::new(retry_limits::RetryLimits::new(
+                config.circuit_breakers.clone(),
+            )),
+        };
         Self {
             config,
             assignment,
@@ -125,6 +137,7 @@ impl Cluster {
             warm,
             dns,
             original_dst,
+            retry_limits,
         }
     }
 
@@ -139,6 +152,25 @@ impl Cluster {
             None => self.balancer.pick(&mut rng).cloned(),
             Some(dns) => dns.current()?.pick(&mut rng).cloned(),
         }
+    }
+
+    /// Picks an endpoint for a retry: one not in `tried` if `attempts` picks find one (Envoy's
+    /// `previous_hosts` predicate with `host_selection_retry_max_attempts`), else the last pick.
+    pub fn pick_avoiding(
+        &self,
+        destination: std::net::SocketAddr,
+        tried: &[std::net::SocketAddr],
+        attempts: u32,
+    ) -> Option<std::sync::Arc<Endpoint>> {
+        let mut last = None;
+        for _ in 0..attempts.max(1) {
+            let endpoint = self.pick(destination)?;
+            if !tried.contains(&endpoint.addr) {
+                return Some(endpoint);
+            }
+            last = Some(endpoint);
+        }
+        last
     }
 
     /// The endpoints requests go to now (a DNS cluster's latest resolution).

@@ -39,8 +39,14 @@ pub fn listener(model: &Model, proxy: &Proxy) -> Listener {
         .services_for(&proxy.namespace, &proxy.labels)
         .collect();
     let http_ports = declared_http_ports(&services);
-    let manager =
-        |port: u32| http_connection_manager(model, VIRTUAL_OUTBOUND, &port.to_string(), Vec::new());
+    let manager = |port: u32| {
+        http_connection_manager(
+            model,
+            VIRTUAL_OUTBOUND,
+            &port.to_string(),
+            vec![crate::xds::route_policy::fault_filter()],
+        )
+    };
 
     let mut chains = Chains::default();
     chains.push(chain(

@@ -93,7 +93,7 @@ spec: {jwtRules: [{issuer: "iss", jwks: '{"keys":[]}'}]}
     }
 
     #[test]
-    fn inbound_gets_jwt_then_deny_allow_log_then_router_and_outbound_only_the_router() {
+    fn inbound_gets_jwt_then_deny_allow_log_then_router_and_outbound_fault_then_router() {
         let model = model_from_yaml(EVERY_KIND);
         let mut proxy = Proxy::sidecar("foo");
         proxy.app_port = Some(9080);
@@ -118,18 +118,23 @@ spec: {jwtRules: [{issuer: "iss", jwks: '{"keys":[]}'}]}
                 ("envoy.filters.http.router".to_string(), None),
             ]
         );
-        assert_eq!(
-            http_filters(outbound),
-            [("envoy.filters.http.router".to_string(), None)]
-        );
-        // A workload no policy selects: the router alone.
+        let fault_then_router = [
+            ("envoy.filters.http.fault".to_string(), None),
+            ("envoy.filters.http.router".to_string(), None),
+        ];
+        assert_eq!(http_filters(outbound), fault_then_router);
+        // A workload no policy selects: the router alone inbound (and the fault filter outbound).
         let mut elsewhere = Proxy::sidecar("bar");
         elsewhere.app_port = Some(9080);
         for listener in listeners(&model, &elsewhere) {
-            assert_eq!(
-                http_filters(&listener),
-                [("envoy.filters.http.router".to_string(), None)]
-            );
+            if listener.name == VIRTUAL_OUTBOUND {
+                assert_eq!(http_filters(&listener), fault_then_router);
+            } else {
+                assert_eq!(
+                    http_filters(&listener),
+                    [("envoy.filters.http.router".to_string(), None)]
+                );
+            }
         }
         // The same model gives the same listener bytes (maps are encoded in key order).
         let again = listeners(&model_from_yaml(EVERY_KIND), &proxy);

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use super::{
-    App, Config, Identity, Role,
+    App, Config, Faults, Identity, Role,
     upstream::{self, Fetched, Upstream},
 };
 
@@ -26,6 +26,7 @@ async fn start(role: Role, version: &str, config: Config) -> Upstream {
             version: version.to_owned(),
         },
         config,
+        faults: Faults::default(),
     };
     tokio::spawn(super::serve(listener, app));
     Upstream {

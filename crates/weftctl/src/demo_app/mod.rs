@@ -2,20 +2,46 @@
 //!
 //! In its default role, `echo`, it answers every request with its service name and version
 //! (body and headers), so a caller can tell which version served it. Query parameters shape
-//! the answer: `delay_ms=N` waits before answering, `status=N` picks the status code.
+//! the answer, each for its request only (overriding the flags below):
+//!
+//! - `status=N` answers status N (and is never replaced by `--fail-status`);
+//! - `delay_ms=N` waits N ms before answering (`0`: no delay);
+//! - `reset=1` resets the request instead of answering (`reset=0` spares it);
+//! - `hang=1` never answers, holding the request until the client goes away (`hang=0` spares
+//!   it);
+//! - `slow_body_ms=N` sends the body in 4 chunks N ms apart (`0`: whole).
 //!
 //! The roles `productpage`, `details`, `reviews` and `ratings` stand in for the apps of
 //! Istio's bookinfo sample ([`bookinfo`], [`productpage`]). Every role serves HTTP/1.1 and h2c
-//! on the same port and names itself in the `x-weft-service` and `x-weft-version` headers.
+//! on the same port and names itself in the `x-weft-service` and `x-weft-version` headers,
+//! and the instance that answered in `x-weft-instance` (the listen address; see
+//! [`conn::Conn::instance`]).
+//!
+//! Every role misbehaves on demand for a fraction of its requests, independent draws in this
+//! order ([`faults`]): `--reset-ratio F` resets (HTTP/1: the connection closes with a TCP RST;
+//! HTTP/2: RST_STREAM), `--hang-ratio F` never answers, `--fail-ratio F` answers
+//! `--fail-status N` (503), `--delay-ratio F` waits `--delay-ms N` first, and `--slow-body-ms
+//! N` dribbles every body; `--fault-seed N` repeats a run's draws. Each flag also reads the
+//! variable `DEMO_<FLAG>` (`DEMO_FAIL_RATIO`, ...).
+//!
+//! Every role counts its requests by outcome ([`stats`]): `GET /__demo/stats` answers
+//! `{"total":N,"ok":N,"failed":N,"reset":N,"hung":N,"delayed":N}`, `POST /__demo/stats/reset`
+//! zeroes them; neither is counted nor ever misbehaves.
 
 pub mod banner;
+mod body;
 mod bookinfo;
 #[cfg(test)]
 mod bookinfo_tests;
+mod conn;
+mod faults;
+#[cfg(test)]
+mod faults_tests;
 mod productpage;
+mod stats;
 mod upstream;
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header::CONTENT_TYPE};
@@ -27,7 +53,12 @@ use hyper_util::{
 };
 use tokio::net::TcpListener;
 
+use body::AppBody;
 pub use bookinfo::Config;
+use conn::{Conn, Reset};
+pub use faults::Faults;
+use faults::{Injector, Overrides};
+use stats::Stats;
 
 /// An answer of the app.
 type Reply = Response<Full<Bytes>>;
@@ -67,12 +98,21 @@ impl Role {
     }
 }
 
-/// A configured app: its role, what it reports, and where the bookinfo roles find each other.
+/// A configured app: its role, what it reports, where the bookinfo roles find each other, and
+/// the faults it injects.
 #[derive(Clone, Debug)]
 pub struct App {
     pub role: Role,
     pub identity: Identity,
     pub config: Config,
+    pub faults: Faults,
+}
+
+/// What every connection of a served app shares.
+struct Shared {
+    app: App,
+    injector: Injector,
+    stats: Stats,
 }
 
 /// Listens on `listen` and serves until the process ends.
@@ -87,7 +127,12 @@ pub async fn run(listen: SocketAddr, app: App) -> anyhow::Result<()> {
 
 /// Serves the connections `listener` accepts, forever.
 pub async fn serve(listener: TcpListener, app: App) {
-    let app = Arc::new(app);
+    let listen = listener.local_addr().ok();
+    let shared = Arc::new(Shared {
+        injector: Injector::new(app.faults.clone()),
+        stats: Stats::default(),
+        app,
+    });
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -97,32 +142,109 @@ pub async fn serve(listener: TcpListener, app: App) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let (socket, conn) = conn::accept(stream, listen);
+        let (shared, conn) = (shared.clone(), Arc::new(conn));
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(respond(&app, req).await) }
+                let (shared, conn) = (shared.clone(), conn.clone());
+                async move { respond(&shared, &conn, req).await }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(socket), service)
                 .await;
         });
     }
 }
 
-async fn respond(app: &App, req: Request<Incoming>) -> Reply {
-    let mut response = match app.role {
-        Role::Echo => echo(&app.identity, req).await,
-        role => bookinfo(app, role, req).await,
+/// One request: the stats endpoints, or the role's answer as the faults shape it; an `Err`
+/// resets the request.
+async fn respond(
+    shared: &Shared,
+    conn: &Conn,
+    req: Request<Incoming>,
+) -> Result<Response<AppBody>, Reset> {
+    let mut response = match stats::admin(&shared.stats, req.method(), req.uri().path()) {
+        Some(reply) => body::whole(reply),
+        None => answer(shared, conn, req).await?,
     };
+    let identity = &shared.app.identity;
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&app.identity.service) {
+    if let Ok(v) = HeaderValue::from_str(&identity.service) {
         headers.insert("x-weft-service", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&app.identity.version) {
+    if let Ok(v) = HeaderValue::from_str(&identity.version) {
         headers.insert("x-weft-version", v);
     }
-    response
+    if let Some(instance) = &conn.instance {
+        headers.insert("x-weft-instance", instance.clone());
+    }
+    Ok(response)
+}
+
+/// A counted request: reset, held or answered by the role (or with the injected failure),
+/// as its [`faults::Plan`] says.
+async fn answer(
+    shared: &Shared,
+    conn: &Conn,
+    req: Request<Incoming>,
+) -> Result<Response<AppBody>, Reset> {
+    let Shared {
+        app,
+        injector,
+        stats,
+    } = shared;
+    stats.received();
+    // Only echo reads its query; the bookinfo roles' queries are theirs.
+    let ask = match app.role {
+        Role::Echo => Overrides::from_query(req.uri().query().unwrap_or("")),
+        _ => Overrides::default(),
+    };
+    let plan = injector.plan(&ask);
+    if plan.reset {
+        stats.reset();
+        return Err(conn.reset(req.version()));
+    }
+    if plan.hang {
+        stats.hung();
+        // Read the request to its end: HTTP/1 only notices a client leaving a connection
+        // whose request has been read. Then wait until hyper drops this, the client gone.
+        drain(req.into_body()).await;
+        return std::future::pending().await;
+    }
+    if plan.delay.is_some() {
+        stats.delayed();
+    }
+    let reply = match plan.fail {
+        Some(status) => {
+            drain(req.into_body()).await;
+            let Identity { service, version } = &app.identity;
+            text_reply(
+                status,
+                format!("{service} {version} injected failure {}\n", status.as_u16()),
+            )
+        }
+        None => match app.role {
+            Role::Echo => echo(&app.identity, ask.status, req).await,
+            role => bookinfo(app, role, req).await,
+        },
+    };
+    if let Some(delay) = plan.delay {
+        tokio::time::sleep(delay).await;
+    }
+    stats.answered(reply.status());
+    Ok(match plan.slow_body {
+        Some(gap) => body::slow(reply, gap).await,
+        None => body::whole(reply),
+    })
+}
+
+/// Reads a request body to its end (or its error), keeping none of it.
+async fn drain(mut body: Incoming) {
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
+            break;
+        }
+    }
 }
 
 /// The bookinfo roles' routes.
@@ -177,24 +299,8 @@ fn text_reply(status: StatusCode, body: String) -> Reply {
     reply(status, "text/plain; charset=utf-8", body)
 }
 
-async fn echo(identity: &Identity, req: Request<Incoming>) -> Reply {
-    let mut status = StatusCode::OK;
-    let mut delay = None;
-    for (key, value) in query_pairs(req.uri().query().unwrap_or("")) {
-        match key {
-            "delay_ms" => delay = value.parse().ok().map(Duration::from_millis),
-            "status" => {
-                if let Some(code) = value
-                    .parse()
-                    .ok()
-                    .and_then(|c| StatusCode::from_u16(c).ok())
-                {
-                    status = code;
-                }
-            }
-            _ => {}
-        }
-    }
+/// Echo's answer, with `status` (200 by default): who answered and what it was asked.
+async fn echo(identity: &Identity, status: Option<StatusCode>, req: Request<Incoming>) -> Reply {
     let host = req
         .headers()
         .get(http::header::HOST)
@@ -211,15 +317,12 @@ async fn echo(identity: &Identity, req: Request<Incoming>) -> Reply {
         .await
         .map(|b| b.to_bytes().len())
         .unwrap_or(0);
-    if let Some(delay) = delay {
-        tokio::time::sleep(delay).await;
-    }
     let body = format!(
         "{} {} host={host} path={path} protocol={protocol} received={received}\n",
         identity.service, identity.version
     );
     let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
+    *response.status_mut() = status.unwrap_or(StatusCode::OK);
     response
 }
 

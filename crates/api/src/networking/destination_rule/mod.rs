@@ -7,12 +7,14 @@
 mod connection_pool;
 mod load_balancer;
 mod outlier;
+mod retry_budget;
 mod tls;
 mod tunnel;
 
 pub use connection_pool::*;
 pub use load_balancer::*;
 pub use outlier::*;
+pub use retry_budget::*;
 pub use tls::*;
 pub use tunnel::*;
 
@@ -172,6 +174,9 @@ pub struct TrafficPolicy {
     /// Send a PROXY protocol header upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// A limit on retries in relation to the requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudget>,
 }
 
 impl Validate for TrafficPolicy {
@@ -183,6 +188,7 @@ impl Validate for TrafficPolicy {
             && self.port_level_settings.is_empty()
             && self.tunnel.is_none()
             && self.proxy_protocol.is_none()
+            && self.retry_budget.is_none()
         {
             path.push(errors, "traffic policy must have at least one field");
             return;
@@ -202,6 +208,8 @@ impl Validate for TrafficPolicy {
             p.validate(&pp.index(i), errors);
         }
         self.tunnel.validate(&path.field("tunnel"), errors);
+        self.retry_budget
+            .validate(&path.field("retryBudget"), errors);
     }
 }
 

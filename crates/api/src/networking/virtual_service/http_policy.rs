@@ -174,6 +174,14 @@ const GRPC_STATUSES: &[&str] = &[
     "UNAUTHENTICATED",
 ];
 
+/// The numeric code of a gRPC status name (`UNAVAILABLE` → 14).
+pub fn grpc_status_code(name: &str) -> Option<u32> {
+    GRPC_STATUSES
+        .iter()
+        .position(|s| *s == name)
+        .and_then(|i| u32::try_from(i).ok())
+}
+
 /// Fault abort.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

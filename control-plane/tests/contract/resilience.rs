@@ -1,0 +1,180 @@
+//! The resilience translations end to end through the proxy's converters: the proxy's own
+//! domain config must carry every field the controller sent (retries, faults, retry limits).
+
+use std::collections::HashMap;
+
+use weft_proxy::config::fault::AbortKind;
+use weft_proxy::config::retry::RetryOn;
+use weft_proxy::config::{Action, ClusterConfig, RouteConfig};
+
+use super::check::{ConfigCase, Generated, ProxySpec, controller_proxy, free_ports};
+use super::fixtures::{RESILIENCE, config_from};
+
+fn converted() -> (HashMap<String, RouteConfig>, HashMap<String, ClusterConfig>) {
+    let set = config_from(&[("resilience.yaml", RESILIENCE)]);
+    assert!(set.errors.is_empty(), "resilience.yaml: {:#?}", set.errors);
+    let case = ConfigCase::local("resilience.yaml", set);
+    let model = case.model();
+    let (outbound, inbound) = free_ports();
+    let spec = ProxySpec {
+        label: "client".into(),
+        namespace: "default".into(),
+        labels: vec![("app".into(), "client".into())],
+        app_port: None,
+        capture: None,
+    };
+    let generated = Generated::new(&model, &controller_proxy(&spec, outbound, inbound));
+    let routes = generated
+        .routes
+        .iter()
+        .map(|r| {
+            let rc: envoy_types::pb::envoy::config::route::v3::RouteConfiguration =
+                prost::Message::decode(r.body.value.as_slice()).expect("route configuration");
+            let converted = RouteConfig::try_from(rc).expect("the proxy accepts the routes");
+            (r.name.clone(), converted)
+        })
+        .collect();
+    let clusters = generated
+        .clusters
+        .iter()
+        .map(|c| {
+            let cluster: envoy_types::pb::envoy::config::cluster::v3::Cluster =
+                prost::Message::decode(c.body.value.as_slice()).expect("cluster");
+            let converted =
+                ClusterConfig::try_from(cluster).expect("the proxy accepts the cluster");
+            (c.name.clone(), converted)
+        })
+        .collect();
+    (routes, clusters)
+}
+
+fn forward<'a>(
+    rc: &'a RouteConfig,
+    vhost: &str,
+    route: &str,
+) -> &'a weft_proxy::config::ForwardAction {
+    let vh = rc
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == vhost)
+        .unwrap_or_else(|| panic!("no virtual host {vhost}"));
+    let r = vh
+        .routes
+        .iter()
+        .find(|r| r.name == route)
+        .unwrap_or_else(|| panic!("no route {route} in {vhost}"));
+    match &r.action {
+        Action::Forward(f) => f,
+        other => panic!("{route}: not a forward action: {other:?}"),
+    }
+}
+
+#[test]
+fn retries_and_faults_reach_the_proxy() {
+    let (routes, _) = converted();
+    let outbound = &routes["outbound"];
+    let shop = "shop.example.internal:80";
+
+    let every = forward(outbound, shop, "every-retry-field");
+    let retry = every.retry.as_ref().expect("a retry policy");
+    assert_eq!(retry.num_retries, 4);
+    assert_eq!(
+        retry.per_try_timeout,
+        Some(std::time::Duration::from_millis(250))
+    );
+    for on in [
+        RetryOn::SERVER_ERROR,
+        RetryOn::GATEWAY_ERROR,
+        RetryOn::RESET,
+        RetryOn::RESET_BEFORE_REQUEST,
+        RetryOn::CONNECT_FAILURE,
+        RetryOn::RETRIABLE_4XX,
+        RetryOn::REFUSED_STREAM,
+        RetryOn::RETRIABLE_STATUS_CODES,
+        RetryOn::RETRIABLE_HEADERS,
+        RetryOn::RATE_LIMITED,
+        RetryOn::GRPC_ANY,
+    ] {
+        assert!(retry.on.contains(on), "{on:?}");
+    }
+    assert_eq!(retry.status_codes, [409]);
+    assert!(retry.other_priorities, "retryRemoteLocalities");
+    assert!(!retry.other_hosts, "retryIgnorePreviousHosts: false");
+    assert_eq!(retry.backoff_base, std::time::Duration::from_millis(50));
+    assert!(!retry.non_idempotent_before_send_only, "the user's policy");
+    assert_eq!(every.timeout, Some(std::time::Duration::from_secs(3)));
+
+    assert!(forward(outbound, shop, "no-retries").retry.is_none());
+
+    let faults = forward(outbound, shop, "http-faults");
+    let fault = faults.fault.as_ref().expect("faults");
+    let delay = fault.delay.as_ref().expect("a delay");
+    assert_eq!((delay.duration.as_secs(), delay.per_million), (2, 125_000));
+    let abort = fault.abort.as_ref().expect("an abort");
+    assert_eq!(
+        abort.kind,
+        AbortKind::Http(418.try_into().expect("a status"))
+    );
+    assert_eq!(abort.per_million, 5_000);
+    // A route without retries gets Istio's default, guarded for non-idempotent requests.
+    let default = faults.retry.as_ref().expect("Istio's default policy");
+    assert_eq!(default.num_retries, 2);
+    assert!(default.non_idempotent_before_send_only);
+    assert!(default.other_hosts);
+
+    let grpc = forward(outbound, shop, "grpc-and-legacy-faults")
+        .fault
+        .as_ref()
+        .expect("faults");
+    assert_eq!(grpc.delay.as_ref().unwrap().per_million, 300_000);
+    let abort = grpc.abort.as_ref().unwrap();
+    assert_eq!(
+        (abort.kind, abort.per_million),
+        (AbortKind::Grpc(8), 1_000_000)
+    );
+
+    // A service without VirtualService: Istio's default policy on its default route.
+    let plain = &outbound
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == "plain.example.internal:80")
+        .expect("plain's virtual host")
+        .routes[0];
+    let Action::Forward(plain) = &plain.action else {
+        panic!("forward")
+    };
+    assert!(
+        plain
+            .retry
+            .as_ref()
+            .is_some_and(|r| r.non_idempotent_before_send_only)
+    );
+}
+
+#[test]
+fn retry_limits_reach_the_proxy_per_level() {
+    let (_, clusters) = converted();
+    let limits = |name: &str| {
+        let cb = &clusters
+            .get(name)
+            .unwrap_or_else(|| panic!("no cluster {name}"))
+            .circuit_breakers;
+        (cb.max_retries, cb.retry_budget.expect("a budget"))
+    };
+    let (max, budget) = limits("outbound|80||shop.example.internal");
+    assert_eq!(max, 7);
+    assert_eq!((budget.percent, budget.min_retries), (25.0, 5));
+    assert_eq!(budget.window, std::time::Duration::from_secs(2));
+    // Port-level connection pool replaces the rule's for port 81; the budget is the rule's.
+    let (max, budget) = limits("outbound|81||shop.example.internal");
+    assert_eq!((max, budget.percent), (2, 25.0));
+    // The subset's own policy.
+    let (max, budget) = limits("outbound|80|v2|shop.example.internal");
+    assert_eq!((max, budget.percent, budget.min_retries), (1, 10.0, 3));
+    // No DestinationRule: Istio's unlimited max_retries, Weft's default budget.
+    let (max, budget) = limits("outbound|80||plain.example.internal");
+    assert_eq!(
+        (max, budget.percent, budget.min_retries),
+        (u32::MAX, 20.0, 3)
+    );
+}
