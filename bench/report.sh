@@ -428,6 +428,15 @@ suspects). The mTLS CPU ratio is about 1.0× in both later runs; the plaintext o
 plaintext chain 23.7 → 31.2 µs per request), while the code between them adds a method comparison
 and an empty-path test per request: to be settled by a run of both commits back to back.
 
+The next run, at c559e94 (CONNECT tunnels) on the slower machine again (HAProxy's plaintext chain
+31.2 µs per request), `bench/run.sh 8`: plaintext 0.87× HAProxy's req/s and 1.33× its CPU per
+request (41.4 vs 31.2 µs); mTLS 1.07× and 1.01× (43.9 vs 43.4 µs); sidecar RSS 12,168 / 12,188 and
+14,248 / 14,244 KiB. The run above, at 842fc43, is the first with Istio's default retry policy on
+every outbound route (the request's method, URI and headers kept for a retry: one header-map clone
+per request) and the fault filter on every outbound connection manager: 1.21× and 0.97×, on a
+faster machine (HAProxy's chain 26.7 µs). Neither change shows against the earlier runs' spread;
+a back-to-back run of 89b2385 and 842fc43 on one machine is what would settle it.
+
 Absolute numbers of the runs before the mTLS paths are not comparable with these: the same direct
 path made 58–76k req/s then and 108–134k in the mTLS runs, and each proxy used about half the CPU
 per request (the machine or its load differed); compare ratios within a run.
