@@ -5,8 +5,8 @@
 
 use weft_api::ConfigObject;
 use weft_api::networking::{
-    ClientTlsSettings, ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, ServiceEntry,
-    Sidecar, SimpleLb, TlsMode, TrafficPolicy, VirtualService,
+    ClientTlsSettings, DestinationRule, LoadBalancerSettings, ServiceEntry, Sidecar, SimpleLb,
+    TlsMode, TrafficPolicy, VirtualService,
 };
 use weft_api::security::{AuthorizationAction, AuthorizationPolicy};
 
@@ -77,64 +77,22 @@ fn virtual_service(vs: &VirtualService, found: &mut Found) {
         return;
     }
     export_to(&vs.export_to, found);
-    note(found, !vs.tcp.is_empty(), "spec.tcp".to_string());
-    note(found, !vs.tls.is_empty(), "spec.tls".to_string());
-    for (index, http) in vs.http.iter().enumerate() {
-        let path = format!("spec.http[{index}]");
-        note(found, http.mirror.is_some(), format!("{path}.mirror"));
-        note(found, !http.mirrors.is_empty(), format!("{path}.mirrors"));
-        note(
-            found,
-            http.mirror_percent.is_some(),
-            format!("{path}.mirrorPercent"),
-        );
-        note(
-            found,
-            http.mirror_percentage.is_some(),
-            format!("{path}.mirrorPercentage"),
-        );
-        note(
-            found,
-            http.cors_policy.is_some(),
-            format!("{path}.corsPolicy"),
-        );
-        note(found, http.delegate.is_some(), format!("{path}.delegate"));
-        if let Some(rewrite) = &http.rewrite {
-            note(
-                found,
-                rewrite.uri_regex_rewrite.is_some(),
-                format!("{path}.rewrite.uriRegexRewrite"),
-            );
-        }
-        if http.route.len() > 1 {
-            // Header operations per destination are translated; a per-destination
-            // authority is not (Envoy's weighted clusters carry no host rewrite we apply).
-            for (dest, destination) in http.route.iter().enumerate() {
-                let sets_authority = destination
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.request.as_ref())
-                    .is_some_and(|ops| {
-                        ops.set.keys().chain(ops.add.keys()).any(|key| {
-                            key.eq_ignore_ascii_case(":authority")
-                                || key.eq_ignore_ascii_case("host")
-                        })
-                    });
-                note(
-                    found,
-                    sets_authority,
-                    format!("{path}.route[{dest}].headers.request (authority)"),
-                );
+    // `tcp` and `tls` are translated for captured sidecars (xds/capture/l4_routes.rs), except
+    // the deprecated `sourceSubnet`, which Istio does not use for sidecars either.
+    for (index, tcp) in vs.tcp.iter().enumerate() {
+        for (m, matching) in tcp.r#match.iter().enumerate() {
+            if matching.source_subnet.is_some() {
+                found.push((
+                    format!("spec.tcp[{index}].match[{m}].sourceSubnet"),
+                    "not supported (deprecated; Istio ignores it for sidecars too); ignored"
+                        .to_string(),
+                ));
             }
         }
-        for (index, matching) in http.r#match.iter().enumerate() {
-            note(
-                found,
-                matching.stat_prefix.is_some(),
-                format!("{path}.match[{index}].statPrefix"),
-            );
-        }
     }
+    // Every HTTP route field is translated: mirrors, CORS, uriRegexRewrite, per-destination
+    // authorities, statPrefix (xds/routes.rs) and delegation (model/delegate.rs, which reports a
+    // missing delegate).
 }
 
 fn destination_rule(dr: &DestinationRule, found: &mut Found) {
@@ -161,8 +119,6 @@ fn traffic_policy(policy: &TrafficPolicy, path: &str, found: &mut Found) {
     settings(
         Settings {
             load_balancer: policy.load_balancer.as_ref(),
-            connection_pool: policy.connection_pool.as_ref(),
-            outlier_detection: policy.outlier_detection.is_some(),
             tls: policy.tls.as_ref(),
         },
         path,
@@ -178,8 +134,6 @@ fn traffic_policy(policy: &TrafficPolicy, path: &str, found: &mut Found) {
         settings(
             Settings {
                 load_balancer: level.load_balancer.as_ref(),
-                connection_pool: level.connection_pool.as_ref(),
-                outlier_detection: level.outlier_detection.is_some(),
                 tls: level.tls.as_ref(),
             },
             &format!("{path}.portLevelSettings[{index}]"),
@@ -191,24 +145,16 @@ fn traffic_policy(policy: &TrafficPolicy, path: &str, found: &mut Found) {
 /// The settings shared by a traffic policy and its port-level settings.
 struct Settings<'a> {
     load_balancer: Option<&'a LoadBalancerSettings>,
-    connection_pool: Option<&'a ConnectionPoolSettings>,
-    outlier_detection: bool,
     tls: Option<&'a ClientTlsSettings>,
 }
 
 fn settings(settings: Settings<'_>, path: &str, found: &mut Found) {
     if let Some(lb) = settings.load_balancer {
         let lb_path = format!("{path}.loadBalancer");
-        if lb.consistent_hash.is_some() {
-            found.push((
-                format!("{lb_path}.consistentHash"),
-                "not supported yet; ignored (LEAST_REQUEST is used)".to_string(),
-            ));
-        }
         if lb.simple == Some(SimpleLb::Passthrough) {
             found.push((
                 format!("{lb_path}.simple"),
-                "PASSTHROUGH is not supported yet; ignored (LEAST_REQUEST is used)".to_string(),
+                "PASSTHROUGH is not supported for sidecars addressed explicitly (local mode), which use LEAST_REQUEST; sidecars whose traffic is captured apply it".to_string(),
             ));
         }
         note(
@@ -216,82 +162,17 @@ fn settings(settings: Settings<'_>, path: &str, found: &mut Found) {
             lb.locality_lb_setting.is_some(),
             format!("{lb_path}.localityLbSetting"),
         );
-        note(
-            found,
-            lb.warmup_duration_secs.is_some(),
-            format!("{lb_path}.warmupDurationSecs"),
-        );
-        note(found, lb.warmup.is_some(), format!("{lb_path}.warmup"));
-    }
-    if let Some(pool) = settings.connection_pool {
-        let pool_path = format!("{path}.connectionPool");
-        if let Some(http) = &pool.http {
-            // maxRetries is translated (the cluster's circuit_breakers.max_retries).
-            let http_path = format!("{pool_path}.http");
-            note(
-                found,
-                http.http1_max_pending_requests.is_some(),
-                format!("{http_path}.http1MaxPendingRequests"),
-            );
-            note(
-                found,
-                http.http2_max_requests.is_some(),
-                format!("{http_path}.http2MaxRequests"),
-            );
-            note(
-                found,
-                http.max_requests_per_connection.is_some(),
-                format!("{http_path}.maxRequestsPerConnection"),
-            );
-            note(
-                found,
-                http.idle_timeout.is_some(),
-                format!("{http_path}.idleTimeout"),
-            );
-            note(
-                found,
-                http.h2_upgrade_policy.is_some(),
-                format!("{http_path}.h2UpgradePolicy"),
-            );
-            note(
-                found,
-                http.use_client_protocol,
-                format!("{http_path}.useClientProtocol"),
-            );
-            note(
-                found,
-                http.max_concurrent_streams.is_some(),
-                format!("{http_path}.maxConcurrentStreams"),
-            );
-        }
-        if let Some(tcp) = &pool.tcp {
-            note(
-                found,
-                tcp.max_connections.is_some(),
-                format!("{pool_path}.tcp.maxConnections"),
-            );
-            note(
-                found,
-                tcp.tcp_keepalive.is_some(),
-                format!("{pool_path}.tcp.tcpKeepalive"),
-            );
-            note(
-                found,
-                tcp.max_connection_duration.is_some(),
-                format!("{pool_path}.tcp.maxConnectionDuration"),
-            );
-            note(
-                found,
-                tcp.idle_timeout.is_some(),
-                format!("{pool_path}.tcp.idleTimeout"),
-            );
+        // Warmup is translated for ROUND_ROBIN and LEAST_REQUEST, as Istio does.
+        if (lb.warmup.is_some() || lb.warmup_duration_secs.is_some())
+            && (lb.consistent_hash.is_some()
+                || matches!(lb.simple, Some(SimpleLb::Random | SimpleLb::Passthrough)))
+        {
+            found.push((
+                format!("{lb_path}.warmup"),
+                "not supported with RANDOM, PASSTHROUGH or consistent hashing (Istio applies it to ROUND_ROBIN and LEAST_REQUEST only); ignored".to_string(),
+            ));
         }
     }
-    note(
-        found,
-        settings.outlier_detection,
-        format!("{path}.outlierDetection"),
-    );
     if let Some(tls) = settings.tls {
         client_tls(tls, &format!("{path}.tls"), found);
     }
@@ -455,26 +336,39 @@ spec:
     corsPolicy: {allowOrigins: [{exact: "https://a.example"}]}
     rewrite: {uriRegexRewrite: {match: "^/a(.*)", rewrite: "/b\\1"}}
   tcp:
-  - route: [{destination: {host: ratings}}]
+  - match: [{sourceSubnet: 10.0.0.0/8}]
+    route: [{destination: {host: ratings}}]
+  tls:
+  - match: [{sniHosts: [ratings]}]
+    route: [{destination: {host: ratings}}]
 "#,
         );
         for expected in [
             "VirtualService default/ratings spec.exportTo",
-            "VirtualService default/ratings spec.tcp",
-            "VirtualService default/ratings spec.http[0].mirror",
-            "VirtualService default/ratings spec.http[0].corsPolicy",
-            "VirtualService default/ratings spec.http[0].rewrite.uriRegexRewrite",
+            "VirtualService default/ratings spec.tcp[0].match[0].sourceSubnet",
         ] {
             assert!(
                 found.iter().any(|f| f == expected),
                 "missing {expected} in {found:#?}"
             );
         }
-        // Translated: retries and faults.
+        // Translated: retries, faults, mirrors, CORS, regex rewrites, TCP and TLS routes.
         assert!(
             !found
                 .iter()
-                .any(|f| f.contains(".retries") || f.contains(".fault")),
+                .any(|f| f.ends_with("spec.tcp") || f.ends_with("spec.tls")),
+            "{found:#?}"
+        );
+        assert!(
+            !found.iter().any(|f| [
+                ".retries",
+                ".fault",
+                ".mirror",
+                ".corsPolicy",
+                ".uriRegexRewrite"
+            ]
+            .iter()
+            .any(|field| f.contains(field))),
             "{found:#?}"
         );
     }
@@ -489,10 +383,10 @@ metadata: {name: ratings, namespace: default}
 spec:
   host: ratings
   trafficPolicy:
-    loadBalancer: {consistentHash: {httpHeaderName: x-user}}
     outlierDetection: {consecutive5xxErrors: 3}
     tls: {mode: ISTIO_MUTUAL}
-    connectionPool: {http: {http2MaxRequests: 10, maxRetries: 4}, tcp: {maxConnections: 5, connectTimeout: 1s}}
+    connectionPool: {http: {http2MaxRequests: 10, maxRetries: 4}, tcp: {maxConnections: 5, connectTimeout: 1s, idleTimeout: 1h}}
+    loadBalancer: {consistentHash: {httpHeaderName: x-user}, warmup: {duration: 10s}}
   subsets:
   - name: v1
     labels: {version: v1}
@@ -508,10 +402,7 @@ spec:
 "#,
         );
         for expected in [
-            "DestinationRule default/ratings spec.trafficPolicy.loadBalancer.consistentHash",
-            "DestinationRule default/ratings spec.trafficPolicy.outlierDetection",
-            "DestinationRule default/ratings spec.trafficPolicy.connectionPool.http.http2MaxRequests",
-            "DestinationRule default/ratings spec.trafficPolicy.connectionPool.tcp.maxConnections",
+            "DestinationRule default/ratings spec.trafficPolicy.loadBalancer.warmup",
             "DestinationRule default/ratings spec.subsets[0].trafficPolicy.loadBalancer.simple",
         ] {
             assert!(

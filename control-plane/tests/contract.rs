@@ -20,7 +20,9 @@
 //! values (Istio's) and the ones Istio can send reach the proxy's listeners. `contract/mtls.rs`
 //! checks mutual TLS: PeerAuthentications in the three modes, endpoints with sidecars, auto
 //! mTLS and every DestinationRule TLS mode. `contract/resilience.rs` checks that retries,
-//! faults and retry limits arrive whole in the proxy's domain config.
+//! faults and retry limits arrive whole in the proxy's domain config. `contract/l4_routes.rs`
+//! checks VirtualService `tcp` and `tls` routes: every match field, weights, subsets and server
+//! names in the proxy's listeners.
 
 #[path = "contract/check.rs"]
 mod check;
@@ -30,10 +32,14 @@ mod fixtures;
 mod harvest;
 #[path = "contract/hcm.rs"]
 mod hcm;
+#[path = "contract/l4_routes.rs"]
+mod l4_routes;
 #[path = "contract/mtls.rs"]
 mod mtls;
 #[path = "contract/resilience.rs"]
 mod resilience;
+#[path = "contract/routes_extra.rs"]
+mod routes_extra;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -623,7 +629,7 @@ async fn one_invalid_resource_does_not_freeze_the_others() {
 
     // CDS: one cluster with a load-balancing policy the proxy does not implement.
     corrupt::<cds::Cluster>(&mut new.clusters, &v2_cluster, |cluster| {
-        cluster.lb_policy = cds::cluster::LbPolicy::Maglev as i32;
+        cluster.lb_policy = cds::cluster::LbPolicy::ClusterProvided as i32;
     });
     let message = nack(&mut store, type_url::CLUSTER, &new.clusters);
     assert_names_only(&message, &v2_cluster, &new.clusters);

@@ -170,7 +170,7 @@ fn chain_summary(c: &crate::config::FilterChain) -> Value {
             RouteSource::Rds(n) => n.clone(),
             RouteSource::Inline(r) => format!("inline:{}", r.name),
         }}),
-        crate::config::Network::Tcp(t) => json!({"tcp_proxy": t.cluster}),
+        crate::config::Network::Tcp(t) => json!({"tcp_proxy": t.describe()}),
     };
     json!({
         "name": c.name,

@@ -109,6 +109,11 @@ impl Failure {
                 "UF",
                 "upstream connect error or disconnect/reset before headers. reset reason: connection failure\n",
             ),
+            Self::Overflow => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UO",
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow\n",
+            ),
             Self::Terminated => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "UC",
@@ -136,6 +141,7 @@ impl Failure {
     fn reason(self) -> &'static str {
         match self {
             Self::ConnectFailure => "connection failure",
+            Self::Overflow => "overflow (circuit breakers)",
             Self::Terminated => "connection termination",
             Self::Reset => "remote reset",
             Self::UpstreamProtocol => "upstream protocol error",

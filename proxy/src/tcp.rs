@@ -2,7 +2,8 @@
 //! endpoint of its filter chain's cluster.
 //!
 //! ```text
-//!  Accepted (plaintext │ mTLS) ─► network RBAC (each filter must allow) ─► cluster of the chain
+//!  Accepted (plaintext │ mTLS) ─► network RBAC (each filter must allow)
+//!    ─► cluster of the chain: `cluster` │ `weighted_clusters` (one picked per connection, by weight)
 //!    ─► Cluster::pick(original destination) ─► none: closed (BlackHoleCluster: REGISTRY_ONLY, logged)
 //!    ─► connect.rs: TCP (from upstream_bind_config) ─► [TLS per the endpoint's transport socket]
 //!    ─► copy both ways until both sides are done (half-close kept), the idle timeout
@@ -13,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use rand::RngExt;
 use tokio_util::sync::CancellationToken;
 use weft_net::RateLimitedLog;
 use weft_xds::contract::BLACKHOLE_CLUSTER;
@@ -31,8 +33,8 @@ static BLOCKED_LOG: LazyLock<RateLimitedLog> =
 pub struct TcpTarget<'a> {
     pub listener: &'a Listener,
     pub chain: usize,
-    /// The chain's cluster; `None` when it is not configured.
-    pub cluster: Option<Arc<Cluster>>,
+    /// The chain's clusters by entry of its `TcpProxy::clusters`; `None` when not configured.
+    pub clusters: &'a [Option<Arc<Cluster>>],
     pub drain: CancellationToken,
     pub drain_period: Duration,
     pub tls: &'a MeshTls,
@@ -64,12 +66,19 @@ pub async fn proxy(
         tracing::debug!(%peer, %destination, %listener, policy = denied.policy().unwrap_or(""), "RBAC: connection denied");
         return;
     }
-    let Some(cluster) = t.cluster else {
-        tracing::debug!(%peer, %destination, %listener, cluster = %config.cluster, "cluster not configured (NC): connection closed");
+    let entry = match config.total_weight() {
+        0 | 1 => 0,
+        total => config.pick(rand::rng().random_range(0..total)),
+    };
+    let Some(name) = config.clusters.get(entry).map(|c| c.name.as_str()) else {
+        return;
+    };
+    let Some(cluster) = t.clusters.get(entry).cloned().flatten() else {
+        tracing::debug!(%peer, %destination, %listener, cluster = %name, "cluster not configured (NC): connection closed");
         return;
     };
     let Some(endpoint) = cluster.pick(destination) else {
-        if config.cluster == BLACKHOLE_CLUSTER {
+        if name == BLACKHOLE_CLUSTER {
             if let Some(suppressed) = BLOCKED_LOG.allow() {
                 tracing::warn!(
                     %peer,
@@ -80,7 +89,7 @@ pub async fn proxy(
                 );
             }
         } else {
-            tracing::debug!(%peer, %destination, %listener, cluster = %config.cluster, "no healthy upstream (UH): connection closed");
+            tracing::debug!(%peer, %destination, %listener, cluster = %name, "no healthy upstream (UH): connection closed");
         }
         return;
     };
@@ -98,7 +107,7 @@ pub async fn proxy(
     {
         Ok(upstream) => upstream,
         Err(e) => {
-            tracing::debug!(%peer, %destination, %listener, cluster = %config.cluster, error = %e, "upstream connect failed (UF): connection closed");
+            tracing::debug!(%peer, %destination, %listener, cluster = %name, error = %e, "upstream connect failed (UF): connection closed");
             return;
         }
     };

@@ -221,7 +221,7 @@ async fn a_listener_with_an_unknown_filter_is_nacked_naming_it() {
     filters.insert(
         1,
         hcm::HttpFilter {
-            name: "envoy.filters.http.fault".into(),
+            name: "envoy.filters.http.ext_proc".into(),
             ..Default::default()
         },
     );
@@ -240,7 +240,7 @@ async fn a_listener_with_an_unknown_filter_is_nacked_naming_it() {
         )
         .expect_err("NACK");
     assert!(
-        nack.contains("envoy.filters.http.fault") && nack.contains("http_filters[1]"),
+        nack.contains("envoy.filters.http.ext_proc") && nack.contains("http_filters[1]"),
         "{nack}"
     );
     // The previous listener keeps serving with its filters.

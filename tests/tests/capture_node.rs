@@ -9,16 +9,14 @@
 //! short name and a ServiceEntry host (with no `hosts` entry for either), and that host then
 //! reached through its virtual IP.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
+use weft_e2e::eventually;
 use weft_e2e::node::images::{DEMO_APP_IMAGE, PROXY_IMAGE};
 use weft_e2e::node::net::{command_in, http_get_in_as, resolve_in_as};
 use weft_e2e::node::test_node::{TestNode, pod_ip, ready};
-use weft_e2e::{Process, eventually, wait_ok};
 use weft_injector::{InjectConfig, Outcome, inject_pod};
 
 /// The uid the tests' "app" commands run as inside a pod: anything but the proxy's 1337.
@@ -27,13 +25,6 @@ const APP_UID: Option<u32> = Some(1000);
 const ORDERS_VIP: &str = "198.18.250.10";
 /// The controller's protocol detection timeout in this test.
 const DETECTION: Duration = Duration::from_secs(1);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// A demo-app pod (HTTP on 9080, a server-first greeting on 3306), injected when `inject`.
 fn demo_pod(name: &str, app: &str, inject: bool) -> String {
@@ -131,38 +122,9 @@ fn cluster_ip(service: &Service) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn captured_pods_route_detect_protocols_and_follow_the_outbound_policy() {
     let node = TestNode::start(env!("CARGO_BIN_EXE_weft-test-node")).await;
-    let gateway: Ipv4Addr = node.network.gateway();
-
-    // The Istio CRDs, then the controller, on the bridge where pods reach it (ADS and the
-    // CA on 15012).
-    let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-    node.cluster
-        .kubectl_ok(&["apply", "-f", &crds.to_string_lossy()]);
-    node.cluster.kubectl_ok(&[
-        "wait",
-        "--for=condition=established",
-        "--timeout=60s",
-        "crd",
-        "--all",
-    ]);
-    node.cluster
-        .kubectl_ok(&["create", "namespace", "weft-system"]);
-    let debug = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut command = Command::new(&weft_e2e::bins().controller);
-    command
-        .arg("--kubeconfig")
-        .arg(&node.cluster.kubeconfig)
-        .args(["--namespace", "weft-system"])
-        .args(["--xds-address", &format!("{gateway}:15010")])
-        .args(["--debug-address", &debug.to_string()])
-        .args(["--webhook-address", &format!("127.0.0.1:{}", free_port())])
-        .args(["--debounce", "50ms"])
-        .args(["--protocol-detection-timeout", "1s"]);
-    let mut controller = Process::spawn("weft-controller", &mut command, node.cluster.dir.path());
-    wait_ok(&format!("http://{debug}/ready"), &mut controller).await;
-    // The injected proxies find the controller by its Service name.
-    node.agent
-        .add_host("weft-controller.weft-system.svc", gateway);
+    let _controller = node
+        .start_controller(&["--debounce", "50ms", "--protocol-detection-timeout", "1s"])
+        .await;
 
     node.apply(
         "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n\

@@ -31,6 +31,9 @@ use weft_e2e::node::net::http_get_in;
 use weft_e2e::node::test_node::{TestNode, pod_ip, ready};
 use weft_e2e::{eventually, istio_corpus};
 
+/// What Weft's bookinfo reviews app shows when ratings do not answer (Istio's text).
+const RATINGS_UNAVAILABLE: &str = "Ratings service is currently unavailable";
+
 /// How soon after `kubectl apply` a routing change must be seen.
 const CONVERGENCE: Duration = Duration::from_secs(2);
 
@@ -556,6 +559,95 @@ async fn bookinfo_unchanged_in_the_mesh() {
     eprintln!("jason-v2-v3 in force {took:?} after the apply");
     let _ = converged(&|v| v == Some("v3"), "").await;
     eprintln!("{:?}: routing samples applied", started.elapsed());
+
+    // Istio's fault-injection task, its files unchanged: jason's calls to ratings delayed 7 s,
+    // then aborted with 500. Reviews (v2 for jason) gives up on ratings after its own timeout
+    // (2.5 s in Weft's bookinfo apps), so jason's page is slow and without ratings; everyone
+    // else's is fast.
+    let jason = "Cookie: session=jason\r\n";
+    let jason_page = || {
+        let start = Instant::now();
+        let page = weft_e2e::node::net::http_get_in_with(
+            &from,
+            &productpage_ip,
+            9080,
+            "/productpage",
+            jason,
+        )
+        .unwrap_or_default();
+        (page, start.elapsed())
+    };
+    let timed_page = || {
+        let start = Instant::now();
+        let page = page();
+        (page, start.elapsed())
+    };
+    apply(&[
+        "virtual-service-all-v1.yaml",
+        "virtual-service-reviews-test-v2.yaml",
+        "virtual-service-ratings-test-delay.yaml",
+    ]);
+    let took = eventually(
+        Duration::from_secs(30),
+        "jason's ratings delayed",
+        || async {
+            let (page, took) = jason_page();
+            (reviews_version(&page).as_deref() == Some("v2")
+                && page.contains(RATINGS_UNAVAILABLE)
+                && took >= Duration::from_millis(2400))
+            .then_some(took)
+        },
+    )
+    .await;
+    let (other, other_took) = timed_page();
+    assert_eq!(reviews_version(&other).as_deref(), Some("v1"), "{other}");
+    assert!(
+        other_took < Duration::from_secs(1),
+        "others are not delayed: {other_took:?}"
+    );
+    eprintln!("ratings-test-delay: jason's page {took:?} without ratings, others {other_took:?}");
+    apply(&["virtual-service-ratings-test-abort.yaml"]);
+    let took = eventually(
+        Duration::from_secs(30),
+        "jason's ratings aborted",
+        || async {
+            let (page, took) = jason_page();
+            (reviews_version(&page).as_deref() == Some("v2")
+                && page.contains(RATINGS_UNAVAILABLE)
+                && took < Duration::from_secs(1))
+            .then_some(took)
+        },
+    )
+    .await;
+    eprintln!("ratings-test-abort: jason's page at once ({took:?}), without ratings");
+
+    // Istio's request-timeouts task (its manifests are inline on the page): ratings delayed 2 s
+    // for everyone, reviews v2 with a 0.5 s route timeout: the page comes fast, without reviews.
+    node.apply(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ratings, namespace: default}\n\
+         spec:\n  hosts: [ratings]\n  http:\n  - fault: {delay: {percentage: {value: 100}, fixedDelay: 2s}}\n\
+         \x20   route: [{destination: {host: ratings, subset: v1}}]\n",
+    );
+    node.apply(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: default}\n\
+         spec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: v2}}]\n\
+         \x20   timeout: 0.5s\n",
+    );
+    let took = eventually(
+        Duration::from_secs(30),
+        "reviews' 0.5 s timeout",
+        || async {
+            let (page, took) = timed_page();
+            (page.contains("Error fetching product reviews!") && took < Duration::from_millis(1800))
+                .then_some(took)
+        },
+    )
+    .await;
+    eprintln!("request timeouts: page without reviews in {took:?}");
+    eprintln!(
+        "{:?}: fault injection and timeout tasks done",
+        started.elapsed()
+    );
 
     // Re-injection changes nothing: the stored productpage pod, created again (server-side
     // dry run, through the webhook), comes back with the same containers.

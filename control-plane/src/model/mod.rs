@@ -5,6 +5,7 @@
 //! traffic collides). Reads the sources' output; the xDS generator reads the model.
 
 mod capture;
+mod delegate;
 pub mod security;
 mod service_entry;
 pub mod sidecar;
@@ -14,7 +15,9 @@ use std::time::Duration;
 
 use weft_api::ConfigObject;
 use weft_api::host::{host_matches, resolve_short_name};
-use weft_api::networking::{DestinationRule, OutboundTrafficPolicyMode, Subset, VirtualService};
+use weft_api::networking::{
+    Destination, DestinationRule, OutboundTrafficPolicyMode, Subset, VirtualService,
+};
 
 use crate::jwks::JwksSet;
 use crate::object::{ObjectKey, Warning};
@@ -263,6 +266,8 @@ impl Model {
         for (key, vs) in virtual_services {
             model.add_virtual_service(key, vs);
         }
+        let delegation = delegate::merge(&mut model.virtual_services, &model.domain);
+        model.warnings.extend(delegation);
         model.index_virtual_services();
         for (key, dr) in destination_rules {
             model.add_destination_rule(key, dr);
@@ -416,48 +421,67 @@ impl Model {
         }
     }
 
-    /// Warns about route destinations whose host or subset does not exist.
+    /// Warns about route destinations (HTTP, TCP and TLS routes) whose host, port or subset
+    /// does not exist.
     fn check_destinations(&mut self) {
         let mut found = Vec::new();
         for entry in &self.virtual_services {
-            for (route_index, route) in entry.spec.http.iter().enumerate() {
-                for (dest_index, destination) in route.route.iter().enumerate() {
-                    let path = format!("spec.http[{route_index}].route[{dest_index}].destination");
-                    let dest = &destination.destination;
-                    let host = resolve_short_name(&dest.host, &entry.namespace, &self.domain);
-                    let Some(service) = self.services.get(&host) else {
-                        found.push((
-                            entry.key.clone(),
-                            format!("{path}.host"),
-                            format!(
-                                "no ServiceEntry defines host {host}; requests get 503 (no cluster)"
-                            ),
-                        ));
-                        continue;
-                    };
-                    if let Some(port) = dest.port.as_ref().map(|port| port.number)
-                        && service.port(port).is_none()
-                    {
-                        found.push((
-                            entry.key.clone(),
-                            format!("{path}.port.number"),
-                            format!(
-                                "service {host} has no port {port}; requests get 503 (no cluster)"
-                            ),
-                        ));
-                    }
-                    if let Some(subset) = dest.subset.as_deref().filter(|subset| !subset.is_empty())
-                        && self
-                            .destination_rule(&host)
-                            .and_then(|dr| dr.subset(subset))
-                            .is_none()
-                    {
-                        found.push((
-                            entry.key.clone(),
-                            format!("{path}.subset"),
-                            format!("no DestinationRule defines subset {subset:?} for host {host}; requests get 503 (no cluster)"),
-                        ));
-                    }
+            let spec = &entry.spec;
+            // (HTTP?, field path, destination) of every route destination.
+            let mut destinations: Vec<(bool, String, &Destination)> = Vec::new();
+            for (r, route) in spec.http.iter().enumerate() {
+                for (d, dest) in route.route.iter().enumerate() {
+                    let path = format!("spec.http[{r}].route[{d}].destination");
+                    destinations.push((true, path, &dest.destination));
+                }
+            }
+            let l4 = spec.tcp.iter().map(|r| ("tcp", &r.route));
+            for (r, (kind, route)) in l4
+                .enumerate()
+                .chain(spec.tls.iter().map(|r| ("tls", &r.route)).enumerate())
+            {
+                for (d, dest) in route.iter().enumerate() {
+                    let path = format!("spec.{kind}[{r}].route[{d}].destination");
+                    destinations.push((false, path, &dest.destination));
+                }
+            }
+            for (http, path, dest) in destinations {
+                let outcome = if http {
+                    "requests get 503 (no cluster)"
+                } else {
+                    "connections are closed (no cluster)"
+                };
+                let host = resolve_short_name(&dest.host, &entry.namespace, &self.domain);
+                let Some(service) = self.services.get(&host) else {
+                    found.push((
+                        entry.key.clone(),
+                        format!("{path}.host"),
+                        format!("no ServiceEntry defines host {host}; {outcome}"),
+                    ));
+                    continue;
+                };
+                if let Some(port) = dest.port.as_ref().map(|port| port.number)
+                    && service.port(port).is_none()
+                {
+                    found.push((
+                        entry.key.clone(),
+                        format!("{path}.port.number"),
+                        format!("service {host} has no port {port}; {outcome}"),
+                    ));
+                }
+                if let Some(subset) = dest.subset.as_deref().filter(|subset| !subset.is_empty())
+                    && self
+                        .destination_rule(&host)
+                        .and_then(|dr| dr.subset(subset))
+                        .is_none()
+                {
+                    found.push((
+                        entry.key.clone(),
+                        format!("{path}.subset"),
+                        format!(
+                            "no DestinationRule defines subset {subset:?} for host {host}; {outcome}"
+                        ),
+                    ));
                 }
             }
         }

@@ -10,9 +10,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::cluster::v3::{
-    CircuitBreakers, Cluster, circuit_breakers, cluster,
-};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{Http1ProtocolOptions, Http2ProtocolOptions};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -22,8 +20,12 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 use tracing::debug;
-use weft_api::networking::{ConnectionPoolSettings, RetryBudget, SimpleLb, Subset, TrafficPolicy};
+use weft_api::networking::Subset;
 
+pub use super::cluster_policy::{
+    ClusterPolicy, DEFAULT_MIN_RETRY_CONCURRENCY, DEFAULT_RETRY_BUDGET_PERCENT, cluster_policy,
+    lb_policy,
+};
 use super::endpoints::lb_endpoints;
 use super::listeners::socket;
 use super::proxy::Proxy;
@@ -44,7 +46,14 @@ pub fn clusters(model: &Model, proxy: &Proxy) -> Vec<Cluster> {
     for service in model.services_for(&proxy.namespace, &proxy.labels) {
         let rule = model.destination_rule(&service.hostname);
         for port in &service.ports {
-            clusters.extend(outbound_cluster(model, service, port, rule, None));
+            clusters.extend(outbound_cluster(
+                model,
+                service,
+                port,
+                rule,
+                None,
+                proxy.capture,
+            ));
             if let Some(rule) = rule {
                 for subset in &rule.spec.subsets {
                     clusters.extend(outbound_cluster(
@@ -53,6 +62,7 @@ pub fn clusters(model: &Model, proxy: &Proxy) -> Vec<Cluster> {
                         port,
                         Some(rule),
                         Some(subset),
+                        proxy.capture,
                     ));
                 }
             }
@@ -66,142 +76,6 @@ pub fn clusters(model: &Model, proxy: &Proxy) -> Vec<Cluster> {
     clusters
 }
 
-/// The settings a cluster gets from its DestinationRule (and subset).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClusterPolicy {
-    pub lb_policy: cluster::LbPolicy,
-    pub connect_timeout: Duration,
-    /// `connectionPool.http.maxRetries`: retries in flight (Istio's default: no limit).
-    pub max_retries: u32,
-    /// `retryBudget` (Weft's default: 20 % of the requests, at least 3 per window).
-    pub retry_budget: RetryBudget,
-}
-
-impl Default for ClusterPolicy {
-    fn default() -> Self {
-        Self {
-            lb_policy: cluster::LbPolicy::LeastRequest,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            max_retries: u32::MAX,
-            retry_budget: RetryBudget::default(),
-        }
-    }
-}
-
-impl ClusterPolicy {
-    /// The cluster's `circuit_breakers`: its retry limits.
-    pub fn circuit_breakers(&self) -> CircuitBreakers {
-        let budget = &self.retry_budget;
-        CircuitBreakers {
-            thresholds: vec![circuit_breakers::Thresholds {
-                max_retries: Some(UInt32Value {
-                    value: self.max_retries,
-                }),
-                retry_budget: Some(circuit_breakers::thresholds::RetryBudget {
-                    budget_percent: Some(envoy_types::pb::envoy::r#type::v3::Percent {
-                        value: budget.percent.unwrap_or(DEFAULT_RETRY_BUDGET_PERCENT),
-                    }),
-                    min_retry_concurrency: Some(UInt32Value {
-                        value: budget
-                            .min_retry_concurrency
-                            .unwrap_or(DEFAULT_MIN_RETRY_CONCURRENCY),
-                    }),
-                    budget_interval: budget.budget_interval.map(|d| duration(d.0)),
-                }),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }
-    }
-}
-
-/// The share of requests retries may add when a DestinationRule sets no `retryBudget`.
-pub const DEFAULT_RETRY_BUDGET_PERCENT: f64 = 20.0;
-/// The retries every budget window allows when a DestinationRule sets none.
-pub const DEFAULT_MIN_RETRY_CONCURRENCY: u32 = 3;
-
-/// The effective policy for one port of a service: the rule's traffic policy, its
-/// port-level settings, then the subset's traffic policy and its port-level settings,
-/// each overriding what it sets.
-pub fn cluster_policy(
-    rule: Option<&DestinationRuleEntry>,
-    subset: Option<&Subset>,
-    port: u32,
-) -> ClusterPolicy {
-    let mut policy = ClusterPolicy::default();
-    let levels = [
-        rule.and_then(|rule| rule.spec.traffic_policy.as_ref()),
-        subset.and_then(|subset| subset.traffic_policy.as_ref()),
-    ];
-    for traffic_policy in levels.into_iter().flatten() {
-        apply(&mut policy, traffic_policy, port);
-    }
-    policy
-}
-
-fn apply(policy: &mut ClusterPolicy, traffic_policy: &TrafficPolicy, port: u32) {
-    apply_settings(
-        policy,
-        traffic_policy
-            .load_balancer
-            .as_ref()
-            .and_then(|lb| lb.simple),
-        traffic_policy.connection_pool.as_ref(),
-    );
-    if let Some(budget) = &traffic_policy.retry_budget {
-        policy.retry_budget = budget.clone();
-    }
-    for level in &traffic_policy.port_level_settings {
-        if level
-            .port
-            .as_ref()
-            .is_some_and(|selector| selector.number == port)
-        {
-            apply_settings(
-                policy,
-                level.load_balancer.as_ref().and_then(|lb| lb.simple),
-                level.connection_pool.as_ref(),
-            );
-        }
-    }
-}
-
-fn apply_settings(
-    policy: &mut ClusterPolicy,
-    simple: Option<SimpleLb>,
-    pool: Option<&ConnectionPoolSettings>,
-) {
-    if let Some(simple) = simple {
-        policy.lb_policy = lb_policy(simple);
-    }
-    let tcp = pool.and_then(|pool| pool.tcp.as_ref());
-    if let Some(timeout) = tcp.and_then(|tcp| tcp.connect_timeout) {
-        policy.connect_timeout = timeout.0;
-    }
-    // Validation keeps it positive; Istio's 0 means "unset".
-    if let Some(max) = pool
-        .and_then(|pool| pool.http.as_ref())
-        .and_then(|http| http.max_retries)
-        .and_then(|m| u32::try_from(m).ok())
-        .filter(|m| *m > 0)
-    {
-        policy.max_retries = max;
-    }
-}
-
-/// Istio's mapping of `loadBalancer.simple`: LEAST_CONN is LEAST_REQUEST; unspecified
-/// and PASSTHROUGH (not supported, warned about) keep the default LEAST_REQUEST.
-pub fn lb_policy(simple: SimpleLb) -> cluster::LbPolicy {
-    match simple {
-        SimpleLb::RoundRobin => cluster::LbPolicy::RoundRobin,
-        SimpleLb::Random => cluster::LbPolicy::Random,
-        SimpleLb::LeastConn
-        | SimpleLb::LeastRequest
-        | SimpleLb::Unspecified
-        | SimpleLb::Passthrough => cluster::LbPolicy::LeastRequest,
-    }
-}
-
 /// The outbound cluster of a service port, or of one subset of it. `None` for a DNS
 /// cluster without endpoints (Istio leaves those out too: Envoy cannot build a
 /// `LOGICAL_DNS` cluster without its one endpoint; a route to it gets 503 "no cluster").
@@ -211,6 +85,7 @@ pub fn outbound_cluster(
     port: &ServicePort,
     rule: Option<&DestinationRuleEntry>,
     subset: Option<&Subset>,
+    captured: bool,
 ) -> Option<Cluster> {
     let name = outbound_cluster_name(
         port.number,
@@ -220,15 +95,34 @@ pub fn outbound_cluster(
         &service.hostname,
     );
     let policy = cluster_policy(rule, subset, port.number);
+    let (outlier_detection, common_lb_config) = policy.outlier_detection();
     let mut common = Cluster {
         name: name.clone(),
-        connect_timeout: Some(duration(policy.connect_timeout)),
+        connect_timeout: Some(duration(policy.connect_timeout())),
         lb_policy: policy.lb_policy as i32,
+        lb_config: policy.lb_config(),
         circuit_breakers: Some(policy.circuit_breakers()),
-        typed_extension_protocol_options: protocol_options(port.is_http2()),
+        outlier_detection,
+        common_lb_config,
+        typed_extension_protocol_options: policy.protocol_options(port.is_http2()),
+        upstream_connection_options: policy.upstream_connection_options(),
         ..Default::default()
     };
     tls::upstream::upstream_tls(model, service, port, rule, subset).apply(&mut common);
+    // `PASSTHROUGH` (Istio): to the address the caller connected to, as a captured sidecar
+    // knows it; a sidecar addressed explicitly has no such address, and balances as usual.
+    if policy.passthrough && captured {
+        return Some(Cluster {
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::OriginalDst as i32,
+            )),
+            lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+            lb_config: None,
+            outlier_detection: None,
+            common_lb_config: None,
+            ..common
+        });
+    }
     let discovery_type = match service.resolution {
         Resolution::Static => {
             return Some(Cluster {
@@ -320,12 +214,26 @@ pub fn inbound_cluster(proxy: &Proxy, app_port: u16) -> Cluster {
 
 /// Upstream protocol: h2c for HTTP2/GRPC ports, else whatever the downstream used.
 pub fn protocol_options(http2: bool) -> HashMap<String, envoy_types::pb::google::protobuf::Any> {
+    protocol_options_with(http2, None, None)
+}
+
+/// [`protocol_options`] with the connection pool's `common_http_protocol_options` and HTTP/2
+/// `max_concurrent_streams`.
+pub fn protocol_options_with(
+    http2: bool,
+    common: Option<envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions>,
+    max_concurrent_streams: Option<u32>,
+) -> HashMap<String, envoy_types::pb::google::protobuf::Any> {
+    let h2 = Http2ProtocolOptions {
+        max_concurrent_streams: max_concurrent_streams.map(|value| UInt32Value { value }),
+        ..Default::default()
+    };
     let upstream = if http2 {
         http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
             http_protocol_options::ExplicitHttpConfig {
                 protocol_config: Some(
                     http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                        Http2ProtocolOptions::default(),
+                        h2,
                     ),
                 ),
             },
@@ -334,13 +242,14 @@ pub fn protocol_options(http2: bool) -> HashMap<String, envoy_types::pb::google:
         http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
             http_protocol_options::UseDownstreamHttpConfig {
                 http_protocol_options: Some(Http1ProtocolOptions::default()),
-                http2_protocol_options: Some(Http2ProtocolOptions::default()),
+                http2_protocol_options: Some(h2),
                 ..Default::default()
             },
         )
     };
     let options = HttpProtocolOptions {
         upstream_protocol_options: Some(upstream),
+        common_http_protocol_options: common,
         ..Default::default()
     };
     HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_string(), pack(&options))])

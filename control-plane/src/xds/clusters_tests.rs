@@ -4,6 +4,7 @@ use super::*;
 use crate::testing::{SERVICES, bookinfo_model, model_from_yaml};
 use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
 use prost::Message;
+use weft_api::networking::SimpleLb;
 
 const REVIEWS: &str = "reviews.default.svc.cluster.local";
 
@@ -459,4 +460,31 @@ fn dns_clusters_have_no_eds_resource_and_static_ones_keep_theirs() {
     assert!(reviews.eds_cluster_config.is_some() && reviews.load_assignment.is_none());
     assert_eq!(reviews.dns_lookup_family, 0);
     assert!(reviews.dns_refresh_rate.is_none());
+}
+
+#[test]
+fn passthrough_sends_captured_traffic_to_the_original_destination() {
+    let model = model_from_yaml(&format!(
+        "{SERVICES}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {{name: ratings, namespace: default}}\n\
+         spec: {{host: ratings, trafficPolicy: {{loadBalancer: {{simple: PASSTHROUGH}}}}}}\n"
+    ));
+    let name = "outbound|9080||ratings.default.svc.cluster.local";
+    let mut captured = Proxy::sidecar("default");
+    captured.capture = true;
+    let all = clusters(&model, &captured);
+    let c = find(&all, name);
+    assert_eq!(
+        c.cluster_discovery_type,
+        Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::OriginalDst as i32
+        ))
+    );
+    assert_eq!(c.lb_policy, cluster::LbPolicy::ClusterProvided as i32);
+    assert!(c.eds_cluster_config.is_none());
+    // A sidecar addressed explicitly has no original destination: it balances as usual.
+    let all = clusters(&model, &Proxy::sidecar("default"));
+    let c = find(&all, name);
+    assert_eq!(c.lb_policy, cluster::LbPolicy::LeastRequest as i32);
+    assert!(c.eds_cluster_config.is_some());
 }

@@ -39,7 +39,10 @@ pub fn listeners(model: &Model, proxy: &Proxy) -> Vec<Listener> {
         proxy.outbound_port,
         routes::OUTBOUND,
         timeouts,
-        vec![super::route_policy::fault_filter()],
+        vec![
+            super::route_cors::cors_filter(),
+            super::route_policy::fault_filter(),
+        ],
     )];
     if let Some(app_port) = proxy.app_port {
         let inbound = http_listener(
@@ -223,9 +226,10 @@ mod tests {
         };
         assert_eq!(rds.route_config_name, "outbound");
         assert!(rds.config_source.is_some());
-        assert_eq!(hcm.http_filters.len(), 2);
-        assert_eq!(hcm.http_filters[0].name, weft_xds::contract::FAULT);
-        assert_eq!(hcm.http_filters[1].name, ROUTER);
+        assert_eq!(hcm.http_filters.len(), 3);
+        assert_eq!(hcm.http_filters[0].name, weft_xds::contract::CORS);
+        assert_eq!(hcm.http_filters[1].name, weft_xds::contract::FAULT);
+        assert_eq!(hcm.http_filters[2].name, ROUTER);
         // Envoy's stream idle timeout sent explicitly; the other timeouts left unset.
         assert_eq!(
             hcm.stream_idle_timeout,

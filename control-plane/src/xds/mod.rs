@@ -4,11 +4,13 @@
 //! cover only the services its Sidecar lets it see.
 
 pub mod capture;
+pub mod cluster_policy;
 pub mod clusters;
 pub mod dns;
 pub mod endpoints;
 pub mod listeners;
 pub mod proxy;
+pub mod route_cors;
 pub mod route_match;
 pub mod route_policy;
 pub mod routes;

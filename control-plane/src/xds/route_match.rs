@@ -127,7 +127,7 @@ fn header_matcher(name: &str, value: &StringMatch, invert: bool) -> HeaderMatche
 
 /// An Istio string match as an Envoy one; `None` for presence only: `{}`, regex `*`
 /// (Istio's rule) and an empty prefix (which any value has).
-fn string_matcher(value: &StringMatch) -> Option<StringMatcher> {
+pub(crate) fn string_matcher(value: &StringMatch) -> Option<StringMatcher> {
     let pattern = match value {
         StringMatch::Regex(regex) if regex == "*" => return None,
         StringMatch::Prefix(prefix) if prefix.is_empty() => return None,

@@ -1,7 +1,7 @@
 //! A VirtualService HTTP route's resilience settings in Envoy's terms, as Istio translates them:
 //! `retries` → `RouteAction.retry_policy` (Istio's default policy when unset), `fault` →
-//! `typed_per_filter_config["envoy.filters.http.fault"]`, and the fault filter every outbound
-//! connection manager carries.
+//! `typed_per_filter_config["envoy.filters.http.fault"]`, the fault filter every outbound
+//! connection manager carries, and `mirror`/`mirrors` → `RouteAction.request_mirror_policies`.
 //!
 //! ```text
 //!  retries unset       ─► Istio's default: 2 retries on connect-failure, refused-stream, unavailable,
@@ -12,12 +12,14 @@
 //!                         (default true) → previous_hosts, backoff → retry_back_off.base_interval
 //!  fault               ─► HTTPFault { delay { fixed_delay, percentage }, abort { http_status │
 //!                         grpc_status, percentage } } (percentages per million; unset = 100 %, as Istio)
+//!  mirror + mirrorPercentage (│ mirrorPercent) ─► request_mirror_policies[0] { cluster, runtime_fraction }
+//!  mirrors[i] + percentage ─► request_mirror_policies[…] (unset: 100 %; 0: left out, as Istio)
 //! ```
 
 use std::collections::HashMap;
 
-use envoy_types::pb::envoy::config::core::v3::Metadata;
-use envoy_types::pb::envoy::config::route::v3::{RetryPolicy, retry_policy};
+use envoy_types::pb::envoy::config::core::v3::{Metadata, RuntimeFractionalPercent};
+use envoy_types::pb::envoy::config::route::v3::{RetryPolicy, retry_policy, route_action};
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3 as common_fault;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as fault;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -26,9 +28,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
-use envoy_types::pb::google::protobuf::{Any, Struct, UInt32Value, Value, value::Kind};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, Struct, UInt32Value, Value, value::Kind};
 use weft_api::networking::{
-    Abort, Delay, HttpFaultInjection, HttpRetry, Percent, grpc_status_code,
+    Abort, Delay, Destination, HttpFaultInjection, HttpRetry, HttpRoute, Percent, grpc_status_code,
 };
 use weft_xds::contract::{
     FAULT, PREVIOUS_HOSTS, PREVIOUS_PRIORITIES, RETRY_METADATA, RETRY_METADATA_BEFORE_SEND,
@@ -186,6 +188,47 @@ fn abort(a: &Abort) -> Option<fault::FaultAbort> {
     })
 }
 
+/// A route's mirrors as Istio's `translateRoute` sends them: `mirror` with `mirrorPercentage`
+/// (else the integer `mirrorPercent`, else 100 %), then each of `mirrors` with its own
+/// `percentage` (else 100 %). A share of 0 is left out. `cluster` names a destination's cluster.
+pub fn mirror_policies(
+    http: &HttpRoute,
+    cluster: impl Fn(&Destination) -> String,
+) -> Vec<route_action::RequestMirrorPolicy> {
+    let policy = |destination: &Destination, fraction: FractionalPercent| {
+        route_action::RequestMirrorPolicy {
+            cluster: cluster(destination),
+            runtime_fraction: Some(RuntimeFractionalPercent {
+                default_value: Some(fraction),
+                runtime_key: String::new(),
+            }),
+            trace_sampled: Some(BoolValue { value: false }),
+            ..Default::default()
+        }
+    };
+    let mut out = Vec::new();
+    if let Some(mirror) = &http.mirror {
+        let fraction = match (&http.mirror_percentage, http.mirror_percent) {
+            (Some(p), _) => percentage(Some(p), None),
+            (None, Some(p)) => FractionalPercent {
+                numerator: p,
+                denominator: DenominatorType::Hundred as i32,
+            },
+            (None, None) => percentage(None, None),
+        };
+        if fraction.numerator > 0 {
+            out.push(policy(mirror, fraction));
+        }
+    }
+    for mirror in &http.mirrors {
+        let fraction = percentage(mirror.percentage.as_ref(), None);
+        if fraction.numerator > 0 {
+            out.push(policy(&mirror.destination, fraction));
+        }
+    }
+    out
+}
+
 /// A fault's share as Istio sends it: `percentage` in millionths, the deprecated integer
 /// `percent` in hundredths, neither: every request.
 fn percentage(percentage: Option<&Percent>, percent: Option<i32>) -> FractionalPercent {
@@ -259,6 +302,27 @@ mod tests {
         )));
         assert!(policy.unwrap().retry_host_predicate.is_empty());
         assert_eq!(retry_policy(Some(&retry("{attempts: 0}"))), (None, None));
+    }
+
+    #[test]
+    fn mirrors_translate_as_istio() {
+        let http: HttpRoute = serde_yaml::from_str(
+            "{mirror: {host: a}, mirrorPercent: 30, mirrors: [{destination: {host: b}, percentage: {value: 0}}, {destination: {host: c}}]}",
+        )
+        .unwrap();
+        let policies = mirror_policies(&http, |d| d.host.clone());
+        let got: Vec<(&str, u32, i32)> = policies
+            .iter()
+            .map(|p| {
+                let f = p.runtime_fraction.as_ref().unwrap().default_value.unwrap();
+                (p.cluster.as_str(), f.numerator, f.denominator)
+            })
+            .collect();
+        // 0 % is left out; unset is 100 %.
+        assert_eq!(got, [("a", 30, 0), ("c", 1_000_000, 2)]);
+        let zero: HttpRoute =
+            serde_yaml::from_str("{mirror: {host: a}, mirrorPercentage: {value: 0}}").unwrap();
+        assert!(mirror_policies(&zero, |d| d.host.clone()).is_empty());
     }
 
     #[test]

@@ -12,19 +12,22 @@ use envoy_types::pb::envoy::config::route::v3::{
     VirtualHost, WeightedCluster, redirect_action, route, route_action, route_match,
     weighted_cluster,
 };
+use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatchAndSubstitute, RegexMatcher};
 use envoy_types::pb::google::protobuf::UInt32Value;
 use weft_api::host::resolve_short_name;
 use weft_api::networking::{
-    HeaderOperations, HttpBody, HttpMatchRequest, HttpRedirect, HttpRoute, HttpRouteDestination,
-    RedirectPortSelection,
+    Destination, HeaderOperations, HttpBody, HttpMatchRequest, HttpRedirect, HttpRoute,
+    HttpRouteDestination, RedirectPortSelection,
 };
 
 use super::proxy::Proxy;
 use super::route_match::{is_catch_all, match_applies, translate_match};
-use super::{capture, duration, inbound_cluster_name, outbound_cluster_name, route_policy};
+use super::{
+    capture, duration, inbound_cluster_name, outbound_cluster_name, route_cors, route_policy,
+};
 use crate::model::{Model, VirtualServiceEntry};
 use crate::service::Service;
-use weft_xds::contract::FAULT;
+use weft_xds::contract::{CORS, FAULT};
 
 /// Name of the outbound route configuration.
 pub const OUTBOUND: &str = "outbound";
@@ -105,11 +108,19 @@ pub fn outbound(model: &Model, proxy: &Proxy) -> RouteConfiguration {
 pub fn service_routes(model: &Model, service: &Service, port: u32, proxy: &Proxy) -> Vec<Route> {
     match model.virtual_service(&service.hostname) {
         Some(vs) => virtual_service_routes(model, vs, port, proxy),
-        None => vec![default_outbound_route(outbound_cluster_name(
-            port,
-            "",
-            &service.hostname,
-        ))],
+        None => {
+            let mut route =
+                default_outbound_route(outbound_cluster_name(port, "", &service.hostname));
+            if let Some(route::Action::Route(action)) = &mut route.action {
+                action.hash_policy = super::cluster_policy::cluster_policy(
+                    model.destination_rule(&service.hostname),
+                    None,
+                    port,
+                )
+                .hash_policy();
+            }
+            vec![route]
+        }
     }
 }
 
@@ -235,6 +246,10 @@ fn translate_route(
             },
             translate_match,
         )),
+        // Observability only (Istio's `match[].statPrefix`).
+        stat_prefix: matching
+            .and_then(|m| m.stat_prefix.clone())
+            .unwrap_or_default(),
         ..Default::default()
     };
     let mut host_rewrite = http
@@ -303,8 +318,28 @@ fn translate_route(
         out.typed_per_filter_config
             .insert(FAULT.to_string(), route_policy::fault_config(fault));
     }
+    if let Some(cors) = &http.cors_policy {
+        out.typed_per_filter_config
+            .insert(CORS.to_string(), route_cors::cors_config(cors));
+    }
+    let regex_rewrite = http
+        .rewrite
+        .as_ref()
+        .and_then(|rewrite| rewrite.uri_regex_rewrite.as_ref())
+        .map(|rewrite| RegexMatchAndSubstitute {
+            pattern: Some(RegexMatcher {
+                regex: rewrite.r#match.clone(),
+                ..Default::default()
+            }),
+            substitution: rewrite.rewrite.clone(),
+        });
     let action = RouteAction {
+        request_mirror_policies: route_policy::mirror_policies(http, |mirror| {
+            cluster_of(model, vs, port, mirror)
+        }),
+        regex_rewrite,
         retry_policy,
+        hash_policy: destination_hash_policy(model, vs, port, &http.route),
         cluster_specifier: Some(cluster_specifier(model, vs, port, &http.route)),
         timeout: Some(duration(
             http.timeout.map(|timeout| timeout.0).unwrap_or_default(),
@@ -406,8 +441,8 @@ fn cluster_specifier(
 }
 
 /// One destination of a split, with its own header operations as Istio puts them on the
-/// weighted cluster. (An authority set per destination cannot be expressed here; it is
-/// reported as unsupported.)
+/// weighted cluster, and its own authority (`:authority`/`host` in `set`, else `add`) as the
+/// cluster's `host_rewrite_literal`.
 fn cluster_weight(
     model: &Model,
     vs: &VirtualServiceEntry,
@@ -422,9 +457,11 @@ fn cluster_weight(
     };
     if let Some(headers) = &destination.headers {
         if let Some(request) = &headers.request {
-            let (add, remove, _) = header_operations(request);
+            let (add, remove, authority) = header_operations(request);
             out.request_headers_to_add = add;
             out.request_headers_to_remove = remove;
+            out.host_rewrite_specifier = authority
+                .map(weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral);
         }
         if let Some(response) = &headers.response {
             let (add, remove, _) = header_operations(response);
@@ -445,7 +482,32 @@ pub fn destination_cluster(
     port: u32,
     destination: &HttpRouteDestination,
 ) -> String {
-    let dest = &destination.destination;
+    cluster_of(model, vs, port, &destination.destination)
+}
+
+/// [`destination_cluster`] for any route's destination (HTTP, TCP or TLS).
+pub fn cluster_of(
+    model: &Model,
+    vs: &VirtualServiceEntry,
+    port: u32,
+    dest: &Destination,
+) -> String {
+    let (host, target_port) = destination_host_port(model, vs, port, dest);
+    outbound_cluster_name(
+        target_port,
+        dest.subset.as_deref().unwrap_or_default(),
+        &host,
+    )
+}
+
+/// A destination's host (fully qualified) and port: its own, else the service's only port,
+/// else the routed one.
+fn destination_host_port(
+    model: &Model,
+    vs: &VirtualServiceEntry,
+    port: u32,
+    dest: &Destination,
+) -> (String, u32) {
     let host = resolve_short_name(&dest.host, &vs.namespace, &model.domain);
     let target_port = dest
         .port
@@ -457,11 +519,31 @@ pub fn destination_cluster(
             _ => None,
         })
         .unwrap_or(port);
-    outbound_cluster_name(
-        target_port,
-        dest.subset.as_deref().unwrap_or_default(),
-        &host,
-    )
+    (host, target_port)
+}
+
+/// The route's `hash_policy`: the consistent hash of the first destination whose
+/// DestinationRule (subset, port) balances by one.
+fn destination_hash_policy(
+    model: &Model,
+    vs: &VirtualServiceEntry,
+    port: u32,
+    destinations: &[HttpRouteDestination],
+) -> Vec<route_action::HashPolicy> {
+    destinations
+        .iter()
+        .map(|d| {
+            let (host, target_port) = destination_host_port(model, vs, port, &d.destination);
+            let rule = model.destination_rule(&host);
+            let subset = d
+                .destination
+                .subset
+                .as_deref()
+                .and_then(|name| rule?.spec.subsets.iter().find(|subset| subset.name == name));
+            super::cluster_policy::cluster_policy(rule, subset, target_port).hash_policy()
+        })
+        .find(|policy| !policy.is_empty())
+        .unwrap_or_default()
 }
 
 /// Header operations as Envoy fields, as Istio's `TranslateHeadersOperations`: headers

@@ -242,11 +242,17 @@ pub fn proxies_for(case: &ConfigCase) -> Vec<ProxySpec> {
     for (_, object) in case.config.objects() {
         match object {
             ConfigObject::VirtualService(vs) => {
-                for http in &vs.spec.http {
-                    for matching in &http.r#match {
-                        for (key, value) in &matching.source_labels {
-                            add(key, value);
-                        }
+                let spec = &vs.spec;
+                let http = spec.http.iter().flat_map(|r| &r.r#match);
+                let tcp = spec.tcp.iter().flat_map(|r| &r.r#match);
+                let tls = spec.tls.iter().flat_map(|r| &r.r#match);
+                for source_labels in http
+                    .map(|m| &m.source_labels)
+                    .chain(tcp.map(|m| &m.source_labels))
+                    .chain(tls.map(|m| &m.source_labels))
+                {
+                    for (key, value) in source_labels {
+                        add(key, value);
                     }
                 }
             }
@@ -641,13 +647,16 @@ pub fn check_store(generated: Generated, context: &str, report: &mut Report) {
             }
         }
         for (i, chain) in listener.config.chains.iter().enumerate() {
-            if let weft_proxy::config::Network::Tcp(tcp) = &chain.network
-                && listener.chains[i].cluster.is_none()
-            {
-                problems.push(format!(
-                    "listener {:?} chain {:?} proxies TCP to cluster {:?}, which is not generated",
-                    listener.config.name, chain.name, tcp.cluster
-                ));
+            let weft_proxy::config::Network::Tcp(tcp) = &chain.network else {
+                continue;
+            };
+            for (entry, resolved) in tcp.clusters.iter().zip(&listener.chains[i].clusters) {
+                if resolved.is_none() {
+                    problems.push(format!(
+                        "listener {:?} chain {:?} proxies TCP to cluster {:?}, which is not generated",
+                        listener.config.name, chain.name, entry.name
+                    ));
+                }
             }
         }
     }

@@ -772,9 +772,19 @@ spec:
   trafficPolicy:
     retryBudget: {percent: 25, minRetryConcurrency: 5, budgetInterval: 2s}
     connectionPool: {http: {maxRetries: 7}}
+    outlierDetection:
+      consecutive5xxErrors: 4
+      consecutiveGatewayErrors: 2
+      splitExternalLocalOriginErrors: true
+      consecutiveLocalOriginFailures: 6
+      interval: 2s
+      baseEjectionTime: 45s
+      maxEjectionPercent: 50
+      minHealthPercent: 30
     portLevelSettings:
     - port: {number: 81}
       connectionPool: {http: {maxRetries: 2}}
+      outlierDetection: {consecutiveErrors: 7}
   subsets:
   - {name: v1, labels: {version: v1}}
   - name: v2
@@ -782,6 +792,24 @@ spec:
     trafficPolicy:
       retryBudget: {percent: 10}
       connectionPool: {http: {maxRetries: 1}}
+  - name: pool
+    labels: {version: v1}
+    trafficPolicy:
+      loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 30s, minimumPercent: 20, aggression: 2}}
+      connectionPool:
+        tcp:
+          maxConnections: 3
+          connectTimeout: 250ms
+          tcpKeepalive: {probes: 4, time: 30s, interval: 5s}
+          maxConnectionDuration: 1h
+        http:
+          http1MaxPendingRequests: 5
+          http2MaxRequests: 50
+          maxRequestsPerConnection: 10
+          maxRetries: 6
+          idleTimeout: 30s
+          h2UpgradePolicy: UPGRADE
+          maxConcurrentStreams: 100
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -817,4 +845,56 @@ spec:
       delay: {fixedDelay: 1s, percent: 30}
       abort: {grpcStatus: RESOURCE_EXHAUSTED}
   - route: [{destination: {host: shop.example.internal}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: sticky, namespace: default}
+spec:
+  hosts: [sticky.example.internal]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  - {number: 81, name: http-query, protocol: HTTP}
+  endpoints:
+  - {address: 127.0.0.91, labels: {version: v1}}
+  - {address: 127.0.0.92, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: sticky, namespace: default}
+spec:
+  host: sticky.example.internal
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpHeaderName: x-user, ringHash: {minimumRingSize: 2048}}
+    portLevelSettings:
+    - port: {number: 81}
+      loadBalancer:
+        consistentHash: {httpQueryParameterName: id, maglev: {tableSize: 65537}}
+  subsets:
+  - name: cookie
+    labels: {version: v1}
+    trafficPolicy:
+      loadBalancer:
+        consistentHash: {httpCookie: {name: user, path: /, ttl: 60s}, minimumRingSize: 512}
+  - name: source
+    labels: {version: v2}
+    trafficPolicy:
+      loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 131}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: sticky, namespace: default}
+spec:
+  hosts: [sticky.example.internal]
+  http:
+  - name: by-cookie
+    match: [{uri: {prefix: /cookie}}]
+    route: [{destination: {host: sticky.example.internal, subset: cookie}}]
+  - name: by-source
+    match: [{uri: {prefix: /source}}]
+    route: [{destination: {host: sticky.example.internal, subset: source}}]
+  - name: by-header
+    route: [{destination: {host: sticky.example.internal}}]
 "#;

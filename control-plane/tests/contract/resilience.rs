@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use weft_proxy::config::fault::AbortKind;
+use weft_proxy::config::hash_policy::HashKey;
 use weft_proxy::config::retry::RetryOn;
 use weft_proxy::config::{Action, ClusterConfig, RouteConfig};
 
@@ -171,10 +172,155 @@ fn retry_limits_reach_the_proxy_per_level() {
     // The subset's own policy.
     let (max, budget) = limits("outbound|80|v2|shop.example.internal");
     assert_eq!((max, budget.percent, budget.min_retries), (1, 10.0, 3));
+    // Outlier detection, every field, at the rule's level and (replacing it) the port's.
+    let outlier = clusters["outbound|80||shop.example.internal"]
+        .outlier
+        .as_ref()
+        .expect("outlier detection");
+    let d = &outlier.detection;
+    assert_eq!(
+        (
+            d.consecutive_5xx,
+            d.consecutive_gateway_failure,
+            d.consecutive_local_origin_failure
+        ),
+        (Some(4), Some(2), Some(6))
+    );
+    assert!(d.split_external_local_origin_errors);
+    assert_eq!(d.interval, std::time::Duration::from_secs(2));
+    assert_eq!(d.base_ejection_time, std::time::Duration::from_secs(45));
+    assert_eq!(d.max_ejection_percent, 50);
+    assert_eq!(outlier.panic_threshold, 30.0);
+    let port = clusters["outbound|81||shop.example.internal"]
+        .outlier
+        .as_ref()
+        .expect("port-level outlier detection");
+    assert_eq!(
+        (
+            port.detection.consecutive_5xx,
+            port.detection.consecutive_gateway_failure
+        ),
+        (None, Some(7)),
+        "consecutiveErrors: gateway errors only, as Istio"
+    );
+    assert_eq!(
+        port.panic_threshold, 0.0,
+        "no panic mode unless minHealthPercent"
+    );
+    assert!(
+        clusters["outbound|80||plain.example.internal"]
+            .outlier
+            .is_none()
+    );
+    // Every connection pool field.
+    let pool = &clusters["outbound|80|pool|shop.example.internal"];
+    let cb = &pool.circuit_breakers;
+    assert_eq!(
+        (
+            cb.max_connections,
+            cb.max_pending_requests,
+            cb.max_requests,
+            cb.max_retries
+        ),
+        (3, 5, 50, 6)
+    );
+    assert_eq!(pool.connect_timeout, std::time::Duration::from_millis(250));
+    assert_eq!(pool.idle_timeout, std::time::Duration::from_secs(30));
+    let c = &pool.connection;
+    assert_eq!(c.max_requests_per_connection, Some(10));
+    assert_eq!(
+        c.max_connection_duration,
+        Some(std::time::Duration::from_secs(3600))
+    );
+    assert_eq!(c.max_concurrent_streams, Some(100));
+    let keepalive = c.keepalive.expect("keepalive");
+    assert_eq!(
+        (keepalive.probes, keepalive.time, keepalive.interval),
+        (
+            Some(4),
+            Some(std::time::Duration::from_secs(30)),
+            Some(std::time::Duration::from_secs(5))
+        )
+    );
+    assert_eq!(
+        pool.protocol,
+        weft_proxy::config::UpstreamProtocol::Http2,
+        "h2UpgradePolicy: UPGRADE"
+    );
+    assert_eq!(
+        pool.slow_start,
+        Some(weft_lb::warmup::Config {
+            window: std::time::Duration::from_secs(30),
+            aggression: 2.0,
+            min_weight_percent: 20.0
+        }),
+        "warmup"
+    );
+    // Istio's defaults: no limit but the pool's own.
+    let unlimited = &clusters["outbound|80|v1|shop.example.internal"].circuit_breakers;
+    assert_eq!(
+        (
+            unlimited.max_connections,
+            unlimited.max_pending_requests,
+            unlimited.max_requests
+        ),
+        (u32::MAX, u32::MAX, u32::MAX)
+    );
     // No DestinationRule: Istio's unlimited max_retries, Weft's default budget.
     let (max, budget) = limits("outbound|80||plain.example.internal");
     assert_eq!(
         (max, budget.percent, budget.min_retries),
         (u32::MAX, 20.0, 3)
+    );
+}
+
+#[test]
+fn consistent_hashing_reaches_the_proxy() {
+    use weft_lb::hash::HashConfig;
+    use weft_proxy::upstream::LbPolicy;
+    let (routes, clusters) = converted();
+    let lb = |name: &str| clusters[name].lb_policy;
+    assert_eq!(
+        lb("outbound|80||sticky.example.internal"),
+        LbPolicy::Hash(HashConfig::Ring {
+            minimum_ring_size: 2048,
+            maximum_ring_size: weft_lb::hash::DEFAULT_MAXIMUM_RING_SIZE
+        })
+    );
+    assert_eq!(
+        lb("outbound|81||sticky.example.internal"),
+        LbPolicy::Hash(HashConfig::Maglev { table_size: 65537 })
+    );
+    assert_eq!(
+        lb("outbound|80|cookie|sticky.example.internal"),
+        LbPolicy::Hash(HashConfig::Ring {
+            minimum_ring_size: 512,
+            maximum_ring_size: weft_lb::hash::DEFAULT_MAXIMUM_RING_SIZE
+        })
+    );
+    assert_eq!(
+        lb("outbound|80|source|sticky.example.internal"),
+        LbPolicy::Hash(HashConfig::Maglev { table_size: 131 })
+    );
+    let outbound = &routes["outbound"];
+    let key = |vhost: &str, route: &str| forward(outbound, vhost, route).hash_policy[0].key.clone();
+    let sticky = "sticky.example.internal:80";
+    assert_eq!(
+        key(sticky, "by-header"),
+        HashKey::Header("x-user".parse().unwrap())
+    );
+    assert_eq!(
+        key(sticky, "by-cookie"),
+        HashKey::Cookie {
+            name: "user".into(),
+            ttl: Some(std::time::Duration::from_secs(60)),
+            path: Some("/".into())
+        }
+    );
+    assert_eq!(key(sticky, "by-source"), HashKey::SourceIp);
+    assert_eq!(
+        key("sticky.example.internal:81", "by-header"),
+        HashKey::QueryParameter("id".into()),
+        "port 81's own consistent hash"
     );
 }

@@ -158,6 +158,16 @@ pub const FAULT: &str = "envoy.filters.http.fault";
 /// The type URL of the fault filter's `typed_config` and of its per-route config.
 pub const FAULT_TYPE_URL: &str =
     "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+
+/// The HTTP filter name of CORS (VirtualService `corsPolicy`), on outbound connection
+/// managers before the fault filter (Istio's order); routes carry their policy under this key
+/// in `typed_per_filter_config`.
+pub const CORS: &str = "envoy.filters.http.cors";
+/// The type URL of the CORS filter's `typed_config` (empty: routes' policies apply).
+pub const CORS_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors";
+/// The type URL of a route's CORS policy (`typed_per_filter_config[CORS]`).
+pub const CORS_POLICY_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
 /// The retry host predicate that makes each retry pick another endpoint than the ones tried.
 pub const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
 /// The type URL of [`PREVIOUS_HOSTS`]' `typed_config`.
@@ -221,6 +231,11 @@ mod tests {
         assert_eq!(
             filters::http::fault::v3::HttpFault::type_url(),
             FAULT_TYPE_URL
+        );
+        assert_eq!(filters::http::cors::v3::Cors::type_url(), CORS_TYPE_URL);
+        assert_eq!(
+            filters::http::cors::v3::CorsPolicy::type_url(),
+            CORS_POLICY_TYPE_URL
         );
         assert_eq!(
             envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate::type_url(),

@@ -1,10 +1,14 @@
-//! A cluster's `circuit_breakers` (DestinationRule `connectionPool.http.maxRetries`,
+//! A cluster's `circuit_breakers` (DestinationRule `connectionPool`: `tcp.maxConnections`,
+//! `http.http1MaxPendingRequests`, `http.http2MaxRequests`, `http.maxRetries`;
 //! `trafficPolicy.retryBudget`) → `CircuitBreakers`.
 //!
 //! ```text
-//!  thresholds[priority DEFAULT] { max_retries, retry_budget { budget_percent, min_retry_concurrency,
-//!                                 budget_interval } }
+//!  thresholds[priority DEFAULT] { max_connections, max_pending_requests, max_requests, max_retries,
+//!                                 retry_budget { budget_percent, min_retry_concurrency, budget_interval } }
 //! ```
+//!
+//! Beyond `max_requests` requests in flight, or `max_pending_requests` requests waiting for an
+//! HTTP/1.1 connection while `max_connections` are open, a request fails at once with `503 UO`.
 //!
 //! Weft's retry budget counts requests and retries over a window (`weft_lb::budget`): it bounds
 //! the extra load retries add, where Envoy's bounds retries in flight. `min_retry_concurrency`
@@ -24,10 +28,18 @@ use super::{Reason, duration, invalid, reject_leftover, reject_set};
 pub const DEFAULT_BUDGET_WINDOW: Duration = Duration::from_secs(10);
 /// Envoy's `max_retries` when a cluster sets none.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// Envoy's `max_connections`, `max_pending_requests` and `max_requests` when unset.
+pub const DEFAULT_LIMIT: u32 = 1024;
 
-/// What a cluster allows of retries.
+/// What a cluster allows of connections, requests and retries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CircuitBreakers {
+    /// Upstream connections open at once (HTTP/1.1 pools and TCP proxying).
+    pub max_connections: u32,
+    /// Requests waiting for a connection.
+    pub max_pending_requests: u32,
+    /// Requests in flight at once.
+    pub max_requests: u32,
     /// Retries in flight at once.
     pub max_retries: u32,
     /// `None`: no budget, only `max_retries`.
@@ -37,6 +49,9 @@ pub struct CircuitBreakers {
 impl Default for CircuitBreakers {
     fn default() -> Self {
         Self {
+            max_connections: DEFAULT_LIMIT,
+            max_pending_requests: DEFAULT_LIMIT,
+            max_requests: DEFAULT_LIMIT,
             max_retries: DEFAULT_MAX_RETRIES,
             retry_budget: None,
         }
@@ -69,6 +84,15 @@ impl TryFrom<Option<cds::CircuitBreakers>> for CircuitBreakers {
             if let Some(max) = t.max_retries.take() {
                 out.max_retries = max.value;
             }
+            if let Some(max) = t.max_connections.take() {
+                out.max_connections = max.value;
+            }
+            if let Some(max) = t.max_pending_requests.take() {
+                out.max_pending_requests = max.value;
+            }
+            if let Some(max) = t.max_requests.take() {
+                out.max_requests = max.value;
+            }
             if let Some(mut budget) = t.retry_budget.take() {
                 let percent = budget.budget_percent.take().map_or(20.0, |p| p.value);
                 if !(0.0..=100.0).contains(&percent) {
@@ -95,13 +119,7 @@ impl TryFrom<Option<cds::CircuitBreakers>> for CircuitBreakers {
             // Statistics only.
             t.track_remaining = false;
             (|| {
-                reject_set!(
-                    t,
-                    max_connections,
-                    max_pending_requests,
-                    max_requests,
-                    max_connection_pools
-                );
+                reject_set!(t, max_connection_pools);
                 reject_leftover(&t, "thresholds")
             })()
             .map_err(|r| r.within(&field))?;
@@ -157,14 +175,25 @@ mod tests {
     }
 
     #[test]
-    fn rejects_limits_it_does_not_apply_yet_and_bad_values() {
-        let err = CircuitBreakers::try_from(thresholds(cds::circuit_breakers::Thresholds {
+    fn rejects_limits_it_does_not_apply_and_bad_values() {
+        let cb = CircuitBreakers::try_from(thresholds(cds::circuit_breakers::Thresholds {
             max_connections: Some(UInt32Value { value: 1 }),
+            max_pending_requests: Some(UInt32Value { value: 2 }),
+            max_requests: Some(UInt32Value { value: 3 }),
+            ..Default::default()
+        }))
+        .unwrap();
+        assert_eq!(
+            (cb.max_connections, cb.max_pending_requests, cb.max_requests),
+            (1, 2, 3)
+        );
+        let err = CircuitBreakers::try_from(thresholds(cds::circuit_breakers::Thresholds {
+            max_connection_pools: Some(UInt32Value { value: 1 }),
             ..Default::default()
         }))
         .unwrap_err()
         .to_string();
-        assert!(err.contains("thresholds[0].max_connections"), "{err}");
+        assert!(err.contains("thresholds[0].max_connection_pools"), "{err}");
         let err = CircuitBreakers::try_from(thresholds(cds::circuit_breakers::Thresholds {
             retry_budget: Some(cds::circuit_breakers::thresholds::RetryBudget {
                 budget_percent: Some(envoy_types::pb::envoy::r#type::v3::Percent { value: 120.0 }),

@@ -18,13 +18,10 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::endpoint::v3 as eds;
-use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
-use prost::Message;
 
 use super::tls::{UpstreamTls, upstream_socket};
 use super::{
-    ConfigError, Reason, common_idle_timeout, duration, host_port, invalid, reject_leftover,
-    reject_set, socket_address,
+    ConfigError, Reason, duration, host_port, invalid, reject_leftover, reject_set, socket_address,
 };
 use crate::upstream::LbPolicy;
 use crate::upstream::dns::{self, DnsKind, DnsTargets, LookupFamily};
@@ -32,7 +29,6 @@ use crate::upstream::pool::DEFAULT_IDLE_TIMEOUT;
 
 // Names shared with the controller: weft-xds's contract module.
 pub use weft_xds::contract::HTTP_PROTOCOL_OPTIONS;
-use weft_xds::contract::HTTP_PROTOCOL_OPTIONS_TYPE_URL as HTTP_PROTOCOL_OPTIONS_TYPE;
 use weft_xds::contract::TRANSPORT_SOCKET_MATCH;
 /// Envoy's default `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -54,6 +50,12 @@ pub struct ClusterConfig {
     pub source_address: Option<std::net::IpAddr>,
     /// `circuit_breakers`: how much retrying the cluster allows.
     pub circuit_breakers: super::circuit_breakers::CircuitBreakers,
+    /// `outlier_detection` (with `common_lb_config`'s panic threshold); `None`: off.
+    pub outlier: Option<super::outlier::OutlierConfig>,
+    /// How long and how much upstream connections are used, and their TCP keepalive.
+    pub connection: super::cluster_http::ConnectionOptions,
+    /// `slow_start_config` (round robin, least request): new endpoints ramp up.
+    pub slow_start: Option<weft_lb::warmup::Config>,
 }
 
 /// Transport sockets of a cluster: `transport_socket_matches` (first match on the endpoint's
@@ -144,6 +146,52 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
             Ok(cds::cluster::LbPolicy::RoundRobin) => LbPolicy::RoundRobin,
             Ok(cds::cluster::LbPolicy::LeastRequest) => LbPolicy::LeastRequest,
             Ok(cds::cluster::LbPolicy::Random) => LbPolicy::Random,
+            Ok(cds::cluster::LbPolicy::RingHash) => {
+                let config = match c.lb_config.take() {
+                    Some(cds::cluster::LbConfig::RingHashLbConfig(r)) => {
+                        if r.hash_function != 0 {
+                            return Err(err(Reason::Unsupported(
+                                "ring_hash_lb_config.hash_function other than XX_HASH".into(),
+                            )));
+                        }
+                        weft_lb::hash::HashConfig::Ring {
+                            minimum_ring_size: r
+                                .minimum_ring_size
+                                .map_or(weft_lb::hash::DEFAULT_MINIMUM_RING_SIZE, |v| v.value),
+                            maximum_ring_size: r
+                                .maximum_ring_size
+                                .map_or(weft_lb::hash::DEFAULT_MAXIMUM_RING_SIZE, |v| v.value),
+                        }
+                    }
+                    None => weft_lb::hash::HashConfig::default(),
+                    Some(_) => {
+                        return Err(err(invalid(
+                            "lb_config",
+                            "RING_HASH takes ring_hash_lb_config only",
+                        )));
+                    }
+                };
+                hash_policy_config(config).map_err(err)?
+            }
+            Ok(cds::cluster::LbPolicy::Maglev) => {
+                let config = match c.lb_config.take() {
+                    Some(cds::cluster::LbConfig::MaglevLbConfig(m)) => {
+                        weft_lb::hash::HashConfig::Maglev {
+                            table_size: m
+                                .table_size
+                                .map_or(weft_lb::hash::DEFAULT_TABLE_SIZE, |v| v.value),
+                        }
+                    }
+                    None => weft_lb::hash::HashConfig::maglev(),
+                    Some(_) => {
+                        return Err(err(invalid(
+                            "lb_config",
+                            "MAGLEV takes maglev_lb_config only",
+                        )));
+                    }
+                };
+                hash_policy_config(config).map_err(err)?
+            }
             Ok(other) => {
                 return Err(err(Reason::UnsupportedValue {
                     field: "lb_policy",
@@ -158,13 +206,23 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
             }
         };
         c.lb_policy = 0;
+        let slow_start = slow_start(&mut c, lb_policy).map_err(err)?;
         let connect_timeout = duration("connect_timeout", c.connect_timeout.take().as_ref())
             .map_err(err)?
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         if connect_timeout.is_zero() {
             return Err(err(invalid("connect_timeout", "must be greater than 0")));
         }
-        let (protocol, idle_timeout) = protocol(&mut c).map_err(err)?;
+        let http = super::cluster_http::upstream_http(&mut c.typed_extension_protocol_options)
+            .map_err(err)?;
+        let (protocol, idle_timeout) = (http.protocol, http.idle_timeout);
+        let connection = super::cluster_http::ConnectionOptions {
+            max_requests_per_connection: http.max_requests_per_connection,
+            max_connection_duration: http.max_connection_duration,
+            max_concurrent_streams: http.max_concurrent_streams,
+            keepalive: super::cluster_http::keepalive(c.upstream_connection_options.take())
+                .map_err(err)?,
+        };
         let tls = cluster_tls(&mut c).map_err(err)?;
         let source_address = bind_config(c.upstream_bind_config.take()).map_err(err)?;
         if source_address.is_some() && matches!(discovery, DiscoveryKind::Dns(_)) {
@@ -175,15 +233,16 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
         let circuit_breakers =
             super::circuit_breakers::CircuitBreakers::try_from(c.circuit_breakers.take())
                 .map_err(err)?;
+        let outlier =
+            super::outlier::outlier(c.outlier_detection.take(), c.common_lb_config.take())
+                .map_err(err)?;
         // Observability-only fields.
         c.alt_stat_name.clear();
         c.metadata = None;
         (|| {
             reject_set!(
                 c,
-                outlier_detection,
                 health_checks,
-                common_lb_config,
                 lb_subset_config,
                 lb_config,
                 load_balancing_policy,
@@ -208,6 +267,9 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
             tls,
             source_address,
             circuit_breakers,
+            outlier,
+            connection,
+            slow_start,
         })
     }
 }
@@ -408,82 +470,63 @@ fn dns_endpoint(ep: eds::LbEndpoint) -> Result<(String, u16, u32), Reason> {
 }
 
 /// The upstream protocol and idle timeout from `HttpProtocolOptions`.
-fn protocol(c: &mut cds::Cluster) -> Result<(UpstreamProtocol, Option<Duration>), Reason> {
-    use upstream_http::http_protocol_options::UpstreamProtocolOptions as U;
-    use upstream_http::http_protocol_options::explicit_http_config::ProtocolConfig as P;
-    let mut opts = take(&mut c.typed_extension_protocol_options);
-    let Some(any) = opts.remove(HTTP_PROTOCOL_OPTIONS) else {
-        if let Some(key) = opts.keys().next() {
-            return Err(Reason::Unsupported(format!(
-                "typed_extension_protocol_options[{key:?}]"
-            )));
-        }
-        return Ok((UpstreamProtocol::Http1, None));
-    };
-    if let Some(key) = opts.keys().next() {
-        return Err(Reason::Unsupported(format!(
-            "typed_extension_protocol_options[{key:?}]"
-        )));
-    }
-    if any.type_url != HTTP_PROTOCOL_OPTIONS_TYPE {
-        return Err(invalid(
-            "typed_extension_protocol_options",
-            format!("unexpected type {}", any.type_url),
-        ));
-    }
-    let mut o = upstream_http::HttpProtocolOptions::decode(any.value.as_slice()).map_err(|e| {
-        Reason::Decode {
-            type_url: any.type_url.clone(),
-            error: e.to_string(),
-        }
-    })?;
-    let protocol = match o.upstream_protocol_options.take() {
-        None => UpstreamProtocol::Http1,
-        Some(U::ExplicitHttpConfig(e)) => match e.protocol_config {
-            Some(P::HttpProtocolOptions(h)) if h == Default::default() => UpstreamProtocol::Http1,
-            Some(P::Http2ProtocolOptions(h)) if h == Default::default() => UpstreamProtocol::Http2,
-            Some(P::HttpProtocolOptions(_)) => {
-                return Err(Reason::Unsupported("http_protocol_options settings".into()));
-            }
-            Some(P::Http2ProtocolOptions(_)) => {
+/// `round_robin_lb_config` / `least_request_lb_config` (taken from the cluster): their
+/// `slow_start_config` (DestinationRule `warmupDurationSecs` / `warmup`); least request with
+/// two choices only.
+fn slow_start(
+    c: &mut cds::Cluster,
+    policy: LbPolicy,
+) -> Result<Option<weft_lb::warmup::Config>, Reason> {
+    use cds::cluster::LbConfig as L;
+    let config = match (c.lb_config.take(), policy) {
+        (None, _) => return Ok(None),
+        (Some(L::RoundRobinLbConfig(r)), LbPolicy::RoundRobin) => r.slow_start_config,
+        (Some(L::LeastRequestLbConfig(l)), LbPolicy::LeastRequest) => {
+            if l.choice_count.is_some_and(|c| c.value != 2) {
                 return Err(Reason::Unsupported(
-                    "http2_protocol_options settings".into(),
+                    "least_request_lb_config.choice_count other than 2".into(),
                 ));
             }
-            Some(P::Http3ProtocolOptions(_)) => {
-                return Err(Reason::Unsupported("http3_protocol_options".into()));
-            }
-            None => UpstreamProtocol::Http1,
-        },
-        Some(U::UseDownstreamProtocolConfig(d)) => {
-            if d.http3_protocol_options.is_some() {
+            if l.active_request_bias.is_some() {
                 return Err(Reason::Unsupported(
-                    "use_downstream_protocol_config.http3_protocol_options".into(),
+                    "least_request_lb_config.active_request_bias".into(),
                 ));
             }
-            UpstreamProtocol::Downstream
+            l.slow_start_config
         }
-        Some(U::AutoConfig(_)) => {
-            return Err(Reason::Unsupported(
-                "HttpProtocolOptions.auto_config".into(),
-            ));
+        (Some(other), _) => {
+            // Put it back for the leftover check to name.
+            c.lb_config = Some(other);
+            return Ok(None);
         }
     };
-    // Envoy: 0 disables the idle timeout.
-    let idle_timeout = common_idle_timeout(o.common_http_protocol_options.take())?
-        .map(|d| if d.is_zero() { Duration::MAX } else { d });
-    reject_set!(
-        o,
-        upstream_http_protocol_options,
-        http_filters,
-        header_validation_config,
-        outlier_detection,
-        request_mirror_policies,
-        hash_policy,
-        retry_policy
-    );
-    reject_leftover(&o, "HttpProtocolOptions")?;
-    Ok((protocol, idle_timeout))
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let window = duration(
+        "slow_start_config.slow_start_window",
+        config.slow_start_window.as_ref(),
+    )?
+    .unwrap_or_default();
+    let defaults = weft_lb::warmup::Config::default();
+    Ok(Some(weft_lb::warmup::Config {
+        window,
+        aggression: config
+            .aggression
+            .map_or(defaults.aggression, |a| a.default_value),
+        min_weight_percent: config
+            .min_weight_percent
+            .map_or(defaults.min_weight_percent, |p| p.value),
+    })
+    .filter(weft_lb::warmup::Config::is_enabled))
+}
+
+/// A consistent-hash balancer's settings, checked (ring sizes, a prime Maglev table).
+fn hash_policy_config(config: weft_lb::hash::HashConfig) -> Result<LbPolicy, Reason> {
+    config
+        .validate()
+        .map_err(|e| invalid(format!("lb_config ({})", e.field()), e.to_string()))?;
+    Ok(LbPolicy::Hash(config))
 }
 
 impl TryFrom<eds::ClusterLoadAssignment> for Assignment {

@@ -1,6 +1,9 @@
 use super::*;
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
+use prost::Message;
+use weft_xds::contract::HTTP_PROTOCOL_OPTIONS_TYPE_URL as HTTP_PROTOCOL_OPTIONS_TYPE;
 
 fn ads() -> core::ConfigSource {
     core::ConfigSource {
@@ -107,11 +110,32 @@ fn static_cluster_uses_load_assignment() {
 #[test]
 fn rejects_unsupported_cluster_settings() {
     let mut c = eds_cluster("c");
-    c.lb_policy = cds::cluster::LbPolicy::RingHash as i32;
+    c.lb_policy = cds::cluster::LbPolicy::ClusterProvided as i32;
     assert_eq!(
         reject(c),
-        r#"cluster "c": lb_policy "RING_HASH" is not supported by weft-proxy"#
+        r#"cluster "c": lb_policy "CLUSTER_PROVIDED" is not supported by weft-proxy"#
     );
+    // Consistent hashing takes a valid table: a Maglev table size must be prime.
+    let mut c = eds_cluster("c");
+    c.lb_policy = cds::cluster::LbPolicy::Maglev as i32;
+    c.lb_config = Some(cds::cluster::LbConfig::MaglevLbConfig(
+        cds::cluster::MaglevLbConfig {
+            table_size: Some(envoy_types::pb::google::protobuf::UInt64Value { value: 100 }),
+        },
+    ));
+    assert!(
+        reject(c).contains("table_size"),
+        "a table size that is not prime"
+    );
+    // Slow start with a least-request balancer of three choices is not what the proxy does.
+    let mut c = eds_cluster("c");
+    c.lb_config = Some(cds::cluster::LbConfig::LeastRequestLbConfig(
+        cds::cluster::LeastRequestLbConfig {
+            choice_count: Some(UInt32Value { value: 3 }),
+            ..Default::default()
+        },
+    ));
+    assert!(reject(c).contains("choice_count"));
     let mut c = eds_cluster("c");
     c.transport_socket = Some(Default::default());
     assert!(

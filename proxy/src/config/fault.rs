@@ -147,7 +147,10 @@ fn convert_abort(mut a: fault::FaultAbort) -> Result<FaultAbort, Reason> {
 /// A `FractionalPercent` as parts per million. Unset is Envoy's default `0/100`, i.e. never (the
 /// controller always sets it: Istio's translation sends 100 % for a fault without percentage).
 /// Values over 100 % are capped, as Envoy does.
-fn per_million(field: &'static str, p: Option<FractionalPercent>) -> Result<u32, Reason> {
+pub(super) fn per_million(
+    field: &'static str,
+    p: Option<FractionalPercent>,
+) -> Result<u32, Reason> {
     let Some(p) = p else { return Ok(0) };
     let scale = match DenominatorType::try_from(p.denominator) {
         Ok(DenominatorType::Hundred) => 10_000,

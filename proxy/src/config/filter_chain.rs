@@ -6,7 +6,7 @@
 //!                                      transport_protocol "tls" │ "raw_buffer", application_protocols }
 //!              ─► transport_socket: none (plaintext) │ tls (DownstreamTlsContext: mesh mTLS)
 //!              ─► filters: [http_connection_manager]                    ─► Network::Http
-//!                          [network rbac]* tcp_proxy { cluster }         ─► Network::Tcp
+//!                          [network rbac]* tcp_proxy { cluster │ weighted_clusters } ─► Network::Tcp
 //! ```
 
 use std::mem::take;
@@ -84,9 +84,50 @@ pub enum Network {
 pub struct TcpProxy {
     /// Network RBAC filters, in order: each must allow the connection.
     pub rbac: Vec<Rbac>,
-    pub cluster: String,
+    /// Where connections go: `cluster` is one entry (weight 1); `weighted_clusters` its entries
+    /// in order, one picked per connection by weight. Never empty; weights are at least 1.
+    pub clusters: Vec<TcpCluster>,
     /// A connection with no bytes either way for this long is closed (Envoy: 1 h unset, 0 none).
     pub idle_timeout: Option<Duration>,
+}
+
+/// One cluster of a TCP proxy and its weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpCluster {
+    pub name: String,
+    pub weight: u32,
+}
+
+impl TcpProxy {
+    /// The sum of the weights (at least 1).
+    pub fn total_weight(&self) -> u32 {
+        self.clusters.iter().map(|c| c.weight).sum()
+    }
+
+    /// The entry (index into `clusters`) that `point`, in `0..total_weight()`, falls on.
+    pub fn pick(&self, point: u32) -> usize {
+        let mut end = 0u32;
+        for (i, c) in self.clusters.iter().enumerate() {
+            end = end.saturating_add(c.weight);
+            if point < end {
+                return i;
+            }
+        }
+        // Only for a point past the total: the last entry.
+        self.clusters.len().saturating_sub(1)
+    }
+
+    /// The cluster names, for logs and the admin view (`a`, or `a:80,b:20`).
+    pub fn describe(&self) -> String {
+        match self.clusters.as_slice() {
+            [one] => one.name.clone(),
+            many => many
+                .iter()
+                .map(|c| format!("{}:{}", c.name, c.weight))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
 }
 
 /// The mTLS mode and deciding policy the controller put in the listener's metadata (for logs).
@@ -237,11 +278,11 @@ fn network(prefix: &str, filters: Vec<lds::Filter>) -> Result<Network, Reason> {
             }
             TCP_PROXY_TYPE_URL if last => {
                 let t = tcp::TcpProxy::decode(any.value.as_slice()).map_err(decode_error)?;
-                let (cluster, idle_timeout) =
+                let (clusters, idle_timeout) =
                     tcp_proxy(t).map_err(|r| r.within(&format!("{field}.{TCP_PROXY}")))?;
                 return Ok(Network::Tcp(TcpProxy {
                     rbac,
-                    cluster,
+                    clusters,
                     idle_timeout,
                 }));
             }
@@ -262,14 +303,14 @@ fn network(prefix: &str, filters: Vec<lds::Filter>) -> Result<Network, Reason> {
     ))
 }
 
-fn tcp_proxy(mut t: tcp::TcpProxy) -> Result<(String, Option<Duration>), Reason> {
+fn tcp_proxy(mut t: tcp::TcpProxy) -> Result<(Vec<TcpCluster>, Option<Duration>), Reason> {
     use tcp::tcp_proxy::ClusterSpecifier;
-    let cluster = match t.cluster_specifier.take() {
-        Some(ClusterSpecifier::Cluster(name)) if !name.is_empty() => name,
-        Some(ClusterSpecifier::Cluster(_)) | None => return Err(Reason::Missing("cluster")),
-        Some(ClusterSpecifier::WeightedClusters(_)) => {
-            return Err(Reason::Unsupported("weighted_clusters".into()));
+    let clusters = match t.cluster_specifier.take() {
+        Some(ClusterSpecifier::Cluster(name)) if !name.is_empty() => {
+            vec![TcpCluster { name, weight: 1 }]
         }
+        Some(ClusterSpecifier::Cluster(_)) | None => return Err(Reason::Missing("cluster")),
+        Some(ClusterSpecifier::WeightedClusters(w)) => weighted_clusters(w)?,
     };
     // Envoy: unset = 1 h, 0 = none.
     let idle_timeout = match duration("idle_timeout", t.idle_timeout.take().as_ref())? {
@@ -290,7 +331,43 @@ fn tcp_proxy(mut t: tcp::TcpProxy) -> Result<(String, Option<Duration>), Reason>
         max_downstream_connection_duration
     );
     reject_leftover(&t, "tcp_proxy")?;
-    Ok((cluster, idle_timeout))
+    Ok((clusters, idle_timeout))
+}
+
+/// `weighted_clusters`: as Envoy, at least one cluster, each named, each weight at least 1,
+/// and their sum must fit a `u32`.
+fn weighted_clusters(mut w: tcp::tcp_proxy::WeightedCluster) -> Result<Vec<TcpCluster>, Reason> {
+    if w.clusters.is_empty() {
+        return Err(invalid(
+            "weighted_clusters.clusters",
+            "needs at least one cluster",
+        ));
+    }
+    let mut total = 0u32;
+    let mut out = Vec::with_capacity(w.clusters.len());
+    for (i, mut c) in take(&mut w.clusters).into_iter().enumerate() {
+        let field = format!("weighted_clusters.clusters[{i}]");
+        if c.name.is_empty() {
+            return Err(invalid(format!("{field}.name"), "is required"));
+        }
+        if c.weight == 0 {
+            return Err(invalid(format!("{field}.weight"), "must be at least 1"));
+        }
+        total = total
+            .checked_add(c.weight)
+            .ok_or_else(|| invalid(format!("{field}.weight"), "the weights' sum overflows"))?;
+        let name = take(&mut c.name);
+        let weight = c.weight;
+        c.weight = 0;
+        (|| {
+            reject_set!(c, metadata_match);
+            reject_leftover(&c, "weighted cluster")
+        })()
+        .map_err(|r| r.within(&field))?;
+        out.push(TcpCluster { name, weight });
+    }
+    reject_leftover(&w, "weighted_clusters")?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -36,22 +36,18 @@ fn tcp_proxy_idle_timeout_follows_envoy() {
     };
     assert_eq!(
         tcp_proxy(proxy(None)).unwrap(),
-        ("c".to_string(), Some(DEFAULT_TCP_IDLE_TIMEOUT))
+        (
+            vec![TcpCluster {
+                name: "c".to_string(),
+                weight: 1
+            }],
+            Some(DEFAULT_TCP_IDLE_TIMEOUT)
+        )
     );
     assert_eq!(tcp_proxy(proxy(Some((0, 0)))).unwrap().1, None);
     assert_eq!(
         tcp_proxy(proxy(Some((30, 0)))).unwrap().1,
         Some(Duration::from_secs(30))
-    );
-    let mut weighted = proxy(None);
-    weighted.cluster_specifier = Some(tcp::tcp_proxy::ClusterSpecifier::WeightedClusters(
-        Default::default(),
-    ));
-    assert!(
-        tcp_proxy(weighted)
-            .unwrap_err()
-            .to_string()
-            .contains("weighted_clusters")
     );
     let mut attempts = proxy(None);
     attempts.max_connect_attempts =
@@ -62,4 +58,68 @@ fn tcp_proxy_idle_timeout_follows_envoy() {
             .to_string()
             .contains("max_connect_attempts")
     );
+}
+
+/// A tcp_proxy with `weighted_clusters` of these (name, weight) pairs.
+fn weighted(entries: &[(&str, u32)]) -> tcp::TcpProxy {
+    use tcp::tcp_proxy::weighted_cluster::ClusterWeight;
+    tcp::TcpProxy {
+        stat_prefix: "s".into(),
+        cluster_specifier: Some(tcp::tcp_proxy::ClusterSpecifier::WeightedClusters(
+            tcp::tcp_proxy::WeightedCluster {
+                clusters: entries
+                    .iter()
+                    .map(|(name, weight)| ClusterWeight {
+                        name: name.to_string(),
+                        weight: *weight,
+                        ..Default::default()
+                    })
+                    .collect(),
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn tcp_proxy_weighted_clusters_are_picked_by_weight() {
+    let (clusters, _) = tcp_proxy(weighted(&[
+        ("outbound|9000|v1|tcp-echo", 80),
+        ("outbound|9000|v2|tcp-echo", 20),
+    ]))
+    .unwrap();
+    let t = TcpProxy {
+        rbac: Vec::new(),
+        clusters,
+        idle_timeout: None,
+    };
+    assert_eq!(t.total_weight(), 100);
+    assert_eq!(
+        t.describe(),
+        "outbound|9000|v1|tcp-echo:80,outbound|9000|v2|tcp-echo:20"
+    );
+    // Points 0..80 fall on the first entry, 80..100 on the second.
+    assert_eq!(
+        (t.pick(0), t.pick(79), t.pick(80), t.pick(99)),
+        (0, 0, 1, 1)
+    );
+    let shares = (0..100).filter(|p| t.pick(*p) == 1).count();
+    assert_eq!(shares, 20);
+}
+
+#[test]
+fn tcp_proxy_weighted_clusters_are_checked_as_envoy_does() {
+    let err = |t: tcp::TcpProxy| tcp_proxy(t).unwrap_err().to_string();
+    assert!(err(weighted(&[])).contains("weighted_clusters.clusters"));
+    assert!(err(weighted(&[("a", 1), ("", 1)])).contains("weighted_clusters.clusters[1].name"));
+    assert!(err(weighted(&[("a", 1), ("b", 0)])).contains("weighted_clusters.clusters[1].weight"));
+    assert!(err(weighted(&[("a", u32::MAX), ("b", 1)])).contains("overflows"));
+    let mut subset = weighted(&[("a", 1)]);
+    if let Some(tcp::tcp_proxy::ClusterSpecifier::WeightedClusters(w)) =
+        &mut subset.cluster_specifier
+    {
+        w.clusters[0].metadata_match = Some(Default::default());
+    }
+    // An empty message is still "set": the field is named.
+    assert!(err(subset).contains("metadata_match"));
 }

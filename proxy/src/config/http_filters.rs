@@ -1,9 +1,9 @@
 //! The HCM's `http_filters` → the filters a listener runs before routing, converted once.
 //!
 //! ```text
-//!  [envoy.filters.http.jwt_authn (at most one)] [envoy.filters.http.rbac]* [envoy.filters.http.fault]
-//!     JwtAuthentication ─► authn::JwtAuthn      RBAC ─► authz::Rbac      HTTPFault ─► the listener's
-//!                                                                        fault step (routes' own override it)
+//!  [envoy.filters.http.jwt_authn (at most one)] [envoy.filters.http.rbac]* [envoy.filters.http.cors] [envoy.filters.http.fault]
+//!     JwtAuthentication ─► authn::JwtAuthn      RBAC ─► authz::Rbac      Cors (empty) ─► routes'   HTTPFault ─► the listener's
+//!                                                                        CORS policies apply      fault step (routes' own override it)
 //!  envoy.filters.http.router (last; no settings)
 //!  in the order given; anything else (or disabled, or ECDS-discovered) is rejected naming it
 //! ```
@@ -18,7 +18,10 @@ use super::fault::Fault;
 use super::{ROUTER_FILTER, ROUTER_TYPE, Reason, invalid};
 use crate::authn::JwtAuthn;
 use crate::authz::Rbac;
-use weft_xds::contract::{FAULT as FAULT_FILTER, FAULT_TYPE_URL as FAULT_TYPE};
+use weft_xds::contract::{
+    CORS as CORS_FILTER, CORS_TYPE_URL as CORS_TYPE, FAULT as FAULT_FILTER,
+    FAULT_TYPE_URL as FAULT_TYPE,
+};
 
 // Names shared with the controller: weft-xds's contract module.
 pub use weft_xds::contract::{
@@ -42,6 +45,9 @@ pub(super) struct Filters {
     /// The fault filter: present (with its own, usually empty, default) or not. It runs after
     /// routing, in the route-policy step, since its faults are the route's.
     pub fault: Option<Fault>,
+    /// The CORS filter is present: routes' CORS policies apply (in the route-policy step,
+    /// before the faults, as Istio orders the filters).
+    pub cors: bool,
 }
 
 /// Converts the HCM's filter list; the router must be last, the fault filter after the
@@ -50,6 +56,7 @@ pub(super) fn http_filters(filters: Vec<hcm::HttpFilter>) -> Result<Filters, Rea
     let count = filters.len();
     let mut out = Vec::with_capacity(count.saturating_sub(1));
     let mut fault: Option<Fault> = None;
+    let mut cors = false;
     for (i, f) in filters.into_iter().enumerate() {
         let field = format!("http_filters[{i}]");
         let type_url = match &f.config_type {
@@ -78,10 +85,39 @@ pub(super) fn http_filters(filters: Vec<hcm::HttpFilter>) -> Result<Filters, Rea
             return Ok(Filters {
                 before_routing: out,
                 fault,
+                cors,
             });
         }
         let jwt = is(JWT_AUTHN_FILTER, JWT_AUTHN_TYPE);
         let rbac = is(RBAC_FILTER, RBAC_TYPE);
+        if is(CORS_FILTER, CORS_TYPE) {
+            if cors {
+                return Err(invalid(
+                    field,
+                    "at most one envoy.filters.http.cors filter is supported",
+                ));
+            }
+            if fault.is_some() {
+                return Err(invalid(
+                    field,
+                    "envoy.filters.http.cors must come before envoy.filters.http.fault",
+                ));
+            }
+            if f.disabled {
+                return Err(Reason::Unsupported(format!("{field}.disabled (cors)")));
+            }
+            // `Cors` has no settings the proxy honours beyond the routes' policies.
+            if let Some(hcm::http_filter::ConfigType::TypedConfig(any)) = &f.config_type
+                && !any.value.is_empty()
+            {
+                return Err(Reason::Unsupported(format!(
+                    "{field} ({}) filter-level settings",
+                    f.name
+                )));
+            }
+            cors = true;
+            continue;
+        }
         if is(FAULT_FILTER, FAULT_TYPE) {
             if fault.is_some() {
                 return Err(invalid(
@@ -104,10 +140,10 @@ pub(super) fn http_filters(filters: Vec<hcm::HttpFilter>) -> Result<Filters, Rea
             fault = Some(Fault::try_from(config).map_err(|r| r.within(&field))?);
             continue;
         }
-        if fault.is_some() {
+        if fault.is_some() || cors {
             return Err(invalid(
                 field,
-                "filters that run before routing (jwt_authn, rbac) must come before the fault filter",
+                "filters that run before routing (jwt_authn, rbac) must come before the fault filter (and the cors filter)",
             ));
         }
         if !jwt && !rbac {
@@ -291,14 +327,29 @@ mod tests {
     }
 
     #[test]
+    fn the_cors_filter_comes_before_the_fault_filter_without_settings() {
+        use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
+        use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+        let cors = || filter("envoy.filters.http.cors", &Cors::default());
+        let fault = || filter("envoy.filters.http.fault", &HttpFault::default());
+        let filters = http_filters(vec![rbac(A::Deny), cors(), fault(), router()]).unwrap();
+        assert!(filters.cors && filters.fault.is_some());
+        assert!(!http_filters(vec![router()]).unwrap().cors);
+        assert!(reject(vec![fault(), cors(), router()]).contains("must come before"));
+        assert!(reject(vec![cors(), cors(), router()]).contains("at most one"));
+        assert!(reject(vec![cors(), rbac(A::Deny), router()]).contains("must come before"));
+        let mut disabled = cors();
+        disabled.disabled = true;
+        assert!(reject(vec![disabled, router()]).contains("disabled"));
+    }
+
+    #[test]
     fn rejects_other_filters_and_bad_lists_naming_them() {
-        let cors = hcm::HttpFilter {
-            name: "envoy.filters.http.cors".into(),
+        let lua = hcm::HttpFilter {
+            name: "envoy.filters.http.lua".into(),
             ..Default::default()
         };
-        assert!(
-            reject(vec![cors, router()]).contains("http_filters[0] \"envoy.filters.http.cors\"")
-        );
+        assert!(reject(vec![lua, router()]).contains("http_filters[0] \"envoy.filters.http.lua\""));
         assert!(reject(vec![router(), rbac(A::Deny)]).contains("must be the last filter"));
         assert!(reject(vec![rbac(A::Deny)]).contains("envoy.filters.http.router"));
         assert!(reject(vec![]).contains("envoy.filters.http.router"));

@@ -37,6 +37,8 @@ pub struct HttpManager {
     /// The HCM has the fault filter: `Some(None)` applies the routes' faults (Istio's empty
     /// default), `Some(Some(f))` also `f` on routes without their own; `None`: no faults at all.
     pub fault_filter: Option<Option<Box<super::fault::Fault>>>,
+    /// The HCM has the CORS filter: routes' CORS policies apply.
+    pub cors_filter: bool,
     /// HCM `stream_idle_timeout`: a request with no activity in either direction for this long
     /// ends (408/504 `SI` before the response head, reset after). Envoy's default 5 min when
     /// unset; `None` when set to 0 (disabled, as Istio does).
@@ -154,6 +156,7 @@ pub(super) fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Ht
         codec,
         generate_request_id,
         http_filters: filters.before_routing,
+        cors_filter: filters.cors,
         fault_filter: filters
             .fault
             .map(|f| Some(Box::new(f)).filter(|f| !f.is_empty())),

@@ -8,16 +8,23 @@
 
 pub mod circuit_breakers;
 mod cluster;
+pub mod cluster_http;
+pub mod cors;
 pub mod fault;
 pub mod filter_chain;
 pub mod formatter;
+pub mod hash_policy;
 mod http_filters;
 mod http_manager;
 mod listener;
 pub(crate) mod matcher;
+pub mod mirror;
 mod names;
+pub mod outlier;
+mod per_filter;
 pub mod retry;
 mod route;
+mod route_action;
 mod snapshot;
 mod store;
 pub mod tls;
@@ -30,7 +37,9 @@ pub use cluster::{
     Assignment, ClusterConfig, ClusterTls, DiscoveryKind, HTTP_PROTOCOL_OPTIONS, SocketMatch,
     UpstreamProtocol,
 };
-pub use filter_chain::{ChainMatch, FilterChain, MtlsInfo, Network, TcpProxy, TransportProtocol};
+pub use filter_chain::{
+    ChainMatch, FilterChain, MtlsInfo, Network, TcpCluster, TcpProxy, TransportProtocol,
+};
 pub use http_filters::{
     HttpFilter, JWT_AUTHN_FILTER, JWT_AUTHN_TYPE, NETWORK_RBAC_FILTER, NETWORK_RBAC_TYPE,
     RBAC_FILTER, RBAC_TYPE,

@@ -14,12 +14,16 @@ use envoy_types::pb::envoy::config::route::v3 as rt;
 use http::{HeaderName, HeaderValue, StatusCode};
 use regex::Regex;
 
+use super::cors::Cors;
 use super::fault::Fault;
 use super::formatter::HeaderTemplate;
 use super::matcher::{header_match, header_ops, query_match, regex};
+use super::mirror::{Mirror, RegexRewrite, mirror, regex_rewrite};
+use super::per_filter::route_filter_configs;
 use super::retry::{RetryPolicy, retry_policy};
+use super::route_action::{convert_direct, convert_redirect};
 use super::{ConfigError, Reason, duration, invalid, reject_leftover, reject_set};
-use weft_xds::contract::{FAULT as FAULT_FILTER, FAULT_TYPE_URL as FAULT_TYPE, RETRY_METADATA};
+use weft_xds::contract::{CORS as CORS_FILTER, FAULT as FAULT_FILTER, RETRY_METADATA};
 
 /// Envoy's route timeout when `route.timeout` is unset.
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -143,6 +147,15 @@ pub struct ForwardAction {
     /// `typed_per_filter_config["envoy.filters.http.fault"]`: faults injected when the
     /// listener runs the fault filter.
     pub fault: Option<Box<Fault>>,
+    /// `hash_policy`: what the request is hashed on for a consistent-hash cluster.
+    pub hash_policy: Vec<super::hash_policy::HashPolicy>,
+    /// `typed_per_filter_config["envoy.filters.http.cors"]`: the route's CORS policy, applied
+    /// when the listener runs the CORS filter.
+    pub cors: Option<Box<Cors>>,
+    /// `request_mirror_policies`: shares of the requests copied to other clusters.
+    pub mirrors: Vec<Mirror>,
+    /// `regex_rewrite` (exclusive with `prefix_rewrite`).
+    pub regex_rewrite: Option<Box<RegexRewrite>>,
 }
 
 #[derive(Debug)]
@@ -160,6 +173,8 @@ pub struct WeightedCluster {
     pub weight: u32,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    /// `host_rewrite_literal`: this cluster's authority (replaces the route's).
+    pub host_rewrite: Option<HeaderValue>,
 }
 
 /// A cluster named by a route, with its slot in the route config's `cluster_slots`.
@@ -170,7 +185,7 @@ pub struct ClusterRef {
 }
 
 impl ClusterRef {
-    fn new(name: String) -> Self {
+    pub(super) fn new(name: String) -> Self {
         Self { name, slot: 0 }
     }
 }
@@ -314,7 +329,8 @@ impl RouteConfig {
                 let Action::Forward(f) = &mut route.action else {
                     continue;
                 };
-                for r in f.clusters.refs_mut() {
+                let mirrors = f.mirrors.iter_mut().map(|m| &mut m.cluster);
+                for r in f.clusters.refs_mut().into_iter().chain(mirrors) {
                     let next = slots.len();
                     r.slot = *slots.entry(r.name.clone()).or_insert(next);
                 }
@@ -424,16 +440,22 @@ fn convert_route(mut r: rt::Route) -> Result<Route, Reason> {
         .metadata
         .as_mut()
         .and_then(|m| m.filter_metadata.remove(RETRY_METADATA));
-    let fault = route_fault(&mut r.typed_per_filter_config)?;
+    let (fault, cors) = route_filter_configs(&mut r.typed_per_filter_config)?;
     let action = match r.action.take() {
         Some(rt::route::Action::Route(a)) => {
             let mut forward = convert_forward(a, retry_metadata.as_ref())?;
             forward.fault = fault;
+            forward.cors = cors;
             Action::Forward(forward)
         }
-        Some(_) if fault.is_some() => {
+        Some(_) if fault.is_some() || cors.is_some() => {
+            let key = if fault.is_some() {
+                FAULT_FILTER
+            } else {
+                CORS_FILTER
+            };
             return Err(Reason::Unsupported(format!(
-                "typed_per_filter_config[{FAULT_FILTER:?}] on a route without a route action"
+                "typed_per_filter_config[{key:?}] on a route without a route action"
             )));
         }
         Some(rt::route::Action::Redirect(a)) => Action::Redirect(convert_redirect(a)?),
@@ -557,35 +579,6 @@ fn prefix_reason(prefix: &str, r: Reason) -> Reason {
     }
 }
 
-/// The route's fault config (`typed_per_filter_config` holds nothing else the proxy applies).
-fn route_fault(
-    per_filter: &mut HashMap<String, envoy_types::pb::google::protobuf::Any>,
-) -> Result<Option<Box<Fault>>, Reason> {
-    let any = per_filter.remove(FAULT_FILTER);
-    if let Some(other) = per_filter.keys().next() {
-        return Err(Reason::Unsupported(format!(
-            "typed_per_filter_config[{other:?}]"
-        )));
-    }
-    let Some(any) = any else {
-        return Ok(None);
-    };
-    if any.type_url != FAULT_TYPE {
-        return Err(invalid(
-            format!("typed_per_filter_config[{FAULT_FILTER:?}]"),
-            format!("type {:?} is not {FAULT_TYPE}", any.type_url),
-        ));
-    }
-    let config = <envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault as prost::Message>::decode(any.value.as_slice())
-        .map_err(|e| Reason::Decode {
-            type_url: any.type_url.clone(),
-            error: e.to_string(),
-        })?;
-    let fault = Fault::try_from(config)
-        .map_err(|r| r.within(&format!("typed_per_filter_config[{FAULT_FILTER:?}]")))?;
-    Ok((!fault.is_empty()).then(|| Box::new(fault)))
-}
-
 fn convert_forward(
     mut a: rt::RouteAction,
     retry_metadata: Option<&envoy_types::pb::google::protobuf::Struct>,
@@ -611,6 +604,21 @@ fn convert_forward(
         Some(d) => Some(d),
     };
     let prefix_rewrite = Some(take(&mut a.prefix_rewrite)).filter(|p| !p.is_empty());
+    let regex_rewrite = match a.regex_rewrite.take() {
+        None => None,
+        Some(_) if prefix_rewrite.is_some() => {
+            return Err(invalid(
+                "route.regex_rewrite",
+                "cannot be set with route.prefix_rewrite",
+            ));
+        }
+        Some(r) => Some(Box::new(regex_rewrite(r)?)),
+    };
+    let mirrors = take(&mut a.request_mirror_policies)
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| mirror(i, m))
+        .collect::<Result<Vec<_>, _>>()?;
     let host_rewrite = match a.host_rewrite_specifier.take() {
         None => None,
         Some(H::HostRewriteLiteral(h)) => Some(
@@ -644,13 +652,15 @@ fn convert_forward(
         }
         None => None,
     };
+    let hash_policy = std::mem::take(&mut a.hash_policy)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| super::hash_policy::hash_policy(p, &format!("route.hash_policy[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
     (|| {
         reject_set!(
             a,
             retry_policy_typed_config,
-            request_mirror_policies,
-            hash_policy,
-            regex_rewrite,
             path_rewrite_policy,
             cors,
             rate_limits,
@@ -675,6 +685,10 @@ fn convert_forward(
         cluster_not_found,
         retry,
         fault: None,
+        hash_policy,
+        cors: None,
+        mirrors,
+        regex_rewrite,
     })
 }
 
@@ -704,6 +718,15 @@ fn weighted(mut w: rt::WeightedCluster) -> Result<ClusterPick, Reason> {
         )
         .map_err(|r| prefix_reason(&field, r))?;
         let name = take(&mut c.name);
+        let host_rewrite = match c.host_rewrite_specifier.take() {
+            None => None,
+            Some(
+                rt::weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(h),
+            ) => Some(
+                HeaderValue::try_from(h)
+                    .map_err(|e| invalid(format!("{field}.host_rewrite_literal"), e.to_string()))?,
+            ),
+        };
         (|| {
             reject_set!(c, cluster_header, metadata_match, typed_per_filter_config);
             reject_leftover(&c, "weighted cluster")
@@ -715,6 +738,7 @@ fn weighted(mut w: rt::WeightedCluster) -> Result<ClusterPick, Reason> {
                 weight,
                 request_headers,
                 response_headers,
+                host_rewrite,
             });
         }
     }
@@ -733,87 +757,6 @@ fn weighted(mut w: rt::WeightedCluster) -> Result<ClusterPick, Reason> {
     reject_set!(w, runtime_key_prefix, random_value_specifier);
     reject_leftover(&w, "weighted clusters")?;
     Ok(ClusterPick::Weighted { clusters, total })
-}
-
-fn convert_redirect(mut a: rt::RedirectAction) -> Result<Redirect, Reason> {
-    use rt::redirect_action::{
-        PathRewriteSpecifier as P, RedirectResponseCode as C, SchemeRewriteSpecifier as S,
-    };
-    let scheme = match a.scheme_rewrite_specifier.take() {
-        Some(S::HttpsRedirect(true)) => Some("https".to_string()),
-        Some(S::SchemeRedirect(s)) if !s.is_empty() => Some(s.to_ascii_lowercase()),
-        _ => None,
-    };
-    let (path, prefix_rewrite) = match a.path_rewrite_specifier.take() {
-        Some(P::PathRedirect(p)) => (Some(p).filter(|p| !p.is_empty()), None),
-        Some(P::PrefixRewrite(p)) => (None, Some(p)),
-        Some(P::RegexRewrite(_)) => {
-            return Err(Reason::Unsupported("redirect.regex_rewrite".into()));
-        }
-        Some(P::PathRewrite(_)) => return Err(Reason::Unsupported("redirect.path_rewrite".into())),
-        None => (None, None),
-    };
-    let status = match C::try_from(a.response_code) {
-        Ok(C::MovedPermanently) => StatusCode::MOVED_PERMANENTLY,
-        Ok(C::Found) => StatusCode::FOUND,
-        Ok(C::SeeOther) => StatusCode::SEE_OTHER,
-        Ok(C::TemporaryRedirect) => StatusCode::TEMPORARY_REDIRECT,
-        Ok(C::PermanentRedirect) => StatusCode::PERMANENT_REDIRECT,
-        Err(_) => {
-            return Err(invalid(
-                "redirect.response_code",
-                format!("unknown value {}", a.response_code),
-            ));
-        }
-    };
-    let port = match a.port_redirect {
-        0 => None,
-        p => Some(
-            u16::try_from(p)
-                .map_err(|_| invalid("redirect.port_redirect", format!("{p} is out of range")))?,
-        ),
-    };
-    let host = Some(a.host_redirect).filter(|h| !h.is_empty());
-    Ok(Redirect {
-        scheme,
-        host,
-        port,
-        path,
-        prefix_rewrite,
-        status,
-        strip_query: a.strip_query,
-    })
-}
-
-fn convert_direct(a: rt::DirectResponseAction) -> Result<DirectResponse, Reason> {
-    use core::data_source::Specifier;
-    let status = u16::try_from(a.status)
-        .ok()
-        .filter(|s| (200..600).contains(s))
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .ok_or_else(|| {
-            invalid(
-                "direct_response.status",
-                format!("{} is not in [200, 600)", a.status),
-            )
-        })?;
-    if a.body_format.is_some() {
-        return Err(Reason::Unsupported("direct_response.body_format".into()));
-    }
-    let body = match a.body.and_then(|b| b.specifier) {
-        None => None,
-        Some(Specifier::InlineString(s)) => Some(Bytes::from(s)),
-        Some(Specifier::InlineBytes(b)) => Some(Bytes::from(b)),
-        Some(Specifier::Filename(_)) => {
-            return Err(Reason::Unsupported("direct_response.body.filename".into()));
-        }
-        Some(Specifier::EnvironmentVariable(_)) => {
-            return Err(Reason::Unsupported(
-                "direct_response.body.environment_variable".into(),
-            ));
-        }
-    };
-    Ok(DirectResponse { status, body })
 }
 
 #[cfg(test)]

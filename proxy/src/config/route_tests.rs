@@ -393,3 +393,92 @@ fn prefix_rewrite_with_regex_is_accepted_as_envoy_does() {
         Action::Forward(f) if f.prefix_rewrite.as_deref() == Some("/b")
     ));
 }
+
+#[test]
+fn cors_regex_rewrites_mirrors_and_cluster_authorities_convert() {
+    use envoy_types::pb::envoy::extensions::filters::http::cors::v3 as cors;
+    use prost::{Message, Name};
+    let policy = envoy_types::pb::google::protobuf::Any {
+        type_url: cors::CorsPolicy::type_url(),
+        value: cors::CorsPolicy {
+            allow_methods: "GET".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    };
+    let mut r = route(prefix("/"), "c");
+    r.typed_per_filter_config
+        .insert("envoy.filters.http.cors".into(), policy.clone());
+    if let Some(rt::route::Action::Route(a)) = &mut r.action {
+        a.cluster_specifier = Some(rt::route_action::ClusterSpecifier::WeightedClusters(
+            rt::WeightedCluster {
+                clusters: ["a", "b"]
+                    .iter()
+                    .map(|n| rt::weighted_cluster::ClusterWeight {
+                        name: (*n).into(),
+                        weight: Some(UInt32Value { value: 1 }),
+                        host_rewrite_specifier: (*n == "a").then(|| {
+                            rt::weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(
+                                "a.internal".into(),
+                            )
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+        ));
+        a.regex_rewrite = Some(matcher::RegexMatchAndSubstitute {
+            pattern: Some(matcher::RegexMatcher {
+                regex: "^/v1/(.*)$".into(),
+                ..Default::default()
+            }),
+            substitution: "/v2/\\1".into(),
+        });
+        a.request_mirror_policies = vec![rt::route_action::RequestMirrorPolicy {
+            cluster: "shadow".into(),
+            ..Default::default()
+        }];
+    }
+    r.stat_prefix = "observed".into();
+    let rc = RouteConfig::try_from(config(vec![r.clone()])).expect("accepted");
+    let f = first_forward(&rc);
+    assert_eq!(
+        f.cors.as_ref().and_then(|c| c.allow_methods.clone()),
+        Some(HeaderValue::from_static("GET"))
+    );
+    assert_eq!(
+        f.regex_rewrite.as_ref().map(|r| r.apply("/v1/x")),
+        Some("/v2/x".into())
+    );
+    let ClusterPick::Weighted { clusters, .. } = &f.clusters else {
+        panic!("weighted");
+    };
+    assert_eq!(
+        clusters[0].host_rewrite,
+        Some(HeaderValue::from_static("a.internal"))
+    );
+    assert!(clusters[1].host_rewrite.is_none());
+    // The mirror's cluster has a slot of its own.
+    assert_eq!(rc.cluster_slots[f.mirrors[0].cluster.slot], "shadow");
+
+    // regex_rewrite and prefix_rewrite exclude each other; CORS needs a route action.
+    if let Some(rt::route::Action::Route(a)) = &mut r.action {
+        a.prefix_rewrite = "/x".into();
+    }
+    assert!(reject(config(vec![r])).contains("route.regex_rewrite"));
+    let mut direct = rt::Route {
+        r#match: Some(prefix("/")),
+        action: Some(rt::route::Action::DirectResponse(
+            rt::DirectResponseAction {
+                status: 200,
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    direct
+        .typed_per_filter_config
+        .insert("envoy.filters.http.cors".into(), policy);
+    assert!(reject(config(vec![direct])).contains("without a route action"));
+}

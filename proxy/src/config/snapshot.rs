@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  ProxyConfig ─ listeners[addr] ─► ActiveListener { Listener, chains[i] ─► ActiveChain }
-//!                                        ActiveChain { HTTP: RouteSlot │ TCP: Arc<Cluster> }
+//!                                        ActiveChain { HTTP: RouteSlot │ TCP: [Arc<Cluster>] }
 //!                                        RouteSlot { active RouteTable, pending RouteTable until its clusters are warm }
 //!                                        RouteTable { RouteConfig, targets[slot] ─► Arc<Cluster> }
 //! ```
@@ -89,8 +89,9 @@ pub struct ActiveListener {
 pub struct ActiveChain {
     /// HTTP chains: `None` until the RDS route configuration arrives.
     pub routes: Option<RouteSlot>,
-    /// TCP chains: `None` while the cluster is not configured.
-    pub cluster: Option<Arc<Cluster>>,
+    /// TCP chains: the tcp_proxy's clusters by entry (`TcpProxy::clusters`), each `None`
+    /// while that cluster is not configured.
+    pub clusters: Box<[Option<Arc<Cluster>>]>,
 }
 
 impl ActiveListener {

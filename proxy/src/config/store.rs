@@ -383,11 +383,15 @@ impl ConfigStore {
                                     pending: None,
                                 }),
                             },
-                            cluster: None,
+                            clusters: Box::default(),
                         },
                         Network::Tcp(t) => ActiveChain {
                             routes: None,
-                            cluster: clusters.get(&t.cluster).cloned(),
+                            clusters: t
+                                .clusters
+                                .iter()
+                                .map(|c| clusters.get(&c.name).cloned())
+                                .collect(),
                         },
                     })
                     .collect();

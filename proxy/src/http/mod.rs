@@ -14,9 +14,12 @@
 //!  in-flight requests and tunnels finish within the drain period, then the connection is closed
 //! ```
 
+mod cors;
 mod fault;
 mod filters;
+mod hash;
 mod headers;
+pub mod mirror;
 mod policy;
 mod redirect;
 mod retry;

@@ -13,7 +13,9 @@
 //!  WebSocket upgrade (HCM websocket, upgrade.rs): HTTP/1.1 forced (h2-only cluster: 503),
 //!    Connection/Upgrade kept, a dedicated connection (endpoint::send_upgrade); a 101 parks
 //!    the tunnel for the connection's task and is answered downstream with its headers
-//!  (fault injection, retries, mirroring slot in here as one step each)
+//!  CORS (cors.rs) first: a preflight answered here; fault injection (fault.rs), retries
+//!  (retry.rs); mirroring (mirror.rs): shadows of the upstream head, sent when the caller's
+//!  response head is back (fire and forget, their own bounded tasks)
 //! ```
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -26,7 +28,7 @@ use rand::RngExt;
 use super::headers::{X_REQUEST_ID, request_id, strip_hop_by_hop};
 use super::redirect::rewritten_path;
 use super::{AuthoritySource, Levels, ProxyBody, RequestMeta, authority_source, upgrade};
-use super::{fault, retry};
+use super::{cors, fault, hash, mirror, retry};
 use crate::config::formatter::HeaderTemplate;
 use crate::config::{ClusterPick, ForwardAction, HttpManager, RouteTable};
 use crate::error::{ProxyError, ResponseFlags};
@@ -46,7 +48,15 @@ pub(super) async fn forward(
     action: &ForwardAction,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    // Faults first, as Envoy's fault filter runs before the router.
+    // CORS first: Istio puts the CORS filter before the fault filter.
+    let cors_origin = match action.cors.as_deref().filter(|_| listener.cors_filter) {
+        Some(policy) => match cors::on_request(policy, &req) {
+            cors::Step::Reply(resp) => return Ok(*resp),
+            cors::Step::Forward(origin) => origin.map(|origin| (policy, origin)),
+        },
+        None => None,
+    };
+    // Faults next, as Envoy's fault filter runs before the router.
     let injected = match fault::effective(listener.fault_filter.as_ref(), action.fault.as_deref()) {
         Some(f) => fault::apply(f, &super::request_view(&req)).await?,
         None => fault::Injected::default(),
@@ -78,14 +88,24 @@ pub(super) async fn forward(
     };
     // An upgrade's exchange cannot be replayed: it is never retried.
     let retry = action.retry.as_deref().filter(|_| !upgrading);
-    cluster.retry_limits.record_request();
+    cluster.breakers.record_request();
+    // Consistent hashing: the request's key (only when both route and cluster use it).
+    let hashed = if action.hash_policy.is_empty() {
+        hash::RequestHash::default()
+    } else {
+        hash::request_hash(&action.hash_policy, &req, meta.downstream.remote)
+    };
     let endpoint = cluster
-        .pick(meta.downstream.local)
+        .pick_by_key(meta.downstream.local, hashed.key, &[])
         .ok_or_else(|| ProxyError::NoHealthyUpstream(cluster_ref.name.clone()))?;
     // The downstream connection, handed over by hyper once the 101 is written.
     let on_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
 
-    let authority = match &action.host_rewrite {
+    // A weighted cluster's own authority wins over the route's.
+    let host_rewrite = weighted
+        .and_then(|w| w.host_rewrite.as_ref())
+        .or(action.host_rewrite.as_ref());
+    let authority = match host_rewrite {
         Some(h) => h.clone(),
         None => downstream_authority(&req, &endpoint.addr)?,
     };
@@ -97,6 +117,10 @@ pub(super) async fn forward(
             action.prefix_rewrite.as_deref(),
             &levels.route.matcher,
         )?;
+        let path_and_query = match action.regex_rewrite.as_deref() {
+            Some(rewrite) => regex_rewritten(rewrite, &path_and_query)?,
+            None => path_and_query,
+        };
         parts.uri = match protocol {
             // HTTP/1.1 upstreams get origin-form; the authority travels in Host.
             Protocol::Http1 => Uri::from(path_and_query),
@@ -150,6 +174,17 @@ pub(super) async fn forward(
             &render,
         );
     }
+    // Mirrors (mirror.rs): shadows of the upstream head as it stands now, sent when this
+    // function returns (the caller's response head is back); an upgrade is never mirrored.
+    let mut shadows = mirror::Shadows::roll(table, &action.mirrors)
+        .filter(|_| !upgrading)
+        .map(|s| {
+            s.prepare(
+                (&parts.method, &parts.uri, parts.version, &parts.headers),
+                meta.downstream.local,
+                action.timeout.or(listener.stream_idle_timeout),
+            )
+        });
     // The stream idle timeout's clock; a streamed body reports its progress to it (and its
     // failure, which makes the client, not the upstream, the cause of what follows).
     let start = tokio::time::Instant::now();
@@ -162,14 +197,17 @@ pub(super) async fn forward(
     } else {
         let activity = Activity::streamed_request(start);
         let progress = activity.progress().cloned();
-        match retry {
-            // Recorded as it streams, so that a retry can send it again.
-            Some(_) => {
+        match retry.is_some() || shadows.is_some() {
+            // Recorded as it streams, so that a retry (or a mirror) can send it again.
+            true => {
                 let replay = RequestBody::replayable(body, RETRY_BUFFER_LIMIT, progress);
+                if let Some(launch) = shadows.as_mut() {
+                    launch.with_body(replay.clone(), activity.clone());
+                }
                 let first = replay.attempt().unwrap_or_default();
                 (first, activity, Some(replay))
             }
-            None => (RequestBody::stream(body, progress), activity, None),
+            false => (RequestBody::stream(body, progress), activity, None),
         }
     };
     // What another attempt needs to rebuild the request (taken only with a retry policy).
@@ -182,7 +220,6 @@ pub(super) async fn forward(
         )
     });
     let deadline = action.timeout.map(|t| start + t);
-    let connect_timeout = cluster.config.connect_timeout;
     let idle = listener.stream_idle_timeout;
 
     let mut upstream_req = Request::from_parts(parts, body);
@@ -197,15 +234,18 @@ pub(super) async fn forward(
         let per_try = retry.and_then(|p| p.per_try_timeout);
         let (limit, per_try_binds) = attempt_limit(deadline, per_try, attempt_start);
         let result = send_attempt(
+            cluster,
             &endpoint,
             protocol,
             upgrading,
-            connect_timeout,
             upstream_req,
             (attempt_start, limit, idle),
             &activity,
         )
         .await;
+        if cluster.outlier.is_some() {
+            record_outcome(cluster, &endpoint, &result);
+        }
         let (Some(policy), Some((method, uri, version, headers))) = (retry, template.as_ref())
         else {
             break result?;
@@ -227,7 +267,7 @@ pub(super) async fn forward(
         } else if body.is_none() {
             Err("the request body is too large to send again")
         } else {
-            cluster.retry_limits.try_retry()
+            cluster.breakers.try_retry()
         };
         let guard = match refused {
             Ok(guard) => guard,
@@ -262,13 +302,16 @@ pub(super) async fn forward(
         if policy.other_hosts {
             tried.push(endpoint.addr);
         }
-        endpoint = cluster
-            .pick_avoiding(
+        endpoint = match hashed.key {
+            // The next endpoint on the hash table for the same key.
+            Some(_) => cluster.pick_by_key(meta.downstream.local, hashed.key, &tried),
+            None => cluster.pick_avoiding(
                 meta.downstream.local,
                 &tried,
                 policy.host_selection_attempts,
-            )
-            .ok_or_else(|| ProxyError::NoHealthyUpstream(cluster_ref.name.clone()))?;
+            ),
+        }
+        .ok_or_else(|| ProxyError::NoHealthyUpstream(cluster_ref.name.clone()))?;
         let mut next = Request::new(body.unwrap_or_default());
         *next.method_mut() = method.clone();
         *next.uri_mut() = uri.clone();
@@ -306,6 +349,9 @@ pub(super) async fn forward(
     } else {
         Version::HTTP_11
     };
+    if let Some(cookie) = hashed.set_cookie {
+        parts.headers.append(header::SET_COOKIE, cookie);
+    }
     if injected.delayed || retries_exhausted {
         parts.extensions.insert(ResponseFlags {
             delay_injected: injected.delayed,
@@ -327,12 +373,55 @@ pub(super) async fn forward(
         &mut parts.headers,
         &render,
     );
+    if let Some((policy, origin)) = &cors_origin {
+        cors::on_response(policy, origin, &mut parts.headers);
+    }
     let body = match switched {
         // The route timeout covers the whole response, as Envoy's.
         Some(body) => Either::Left(body.bind(activity, idle, deadline)),
         None => Either::Right(http_body_util::Full::default()),
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// Tells the cluster's outlier detection how an attempt went: a response's status (after a
+/// connection that worked), or a failure of the proxy's own making (connect failure, reset,
+/// timeout). A failure the client caused (its request body) says nothing about the endpoint.
+fn record_outcome(
+    cluster: &crate::upstream::Cluster,
+    endpoint: &crate::upstream::Endpoint,
+    result: &Result<Response<crate::upstream::UpstreamBody>, ProxyError>,
+) {
+    use weft_lb::outlier::Outcome;
+    match result {
+        Ok(resp) => {
+            cluster.record(endpoint, Outcome::ConnectSuccess);
+            cluster.record(endpoint, Outcome::Status(resp.status().as_u16()));
+        }
+        Err(ProxyError::Upstream {
+            failure:
+                crate::upstream::Failure::DownstreamProtocol | crate::upstream::Failure::Overflow,
+            ..
+        }) => {}
+        Err(ProxyError::Upstream { .. } | ProxyError::Timeout { .. }) => {
+            cluster.record(endpoint, Outcome::LocalOriginFailure);
+        }
+        Err(_) => {}
+    }
+}
+
+/// `regex_rewrite` applied to the path; the query is kept.
+fn regex_rewritten(
+    rewrite: &crate::config::mirror::RegexRewrite,
+    original: &uri::PathAndQuery,
+) -> Result<uri::PathAndQuery, ProxyError> {
+    let mut out = rewrite.apply(original.path());
+    if let Some(q) = original.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    uri::PathAndQuery::try_from(out)
+        .map_err(|_| ProxyError::BadRequest("rewritten path is invalid"))
 }
 
 /// The time an attempt may take: the route's remaining time, or the per-try timeout when it is
@@ -353,10 +442,10 @@ fn attempt_limit(
 /// One attempt: the request to one endpoint until its response head, within `limit` and the
 /// stream idle timeout.
 async fn send_attempt(
+    cluster: &crate::upstream::Cluster,
     endpoint: &std::sync::Arc<crate::upstream::Endpoint>,
     protocol: Protocol,
     upgrading: bool,
-    connect_timeout: std::time::Duration,
     req: Request<RequestBody>,
     (start, limit, idle): (
         tokio::time::Instant,
@@ -365,12 +454,42 @@ async fn send_attempt(
     ),
     activity: &Activity,
 ) -> Result<Response<crate::upstream::UpstreamBody>, ProxyError> {
+    let connect_timeout = cluster.config.connect_timeout;
+    // The cluster's `max_requests`: beyond it, 503 UO at once (an upgrade's tunnel is bounded
+    // by the listener's connection limits instead).
+    let permit = if upgrading {
+        None
+    } else {
+        Some(
+            cluster
+                .breakers
+                .try_request()
+                .map_err(|overflow| ProxyError::Upstream {
+                    endpoint: endpoint.addr,
+                    failure: crate::upstream::Failure::Overflow,
+                    source: crate::upstream::UpstreamError::Connect(
+                        crate::upstream::connect::ConnectError::Overflow {
+                            addr: endpoint.addr,
+                            overflow,
+                        },
+                    ),
+                })?,
+        )
+    };
     let send = std::pin::pin!(async {
-        if upgrading {
+        match permit {
             // Boxed: rare, and it keeps every other request's future small.
-            Box::pin(endpoint::send_upgrade(endpoint, connect_timeout, req)).await
-        } else {
-            endpoint::send(endpoint, protocol, connect_timeout, req).await
+            None => Box::pin(endpoint::send_upgrade(endpoint, connect_timeout, req)).await,
+            Some(permit) => {
+                endpoint::send_limited(
+                    endpoint,
+                    protocol,
+                    connect_timeout,
+                    req,
+                    Some((permit, &cluster.breakers)),
+                )
+                .await
+            }
         }
     });
     let result = idle::bounded(send, start, limit, idle, activity)

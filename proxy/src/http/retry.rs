@@ -7,7 +7,7 @@
 //!              retriable-headers, envoy-ratelimited
 //!    failure:  connect-failure, refused-stream, reset (also 5xx/gateway-error), per-try timeout
 //!  ─► retriable? ─► a non-idempotent request under Istio's default policy: only if never sent
-//!               ─► attempts left ─► cluster budget and max_retries (upstream/retry_limits.rs)
+//!               ─► attempts left ─► cluster budget and max_retries (upstream/breakers.rs)
 //!               ─► back-off: uniform in [0, min(base × 2^(n-1), max)) (full jitter, as Envoy)
 //!               ─► another endpoint than the ones tried (previous_hosts), body replayed
 //! ```
@@ -39,8 +39,9 @@ pub(super) enum AttemptFailure {
 impl AttemptFailure {
     pub(super) fn of(error: &ProxyError, per_try: bool) -> Self {
         match error {
+            // The client's fault, or this proxy's own limits (Envoy does not retry overflow).
             ProxyError::Upstream {
-                failure: Failure::DownstreamProtocol,
+                failure: Failure::DownstreamProtocol | Failure::Overflow,
                 ..
             } => Self::Final,
             ProxyError::Upstream {

@@ -150,7 +150,7 @@ pub(super) async fn serve(accepted: weft_net::Accepted, cx: Context) {
             let target = crate::tcp::TcpTarget {
                 listener,
                 chain: index,
-                cluster: active.chains.get(index).and_then(|c| c.cluster.clone()),
+                clusters: active.chains.get(index).map_or(&[], |c| &c.clusters),
                 drain: cx.token,
                 drain_period: cx.period,
                 tls: &cx.tls,

@@ -5,7 +5,7 @@
 //! ```text
 //!  destination port (exact │ none) ─► destination IP (longest prefix │ none)
 //!    [these two need no bytes: candidates()]
-//!  ─► server name (exact │ longest *.suffix │ none) ─► transport protocol (equal │ none)
+//!  ─► server name (exact │ longest `*.` suffix │ none) ─► transport protocol (equal │ none)
 //!  ─► application protocol (any in common │ none) ─► first left │ default chain │ close
 //!    [these read what inspect.rs saw: choose()]
 //! ```
@@ -73,13 +73,7 @@ pub fn choose(listener: &Listener, candidates: &[usize], seen: &Seen) -> Option<
         let sni = sni?;
         m.server_names
             .iter()
-            .filter_map(|n| match n.strip_prefix('*') {
-                None if n == sni => Some(usize::MAX),
-                Some(suffix) if sni.len() > suffix.len() && sni.ends_with(suffix) => {
-                    Some(suffix.len())
-                }
-                _ => None,
-            })
+            .filter_map(|n| server_name_score(n, sni))
             .max()
     };
     let best = candidates
@@ -123,6 +117,20 @@ pub fn choose(listener: &Listener, candidates: &[usize], seen: &Seen) -> Option<
                 .find(|i| matcher(i).application_protocols.is_empty())
         })
         .or_else(|| listener.default_chain())
+}
+
+/// How specifically `name` (a chain's server name, lowercase) matches `sni`, as Envoy: an exact
+/// name beats every wildcard; `*.example.com` matches one or more labels before
+/// `.example.com` (not `example.com` itself), and a longer suffix beats a shorter one. Only a
+/// leading `*.` is a wildcard: Envoy takes any other name (`*`, `*w.example.com`) literally.
+fn server_name_score(name: &str, sni: &str) -> Option<usize> {
+    if name == sni {
+        return Some(usize::MAX);
+    }
+    let suffix = name.strip_prefix('*')?;
+    // At least one character before the suffix: `*.example.com` does not match `.example.com`.
+    (suffix.starts_with('.') && sni.len() > suffix.len() && sni.ends_with(suffix))
+        .then_some(suffix.len())
 }
 
 #[cfg(test)]

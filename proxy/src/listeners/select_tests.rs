@@ -1,6 +1,8 @@
 use super::*;
 use crate::authz::Cidr;
-use crate::config::{FilterChain, Inspectors, Listener, Network, TcpProxy, TransportProtocol};
+use crate::config::{
+    FilterChain, Inspectors, Listener, Network, TcpCluster, TcpProxy, TransportProtocol,
+};
 
 fn chain(name: &str, matcher: ChainMatch) -> FilterChain {
     FilterChain {
@@ -9,7 +11,10 @@ fn chain(name: &str, matcher: ChainMatch) -> FilterChain {
         tls: None,
         network: Network::Tcp(TcpProxy {
             rbac: Vec::new(),
-            cluster: name.into(),
+            clusters: vec![TcpCluster {
+                name: name.into(),
+                weight: 1,
+            }],
             idle_timeout: None,
         }),
     }
@@ -216,4 +221,83 @@ fn strict_refuses_plaintext_and_server_names_prefer_exact() {
         pick(&l, "1.2.3.4:443", &hello("a.org")).as_deref(),
         Some("no-name")
     );
+}
+
+#[test]
+fn server_names_follow_envoy_wildcards() {
+    assert_eq!(
+        server_name_score("a.example.com", "a.example.com"),
+        Some(usize::MAX)
+    );
+    // `*.` matches one label or more, never the bare suffix.
+    assert!(server_name_score("*.example.com", "a.example.com").is_some());
+    assert!(server_name_score("*.example.com", "a.b.example.com").is_some());
+    assert_eq!(server_name_score("*.example.com", "example.com"), None);
+    assert_eq!(server_name_score("*.example.com", ".example.com"), None);
+    assert_eq!(server_name_score("*.example.com", "aexample.com"), None);
+    // The longer suffix is the more specific.
+    assert!(
+        server_name_score("*.b.example.com", "a.b.example.com")
+            > server_name_score("*.example.com", "a.b.example.com")
+    );
+    // Only a leading `*.` is a wildcard: others are names like any other.
+    assert_eq!(server_name_score("*", "a.example.com"), None);
+    assert_eq!(server_name_score("*w.example.com", "ww.example.com"), None);
+
+    // A TLS route's chains: SNI sets, a wildcard, and the port's chain without names for
+    // other names and for connections that are not TLS.
+    let tls = |names: &[&str]| ChainMatch {
+        server_names: names.iter().map(|s| s.to_string()).collect(),
+        transport_protocol: Some(TransportProtocol::Tls),
+        prefix_ranges: vec![cidr("10.96.0.40/32")],
+        ..port(9443)
+    };
+    let l = listener(
+        vec![
+            chain("v1", tls(&["v1.echo.test", "echo.test"])),
+            chain("v2", tls(&["*.echo.test"])),
+            chain(
+                "default",
+                ChainMatch {
+                    prefix_ranges: vec![cidr("10.96.0.40/32")],
+                    ..port(9443)
+                },
+            ),
+        ],
+        false,
+    );
+    let at = "10.96.0.40:9443";
+    let hello = |name: Option<&str>| Seen {
+        transport: Some(TransportProtocol::Tls),
+        sni: name.map(String::from),
+        ..Seen::default()
+    };
+    let c = candidates(&l, at.parse().unwrap());
+    assert!(needs_inspection(&l, &c));
+    assert_eq!(
+        pick(&l, at, &hello(Some("v1.echo.test"))).as_deref(),
+        Some("v1")
+    );
+    assert_eq!(
+        pick(&l, at, &hello(Some("echo.test"))).as_deref(),
+        Some("v1")
+    );
+    assert_eq!(
+        pick(&l, at, &hello(Some("v2.echo.test"))).as_deref(),
+        Some("v2")
+    );
+    assert_eq!(
+        pick(&l, at, &hello(Some("a.b.echo.test"))).as_deref(),
+        Some("v2")
+    );
+    assert_eq!(
+        pick(&l, at, &hello(Some("other.test"))).as_deref(),
+        Some("default")
+    );
+    assert_eq!(pick(&l, at, &hello(None)).as_deref(), Some("default"));
+    let plaintext = Seen {
+        transport: Some(TransportProtocol::RawBuffer),
+        ..Seen::default()
+    };
+    assert_eq!(pick(&l, at, &plaintext).as_deref(), Some("default"));
 }

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::{Rng, RngExt};
 
+use super::breakers::RequestPermit;
+use super::outlier::EndpointHealth;
 use super::pool::{Pool, Protocol};
 
 /// Longest precomputed smooth round-robin schedule; larger weight sums use cumulative lookup.
@@ -26,6 +28,9 @@ pub enum LbPolicy {
     RoundRobin,
     LeastRequest,
     Random,
+    /// `RING_HASH` or `MAGLEV`: requests with a hash key go where the key maps
+    /// (`weft_lb::hash`); those without one, to a random endpoint (as Envoy).
+    Hash(weft_lb::hash::HashConfig),
 }
 
 impl LbPolicy {
@@ -34,6 +39,8 @@ impl LbPolicy {
             Self::RoundRobin => "ROUND_ROBIN",
             Self::LeastRequest => "LEAST_REQUEST",
             Self::Random => "RANDOM",
+            Self::Hash(weft_lb::hash::HashConfig::Ring { .. }) => "RING_HASH",
+            Self::Hash(weft_lb::hash::HashConfig::Maglev { .. }) => "MAGLEV",
         }
     }
 }
@@ -46,6 +53,10 @@ pub struct Endpoint {
     in_flight: AtomicUsize,
     /// The pools for the protocols its cluster speaks (one or both).
     pools: EndpointPools,
+    /// Its outlier state, when the cluster detects outliers.
+    health: Option<EndpointHealth>,
+    /// When it joined its cluster (slow start counts from here).
+    since: std::time::Instant,
 }
 
 /// An endpoint's pools, one per protocol its cluster may use.
@@ -84,7 +95,19 @@ impl Endpoint {
             weight: weight.max(1),
             in_flight: AtomicUsize::new(0),
             pools,
+            health: None,
+            since: std::time::Instant::now(),
         }
+    }
+
+    /// Whether outlier detection has ejected this endpoint.
+    pub fn is_ejected(&self) -> bool {
+        self.health.as_ref().is_some_and(|h| h.is_ejected())
+    }
+
+    /// Its outlier state, when the cluster detects outliers.
+    pub fn health(&self) -> Option<&EndpointHealth> {
+        self.health.as_ref()
     }
 
     /// The pool for `protocol`, if this endpoint's cluster speaks it.
@@ -105,24 +128,37 @@ impl Endpoint {
 
     /// Counts one request against this endpoint until the guard is dropped.
     pub fn start_request(self: &Arc<Self>) -> InFlight {
+        self.start_request_with(None)
+    }
+
+    /// [`Endpoint::start_request`], holding the cluster's request permit as long.
+    pub fn start_request_with(self: &Arc<Self>, permit: Option<RequestPermit>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+        InFlight {
+            endpoint: self.clone(),
+            _permit: permit,
+        }
     }
 }
 
-/// Decrements the endpoint's in-flight count when the request (and its body) ends.
+/// Decrements the endpoint's in-flight count (and releases the cluster's request permit) when
+/// the request (and its body) ends.
 #[derive(Debug)]
-pub struct InFlight(Arc<Endpoint>);
+pub struct InFlight {
+    endpoint: Arc<Endpoint>,
+    /// Held, not read: released with the guard.
+    _permit: Option<RequestPermit>,
+}
 
 impl InFlight {
     pub fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.0
+        &self.endpoint
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -138,6 +174,10 @@ pub struct Balancer {
     schedule: Vec<u32>,
     cursor: AtomicUsize,
     all_equal: bool,
+    /// The consistent-hash table of a `Hash` policy, over `endpoints` (by index).
+    hash: Option<weft_lb::hash::HashTable>,
+    /// Slow start, while some endpoint is still in its window (until `warm_until`).
+    slow_start: Option<(weft_lb::warmup::Config, std::time::Instant)>,
 }
 
 impl Balancer {
@@ -147,7 +187,19 @@ impl Balancer {
         policy: LbPolicy,
         endpoints: &[(SocketAddr, u32)],
         previous: Option<&Balancer>,
+        pools: impl FnMut(SocketAddr) -> EndpointPools,
+    ) -> Self {
+        Self::with_health(policy, endpoints, previous, pools, |_| None)
+    }
+
+    /// [`Balancer::new`] with each endpoint's outlier state from `health`; an endpoint is
+    /// reused only if its state is the same one.
+    pub fn with_health(
+        policy: LbPolicy,
+        endpoints: &[(SocketAddr, u32)],
+        previous: Option<&Balancer>,
         mut pools: impl FnMut(SocketAddr) -> EndpointPools,
+        mut health: impl FnMut(SocketAddr) -> Option<EndpointHealth>,
     ) -> Self {
         let old: HashMap<(SocketAddr, u32), &Arc<Endpoint>> = previous
             .map(|b| {
@@ -161,9 +213,19 @@ impl Balancer {
             .iter()
             .map(|&(addr, weight)| {
                 let p = pools(addr);
+                let h = health(addr);
+                let same_health = |e: &Endpoint| match (&e.health, &h) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
                 match old.get(&(addr, weight.max(1))) {
-                    Some(e) if e.pools.same(&p) => Arc::clone(e),
-                    _ => Arc::new(Endpoint::new(addr, weight, p)),
+                    Some(e) if e.pools.same(&p) && same_health(e) => Arc::clone(e),
+                    _ => {
+                        let mut endpoint = Endpoint::new(addr, weight, p);
+                        endpoint.health = h;
+                        Arc::new(endpoint)
+                    }
                 }
             })
             .collect();
@@ -182,6 +244,25 @@ impl Balancer {
         let start = previous
             .map(|b| b.cursor.load(Ordering::Relaxed))
             .unwrap_or_else(|| rand::rng().random_range(0..1024));
+        let hash = match policy {
+            LbPolicy::Hash(config) => {
+                // Keyed by address, so every proxy maps a key to the same endpoint.
+                let hosts: Vec<(String, u32)> = endpoints
+                    .iter()
+                    .map(|e| (e.addr.to_string(), e.weight))
+                    .collect();
+                match weft_lb::hash::HashTable::build(&hosts, &config) {
+                    Ok(table) => Some(table),
+                    Err(error) => {
+                        // The config was validated; this is a bug, not bad input: balance at
+                        // random rather than fail the cluster.
+                        tracing::error!(%error, "consistent-hash table not built; balancing at random");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         Self {
             policy,
             endpoints,
@@ -190,7 +271,61 @@ impl Balancer {
             schedule,
             cursor: AtomicUsize::new(start),
             all_equal,
+            hash,
+            slow_start: None,
         }
+    }
+
+    /// Turns slow start on: endpoints younger than the window get a share of their weight that
+    /// grows with their age (round robin and least request; `weft_lb::warmup`).
+    #[must_use]
+    pub fn with_slow_start(mut self, config: Option<weft_lb::warmup::Config>) -> Self {
+        self.slow_start = config.and_then(|config| {
+            let youngest = self.endpoints.iter().map(|e| e.since).max()?;
+            let until = youngest + config.window;
+            (until > std::time::Instant::now()).then_some((config, until))
+        });
+        self
+    }
+
+    /// While an endpoint warms up: a pick by weight × its slow-start factor (no allocation:
+    /// two passes over the endpoints).
+    fn pick_warming<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        config: &weft_lb::warmup::Config,
+    ) -> Option<usize> {
+        let now = std::time::Instant::now();
+        let weight = |e: &Endpoint| config.weight(f64::from(e.weight), e.since, now);
+        let total: f64 = self.endpoints.iter().map(|e| weight(e)).sum();
+        if total.is_nan() || total <= 0.0 {
+            return None;
+        }
+        let mut point = rng.random_range(0.0..total);
+        for (i, e) in self.endpoints.iter().enumerate() {
+            point -= weight(e);
+            if point < 0.0 {
+                return Some(i);
+            }
+        }
+        Some(self.endpoints.len() - 1)
+    }
+
+    /// Picks the endpoint `key` maps to on the consistent-hash table, skipping those `usable`
+    /// refuses (the next ones on the table); without a table (not a hash policy), `None`.
+    pub fn pick_hashed(
+        &self,
+        key: u64,
+        usable: impl Fn(&Endpoint) -> bool,
+    ) -> Option<&Arc<Endpoint>> {
+        let table = self.hash.as_ref()?;
+        let index = table.pick_where(key, |i| self.endpoints.get(i).is_some_and(|e| usable(e)))?;
+        self.endpoints.get(index)
+    }
+
+    /// Whether requests are balanced by consistent hashing.
+    pub fn is_hash(&self) -> bool {
+        self.hash.is_some()
     }
 
     pub fn policy(&self) -> LbPolicy {
@@ -209,6 +344,13 @@ impl Balancer {
             1 => return self.endpoints.first(),
             _ => {}
         }
+        if let Some((config, until)) = &self.slow_start
+            && matches!(self.policy, LbPolicy::RoundRobin | LbPolicy::LeastRequest)
+            && std::time::Instant::now() < *until
+            && let Some(index) = self.pick_warming(rng, config)
+        {
+            return self.endpoints.get(index);
+        }
         let index = match self.policy {
             LbPolicy::RoundRobin => {
                 let tick = self.cursor.fetch_add(1, Ordering::Relaxed);
@@ -220,7 +362,10 @@ impl Balancer {
                     self.by_weight(tick as u64 % self.total_weight)
                 }
             }
-            LbPolicy::Random => self.by_weight(rng.random_range(0..self.total_weight)),
+            // A request without a hash key: at random, by weight (as Envoy).
+            LbPolicy::Random | LbPolicy::Hash(_) => {
+                self.by_weight(rng.random_range(0..self.total_weight))
+            }
             LbPolicy::LeastRequest => {
                 // Power of two choices on in-flight counts, scaled by weight.
                 let a = rng.random_range(0..n);
@@ -235,6 +380,26 @@ impl Balancer {
             }
         };
         self.endpoints.get(index)
+    }
+
+    /// Picks an endpoint `usable` accepts: the policy's pick if it is, else up to two more
+    /// picks, else the first usable one from a random place; `None` when none is.
+    pub fn pick_where<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        usable: impl Fn(&Endpoint) -> bool,
+    ) -> Option<&Arc<Endpoint>> {
+        for _ in 0..3 {
+            let picked = self.pick(rng)?;
+            if usable(picked) {
+                return Some(picked);
+            }
+        }
+        let n = self.endpoints.len();
+        let start = rng.random_range(0..n);
+        (0..n)
+            .map(|i| &self.endpoints[(start + i) % n])
+            .find(|e| usable(e))
     }
 
     fn by_weight(&self, point: u64) -> usize {
@@ -283,6 +448,47 @@ mod tests {
 
     fn no_pools(_: SocketAddr) -> EndpointPools {
         EndpointPools::default()
+    }
+
+    #[test]
+    fn a_new_endpoint_ramps_up_in_slow_start() {
+        let config = weft_lb::warmup::Config {
+            window: std::time::Duration::from_secs(60),
+            ..weft_lb::warmup::Config::default()
+        };
+        let old = Balancer::new(LbPolicy::RoundRobin, &[(addr(1), 1)], None, no_pools);
+        // An endpoint that joined a minute and a half ago (its window is over) and a new one.
+        let mut aged = Endpoint::new(addr(1), 1, EndpointPools::default());
+        aged.since = std::time::Instant::now() - std::time::Duration::from_secs(90);
+        let mut b = Balancer::new(
+            LbPolicy::RoundRobin,
+            &[(addr(1), 1), (addr(2), 1)],
+            Some(&old),
+            no_pools,
+        );
+        b.endpoints[0] = Arc::new(aged);
+        let b = b.with_slow_start(Some(config));
+        let mut rng = SmallRng::seed_from_u64(7);
+        let new = (0..10_000)
+            .filter(|_| b.pick(&mut rng).unwrap().addr == addr(2))
+            .count();
+        // Just joined: the 10 % floor of its weight, against the old one's full weight.
+        assert!(
+            (500..1300).contains(&new),
+            "the new endpoint got {new} of 10000"
+        );
+        // Without slow start: half.
+        let plain = Balancer::new(
+            LbPolicy::RoundRobin,
+            &[(addr(1), 1), (addr(2), 1)],
+            None,
+            no_pools,
+        )
+        .with_slow_start(None);
+        let even = (0..10_000)
+            .filter(|_| plain.pick(&mut rng).unwrap().addr == addr(2))
+            .count();
+        assert_eq!(even, 5000, "round robin alternates");
     }
 
     fn addr(port: u16) -> SocketAddr {

@@ -42,6 +42,12 @@ pub enum ConnectError {
     },
     #[error("endpoint {addr} was removed from its cluster")]
     PoolClosed { addr: SocketAddr },
+    /// The cluster's circuit breakers refused a connection or a wait for one (`UO`).
+    #[error("no connection to {addr}: {overflow}")]
+    Overflow {
+        addr: SocketAddr,
+        overflow: super::breakers::Overflow,
+    },
     #[error("TLS to {addr}: {source}")]
     TlsSetup {
         addr: SocketAddr,
@@ -71,7 +77,33 @@ pub async fn connect(
         Protocol::Http1 => HttpAlpn::Http1,
         Protocol::Http2 => HttpAlpn::Http2,
     };
-    open(key.addr, key.source, &key.tls, Some(http), timeout, tls).await
+    let io = open(key.addr, key.source, &key.tls, Some(http), timeout, tls).await?;
+    if let Some(keepalive) = key.keepalive {
+        let tcp = match &io {
+            Either::Left(tcp) => tcp,
+            Either::Right(tls) => tls.get_ref().0,
+        };
+        set_keepalive(tcp, keepalive);
+    }
+    Ok(io)
+}
+
+/// TCP keepalive on an upstream connection (the cluster's `tcp_keepalive`); best effort: a
+/// socket that refuses it still works.
+fn set_keepalive(tcp: &TcpStream, keepalive: crate::config::cluster_http::Keepalive) {
+    let mut params = socket2::TcpKeepalive::new();
+    if let Some(time) = keepalive.time {
+        params = params.with_time(time);
+    }
+    if let Some(interval) = keepalive.interval {
+        params = params.with_interval(interval);
+    }
+    if let Some(probes) = keepalive.probes {
+        params = params.with_retries(probes);
+    }
+    if let Err(error) = socket2::SockRef::from(tcp).set_tcp_keepalive(&params) {
+        tracing::debug!(%error, "cannot set TCP keepalive on an upstream connection");
+    }
 }
 
 /// Opens a connection to `addr` (from `source` when set): TCP, then TLS when `mode` says so.

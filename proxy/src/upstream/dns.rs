@@ -142,6 +142,7 @@ async fn resolve_loop(
                             protocol,
                             tls: tls.clone(),
                             source: None,
+                            keepalive: None,
                         },
                         settings,
                     )

@@ -21,6 +21,7 @@ use http_body_util::BodyExt as _;
 
 use super::balance::Endpoint;
 use super::body::{DownstreamBodyError, RequestBody, UpstreamBody};
+use super::breakers::{Breakers, RequestPermit};
 use super::connect::ConnectError;
 use super::pool::{Pool, Protocol};
 
@@ -51,6 +52,8 @@ pub enum UpstreamError {
 pub enum Failure {
     /// No connection could be made (`UF`).
     ConnectFailure,
+    /// The cluster's circuit breakers refused a connection or a wait for one (`UO`).
+    Overflow,
     /// The upstream connection ended (closed, or h2 GOAWAY) before the exchange completed (`UC`).
     Terminated,
     /// The upstream reset the request: h2 RST_STREAM, or TCP RST on the connection (`UR`).
@@ -67,6 +70,7 @@ impl UpstreamError {
     /// What kind of failure this is (see [`Failure`]).
     pub fn failure(&self) -> Failure {
         match self {
+            Self::Connect(ConnectError::Overflow { .. }) => Failure::Overflow,
             Self::Connect(_) | Self::NoPool(..) => Failure::ConnectFailure,
             Self::Http1 { source, .. } => hyper_failure(source),
             Self::Http2 { source, .. } => h2_failure(source),
@@ -139,13 +143,29 @@ pub async fn send(
     connect_timeout: Duration,
     req: Request<RequestBody>,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    send_limited(endpoint, protocol, connect_timeout, req, None).await
+}
+
+/// [`send`] under a cluster's circuit breakers: `limits` holds the request's permit (kept
+/// until its response ends) and the breakers its connection waits are counted against.
+pub async fn send_limited(
+    endpoint: &Arc<Endpoint>,
+    protocol: Protocol,
+    connect_timeout: Duration,
+    req: Request<RequestBody>,
+    limits: Option<(RequestPermit, &Arc<Breakers>)>,
+) -> Result<Response<UpstreamBody>, UpstreamError> {
     let pool = endpoint
         .pool(protocol)
         .ok_or(UpstreamError::NoPool(protocol, endpoint.addr))?;
-    let in_flight = endpoint.start_request();
+    let (permit, breakers) = match limits {
+        Some((permit, breakers)) => (Some(permit), Some(breakers)),
+        None => (None, None),
+    };
+    let in_flight = endpoint.start_request_with(permit);
     match protocol {
         Protocol::Http1 => {
-            let mut conn = pool.h1(connect_timeout).await?;
+            let mut conn = pool.h1(connect_timeout, breakers).await?;
             let resp = conn
                 .send_request(origin_form(req))
                 .await

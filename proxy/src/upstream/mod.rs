@@ -11,13 +11,14 @@
 
 pub mod balance;
 pub mod body;
+pub mod breakers;
 pub mod connect;
 pub mod dns;
 pub mod endpoint;
 pub mod idle;
 mod original_dst;
+pub mod outlier;
 pub mod pool;
-pub mod retry_limits;
 
 use std::collections::HashSet;
 
@@ -40,8 +41,10 @@ pub struct Cluster {
     pub dns: Option<dns::DnsResolver>,
     /// ORIGINAL_DST clusters: the endpoints made for the destinations seen so far.
     original_dst: Option<original_dst::OriginalDstEndpoints>,
-    /// The retry budget and retries in flight (`circuit_breakers`).
-    pub retry_limits: std::sync::Arc<retry_limits::RetryLimits>,
+    /// The circuit breakers: requests, pending requests, connections, retries.
+    pub breakers: std::sync::Arc<breakers::Breakers>,
+    /// Outlier detection (`outlier_detection`), kept across pushes that keep its settings.
+    pub outlier: Option<std::sync::Arc<outlier::ClusterOutlier>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -66,6 +69,9 @@ impl Cluster {
     ) -> Self {
         let settings = PoolSettings {
             idle_timeout: config.idle_timeout,
+            max_requests_per_connection: config.connection.max_requests_per_connection,
+            max_connection_duration: config.connection.max_connection_duration,
+            max_concurrent_streams: config.connection.max_concurrent_streams,
             ..PoolSettings::default()
         };
         let (h1, h2) = match config.protocol {
@@ -83,6 +89,7 @@ impl Cluster {
                         protocol,
                         tls: tls.clone(),
                         source: config.source_address,
+                        keepalive: config.connection.keepalive,
                     },
                     settings,
                 )
@@ -113,22 +120,29 @@ impl Cluster {
             )),
             _ => None,
         };
-        let balancer = Balancer::new(
+        let outlier = config.outlier.as_ref().map(|settings| {
+            match previous.and_then(|p| p.outlier.as_ref()) {
+                Some(o) if o.config() == settings => o.clone(),
+                _ => outlier::ClusterOutlier::start(&config.name, settings.clone()),
+            }
+        });
+        if let Some(o) = &outlier {
+            o.set_endpoints(assignment.endpoints.iter().map(|(addr, _)| *addr));
+        }
+        let balancer = Balancer::with_health(
             config.lb_policy,
             &assignment.endpoints,
             previous
                 .filter(|p| p.config.lb_policy == config.lb_policy)
                 .map(|p| &p.balancer),
             &mut pools_for,
-        );
-        // Unchanged limits keep their budget's window and the retries in flight.
-        let retry_limits = match previous {
-            Some(p) if *p.retry_limits.config() == config.circuit_breakers => {
-                p.retry_limits.clone()
-            }
-            _ => std::sync::Arc::new(retry_limits::RetryLimits::new(
-                config.circuit_breakers.clone(),
-            )),
+            |addr| outlier.as_ref().map(|o| o.host(addr)),
+        )
+        .with_slow_start(config.slow_start);
+        // Unchanged limits keep their budget's window and what is in flight.
+        let breakers = match previous {
+            Some(p) if *p.breakers.config() == config.circuit_breakers => p.breakers.clone(),
+            _ => std::sync::Arc::new(breakers::Breakers::new(config.circuit_breakers.clone())),
         };
         Self {
             config,
@@ -137,7 +151,8 @@ impl Cluster {
             warm,
             dns,
             original_dst,
-            retry_limits,
+            breakers,
+            outlier,
         }
     }
 
@@ -149,9 +164,53 @@ impl Cluster {
         }
         let mut rng = rand::rng();
         match &self.dns {
-            None => self.balancer.pick(&mut rng).cloned(),
+            None => match &self.outlier {
+                Some(o) if o.avoid_ejected() => self
+                    .balancer
+                    .pick_where(&mut rng, |e| !e.is_ejected())
+                    .cloned(),
+                _ => self.balancer.pick(&mut rng).cloned(),
+            },
             Some(dns) => dns.current()?.pick(&mut rng).cloned(),
         }
+    }
+
+    /// Records the outcome of an attempt to `endpoint` for outlier detection (nothing when the
+    /// cluster detects no outliers).
+    pub fn record(&self, endpoint: &Endpoint, outcome: weft_lb::outlier::Outcome) {
+        if let (Some(outlier), Some(host)) = (&self.outlier, endpoint.health()) {
+            outlier.record(host, outcome);
+        }
+    }
+
+    /// Picks an endpoint for a request with consistent-hash key `key` (`None`, or a cluster
+    /// that does not balance by hash: [`Cluster::pick`]). Ejected endpoints, and those in
+    /// `tried` (a retry), are passed over for the next ones on the hash table.
+    pub fn pick_by_key(
+        &self,
+        destination: std::net::SocketAddr,
+        key: Option<u64>,
+        tried: &[std::net::SocketAddr],
+    ) -> Option<std::sync::Arc<Endpoint>> {
+        let Some(key) = key else {
+            return self.pick(destination);
+        };
+        let avoid_ejected = self.outlier.as_ref().is_some_and(|o| o.avoid_ejected());
+        let usable = |e: &Endpoint| !(tried.contains(&e.addr) || avoid_ejected && e.is_ejected());
+        let picked = match &self.dns {
+            None if self.balancer.is_hash() => self.balancer.pick_hashed(key, usable).cloned(),
+            Some(dns) => match dns.current() {
+                Some(b) if b.is_hash() => b.pick_hashed(key, usable).cloned(),
+                _ => return self.pick(destination),
+            },
+            None => return self.pick(destination),
+        };
+        // Every endpoint tried already: the key's own one again.
+        picked.or_else(|| {
+            (!tried.is_empty())
+                .then(|| self.pick_by_key(destination, Some(key), &[]))
+                .flatten()
+        })
     }
 
     /// Picks an endpoint for a retry: one not in `tried` if `attempts` picks find one (Envoy's

@@ -78,6 +78,7 @@ impl OriginalDstEndpoints {
                     protocol,
                     tls: self.tls.clone(),
                     source: self.source,
+                    keepalive: None,
                 },
                 self.settings,
                 self.mesh_tls.clone(),

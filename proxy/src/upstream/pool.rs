@@ -27,6 +27,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 
 use super::body::RequestBody;
+use super::breakers::Breakers;
 use super::connect::{self, ConnectError};
 use crate::tls::MeshTls;
 
@@ -68,6 +69,8 @@ pub struct PoolKey {
     pub tls: TlsMode,
     /// The local address connections bind to (the cluster's `upstream_bind_config`).
     pub source: Option<std::net::IpAddr>,
+    /// TCP keepalive of the connections (the cluster's `tcp_keepalive`).
+    pub keepalive: Option<crate::config::cluster_http::Keepalive>,
 }
 
 /// Limits of one pool.
@@ -77,6 +80,12 @@ pub struct PoolSettings {
     pub max_connections: usize,
     /// An unused connection is closed after this long.
     pub idle_timeout: Duration,
+    /// A connection serves at most this many requests (HTTP/1.1) or streams (HTTP/2).
+    pub max_requests_per_connection: Option<u32>,
+    /// A connection older than this takes no new request.
+    pub max_connection_duration: Option<Duration>,
+    /// HTTP/2 streams per connection at most, below the peer's own limit.
+    pub max_concurrent_streams: Option<u32>,
 }
 
 impl Default for PoolSettings {
@@ -84,7 +93,21 @@ impl Default for PoolSettings {
         Self {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_requests_per_connection: None,
+            max_connection_duration: None,
+            max_concurrent_streams: None,
         }
+    }
+}
+
+impl PoolSettings {
+    /// Whether a connection made at `born` that served `uses` requests may serve another.
+    fn reusable(&self, uses: u32, born: Instant) -> bool {
+        self.max_requests_per_connection
+            .is_none_or(|max| uses < max)
+            && self
+                .max_connection_duration
+                .is_none_or(|d| born.elapsed() < d)
     }
 }
 
@@ -180,7 +203,15 @@ impl Pool {
     }
 
     /// Checks out a ready HTTP/1.1 connection: an idle one, a new one, or the next one returned.
-    pub async fn h1(self: &Arc<Self>, connect_timeout: Duration) -> Result<H1Conn, ConnectError> {
+    /// `breakers`, the requesting cluster's: a new connection takes one of its connection slots
+    /// (`max_connections`), and a request that must wait counts as pending
+    /// (`max_pending_requests`): beyond either, `Overflow` at once.
+    pub async fn h1(
+        self: &Arc<Self>,
+        connect_timeout: Duration,
+        breakers: Option<&Arc<Breakers>>,
+    ) -> Result<H1Conn, ConnectError> {
+        let mut pending = None;
         loop {
             if self.is_closed() {
                 return Err(self.closed_error());
@@ -191,10 +222,33 @@ impl Pool {
             let returned = self.h1_returned.notified();
             tokio::pin!(returned);
             returned.as_mut().enable();
+            let cluster_slot = match breakers {
+                Some(b) => match b.try_connection() {
+                    Some(slot) => Some(slot),
+                    None => {
+                        if pending.is_none() {
+                            pending = Some(self.pend(b)?);
+                        }
+                        tokio::select! {
+                            slot = b.connection() => match slot {
+                                Some(slot) => Some(slot),
+                                None => return Err(self.closed_error()),
+                            },
+                            () = &mut returned => continue,
+                        }
+                    }
+                },
+                None => None,
+            };
             let permit = match self.h1_slots.clone().try_acquire_owned() {
                 Ok(p) => p,
                 Err(TryAcquireError::Closed) => return Err(self.closed_error()),
                 Err(TryAcquireError::NoPermits) => {
+                    if pending.is_none()
+                        && let Some(b) = breakers
+                    {
+                        pending = Some(self.pend(b)?);
+                    }
                     tokio::select! {
                         p = self.h1_slots.clone().acquire_owned() => match p {
                             Ok(p) => p,
@@ -204,16 +258,29 @@ impl Pool {
                     }
                 }
             };
+            drop(pending);
             // Boxed: connecting is rare, and its future (TCP, TLS, handshake) would otherwise
             // make every request's future that much larger, and every move of it a copy.
-            return Box::pin(self.connect_h1(permit, connect_timeout)).await;
+            return Box::pin(self.connect_h1((permit, cluster_slot), connect_timeout)).await;
         }
+    }
+
+    /// Counts a request that must wait for a connection, or refuses it (`max_pending_requests`).
+    fn pend(&self, breakers: &Arc<Breakers>) -> Result<super::breakers::Pending, ConnectError> {
+        breakers
+            .try_pend()
+            .map_err(|overflow| ConnectError::Overflow {
+                addr: self.key.addr,
+                overflow,
+            })
     }
 
     async fn pop_idle_h1(&self) -> Option<H1Conn> {
         loop {
             let idle = self.h1_idle.lock().pop()?;
-            if idle.since.elapsed() >= self.settings.idle_timeout {
+            if idle.since.elapsed() >= self.settings.idle_timeout
+                || !self.settings.reusable(idle.conn.uses, idle.conn.born)
+            {
                 continue;
             }
             let mut conn = idle.conn;
@@ -239,7 +306,7 @@ impl Pool {
 
     async fn connect_h1(
         self: &Arc<Self>,
-        permit: OwnedSemaphorePermit,
+        permit: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
         connect_timeout: Duration,
     ) -> Result<H1Conn, ConnectError> {
         let addr = self.key.addr;
@@ -260,11 +327,18 @@ impl Pool {
             send,
             _permit: permit,
             pool: self.clone(),
+            uses: 0,
+            born: Instant::now(),
         })
     }
 
     fn put_back_h1(self: &Arc<Self>, conn: H1Conn) {
-        if self.is_closed() || conn.send.is_closed() {
+        if self.is_closed()
+            || conn.send.is_closed()
+            || !self.settings.reusable(conn.uses, conn.born)
+        {
+            // Closed: its slots are free for a new connection.
+            self.h1_returned.notify_one();
             return;
         }
         self.h1_idle.lock().push(IdleH1 {
@@ -318,7 +392,19 @@ impl Pool {
 
     fn try_h2(&self) -> H2Pick {
         let mut conns = self.h2_conns.lock();
-        conns.retain(|c| !c.state.closed.load(Ordering::Relaxed));
+        // A connection that served its streams or lived its time takes no new stream: dropping
+        // our handle lets it close (GOAWAY) once its open streams end.
+        conns.retain(|c| {
+            !c.state.closed.load(Ordering::Relaxed)
+                && self.settings.reusable(
+                    u32::try_from(c.state.streams.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
+                    c.born,
+                )
+        });
+        let ours = self
+            .settings
+            .max_concurrent_streams
+            .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
         let mut settling = false;
         for c in conns.iter() {
             let active = c.state.active.load(Ordering::Relaxed);
@@ -327,7 +413,7 @@ impl Pool {
                     return H2Pick::Stream(c.take_stream());
                 }
                 settling = true;
-            } else if active < c.state.peer_max.load(Ordering::Relaxed) {
+            } else if active < c.state.peer_max.load(Ordering::Relaxed).min(ours) {
                 return H2Pick::Stream(c.take_stream());
             }
         }
@@ -348,6 +434,7 @@ impl Pool {
             .map_err(|source| ConnectError::Http2 { addr, source })?;
         let state = Arc::new(H2State {
             active: AtomicUsize::new(0),
+            streams: AtomicUsize::new(0),
             peer_max: AtomicUsize::new(H2_UNSET_MAX_STREAMS),
             settled: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -376,7 +463,11 @@ impl Pool {
                 tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended with error");
             }
         });
-        Ok(H2Conn { send, state })
+        Ok(H2Conn {
+            send,
+            state,
+            born: Instant::now(),
+        })
     }
 
     fn closed_error(&self) -> ConnectError {
@@ -437,8 +528,13 @@ struct IdleH1 {
 /// A checked-out HTTP/1.1 connection; goes back to its pool through [`H1Conn::release`].
 pub struct H1Conn {
     send: http1::SendRequest<RequestBody>,
-    _permit: OwnedSemaphorePermit,
+    /// The pool's connection slot, and the cluster's when it limits connections.
+    _permit: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
     pool: Arc<Pool>,
+    /// Requests sent on it, and when it was made (`max_requests_per_connection`,
+    /// `max_connection_duration`).
+    uses: u32,
+    born: Instant,
 }
 
 impl std::fmt::Debug for H1Conn {
@@ -455,6 +551,7 @@ impl H1Conn {
         req: http::Request<RequestBody>,
     ) -> impl Future<Output = Result<http::Response<hyper::body::Incoming>, hyper::Error>> + use<>
     {
+        self.uses = self.uses.saturating_add(1);
         self.send.send_request(req)
     }
 
@@ -467,6 +564,8 @@ impl H1Conn {
 
 struct H2State {
     active: AtomicUsize,
+    /// Streams opened on the connection in all (`max_requests_per_connection`).
+    streams: AtomicUsize,
     peer_max: AtomicUsize,
     /// The peer's stream limit is known: its SETTINGS carried one, or a response arrived
     /// (so its SETTINGS, which precede any response, said nothing: unlimited).
@@ -494,11 +593,13 @@ enum H2Pick {
 struct H2Conn {
     send: h2::client::SendRequest<Bytes>,
     state: Arc<H2State>,
+    born: Instant,
 }
 
 impl H2Conn {
     fn take_stream(&self) -> H2Stream {
         self.state.active.fetch_add(1, Ordering::Relaxed);
+        self.state.streams.fetch_add(1, Ordering::Relaxed);
         H2Stream {
             send: self.send.clone(),
             guard: StreamGuard(self.state.clone()),

@@ -2,6 +2,8 @@
 //! network, and the agent running the pods with the tests' image table ([`ImageTable::weft`])
 //! and routing the Services (the `kubernetes` one to this API server).
 
+use std::net::SocketAddr;
+use std::process::Command;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -9,8 +11,8 @@ use k8s_openapi::api::core::v1::Pod;
 use super::agent::{NodeAgent, NodeConfig};
 use super::images::ImageTable;
 use super::net::Network;
-use crate::bins;
 use crate::k8s::{KubeCluster, KubeClusterOptions};
+use crate::{Process, bins, wait_ok};
 
 /// A cluster with its controller manager, and the test node running its pods. Dropped, it
 /// stops the pods and removes their namespaces, then the cluster.
@@ -67,4 +69,48 @@ pub fn pod_ip(pod: &Pod) -> String {
         .as_ref()
         .and_then(|s| s.pod_ip.clone())
         .unwrap_or_default()
+}
+
+impl TestNode {
+    /// Weft's controller in Kubernetes mode for this node's pods: Istio's CRDs applied and
+    /// established, the controller in `weft-system` listening on the bridge's gateway (ADS on
+    /// 15010, the CA on 15012) with `extra` flags, and its Service name in the pods' hosts.
+    /// Returns once `/ready`; killed when the returned process is dropped.
+    pub async fn start_controller(&self, extra: &[&str]) -> Process {
+        let gateway = self.network.gateway();
+        let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+        self.cluster
+            .kubectl_ok(&["apply", "-f", &crds.to_string_lossy()]);
+        self.cluster.kubectl_ok(&[
+            "wait",
+            "--for=condition=established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ]);
+        self.cluster
+            .kubectl_ok(&["create", "namespace", "weft-system"]);
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+        };
+        let debug = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut command = Command::new(&bins().controller);
+        command
+            .arg("--kubeconfig")
+            .arg(&self.cluster.kubeconfig)
+            .args(["--namespace", "weft-system"])
+            .args(["--xds-address", &format!("{gateway}:15010")])
+            .args(["--debug-address", &debug.to_string()])
+            .args(["--webhook-address", &format!("127.0.0.1:{}", free_port())])
+            .args(extra);
+        let mut controller =
+            Process::spawn("weft-controller", &mut command, self.cluster.dir.path());
+        wait_ok(&format!("http://{debug}/ready"), &mut controller).await;
+        self.agent
+            .add_host("weft-controller.weft-system.svc", gateway);
+        controller
+    }
 }

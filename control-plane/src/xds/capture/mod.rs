@@ -8,6 +8,7 @@
 //!   virtualOutbound-blackhole  :15001                           → tcp_proxy BlackHoleCluster
 //!   0.0.0.0_P                  :P   (declared HTTP)             → HCM, RDS "P"
 //!   A_P                        :P A (declared TCP)              → tcp_proxy outbound|P||host
+//!   A_P  tls, server_names | ⊂A  :P A (VirtualService tls/tcp)    → tcp_proxy route (l4_routes)
 //!   A_P  A_P                   :P A +ALPN http | :P A (undeclared) → HCM "P" | tcp_proxy
 //!   default PassthroughFilterChain → tcp_proxy PassthroughCluster (ALLOW_ANY) | BlackHoleCluster
 //! virtualInbound  0.0.0.0:15006  [original_dst, tls_inspector, http_inspector]   (inbound)
@@ -23,6 +24,7 @@
 
 pub mod clusters;
 pub mod inbound;
+pub mod l4_routes;
 pub mod outbound;
 pub mod routes;
 
@@ -134,9 +136,15 @@ fn listener_filter(name: &str, config: envoy_types::pb::google::protobuf::Any) -
 
 /// The TCP proxy filter to `cluster` (its stat prefix too), nothing else.
 pub fn tcp_proxy(cluster: &str) -> Filter {
+    tcp_proxy_idle(cluster, None)
+}
+
+/// [`tcp_proxy`] with the connection pool's `tcp.idleTimeout` (`None`: Envoy's 1 h).
+pub fn tcp_proxy_idle(cluster: &str, idle: Option<std::time::Duration>) -> Filter {
     let config = TcpProxy {
         stat_prefix: cluster.to_string(),
         cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_string())),
+        idle_timeout: idle.map(super::duration),
         ..Default::default()
     };
     Filter {

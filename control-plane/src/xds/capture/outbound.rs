@@ -6,8 +6,11 @@
 //! 2 0.0.0.0_P   {port: P}               declared HTTP on P        → HCM, RDS "P"
 //! 3 A_P         {port: P, A}            declared TCP, address A   → tcp_proxy outbound|P||host
 //!   0.0.0.0_P   {port: P}               declared TCP, no address  (not when 2 has P)
+//!   A_P         {port: P, A, SNI, tls}  a VirtualService's tls routes (TLS/HTTPS ports), then its
+//!               {port: P, A ∩ subnets}  tcp routes, before or instead of the above (l4_routes)
 //! 4 A_P         {port: P, A, ALPN http} undeclared, address A     → HCM, RDS "P"
 //!   A_P         {port: P, A}                                      → tcp_proxy outbound|P||host
+//!                                                                   (or the tcp routes, as 3)
 //!   0.0.0.0_P   {port: P, ALPN http}    undeclared, no address    (not when 2 has P)
 //! default PassthroughFilterChain → tcp_proxy PassthroughCluster (ALLOW_ANY) | BlackHoleCluster
 //! ```
@@ -22,11 +25,11 @@ use envoy_types::pb::envoy::config::listener::v3::{
 };
 use weft_xds::contract::{BLACKHOLE_CLUSTER, HTTP_APPLICATION_PROTOCOLS, PASSTHROUGH_CLUSTER};
 
-use super::{Chains, capture_listener, chain, cidr_range, port_match, tcp_proxy};
+use super::{Chains, capture_listener, chain, cidr_range, l4_routes, port_match, tcp_proxy};
 use crate::model::{Model, OutboundTrafficPolicy};
 use crate::service::{PortKind, Service};
+use crate::xds::Proxy;
 use crate::xds::listeners::{VIRTUAL_OUTBOUND, http_connection_manager};
-use crate::xds::{Proxy, outbound_cluster_name};
 
 /// The name of the loop guard chain (traffic addressed to the outbound port itself).
 pub const BLACKHOLE_CHAIN: &str = "virtualOutbound-blackhole";
@@ -44,7 +47,10 @@ pub fn listener(model: &Model, proxy: &Proxy) -> Listener {
             model,
             VIRTUAL_OUTBOUND,
             &port.to_string(),
-            vec![crate::xds::route_policy::fault_filter()],
+            vec![
+                crate::xds::route_cors::cors_filter(),
+                crate::xds::route_policy::fault_filter(),
+            ],
         )
     };
 
@@ -64,26 +70,21 @@ pub fn listener(model: &Model, proxy: &Proxy) -> Listener {
     for service in &services {
         for port in &service.ports {
             let number = port.number;
-            let tcp = || {
-                vec![tcp_proxy(&outbound_cluster_name(
-                    number,
-                    "",
-                    &service.hostname,
-                ))]
+            // The service's own cluster, or its VirtualService's TLS and TCP routes.
+            let tcp = |chains: &mut Chains, address: Option<&str>| {
+                for chain in l4_routes::chains(model, proxy, service, port, address) {
+                    chains.push(chain);
+                }
             };
             match port.kind() {
                 Some(PortKind::Tcp) if service.addresses.is_empty() => {
                     if !http_ports.contains(&number) {
-                        chains.push(chain(
-                            &format!("0.0.0.0_{number}"),
-                            port_match(number),
-                            tcp(),
-                        ));
+                        tcp(&mut chains, None);
                     }
                 }
                 Some(PortKind::Tcp) => {
-                    for (address, matching) in address_matches(service, number) {
-                        chains.push(chain(&format!("{address}_{number}"), matching, tcp()));
+                    for address in &service.addresses {
+                        tcp(&mut chains, Some(address));
                     }
                 }
                 Some(PortKind::Undeclared) if service.addresses.is_empty() => {
@@ -97,13 +98,12 @@ pub fn listener(model: &Model, proxy: &Proxy) -> Listener {
                 }
                 Some(PortKind::Undeclared) => {
                     for (address, matching) in address_matches(service, number) {
-                        let name = format!("{address}_{number}");
                         chains.push(chain(
-                            &name,
-                            sniffed_http(matching.clone()),
+                            &format!("{address}_{number}"),
+                            sniffed_http(matching),
                             vec![manager(number)],
                         ));
-                        chains.push(chain(&name, matching, tcp()));
+                        tcp(&mut chains, Some(address));
                     }
                 }
                 Some(PortKind::Http) | None => {}

@@ -176,7 +176,8 @@ pub fn listener<'a>(listeners: &'a [Listener], name: &str) -> &'a Listener {
         .unwrap_or_else(|| panic!("no listener {name}"))
 }
 
-/// What a filter does, decoded: `tcp <cluster>`, `http <route config>`, `rbac <action>`.
+/// What a filter does, decoded: `tcp <cluster>` (weighted: `tcp <cluster>:<weight>,…`),
+/// `http <route config>`, `rbac <action>`.
 pub fn describe_filter(filter: &Filter) -> String {
     let Some(filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
         panic!("filter {} without typed config", filter.name);
@@ -185,6 +186,18 @@ pub fn describe_filter(filter: &Filter) -> String {
         TCP_PROXY => {
             assert_eq!(any.type_url, TCP_PROXY_TYPE_URL);
             let tcp = TcpProxy::decode(any.value.as_slice()).expect("tcp proxy decodes");
+            if let Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) = &tcp.cluster_specifier {
+                let clusters: Vec<String> = w
+                    .clusters
+                    .iter()
+                    .map(|c| format!("{}:{}", c.name, c.weight))
+                    .collect();
+                assert_eq!(
+                    tcp.stat_prefix, w.clusters[0].name,
+                    "stat prefix: the first"
+                );
+                return format!("tcp {}", clusters.join(","));
+            }
             let Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) = &tcp.cluster_specifier else {
                 panic!("tcp proxy without a cluster");
             };
@@ -244,6 +257,9 @@ pub fn describe_chain(chain: &FilterChain) -> String {
         for range in &m.prefix_ranges {
             let len = range.prefix_len.as_ref().map_or(0, |len| len.value);
             matching.push(format!("ip={}/{len}", range.address_prefix));
+        }
+        if !m.server_names.is_empty() {
+            matching.push(format!("sni={}", m.server_names.join(",")));
         }
         if !m.transport_protocol.is_empty() {
             matching.push(format!("transport={}", m.transport_protocol));

@@ -119,6 +119,7 @@ spec: {jwtRules: [{issuer: "iss", jwks: '{"keys":[]}'}]}
             ]
         );
         let fault_then_router = [
+            ("envoy.filters.http.cors".to_string(), None),
             ("envoy.filters.http.fault".to_string(), None),
             ("envoy.filters.http.router".to_string(), None),
         ];
