@@ -434,8 +434,14 @@ request (41.4 vs 31.2 µs); mTLS 1.07× and 1.01× (43.9 vs 43.4 µs); sidecar R
 14,248 / 14,244 KiB. The run above, at 842fc43, is the first with Istio's default retry policy on
 every outbound route (the request's method, URI and headers kept for a retry: one header-map clone
 per request) and the fault filter on every outbound connection manager: 1.21× and 0.97×, on a
-faster machine (HAProxy's chain 26.7 µs). Neither change shows against the earlier runs' spread;
-a back-to-back run of 89b2385 and 842fc43 on one machine is what would settle it.
+faster machine (HAProxy's chain 26.7 µs): 0.89× HAProxy's req/s, 32.4 vs 26.7 µs; mTLS 1.06× and
+0.97× (35.0 vs 36.0 µs); sidecar RSS 12,268 / 12,464 and 14,156 / 14,036 KiB. The run above, at
+e4f998f, adds per attempt a circuit-breaker permit (two atomic operations and an `Arc` clone held
+with the response) and, per request, empty checks for outlier detection, hash policy, mirrors and
+the CORS filter now on every outbound connection manager; on a slower machine again (HAProxy's
+chain 31.0 µs) plaintext is 1.30× HAProxy's CPU, mTLS unchanged at 0.97×. The plaintext ratio has
+moved between 1.17× and 1.33× across these runs with the machine's speed; a back-to-back run of
+89b2385 and e4f998f on one machine is what would tell the code's share.
 
 Absolute numbers of the runs before the mTLS paths are not comparable with these: the same direct
 path made 58–76k req/s then and 108–134k in the mTLS runs, and each proxy used about half the CPU
