@@ -522,6 +522,23 @@ fn destination_host_port(
     (host, target_port)
 }
 
+/// The merged DestinationRule policy of the cluster a destination goes to: its host's rule,
+/// its subset, and the port [`cluster_of`] picks.
+pub fn destination_policy(
+    model: &Model,
+    vs: &VirtualServiceEntry,
+    port: u32,
+    dest: &Destination,
+) -> super::cluster_policy::ClusterPolicy {
+    let (host, target_port) = destination_host_port(model, vs, port, dest);
+    let rule = model.destination_rule(&host);
+    let subset = dest
+        .subset
+        .as_deref()
+        .and_then(|name| rule?.spec.subsets.iter().find(|subset| subset.name == name));
+    super::cluster_policy::cluster_policy(rule, subset, target_port)
+}
+
 /// The route's `hash_policy`: the consistent hash of the first destination whose
 /// DestinationRule (subset, port) balances by one.
 fn destination_hash_policy(
@@ -532,16 +549,7 @@ fn destination_hash_policy(
 ) -> Vec<route_action::HashPolicy> {
     destinations
         .iter()
-        .map(|d| {
-            let (host, target_port) = destination_host_port(model, vs, port, &d.destination);
-            let rule = model.destination_rule(&host);
-            let subset = d
-                .destination
-                .subset
-                .as_deref()
-                .and_then(|name| rule?.spec.subsets.iter().find(|subset| subset.name == name));
-            super::cluster_policy::cluster_policy(rule, subset, target_port).hash_policy()
-        })
+        .map(|d| destination_policy(model, vs, port, &d.destination).hash_policy())
         .find(|policy| !policy.is_empty())
         .unwrap_or_default()
 }

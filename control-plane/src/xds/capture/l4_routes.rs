@@ -36,9 +36,8 @@ use crate::model::security::Cidr;
 use crate::model::{MESH_GATEWAY, Model, VirtualServiceEntry};
 use crate::service::{Service, ServicePort, labels_match};
 use crate::xds::cluster_policy::cluster_policy;
-use crate::xds::routes::cluster_of;
+use crate::xds::routes::{cluster_of, destination_policy};
 use crate::xds::{Proxy, outbound_cluster_name, pack};
-use weft_api::host::resolve_short_name;
 
 /// The chains of `port` of `service` at `address` (a service address as written, an IP or a
 /// CIDR block; `None` for a service without addresses): its VirtualService's TLS routes (TLS
@@ -305,23 +304,7 @@ fn route_filter(
     // The destinations' `connectionPool.tcp.idleTimeout`: the longest, when several set one.
     let idle = destinations
         .iter()
-        .filter_map(|d| {
-            let host = resolve_short_name(&d.destination.host, &vs.namespace, &model.domain);
-            let rule = model.destination_rule(&host);
-            let subset = d
-                .destination
-                .subset
-                .as_deref()
-                .and_then(|name| rule?.spec.subsets.iter().find(|subset| subset.name == name));
-            let port = d
-                .destination
-                .port
-                .as_ref()
-                .map(|p| p.number)
-                .filter(|n| *n != 0)
-                .unwrap_or(port);
-            cluster_policy(rule, subset, port).tcp_idle_timeout()
-        })
+        .filter_map(|d| destination_policy(model, vs, port, &d.destination).tcp_idle_timeout())
         .max();
     match weighted.as_slice() {
         // Only for a route without destinations, which validation rejects.
