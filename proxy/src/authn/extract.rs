@@ -74,7 +74,7 @@ impl Location {
                 }
             }
             Location::Cookie(name) => {
-                if let Some(v) = cookie(parts, name) {
+                if let Some(v) = cookie(&parts.headers, name) {
                     push(v.to_string());
                 }
             }
@@ -105,9 +105,8 @@ fn after_prefix(value: &str, from: usize) -> &str {
 }
 
 /// The value of cookie `name` (surrounding quotes removed), from any `Cookie` header.
-fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
+pub(crate) fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())

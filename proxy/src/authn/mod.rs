@@ -16,6 +16,7 @@
 mod check;
 mod config;
 mod extract;
+pub(crate) use extract::cookie;
 mod verify;
 
 use std::sync::Arc;

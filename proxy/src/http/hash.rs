@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 
-use http::{HeaderMap, HeaderValue, Request, header};
+use http::{HeaderValue, Request};
 use weft_lb::hash::key_hash;
 
 use crate::config::hash_policy::{HashKey, HashPolicy};
@@ -31,21 +31,25 @@ pub(super) fn request_hash<B>(
     let mut out = RequestHash::default();
     for policy in policies {
         let value = match &policy.key {
-            HashKey::Header(name) => header_value(req.headers(), name).map(|v| key_hash(&v)),
+            HashKey::Header(name) => {
+                super::router::header_value(req.headers(), name).map(|v| key_hash(v.as_bytes()))
+            }
             HashKey::SourceIp => Some(key_hash(client.ip().to_string().as_bytes())),
             HashKey::QueryParameter(name) => req.uri().query().and_then(|q| {
                 form_urlencoded::parse(q.as_bytes())
                     .find(|(k, _)| k == name)
                     .map(|(_, v)| key_hash(v.as_bytes()))
             }),
-            HashKey::Cookie { name, ttl, path } => match cookie(req.headers(), name) {
-                Some(value) => Some(key_hash(value.as_bytes())),
-                None => ttl.map(|ttl| {
-                    let value = format!("{:016x}", key_hash(client.to_string().as_bytes()));
-                    out.set_cookie = set_cookie(name, &value, ttl, path.as_deref());
-                    key_hash(value.as_bytes())
-                }),
-            },
+            HashKey::Cookie { name, ttl, path } => {
+                match crate::authn::cookie(req.headers(), name) {
+                    Some(value) => Some(key_hash(value.as_bytes())),
+                    None => ttl.map(|ttl| {
+                        let value = format!("{:016x}", key_hash(client.to_string().as_bytes()));
+                        out.set_cookie = set_cookie(name, &value, ttl, path.as_deref());
+                        key_hash(value.as_bytes())
+                    }),
+                }
+            }
         };
         if let Some(value) = value {
             out.key = Some(match out.key {
@@ -58,30 +62,6 @@ pub(super) fn request_hash<B>(
         }
     }
     out
-}
-
-/// Every value of `name`, joined with `,` (one header's bytes as they are).
-fn header_value(headers: &HeaderMap, name: &http::HeaderName) -> Option<Vec<u8>> {
-    let mut values = headers.get_all(name).iter();
-    let first = values.next()?;
-    let mut joined = first.as_bytes().to_vec();
-    for more in values {
-        joined.push(b',');
-        joined.extend_from_slice(more.as_bytes());
-    }
-    Some(joined)
-}
-
-/// The value of cookie `name` in the request's `cookie` headers.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
 }
 
 fn set_cookie(

@@ -149,7 +149,11 @@ pub(super) fn response_header_matches(m: &HeaderMatch, headers: &HeaderMap) -> b
     m.matches_value(value)
 }
 
-fn header_value<'a>(headers: &'a HeaderMap, name: &http::HeaderName) -> Option<Cow<'a, str>> {
+/// Every value of `name`, joined with `,` (bytes that are not UTF-8 replaced).
+pub(super) fn header_value<'a>(
+    headers: &'a HeaderMap,
+    name: &http::HeaderName,
+) -> Option<Cow<'a, str>> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
     let first = String::from_utf8_lossy(first.as_bytes());
