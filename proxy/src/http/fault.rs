@@ -57,8 +57,8 @@ pub(super) async fn apply(fault: &Fault, req: &RequestView<'_>) -> Result<Inject
     Ok(injected)
 }
 
-/// A draw for a share given per million.
-fn chosen(per_million: u32) -> bool {
+/// A draw for a share given per million (faults, mirrors).
+pub(super) fn chosen(per_million: u32) -> bool {
     per_million >= PER_MILLION
         || (per_million > 0 && rand::rng().random_range(0..PER_MILLION) < per_million)
 }

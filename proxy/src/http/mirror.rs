@@ -28,10 +28,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{self, Scheme, Uri};
 use http::{Method, Request, Version};
 use http_body_util::BodyExt;
-use rand::RngExt;
 
 use crate::config::RouteTable;
-use crate::config::fault::PER_MILLION;
 use crate::config::mirror::Mirror;
 use crate::upstream::body::Replayable;
 use crate::upstream::idle::Activity;
@@ -94,12 +92,9 @@ impl Shadows {
         if mirrors.is_empty() {
             return None;
         }
-        let mut rng = rand::rng();
         let targets: Vec<Target> = mirrors
             .iter()
-            .filter(|m| {
-                m.per_million >= PER_MILLION || rng.random_range(0..PER_MILLION) < m.per_million
-            })
+            .filter(|m| super::fault::chosen(m.per_million))
             .filter_map(|m| {
                 Some(Target {
                     cluster: table.cluster(m.cluster.slot)?.clone(),
