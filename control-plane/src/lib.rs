@@ -6,12 +6,13 @@
 //!
 //! ```text
 //! object       identity of config objects, warnings      (no crate dependency)
-//! service      services, ports, endpoints                → object
-//! source       snapshots: Istio objects + registry       → object, service
+//! locality     region/zone/subzone, Istio's rules on them (no crate dependency)
+//! service      services, ports, endpoints                → object, locality
+//! source       snapshots: Istio objects + registry       → locality, object, service
 //! unsupported  per-object unsupported-field checks       → object
 //! jwks         fetches RequestAuthentication key sets     → args, source
-//! model        the model built from a snapshot           → object, service, source, unsupported, jwks
-//! xds          Envoy resources from the model            → model, service
+//! model        the model built from a snapshot           → object, locality, service, source, unsupported, jwks
+//! xds          Envoy resources from the model            → locality, model, service
 //! readiness    what /ready waits for                     (no crate dependency)
 //! listen       listener limits (weft-net) from the flags (no crate dependency)
 //! debug        /ready, /debug/syncz, /debug/configz      → readiness, source, xds
@@ -28,6 +29,7 @@ pub mod debug;
 pub mod injection;
 pub mod jwks;
 pub mod listen;
+pub mod locality;
 pub mod model;
 pub mod object;
 pub mod readiness;

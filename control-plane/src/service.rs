@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use weft_api::networking::{Protocol, WorkloadEntry};
 
+use crate::locality::Locality;
 use crate::object::ObjectKey;
 
 /// A service: one host of a ServiceEntry (or one Kubernetes Service), with its ports and
@@ -144,6 +145,8 @@ pub struct Endpoint {
     pub only_listed_ports: bool,
     /// The workload's service account, when known (its mTLS identity).
     pub service_account: Option<ServiceAccount>,
+    /// Where it runs (empty when unknown): locality load balancing sorts endpoints by it.
+    pub locality: Locality,
 }
 
 /// A workload's service account: its mTLS identity is
@@ -203,6 +206,11 @@ impl Endpoint {
                     namespace: namespace.to_string(),
                     name: name.to_string(),
                 }),
+            locality: entry
+                .locality
+                .as_deref()
+                .map(Locality::parse)
+                .unwrap_or_default(),
         }
     }
 
@@ -215,6 +223,7 @@ impl Endpoint {
             weight: None,
             only_listed_ports: false,
             service_account: None,
+            locality: Locality::default(),
         }
     }
 

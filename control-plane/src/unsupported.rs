@@ -157,11 +157,6 @@ fn settings(settings: Settings<'_>, path: &str, found: &mut Found) {
                 "PASSTHROUGH is not supported for sidecars addressed explicitly (local mode), which use LEAST_REQUEST; sidecars whose traffic is captured apply it".to_string(),
             ));
         }
-        note(
-            found,
-            lb.locality_lb_setting.is_some(),
-            format!("{lb_path}.localityLbSetting"),
-        );
         // Warmup is translated for ROUND_ROBIN and LEAST_REQUEST, as Istio does.
         if (lb.warmup.is_some() || lb.warmup_duration_secs.is_some())
             && (lb.consistent_hash.is_some()

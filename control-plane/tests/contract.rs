@@ -22,7 +22,8 @@
 //! mTLS and every DestinationRule TLS mode. `contract/resilience.rs` checks that retries,
 //! faults and retry limits arrive whole in the proxy's domain config. `contract/l4_routes.rs`
 //! checks VirtualService `tcp` and `tls` routes: every match field, weights, subsets and server
-//! names in the proxy's listeners.
+//! names in the proxy's listeners. `contract/locality.rs` checks locality load balancing: the
+//! priorities and locality weights of EDS and CDS as the proxy's balancer takes them.
 
 #[path = "contract/check.rs"]
 mod check;
@@ -34,6 +35,8 @@ mod harvest;
 mod hcm;
 #[path = "contract/l4_routes.rs"]
 mod l4_routes;
+#[path = "contract/locality.rs"]
+mod locality;
 #[path = "contract/mtls.rs"]
 mod mtls;
 #[path = "contract/resilience.rs"]

@@ -36,6 +36,11 @@ pub struct Args {
     #[arg(long, env = "WEFT_LABELS", default_value = "")]
     pub labels: Labels,
 
+    /// Where the workload runs, `region/zone/subzone` (sent as the node's locality; locality
+    /// load balancing prefers endpoints close to it). Unset: the controller takes its pod's.
+    #[arg(long, env = "WEFT_LOCALITY", value_parser = parse_locality)]
+    pub locality: Option<Locality>,
+
     /// The workload's IP; listeners and the admin/health servers bind it.
     #[arg(long, env = "WEFT_INSTANCE_IP", default_value = "127.0.0.1")]
     pub instance_ip: IpAddr,
@@ -223,6 +228,37 @@ pub struct WaitArgs {
 /// `weft_api::duration` (the controller's Go-duration parser): weft-api brings k8s-openapi
 /// and serde_yaml, which the proxy does not otherwise need; one number and one unit is
 /// all its flags take.
+/// Where a workload runs: `region/zone/subzone`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
+    pub subzone: String,
+}
+
+/// Parses `--locality`: `region[/zone[/subzone]]`, each part a non-empty label without
+/// spaces.
+pub fn parse_locality(text: &str) -> Result<Locality, String> {
+    let parts: Vec<&str> = text.split('/').collect();
+    if parts.len() > 3 {
+        return Err(format!("{text:?}: at most region/zone/subzone"));
+    }
+    if let Some(bad) = parts
+        .iter()
+        .find(|part| part.is_empty() || part.chars().any(char::is_whitespace))
+    {
+        return Err(format!(
+            "{text:?}: {bad:?} is not a region, zone or subzone name (empty or has spaces)"
+        ));
+    }
+    let part = |i: usize| parts.get(i).map(|p| p.to_string()).unwrap_or_default();
+    Ok(Locality {
+        region: part(0),
+        zone: part(1),
+        subzone: part(2),
+    })
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text == "0" {
@@ -399,6 +435,13 @@ impl Args {
                 fields: fields.into_iter().collect(),
             }),
             user_agent_name: "weft-proxy".to_string(),
+            locality: self.locality.as_ref().map(|l| {
+                envoy_types::pb::envoy::config::core::v3::Locality {
+                    region: l.region.clone(),
+                    zone: l.zone.clone(),
+                    sub_zone: l.subzone.clone(),
+                }
+            }),
             ..Default::default()
         }
     }
@@ -407,6 +450,37 @@ impl Args {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locality_parses_and_reaches_the_node() {
+        let l = parse_locality("us-east/us-east-1a/rack1").unwrap();
+        assert_eq!(
+            (l.region.as_str(), l.zone.as_str(), l.subzone.as_str()),
+            ("us-east", "us-east-1a", "rack1")
+        );
+        assert_eq!(parse_locality("eu").unwrap().zone, "");
+        for bad in ["", "a//b", "a/b/c/d", "a b"] {
+            assert!(parse_locality(bad).is_err(), "{bad:?}");
+        }
+        use clap::Parser as _;
+        let args = Args::try_parse_from(["weft-proxy", "--locality", "r/z"]).unwrap();
+        let node = args.node().locality.unwrap();
+        assert_eq!(
+            (
+                node.region.as_str(),
+                node.zone.as_str(),
+                node.sub_zone.as_str()
+            ),
+            ("r", "z", "")
+        );
+        assert!(
+            Args::try_parse_from(["weft-proxy"])
+                .unwrap()
+                .node()
+                .locality
+                .is_none()
+        );
+    }
 
     #[test]
     fn labels_parse_and_reject() {

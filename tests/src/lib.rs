@@ -651,6 +651,9 @@ pub struct MeshOptions {
     pub app: Vec<String>,
     /// The reviews DestinationRule's `trafficPolicy`, as a YAML flow mapping.
     pub traffic_policy: Option<String>,
+    /// The locality (`region/zone/subzone`) of each reviews WorkloadEntry, in version order
+    /// (none: no locality).
+    pub localities: Vec<String>,
     /// Workload identities: the controller runs its CA (`<dir>/ca`, bootstrap tokens in
     /// `<dir>/tokens/default/<service account>`), every sidecar gets a certificate (service
     /// account `reviews` or `client`), and the reviews endpoints are marked as having a
@@ -706,6 +709,14 @@ impl Mesh {
         std::fs::create_dir_all(&config).expect("config dir");
         std::fs::create_dir_all(&logs).expect("log dir");
         let mut service = reviews_service_yaml(net, versions);
+        for (version, locality) in versions.iter().zip(&options.localities) {
+            service = service.replace(
+                &format!("  labels: {{app: reviews, version: {version}}}\n"),
+                &format!(
+                    "  labels: {{app: reviews, version: {version}}}\n  locality: {locality}\n"
+                ),
+            );
+        }
         if let Some(policy) = &options.traffic_policy {
             service = service.replace(
                 "  host: reviews\n  subsets:",

@@ -556,6 +556,24 @@ impl Received {
         ips.sort();
         ips
     }
+
+    /// (`region/zone/subzone`, priority, endpoint count) of each locality of `cluster`.
+    fn localities(&self, cluster: &str) -> Vec<(String, u32, usize)> {
+        let Some(cla) = self.endpoints.get(cluster) else {
+            return Vec::new();
+        };
+        cla.endpoints
+            .iter()
+            .map(|l| {
+                let place = l.locality.clone().unwrap_or_default();
+                (
+                    format!("{}/{}/{}", place.region, place.zone, place.sub_zone),
+                    l.priority,
+                    l.lb_endpoints.len(),
+                )
+            })
+            .collect()
+    }
 }
 
 /// The exact SANs of a cluster's `tlsMode-istio` transport socket (auto mTLS).
@@ -707,18 +725,42 @@ async fn until(
     started.elapsed()
 }
 
+/// Two nodes in two zones of one region (their topology labels are their pods' locality),
+/// reviews v1 in the productpage proxy's zone, v2 in the other.
 const REVIEWS_PODS: &str = "
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-a
+  labels: {topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z1, topology.istio.io/subzone: rack1}
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-b
+  labels: {topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: productpage, namespace: default, labels: {app: productpage}}
+spec:
+  nodeName: node-a
+  containers: [{name: productpage, image: docker.io/istio/examples-bookinfo-productpage-v1:1.20.3}]
+---
 apiVersion: v1
 kind: Pod
 metadata: {name: reviews-v1, namespace: default, labels: {app: reviews, version: v1}}
 spec:
+  nodeName: node-a
   serviceAccountName: bookinfo-reviews
   containers: [{name: reviews, image: docker.io/istio/examples-bookinfo-reviews-v1:1.20.3}]
 ---
 apiVersion: v1
 kind: Pod
 metadata: {name: reviews-v2, namespace: default, labels: {app: reviews, version: v2}}
-spec: {containers: [{name: reviews, image: docker.io/istio/examples-bookinfo-reviews-v2:1.20.3}]}
+spec:
+  nodeName: node-b
+  containers: [{name: reviews, image: docker.io/istio/examples-bookinfo-reviews-v2:1.20.3}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -930,6 +972,46 @@ async fn routes_and_endpoints_follow_the_api_within_a_second() {
         before.versions,
         "a restarted controller serves the same content"
     );
+
+    // Localities come from the pods' nodes. With outlier detection the mesh's default
+    // locality failover applies: the proxy (whose pod runs on node-a) gets v1, in its own
+    // zone, at priority 0 and v2 (ready again) at priority 1.
+    let out = cluster.kubectl_apply_stdin(REVIEWS_PODS);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cluster.kubectl_apply_stdin(
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy: {outlierDetection: {consecutive5xxErrors: 5}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    until(
+        &mut rx,
+        Duration::from_secs(5),
+        "locality priorities from the nodes",
+        |r| {
+            r.localities(ALL)
+                == [
+                    ("r1/z1/rack1".to_string(), 0, 1),
+                    ("r1/z2/".to_string(), 1, 1),
+                ]
+        },
+    )
+    .await;
     controller.process.assert_running();
     client.abort();
 }

@@ -20,6 +20,7 @@ use weft_api::networking::{
 };
 
 use crate::jwks::JwksSet;
+use crate::locality::Locality;
 use crate::object::{ObjectKey, Warning};
 use crate::service::Service;
 use crate::source::registry::{Registry, Skipped};
@@ -167,6 +168,9 @@ pub struct Model {
     pub peer_authentications: Vec<security::PeerAuthenticationEntry>,
     /// Sidecars ordered by namespace/name ([`sidecar`]).
     pub sidecars: Vec<sidecar::SidecarEntry>,
+    /// Kubernetes: the locality of every Pod that has one, by (namespace, name): a proxy
+    /// that does not say where it runs is where its pod is.
+    pub pod_localities: BTreeMap<(String, String), Locality>,
 }
 
 impl Model {
@@ -234,6 +238,14 @@ impl Model {
                 model.services.insert(service.hostname.clone(), service);
             }
             model.skipped_services = skipped;
+            model.pod_localities = registry
+                .pods
+                .keys()
+                .filter_map(|(namespace, name)| {
+                    let locality = registry.pod_locality(namespace, name)?;
+                    Some(((namespace.clone(), name.clone()), locality))
+                })
+                .collect();
         }
         let mut service_entries = Vec::new();
         let mut workload_entries = Vec::new();
@@ -418,6 +430,60 @@ impl Model {
             );
             let key = self.destination_rules[loser].key.clone();
             self.warn(&key, "spec.host", message);
+        }
+        self.check_dns_localities();
+    }
+
+    /// Warns about `localityLbSetting` on a rule that applies to hosts resolved by DNS: their
+    /// endpoints arrive inline in CDS and are balanced without localities.
+    fn check_dns_localities(&mut self) {
+        let mut found = Vec::new();
+        for (hostname, &index) in &self.destination_rule_for_host {
+            let dns = self
+                .services
+                .get(hostname)
+                .is_some_and(|service| service.resolution != crate::service::Resolution::Static);
+            let rule = &self.destination_rules[index];
+            if !dns {
+                continue;
+            }
+            let policies = std::iter::once((
+                "spec.trafficPolicy".to_string(),
+                rule.spec.traffic_policy.as_ref(),
+            ))
+            .chain(rule.spec.subsets.iter().enumerate().map(|(i, subset)| {
+                (
+                    format!("spec.subsets[{i}].trafficPolicy"),
+                    subset.traffic_policy.as_ref(),
+                )
+            }));
+            for (path, policy) in policies {
+                let Some(policy) = policy else { continue };
+                let levels = std::iter::once((path.clone(), policy.load_balancer.as_ref())).chain(
+                    policy
+                        .port_level_settings
+                        .iter()
+                        .enumerate()
+                        .map(|(i, level)| {
+                            (
+                                format!("{path}.portLevelSettings[{i}]"),
+                                level.load_balancer.as_ref(),
+                            )
+                        }),
+                );
+                for (path, lb) in levels {
+                    if lb.is_some_and(|lb| lb.locality_lb_setting.is_some()) {
+                        found.push((
+                            rule.key.clone(),
+                            format!("{path}.loadBalancer.localityLbSetting"),
+                            format!("not applied to {hostname}: its endpoints are resolved by DNS and balanced without localities"),
+                        ));
+                    }
+                }
+            }
+        }
+        for (key, path, message) in found {
+            self.warn(&key, path, message);
         }
     }
 

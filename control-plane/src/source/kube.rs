@@ -1,11 +1,12 @@
 //! Kubernetes source: kube-runtime reflectors for the service registry (Services,
-//! EndpointSlices, Pods, Namespaces) and the Istio kinds, debounced into one [`Snapshot`].
+//! EndpointSlices, Pods, Namespaces, Nodes) and the Istio kinds, debounced into one
+//! [`Snapshot`].
 //!
 //! # RBAC
 //!
 //! The controller only reads. With `--watch-namespace NS` the namespaced rules may be a
-//! Role in `NS` instead, but `namespaces` is cluster-scoped and always needs a ClusterRole
-//! (it is watched with a `metadata.name=NS` field selector then).
+//! Role in `NS` instead, but `namespaces` and `nodes` are cluster-scoped and always need a
+//! ClusterRole (namespaces are watched with a `metadata.name=NS` field selector then).
 //!
 //! ```yaml
 //! apiVersion: rbac.authorization.k8s.io/v1
@@ -13,7 +14,7 @@
 //! metadata: {name: weft-controller}
 //! rules:
 //! - apiGroups: [""]
-//!   resources: [services, pods, namespaces]
+//!   resources: [services, pods, namespaces, nodes]
 //!   verbs: [get, list, watch]
 //! - apiGroups: [discovery.k8s.io]
 //!   resources: [endpointslices]
@@ -30,7 +31,7 @@
 //! ```
 //!
 //! Nothing else: the source writes nothing, updates no status, takes no lease, sends no
-//! events. (Namespaces are read as metadata only: `list`/`watch` with
+//! events. (Namespaces and Nodes are read as metadata only: `list`/`watch` with
 //! `Accept: …;as=PartialObjectMetadata`, which needs the same verbs.)
 //!
 //! # Behaviour
@@ -44,8 +45,9 @@
 //!   keeps the controller's `/ready` at 503.
 //! - Objects are cached without `metadata.managedFields` and the
 //!   `kubectl.kubernetes.io/last-applied-configuration` annotation; Namespaces keep their
-//!   metadata only (labels are all the model needs), Pods their metadata and
-//!   `spec.serviceAccountName` (their mTLS identity).
+//!   metadata only (labels are all the model needs), Nodes their labels (the topology
+//!   labels give their pods' locality), Pods their metadata, `spec.serviceAccountName`
+//!   (their mTLS identity) and `spec.nodeName` (their locality).
 //! - Istio objects go through the same parse and validation as local mode
 //!   ([`weft_api::object::parse_value`]). An invalid object is logged once per
 //!   resourceVersion with every `field.path: reason`, shown at `/debug/configz`, and its
@@ -61,7 +63,7 @@ use std::time::Duration;
 
 use futures::stream::{BoxStream, SelectAll};
 use futures::{StreamExt, future};
-use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodSpec, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
@@ -373,17 +375,18 @@ fn strip_to_labels<K: Resource>(object: &mut K) {
     meta.finalizers = None;
 }
 
-/// Keeps of a Pod what the registry reads: the metadata [`strip_to_labels`] keeps and
-/// `spec.serviceAccountName` (its mTLS identity). Containers, volumes and status are
-/// dropped as they arrive, so a cache of pods stays small.
+/// Keeps of a Pod what the registry reads: the metadata [`strip_to_labels`] keeps,
+/// `spec.serviceAccountName` (its mTLS identity) and `spec.nodeName` (its locality).
+/// Containers, volumes and status are dropped as they arrive, so a cache of pods stays small.
 fn strip_pod(pod: &mut Pod) {
     strip_to_labels(pod);
-    let service_account_name = pod
-        .spec
-        .as_mut()
-        .and_then(|spec| spec.service_account_name.take());
+    let spec = pod.spec.as_mut();
+    let (service_account_name, node_name) = spec
+        .map(|spec| (spec.service_account_name.take(), spec.node_name.take()))
+        .unwrap_or_default();
     pod.spec = Some(PodSpec {
         service_account_name,
+        node_name,
         ..PodSpec::default()
     });
     pod.status = None;
@@ -432,6 +435,7 @@ struct Stores {
     endpoint_slices: Store<EndpointSlice>,
     pods: Store<Pod>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
+    nodes: Store<PartialObjectMeta<Node>>,
     istio: Vec<(IstioKind, Store<DynamicObject>)>,
 }
 
@@ -453,6 +457,7 @@ impl Stores {
                                 .spec
                                 .as_ref()
                                 .and_then(|spec| spec.service_account_name.clone()),
+                            node_name: pod.spec.as_ref().and_then(|spec| spec.node_name.clone()),
                         },
                     )
                 })
@@ -462,6 +467,12 @@ impl Stores {
                 .state()
                 .iter()
                 .map(|ns| (ns.name_any(), ns.labels().clone()))
+                .collect(),
+            nodes: self
+                .nodes
+                .state()
+                .iter()
+                .map(|node| (node.name_any(), node.labels().clone()))
                 .collect(),
         };
         registry.sort();
@@ -573,6 +584,14 @@ impl KubeSource {
             writer,
             strip_to_labels,
         ));
+        let (nodes, writer) = kube::runtime::reflector::store();
+        streams.push(reflect(
+            "nodes",
+            Api::<PartialObjectMeta<Node>>::all(client.clone()),
+            config.clone(),
+            writer,
+            strip_to_labels,
+        ));
         let mut istio = Vec::new();
         for kind in ISTIO_KINDS {
             let resource = kind.api_resource();
@@ -589,10 +608,11 @@ impl KubeSource {
             endpoint_slices,
             pods,
             namespaces,
+            nodes,
             istio,
         };
         let resources: BTreeSet<&'static str> =
-            ["services", "endpointslices", "pods", "namespaces"]
+            ["services", "endpointslices", "pods", "namespaces", "nodes"]
                 .into_iter()
                 .chain(ISTIO_KINDS.iter().map(|kind| kind.plural))
                 .collect();
@@ -752,6 +772,7 @@ fn log_snapshot(snapshot: &Snapshot, message: &str) {
         endpoint_slices = registry.endpoint_slices.len(),
         pods = registry.pods.len(),
         namespaces = registry.namespaces.len(),
+        nodes = registry.nodes.len(),
         istio_objects = snapshot.config.objects.len(),
         invalid_istio_objects = snapshot.config.errors.len(),
         "{message}"

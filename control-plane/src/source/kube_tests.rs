@@ -120,6 +120,7 @@ fn empty_stores() -> Stores {
         endpoint_slices: kube::runtime::reflector::store().0,
         pods: kube::runtime::reflector::store().0,
         namespaces: kube::runtime::reflector::store().0,
+        nodes: kube::runtime::reflector::store().0,
         istio: ISTIO_KINDS
             .iter()
             .map(|kind| {

@@ -1,4 +1,4 @@
-//! The Kubernetes service registry: Services, EndpointSlices, Pods and Namespaces as
+//! The Kubernetes service registry: Services, EndpointSlices, Pods, Namespaces and Nodes as
 //! the Kubernetes source last saw them, and their translation into [`Service`]s (the same
 //! type the model gets from ServiceEntries) with Istio's semantics. Pure functions:
 //! unit-tested without a cluster.
@@ -22,6 +22,10 @@
 //! - each endpoint carries the labels and the service account of the Pod its `targetRef`
 //!   names (none when the Pod is unknown), so DestinationRule subsets select by pod labels
 //!   and mesh mTLS verifies the server's identity;
+//! - an endpoint's locality is its Pod's `istio-locality` label (`region.zone.subzone`) when
+//!   set, else the topology labels of its node (the Pod's `spec.nodeName`, else the
+//!   endpoint's `nodeName`: `topology.kubernetes.io/region`, `…/zone`,
+//!   `topology.istio.io/subzone`), else the zone the EndpointSlice gives it, as Istio;
 //! - a service's identities (the SANs a client accepts from its servers) are the SPIFFE IDs
 //!   of its endpoints' service accounts, plus the service accounts its annotation
 //!   `alpha.istio.io/kubernetes-serviceaccounts` names (in its namespace) and the identities
@@ -36,6 +40,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use weft_api::networking::Protocol;
 
+use crate::locality::{Locality, POD_LOCALITY_LABEL};
 use crate::object::ObjectKey;
 use crate::service::{
     Endpoint, Resolution, Service, ServiceAccount, ServicePort, subject_alt_names,
@@ -58,6 +63,8 @@ pub struct Pod {
     pub labels: Labels,
     /// `spec.serviceAccountName`; unset means `default`, as the API server's admission sets.
     pub service_account: Option<String>,
+    /// `spec.nodeName`: the node it runs on (its locality), once scheduled.
+    pub node_name: Option<String>,
 }
 
 impl Pod {
@@ -83,6 +90,8 @@ pub struct Registry {
     pub pods: Pods,
     /// Namespace labels by name.
     pub namespaces: BTreeMap<String, Labels>,
+    /// Node labels by name (their topology labels are their pods' locality).
+    pub nodes: BTreeMap<String, Labels>,
 }
 
 /// Why a Kubernetes Service is not in the model.
@@ -128,7 +137,7 @@ impl Registry {
                 .get(&(namespace, name))
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            match service(kube, slices, &self.pods, domain, trust_domain) {
+            match service(kube, slices, self, domain, trust_domain) {
                 Ok(service) => services.push(service),
                 Err(reason) => skipped.push(Skipped {
                     service: ObjectKey::new("Service", Some(namespace), name),
@@ -137,6 +146,31 @@ impl Registry {
             }
         }
         (services, skipped)
+    }
+
+    /// The locality of Pod `namespace/name`: its `istio-locality` label, else its node's
+    /// topology labels; `None` for an unknown Pod or one with neither.
+    pub fn pod_locality(&self, namespace: &str, name: &str) -> Option<Locality> {
+        let pod = self.pods.get(&(namespace.to_string(), name.to_string()))?;
+        Some(self.locality(Some(pod), None, None)).filter(|l| !l.is_empty())
+    }
+
+    /// An endpoint's locality: its Pod's `istio-locality` label, else the labels of its node
+    /// (the Pod's, else `node_name`), else `zone` (an EndpointSlice's, zone only).
+    fn locality(&self, pod: Option<&Pod>, node_name: Option<&str>, zone: Option<&str>) -> Locality {
+        if let Some(label) = pod.and_then(|pod| pod.labels.get(POD_LOCALITY_LABEL)) {
+            return Locality::from_pod_label(label);
+        }
+        let node = pod
+            .and_then(|pod| pod.node_name.as_deref())
+            .or(node_name)
+            .and_then(|node| self.nodes.get(node))
+            .map(Locality::from_labels)
+            .filter(|locality| !locality.is_empty());
+        node.unwrap_or_else(|| Locality {
+            zone: zone.unwrap_or_default().to_string(),
+            ..Locality::default()
+        })
     }
 }
 
@@ -151,7 +185,7 @@ fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
 pub fn service(
     kube: &KubeService,
     slices: &[&EndpointSlice],
-    pods: &Pods,
+    registry: &Registry,
     domain: &str,
     trust_domain: &str,
 ) -> Result<Service, String> {
@@ -178,7 +212,7 @@ pub fn service(
 
     let mut endpoints = Vec::new();
     for slice in slices {
-        endpoints.extend(slice_endpoints(slice, namespace, pods));
+        endpoints.extend(slice_endpoints(slice, namespace, registry));
     }
     endpoints.sort_by(|a, b| (&a.address, &a.ports).cmp(&(&b.address, &b.ports)));
     endpoints.dedup_by(|a, b| a.address == b.address && a.ports == b.ports);
@@ -293,7 +327,7 @@ pub fn port_protocol(
 }
 
 /// The ready endpoints of one EndpointSlice.
-fn slice_endpoints(slice: &EndpointSlice, namespace: &str, pods: &Pods) -> Vec<Endpoint> {
+fn slice_endpoints(slice: &EndpointSlice, namespace: &str, registry: &Registry) -> Vec<Endpoint> {
     if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
         return Vec::new();
     }
@@ -329,8 +363,13 @@ fn slice_endpoints(slice: &EndpointSlice, namespace: &str, pods: &Pods) -> Vec<E
                     pod_namespace.to_string(),
                     target.name.clone().unwrap_or_default(),
                 );
-                pods.get(&key).map(|pod| (key.0, pod))
+                registry.pods.get(&key).map(|pod| (key.0, pod))
             });
+        let locality = registry.locality(
+            pod.as_ref().map(|(_, pod)| *pod),
+            endpoint.node_name.as_deref(),
+            endpoint.zone.as_deref(),
+        );
         endpoints.push(Endpoint {
             address: address.clone(),
             ports: ports.clone(),
@@ -344,6 +383,7 @@ fn slice_endpoints(slice: &EndpointSlice, namespace: &str, pods: &Pods) -> Vec<E
                 namespace: pod_namespace,
                 name: pod.service_account().to_string(),
             }),
+            locality,
         });
     }
     endpoints

@@ -87,6 +87,7 @@ fn reviews_registry() -> Registry {
                 Pod {
                     labels: labels(&[("app", "reviews"), ("version", "v1")]),
                     service_account: Some("reviews".into()),
+                    node_name: None,
                 },
             ),
             (
@@ -94,6 +95,7 @@ fn reviews_registry() -> Registry {
                 Pod {
                     labels: labels(&[("app", "reviews"), ("version", "v2")]),
                     service_account: None,
+                    node_name: None,
                 },
             ),
             (
@@ -101,6 +103,7 @@ fn reviews_registry() -> Registry {
                 Pod {
                     labels: labels(&[("app", "reviews"), ("version", "v2")]),
                     service_account: Some("reviews".into()),
+                    node_name: None,
                 },
             ),
             (
@@ -108,10 +111,12 @@ fn reviews_registry() -> Registry {
                 Pod {
                     labels: labels(&[("app", "reviews"), ("version", "v3")]),
                     service_account: Some("reviews".into()),
+                    node_name: None,
                 },
             ),
         ]),
         namespaces: BTreeMap::new(),
+        nodes: BTreeMap::new(),
     };
     registry.sort();
     registry
@@ -490,4 +495,80 @@ spec:
         "{:?}",
         model.warnings
     );
+}
+
+#[test]
+fn endpoint_localities_from_pod_label_node_labels_or_slice_zone() {
+    let mut registry = reviews_registry();
+    let node = |region: &str, zone: &str, subzone: &str| {
+        labels(&[
+            (crate::locality::REGION_LABEL, region),
+            (crate::locality::ZONE_LABEL, zone),
+            (crate::locality::SUBZONE_LABEL, subzone),
+        ])
+    };
+    registry.nodes = BTreeMap::from([
+        ("node-a".to_string(), node("us-east", "us-east-1a", "rack1")),
+        ("node-b".to_string(), node("us-east", "us-east-1b", "")),
+    ]);
+    let pod = |registry: &mut Registry, name: &str| {
+        registry
+            .pods
+            .get_mut(&("default".to_string(), name.to_string()))
+            .unwrap()
+            .clone()
+    };
+    // reviews-v1 runs on node-a; reviews-v2 overrides its node with the pod label.
+    let mut v1 = pod(&mut registry, "reviews-v1");
+    v1.node_name = Some("node-a".into());
+    let mut v2 = pod(&mut registry, "reviews-v2");
+    v2.node_name = Some("node-b".into());
+    v2.labels.insert(
+        crate::locality::POD_LOCALITY_LABEL.into(),
+        "eu-west.eu-west-1c.rack9".into(),
+    );
+    registry
+        .pods
+        .insert(("default".into(), "reviews-v1".into()), v1);
+    registry
+        .pods
+        .insert(("default".into(), "reviews-v2".into()), v2);
+    // The endpoint without a pod: its slice names the node's zone only.
+    let mut slices: Vec<EndpointSlice> = registry
+        .endpoint_slices
+        .iter()
+        .map(|s| (**s).clone())
+        .collect();
+    for endpoint in &mut slices[0].endpoints {
+        if endpoint.addresses == ["10.1.0.9"] {
+            endpoint.zone = Some("us-east-1z".into());
+        }
+    }
+    registry.endpoint_slices = slices.into_iter().map(Arc::new).collect();
+    let (services, _) = registry.services("cluster.local", "cluster.local");
+    let reviews = services
+        .iter()
+        .find(|s| s.hostname == "reviews.default.svc.cluster.local")
+        .unwrap();
+    let locality_of = |address: &str| {
+        reviews
+            .endpoints
+            .iter()
+            .find(|e| e.address == address)
+            .map(|e| e.locality.to_string())
+            .unwrap()
+    };
+    assert_eq!(locality_of("10.1.0.1"), "us-east/us-east-1a/rack1");
+    assert_eq!(locality_of("10.1.0.2"), "eu-west/eu-west-1c/rack9");
+    assert_eq!(locality_of("10.1.0.9"), "/us-east-1z/");
+    // reviews-v2b: no node known, no zone given.
+    assert_eq!(locality_of("10.1.0.4"), "//");
+    assert_eq!(
+        registry
+            .pod_locality("default", "reviews-v1")
+            .unwrap()
+            .to_string(),
+        "us-east/us-east-1a/rack1"
+    );
+    assert_eq!(registry.pod_locality("default", "reviews-v2b"), None);
 }

@@ -26,7 +26,7 @@ use envoy_types::pb::envoy::config::route::v3::route_action::{HashPolicy, hash_p
 use envoy_types::pb::google::protobuf::{Any, UInt32Value, UInt64Value};
 use weft_api::networking::{
     ConnectionPoolSettings, ConsistentHashLb, H2UpgradePolicy, LoadBalancerSettings,
-    OutlierDetection, RetryBudget, SimpleLb, Subset, TrafficPolicy,
+    LocalityLoadBalancerSetting, OutlierDetection, RetryBudget, SimpleLb, Subset, TrafficPolicy,
 };
 
 use super::clusters::{DEFAULT_CONNECT_TIMEOUT, protocol_options_with};
@@ -54,6 +54,8 @@ pub struct ClusterPolicy {
     pub retry_budget: RetryBudget,
     /// `outlierDetection` of the most specific level that sets it.
     pub outlier: Option<OutlierDetection>,
+    /// `loadBalancer.localityLbSetting` of the most specific level that sets a load balancer.
+    pub locality_lb: Option<LocalityLoadBalancerSetting>,
 }
 
 impl Default for ClusterPolicy {
@@ -66,6 +68,7 @@ impl Default for ClusterPolicy {
             connection_pool: None,
             retry_budget: RetryBudget::default(),
             outlier: None,
+            locality_lb: None,
         }
     }
 }
@@ -123,6 +126,7 @@ fn apply_level(
 ) {
     if let Some(lb) = lb {
         policy.consistent_hash = lb.consistent_hash.clone();
+        policy.locality_lb = lb.locality_lb_setting.clone();
         policy.warmup = match (&lb.warmup, lb.warmup_duration_secs) {
             (Some(w), _) => w.duration.map(|d| (d.0, w.minimum_percent, w.aggression)),
             (None, Some(d)) => Some((d.0, None, None)),

@@ -95,7 +95,17 @@ pub fn outbound_cluster(
         &service.hostname,
     );
     let policy = cluster_policy(rule, subset, port.number);
-    let (outlier_detection, common_lb_config) = policy.outlier_detection();
+    let (outlier_detection, mut common_lb_config) = policy.outlier_detection();
+    let locality = super::locality_lb::effective(policy.locality_lb.as_ref());
+    if super::locality_lb::locality_weighted(locality.as_ref(), outlier_detection.is_some()) {
+        common_lb_config
+            .get_or_insert_with(Default::default)
+            .locality_config_specifier = Some(
+            cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                cluster::common_lb_config::LocalityWeightedLbConfig {},
+            ),
+        );
+    }
     let mut common = Cluster {
         name: name.clone(),
         connect_timeout: Some(duration(policy.connect_timeout())),

@@ -9,6 +9,7 @@ pub mod clusters;
 pub mod dns;
 pub mod endpoints;
 pub mod listeners;
+pub mod locality_lb;
 pub mod proxy;
 pub mod route_cors;
 pub mod route_match;

@@ -7,6 +7,8 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use weft_xds::contract::{INTERCEPTION_MODE, INTERCEPTION_REDIRECT};
 
+use crate::locality::Locality;
+
 /// Default port of the outbound listener (`virtualOutbound`).
 pub const DEFAULT_OUTBOUND_PORT: u16 = 15001;
 /// Default port of the inbound listener (`virtualInbound`).
@@ -63,6 +65,9 @@ pub struct Proxy {
     /// The pod's traffic is captured by iptables (`INTERCEPTION_MODE` = `REDIRECT`): the
     /// generator sends the capture shape ([`super::capture`]); otherwise the explicit one.
     pub capture: bool,
+    /// `node.locality`, as the proxy says (`--locality`); empty when it does not say (the
+    /// model then knows it from the proxy's pod: [`crate::model::Model::proxy_locality`]).
+    pub locality: Locality,
 }
 
 impl Proxy {
@@ -144,6 +149,15 @@ impl Proxy {
             service_account: string(metadata, "SERVICE_ACCOUNT"),
             identity: None,
             capture: interception.as_deref() == Some(INTERCEPTION_REDIRECT),
+            locality: node
+                .locality
+                .as_ref()
+                .map(|l| Locality {
+                    region: l.region.clone(),
+                    zone: l.zone.clone(),
+                    subzone: l.sub_zone.clone(),
+                })
+                .unwrap_or_default(),
         })
     }
 
@@ -197,6 +211,7 @@ impl Proxy {
             service_account: None,
             identity: None,
             capture: false,
+            locality: Locality::default(),
         }
     }
 

@@ -330,6 +330,16 @@ pub fn free_ports() -> (u16, u16) {
 /// The controller's view of a proxy, from the `Node` that `weft-proxy` itself would send with
 /// these flags: instance IP 127.0.0.1 and the given listener ports.
 pub fn controller_proxy(spec: &ProxySpec, outbound_port: u16, inbound_port: u16) -> Proxy {
+    controller_proxy_with(spec, outbound_port, inbound_port, &[])
+}
+
+/// [`controller_proxy`] with more `weft-proxy` flags.
+pub fn controller_proxy_with(
+    spec: &ProxySpec,
+    outbound_port: u16,
+    inbound_port: u16,
+    extra: &[&str],
+) -> Proxy {
     use clap::Parser as _;
     let labels = spec
         .labels
@@ -360,6 +370,7 @@ pub fn controller_proxy(spec: &ProxySpec, outbound_port: u16, inbound_port: u16)
     if spec.capture.is_some() {
         argv.extend(["--interception-mode".to_string(), "REDIRECT".to_string()]);
     }
+    argv.extend(extra.iter().map(|arg| arg.to_string()));
     let args = weft_proxy::Args::try_parse_from(&argv)
         .unwrap_or_else(|err| panic!("weft-proxy {argv:?}: {err}"));
     let node = args.node();

@@ -153,6 +153,7 @@ pub fn kube_registry(file: &Path) -> Registry {
                 Pod {
                     labels: labels.clone(),
                     service_account: service_account.clone(),
+                    node_name: None,
                 },
             );
             endpoints.push(Endpoint {

@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use parking_lot::{Mutex, MutexGuard};
@@ -165,6 +165,9 @@ pub struct Detector<T = ()> {
     config: Config,
     total: AtomicUsize,
     ejected: AtomicUsize,
+    /// Bumped whenever a host is ejected or returns, or the host set changes: state derived
+    /// from the hosts' health (priority loads) is stale when this moved.
+    generation: AtomicU64,
     /// The lock of the rare path (threshold reached, sweep, host set change); `parking_lot`'s,
     /// which does not poison.
     state: Mutex<State<T>>,
@@ -181,6 +184,7 @@ impl<T> Detector<T> {
             config,
             total: AtomicUsize::new(0),
             ejected: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
             state: Mutex::new(State {
                 entries: Vec::new(),
                 index: HashMap::new(),
@@ -230,6 +234,7 @@ impl<T> Detector<T> {
             gone.host.reset();
         }
         self.publish_counts(state);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Keeps the lock-free counts in line with the entries (called under the lock).
@@ -237,6 +242,12 @@ impl<T> Detector<T> {
         let ejected = state.entries.iter().filter(|e| e.host.is_ejected()).count();
         self.total.store(state.entries.len(), Ordering::Release);
         self.ejected.store(ejected, Ordering::Release);
+    }
+
+    /// A number that changes whenever some host's ejection state or the host set may have
+    /// changed (read without the lock).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Records what an exchange with `host` came to. Lock-free unless this outcome makes a
@@ -342,6 +353,7 @@ impl<T> Detector<T> {
                 }
                 host.ejected.store(true, Ordering::Release);
                 self.ejected.store(ejected + 1, Ordering::Release);
+                self.generation.fetch_add(1, Ordering::Release);
                 state.stats.enforced(kind);
                 ejection = Some(Ejection {
                     kind,
@@ -392,6 +404,9 @@ impl<T> Detector<T> {
             }
         }
         self.publish_counts(state);
+        if !returned.is_empty() {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
         returned
     }
 

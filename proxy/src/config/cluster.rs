@@ -4,14 +4,13 @@
 //!  Cluster ─► ClusterConfig { discovery: EDS(service) | STATIC(Assignment) | DNS(targets)
 //!                             | ORIGINAL_DST (the connection's original destination), lb, protocol,
 //!                             timeouts, upstream_bind_config source address }
-//!  ClusterLoadAssignment ─► Assignment { [(addr, weight)] healthy endpoints only,
-//!                                        transport-socket match labels per endpoint }
+//!                             locality_weighted (common_lb_config.locality_weighted_lb_config) }
+//!  ClusterLoadAssignment ─► Assignment (assignment.rs: levels, localities, endpoints)
 //!  transport_socket | transport_socket_matches ─► ClusterTls ─► per endpoint: TLS or plaintext
 //! ```
 
 use std::collections::BTreeMap;
 use std::mem::take;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,17 +18,16 @@ use envoy_types::pb::envoy::config::cluster::v3 as cds;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::endpoint::v3 as eds;
 
+pub use super::assignment::Assignment;
+
 use super::tls::{UpstreamTls, upstream_socket};
-use super::{
-    ConfigError, Reason, duration, host_port, invalid, reject_leftover, reject_set, socket_address,
-};
+use super::{ConfigError, Reason, duration, host_port, invalid, reject_leftover, reject_set};
 use crate::upstream::LbPolicy;
 use crate::upstream::dns::{self, DnsKind, DnsTargets, LookupFamily};
 use crate::upstream::pool::DEFAULT_IDLE_TIMEOUT;
 
 // Names shared with the controller: weft-xds's contract module.
 pub use weft_xds::contract::HTTP_PROTOCOL_OPTIONS;
-use weft_xds::contract::TRANSPORT_SOCKET_MATCH;
 /// Envoy's default `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -56,6 +54,9 @@ pub struct ClusterConfig {
     pub connection: super::cluster_http::ConnectionOptions,
     /// `slow_start_config` (round robin, least request): new endpoints ramp up.
     pub slow_start: Option<weft_lb::warmup::Config>,
+    /// `common_lb_config.locality_weighted_lb_config`: a locality is picked by its weight
+    /// (scaled by its health) before an endpoint in it (DestinationRule `localityLbSetting`).
+    pub locality_weighted: bool,
 }
 
 /// Transport sockets of a cluster: `transport_socket_matches` (first match on the endpoint's
@@ -111,15 +112,6 @@ pub enum UpstreamProtocol {
     Http1,
     Http2,
     Downstream,
-}
-
-/// Endpoints of one cluster that may receive traffic, with their weights.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Assignment {
-    pub cluster_name: String,
-    pub endpoints: Vec<(SocketAddr, u32)>,
-    /// The `envoy.transport_socket_match` metadata of endpoints that have any (string values).
-    pub socket_labels: BTreeMap<SocketAddr, Arc<BTreeMap<String, String>>>,
 }
 
 impl TryFrom<cds::Cluster> for ClusterConfig {
@@ -233,9 +225,10 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
         let circuit_breakers =
             super::circuit_breakers::CircuitBreakers::try_from(c.circuit_breakers.take())
                 .map_err(err)?;
+        let mut common_lb = c.common_lb_config.take();
+        let locality_weighted = locality_weighted(common_lb.as_mut()).map_err(err)?;
         let outlier =
-            super::outlier::outlier(c.outlier_detection.take(), c.common_lb_config.take())
-                .map_err(err)?;
+            super::outlier::outlier(c.outlier_detection.take(), common_lb).map_err(err)?;
         // Observability-only fields.
         c.alt_stat_name.clear();
         c.metadata = None;
@@ -270,7 +263,21 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
             outlier,
             connection,
             slow_start,
+            locality_weighted,
         })
+    }
+}
+
+/// Takes `locality_config_specifier` out of `common_lb_config`: locality-weighted balancing or
+/// none; zone-aware routing (which needs the proxy's own cluster) is not supported.
+fn locality_weighted(common: Option<&mut cds::cluster::CommonLbConfig>) -> Result<bool, Reason> {
+    use cds::cluster::common_lb_config::LocalityConfigSpecifier as L;
+    match common.and_then(|c| c.locality_config_specifier.take()) {
+        None => Ok(false),
+        Some(L::LocalityWeightedLbConfig(_)) => Ok(true),
+        Some(L::ZoneAwareLbConfig(_)) => Err(Reason::Unsupported(
+            "common_lb_config.zone_aware_lb_config".into(),
+        )),
     }
 }
 
@@ -529,77 +536,6 @@ fn hash_policy_config(config: weft_lb::hash::HashConfig) -> Result<LbPolicy, Rea
     Ok(LbPolicy::Hash(config))
 }
 
-impl TryFrom<eds::ClusterLoadAssignment> for Assignment {
-    type Error = ConfigError;
-
-    fn try_from(mut cla: eds::ClusterLoadAssignment) -> Result<Self, ConfigError> {
-        let path = format!("cluster load assignment {:?}", cla.cluster_name);
-        let err = |reason| ConfigError::new(&path, reason);
-        if !cla.named_endpoints.is_empty() {
-            return Err(err(Reason::Unsupported("named_endpoints".into())));
-        }
-        if cla
-            .policy
-            .as_ref()
-            .is_some_and(|p| !p.drop_overloads.is_empty())
-        {
-            return Err(err(Reason::Unsupported("policy.drop_overloads".into())));
-        }
-        let mut endpoints = Vec::new();
-        let mut socket_labels = BTreeMap::new();
-        for (i, mut locality) in take(&mut cla.endpoints).into_iter().enumerate() {
-            let field = format!("endpoints[{i}]");
-            if locality.priority != 0 {
-                return Err(err(Reason::Unsupported(format!(
-                    "{field}.priority {} (priority failover)",
-                    locality.priority
-                ))));
-            }
-            for (j, ep) in take(&mut locality.lb_endpoints).into_iter().enumerate() {
-                let field = format!("{field}.lb_endpoints[{j}]");
-                let labels = socket_match_labels(ep.metadata.as_ref())
-                    .map_err(|r| err(invalid(&field, r.to_string())))?;
-                if let Some(e) = endpoint(ep).map_err(|r| err(invalid(&field, r.to_string())))? {
-                    if let Some(labels) = labels {
-                        socket_labels.insert(e.0, Arc::new(labels));
-                    }
-                    endpoints.push(e);
-                }
-            }
-        }
-        Ok(Assignment {
-            cluster_name: cla.cluster_name,
-            endpoints,
-            socket_labels,
-        })
-    }
-}
-
-/// The `envoy.transport_socket_match` metadata of an endpoint (string values only).
-fn socket_match_labels(
-    metadata: Option<&core::Metadata>,
-) -> Result<Option<BTreeMap<String, String>>, Reason> {
-    use envoy_types::pb::google::protobuf::value::Kind;
-    let Some(fields) = metadata.and_then(|m| m.filter_metadata.get(TRANSPORT_SOCKET_MATCH)) else {
-        return Ok(None);
-    };
-    let mut labels = BTreeMap::new();
-    for (key, value) in &fields.fields {
-        match &value.kind {
-            Some(Kind::StringValue(text)) => {
-                labels.insert(key.clone(), text.clone());
-            }
-            _ => {
-                return Err(invalid(
-                    format!("metadata.filter_metadata[{TRANSPORT_SOCKET_MATCH:?}].{key}"),
-                    "must be a string",
-                ));
-            }
-        }
-    }
-    Ok(Some(labels))
-}
-
 /// `transport_socket` and `transport_socket_matches` of a cluster, taken out of it.
 fn cluster_tls(c: &mut cds::Cluster) -> Result<ClusterTls, Reason> {
     let default = match c.transport_socket.take() {
@@ -634,34 +570,6 @@ fn cluster_tls(c: &mut cds::Cluster) -> Result<ClusterTls, Reason> {
         });
     }
     Ok(ClusterTls { matches, default })
-}
-
-/// `Ok(None)` for endpoints that must not receive traffic (unhealthy, draining, timeout).
-fn endpoint(ep: eds::LbEndpoint) -> Result<Option<(SocketAddr, u32)>, Reason> {
-    use core::HealthStatus as H;
-    let weight = ep.load_balancing_weight.map_or(1, |w| w.value);
-    if weight == 0 {
-        return Err(invalid("load_balancing_weight", "must be at least 1"));
-    }
-    let e = match ep.host_identifier {
-        Some(eds::lb_endpoint::HostIdentifier::Endpoint(e)) => e,
-        Some(eds::lb_endpoint::HostIdentifier::EndpointName(n)) => {
-            return Err(Reason::Unsupported(format!("endpoint_name {n:?}")));
-        }
-        None => return Err(Reason::Missing("endpoint")),
-    };
-    if !e.additional_addresses.is_empty() {
-        return Err(Reason::Unsupported("endpoint.additional_addresses".into()));
-    }
-    let addr = socket_address("endpoint.address", e.address.as_ref())?;
-    match H::try_from(ep.health_status) {
-        Ok(H::Unknown | H::Healthy | H::Degraded) => Ok(Some((addr, weight))),
-        Ok(H::Unhealthy | H::Draining | H::Timeout) => Ok(None),
-        Err(_) => Err(invalid(
-            "health_status",
-            format!("unknown value {}", ep.health_status),
-        )),
-    }
 }
 
 #[cfg(test)]

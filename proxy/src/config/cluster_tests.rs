@@ -183,7 +183,7 @@ fn rejects_unsupported_cluster_settings() {
 }
 
 #[test]
-fn assignment_drops_unhealthy_and_rejects_priorities() {
+fn assignment_drops_unhealthy_endpoints_and_checks_levels() {
     let cla = eds::ClusterLoadAssignment {
         cluster_name: "c".into(),
         endpoints: vec![eds::LocalityLbEndpoints {
@@ -198,13 +198,76 @@ fn assignment_drops_unhealthy_and_rejects_priorities() {
     };
     let a = Assignment::try_from(cla.clone()).unwrap();
     assert_eq!(a.endpoints.len(), 1);
-    let mut p = cla;
+    assert_eq!(a.groups.len(), 1);
+    assert_eq!(a.groups[0].endpoints, 0..1);
+    // Priority levels are taken (priority.rs balances over them).
+    let mut p = cla.clone();
     p.endpoints[0].priority = 1;
-    let e = Assignment::try_from(p).unwrap_err().to_string();
+    assert!(Assignment::try_from(p).unwrap().has_priorities());
+    let rejected =
+        |cla: eds::ClusterLoadAssignment| Assignment::try_from(cla).unwrap_err().to_string();
+    let mut p = cla.clone();
+    p.endpoints[0].priority = 1000;
+    let e = rejected(p);
     assert!(
-        e.contains(r#"cluster load assignment "c": endpoints[0].priority 1"#),
+        e.contains(r#"cluster load assignment "c": endpoints[0].priority: 1000 is over"#),
         "{e}"
     );
+    let mut w = cla.clone();
+    w.endpoints[0].load_balancing_weight = Some(UInt32Value { value: 0 });
+    let e = rejected(w);
+    assert!(
+        e.contains("endpoints[0].load_balancing_weight: must be at least 1"),
+        "{e}"
+    );
+    let mut o = cla.clone();
+    o.policy = Some(eds::cluster_load_assignment::Policy {
+        overprovisioning_factor: Some(UInt32Value { value: 200 }),
+        ..Default::default()
+    });
+    assert_eq!(
+        Assignment::try_from(o.clone())
+            .unwrap()
+            .overprovisioning_factor,
+        200
+    );
+    o.policy.as_mut().unwrap().endpoint_stale_after = Some(PbDuration {
+        seconds: 1,
+        nanos: 0,
+    });
+    let e = rejected(o);
+    assert!(e.contains("policy.endpoint_stale_after"), "{e}");
+}
+
+#[test]
+fn locality_weighting_is_taken_and_zone_aware_routing_refused() {
+    use cds::cluster::common_lb_config::{
+        LocalityConfigSpecifier, LocalityWeightedLbConfig, ZoneAwareLbConfig,
+    };
+    let mut c = eds_cluster("c");
+    c.common_lb_config = Some(cds::cluster::CommonLbConfig {
+        locality_config_specifier: Some(LocalityConfigSpecifier::LocalityWeightedLbConfig(
+            LocalityWeightedLbConfig {},
+        )),
+        ..Default::default()
+    });
+    assert!(
+        ClusterConfig::try_from(c.clone())
+            .unwrap()
+            .locality_weighted
+    );
+    assert!(
+        !ClusterConfig::try_from(eds_cluster("c"))
+            .unwrap()
+            .locality_weighted
+    );
+    c.common_lb_config = Some(cds::cluster::CommonLbConfig {
+        locality_config_specifier: Some(LocalityConfigSpecifier::ZoneAwareLbConfig(
+            ZoneAwareLbConfig::default(),
+        )),
+        ..Default::default()
+    });
+    assert!(reject(c).contains("common_lb_config.zone_aware_lb_config is not supported"));
 }
 
 fn dns_cluster(kind: cds::cluster::DiscoveryType, hosts: &[(&str, u32)]) -> cds::Cluster {

@@ -6,6 +6,7 @@
 //!      ─ConfigStore─► Arc<ProxyConfig> (snapshot.rs: names resolved) ─watch─► data path
 //! ```
 
+pub mod assignment;
 pub mod circuit_breakers;
 mod cluster;
 pub mod cluster_http;

@@ -226,6 +226,8 @@ pub(super) async fn forward(
     let mut endpoint = endpoint;
     let mut retries = 0u32;
     let mut tried: Vec<std::net::SocketAddr> = Vec::new();
+    // The endpoints whose priority levels retries avoid (`previous_priorities`).
+    let mut tried_levels: Vec<std::net::SocketAddr> = Vec::new();
     // Held while a retry is in flight (the cluster's `max_retries`).
     let mut _retry_guard = None;
     let mut retries_exhausted = false;
@@ -302,6 +304,9 @@ pub(super) async fn forward(
         if policy.other_hosts {
             tried.push(endpoint.addr);
         }
+        if policy.other_priorities {
+            tried_levels.push(endpoint.addr);
+        }
         endpoint = match hashed.key {
             // The next endpoint on the hash table for the same key.
             Some(_) => cluster.pick_by_key(meta.downstream.local, hashed.key, &tried),
@@ -309,6 +314,7 @@ pub(super) async fn forward(
                 meta.downstream.local,
                 &tried,
                 policy.host_selection_attempts,
+                &tried_levels,
             ),
         }
         .ok_or_else(|| ProxyError::NoHealthyUpstream(cluster_ref.name.clone()))?;

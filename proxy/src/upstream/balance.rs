@@ -229,6 +229,14 @@ impl Balancer {
                 }
             })
             .collect();
+        let cursor = previous.map(|b| b.cursor.load(Ordering::Relaxed));
+        Self::over(policy, endpoints, cursor)
+    }
+
+    /// A balancer over endpoints that already exist (a priority level's or a locality's,
+    /// shared with the cluster's balancer), its round-robin cursor at `cursor` (else at a
+    /// random place).
+    pub fn over(policy: LbPolicy, endpoints: Vec<Arc<Endpoint>>, cursor: Option<usize>) -> Self {
         let mut cumulative = Vec::with_capacity(endpoints.len());
         let mut total_weight = 0u64;
         for e in &endpoints {
@@ -241,9 +249,7 @@ impl Balancer {
         } else {
             Vec::new()
         };
-        let start = previous
-            .map(|b| b.cursor.load(Ordering::Relaxed))
-            .unwrap_or_else(|| rand::rng().random_range(0..1024));
+        let start = cursor.unwrap_or_else(|| rand::rng().random_range(0..1024));
         let hash = match policy {
             LbPolicy::Hash(config) => {
                 // Keyed by address, so every proxy maps a key to the same endpoint.
@@ -274,6 +280,11 @@ impl Balancer {
             hash,
             slow_start: None,
         }
+    }
+
+    /// The round-robin cursor, for a balancer that replaces this one.
+    pub fn cursor(&self) -> usize {
+        self.cursor.load(Ordering::Relaxed)
     }
 
     /// Turns slow start on: endpoints younger than the window get a share of their weight that

@@ -5,6 +5,8 @@
 //!                                              pools ◄── PoolRegistry (by address, protocol, TLS; survives pushes)
 //!  ORIGINAL_DST: Cluster::pick(original destination) ─► that address's Endpoint, made on first use
 //!                (original_dst.rs: a bounded map; pools of their own, closed when idle)
+//!  priority levels or weighted localities (EDS, Istio's localityLbSetting): Cluster::pick ─►
+//!                priority.rs (level by health, locality by weight) ─► that level's Balancer
 //!  per request:  Cluster::pick ─► Endpoint ─► endpoint::send ─► Pool (h1 | h2) ─► connect.rs
 //!                (idle.rs: the stream idle timeout and the one timer for the response head)
 //! ```
@@ -19,6 +21,7 @@ pub mod idle;
 mod original_dst;
 pub mod outlier;
 pub mod pool;
+pub mod priority;
 
 use std::collections::HashSet;
 
@@ -45,6 +48,9 @@ pub struct Cluster {
     pub breakers: std::sync::Arc<breakers::Breakers>,
     /// Outlier detection (`outlier_detection`), kept across pushes that keep its settings.
     pub outlier: Option<std::sync::Arc<outlier::ClusterOutlier>>,
+    /// Priority levels and weighted localities, when EDS gives more than one level or the
+    /// cluster weighs localities; `None`: `balancer` alone picks.
+    pub priorities: Option<priority::Priorities>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -139,6 +145,20 @@ impl Cluster {
             |addr| outlier.as_ref().map(|o| o.host(addr)),
         )
         .with_slow_start(config.slow_start);
+        let priorities = priority::Priorities::build(
+            config.lb_policy,
+            &assignment,
+            balancer.endpoints(),
+            config.locality_weighted,
+            config
+                .outlier
+                .as_ref()
+                .map_or(crate::config::outlier::DEFAULT_PANIC_THRESHOLD, |o| {
+                    o.panic_threshold
+                }),
+            previous.and_then(|p| p.priorities.as_ref()),
+        )
+        .map(|p| p.with_slow_start(config.slow_start));
         // Unchanged limits keep their budget's window and what is in flight.
         let breakers = match previous {
             Some(p) if *p.breakers.config() == config.circuit_breakers => p.breakers.clone(),
@@ -153,7 +173,14 @@ impl Cluster {
             original_dst,
             breakers,
             outlier,
+            priorities,
         }
+    }
+
+    /// The outlier detector's generation (0 without outlier detection): priority state
+    /// computed at another generation is stale.
+    fn health_generation(&self) -> u64 {
+        self.outlier.as_ref().map_or(0, |o| o.generation())
     }
 
     /// Picks an endpoint for one request or connection whose original destination is
@@ -163,6 +190,13 @@ impl Cluster {
             return Some(original.endpoint(destination));
         }
         let mut rng = rand::rng();
+        if let Some(priorities) = &self.priorities {
+            return priorities.pick(
+                &mut rng,
+                self.health_generation(),
+                priority::Avoid::default(),
+            );
+        }
         match &self.dns {
             None => match &self.outlier {
                 Some(o) if o.avoid_ejected() => self
@@ -198,6 +232,11 @@ impl Cluster {
         let avoid_ejected = self.outlier.as_ref().is_some_and(|o| o.avoid_ejected());
         let usable = |e: &Endpoint| !(tried.contains(&e.addr) || avoid_ejected && e.is_ejected());
         let picked = match &self.dns {
+            None if self.balancer.is_hash() && self.priorities.is_some() => {
+                self.priorities.as_ref().and_then(|priorities| {
+                    priorities.pick_hashed(key, self.health_generation(), tried, avoid_ejected)
+                })
+            }
             None if self.balancer.is_hash() => self.balancer.pick_hashed(key, usable).cloned(),
             Some(dns) => match dns.current() {
                 Some(b) if b.is_hash() => b.pick_hashed(key, usable).cloned(),
@@ -215,12 +254,22 @@ impl Cluster {
 
     /// Picks an endpoint for a retry: one not in `tried` if `attempts` picks find one (Envoy's
     /// `previous_hosts` predicate with `host_selection_retry_max_attempts`), else the last pick.
+    /// With priority levels, the levels of `levels_of` (`retryRemoteLocalities`, Envoy's
+    /// `previous_priorities`: the endpoints tried) count as unhealthy for this pick.
     pub fn pick_avoiding(
         &self,
         destination: std::net::SocketAddr,
         tried: &[std::net::SocketAddr],
         attempts: u32,
+        levels_of: &[std::net::SocketAddr],
     ) -> Option<std::sync::Arc<Endpoint>> {
+        if let Some(priorities) = &self.priorities {
+            let avoid = priority::Avoid {
+                hosts: tried,
+                levels_of,
+            };
+            return priorities.pick(&mut rand::rng(), self.health_generation(), avoid);
+        }
         let mut last = None;
         for _ in 0..attempts.max(1) {
             let endpoint = self.pick(destination)?;

@@ -101,6 +101,11 @@ impl ClusterOutlier {
         counts.ejected > 0 && counts.healthy_fraction() * 100.0 >= self.config.panic_threshold
     }
 
+    /// The detector's generation: it moves whenever an endpoint is ejected or returns.
+    pub fn generation(&self) -> u64 {
+        self.detector.generation()
+    }
+
     /// Endpoints ejected now, of all.
     pub fn counts(&self) -> weft_lb::outlier::HostCounts {
         self.detector.counts()

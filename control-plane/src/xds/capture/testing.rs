@@ -136,9 +136,11 @@ pub fn registry() -> Registry {
             Pod {
                 labels: [("app".to_string(), "reviews".to_string())].into(),
                 service_account: Some("reviews".to_string()),
+                node_name: None,
             },
         )]),
         namespaces: BTreeMap::new(),
+        nodes: BTreeMap::new(),
     };
     registry.sort();
     registry

@@ -516,3 +516,25 @@ fn concurrent_recording_stays_consistent() {
     );
     assert!(hosts.iter().all(|h| !h.is_ejected()));
 }
+
+#[test]
+fn the_generation_moves_with_every_ejection_and_return() {
+    let clock = Clock::new();
+    let (d, hosts) = cluster(config_5xx(2), 4);
+    let start = d.generation();
+    // Failures below the threshold change no health.
+    d.record(&hosts[0], Outcome::Status(500), clock.at(0));
+    assert_eq!(d.generation(), start);
+    d.record(&hosts[0], Outcome::Status(500), clock.at(0));
+    let ejected = d.generation();
+    assert_ne!(ejected, start, "an ejection moves it");
+    // A sweep that returns no host leaves it.
+    d.sweep(clock.at(1));
+    assert_eq!(d.generation(), ejected);
+    let before_return = d.generation();
+    assert_eq!(d.sweep(clock.at(31)).len(), 1);
+    assert_ne!(d.generation(), before_return, "a return moves it");
+    let before_set = d.generation();
+    d.set_hosts(hosts[1..].iter().cloned());
+    assert_ne!(d.generation(), before_set, "a new host set moves it");
+}
