@@ -3,10 +3,11 @@
 //! ```text
 //!  filters ┐ (RbacDenied: 403 RBAC; JwtDenied: 401, www-authenticate, no flag)
 //!  router ─┤
-//!  balancer├─► ProxyError ─► (status, flag, body) ─► local reply + x-weft-response-flags
-//!  upstream┘      └─ Upstream { failure: UF │ UC │ UR │ UPE │ DPE }, Timeout (UT), StreamIdle (SI),
-//!                    UpgradeOverHttp2 (503, no flag)
-//!  after the response head (upstream/body.rs): Failure / SI ─► flag ─► log, downstream reset
+//!  balancer├─► ProxyError ─► (status, flags, body) ─► local reply: ResponseFlags in its
+//!  upstream┘      │                                    extensions + x-weft-response-flags
+//!                 └─ Upstream { failure: UF │ UC │ UR │ UPE │ DPE }, Timeout (UT), StreamIdle (SI),
+//!                    UpgradeOverHttp2 (503, no flag); RetriesExhausted adds URX, Flagged DI
+//!  after the response head (upstream/body.rs): Failure / SI ─► flags ─► log, downstream reset
 //! ```
 
 use bytes::Bytes;
@@ -16,20 +17,11 @@ use http_body_util::Full;
 use crate::authn::JwtError;
 use crate::upstream::{Failure, UpstreamError};
 
-/// Header carrying the Envoy response flag of a locally generated reply.
-pub const RESPONSE_FLAGS_HEADER: &str = "x-weft-response-flags";
-/// Envoy's flag for the stream idle timeout.
-pub const STREAM_IDLE_FLAG: &str = "SI";
+pub use crate::response_flags::ResponseFlags;
 
-/// Envoy response flags of a proxied response (a local reply's flag is in its
-/// [`RESPONSE_FLAGS_HEADER`]), in the response's extensions for the access log to read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ResponseFlags {
-    /// `DI`: fault injection delayed the request.
-    pub delay_injected: bool,
-    /// `URX`: the response was retriable but no retry was left.
-    pub retries_exhausted: bool,
-}
+/// Header carrying the Envoy response flags of a locally generated reply (as in its
+/// [`ResponseFlags`] extension).
+pub const RESPONSE_FLAGS_HEADER: &str = "x-weft-response-flags";
 
 /// Why the proxy answered a request itself instead of returning the upstream's response.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +83,12 @@ pub enum ProxyError {
         last: Box<ProxyError>,
         why: &'static str,
     },
+    /// `error`, with more flags than its own (`DI` when fault injection had delayed it).
+    #[error("{error}")]
+    Flagged {
+        error: Box<ProxyError>,
+        flags: ResponseFlags,
+    },
     /// The JWT filter refused the request's token (or its absence).
     #[error("JWT authentication failed: {error}")]
     JwtDenied {
@@ -102,39 +100,43 @@ pub enum ProxyError {
 
 impl Failure {
     /// The single mapping of an upstream exchange's failure to status, Envoy flag and body.
-    fn reply_parts(self) -> (StatusCode, &'static str, &'static str) {
+    fn reply_parts(self) -> (StatusCode, ResponseFlags, &'static str) {
         match self {
             Self::ConnectFailure => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "UF",
+                ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
                 "upstream connect error or disconnect/reset before headers. reset reason: connection failure\n",
             ),
             Self::Overflow => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "UO",
+                ResponseFlags::UPSTREAM_OVERFLOW,
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow\n",
             ),
             Self::Terminated => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "UC",
+                ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
                 "upstream connect error or disconnect/reset before headers. reset reason: connection termination\n",
             ),
             Self::Reset => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "UR",
+                ResponseFlags::UPSTREAM_REMOTE_RESET,
                 "upstream connect error or disconnect/reset before headers. reset reason: remote reset\n",
             ),
             Self::UpstreamProtocol => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "UPE",
+                ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
                 "upstream connect error or disconnect/reset before headers. reset reason: protocol error\n",
             ),
-            Self::DownstreamProtocol => (StatusCode::BAD_REQUEST, "DPE", "bad request\n"),
+            Self::DownstreamProtocol => (
+                StatusCode::BAD_REQUEST,
+                ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+                "bad request\n",
+            ),
         }
     }
 
     /// The Envoy response flag of this failure.
-    pub fn flag(self) -> &'static str {
+    pub fn flag(self) -> ResponseFlags {
         self.reply_parts().1
     }
 
@@ -151,24 +153,28 @@ impl Failure {
 }
 
 impl ProxyError {
-    /// The single mapping from an error to what the client sees: status, Envoy flag, body.
-    pub fn reply_parts(&self) -> (StatusCode, &'static str, &'static str) {
+    /// The single mapping from an error to what the client sees: status, Envoy flags, body.
+    pub fn reply_parts(&self) -> (StatusCode, ResponseFlags, &'static str) {
         match self {
             Self::NoListener | Self::NoRouteConfig(_) | Self::NoRoute => (
                 StatusCode::NOT_FOUND,
-                "NR",
+                ResponseFlags::NO_ROUTE_FOUND,
                 "no route matched the request\n",
             ),
-            Self::NoCluster { status, .. } => (*status, "NC", "no configured cluster\n"),
+            Self::NoCluster { status, .. } => (
+                *status,
+                ResponseFlags::NO_CLUSTER_FOUND,
+                "no configured cluster\n",
+            ),
             Self::NoHealthyUpstream(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "UH",
+                ResponseFlags::NO_HEALTHY_UPSTREAM,
                 "no healthy upstream\n",
             ),
             Self::Upstream { failure, .. } => failure.reply_parts(),
             Self::Timeout { .. } => (
                 StatusCode::GATEWAY_TIMEOUT,
-                "UT",
+                ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
                 "upstream request timeout\n",
             ),
             // Envoy: 504 when the whole request was received (the upstream is the idle side),
@@ -181,24 +187,46 @@ impl ProxyError {
                 } else {
                     StatusCode::REQUEST_TIMEOUT
                 },
-                STREAM_IDLE_FLAG,
+                ResponseFlags::STREAM_IDLE_TIMEOUT,
                 "stream timeout\n",
             ),
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "DPE", "bad request\n"),
+            Self::BadRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+                "bad request\n",
+            ),
             // 503, not 426: the client asked for the right thing; this proxy's route cannot carry
             // it (no Envoy flag says that).
             Self::UpgradeOverHttp2 { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "",
+                ResponseFlags::NONE,
                 "upgrade not possible: the upstream cluster speaks HTTP/2 only, which cannot carry an HTTP/1.1 upgrade\n",
             ),
             // Envoy's bodies; a JWT failure has no response flag.
-            Self::RbacDenied { .. } => (StatusCode::FORBIDDEN, "RBAC", "RBAC: access denied"),
-            Self::JwtDenied { .. } => (StatusCode::UNAUTHORIZED, "", "Jwt verification fails"),
-            Self::FaultAbort { status, .. } => (*status, "FI", "fault filter abort"),
+            Self::RbacDenied { .. } => (
+                StatusCode::FORBIDDEN,
+                ResponseFlags::RBAC_DENIED,
+                "RBAC: access denied",
+            ),
+            Self::JwtDenied { .. } => (
+                StatusCode::UNAUTHORIZED,
+                ResponseFlags::NONE,
+                "Jwt verification fails",
+            ),
+            Self::FaultAbort { status, .. } => {
+                (*status, ResponseFlags::FAULT_INJECTED, "fault filter abort")
+            }
             Self::RetriesExhausted { last, .. } => {
                 let (status, flag, body) = last.reply_parts();
-                (status, with_retries_exhausted(flag), body)
+                (
+                    status,
+                    flag | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED,
+                    body,
+                )
+            }
+            Self::Flagged { error, flags } => {
+                let (status, own, body) = error.reply_parts();
+                (status, own | *flags, body)
             }
         }
     }
@@ -223,10 +251,38 @@ impl ProxyError {
         }
     }
 
-    /// Builds the local reply for this error.
+    /// `self` with `flags` added to its own (`NONE`: unchanged).
+    #[must_use]
+    pub fn flagged(self, flags: ResponseFlags) -> Self {
+        if flags.is_empty() {
+            return self;
+        }
+        match self {
+            Self::Flagged { error, flags: own } => Self::Flagged {
+                error,
+                flags: own | flags,
+            },
+            error => Self::Flagged {
+                error: Box::new(error),
+                flags,
+            },
+        }
+    }
+
+    /// The error under the retry and flag wrappers: what shapes the reply's body.
+    fn root(&self) -> &ProxyError {
+        match self {
+            Self::RetriesExhausted { last, .. } => last.root(),
+            Self::Flagged { error, .. } => error.root(),
+            error => error,
+        }
+    }
+
+    /// Builds the local reply for this error, its [`ResponseFlags`] in its extensions.
     pub fn into_response(&self) -> Response<Full<Bytes>> {
-        let (status, flag, body) = self.reply_parts();
-        let body = match self {
+        let (status, flags, body) = self.reply_parts();
+        let root = self.root();
+        let body = match root {
             Self::FaultAbort {
                 body: Some(body), ..
             } => body.clone(),
@@ -242,7 +298,7 @@ impl ProxyError {
         if let Self::FaultAbort {
             grpc_status: Some(code),
             ..
-        } = self
+        } = root
         {
             // A trailers-only gRPC response (HTTP 200), as Envoy's fault filter sends it.
             headers.insert(
@@ -260,35 +316,26 @@ impl ProxyError {
                 HeaderValue::from_static("text/plain"),
             );
         }
-        if !flag.is_empty() {
-            headers.insert(RESPONSE_FLAGS_HEADER, HeaderValue::from_static(flag));
+        if !flags.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&flags.to_string())
+        {
+            headers.insert(RESPONSE_FLAGS_HEADER, value);
         }
-        if let Self::JwtDenied { challenge, .. } = self {
+        if let Self::JwtDenied { challenge, .. } = root {
             headers.insert(http::header::WWW_AUTHENTICATE, challenge.clone());
+        }
+        if !flags.is_empty() {
+            resp.extensions_mut().insert(flags);
         }
         resp
     }
 }
 
-/// `flag` with `URX` (the upstream retry limit) added, as Envoy lists both.
-fn with_retries_exhausted(flag: &'static str) -> &'static str {
-    match flag {
-        "UF" => "UF,URX",
-        "UC" => "UC,URX",
-        "UR" => "UR,URX",
-        "UPE" => "UPE,URX",
-        "UT" => "UT,URX",
-        "UH" => "UH,URX",
-        "" => "URX",
-        other => other,
-    }
-}
-
 /// A response failed after its head went downstream: no local reply is possible any more, the
 /// downstream stream is reset (h2 RST_STREAM, h1 connection closed). The flag is recorded here.
-pub fn log_reset_after_head(flag: &'static str, error: &(dyn std::error::Error + 'static)) {
+pub fn log_reset_after_head(flags: ResponseFlags, error: &(dyn std::error::Error + 'static)) {
     tracing::debug!(
-        response_flags = flag,
+        response_flags = %flags,
         error = %error,
         "response failed after its head: resetting the downstream stream"
     );
@@ -325,6 +372,14 @@ mod tests {
             let resp = err.into_response();
             assert_eq!(resp.status().as_u16(), status, "{err}");
             assert_eq!(resp.headers()[RESPONSE_FLAGS_HEADER], flag, "{err}");
+            // The same flags in the extensions, where the access log reads them.
+            assert_eq!(
+                resp.extensions()
+                    .get::<ResponseFlags>()
+                    .map(ToString::to_string),
+                Some(flag.to_string()),
+                "{err}"
+            );
         }
     }
 
@@ -345,9 +400,13 @@ mod tests {
                 source: UpstreamError::NoPool(crate::upstream::Protocol::Http1, endpoint),
             };
             let (s, f, b) = err.reply_parts();
-            assert_eq!((s.as_u16(), f), (status, flag), "{err}");
+            assert_eq!(
+                (s.as_u16(), f.to_string()),
+                (status, flag.to_string()),
+                "{err}"
+            );
             assert!(b.contains(body), "{err}: {b}");
-            assert_eq!(failure.flag(), flag);
+            assert_eq!(failure.flag().to_string(), flag);
         }
         // A failed downstream body is the client's fault whatever the upstream error says.
         let err = ProxyError::from_upstream(
@@ -355,13 +414,19 @@ mod tests {
             UpstreamError::NoPool(crate::upstream::Protocol::Http1, endpoint),
             true,
         );
-        assert_eq!(err.reply_parts().1, "DPE");
+        assert_eq!(
+            err.reply_parts().1,
+            ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR
+        );
         let err = ProxyError::from_upstream(
             endpoint,
             UpstreamError::NoPool(crate::upstream::Protocol::Http1, endpoint),
             false,
         );
-        assert_eq!(err.reply_parts().1, "UF");
+        assert_eq!(
+            err.reply_parts().1,
+            ResponseFlags::UPSTREAM_CONNECTION_FAILURE
+        );
 
         let idle = |request_complete| ProxyError::StreamIdle {
             timeout: std::time::Duration::from_secs(300),
@@ -415,5 +480,41 @@ mod tests {
     fn no_healthy_upstream_body_names_problem() {
         let (_, _, body) = ProxyError::NoHealthyUpstream("c".into()).reply_parts();
         assert!(body.contains("no healthy upstream"));
+    }
+
+    #[test]
+    fn wrappers_add_flags_and_keep_the_root_reply() {
+        let abort = ProxyError::FaultAbort {
+            status: StatusCode::from_u16(418).unwrap(),
+            grpc_status: None,
+            body: Some(Bytes::from_static(b"teapot")),
+        };
+        let delayed = abort.flagged(ResponseFlags::DELAY_INJECTED);
+        let resp = delayed.into_response();
+        assert_eq!(resp.status().as_u16(), 418);
+        assert_eq!(resp.headers()[RESPONSE_FLAGS_HEADER], "DI,FI");
+        assert_eq!(
+            resp.extensions().get::<ResponseFlags>(),
+            Some(&(ResponseFlags::DELAY_INJECTED | ResponseFlags::FAULT_INJECTED))
+        );
+        // Retries exhausted on a delayed request: all three, the last attempt's status.
+        let endpoint: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let exhausted = ProxyError::RetriesExhausted {
+            last: Box::new(ProxyError::Upstream {
+                endpoint,
+                failure: Failure::ConnectFailure,
+                source: UpstreamError::NoPool(crate::upstream::Protocol::Http1, endpoint),
+            }),
+            why: "attempts",
+        }
+        .flagged(ResponseFlags::DELAY_INJECTED);
+        let (status, flags, _) = exhausted.reply_parts();
+        assert_eq!(
+            (status.as_u16(), flags.to_string().as_str()),
+            (503, "UF,DI,URX")
+        );
+        // Flagging nothing changes nothing.
+        let plain = ProxyError::NoRoute.flagged(ResponseFlags::NONE);
+        assert!(matches!(plain, ProxyError::NoRoute));
     }
 }

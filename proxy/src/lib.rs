@@ -22,6 +22,7 @@ pub mod http;
 pub mod identity;
 pub mod limits;
 pub mod listeners;
+pub mod response_flags;
 pub mod tcp;
 pub mod tls;
 pub mod upstream;

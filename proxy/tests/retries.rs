@@ -262,3 +262,69 @@ async fn without_a_policy_nothing_is_retried() {
     send(proxy.addr, "GET", b"").await;
     assert_eq!(counter.requests.load(Ordering::SeqCst), 1);
 }
+
+/// A route to cluster `c` whose fault delays every request by 1 ms and, with `abort`, answers
+/// it with that status.
+fn faulty_route(abort: Option<u32>) -> rt::Route {
+    use envoy_types::pb::envoy::extensions::filters::common::fault::v3 as common_fault;
+    use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as fault;
+    use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
+    let all = || {
+        Some(FractionalPercent {
+            numerator: 100,
+            denominator: fractional_percent::DenominatorType::Hundred as i32,
+        })
+    };
+    let config = fault::HttpFault {
+        delay: Some(common_fault::FaultDelay {
+            fault_delay_secifier: Some(common_fault::fault_delay::FaultDelaySecifier::FixedDelay(
+                envoy_types::pb::google::protobuf::Duration {
+                    seconds: 0,
+                    nanos: 1_000_000,
+                },
+            )),
+            percentage: all(),
+        }),
+        abort: abort.map(|status| fault::FaultAbort {
+            error_type: Some(fault::fault_abort::ErrorType::HttpStatus(status)),
+            percentage: all(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut route = to_cluster(prefix("/"), "c", None);
+    route
+        .typed_per_filter_config
+        .insert("envoy.filters.http.fault".into(), any(&config));
+    route
+}
+
+#[tokio::test]
+async fn a_delayed_request_that_fails_says_both_flags() {
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+    let fault_filter = hcm::HttpFilter {
+        name: "envoy.filters.http.fault".into(),
+        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+            &envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault::default(),
+        ))),
+        ..Default::default()
+    };
+    let mut proxy = Proxy::start_with(weft_proxy::ConfigStore::new(), |m| {
+        m.http_filters.insert(0, fault_filter);
+    });
+    let refused = refusing_address().await;
+    // Delayed, then aborted by the same fault.
+    proxy.configure(
+        &[("c", false, vec![refused])],
+        vec![vhost("all", &["*"], vec![faulty_route(Some(418))])],
+    );
+    let (status, flags, _) = send(proxy.addr, "GET", b"").await;
+    assert_eq!((status.as_u16(), flags.as_str()), (418, "DI,FI"));
+    // Delayed, then the upstream refuses the connection.
+    proxy.configure(
+        &[("c", false, vec![refused])],
+        vec![vhost("all", &["*"], vec![faulty_route(None)])],
+    );
+    let (status, flags, _) = send(proxy.addr, "GET", b"").await;
+    assert_eq!((status.as_u16(), flags.as_str()), (503, "UF,DI"));
+}

@@ -10,7 +10,7 @@ use rand::RngExt;
 
 use super::router::RequestView;
 use crate::config::fault::{AbortKind, Fault, PER_MILLION};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, ResponseFlags};
 
 /// What the fault step did to a request that goes on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,11 +48,17 @@ pub(super) async fn apply(fault: &Fault, req: &RequestView<'_>) -> Result<Inject
             AbortKind::Http(status) => (status, None),
             AbortKind::Grpc(code) => (http::StatusCode::OK, Some(code)),
         };
-        return Err(ProxyError::FaultAbort {
+        let abort = ProxyError::FaultAbort {
             status,
             grpc_status,
             body: abort.body.clone(),
-        });
+        };
+        let delayed = if injected.delayed {
+            ResponseFlags::DELAY_INJECTED
+        } else {
+            ResponseFlags::NONE
+        };
+        return Err(abort.flagged(delayed));
     }
     Ok(injected)
 }

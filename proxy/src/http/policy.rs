@@ -46,7 +46,7 @@ pub(super) async fn forward(
     levels: &Levels<'_>,
     meta: &RequestMeta<'_>,
     action: &ForwardAction,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // CORS first: Istio puts the CORS filter before the fault filter.
     let cors_origin = match action.cors.as_deref().filter(|_| listener.cors_filter) {
@@ -61,6 +61,42 @@ pub(super) async fn forward(
         Some(f) => fault::apply(f, &super::request_view(&req)).await?,
         None => fault::Injected::default(),
     };
+    let before = Before {
+        cors_origin,
+        injected,
+    };
+    let forwarded = to_cluster(table, listener, levels, meta, action, req, before).await;
+    // A delayed request that then fails locally says both (`DI,UF`).
+    forwarded.map_err(|error| {
+        if injected.delayed {
+            error.flagged(ResponseFlags::DELAY_INJECTED)
+        } else {
+            error
+        }
+    })
+}
+
+/// What the steps before the cluster decided: the CORS origin to allow in the response, and
+/// the faults injected.
+struct Before<'a> {
+    cors_origin: Option<(&'a crate::config::cors::Cors, HeaderValue)>,
+    injected: fault::Injected,
+}
+
+/// Forwards `req` to the route's cluster, after CORS and faults.
+async fn to_cluster(
+    table: &RouteTable,
+    listener: &HttpManager,
+    levels: &Levels<'_>,
+    meta: &RequestMeta<'_>,
+    action: &ForwardAction,
+    mut req: Request<Incoming>,
+    before: Before<'_>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Before {
+        cors_origin,
+        injected,
+    } = before;
     let (cluster_ref, weighted) = match &action.clusters {
         ClusterPick::Single(c) => (c, None),
         pick @ ClusterPick::Weighted { total, .. } => {
@@ -359,10 +395,14 @@ pub(super) async fn forward(
         parts.headers.append(header::SET_COOKIE, cookie);
     }
     if injected.delayed || retries_exhausted {
-        parts.extensions.insert(ResponseFlags {
-            delay_injected: injected.delayed,
-            retries_exhausted,
-        });
+        let mut flags = ResponseFlags::NONE;
+        if injected.delayed {
+            flags.insert(ResponseFlags::DELAY_INJECTED);
+        }
+        if retries_exhausted {
+            flags.insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+        }
+        parts.extensions.insert(flags);
     }
     let empty = (http::Method::GET, Uri::from_static("/"), HeaderMap::new());
     let (method, uri, request_headers) = kept_request.as_ref().unwrap_or(&empty);

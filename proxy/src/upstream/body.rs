@@ -506,7 +506,10 @@ impl Body for UpstreamBody {
                         && now >= deadline
                     {
                         let error = RouteTimeoutError;
-                        crate::error::log_reset_after_head("UT", &error);
+                        crate::error::log_reset_after_head(
+                            crate::error::ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+                            &error,
+                        );
                         break error.into();
                     }
                     let idle_deadline = match (*this.idle, this.activity.as_ref()) {
@@ -517,7 +520,10 @@ impl Body for UpstreamBody {
                         && now >= at
                     {
                         let error = StreamIdleError(idle);
-                        crate::error::log_reset_after_head(crate::error::STREAM_IDLE_FLAG, &error);
+                        crate::error::log_reset_after_head(
+                            crate::error::ResponseFlags::STREAM_IDLE_TIMEOUT,
+                            &error,
+                        );
                         break error.into();
                     }
                     // Activity since the timer was armed.
