@@ -16,10 +16,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use weft_e2e::eventually;
-use weft_e2e::node::images::{DEMO_APP_IMAGE, PROXY_IMAGE};
+use weft_e2e::node::mesh::injected_demo_pod;
 use weft_e2e::node::net::command_in;
 use weft_e2e::node::test_node::{TestNode, ready};
-use weft_injector::{InjectConfig, Outcome, inject_pod};
 
 /// The uid the clients run as inside their pod: anything but the proxy's 1337.
 const APP_UID: Option<u32> = Some(1000);
@@ -59,25 +58,7 @@ fn pod(name: &str, version: Option<&str>) -> String {
     if let Some(version) = version {
         labels["version"] = version.into();
     }
-    let mut pod: Pod = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "labels": labels},
-        "spec": {"containers": [{
-            "name": app,
-            "image": format!("{DEMO_APP_IMAGE}:1.0"),
-            "args": args,
-        }]},
-    }))
-    .expect("pod");
-    let cfg = InjectConfig {
-        proxy_image: format!("{PROXY_IMAGE}:test"),
-        ..InjectConfig::default()
-    };
-    assert_eq!(
-        inject_pod(&mut pod, "default", &cfg),
-        Ok(Outcome::Injected { warnings: vec![] })
-    );
-    serde_json::to_string(&pod).expect("json")
+    injected_demo_pod(name, labels, args)
 }
 
 const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: tcp-echo, namespace: default}\n\

@@ -116,3 +116,28 @@ pub async fn wait_for_injection(node: &TestNode, namespace: &str) {
     )
     .await;
 }
+
+/// A `weftctl demo-app` Pod named `name` in `default` with `labels` and container `args`,
+/// injected as the webhook injects it (with the test proxy image): its JSON, to apply.
+pub fn injected_demo_pod(name: &str, labels: serde_json::Value, args: serde_json::Value) -> String {
+    let app = labels["app"].as_str().unwrap_or(name).to_string();
+    let mut pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": labels},
+        "spec": {"containers": [{
+            "name": app,
+            "image": format!("{}:1.0", super::images::DEMO_APP_IMAGE),
+            "args": args,
+        }]},
+    }))
+    .expect("pod");
+    let cfg = weft_injector::InjectConfig {
+        proxy_image: format!("{}:test", super::images::PROXY_IMAGE),
+        ..weft_injector::InjectConfig::default()
+    };
+    assert_eq!(
+        weft_injector::inject_pod(&mut pod, "default", &cfg),
+        Ok(weft_injector::Outcome::Injected { warnings: vec![] })
+    );
+    serde_json::to_string(&pod).expect("json")
+}
