@@ -65,10 +65,14 @@ impl Breakers {
         &self.config
     }
 
-    /// One more request in flight, or `Overflow` at `max_requests`.
+    /// One more request in flight, or `Overflow` at `max_requests`. Without a limit (Istio's
+    /// default, `u32::MAX`) nothing is counted: the permit is free on the hot path.
     pub fn try_request(self: &Arc<Self>) -> Result<RequestPermit, Overflow> {
+        if self.config.max_requests == u32::MAX {
+            return Ok(RequestPermit(None));
+        }
         take(&self.requests, self.config.max_requests)
-            .map(|()| RequestPermit(self.clone()))
+            .map(|()| RequestPermit(Some(self.clone())))
             .ok_or(Overflow::Requests(self.config.max_requests))
     }
 
@@ -115,7 +119,7 @@ impl Breakers {
         self.retries.load(Ordering::Acquire)
     }
 
-    /// Requests in flight now.
+    /// Requests in flight now, counted when `max_requests` limits them (else 0).
     pub fn requests_in_flight(&self) -> u32 {
         self.requests.load(Ordering::Acquire)
     }
@@ -131,13 +135,16 @@ fn take(counter: &AtomicU32, max: u32) -> Option<()> {
         .map(|_| ())
 }
 
-/// One request in flight; released when dropped (with the response body).
+/// One request in flight; released when dropped (with the response body). `None`: the cluster
+/// does not limit requests, and does not count them.
 #[derive(Debug)]
-pub struct RequestPermit(Arc<Breakers>);
+pub struct RequestPermit(Option<Arc<Breakers>>);
 
 impl Drop for RequestPermit {
     fn drop(&mut self) {
-        self.0.requests.fetch_sub(1, Ordering::AcqRel);
+        if let Some(breakers) = &self.0 {
+            breakers.requests.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -230,5 +237,17 @@ mod tests {
         assert!(limits.try_pend().is_ok());
         drop(connection);
         assert!(limits.try_connection().is_some());
+    }
+
+    #[test]
+    fn unlimited_requests_are_neither_refused_nor_counted() {
+        let limits = breakers(CircuitBreakers {
+            max_requests: u32::MAX,
+            ..CircuitBreakers::default()
+        });
+        let permits: Vec<RequestPermit> =
+            (0..1000).map(|_| limits.try_request().unwrap()).collect();
+        assert_eq!(limits.requests_in_flight(), 0);
+        assert!(permits.iter().all(|p| p.0.is_none()), "no Arc held");
     }
 }
