@@ -565,6 +565,18 @@ where
 /// The reviews service of the tests: a ServiceEntry, one WorkloadEntry per version
 /// (addresses `net.ip(11 + i)`, pointing at the sidecar's inbound port), and a
 /// DestinationRule with one subset per version.
+/// A VirtualService sending every request for reviews to the whole service, without retries
+/// (so every failure reaches the caller and outlier detection).
+pub const REVIEWS_WITHOUT_RETRIES: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews}}]
+    retries: {attempts: 0}
+";
+
 pub fn reviews_service_yaml(net: Net, versions: &[&str]) -> String {
     let mut yaml = String::from(
         "apiVersion: networking.istio.io/v1
@@ -819,6 +831,16 @@ impl Mesh {
 
     pub fn log_dir(&self) -> PathBuf {
         self.dir.path().join("logs")
+    }
+
+    /// Restarts reviews app `index` (its version the `index`th of v1, v2, v3) at its address
+    /// with `weftctl demo-app` `flags` (failure modes; none: healthy).
+    pub async fn restart_app(&mut self, index: usize, flags: &[&str]) {
+        let addr = self.apps[index].addr;
+        let version = ["v1", "v2", "v3"][index];
+        self.apps[index].process.kill();
+        let flags: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+        self.apps[index] = App::start_with(addr, "reviews", version, &self.log_dir(), &flags).await;
     }
 
     /// `GET path` to reviews through the client sidecar.

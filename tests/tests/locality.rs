@@ -10,17 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use weft_e2e::{App, Mesh, MeshOptions, eventually};
-
-const ROUTE_ALL: &str = "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
-  hosts: [reviews]
-  http:
-  - route: [{destination: {host: reviews}}]
-    retries: {attempts: 0}
-";
+use weft_e2e::{Mesh, MeshOptions, REVIEWS_WITHOUT_RETRIES, eventually};
 
 fn options(traffic_policy: &str) -> MeshOptions {
     MeshOptions {
@@ -46,20 +36,11 @@ async fn versions(mesh: &Mesh, n: usize) -> BTreeMap<String, usize> {
     out
 }
 
-/// Restarts app `index` at its address with `flags` (empty: healthy again).
-async fn restart(mesh: &mut Mesh, index: usize, flags: &[&str]) {
-    let addr = mesh.apps[index].addr;
-    let version = ["v1", "v2", "v3"][index];
-    mesh.apps[index].process.kill();
-    let flags: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
-    mesh.apps[index] = App::start_with(addr, "reviews", version, &mesh.log_dir(), &flags).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_zone_fails_over_to_the_next_priority_and_back() {
     let mut mesh = Mesh::start_with(
         &["v1", "v2", "v3"],
-        &[("reviews-vs.yaml", ROUTE_ALL)],
+        &[("reviews-vs.yaml", REVIEWS_WITHOUT_RETRIES)],
         &options(
             "{outlierDetection: {consecutive5xxErrors: 2, interval: 100ms, baseEjectionTime: 2s, maxEjectionPercent: 100}}",
         ),
@@ -74,7 +55,8 @@ async fn the_local_zone_fails_over_to_the_next_priority_and_back() {
 
     // v1 fails: two 500s eject it, and the same region's zone (P1) takes over; the other
     // region (P2) gets nothing while P1 is healthy.
-    restart(&mut mesh, 0, &["--fail-ratio", "1", "--fail-status", "500"]).await;
+    mesh.restart_app(0, &["--fail-ratio", "1", "--fail-status", "500"])
+        .await;
     eventually(Duration::from_secs(10), "v2 to take over", || async {
         let got = versions(&mesh, 20).await;
         (got.get("v2") == Some(&20)).then_some(())
@@ -84,7 +66,7 @@ async fn the_local_zone_fails_over_to_the_next_priority_and_back() {
     assert_eq!(failed_over.get("v2"), Some(&300), "{failed_over:?}");
 
     // v1 answers again: when its ejection ends, the first requests succeed and it keeps P0.
-    restart(&mut mesh, 0, &[]).await;
+    mesh.restart_app(0, &[]).await;
     eventually(
         Duration::from_secs(10),
         "v1 to take its traffic back",
@@ -102,7 +84,7 @@ async fn the_local_zone_fails_over_to_the_next_priority_and_back() {
 async fn distribute_spreads_by_locality_weight() {
     let mesh = Mesh::start_with(
         &["v1", "v2", "v3"],
-        &[("reviews-vs.yaml", ROUTE_ALL)],
+        &[("reviews-vs.yaml", REVIEWS_WITHOUT_RETRIES)],
         &options(
             "{loadBalancer: {localityLbSetting: {distribute: [{from: 'r1/z1/*', to: {'r1/z1/*': 70, 'r2/*': 30}}]}}}",
         ),

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use weft_e2e::eventually;
 use weft_e2e::node::mesh::injected_demo_pod;
-use weft_e2e::node::net::{command_in, http_get_in_as};
+use weft_e2e::node::net::{http_get_in_as, lines_in};
 use weft_e2e::node::test_node::{TestNode, pod_ip, ready};
 
 /// The uid the client runs as inside its pod: anything but the proxy's 1337.
@@ -74,19 +74,7 @@ fn versions(client: &str, ip: &str, count: usize) -> Vec<String> {
            echo \"$v\"; \
          done"
     );
-    let out = command_in(client, APP_UID)
-        .args(["bash", "-c", &script])
-        .output()
-        .expect("bash in the pod");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
-    assert_eq!(
-        lines.len(),
-        count,
-        "one line per request: {text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    lines
+    lines_in(client, APP_UID, &script, count)
 }
 
 /// The requests an httpbin pod's app has received (`/__demo/stats` `total`), asked from the

@@ -7,28 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use weft_e2e::{App, Mesh, MeshOptions, eventually};
-
-const ROUTE_ALL: &str = "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
-  hosts: [reviews]
-  http:
-  - route: [{destination: {host: reviews}}]
-    retries: {attempts: 0}
-";
+use weft_e2e::{App, Mesh, MeshOptions, REVIEWS_WITHOUT_RETRIES, eventually};
 
 const FAIL: [&str; 4] = ["--fail-ratio", "1", "--fail-status", "500"];
-
-/// Restarts app `index` of the mesh, at its address, answering 500 to everything.
-async fn make_failing(mesh: &mut Mesh, index: usize) {
-    let addr = mesh.apps[index].addr;
-    let version = ["v1", "v2", "v3"][index];
-    mesh.apps[index].process.kill();
-    let flags: Vec<String> = FAIL.iter().map(|s| s.to_string()).collect();
-    mesh.apps[index] = App::start_with(addr, "reviews", version, &mesh.log_dir(), &flags).await;
-}
 
 /// Requests from `workers` clients until `stop`; counts successes and failures.
 fn background_load(
@@ -89,7 +70,7 @@ async fn ejections(app: &App, watch: Duration) -> Vec<(Duration, Duration)> {
 async fn a_failing_endpoint_is_ejected_returns_and_is_ejected_twice_as_long() {
     let mut mesh = Mesh::start_with(
         &["v1", "v2", "v3"],
-        &[("reviews-vs.yaml", ROUTE_ALL)],
+        &[("reviews-vs.yaml", REVIEWS_WITHOUT_RETRIES)],
         &MeshOptions {
             traffic_policy: Some(
                 "{outlierDetection: {consecutive5xxErrors: 3, interval: 100ms, baseEjectionTime: 1500ms, maxEjectionPercent: 34}}"
@@ -100,7 +81,7 @@ async fn a_failing_endpoint_is_ejected_returns_and_is_ejected_twice_as_long() {
     )
     .await;
     mesh.wait_for_routes(Duration::from_secs(5)).await;
-    make_failing(&mut mesh, 2).await;
+    mesh.restart_app(2, &FAIL).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed, tasks) = background_load(&mesh, 4, stop.clone());
@@ -143,7 +124,7 @@ async fn a_failing_endpoint_is_ejected_returns_and_is_ejected_twice_as_long() {
 async fn max_ejection_percent_holds() {
     let mut mesh = Mesh::start_with(
         &["v1", "v2", "v3"],
-        &[("reviews-vs.yaml", ROUTE_ALL)],
+        &[("reviews-vs.yaml", REVIEWS_WITHOUT_RETRIES)],
         &MeshOptions {
             traffic_policy: Some(
                 "{outlierDetection: {consecutive5xxErrors: 2, interval: 100ms, baseEjectionTime: 30s, maxEjectionPercent: 34}}"
@@ -154,8 +135,8 @@ async fn max_ejection_percent_holds() {
     )
     .await;
     mesh.wait_for_routes(Duration::from_secs(5)).await;
-    make_failing(&mut mesh, 1).await;
-    make_failing(&mut mesh, 2).await;
+    mesh.restart_app(1, &FAIL).await;
+    mesh.restart_app(2, &FAIL).await;
     let load = mesh.load(600, 4, &[]).await;
     let (v2, v3) = (
         mesh.apps[1].stats().await["total"],

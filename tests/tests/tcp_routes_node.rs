@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use weft_e2e::eventually;
 use weft_e2e::node::mesh::injected_demo_pod;
-use weft_e2e::node::net::command_in;
+use weft_e2e::node::net::lines_in;
 use weft_e2e::node::test_node::{TestNode, ready};
 
 /// The uid the clients run as inside their pod: anything but the proxy's 1337.
@@ -119,19 +119,7 @@ fn greetings(netns: &str, ip: &str, port: u16, first: Option<&[u8]>, count: usiz
            echo \"$line\"; \
          done"
     );
-    let out = command_in(netns, APP_UID)
-        .args(["bash", "-c", &script])
-        .output()
-        .expect("bash in the pod");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
-    assert_eq!(
-        lines.len(),
-        count,
-        "one line per connection: {text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    lines
+    lines_in(netns, APP_UID, &script, count)
 }
 
 fn share(lines: &[String], greeting: &str) -> usize {

@@ -2,7 +2,7 @@
 //! controller serves, run each resource through the proxy's own converters, then feed the
 //! responses to a fresh `weft_proxy::ConfigStore` in ADS order.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::{Ipv4Addr, TcpListener};
 
@@ -442,6 +442,82 @@ impl Generated {
             endpoints: generate(model, proxy, type_url::ENDPOINT),
         }
     }
+
+    /// What a client sidecar (`app=client` in `default`, explicit, with more `weft-proxy`
+    /// `flags`) is served for the objects of `file` (local mode), which must have loaded
+    /// without errors and (`quiet`) build without any warning.
+    pub fn for_client(file: &str, set: ConfigSet, flags: &[&str], quiet: bool) -> Self {
+        assert!(set.errors.is_empty(), "{file}: {:#?}", set.errors);
+        let model = ConfigCase::local(file, set).model();
+        assert!(
+            !quiet || model.warnings.is_empty(),
+            "{file}: nothing is reported: {:#?}",
+            model.warnings
+        );
+        let (outbound, inbound) = free_ports();
+        let spec = ProxySpec {
+            label: "client".into(),
+            namespace: "default".into(),
+            labels: vec![("app".into(), "client".into())],
+            app_port: None,
+            capture: None,
+        };
+        Self::new(
+            &model,
+            &controller_proxy_with(&spec, outbound, inbound, flags),
+        )
+    }
+
+    /// The route tables, as the proxy converts them (it must accept every one).
+    pub fn proxy_routes(&self) -> HashMap<String, RouteConfig> {
+        accepted(
+            &self.routes,
+            type_url::ROUTE,
+            |r: &rds::RouteConfiguration| &r.name,
+        )
+    }
+
+    /// The clusters, as the proxy converts them (it must accept every one).
+    pub fn proxy_clusters(&self) -> HashMap<String, ClusterConfig> {
+        accepted(&self.clusters, type_url::CLUSTER, |c: &cds::Cluster| {
+            &c.name
+        })
+    }
+
+    /// The load assignments, as the proxy converts them (it must accept every one).
+    pub fn proxy_assignments(&self) -> HashMap<String, Assignment> {
+        accepted(
+            &self.endpoints,
+            type_url::ENDPOINT,
+            |a: &eds::ClusterLoadAssignment| &a.cluster_name,
+        )
+    }
+}
+
+/// Every resource of one type through the proxy's converter, by name; panics naming the one
+/// the proxy refuses.
+fn accepted<E, D>(
+    resources: &[Resource],
+    expected_type: &str,
+    name_of: fn(&E) -> &str,
+) -> HashMap<String, D>
+where
+    E: Message + Default,
+    D: TryFrom<E>,
+    D::Error: fmt::Display,
+{
+    resources
+        .iter()
+        .map(|resource| {
+            let converted = convert(resource, expected_type, name_of).unwrap_or_else(|err| {
+                panic!(
+                    "the proxy refuses {} {:?}: {err}",
+                    expected_type, resource.name
+                )
+            });
+            (resource.name.clone(), converted)
+        })
+        .collect()
 }
 
 /// Checks one config set for every proxy of [`proxies_for`], adding to `report`.

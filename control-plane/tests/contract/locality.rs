@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use weft_proxy::config::{Assignment, ClusterConfig};
 
-use super::check::{ConfigCase, Generated, ProxySpec, controller_proxy_with, free_ports};
+use super::check::Generated;
 use super::fixtures::config_from;
 
 const LOCALITY: &str = r#"
@@ -82,47 +82,13 @@ spec:
 
 /// The proxy's clusters and assignments, converted, for a proxy with `flags`.
 fn converted(flags: &[&str]) -> (HashMap<String, ClusterConfig>, HashMap<String, Assignment>) {
-    let set = config_from(&[("locality.yaml", LOCALITY)]);
-    assert!(set.errors.is_empty(), "locality.yaml: {:#?}", set.errors);
-    let case = ConfigCase::local("locality.yaml", set);
-    let model = case.model();
-    assert!(
-        model.warnings.is_empty(),
-        "nothing is reported: {:#?}",
-        model.warnings
+    let generated = Generated::for_client(
+        "locality.yaml",
+        config_from(&[("locality.yaml", LOCALITY)]),
+        flags,
+        true,
     );
-    let (outbound, inbound) = free_ports();
-    let spec = ProxySpec {
-        label: "client".into(),
-        namespace: "default".into(),
-        labels: vec![("app".into(), "client".into())],
-        app_port: None,
-        capture: None,
-    };
-    let proxy = controller_proxy_with(&spec, outbound, inbound, flags);
-    let generated = Generated::new(&model, &proxy);
-    let clusters = generated
-        .clusters
-        .iter()
-        .map(|c| {
-            let cluster: envoy_types::pb::envoy::config::cluster::v3::Cluster =
-                prost::Message::decode(c.body.value.as_slice()).expect("cluster");
-            let converted =
-                ClusterConfig::try_from(cluster).expect("the proxy accepts the cluster");
-            (c.name.clone(), converted)
-        })
-        .collect();
-    let assignments = generated
-        .endpoints
-        .iter()
-        .map(|e| {
-            let cla: envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment =
-                prost::Message::decode(e.body.value.as_slice()).expect("load assignment");
-            let converted = Assignment::try_from(cla).expect("the proxy accepts the endpoints");
-            (e.name.clone(), converted)
-        })
-        .collect();
-    (clusters, assignments)
+    (generated.proxy_clusters(), generated.proxy_assignments())
 }
 
 /// (locality, priority, weight, endpoint addresses) of each group.

@@ -8,45 +8,181 @@ use weft_proxy::config::hash_policy::HashKey;
 use weft_proxy::config::retry::RetryOn;
 use weft_proxy::config::{Action, ClusterConfig, RouteConfig};
 
-use super::check::{ConfigCase, Generated, ProxySpec, controller_proxy, free_ports};
-use super::fixtures::{RESILIENCE, config_from};
+use super::check::Generated;
+use super::fixtures::config_from;
+
+/// Every resilience field the controller translates: VirtualService `retries` (each field,
+/// `attempts: 0`, none at all: Istio's default) and `fault` (delay and abort, HTTP and gRPC,
+/// `percentage` and the legacy `percent`), DestinationRule `retryBudget` and
+/// `connectionPool.http.maxRetries` at the rule, port and subset levels.
+const RESILIENCE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: shop, namespace: default}
+spec:
+  hosts: [shop.example.internal]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  - {number: 81, name: http-admin, protocol: HTTP}
+  endpoints:
+  - {address: 127.0.0.81, labels: {version: v1}}
+  - {address: 127.0.0.82, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: plain, namespace: default}
+spec:
+  hosts: [plain.example.internal]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.83}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: shop, namespace: default}
+spec:
+  host: shop.example.internal
+  trafficPolicy:
+    retryBudget: {percent: 25, minRetryConcurrency: 5, budgetInterval: 2s}
+    connectionPool: {http: {maxRetries: 7}}
+    outlierDetection:
+      consecutive5xxErrors: 4
+      consecutiveGatewayErrors: 2
+      splitExternalLocalOriginErrors: true
+      consecutiveLocalOriginFailures: 6
+      interval: 2s
+      baseEjectionTime: 45s
+      maxEjectionPercent: 50
+      minHealthPercent: 30
+    portLevelSettings:
+    - port: {number: 81}
+      connectionPool: {http: {maxRetries: 2}}
+      outlierDetection: {consecutiveErrors: 7}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      retryBudget: {percent: 10}
+      connectionPool: {http: {maxRetries: 1}}
+  - name: pool
+    labels: {version: v1}
+    trafficPolicy:
+      loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 30s, minimumPercent: 20, aggression: 2}}
+      connectionPool:
+        tcp:
+          maxConnections: 3
+          connectTimeout: 250ms
+          tcpKeepalive: {probes: 4, time: 30s, interval: 5s}
+          maxConnectionDuration: 1h
+        http:
+          http1MaxPendingRequests: 5
+          http2MaxRequests: 50
+          maxRequestsPerConnection: 10
+          maxRetries: 6
+          idleTimeout: 30s
+          h2UpgradePolicy: UPGRADE
+          maxConcurrentStreams: 100
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: default}
+spec:
+  hosts: [shop.example.internal]
+  http:
+  - name: every-retry-field
+    match: [{uri: {prefix: /retry}}]
+    route: [{destination: {host: shop.example.internal, subset: v1}}]
+    retries:
+      attempts: 4
+      perTryTimeout: 250ms
+      retryOn: 5xx,gateway-error,reset,reset-before-request,connect-failure,retriable-4xx,refused-stream,retriable-status-codes,retriable-headers,envoy-ratelimited,cancelled,deadline-exceeded,internal,resource-exhausted,unavailable,409
+      retryRemoteLocalities: true
+      retryIgnorePreviousHosts: false
+      backoff: 50ms
+    timeout: 3s
+  - name: no-retries
+    match: [{uri: {prefix: /once}}]
+    route: [{destination: {host: shop.example.internal, subset: v2}}]
+    retries: {attempts: 0}
+  - name: http-faults
+    match: [{uri: {prefix: /fault}}]
+    route: [{destination: {host: shop.example.internal}}]
+    fault:
+      delay: {fixedDelay: 2s, percentage: {value: 12.5}}
+      abort: {httpStatus: 418, percentage: {value: 0.5}}
+  - name: grpc-and-legacy-faults
+    match: [{uri: {prefix: /grpc}}]
+    route: [{destination: {host: shop.example.internal}}]
+    fault:
+      delay: {fixedDelay: 1s, percent: 30}
+      abort: {grpcStatus: RESOURCE_EXHAUSTED}
+  - route: [{destination: {host: shop.example.internal}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: sticky, namespace: default}
+spec:
+  hosts: [sticky.example.internal]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  - {number: 81, name: http-query, protocol: HTTP}
+  endpoints:
+  - {address: 127.0.0.91, labels: {version: v1}}
+  - {address: 127.0.0.92, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: sticky, namespace: default}
+spec:
+  host: sticky.example.internal
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpHeaderName: x-user, ringHash: {minimumRingSize: 2048}}
+    portLevelSettings:
+    - port: {number: 81}
+      loadBalancer:
+        consistentHash: {httpQueryParameterName: id, maglev: {tableSize: 65537}}
+  subsets:
+  - name: cookie
+    labels: {version: v1}
+    trafficPolicy:
+      loadBalancer:
+        consistentHash: {httpCookie: {name: user, path: /, ttl: 60s}, minimumRingSize: 512}
+  - name: source
+    labels: {version: v2}
+    trafficPolicy:
+      loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 131}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: sticky, namespace: default}
+spec:
+  hosts: [sticky.example.internal]
+  http:
+  - name: by-cookie
+    match: [{uri: {prefix: /cookie}}]
+    route: [{destination: {host: sticky.example.internal, subset: cookie}}]
+  - name: by-source
+    match: [{uri: {prefix: /source}}]
+    route: [{destination: {host: sticky.example.internal, subset: source}}]
+  - name: by-header
+    route: [{destination: {host: sticky.example.internal}}]
+"#;
 
 fn converted() -> (HashMap<String, RouteConfig>, HashMap<String, ClusterConfig>) {
-    let set = config_from(&[("resilience.yaml", RESILIENCE)]);
-    assert!(set.errors.is_empty(), "resilience.yaml: {:#?}", set.errors);
-    let case = ConfigCase::local("resilience.yaml", set);
-    let model = case.model();
-    let (outbound, inbound) = free_ports();
-    let spec = ProxySpec {
-        label: "client".into(),
-        namespace: "default".into(),
-        labels: vec![("app".into(), "client".into())],
-        app_port: None,
-        capture: None,
-    };
-    let generated = Generated::new(&model, &controller_proxy(&spec, outbound, inbound));
-    let routes = generated
-        .routes
-        .iter()
-        .map(|r| {
-            let rc: envoy_types::pb::envoy::config::route::v3::RouteConfiguration =
-                prost::Message::decode(r.body.value.as_slice()).expect("route configuration");
-            let converted = RouteConfig::try_from(rc).expect("the proxy accepts the routes");
-            (r.name.clone(), converted)
-        })
-        .collect();
-    let clusters = generated
-        .clusters
-        .iter()
-        .map(|c| {
-            let cluster: envoy_types::pb::envoy::config::cluster::v3::Cluster =
-                prost::Message::decode(c.body.value.as_slice()).expect("cluster");
-            let converted =
-                ClusterConfig::try_from(cluster).expect("the proxy accepts the cluster");
-            (c.name.clone(), converted)
-        })
-        .collect();
-    (routes, clusters)
+    let generated = Generated::for_client(
+        "resilience.yaml",
+        config_from(&[("resilience.yaml", RESILIENCE)]),
+        &[],
+        false,
+    );
+    (generated.proxy_routes(), generated.proxy_clusters())
 }
 
 fn forward<'a>(

@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::config::listener::v3 as lds;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use weft_proxy::config::{Action, ClusterPick, ForwardAction, Listener, Network, RouteConfig};
 
-use super::check::{ConfigCase, Generated, ProxySpec, controller_proxy, free_ports};
+use super::check::Generated;
 use super::fixtures::config_from;
 
 /// Every new route field, on a service with two versions and a mirror target.
@@ -87,39 +87,19 @@ spec:
 "#;
 
 fn generated() -> Generated {
-    let set = config_from(&[("routes-extra.yaml", ROUTES_EXTRA)]);
-    assert!(
-        set.errors.is_empty(),
-        "routes-extra.yaml: {:#?}",
-        set.errors
-    );
-    let case = ConfigCase::local("routes-extra.yaml", set);
-    let model = case.model();
-    assert!(
-        model.warnings.is_empty(),
-        "nothing is reported unsupported: {:#?}",
-        model.warnings
-    );
-    let (outbound, inbound) = free_ports();
-    let spec = ProxySpec {
-        label: "client".into(),
-        namespace: "default".into(),
-        labels: vec![("app".into(), "client".into())],
-        app_port: None,
-        capture: None,
-    };
-    Generated::new(&model, &controller_proxy(&spec, outbound, inbound))
+    Generated::for_client(
+        "routes-extra.yaml",
+        config_from(&[("routes-extra.yaml", ROUTES_EXTRA)]),
+        &[],
+        true,
+    )
 }
 
 fn outbound(generated: &Generated) -> RouteConfig {
-    let resource = generated
-        .routes
-        .iter()
-        .find(|r| r.name == "outbound")
-        .expect("the outbound routes");
-    let rc: RouteConfiguration =
-        prost::Message::decode(resource.body.value.as_slice()).expect("route configuration");
-    RouteConfig::try_from(rc).expect("the proxy accepts the routes")
+    generated
+        .proxy_routes()
+        .remove("outbound")
+        .expect("the outbound routes")
 }
 
 fn forward<'a>(rc: &'a RouteConfig, route: &str) -> &'a ForwardAction {

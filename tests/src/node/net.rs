@@ -355,6 +355,25 @@ pub fn http_get_in_with(
     get_in(netns, None, host, port, path, headers)
 }
 
+/// Runs bash `script` inside `netns` as `uid` (else root): its output lines, trimmed, which
+/// must be `count` (one per connection or request the script makes; panics with its error
+/// output otherwise).
+pub fn lines_in(netns: &str, uid: Option<u32>, script: &str, count: usize) -> Vec<String> {
+    let out = command_in(netns, uid)
+        .args(["bash", "-c", script])
+        .output()
+        .expect("bash in the pod");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    assert_eq!(
+        lines.len(),
+        count,
+        "one line per probe: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lines
+}
+
 /// A command run inside the network namespace `netns` (its `hosts` and `resolv.conf`), as
 /// user (and group) `uid` when given, else as root: append the program and its arguments.
 pub fn command_in(netns: &str, uid: Option<u32>) -> Command {
