@@ -389,6 +389,16 @@ impl KubeCluster {
         String::from_utf8(output.stdout).expect("kubectl printed UTF-8")
     }
 
+    /// `kubectl apply` of `yaml`; panics with kubectl's words if it is refused.
+    pub fn kubectl_apply_ok(&self, yaml: &str) {
+        let out = self.kubectl_apply_stdin(yaml);
+        assert!(
+            out.status.success(),
+            "kubectl apply refused:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `kubectl apply -f -` with `yaml` on stdin.
     pub fn kubectl_apply_stdin(&self, yaml: &str) -> Output {
         let mut child = self

@@ -403,14 +403,9 @@ async fn crds_chart_rbac_webhook_and_bookinfo() {
     cluster.kubectl_ok(&["label", "namespace", "shop", "istio-injection=enabled"]);
     // No controller manager here: the pods' ServiceAccounts are made by hand.
     for namespace in ["shop", "default"] {
-        let out = cluster.kubectl_apply_stdin(&format!(
+        cluster.kubectl_apply_ok(&format!(
             "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: default, namespace: {namespace}}}\n"
         ));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
     let pod = |name: &str, namespace: &str, labels: &str| {
         format!(
@@ -829,12 +824,7 @@ async fn routes_and_endpoints_follow_the_api_within_a_second() {
     );
     // No controller manager here: create the ServiceAccount pods need.
     cluster.kubectl_ok(&["create", "serviceaccount", "default", "-n", "default"]);
-    let out = cluster.kubectl_apply_stdin(REVIEWS_PODS);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cluster.kubectl_apply_ok(REVIEWS_PODS);
     set_pod_ready(&cluster, "reviews-v1", "198.18.0.11");
     set_pod_ready(&cluster, "reviews-v2", "198.18.0.12");
 
@@ -892,12 +882,7 @@ async fn routes_and_endpoints_follow_the_api_within_a_second() {
     eprintln!("80/20 written → pushed {took:?} later");
 
     // Edit it: within a second.
-    let out = cluster.kubectl_apply_stdin(&split_80_20(50, 50));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cluster.kubectl_apply_ok(&split_80_20(50, 50));
     let took = until(&mut rx, Duration::from_secs(1), "the 50/50 edit", |r| {
         r.reviews_split() == [(V1.to_string(), 50), (V2.to_string(), 50)]
     })
@@ -916,15 +901,10 @@ async fn routes_and_endpoints_follow_the_api_within_a_second() {
     eprintln!("delete written → pushed {took:?} later");
 
     // An endpoint going unready leaves the subset.
-    let out = cluster.kubectl_apply_stdin(&REVIEWS_PODS.replace(
+    cluster.kubectl_apply_ok(&REVIEWS_PODS.replace(
         "- addresses: [198.18.0.12]\n  conditions: {ready: true}",
         "- addresses: [198.18.0.12]\n  conditions: {ready: false}",
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let took = until(
         &mut rx,
         Duration::from_secs(1),
@@ -936,12 +916,7 @@ async fn routes_and_endpoints_follow_the_api_within_a_second() {
 
     // The API server restarts: the watches resume and later changes still arrive.
     cluster.restart_apiserver().await;
-    let out = cluster.kubectl_apply_stdin(&split_80_20(70, 30));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cluster.kubectl_apply_ok(&split_80_20(70, 30));
     until(
         &mut rx,
         Duration::from_secs(15),
@@ -976,13 +951,8 @@ async fn routes_and_endpoints_follow_the_api_within_a_second() {
     // Localities come from the pods' nodes. With outlier detection the mesh's default
     // locality failover applies: the proxy (whose pod runs on node-a) gets v1, in its own
     // zone, at priority 0 and v2 (ready again) at priority 1.
-    let out = cluster.kubectl_apply_stdin(REVIEWS_PODS);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = cluster.kubectl_apply_stdin(
+    cluster.kubectl_apply_ok(REVIEWS_PODS);
+    cluster.kubectl_apply_ok(
         "apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews, namespace: default}
@@ -993,11 +963,6 @@ spec:
   - {name: v1, labels: {version: v1}}
   - {name: v2, labels: {version: v2}}
 ",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     until(
         &mut rx,

@@ -9,14 +9,14 @@
 //! `destination-rule-all`-style subsets, the task's two VirtualServices); the httpbin pods are
 //! `weftctl demo-app`, which counts the requests it gets (`/__demo/stats`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use weft_e2e::eventually;
 use weft_e2e::node::mesh::injected_demo_pod;
 use weft_e2e::node::net::{http_get_in_as, lines_in};
-use weft_e2e::node::test_node::{TestNode, pod_ip, ready};
+use weft_e2e::node::test_node::{TestNode, pod_ip};
 
 /// The uid the client runs as inside its pod: anything but the proxy's 1337.
 const APP_UID: Option<u32> = Some(1000);
@@ -98,21 +98,13 @@ async fn istios_mirroring_task() {
     node.apply(&pod("httpbin-v1", "httpbin", "v1"));
     node.apply(&pod("httpbin-v2", "httpbin", "v2"));
     node.apply(&pod("sleep", "sleep", "v1"));
-    let pods: Api<Pod> = Api::namespaced(node.client.clone(), "default");
-    let mut ips = Vec::new();
-    for name in ["httpbin-v1", "httpbin-v2", "sleep"] {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok(pod) = pods.get(name).await
-                && ready(&pod)
-            {
-                ips.push(pod_ip(&pod));
-                break;
-            }
-            assert!(Instant::now() < deadline, "pod {name} not Ready after 120s");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    let pods = node
+        .wait_ready(
+            &["httpbin-v1", "httpbin-v2", "sleep"],
+            Duration::from_secs(120),
+        )
+        .await;
+    let ips: Vec<String> = pods.iter().map(pod_ip).collect();
     let (v1_ip, v2_ip) = (ips[0].clone(), ips[1].clone());
     let services: Api<Service> = Api::namespaced(node.client.clone(), "default");
     let service = services.get("httpbin").await.expect("httpbin Service");

@@ -13,12 +13,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use weft_e2e::eventually;
 use weft_e2e::node::mesh::injected_demo_pod;
 use weft_e2e::node::net::lines_in;
-use weft_e2e::node::test_node::{TestNode, ready};
+use weft_e2e::node::test_node::TestNode;
 
 /// The uid the clients run as inside their pod: anything but the proxy's 1337.
 const APP_UID: Option<u32> = Some(1000);
@@ -158,18 +158,11 @@ async fn tcp_traffic_shifting_and_tls_routes_by_sni() {
         node.apply(&pod(name, version));
     }
     node.apply(&pod("client", None));
-    let pods: Api<Pod> = Api::namespaced(node.client.clone(), "default");
-    for name in ["tcp-echo-v1", "tcp-echo-v2", "client"] {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !pods.get(name).await.is_ok_and(|pod| ready(&pod)) {
-            assert!(
-                Instant::now() < deadline,
-                "pod {name} not Ready after 120s\n{}",
-                proxy_logs(&node)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    node.wait_ready(
+        &["tcp-echo-v1", "tcp-echo-v2", "client"],
+        Duration::from_secs(120),
+    )
+    .await;
     let services: Api<Service> = Api::namespaced(node.client.clone(), "default");
     let service = services.get("tcp-echo").await.expect("tcp-echo Service");
     let ip = service

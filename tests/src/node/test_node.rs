@@ -46,12 +46,41 @@ impl TestNode {
 
     /// `kubectl apply` of `manifest`; panics with kubectl's words if it is refused.
     pub fn apply(&self, manifest: &str) {
-        let out = self.cluster.kubectl_apply_stdin(manifest);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.cluster.kubectl_apply_ok(manifest);
+    }
+}
+
+impl TestNode {
+    /// Waits up to `limit` for the pods `names` in `default` to be Ready, and returns them;
+    /// panics naming the first that is not, with the tails of its sidecar's logs.
+    pub async fn wait_ready(&self, names: &[&str], limit: std::time::Duration) -> Vec<Pod> {
+        let pods: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), "default");
+        let deadline = std::time::Instant::now() + limit;
+        let mut out = Vec::new();
+        for name in names {
+            loop {
+                if let Ok(pod) = pods.get(name).await
+                    && ready(&pod)
+                {
+                    out.push(pod);
+                    break;
+                }
+                if std::time::Instant::now() >= deadline {
+                    let tail = |container: &str| {
+                        let log = self.agent.logs("default", name, container);
+                        let lines: Vec<&str> = log.lines().rev().take(40).collect();
+                        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    };
+                    panic!(
+                        "pod {name} not Ready after {limit:?}\n--- {name}/istio-init ---\n{}\n--- {name}/istio-proxy ---\n{}",
+                        tail("istio-init"),
+                        tail("istio-proxy")
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+        out
     }
 }
 
