@@ -22,7 +22,8 @@
 //! mTLS and every DestinationRule TLS mode. `contract/resilience.rs` checks that retries,
 //! faults and retry limits arrive whole in the proxy's domain config. `contract/l4_routes.rs`
 //! checks VirtualService `tcp` and `tls` routes: every match field, weights, subsets and server
-//! names in the proxy's listeners.
+//! names in the proxy's listeners. `contract/ratelimit.rs` checks that every field of a
+//! LocalRateLimit's local rate limit filters arrives in the proxy's domain config.
 
 #[path = "contract/check.rs"]
 mod check;
@@ -36,6 +37,8 @@ mod hcm;
 mod l4_routes;
 #[path = "contract/mtls.rs"]
 mod mtls;
+#[path = "contract/ratelimit.rs"]
+mod ratelimit;
 #[path = "contract/resilience.rs"]
 mod resilience;
 #[path = "contract/routes_extra.rs"]

@@ -1,7 +1,8 @@
 //! Data-path errors and their ONE mapping to an HTTP status, an Envoy response flag and a body.
 //!
 //! ```text
-//!  filters ┐ (RbacDenied: 403 RBAC; JwtDenied: 401, www-authenticate, no flag)
+//!  filters ┐ (RbacDenied: 403 RBAC; JwtDenied: 401, www-authenticate, no flag;
+//!          │  RateLimited: 429 RL local_rate_limited, x-envoy-ratelimited)
 //!  router ─┤
 //!  balancer├─► ProxyError ─► (status, flag, body) ─► local reply + x-weft-response-flags
 //!  upstream┘      └─ Upstream { failure: UF │ UC │ UR │ UPE │ DPE }, Timeout (UT), StreamIdle (SI),
@@ -90,6 +91,14 @@ pub enum ProxyError {
     RetriesExhausted {
         last: Box<ProxyError>,
         why: &'static str,
+    },
+    /// A local rate limit filter had no token for the request: `RL`, the filter's status
+    /// (429) and response headers (`x-envoy-ratelimited: true`), Envoy's body.
+    #[error("local rate limit: no token left (status {status})")]
+    RateLimited {
+        status: StatusCode,
+        /// (name, value, append) added to the reply.
+        headers: std::sync::Arc<[(http::HeaderName, HeaderValue, bool)]>,
     },
     /// The JWT filter refused the request's token (or its absence).
     #[error("JWT authentication failed: {error}")]
@@ -196,6 +205,7 @@ impl ProxyError {
             Self::RbacDenied { .. } => (StatusCode::FORBIDDEN, "RBAC", "RBAC: access denied"),
             Self::JwtDenied { .. } => (StatusCode::UNAUTHORIZED, "", "Jwt verification fails"),
             Self::FaultAbort { status, .. } => (*status, "FI", "fault filter abort"),
+            Self::RateLimited { status, .. } => (*status, "RL", "local_rate_limited"),
             Self::RetriesExhausted { last, .. } => {
                 let (status, flag, body) = last.reply_parts();
                 (status, with_retries_exhausted(flag), body)
@@ -265,6 +275,15 @@ impl ProxyError {
         }
         if let Self::JwtDenied { challenge, .. } = self {
             headers.insert(http::header::WWW_AUTHENTICATE, challenge.clone());
+        }
+        if let Self::RateLimited { headers: added, .. } = self {
+            for (name, value, append) in added.iter() {
+                if *append {
+                    headers.append(name.clone(), value.clone());
+                } else {
+                    headers.insert(name.clone(), value.clone());
+                }
+            }
         }
         resp
     }

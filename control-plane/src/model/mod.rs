@@ -6,6 +6,7 @@
 
 mod capture;
 mod delegate;
+pub mod ratelimit;
 pub mod security;
 mod service_entry;
 pub mod sidecar;
@@ -167,6 +168,8 @@ pub struct Model {
     pub peer_authentications: Vec<security::PeerAuthenticationEntry>,
     /// Sidecars ordered by namespace/name ([`sidecar`]).
     pub sidecars: Vec<sidecar::SidecarEntry>,
+    /// LocalRateLimits ordered by namespace/name ([`ratelimit`]).
+    pub local_rate_limits: Vec<ratelimit::LocalRateLimitEntry>,
 }
 
 impl Model {
@@ -255,6 +258,12 @@ impl Model {
                     let (entry, warnings) = sidecar::SidecarEntry::new(key, resource);
                     model.warnings.extend(warnings);
                     model.sidecars.push(entry);
+                }
+                ConfigObject::LocalRateLimit(resource) => {
+                    let (entry, warnings) =
+                        ratelimit::LocalRateLimitEntry::new(key, &resource.spec);
+                    model.warnings.extend(warnings);
+                    model.local_rate_limits.push(entry);
                 }
                 #[allow(unreachable_patterns)]
                 _ => {}

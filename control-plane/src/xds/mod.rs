@@ -10,6 +10,7 @@ pub mod dns;
 pub mod endpoints;
 pub mod listeners;
 pub mod proxy;
+pub mod ratelimit;
 pub mod route_cors;
 pub mod route_match;
 pub mod route_policy;
