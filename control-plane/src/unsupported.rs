@@ -39,6 +39,8 @@ pub fn fields(key: &ObjectKey, object: &ConfigObject) -> Vec<Warning> {
             String::new(),
             "Gateway resources are not supported yet; ignored".to_string(),
         )),
+        // Translated whole (inbound local rate limit filters: model::ratelimit).
+        ConfigObject::LocalRateLimit(_) => {}
         // Translated: egress hosts and the outbound traffic policy (model::sidecar).
         ConfigObject::Sidecar(resource) => sidecar(&resource.spec, &mut found),
         // Kinds weft-api models that the controller does not translate (yet).

@@ -24,6 +24,8 @@
 //! checks VirtualService `tcp` and `tls` routes: every match field, weights, subsets and server
 //! names in the proxy's listeners. `contract/locality.rs` checks locality load balancing: the
 //! priorities and locality weights of EDS and CDS as the proxy's balancer takes them.
+//! `contract/ratelimit.rs` checks that every field of a LocalRateLimit's local rate limit
+//! filters arrives in the proxy's domain config.
 
 #[path = "contract/check.rs"]
 mod check;
@@ -39,6 +41,8 @@ mod l4_routes;
 mod locality;
 #[path = "contract/mtls.rs"]
 mod mtls;
+#[path = "contract/ratelimit.rs"]
+mod ratelimit;
 #[path = "contract/resilience.rs"]
 mod resilience;
 #[path = "contract/routes_extra.rs"]

@@ -1,7 +1,8 @@
 //! Data-path errors and their ONE mapping to an HTTP status, an Envoy response flag and a body.
 //!
 //! ```text
-//!  filters ┐ (RbacDenied: 403 RBAC; JwtDenied: 401, www-authenticate, no flag)
+//!  filters ┐ (RbacDenied: 403 RBAC; JwtDenied: 401, www-authenticate, no flag;
+//!          │  RateLimited: 429 RL local_rate_limited, x-envoy-ratelimited)
 //!  router ─┤
 //!  balancer├─► ProxyError ─► (status, flags, body) ─► local reply: ResponseFlags in its
 //!  upstream┘      │                                    extensions + x-weft-response-flags
@@ -88,6 +89,14 @@ pub enum ProxyError {
     Flagged {
         error: Box<ProxyError>,
         flags: ResponseFlags,
+    },
+    /// A local rate limit filter had no token for the request: `RL`, the filter's status
+    /// (429) and response headers (`x-envoy-ratelimited: true`), Envoy's body.
+    #[error("local rate limit: no token left (status {status})")]
+    RateLimited {
+        status: StatusCode,
+        /// (name, value, append) added to the reply.
+        headers: std::sync::Arc<[(http::HeaderName, HeaderValue, bool)]>,
     },
     /// The JWT filter refused the request's token (or its absence).
     #[error("JWT authentication failed: {error}")]
@@ -216,6 +225,9 @@ impl ProxyError {
             Self::FaultAbort { status, .. } => {
                 (*status, ResponseFlags::FAULT_INJECTED, "fault filter abort")
             }
+            Self::RateLimited { status, .. } => {
+                (*status, ResponseFlags::RATE_LIMITED, "local_rate_limited")
+            }
             Self::RetriesExhausted { last, .. } => {
                 let (status, flag, body) = last.reply_parts();
                 (
@@ -323,6 +335,15 @@ impl ProxyError {
         }
         if let Self::JwtDenied { challenge, .. } = root {
             headers.insert(http::header::WWW_AUTHENTICATE, challenge.clone());
+        }
+        if let Self::RateLimited { headers: added, .. } = root {
+            for (name, value, append) in added.iter() {
+                if *append {
+                    headers.append(name.clone(), value.clone());
+                } else {
+                    headers.insert(name.clone(), value.clone());
+                }
+            }
         }
         if !flags.is_empty() {
             resp.extensions_mut().insert(flags);

@@ -223,6 +223,25 @@ const INVALID: &[(&str, &str, &[&str])] = &[
         "jwtRules:\n  - jwksUri: \"not a uri\"\n",
         &["jwtRules[0]"],
     ),
+    // Weft's LocalRateLimit: the schema's CEL rule, then the webhook's checks.
+    (
+        "LocalRateLimit",
+        "{}\n",
+        &["at least one of limit or rules"],
+    ),
+    (
+        "LocalRateLimit",
+        "limit: {requests: 10, per: 10ms, burst: 5}\n",
+        &[
+            "spec.limit.per: must be at least 50ms",
+            "spec.limit.burst: must be at least requests (10)",
+        ],
+    ),
+    (
+        "LocalRateLimit",
+        "rules:\n  - name: login\n    limit: {requests: 5, per: 1m}\n    perHeaderValue: X-User\n",
+        &["spec.rules[0].perHeaderValue", "lowercase"],
+    ),
 ];
 
 /// Objects that are unusual but valid; `kubectl apply` must accept them.
@@ -253,14 +272,19 @@ const VALID: &[(&str, &str)] = &[
     ),
     ("PeerAuthentication", "mtls: {mode: STRICT}\n"),
     ("AuthorizationPolicy", "{}\n"),
+    (
+        "LocalRateLimit",
+        "selector: {matchLabels: {app: reviews}}\n  limit: {requests: 100, per: 1s, burst: 200}\n  rules:\n  - name: login\n    match: {uri: {prefix: /login}, method: {exact: POST}}\n    limit: {requests: 5, per: 1m}\n    perHeaderValue: x-user-id\n",
+    ),
 ];
 
 fn manifest(kind: &str, name: &str, spec: &str) -> String {
     let group = match kind {
         "PeerAuthentication" | "AuthorizationPolicy" | "RequestAuthentication" => {
-            "security.istio.io"
+            "security.istio.io/v1"
         }
-        _ => "networking.istio.io",
+        "LocalRateLimit" => "ratelimit.weft.io/v1alpha1",
+        _ => "networking.istio.io/v1",
     };
     let spec = if kind == "VirtualService" && !spec.starts_with("hosts") {
         format!("hosts: [reviews]\n  {spec}")
@@ -273,7 +297,7 @@ fn manifest(kind: &str, name: &str, spec: &str) -> String {
         format!("\n  {spec}")
     };
     format!(
-        "apiVersion: {group}/v1\nkind: {kind}\nmetadata:\n  name: {name}\n  namespace: default\nspec:{spec}"
+        "apiVersion: {group}\nkind: {kind}\nmetadata:\n  name: {name}\n  namespace: default\nspec:{spec}"
     )
 }
 
@@ -296,6 +320,7 @@ async fn crds_chart_rbac_webhook_and_bookinfo() {
         "authorizationpolicies.security.istio.io",
         "requestauthentications.security.istio.io",
         "telemetries.telemetry.istio.io",
+        "localratelimits.ratelimit.weft.io",
     ] {
         assert!(crds.contains(crd), "{crd} missing from:\n{crds}");
     }

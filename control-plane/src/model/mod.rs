@@ -6,6 +6,7 @@
 
 mod capture;
 mod delegate;
+pub mod ratelimit;
 pub mod security;
 mod service_entry;
 pub mod sidecar;
@@ -171,6 +172,8 @@ pub struct Model {
     /// Kubernetes: the locality of every Pod that has one, by (namespace, name): a proxy
     /// that does not say where it runs is where its pod is.
     pub pod_localities: BTreeMap<(String, String), Locality>,
+    /// LocalRateLimits ordered by namespace/name ([`ratelimit`]).
+    pub local_rate_limits: Vec<ratelimit::LocalRateLimitEntry>,
 }
 
 impl Model {
@@ -267,6 +270,12 @@ impl Model {
                     let (entry, warnings) = sidecar::SidecarEntry::new(key, resource);
                     model.warnings.extend(warnings);
                     model.sidecars.push(entry);
+                }
+                ConfigObject::LocalRateLimit(resource) => {
+                    let (entry, warnings) =
+                        ratelimit::LocalRateLimitEntry::new(key, &resource.spec);
+                    model.warnings.extend(warnings);
+                    model.local_rate_limits.push(entry);
                 }
                 #[allow(unreachable_patterns)]
                 _ => {}

@@ -28,6 +28,9 @@
 //! - apiGroups: [telemetry.istio.io]
 //!   resources: [telemetries]
 //!   verbs: [get, list, watch]
+//! - apiGroups: [ratelimit.weft.io]
+//!   resources: [localratelimits]
+//!   verbs: [get, list, watch]
 //! ```
 //!
 //! Nothing else: the source writes nothing, updates no status, takes no lease, sends no
@@ -120,8 +123,9 @@ impl IstioKind {
     }
 }
 
-/// The Istio kinds watched (`v1` of each group). The security and telemetry kinds are
-/// validated and shown at `/debug/configz`; the model does not translate them yet.
+/// The Istio kinds watched (`v1` of each group), and Weft's LocalRateLimit (`v1alpha1`). The
+/// telemetry kind is validated and shown at `/debug/configz`; the model does not translate it
+/// yet.
 pub const ISTIO_KINDS: &[IstioKind] = &[
     IstioKind {
         group: "networking.istio.io",
@@ -176,6 +180,12 @@ pub const ISTIO_KINDS: &[IstioKind] = &[
         version: "v1",
         kind: "Telemetry",
         plural: "telemetries",
+    },
+    IstioKind {
+        group: "ratelimit.weft.io",
+        version: "v1alpha1",
+        kind: "LocalRateLimit",
+        plural: "localratelimits",
     },
 ];
 

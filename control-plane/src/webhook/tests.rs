@@ -432,3 +432,45 @@ fn security_kinds_are_validated_too() {
     );
     assert!(response.allowed, "{}", response.result.message);
 }
+
+#[test]
+fn local_rate_limits_are_validated_too() {
+    let limit = |spec: Value| {
+        json!({
+            "apiVersion": "ratelimit.weft.io/v1alpha1",
+            "kind": "LocalRateLimit",
+            "metadata": {"name": "reviews", "namespace": "default"},
+            "spec": spec,
+        })
+    };
+    let response = decide(
+        "CREATE",
+        limit(json!({"rules": [{"name": "login", "limit": {"requests": 5, "per": "10ms"}}]})),
+    );
+    assert!(!response.allowed);
+    assert!(
+        response
+            .result
+            .message
+            .starts_with("spec.rules[0].limit.per: must be at least 50ms"),
+        "{}",
+        response.result.message
+    );
+    let response = decide(
+        "UPDATE",
+        limit(json!({"limit": {"requests": 1, "per": "1s", "burts": 2}})),
+    );
+    assert!(!response.allowed);
+    assert!(
+        response.result.message.contains("burts"),
+        "{}",
+        response.result.message
+    );
+    let response = decide(
+        "CREATE",
+        limit(
+            json!({"selector": {"matchLabels": {"app": "reviews"}}, "limit": {"requests": 100, "per": "1s", "burst": 200}}),
+        ),
+    );
+    assert!(response.allowed, "{}", response.result.message);
+}

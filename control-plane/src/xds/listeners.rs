@@ -1,5 +1,6 @@
 //! LDS: the `virtualOutbound` listener, and `virtualInbound` when the proxy has an app port
-//! (with the security filters of [`super::security`] before its router, and the filter chains
+//! (with the security filters of [`super::security`] and the local rate limits of
+//! [`super::ratelimit`] before its router, and the filter chains
 //! of its PeerAuthentication mode, [`super::tls::inbound`]); for a proxy whose traffic is
 //! captured, the capture shape's listeners ([`super::capture`]).
 
@@ -11,7 +12,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 
 use super::proxy::Proxy;
-use super::{ads_config_source, capture, duration, pack, routes, security, tls};
+use super::{ads_config_source, capture, duration, pack, ratelimit, routes, security, tls};
 use crate::model::Model;
 
 /// Name of the outbound listener.
@@ -45,13 +46,19 @@ pub fn listeners(model: &Model, proxy: &Proxy) -> Vec<Listener> {
         ],
     )];
     if let Some(app_port) = proxy.app_port {
+        let mut filters = security::inbound_http_filters(model, proxy);
+        filters.extend(ratelimit::inbound_rate_limit_filters(
+            model,
+            proxy,
+            u32::from(app_port),
+        ));
         let inbound = http_listener(
             VIRTUAL_INBOUND,
             proxy.listen_ip(),
             proxy.inbound_port,
             &routes::inbound_name(app_port),
             timeouts,
-            security::inbound_http_filters(model, proxy),
+            filters,
         );
         // The PeerAuthentication mode: TLS and/or plaintext chains with this connection manager.
         listeners.push(tls::inbound::secure(model, proxy, app_port, inbound));

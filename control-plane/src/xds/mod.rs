@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod listeners;
 pub mod locality_lb;
 pub mod proxy;
+pub mod ratelimit;
 pub mod route_cors;
 pub mod route_match;
 pub mod route_policy;

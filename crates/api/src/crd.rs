@@ -15,7 +15,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
-use crate::object::{Kind, NETWORKING_GROUP, SECURITY_GROUP, TELEMETRY_GROUP};
+use crate::object::{Kind, NETWORKING_GROUP, RATELIMIT_GROUP, SECURITY_GROUP, TELEMETRY_GROUP};
 use crate::schema::{node_mut, spec_schema};
 
 /// The first line of every generated file.
@@ -37,6 +37,7 @@ pub fn plural(kind: Kind) -> &'static str {
         Kind::AuthorizationPolicy => "authorizationpolicies",
         Kind::RequestAuthentication => "requestauthentications",
         Kind::Telemetry => "telemetries",
+        Kind::LocalRateLimit => "localratelimits",
     }
 }
 
@@ -53,6 +54,7 @@ pub fn short_names(kind: Kind) -> &'static [&'static str] {
         Kind::AuthorizationPolicy => &["ap"],
         Kind::RequestAuthentication => &["ra"],
         Kind::Telemetry => &["telemetry"],
+        Kind::LocalRateLimit => &["lrl"],
     }
 }
 
@@ -63,6 +65,7 @@ pub fn versions(kind: Kind) -> (&'static [&'static str], &'static str) {
     match kind.group() {
         SECURITY_GROUP => (&["v1", "v1beta1"], "v1"),
         TELEMETRY_GROUP => (&["v1", "v1alpha1"], "v1"),
+        RATELIMIT_GROUP => (&["v1alpha1"], "v1alpha1"),
         _ => (&["v1", "v1alpha3", "v1beta1"], "v1"),
     }
 }
@@ -164,9 +167,11 @@ fn printer_columns(kind: Kind) -> Vec<CustomResourceColumnDefinition> {
             column("Action", ".spec.action", "string", "The operation to take."),
             age(),
         ],
-        Kind::Gateway | Kind::Sidecar | Kind::RequestAuthentication | Kind::Telemetry => {
-            vec![age()]
-        }
+        Kind::Gateway
+        | Kind::Sidecar
+        | Kind::RequestAuthentication
+        | Kind::Telemetry
+        | Kind::LocalRateLimit => vec![age()],
     }
 }
 
@@ -174,6 +179,7 @@ fn category(kind: Kind) -> &'static str {
     match kind.group() {
         NETWORKING_GROUP => "networking-istio-io",
         SECURITY_GROUP => "security-istio-io",
+        RATELIMIT_GROUP => "ratelimit-weft-io",
         _ => "telemetry-istio-io",
     }
 }
@@ -239,12 +245,31 @@ pub fn cel_rules(kind: Kind) -> Vec<CelRule> {
             },
         ],
         Kind::RequestAuthentication | Kind::Telemetry => vec![ONE_TARGET],
+        Kind::LocalRateLimit => vec![
+            CelRule {
+                at: &[],
+                rule: "has(self.limit) || (has(self.rules) && self.rules.size() > 0)",
+                message: "spec: at least one of limit or rules must be set",
+            },
+            CelRule {
+                at: &["properties", "rules"],
+                rule: "self.all(r, !has(r.name) || self.exists_one(s, has(s.name) && s.name == r.name))",
+                message: "spec.rules: rule names must be unique",
+            },
+        ],
         Kind::WorkloadEntry | Kind::Gateway | Kind::Sidecar => vec![],
     }
 }
 
 /// Bounds that keep the CEL rules' estimated cost under the API server's budget.
 fn cost_bounds(kind: Kind, spec: &mut Value) {
+    if kind == Kind::LocalRateLimit {
+        node_mut(
+            spec,
+            &["properties", "rules", "items", "properties", "name"],
+        )
+        .insert("maxLength".into(), json!(63));
+    }
     if kind == Kind::DestinationRule {
         node_mut(spec, &["properties", "subsets"]).insert("maxItems".into(), json!(256));
         node_mut(
@@ -271,9 +296,11 @@ pub fn open_api_schema(kind: Kind) -> Value {
     if let Value::Object(o) = &mut spec {
         o.insert(
             "description".into(),
-            json!(format!(
-                "Spec of the {kind}; see https://istio.io/latest/docs/reference/config/."
-            )),
+            json!(if kind.group() == RATELIMIT_GROUP {
+                format!("Spec of the {kind}; see Weft's docs/TRAFFIC.md, \"Local rate limiting\".")
+            } else {
+                format!("Spec of the {kind}; see https://istio.io/latest/docs/reference/config/.")
+            }),
         );
     }
     json!({
@@ -327,7 +354,15 @@ pub fn crd(kind: Kind) -> CustomResourceDefinition {
                 singular: Some(kind.as_str().to_ascii_lowercase()),
                 short_names: (!shorts.is_empty())
                     .then(|| shorts.iter().map(|s| (*s).to_string()).collect()),
-                categories: Some(vec!["istio-io".to_string(), category(kind).to_string()]),
+                categories: Some(vec![
+                    if kind.group() == RATELIMIT_GROUP {
+                        "weft-io"
+                    } else {
+                        "istio-io"
+                    }
+                    .to_string(),
+                    category(kind).to_string(),
+                ]),
             },
             scope: "Namespaced".to_string(),
             versions,

@@ -1,4 +1,5 @@
-//! Istio API types (`networking.istio.io`, `security.istio.io`, `telemetry.istio.io`) with Istio's YAML field names, parsing of
+//! Istio API types (`networking.istio.io`, `security.istio.io`, `telemetry.istio.io`), and Weft's
+//! `ratelimit.weft.io` LocalRateLimit, with Istio's YAML field names, parsing of
 //! multi-document YAML, and validation that reports every error with its field path.
 //!
 //! ```
@@ -18,6 +19,7 @@ pub mod host;
 pub mod meta;
 pub mod networking;
 pub mod object;
+pub mod ratelimit;
 pub mod schema;
 pub mod security;
 pub mod telemetry;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::meta::ObjectMeta;
 use crate::networking;
+use crate::ratelimit;
 use crate::security;
 use crate::telemetry;
 use crate::validation::{FieldError, Path, Validate, ValidationErrors};
@@ -28,6 +29,12 @@ pub const TELEMETRY_GROUP: &str = "telemetry.istio.io";
 
 /// API versions of `telemetry.istio.io` accepted by [`parse_documents`].
 pub const TELEMETRY_VERSIONS: &[&str] = &["v1", "v1alpha1"];
+
+/// The API group of Weft's own LocalRateLimit.
+pub const RATELIMIT_GROUP: &str = "ratelimit.weft.io";
+
+/// API versions of `ratelimit.weft.io` accepted by [`parse_documents`].
+pub const RATELIMIT_VERSIONS: &[&str] = &["v1alpha1"];
 
 /// A Kubernetes-style object: `apiVersion`, `kind`, `metadata`, `spec`. A `status` field is
 /// accepted and ignored; any other top-level field is an error.
@@ -73,10 +80,11 @@ impl<T> From<ResourceRepr<T>> for Resource<T> {
 }
 
 impl<T> Resource<T> {
-    /// A `<group of kind>/v1` object of `kind` with this metadata and spec.
+    /// A `<group of kind>/<its first version>` (`v1` for Istio's kinds) object of `kind` with
+    /// this metadata and spec.
     pub fn new(kind: Kind, metadata: ObjectMeta, spec: T) -> Self {
         Resource {
-            api_version: format!("{}/v1", kind.group()),
+            api_version: format!("{}/{}", kind.group(), kind.versions()[0]),
             kind: kind.to_string(),
             metadata,
             spec,
@@ -84,7 +92,8 @@ impl<T> Resource<T> {
     }
 }
 
-/// The Istio kinds modelled here (`networking.istio.io`, `security.istio.io`, `telemetry.istio.io`).
+/// The kinds modelled here (`networking.istio.io`, `security.istio.io`, `telemetry.istio.io`,
+/// and Weft's `ratelimit.weft.io`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// `VirtualService`
@@ -107,11 +116,13 @@ pub enum Kind {
     RequestAuthentication,
     /// `Telemetry` (`telemetry.istio.io`)
     Telemetry,
+    /// `LocalRateLimit` (`ratelimit.weft.io`, Weft's own)
+    LocalRateLimit,
 }
 
 impl Kind {
     /// All kinds.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
@@ -122,6 +133,7 @@ impl Kind {
         Kind::AuthorizationPolicy,
         Kind::RequestAuthentication,
         Kind::Telemetry,
+        Kind::LocalRateLimit,
     ];
 
     /// The kind name as written in YAML.
@@ -137,6 +149,7 @@ impl Kind {
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::RequestAuthentication => "RequestAuthentication",
             Kind::Telemetry => "Telemetry",
+            Kind::LocalRateLimit => "LocalRateLimit",
         }
     }
 
@@ -153,6 +166,7 @@ impl Kind {
                 SECURITY_GROUP
             }
             Kind::Telemetry => TELEMETRY_GROUP,
+            Kind::LocalRateLimit => RATELIMIT_GROUP,
         }
     }
 
@@ -161,6 +175,7 @@ impl Kind {
         match self.group() {
             SECURITY_GROUP => SECURITY_VERSIONS,
             TELEMETRY_GROUP => TELEMETRY_VERSIONS,
+            RATELIMIT_GROUP => RATELIMIT_VERSIONS,
             _ => SUPPORTED_VERSIONS,
         }
     }
@@ -203,6 +218,8 @@ pub enum ConfigObject {
     RequestAuthentication(Resource<security::RequestAuthentication>),
     /// A Telemetry.
     Telemetry(Resource<telemetry::Telemetry>),
+    /// A LocalRateLimit (Weft's).
+    LocalRateLimit(Resource<ratelimit::LocalRateLimit>),
 }
 
 impl ConfigObject {
@@ -219,6 +236,7 @@ impl ConfigObject {
             ConfigObject::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             ConfigObject::RequestAuthentication(_) => Kind::RequestAuthentication,
             ConfigObject::Telemetry(_) => Kind::Telemetry,
+            ConfigObject::LocalRateLimit(_) => Kind::LocalRateLimit,
         }
     }
 
@@ -235,6 +253,7 @@ impl ConfigObject {
             ConfigObject::AuthorizationPolicy(r) => &r.metadata,
             ConfigObject::RequestAuthentication(r) => &r.metadata,
             ConfigObject::Telemetry(r) => &r.metadata,
+            ConfigObject::LocalRateLimit(r) => &r.metadata,
         }
     }
 
@@ -251,6 +270,7 @@ impl ConfigObject {
             ConfigObject::AuthorizationPolicy(r) => &r.api_version,
             ConfigObject::RequestAuthentication(r) => &r.api_version,
             ConfigObject::Telemetry(r) => &r.api_version,
+            ConfigObject::LocalRateLimit(r) => &r.api_version,
         }
     }
 
@@ -296,6 +316,7 @@ impl ConfigObject {
             ConfigObject::AuthorizationPolicy(r) => r.spec.validate(&spec, &mut errors),
             ConfigObject::RequestAuthentication(r) => r.spec.validate(&spec, &mut errors),
             ConfigObject::Telemetry(r) => r.spec.validate(&spec, &mut errors),
+            ConfigObject::LocalRateLimit(r) => r.spec.validate(&spec, &mut errors),
         }
         ValidationErrors::into_result(errors)
     }
@@ -367,6 +388,7 @@ impl_from_resource!(
     RequestAuthentication
 );
 impl_from_resource!(telemetry: Telemetry);
+impl_from_resource!(ratelimit: LocalRateLimit);
 
 fn describe(kind: &Option<String>, name: &Option<String>, namespace: &Option<String>) -> String {
     let kind = kind.as_deref().unwrap_or("document");
@@ -482,6 +504,7 @@ pub fn parse_value(mut value: serde_yaml::Value) -> Result<ConfigObject, Documen
         Kind::AuthorizationPolicy => load(value).map(ConfigObject::AuthorizationPolicy),
         Kind::RequestAuthentication => load(value).map(ConfigObject::RequestAuthentication),
         Kind::Telemetry => load(value).map(ConfigObject::Telemetry),
+        Kind::LocalRateLimit => load(value).map(ConfigObject::LocalRateLimit),
     }
     .map_err(|e| invalid(Some(&kind), name.as_deref(), namespace.as_deref(), vec![e]))?;
 

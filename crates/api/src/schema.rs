@@ -9,7 +9,7 @@ use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
 use crate::object::Kind;
-use crate::{networking, security, telemetry};
+use crate::{networking, ratelimit, security, telemetry};
 
 /// The generated `spec` schema of `kind`, structural.
 pub fn spec_schema(kind: Kind) -> Value {
@@ -24,6 +24,7 @@ pub fn spec_schema(kind: Kind) -> Value {
         Kind::AuthorizationPolicy => schema_for::<security::AuthorizationPolicy>(),
         Kind::RequestAuthentication => schema_for::<security::RequestAuthentication>(),
         Kind::Telemetry => schema_for::<telemetry::Telemetry>(),
+        Kind::LocalRateLimit => schema_for::<ratelimit::LocalRateLimit>(),
     }
 }
 

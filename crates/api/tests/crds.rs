@@ -303,7 +303,7 @@ fn the_validator_catches_bad_documents() {
 
 #[test]
 fn names_and_versions_match_istio() {
-    let expect: [(Kind, &[&str], &[&str], &str); 10] = [
+    let expect: [(Kind, &[&str], &[&str], &str); 11] = [
         (
             Kind::VirtualService,
             &["vs"],
@@ -339,6 +339,7 @@ fn names_and_versions_match_istio() {
             "v1",
         ),
         (Kind::Telemetry, &["telemetry"], &["v1", "v1alpha1"], "v1"),
+        (Kind::LocalRateLimit, &["lrl"], &["v1alpha1"], "v1alpha1"),
     ];
     for (kind, shorts, versions, storage) in expect {
         let c = crd(kind);
@@ -371,10 +372,16 @@ fn names_and_versions_match_istio() {
         );
         assert_eq!(c.spec.scope, "Namespaced");
         let cats = names.categories.clone().unwrap_or_default();
-        assert_eq!(cats[0], "istio-io");
+        // Istio's categories; Weft's own kinds in `weft-io` (`ratelimit-weft-io`).
+        let domain = kind.group().split_once('.').map_or("", |(_, d)| d);
+        assert_eq!(cats[0], domain.replace('.', "-"));
         assert_eq!(
             cats[1],
-            format!("{}-istio-io", kind.group().split('.').next().unwrap_or(""))
+            format!(
+                "{}-{}",
+                kind.group().split('.').next().unwrap_or(""),
+                cats[0]
+            )
         );
         assert_eq!(
             c.metadata.name.as_deref(),

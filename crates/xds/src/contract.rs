@@ -168,6 +168,18 @@ pub const CORS_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.ht
 /// The type URL of a route's CORS policy (`typed_per_filter_config[CORS]`).
 pub const CORS_POLICY_TYPE_URL: &str =
     "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
+/// The HTTP filter name of local rate limiting (Weft's LocalRateLimit), on the inbound
+/// connection managers of the workloads a LocalRateLimit selects, before the router.
+pub const LOCAL_RATELIMIT: &str = "envoy.filters.http.local_ratelimit";
+/// The type URL of the local rate limit filter's `typed_config`.
+pub const LOCAL_RATELIMIT_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+/// The descriptor key of the entry a LocalRateLimit rule's match produces (value: the rule's
+/// name), in the filter's `rate_limits` and `descriptors`.
+pub const RATELIMIT_RULE_KEY: &str = "weft.rule";
+/// The descriptor key of the entry that says an earlier rule did not match (value: that rule's
+/// name): first match wins.
+pub const RATELIMIT_UNMATCHED_KEY: &str = "weft.unmatched";
 /// The retry host predicate that makes each retry pick another endpoint than the ones tried.
 pub const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
 /// The type URL of [`PREVIOUS_HOSTS`]' `typed_config`.
@@ -233,6 +245,10 @@ mod tests {
             FAULT_TYPE_URL
         );
         assert_eq!(filters::http::cors::v3::Cors::type_url(), CORS_TYPE_URL);
+        assert_eq!(
+            filters::http::local_ratelimit::v3::LocalRateLimit::type_url(),
+            LOCAL_RATELIMIT_TYPE_URL
+        );
         assert_eq!(
             filters::http::cors::v3::CorsPolicy::type_url(),
             CORS_POLICY_TYPE_URL

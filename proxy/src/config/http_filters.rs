@@ -1,9 +1,10 @@
 //! The HCM's `http_filters` → the filters a listener runs before routing, converted once.
 //!
 //! ```text
-//!  [envoy.filters.http.jwt_authn (at most one)] [envoy.filters.http.rbac]* [envoy.filters.http.cors] [envoy.filters.http.fault]
-//!     JwtAuthentication ─► authn::JwtAuthn      RBAC ─► authz::Rbac      Cors (empty) ─► routes'   HTTPFault ─► the listener's
-//!                                                                        CORS policies apply      fault step (routes' own override it)
+//!  [envoy.filters.http.jwt_authn (at most one)] [envoy.filters.http.rbac]* [envoy.filters.http.local_ratelimit]*
+//!     JwtAuthentication ─► authn::JwtAuthn      RBAC ─► authz::Rbac      LocalRateLimit ─► local_ratelimit.rs
+//!  [envoy.filters.http.cors] [envoy.filters.http.fault]
+//!     Cors (empty) ─► routes' CORS policies apply    HTTPFault ─► the listener's fault step (routes' own override it)
 //!  envoy.filters.http.router (last; no settings)
 //!  in the order given; anything else (or disabled, or ECDS-discovered) is rejected naming it
 //! ```
@@ -15,12 +16,14 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
 use super::fault::Fault;
+use super::local_ratelimit::LocalRateLimit;
 use super::{ROUTER_FILTER, ROUTER_TYPE, Reason, invalid};
 use crate::authn::JwtAuthn;
 use crate::authz::Rbac;
 use weft_xds::contract::{
     CORS as CORS_FILTER, CORS_TYPE_URL as CORS_TYPE, FAULT as FAULT_FILTER,
-    FAULT_TYPE_URL as FAULT_TYPE,
+    FAULT_TYPE_URL as FAULT_TYPE, LOCAL_RATELIMIT as LOCAL_RATELIMIT_FILTER,
+    LOCAL_RATELIMIT_TYPE_URL as LOCAL_RATELIMIT_TYPE,
 };
 
 // Names shared with the controller: weft-xds's contract module.
@@ -35,6 +38,7 @@ pub use weft_xds::contract::{
 pub enum HttpFilter {
     Jwt(Box<JwtAuthn>),
     Rbac(Rbac),
+    LocalRateLimit(Box<LocalRateLimit>),
 }
 
 /// The HCM's filters as the data path runs them.
@@ -90,6 +94,7 @@ pub(super) fn http_filters(filters: Vec<hcm::HttpFilter>) -> Result<Filters, Rea
         }
         let jwt = is(JWT_AUTHN_FILTER, JWT_AUTHN_TYPE);
         let rbac = is(RBAC_FILTER, RBAC_TYPE);
+        let local_ratelimit = is(LOCAL_RATELIMIT_FILTER, LOCAL_RATELIMIT_TYPE);
         if is(CORS_FILTER, CORS_TYPE) {
             if cors {
                 return Err(invalid(
@@ -143,10 +148,10 @@ pub(super) fn http_filters(filters: Vec<hcm::HttpFilter>) -> Result<Filters, Rea
         if fault.is_some() || cors {
             return Err(invalid(
                 field,
-                "filters that run before routing (jwt_authn, rbac) must come before the fault filter (and the cors filter)",
+                "filters that run before routing (jwt_authn, rbac, local_ratelimit) must come before the fault filter (and the cors filter)",
             ));
         }
-        if !jwt && !rbac {
+        if !jwt && !rbac && !local_ratelimit {
             return Err(Reason::Unsupported(match type_url {
                 Some(t) => format!("{field} {:?} ({t})", f.name),
                 None => format!("{field} {:?}", f.name),
@@ -175,6 +180,12 @@ pub(super) fn http_filters(filters: Vec<hcm::HttpFilter>) -> Result<Filters, Rea
             let config: JwtAuthentication = decode(&any, &at)?;
             out.push(HttpFilter::Jwt(Box::new(
                 JwtAuthn::try_from(config).map_err(|r| r.within(&at))?,
+            )));
+        } else if local_ratelimit {
+            let config: envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit =
+                decode(&any, &at)?;
+            out.push(HttpFilter::LocalRateLimit(Box::new(
+                LocalRateLimit::convert(config, &any.value).map_err(|r| r.within(&at))?,
             )));
         } else {
             let config: http_rbac::Rbac = decode(&any, &at)?;
@@ -288,7 +299,7 @@ mod tests {
             .before_routing
             .iter()
             .map(|f| match f {
-                HttpFilter::Jwt(_) => None,
+                HttpFilter::Jwt(_) | HttpFilter::LocalRateLimit(_) => None,
                 HttpFilter::Rbac(Rbac { action, .. }) => Some(*action),
             })
             .collect();

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  HttpConnectionManager ─► rds name | inline routes
-//!     ├─► http_filters = [jwt_authn] [rbac]* router   (http_filters.rs: converted once, run per request)
+//!     ├─► http_filters = [jwt_authn] [rbac]* [local_ratelimit]* [cors] [fault] router
+//!     │                  (http_filters.rs: converted once, run per request)
 //!     ├─► stream_idle_timeout, request_headers_timeout, common_http_protocol_options.idle_timeout
 //!     └─► upgrade_configs: websocket, CONNECT ─► carried (http/upgrade.rs); other types NACKed
 //! ```
@@ -31,8 +32,8 @@ pub struct HttpManager {
     pub routes: RouteSource,
     pub codec: Codec,
     pub generate_request_id: bool,
-    /// The HCM's filters before the router, in order (JWT authentication, RBAC); empty when
-    /// the router is the only one, which costs a request nothing.
+    /// The HCM's filters before the router, in order (JWT authentication, RBAC, local rate
+    /// limits); empty when the router is the only one, which costs a request nothing.
     pub http_filters: Vec<HttpFilter>,
     /// The HCM has the fault filter: `Some(None)` applies the routes' faults (Istio's empty
     /// default), `Some(Some(f))` also `f` on routes without their own; `None`: no faults at all.

@@ -18,6 +18,7 @@ pub mod hash_policy;
 mod http_filters;
 mod http_manager;
 mod listener;
+pub mod local_ratelimit;
 pub(crate) mod matcher;
 pub mod mirror;
 mod names;

@@ -53,6 +53,8 @@ pub struct ConfigStore {
     tx: watch::Sender<Arc<ProxyConfig>>,
     /// The DNS proxy's name table (NDS), when the proxy runs one.
     names: Option<NameSlot>,
+    /// The local rate limit filters' buckets, kept across pushes that keep a filter's config.
+    rate_limits: Arc<super::local_ratelimit::BucketRegistry>,
 }
 
 /// The DNS proxy's side of the store: the last good name table, converted for the proxy's
@@ -89,6 +91,7 @@ impl ConfigStore {
             sockets: ListenerManager::new(rx, drain, Arc::new(limits)),
             tx,
             names: None,
+            rate_limits: Arc::default(),
         }
     }
 
@@ -235,11 +238,12 @@ impl ConfigStore {
     fn apply_listeners(&mut self, resources: Vec<Any>) -> Vec<String> {
         let (converted, failed, mut errors) =
             convert_each::<lds::Listener, Listener>(resources, type_url::LISTENER, |l| &l.name);
-        let mut next = full_set(
-            &self.listeners,
-            converted.into_iter().map(|(n, l)| (n, Arc::new(l))),
-            &failed,
-        );
+        // Local rate limits whose config did not change keep their buckets (and tokens).
+        let converted = converted.into_iter().map(|(name, mut listener)| {
+            self.rate_limits.adopt_into(&mut listener);
+            (name, Arc::new(listener))
+        });
+        let mut next = full_set(&self.listeners, converted, &failed);
         // Two listeners on one address: the one that had it keeps it.
         let mut by_addr: HashMap<SocketAddr, String> = HashMap::new();
         let names: Vec<String> = next.keys().cloned().collect();

@@ -1,4 +1,5 @@
-//! Layer 0: the listener's HTTP filters before routing, in the HCM's order: JWT authentication, RBAC.
+//! Layer 0: the listener's HTTP filters before routing, in the HCM's order: JWT authentication,
+//! RBAC, local rate limits.
 //!
 //! ```text
 //!  request ─► jwt_authn: verify ─► AuthnResult (request extensions; the RBAC filters' metadata)
@@ -6,12 +7,14 @@
 //!          ─► rbac*: Rbac::evaluate(Facts { request, connection, AuthnResult })
 //!          │               ├─ deny ─► ProxyError::RbacDenied (403 "RBAC: access denied")
 //!          │               └─ LOG policy matched ─► AuditMark (request extensions)
+//!          ─► local_ratelimit*: rate_limit::check (a token from each bucket the request falls in)
+//!          │               └─ none left ─► ProxyError::RateLimited (429 RL, x-envoy-ratelimited)
 //!          ─► router
 //! ```
 
 use http::Request;
 
-use super::Downstream;
+use super::{Downstream, rate_limit, request_view};
 use crate::authn::{self, AuthnResult};
 use crate::authz::{AuditMark, Decision, Facts};
 use crate::config::HttpFilter;
@@ -59,6 +62,7 @@ pub(super) fn run<B>(
                     Decision::Allow { .. } => {}
                 }
             }
+            HttpFilter::LocalRateLimit(limit) => rate_limit::check(limit, &request_view(&req))?,
         }
     }
     if let Some(result) = authn_result {

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  DownstreamIo (plaintext or mTLS, tls/accept.rs) ─► auto::Builder (h1 | h2 | both, per HCM codec) ─► handle(req)  [this file]
-//!    0. filters  (filters.rs): the listener's jwt_authn and RBAC filters (none: nothing to do)
+//!    0. filters  (filters.rs): the listener's jwt_authn, RBAC and local rate limit
+//!                (rate_limit.rs) filters (none: nothing to do)
 //!    1. router   (router.rs):  one ProxyConfig snapshot ─► listener ─► route table ─► vhost ─► route
 //!    2. policy   (policy.rs):  Direct │ Redirect (redirect.rs) │ Forward: cluster slot, rewrites,
 //!                              headers (headers.rs), timeout
@@ -21,6 +22,7 @@ mod hash;
 mod headers;
 pub mod mirror;
 mod policy;
+pub(crate) mod rate_limit;
 mod redirect;
 mod retry;
 pub mod router;

@@ -8,7 +8,7 @@
 //! 0.0.0.0_P  STRICT      {port: P, tls}        (TLS socket)
 //!            PERMISSIVE  {port: P, tls} (TLS socket), {port: P, raw_buffer}
 //!            DISABLE     {port: P}
-//!   HTTP P:       HCM (jwt, rbac, router), RDS inbound|P||
+//!   HTTP P:       HCM (jwt, rbac, local_ratelimit of P, router), RDS inbound|P||
 //!   TCP P:        [network rbac] tcp_proxy inbound|P||
 //!   undeclared P: each chain twice: +ALPN (istio-http/* on tls, http/1.x|h2c plaintext) → HCM,
 //!                 and as is → [network rbac] tcp_proxy
@@ -34,6 +34,7 @@ use crate::model::Model;
 use crate::model::security::MtlsMode;
 use crate::service::PortKind;
 use crate::xds::listeners::{VIRTUAL_INBOUND, http_connection_manager};
+use crate::xds::ratelimit::inbound_rate_limit_filters;
 use crate::xds::security::{inbound_http_filters, tcp::network_rbac_filters};
 use crate::xds::tls::inbound::{downstream_tls_socket, mtls_metadata};
 use crate::xds::{Proxy, inbound_port_name};
@@ -119,12 +120,14 @@ pub fn listener(model: &Model, proxy: &Proxy) -> Listener {
     for (port, kind) in inbound_ports(model, proxy) {
         let name = format!("0.0.0.0_{port}");
         let cluster = inbound_port_name(port);
+        let mut port_filters = http_filters.clone();
+        port_filters.extend(inbound_rate_limit_filters(model, proxy, port));
         let http = || {
             vec![http_connection_manager(
                 model,
                 VIRTUAL_INBOUND,
                 &cluster,
-                http_filters.clone(),
+                port_filters.clone(),
             )]
         };
         let mode = model
