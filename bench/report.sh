@@ -440,8 +440,20 @@ e4f998f, adds per attempt a circuit-breaker permit (two atomic operations and an
 with the response) and, per request, empty checks for outlier detection, hash policy, mirrors and
 the CORS filter now on every outbound connection manager; on a slower machine again (HAProxy's
 chain 31.0 µs) plaintext is 1.30× HAProxy's CPU, mTLS unchanged at 0.97×. The plaintext ratio has
-moved between 1.17× and 1.33× across these runs with the machine's speed; a back-to-back run of
-89b2385 and e4f998f on one machine is what would tell the code's share.
+moved between 1.17× and 1.33× across these runs with the machine's speed. The run above, at
+78dc931 (locality load balancing, local rate limits, response flags; the circuit-breaker permit
+skipped for clusters without a request limit), and a run of 89b2385 (before any of issue 11) right
+after it on the same machine settle it: HAProxy's plaintext chain 27.7 and 27.4 µs, Weft's 35.7
+and 31.6 µs, i.e. 1.29× against 1.15×; mTLS 1.05× against 0.99×. Issue 11 costs the default path
+about 4 µs per request over the two sidecars. Callgrind on the client sidecar (c4, 3,000
+requests) agrees: 40.8k against 35.4k instructions per request. The extra is spread: futures
+grown by the retry state and copied whole (`memcpy` +0.8k per request, mostly where
+`serve_connection` creates the request's future and inside `to_cluster`), the copy of method, URI
+and headers kept for a retry under Istio's default policy (+0.4k, with its `malloc`/`free` +0.9k),
+`send_limited` +0.7k, and header parsing +0.6k for the demo app's new `x-weft-instance` response
+header (which every proxy parses). Boxing `to_cluster`'s future made it worse (+0.5k `memcpy`).
+Next: shrink the retry loop's future (the back-off sleep and the retry bookkeeping out of line),
+and look at `send_limited`'s share.
 
 Absolute numbers of the runs before the mTLS paths are not comparable with these: the same direct
 path made 58–76k req/s then and 108–134k in the mTLS runs, and each proxy used about half the CPU

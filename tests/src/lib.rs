@@ -565,6 +565,16 @@ where
 /// The reviews service of the tests: a ServiceEntry, one WorkloadEntry per version
 /// (addresses `net.ip(11 + i)`, pointing at the sidecar's inbound port), and a
 /// DestinationRule with one subset per version.
+/// One reply of [`Mesh::samples`]: status, response flags (`x-weft-response-flags`), body, and how
+/// long it took.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub status: u16,
+    pub flags: String,
+    pub body: String,
+    pub latency: Duration,
+}
+
 /// A VirtualService sending every request for reviews to the whole service, without retries
 /// (so every failure reaches the caller and outlier detection).
 pub const REVIEWS_WITHOUT_RETRIES: &str = "apiVersion: networking.istio.io/v1
@@ -831,6 +841,45 @@ impl Mesh {
 
     pub fn log_dir(&self) -> PathBuf {
         self.dir.path().join("logs")
+    }
+
+    /// `requests` GETs of `path` to reviews through the client sidecar, from `workers`
+    /// clients at once (each sends its share one after another): every reply, with its
+    /// latency. A request that gets no reply at all fails the test.
+    pub async fn samples(&self, workers: usize, requests: usize, path: &str) -> Vec<Sample> {
+        let workers = workers.max(1);
+        let mut tasks = Vec::new();
+        for worker in 0..workers {
+            let (http, via, path) = (self.http.clone(), self.client.outbound(), path.to_string());
+            let count = requests / workers + usize::from(worker < requests % workers);
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let start = Instant::now();
+                    let reply = http
+                        .request(via, "GET", "reviews:9080", &path, &[])
+                        .await
+                        .expect("a reply");
+                    let flags = reply
+                        .headers
+                        .get("x-weft-response-flags")
+                        .map(|v| v.to_str().unwrap_or_default().to_string())
+                        .unwrap_or_default();
+                    out.push(Sample {
+                        status: reply.status.as_u16(),
+                        flags,
+                        body: reply.body,
+                        latency: start.elapsed(),
+                    });
+                }
+                out
+            }));
+        }
+        let mut all = Vec::with_capacity(requests);
+        for task in tasks {
+            all.extend(task.await.expect("load worker"));
+        }
+        all
     }
 
     /// Restarts reviews app `index` (its version the `index`th of v1, v2, v3) at its address

@@ -144,42 +144,20 @@ async fn fault_percentages_hold_over_five_thousand_requests() {
     .await;
     mesh.wait_for_routes(Duration::from_secs(5)).await;
     let n = 5000usize;
-    let concurrency = 32;
-    let mut tasks = Vec::new();
-    for worker in 0..concurrency {
-        let http = mesh.http.clone();
-        let via = mesh.client.outbound();
-        let count = n / concurrency + usize::from(worker < n % concurrency);
-        tasks.push(tokio::spawn(async move {
-            let (mut aborted, mut delayed, mut ok) = (0usize, 0usize, 0usize);
-            for _ in 0..count {
-                let start = Instant::now();
-                let reply = http
-                    .request(via, "GET", "reviews:9080", "/", &[])
-                    .await
-                    .expect("a reply");
-                if start.elapsed() >= Duration::from_millis(300) {
-                    delayed += 1;
-                }
-                match reply.status.as_u16() {
-                    418 => {
-                        aborted += 1;
-                        assert_eq!(reply.headers["x-weft-response-flags"], "FI");
-                        assert_eq!(reply.body, "fault filter abort");
-                    }
-                    200 => ok += 1,
-                    other => panic!("unexpected {other}: {}", reply.body),
-                }
-            }
-            (aborted, delayed, ok)
-        }));
-    }
     let (mut aborted, mut delayed, mut ok) = (0, 0, 0);
-    for task in tasks {
-        let (a, d, o) = task.await.expect("worker");
-        aborted += a;
-        delayed += d;
-        ok += o;
+    for reply in mesh.samples(32, n, "/").await {
+        if reply.latency >= Duration::from_millis(300) {
+            delayed += 1;
+        }
+        match reply.status {
+            418 => {
+                aborted += 1;
+                assert_eq!(reply.flags, "FI");
+                assert_eq!(reply.body, "fault filter abort");
+            }
+            200 => ok += 1,
+            other => panic!("unexpected {other}: {}", reply.body),
+        }
     }
     assert_eq!(aborted + ok, n);
     let abort_share = aborted as f64 * 100.0 / n as f64;
