@@ -79,34 +79,7 @@ fn inbound(filters: Vec<hcm::HttpFilter>, app: SocketAddr) -> Inbound {
         )
         .unwrap();
     let addr = store.local_addr("inbound").unwrap();
-    store
-        .apply_response(
-            type_url::CLUSTER,
-            "c1",
-            vec![cluster("inbound|9080||", false)],
-        )
-        .unwrap();
-    store
-        .apply_response(
-            type_url::ENDPOINT,
-            "e1",
-            vec![endpoints("inbound|9080||", &[app])],
-        )
-        .unwrap();
-    store
-        .apply_response(
-            type_url::ROUTE,
-            "r1",
-            vec![route_config(
-                "inbound|9080",
-                vec![vhost(
-                    "inbound|http|9080",
-                    &["*"],
-                    vec![to_cluster(prefix("/"), "inbound|9080||", None)],
-                )],
-            )],
-        )
-        .unwrap();
+    route_inbound_to(&mut store, app);
     Inbound { store, addr }
 }
 

@@ -200,34 +200,7 @@ fn inbound(filters: Vec<hcm::HttpFilter>, app: SocketAddr) -> (ConfigStore, Sock
     let mut store = ConfigStore::new();
     push_listener(&mut store, "l1", filters);
     let addr = store.local_addr("inbound").unwrap();
-    store
-        .apply_response(
-            type_url::CLUSTER,
-            "c1",
-            vec![cluster("inbound|9080||", false)],
-        )
-        .unwrap();
-    store
-        .apply_response(
-            type_url::ENDPOINT,
-            "e1",
-            vec![endpoints("inbound|9080||", &[app])],
-        )
-        .unwrap();
-    store
-        .apply_response(
-            type_url::ROUTE,
-            "r1",
-            vec![route_config(
-                "inbound|9080",
-                vec![vhost(
-                    "inbound|http|9080",
-                    &["*"],
-                    vec![to_cluster(prefix("/"), "inbound|9080||", None)],
-                )],
-            )],
-        )
-        .unwrap();
+    route_inbound_to(&mut store, app);
     (store, addr)
 }
 

@@ -539,3 +539,36 @@ pub fn dns_cluster(name: &str, host: &str, port: u16, refresh: Duration) -> Any 
         ..Default::default()
     })
 }
+
+/// Gives `store` the inbound cluster `inbound|9080||` with endpoint `app` and the route table
+/// `inbound|9080` sending everything to it (as a sidecar's inbound listener for port 9080 has).
+pub fn route_inbound_to(store: &mut ConfigStore, app: SocketAddr) {
+    store
+        .apply_response(
+            type_url::CLUSTER,
+            "c1",
+            vec![cluster("inbound|9080||", false)],
+        )
+        .unwrap();
+    store
+        .apply_response(
+            type_url::ENDPOINT,
+            "e1",
+            vec![endpoints("inbound|9080||", &[app])],
+        )
+        .unwrap();
+    store
+        .apply_response(
+            type_url::ROUTE,
+            "r1",
+            vec![route_config(
+                "inbound|9080",
+                vec![vhost(
+                    "inbound|http|9080",
+                    &["*"],
+                    vec![to_cluster(prefix("/"), "inbound|9080||", None)],
+                )],
+            )],
+        )
+        .unwrap();
+}

@@ -520,7 +520,11 @@ fn concurrent_recording_stays_consistent() {
 #[test]
 fn the_generation_moves_with_every_ejection_and_return() {
     let clock = Clock::new();
-    let (d, hosts) = cluster(config_5xx(2), 4);
+    let config = Config {
+        max_ejection_percent: 100,
+        ..config_5xx(2)
+    };
+    let (d, hosts) = cluster(config, 4);
     let start = d.generation();
     // Failures below the threshold change no health.
     d.record(&hosts[0], Outcome::Status(500), clock.at(0));
