@@ -8,6 +8,8 @@ use clap::Parser;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
+use crate::config::assignment::Locality;
+
 /// Weft's sidecar proxy: speaks Envoy xDS (ADS) and routes HTTP/1.1 and h2c traffic.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "weft-proxy", version, about)]
@@ -224,18 +226,6 @@ pub struct WaitArgs {
     pub health_port: u16,
 }
 
-/// Parses `500ms`, `30s`, `5m`, `1h` or `0`. Written here rather than taken from
-/// `weft_api::duration` (the controller's Go-duration parser): weft-api brings k8s-openapi
-/// and serde_yaml, which the proxy does not otherwise need; one number and one unit is
-/// all its flags take.
-/// Where a workload runs: `region/zone/subzone`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Locality {
-    pub region: String,
-    pub zone: String,
-    pub subzone: String,
-}
-
 /// Parses `--locality`: `region[/zone[/subzone]]`, each part a non-empty label without
 /// spaces.
 pub fn parse_locality(text: &str) -> Result<Locality, String> {
@@ -255,10 +245,14 @@ pub fn parse_locality(text: &str) -> Result<Locality, String> {
     Ok(Locality {
         region: part(0),
         zone: part(1),
-        subzone: part(2),
+        sub_zone: part(2),
     })
 }
 
+/// Parses `500ms`, `30s`, `5m`, `1h` or `0`. Written here rather than taken from
+/// `weft_api::duration` (the controller's Go-duration parser): weft-api brings k8s-openapi
+/// and serde_yaml, which the proxy does not otherwise need; one number and one unit is
+/// all its flags take.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text == "0" {
@@ -439,7 +433,7 @@ impl Args {
                 envoy_types::pb::envoy::config::core::v3::Locality {
                     region: l.region.clone(),
                     zone: l.zone.clone(),
-                    sub_zone: l.subzone.clone(),
+                    sub_zone: l.sub_zone.clone(),
                 }
             }),
             ..Default::default()
@@ -455,7 +449,7 @@ mod tests {
     fn locality_parses_and_reaches_the_node() {
         let l = parse_locality("us-east/us-east-1a/rack1").unwrap();
         assert_eq!(
-            (l.region.as_str(), l.zone.as_str(), l.subzone.as_str()),
+            (l.region.as_str(), l.zone.as_str(), l.sub_zone.as_str()),
             ("us-east", "us-east-1a", "rack1")
         );
         assert_eq!(parse_locality("eu").unwrap().zone, "");

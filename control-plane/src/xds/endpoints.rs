@@ -76,18 +76,6 @@ fn assignments_of<'a>(
     assignments
 }
 
-/// The endpoints of one service port whose labels include `subset_labels`, as EDS sends
-/// them (marked healthy), one locality per `LocalityLbEndpoints`, all at priority 0.
-pub fn load_assignment(
-    service: &Service,
-    port: &ServicePort,
-    subset: &str,
-    subset_labels: &BTreeMap<String, String>,
-) -> ClusterLoadAssignment {
-    let groups = locality_lb::group(selected(service, port, subset_labels));
-    assignment(service, port, subset, groups)
-}
-
 /// The `ClusterLoadAssignment` of `groups` (empty ones left out).
 fn assignment(
     service: &Service,

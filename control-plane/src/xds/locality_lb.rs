@@ -119,7 +119,7 @@ pub fn proxy_locality(model: &Model, proxy: &Proxy) -> Locality {
 
 /// Applies `setting` to `groups` for a proxy at `locality` with `labels`; `outlier`: the
 /// cluster detects outliers (failover needs it).
-pub fn apply<'a, T: Clone>(
+pub fn apply<'a, T>(
     groups: Vec<Group<'a, T>>,
     locality: &Locality,
     labels: &BTreeMap<String, String>,
@@ -203,7 +203,7 @@ fn distribute<'a, T>(
 /// `failoverPriority`: each endpoint's priority is the number of labels after the first one
 /// (in order) whose value differs from the proxy's (`label=value` pins the value). Topology
 /// labels take their value from the locality when the object does not carry them.
-fn failover_priority<'a, T: Clone>(
+fn failover_priority<'a, T>(
     groups: Vec<Group<'a, T>>,
     proxy_locality: &Locality,
     proxy_labels: &BTreeMap<String, String>,

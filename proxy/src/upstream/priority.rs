@@ -127,19 +127,18 @@ impl Priorities {
                     .collect(),
             })
             .collect();
-        let mut this = Self {
+        Some(Self {
             levels,
             overprovisioning_factor: assignment.overprovisioning_factor,
             panic_threshold: panic_threshold.clamp(0.0, 100.0).round() as u32,
             level_of,
+            // A generation no detector reaches: the first pick computes the real state.
             state: RwLock::new(State {
                 generation: u64::MAX,
                 load: PriorityLoad::compute(&[], 100),
                 weights: Vec::new(),
             }),
-        };
-        this.state = RwLock::new(this.compute(0, &[]));
-        Some(this)
+        })
     }
 
     /// Applies slow start to every level's and locality's balancer.
