@@ -452,8 +452,26 @@ grown by the retry state and copied whole (`memcpy` +0.8k per request, mostly wh
 and headers kept for a retry under Istio's default policy (+0.4k, with its `malloc`/`free` +0.9k),
 `send_limited` +0.7k, and header parsing +0.6k for the demo app's new `x-weft-instance` response
 header (which every proxy parses). Boxing `to_cluster`'s future made it worse (+0.5k `memcpy`).
-Next: shrink the retry loop's future (the back-off sleep and the retry bookkeeping out of line),
-and look at `send_limited`'s share.
+
+The cause was the depth of the request's `async fn` chain, not the work in it. Each level's
+future is built on the stack and then copied whole into its caller's (`-Zprint-type-sizes`:
+hyper's service block 7.3 KB, `handle` 7.0, `route_and_forward` 6.7, `forward` 6.0,
+`to_cluster` 5.4, `send_attempt` 2.5 KB, and each level also holds the request twice, as
+argument and as local). The run above, at the commit that flattens it, keeps one await level
+between hyper and the attempt: `handle` routes with a plain function and awaits
+`policy::forward` only, which prepares the upstream request in a plain function and runs the
+attempts. The flags a request collects (`DI`, `URX`) ride a `&mut ResponseFlags` to `handle`
+instead of an error-mapping level. Rare, large state is boxed: shadows, formatter request heads,
+the upgrade's send. The request's future is now 5.7 KB and callgrind's count 40.3k instructions
+per request (`memcpy` 18.5M against 23.4M over the run). Two back-to-back runs against 89b2385,
+in both orders, put it level with the commit before issue 11:
+- plaintext, Weft ÷ HAProxy CPU per request: 1.19× and 1.25× (this commit) against 1.15× and
+  1.26× (89b2385); Weft's own 31.9 and 34.1 µs against 32.4 and 33.3;
+- mTLS: 0.99× and 0.97× against 1.01× and 0.94×.
+What callgrind still counts over 89b2385 (about 4k instructions per request, under 1 µs over two
+sidecars and within the runs' spread) is mostly the method, URI and header-map copy that a retry
+under Istio's default policy needs (about 0.9k with its `malloc`s and `free`s: hyper consumes the
+request, so a retry cannot reuse it) and the demo app's extra response header.
 
 Absolute numbers of the runs before the mTLS paths are not comparable with these: the same direct
 path made 58–76k req/s then and 108–134k in the mTLS runs, and each proxy used about half the CPU

@@ -12,13 +12,6 @@ use super::router::RequestView;
 use crate::config::fault::{AbortKind, Fault, PER_MILLION};
 use crate::error::{ProxyError, ResponseFlags};
 
-/// What the fault step did to a request that goes on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct Injected {
-    /// The request was delayed (`DI`).
-    pub delayed: bool,
-}
-
 /// The fault that applies to a route on a listener: none without the fault filter; the
 /// route's own, else the filter's default.
 pub(super) fn effective<'a>(
@@ -29,17 +22,21 @@ pub(super) fn effective<'a>(
     route.or(default.as_deref())
 }
 
-/// Applies `fault` to a request: waits for its delay, or fails with its abort.
-pub(super) async fn apply(fault: &Fault, req: &RequestView<'_>) -> Result<Injected, ProxyError> {
+/// Applies `fault` to a request: waits for its delay (`DI` in `flags`), or fails with its
+/// abort (`FI`).
+pub(super) async fn apply(
+    fault: &Fault,
+    req: &RequestView<'_>,
+    flags: &mut ResponseFlags,
+) -> Result<(), ProxyError> {
     if !fault.headers.iter().all(|m| m.matches(req)) {
-        return Ok(Injected::default());
+        return Ok(());
     }
-    let mut injected = Injected::default();
     if let Some(delay) = &fault.delay
         && chosen(delay.per_million)
     {
         tokio::time::sleep(delay.duration).await;
-        injected.delayed = true;
+        flags.insert(ResponseFlags::DELAY_INJECTED);
     }
     if let Some(abort) = &fault.abort
         && chosen(abort.per_million)
@@ -48,19 +45,13 @@ pub(super) async fn apply(fault: &Fault, req: &RequestView<'_>) -> Result<Inject
             AbortKind::Http(status) => (status, None),
             AbortKind::Grpc(code) => (http::StatusCode::OK, Some(code)),
         };
-        let abort = ProxyError::FaultAbort {
+        return Err(ProxyError::FaultAbort {
             status,
             grpc_status,
             body: abort.body.clone(),
-        };
-        let delayed = if injected.delayed {
-            ResponseFlags::DELAY_INJECTED
-        } else {
-            ResponseFlags::NONE
-        };
-        return Err(abort.flagged(delayed));
+        });
     }
-    Ok(injected)
+    Ok(())
 }
 
 /// A draw for a share given per million (faults, mirrors).

@@ -5,11 +5,12 @@
 //!    0. filters  (filters.rs): the listener's jwt_authn, RBAC and local rate limit
 //!                (rate_limit.rs) filters (none: nothing to do)
 //!    1. router   (router.rs):  one ProxyConfig snapshot ─► listener ─► route table ─► vhost ─► route
-//!    2. policy   (policy.rs):  Direct │ Redirect (redirect.rs) │ Forward: cluster slot, rewrites,
-//!                              headers (headers.rs), timeout
+//!    2. action:  Direct │ Redirect (redirect.rs) answered here │ Forward (policy.rs): CORS,
+//!                faults, cluster slot, rewrites, headers (headers.rs), timeouts, retries
 //!    3. balancer (upstream/balance.rs): Cluster::pick ─► endpoint
 //!    4. endpoint (upstream/endpoint.rs): pooled connection (upstream/pool.rs) ─► upstream
-//!    errors ─► error.rs (status + response flag), once
+//!    errors ─► error.rs (status + response flag), once; the flags a request collected on the
+//!    way (DI, URX) join its response's, in handle
 //!  HTTP/1.1 upgrade (WebSocket) answered 101 (upgrade.rs): the connection becomes a tunnel
 //!  drain (listener removed, SIGTERM): graceful_shutdown (h2 GOAWAY, h1 Connection: close),
 //!  in-flight requests and tunnels finish within the drain period, then the connection is closed
@@ -46,8 +47,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::DEFAULT_DOWNSTREAM_IDLE_TIMEOUT;
 use crate::config::formatter::{FormatContext, HeaderTemplate};
-use crate::config::{Action, Codec, ProxyConfig, Route, RouteConfig, VirtualHost};
-use crate::error::ProxyError;
+use crate::config::{
+    Action, Codec, DirectResponse, HttpManager, ProxyConfig, Route, RouteConfig, RouteTable,
+    VirtualHost,
+};
+use crate::error::{ProxyError, ResponseFlags};
 use crate::limits::DownstreamLimits;
 use crate::listeners::ChainRef;
 use crate::upstream::UpstreamBody;
@@ -178,10 +182,7 @@ pub async fn serve_connection(
         tunnel: upgrade::Slot::default(),
     });
     let handler = conn.clone();
-    let service = hyper::service::service_fn(move |req| {
-        let conn = handler.clone();
-        async move { Ok::<_, Infallible>(handle(&conn, req).await) }
-    });
+    let service = hyper::service::service_fn(move |req| handle(handler.clone(), req));
     let io = TokioIo::new(stream);
     // HTTP/1.1 connections are served with upgrades: whether one is carried is the HCM's
     // `upgrade_configs` at the time of the request (upgrade.rs).
@@ -275,7 +276,13 @@ where
     }
 }
 
-async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
+/// One request, top-down. Its future is what hyper holds (and moves) per request, and every
+/// `async fn` awaited below is a copy of its callee's future into its own: so routing and the
+/// local answers are plain functions, and one await level (`policy::forward`) does the rest.
+async fn handle(
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
     // One snapshot for the whole request: in-flight requests finish on the config they began with.
     let config = conn.rx.borrow().clone();
     let meta = RequestMeta {
@@ -283,21 +290,56 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
         start: SystemTime::now(),
         tunnel: &conn.tunnel,
     };
-    match route_and_forward(&config, conn.at, &meta, req).await {
-        Ok(resp) => resp,
+    // What happened to the request besides its status, for whichever response it gets.
+    let mut flags = ResponseFlags::NONE;
+    let result = match route(&config, conn.at, &meta, req) {
+        Ok((routed, req)) => match &routed.levels.route.action {
+            Action::Forward(action) => {
+                policy::forward(&routed, &meta, action, req, &mut flags).await
+            }
+            Action::Direct(direct) => Ok(direct_response(direct, &routed.levels, &meta, &req)),
+            Action::Redirect(r) => {
+                redirect::redirect(r, &routed.levels.route.matcher, &req).map(|mut resp| {
+                    apply_local_response_headers(&routed.levels, &meta, &req, &mut resp);
+                    resp
+                })
+            }
+        },
+        Err(e) => Err(e),
+    };
+    Ok(match result {
+        Ok(mut resp) => {
+            if !flags.is_empty() {
+                match resp.extensions_mut().get_mut::<ResponseFlags>() {
+                    Some(own) => own.insert(flags),
+                    None => drop(resp.extensions_mut().insert(flags)),
+                }
+            }
+            resp
+        }
         Err(e) => {
             tracing::debug!(listener = %conn.at.listener, error = %e, "local reply");
-            e.into_response().map(Either::Right)
+            e.flagged(flags).into_response().map(Either::Right)
         }
-    }
+    })
 }
 
-async fn route_and_forward(
-    config: &ProxyConfig,
+/// Where a request goes: its listener's connection manager and route table, after the
+/// listener's filters, and the route it matched.
+pub(crate) struct Routed<'a> {
+    pub manager: &'a HttpManager,
+    pub table: &'a RouteTable,
+    pub levels: Levels<'a>,
+}
+
+/// Runs the listener's filters and routes `req`: the route it matched, and the request
+/// (which the filters may have changed).
+fn route<'a>(
+    config: &'a ProxyConfig,
     at: ChainRef,
     meta: &RequestMeta<'_>,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<(Routed<'a>, Request<Incoming>), ProxyError> {
     let (manager, routes) = config
         .listener(&at.listener)
         .and_then(|l| l.http(at.chain))
@@ -329,31 +371,45 @@ async fn route_and_forward(
         let vh = rc.select_vhost(view.authority).ok_or(ProxyError::NoRoute)?;
         (vh, vh.select_route(&view).ok_or(ProxyError::NoRoute)?)
     };
-    let levels = Levels { rc, vh, route };
-    let mut resp = match &route.action {
-        Action::Direct(d) => {
-            let mut resp =
-                Response::new(Either::Right(Full::new(d.body.clone().unwrap_or_default())));
-            *resp.status_mut() = d.status;
-            if d.body.is_some() {
-                resp.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain"),
-                );
-            }
-            resp
-        }
-        Action::Redirect(r) => redirect::redirect(r, &route.matcher, &req)?,
-        Action::Forward(f) => {
-            return policy::forward(table, manager, &levels, meta, f, req).await;
-        }
+    let routed = Routed {
+        manager,
+        table,
+        levels: Levels { rc, vh, route },
     };
+    Ok((routed, req))
+}
+
+/// A route's direct response, with the levels' response headers.
+fn direct_response(
+    d: &DirectResponse,
+    levels: &Levels<'_>,
+    meta: &RequestMeta<'_>,
+    req: &Request<Incoming>,
+) -> Response<ProxyBody> {
+    let mut resp = Response::new(Either::Right(Full::new(d.body.clone().unwrap_or_default())));
+    *resp.status_mut() = d.status;
+    if d.body.is_some() {
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
+    }
+    apply_local_response_headers(levels, meta, req, &mut resp);
+    resp
+}
+
+/// The levels' response header mutations on a response made here (direct, redirect).
+fn apply_local_response_headers(
+    levels: &Levels<'_>,
+    meta: &RequestMeta<'_>,
+    req: &Request<Incoming>,
+    resp: &mut Response<ProxyBody>,
+) {
     let request = (req.method(), req.uri(), req.version());
     let render = |t: &HeaderTemplate, h: &http::HeaderMap| {
         t.render(&meta.format_context(request, req.headers(), Some(h), None))
     };
     levels.apply_response(None, resp.headers_mut(), &render);
-    Ok(resp)
 }
 
 /// The header-mutation levels that apply to a request, most specific first.

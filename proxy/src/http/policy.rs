@@ -1,22 +1,29 @@
-//! The route-policy layer: what a matched route does with a request before a cluster gets it.
+//! The route-policy layer: what a matched route's forward action does with a request.
 //!
 //! ```text
-//!  Routed { table, vhost, route } ─► Direct │ Redirect │ Forward
-//!    Forward ─► weighted pick ─► slot ─► table.targets[slot] (Arc<Cluster>, resolved at config time)
-//!            ─► upstream request: client's :authority/Host kept (or host_rewrite), prefix_rewrite,
-//!               hop-by-hop headers out, x-request-id, header mutations
-//!            ─► route timeout + stream idle timeout (one timer, upstream/idle.rs)
-//!            ─► balancer (Cluster::pick) ─► endpoint layer (upstream/endpoint.rs)
-//!            ─► failure ─► error.rs (UF, UC, UR, UPE; DPE when the request body failed)
-//!            ─► response: hop-by-hop out, header mutations, body streamed with its guards
-//!               and the stream idle timeout
+//!  forward(Routed { manager, table, levels }, action)          [one async level per request]
+//!    CORS (cors.rs): a preflight answered here ─► faults (fault.rs): delay (DI), abort (FI)
+//!    prepare (not async): weighted pick ─► table.targets[slot] (Arc<Cluster>, resolved at
+//!       config time) ─► balancer (Cluster::pick, hash key) ─► upstream request: client's
+//!       :authority/Host kept (or host_rewrite), rewrites, hop-by-hop headers out,
+//!       x-request-id, header mutations; mirrors (mirror.rs); the body, recorded when a retry
+//!       or a mirror may send it again
+//!    attempts: send_attempt ─► route timeout + stream idle timeout (one timer, upstream/idle.rs)
+//!       ─► endpoint layer (upstream/endpoint.rs); outlier detection told; retry.rs decides
+//!       another (back-off, other host, budget) or the last result stands (URX)
+//!    failure ─► error.rs (UF, UC, UR, UPE; DPE when the request body failed)
+//!    response: hop-by-hop out, header mutations, CORS headers, body streamed with its guards
+//!       and the stream idle timeout; the shadows leave when forward returns
 //!  WebSocket upgrade (HCM websocket, upgrade.rs): HTTP/1.1 forced (h2-only cluster: 503),
 //!    Connection/Upgrade kept, a dedicated connection (endpoint::send_upgrade); a 101 parks
 //!    the tunnel for the connection's task and is answered downstream with its headers
-//!  CORS (cors.rs) first: a preflight answered here; fault injection (fault.rs), retries
-//!  (retry.rs); mirroring (mirror.rs): shadows of the upstream head, sent when the caller's
-//!  response head is back (fire and forget, their own bounded tasks)
 //! ```
+//!
+//! Every `async fn` awaited per request is a copy of its callee's future into its caller's:
+//! the work that needs no await is kept in plain functions (`prepare`, `super::route`), and
+//! what is rare and large is boxed (upgrades, shadows, formatter request heads).
+
+use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{self, Scheme, Uri};
@@ -27,27 +34,33 @@ use rand::RngExt;
 
 use super::headers::{X_REQUEST_ID, request_id, strip_hop_by_hop};
 use super::redirect::rewritten_path;
-use super::{AuthoritySource, Levels, ProxyBody, RequestMeta, authority_source, upgrade};
+use super::{AuthoritySource, ProxyBody, RequestMeta, Routed, authority_source, upgrade};
 use super::{cors, fault, hash, mirror, retry};
 use crate::config::formatter::HeaderTemplate;
-use crate::config::{ClusterPick, ForwardAction, HttpManager, RouteTable};
+use crate::config::{ClusterPick, ForwardAction, WeightedCluster};
 use crate::error::{ProxyError, ResponseFlags};
+use crate::upstream::body::Replayable;
 use crate::upstream::idle::{self, Activity, Expired};
-use crate::upstream::{Protocol, RequestBody, endpoint};
+use crate::upstream::{Cluster, Endpoint, Protocol, RequestBody, endpoint};
 
 /// The request body bytes kept so that a retry can send them again (Envoy's default
 /// connection buffer limit): a larger body is sent once.
 pub const RETRY_BUFFER_LIMIT: usize = 1 << 20;
 
-/// Forwards `req` along a route's forward action.
+/// Forwards `req` along a route's forward action: CORS, faults, then the cluster. `flags`
+/// collects what happened on the way (`DI`, `URX`) for whichever response the request gets.
 pub(super) async fn forward(
-    table: &RouteTable,
-    listener: &HttpManager,
-    levels: &Levels<'_>,
+    routed: &Routed<'_>,
     meta: &RequestMeta<'_>,
     action: &ForwardAction,
     req: Request<Incoming>,
+    flags: &mut ResponseFlags,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let Routed {
+        manager: listener,
+        levels,
+        ..
+    } = routed;
     // CORS first: Istio puts the CORS filter before the fault filter.
     let cors_origin = match action.cors.as_deref().filter(|_| listener.cors_filter) {
         Some(policy) => match cors::on_request(policy, &req) {
@@ -57,208 +70,35 @@ pub(super) async fn forward(
         None => None,
     };
     // Faults next, as Envoy's fault filter runs before the router.
-    let injected = match fault::effective(listener.fault_filter.as_ref(), action.fault.as_deref()) {
-        Some(f) => fault::apply(f, &super::request_view(&req)).await?,
-        None => fault::Injected::default(),
-    };
-    let before = Before {
-        cors_origin,
-        injected,
-    };
-    let forwarded = to_cluster(table, listener, levels, meta, action, req, before).await;
-    // A delayed request that then fails locally says both (`DI,UF`).
-    forwarded.map_err(|error| {
-        if injected.delayed {
-            error.flagged(ResponseFlags::DELAY_INJECTED)
-        } else {
-            error
-        }
-    })
-}
-
-/// What the steps before the cluster decided: the CORS origin to allow in the response, and
-/// the faults injected.
-struct Before<'a> {
-    cors_origin: Option<(&'a crate::config::cors::Cors, HeaderValue)>,
-    injected: fault::Injected,
-}
-
-/// Forwards `req` to the route's cluster, after CORS and faults.
-async fn to_cluster(
-    table: &RouteTable,
-    listener: &HttpManager,
-    levels: &Levels<'_>,
-    meta: &RequestMeta<'_>,
-    action: &ForwardAction,
-    mut req: Request<Incoming>,
-    before: Before<'_>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let Before {
-        cors_origin,
-        injected,
-    } = before;
-    let (cluster_ref, weighted) = match &action.clusters {
-        ClusterPick::Single(c) => (c, None),
-        pick @ ClusterPick::Weighted { total, .. } => {
-            pick.pick(rand::rng().random_range(0..*total))
-        }
-    };
-    let cluster = table
-        .cluster(cluster_ref.slot)
-        .ok_or_else(|| ProxyError::NoCluster {
-            name: cluster_ref.name.clone(),
-            status: action.cluster_not_found,
-        })?;
-    let downstream_h2 = req.version() == Version::HTTP_2;
-    // Without an upgrade: a flag test, and with websocket on one header lookup; no allocation.
-    let tunnel = upgrade::requested(&req, listener.websocket, listener.connect);
+    if let Some(fault) = fault::effective(listener.fault_filter.as_ref(), action.fault.as_deref()) {
+        fault::apply(fault, &super::request_view(&req), flags).await?;
+    }
+    let Outbound {
+        cluster,
+        cluster_name,
+        weighted,
+        protocol,
+        tunnel,
+        on_upgrade,
+        hashed,
+        endpoint,
+        request: mut upstream_req,
+        template,
+        replay,
+        activity,
+        start,
+        kept_request,
+        downstream_version,
+        // Launched when this function returns: the caller's response head is back.
+        shadows: _shadows,
+    } = prepare(routed, meta, action, req)?;
+    let downstream_h2 = downstream_version == Version::HTTP_2;
     let upgrading = tunnel.is_some();
-    let protocol = match cluster.protocol(downstream_h2) {
-        // An h1 upgrade cannot ride an h2 connection (that takes RFC 8441's extended CONNECT).
-        Protocol::Http2 if upgrading => {
-            return Err(ProxyError::UpgradeOverHttp2 {
-                cluster: cluster_ref.name.clone(),
-            });
-        }
-        protocol => protocol,
-    };
     // An upgrade's exchange cannot be replayed: it is never retried.
     let retry = action.retry.as_deref().filter(|_| !upgrading);
-    cluster.breakers.record_request();
-    // Consistent hashing: the request's key (only when both route and cluster use it).
-    let hashed = if action.hash_policy.is_empty() {
-        hash::RequestHash::default()
-    } else {
-        hash::request_hash(&action.hash_policy, &req, meta.downstream.remote)
-    };
-    let endpoint = cluster
-        .pick_by_key(meta.downstream.local, hashed.key, &[])
-        .ok_or_else(|| ProxyError::NoHealthyUpstream(cluster_ref.name.clone()))?;
-    // The downstream connection, handed over by hyper once the 101 is written.
-    let on_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
-
-    // A weighted cluster's own authority wins over the route's.
-    let host_rewrite = weighted
-        .and_then(|w| w.host_rewrite.as_ref())
-        .or(action.host_rewrite.as_ref());
-    let authority = match host_rewrite {
-        Some(h) => h.clone(),
-        None => downstream_authority(&req, &endpoint.addr)?,
-    };
-    let (mut parts, body) = req.into_parts();
-    // A CONNECT keeps its authority-form target (the tunnel's far end), unrewritten.
-    if tunnel != Some(upgrade::Kind::Connect) {
-        let path_and_query = rewritten_path(
-            &parts.uri,
-            action.prefix_rewrite.as_deref(),
-            &levels.route.matcher,
-        )?;
-        let path_and_query = match action.regex_rewrite.as_deref() {
-            Some(rewrite) => regex_rewritten(rewrite, &path_and_query)?,
-            None => path_and_query,
-        };
-        parts.uri = match protocol {
-            // HTTP/1.1 upstreams get origin-form; the authority travels in Host.
-            Protocol::Http1 => Uri::from(path_and_query),
-            // HTTP/2 carries it as :authority, which h2 takes from the URI.
-            Protocol::Http2 => {
-                let mut uri_parts = uri::Parts::default();
-                uri_parts.scheme = Some(Scheme::HTTP);
-                uri_parts.authority = Some(
-                    uri::Authority::try_from(authority.as_bytes())
-                        .map_err(|_| ProxyError::BadRequest("invalid authority"))?,
-                );
-                uri_parts.path_and_query = Some(path_and_query);
-                Uri::from_parts(uri_parts)
-                    .map_err(|_| ProxyError::BadRequest("invalid request target"))?
-            }
-        };
-    }
-    if upgrading {
-        upgrade::strip_hop_by_hop_keeping_upgrade(&mut parts.headers, true);
-    } else {
-        strip_hop_by_hop(&mut parts.headers, true);
-    }
-    parts.headers.insert(header::HOST, authority);
-    if listener.generate_request_id && !parts.headers.contains_key(&X_REQUEST_ID) {
-        parts.headers.insert(X_REQUEST_ID.clone(), request_id());
-    }
-    let downstream_version = parts.version;
-    // Response header values with formatters may read the request: keep what they need.
-    let kept_request = levels
-        .response_is_dynamic(weighted.map(|w| &w.response_headers))
-        .then(|| {
-            (
-                parts.method.clone(),
-                parts.uri.clone(),
-                parts.headers.clone(),
-            )
-        });
-    {
-        let (method, uri) = (&parts.method, &parts.uri);
-        let render = |t: &HeaderTemplate, h: &HeaderMap| {
-            t.render(&meta.format_context(
-                (method, uri, downstream_version),
-                h,
-                None,
-                Some(endpoint.addr),
-            ))
-        };
-        levels.apply_request(
-            weighted.map(|w| &w.request_headers),
-            &mut parts.headers,
-            &render,
-        );
-    }
-    // Mirrors (mirror.rs): shadows of the upstream head as it stands now, sent when this
-    // function returns (the caller's response head is back); an upgrade is never mirrored.
-    let mut shadows = mirror::Shadows::roll(table, &action.mirrors)
-        .filter(|_| !upgrading)
-        .map(|s| {
-            s.prepare(
-                (&parts.method, &parts.uri, parts.version, &parts.headers),
-                meta.downstream.local,
-                action.timeout.or(listener.stream_idle_timeout),
-            )
-        });
-    // The stream idle timeout's clock; a streamed body reports its progress to it (and its
-    // failure, which makes the client, not the upstream, the cause of what follows).
-    let start = tokio::time::Instant::now();
-    let (body, activity, replay) = if http_body::Body::is_end_stream(&body) {
-        (
-            RequestBody::empty(),
-            Activity::complete_request(start),
-            None,
-        )
-    } else {
-        let activity = Activity::streamed_request(start);
-        let progress = activity.progress().cloned();
-        match retry.is_some() || shadows.is_some() {
-            // Recorded as it streams, so that a retry (or a mirror) can send it again.
-            true => {
-                let replay = RequestBody::replayable(body, RETRY_BUFFER_LIMIT, progress);
-                if let Some(launch) = shadows.as_mut() {
-                    launch.with_body(replay.clone(), activity.clone());
-                }
-                let first = replay.attempt().unwrap_or_default();
-                (first, activity, Some(replay))
-            }
-            false => (RequestBody::stream(body, progress), activity, None),
-        }
-    };
-    // What another attempt needs to rebuild the request (taken only with a retry policy).
-    let template = retry.map(|_| {
-        (
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.version,
-            parts.headers.clone(),
-        )
-    });
     let deadline = action.timeout.map(|t| start + t);
     let idle = listener.stream_idle_timeout;
 
-    let mut upstream_req = Request::from_parts(parts, body);
     let mut endpoint = endpoint;
     let mut retries = 0u32;
     let mut tried: Vec<std::net::SocketAddr> = Vec::new();
@@ -353,7 +193,7 @@ async fn to_cluster(
                 &tried_levels,
             ),
         }
-        .ok_or_else(|| ProxyError::NoHealthyUpstream(cluster_ref.name.clone()))?;
+        .ok_or_else(|| ProxyError::NoHealthyUpstream(cluster_name.to_owned()))?;
         let mut next = Request::new(body.unwrap_or_default());
         *next.method_mut() = method.clone();
         *next.uri_mut() = uri.clone();
@@ -394,18 +234,11 @@ async fn to_cluster(
     if let Some(cookie) = hashed.set_cookie {
         parts.headers.append(header::SET_COOKIE, cookie);
     }
-    if injected.delayed || retries_exhausted {
-        let mut flags = ResponseFlags::NONE;
-        if injected.delayed {
-            flags.insert(ResponseFlags::DELAY_INJECTED);
-        }
-        if retries_exhausted {
-            flags.insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
-        }
-        parts.extensions.insert(flags);
+    if retries_exhausted {
+        flags.insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
     }
     let empty = (http::Method::GET, Uri::from_static("/"), HeaderMap::new());
-    let (method, uri, request_headers) = kept_request.as_ref().unwrap_or(&empty);
+    let (method, uri, request_headers) = kept_request.as_deref().unwrap_or(&empty);
     let render = |t: &HeaderTemplate, h: &HeaderMap| {
         t.render(&meta.format_context(
             (method, uri, downstream_version),
@@ -428,6 +261,228 @@ async fn to_cluster(
         None => Either::Right(http_body_util::Full::default()),
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// A request made ready for its cluster: the upstream request of the first attempt and what
+/// the attempts and the response need.
+struct Outbound<'a> {
+    cluster: &'a Arc<Cluster>,
+    cluster_name: &'a str,
+    weighted: Option<&'a WeightedCluster>,
+    protocol: Protocol,
+    /// The upgrade the request asks for (WebSocket, CONNECT), if the listener carries it.
+    tunnel: Option<upgrade::Kind>,
+    /// The downstream connection, handed over by hyper once the 101 is written.
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    hashed: hash::RequestHash,
+    /// The endpoint of the first attempt.
+    endpoint: Arc<Endpoint>,
+    request: Request<RequestBody>,
+    downstream_version: Version,
+    /// What another attempt needs to rebuild the request (taken only with a retry policy).
+    template: Option<(http::Method, Uri, Version, HeaderMap)>,
+    /// The request body as recorded for another attempt.
+    replay: Option<Replayable>,
+    activity: Activity,
+    /// When the route timeout and the stream idle timeout's clock started.
+    start: tokio::time::Instant,
+    /// The request head, for response header values with formatters (rare: boxed).
+    kept_request: Option<Box<(http::Method, Uri, HeaderMap)>>,
+    /// The mirrors' shadows, launched when this is dropped (rare: boxed).
+    shadows: Option<Box<mirror::Launch>>,
+}
+
+/// Picks the cluster and the endpoint and builds the upstream request: authority, rewrites,
+/// hop-by-hop headers, `x-request-id`, header mutations, mirrors, the body (recorded when a
+/// retry or a mirror may send it again). Not async: what it keeps on the way stays out of
+/// the request's future.
+fn prepare<'a>(
+    routed: &Routed<'a>,
+    meta: &RequestMeta<'_>,
+    action: &'a ForwardAction,
+    mut req: Request<Incoming>,
+) -> Result<Outbound<'a>, ProxyError> {
+    let Routed {
+        manager: listener,
+        table,
+        levels,
+    } = routed;
+    let (cluster_ref, weighted) = match &action.clusters {
+        ClusterPick::Single(c) => (c, None),
+        pick @ ClusterPick::Weighted { total, .. } => {
+            pick.pick(rand::rng().random_range(0..*total))
+        }
+    };
+    let cluster = table
+        .cluster(cluster_ref.slot)
+        .ok_or_else(|| ProxyError::NoCluster {
+            name: cluster_ref.name.clone(),
+            status: action.cluster_not_found,
+        })?;
+    let downstream_h2 = req.version() == Version::HTTP_2;
+    // Without an upgrade: a flag test, and with websocket on one header lookup; no allocation.
+    let tunnel = upgrade::requested(&req, listener.websocket, listener.connect);
+    let upgrading = tunnel.is_some();
+    let protocol = match cluster.protocol(downstream_h2) {
+        // An h1 upgrade cannot ride an h2 connection (that takes RFC 8441's extended CONNECT).
+        Protocol::Http2 if upgrading => {
+            return Err(ProxyError::UpgradeOverHttp2 {
+                cluster: cluster_ref.name.clone(),
+            });
+        }
+        protocol => protocol,
+    };
+    // An upgrade's exchange cannot be replayed: it is never retried.
+    let retry = action.retry.as_deref().filter(|_| !upgrading);
+    cluster.breakers.record_request();
+    // Consistent hashing: the request's key (only when both route and cluster use it).
+    let hashed = if action.hash_policy.is_empty() {
+        hash::RequestHash::default()
+    } else {
+        hash::request_hash(&action.hash_policy, &req, meta.downstream.remote)
+    };
+    let endpoint = cluster
+        .pick_by_key(meta.downstream.local, hashed.key, &[])
+        .ok_or_else(|| ProxyError::NoHealthyUpstream(cluster_ref.name.clone()))?;
+    // The downstream connection, handed over by hyper once the 101 is written.
+    let on_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+
+    // A weighted cluster's own authority wins over the route's.
+    let host_rewrite = weighted
+        .and_then(|w| w.host_rewrite.as_ref())
+        .or(action.host_rewrite.as_ref());
+    let authority = match host_rewrite {
+        Some(h) => h.clone(),
+        None => downstream_authority(&req, &endpoint.addr)?,
+    };
+    let (mut parts, body) = req.into_parts();
+    // A CONNECT keeps its authority-form target (the tunnel's far end), unrewritten.
+    if tunnel != Some(upgrade::Kind::Connect) {
+        let path_and_query = rewritten_path(
+            &parts.uri,
+            action.prefix_rewrite.as_deref(),
+            &levels.route.matcher,
+        )?;
+        let path_and_query = match action.regex_rewrite.as_deref() {
+            Some(rewrite) => regex_rewritten(rewrite, &path_and_query)?,
+            None => path_and_query,
+        };
+        parts.uri = match protocol {
+            // HTTP/1.1 upstreams get origin-form; the authority travels in Host.
+            Protocol::Http1 => Uri::from(path_and_query),
+            // HTTP/2 carries it as :authority, which h2 takes from the URI.
+            Protocol::Http2 => {
+                let mut uri_parts = uri::Parts::default();
+                uri_parts.scheme = Some(Scheme::HTTP);
+                uri_parts.authority = Some(
+                    uri::Authority::try_from(authority.as_bytes())
+                        .map_err(|_| ProxyError::BadRequest("invalid authority"))?,
+                );
+                uri_parts.path_and_query = Some(path_and_query);
+                Uri::from_parts(uri_parts)
+                    .map_err(|_| ProxyError::BadRequest("invalid request target"))?
+            }
+        };
+    }
+    if upgrading {
+        upgrade::strip_hop_by_hop_keeping_upgrade(&mut parts.headers, true);
+    } else {
+        strip_hop_by_hop(&mut parts.headers, true);
+    }
+    parts.headers.insert(header::HOST, authority);
+    if listener.generate_request_id && !parts.headers.contains_key(&X_REQUEST_ID) {
+        parts.headers.insert(X_REQUEST_ID.clone(), request_id());
+    }
+    let downstream_version = parts.version;
+    // Response header values with formatters may read the request: keep what they need.
+    let kept_request = levels
+        .response_is_dynamic(weighted.map(|w| &w.response_headers))
+        .then(|| {
+            Box::new((
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            ))
+        });
+    {
+        let (method, uri) = (&parts.method, &parts.uri);
+        let render = |t: &HeaderTemplate, h: &HeaderMap| {
+            t.render(&meta.format_context(
+                (method, uri, downstream_version),
+                h,
+                None,
+                Some(endpoint.addr),
+            ))
+        };
+        levels.apply_request(
+            weighted.map(|w| &w.request_headers),
+            &mut parts.headers,
+            &render,
+        );
+    }
+    // Mirrors (mirror.rs): shadows of the upstream head as it stands now, sent when this
+    // function returns (the caller's response head is back); an upgrade is never mirrored.
+    let mut shadows = mirror::Shadows::roll(table, &action.mirrors)
+        .filter(|_| !upgrading)
+        .map(|s| {
+            Box::new(s.prepare(
+                (&parts.method, &parts.uri, parts.version, &parts.headers),
+                meta.downstream.local,
+                action.timeout.or(listener.stream_idle_timeout),
+            ))
+        });
+    // The stream idle timeout's clock; a streamed body reports its progress to it (and its
+    // failure, which makes the client, not the upstream, the cause of what follows).
+    let start = tokio::time::Instant::now();
+    let (body, activity, replay) = if http_body::Body::is_end_stream(&body) {
+        (
+            RequestBody::empty(),
+            Activity::complete_request(start),
+            None,
+        )
+    } else {
+        let activity = Activity::streamed_request(start);
+        let progress = activity.progress().cloned();
+        match retry.is_some() || shadows.is_some() {
+            // Recorded as it streams, so that a retry (or a mirror) can send it again.
+            true => {
+                let replay = RequestBody::replayable(body, RETRY_BUFFER_LIMIT, progress);
+                if let Some(launch) = shadows.as_mut() {
+                    launch.with_body(replay.clone(), activity.clone());
+                }
+                let first = replay.attempt().unwrap_or_default();
+                (first, activity, Some(replay))
+            }
+            false => (RequestBody::stream(body, progress), activity, None),
+        }
+    };
+    // What another attempt needs to rebuild the request (taken only with a retry policy).
+    let template = retry.map(|_| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.version,
+            parts.headers.clone(),
+        )
+    });
+    Ok(Outbound {
+        cluster,
+        cluster_name: &cluster_ref.name,
+        weighted,
+        protocol,
+        tunnel,
+        on_upgrade,
+        hashed,
+        endpoint,
+        request: Request::from_parts(parts, body),
+        downstream_version,
+        template,
+        replay,
+        activity,
+        start,
+        kept_request,
+        shadows,
+    })
 }
 
 /// Tells the cluster's outlier detection how an attempt went: a response's status (after a
@@ -522,21 +577,20 @@ async fn send_attempt(
                 })?,
         )
     };
-    let send = std::pin::pin!(async {
-        match permit {
-            // Boxed: rare, and it keeps every other request's future small.
-            None => Box::pin(endpoint::send_upgrade(endpoint, connect_timeout, req)).await,
-            Some(permit) => {
-                endpoint::send_limited(
-                    endpoint,
-                    protocol,
-                    connect_timeout,
-                    req,
-                    Some((permit, &cluster.breakers)),
-                )
-                .await
-            }
-        }
+    let send = std::pin::pin!(match permit {
+        // Boxed: rare, and it keeps every other request's future small.
+        None => tokio_util::either::Either::Left(Box::pin(endpoint::send_upgrade(
+            endpoint,
+            connect_timeout,
+            req
+        ))),
+        Some(permit) => tokio_util::either::Either::Right(endpoint::send_limited(
+            endpoint,
+            protocol,
+            connect_timeout,
+            req,
+            Some((permit, &cluster.breakers)),
+        )),
     });
     let result = idle::bounded(send, start, limit, idle, activity)
         .await
