@@ -1,5 +1,6 @@
-//! The debug HTTP server: `/ready` (200 once ready, else 503 saying what it waits for: see
-//! [`crate::readiness`]), `/debug/syncz` (per-proxy xDS state) and `/debug/configz` (loaded
+//! The debug and monitoring HTTP server: `/ready` (200 once ready, else 503 saying what it
+//! waits for: see [`crate::readiness`]), `/metrics` (Prometheus text, istiod's metric names),
+//! `/debug/syncz` (per-proxy xDS state) and `/debug/configz` (loaded
 //! objects, errors per file or Kubernetes object, warnings, Kubernetes object counts,
 //! readiness, the local source's counters). `/debug/configz` summarizes: string values
 //! longer than [`MAX_STRING`] bytes are shown as `<N bytes>`, and at most [`MAX_OBJECTS`]
@@ -38,6 +39,8 @@ pub struct DebugState {
     pub local_source: Option<Arc<LocalStats>>,
     /// `/debug/ca`: the CA's certificate, trust bundle and counters, as JSON.
     pub ca: Box<dyn Fn() -> Value + Send + Sync>,
+    /// `/metrics`: the controller's metrics.
+    pub metrics: Arc<prometheus_client::registry::Registry>,
 }
 
 impl std::fmt::Debug for DebugState {
@@ -87,6 +90,22 @@ pub fn handle<B>(state: &DebugState, request: &Request<B>) -> Response<Full<Byte
             };
             text(status, &readiness.describe())
         }
+        "/metrics" => {
+            let mut body = String::new();
+            match prometheus_client::encoding::text::encode(&mut body, &state.metrics) {
+                Ok(()) => Response::builder()
+                    .header(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap_or_default(),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("encoding the metrics failed: {e}\n"),
+                ),
+            }
+        }
         "/debug/syncz" => json_response(&(state.syncz)()),
         "/debug/ca" => json_response(&(state.ca)()),
         "/debug/configz" => {
@@ -103,7 +122,7 @@ pub fn handle<B>(state: &DebugState, request: &Request<B>) -> Response<Full<Byte
         }
         "/" | "/debug" => text(
             StatusCode::OK,
-            "weft-controller debug endpoints: /ready /debug/syncz /debug/configz\n",
+            "weft-controller debug endpoints: /ready /metrics /debug/syncz /debug/configz /debug/ca\n",
         ),
         path => text(
             StatusCode::NOT_FOUND,
@@ -256,6 +275,7 @@ mod tests {
             readiness: watch::channel(readiness).1,
             local_source: None,
             ca: Box::new(|| json!({"ca": "test"})),
+            metrics: Arc::default(),
         }
     }
 
@@ -361,6 +381,23 @@ mod tests {
         assert_eq!(value["localSource"]["files"], json!(1));
         assert_eq!(value["localSource"]["bytes"], json!(14));
         source.task.abort();
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_in_prometheus_text() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        weft_xds::XdsMetrics::default().register(&mut registry);
+        let state = DebugState {
+            metrics: Arc::new(registry),
+            ..state()
+        };
+        let (status, body) = get(&state, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.lines().any(|l| l == "pilot_xds 0"), "{body}");
+        assert!(
+            body.contains("# TYPE pilot_proxy_convergence_time histogram"),
+            "{body}"
+        );
     }
 
     #[tokio::test]

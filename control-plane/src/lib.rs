@@ -356,6 +356,9 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         watch::channel(Readiness::starting(snapshots.borrow().unsynced.clone()));
     let ads = weft_xds::AdsServer::new(generator_rx.clone());
     let status = ads.clone();
+    // istiod's names, without a prefix: Istio's control-plane dashboards read them as they are.
+    let mut registry = prometheus_client::registry::Registry::default();
+    ads.metrics().register(&mut registry);
     let debug_state = Arc::new(debug::DebugState {
         syncz: Box::new(move || serde_json::to_value(status.status()).unwrap_or_default()),
         snapshot: snapshots.clone(),
@@ -367,6 +370,7 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
             let settings = ca.service.settings().clone();
             Box::new(move || ca::describe(&ca_rx.borrow(), &settings, &stats))
         },
+        metrics: Arc::new(registry),
     });
     listeners.push(tokio::spawn(debug::serve(
         debug_listener,

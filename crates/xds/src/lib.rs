@@ -7,12 +7,14 @@
 
 pub mod client;
 pub mod contract;
+pub mod metrics;
 pub mod nds;
 pub mod resource;
 pub mod server;
 pub mod type_url;
 
 pub use client::{AdsClient, ClientConfig, ClientError, Handler, error_chain};
+pub use metrics::XdsMetrics;
 pub use resource::{Resource, version_of};
 pub use server::{AdsServer, AuthenticatedPeer, Generator, ProxyStatus, TypeStatus};
 

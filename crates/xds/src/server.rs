@@ -43,6 +43,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use crate::metrics::XdsMetrics;
 use crate::resource::{Resource, version_of};
 use crate::type_url;
 
@@ -138,6 +139,7 @@ struct Shared<G> {
     streams: Mutex<BTreeMap<u64, StreamStatus>>,
     /// `true` once the server shuts down: every stream ends, new ones are refused.
     shutdown: watch::Sender<bool>,
+    metrics: Arc<XdsMetrics>,
 }
 
 struct StreamStatus {
@@ -155,8 +157,14 @@ impl<G: Generator> AdsServer<G> {
                 next_stream: AtomicU64::new(1),
                 streams: Mutex::new(BTreeMap::new()),
                 shutdown: watch::Sender::new(false),
+                metrics: Arc::default(),
             }),
         }
+    }
+
+    /// The server's metrics (istiod's names), to register with the process's registry.
+    pub fn metrics(&self) -> &Arc<XdsMetrics> {
+        &self.shared.metrics
     }
 
     /// The tonic service to add to a `tonic::transport::Server`.
@@ -229,6 +237,7 @@ struct Registration<G> {
 impl<G> Drop for Registration<G> {
     fn drop(&mut self) {
         self.shared.streams.lock().remove(&self.number);
+        self.shared.metrics.stream_closed();
     }
 }
 
@@ -285,6 +294,8 @@ async fn run_stream<G, S>(
         proxy,
         subscriptions: HashMap::new(),
         next_nonce: 1,
+        metrics: Arc::clone(&shared.metrics),
+        converging: None,
     };
     shared.streams.lock().insert(
         number,
@@ -294,6 +305,7 @@ async fn run_stream<G, S>(
             types: Vec::new(),
         },
     );
+    shared.metrics.stream_opened();
     let _registration = Registration {
         shared: Arc::clone(&shared),
         number,
@@ -366,6 +378,17 @@ struct Connection<G: Generator> {
     proxy: G::Proxy,
     subscriptions: HashMap<String, Subscription>,
     next_nonce: u64,
+    metrics: Arc<XdsMetrics>,
+    /// The push of a new snapshot, until the proxy has ACKed every response it caused.
+    converging: Option<Converging>,
+}
+
+/// A push on its way to a proxy (`pilot_proxy_convergence_time`).
+struct Converging {
+    /// When the first snapshot not yet ACKed reached the stream.
+    since: Instant,
+    /// The types whose latest response is not ACKed yet.
+    waiting: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -458,7 +481,11 @@ impl<G: Generator> Connection<G> {
             );
             return None;
         }
+        let label = type_url::metric_label(type_url);
         if let Some(error) = request.error_detail {
+            self.metrics.rejected(label);
+            // A rejected push has not converged: the next snapshot starts the clock again.
+            self.converging = None;
             let rejected = sub.sent_version.clone().unwrap_or_default();
             warn!(
                 "proxy {} rejected {} version {}: {}",
@@ -468,6 +495,13 @@ impl<G: Generator> Connection<G> {
         } else {
             debug!(proxy = %self.id, r#type = short, version = %request.version_info, "ACK");
             sub.acked_version = Some(request.version_info);
+            if let Some(push) = self.converging.as_mut() {
+                push.waiting.retain(|t| t != type_url);
+                if push.waiting.is_empty() {
+                    self.metrics.converged(push.since.elapsed());
+                    self.converging = None;
+                }
+            }
         }
         if sub.update(names) {
             if sub.unsubscribed() {
@@ -501,7 +535,7 @@ impl<G: Generator> Connection<G> {
                 .cmp(&type_url::push_rank(b))
                 .then_with(|| a.cmp(b))
         });
-        types
+        let responses: Vec<DiscoveryResponse> = types
             .iter()
             .filter_map(|t| {
                 let resources = self.resources(t);
@@ -516,7 +550,19 @@ impl<G: Generator> Connection<G> {
                     Some(self.respond(t, Some((resources, version))))
                 }
             })
-            .collect()
+            .collect();
+        if !responses.is_empty() {
+            let push = self.converging.get_or_insert_with(|| Converging {
+                since: Instant::now(),
+                waiting: Vec::new(),
+            });
+            for response in &responses {
+                if !push.waiting.contains(&response.type_url) {
+                    push.waiting.push(response.type_url.clone());
+                }
+            }
+        }
+        responses
     }
 
     /// The generated resources of a type, filtered by the subscription and sorted by name.
@@ -524,7 +570,10 @@ impl<G: Generator> Connection<G> {
         let Some(sub) = self.subscriptions.get(type_url) else {
             return Vec::new();
         };
+        let started = Instant::now();
         let mut resources = self.generator.generate(&self.proxy, type_url);
+        self.metrics
+            .generated(type_url::metric_label(type_url), started.elapsed());
         if !sub.wildcard {
             resources.retain(|r| sub.names.binary_search(&r.name).is_ok());
         }
@@ -553,6 +602,7 @@ impl<G: Generator> Connection<G> {
             count = resources.len(),
             "sending response"
         );
+        self.metrics.pushed(type_url::metric_label(type_url));
         let sub = self.subscriptions.entry(type_url.to_string()).or_default();
         sub.sent_version = Some(version.clone());
         sub.sent_nonce = nonce.clone();

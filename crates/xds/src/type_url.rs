@@ -22,6 +22,19 @@ pub fn short(type_url: &str) -> &'static str {
     }
 }
 
+/// istiod's metric label for a type (`pilot_xds_pushes{type="cds"}`).
+pub fn metric_label(type_url: &str) -> &'static str {
+    match type_url {
+        LISTENER => "lds",
+        ROUTE => "rds",
+        CLUSTER => "cds",
+        ENDPOINT => "eds",
+        SECRET => "sds",
+        NAME_TABLE => "nds",
+        _ => "unknown",
+    }
+}
+
 /// Whether clients subscribe to a type as a whole (LDS, CDS, NDS: a wildcard subscription,
 /// whose first request carries no names) rather than by name (RDS, EDS, SDS).
 ///
