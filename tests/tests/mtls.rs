@@ -113,6 +113,22 @@ async fn sidecars_talk_mutual_tls_and_strict_refuses_plaintext() {
     .await;
     mesh.wait_for_version("/", &[], "v1", Duration::from_secs(20))
         .await;
+    // The controller's CA counts what it issued under istiod's name (every sidecar got one).
+    let metrics = mesh
+        .http
+        .get_url(&format!("http://{}/metrics", mesh.controller.debug))
+        .await
+        .expect("controller /metrics");
+    let issued = metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("citadel_server_success_cert_issuance_count "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        issued.is_some_and(|n| n >= 2),
+        "the client and reviews sidecars' certificates: {issued:?}\n{}",
+        metrics.body
+    );
     let reviews = mesh.sidecars[0].ip;
     let reviews_inbound = SocketAddr::new(reviews, 15006);
 

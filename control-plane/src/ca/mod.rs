@@ -16,6 +16,8 @@ pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -40,11 +42,96 @@ pub struct CaSettings {
     pub max_lifetime: Duration,
 }
 
-/// Certificates issued and requests refused since start (`/debug/ca`).
+/// Certificates issued and requests refused since start (`/debug/ca`, and `/metrics` under
+/// istiod's `citadel_server_*` names).
 #[derive(Debug, Default)]
 pub struct CaStats {
-    pub issued: std::sync::atomic::AtomicU64,
-    pub refused: std::sync::atomic::AtomicU64,
+    pub issued: AtomicU64,
+    pub refused: AtomicU64,
+    /// Refused for their credentials: no token, a bad or expired one, or the token reviewer
+    /// unavailable.
+    pub unauthenticated: AtomicU64,
+    /// Refused because the CSR's identity is not the caller's.
+    pub identity_mismatch: AtomicU64,
+    /// Refused as invalid: the CSR or the lifetime asked for.
+    pub invalid: AtomicU64,
+    /// Signing failed.
+    pub sign_failed: AtomicU64,
+}
+
+impl CaStats {
+    /// Counts one refusal, by the status it was answered with.
+    fn refused(&self, status: &Status) {
+        self.refused.fetch_add(1, Relaxed);
+        let kind = match status.code() {
+            tonic::Code::Unauthenticated | tonic::Code::Unavailable => &self.unauthenticated,
+            tonic::Code::PermissionDenied => &self.identity_mismatch,
+            tonic::Code::Internal => &self.sign_failed,
+            _ => &self.invalid,
+        };
+        kind.fetch_add(1, Relaxed);
+    }
+
+    /// Registers istiod's CA metrics, read from these counters at each scrape.
+    pub fn register(self: &Arc<Self>, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_collector(Box::new(CaMetrics(self.clone())));
+    }
+}
+
+/// [`CaStats`] as istiod's `citadel_server_*` counters (no `_total` suffix, as istiod's).
+#[derive(Debug)]
+struct CaMetrics(Arc<CaStats>);
+
+impl prometheus_client::collector::Collector for CaMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let stats = &self.0;
+        let issued = stats.issued.load(Relaxed);
+        for (name, help, value) in [
+            (
+                "citadel_server_csr_count",
+                "Certificate signing requests received",
+                issued + stats.refused.load(Relaxed),
+            ),
+            (
+                "citadel_server_success_cert_issuance_count",
+                "Workload certificates issued",
+                issued,
+            ),
+            (
+                "citadel_server_authentication_failure_count",
+                "Requests refused for their credentials (no token, a bad or expired one, or the token reviewer unavailable)",
+                stats.unauthenticated.load(Relaxed),
+            ),
+            (
+                "citadel_server_id_extraction_err_count",
+                "Requests refused because the CSR's identity is not the caller's",
+                stats.identity_mismatch.load(Relaxed),
+            ),
+            (
+                "citadel_server_csr_parsing_err_count",
+                "Requests refused as invalid (the CSR, or the lifetime asked for)",
+                stats.invalid.load(Relaxed),
+            ),
+            (
+                "citadel_server_csr_sign_err_count",
+                "Requests whose signing failed",
+                stats.sign_failed.load(Relaxed),
+            ),
+        ] {
+            let mut metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            // A gauge's sample line is the bare name: istiod's counters have no suffix.
+            metric.encode_gauge(&i64::try_from(value).unwrap_or(i64::MAX))?;
+        }
+        Ok(())
+    }
 }
 
 /// The gRPC handler: authenticate, then sign.
@@ -153,14 +240,13 @@ impl CertificateService for CaService {
                 .extensions()
                 .get::<PeerInfo>()
                 .and_then(|peer| peer.remote);
-            use std::sync::atomic::Ordering::Relaxed;
             match this.issue(request).await {
                 Ok(response) => {
                     this.stats.issued.fetch_add(1, Relaxed);
                     Ok(Response::new(response))
                 }
                 Err(status) => {
-                    this.stats.refused.fetch_add(1, Relaxed);
+                    this.stats.refused(&status);
                     warn!(
                         peer = ?peer,
                         code = ?status.code(),
@@ -254,7 +340,6 @@ pub fn describe(
     settings: &CaSettings,
     stats: &CaStats,
 ) -> serde_json::Value {
-    use std::sync::atomic::Ordering::Relaxed;
     let cert = |info: &weft_identity::CertInfo| {
         serde_json::json!({
             "subject": info.subject,

@@ -164,4 +164,29 @@ async fn refuses_with_a_reason() {
             status.message()
         );
     }
+    f.service
+        .create_certificate(request(
+            csr_for("default", "reviews"),
+            Some("token-reviews"),
+            0,
+        ))
+        .await
+        .expect("issued");
+
+    // Each refusal is counted by its kind, under istiod's names.
+    let mut registry = prometheus_client::registry::Registry::default();
+    f.service.stats().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+    for line in [
+        "# TYPE citadel_server_csr_count counter",
+        "citadel_server_csr_count 8",
+        "citadel_server_success_cert_issuance_count 1",
+        "citadel_server_authentication_failure_count 2",
+        "citadel_server_id_extraction_err_count 2",
+        "citadel_server_csr_parsing_err_count 3",
+        "citadel_server_csr_sign_err_count 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
 }
