@@ -481,9 +481,8 @@ impl<G: Generator> Connection<G> {
             );
             return None;
         }
-        let label = type_url::metric_label(type_url);
         if let Some(error) = request.error_detail {
-            self.metrics.rejected(label);
+            self.metrics.rejected(type_url::metric_label(type_url));
             // A rejected push has not converged: the next snapshot starts the clock again.
             self.converging = None;
             let rejected = sub.sent_version.clone().unwrap_or_default();

@@ -8,31 +8,29 @@ pub use crate::contract::{CLUSTER, ENDPOINT, LISTENER, NAME_TABLE, ROUTE, SECRET
 /// listeners before their routes, clusters before the listeners that use them).
 pub const PUSH_ORDER: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
 
+/// Every known type's names: (type URL, short name for logs, istiod's metric label).
+const NAMES: [(&str, &str, &str); 6] = [
+    (LISTENER, "LDS", "lds"),
+    (ROUTE, "RDS", "rds"),
+    (CLUSTER, "CDS", "cds"),
+    (ENDPOINT, "EDS", "eds"),
+    (SECRET, "SDS", "sds"),
+    (NAME_TABLE, "NDS", "nds"),
+];
+
+fn names(type_url: &str) -> Option<&'static (&'static str, &'static str, &'static str)> {
+    NAMES.iter().find(|(url, ..)| *url == type_url)
+}
+
 /// The short name of a type URL, for logs: `"LDS"`, `"RDS"`, `"CDS"`, `"EDS"`, `"SDS"`,
 /// `"NDS"`, else `"unknown"`.
 pub fn short(type_url: &str) -> &'static str {
-    match type_url {
-        LISTENER => "LDS",
-        ROUTE => "RDS",
-        CLUSTER => "CDS",
-        ENDPOINT => "EDS",
-        SECRET => "SDS",
-        NAME_TABLE => "NDS",
-        _ => "unknown",
-    }
+    names(type_url).map_or("unknown", |(_, short, _)| short)
 }
 
-/// istiod's metric label for a type (`pilot_xds_pushes{type="cds"}`).
+/// istiod's metric label for a type (`pilot_xds_pushes{type="cds"}`), else `"unknown"`.
 pub fn metric_label(type_url: &str) -> &'static str {
-    match type_url {
-        LISTENER => "lds",
-        ROUTE => "rds",
-        CLUSTER => "cds",
-        ENDPOINT => "eds",
-        SECRET => "sds",
-        NAME_TABLE => "nds",
-        _ => "unknown",
-    }
+    names(type_url).map_or("unknown", |(_, _, label)| label)
 }
 
 /// Whether clients subscribe to a type as a whole (LDS, CDS, NDS: a wildcard subscription,

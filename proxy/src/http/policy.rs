@@ -37,6 +37,7 @@ use super::redirect::rewritten_path;
 use super::{AuthoritySource, ProxyBody, RequestMeta, Routed, authority_source, upgrade};
 use super::{cors, fault, hash, mirror, retry};
 use crate::config::formatter::HeaderTemplate;
+use crate::config::retry::RetryPolicy;
 use crate::config::{ClusterPick, ForwardAction, WeightedCluster};
 use crate::error::{ProxyError, ResponseFlags};
 use crate::upstream::body::Replayable;
@@ -89,13 +90,12 @@ pub(super) async fn forward(
         start,
         kept_request,
         downstream_version,
+        retry,
         // Launched when this function returns: the caller's response head is back.
         shadows: _shadows,
     } = prepare(routed, meta, action, req)?;
     let downstream_h2 = downstream_version == Version::HTTP_2;
     let upgrading = tunnel.is_some();
-    // An upgrade's exchange cannot be replayed: it is never retried.
-    let retry = action.retry.as_deref().filter(|_| !upgrading);
     let deadline = action.timeout.map(|t| start + t);
     let idle = listener.stream_idle_timeout;
 
@@ -279,6 +279,8 @@ struct Outbound<'a> {
     endpoint: Arc<Endpoint>,
     request: Request<RequestBody>,
     downstream_version: Version,
+    /// The route's retry policy, unless the request is an upgrade (never retried).
+    retry: Option<&'a RetryPolicy>,
     /// What another attempt needs to rebuild the request (taken only with a retry policy).
     template: Option<(http::Method, Uri, Version, HeaderMap)>,
     /// The request body as recorded for another attempt.
@@ -476,6 +478,7 @@ fn prepare<'a>(
         endpoint,
         request: Request::from_parts(parts, body),
         downstream_version,
+        retry,
         template,
         replay,
         activity,
