@@ -38,6 +38,10 @@ sidecar's address, because Weft's inbound cluster sends to \`<instance ip>:<app 
 between a chain and its mTLS twin; oha → first hop and last hop → app are plaintext HTTP/1.1 on
 every path.
 
+- **Weft, Istio metrics off**: the plaintext Weft chain again (a third \`weft-controller\`, its own
+  sidecars and demo-app) with \`--istio-metrics=false\`: no \`istio_*\` recording and no peer
+  metadata exchange. Before measuring, the run checks that the Weft sidecars record
+  \`istio_requests_total\` and these do not.
 - **Weft mTLS**: a second \`weft-controller\` (own config dir, \`--ca-dir\` with a self-signed
   P-256 root made at its first start, \`--ca-token-dir\` with bootstrap tokens) serves the same
   \`echo:9080\` ServiceEntry, with a WorkloadEntry at the server sidecar's address that has
@@ -146,8 +150,9 @@ file == 1 {
 file == 2 { if (!(($2, $3) in hasproc)) { hasproc[$2, $3] = 1; proc[$2, ++nproc[$2]] = $3 }; pc[$2, $3, $1] = $4 }
 file == 3 { rss[$1, $2] = $3; hwm[$1, $2] = $4 }
 END {
-  NP = split("direct weft haproxy nginx weft-mtls haproxy-mtls nginx-mtls", P, " ")
+  NP = split("direct weft weft-nometrics haproxy nginx weft-mtls haproxy-mtls nginx-mtls", P, " ")
   name["direct"] = "direct"; name["weft"] = "Weft (2 sidecars)"; name["haproxy"] = "HAProxy ×2"; name["nginx"] = "nginx ×2"
+  name["weft-nometrics"] = "Weft, Istio metrics off"; short["weft-nometrics"] = "Weft (metrics off)"
   name["weft-mtls"] = "Weft mTLS"; name["haproxy-mtls"] = "HAProxy ×2 mTLS"; name["nginx-mtls"] = "nginx ×2 mTLS"
   short["weft"] = "Weft"; short["haproxy"] = "HAProxy"; short["nginx"] = "nginx"
   short["weft-mtls"] = "Weft mTLS"; short["haproxy-mtls"] = "HAProxy mTLS"; short["nginx-mtls"] = "nginx mTLS"
@@ -211,6 +216,22 @@ END {
   for (o = 1; o <= 2; o++) ratio_row("Weft mTLS max req/s ÷ " short[O[o] "-mtls"] "’s", "weft-mtls", "max_rps", O[o] "-mtls", "x")
   for (o = 1; o <= 2; o++) ratio_row("Weft mTLS CPU µs/request ÷ " short[O[o] "-mtls"] "’s", "weft-mtls", "proxy_cpu_us", O[o] "-mtls", "x")
   for (o = 1; o <= 2; o++) ratio_row("Weft mTLS added p90 − " short[O[o] "-mtls"] "’s added p90, ms", "weft-mtls", "added_p90", O[o] "-mtls", "d")
+
+  print ""
+  print "## What Istio’s metrics cost"
+  print ""
+  print "Weft’s plaintext chain records Istio’s standard metrics on both sidecars and exchanges peer metadata"
+  print "(`x-envoy-peer-metadata` on every request and response); the same chain with `--istio-metrics=false`"
+  print "does neither. Target: **≤ 5 % more proxy CPU per request** with the metrics on (median of the per-round ratios)."
+  print ""
+  ratio_header()
+  ratio_row("Weft ÷ Weft (metrics off), proxy CPU µs/request (target ≤ 1.05×)", "weft", "proxy_cpu_us", "weft-nometrics", "x")
+  ratio_row("Weft ÷ Weft (metrics off), max req/s", "weft", "max_rps", "weft-nometrics", "x")
+  ratio_row("Weft − Weft (metrics off), proxy CPU µs/request", "weft", "proxy_cpu_us", "weft-nometrics", "d")
+  x = rmed["weft", "proxy_cpu_us", "weft-nometrics", "x"]
+  print ""
+  if (x == "") print "Metrics cost: **not measured**."
+  else printf "Metrics cost: %.1f vs %.1f µs per request, %.2f× (target ≤ 1.05×): **%s**.\n", med("weft", "proxy_cpu_us"), med("weft-nometrics", "proxy_cpu_us"), x, x <= 1.05 ? "met" : "not met"
 
   print ""
   print "## Mutual TLS"

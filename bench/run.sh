@@ -181,6 +181,21 @@ start server-sidecar env WEFT_LOG=warn "${weft_env[@]}" "$bin/weft-proxy" "${wef
 start client-sidecar env WEFT_LOG=warn "${weft_env[@]}" "$bin/weft-proxy" "${weft_threads[@]}" \
   --xds-address http://$net.1:15010 --instance-ip $net.10 --workload-name client --labels app=client
 
+# ------------------------------------------- Weft without Istio's metrics (their cost)
+# The same plaintext chain with `--istio-metrics=false` (no istio_* recording, no peer
+# metadata exchange), served by a third controller: Weft ÷ this is what the metrics cost.
+mkdir -p "$work/nm-config"
+sed "s/address: $net.11\$/address: $net.71/" "$work/config/echo.yaml" > "$work/nm-config/echo.yaml"
+grep -q "address: $net.71" "$work/nm-config/echo.yaml" || die "the no-metrics config does not point at $net.71"
+start controller-nm "$bin/weft-controller" --config-dir "$work/nm-config" --xds-address $net.3:15010 --debug-address $net.3:15014
+start app-nm "$bin/weftctl" demo-app --listen $net.71:9080 --service echo --version v1
+start server-sidecar-nm env WEFT_LOG=warn "${weft_env[@]}" "$bin/weft-proxy" "${weft_threads[@]}" \
+  --xds-address http://$net.3:15010 --instance-ip $net.71 --app-port 9080 --workload-name echo --labels app=echo \
+  --istio-metrics=false
+start client-sidecar-nm env WEFT_LOG=warn "${weft_env[@]}" "$bin/weft-proxy" "${weft_threads[@]}" \
+  --xds-address http://$net.3:15010 --instance-ip $net.70 --workload-name client --labels app=client \
+  --istio-metrics=false
+
 # ------------------------------------------------------------------- Weft with mutual TLS
 # A second controller (its own config dir and CA) serves the same `echo:9080` service, at the
 # address of the mTLS server sidecar, whose endpoint is marked as having a sidecar
@@ -372,6 +387,7 @@ done
 declare -A url=(
   [direct]=http://$app/
   [weft]=http://$net.10:15001/
+  [weft-nometrics]=http://$net.70:15001/
   [haproxy]=http://$net.20:18080/
   [nginx]=http://$net.30:18080/
   [weft-mtls]=http://$net.40:15001/
@@ -381,6 +397,7 @@ declare -A url=(
 declare -A chain=(
   [direct]=""
   [weft]="client-sidecar server-sidecar"
+  [weft-nometrics]="client-sidecar-nm server-sidecar-nm"
   [haproxy]="haproxy-a haproxy-b"
   [nginx]="nginx-a nginx-b"
   [weft-mtls]="client-sidecar-mtls server-sidecar-mtls"
@@ -388,17 +405,21 @@ declare -A chain=(
   [nginx-mtls]="nginx-mtls-a nginx-mtls-b"
 )
 # The app behind each path (its CPU is shown for reference) and the version it answers with.
-declare -A app_of=([direct]=app [weft]=app [haproxy]=app [nginx]=app
+declare -A app_of=([direct]=app [weft]=app [weft-nometrics]=app-nm [haproxy]=app [nginx]=app
                    [weft-mtls]=app-mtls [haproxy-mtls]=app-mtls [nginx-mtls]=app-mtls)
-declare -A version_of=([app]=v1 [app-mtls]=v2)
+declare -A version_of=([app]=v1 [app-nm]=v1 [app-mtls]=v2)
 # The second hop's listening address: the connections the first hop holds to it are counted.
-declare -A hop2=([weft]=$net.11:15006 [haproxy]=$net.21:18080 [nginx]=$net.31:18080
+declare -A hop2=([weft]=$net.11:15006 [weft-nometrics]=$net.71:15006 [haproxy]=$net.21:18080 [nginx]=$net.31:18080
                  [weft-mtls]=$net.41:15006 [haproxy-mtls]=$net.51:18443 [nginx-mtls]=$net.61:18443)
-paths=(direct weft haproxy nginx weft-mtls haproxy-mtls nginx-mtls)
+paths=(direct weft weft-nometrics haproxy nginx weft-mtls haproxy-mtls nginx-mtls)
 host=(-H 'Host: echo:9080')
 
 wait_ready 30 http://$net.1:15014/ready
 wait_ready 30 http://$net.2:15014/ready
+wait_ready 30 http://$net.3:15014/ready
+wait_ready 30 http://$net.71:9080/
+wait_ready 30 http://$net.71:15000/ready
+wait_ready 30 http://$net.70:15000/ready
 wait_ready 30 http://$app/
 wait_ready 30 http://$app_mtls/
 wait_ready 30 http://$net.11:15000/ready
@@ -482,6 +503,15 @@ verify() {
 }
 for p in "${paths[@]}"; do verify "$p"; done
 echo "all ${#paths[@]} paths answer 200 from their demo-app"
+# The metrics are what the two Weft chains differ in: recorded on one, not on the other.
+for ip in $net.10 $net.11; do
+  curl -fsS --max-time 5 "http://$ip:15090/stats/prometheus" | grep -q '^istio_requests_total{' \
+    || die "the Weft sidecar at $ip records no istio_requests_total"
+done
+for ip in $net.70 $net.71; do
+  ! curl -fsS --max-time 5 "http://$ip:15090/stats/prometheus" | grep -q '^istio_requests_total{' \
+    || die "the Weft sidecar at $ip records istio_requests_total with --istio-metrics=false"
+done
 
 # ---------------------------------------------------------------------------- measuring
 clk=$(getconf CLK_TCK)

@@ -24,7 +24,8 @@
 //! checks VirtualService `tcp` and `tls` routes: every match field, weights, subsets and server
 //! names in the proxy's listeners. `contract/locality.rs` checks locality load balancing: the
 //! priorities and locality weights of EDS and CDS as the proxy's balancer takes them.
-//! `contract/ratelimit.rs` checks that every field of a LocalRateLimit's local rate limit
+//! `contract/metrics.rs` checks what Istio's metrics need: listener directions and the
+//! clusters' services. `contract/ratelimit.rs` checks that every field of a LocalRateLimit's local rate limit
 //! filters arrives in the proxy's domain config.
 
 #[path = "contract/check.rs"]
@@ -39,6 +40,8 @@ mod hcm;
 mod l4_routes;
 #[path = "contract/locality.rs"]
 mod locality;
+#[path = "contract/metrics.rs"]
+mod metrics;
 #[path = "contract/mtls.rs"]
 mod mtls;
 #[path = "contract/ratelimit.rs"]

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec, Volume};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, PodTemplateSpec, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
@@ -128,6 +128,13 @@ fn inject_parts(
     let init = init_container(cfg, &annotations, dns_capture)?;
     let placement = Placement::of(cfg, &proxy_config);
     let mut proxy = proxy_container(cfg, placement, &labels, &annotations)?;
+    if let Some(workload) = workload_name(meta) {
+        proxy.env.get_or_insert_with(Vec::new).push(EnvVar {
+            name: WORKLOAD_NAME_ENV.to_string(),
+            value: Some(workload),
+            ..Default::default()
+        });
+    }
     proxy_settings(&mut proxy, cfg, &proxy_config, &metadata);
     let probes = if probes::enabled(&annotations, cfg) {
         probes::plan(spec)?
@@ -425,6 +432,45 @@ fn init_container(
             "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
         },
     })))
+}
+
+/// The workload name the proxy's metrics report (Istio's `ISTIO_META_WORKLOAD_NAME`).
+const WORKLOAD_NAME_ENV: &str = "ISTIO_META_WORKLOAD_NAME";
+
+/// The workload a pod belongs to, as Istio names it: its controller's name, a ReplicaSet's
+/// without the `pod-template-hash` suffix (so the Deployment's); a pod without a controller is
+/// its own workload (its name, else its `generateName` prefix). `None` for a pod template
+/// (offline injection), which has neither: the proxy then reports its pod's name.
+pub fn workload_name(meta: &ObjectMeta) -> Option<String> {
+    let controller = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|owner| owner.controller == Some(true));
+    if let Some(owner) = controller {
+        let hash = meta
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get("pod-template-hash"));
+        let name = match (owner.kind.as_str(), hash) {
+            ("ReplicaSet", Some(hash)) => owner
+                .name
+                .strip_suffix(hash.as_str())
+                .and_then(|rest| rest.strip_suffix('-'))
+                .unwrap_or(&owner.name),
+            _ => &owner.name,
+        };
+        return Some(name.to_string());
+    }
+    meta.name
+        .clone()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            meta.generate_name
+                .as_deref()
+                .map(|prefix| prefix.trim_end_matches('-').to_string())
+                .filter(|name| !name.is_empty())
+        })
 }
 
 /// The proxy, placed as `placement` says (the same container otherwise).

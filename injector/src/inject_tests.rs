@@ -612,3 +612,39 @@ fn the_fallback_patch_turns_the_pod_into_the_injected_one() {
         json!(["weft-proxy", "wait"])
     );
 }
+
+#[test]
+fn the_workload_is_the_pods_controller_as_istio_names_it() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    let owned = |kind: &str, name: &str, hash: Option<&str>| ObjectMeta {
+        name: Some("pod-xyz".into()),
+        owner_references: Some(vec![OwnerReference {
+            kind: kind.into(),
+            name: name.into(),
+            controller: Some(true),
+            ..Default::default()
+        }]),
+        labels: hash.map(|h| [("pod-template-hash".to_string(), h.to_string())].into()),
+        ..Default::default()
+    };
+    let name = crate::inject::workload_name;
+    assert_eq!(
+        name(&owned("ReplicaSet", "reviews-v1-7d9f8c", Some("7d9f8c"))).as_deref(),
+        Some("reviews-v1"),
+        "a Deployment's pod: the Deployment"
+    );
+    assert_eq!(
+        name(&owned("ReplicaSet", "bare-rs", None)).as_deref(),
+        Some("bare-rs")
+    );
+    assert_eq!(
+        name(&owned("StatefulSet", "db", None)).as_deref(),
+        Some("db")
+    );
+    let alone = ObjectMeta {
+        generate_name: Some("worker-".into()),
+        ..Default::default()
+    };
+    assert_eq!(name(&alone).as_deref(), Some("worker"));
+    assert_eq!(name(&ObjectMeta::default()), None);
+}

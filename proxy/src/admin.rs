@@ -1,9 +1,11 @@
-//! Admin (`/ready`, `/config_dump`, `/quitquitquit`, `/drain_listeners`) and health (`/healthz/ready`) HTTP servers.
+//! Admin (`/ready`, `/config_dump`, `/quitquitquit`, `/drain_listeners`), health
+//! (`/healthz/ready`) and Prometheus (`/stats/prometheus`) HTTP servers.
 //!
 //! ```text
 //!  admin :15000  ─► /ready /config_dump /certs /stats/prometheus ─┐
 //!                   POST /quitquitquit /drain_listeners ─► Control (drain, quit)
 //!  health :15021 ─► /healthz/ready ────────────────────┴─► latest Arc<ProxyConfig> (watch)
+//!  stats :15090  ─► /stats/prometheus (what Prometheus scrapes: Istio's metrics, the proxy's)
 //! ```
 
 use std::convert::Infallible;
@@ -30,6 +32,8 @@ use crate::http::text_response;
 pub enum Kind {
     Admin,
     Health,
+    /// The Prometheus port: `/stats/prometheus` only.
+    Stats,
 }
 
 /// What admin requests can set in motion.
@@ -107,7 +111,7 @@ fn respond<B>(
             );
             resp
         }
-        (Kind::Admin, "/stats/prometheus") => {
+        (Kind::Admin | Kind::Stats, "/stats/prometheus") => {
             let mut text = String::new();
             if let Some(registry) = &ctl.metrics
                 && let Err(e) = prometheus_client::encoding::text::encode(&mut text, registry)

@@ -187,6 +187,32 @@ pub struct Args {
     #[arg(long, env = "WEFT_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
+    /// Prometheus port: `/stats/prometheus` (Istio's metrics and the proxy's own), bound on
+    /// the instance IP as the admin port; 0 turns it off (the admin port still serves it).
+    #[arg(long, env = "WEFT_STATS_PORT", default_value_t = 15090)]
+    pub stats_port: u16,
+
+    /// Istio's standard metrics (`istio_requests_total`, …) and the peer metadata exchange
+    /// that fills their peer labels. `false` records nothing (for measuring their cost).
+    #[arg(long, env = "WEFT_ISTIO_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub istio_metrics: bool,
+
+    /// The workload (Deployment, StatefulSet, Job, …) the pod belongs to: the metrics'
+    /// `*_workload` label (Istio's `ISTIO_META_WORKLOAD_NAME`, which the injector sets).
+    /// Default: `--workload-name` (the pod's name).
+    #[arg(long, env = "ISTIO_META_WORKLOAD_NAME")]
+    pub workload: Option<String>,
+
+    /// The cluster the workload runs in: the metrics' `*_cluster` label (Istio's
+    /// `ISTIO_META_CLUSTER_ID`).
+    #[arg(long, env = "ISTIO_META_CLUSTER_ID", default_value = "Kubernetes")]
+    pub cluster_id: String,
+
+    /// Series of each kind of Istio metric (HTTP, TCP) before new ones are recorded under an
+    /// `unknown` peer: peer metadata comes from the network, and the cap bounds its memory.
+    #[arg(long, env = "WEFT_MAX_METRIC_SERIES", default_value_t = crate::metrics::DEFAULT_MAX_SERIES)]
+    pub max_metric_series: usize,
+
     /// Without a command the proxy runs; `init` programs the pod's traffic capture instead,
     /// `wait` waits for a running proxy to be ready.
     #[command(subcommand)]
@@ -360,6 +386,26 @@ impl Args {
                 lifetime: Some(self.workload_cert_ttl).filter(|d| !d.is_zero()),
             }),
         )
+    }
+
+    /// Who this proxy is, for its metrics' labels and the peer metadata it sends.
+    pub fn metrics_settings(&self) -> crate::metrics::Settings {
+        let labels: std::collections::BTreeMap<String, String> =
+            self.labels.0.iter().cloned().collect();
+        crate::metrics::Settings {
+            enabled: self.istio_metrics,
+            local: crate::metrics::WorkloadLabels::from_pod(
+                self.workload.as_deref().unwrap_or(&self.workload_name),
+                &self.namespace,
+                &labels,
+                &self.cluster_id,
+                &self.service_account,
+            ),
+            pod: self.workload_name.clone(),
+            node_id: self.node_id(),
+            trust_domain: self.trust_domain.clone(),
+            max_series: self.max_metric_series,
+        }
     }
 
     pub fn node_id(&self) -> String {

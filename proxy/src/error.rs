@@ -353,13 +353,37 @@ impl ProxyError {
 }
 
 /// A response failed after its head went downstream: no local reply is possible any more, the
-/// downstream stream is reset (h2 RST_STREAM, h1 connection closed). The flag is recorded here.
-pub fn log_reset_after_head(flags: ResponseFlags, error: &(dyn std::error::Error + 'static)) {
+/// downstream stream is reset (h2 RST_STREAM, h1 connection closed). The error goes on carrying
+/// its flag ([`FailedAfterHead`]), for the request's metrics; it is logged here.
+pub fn reset_after_head(
+    flags: ResponseFlags,
+    error: Box<dyn std::error::Error + Send + Sync>,
+) -> Box<dyn std::error::Error + Send + Sync> {
     tracing::debug!(
         response_flags = %flags,
         error = %error,
         "response failed after its head: resetting the downstream stream"
     );
+    Box::new(FailedAfterHead {
+        flags,
+        source: error,
+    })
+}
+
+/// A response body's failure after its head, with the flag that says why.
+#[derive(Debug, thiserror::Error)]
+#[error("response failed after its head ({flags})")]
+pub struct FailedAfterHead {
+    pub flags: ResponseFlags,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// The flag of a response body's failure: its own, or `UR` (the upstream reset it).
+pub fn body_failure_flags(error: &(dyn std::error::Error + 'static)) -> ResponseFlags {
+    error
+        .downcast_ref::<FailedAfterHead>()
+        .map_or(ResponseFlags::UPSTREAM_REMOTE_RESET, |f| f.flags)
 }
 
 #[cfg(test)]

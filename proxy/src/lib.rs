@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  AdsClient ─► ConfigStore (config/) ─watch─► listeners.rs ─► http/ (filters: authn/ authz/ ─► router ─► policy) ─► upstream/ (balancer ─► endpoint ─► pool)
-//!                                       ├────► admin.rs (/ready, /config_dump, /healthz/ready, /quitquitquit, /drain_listeners)
+//!                                       ├────► admin.rs (/ready, /config_dump, /healthz/ready, /quitquitquit, /drain_listeners, :15090 /stats/prometheus)
+//!  requests and connections ─► metrics/ (Istio's istio_* metrics, peer metadata exchange)
 //!                                       └─NDS─► dns.rs: weft-dns DNS proxy on 127.0.0.1 and [::1]:15053 (--dns-capture)
 //!  kubelet ─► app_health.rs (:15020 /app-health/<container>/…: the app's original probes, run from inside the pod)
 //!  SIGTERM │ /quitquitquit ─► drain.rs ─► listeners stop, connections close after their requests ─► exit 0
@@ -22,6 +23,7 @@ pub mod http;
 pub mod identity;
 pub mod limits;
 pub mod listeners;
+pub mod metrics;
 pub mod response_flags;
 pub mod tcp;
 pub mod tls;
@@ -86,8 +88,21 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         }
     };
     let identity_rx = identity.as_ref().map(|(rx, _)| rx.clone());
+    let metrics_settings = args.metrics_settings();
+    tracing::info!(
+        enabled = metrics_settings.enabled,
+        workload = %metrics_settings.local.workload,
+        namespace = %metrics_settings.local.namespace,
+        canonical_service = %metrics_settings.local.canonical_service,
+        canonical_revision = %metrics_settings.local.canonical_revision,
+        cluster = %metrics_settings.local.cluster,
+        max_series = metrics_settings.max_series,
+        "Istio metrics"
+    );
+    let istio_metrics = Arc::new(metrics::Metrics::new(metrics_settings));
     let mut store = ConfigStore::with_limits(drain.clone(), limits.clone())
-        .with_tls(tls::MeshTls::new(identity_rx.clone()));
+        .with_tls(tls::MeshTls::new(identity_rx.clone()))
+        .with_metrics(istio_metrics.clone());
     if args.dns_capture {
         store = store.with_name_table(args.namespace.clone());
     }
@@ -100,16 +115,23 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         }
     }
     let rx = store.subscribe();
-    let mut registry = prometheus_client::registry::Registry::with_prefix("weft");
-    store.listener_stats().register(&mut registry);
-    if !dns_stats.is_empty() {
-        registry.register_collector(Box::new(dns::Metrics::new(dns_stats)));
+    // Istio's metrics under their own names; the proxy's own under `weft_`.
+    let mut registry = prometheus_client::registry::Registry::default();
+    istio_metrics.register(&mut registry);
+    {
+        let own = registry.sub_registry_with_prefix("weft");
+        store.listener_stats().register(own);
+        if !dns_stats.is_empty() {
+            own.register_collector(Box::new(dns::Metrics::new(dns_stats)));
+        }
     }
     let registry = Arc::new(registry);
-    for (what, port, kind) in [
-        ("admin", args.admin_port, admin::Kind::Admin),
-        ("health", args.health_port, admin::Kind::Health),
-    ] {
+    let servers = [
+        Some(("admin", args.admin_port, admin::Kind::Admin)),
+        Some(("health", args.health_port, admin::Kind::Health)),
+        (args.stats_port != 0).then_some(("stats", args.stats_port, admin::Kind::Stats)),
+    ];
+    for (what, port, kind) in servers.into_iter().flatten() {
         let addr = SocketAddr::new(args.instance_ip, port);
         let bind = |addr| {
             let socket = weft_net::bind(addr)?;

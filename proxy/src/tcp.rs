@@ -21,6 +21,8 @@ use weft_xds::contract::BLACKHOLE_CLUSTER;
 
 use crate::authz::{ConnFacts, Facts};
 use crate::config::{Listener, Network};
+use crate::error::ResponseFlags;
+use crate::metrics::{Counted, Metrics, Peer, Reporter, Security, Service, TcpKey};
 use crate::tls::MeshTls;
 use crate::tls::accept::Accepted;
 use crate::upstream::{Cluster, TlsMode, connect};
@@ -38,6 +40,8 @@ pub struct TcpTarget<'a> {
     pub drain: CancellationToken,
     pub drain_period: Duration,
     pub tls: &'a MeshTls,
+    /// Istio's TCP metrics.
+    pub metrics: &'a Arc<Metrics>,
 }
 
 /// Proxies `downstream` (to `destination`, its original destination) until it ends.
@@ -73,11 +77,51 @@ pub async fn proxy(
     let Some(name) = config.clusters.get(entry).map(|c| c.name.as_str()) else {
         return;
     };
+    // The connection's metrics labels, once its cluster and the upstream's TLS are known.
+    let reporter = t.listener.direction.reporter();
+    let key = |service: Option<&Service>, flags: ResponseFlags, upstream_mtls: bool| {
+        let (peer_principal, mtls, security) = match reporter {
+            Reporter::Destination => (
+                downstream.principal.clone(),
+                downstream.principal.is_some(),
+                if downstream.principal.is_some() {
+                    Security::MutualTls
+                } else {
+                    Security::None
+                },
+            ),
+            Reporter::Source => (None, upstream_mtls, Security::Unknown),
+        };
+        TcpKey {
+            reporter,
+            // No metadata exchange on opaque TCP yet: the peer's workload is not known.
+            peer: Peer::unknown(),
+            peer_principal,
+            mtls,
+            service: service.cloned().unwrap_or_else(Service::unknown),
+            flags,
+            security,
+        }
+    };
     let Some(cluster) = t.clusters.get(entry).cloned().flatten() else {
         tracing::debug!(%peer, %destination, %listener, cluster = %name, "cluster not configured (NC): connection closed");
+        if let Some(series) =
+            t.metrics
+                .tcp_series(key(None, ResponseFlags::NO_CLUSTER_FOUND, false))
+        {
+            series.failed();
+        }
         return;
     };
+    let service = &cluster.config.service;
     let Some(endpoint) = cluster.pick(destination) else {
+        if let Some(series) = t.metrics.tcp_series(key(
+            Some(service),
+            ResponseFlags::NO_HEALTHY_UPSTREAM,
+            false,
+        )) {
+            series.failed();
+        }
         if name == BLACKHOLE_CLUSTER {
             if let Some(suppressed) = BLOCKED_LOG.allow() {
                 tracing::warn!(
@@ -108,12 +152,26 @@ pub async fn proxy(
         Ok(upstream) => upstream,
         Err(e) => {
             tracing::debug!(%peer, %destination, %listener, cluster = %name, error = %e, "upstream connect failed (UF): connection closed");
+            if let Some(series) = t.metrics.tcp_series(key(
+                Some(service),
+                ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+                false,
+            )) {
+                series.failed();
+            }
             return;
         }
     };
     let tls = matches!(mode, TlsMode::Tls(_));
+    let mesh_tls = matches!(&mode, TlsMode::Tls(tls) if matches!(**tls, crate::config::tls::UpstreamTls::Mesh { .. }));
     tracing::trace!(%peer, %destination, upstream = %endpoint.addr, tls, "proxying");
-    let mut downstream = downstream.io;
+    let series = t
+        .metrics
+        .tcp_series(key(Some(service), ResponseFlags::NONE, mesh_tls));
+    let mut downstream = match series {
+        Some(series) => tokio_util::either::Either::Left(Counted::new(downstream.io, series)),
+        None => tokio_util::either::Either::Right(downstream.io),
+    };
     let mut upstream = upstream;
     let copy = tokio::io::copy_bidirectional(&mut downstream, &mut upstream);
     tokio::pin!(copy);

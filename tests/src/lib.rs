@@ -7,6 +7,7 @@
 
 pub mod k8s;
 pub mod node;
+pub mod prom_text;
 pub mod xds_peer;
 
 use std::{

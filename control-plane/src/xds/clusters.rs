@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::{Http1ProtocolOptions, Http2ProtocolOptions};
+use envoy_types::pb::envoy::config::core::v3::{
+    Http1ProtocolOptions, Http2ProtocolOptions, Metadata,
+};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
@@ -71,7 +73,11 @@ pub fn clusters(model: &Model, proxy: &Proxy) -> Vec<Cluster> {
     if proxy.capture {
         clusters.extend(capture::clusters::clusters(model, proxy));
     } else if let Some(app_port) = proxy.app_port {
-        clusters.push(inbound_cluster(proxy, app_port));
+        let mut inbound = inbound_cluster(proxy, app_port);
+        inbound.metadata = Some(istio_metadata(capture::workload_services(
+            model, proxy, None,
+        )));
+        clusters.push(inbound);
     }
     clusters
 }
@@ -119,6 +125,7 @@ pub fn outbound_cluster(
         ..Default::default()
     };
     tls::upstream::upstream_tls(model, service, port, rule, subset).apply(&mut common);
+    common.metadata = Some(istio_metadata([service]));
     // `PASSTHROUGH` (Istio): to the address the caller connected to, as a captured sidecar
     // knows it; a sidecar addressed explicitly has no such address, and balances as usual.
     if policy.passthrough && captured {
@@ -268,3 +275,53 @@ pub fn protocol_options_with(
 #[cfg(test)]
 #[path = "clusters_tests.rs"]
 mod tests;
+
+/// Istio's service metadata on a cluster (`filter_metadata.istio.services`: `host`, `name`,
+/// `namespace` of each service behind it), from which the proxy's metrics take the
+/// `destination_service*` labels. A Kubernetes Service's name is its own; a ServiceEntry's
+/// is its host, as in Istio.
+pub fn istio_metadata<'a>(services: impl IntoIterator<Item = &'a Service>) -> Metadata {
+    use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
+    let text = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_string())),
+    };
+    let services = services
+        .into_iter()
+        .map(|service| {
+            let name = if service.source.kind == "Service" {
+                service.source.name.as_str()
+            } else {
+                service.hostname.as_str()
+            };
+            let fields = [
+                ("host", text(&service.hostname)),
+                ("name", text(name)),
+                ("namespace", text(&service.namespace)),
+            ];
+            Value {
+                kind: Some(Kind::StructValue(Struct {
+                    fields: fields
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
+                })),
+            }
+        })
+        .collect();
+    let istio = Struct {
+        fields: [(
+            weft_xds::contract::ISTIO_METADATA_SERVICES.to_string(),
+            Value {
+                kind: Some(Kind::ListValue(ListValue { values: services })),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    };
+    Metadata {
+        filter_metadata: [(weft_xds::contract::ISTIO_METADATA.to_string(), istio)]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    }
+}

@@ -306,6 +306,45 @@ fn expected_dns_cluster(
             ..Default::default()
         }),
         transport_socket_matches: auto_mtls(name),
+        metadata: Some(service_metadata(
+            name.rsplit('|').next().unwrap_or_default(),
+            "default",
+        )),
+        ..Default::default()
+    }
+}
+
+/// Istio's `istio.services` metadata of a ServiceEntry host's cluster (its name is its host).
+fn service_metadata(
+    host: &str,
+    namespace: &str,
+) -> envoy_types::pb::envoy::config::core::v3::Metadata {
+    use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
+    let text = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_string())),
+    };
+    let service = Struct {
+        fields: [("host", host), ("name", host), ("namespace", namespace)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), text(v)))
+            .collect(),
+    };
+    let services = Value {
+        kind: Some(Kind::ListValue(ListValue {
+            values: vec![Value {
+                kind: Some(Kind::StructValue(service)),
+            }],
+        })),
+    };
+    envoy_types::pb::envoy::config::core::v3::Metadata {
+        filter_metadata: [(
+            "istio".to_string(),
+            Struct {
+                fields: [("services".to_string(), services)].into_iter().collect(),
+            },
+        )]
+        .into_iter()
+        .collect(),
         ..Default::default()
     }
 }

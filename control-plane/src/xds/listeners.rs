@@ -4,7 +4,9 @@
 //! of its PeerAuthentication mode, [`super::tls::inbound`]); for a proxy whose traffic is
 //! captured, the capture shape's listeners ([`super::capture`]).
 
-use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, SocketAddress, TrafficDirection, address, socket_address,
+};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -27,10 +29,28 @@ pub const WEBSOCKET: &str = "websocket";
 pub const CONNECT: &str = "CONNECT";
 
 /// All listeners of a proxy: the capture shape ([`capture`]) when its traffic is captured.
+/// Each says its `traffic_direction` (`virtualInbound` INBOUND, `virtualOutbound` OUTBOUND),
+/// as Istio's do: the proxy reports inbound requests as their destination, the others as
+/// their source (Istio's metrics' `reporter`).
 pub fn listeners(model: &Model, proxy: &Proxy) -> Vec<Listener> {
-    if proxy.capture {
-        return capture::listeners(model, proxy);
+    let mut listeners = if proxy.capture {
+        capture::listeners(model, proxy)
+    } else {
+        explicit_listeners(model, proxy)
+    };
+    for listener in &mut listeners {
+        let direction = match listener.name.as_str() {
+            VIRTUAL_INBOUND => TrafficDirection::Inbound,
+            VIRTUAL_OUTBOUND => TrafficDirection::Outbound,
+            _ => TrafficDirection::Unspecified,
+        };
+        listener.traffic_direction = direction as i32;
     }
+    listeners
+}
+
+/// The listeners of a proxy that clients address explicitly (local mode, the demo).
+fn explicit_listeners(model: &Model, proxy: &Proxy) -> Vec<Listener> {
     let timeouts = Timeouts {
         stream_idle: model.stream_idle_timeout,
     };

@@ -94,6 +94,12 @@ pub const MTLS_METADATA: &str = "weft.mtls";
 /// the deciding PeerAuthentication as `<namespace>/<name>` (empty when none applies).
 pub const MTLS_METADATA_MODE: &str = "mode";
 pub const MTLS_METADATA_POLICY: &str = "policy";
+/// The cluster `metadata.filter_metadata` key of Istio's service metadata:
+/// `{services: [{host, name, namespace}]}`, the service(s) behind the cluster (outbound: the
+/// destination service; inbound: the services that select the workload on the port). The
+/// proxy's metrics take `destination_service*` from the first.
+pub const ISTIO_METADATA: &str = "istio";
+pub const ISTIO_METADATA_SERVICES: &str = "services";
 /// The type URL of a TLS transport socket's `typed_config` on a cluster.
 pub const UPSTREAM_TLS_CONTEXT_TYPE_URL: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";

@@ -57,6 +57,9 @@ pub struct ClusterConfig {
     /// `common_lb_config.locality_weighted_lb_config`: a locality is picked by its weight
     /// (scaled by its health) before an endpoint in it (DestinationRule `localityLbSetting`).
     pub locality_weighted: bool,
+    /// The service behind the cluster (`metadata.filter_metadata.istio.services[0]`, else the
+    /// host of an `outbound|port|subset|host` name): the metrics' `destination_service*`.
+    pub service: crate::metrics::Service,
 }
 
 /// Transport sockets of a cluster: `transport_socket_matches` (first match on the endpoint's
@@ -229,9 +232,9 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
         let locality_weighted = locality_weighted(common_lb.as_mut()).map_err(err)?;
         let outlier =
             super::outlier::outlier(c.outlier_detection.take(), common_lb).map_err(err)?;
+        let service = istio_service(&name, c.metadata.take().as_ref());
         // Observability-only fields.
         c.alt_stat_name.clear();
-        c.metadata = None;
         (|| {
             reject_set!(
                 c,
@@ -264,6 +267,7 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
             connection,
             slow_start,
             locality_weighted,
+            service,
         })
     }
 }
@@ -575,3 +579,46 @@ fn cluster_tls(c: &mut cds::Cluster) -> Result<ClusterTls, Reason> {
 #[cfg(test)]
 #[path = "cluster_tests.rs"]
 mod tests;
+
+/// The service of a cluster for the metrics: the first of Istio's `istio.services` metadata
+/// (string fields `host`, `name`, `namespace`), else the host of an `outbound|…|host` name;
+/// `unknown` for the rest (passthrough, black hole). Metadata of another shape is ignored:
+/// it is observability only.
+fn istio_service(name: &str, metadata: Option<&core::Metadata>) -> crate::metrics::Service {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    use weft_xds::contract::{ISTIO_METADATA, ISTIO_METADATA_SERVICES};
+    let first = metadata
+        .and_then(|m| m.filter_metadata.get(ISTIO_METADATA))
+        .and_then(|istio| istio.fields.get(ISTIO_METADATA_SERVICES))
+        .and_then(|services| match &services.kind {
+            Some(Kind::ListValue(list)) => list.values.first(),
+            _ => None,
+        })
+        .and_then(|service| match &service.kind {
+            Some(Kind::StructValue(s)) => Some(s),
+            _ => None,
+        });
+    if let Some(service) = first {
+        let text = |key: &str| match service.fields.get(key).and_then(|v| v.kind.as_ref()) {
+            Some(Kind::StringValue(s)) => s.clone(),
+            _ => String::new(),
+        };
+        let host = text("host");
+        if !host.is_empty() {
+            let derived = crate::metrics::ServiceLabels::from_host(&host);
+            let or =
+                |given: String, derived: String| if given.is_empty() { derived } else { given };
+            return crate::metrics::Service::new(crate::metrics::ServiceLabels {
+                name: or(text("name"), derived.name),
+                namespace: or(text("namespace"), derived.namespace),
+                host,
+            });
+        }
+    }
+    match name.split('|').collect::<Vec<_>>().as_slice() {
+        ["outbound", _, _, host] if !host.is_empty() => {
+            crate::metrics::Service::new(crate::metrics::ServiceLabels::from_host(host))
+        }
+        _ => crate::metrics::Service::unknown(),
+    }
+}

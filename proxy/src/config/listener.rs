@@ -16,6 +16,7 @@ use std::mem::take;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::listener::v3 as lds;
 
 use super::filter_chain::{ChainMatch, FilterChain, MtlsInfo, Network, filter_chain, mtls_info};
@@ -47,6 +48,28 @@ pub struct Listener {
     pub has_default_chain: bool,
     /// The mTLS mode and policy the controller named (`weft.mtls` metadata), for logs.
     pub mtls: Option<MtlsInfo>,
+    /// `traffic_direction`: inbound listeners report Istio's metrics as the destination,
+    /// the others (outbound, gateways) as the source.
+    pub direction: Direction,
+}
+
+/// A listener's `traffic_direction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+    #[default]
+    Unspecified,
+}
+
+impl Direction {
+    /// Who reports the requests of a listener of this direction.
+    pub fn reporter(self) -> crate::metrics::Reporter {
+        match self {
+            Self::Inbound => crate::metrics::Reporter::Destination,
+            Self::Outbound | Self::Unspecified => crate::metrics::Reporter::Source,
+        }
+    }
 }
 
 /// What the listener may look at in a connection's first bytes to pick a chain.
@@ -134,7 +157,11 @@ impl TryFrom<lds::Listener> for Listener {
         // Observability-only fields.
         l.stat_prefix.clear();
         l.metadata = None;
-        l.traffic_direction = 0;
+        let direction = match core::TrafficDirection::try_from(take(&mut l.traffic_direction)) {
+            Ok(core::TrafficDirection::Inbound) => Direction::Inbound,
+            Ok(core::TrafficDirection::Outbound) => Direction::Outbound,
+            _ => Direction::Unspecified,
+        };
         l.access_log.clear();
         (|| {
             reject_set!(
@@ -161,6 +188,7 @@ impl TryFrom<lds::Listener> for Listener {
             chains,
             has_default_chain,
             mtls,
+            direction,
         })
     }
 }

@@ -47,7 +47,9 @@ pub use http_filters::{
     RBAC_FILTER, RBAC_TYPE,
 };
 pub use http_manager::{Codec, DEFAULT_DOWNSTREAM_IDLE_TIMEOUT, HttpManager, RouteSource};
-pub use listener::{HCM_FILTER, HCM_TYPE, Inspectors, Listener, ROUTER_FILTER, ROUTER_TYPE};
+pub use listener::{
+    Direction, HCM_FILTER, HCM_TYPE, Inspectors, Listener, ROUTER_FILTER, ROUTER_TYPE,
+};
 pub use route::{
     Action, ClusterPick, ClusterRef, DirectResponse, ForwardAction, HeaderAdd, HeaderMatch,
     HeaderMatchKind, HeaderOps, HeaderSource, PathMatch, QueryMatch, Redirect, Route, RouteConfig,

@@ -119,6 +119,12 @@ impl ConfigStore {
         self
     }
 
+    /// Records the listeners' connections and requests into `metrics` (Istio's metrics).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.sockets.set_metrics(metrics);
+        self
+    }
+
     /// A receiver of config snapshots (admin server, tests).
     pub fn subscribe(&self) -> watch::Receiver<Arc<ProxyConfig>> {
         self.tx.subscribe()

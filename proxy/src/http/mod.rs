@@ -54,11 +54,15 @@ use crate::config::{
 use crate::error::{ProxyError, ResponseFlags};
 use crate::limits::DownstreamLimits;
 use crate::listeners::ChainRef;
+use crate::metrics::{ConnMetrics, Metrics, Outcome};
 use crate::upstream::UpstreamBody;
 use router::RequestView;
 
 /// What the proxy answers with: the upstream's streamed body, or a local one.
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
+
+/// What goes downstream: a [`ProxyBody`] that records its request's metrics when it ends.
+pub type ServedBody = crate::metrics::Recorded<ProxyBody>;
 
 /// Per-connection context shared by the requests of that connection.
 #[derive(Debug)]
@@ -68,6 +72,8 @@ struct Conn {
     rx: watch::Receiver<Arc<ProxyConfig>>,
     /// An upgraded request's tunnel, run once hyper hands the connection over.
     tunnel: upgrade::Slot,
+    /// Istio's metrics of the connection's requests (metrics/http.rs).
+    metrics: Arc<ConnMetrics>,
 }
 
 /// What is known about a downstream connection, made once when it is served: its addresses
@@ -101,6 +107,9 @@ pub(crate) struct RequestMeta<'a> {
     pub start: SystemTime,
     /// Where an upgrade answered `101` leaves its tunnel.
     pub tunnel: &'a upgrade::Slot,
+    /// The connection's metrics: whether the proxy reports as source or destination, and the
+    /// peer metadata it sends.
+    pub metrics: &'a ConnMetrics,
 }
 
 impl RequestMeta<'_> {
@@ -152,19 +161,21 @@ pub async fn serve_connection(
     drain: CancellationToken,
     drain_period: Duration,
     limits: Arc<DownstreamLimits>,
+    metrics: &Arc<Metrics>,
 ) {
     let listener = at.listener;
-    let (codec, header_read_timeout, idle_timeout) = {
+    let (codec, header_read_timeout, idle_timeout, reporter) = {
         let config = rx.borrow();
-        let hcm = config
-            .listener(&listener)
-            .and_then(|l| l.http(at.chain))
-            .map(|(m, _)| m);
+        let active = config.listener(&listener);
+        let hcm = active.and_then(|l| l.http(at.chain)).map(|(m, _)| m);
         (
             hcm.map_or(Codec::Auto, |c| c.codec),
             hcm.and_then(|c| c.request_headers_timeout)
                 .or(limits.header_read_timeout),
             hcm.map_or(Some(DEFAULT_DOWNSTREAM_IDLE_TIMEOUT), |c| c.idle_timeout),
+            active.map_or(crate::metrics::Reporter::Source, |l| {
+                l.config.direction.reporter()
+            }),
         )
     };
     let mut stream = secured.io;
@@ -180,6 +191,7 @@ pub async fn serve_connection(
         downstream,
         rx,
         tunnel: upgrade::Slot::default(),
+        metrics: Arc::new(ConnMetrics::new(metrics.clone(), reporter)),
     });
     let handler = conn.clone();
     let service = hyper::service::service_fn(move |req| handle(handler.clone(), req));
@@ -281,21 +293,25 @@ where
 /// local answers are plain functions, and one await level (`policy::forward`) does the rest.
 async fn handle(
     conn: Arc<Conn>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+    mut req: Request<Incoming>,
+) -> Result<Response<ServedBody>, Infallible> {
     // One snapshot for the whole request: in-flight requests finish on the config they began with.
     let config = conn.rx.borrow().clone();
+    // Inbound, the client's peer metadata comes off here: the app never sees it.
+    let started = conn.metrics.start(&mut req);
     let meta = RequestMeta {
         downstream: &conn.downstream,
         start: SystemTime::now(),
         tunnel: &conn.tunnel,
+        metrics: &conn.metrics,
     };
-    // What happened to the request besides its status, for whichever response it gets.
-    let mut flags = ResponseFlags::NONE;
+    // What happened to the request besides its status (flags), and what its metrics' labels
+    // need from the way it took.
+    let mut outcome = Outcome::default();
     let result = match route(&config, conn.at, &meta, req) {
         Ok((routed, req)) => match &routed.levels.route.action {
             Action::Forward(action) => {
-                policy::forward(&routed, &meta, action, req, &mut flags).await
+                policy::forward(&routed, &meta, action, req, &mut outcome).await
             }
             Action::Direct(direct) => Ok(direct_response(direct, &routed.levels, &meta, &req)),
             Action::Redirect(r) => {
@@ -307,7 +323,8 @@ async fn handle(
         },
         Err(e) => Err(e),
     };
-    Ok(match result {
+    let flags = outcome.flags;
+    let mut resp = match result {
         Ok(mut resp) => {
             if !flags.is_empty() {
                 match resp.extensions_mut().get_mut::<ResponseFlags>() {
@@ -321,7 +338,18 @@ async fn handle(
             tracing::debug!(listener = %conn.at.listener, error = %e, "local reply");
             e.flagged(flags).into_response().map(Either::Right)
         }
-    })
+    };
+    // A client that told who it is hears who answered (Istio's metadata exchange).
+    if started.as_ref().is_some_and(|s| s.peer.is_some()) {
+        conn.metrics.own_headers().insert(resp.headers_mut());
+    }
+    Ok(crate::metrics::http::record(
+        &conn.metrics,
+        started,
+        outcome,
+        conn.downstream.principal.as_ref(),
+        resp,
+    ))
 }
 
 /// Where a request goes: its listener's connection manager and route table, after the

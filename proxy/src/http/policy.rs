@@ -40,6 +40,7 @@ use crate::config::formatter::HeaderTemplate;
 use crate::config::retry::RetryPolicy;
 use crate::config::{ClusterPick, ForwardAction, WeightedCluster};
 use crate::error::{ProxyError, ResponseFlags};
+use crate::metrics::{Outcome, Reporter, exchange};
 use crate::upstream::body::Replayable;
 use crate::upstream::idle::{self, Activity, Expired};
 use crate::upstream::{Cluster, Endpoint, Protocol, RequestBody, endpoint};
@@ -48,14 +49,15 @@ use crate::upstream::{Cluster, Endpoint, Protocol, RequestBody, endpoint};
 /// connection buffer limit): a larger body is sent once.
 pub const RETRY_BUFFER_LIMIT: usize = 1 << 20;
 
-/// Forwards `req` along a route's forward action: CORS, faults, then the cluster. `flags`
-/// collects what happened on the way (`DI`, `URX`) for whichever response the request gets.
+/// Forwards `req` along a route's forward action: CORS, faults, then the cluster. `outcome`
+/// collects what happened on the way (`DI`, `URX`) for whichever response the request gets,
+/// and what its metrics need: the cluster's service, the upstream's workload and mTLS.
 pub(super) async fn forward(
     routed: &Routed<'_>,
     meta: &RequestMeta<'_>,
     action: &ForwardAction,
     req: Request<Incoming>,
-    flags: &mut ResponseFlags,
+    outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Routed {
         manager: listener,
@@ -71,8 +73,20 @@ pub(super) async fn forward(
         None => None,
     };
     // Faults next, as Envoy's fault filter runs before the router.
-    if let Some(fault) = fault::effective(listener.fault_filter.as_ref(), action.fault.as_deref()) {
-        fault::apply(fault, &super::request_view(&req), flags).await?;
+    if let Some(fault) = fault::effective(listener.fault_filter.as_ref(), action.fault.as_deref())
+        && let Err(abort) =
+            fault::apply(fault, &super::request_view(&req), &mut outcome.flags).await
+    {
+        // The request never reaches a cluster: its metrics name the route's destination.
+        if let ClusterPick::Single(c) = &action.clusters
+            && meta.metrics.enabled()
+        {
+            outcome.service = routed
+                .table
+                .cluster(c.slot)
+                .map(|c| c.config.service.clone());
+        }
+        return Err(abort);
     }
     let Outbound {
         cluster,
@@ -94,6 +108,10 @@ pub(super) async fn forward(
         // Launched when this function returns: the caller's response head is back.
         shadows: _shadows,
     } = prepare(routed, meta, action, req)?;
+    if meta.metrics.enabled() {
+        outcome.service = Some(cluster.config.service.clone());
+        outcome.request_body = activity.progress().cloned();
+    }
     let downstream_h2 = downstream_version == Version::HTTP_2;
     let upgrading = tunnel.is_some();
     let deadline = action.timeout.map(|t| start + t);
@@ -205,6 +223,11 @@ pub(super) async fn forward(
         && tunnel.is_some_and(|kind| kind.switched(resp.status())))
     .then(|| hyper::upgrade::on(&mut resp));
     let (mut parts, body) = resp.into_parts();
+    if meta.metrics.enabled() && meta.metrics.reporter() == Reporter::Source {
+        outcome.upstream_mtls = endpoint.mesh_tls(protocol);
+        // The server's sidecar said who it is; the app does not see it.
+        outcome.peer = exchange::take(&mut parts.headers).map(|v| meta.metrics.peer(&v));
+    }
     // The upstream switched protocols: the tunnel takes both connections over (from here on,
     // neither the route timeout nor the stream idle timeout applies).
     let switched = match (on_upgrade, upstream_upgrade) {
@@ -235,7 +258,9 @@ pub(super) async fn forward(
         parts.headers.append(header::SET_COOKIE, cookie);
     }
     if retries_exhausted {
-        flags.insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+        outcome
+            .flags
+            .insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
     }
     let empty = (http::Method::GET, Uri::from_static("/"), HeaderMap::new());
     let (method, uri, request_headers) = kept_request.as_deref().unwrap_or(&empty);
@@ -392,6 +417,13 @@ fn prepare<'a>(
         strip_hop_by_hop(&mut parts.headers, true);
     }
     parts.headers.insert(header::HOST, authority);
+    // Istio's metadata exchange: a mesh service's sidecar learns who is calling.
+    if meta.metrics.enabled()
+        && meta.metrics.reporter() == Reporter::Source
+        && !cluster.config.service.labels().host.is_empty()
+    {
+        meta.metrics.own_headers().insert(&mut parts.headers);
+    }
     if listener.generate_request_id && !parts.headers.contains_key(&X_REQUEST_ID) {
         parts.headers.insert(X_REQUEST_ID.clone(), request_id());
     }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::inspect::{self, Seen};
 use super::select;
-use super::stats::ListenerStats;
+use super::stats::Telemetry;
 use crate::config::{Network, ProxyConfig, TransportProtocol};
 use crate::limits::DownstreamLimits;
 use crate::tls::MeshTls;
@@ -40,7 +40,7 @@ pub(super) struct Context {
     pub period: Duration,
     pub limits: Arc<DownstreamLimits>,
     pub tls: MeshTls,
-    pub stats: Arc<ListenerStats>,
+    pub telemetry: Telemetry,
 }
 
 /// Serves one accepted connection until it ends.
@@ -82,7 +82,8 @@ pub(super) async fn serve(accepted: weft_net::Accepted, cx: Context) {
         Seen::default()
     };
     if seen.timed_out {
-        cx.stats
+        cx.telemetry
+            .stats
             .detection_timeout(&listener.name, destination.port());
         if !listener.inspectors.continue_on_timeout {
             tracing::debug!(%peer, listener = %listener.name, %destination, "protocol detection timed out: connection closed");
@@ -143,6 +144,7 @@ pub(super) async fn serve(accepted: weft_net::Accepted, cx: Context) {
                 cx.token,
                 cx.period,
                 cx.limits,
+                &cx.telemetry.metrics,
             )
             .await;
         }
@@ -154,6 +156,7 @@ pub(super) async fn serve(accepted: weft_net::Accepted, cx: Context) {
                 drain: cx.token,
                 drain_period: cx.period,
                 tls: &cx.tls,
+                metrics: &cx.telemetry.metrics,
             };
             crate::tcp::proxy(secured, peer, destination, target).await;
         }

@@ -15,7 +15,7 @@ mod select;
 mod stats;
 
 pub use connection::ChainRef;
-pub use stats::ListenerStats;
+pub use stats::{ListenerStats, Telemetry};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,7 +44,7 @@ pub struct ListenerManager {
     staged: HashMap<SocketAddr, (String, std::net::TcpListener)>,
     limits: Arc<DownstreamLimits>,
     tls: MeshTls,
-    stats: Arc<ListenerStats>,
+    telemetry: Telemetry,
 }
 
 impl ListenerManager {
@@ -61,13 +61,16 @@ impl ListenerManager {
             staged: HashMap::new(),
             tls: MeshTls::default(),
             limits,
-            stats: Arc::default(),
+            telemetry: Telemetry {
+                stats: Arc::default(),
+                metrics: Arc::new(crate::metrics::Metrics::disabled()),
+            },
         }
     }
 
     /// The counters of every listener's connections.
     pub fn stats(&self) -> Arc<ListenerStats> {
-        self.stats.clone()
+        self.telemetry.stats.clone()
     }
 
     /// The actual local address of the socket for configured address `addr`.
@@ -155,7 +158,7 @@ impl ListenerManager {
                 token.clone(),
                 self.limits.clone(),
                 self.tls.clone(),
-                self.stats.clone(),
+                self.telemetry.clone(),
             ));
             self.running.insert(addr, Running { local, token });
         }
@@ -166,6 +169,11 @@ impl ListenerManager {
     /// Where TLS listeners get their server configuration (the proxy's identity).
     pub fn set_tls(&mut self, tls: MeshTls) {
         self.tls = tls;
+    }
+
+    /// Where connections and requests are recorded (Istio's metrics).
+    pub fn set_metrics(&mut self, metrics: Arc<crate::metrics::Metrics>) {
+        self.telemetry.metrics = metrics;
     }
 }
 
@@ -186,7 +194,7 @@ async fn accept_loop(
     token: CancellationToken,
     limits: Arc<DownstreamLimits>,
     tls: MeshTls,
-    stats: Arc<ListenerStats>,
+    telemetry: Telemetry,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -200,7 +208,7 @@ async fn accept_loop(
             period: drain.period(),
             limits: limits.clone(),
             tls: tls.clone(),
-            stats: stats.clone(),
+            telemetry: telemetry.clone(),
         };
         drain.spawn_connection(connection::serve(accepted, cx));
     }

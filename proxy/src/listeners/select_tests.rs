@@ -53,6 +53,7 @@ fn listener(chains: Vec<FilterChain>, default: bool) -> Listener {
         chains,
         has_default_chain: default,
         mtls: None,
+        direction: Default::default(),
     }
 }
 

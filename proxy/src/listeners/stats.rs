@@ -6,6 +6,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+/// What the listeners record into: their own counters, and Istio's metrics of the connections
+/// and requests they serve.
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    pub stats: std::sync::Arc<ListenerStats>,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
 /// The labels of a detection timeout: the listener and the port the client was going to.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DetectionLabels {

@@ -118,6 +118,11 @@ impl Endpoint {
         }
     }
 
+    /// Whether its connections for `protocol` are mesh mutual TLS.
+    pub fn mesh_tls(&self, protocol: Protocol) -> bool {
+        self.pool(protocol).is_some_and(|p| p.is_mesh_tls())
+    }
+
     pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
         self.pools.http1.iter().chain(self.pools.http2.iter())
     }

@@ -228,12 +228,29 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, DownstreamBodyError>>> {
         let this = self.get_mut();
+        // Bytes read from downstream by this poll (a replay's recorded frames are not).
+        let mut fresh = 0;
         let poll = match &mut this.source {
             Source::Empty => Poll::Ready(None),
-            Source::Stream(b) => Pin::new(b).poll_frame(cx).map_err(DownstreamBodyError),
-            Source::Tee { tee, next } => lock(tee).poll_frame(next, cx),
+            Source::Stream(b) => {
+                let poll = Pin::new(b).poll_frame(cx).map_err(DownstreamBodyError);
+                if let Poll::Ready(Some(Ok(frame))) = &poll {
+                    fresh = frame.data_ref().map_or(0, Bytes::len);
+                }
+                poll
+            }
+            Source::Tee { tee, next } => {
+                let mut tee = lock(tee);
+                let before = tee.size;
+                let poll = tee.poll_frame(next, cx);
+                fresh = tee.size - before;
+                poll
+            }
         };
         if let Some(progress) = &this.progress {
+            if fresh > 0 {
+                progress.add_received(fresh as u64);
+            }
             match &poll {
                 Poll::Ready(Some(Ok(_))) if this.source.is_end_stream() => {
                     progress.request_complete();
@@ -482,8 +499,10 @@ impl Body for UpstreamBody {
                     Some(a) if a.downstream_failed() => Failure::DownstreamProtocol,
                     _ => failure,
                 };
-                crate::error::log_reset_after_head(failure.flag(), &*error);
-                Poll::Ready(Some(Err(error)))
+                Poll::Ready(Some(Err(crate::error::reset_after_head(
+                    failure.flag(),
+                    error,
+                ))))
             }
             Poll::Pending => {
                 let idle_deadline = match (*this.idle, this.activity.as_ref()) {
@@ -505,12 +524,10 @@ impl Body for UpstreamBody {
                     if let Some(deadline) = *this.deadline
                         && now >= deadline
                     {
-                        let error = RouteTimeoutError;
-                        crate::error::log_reset_after_head(
+                        break crate::error::reset_after_head(
                             crate::error::ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
-                            &error,
+                            Box::new(RouteTimeoutError),
                         );
-                        break error.into();
                     }
                     let idle_deadline = match (*this.idle, this.activity.as_ref()) {
                         (Some(idle), Some(activity)) => Some(activity.idle_deadline(idle)),
@@ -519,12 +536,10 @@ impl Body for UpstreamBody {
                     if let (Some(idle), Some(at)) = (*this.idle, idle_deadline)
                         && now >= at
                     {
-                        let error = StreamIdleError(idle);
-                        crate::error::log_reset_after_head(
+                        break crate::error::reset_after_head(
                             crate::error::ResponseFlags::STREAM_IDLE_TIMEOUT,
-                            &error,
+                            Box::new(StreamIdleError(idle)),
                         );
-                        break error.into();
                     }
                     // Activity since the timer was armed.
                     match earliest(idle_deadline, *this.deadline) {

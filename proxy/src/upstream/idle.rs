@@ -28,9 +28,21 @@ pub struct Progress {
     last: AtomicU64,
     request_complete: AtomicBool,
     downstream_failed: AtomicBool,
+    /// Body bytes read from downstream (once each, however many attempts send them).
+    received: AtomicU64,
 }
 
 impl Progress {
+    /// `n` more body bytes came from downstream.
+    pub fn add_received(&self, n: u64) {
+        self.received.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The body bytes read from downstream so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
     pub fn touch(&self) {
         let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last.fetch_max(nanos, Ordering::Relaxed);
@@ -70,6 +82,7 @@ impl Activity {
             last: AtomicU64::new(0),
             request_complete: AtomicBool::new(false),
             downstream_failed: AtomicBool::new(false),
+            received: AtomicU64::new(0),
         }))
     }
 

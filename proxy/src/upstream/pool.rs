@@ -142,6 +142,11 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
+    /// Whether its connections are mesh mutual TLS (the workload certificate presented).
+    pub fn is_mesh_tls(&self) -> bool {
+        matches!(&self.key.tls, TlsMode::Tls(tls) if matches!(**tls, crate::config::tls::UpstreamTls::Mesh { .. }))
+    }
+
     pub fn new(key: PoolKey, settings: PoolSettings) -> Self {
         Self::with_tls(key, settings, MeshTls::default())
     }

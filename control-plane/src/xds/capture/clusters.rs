@@ -39,6 +39,9 @@ pub fn clusters(model: &Model, proxy: &Proxy) -> Vec<Cluster> {
     for (port, kind) in inbound_ports(model, proxy) {
         let mut cluster = Cluster {
             upstream_bind_config: Some(inbound_source()),
+            metadata: Some(crate::xds::clusters::istio_metadata(
+                super::workload_services(model, proxy, Some(port)),
+            )),
             ..original_dst(&inbound_port_name(port))
         };
         if kind != PortKind::Tcp {

@@ -66,6 +66,42 @@ pub fn listeners(model: &Model, proxy: &Proxy) -> Vec<Listener> {
 /// `ports[<name>]`, else the port's `targetPort`, else its number). A declared protocol beats
 /// an undeclared one; otherwise the first service by host name decides. UDP ports and the
 /// inbound listener's own port are left out.
+/// The services with an endpoint at the proxy's address (on `port` when given, as the
+/// endpoint serves it), sorted by host: the services an inbound cluster serves, for its
+/// metrics metadata ([`crate::xds::clusters::istio_metadata`]).
+pub fn workload_services<'a>(
+    model: &'a Model,
+    proxy: &Proxy,
+    port: Option<u32>,
+) -> Vec<&'a crate::service::Service> {
+    let instance_ips: Vec<IpAddr> = proxy
+        .instance_ips
+        .iter()
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    let mut services: Vec<_> = model
+        .services
+        .values()
+        .filter(|service| {
+            service.endpoints.iter().any(|endpoint| {
+                let local = endpoint
+                    .address
+                    .parse::<IpAddr>()
+                    .is_ok_and(|address| instance_ips.contains(&address));
+                local
+                    && port.is_none_or(|number| {
+                        service
+                            .ports
+                            .iter()
+                            .any(|p| endpoint.serves(p) && endpoint.port_for(p) == number)
+                    })
+            })
+        })
+        .collect();
+    services.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    services
+}
+
 pub fn inbound_ports(model: &Model, proxy: &Proxy) -> BTreeMap<u32, PortKind> {
     let instance_ips: Vec<IpAddr> = proxy
         .instance_ips

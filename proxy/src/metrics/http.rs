@@ -1,0 +1,373 @@
+//! Istio's HTTP metrics for one request: `istio_requests_total`,
+//! `istio_request_duration_milliseconds`, `istio_request_bytes`, `istio_response_bytes`.
+//!
+//! ```text
+//!  handle (http/mod.rs): Started (clock, request header bytes, gRPC?, inbound: the peer's
+//!    metadata taken off the request) ─► the request ─► Outcome (flags, cluster's service,
+//!    outbound: the peer from the response's metadata, mTLS) ─► Recorded body
+//!  Recorded: response bytes as frames pass, grpc-status from trailers ─► at its end (or drop:
+//!    DC when the client left first) ─► HttpKey ─► the connection's cached series (else the
+//!    table's) ─► counter + three histograms, atomics only
+//! ```
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response};
+use http_body::{Body, Frame, SizeHint};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::Metrics;
+use super::exchange::{self, PeerCache};
+use super::histogram::Histogram;
+use super::labels::{Peer, Reporter, Security, Service};
+use crate::error::ResponseFlags;
+use crate::upstream::idle::Progress;
+
+/// The labels that tell one request series from another (the local workload's are the
+/// proxy's own, the same for every series).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HttpKey {
+    pub reporter: Reporter,
+    /// The workload at the other end.
+    pub peer: Peer,
+    /// The other end's identity: from its certificate (inbound) or its metadata (outbound,
+    /// over mutual TLS).
+    pub peer_principal: Option<Arc<str>>,
+    /// Whether this proxy presented its own identity (mutual TLS).
+    pub mtls: bool,
+    pub service: Service,
+    pub grpc: bool,
+    pub code: u16,
+    pub grpc_status: Option<u16>,
+    pub flags: ResponseFlags,
+    pub security: Security,
+}
+
+/// One series of request metrics.
+#[derive(Debug, Default)]
+pub struct HttpSeries {
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Microseconds, exposed in milliseconds.
+    pub duration: Histogram<1000>,
+    pub request_bytes: Histogram<1>,
+    pub response_bytes: Histogram<1>,
+}
+
+/// What a downstream connection keeps for its requests' metrics: who reports, the peers
+/// seen, and the last series used.
+#[derive(Debug)]
+pub struct ConnMetrics {
+    shared: Arc<Metrics>,
+    reporter: Reporter,
+    cache: Mutex<ConnCache>,
+}
+
+#[derive(Debug, Default)]
+struct ConnCache {
+    peers: PeerCache,
+    last: Option<(HttpKey, Arc<HttpSeries>)>,
+}
+
+impl ConnMetrics {
+    pub fn new(shared: Arc<Metrics>, reporter: Reporter) -> Self {
+        Self {
+            shared,
+            reporter,
+            cache: Mutex::default(),
+        }
+    }
+
+    pub fn reporter(&self) -> Reporter {
+        self.reporter
+    }
+
+    /// Whether requests are recorded at all.
+    pub fn enabled(&self) -> bool {
+        self.shared.enabled
+    }
+
+    /// The request starts: its clock, its header bytes and protocol; inbound, its peer's
+    /// metadata comes off (the app never sees it).
+    pub fn start<B>(&self, req: &mut http::Request<B>) -> Option<Started> {
+        if !self.shared.enabled {
+            return None;
+        }
+        let grpc = is_grpc(req.headers());
+        let peer = match self.reporter {
+            Reporter::Destination => exchange::take(req.headers_mut()).map(|v| self.peer(&v)),
+            Reporter::Source => None,
+        };
+        Some(Started {
+            at: Instant::now(),
+            header_bytes: header_bytes(req.headers()),
+            grpc,
+            peer,
+        })
+    }
+
+    /// The workload a metadata header value describes (decoded once per connection).
+    pub fn peer(&self, value: &HeaderValue) -> Peer {
+        self.cache.lock().peers.peer(value)
+    }
+
+    /// This proxy's metadata headers, for an outbound request or an inbound response.
+    pub fn own_headers(&self) -> &exchange::OwnHeaders {
+        &self.shared.own
+    }
+
+    /// The series of `key`: the connection's last one when it is the same, else the table's.
+    fn series(&self, key: HttpKey) -> Arc<HttpSeries> {
+        let mut cache = self.cache.lock();
+        if let Some((last, series)) = &cache.last
+            && *last == key
+        {
+            return series.clone();
+        }
+        let series = self.shared.http.get(&key);
+        cache.last = Some((key, series.clone()));
+        series
+    }
+}
+
+/// A request's metrics so far (from [`ConnMetrics::start`]).
+#[derive(Debug)]
+pub struct Started {
+    at: Instant,
+    header_bytes: u64,
+    grpc: bool,
+    /// Inbound: the client's workload, from its metadata header.
+    pub peer: Option<Peer>,
+}
+
+/// What the request's way through the proxy found out, for its labels.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// What happened besides the status (`DI`, `URX`, …).
+    pub flags: ResponseFlags,
+    /// The service of the cluster the request was sent to.
+    pub service: Option<Service>,
+    /// Outbound: the server's workload, from the response's metadata header.
+    pub peer: Option<Peer>,
+    /// Outbound: the upstream connection was mutual TLS.
+    pub upstream_mtls: bool,
+    /// The downstream request body's progress (its byte count), when it has one.
+    pub request_body: Option<Arc<Progress>>,
+}
+
+/// Wraps `resp`'s body so that the request is recorded when the body ends (or is dropped).
+pub fn record<B: Body>(
+    conn: &Arc<ConnMetrics>,
+    started: Option<Started>,
+    outcome: Outcome,
+    downstream_principal: Option<&Arc<str>>,
+    resp: Response<B>,
+) -> Response<Recorded<B>> {
+    let Some(started) = started else {
+        return resp.map(|inner| Recorded {
+            inner,
+            pending: None,
+        });
+    };
+    let flags = resp
+        .extensions()
+        .get::<ResponseFlags>()
+        .copied()
+        .unwrap_or_default()
+        .with(outcome.flags);
+    let (peer, peer_principal, mtls, security) = match conn.reporter {
+        Reporter::Destination => (
+            started.peer.unwrap_or_else(Peer::unknown),
+            downstream_principal.cloned(),
+            downstream_principal.is_some(),
+            if downstream_principal.is_some() {
+                Security::MutualTls
+            } else {
+                Security::None
+            },
+        ),
+        Reporter::Source => {
+            let peer = outcome.peer.unwrap_or_else(Peer::unknown);
+            let principal = outcome
+                .upstream_mtls
+                .then(|| peer.spiffe_id(&conn.shared.trust_domain))
+                .flatten();
+            (peer, principal, outcome.upstream_mtls, Security::Unknown)
+        }
+    };
+    let grpc_status = if started.grpc {
+        grpc_status(resp.headers())
+    } else {
+        None
+    };
+    let key = HttpKey {
+        reporter: conn.reporter,
+        peer,
+        peer_principal,
+        mtls,
+        service: outcome.service.unwrap_or_else(Service::unknown),
+        grpc: started.grpc,
+        code: resp.status().as_u16(),
+        grpc_status,
+        flags,
+        security,
+    };
+    let response_bytes = header_bytes(resp.headers());
+    resp.map(|inner| Recorded {
+        // A body with nothing to send may be dropped unpolled: that is its end.
+        pending: Some(Pending {
+            conn: conn.clone(),
+            key,
+            start: started.at,
+            request_bytes: started.header_bytes,
+            request_body: outcome.request_body,
+            response_bytes,
+            empty: inner.is_end_stream(),
+        }),
+        inner,
+    })
+}
+
+struct Pending {
+    conn: Arc<ConnMetrics>,
+    key: HttpKey,
+    start: Instant,
+    /// The request's header bytes (its body's are in `request_body`).
+    request_bytes: u64,
+    request_body: Option<Arc<Progress>>,
+    /// The response's header bytes, then its body's as they pass.
+    response_bytes: u64,
+    /// The body had nothing to send: dropping it unpolled is its end, not the client leaving.
+    empty: bool,
+}
+
+impl Pending {
+    fn finish(self) {
+        let series = self.conn.series(self.key);
+        let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let body = self.request_body.as_ref().map_or(0, |p| p.received());
+        series
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        series.duration.observe(micros);
+        series.request_bytes.observe(self.request_bytes + body);
+        series.response_bytes.observe(self.response_bytes);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records its request when it ends: normally, with an error (the
+    /// error's flag), or dropped before its end (`DC`: the client went away).
+    pub struct Recorded<B> {
+        #[pin]
+        inner: B,
+        pending: Option<Pending>,
+    }
+
+    impl<B> PinnedDrop for Recorded<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(mut pending) = this.pending.take() {
+                if !pending.empty {
+                    pending.key.flags.insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+                }
+                pending.finish();
+            }
+        }
+    }
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for Recorded<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorded")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<B> Body for Recorded<B>
+where
+    B: Body<Data = Bytes, Error = crate::upstream::body::BoxError>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        let poll = this.inner.as_mut().poll_frame(cx);
+        let Some(pending) = this.pending.as_mut() else {
+            return poll;
+        };
+        match &poll {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    pending.response_bytes += data.len() as u64;
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    pending.response_bytes += header_bytes(trailers);
+                    if pending.key.grpc
+                        && let Some(status) = grpc_status(trailers)
+                    {
+                        pending.key.grpc_status = Some(status);
+                    }
+                }
+                // hyper does not poll again a body that says it has ended.
+                if this.inner.is_end_stream()
+                    && let Some(pending) = this.pending.take()
+                {
+                    pending.finish();
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                pending
+                    .key
+                    .flags
+                    .insert(crate::error::body_failure_flags(&**e));
+                if let Some(pending) = this.pending.take() {
+                    pending.finish();
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(pending) = this.pending.take() {
+                    pending.finish();
+                }
+            }
+            Poll::Pending => {}
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Bytes of a header block as Envoy counts them: names and values.
+pub fn header_bytes(headers: &HeaderMap) -> u64 {
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str().len() + value.len()) as u64)
+        .sum()
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<u16> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}

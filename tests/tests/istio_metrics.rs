@@ -1,0 +1,208 @@
+//! Istio's standard metrics end to end: real controller, real sidecars speaking mutual TLS,
+//! requests with known outcomes, and the sidecars' `:15090/stats/prometheus`. Counting is
+//! exact on both reporters, and the labels are Istio's: workloads from each side's metadata
+//! (exchanged in `x-envoy-peer-metadata`), principals, the destination service from the
+//! controller's cluster metadata, codes, flags and the connection's security.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use weft_e2e::prom_text::{Sample, scrape, select, sum};
+use weft_e2e::{Mesh, MeshOptions, eventually};
+
+const VS: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /fault}}]
+    fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
+    route: [{destination: {host: reviews}}]
+  - route: [{destination: {host: reviews}}]
+";
+
+const REQUESTS: &str = "istio_requests_total";
+const SERVICE: &str = "reviews.default.svc.cluster.local";
+const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
+const REVIEWS_ID: &str = "spiffe://cluster.local/ns/default/sa/reviews";
+
+/// The labels both reporters give a request from the client to reviews-v1.
+fn between(reporter: &'static str, code: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("reporter", reporter),
+        ("source_workload", "client"),
+        ("source_workload_namespace", "default"),
+        ("source_app", "client"),
+        ("source_canonical_service", "client"),
+        ("source_canonical_revision", "latest"),
+        ("source_principal", CLIENT_ID),
+        ("source_cluster", "Kubernetes"),
+        ("destination_workload", "reviews-v1"),
+        ("destination_workload_namespace", "default"),
+        ("destination_app", "reviews"),
+        ("destination_version", "v1"),
+        ("destination_canonical_service", "reviews"),
+        ("destination_canonical_revision", "v1"),
+        ("destination_principal", REVIEWS_ID),
+        ("destination_service", SERVICE),
+        ("destination_service_name", SERVICE),
+        ("destination_service_namespace", "default"),
+        ("destination_cluster", "Kubernetes"),
+        ("request_protocol", "http"),
+        ("response_code", code),
+        ("response_flags", "-"),
+        (
+            "connection_security_policy",
+            if reporter == "source" {
+                "unknown"
+            } else {
+                "mutual_tls"
+            },
+        ),
+    ]
+}
+
+async fn stats(ip: std::net::IpAddr) -> Vec<Sample> {
+    eventually(Duration::from_secs(5), "the stats port", || {
+        scrape(SocketAddr::new(ip, 15090), "/stats/prometheus")
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_counted_exactly_on_both_reporters_with_istios_labels() {
+    let mesh = Mesh::start_with(
+        &["v1"],
+        &[("reviews-vs.yaml", VS)],
+        &MeshOptions {
+            identity: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    mesh.wait_for_routes(Duration::from_secs(10)).await;
+    let (client, server) = (mesh.client.ip, mesh.sidecars[0].ip);
+    // Both reporters have recorded the requests that found the routes.
+    let ok_source = &between("source", "200");
+    let ok_destination = &between("destination", "200");
+    let before = eventually(Duration::from_secs(5), "both reporters agree", || async {
+        let (c, s) = (stats(client).await, stats(server).await);
+        let (a, b) = (
+            sum(&c, REQUESTS, ok_source),
+            sum(&s, REQUESTS, ok_destination),
+        );
+        (a > 0.0 && a == b).then_some(a)
+    })
+    .await;
+
+    let (ok, teapot, faulted, unrouted) = (20, 7, 5, 3);
+    for _ in 0..ok {
+        assert_eq!(mesh.get("/", &[]).await.unwrap().status, 200);
+    }
+    for _ in 0..teapot {
+        assert_eq!(mesh.get("/?status=418", &[]).await.unwrap().status, 418);
+    }
+    for _ in 0..faulted {
+        assert_eq!(mesh.get("/fault", &[]).await.unwrap().status, 503);
+    }
+    for _ in 0..unrouted {
+        let reply = mesh
+            .http
+            .request(mesh.client.outbound(), "GET", "nowhere:9080", "/", &[])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 404);
+    }
+
+    let total = ok + teapot + faulted + unrouted;
+    let (c, s) = eventually(Duration::from_secs(5), "every request recorded", || async {
+        let (c, s) = (stats(client).await, stats(server).await);
+        let source_total = sum(&c, REQUESTS, &[("reporter", "source")]);
+        let destination_total = sum(&s, REQUESTS, &[("reporter", "destination")]);
+        (source_total == before + f64::from(total)
+            && destination_total == before + f64::from(ok + teapot))
+        .then_some((c, s))
+    })
+    .await;
+
+    // 200 and 418: on both reporters, with every label of both sides.
+    assert_eq!(sum(&c, REQUESTS, ok_source), before + f64::from(ok));
+    assert_eq!(sum(&s, REQUESTS, ok_destination), before + f64::from(ok));
+    assert_eq!(
+        sum(&c, REQUESTS, &between("source", "418")),
+        f64::from(teapot)
+    );
+    assert_eq!(
+        sum(&s, REQUESTS, &between("destination", "418")),
+        f64::from(teapot)
+    );
+    // The fault's abort never left the client's sidecar: the source reports it, flagged FI,
+    // for the route's service; the destination never saw it.
+    assert_eq!(
+        sum(
+            &c,
+            REQUESTS,
+            &[
+                ("reporter", "source"),
+                ("response_code", "503"),
+                ("response_flags", "FI"),
+                ("destination_service", SERVICE),
+                ("destination_workload", "unknown"),
+            ]
+        ),
+        f64::from(faulted)
+    );
+    assert_eq!(sum(&s, REQUESTS, &[("response_code", "503")]), 0.0);
+    // No route: NR, to no known service.
+    assert_eq!(
+        sum(
+            &c,
+            REQUESTS,
+            &[
+                ("reporter", "source"),
+                ("response_code", "404"),
+                ("response_flags", "NR"),
+                ("destination_service", "unknown"),
+            ]
+        ),
+        f64::from(unrouted)
+    );
+    // The client's sidecar reports only as the source, the server's only as the destination.
+    assert_eq!(sum(&c, REQUESTS, &[("reporter", "destination")]), 0.0);
+    assert_eq!(sum(&s, REQUESTS, &[("reporter", "source")]), 0.0);
+
+    // The histograms count the same requests, and the sizes are real.
+    for (samples, labels) in [(&c, ok_source), (&s, ok_destination)] {
+        for histogram in [
+            "istio_request_duration_milliseconds",
+            "istio_request_bytes",
+            "istio_response_bytes",
+        ] {
+            assert_eq!(
+                sum(samples, &format!("{histogram}_count"), labels),
+                before + f64::from(ok),
+                "{histogram}"
+            );
+            let inf: Vec<(&str, &str)> = labels.iter().copied().chain([("le", "+Inf")]).collect();
+            assert_eq!(
+                sum(samples, &format!("{histogram}_bucket"), &inf),
+                before + f64::from(ok),
+                "{histogram} +Inf bucket"
+            );
+        }
+        assert!(sum(samples, "istio_request_bytes_sum", labels) > 0.0);
+        assert!(sum(samples, "istio_response_bytes_sum", labels) > 0.0);
+    }
+    // The client never sees the exchange: the response's metadata was taken off by its sidecar.
+    let reply = mesh.get("/", &[]).await.unwrap();
+    assert!(
+        !reply.headers.contains_key("x-envoy-peer-metadata")
+            && !reply.headers.contains_key("x-envoy-peer-metadata-id"),
+        "{:?}",
+        reply.headers
+    );
+    // Every series carries Istio's full label set.
+    let one = select(&c, REQUESTS, &[]).next().expect("a series");
+    assert_eq!(one.labels.len(), 25, "{:?}", one.labels);
+}
