@@ -2,7 +2,7 @@
 //! first start, or supplied by the operator) and the signing of workload CSRs into SVIDs.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
@@ -250,6 +250,10 @@ pub struct CertificateAuthority {
     root: CertificateDer<'static>,
     bundle: TrustBundle,
     ca_info: CertInfo,
+    /// The summary of `root`.
+    root_info: CertInfo,
+    /// The earliest `notAfter` of `ca-cert.pem`, the intermediates and `root`.
+    chain_not_after: SystemTime,
     material: CaMaterial,
 }
 
@@ -299,6 +303,14 @@ impl CertificateAuthority {
             .filter(|cert| *cert != ca_der && !bundle.roots().contains(cert))
             .collect();
         let root = chain_root(&ca_der, &intermediates, &bundle)?;
+        let root_info = bundle
+            .roots()
+            .iter()
+            .zip(bundle.infos())
+            .find_map(|(der, info)| (*der == root).then(|| info.clone()))
+            .ok_or_else(|| CaError::Untrusted {
+                reason: "its root is not in the bundle".to_string(),
+            })?;
         let issuer = Issuer::from_ca_cert_der(&ca_der, key).map_err(|err| CaError::Key {
             file: CA_CERT,
             reason: err.to_string(),
@@ -308,12 +320,21 @@ impl CertificateAuthority {
             chain.push(ca_der);
             chain.extend(intermediates);
         }
+        // What every issued chain carries after the leaf: `ca-cert.pem`, the intermediates
+        // (when `ca-cert.pem` is not itself a root), the root.
+        let mut chain_not_after = ca_info.not_after.min(root_info.not_after);
+        for intermediate in chain.iter().skip(1) {
+            let info = CertInfo::parse(CERT_CHAIN, intermediate)?;
+            chain_not_after = chain_not_after.min(info.not_after);
+        }
         Ok(Self {
             issuer,
             chain,
             root,
             bundle,
             ca_info,
+            root_info,
+            chain_not_after,
             material,
         })
     }
@@ -380,6 +401,18 @@ impl CertificateAuthority {
     /// The signing certificate.
     pub fn ca_info(&self) -> &CertInfo {
         &self.ca_info
+    }
+
+    /// The root of the bundle that signs: the one `ca-cert.pem` chains to (the bundle may
+    /// hold others during a root rotation).
+    pub fn root_info(&self) -> &CertInfo {
+        &self.root_info
+    }
+
+    /// When the signing chain expires: the earliest `notAfter` of `ca-cert.pem`, the
+    /// intermediates of `cert-chain.pem` and the signing root.
+    pub fn chain_not_after(&self) -> SystemTime {
+        self.chain_not_after
     }
 
     /// The material this CA was built from.

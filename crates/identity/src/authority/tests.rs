@@ -367,3 +367,43 @@ fn workload_certs_are_checked_against_the_key_and_identity() {
         Err(WorkloadError::EmptyChain)
     ));
 }
+
+#[test]
+fn tells_when_the_signing_root_and_chain_expire() {
+    let at = |seconds| time::OffsetDateTime::from_unix_timestamp(seconds).expect("time");
+    // Root until 2040, intermediate until 2035 (instants as unix seconds).
+    let (root_end, intermediate_end) = (2_208_988_800, 2_051_222_400);
+    let root_key = KeyPair::generate().expect("key");
+    let mut root_params = ca_params("root");
+    root_params.not_after = at(root_end);
+    let root = root_params.self_signed(&root_key).expect("root");
+    let issuer = Issuer::new(root_params, root_key);
+    let key = KeyPair::generate().expect("key");
+    let mut intermediate_params = ca_params("intermediate");
+    intermediate_params.not_after = at(intermediate_end);
+    let intermediate = intermediate_params
+        .signed_by(&key, &issuer)
+        .expect("intermediate");
+    let other = CaMaterial::self_signed("cluster.local", DAY).expect("other root");
+    let ca = CertificateAuthority::new(CaMaterial {
+        ca_cert: intermediate.pem(),
+        ca_key: key.serialize_pem(),
+        // The signing root second: the bundle's first root is another one.
+        root_cert: format!("{}{}", other.root_cert, root.pem()),
+        cert_chain: format!("{}{}", intermediate.pem(), root.pem()),
+    })
+    .expect("valid");
+    let unix = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+    };
+    assert_eq!(ca.root_info().subject, "CN=root");
+    assert_eq!(unix(ca.root_info().not_after), root_end as u64);
+    assert_eq!(unix(ca.chain_not_after()), intermediate_end as u64);
+
+    // A self-signed root is its own chain.
+    let own = self_signed_ca();
+    assert_eq!(own.root_info(), own.ca_info());
+    assert_eq!(own.chain_not_after(), own.ca_info().not_after);
+}
