@@ -359,7 +359,7 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
     // istiod's names, without a prefix: Istio's control-plane dashboards read them as they are.
     let mut registry = prometheus_client::registry::Registry::default();
     ads.metrics().register(&mut registry);
-    ca.service.stats().register(&mut registry);
+    ca.service.register_metrics(&mut registry);
     let debug_state = Arc::new(debug::DebugState {
         syncz: Box::new(move || serde_json::to_value(status.status()).unwrap_or_default()),
         snapshot: snapshots.clone(),

@@ -7,9 +7,11 @@
 //!                        CSR + SpiffeId ─► weft_identity::CertificateAuthority::sign ─► chain
 //!  store.rs   the CA's key material: directory | Secrets | memory, reloaded on change
 //!  publish.rs the trust bundle as the `istio-ca-root-cert` ConfigMap of every namespace
+//!  metrics.rs istiod's citadel_server_* metrics: counters, and the expiry of the CA in use
 //! ```
 
 pub mod auth;
+mod metrics;
 pub mod publish;
 pub mod server;
 pub mod store;
@@ -71,67 +73,6 @@ impl CaStats {
         };
         kind.fetch_add(1, Relaxed);
     }
-
-    /// Registers istiod's CA metrics, read from these counters at each scrape.
-    pub fn register(self: &Arc<Self>, registry: &mut prometheus_client::registry::Registry) {
-        registry.register_collector(Box::new(CaMetrics(self.clone())));
-    }
-}
-
-/// [`CaStats`] as istiod's `citadel_server_*` counters (no `_total` suffix, as istiod's).
-#[derive(Debug)]
-struct CaMetrics(Arc<CaStats>);
-
-impl prometheus_client::collector::Collector for CaMetrics {
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
-    ) -> Result<(), std::fmt::Error> {
-        let stats = &self.0;
-        let issued = stats.issued.load(Relaxed);
-        for (name, help, value) in [
-            (
-                "citadel_server_csr_count",
-                "Certificate signing requests received",
-                issued + stats.refused.load(Relaxed),
-            ),
-            (
-                "citadel_server_success_cert_issuance_count",
-                "Workload certificates issued",
-                issued,
-            ),
-            (
-                "citadel_server_authentication_failure_count",
-                "Requests refused for their credentials (no token, a bad or expired one, or the token reviewer unavailable)",
-                stats.unauthenticated.load(Relaxed),
-            ),
-            (
-                "citadel_server_id_extraction_err_count",
-                "Requests refused because the CSR's identity is not the caller's",
-                stats.identity_mismatch.load(Relaxed),
-            ),
-            (
-                "citadel_server_csr_parsing_err_count",
-                "Requests refused as invalid (the CSR, or the lifetime asked for)",
-                stats.invalid.load(Relaxed),
-            ),
-            (
-                "citadel_server_csr_sign_err_count",
-                "Requests whose signing failed",
-                stats.sign_failed.load(Relaxed),
-            ),
-        ] {
-            let mut metric = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            // A gauge's sample line is the bare name: istiod's counters have no suffix.
-            metric.encode_gauge(&i64::try_from(value).unwrap_or(i64::MAX))?;
-        }
-        Ok(())
-    }
 }
 
 /// The gRPC handler: authenticate, then sign.
@@ -164,6 +105,15 @@ impl CaService {
     /// The service's counters.
     pub fn stats(&self) -> Arc<CaStats> {
         self.stats.clone()
+    }
+
+    /// Registers istiod's CA metrics (`citadel_server_*`): the counters, and the expiry of
+    /// the CA in use, both read at each scrape.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_collector(Box::new(metrics::CaMetrics {
+            stats: self.stats.clone(),
+            ca: self.ca.clone(),
+        }));
     }
 
     async fn issue(

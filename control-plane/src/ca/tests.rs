@@ -8,6 +8,32 @@ use super::*;
 struct Fixture {
     _tokens: tempfile::TempDir,
     service: CaService,
+    /// Replaces the CA in use, as a reload of the cacerts files or Secret does.
+    ca: watch::Sender<Arc<CertificateAuthority>>,
+}
+
+/// `/metrics` with only the CA's metrics registered.
+fn scrape(service: &CaService) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    service.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+    text
+}
+
+/// The value of the sample line `name` (without labels) in `text`.
+fn sample(text: &str, name: &str) -> i64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+}
+
+fn unix(time: std::time::SystemTime) -> i64 {
+    let seconds = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    i64::try_from(seconds).expect("fits")
 }
 
 fn fixture() -> Fixture {
@@ -18,7 +44,7 @@ fn fixture() -> Fixture {
         CaMaterial::self_signed("cluster.local", Duration::from_secs(3600)).expect("gen"),
     )
     .expect("ca");
-    let (_tx, rx) = watch::channel(Arc::new(ca));
+    let (tx, rx) = watch::channel(Arc::new(ca));
     let service = CaService::new(
         rx,
         Authenticator::LocalTokens {
@@ -33,6 +59,7 @@ fn fixture() -> Fixture {
     Fixture {
         _tokens: tokens,
         service,
+        ca: tx,
     }
 }
 
@@ -174,10 +201,7 @@ async fn refuses_with_a_reason() {
         .expect("issued");
 
     // Each refusal is counted by its kind, under istiod's names.
-    let mut registry = prometheus_client::registry::Registry::default();
-    f.service.stats().register(&mut registry);
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+    let text = scrape(&f.service);
     for line in [
         "# TYPE citadel_server_csr_count counter",
         "citadel_server_csr_count 8",
@@ -189,4 +213,90 @@ async fn refuses_with_a_reason() {
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
+}
+
+#[test]
+fn expiry_gauges_are_the_ca_in_use_and_follow_its_replacement() {
+    let f = fixture();
+    let before = f.ca.borrow().clone();
+    let text = scrape(&f.service);
+    for line in [
+        "# TYPE citadel_server_root_cert_expiry_timestamp gauge",
+        "# TYPE citadel_server_root_cert_expiry_seconds gauge",
+        "# TYPE citadel_server_cert_chain_expiry_timestamp gauge",
+        "# TYPE citadel_server_cert_chain_expiry_seconds gauge",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    let root_end = unix(before.root_info().not_after);
+    let now = unix(std::time::SystemTime::now());
+    assert_eq!(
+        sample(&text, "citadel_server_root_cert_expiry_timestamp"),
+        root_end
+    );
+    // The fixture's self-signed root is its own chain.
+    assert_eq!(
+        sample(&text, "citadel_server_cert_chain_expiry_timestamp"),
+        root_end
+    );
+    for name in [
+        "citadel_server_root_cert_expiry_seconds",
+        "citadel_server_cert_chain_expiry_seconds",
+    ] {
+        let left = sample(&text, name);
+        assert!(
+            (root_end - now - 5..=root_end - now + 5).contains(&left),
+            "{name} {left}, expected about {}",
+            root_end - now
+        );
+    }
+
+    // The cacerts change: a root and an intermediate with a shorter life than the root.
+    let (root_end, chain_end) = (
+        rcgen::date_time_ymd(2081, 1, 1),
+        rcgen::date_time_ymd(2071, 6, 1),
+    );
+    let ca_params = |cn: &str, not_after| {
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        params.not_after = not_after;
+        params
+    };
+    let root_key = rcgen::KeyPair::generate().expect("key");
+    let root_params = ca_params("rotated root", root_end);
+    let root = root_params.self_signed(&root_key).expect("root");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let intermediate = ca_params("rotated intermediate", chain_end)
+        .signed_by(&key, &rcgen::Issuer::new(root_params, root_key))
+        .expect("intermediate");
+    let rotated = CertificateAuthority::new(CaMaterial {
+        ca_cert: intermediate.pem(),
+        ca_key: key.serialize_pem(),
+        root_cert: root.pem(),
+        cert_chain: format!("{}{}", intermediate.pem(), root.pem()),
+    })
+    .expect("valid");
+    f.ca.send_replace(Arc::new(rotated));
+    let (root_end, chain_end) = (root_end.unix_timestamp(), chain_end.unix_timestamp());
+    let text = scrape(&f.service);
+    assert_eq!(
+        sample(&text, "citadel_server_root_cert_expiry_timestamp"),
+        root_end
+    );
+    assert_eq!(
+        sample(&text, "citadel_server_cert_chain_expiry_timestamp"),
+        chain_end
+    );
+    let left = sample(&text, "citadel_server_cert_chain_expiry_seconds");
+    assert!(
+        (chain_end - now - 5..=chain_end - now + 5).contains(&left),
+        "{left}"
+    );
 }
