@@ -108,17 +108,54 @@ pub fn version_has_native_sidecars(major: &str, minor: &str) -> Option<bool> {
     Some((number(major)?, number(minor)?) >= NATIVE_SIDECARS_SINCE)
 }
 
-/// The answer to one pod review: the response (with the patch when injected), and when the
-/// pod is refused, the `field: reason` lines the webhook denies it with.
-pub fn review(
-    review: &AdmissionReview<DynamicObject>,
-    cfg: &InjectConfig,
-) -> (AdmissionResponse, Option<Vec<String>>) {
+/// What the injection webhook did with one request (`sidecar_injection_*_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectionOutcome {
+    /// The pod gets the sidecar: the response carries the patch.
+    Injected,
+    /// Allowed unchanged: the pod opted out (or its namespace is the mesh's), or the review
+    /// is not of a pod creation.
+    Skipped,
+    /// Refused (bad annotations, not a pod, no object), or the review is malformed.
+    Failed,
+}
+
+/// The answer to one pod review.
+#[derive(Debug)]
+pub struct PodReview {
+    /// The response, with the patch when injected.
+    pub response: AdmissionResponse,
+    /// When the pod is refused: the `field: reason` lines the webhook denies it with.
+    pub refusal: Option<Vec<String>>,
+    pub outcome: InjectionOutcome,
+}
+
+impl PodReview {
+    fn allowed(response: AdmissionResponse, outcome: InjectionOutcome) -> Self {
+        Self {
+            response,
+            refusal: None,
+            outcome,
+        }
+    }
+
+    fn refused(response: AdmissionResponse, lines: Vec<String>) -> Self {
+        Self {
+            response,
+            refusal: Some(lines),
+            outcome: InjectionOutcome::Failed,
+        }
+    }
+}
+
+/// Decides one pod review: inject, skip (allowed unchanged) or refuse.
+pub fn review(review: &AdmissionReview<DynamicObject>, cfg: &InjectConfig) -> PodReview {
     let Some(request) = &review.request else {
-        return (
-            AdmissionResponse::invalid("the AdmissionReview has no request"),
-            None,
-        );
+        return PodReview {
+            response: AdmissionResponse::invalid("the AdmissionReview has no request"),
+            refusal: None,
+            outcome: InjectionOutcome::Failed,
+        };
     };
     let mut response = AdmissionResponse::from(request);
     response.types = review.types.clone();
@@ -127,21 +164,15 @@ pub fn review(
         response.types.kind = kube::core::admission::META_KIND.to_string();
     }
     if request.operation != Operation::Create || request.kind.kind != "Pod" {
-        return (response, None);
+        return PodReview::allowed(response, InjectionOutcome::Skipped);
     }
     let Some(object) = &request.object else {
-        return (
-            response,
-            Some(vec!["request.object is missing".to_string()]),
-        );
+        return PodReview::refused(response, vec!["request.object is missing".to_string()]);
     };
     let pod: Pod = match serde_json::to_value(object).and_then(serde_json::from_value) {
         Ok(pod) => pod,
         Err(e) => {
-            return (
-                response,
-                Some(vec![format!("request.object: not a Pod: {e}")]),
-            );
+            return PodReview::refused(response, vec![format!("request.object: not a Pod: {e}")]);
         }
     };
     let namespace = request.namespace.as_deref().unwrap_or("default");
@@ -155,7 +186,7 @@ pub fn review(
     match inject_pod(&mut injected, namespace, cfg) {
         Ok(Outcome::Skipped(why)) => {
             debug!(%namespace, pod = %name, "not injected: {why}");
-            (response, None)
+            PodReview::allowed(response, InjectionOutcome::Skipped)
         }
         Ok(Outcome::Injected { warnings }) => {
             let applied = patch(&pod, &injected)
@@ -170,13 +201,13 @@ pub fn review(
                 });
             debug!(%namespace, pod = %name, ?warnings, "injected");
             match applied {
-                Ok(patched) => (patched, None),
-                Err(e) => (response, Some(vec![format!("building the patch: {e}")])),
+                Ok(patched) => PodReview::allowed(patched, InjectionOutcome::Injected),
+                Err(e) => PodReview::refused(response, vec![format!("building the patch: {e}")]),
             }
         }
         Err(e) => {
             info!(%namespace, pod = %name, "injection refused: {e}");
-            (response, Some(vec![e.to_string()]))
+            PodReview::refused(response, vec![e.to_string()])
         }
     }
 }
@@ -203,9 +234,9 @@ mod tests {
         .expect("review")
     }
 
-    fn allowed((response, refusal): (AdmissionResponse, Option<Vec<String>>)) -> AdmissionResponse {
-        assert_eq!(refusal, None);
-        response
+    fn allowed(review: PodReview) -> AdmissionResponse {
+        assert_eq!(review.refusal, None);
+        review.response
     }
 
     fn web(annotations: serde_json::Value) -> serde_json::Value {
@@ -217,7 +248,9 @@ mod tests {
     #[test]
     fn a_pod_create_is_answered_with_the_injecting_patch() {
         let review = pod_review("shop", "CREATE", web(json!({})));
-        let response = allowed(super::review(&review, &InjectConfig::default()));
+        let answer = super::review(&review, &InjectConfig::default());
+        assert_eq!(answer.outcome, InjectionOutcome::Injected);
+        let response = allowed(answer);
         assert!(response.allowed);
         let ops: json_patch::Patch =
             serde_json::from_slice(response.patch.as_deref().expect("a patch")).expect("patch");
@@ -241,7 +274,9 @@ mod tests {
             pod_review("weft-system", "CREATE", web(json!({}))),
             pod_review("shop", "UPDATE", web(json!({}))),
         ] {
-            let response = allowed(super::review(&review, &InjectConfig::default()));
+            let answer = super::review(&review, &InjectConfig::default());
+            assert_eq!(answer.outcome, InjectionOutcome::Skipped);
+            let response = allowed(answer);
             assert!(response.allowed);
             assert!(response.patch.is_none());
         }
@@ -313,8 +348,9 @@ mod tests {
             "CREATE",
             web(json!({"traffic.sidecar.istio.io/includeInboundPorts": "http"})),
         );
-        let (_, lines) = super::review(&review, &InjectConfig::default());
-        let lines = lines.expect("refused");
+        let answer = super::review(&review, &InjectConfig::default());
+        assert_eq!(answer.outcome, InjectionOutcome::Failed);
+        let lines = answer.refusal.expect("refused");
         assert_eq!(
             lines.join("\n"),
             "metadata.annotations['traffic.sidecar.istio.io/includeInboundPorts']: \"http\" is not a port (1-65535)"

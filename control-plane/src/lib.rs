@@ -291,6 +291,8 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
     };
     tasks.extend(ca.tasks);
 
+    // Registered on /metrics whether or not the webhooks are served (then they stay at zero).
+    let webhook_metrics = Arc::new(webhook::metrics::WebhookMetrics::default());
     let webhook_address = match webhook_listener {
         Some(listener) => {
             let source = match (&args.webhook_cert, &args.webhook_key) {
@@ -325,6 +327,7 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
                 tls.acceptor,
                 limits.header_read_timeout,
                 Arc::new(injection::config(&args, native_sidecars)),
+                webhook_metrics.clone(),
             )));
             if let Some(client) = &kube {
                 let targets: Vec<_> = (args.injector_webhook_config.iter().cloned())
@@ -360,6 +363,7 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
     let mut registry = prometheus_client::registry::Registry::default();
     ads.metrics().register(&mut registry);
     ca.service.register_metrics(&mut registry);
+    webhook_metrics.register(&mut registry);
     let debug_state = Arc::new(debug::DebugState {
         syncz: Box::new(move || serde_json::to_value(status.status()).unwrap_or_default()),
         snapshot: snapshots.clone(),

@@ -6,7 +6,8 @@
 //! mutated as JSON trees (mostly inside the object) or as raw bytes. Checked: no panic or hang;
 //! the answer is either a 4xx with a message or a 200 whose body is an AdmissionReview response
 //! (`apiVersion`/`kind` echoed, `uid` of the request, `allowed`; a denial has code 400 and a
-//! message), of a size proportionate to the input. The run must see allowed, denied and 4xx.
+//! message), of a size proportionate to the input, and each webhook counted the call exactly
+//! once in its metrics. The run must see allowed, denied and 4xx.
 //!
 //! Default budget 2 s; a long run:
 //! `WEFT_FUZZ_SECONDS=600 cargo test --release -p weft-controller --test fuzz_webhook`.
@@ -18,6 +19,7 @@ use kube::core::admission::AdmissionReview;
 use serde_json::{Value, json};
 use weft_api::Kind;
 use weft_controller::injection::INJECT_PATH;
+use weft_controller::webhook::metrics::WebhookMetrics;
 use weft_controller::webhook::{VALIDATE_PATH, handle};
 use weft_fuzz::json::Documents;
 use weft_fuzz::raw::below;
@@ -108,12 +110,49 @@ fn admission_review(n: usize, operation: &str, object: Value) -> Value {
     })
 }
 
+/// The sum of the samples of `name` (every label set) in `text`.
+fn total(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Each webhook counted the one call it got exactly once, in one outcome.
+fn counted_once(metrics: &WebhookMetrics) -> Result<(), String> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).map_err(|e| e.to_string())?;
+    let validated =
+        total(&text, "galley_validation_passed") + total(&text, "galley_validation_failed");
+    let injected = ["success", "skip", "failure"]
+        .iter()
+        .map(|outcome| total(&text, &format!("sidecar_injection_{outcome}_total")))
+        .sum::<f64>();
+    let requests = total(&text, "sidecar_injection_requests_total");
+    if validated != 1.0 || injected != 1.0 || requests != 1.0 {
+        return Err(format!("one call each, counted as:\n{text}"));
+    }
+    Ok(())
+}
+
 /// Runs one request through the handler; the outcome (`allowed`, `denied`, `4xx`) or why the
 /// answer is wrong.
 fn check(input: &[u8]) -> Result<&'static str, String> {
+    let metrics = WebhookMetrics::default();
     // The same bytes as a pod review for the injector: a JSON answer or a 4xx with a
     // message, never a panic or a 5xx.
-    let injected = handle(&Method::POST, INJECT_PATH, input, &InjectConfig::default());
+    let injected = handle(
+        &Method::POST,
+        INJECT_PATH,
+        input,
+        &InjectConfig::default(),
+        &metrics,
+    );
     let status = injected.status();
     let body = futures::executor::block_on(injected.into_body().collect())
         .map_err(|e| format!("cannot read the injector's answer: {e}"))?
@@ -129,7 +168,9 @@ fn check(input: &[u8]) -> Result<&'static str, String> {
         VALIDATE_PATH,
         input,
         &InjectConfig::default(),
+        &metrics,
     );
+    counted_once(&metrics)?;
     let status = response.status();
     let body = futures::executor::block_on(response.into_body().collect())
         .map_err(|e| format!("cannot read the answer: {e}"))?

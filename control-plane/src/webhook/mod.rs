@@ -9,14 +9,16 @@
 //! model: the ValidatingWebhookConfiguration decides what is sent here.
 //!
 //! Around it: [`tls`] keeps the serving certificate current (the CA's, or an operator's
-//! files), and [`ca_bundle`] keeps the API server trusting it, by writing the CA's roots into
-//! the `caBundle` of the webhook configurations named on the command line.
+//! files), [`ca_bundle`] keeps the API server trusting it, by writing the CA's roots into
+//! the `caBundle` of the webhook configurations named on the command line, and [`metrics`]
+//! counts every call by outcome (istiod's `galley_validation_*` and `sidecar_injection_*`)
+//! and times it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -36,10 +38,12 @@ use weft_injector::InjectConfig;
 use weft_net::{Accepted, BoundedListener};
 
 pub mod ca_bundle;
+pub mod metrics;
 pub mod tls;
 
-use crate::injection::INJECT_PATH;
+use crate::injection::{INJECT_PATH, InjectionOutcome};
 use crate::source::kube::{error_lines, parse_object};
+use metrics::{FailureReason, ValidationOutcome, Webhook, WebhookMetrics};
 
 /// The path the API server posts AdmissionReviews to.
 pub const VALIDATE_PATH: &str = "/validate";
@@ -96,10 +100,24 @@ pub enum WebhookError {
     },
 }
 
+/// The admission decision for one review, and how it counts.
+#[derive(Debug)]
+pub struct Validated {
+    pub response: AdmissionResponse,
+    pub outcome: ValidationOutcome,
+}
+
 /// The admission decision for one review.
-pub fn review(review: &AdmissionReview<DynamicObject>) -> AdmissionResponse {
+pub fn review(review: &AdmissionReview<DynamicObject>) -> Validated {
+    let failed = |response, reason| Validated {
+        response,
+        outcome: ValidationOutcome::Failed(reason),
+    };
     let Some(request) = &review.request else {
-        return AdmissionResponse::invalid("the AdmissionReview has no request");
+        return failed(
+            AdmissionResponse::invalid("the AdmissionReview has no request"),
+            FailureReason::YamlDecodeError,
+        );
     };
     let mut response = AdmissionResponse::from(request);
     response.types = review.types.clone();
@@ -108,10 +126,14 @@ pub fn review(review: &AdmissionReview<DynamicObject>) -> AdmissionResponse {
         response.types.kind = kube::core::admission::META_KIND.to_string();
     }
     if !matches!(request.operation, Operation::Create | Operation::Update) {
-        return response;
+        // Allowed; counted as istiod does.
+        return failed(response, FailureReason::UnsupportedOperation);
     }
     let Some(object) = &request.object else {
-        return deny(response, vec!["request.object is missing".to_string()]);
+        return failed(
+            deny(response, vec!["request.object is missing".to_string()]),
+            FailureReason::YamlDecodeError,
+        );
     };
     let kind = &request.kind;
     let api_version = if kind.group.is_empty() {
@@ -125,8 +147,14 @@ pub fn review(review: &AdmissionReview<DynamicObject>) -> AdmissionResponse {
         &kind.kind,
         request.namespace.as_deref(),
     ) {
-        Ok(_) | Err(DocumentError::Unsupported { .. }) => response,
-        Err(err) => deny(response, error_lines(&err)),
+        Ok(_) | Err(DocumentError::Unsupported { .. }) => Validated {
+            response,
+            outcome: ValidationOutcome::Passed,
+        },
+        Err(err) => failed(
+            deny(response, error_lines(&err)),
+            FailureReason::InvalidResource,
+        ),
     }
 }
 
@@ -138,43 +166,46 @@ fn deny(response: AdmissionResponse, lines: Vec<String>) -> AdmissionResponse {
     response
 }
 
-/// Answers one HTTP request (the TLS and HTTP layers are in [`serve`]).
+/// Answers one HTTP request (the TLS and HTTP layers are in [`serve`]) and counts it in
+/// `metrics` (except its duration, which [`serve`] records).
 pub fn handle(
     method: &Method,
     path: &str,
     body: &[u8],
     inject: &InjectConfig,
+    metrics: &WebhookMetrics,
 ) -> Response<Full<Bytes>> {
     match (method, path) {
         (&Method::GET | &Method::HEAD, "/ready") => text(StatusCode::OK, "ready\n"),
-        (&Method::POST, INJECT_PATH) => match serde_json::from_slice(body) {
-            Ok(parsed) => {
-                let response = match crate::injection::review(&parsed, inject) {
-                    (response, None) => response,
-                    (response, Some(lines)) => deny(response, lines),
-                };
-                json_reply(response.into_review())
-            }
-            Err(err) => {
-                warn!(error = %err, "webhook: cannot decode the AdmissionReview");
-                text(
-                    StatusCode::BAD_REQUEST,
-                    &format!("cannot decode the AdmissionReview: {err}\n"),
-                )
-            }
-        },
-        (&Method::POST, VALIDATE_PATH) => {
-            let parsed: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+        (&Method::POST, INJECT_PATH) => {
+            let parsed = match decode(body) {
                 Ok(parsed) => parsed,
                 Err(err) => {
-                    warn!(error = %err, "webhook: cannot decode the AdmissionReview");
-                    return text(
-                        StatusCode::BAD_REQUEST,
-                        &format!("cannot decode the AdmissionReview: {err}\n"),
-                    );
+                    metrics.injection(InjectionOutcome::Failed);
+                    return undecodable(&err);
                 }
             };
-            let response = review(&parsed);
+            let answer = crate::injection::review(&parsed, inject);
+            metrics.injection(answer.outcome);
+            let response = match answer.refusal {
+                None => answer.response,
+                Some(lines) => deny(answer.response, lines),
+            };
+            json_reply(response.into_review())
+        }
+        (&Method::POST, VALIDATE_PATH) => {
+            let parsed = match decode(body) {
+                Ok(parsed) => parsed,
+                Err(err) => {
+                    let malformed = ValidationOutcome::Failed(FailureReason::YamlDecodeError);
+                    metrics.validated(None, malformed);
+                    let reply = undecodable(&err);
+                    metrics.validation_http_error(reply.status());
+                    return reply;
+                }
+            };
+            let Validated { response, outcome } = review(&parsed);
+            metrics.validated(parsed.request.as_ref().map(|r| &r.resource), outcome);
             if let Some(request) = &parsed.request {
                 debug!(
                     uid = %request.uid,
@@ -198,10 +229,28 @@ pub fn handle(
             json_reply(response.into_review())
         }
         (_, "/ready" | VALIDATE_PATH | INJECT_PATH) => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            let reply = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            if let Some(webhook) = Webhook::of(path) {
+                metrics.http_error(webhook, reply.status());
+            }
+            reply
         }
         (_, path) => text(StatusCode::NOT_FOUND, &format!("no endpoint {path}\n")),
     }
+}
+
+/// The AdmissionReview of a request body.
+fn decode(body: &[u8]) -> Result<AdmissionReview<DynamicObject>, serde_json::Error> {
+    serde_json::from_slice(body)
+        .inspect_err(|err| warn!(error = %err, "webhook: cannot decode the AdmissionReview"))
+}
+
+/// The reply to a body that is not an AdmissionReview.
+fn undecodable(err: &serde_json::Error) -> Response<Full<Bytes>> {
+    text(
+        StatusCode::BAD_REQUEST,
+        &format!("cannot decode the AdmissionReview: {err}\n"),
+    )
 }
 
 fn json_reply(review: AdmissionReview<DynamicObject>) -> Response<Full<Bytes>> {
@@ -235,6 +284,7 @@ pub async fn serve(
     acceptor: TlsAcceptor,
     header_read_timeout: Option<Duration>,
     inject: Arc<InjectConfig>,
+    metrics: Arc<WebhookMetrics>,
 ) {
     let budget = Arc::new(Semaphore::new(BODY_BUDGET));
     loop {
@@ -242,6 +292,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let budget = budget.clone();
         let inject = inject.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
                 Ok(Ok(tls)) => tls,
@@ -255,21 +306,8 @@ pub async fn serve(
                 }
             };
             let service = service_fn(move |request: Request<Incoming>| {
-                let budget = budget.clone();
-                let inject = inject.clone();
-                async move {
-                    let (parts, body) = request.into_parts();
-                    let body = match read_body(&parts, body, &budget).await {
-                        Ok(body) => body,
-                        Err(reply) => return Ok::<_, Infallible>(reply),
-                    };
-                    Ok(handle(
-                        &parts.method,
-                        parts.uri.path(),
-                        &body.bytes,
-                        &inject,
-                    ))
-                }
+                let (budget, inject, metrics) = (budget.clone(), inject.clone(), metrics.clone());
+                async move { Ok::<_, Infallible>(respond(request, &budget, &inject, &metrics).await) }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
@@ -283,6 +321,36 @@ pub async fn serve(
     }
 }
 
+/// Reads one request's body, answers it ([`handle`]), and counts and times it in `metrics`.
+async fn respond<B>(
+    request: Request<B>,
+    budget: &Arc<Semaphore>,
+    inject: &InjectConfig,
+    metrics: &WebhookMetrics,
+) -> Response<Full<Bytes>>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let webhook = Webhook::of(path);
+    let reply = match read_body(&parts, body, budget).await {
+        Ok(body) => handle(&parts.method, path, &body.bytes, inject, metrics),
+        Err(reply) => {
+            if let Some(webhook) = webhook {
+                metrics.http_error(webhook, reply.status());
+            }
+            reply
+        }
+    };
+    if let Some(webhook) = webhook {
+        metrics.answered(webhook, started.elapsed());
+    }
+    reply
+}
+
 /// A request body and its share of [`BODY_BUDGET`], held until the reply is built.
 struct Body {
     bytes: Bytes,
@@ -292,11 +360,15 @@ struct Body {
 /// Reads a request body within the webhook's limits: the declared length is checked
 /// before a byte is read, the budget for it is reserved first, and the whole body must
 /// arrive within [`BODY_READ_TIMEOUT`]. The `Err` is the reply to send.
-async fn read_body(
+async fn read_body<B>(
     parts: &hyper::http::request::Parts,
-    body: Incoming,
+    body: B,
     budget: &Arc<Semaphore>,
-) -> Result<Body, Response<Full<Bytes>>> {
+) -> Result<Body, Response<Full<Bytes>>>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)

@@ -43,7 +43,7 @@ fn admission(operation: &str, object: Option<Value>, old: Option<Value>) -> Valu
 fn decide(operation: &str, object: Value) -> AdmissionResponse {
     let parsed: AdmissionReview<DynamicObject> =
         serde_json::from_value(admission(operation, Some(object), None)).expect("review");
-    review(&parsed)
+    review(&parsed).response
 }
 
 fn object(kind: &str, name: &str, spec: Value) -> Value {
@@ -309,7 +309,7 @@ fn delete_is_always_allowed() {
     let invalid = invalid_cases().remove(0).1;
     let parsed: AdmissionReview<DynamicObject> =
         serde_json::from_value(admission("DELETE", None, Some(invalid))).expect("review");
-    let response = review(&parsed);
+    let response = review(&parsed).response;
     assert!(response.allowed);
     assert_eq!(response.uid, "0b6c1c56-0000-4000-8000-000000000001");
 }
@@ -334,6 +334,7 @@ fn unknown_kinds_are_allowed() {
 
 #[test]
 fn http_layer() {
+    let metrics = WebhookMetrics::default();
     let body = serde_json::to_vec(&admission(
         "CREATE",
         Some(invalid_cases().remove(0).1),
@@ -345,6 +346,7 @@ fn http_layer() {
         VALIDATE_PATH,
         &body,
         &InjectConfig::default(),
+        &WebhookMetrics::default(),
     );
     assert_eq!(response.status(), StatusCode::OK);
     let body = futures::executor::block_on(response.into_body().collect())
@@ -365,7 +367,14 @@ fn http_layer() {
     );
 
     assert_eq!(
-        handle(&Method::GET, "/ready", b"", &InjectConfig::default()).status(),
+        handle(
+            &Method::GET,
+            "/ready",
+            b"",
+            &InjectConfig::default(),
+            &metrics
+        )
+        .status(),
         StatusCode::OK
     );
     assert_eq!(
@@ -373,17 +382,32 @@ fn http_layer() {
             &Method::POST,
             VALIDATE_PATH,
             b"{not json",
-            &InjectConfig::default()
+            &InjectConfig::default(),
+            &metrics
         )
         .status(),
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
-        handle(&Method::GET, VALIDATE_PATH, b"", &InjectConfig::default()).status(),
+        handle(
+            &Method::GET,
+            VALIDATE_PATH,
+            b"",
+            &InjectConfig::default(),
+            &metrics
+        )
+        .status(),
         StatusCode::METHOD_NOT_ALLOWED
     );
     assert_eq!(
-        handle(&Method::GET, "/nope", b"", &InjectConfig::default()).status(),
+        handle(
+            &Method::GET,
+            "/nope",
+            b"",
+            &InjectConfig::default(),
+            &metrics
+        )
+        .status(),
         StatusCode::NOT_FOUND
     );
 }
@@ -473,4 +497,145 @@ fn local_rate_limits_are_validated_too() {
         ),
     );
     assert!(response.allowed, "{}", response.result.message);
+}
+
+/// The `/metrics` text of the webhooks' metrics alone.
+fn scrape(metrics: &WebhookMetrics) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+    text
+}
+
+/// A request as hyper hands it to the webhook, with its declared length.
+fn request(method: Method, path: &str, body: Vec<u8>, declared: usize) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::CONTENT_LENGTH, declared)
+        .body(Full::new(Bytes::from(body)))
+        .expect("request")
+}
+
+fn post(path: &str, review: &Value) -> Request<Full<Bytes>> {
+    let body = serde_json::to_vec(review).expect("json");
+    let length = body.len();
+    request(Method::POST, path, body, length)
+}
+
+/// A pod review as the API server sends it to `/inject`.
+fn pod_review(operation: &str, annotations: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "u-1", "operation": operation, "namespace": "shop", "name": "",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "userInfo": {},
+            "object": {"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"generateName": "web-", "annotations": annotations},
+                       "spec": {"containers": [{"name": "web", "image": "web:1"}]}},
+        },
+    })
+}
+
+#[tokio::test]
+async fn every_call_is_counted_once_by_outcome_and_timed() {
+    let metrics = WebhookMetrics::default();
+    let budget = Arc::new(Semaphore::new(BODY_BUDGET));
+    let inject = InjectConfig::default();
+    let valid = admission(
+        "CREATE",
+        Some(vs(json!([{"route": route("reviews")}]))),
+        None,
+    );
+    let invalid = admission("CREATE", Some(invalid_cases().remove(0).1), None);
+    let envoy_filter = admission(
+        "CREATE",
+        Some(
+            json!({"apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
+                    "metadata": {"name": "f", "namespace": "default"}, "spec": {}}),
+        ),
+        None,
+    );
+    let delete = admission("DELETE", None, Some(invalid_cases().remove(0).1));
+    let no_request = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
+    let too_large = || request(Method::POST, VALIDATE_PATH, Vec::new(), MAX_BODY + 1);
+    let mut calls = vec![
+        post(VALIDATE_PATH, &valid),
+        post(VALIDATE_PATH, &valid),
+        post(VALIDATE_PATH, &envoy_filter),
+        post(VALIDATE_PATH, &invalid),
+        post(VALIDATE_PATH, &invalid),
+        post(VALIDATE_PATH, &invalid),
+        post(VALIDATE_PATH, &delete),
+        post(VALIDATE_PATH, &no_request),
+        request(Method::POST, VALIDATE_PATH, b"{not json".to_vec(), 9),
+        request(Method::POST, VALIDATE_PATH, Vec::new(), 0),
+        request(Method::GET, VALIDATE_PATH, Vec::new(), 0),
+        too_large(),
+    ];
+    let opted_out = json!({"sidecar.istio.io/inject": "false"});
+    let bad_port = json!({"traffic.sidecar.istio.io/includeInboundPorts": "http"});
+    calls.extend([
+        post(INJECT_PATH, &pod_review("CREATE", json!({}))),
+        post(INJECT_PATH, &pod_review("CREATE", json!({}))),
+        post(INJECT_PATH, &pod_review("CREATE", opted_out)),
+        post(INJECT_PATH, &pod_review("UPDATE", json!({}))),
+        post(INJECT_PATH, &pod_review("CREATE", bad_port)),
+        request(Method::POST, INJECT_PATH, b"[]".to_vec(), 2),
+        request(Method::GET, INJECT_PATH, Vec::new(), 0),
+        request(Method::POST, INJECT_PATH, Vec::new(), MAX_BODY + 1),
+        // Not a webhook: neither counted nor timed.
+        request(Method::GET, "/ready", Vec::new(), 0),
+        request(Method::GET, "/nope", Vec::new(), 0),
+    ]);
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(
+            respond(call, &budget, &inject, &metrics)
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(
+        statuses,
+        [
+            200, 200, 200, 200, 200, 200, 200, 200, 400, 400, 405, 413, 200, 200, 200, 200, 200,
+            400, 405, 413, 200, 404
+        ]
+    );
+
+    let text = scrape(&metrics);
+    let vs = r#"group="networking.istio.io",version="v1",resource="virtualservices""#;
+    let expected = [
+        "# TYPE galley_validation_passed counter".to_string(),
+        format!("galley_validation_passed{{{vs}}} 2"),
+        r#"galley_validation_passed{group="networking.istio.io",version="v1alpha3",resource="envoyfilters"} 1"#.to_string(),
+        "# TYPE galley_validation_failed counter".to_string(),
+        format!(r#"galley_validation_failed{{{vs},reason="invalid_resource"}} 3"#),
+        format!(r#"galley_validation_failed{{{vs},reason="unsupported_operation"}} 1"#),
+        r#"galley_validation_failed{group="",version="",resource="",reason="yaml_decode_error"} 3"#.to_string(),
+        r#"galley_validation_http_error{status="400"} 2"#.to_string(),
+        r#"galley_validation_http_error{status="405"} 1"#.to_string(),
+        r#"galley_validation_http_error{status="413"} 1"#.to_string(),
+        "# TYPE sidecar_injection_requests counter".to_string(),
+        "sidecar_injection_requests_total 8".to_string(),
+        "sidecar_injection_success_total 2".to_string(),
+        "sidecar_injection_skip_total 2".to_string(),
+        "sidecar_injection_failure_total 4".to_string(),
+        "sidecar_injection_time_seconds_count 8".to_string(),
+        r#"weft_webhook_request_duration_seconds_count{webhook="validate"} 12"#.to_string(),
+        r#"weft_webhook_request_duration_seconds_count{webhook="inject"} 8"#.to_string(),
+    ];
+    for line in &expected {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    // Nothing else was counted: every passed/failed/http_error sample is one listed above.
+    let counted = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(counted("galley_validation_passed{"), 2, "{text}");
+    assert_eq!(counted("galley_validation_failed{"), 3, "{text}");
+    assert_eq!(counted("galley_validation_http_error{"), 3, "{text}");
 }
