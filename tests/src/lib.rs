@@ -8,6 +8,7 @@
 pub mod k8s;
 pub mod node;
 pub mod prom_text;
+pub mod prometheus;
 pub mod xds_peer;
 
 use std::{
