@@ -623,6 +623,39 @@ for p in "${paths[@]}"; do
   done
 done
 
+# ------------------------------------------------ Istio metrics: memory of 1,000 label sets
+# Each request to a server sidecar is recorded under its source's workload, which its
+# x-envoy-peer-metadata header names: 1,000 requests from 1,000 distinct workloads make 1,000
+# series. The same requests go to the chain without metrics, whose growth is the rest of the
+# proxy's. series.tsv: the server sidecar, its series, its RSS before and after.
+# pb_entry KEY VALUE: one `fields` entry of a protobuf Struct with a string value, as printf
+# %b escapes (keys and values shorter than 100 bytes: one-byte lengths).
+pb_entry() {
+  local k=$1 v=$2
+  printf '\\x0a\\x%02x\\x0a\\x%02x%s\\x12\\x%02x\\x1a\\x%02x%s' \
+    $((2 + ${#k} + 2 + 2 + ${#v})) ${#k} "$k" $((2 + ${#v})) ${#v} "$v"
+}
+printf 'proc\tseries\trss_before_kib\trss_after_kib\n' > "$work/series.tsv"
+for target in "server-sidecar $net.11" "server-sidecar-nm $net.71"; do
+  read -r name ip <<< "$target"
+  : > "$work/peers.curl"
+  for i in $(seq 1 1000); do
+    meta=$(printf '%b' "$(pb_entry WORKLOAD_NAME "bench-client-$i")$(pb_entry NAMESPACE bench)" | base64 -w0)
+    # `next` separates the requests (one after the last would start an empty one).
+    ((i == 1)) || echo next >> "$work/peers.curl"
+    printf 'url = "http://%s:15006/"\nheader = "Host: echo:9080"\nheader = "x-envoy-peer-metadata-id: bench-%s"\nheader = "x-envoy-peer-metadata: %s"\noutput = /dev/null\n' \
+      "$ip" "$i" "$meta" >> "$work/peers.curl"
+  done
+  before=$(awk '/^VmRSS/ {print $2}' "/proc/${pid[$name]}/status")
+  curl -sS --fail -K "$work/peers.curl" || die "$name: the 1,000 requests with distinct peers failed"
+  after=$(awk '/^VmRSS/ {print $2}' "/proc/${pid[$name]}/status")
+  series=$(curl -fsS --max-time 5 "http://$ip:15090/stats/prometheus" \
+    | grep -c '^istio_requests_total{.*source_workload="bench-client-' || true)
+  printf '%s\t%s\t%s\t%s\n' "$name" "$series" "$before" "$after" >> "$work/series.tsv"
+done
+[ "$(awk -F'\t' '$1 == "server-sidecar" {print $2}' "$work/series.tsv")" = 1000 ] \
+  || die "the server sidecar does not show 1,000 series for 1,000 distinct peers: $(cat "$work/series.tsv")"
+
 # -------------------------------------------------------------------------------- report
 commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -n "$(GIT_OPTIONAL_LOCKS=0 git -C "$root" status --porcelain -- proxy crates control-plane 2>/dev/null)" ] && commit="$commit + uncommitted changes"
@@ -650,7 +683,7 @@ commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 } > "$work/meta.env"
 
 mkdir -p "$root/bench/last-run"
-cp "$work/results.tsv" "$work/procs.tsv" "$work/rss.tsv" "$work/tls.tsv" "$work/meta.env" "$root/bench/last-run/"
+cp "$work/results.tsv" "$work/procs.tsv" "$work/rss.tsv" "$work/tls.tsv" "$work/series.tsv" "$work/meta.env" "$root/bench/last-run/"
 "$root/bench/report.sh" "$root/bench/last-run" > "$root/bench/RESULTS.md"
 cat "$root/bench/RESULTS.md"
 bad_total=$(awk -F'\t' 'NR > 1 { s += $5 + $14 } END { print s + 0 }' "$work/results.tsv")
