@@ -230,6 +230,21 @@ pub struct Args {
     #[arg(long, env = "WEFT_PROTOCOL_DETECTION_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
     pub protocol_detection_timeout: Duration,
 
+    /// Where proxies write their access logs (Istio's MeshConfig `accessLogFile`), e.g.
+    /// `/dev/stdout`; empty: no access logs unless a Telemetry resource asks for them (then
+    /// they go to `/dev/stdout`).
+    #[arg(long, env = "WEFT_ACCESS_LOG_FILE", default_value = "")]
+    pub access_log_file: String,
+
+    /// How access log lines are written (MeshConfig `accessLogEncoding`): `TEXT` or `JSON`.
+    #[arg(long, env = "WEFT_ACCESS_LOG_ENCODING", default_value = "TEXT", value_parser = ["TEXT", "JSON"])]
+    pub access_log_encoding: String,
+
+    /// The access log format (MeshConfig `accessLogFormat`): Envoy's format string for TEXT,
+    /// a JSON object of field names to format strings for JSON; empty: Istio's default.
+    #[arg(long, env = "WEFT_ACCESS_LOG_FORMAT", default_value = "")]
+    pub access_log_format: String,
+
     /// ADS connections served at once; one more is accepted and closed at once, with a
     /// warning at most every 10 s.
     #[arg(long, env = "WEFT_MAX_XDS_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]

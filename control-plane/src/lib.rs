@@ -98,6 +98,8 @@ pub enum Error {
     Serve(#[from] tonic::transport::Error),
     #[error("controller task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
+    #[error(transparent)]
+    AccessLog(#[from] xds::access_log::MeshAccessLogError),
 }
 
 /// Runs the controller until Ctrl-C / SIGTERM.
@@ -194,6 +196,8 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         stream_idle_timeout = ?args.stream_idle_timeout,
         outbound_traffic_policy = ?args.outbound_traffic_policy,
         protocol_detection_timeout = ?args.protocol_detection_timeout,
+        access_log_file = %args.access_log_file,
+        access_log_encoding = %args.access_log_encoding,
         log = %args.log,
         "starting weft-controller ({mode} mode)"
     );
@@ -256,7 +260,13 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         trust_domain: args.trust_domain.clone(),
         outbound_traffic_policy: args.outbound_traffic_policy.into(),
         protocol_detection_timeout: args.protocol_detection_timeout,
+        access_log: model::MeshAccessLog {
+            file: args.access_log_file.clone(),
+            json: args.access_log_encoding == "JSON",
+            format: args.access_log_format.clone(),
+        },
     };
+    xds::access_log::check_mesh_format(&settings.access_log)?;
     let mut local_stats = None;
     let mut snapshots = match (&args.config_dir, kube.clone()) {
         (Some(dir), _) => {

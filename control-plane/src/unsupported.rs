@@ -41,6 +41,8 @@ pub fn fields(key: &ObjectKey, object: &ConfigObject) -> Vec<Warning> {
         )),
         // Translated whole (inbound local rate limit filters: model::ratelimit).
         ConfigObject::LocalRateLimit(_) => {}
+        // Access logging translated; the rest is reported by model::telemetry.
+        ConfigObject::Telemetry(_) => {}
         // Translated: egress hosts and the outbound traffic policy (model::sidecar).
         ConfigObject::Sidecar(resource) => sidecar(&resource.spec, &mut found),
         // Kinds weft-api models that the controller does not translate (yet).

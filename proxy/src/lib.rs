@@ -9,6 +9,7 @@
 //!  SIGTERM │ /quitquitquit ─► drain.rs ─► listeners stop, connections close after their requests ─► exit 0
 //! ```
 
+pub mod access_log;
 pub mod admin;
 pub mod app_health;
 pub mod args;

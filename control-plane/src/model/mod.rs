@@ -10,6 +10,7 @@ pub mod ratelimit;
 pub mod security;
 mod service_entry;
 pub mod sidecar;
+pub mod telemetry;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -90,6 +91,20 @@ pub struct MeshSettings {
     /// `listener_filters_timeout` of a capturing proxy's listeners
     /// (`--protocol-detection-timeout`; zero: none).
     pub protocol_detection_timeout: Duration,
+    /// Mesh-wide access logs (`--access-log-file`, `--access-log-encoding`,
+    /// `--access-log-format`).
+    pub access_log: MeshAccessLog,
+}
+
+/// Istio's MeshConfig access log settings: the built-in `envoy` provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshAccessLog {
+    /// Where lines go; empty: no mesh-wide access logs (Telemetry's go to `/dev/stdout`).
+    pub file: String,
+    /// JSON lines rather than text.
+    pub json: bool,
+    /// A custom format; empty: Istio's default for the encoding.
+    pub format: String,
 }
 
 impl Default for MeshSettings {
@@ -102,6 +117,7 @@ impl Default for MeshSettings {
             trust_domain: DEFAULT_TRUST_DOMAIN.to_string(),
             outbound_traffic_policy: OutboundTrafficPolicy::AllowAny,
             protocol_detection_timeout: DEFAULT_PROTOCOL_DETECTION_TIMEOUT,
+            access_log: MeshAccessLog::default(),
         }
     }
 }
@@ -174,6 +190,10 @@ pub struct Model {
     pub pod_localities: BTreeMap<(String, String), Locality>,
     /// LocalRateLimits ordered by namespace/name ([`ratelimit`]).
     pub local_rate_limits: Vec<ratelimit::LocalRateLimitEntry>,
+    /// Mesh-wide access logs ([`MeshSettings::access_log`]).
+    pub access_log: MeshAccessLog,
+    /// Telemetry resources' access logging, ordered by namespace/name ([`telemetry`]).
+    pub telemetries: Vec<telemetry::TelemetryEntry>,
 }
 
 impl Model {
@@ -187,6 +207,7 @@ impl Model {
             trust_domain: settings.trust_domain.clone(),
             outbound_traffic_policy: settings.outbound_traffic_policy,
             protocol_detection_timeout: settings.protocol_detection_timeout,
+            access_log: settings.access_log.clone(),
             ..Self::default()
         }
     }
@@ -276,6 +297,11 @@ impl Model {
                         ratelimit::LocalRateLimitEntry::new(key, &resource.spec);
                     model.warnings.extend(warnings);
                     model.local_rate_limits.push(entry);
+                }
+                ConfigObject::Telemetry(resource) => {
+                    let (entry, warnings) = telemetry::TelemetryEntry::new(key, &resource.spec);
+                    model.warnings.extend(warnings);
+                    model.telemetries.push(entry);
                 }
                 #[allow(unreachable_patterns)]
                 _ => {}

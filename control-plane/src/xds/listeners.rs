@@ -45,6 +45,7 @@ pub fn listeners(model: &Model, proxy: &Proxy) -> Vec<Listener> {
             _ => TrafficDirection::Unspecified,
         };
         listener.traffic_direction = direction as i32;
+        super::access_log::apply(model, proxy, listener);
     }
     listeners
 }

@@ -3,6 +3,7 @@
 //! listeners) or, when its pod's traffic is captured, the capture shape ([`capture`]); both
 //! cover only the services its Sidecar lets it see.
 
+pub mod access_log;
 pub mod capture;
 pub mod cluster_policy;
 pub mod clusters;

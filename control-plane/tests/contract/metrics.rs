@@ -152,3 +152,117 @@ fn captured_proxies_name_kubernetes_services_by_their_own_name() {
     // Passthrough and black hole: no service.
     assert_eq!(service_of(&clusters, "PassthroughCluster").host, "");
 }
+
+const TELEMETRY: &str = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging:
+  - providers: [{name: envoy}]
+    filter: {expression: "response.code >= 400"}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: shop-server, namespace: default}
+spec:
+  selector: {matchLabels: {app: shop}}
+  accessLogging:
+  - match: {mode: CLIENT}
+    disabled: true
+  - match: {mode: SERVER}
+"#;
+
+/// Access logs end to end through the proxy's converters: the mesh's encoding and file, and
+/// the most specific Telemetry per side (the workload's own: none outbound, every request
+/// inbound; elsewhere the mesh-wide one's filter).
+#[test]
+fn access_logs_reach_the_connection_managers() {
+    use weft_controller::model::{MeshAccessLog, MeshSettings, Model};
+    use weft_proxy::access_log::Format;
+    use weft_proxy::config::Network;
+
+    let set = config_from(&[("entry.yaml", ENTRY), ("telemetry.yaml", TELEMETRY)]);
+    assert!(set.errors.is_empty(), "{:#?}", set.errors);
+    let settings = MeshSettings {
+        access_log: MeshAccessLog {
+            file: "/var/log/weft/access.log".into(),
+            json: true,
+            format: String::new(),
+        },
+        ..MeshSettings::default()
+    };
+    let model = Model::build_with_registry(&set, None, &settings);
+    let logs_of = |spec: &ProxySpec| {
+        let (outbound, inbound) = free_ports();
+        let generated = Generated::new(&model, &controller_proxy(spec, outbound, inbound));
+        let mut by_listener = std::collections::BTreeMap::new();
+        for r in &generated.listeners {
+            let listener = convert::<lds::Listener, Listener>(r, type_url::LISTENER, |l| &l.name)
+                .unwrap_or_else(|e| panic!("listener {}: {e}", r.name));
+            let logs: Vec<_> = listener
+                .chains
+                .iter()
+                .filter_map(|c| match &c.network {
+                    Network::Http(m) => Some(m.access_logs.clone()),
+                    Network::Tcp(_) => None,
+                })
+                .collect();
+            by_listener.insert(listener.name.clone(), logs);
+        }
+        by_listener
+    };
+    // The shop workload: its own Telemetry.
+    let shop = logs_of(&spec(None));
+    assert!(
+        shop["virtualOutbound"].iter().all(|l| l.is_empty()),
+        "CLIENT disabled"
+    );
+    let inbound = &shop["virtualInbound"][0];
+    assert_eq!(inbound.len(), 1);
+    assert_eq!(inbound[0].path, "/var/log/weft/access.log");
+    assert!(inbound[0].filter.is_none(), "SERVER: every request");
+    let Format::Json(fields) = &inbound[0].format else {
+        panic!("JSON encoding: {:?}", inbound[0].format)
+    };
+    let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+    for key in [
+        "start_time",
+        "method",
+        "path",
+        "response_code",
+        "response_flags",
+        "upstream_host",
+        "upstream_cluster",
+        "route_name",
+        "request_id",
+        "downstream_peer_principal",
+        "trace_id",
+        "bytes_sent",
+        "duration",
+    ] {
+        assert!(keys.contains(&key), "{key} missing: {keys:?}");
+    }
+    // Another workload: the mesh-wide Telemetry, with its filter, both sides.
+    let other = logs_of(&ProxySpec {
+        labels: vec![("app".into(), "other".into())],
+        ..spec(None)
+    });
+    for listener in ["virtualInbound", "virtualOutbound"] {
+        let log = &other[listener][0][0];
+        assert_eq!(
+            log.filter.as_ref().map(|f| format!("{f:?}")),
+            Some(r#"Filter("(response.code >= 400)")"#.to_string()),
+            "{listener}"
+        );
+    }
+}
+
+/// The attributes the admission check lets a filter use are the ones the proxy provides.
+#[test]
+fn access_log_filter_attributes_agree() {
+    assert_eq!(
+        weft_api::telemetry::ACCESS_LOG_ATTRIBUTES,
+        weft_proxy::access_log::filter::ATTRIBUTES
+    );
+}

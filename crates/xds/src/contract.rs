@@ -94,6 +94,35 @@ pub const MTLS_METADATA: &str = "weft.mtls";
 /// the deciding PeerAuthentication as `<namespace>/<name>` (empty when none applies).
 pub const MTLS_METADATA_MODE: &str = "mode";
 pub const MTLS_METADATA_POLICY: &str = "policy";
+/// The substitution-format commands an access log format may use (the proxy implements them,
+/// with Envoy's meaning; the controller refuses a mesh `accessLogFormat` with others).
+pub const ACCESS_LOG_COMMANDS: &[&str] = &[
+    "START_TIME",
+    "REQ",
+    "RESP",
+    "PROTOCOL",
+    "RESPONSE_CODE",
+    "RESPONSE_FLAGS",
+    "RESPONSE_CODE_DETAILS",
+    "CONNECTION_TERMINATION_DETAILS",
+    "UPSTREAM_TRANSPORT_FAILURE_REASON",
+    "BYTES_RECEIVED",
+    "BYTES_SENT",
+    "DURATION",
+    "UPSTREAM_HOST",
+    "UPSTREAM_CLUSTER",
+    "UPSTREAM_CLUSTER_RAW",
+    "UPSTREAM_LOCAL_ADDRESS",
+    "DOWNSTREAM_LOCAL_ADDRESS",
+    "DOWNSTREAM_REMOTE_ADDRESS",
+    "REQUESTED_SERVER_NAME",
+    "ROUTE_NAME",
+    "DOWNSTREAM_PEER_URI_SAN",
+    "UPSTREAM_PEER_URI_SAN",
+    "TRACE_ID",
+    "GRPC_STATUS",
+];
+
 /// The cluster `metadata.filter_metadata` key of Istio's service metadata:
 /// `{services: [{host, name, namespace}]}`, the service(s) behind the cluster (outbound: the
 /// destination service; inbound: the services that select the workload on the port). The

@@ -54,6 +54,8 @@ pub struct HttpManager {
     /// HCM `upgrade_configs` has an enabled `websocket` entry: HTTP/1.1 upgrade requests are
     /// carried (`http/upgrade.rs`); otherwise their upgrade headers are removed.
     pub websocket: bool,
+    /// HCM `access_log`: the file access logs its requests are written to (`access_log/`).
+    pub access_logs: crate::access_log::AccessLogs,
     /// HCM `upgrade_configs` has an enabled `CONNECT` entry: HTTP/1.1 `CONNECT` requests are
     /// routed by their authority and, once the upstream answers 2xx, tunnelled
     /// (`http/upgrade.rs`); otherwise they are refused (`404`, as Envoy without it).
@@ -119,7 +121,15 @@ pub(super) fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Ht
     let filters = super::http_filters::http_filters(take(&mut m.http_filters))?;
     let generate_request_id = m.generate_request_id.take().is_none_or(|b| b.value);
     m.stat_prefix.clear();
-    m.access_log.clear();
+    let access_logs = take(&mut m.access_log)
+        .into_iter()
+        .enumerate()
+        .map(|(i, log)| {
+            crate::access_log::AccessLog::try_from(log)
+                .map_err(|e| invalid(format!("access_log[{i}]"), e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?
+        .into();
     m.tracing = None;
     // Envoy: unset = 5 min, 0 = disabled.
     let stream_idle_timeout =
@@ -166,6 +176,7 @@ pub(super) fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Ht
         idle_timeout,
         websocket,
         connect,
+        access_logs,
     })
 }
 

@@ -54,7 +54,7 @@ use crate::config::{
 use crate::error::{ProxyError, ResponseFlags};
 use crate::limits::DownstreamLimits;
 use crate::listeners::ChainRef;
-use crate::metrics::{ConnMetrics, Metrics, Outcome};
+use crate::metrics::{ConnMetrics, Metrics, Outcome, Started};
 use crate::upstream::UpstreamBody;
 use router::RequestView;
 
@@ -297,8 +297,6 @@ async fn handle(
 ) -> Result<Response<ServedBody>, Infallible> {
     // One snapshot for the whole request: in-flight requests finish on the config they began with.
     let config = conn.rx.borrow().clone();
-    // Inbound, the client's peer metadata comes off here: the app never sees it.
-    let started = conn.metrics.start(&mut req);
     let meta = RequestMeta {
         downstream: &conn.downstream,
         start: SystemTime::now(),
@@ -306,22 +304,41 @@ async fn handle(
         metrics: &conn.metrics,
     };
     // What happened to the request besides its status (flags), and what its metrics' labels
-    // need from the way it took.
+    // and its access log need from the way it took.
     let mut outcome = Outcome::default();
-    let result = match route(&config, conn.at, &meta, req) {
-        Ok((routed, req)) => match &routed.levels.route.action {
-            Action::Forward(action) => {
-                policy::forward(&routed, &meta, action, req, &mut outcome).await
-            }
-            Action::Direct(direct) => Ok(direct_response(direct, &routed.levels, &meta, &req)),
-            Action::Redirect(r) => {
-                redirect::redirect(r, &routed.levels.route.matcher, &req).map(|mut resp| {
-                    apply_local_response_headers(&routed.levels, &meta, &req, &mut resp);
-                    resp
-                })
-            }
-        },
-        Err(e) => Err(e),
+    let (result, started) = match manager(&config, conn.at) {
+        Ok((manager, routes)) => {
+            // Inbound, the client's peer metadata comes off here: the app never sees it.
+            let started = conn.metrics.start(&mut req, Some(&manager.access_logs));
+            let logged = started.as_ref().is_some_and(Started::logged);
+            let result = match route(manager, routes, &meta, req) {
+                Ok((routed, req)) => {
+                    if logged {
+                        outcome.route_name = Some(routed.levels.route.name.clone());
+                    }
+                    match &routed.levels.route.action {
+                        Action::Forward(action) => {
+                            policy::forward(&routed, &meta, action, req, &mut outcome, logged).await
+                        }
+                        Action::Direct(direct) => {
+                            Ok(direct_response(direct, &routed.levels, &meta, &req))
+                        }
+                        Action::Redirect(r) => redirect::redirect(
+                            r,
+                            &routed.levels.route.matcher,
+                            &req,
+                        )
+                        .map(|mut resp| {
+                            apply_local_response_headers(&routed.levels, &meta, &req, &mut resp);
+                            resp
+                        }),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            (result, started)
+        }
+        Err(e) => (Err(e), conn.metrics.start(&mut req, None)),
     };
     let flags = outcome.flags;
     let mut resp = match result {
@@ -347,7 +364,7 @@ async fn handle(
         &conn.metrics,
         started,
         outcome,
-        conn.downstream.principal.as_ref(),
+        &conn.downstream,
         resp,
     ))
 }
@@ -360,18 +377,25 @@ pub(crate) struct Routed<'a> {
     pub levels: Levels<'a>,
 }
 
+/// The connection manager of the connection's chain, and its route table slot.
+fn manager(
+    config: &ProxyConfig,
+    at: ChainRef,
+) -> Result<(&HttpManager, Option<&crate::config::RouteSlot>), ProxyError> {
+    config
+        .listener(&at.listener)
+        .and_then(|l| l.http(at.chain))
+        .ok_or(ProxyError::NoListener)
+}
+
 /// Runs the listener's filters and routes `req`: the route it matched, and the request
 /// (which the filters may have changed).
 fn route<'a>(
-    config: &'a ProxyConfig,
-    at: ChainRef,
+    manager: &'a HttpManager,
+    routes: Option<&'a crate::config::RouteSlot>,
     meta: &RequestMeta<'_>,
     req: Request<Incoming>,
 ) -> Result<(Routed<'a>, Request<Incoming>), ProxyError> {
-    let (manager, routes) = config
-        .listener(&at.listener)
-        .and_then(|l| l.http(at.chain))
-        .ok_or(ProxyError::NoListener)?;
     let req = if manager.http_filters.is_empty() {
         req
     } else {

@@ -58,6 +58,7 @@ pub(super) async fn forward(
     action: &ForwardAction,
     req: Request<Incoming>,
     outcome: &mut Outcome,
+    logged: bool,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Routed {
         manager: listener,
@@ -78,13 +79,8 @@ pub(super) async fn forward(
             fault::apply(fault, &super::request_view(&req), &mut outcome.flags).await
     {
         // The request never reaches a cluster: its metrics name the route's destination.
-        if let ClusterPick::Single(c) = &action.clusters
-            && meta.metrics.enabled()
-        {
-            outcome.service = routed
-                .table
-                .cluster(c.slot)
-                .map(|c| c.config.service.clone());
+        if let ClusterPick::Single(c) = &action.clusters {
+            outcome.cluster = routed.table.cluster(c.slot).cloned();
         }
         return Err(abort);
     }
@@ -108,9 +104,12 @@ pub(super) async fn forward(
         // Launched when this function returns: the caller's response head is back.
         shadows: _shadows,
     } = prepare(routed, meta, action, req)?;
-    if meta.metrics.enabled() {
-        outcome.service = Some(cluster.config.service.clone());
+    if meta.metrics.enabled() || logged {
+        outcome.cluster = Some(cluster.clone());
         outcome.request_body = activity.progress().cloned();
+        if logged {
+            outcome.request_id = upstream_req.headers().get(&X_REQUEST_ID).cloned();
+        }
     }
     let downstream_h2 = downstream_version == Version::HTTP_2;
     let upgrading = tunnel.is_some();
@@ -223,6 +222,8 @@ pub(super) async fn forward(
         && tunnel.is_some_and(|kind| kind.switched(resp.status())))
     .then(|| hyper::upgrade::on(&mut resp));
     let (mut parts, body) = resp.into_parts();
+    outcome.upstream = Some(endpoint.addr);
+    outcome.via_upstream = true;
     if meta.metrics.enabled() && meta.metrics.reporter() == Reporter::Source {
         outcome.upstream_mtls = endpoint.mesh_tls(protocol);
         // The server's sidecar said who it is; the app does not see it.

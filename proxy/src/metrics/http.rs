@@ -1,5 +1,6 @@
 //! Istio's HTTP metrics for one request: `istio_requests_total`,
-//! `istio_request_duration_milliseconds`, `istio_request_bytes`, `istio_response_bytes`.
+//! `istio_request_duration_milliseconds`, `istio_request_bytes`, `istio_response_bytes`; and
+//! the moment its access logs are written (`access_log/`), which need the same ending.
 //!
 //! ```text
 //!  handle (http/mod.rs): Started (clock, request header bytes, gRPC?, inbound: the peer's
@@ -7,7 +8,8 @@
 //!    outbound: the peer from the response's metadata, mTLS) ─► Recorded body
 //!  Recorded: response bytes as frames pass, grpc-status from trailers ─► at its end (or drop:
 //!    DC when the client left first) ─► HttpKey ─► the connection's cached series (else the
-//!    table's) ─► counter + three histograms, atomics only
+//!    table's) ─► counter + three histograms, atomics only; then each access log of the
+//!    listener (an `Entry` of what the request kept)
 //! ```
 
 use std::pin::Pin;
@@ -24,8 +26,12 @@ use super::Metrics;
 use super::exchange::{self, PeerCache};
 use super::histogram::Histogram;
 use super::labels::{Peer, Reporter, Security, Service};
+use crate::access_log::{AccessLogs, Entry, LogRequest};
 use crate::error::ResponseFlags;
+use crate::http::Downstream;
+use crate::upstream::Cluster;
 use crate::upstream::idle::Progress;
+use std::time::SystemTime;
 
 /// The labels that tell one request series from another (the local workload's are the
 /// proxy's own, the same for every series).
@@ -91,21 +97,30 @@ impl ConnMetrics {
     }
 
     /// The request starts: its clock, its header bytes and protocol; inbound, its peer's
-    /// metadata comes off (the app never sees it).
-    pub fn start<B>(&self, req: &mut http::Request<B>) -> Option<Started> {
-        if !self.shared.enabled {
+    /// metadata comes off (the app never sees it). With `logs` (the listener's access logs),
+    /// the request head is kept for them. `None` when there is nothing to record.
+    pub fn start<B>(
+        &self,
+        req: &mut http::Request<B>,
+        logs: Option<&AccessLogs>,
+    ) -> Option<Started> {
+        let logs = logs.filter(|l| !l.is_empty());
+        if !self.shared.enabled && logs.is_none() {
             return None;
         }
         let grpc = is_grpc(req.headers());
         let peer = match self.reporter {
-            Reporter::Destination => exchange::take(req.headers_mut()).map(|v| self.peer(&v)),
-            Reporter::Source => None,
+            Reporter::Destination if self.shared.enabled => {
+                exchange::take(req.headers_mut()).map(|v| self.peer(&v))
+            }
+            _ => None,
         };
         Some(Started {
             at: Instant::now(),
             header_bytes: header_bytes(req.headers()),
             grpc,
             peer,
+            log: logs.map(|logs| Box::new((logs.clone(), *LogRequest::of(req)))),
         })
     }
 
@@ -141,15 +156,31 @@ pub struct Started {
     grpc: bool,
     /// Inbound: the client's workload, from its metadata header.
     pub peer: Option<Peer>,
+    /// The listener's access logs and the request head they print (boxed: rare).
+    log: Option<Box<(AccessLogs, LogRequest)>>,
 }
 
-/// What the request's way through the proxy found out, for its labels.
+impl Started {
+    /// Whether the request is access-logged (then [`Outcome`] keeps what the logs print).
+    pub fn logged(&self) -> bool {
+        self.log.is_some()
+    }
+}
+
+/// What the request's way through the proxy found out, for its labels and its log.
 #[derive(Debug, Default)]
 pub struct Outcome {
     /// What happened besides the status (`DI`, `URX`, …).
     pub flags: ResponseFlags,
-    /// The service of the cluster the request was sent to.
-    pub service: Option<Service>,
+    /// The cluster the request was sent to (its service, its name).
+    pub cluster: Option<Arc<Cluster>>,
+    /// The endpoint of the last attempt.
+    pub upstream: Option<std::net::SocketAddr>,
+    /// The response is the upstream's, not a reply the proxy made.
+    pub via_upstream: bool,
+    /// Logged requests only: the route's name, and the `x-request-id` the upstream got.
+    pub route_name: Option<String>,
+    pub request_id: Option<HeaderValue>,
     /// Outbound: the server's workload, from the response's metadata header.
     pub peer: Option<Peer>,
     /// Outbound: the upstream connection was mutual TLS.
@@ -159,13 +190,14 @@ pub struct Outcome {
 }
 
 /// Wraps `resp`'s body so that the request is recorded when the body ends (or is dropped).
-pub fn record<B: Body>(
+pub(crate) fn record<B: Body>(
     conn: &Arc<ConnMetrics>,
     started: Option<Started>,
     outcome: Outcome,
-    downstream_principal: Option<&Arc<str>>,
+    downstream: &Downstream,
     resp: Response<B>,
 ) -> Response<Recorded<B>> {
+    let downstream_principal = downstream.principal.as_ref();
     let Some(started) = started else {
         return resp.map(|inner| Recorded {
             inner,
@@ -208,7 +240,10 @@ pub fn record<B: Body>(
         peer,
         peer_principal,
         mtls,
-        service: outcome.service.unwrap_or_else(Service::unknown),
+        service: outcome
+            .cluster
+            .as_ref()
+            .map_or_else(Service::unknown, |c| c.config.service.clone()),
         grpc: started.grpc,
         code: resp.status().as_u16(),
         grpc_status,
@@ -216,6 +251,24 @@ pub fn record<B: Body>(
         security,
     };
     let response_bytes = header_bytes(resp.headers());
+    let log = started.log.map(|mut log| {
+        if let Some(id) = &outcome.request_id {
+            log.1.set_request_id(id);
+        }
+        Box::new(Logged {
+            logs: log.0,
+            request: log.1,
+            response_headers: resp.headers().clone(),
+            cluster: outcome.cluster,
+            upstream: outcome.upstream,
+            via_upstream: outcome.via_upstream,
+            route_name: outcome.route_name,
+            start: SystemTime::now()
+                .checked_sub(started.at.elapsed())
+                .unwrap_or_else(SystemTime::now),
+            downstream: downstream.clone(),
+        })
+    });
     resp.map(|inner| Recorded {
         // A body with nothing to send may be dropped unpolled: that is its end.
         pending: Some(Pending {
@@ -225,7 +278,9 @@ pub fn record<B: Body>(
             request_bytes: started.header_bytes,
             request_body: outcome.request_body,
             response_bytes,
+            body_bytes: 0,
             empty: inner.is_end_stream(),
+            log,
         }),
         inner,
     })
@@ -240,21 +295,76 @@ struct Pending {
     request_body: Option<Arc<Progress>>,
     /// The response's header bytes, then its body's as they pass.
     response_bytes: u64,
+    /// The response body's bytes alone (the access log's `BYTES_SENT`).
+    body_bytes: u64,
     /// The body had nothing to send: dropping it unpolled is its end, not the client leaving.
     empty: bool,
+    /// Access-logged requests: what the logs print (boxed: rare).
+    log: Option<Box<Logged>>,
+}
+
+/// What a logged request keeps for its log lines.
+struct Logged {
+    logs: AccessLogs,
+    request: LogRequest,
+    response_headers: HeaderMap,
+    cluster: Option<Arc<Cluster>>,
+    upstream: Option<std::net::SocketAddr>,
+    via_upstream: bool,
+    route_name: Option<String>,
+    start: SystemTime,
+    downstream: Downstream,
 }
 
 impl Pending {
     fn finish(self) {
-        let series = self.conn.series(self.key);
-        let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let elapsed = self.start.elapsed();
         let body = self.request_body.as_ref().map_or(0, |p| p.received());
-        series
-            .requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        series.duration.observe(micros);
-        series.request_bytes.observe(self.request_bytes + body);
-        series.response_bytes.observe(self.response_bytes);
+        if let Some(log) = &self.log {
+            log.write(&self.key, elapsed, body, self.body_bytes);
+        }
+        if self.conn.shared.enabled {
+            let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            let series = self.conn.series(self.key);
+            series
+                .requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            series.duration.observe(micros);
+            series.request_bytes.observe(self.request_bytes + body);
+            series.response_bytes.observe(self.response_bytes);
+        }
+    }
+}
+
+impl Logged {
+    /// One line per access log of the listener.
+    fn write(&self, key: &HttpKey, duration: std::time::Duration, received: u64, sent: u64) {
+        let entry = Entry {
+            start: self.start,
+            duration,
+            request: Some(&self.request),
+            response_headers: Some(&self.response_headers),
+            code: key.code,
+            flags: key.flags,
+            grpc_status: key.grpc_status,
+            bytes_received: received,
+            bytes_sent: sent,
+            upstream_host: self.upstream,
+            via_upstream: self.via_upstream,
+            upstream_cluster: self.cluster.as_ref().map(|c| c.config.name.as_str()),
+            route_name: self.route_name.as_deref(),
+            downstream_local: self.downstream.local,
+            downstream_remote: self.downstream.remote,
+            sni: self.downstream.sni.as_deref(),
+            downstream_peer: self.downstream.principal.as_deref(),
+            upstream_peer: match key.reporter {
+                Reporter::Source => key.peer_principal.as_deref(),
+                Reporter::Destination => None,
+            },
+        };
+        for access_log in self.logs.iter() {
+            access_log.log(&entry);
+        }
     }
 }
 
@@ -308,6 +418,7 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     pending.response_bytes += data.len() as u64;
+                    pending.body_bytes += data.len() as u64;
                 } else if let Some(trailers) = frame.trailers_ref() {
                     pending.response_bytes += header_bytes(trailers);
                     if pending.key.grpc

@@ -367,18 +367,71 @@ impl Validate for Telemetry {
         for (i, a) in self.access_logging.iter().enumerate() {
             let p = path.field("accessLogging").index(i);
             validate_providers(&p.field("providers"), errors, &a.providers);
-            if a.filter.as_ref().is_some_and(|f| f.expression.is_empty()) {
-                p.field("filter")
-                    .field("expression")
-                    .push(errors, "filter expression must not be empty");
+            if let Some(f) = &a.filter {
+                let ep = p.field("filter").field("expression");
+                if f.expression.is_empty() {
+                    ep.push(errors, "filter expression must not be empty");
+                } else if let Err(reason) = check_filter_expression(&f.expression) {
+                    ep.push(errors, reason);
+                }
             }
         }
     }
 }
 
+/// The top-level attributes an access log filter may use (Envoy's attribute names, as the
+/// proxy provides them; the controller ⇄ proxy contract test compares the two lists).
+pub const ACCESS_LOG_ATTRIBUTES: &[&str] = &[
+    "request",
+    "response",
+    "connection",
+    "source",
+    "destination",
+    "upstream",
+    "xds",
+];
+
+/// Whether `expression` is CEL that only uses [`ACCESS_LOG_ATTRIBUTES`]: a typo in an
+/// attribute would otherwise make every request fail the filter, silently.
+pub fn check_filter_expression(expression: &str) -> Result<(), String> {
+    let program =
+        cel::Program::compile(expression).map_err(|e| format!("not a CEL expression: {e}"))?;
+    if let Some(unknown) = program
+        .references()
+        .variables()
+        .into_iter()
+        .find(|v| !ACCESS_LOG_ATTRIBUTES.contains(v))
+    {
+        return Err(format!(
+            "unknown attribute {unknown:?} (known: {})",
+            ACCESS_LOG_ATTRIBUTES.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_log_filters_must_be_cel_over_known_attributes() {
+        assert!(check_filter_expression("response.code >= 400").is_ok());
+        assert!(
+            check_filter_expression("request.headers['x-debug'] == 'on' && response.code != 200")
+                .is_ok()
+        );
+        assert!(
+            check_filter_expression("respose.code >= 400")
+                .unwrap_err()
+                .contains("unknown attribute \"respose\"")
+        );
+        assert!(
+            check_filter_expression("response.code >=")
+                .unwrap_err()
+                .contains("not a CEL expression")
+        );
+    }
 
     fn errors(yaml: &str) -> Vec<String> {
         let t: Telemetry = serde_yaml::from_str(yaml).expect("parses");
