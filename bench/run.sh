@@ -504,13 +504,14 @@ verify() {
 for p in "${paths[@]}"; do verify "$p"; done
 echo "all ${#paths[@]} paths answer 200 from their demo-app"
 # The metrics are what the two Weft chains differ in: recorded on one, not on the other.
-for ip in $net.10 $net.11; do
-  curl -fsS --max-time 5 "http://$ip:15090/stats/prometheus" | grep -q '^istio_requests_total{' \
-    || die "the Weft sidecar at $ip records no istio_requests_total"
-done
-for ip in $net.70 $net.71; do
-  ! curl -fsS --max-time 5 "http://$ip:15090/stats/prometheus" | grep -q '^istio_requests_total{' \
-    || die "the Weft sidecar at $ip records istio_requests_total with --istio-metrics=false"
+# (Scraped whole first: `grep -q` stopping early would fail curl's write under pipefail.)
+for ip in $net.10 $net.11 $net.70 $net.71; do
+  stats=$(curl -fsS --max-time 5 "http://$ip:15090/stats/prometheus") || die "GET http://$ip:15090/stats/prometheus failed"
+  recorded=$(grep -c '^istio_requests_total{' <<< "$stats" || true)
+  case $ip in
+    $net.7?) ((recorded == 0)) || die "the Weft sidecar at $ip records istio_requests_total with --istio-metrics=false" ;;
+    *) ((recorded > 0)) || die "the Weft sidecar at $ip records no istio_requests_total" ;;
+  esac
 done
 
 # ---------------------------------------------------------------------------- measuring

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 /// Istio's value for a label nothing is known about.
 pub const UNKNOWN: &str = "unknown";
@@ -131,15 +131,21 @@ impl Peer {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
-    /// The peer's SPIFFE identity in `trust_domain`, when its ServiceAccount is known.
+    /// The peer's SPIFFE identity in `trust_domain`, when its ServiceAccount is known. Made
+    /// once per peer (a proxy has one trust domain), then shared: no allocation per request.
     pub fn spiffe_id(&self, trust_domain: &str) -> Option<Arc<str>> {
-        let l = self.labels();
-        (!l.service_account.is_empty() && !l.namespace.is_empty()).then(|| {
-            Arc::from(format!(
-                "spiffe://{trust_domain}/ns/{}/sa/{}",
-                l.namespace, l.service_account
-            ))
-        })
+        self.0
+            .spiffe
+            .get_or_init(|| {
+                let l = self.labels();
+                (!l.service_account.is_empty() && !l.namespace.is_empty()).then(|| {
+                    Arc::from(format!(
+                        "spiffe://{trust_domain}/ns/{}/sa/{}",
+                        l.namespace, l.service_account
+                    ))
+                })
+            })
+            .clone()
     }
 }
 
@@ -195,10 +201,11 @@ impl Service {
     }
 }
 
-/// A value with its hash computed once.
+/// A value with its hash computed once (and, for a workload, its SPIFFE ID once asked).
 struct Interned<T> {
     hash: u64,
     value: T,
+    spiffe: OnceLock<Option<Arc<str>>>,
 }
 
 impl<T: Hash> Interned<T> {
@@ -206,7 +213,11 @@ impl<T: Hash> Interned<T> {
         static STATE: LazyLock<foldhash::fast::FixedState> =
             LazyLock::new(foldhash::fast::FixedState::default);
         let hash = STATE.hash_one(&value);
-        Self { hash, value }
+        Self {
+            hash,
+            value,
+            spiffe: OnceLock::new(),
+        }
     }
 }
 
