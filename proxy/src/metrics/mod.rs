@@ -172,6 +172,35 @@ struct Sides<'a> {
     service: &'a Service,
 }
 
+/// The side labels of both kinds of key, written once.
+macro_rules! sides {
+    ($($key:ty),+) => {$(
+        impl $key {
+            fn sides(&self) -> Sides<'_> {
+                Sides {
+                    reporter: self.reporter,
+                    peer: &self.peer,
+                    peer_principal: self.peer_principal.as_ref(),
+                    mtls: self.mtls,
+                    service: &self.service,
+                }
+            }
+        }
+
+        impl Fold for $key {
+            fn folded(&self) -> Self {
+                Self {
+                    peer: Peer::unknown(),
+                    peer_principal: None,
+                    ..self.clone()
+                }
+            }
+        }
+    )+};
+}
+
+sides!(HttpKey, TcpKey);
+
 /// Series by labels, capped (see the module doc).
 #[derive(Debug)]
 struct Table<K, S> {
@@ -183,26 +212,6 @@ struct Table<K, S> {
 /// A key's `unknown`-peer twin, where it goes when the table is full.
 trait Fold {
     fn folded(&self) -> Self;
-}
-
-impl Fold for HttpKey {
-    fn folded(&self) -> Self {
-        Self {
-            peer: Peer::unknown(),
-            peer_principal: None,
-            ..self.clone()
-        }
-    }
-}
-
-impl Fold for TcpKey {
-    fn folded(&self) -> Self {
-        Self {
-            peer: Peer::unknown(),
-            peer_principal: None,
-            ..self.clone()
-        }
-    }
 }
 
 impl<K: Hash + Eq + Clone + Fold, S: Default> Table<K, S> {
@@ -251,16 +260,7 @@ impl Collector for Exposition {
             .iter()
             .map(|(key, _)| {
                 let mut labels = Vec::with_capacity(25);
-                m.labels(
-                    Sides {
-                        reporter: key.reporter,
-                        peer: &key.peer,
-                        peer_principal: key.peer_principal.as_ref(),
-                        mtls: key.mtls,
-                        service: &key.service,
-                    },
-                    &mut labels,
-                );
+                m.labels(key.sides(), &mut labels);
                 let protocol = if key.grpc { "grpc" } else { "http" };
                 labels.extend([
                     ("request_protocol", Cow::Borrowed(protocol)),
@@ -283,16 +283,7 @@ impl Collector for Exposition {
             .iter()
             .map(|(key, _)| {
                 let mut labels = Vec::with_capacity(23);
-                m.labels(
-                    Sides {
-                        reporter: key.reporter,
-                        peer: &key.peer,
-                        peer_principal: key.peer_principal.as_ref(),
-                        mtls: key.mtls,
-                        service: &key.service,
-                    },
-                    &mut labels,
-                );
+                m.labels(key.sides(), &mut labels);
                 labels.extend([
                     ("request_protocol", Cow::Borrowed("tcp")),
                     ("response_flags", flags(key.flags)),
