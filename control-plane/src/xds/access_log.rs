@@ -16,12 +16,10 @@ use envoy_types::pb::envoy::config::core::v3::{
     DataSource, SubstitutionFormatString, data_source, substitution_format_string,
 };
 use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
-use envoy_types::pb::envoy::extensions::access_loggers::file::v3::{
-    FileAccessLog, file_access_log,
-};
+use envoy_types::pb::envoy::extensions::access_loggers::file::v3::FileAccessLog;
 use envoy_types::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
-use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use envoy_types::pb::google::protobuf::{Any, Struct, Value, value::Kind};
 use prost::Message as _;
 
 use super::listeners::{HTTP_CONNECTION_MANAGER, VIRTUAL_INBOUND, VIRTUAL_OUTBOUND};
@@ -108,11 +106,42 @@ pub fn access_logs(model: &Model, proxy: &Proxy, side: Side) -> Vec<AccessLog> {
                 },
             )),
         }),
-        config_type: Some(access_log::ConfigType::TypedConfig(pack(&FileAccessLog {
-            path,
-            access_log_format: Some(file_access_log::AccessLogFormat::LogFormat(log_format)),
-        }))),
+        config_type: Some(access_log::ConfigType::TypedConfig(pack_file_log(
+            path, log_format,
+        ))),
     }]
+}
+
+/// `FileAccessLog.log_format`.
+const LOG_FORMAT_TAG: u32 = 5;
+/// `SubstitutionFormatString.json_format`.
+const JSON_FORMAT_TAG: u32 = 2;
+
+/// The file access logger's config, a JSON format's fields in key order (see
+/// [`super::canonical`]: the listener's version must not change when nothing did).
+fn pack_file_log(path: String, log_format: SubstitutionFormatString) -> Any {
+    let mut value = FileAccessLog {
+        path,
+        access_log_format: None,
+    }
+    .encode_to_vec();
+    let format = match &log_format.format {
+        Some(substitution_format_string::Format::JsonFormat(fields)) => {
+            let mut body = Vec::new();
+            super::canonical::length_delimited(
+                &mut body,
+                JSON_FORMAT_TAG,
+                &super::canonical::struct_bytes(fields),
+            );
+            body
+        }
+        _ => log_format.encode_to_vec(),
+    };
+    super::canonical::length_delimited(&mut value, LOG_FORMAT_TAG, &format);
+    Any {
+        type_url: <FileAccessLog as prost::Name>::type_url(),
+        value,
+    }
 }
 
 fn format(mesh: &crate::model::MeshAccessLog) -> substitution_format_string::Format {
@@ -275,5 +304,41 @@ mod tests {
             check(true, r#"{"n": 1}"#),
             Err(MeshAccessLogError::Json(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod pack_tests {
+    use super::*;
+    use crate::model::MeshAccessLog;
+
+    #[test]
+    fn a_json_format_packs_to_the_same_bytes_every_time() {
+        let mesh = MeshAccessLog {
+            file: "/dev/stdout".into(),
+            json: true,
+            format: String::new(),
+        };
+        let packed = || {
+            pack_file_log(
+                "/dev/stdout".into(),
+                SubstitutionFormatString {
+                    format: Some(format(&mesh)),
+                    ..Default::default()
+                },
+            )
+        };
+        let first = packed();
+        for _ in 0..20 {
+            assert_eq!(packed(), first);
+        }
+        let decoded = FileAccessLog::decode(first.value.as_slice()).unwrap();
+        let Some(envoy_types::pb::envoy::extensions::access_loggers::file::v3::file_access_log::AccessLogFormat::LogFormat(f)) = decoded.access_log_format else {
+            panic!("log_format: {decoded:?}");
+        };
+        let Some(substitution_format_string::Format::JsonFormat(fields)) = f.format else {
+            panic!("json_format: {f:?}");
+        };
+        assert_eq!(fields.fields.len(), ISTIO_JSON_FIELDS.len());
     }
 }

@@ -4,6 +4,7 @@
 //! cover only the services its Sidecar lets it see.
 
 pub mod access_log;
+pub mod canonical;
 pub mod capture;
 pub mod cluster_policy;
 pub mod clusters;
@@ -86,7 +87,9 @@ pub fn generate(model: &Model, proxy: &Proxy, type_url: &str) -> Vec<Resource> {
             .collect(),
         type_url::CLUSTER => clusters::clusters(model, proxy)
             .iter()
-            .map(|cluster| Resource::new(cluster.name.clone(), cluster))
+            .map(|cluster| {
+                Resource::from_any(cluster.name.clone(), canonical::pack_cluster(cluster))
+            })
             .collect(),
         type_url::ENDPOINT => endpoints::load_assignments_for(model, proxy)
             .iter()

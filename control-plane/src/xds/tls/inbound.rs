@@ -20,9 +20,7 @@ use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::Tl
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, common_tls_context,
 };
-use envoy_types::pb::google::protobuf::{Any, BoolValue, Struct, Value, value};
-use prost::Message;
-use prost::encoding::{self, WireType};
+use envoy_types::pb::google::protobuf::BoolValue;
 use weft_xds::contract::{
     MTLS_METADATA, MTLS_METADATA_MODE, MTLS_METADATA_POLICY, TLS_INSPECTOR,
     TRANSPORT_PROTOCOL_RAW_BUFFER, TRANSPORT_PROTOCOL_TLS,
@@ -140,92 +138,7 @@ pub fn downstream_tls() -> DownstreamTlsContext {
     }
 }
 
-/// `Listener.metadata`.
-const LISTENER_METADATA_TAG: u32 = 6;
-/// `Metadata.filter_metadata` and `Metadata.typed_filter_metadata`.
-const FILTER_METADATA_TAG: u32 = 1;
-const TYPED_FILTER_METADATA_TAG: u32 = 2;
-/// `Struct.fields`, `Value.struct_value`, `Value.list_value`, `ListValue.values`.
-const STRUCT_FIELDS_TAG: u32 = 1;
-const VALUE_STRUCT_TAG: u32 = 5;
-const VALUE_LIST_TAG: u32 = 6;
-const LIST_VALUES_TAG: u32 = 1;
-
-/// Packs a listener with its metadata maps (and the `Struct`s in them) in key order: prost
-/// writes a map from a `HashMap`, in an order that differs between instances, which would
-/// change the listener's version on every model rebuild. The bytes decode to the same
-/// listener.
-pub fn pack_listener(listener: &Listener) -> Any {
-    let mut rest = listener.clone();
-    let metadata = rest.metadata.take();
-    let mut value = rest.encode_to_vec();
-    if let Some(metadata) = metadata {
-        let mut body = Vec::new();
-        let mut filter_metadata: Vec<_> = metadata.filter_metadata.iter().collect();
-        filter_metadata.sort_by(|a, b| a.0.cmp(b.0));
-        for (key, fields) in filter_metadata {
-            map_entry(&mut body, FILTER_METADATA_TAG, key, &struct_bytes(fields));
-        }
-        let mut typed: Vec<_> = metadata.typed_filter_metadata.iter().collect();
-        typed.sort_by(|a, b| a.0.cmp(b.0));
-        for (key, any) in typed {
-            map_entry(
-                &mut body,
-                TYPED_FILTER_METADATA_TAG,
-                key,
-                &any.encode_to_vec(),
-            );
-        }
-        length_delimited(&mut value, LISTENER_METADATA_TAG, &body);
-    }
-    Any {
-        type_url: <Listener as prost::Name>::type_url(),
-        value,
-    }
-}
-
-fn struct_bytes(fields: &Struct) -> Vec<u8> {
-    let mut sorted: Vec<_> = fields.fields.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let mut out = Vec::new();
-    for (key, value) in sorted {
-        map_entry(&mut out, STRUCT_FIELDS_TAG, key, &value_bytes(value));
-    }
-    out
-}
-
-fn value_bytes(value: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    match &value.kind {
-        Some(value::Kind::StructValue(fields)) => {
-            length_delimited(&mut out, VALUE_STRUCT_TAG, &struct_bytes(fields));
-        }
-        Some(value::Kind::ListValue(list)) => {
-            let mut items = Vec::new();
-            for item in &list.values {
-                length_delimited(&mut items, LIST_VALUES_TAG, &value_bytes(item));
-            }
-            length_delimited(&mut out, VALUE_LIST_TAG, &items);
-        }
-        // Scalars hold no map.
-        _ => out = value.encode_to_vec(),
-    }
-    out
-}
-
-/// A map entry (`key` = 1, `value` = 2, a message) of the map field `tag`.
-fn map_entry(buf: &mut Vec<u8>, tag: u32, key: &str, value: &[u8]) {
-    let mut entry = Vec::with_capacity(key.len() + value.len() + 8);
-    encoding::string::encode(1, &key.to_string(), &mut entry);
-    length_delimited(&mut entry, 2, value);
-    length_delimited(buf, tag, &entry);
-}
-
-fn length_delimited(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
-    encoding::encode_key(tag, WireType::LengthDelimited, buf);
-    encoding::encode_varint(bytes.len() as u64, buf);
-    buf.extend_from_slice(bytes);
-}
+pub use crate::xds::canonical::pack_listener;
 
 #[cfg(test)]
 #[path = "inbound_tests.rs"]

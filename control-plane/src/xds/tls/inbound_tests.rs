@@ -11,6 +11,8 @@ use super::*;
 use crate::testing::model_from_yaml;
 use crate::xds::ads_config_source;
 use crate::xds::listeners::{VIRTUAL_INBOUND, VIRTUAL_OUTBOUND, listeners};
+use envoy_types::pb::google::protobuf::{Value, value};
+use prost::Message;
 
 /// PeerAuthentications in three namespaces (one per mode), a workload policy with a port
 /// level, and an AuthorizationPolicy so the connection manager has security filters.
