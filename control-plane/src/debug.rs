@@ -1,6 +1,8 @@
 //! The debug and monitoring HTTP server: `/ready` (200 once ready, else 503 saying what it
 //! waits for: see [`crate::readiness`]), `/metrics` (Prometheus text, istiod's metric names),
-//! `/debug/syncz` (per-proxy xDS state) and `/debug/configz` (loaded
+//! `/version` (the controller's version), `/debug/syncz` (per proxy and xDS type: the versions
+//! sent and ACKed, their ages, the outstanding NACK; `weft_xds::ProxyStatus`, read by `weftctl
+//! proxy-status`) and `/debug/configz` (loaded
 //! objects, errors per file or Kubernetes object, warnings, Kubernetes object counts,
 //! readiness, the local source's counters). `/debug/configz` summarizes: string values
 //! longer than [`MAX_STRING`] bytes are shown as `<N bytes>`, and at most [`MAX_OBJECTS`]
@@ -106,6 +108,7 @@ pub fn handle<B>(state: &DebugState, request: &Request<B>) -> Response<Full<Byte
                 ),
             }
         }
+        "/version" => json_response(&version()),
         "/debug/syncz" => json_response(&(state.syncz)()),
         "/debug/ca" => json_response(&(state.ca)()),
         "/debug/configz" => {
@@ -122,13 +125,18 @@ pub fn handle<B>(state: &DebugState, request: &Request<B>) -> Response<Full<Byte
         }
         "/" | "/debug" => text(
             StatusCode::OK,
-            "weft-controller debug endpoints: /ready /metrics /debug/syncz /debug/configz /debug/ca\n",
+            "weft-controller debug endpoints: /ready /metrics /version /debug/syncz /debug/configz /debug/ca\n",
         ),
         path => text(
             StatusCode::NOT_FOUND,
             &format!("no debug endpoint {path}\n"),
         ),
     }
+}
+
+/// The `/version` document: which program answers, and its version.
+pub fn version() -> Value {
+    json!({"component": "weft-controller", "version": env!("CARGO_PKG_VERSION")})
 }
 
 /// String values longer than this (bytes) are shown as `<N bytes>` at `/debug/configz`.
@@ -305,6 +313,11 @@ mod tests {
         let (status, body) = get(&state, "/debug/syncz").await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("sidecar~1"));
+        let (status, body) = get(&state, "/version").await;
+        assert_eq!(status, StatusCode::OK);
+        let value: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(value["component"], json!("weft-controller"));
+        assert_eq!(value["version"], json!(env!("CARGO_PKG_VERSION")));
         let (status, body) = get(&state, "/debug/configz").await;
         assert_eq!(status, StatusCode::OK);
         let value: Value = serde_json::from_str(&body).expect("json");

@@ -16,7 +16,7 @@ pub mod type_url;
 pub use client::{AdsClient, ClientConfig, ClientError, Handler, error_chain};
 pub use metrics::XdsMetrics;
 pub use resource::{Resource, version_of};
-pub use server::{AdsServer, AuthenticatedPeer, Generator, ProxyStatus, TypeStatus};
+pub use server::{AdsServer, AuthenticatedPeer, Generator, Nack, ProxyStatus, TypeStatus};
 
 /// Re-export of the Envoy `Node` that identifies a proxy.
 pub use envoy_types::pb::envoy::config::core::v3::Node;

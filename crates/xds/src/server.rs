@@ -16,10 +16,12 @@
 //! - A request whose `response_nonce` is not the last nonce sent for its type is stale and
 //!   ignored. An empty nonce means the client has not seen a response of that type on this
 //!   stream yet: it is treated as a (re)subscription and answered.
-//! - ACK (matching nonce, no `error_detail`): the version is recorded; if the subscription
-//!   changed (and is not an unsubscription), the type is regenerated and sent.
-//! - NACK (matching nonce, `error_detail`): logged at warn and recorded; the rejected
-//!   content is not sent again (only a different version, or a change of names, is sent).
+//! - ACK (matching nonce, no `error_detail`): the version is recorded, with its time; if it is
+//!   the version last sent, an outstanding NACK is cleared. If the subscription changed (and is
+//!   not an unsubscription), the type is regenerated and sent.
+//! - NACK (matching nonce, `error_detail`): logged at warn and recorded (message, rejected
+//!   version, time); the rejected content is not sent again (only a different version, or a
+//!   change of names, is sent).
 //! - A new generator snapshot regenerates every subscribed (not unsubscribed) type in
 //!   [`PUSH_ORDER`](crate::type_url::PUSH_ORDER) and sends those whose version changed.
 
@@ -27,7 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
@@ -50,6 +52,10 @@ use crate::type_url;
 /// How many responses may wait for a slow client before its stream task blocks. Only
 /// that stream's task blocks: every stream is independent.
 const RESPONSE_BUFFER: usize = 16;
+
+/// The clock of the status times (connected, sent, ACKed, NACKed): Tokio's, which tests
+/// can pause and advance.
+type StatusInstant = tokio::time::Instant;
 
 /// The identity a client certificate proved (its first URI SAN), put into each request's
 /// extensions by a TLS listener; the ADS server hands it to [`Generator::connect`].
@@ -87,19 +93,33 @@ pub struct ProxyStatus {
 }
 
 /// The sync state of one type on one stream.
+///
+/// The controller's current version of a type for this proxy is `sent_version`: every new
+/// snapshot regenerates every subscribed type and sends it at once when its version changed,
+/// so the proxy is in sync exactly when `acked_version == sent_version`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TypeStatus {
     /// The type URL.
     pub type_url: String,
+    /// The type's short name: `CDS`, `EDS`, `LDS`, `RDS`, `SDS`, `NDS` (else `unknown`).
+    #[serde(rename = "type")]
+    pub short_name: &'static str,
     /// Version of the last response sent (empty before the first one).
     pub sent_version: String,
     /// Nonce of the last response sent (empty before the first one).
     pub sent_nonce: String,
+    /// Milliseconds since the last response was sent (queued for the proxy).
+    pub sent_ago_ms: Option<u64>,
     /// The last version the proxy ACKed on this stream.
     pub acked_version: Option<String>,
+    /// Milliseconds since the last ACK.
+    pub acked_ago_ms: Option<u64>,
+    /// The rejection the proxy has not got past: its most recent NACK, until the proxy ACKs
+    /// the version last sent (a later one, or the same one sent again).
+    pub nack: Option<Nack>,
     /// The error message of the most recent NACK on this stream, prefixed with the rejected
-    /// version (`"version <v>: <message>"`). Kept after later ACKs: compare `acked_version`
-    /// with `sent_version` to tell whether the proxy is currently in sync.
+    /// version (`"version <v>: <message>"`). Kept after later ACKs (unlike `nack`): the
+    /// stream's history.
     pub last_nack: Option<String>,
     /// Whether the proxy subscribed to every resource of the type (an empty first request,
     /// or the name `"*"`).
@@ -109,6 +129,17 @@ pub struct TypeStatus {
     pub resource_names: Vec<String>,
     /// How many resources the last response carried.
     pub resource_count: usize,
+}
+
+/// A NACK: the version the proxy rejected, with the proxy's error message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Nack {
+    /// The rejected version (the `sent_version` the NACK answered).
+    pub version: String,
+    /// The proxy's `error_detail.message`.
+    pub message: String,
+    /// Milliseconds since the NACK arrived.
+    pub ago_ms: u64,
 }
 
 /// The ADS server. Cheap to clone: every clone shares the same state.
@@ -144,8 +175,35 @@ struct Shared<G> {
 
 struct StreamStatus {
     id: String,
-    connected_at: Instant,
-    types: Vec<TypeStatus>,
+    connected_at: StatusInstant,
+    types: Vec<TypeRecord>,
+}
+
+/// A type's status as published by its stream, with the times its ages are computed from
+/// when the status is read.
+struct TypeRecord {
+    status: TypeStatus,
+    sent_at: Option<StatusInstant>,
+    acked_at: Option<StatusInstant>,
+    nack_at: Option<StatusInstant>,
+}
+
+impl TypeRecord {
+    /// The status with its ages as of `now`.
+    fn at(&self, now: StatusInstant) -> TypeStatus {
+        let ago = |at: StatusInstant| millis(now.saturating_duration_since(at));
+        let mut status = self.status.clone();
+        status.sent_ago_ms = self.sent_at.map(ago);
+        status.acked_ago_ms = self.acked_at.map(ago);
+        if let (Some(nack), Some(at)) = (status.nack.as_mut(), self.nack_at) {
+            nack.ago_ms = ago(at);
+        }
+        status
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl<G: Generator> AdsServer<G> {
@@ -175,14 +233,15 @@ impl<G: Generator> AdsServer<G> {
     /// Snapshot of every connected proxy's sync state, for /debug/syncz. One entry per
     /// stream, in connection order; a proxy disappears when its stream ends.
     pub fn status(&self) -> Vec<ProxyStatus> {
+        let now = StatusInstant::now();
         self.shared
             .streams
             .lock()
             .values()
             .map(|s| ProxyStatus {
                 id: s.id.clone(),
-                connected_for_secs: s.connected_at.elapsed().as_secs(),
-                types: s.types.clone(),
+                connected_for_secs: now.saturating_duration_since(s.connected_at).as_secs(),
+                types: s.types.iter().map(|t| t.at(now)).collect(),
             })
             .collect()
     }
@@ -301,7 +360,7 @@ async fn run_stream<G, S>(
         number,
         StreamStatus {
             id: conn.id.clone(),
-            connected_at: Instant::now(),
+            connected_at: StatusInstant::now(),
             types: Vec::new(),
         },
     );
@@ -402,7 +461,11 @@ struct Subscription {
     legacy_wildcard: bool,
     sent_version: Option<String>,
     sent_nonce: String,
+    sent_at: Option<StatusInstant>,
     acked_version: Option<String>,
+    acked_at: Option<StatusInstant>,
+    /// The outstanding NACK (rejected version, message) and when it came.
+    nack: Option<(String, String, StatusInstant)>,
     last_nack: Option<String>,
     resource_count: usize,
 }
@@ -491,9 +554,14 @@ impl<G: Generator> Connection<G> {
                 self.id, short, rejected, error.message
             );
             sub.last_nack = Some(format!("version {rejected}: {}", error.message));
+            sub.nack = Some((rejected, error.message, StatusInstant::now()));
         } else {
             debug!(proxy = %self.id, r#type = short, version = %request.version_info, "ACK");
+            if sub.sent_version.as_ref() == Some(&request.version_info) {
+                sub.nack = None;
+            }
             sub.acked_version = Some(request.version_info);
+            sub.acked_at = Some(StatusInstant::now());
             if let Some(push) = self.converging.as_mut() {
                 push.waiting.retain(|t| t != type_url);
                 if push.waiting.is_empty() {
@@ -605,6 +673,7 @@ impl<G: Generator> Connection<G> {
         let sub = self.subscriptions.entry(type_url.to_string()).or_default();
         sub.sent_version = Some(version.clone());
         sub.sent_nonce = nonce.clone();
+        sub.sent_at = Some(StatusInstant::now());
         sub.resource_count = resources.len();
         DiscoveryResponse {
             version_info: version,
@@ -615,25 +684,39 @@ impl<G: Generator> Connection<G> {
         }
     }
 
-    fn type_statuses(&self) -> Vec<TypeStatus> {
-        let mut types: Vec<TypeStatus> = self
+    fn type_statuses(&self) -> Vec<TypeRecord> {
+        let mut types: Vec<TypeRecord> = self
             .subscriptions
             .iter()
-            .map(|(t, s)| TypeStatus {
-                type_url: t.clone(),
-                sent_version: s.sent_version.clone().unwrap_or_default(),
-                sent_nonce: s.sent_nonce.clone(),
-                acked_version: s.acked_version.clone(),
-                last_nack: s.last_nack.clone(),
-                wildcard: s.wildcard,
-                resource_names: s.names.clone(),
-                resource_count: s.resource_count,
+            .map(|(t, s)| TypeRecord {
+                status: TypeStatus {
+                    type_url: t.clone(),
+                    short_name: type_url::short(t),
+                    sent_version: s.sent_version.clone().unwrap_or_default(),
+                    sent_nonce: s.sent_nonce.clone(),
+                    sent_ago_ms: None,
+                    acked_version: s.acked_version.clone(),
+                    acked_ago_ms: None,
+                    nack: s.nack.as_ref().map(|(version, message, _)| Nack {
+                        version: version.clone(),
+                        message: message.clone(),
+                        ago_ms: 0,
+                    }),
+                    last_nack: s.last_nack.clone(),
+                    wildcard: s.wildcard,
+                    resource_names: s.names.clone(),
+                    resource_count: s.resource_count,
+                },
+                sent_at: s.sent_at,
+                acked_at: s.acked_at,
+                nack_at: s.nack.as_ref().map(|(.., at)| *at),
             })
             .collect();
         types.sort_by(|a, b| {
-            type_url::push_rank(&a.type_url)
-                .cmp(&type_url::push_rank(&b.type_url))
-                .then_with(|| a.type_url.cmp(&b.type_url))
+            let (a, b) = (&a.status.type_url, &b.status.type_url);
+            type_url::push_rank(a)
+                .cmp(&type_url::push_rank(b))
+                .then_with(|| a.cmp(b))
         });
         types
     }

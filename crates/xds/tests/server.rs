@@ -7,6 +7,8 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use std::time::Duration;
+
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Status;
@@ -154,6 +156,93 @@ async fn nack_is_logged_recorded_and_content_not_resent() {
                 == Some(v3.version_info.clone())
         })
         .await;
+}
+
+/// What `/debug/syncz` shows of a type: how long ago it was sent and ACKed, and the NACK the
+/// proxy has not got past (rejected version, message, age), kept through an ACK of the older
+/// version and cleared once the proxy ACKs the version last sent.
+#[tokio::test(start_paused = true)]
+async fn status_tells_ages_and_the_outstanding_nack_until_a_later_ack() {
+    let harness = ServerHarness::new(base_snapshot());
+    let mut stream = harness.open().await;
+    stream.subscribe(CLUSTER, &[]);
+    let v1 = stream.next().await;
+    let status = harness.type_status(CLUSTER);
+    assert_eq!(status.short_name, "CDS");
+    assert!(status.sent_ago_ms.is_some());
+    assert_eq!(status.acked_ago_ms, None);
+    let json = serde_json::to_value(&status).expect("serializes");
+    assert_eq!(json["type"], "CDS");
+    assert!(json["nack"].is_null());
+
+    stream.ack(&v1, &[]);
+    harness
+        .wait_status("the ACK", |s| {
+            s[0].types[0].acked_version.as_deref() == Some(v1.version_info.as_str())
+        })
+        .await;
+    tokio::time::advance(Duration::from_secs(7)).await;
+    let status = harness.type_status(CLUSTER);
+    assert!(status.acked_ago_ms >= Some(7_000), "{status:?}");
+    assert!(status.sent_ago_ms >= Some(7_000), "{status:?}");
+    assert_eq!(status.nack, None);
+
+    harness.publish(base_snapshot().with(CLUSTER, vec![cluster("a"), cluster("bad")]));
+    let v2 = stream.next().await;
+    stream.nack(&v2, &v1.version_info, "cluster bad: unsupported lb_policy");
+    harness
+        .wait_status("the NACK", |s| s[0].types[0].nack.is_some())
+        .await;
+    tokio::time::advance(Duration::from_secs(3)).await;
+    let status = harness.type_status(CLUSTER);
+    let nack = status.nack.clone().expect("the NACK is outstanding");
+    assert_eq!(nack.version, v2.version_info);
+    assert_eq!(nack.message, "cluster bad: unsupported lb_policy");
+    assert!(nack.ago_ms >= 3_000, "{nack:?}");
+    assert!(status.sent_ago_ms >= Some(3_000), "{status:?}");
+    assert!(status.acked_ago_ms >= Some(10_000), "{status:?}");
+    assert_eq!(
+        status.acked_version.as_deref(),
+        Some(v1.version_info.as_str())
+    );
+
+    // A request on the NACKed nonce without an error (as a change of names sends) ACKs the
+    // older version again: the rejection still stands.
+    stream.send(DiscoveryRequest {
+        version_info: v1.version_info.clone(),
+        type_url: CLUSTER.to_string(),
+        response_nonce: v2.nonce.clone(),
+        ..Default::default()
+    });
+    harness
+        .wait_status("the ACK of the older version", |s| {
+            s[0].types[0].acked_ago_ms < Some(1_000)
+        })
+        .await;
+    let still = harness
+        .type_status(CLUSTER)
+        .nack
+        .expect("the NACK still stands");
+    assert_eq!((still.version, still.message), (nack.version, nack.message));
+
+    // A fixed version, ACKed: the NACK is cleared, the history keeps it.
+    harness.publish(base_snapshot().with(CLUSTER, vec![cluster("a"), cluster("c")]));
+    let v3 = stream.next().await;
+    stream.ack(&v3, &[]);
+    harness
+        .wait_status("the ACK of the fix", |s| {
+            s[0].types[0].acked_version.as_deref() == Some(v3.version_info.as_str())
+        })
+        .await;
+    let status = harness.type_status(CLUSTER);
+    assert_eq!(status.nack, None);
+    assert!(
+        status
+            .last_nack
+            .as_deref()
+            .is_some_and(|n| n.contains("unsupported lb_policy")),
+        "{status:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
