@@ -236,13 +236,21 @@ pub fn config_dump(config: &ProxyConfig) -> Value {
                 .map(|e| {
                     let pools: Vec<Value> = e
                         .pools()
-                        .map(|p| json!({
-                            "protocol": format!("{:?}", p.key().protocol),
-                            "open_connections": p.open_connections(),
-                            "idle_connections": p.idle_connections(),
-                        }))
+                        .map(|p| {
+                            json!({
+                                "protocol": format!("{:?}", p.key().protocol),
+                                "open_connections": p.open_connections(),
+                                "idle_connections": p.idle_connections(),
+                            })
+                        })
                         .collect();
-                    json!({"address": e.addr.to_string(), "weight": e.weight, "in_flight": e.in_flight(), "pools": pools})
+                    json!({
+                        "address": e.addr.to_string(),
+                        "weight": e.weight,
+                        "in_flight": e.in_flight(),
+                        "ejected": e.is_ejected(),
+                        "pools": pools,
+                    })
                 })
                 .collect();
             json!({
@@ -254,6 +262,7 @@ pub fn config_dump(config: &ProxyConfig) -> Value {
                     DiscoveryKind::OriginalDst => "ORIGINAL_DST".into(),
                 },
                 "warm": c.is_ready(),
+                "outlier_detection": c.outlier.is_some(),
                 "lb_policy": c.config.lb_policy.as_str(),
                 "protocol": format!("{:?}", c.config.protocol),
                 "connect_timeout_ms": c.config.connect_timeout.as_millis() as u64,
