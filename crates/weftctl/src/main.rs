@@ -4,6 +4,10 @@ mod crds;
 mod demo;
 mod demo_app;
 mod kube_inject;
+mod proxy_config;
+mod proxy_status;
+mod remote;
+mod table;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -85,6 +89,20 @@ enum Commands {
         /// container, the app held by its `postStart` hook (older clusters).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         native_sidecars: bool,
+    },
+    /// Whether every proxy has the config its controller sent it, per xDS type (istioctl's
+    /// proxy-status): SYNCED, NOT SENT, or STALE with the reason (the proxy's NACK and its
+    /// message, or no ACK yet) and since when. With <PROXY>: that proxy in detail.
+    ///
+    /// The controller is `--controller http://HOST:15014` (local mode), else found in
+    /// Kubernetes (the kubeconfig) and asked through the API server: every ready pod of the
+    /// Service weft-controller (namespace weft-system, else istio-system).
+    ProxyStatus(proxy_status::Args),
+    /// The config a proxy has applied, as tables (istioctl's proxy-config): from its admin
+    /// (`--admin http://HOST:15000`, else its pod through the Kubernetes API server).
+    ProxyConfig {
+        #[command(subcommand)]
+        what: proxy_config::Command,
     },
     /// Write the Istio CRDs generated from weft-api's types, one file per kind.
     Crds {
@@ -220,6 +238,12 @@ fn main() -> ExitCode {
                 banner_listen,
                 faults,
             } => demo_app_run(listen, role, service, version, banner_listen, faults).await,
+            Commands::ProxyStatus(args) => proxy_status::run(args)
+                .await
+                .map_err(|e| anyhow::anyhow!("weftctl proxy-status: {e}")),
+            Commands::ProxyConfig { what } => proxy_config::run(what)
+                .await
+                .map_err(|e| anyhow::anyhow!("weftctl proxy-config: {e}")),
             Commands::Crds { .. } | Commands::KubeInject { .. } => {
                 unreachable!("handled before the runtime starts")
             }

@@ -14,6 +14,8 @@ fn help_lists_the_demo() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("demo"), "{help}");
     assert!(help.contains("demo-app"), "{help}");
+    assert!(help.contains("proxy-status"), "{help}");
+    assert!(help.contains("proxy-config"), "{help}");
 }
 
 /// Runs `weftctl demo-app ARGS` with `env` added, which must fail; returns its stderr.

@@ -1,0 +1,331 @@
+//! `weftctl proxy-status` and `proxy-config` in Kubernetes mode, against a fake API server
+//! that answers the paths a real one serves: the controller Service's EndpointSlices, and the
+//! API server's pod and service proxy to the controllers' debug port and a proxy's admin. The
+//! kubeconfig (from `KUBECONFIG`) carries a bearer token the fake server checks.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use serde_json::json;
+
+const TOKEN: &str = "secret-token";
+
+/// A fake API server: fixed answers by path and query; every request's path is recorded.
+struct FakeApi {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl FakeApi {
+    async fn start(answers: Vec<(String, u16, serde_json::Value)>) -> Self {
+        let answers: Arc<HashMap<String, (u16, String)>> = Arc::new(
+            answers
+                .into_iter()
+                .map(|(path, status, body)| (path, (status, body.to_string())))
+                .collect(),
+        );
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (answers2, seen2) = (answers.clone(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (answers, seen) = (answers2.clone(), seen2.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let path = request
+                            .uri()
+                            .path_and_query()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default();
+                        seen.lock().push(path.clone());
+                        let authorized = request
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            == Some(&format!("Bearer {TOKEN}"));
+                        let (status, body) = match answers.get(&path) {
+                            _ if !authorized => (401, status_json(401, "Unauthorized")),
+                            Some((status, body)) => (*status, body.clone()),
+                            None => (
+                                404,
+                                status_json(
+                                    404,
+                                    "the server could not find the requested resource",
+                                ),
+                            ),
+                        };
+                        let mut response = Response::new(Full::new(Bytes::from(body)));
+                        *response.status_mut() =
+                            hyper::StatusCode::from_u16(status).expect("a status");
+                        async move { Ok::<_, Infallible>(response) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("config");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\n\
+                 clusters: [{{name: fake, cluster: {{server: \"http://{addr}\"}}}}]\n\
+                 users: [{{name: me, user: {{token: {TOKEN}}}}}]\n\
+                 contexts: [{{name: fake, context: {{cluster: fake, user: me, namespace: bookinfo}}}}]\n\
+                 current-context: fake\n"
+            ),
+        )
+        .expect("kubeconfig");
+        Self {
+            addr,
+            seen,
+            _dir: dir,
+            kubeconfig,
+        }
+    }
+
+    /// Runs weftctl with this server's kubeconfig: (success, stdout, stderr).
+    async fn weftctl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weftctl"))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .await
+            .expect("weftctl runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().clone()
+    }
+}
+
+fn status_json(code: u16, message: &str) -> String {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "code": code})
+        .to_string()
+}
+
+fn slices(namespace: &str, pods: &[&str]) -> (String, u16, serde_json::Value) {
+    let endpoints: Vec<_> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, pod)| {
+            json!({"addresses": [format!("10.0.0.{}", i + 1)], "conditions": {"ready": true},
+                   "targetRef": {"kind": "Pod", "name": pod, "namespace": namespace}})
+        })
+        .collect();
+    let items = if pods.is_empty() {
+        json!([])
+    } else {
+        json!([{
+            "metadata": {"name": "weft-controller-x", "namespace": namespace},
+            "addressType": "IPv4",
+            "ports": [{"name": "grpc-xds", "port": 15010}, {"name": "http-debug", "port": 15014}],
+            "endpoints": endpoints,
+        }])
+    };
+    (
+        format!(
+            "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dweft-controller"
+        ),
+        200,
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {}, "items": items}),
+    )
+}
+
+fn type_status(type_url: &str, short: &str, sent: &str, acked: &str) -> serde_json::Value {
+    json!({"type_url": type_url, "type": short, "sent_version": sent, "sent_nonce": "1",
+           "sent_ago_ms": 2000, "acked_version": acked, "acked_ago_ms": 1000,
+           "nack": null, "last_nack": null, "wildcard": true, "resource_names": [],
+           "resource_count": 1})
+}
+
+const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+fn pod_proxy(namespace: &str, pod: &str, port: u16, path: &str) -> String {
+    format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy{path}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_status_asks_every_controller_replica_through_the_api_server() {
+    let mut rejected = type_status(RDS, "RDS", "v2", "v1");
+    rejected["nack"] = json!({"version": "v2", "message": "route 0: bad regex", "ago_ms": 4000});
+    let api = FakeApi::start(vec![
+        // Nothing in the chart's namespace: the controller runs in istio-system.
+        slices("weft-system", &[]),
+        slices("istio-system", &["weft-controller-a", "weft-controller-b"]),
+        (
+            pod_proxy("istio-system", "weft-controller-a", 15014, "/debug/syncz"),
+            200,
+            json!([{"id": "sidecar~10.1.0.1~productpage-v1-x.bookinfo~bookinfo.svc.cluster.local",
+                    "connected_for_secs": 30, "types": [type_status(CDS, "CDS", "v1", "v1")]}]),
+        ),
+        (
+            pod_proxy("istio-system", "weft-controller-a", 15014, "/version"),
+            200,
+            json!({"component": "weft-controller", "version": "9.9.9"}),
+        ),
+        (
+            pod_proxy("istio-system", "weft-controller-b", 15014, "/debug/syncz"),
+            200,
+            json!([{"id": "sidecar~10.1.0.2~reviews-v1-y.bookinfo~bookinfo.svc.cluster.local",
+                    "connected_for_secs": 30,
+                    "types": [type_status(CDS, "CDS", "v1", "v1"), rejected]}]),
+        ),
+    ])
+    .await;
+    let (ok, out, err) = api.weftctl(&["proxy-status"]).await;
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("NAME"), "{out}");
+    let productpage = lines[1].split_whitespace().collect::<Vec<_>>();
+    assert_eq!(productpage[0], "productpage-v1-x.bookinfo", "{out}");
+    assert!(
+        lines[1].contains("weft-controller-a.istio-system  9.9.9"),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("STALE (4s ago; NACK: route 0: bad regex)"),
+        "{out}"
+    );
+    // A controller without /version is shown without one.
+    assert!(
+        lines[2].ends_with("weft-controller-b.istio-system  -"),
+        "{out}"
+    );
+    assert!(
+        api.seen().contains(&pod_proxy(
+            "istio-system",
+            "weft-controller-b",
+            15014,
+            "/debug/syncz"
+        )),
+        "{:?}",
+        api.seen()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_endpointslice_access_the_service_proxy_answers_with_a_warning() {
+    let api = FakeApi::start(vec![
+        (
+            slices("weft-system", &[]).0,
+            403,
+            serde_json::from_str(&status_json(
+                403,
+                "endpointslices.discovery.k8s.io is forbidden: User \"me\" cannot list resource",
+            ))
+            .expect("json"),
+        ),
+        (
+            "/api/v1/namespaces/weft-system/services/weft-controller:http-debug/proxy/debug/syncz"
+                .into(),
+            200,
+            json!([]),
+        ),
+    ])
+    .await;
+    let (ok, out, err) = api.weftctl(&["proxy-status"]).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("NAME"), "{out}");
+    assert!(err.contains("cannot list resource"), "{err}");
+    assert!(
+        err.contains("only the proxies of the one that answers"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_config_reads_the_pods_admin_through_the_api_server() {
+    let dump = json!({
+        "active_clusters": [{
+            "name": "outbound|9080|v1|reviews.bookinfo.svc.cluster.local",
+            "type": "EDS(outbound|9080|v1|reviews.bookinfo.svc.cluster.local)",
+            "warm": true, "lb_policy": "ROUND_ROBIN",
+            "endpoints": [{"address": "10.1.0.7:9080", "weight": 1, "ejected": false}]
+        }],
+        "active_listeners": [], "route_tables": []
+    });
+    let configz = json!({"services": [{
+        "hostname": "reviews.bookinfo.svc.cluster.local",
+        "virtualService": null,
+        "destinationRule": "DestinationRule bookinfo/reviews"
+    }]});
+    let api = FakeApi::start(vec![
+        slices("weft-system", &["weft-controller-a"]),
+        (
+            pod_proxy("weft-system", "weft-controller-a", 15014, "/debug/configz"),
+            200,
+            configz,
+        ),
+        // The kubeconfig context's namespace is bookinfo.
+        (
+            pod_proxy("bookinfo", "reviews-v1-y", 15000, "/config_dump"),
+            200,
+            dump,
+        ),
+    ])
+    .await;
+    let (ok, out, err) = api
+        .weftctl(&["proxy-config", "clusters", "reviews-v1-y"])
+        .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "SERVICE FQDN                        PORT  SUBSET  DIRECTION  TYPE  DESTINATION RULE\n\
+         reviews.bookinfo.svc.cluster.local  9080  v1      outbound   EDS   reviews.bookinfo\n"
+    );
+    let (ok, out, err) = api
+        .weftctl(&[
+            "proxy-config",
+            "endpoints",
+            "reviews-v1-y.bookinfo",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(rows[0]["endpoint"], "10.1.0.7:9080");
+    assert_eq!(rows[0]["outlier_check"], "OK");
+
+    // A pod that is not there: the API server's message and the URL asked.
+    let (ok, _, err) = api
+        .weftctl(&["proxy-config", "listeners", "gone", "-n", "prod"])
+        .await;
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "http://{}/api/v1/namespaces/prod/pods/gone:15000/proxy/config_dump answered 404",
+            api.addr
+        )),
+        "{err}"
+    );
+}
