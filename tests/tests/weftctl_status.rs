@@ -1,0 +1,391 @@
+//! `weftctl proxy-status` and `weftctl proxy-config` against the real controller and sidecars
+//! in local mode (`--controller`, `--admin`): every proxy SYNCED; a VirtualService the proxies
+//! reject shows them STALE on RDS with the proxy's own error, and the fix brings them back to
+//! SYNCED; the proxy-config tables list the listeners, routes, clusters, endpoints (an
+//! outlier-ejected one as FAILED) and the workload certificate.
+//!
+//! The rejected config is a regex the controller accepts (Istio's validation compiles it with
+//! the `regex` crate's 10 MiB default) but the proxy compiles with a 1 MiB limit, as Envoy
+//! NACKs regexes over its RE2 program size while istiod accepts them.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use weft_e2e::{Mesh, MeshOptions, REVIEWS_WITHOUT_RETRIES, bins, eventually, write_file};
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+/// Every reviews request to subset v1.
+const VS_V1: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews, subset: v1}}]
+";
+
+/// A route whose regex compiles to more than the proxy allows.
+const VS_HUGE_REGEX: &str = r"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {regex: '/\w{100}'}}]
+    route: [{destination: {host: reviews, subset: v1}}]
+";
+
+/// Runs weftctl: (exit status success, stdout, stderr).
+async fn weftctl(args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(&bins().weftctl)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .await
+        .expect("weftctl runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `weftctl proxy-status --controller … -o json`: status by proxy name and type.
+async fn statuses(controller: &str) -> Option<Value> {
+    let (ok, out, _) = weftctl(&["proxy-status", "--controller", controller, "-o", "json"]).await;
+    ok.then(|| serde_json::from_str(&out).ok()).flatten()
+}
+
+fn status_of<'a>(report: &'a Value, proxy: &str, short: &str) -> Option<&'a Value> {
+    report["proxies"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == proxy)?["types"]
+        .as_array()?
+        .iter()
+        .find(|t| t["type"] == short)
+}
+
+/// The rows of a table whose whitespace-separated cells are `cells`.
+fn has_row(table: &str, cells: &[&str]) -> bool {
+    table
+        .lines()
+        .any(|line| line.split_whitespace().collect::<Vec<_>>() == cells)
+}
+
+const PROXIES: [&str; 2] = ["client.default", "reviews-v1.default"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_status_shows_a_nack_with_the_proxys_reason_until_the_fix() {
+    let mesh = Mesh::start(&["v1"], &[("reviews-vs.yaml", VS_V1)]).await;
+    let controller = format!("http://{}", mesh.controller.debug);
+
+    // Every proxy, every type: SYNCED, in the table people read.
+    let table = eventually(LIMIT, "every proxy SYNCED", || async {
+        let (ok, out, _) = weftctl(&["proxy-status", "--controller", &controller]).await;
+        let synced = PROXIES.iter().all(|proxy| {
+            out.lines().any(|line| {
+                let cells: Vec<&str> = line.split_whitespace().collect();
+                cells.len() == 7 && cells[0] == *proxy && cells[1..5] == ["SYNCED"; 4]
+            })
+        });
+        (ok && synced).then_some(out)
+    })
+    .await;
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "CDS", "LDS", "EDS", "RDS", "CONTROLLER", "VERSION"],
+        "{table}"
+    );
+    let controller_cell = mesh.controller.debug.to_string();
+    assert!(
+        table.lines().skip(1).all(
+            |line| line.ends_with(&format!("{controller_cell}  {}", env!("CARGO_PKG_VERSION")))
+        ),
+        "every row names the controller and its version:\n{table}"
+    );
+
+    // Config the proxies reject: RDS goes STALE with their error; the other types stay SYNCED.
+    write_file(&mesh.config_dir(), "reviews-vs.yaml", VS_HUGE_REGEX);
+    let report = eventually(LIMIT, "RDS STALE with the NACK", || async {
+        let report = statuses(&controller).await?;
+        PROXIES
+            .iter()
+            .all(|proxy| {
+                status_of(&report, proxy, "RDS").is_some_and(|rds| {
+                    rds["status"] == "STALE" && rds["nack"]["message"].is_string()
+                })
+            })
+            .then_some(report)
+    })
+    .await;
+    for proxy in PROXIES {
+        for short in ["CDS", "LDS", "EDS"] {
+            let status = status_of(&report, proxy, short).expect("a status");
+            assert_eq!(status["status"], "SYNCED", "{proxy} {short}: {status}");
+        }
+        let rds = status_of(&report, proxy, "RDS").expect("RDS");
+        let message = rds["nack"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("route config \"outbound\"")
+                && message.contains("Compiled regex exceeds size limit"),
+            "{proxy}: the proxy's own error: {rds}"
+        );
+        assert_eq!(rds["nack"]["version"], rds["sent_version"], "{rds}");
+        assert_ne!(rds["acked_version"], rds["sent_version"], "{rds}");
+    }
+    let (ok, table, err) = weftctl(&["proxy-status", "--controller", &controller]).await;
+    assert!(ok, "{err}");
+    let client = table
+        .lines()
+        .find(|line| line.starts_with("client.default "))
+        .unwrap_or_else(|| panic!("no client row:\n{table}"));
+    assert!(
+        client.contains(" ago; NACK: route config \"outbound\": virtual host"),
+        "the table says why, and since when:\n{table}"
+    );
+
+    // The detail view has every type and the whole message.
+    let (ok, detail, err) = weftctl(&[
+        "proxy-status",
+        "client.default",
+        "--controller",
+        &controller,
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        detail.starts_with("Proxy:       client.default\n"),
+        "{detail}"
+    );
+    assert!(
+        detail.lines().any(|l| l.starts_with("CDS   SYNCED")),
+        "{detail}"
+    );
+    assert!(
+        detail.lines().any(|l| l.starts_with("RDS   STALE")),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("regex parse error: Compiled regex exceeds size limit of 1048576 bytes."),
+        "{detail}"
+    );
+
+    // The fix: SYNCED again, the NACK gone (kept only as history).
+    write_file(&mesh.config_dir(), "reviews-vs.yaml", VS_V1);
+    let report = eventually(LIMIT, "RDS SYNCED after the fix", || async {
+        let report = statuses(&controller).await?;
+        PROXIES
+            .iter()
+            .all(|proxy| {
+                ["CDS", "LDS", "EDS", "RDS"].iter().all(|short| {
+                    status_of(&report, proxy, short).is_some_and(|t| t["status"] == "SYNCED")
+                })
+            })
+            .then_some(report)
+    })
+    .await;
+    let rds = status_of(&report, "client.default", "RDS").expect("RDS");
+    assert!(rds["nack"].is_null(), "{rds}");
+    assert!(rds["last_nack"].is_string(), "{rds}");
+
+    // An unknown proxy, an unreachable controller: a clear error and a failing exit.
+    let (ok, _, err) = weftctl(&["proxy-status", "nobody", "--controller", &controller]).await;
+    assert!(!ok);
+    assert!(
+        err.contains("no proxy \"nobody\"") && err.contains("client.default"),
+        "{err}"
+    );
+    let (ok, _, err) = weftctl(&[
+        "proxy-status",
+        "--controller",
+        &format!("http://{}:1", mesh.net.ip(1)),
+    ])
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "cannot reach http://{}:1/debug/syncz",
+            mesh.net.ip(1)
+        )),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_config_tables_show_what_the_proxy_applied() {
+    let mut mesh = Mesh::start_with(
+        &["v1", "v2"],
+        &[("reviews-vs.yaml", REVIEWS_WITHOUT_RETRIES)],
+        &MeshOptions {
+            identity: true,
+            traffic_policy: Some(
+                "{outlierDetection: {consecutive5xxErrors: 3, interval: 100ms, baseEjectionTime: 60s, maxEjectionPercent: 50}}"
+                    .into(),
+            ),
+            ..Default::default()
+        },
+    )
+    .await;
+    mesh.wait_for_routes(LIMIT).await;
+    let controller = format!("http://{}", mesh.controller.debug);
+    let client_admin = format!("http://{}:15000", mesh.client.ip);
+    let reviews_ip = mesh.sidecars[0].ip.to_string();
+    let reviews_admin = format!("http://{reviews_ip}:15000");
+    let v1 = format!("{}:15006", mesh.sidecars[0].ip);
+    let v2 = format!("{}:15006", mesh.sidecars[1].ip);
+    let config = |what: &'static str, admin: String, with_controller: bool| {
+        let controller = controller.clone();
+        async move {
+            let mut args = vec!["proxy-config", what, "--admin", &admin];
+            if with_controller {
+                args.extend(["--controller", controller.as_str()]);
+            }
+            let (ok, out, err) = weftctl(&args).await;
+            assert!(ok, "proxy-config {what}: {err}");
+            out
+        }
+    };
+
+    let listeners = config("listeners", reviews_admin.clone(), false).await;
+    assert!(
+        has_row(
+            &listeners,
+            &[
+                "virtualOutbound",
+                &reviews_ip,
+                "15001",
+                "ALL",
+                "no",
+                "Route:",
+                "outbound"
+            ]
+        ),
+        "{listeners}"
+    );
+    assert!(
+        has_row(
+            &listeners,
+            &[
+                "virtualInbound",
+                &reviews_ip,
+                "15006",
+                "Trans:",
+                "tls",
+                "yes",
+                "Route:",
+                "inbound|9080"
+            ]
+        ),
+        "{listeners}"
+    );
+
+    let routes = config("routes", client_admin.clone(), true).await;
+    assert!(
+        routes
+            .lines()
+            .next()
+            .is_some_and(|h| h.ends_with("VIRTUAL SERVICE")),
+        "{routes}"
+    );
+    assert!(
+        has_row(
+            &routes,
+            &[
+                "outbound",
+                "reviews.default.svc.cluster.local:9080",
+                "reviews.default.svc.cluster.local:9080",
+                "+7",
+                "more",
+                "/*",
+                "reviews.default",
+            ]
+        ),
+        "{routes}"
+    );
+
+    let clusters = config("clusters", client_admin.clone(), true).await;
+    for subset in ["v1", "v2", "-"] {
+        assert!(
+            has_row(
+                &clusters,
+                &[
+                    "reviews.default.svc.cluster.local",
+                    "9080",
+                    subset,
+                    "outbound",
+                    "EDS",
+                    "reviews.default"
+                ]
+            ),
+            "{clusters}"
+        );
+    }
+    // Without the controller, the DestinationRule column is left out.
+    let clusters = config("clusters", client_admin.clone(), false).await;
+    assert!(
+        has_row(
+            &clusters,
+            &[
+                "reviews.default.svc.cluster.local",
+                "9080",
+                "v1",
+                "outbound",
+                "EDS"
+            ]
+        ),
+        "{clusters}"
+    );
+
+    let secret = config("secret", client_admin.clone(), false).await;
+    let starts = |cells: &[&str]| {
+        secret
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>().starts_with(cells))
+    };
+    assert!(
+        starts(&["default", "Cert", "Chain", "ACTIVE", "true"]),
+        "{secret}"
+    );
+    assert!(starts(&["ROOTCA", "CA", "ACTIVE", "true"]), "{secret}");
+    assert!(
+        secret.contains("Identity: spiffe://cluster.local/ns/default/sa/client"),
+        "{secret}"
+    );
+
+    // v2 answers 500 to everything: the client's outlier detection ejects it.
+    mesh.restart_app(1, &["--fail-ratio", "1", "--fail-status", "500"])
+        .await;
+    let all = "outbound|9080||reviews.default.svc.cluster.local";
+    let endpoints = eventually(LIMIT, "v2 ejected", || async {
+        for _ in 0..10 {
+            let _ = mesh.get("/", &[]).await;
+        }
+        let out = config("endpoints", client_admin.clone(), false).await;
+        has_row(&out, &[&v2, "HEALTHY", "FAILED", all]).then_some(out)
+    })
+    .await;
+    assert!(
+        has_row(&endpoints, &[&v1, "HEALTHY", "OK", all]),
+        "{endpoints}"
+    );
+    assert!(
+        has_row(
+            &endpoints,
+            &[
+                &v1,
+                "HEALTHY",
+                "OK",
+                "outbound|9080|v1|reviews.default.svc.cluster.local"
+            ]
+        ),
+        "{endpoints}"
+    );
+}
