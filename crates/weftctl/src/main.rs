@@ -100,6 +100,9 @@ enum Commands {
     ProxyStatus(proxy_status::Args),
     /// The config a proxy has applied, as tables (istioctl's proxy-config): from its admin
     /// (`--admin http://HOST:15000`, else its pod through the Kubernetes API server).
+    ///
+    /// There is no `log`: weft-proxy's admin has no /logging endpoint; its log filter is set
+    /// when it starts (`--log`, `WEFT_LOG`).
     ProxyConfig {
         #[command(subcommand)]
         what: proxy_config::Command,
