@@ -25,8 +25,12 @@ spec:
   - route: [{destination: {host: reviews, subset: v1}}]
 ";
 
-/// A route whose regex compiles to more than the proxy allows.
-const VS_HUGE_REGEX: &str = r"apiVersion: networking.istio.io/v1
+/// A route whose regex compiles to more than the proxy allows (1 MiB) but not more than the
+/// controller's validation does (the `regex` crate's 10 MiB default): every proxy NACKs it.
+/// That gap is a validation bug (issue 13: neither stricter nor looser than the proxy); when
+/// it is closed, this test needs another way to make a proxy reject config. The contract test
+/// skips `NACKED_` fixtures.
+const NACKED_HUGE_REGEX: &str = r"apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: reviews, namespace: default}
 spec:
@@ -113,7 +117,7 @@ async fn proxy_status_shows_a_nack_with_the_proxys_reason_until_the_fix() {
     );
 
     // Config the proxies reject: RDS goes STALE with their error; the other types stay SYNCED.
-    write_file(&mesh.config_dir(), "reviews-vs.yaml", VS_HUGE_REGEX);
+    write_file(&mesh.config_dir(), "reviews-vs.yaml", NACKED_HUGE_REGEX);
     let report = eventually(LIMIT, "RDS STALE with the NACK", || async {
         let report = statuses(&controller).await?;
         PROXIES
