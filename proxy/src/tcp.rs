@@ -22,7 +22,7 @@ use weft_xds::contract::BLACKHOLE_CLUSTER;
 use crate::authz::{ConnFacts, Facts};
 use crate::config::{Listener, Network};
 use crate::error::ResponseFlags;
-use crate::metrics::{Counted, Metrics, Peer, Reporter, Security, Service, TcpKey};
+use crate::metrics::{Counted, Metrics, Peer, Reporter, Secured, Service, TcpKey};
 use crate::tls::MeshTls;
 use crate::tls::accept::Accepted;
 use crate::upstream::{Cluster, TlsMode, connect};
@@ -80,27 +80,20 @@ pub async fn proxy(
     // The connection's metrics labels, once its cluster and the upstream's TLS are known.
     let reporter = t.listener.direction.reporter();
     let key = |service: Option<&Service>, flags: ResponseFlags, upstream_mtls: bool| {
-        let (peer_principal, mtls, security) = match reporter {
-            Reporter::Destination => (
-                downstream.principal.clone(),
-                downstream.principal.is_some(),
-                if downstream.principal.is_some() {
-                    Security::MutualTls
-                } else {
-                    Security::None
-                },
-            ),
-            Reporter::Source => (None, upstream_mtls, Security::Unknown),
+        let secured = match reporter {
+            Reporter::Destination => Secured::inbound(downstream.principal.as_ref()),
+            // No metadata exchange on opaque TCP yet: the server's identity is not known.
+            Reporter::Source => Secured::outbound(upstream_mtls, None),
         };
         TcpKey {
             reporter,
             // No metadata exchange on opaque TCP yet: the peer's workload is not known.
             peer: Peer::unknown(),
-            peer_principal,
-            mtls,
+            peer_principal: secured.peer_principal,
+            mtls: secured.mtls,
             service: service.cloned().unwrap_or_else(Service::unknown),
             flags,
-            security,
+            security: secured.security,
         }
     };
     let Some(cluster) = t.clusters.get(entry).cloned().flatten() else {
@@ -163,7 +156,7 @@ pub async fn proxy(
         }
     };
     let tls = matches!(mode, TlsMode::Tls(_));
-    let mesh_tls = matches!(&mode, TlsMode::Tls(tls) if matches!(**tls, crate::config::tls::UpstreamTls::Mesh { .. }));
+    let mesh_tls = mode.is_mesh();
     tracing::trace!(%peer, %destination, upstream = %endpoint.addr, tls, "proxying");
     let series = t
         .metrics

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use super::Metrics;
 use super::exchange::{self, PeerCache};
 use super::histogram::Histogram;
-use super::labels::{Peer, Reporter, Security, Service};
+use super::labels::{Peer, Reporter, Secured, Security, Service};
 use crate::access_log::{AccessLogs, Entry, LogRequest};
 use crate::error::ResponseFlags;
 use crate::http::Downstream;
@@ -197,7 +197,6 @@ pub(crate) fn record<B: Body>(
     downstream: &Downstream,
     resp: Response<B>,
 ) -> Response<Recorded<B>> {
-    let downstream_principal = downstream.principal.as_ref();
     let Some(started) = started else {
         return resp.map(|inner| Recorded {
             inner,
@@ -210,24 +209,18 @@ pub(crate) fn record<B: Body>(
         .copied()
         .unwrap_or_default()
         .with(outcome.flags);
-    let (peer, peer_principal, mtls, security) = match conn.reporter {
+    let (peer, secured) = match conn.reporter {
         Reporter::Destination => (
             started.peer.unwrap_or_else(Peer::unknown),
-            downstream_principal.cloned(),
-            downstream_principal.is_some(),
-            if downstream_principal.is_some() {
-                Security::MutualTls
-            } else {
-                Security::None
-            },
+            Secured::inbound(downstream.principal.as_ref()),
         ),
         Reporter::Source => {
             let peer = outcome.peer.unwrap_or_else(Peer::unknown);
-            let principal = outcome
+            let server = outcome
                 .upstream_mtls
                 .then(|| peer.spiffe_id(&conn.shared.trust_domain))
                 .flatten();
-            (peer, principal, outcome.upstream_mtls, Security::Unknown)
+            (peer, Secured::outbound(outcome.upstream_mtls, server))
         }
     };
     let grpc_status = if started.grpc {
@@ -238,8 +231,8 @@ pub(crate) fn record<B: Body>(
     let key = HttpKey {
         reporter: conn.reporter,
         peer,
-        peer_principal,
-        mtls,
+        peer_principal: secured.peer_principal,
+        mtls: secured.mtls,
         service: outcome
             .cluster
             .as_ref()
@@ -248,7 +241,7 @@ pub(crate) fn record<B: Body>(
         code: resp.status().as_u16(),
         grpc_status,
         flags,
-        security,
+        security: secured.security,
     };
     let response_bytes = header_bytes(resp.headers());
     let log = started.log.map(|mut log| {

@@ -49,6 +49,40 @@ impl Security {
     }
 }
 
+/// How a request or connection was secured, as its reporter sees it: the peer's identity,
+/// whether this proxy presented its own (mutual TLS), and `connection_security_policy`.
+#[derive(Debug, Clone)]
+pub struct Secured {
+    pub peer_principal: Option<Arc<str>>,
+    pub mtls: bool,
+    pub security: Security,
+}
+
+impl Secured {
+    /// The destination's view: the client's certificate, if it presented one, decides.
+    pub fn inbound(client: Option<&Arc<str>>) -> Self {
+        Self {
+            peer_principal: client.cloned(),
+            mtls: client.is_some(),
+            security: if client.is_some() {
+                Security::MutualTls
+            } else {
+                Security::None
+            },
+        }
+    }
+
+    /// The source's view: whether the upstream connection was mesh mutual TLS, and the
+    /// server's identity when known; the policy is the server's to tell (`unknown`).
+    pub fn outbound(upstream_mtls: bool, server: Option<Arc<str>>) -> Self {
+        Self {
+            peer_principal: server,
+            mtls: upstream_mtls,
+            security: Security::Unknown,
+        }
+    }
+}
+
 /// The labels of one side's workload (Istio's `source_*` / `destination_*` workload labels).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct WorkloadLabels {

@@ -34,7 +34,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 
 pub use self::http::{ConnMetrics, HttpKey, HttpSeries, Outcome, Recorded, Started};
-pub use self::labels::{Peer, Reporter, Security, Service, ServiceLabels, WorkloadLabels};
+pub use self::labels::{Peer, Reporter, Secured, Security, Service, ServiceLabels, WorkloadLabels};
 pub use self::tcp::{Counted, TcpKey, TcpSeries};
 use labels::{UNKNOWN, or_unknown};
 

@@ -56,6 +56,11 @@ pub enum TlsMode {
 }
 
 impl TlsMode {
+    /// Mesh mutual TLS: the workload certificate presented, the peer's SPIFFE identity checked.
+    pub fn is_mesh(&self) -> bool {
+        matches!(self, Self::Tls(tls) if matches!(**tls, crate::config::tls::UpstreamTls::Mesh { .. }))
+    }
+
     pub fn from_config(tls: Option<Arc<crate::config::tls::UpstreamTls>>) -> Self {
         tls.map_or(Self::Plaintext, Self::Tls)
     }
@@ -144,7 +149,7 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// Whether its connections are mesh mutual TLS (the workload certificate presented).
     pub fn is_mesh_tls(&self) -> bool {
-        matches!(&self.key.tls, TlsMode::Tls(tls) if matches!(**tls, crate::config::tls::UpstreamTls::Mesh { .. }))
+        self.key.tls.is_mesh()
     }
 
     pub fn new(key: PoolKey, settings: PoolSettings) -> Self {
