@@ -245,6 +245,12 @@ pub struct Args {
     #[arg(long, env = "WEFT_ACCESS_LOG_FORMAT", default_value = "")]
     pub access_log_format: String,
 
+    /// Istio's MeshConfig YAML (the chart's `weft` ConfigMap, key `mesh`), read at start for
+    /// its tracing: `enableTracing`, `defaultConfig.tracing`, `extensionProviders`,
+    /// `defaultProviders.tracing`. Its other fields come from the flags above.
+    #[arg(long, env = "WEFT_MESH_CONFIG", value_name = "FILE")]
+    pub mesh_config: Option<std::path::PathBuf>,
+
     /// ADS connections served at once; one more is accepted and closed at once, with a
     /// warning at most every 10 s.
     #[arg(long, env = "WEFT_MAX_XDS_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]

@@ -100,6 +100,40 @@ pub enum Error {
     Task(#[source] tokio::task::JoinError),
     #[error(transparent)]
     AccessLog(#[from] xds::access_log::MeshAccessLogError),
+    #[error("--mesh-config {path}: {reason}")]
+    MeshConfig { path: String, reason: String },
+}
+
+/// The mesh config file's tracing settings (Istio's defaults without a file).
+fn mesh_tracing(path: Option<&std::path::Path>) -> Result<model::trace::MeshTracing, Error> {
+    let Some(path) = path else {
+        return Ok(model::trace::MeshTracing::from_mesh(
+            &weft_api::mesh::MeshConfig::default(),
+        ));
+    };
+    let error = |reason: String| Error::MeshConfig {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    let mesh = weft_api::mesh::MeshConfig::from_yaml(&text).map_err(|e| error(e.to_string()))?;
+    let unread = mesh.unread_fields();
+    if !unread.is_empty() {
+        tracing::info!(
+            file = %path.display(),
+            fields = ?unread,
+            "mesh config: these fields are not read from the file (the controller's flags set what Weft uses of them)"
+        );
+    }
+    let tracing = model::trace::MeshTracing::from_mesh(&mesh);
+    tracing::info!(
+        enabled = tracing.enabled,
+        sampling = tracing.sampling,
+        default_providers = ?tracing.default_providers,
+        providers = ?mesh.extension_providers.iter().map(|p| format!("{} ({})", p.name, p.kind())).collect::<Vec<_>>(),
+        "mesh tracing"
+    );
+    Ok(tracing)
 }
 
 /// Runs the controller until Ctrl-C / SIGTERM.
@@ -265,6 +299,7 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
             json: args.access_log_encoding == "JSON",
             format: args.access_log_format.clone(),
         },
+        tracing: mesh_tracing(args.mesh_config.as_deref())?,
     };
     xds::access_log::check_mesh_format(&settings.access_log)?;
     let mut local_stats = None;

@@ -26,7 +26,8 @@
 //! priorities and locality weights of EDS and CDS as the proxy's balancer takes them.
 //! `contract/metrics.rs` checks what Istio's metrics need: listener directions and the
 //! clusters' services. `contract/ratelimit.rs` checks that every field of a LocalRateLimit's local rate limit
-//! filters arrives in the proxy's domain config.
+//! filters arrives in the proxy's domain config. `contract/tracing.rs` checks the connection
+//! managers' tracing (provider, sampling, tags) and the routes' span names.
 
 #[path = "contract/check.rs"]
 mod check;
@@ -50,6 +51,8 @@ mod ratelimit;
 mod resilience;
 #[path = "contract/routes_extra.rs"]
 mod routes_extra;
+#[path = "contract/tracing.rs"]
+mod tracing;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -213,6 +213,11 @@ pub struct Args {
     #[arg(long, env = "WEFT_MAX_METRIC_SERIES", default_value_t = crate::metrics::DEFAULT_MAX_SERIES)]
     pub max_metric_series: usize,
 
+    /// How often sampled requests' spans are sent to their collector (Envoy's OpenTelemetry
+    /// tracer sends every 5 s); the collector comes from xDS (the listeners' `tracing`).
+    #[arg(long, env = "WEFT_TRACE_FLUSH_INTERVAL", default_value = "5s", value_parser = parse_flush_interval)]
+    pub trace_flush_interval: Duration,
+
     /// Without a command the proxy runs; `init` programs the pod's traffic capture instead,
     /// `wait` waits for a running proxy to be ready.
     #[command(subcommand)]
@@ -279,6 +284,15 @@ pub fn parse_locality(text: &str) -> Result<Locality, String> {
 /// `weft_api::duration` (the controller's Go-duration parser): weft-api brings k8s-openapi
 /// and serde_yaml, which the proxy does not otherwise need; one number and one unit is
 /// all its flags take.
+/// A flush interval: a duration of at least 1 ms.
+fn parse_flush_interval(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < Duration::from_millis(1) {
+        return Err(format!("{text:?} is shorter than 1ms"));
+    }
+    Ok(d)
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text == "0" {

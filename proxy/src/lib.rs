@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod response_flags;
 pub mod tcp;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -101,9 +102,14 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         "Istio metrics"
     );
     let istio_metrics = Arc::new(metrics::Metrics::new(metrics_settings));
+    let (tracer, export_task) = trace::Tracer::new(trace::Settings {
+        flush_interval: args.trace_flush_interval,
+        node_id: args.node_id(),
+    });
     let mut store = ConfigStore::with_limits(drain.clone(), limits.clone())
         .with_tls(tls::MeshTls::new(identity_rx.clone()))
-        .with_metrics(istio_metrics.clone());
+        .with_metrics(istio_metrics.clone())
+        .with_tracer(tracer.clone());
     if args.dns_capture {
         store = store.with_name_table(args.namespace.clone());
     }
@@ -116,12 +122,14 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         }
     }
     let rx = store.subscribe();
+    tokio::spawn(export_task.run(rx.clone()));
     // Istio's metrics under their own names; the proxy's own under `weft_`.
     let mut registry = prometheus_client::registry::Registry::default();
     istio_metrics.register(&mut registry);
     {
         let own = registry.sub_registry_with_prefix("weft");
         store.listener_stats().register(own);
+        own.register_collector(Box::new(trace::export::Collector(tracer.stats.clone())));
         if !dns_stats.is_empty() {
             own.register_collector(Box::new(dns::Metrics::new(dns_stats)));
         }

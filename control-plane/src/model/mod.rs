@@ -11,6 +11,7 @@ pub mod security;
 mod service_entry;
 pub mod sidecar;
 pub mod telemetry;
+pub mod trace;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -72,7 +73,7 @@ pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 
 /// The mesh-wide settings a model is built with (the parts of Istio's MeshConfig Weft uses).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MeshSettings {
     /// Cluster DNS domain used to resolve short host names (`cluster.local`).
     pub domain: String,
@@ -94,6 +95,8 @@ pub struct MeshSettings {
     /// Mesh-wide access logs (`--access-log-file`, `--access-log-encoding`,
     /// `--access-log-format`).
     pub access_log: MeshAccessLog,
+    /// Mesh-wide tracing (`--mesh-config`'s tracing fields).
+    pub tracing: trace::MeshTracing,
 }
 
 /// Istio's MeshConfig access log settings: the built-in `envoy` provider.
@@ -118,6 +121,11 @@ impl Default for MeshSettings {
             outbound_traffic_policy: OutboundTrafficPolicy::AllowAny,
             protocol_detection_timeout: DEFAULT_PROTOCOL_DETECTION_TIMEOUT,
             access_log: MeshAccessLog::default(),
+            tracing: trace::MeshTracing {
+                enabled: true,
+                sampling: weft_api::mesh::DEFAULT_TRACE_SAMPLING,
+                ..Default::default()
+            },
         }
     }
 }
@@ -192,8 +200,11 @@ pub struct Model {
     pub local_rate_limits: Vec<ratelimit::LocalRateLimitEntry>,
     /// Mesh-wide access logs ([`MeshSettings::access_log`]).
     pub access_log: MeshAccessLog,
-    /// Telemetry resources' access logging, ordered by namespace/name ([`telemetry`]).
+    /// Telemetry resources' access logging and tracing, ordered by namespace/name
+    /// ([`telemetry`]).
     pub telemetries: Vec<telemetry::TelemetryEntry>,
+    /// The mesh's tracing defaults ([`tracing`]).
+    pub tracing: trace::MeshTracing,
 }
 
 impl Model {
@@ -208,6 +219,7 @@ impl Model {
             outbound_traffic_policy: settings.outbound_traffic_policy,
             protocol_detection_timeout: settings.protocol_detection_timeout,
             access_log: settings.access_log.clone(),
+            tracing: settings.tracing.clone(),
             ..Self::default()
         }
     }
@@ -326,6 +338,8 @@ impl Model {
         let collisions = capture::collisions(&model.services);
         model.warnings.extend(collisions);
         security::add(&mut model, config, jwks);
+        let tracing = trace::check(&model);
+        model.warnings.extend(tracing);
         for (key, object) in config.objects() {
             model.warnings.extend(unsupported::fields(key, object));
         }

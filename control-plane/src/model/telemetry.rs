@@ -1,13 +1,14 @@
-//! Telemetry resources (`telemetry.istio.io`) in the model: their access logging, and which
-//! of them applies to a proxy. As Istio: a Telemetry with a `selector` (or `targetRefs`) in the
+//! Telemetry resources (`telemetry.istio.io`) in the model: their access logging and tracing
+//! (resolved in [`super::tracing`]), and which of them applies to a proxy. As Istio: a Telemetry with a `selector` (or `targetRefs`) in the
 //! workload's namespace is the most specific, then one without a selector in the namespace,
 //! then one without a selector in the root namespace (mesh-wide); the most specific that says
 //! anything about access logging decides it. Without any, the mesh's `accessLogFile` does.
 //!
 //! Translated: `accessLogging[]` with the built-in `envoy` provider (the mesh's access log
 //! file, `/dev/stdout` when the mesh sets none), `match.mode`, `disabled` and
-//! `filter.expression`. Tracing, metrics overrides, other providers and `targetRefs` are
-//! reported as not supported yet, with their field paths.
+//! `filter.expression`. `tracing` entries are kept for [`super::tracing`]. Metrics overrides,
+//! other access log providers and `targetRefs` are reported as not supported yet, with their
+//! field paths.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,8 @@ pub struct TelemetryEntry {
     pub labels: Option<BTreeMap<String, String>>,
     /// The access logging entries it translates (none: it says nothing about access logs).
     pub access_logging: Vec<AccessLogRule>,
+    /// Its `tracing` entries (none: it says nothing about tracing).
+    pub tracing: Vec<super::trace::TracingRule>,
 }
 
 /// One `accessLogging` entry as the generator uses it.
@@ -57,8 +60,13 @@ impl TelemetryEntry {
         let mut warn = |path: String, message: &str| {
             warnings.push(Warning::new(key, path, message.to_string()));
         };
-        if !spec.tracing.is_empty() {
-            warn("spec.tracing".into(), IGNORED);
+        for (i, t) in spec.tracing.iter().enumerate() {
+            if t.use_request_id_for_trace_sampling == Some(false) {
+                warn(
+                    format!("spec.tracing[{i}].useRequestIdForTraceSampling"),
+                    "false is not supported yet (proxies sample at random whatever the request id); ignored",
+                );
+            }
         }
         if !spec.metrics.is_empty() {
             warn("spec.metrics".into(), IGNORED);
@@ -106,11 +114,16 @@ impl TelemetryEntry {
             key: key.clone(),
             labels: spec.selector.as_ref().map(|s| s.match_labels.clone()),
             access_logging,
+            tracing: spec
+                .tracing
+                .iter()
+                .map(super::trace::TracingRule::new)
+                .collect(),
         };
         (entry, warnings)
     }
 
-    fn selects(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+    pub(super) fn selects(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
         self.key.namespace == namespace
             && self.labels.as_ref().is_none_or(|wanted| {
                 wanted

@@ -46,6 +46,7 @@ pub fn listeners(model: &Model, proxy: &Proxy) -> Vec<Listener> {
         };
         listener.traffic_direction = direction as i32;
         super::access_log::apply(model, proxy, listener);
+        super::trace::apply(model, proxy, listener);
     }
     listeners
 }

@@ -20,6 +20,7 @@ pub mod route_policy;
 pub mod routes;
 pub mod security;
 pub mod tls;
+pub mod trace;
 
 use std::sync::Arc;
 

@@ -40,13 +40,16 @@ pub fn inbound_name(app_port: u16) -> String {
 /// All route configurations of a proxy: `outbound`, and `inbound|<app port>` when set; for a
 /// proxy whose traffic is captured, the capture shape's ([`super::capture::routes`]).
 pub fn route_configurations(model: &Model, proxy: &Proxy) -> Vec<RouteConfiguration> {
-    if proxy.capture {
-        return capture::routes::route_configurations(model, proxy);
-    }
-    let mut configs = vec![outbound(model, proxy)];
-    if let Some(app_port) = proxy.app_port {
-        configs.push(inbound(app_port));
-    }
+    let mut configs = if proxy.capture {
+        capture::routes::route_configurations(model, proxy)
+    } else {
+        let mut configs = vec![outbound(model, proxy)];
+        if let Some(app_port) = proxy.app_port {
+            configs.push(inbound(app_port));
+        }
+        configs
+    };
+    super::trace::decorate(model, proxy, &mut configs);
     configs
 }
 

@@ -16,6 +16,7 @@ mod documents;
 pub mod duration;
 pub mod header_format;
 pub mod host;
+pub mod mesh;
 pub mod meta;
 pub mod networking;
 pub mod object;

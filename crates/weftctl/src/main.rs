@@ -43,7 +43,8 @@ enum Commands {
     /// DETAILS_HOSTNAME, REVIEWS_HOSTNAME, RATINGS_HOSTNAME (default details, reviews,
     /// ratings), SERVICES_DOMAIN (appended as .DOMAIN), DETAILS_SERVICE_PORT,
     /// REVIEWS_SERVICE_PORT, RATINGS_SERVICE_PORT (default 9080). reviews also reads
-    /// ENABLE_RATINGS, STAR_COLOR, HOSTNAME and CLUSTER_NAME.
+    /// ENABLE_RATINGS, STAR_COLOR, HOSTNAME and CLUSTER_NAME. With HTTP_PROXY=http://HOST:PORT
+    /// their calls go through that proxy (a sidecar's outbound listener in explicit mode).
     ///
     /// Every role can misbehave for a fraction of its requests (independent draws, in this
     /// order: reset, hang, fail, delay; each flag also reads DEMO_<FLAG>, e.g.

@@ -325,7 +325,12 @@ fn value(command: &Command, e: &Entry<'_>, out: &mut String) -> bool {
         Command::RouteName => text(out, e.route_name),
         Command::DownstreamPeerUriSan => text(out, e.downstream_peer),
         Command::UpstreamPeerUriSan => text(out, e.upstream_peer),
-        Command::TraceId => false,
+        Command::TraceId => e.trace_id.is_some_and(|id| {
+            for b in id {
+                let _ = write!(out, "{b:02x}");
+            }
+            true
+        }),
         Command::GrpcStatus => e.grpc_status.is_some_and(|s| {
             let _ = write!(out, "{s}");
             true

@@ -240,6 +240,8 @@ pub struct Entry<'a> {
     pub sni: Option<&'a str>,
     pub downstream_peer: Option<&'a str>,
     pub upstream_peer: Option<&'a str>,
+    /// A sampled request's trace (`%TRACE_ID%`).
+    pub trace_id: Option<[u8; 16]>,
 }
 
 impl Entry<'_> {

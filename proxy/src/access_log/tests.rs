@@ -95,6 +95,7 @@ fn entry<'a>(request: &'a LogRequest, code: u16) -> Entry<'a> {
         sni: None,
         downstream_peer: Some("spiffe://cluster.local/ns/default/sa/client"),
         upstream_peer: None,
+        trace_id: None,
     }
 }
 
@@ -147,6 +148,23 @@ fn json_lines_have_typed_numbers_nulls_and_escapes() {
     assert_eq!(json["start_time"], "2025-12-03T23:41:11.123Z");
     assert_eq!(json["peer"], "spiffe://cluster.local/ns/default/sa/client");
     assert!(line.ends_with("}\n"));
+}
+
+#[test]
+fn a_sampled_requests_trace_id_is_logged() {
+    let log =
+        AccessLog::try_from(log(Some(json_format(&[("trace_id", "%TRACE_ID%")])), None)).unwrap();
+    let request = request();
+    let untraced = log.format.line(&entry(&request, 200));
+    let json: serde_json::Value = serde_json::from_str(&untraced).unwrap();
+    assert_eq!(json["trace_id"], serde_json::Value::Null);
+    let mut traced = entry(&request, 200);
+    let mut id = [0u8; 16];
+    id[0] = 0x4b;
+    id[15] = 0x36;
+    traced.trace_id = Some(id);
+    let json: serde_json::Value = serde_json::from_str(&log.format.line(&traced)).unwrap();
+    assert_eq!(json["trace_id"], "4b000000000000000000000000000036");
 }
 
 #[test]

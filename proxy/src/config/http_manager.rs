@@ -6,6 +6,7 @@
 //!     ├─► http_filters = [jwt_authn] [rbac]* [local_ratelimit]* [cors] [fault] router
 //!     │                  (http_filters.rs: converted once, run per request)
 //!     ├─► stream_idle_timeout, request_headers_timeout, common_http_protocol_options.idle_timeout
+//!     ├─► tracing: sampling, tags, OpenTelemetry collector (tracing.rs)
 //!     └─► upgrade_configs: websocket, CONNECT ─► carried (http/upgrade.rs); other types NACKed
 //! ```
 
@@ -60,6 +61,9 @@ pub struct HttpManager {
     /// routed by their authority and, once the upstream answers 2xx, tunnelled
     /// (`http/upgrade.rs`); otherwise they are refused (`404`, as Envoy without it).
     pub connect: bool,
+    /// HCM `tracing`: spans of its requests and where they go (`trace/`); `None`: requests
+    /// pass their trace headers through untouched.
+    pub tracing: Option<Arc<super::trace::Tracing>>,
 }
 
 /// Where a connection manager's routes come from.
@@ -130,7 +134,12 @@ pub(super) fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Ht
         })
         .collect::<Result<Vec<_>, _>>()?
         .into();
-    m.tracing = None;
+    let tracing = m
+        .tracing
+        .take()
+        .map(super::trace::tracing)
+        .transpose()?
+        .map(Arc::new);
     // Envoy: unset = 5 min, 0 = disabled.
     let stream_idle_timeout =
         match duration("stream_idle_timeout", m.stream_idle_timeout.take().as_ref())? {
@@ -177,6 +186,7 @@ pub(super) fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Ht
         websocket,
         connect,
         access_logs,
+        tracing,
     })
 }
 

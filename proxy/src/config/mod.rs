@@ -30,6 +30,7 @@ mod route_action;
 mod snapshot;
 mod store;
 pub mod tls;
+pub mod trace;
 
 use std::collections::HashMap;
 use std::fmt;

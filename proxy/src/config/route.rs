@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::mem::take;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -63,6 +64,8 @@ pub struct Route {
     pub action: Action,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    /// `decorator.operation`: the name of the spans of the route's requests (`trace/`).
+    pub operation: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -483,10 +486,16 @@ fn convert_route(mut r: rt::Route) -> Result<Route, Reason> {
     let name = take(&mut r.name);
     // Observability-only fields.
     r.metadata = None;
-    r.decorator = None;
-    r.tracing = None;
+    // The span name; `propagate` (whether the upstream hears the operation in
+    // `x-envoy-decorator-operation`) is Envoy's business between Envoys: never sent.
+    let operation = r
+        .decorator
+        .take()
+        .map(|d| d.operation)
+        .filter(|o| !o.is_empty())
+        .map(Arc::from);
     r.stat_prefix.clear();
-    reject_set!(r, route_specifiers);
+    reject_set!(r, route_specifiers, tracing);
     reject_leftover(&r, "route")?;
     Ok(Route {
         name,
@@ -494,6 +503,7 @@ fn convert_route(mut r: rt::Route) -> Result<Route, Reason> {
         action,
         request_headers,
         response_headers,
+        operation,
     })
 }
 

@@ -125,6 +125,12 @@ impl ConfigStore {
         self
     }
 
+    /// Where sampled requests' spans go (`trace/`).
+    pub fn with_tracer(mut self, tracer: Arc<crate::trace::Tracer>) -> Self {
+        self.sockets.set_tracer(tracer);
+        self
+    }
+
     /// A receiver of config snapshots (admin server, tests).
     pub fn subscribe(&self) -> watch::Receiver<Arc<ProxyConfig>> {
         self.tx.subscribe()

@@ -74,6 +74,9 @@ struct Conn {
     tunnel: upgrade::Slot,
     /// Istio's metrics of the connection's requests (metrics/http.rs).
     metrics: Arc<ConnMetrics>,
+    /// Where its requests' spans go, and which kind they are (trace/).
+    tracer: Arc<crate::trace::Tracer>,
+    span_kind: crate::trace::Kind,
 }
 
 /// What is known about a downstream connection, made once when it is served: its addresses
@@ -162,9 +165,10 @@ pub async fn serve_connection(
     drain_period: Duration,
     limits: Arc<DownstreamLimits>,
     metrics: &Arc<Metrics>,
+    tracer: &Arc<crate::trace::Tracer>,
 ) {
     let listener = at.listener;
-    let (codec, header_read_timeout, idle_timeout, reporter) = {
+    let (codec, header_read_timeout, idle_timeout, reporter, span_kind) = {
         let config = rx.borrow();
         let active = config.listener(&listener);
         let hcm = active.and_then(|l| l.http(at.chain)).map(|(m, _)| m);
@@ -176,6 +180,10 @@ pub async fn serve_connection(
             active.map_or(crate::metrics::Reporter::Source, |l| {
                 l.config.direction.reporter()
             }),
+            match active.map(|l| l.config.direction) {
+                Some(crate::config::Direction::Outbound) => crate::trace::Kind::Client,
+                _ => crate::trace::Kind::Server,
+            },
         )
     };
     let mut stream = secured.io;
@@ -192,6 +200,8 @@ pub async fn serve_connection(
         rx,
         tunnel: upgrade::Slot::default(),
         metrics: Arc::new(ConnMetrics::new(metrics.clone(), reporter)),
+        tracer: tracer.clone(),
+        span_kind,
     });
     let handler = conn.clone();
     let service = hyper::service::service_fn(move |req| handle(handler.clone(), req));
@@ -308,17 +318,32 @@ async fn handle(
     let mut outcome = Outcome::default();
     let (result, started) = match manager(&config, conn.at) {
         Ok((manager, routes)) => {
+            // The request leaves with this proxy's span as the next hop's parent.
+            let span = manager.tracing.as_ref().and_then(|tracing| {
+                crate::trace::start(
+                    &conn.tracer,
+                    tracing,
+                    conn.span_kind,
+                    &mut req,
+                    conn.downstream.remote,
+                )
+            });
             // Inbound, the client's peer metadata comes off here: the app never sees it.
-            let started = conn.metrics.start(&mut req, Some(&manager.access_logs));
-            let logged = started.as_ref().is_some_and(Started::logged);
+            let started = conn
+                .metrics
+                .start(&mut req, Some(&manager.access_logs), span);
+            // Logged or traced: the outcome keeps what logs and spans print.
+            let detailed = started.as_ref().is_some_and(Started::detailed);
             let result = match route(manager, routes, &meta, req) {
                 Ok((routed, req)) => {
-                    if logged {
+                    if detailed {
                         outcome.route_name = Some(routed.levels.route.name.clone());
+                        outcome.operation = routed.levels.route.operation.clone();
                     }
                     match &routed.levels.route.action {
                         Action::Forward(action) => {
-                            policy::forward(&routed, &meta, action, req, &mut outcome, logged).await
+                            policy::forward(&routed, &meta, action, req, &mut outcome, detailed)
+                                .await
                         }
                         Action::Direct(direct) => {
                             Ok(direct_response(direct, &routed.levels, &meta, &req))
@@ -338,7 +363,7 @@ async fn handle(
             };
             (result, started)
         }
-        Err(e) => (Err(e), conn.metrics.start(&mut req, None)),
+        Err(e) => (Err(e), conn.metrics.start(&mut req, None, None)),
     };
     let flags = outcome.flags;
     let mut resp = match result {

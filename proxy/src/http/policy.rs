@@ -58,7 +58,7 @@ pub(super) async fn forward(
     action: &ForwardAction,
     req: Request<Incoming>,
     outcome: &mut Outcome,
-    logged: bool,
+    detailed: bool,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Routed {
         manager: listener,
@@ -104,10 +104,10 @@ pub(super) async fn forward(
         // Launched when this function returns: the caller's response head is back.
         shadows: _shadows,
     } = prepare(routed, meta, action, req)?;
-    if meta.metrics.enabled() || logged {
+    if meta.metrics.enabled() || detailed {
         outcome.cluster = Some(cluster.clone());
         outcome.request_body = activity.progress().cloned();
-        if logged {
+        if detailed {
             outcome.request_id = upstream_req.headers().get(&X_REQUEST_ID).cloned();
         }
     }

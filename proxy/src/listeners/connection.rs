@@ -145,6 +145,7 @@ pub(super) async fn serve(accepted: weft_net::Accepted, cx: Context) {
                 cx.period,
                 cx.limits,
                 &cx.telemetry.metrics,
+                &cx.telemetry.tracer,
             )
             .await;
         }

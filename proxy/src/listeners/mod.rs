@@ -64,6 +64,7 @@ impl ListenerManager {
             telemetry: Telemetry {
                 stats: Arc::default(),
                 metrics: Arc::new(crate::metrics::Metrics::disabled()),
+                tracer: crate::trace::Tracer::detached(),
             },
         }
     }
@@ -174,6 +175,11 @@ impl ListenerManager {
     /// Where connections and requests are recorded (Istio's metrics).
     pub fn set_metrics(&mut self, metrics: Arc<crate::metrics::Metrics>) {
         self.telemetry.metrics = metrics;
+    }
+
+    /// Where sampled requests' spans go.
+    pub fn set_tracer(&mut self, tracer: Arc<crate::trace::Tracer>) {
+        self.telemetry.tracer = tracer;
     }
 }
 

@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 pub struct Telemetry {
     pub stats: std::sync::Arc<ListenerStats>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub tracer: std::sync::Arc<crate::trace::Tracer>,
 }
 
 /// The labels of a detection timeout: the listener and the port the client was going to.

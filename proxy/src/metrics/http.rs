@@ -103,9 +103,10 @@ impl ConnMetrics {
         &self,
         req: &mut http::Request<B>,
         logs: Option<&AccessLogs>,
+        span: Option<Box<crate::trace::Active>>,
     ) -> Option<Started> {
         let logs = logs.filter(|l| !l.is_empty());
-        if !self.shared.enabled && logs.is_none() {
+        if !self.shared.enabled && logs.is_none() && span.is_none() {
             return None;
         }
         let grpc = is_grpc(req.headers());
@@ -121,6 +122,7 @@ impl ConnMetrics {
             grpc,
             peer,
             log: logs.map(|logs| Box::new((logs.clone(), *LogRequest::of(req)))),
+            span,
         })
     }
 
@@ -158,12 +160,15 @@ pub struct Started {
     pub peer: Option<Peer>,
     /// The listener's access logs and the request head they print (boxed: rare).
     log: Option<Box<(AccessLogs, LogRequest)>>,
+    /// A sampled request's span.
+    span: Option<Box<crate::trace::Active>>,
 }
 
 impl Started {
-    /// Whether the request is access-logged (then [`Outcome`] keeps what the logs print).
-    pub fn logged(&self) -> bool {
-        self.log.is_some()
+    /// Whether the request is access-logged or traced (then [`Outcome`] keeps what the logs
+    /// and the span print).
+    pub fn detailed(&self) -> bool {
+        self.log.is_some() || self.span.is_some()
     }
 }
 
@@ -178,8 +183,10 @@ pub struct Outcome {
     pub upstream: Option<std::net::SocketAddr>,
     /// The response is the upstream's, not a reply the proxy made.
     pub via_upstream: bool,
-    /// Logged requests only: the route's name, and the `x-request-id` the upstream got.
+    /// Logged or traced requests only: the route's name and span name (its decorator), and
+    /// the `x-request-id` the upstream got.
     pub route_name: Option<String>,
+    pub operation: Option<Arc<str>>,
     pub request_id: Option<HeaderValue>,
     /// Outbound: the server's workload, from the response's metadata header.
     pub peer: Option<Peer>,
@@ -244,6 +251,16 @@ pub(crate) fn record<B: Body>(
         security: secured.security,
     };
     let response_bytes = header_bytes(resp.headers());
+    let trace_id = started.span.as_ref().map(|active| active.trace_id());
+    let span = started.span.map(|active| {
+        Box::new(Traced {
+            active,
+            operation: outcome.operation.clone(),
+            cluster: outcome.cluster.clone(),
+            upstream: outcome.upstream,
+            request_id: outcome.request_id.clone(),
+        })
+    });
     let log = started.log.map(|mut log| {
         if let Some(id) = &outcome.request_id {
             log.1.set_request_id(id);
@@ -260,6 +277,7 @@ pub(crate) fn record<B: Body>(
                 .checked_sub(started.at.elapsed())
                 .unwrap_or_else(SystemTime::now),
             downstream: downstream.clone(),
+            trace_id,
         })
     });
     resp.map(|inner| Recorded {
@@ -274,6 +292,7 @@ pub(crate) fn record<B: Body>(
             body_bytes: 0,
             empty: inner.is_end_stream(),
             log,
+            span,
         }),
         inner,
     })
@@ -294,6 +313,17 @@ struct Pending {
     empty: bool,
     /// Access-logged requests: what the logs print (boxed: rare).
     log: Option<Box<Logged>>,
+    /// Sampled requests: the span and what it prints.
+    span: Option<Box<Traced>>,
+}
+
+/// What a sampled request keeps for its span.
+struct Traced {
+    active: Box<crate::trace::Active>,
+    operation: Option<Arc<str>>,
+    cluster: Option<Arc<Cluster>>,
+    upstream: Option<std::net::SocketAddr>,
+    request_id: Option<HeaderValue>,
 }
 
 /// What a logged request keeps for its log lines.
@@ -307,6 +337,7 @@ struct Logged {
     route_name: Option<String>,
     start: SystemTime,
     downstream: Downstream,
+    trace_id: Option<[u8; 16]>,
 }
 
 impl Pending {
@@ -315,6 +346,19 @@ impl Pending {
         let body = self.request_body.as_ref().map_or(0, |p| p.received());
         if let Some(log) = &self.log {
             log.write(&self.key, elapsed, body, self.body_bytes);
+        }
+        if let Some(span) = self.span {
+            (*span.active).finish(&crate::trace::Finish {
+                operation: span.operation.as_deref(),
+                status: self.key.code,
+                flags: self.key.flags,
+                grpc_status: self.key.grpc_status,
+                upstream_cluster: span.cluster.as_ref().map(|c| c.config.name.as_str()),
+                upstream_host: span.upstream,
+                request_id: span.request_id.as_ref(),
+                request_size: body,
+                response_size: self.body_bytes,
+            });
         }
         if self.conn.shared.enabled {
             let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
@@ -354,6 +398,7 @@ impl Logged {
                 Reporter::Source => key.peer_principal.as_deref(),
                 Reporter::Destination => None,
             },
+            trace_id: self.trace_id,
         };
         for access_log in self.logs.iter() {
             access_log.log(&entry);

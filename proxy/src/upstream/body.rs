@@ -67,6 +67,8 @@ enum Source {
     /// No body.
     #[default]
     Empty,
+    /// A body made here (the proxy's own requests: span exports), sent in one frame.
+    Full(Option<Bytes>),
     /// The downstream body, streamed as it arrives.
     Stream(Incoming),
     /// One attempt's view of a body that retries may replay: what was recorded, then the
@@ -132,6 +134,14 @@ impl RequestBody {
     /// No body.
     pub fn empty() -> Self {
         Self::default()
+    }
+
+    /// A body the proxy made itself, in one frame.
+    pub fn full(bytes: Bytes) -> Self {
+        Self {
+            source: Source::Full(Some(bytes).filter(|b| !b.is_empty())),
+            progress: None,
+        }
     }
 
     /// The downstream body, streamed; its frames, end and failure are reported to `progress`.
@@ -213,6 +223,7 @@ impl Source {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Empty => true,
+            Self::Full(bytes) => bytes.is_none(),
             Self::Stream(b) => b.is_end_stream(),
             Self::Tee { tee, next } => lock(tee).is_end_stream(*next),
         }
@@ -232,6 +243,7 @@ impl Body for RequestBody {
         let mut fresh = 0;
         let poll = match &mut this.source {
             Source::Empty => Poll::Ready(None),
+            Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Source::Stream(b) => {
                 let poll = Pin::new(b).poll_frame(cx).map_err(DownstreamBodyError);
                 if let Poll::Ready(Some(Ok(frame))) = &poll {
@@ -271,6 +283,9 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match &self.source {
             Source::Empty => SizeHint::with_exact(0),
+            Source::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
             Source::Stream(b) => b.size_hint(),
             Source::Tee { tee, next } => {
                 let tee = lock(tee);

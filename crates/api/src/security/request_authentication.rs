@@ -125,7 +125,8 @@ pub struct ClaimToHeader {
     pub claim: String,
 }
 
-fn is_header_name(s: &str) -> bool {
+/// An HTTP header name: one or more token characters (RFC 9110).
+pub(crate) fn is_header_name(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))

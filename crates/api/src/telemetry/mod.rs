@@ -307,6 +307,41 @@ fn validate_providers(path: &Path, errors: &mut Vec<FieldError>, providers: &[Pr
     }
 }
 
+/// Span tags (Telemetry `tracing[].customTags`, MeshConfig `defaultConfig.tracing.customTags`):
+/// each sets exactly one source, and a literal's value or a source's name is not empty.
+pub fn validate_custom_tags(
+    path: &Path,
+    errors: &mut Vec<FieldError>,
+    tags: &BTreeMap<String, CustomTag>,
+) {
+    for (name, tag) in tags {
+        let p = path.key(name);
+        let set = usize::from(tag.literal.is_some())
+            + usize::from(tag.environment.is_some())
+            + usize::from(tag.header.is_some());
+        if set != 1 {
+            p.push(
+                errors,
+                "exactly one of literal, environment or header must be set",
+            );
+        }
+        if let Some(h) = &tag.header
+            && !crate::security::is_header_name(&h.name)
+        {
+            p.field("header")
+                .field("name")
+                .push(errors, format!("{:?} is not a valid header name", h.name));
+        }
+        if let Some(e) = &tag.environment
+            && e.name.is_empty()
+        {
+            p.field("environment")
+                .field("name")
+                .push(errors, "is required");
+        }
+    }
+}
+
 impl Validate for Telemetry {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         validate_policy_target(
@@ -325,17 +360,7 @@ impl Validate for Telemetry {
                 p.field("randomSamplingPercentage")
                     .push(errors, format!("percentage {v} is not in range 0..100"));
             }
-            for (name, tag) in &t.custom_tags {
-                let set = usize::from(tag.literal.is_some())
-                    + usize::from(tag.environment.is_some())
-                    + usize::from(tag.header.is_some());
-                if set != 1 {
-                    p.field("customTags").key(name).push(
-                        errors,
-                        "exactly one of literal, environment or header must be set",
-                    );
-                }
-            }
+            validate_custom_tags(&p.field("customTags"), errors, &t.custom_tags);
         }
         for (i, m) in self.metrics.iter().enumerate() {
             let p = path.field("metrics").index(i);

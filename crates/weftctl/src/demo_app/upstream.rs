@@ -116,9 +116,16 @@ async fn get_unbounded(
     path: &str,
     headers: &[(HeaderName, HeaderValue)],
 ) -> anyhow::Result<Fetched> {
-    let stream = TcpStream::connect(authority)
+    // Through an HTTP proxy when the environment names one (as most HTTP clients do): a
+    // sidecar's outbound listener in explicit mode, where nothing captures the app's traffic.
+    let proxy = http_proxy()?;
+    let (dial, target) = match &proxy {
+        Some(proxy) => (proxy.as_str(), format!("http://{authority}{path}")),
+        None => (authority, path.to_owned()),
+    };
+    let stream = TcpStream::connect(dial)
         .await
-        .context("cannot connect")?;
+        .with_context(|| format!("cannot connect to {dial}"))?;
     let _ = stream.set_nodelay(true);
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -127,7 +134,7 @@ async fn get_unbounded(
     tokio::spawn(async move {
         let _ = connection.await;
     });
-    let mut request = Request::get(path).header(http::header::HOST, authority);
+    let mut request = Request::get(target).header(http::header::HOST, authority);
     for (name, value) in headers {
         request = request.header(name, value);
     }
@@ -161,6 +168,26 @@ async fn get_unbounded(
         served_by,
         body,
     })
+}
+
+/// The `host:port` of `HTTP_PROXY` (or `http_proxy`), when set and not empty.
+fn http_proxy() -> anyhow::Result<Option<String>> {
+    let Some(value) = ["HTTP_PROXY", "http_proxy"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    else {
+        return Ok(None);
+    };
+    parse_proxy(&value).map(Some)
+}
+
+fn parse_proxy(value: &str) -> anyhow::Result<String> {
+    let rest = value.strip_prefix("http://").unwrap_or(value);
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') || !authority.contains(':') {
+        bail!("HTTP_PROXY={value:?}: expected http://HOST:PORT");
+    }
+    Ok(authority.to_owned())
 }
 
 /// [`get`], where only a 2xx answer with a JSON body counts (as Istio's apps, which treat
@@ -245,6 +272,26 @@ mod tests {
             trace_report(&headers),
             serde_json::json!({"x-request-id": "r", "cookie": "a=1, b=2"})
         );
+    }
+
+    #[test]
+    fn http_proxy_values_are_read_as_host_and_port() {
+        assert_eq!(
+            parse_proxy("http://127.0.0.1:15001").expect("ok"),
+            "127.0.0.1:15001"
+        );
+        assert_eq!(
+            parse_proxy("http://sidecar:15001/").expect("ok"),
+            "sidecar:15001"
+        );
+        assert_eq!(
+            parse_proxy("127.0.0.1:15001").expect("ok"),
+            "127.0.0.1:15001"
+        );
+        for bad in ["http://", "http://host", "http://host:1/path"] {
+            let err = parse_proxy(bad).expect_err(bad).to_string();
+            assert!(err.contains("expected http://HOST:PORT"), "{err}");
+        }
     }
 
     #[test]
