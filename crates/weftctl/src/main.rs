@@ -1,9 +1,12 @@
 //! `weftctl`: Weft's command-line tool.
 
+mod analyze;
 mod crds;
 mod demo;
 mod demo_app;
+mod describe;
 mod kube_inject;
+mod precheck;
 mod proxy_config;
 mod proxy_status;
 mod remote;
@@ -108,6 +111,25 @@ enum Commands {
         #[command(subcommand)]
         what: proxy_config::Command,
     },
+    /// Find problems in the mesh's config (istioctl analyze): in the cluster (the
+    /// kubeconfig), in files laid over it (`-f`), or in files only (`--use-kube=false`,
+    /// local mode). Each finding has Istio's message code (IST0101 …) or, where Istio has no
+    /// check, Weft's (WEFT0001 …): docs/ANALYZE.md lists them. Exits 79 when a finding
+    /// reaches --failure-threshold.
+    Analyze(analyze::Args),
+    /// The mesh config that applies to a pod (istioctl x describe pod): its Services and
+    /// ports, its sidecar, the DestinationRule subsets selecting it, the VirtualServices
+    /// routing to it, its mTLS mode, the AuthorizationPolicies selecting it and whether its
+    /// proxy is SYNCED.
+    Describe {
+        #[command(subcommand)]
+        what: describe::Command,
+    },
+    /// Experimental commands (istioctl x).
+    X {
+        #[command(subcommand)]
+        what: XCommand,
+    },
     /// Write the Istio CRDs generated from weft-api's types, one file per kind.
     Crds {
         /// Directories to write to (created if missing); repeat the flag for several. By
@@ -118,6 +140,15 @@ enum Commands {
         ])]
         out: Vec<PathBuf>,
     },
+}
+
+/// `weftctl x …`.
+#[derive(Subcommand, Debug)]
+enum XCommand {
+    /// Check the cluster before installing or upgrading Weft (istioctl x precheck): the
+    /// Kubernetes version, the permissions the install needs, installed Istio CRDs, an
+    /// existing control plane, sidecars of another version. Exits 79 on an Error.
+    Precheck(precheck::Args),
 }
 
 /// `weftctl demo-app`: the bookinfo roles' environment is read here, once.
@@ -222,6 +253,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A command's own non-zero exit (analyze's findings), when it did not fail.
+    let mut exit_code: Option<u8> = None;
     let result = runtime.block_on(async {
         match cli.command {
             Commands::Demo {
@@ -248,13 +281,34 @@ fn main() -> ExitCode {
             Commands::ProxyConfig { what } => proxy_config::run(what)
                 .await
                 .map_err(|e| anyhow::anyhow!("weftctl proxy-config: {e}")),
+            Commands::Analyze(args) => match analyze::run(args).await {
+                Ok(false) => Ok(()),
+                Ok(true) => {
+                    exit_code = Some(analyze::EXIT_FOUND_ISSUES);
+                    Ok(())
+                }
+                Err(error) => Err(anyhow::anyhow!("weftctl analyze: {error}")),
+            },
+            Commands::Describe { what } => describe::run(what)
+                .await
+                .map_err(|e| anyhow::anyhow!("weftctl describe: {e}")),
+            Commands::X {
+                what: XCommand::Precheck(args),
+            } => match precheck::run(args).await {
+                Ok(false) => Ok(()),
+                Ok(true) => {
+                    exit_code = Some(analyze::EXIT_FOUND_ISSUES);
+                    Ok(())
+                }
+                Err(error) => Err(anyhow::anyhow!("weftctl x precheck: {error}")),
+            },
             Commands::Crds { .. } | Commands::KubeInject { .. } => {
                 unreachable!("handled before the runtime starts")
             }
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => exit_code.map_or(ExitCode::SUCCESS, ExitCode::from),
         Err(error) => {
             eprintln!("{error:#}");
             ExitCode::FAILURE

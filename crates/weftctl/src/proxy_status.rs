@@ -468,6 +468,40 @@ async fn gather(controllers: Vec<Controller>, timeout: Duration) -> (Report, Vec
     (report, errors)
 }
 
+/// One line about the proxy of pod `namespace/pod` (for `weftctl describe pod`): `SYNCED`
+/// when every type is, else each type that is not with its reason; `unknown (…)` when no
+/// controller answers or none has the proxy.
+pub async fn sync_of(
+    args: &ControllerArgs,
+    pod: &str,
+    namespace: &str,
+    timeout: Duration,
+) -> String {
+    let controllers = match remote::controllers(args, timeout).await {
+        Ok(controllers) => controllers,
+        Err(error) => return format!("unknown ({error})"),
+    };
+    let (report, errors) = gather(controllers, timeout).await;
+    let wanted = format!("{pod}.{namespace}");
+    let Some(proxy) = select(&report.proxies, &wanted).into_iter().next() else {
+        return match errors.first() {
+            Some(error) => format!("unknown ({error})"),
+            None => "unknown (not connected to any controller)".to_string(),
+        };
+    };
+    let stale: Vec<String> = proxy
+        .types
+        .iter()
+        .filter(|t| t.status != "SYNCED" && t.status != "NOT SENT")
+        .map(|t| format!("{} {}", t.short_name, t.summary))
+        .collect();
+    if stale.is_empty() {
+        "SYNCED".to_string()
+    } else {
+        stale.join("; ")
+    }
+}
+
 /// `weftctl proxy-status`: prints the table (or the one proxy), then fails if any
 /// controller could not be read.
 pub async fn run(args: Args) -> Result<(), StatusError> {

@@ -308,6 +308,16 @@ impl KubeApi {
         })
     }
 
+    /// The client, for the API server's own resources (lists, access reviews).
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// The server's URL, for messages.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
     /// Port `port` of pod `namespace/pod`, through the API server's pod proxy.
     pub fn pod(&self, namespace: &str, pod: &str, port: u16) -> Remote {
         Remote::Kube {
