@@ -1,7 +1,8 @@
 //! `weftctl proxy-status` and `proxy-config` in Kubernetes mode, against a fake API server
 //! that answers the paths a real one serves: the controller Service's EndpointSlices, and the
 //! API server's pod and service proxy to the controllers' debug port and a proxy's admin. The
-//! kubeconfig (from `KUBECONFIG`) carries a bearer token the fake server checks.
+//! kubeconfig (from `KUBECONFIG`) carries a bearer token the fake server checks. `analyze`'s
+//! plaintext check reads a sidecar's metrics through the pod proxy the same way.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -33,7 +34,14 @@ impl FakeApi {
         let answers: Arc<HashMap<String, (u16, String)>> = Arc::new(
             answers
                 .into_iter()
-                .map(|(path, status, body)| (path, (status, body.to_string())))
+                .map(|(path, status, body)| {
+                    // A JSON string is served as its text (metrics), anything else as JSON.
+                    let body = match body {
+                        serde_json::Value::String(text) => text,
+                        other => other.to_string(),
+                    };
+                    (path, (status, body))
+                })
                 .collect(),
         );
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -327,5 +335,132 @@ async fn proxy_config_reads_the_pods_admin_through_the_api_server() {
             api.addr
         )),
         "{err}"
+    );
+}
+
+/// The answers of a cluster with one injected, Running ratings pod in `shop` whose sidecar
+/// saw plaintext from a client without a sidecar, and no Istio object.
+fn plaintext_cluster() -> Vec<(String, u16, serde_json::Value)> {
+    let list = |kind: &str, items: serde_json::Value| json!({"kind": format!("{kind}List"), "apiVersion": "v1", "metadata": {}, "items": items});
+    let metrics = "# TYPE istio_requests_total counter\n\
+        istio_requests_total{reporter=\"destination\",connection_security_policy=\"none\",\
+        source_workload=\"legacy-client\",source_workload_namespace=\"shop\",\
+        destination_workload=\"ratings-v1\",destination_workload_namespace=\"shop\"} 12\n\
+        istio_requests_total{reporter=\"destination\",connection_security_policy=\"mutual_tls\",\
+        source_workload=\"reviews-v2\",source_workload_namespace=\"shop\",\
+        destination_workload=\"ratings-v1\",destination_workload_namespace=\"shop\"} 40\n";
+    vec![
+        (
+            "/api/v1/namespaces?".into(),
+            200,
+            list("Namespace", json!([{"metadata": {"name": "shop"}}])),
+        ),
+        (
+            "/api/v1/services?".into(),
+            200,
+            list(
+                "Service",
+                json!([{"metadata": {"name": "ratings", "namespace": "shop"},
+                        "spec": {"selector": {"app": "ratings"}, "ports": [{"name": "http", "port": 9080}]}}]),
+            ),
+        ),
+        (
+            "/api/v1/pods?".into(),
+            200,
+            list(
+                "Pod",
+                json!([{"metadata": {"name": "ratings-v1", "namespace": "shop",
+                                     "labels": {"app": "ratings", "version": "v1"}},
+                        "spec": {"containers": [{"name": "ratings", "image": "ratings:v1"},
+                                                {"name": "istio-proxy", "image": "weft-proxy:0.1.0"}]},
+                        "status": {"phase": "Running", "podIP": "10.0.0.7"}}]),
+            ),
+        ),
+        (
+            "/api/v1/namespaces/shop/pods/ratings-v1:15090/proxy/stats/prometheus".into(),
+            200,
+            json!(metrics),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyze_reads_sidecar_metrics_through_the_pod_proxy() {
+    let api = FakeApi::start(plaintext_cluster()).await;
+    // PERMISSIVE (no policy): a warning per plaintext pair, below the failure threshold.
+    let (ok, out, err) = api.weftctl(&["analyze", "-n", "shop"]).await;
+    assert!(ok, "{out}{err}\n{:?}", api.seen());
+    assert_eq!(
+        out.trim(),
+        "Warning [WEFT0002] (Pod shop/ratings-v1) Workload shop/ratings-v1 receives plaintext \
+         from shop/legacy-client (12 requests) under mTLS mode Permissive: a switch to STRICT \
+         would reject it.",
+        "{err}"
+    );
+    assert!(
+        api.seen().contains(
+            &"/api/v1/namespaces/shop/pods/ratings-v1:15090/proxy/stats/prometheus".to_string()
+        ),
+        "{:?}",
+        api.seen()
+    );
+    let (ok, _, _) = api
+        .weftctl(&["analyze", "-n", "shop", "--failure-threshold", "Warning"])
+        .await;
+    assert!(!ok, "a warning at --failure-threshold Warning fails");
+
+    // A STRICT policy about to be applied: the same traffic would be rejected.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let strict = dir.path().join("strict.yaml");
+    std::fs::write(
+        &strict,
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+         metadata: {name: ratings-strict, namespace: shop}\n\
+         spec: {selector: {matchLabels: {app: ratings}}, mtls: {mode: STRICT}}\n",
+    )
+    .expect("write");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weftctl"))
+        .args(["analyze", "-n", "shop", "-o", "json", "-f"])
+        .arg(&strict)
+        .env("KUBECONFIG", &api.kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .await
+        .expect("weftctl runs");
+    assert_eq!(
+        out.status.code(),
+        Some(79),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let findings: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(findings.as_array().map(Vec::len), Some(1), "{findings}");
+    assert_eq!(findings[0]["code"], "WEFT0001");
+    assert_eq!(
+        findings[0]["origin"],
+        "PeerAuthentication shop/ratings-strict"
+    );
+    assert_eq!(
+        findings[0]["reference"],
+        format!("{}:1", strict.display()),
+        "{findings}"
+    );
+    assert!(
+        findings[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("still receives plaintext from shop/legacy-client")),
+        "{findings}"
+    );
+
+    // --traffic=false leaves the sidecars alone.
+    let before = api.seen().len();
+    let (ok, out, _) = api
+        .weftctl(&["analyze", "-n", "shop", "--traffic=false"])
+        .await;
+    assert!(ok && out.is_empty(), "{out}");
+    assert!(
+        !api.seen()[before..].iter().any(|p| p.contains(":15090")),
+        "{:?}",
+        api.seen()
     );
 }
