@@ -178,6 +178,15 @@ impl Snapshot {
     /// `files` laid over this snapshot: an object of the same kind, namespace and name
     /// replaces the cluster's, as `kubectl apply` would.
     pub fn overlay(mut self, files: Snapshot) -> Snapshot {
+        // A file's document, valid or not, replaces the cluster's object of that name.
+        let replaced: Vec<ResourceRef> = files
+            .objects
+            .iter()
+            .map(IstioObject::resource)
+            .chain(files.invalid.iter().map(|i| i.resource.clone()))
+            .collect();
+        self.invalid.retain(|i| !replaced.contains(&i.resource));
+        self.objects.retain(|o| !replaced.contains(&o.resource()));
         for object in files.objects {
             self.objects.retain(|o| o.key() != object.key());
             self.objects.push(object);
@@ -282,9 +291,13 @@ pub fn add_text(snapshot: &mut Snapshot, text: &str, file: Option<&Path>, defaul
     let documents = weft_api::parse_documents(text);
     let lines: Vec<&str> = text.lines().collect();
     for (i, document) in documents.iter().enumerate() {
+        // The object's first line, after its `---` marker.
+        let marker = lines
+            .get(document.line.saturating_sub(1))
+            .is_some_and(|line| line.starts_with("---"));
         let origin = file.map(|file| Origin {
             file: file.to_path_buf(),
-            line: document.line,
+            line: document.line + usize::from(marker),
         });
         match &document.result {
             Ok(object) => snapshot.objects.push(IstioObject {

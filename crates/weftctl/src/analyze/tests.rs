@@ -337,3 +337,38 @@ fn every_code_is_documented_once() {
         assert!(doc.contains(&row), "docs/ANALYZE.md lacks the row {row:?}");
     }
 }
+
+#[test]
+fn files_replace_the_clusters_objects_valid_or_not() {
+    let vs = |name: &str, host: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: shop}}\n\
+             spec: {{hosts: [{host}], http: [{{route: [{{destination: {{host: {host}}}}}]}}]}}\n"
+        )
+    };
+    let broken = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+                  metadata: {name: dr, namespace: shop}\nspec: {subsets: [{name: v1}]}\n";
+    let mut cluster = snapshot(&format!("{}---\n{broken}", vs("a", "x")));
+    cluster.live = true;
+    assert_eq!((cluster.objects.len(), cluster.invalid.len()), (1, 1));
+    // The file fixes the rule and breaks the VirtualService.
+    let files = snapshot(&format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {{name: dr, namespace: shop}}\nspec: {{host: x}}\n---\n{}",
+        vs("a", "").replace("hosts: []", "hosts: [\"\"]")
+    ));
+    let overlaid = cluster.overlay(files);
+    assert!(overlaid.live);
+    let kinds: Vec<String> = overlaid
+        .objects
+        .iter()
+        .map(|o| o.resource().to_string())
+        .collect();
+    assert_eq!(kinds, ["DestinationRule shop/dr"]);
+    let invalid: Vec<String> = overlaid
+        .invalid
+        .iter()
+        .map(|i| i.resource.to_string())
+        .collect();
+    assert_eq!(invalid, ["VirtualService shop/a"]);
+}
