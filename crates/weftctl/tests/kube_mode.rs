@@ -464,3 +464,94 @@ async fn analyze_reads_sidecar_metrics_through_the_pod_proxy() {
         api.seen()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_pod_reads_the_cluster_and_the_proxys_sync_state() {
+    let mut answers = plaintext_cluster();
+    answers.push((
+        "/apis/networking.istio.io/v1/virtualservices?".into(),
+        200,
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualServiceList", "metadata": {},
+               "items": [{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                          "metadata": {"name": "ratings", "namespace": "shop"},
+                          "spec": {"hosts": ["ratings"],
+                                   "http": [{"route": [{"destination": {"host": "ratings"}}]}]}}]}),
+    ));
+    answers.push(slices("weft-system", &["weft-controller-a"]));
+    answers.push((
+        pod_proxy("weft-system", "weft-controller-a", 15014, "/debug/syncz"),
+        200,
+        json!([{"id": "sidecar~10.0.0.7~ratings-v1.shop~shop.svc.cluster.local",
+                "connected_for_secs": 30, "types": [type_status(CDS, "CDS", "v3", "v2")]}]),
+    ));
+    let api = FakeApi::start(answers).await;
+    let (ok, out, err) = api
+        .weftctl(&["describe", "pod", "ratings-v1", "-n", "shop"])
+        .await;
+    assert!(ok, "{err}\n{:?}", api.seen());
+    for wanted in [
+        "Pod: ratings-v1",
+        "Sidecar: injected, image weft-proxy:0.1.0",
+        "Proxy status: CDS STALE (sent 2s ago, no ACK)",
+        "Service: ratings",
+        "VirtualService: shop/ratings\n   Route 0: all requests -> 100% to ratings",
+        "Workload mTLS mode: PERMISSIVE (default)",
+    ] {
+        assert!(out.contains(wanted), "{wanted:?} not in\n{out}");
+    }
+    let (ok, _, err) = api
+        .weftctl(&["describe", "pod", "nope", "-n", "shop"])
+        .await;
+    assert!(!ok && err.contains("pod shop/nope not found"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn precheck_asks_the_api_server() {
+    let review = |allowed: bool| {
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+               "spec": {}, "status": {"allowed": allowed, "reason": if allowed { "" } else { "RBAC: denied" }}})
+    };
+    let answers = vec![
+        (
+            "/version".to_string(),
+            200,
+            json!({"major": "1", "minor": "29", "gitVersion": "v1.29.4"}),
+        ),
+        (
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews?".to_string(),
+            201,
+            review(false),
+        ),
+        (
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions?".to_string(),
+            200,
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinitionList", "metadata": {}, "items": []}),
+        ),
+        (
+            "/apis/apps/v1/deployments?".to_string(),
+            200,
+            json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {}, "items": []}),
+        ),
+        (
+            "/api/v1/pods?".to_string(),
+            200,
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+        ),
+    ];
+    let api = FakeApi::start(answers).await;
+    let (ok, out, err) = api.weftctl(&["x", "precheck"]).await;
+    assert!(!ok, "errors fail: {out}{err}");
+    assert!(
+        out.contains("Error [IST0142] (Cluster kubernetes) The Kubernetes Version \"v1.29.4\" is lower than the minimum version: 1.30"),
+        "{out}{err}\n{:?}",
+        api.seen()
+    );
+    assert!(
+        out.contains("Error [IST0141] (Cluster kubernetes) Missing required permission to create resource customresourcedefinitions.apiextensions.k8s.io (RBAC: denied)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Error [IST0141] (Namespace weft-system/weft-system) Missing required permission to create resource deployments.apps (RBAC: denied)"),
+        "{out}"
+    );
+}
