@@ -372,3 +372,70 @@ fn files_replace_the_clusters_objects_valid_or_not() {
         .collect();
     assert_eq!(invalid, ["VirtualService shop/a"]);
 }
+
+/// Serves `body` as the answer to every request, on a loopback port: `http://ADDR`.
+async fn serve_metrics(body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = vec![0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn local_mode_reads_metrics_addresses_and_groups_by_destination() {
+    let metrics = serve_metrics(
+        "istio_tcp_connections_opened_total{reporter=\"destination\",connection_security_policy=\"none\",\
+         source_workload=\"batch\",source_workload_namespace=\"jobs\",destination_workload=\"db\",\
+         destination_workload_namespace=\"shop\",destination_app=\"db\",destination_version=\"v1\"} 4\n\
+         istio_requests_total{reporter=\"source\",connection_security_policy=\"none\",\
+         source_workload=\"db\",source_workload_namespace=\"shop\",destination_workload=\"x\",\
+         destination_workload_namespace=\"shop\"} 9\n",
+    )
+    .await;
+    let scraped = mtls::scrape_addresses(
+        &[metrics, "http://127.0.0.1:1".to_string()],
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    // The unreachable address is an Info finding, not a failure.
+    assert_eq!(
+        codes(&scraped.failures),
+        [("WEFT0007", "Metrics http://127.0.0.1:1".to_string())]
+    );
+    let db = scraped
+        .scrapes
+        .iter()
+        .find(|s| s.workload == "db")
+        .expect("db's samples");
+    assert_eq!(db.labels.get("version").map(String::as_str), Some("v1"));
+    let strict = snapshot(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+         metadata: {name: db, namespace: shop}\n\
+         spec: {selector: {matchLabels: {app: db}}, mtls: {mode: STRICT}}\n",
+    );
+    let findings = analyze(&strict, &scraped.scrapes);
+    assert_eq!(
+        codes(&findings),
+        [("WEFT0001", "PeerAuthentication shop/db".to_string())]
+    );
+    assert!(
+        findings[0]
+            .text
+            .contains("shop/db still receives plaintext from jobs/batch (4 TCP connections"),
+        "{}",
+        findings[0].text
+    );
+}
