@@ -414,8 +414,21 @@ fn add_kube_object(
         Ok(())
     })();
     if let Err(error) = result {
+        // Name it as well as the text allows.
+        let meta = serde_yaml::from_str::<serde_yaml::Value>(text).ok();
+        let field = |key: &str| {
+            meta.as_ref()
+                .and_then(|v| v.get("metadata"))
+                .and_then(|m| m.get(key))
+                .and_then(serde_yaml::Value::as_str)
+                .map(str::to_string)
+        };
         snapshot.invalid.push(Invalid {
-            resource: ResourceRef::new(kind, default_ns, "?"),
+            resource: ResourceRef::new(
+                kind,
+                &field("namespace").unwrap_or_else(|| default_ns.into()),
+                &field("name").unwrap_or_else(|| "?".into()),
+            ),
             origin,
             error,
         });

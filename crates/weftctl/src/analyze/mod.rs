@@ -350,10 +350,8 @@ pub async fn run(args: Args) -> Result<bool, AnalyzeError> {
         }
         (files, scope)
     };
-    let mut notes = Vec::new();
-    notes.extend(traffic.failures);
     let mut findings = analyze(&snapshot, &traffic.scrapes);
-    findings.extend(notes);
+    findings.extend(traffic.failures);
     sort(&mut findings);
     let shown: Vec<Finding> = findings
         .into_iter()

@@ -439,3 +439,16 @@ async fn local_mode_reads_metrics_addresses_and_groups_by_destination() {
         findings[0].text
     );
 }
+
+#[test]
+fn a_kubernetes_object_that_does_not_parse_is_named_in_ist0106() {
+    let snapshot = snapshot(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\n\
+         spec: {ports: [{port: not-a-number}]}\n",
+    );
+    let findings = analyze(&snapshot, &[]);
+    assert_eq!(
+        codes(&findings),
+        [("IST0106", "Service shop/reviews".to_string())]
+    );
+}
