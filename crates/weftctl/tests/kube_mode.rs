@@ -404,10 +404,19 @@ async fn analyze_reads_sidecar_metrics_through_the_pod_proxy() {
         "{:?}",
         api.seen()
     );
-    let (ok, _, _) = api
-        .weftctl(&["analyze", "-n", "shop", "--failure-threshold", "Warning"])
-        .await;
-    assert!(!ok, "a warning at --failure-threshold Warning fails");
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_weftctl"))
+        .args(["analyze", "-n", "shop", "--failure-threshold", "Warning"])
+        .env("KUBECONFIG", &api.kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .await
+        .expect("weftctl runs");
+    assert_eq!(
+        status.status.code(),
+        Some(79),
+        "a warning at --failure-threshold Warning fails: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 
     // A STRICT policy about to be applied: the same traffic would be rejected.
     let dir = tempfile::tempdir().expect("temp dir");

@@ -270,11 +270,12 @@ pub struct Args {
     /// How to print the findings.
     #[arg(short = 'o', long, value_enum, default_value_t = output::Format::Log)]
     pub output: output::Format,
-    /// Exit non-zero (79, as istioctl) when a finding is at this level or above.
-    #[arg(long, value_enum, default_value_t = Level::Error)]
+    /// Exit non-zero (79, as istioctl) when a finding is at this level or above (any case:
+    /// `Error`, as istioctl spells it, or `error`).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Level::Error)]
     pub failure_threshold: Level,
-    /// Print only findings at this level or above.
-    #[arg(long, value_enum, default_value_t = Level::Info)]
+    /// Print only findings at this level or above (any case).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Level::Info)]
     pub output_threshold: Level,
     /// Read the sidecars' metrics (15090 `/stats/prometheus`) to find workloads still
     /// receiving plaintext (WEFT0001/WEFT0002): through the API server's pod proxy with
