@@ -587,7 +587,14 @@ async fn own_model(
                     destination_rules = model.destination_rules.len(),
                     "model rebuilt"
                 );
-                generators.send_replace(Arc::new(XdsGenerator::new(Arc::new(model))));
+                // A new snapshot converges from its source's event; new key sets from now.
+                let changed_at = (!Arc::ptr_eq(&current, &previous))
+                    .then_some(current.seen_at.0)
+                    .flatten();
+                generators.send_replace(Arc::new(XdsGenerator::for_change(
+                    Arc::new(model),
+                    changed_at,
+                )));
             }
             // The served model is now the one built from `current` (or equal to it).
             mark_served(&readiness, &current);
@@ -671,6 +678,7 @@ mod tests {
             config: Arc::new(testing::bookinfo_config()),
             registry: Some(Arc::default()),
             unsynced: unsynced.iter().map(ToString::to_string).collect(),
+            seen_at: Default::default(),
         })
     }
 
@@ -736,6 +744,45 @@ mod tests {
         .expect("the model task is alive");
         assert_eq!(ready.describe(), "ready\n");
         assert!(!served.has_changed().expect("the model task is alive"));
+        task.abort();
+    }
+
+    /// The generator of a changed model carries when the source saw the change, so pushes
+    /// converge from the source's event.
+    #[tokio::test]
+    async fn a_new_model_carries_the_time_its_change_was_seen() {
+        let settings = MeshSettings::default();
+        let first = snapshot(&[]);
+        let (snapshots_tx, snapshots) = watch::channel(first.clone());
+        let (generators, mut served) = watch::channel(Arc::new(XdsGenerator::new(Arc::new(
+            Model::from_snapshot(&first, &settings),
+        ))));
+        let (readiness_tx, _readiness) = watch::channel(Readiness::starting(Vec::new()));
+        let (_jwks_tx, jwks) = watch::channel(Arc::new(jwks::JwksSet::default()));
+        let initial_jwks = jwks.borrow().clone();
+        let task = tokio::spawn(own_model(
+            snapshots,
+            jwks,
+            settings,
+            generators,
+            readiness_tx,
+            (first, initial_jwks),
+        ));
+        served.borrow_and_update();
+        let seen = std::time::Instant::now();
+        let mut config = testing::bookinfo_config();
+        config.objects.retain(|key, _| key.kind != "VirtualService");
+        snapshots_tx.send_replace(Arc::new(Snapshot {
+            config: Arc::new(config),
+            registry: Some(Arc::default()),
+            unsynced: Vec::new(),
+            seen_at: source::SeenAt(Some(seen)),
+        }));
+        tokio::time::timeout(Duration::from_secs(10), served.changed())
+            .await
+            .expect("a new model within 10s")
+            .expect("the model task is alive");
+        assert_eq!(served.borrow().changed_at, Some(seen));
         task.abort();
     }
 }

@@ -500,6 +500,7 @@ impl Stores {
             config: Arc::new(config),
             registry: Some(Arc::new(self.registry())),
             unsynced: lists.pending(),
+            seen_at: Default::default(),
         }
     }
 }
@@ -631,6 +632,7 @@ impl KubeSource {
             config: Arc::default(),
             registry: Some(Arc::default()),
             unsynced: resources.iter().map(ToString::to_string).collect(),
+            seen_at: Default::default(),
         }));
         let timing = Timing {
             sync_timeout: SYNC_TIMEOUT,
@@ -740,6 +742,8 @@ async fn run(
             error!("every Kubernetes watch ended; no more updates");
             return;
         };
+        // The batch's first event: its push converges from here.
+        let seen_at = std::time::Instant::now();
         health.note(&signal);
         let was_synced = lists.done();
         let mut changed = lists.note(&signal) || matches!(signal, Signal::Changed { .. });
@@ -758,7 +762,8 @@ async fn run(
         if !changed {
             continue;
         }
-        let snapshot = stores.snapshot(&mut istio, &lists);
+        let mut snapshot = stores.snapshot(&mut istio, &lists);
+        snapshot.seen_at = super::SeenAt(Some(seen_at));
         if **tx.borrow() != snapshot {
             if lists.done() && !was_synced {
                 log_snapshot(&snapshot, "Kubernetes resources synced");

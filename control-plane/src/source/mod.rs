@@ -41,6 +41,18 @@ impl SourcedObject {
     }
 }
 
+/// When a source first saw the change behind what it publishes (a file edit, a watch event):
+/// a push's convergence is measured from it. It says when, not what: two sets or snapshots
+/// with the same content are equal whenever their changes were seen.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SeenAt(pub Option<std::time::Instant>);
+
+impl PartialEq for SeenAt {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 /// Everything a source currently holds: objects by key, and the current errors per file
 /// (per object's API path in Kubernetes mode).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -48,6 +60,8 @@ pub struct ConfigSet {
     pub objects: BTreeMap<ObjectKey, SourcedObject>,
     /// Operator-readable error lines per file (file path as displayed).
     pub errors: BTreeMap<String, Vec<String>>,
+    /// Local mode: when the loader first saw the change that made this set.
+    pub seen_at: SeenAt,
 }
 
 impl ConfigSet {
@@ -69,12 +83,15 @@ pub struct Snapshot {
     /// initial list is not done (`services`, `virtualservices`, …). Empty once the source
     /// has synced; it never grows back.
     pub unsynced: Vec<String>,
+    /// When the source first saw the change that made this snapshot.
+    pub seen_at: SeenAt,
 }
 
 impl Snapshot {
     /// A local-mode snapshot: Istio objects only, from a full scan of the directory.
     pub fn local(config: Arc<ConfigSet>) -> Self {
         Self {
+            seen_at: config.seen_at,
             config,
             registry: None,
             unsynced: Vec::new(),

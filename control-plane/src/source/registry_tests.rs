@@ -365,6 +365,7 @@ spec:
         config: Arc::new(config),
         registry: Some(Arc::new(reviews_registry())),
         unsynced: Vec::new(),
+        seen_at: Default::default(),
     };
     let model = Model::from_snapshot(&snapshot, &MeshSettings::default());
     assert!(

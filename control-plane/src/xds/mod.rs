@@ -37,11 +37,22 @@ pub use proxy::Proxy;
 #[derive(Debug, Clone)]
 pub struct XdsGenerator {
     pub model: Arc<Model>,
+    /// When the source saw the change this model was built for (convergence is measured
+    /// from it); `None`: when a stream gets it.
+    pub changed_at: Option<std::time::Instant>,
 }
 
 impl XdsGenerator {
     pub fn new(model: Arc<Model>) -> Self {
-        Self { model }
+        Self {
+            model,
+            changed_at: None,
+        }
+    }
+
+    /// A generator for a model built for a change the source saw at `changed_at`.
+    pub fn for_change(model: Arc<Model>, changed_at: Option<std::time::Instant>) -> Self {
+        Self { model, changed_at }
     }
 
     /// All resources of one type for a proxy (empty for an unknown type URL).
@@ -70,6 +81,10 @@ impl weft_xds::Generator for XdsGenerator {
 
     fn generate(&self, proxy: &Proxy, type_url: &str) -> Vec<Resource> {
         self.resources(proxy, type_url)
+    }
+
+    fn changed_at(&self) -> Option<std::time::Instant> {
+        self.changed_at
     }
 }
 

@@ -6,7 +6,8 @@
 //!  response generated        ─► pilot_xds_push_time{type} (seconds)
 //!  response sent             ─► pilot_xds_pushes{type}
 //!  NACK                      ─► pilot_total_xds_rejects{type}
-//!  every response a new snapshot caused ACKed ─► pilot_proxy_convergence_time (seconds)
+//!  every response a new snapshot caused ACKed ─► pilot_proxy_convergence_time (seconds,
+//!                                                 from the source's event: `Generator::changed_at`)
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -79,6 +79,14 @@ pub trait Generator: Send + Sync + 'static {
     /// Every resource of `type_url` this proxy should have (SotW: the full set). The server
     /// filters by the proxy's requested names for non-wildcard types (RDS, EDS, SDS).
     fn generate(&self, proxy: &Self::Proxy, type_url: &str) -> Vec<Resource>;
+
+    /// When the control plane's source first saw the change this generator serves (a file
+    /// edit, a Kubernetes watch event). A push it causes converges when the proxy has ACKed
+    /// every response of it, measured from then (`pilot_proxy_convergence_time`); `None`:
+    /// from when the stream gets the new generator.
+    fn changed_at(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// The sync state of one connected proxy (one ADS stream), for `/debug/syncz`.
@@ -619,8 +627,12 @@ impl<G: Generator> Connection<G> {
             })
             .collect();
         if !responses.is_empty() {
+            // From the source's event when it says (never later than now); a push still
+            // waiting for ACKs keeps its earlier start.
+            let now = Instant::now();
+            let since = self.generator.changed_at().map_or(now, |at| at.min(now));
             let push = self.converging.get_or_insert_with(|| Converging {
-                since: Instant::now(),
+                since,
                 waiting: Vec::new(),
             });
             for response in &responses {

@@ -106,3 +106,38 @@ async fn pushes_rejects_connections_and_convergence_are_counted() {
     drop(stream);
     wait_metric(&harness, "pilot_xds 0").await;
 }
+
+/// Convergence is measured from the source's event, not from the push: a change the source saw
+/// two seconds before the generator reached the stream lands in the 3 s bucket.
+#[tokio::test(start_paused = true)]
+async fn convergence_counts_from_the_source_event() {
+    let harness = ServerHarness::new(base_snapshot());
+    let mut stream = harness.open().await;
+    stream.subscribe(CLUSTER, &[]);
+    let cds = stream.next().await;
+    stream.ack(&cds, &[]);
+    wait_metric(&harness, r#"pilot_xds_pushes{type="cds"} 1"#).await;
+    let seen = std::time::Instant::now()
+        .checked_sub(Duration::from_secs(2))
+        .expect("two seconds after boot");
+    let mut changed = base_snapshot().with(CLUSTER, vec![cluster("z")]);
+    changed.changed_at = Some(seen);
+    harness.publish(changed);
+    let pushed = stream.next().await;
+    stream.ack(&pushed, &[]);
+    wait_metric(&harness, "pilot_proxy_convergence_time_count 1").await;
+    assert!(has(
+        &harness,
+        r#"pilot_proxy_convergence_time_bucket{le="1.0"} 0"#
+    ));
+    assert!(has(
+        &harness,
+        r#"pilot_proxy_convergence_time_bucket{le="3.0"} 1"#
+    ));
+    let sum = metrics_text(&harness)
+        .lines()
+        .find_map(|l| l.strip_prefix("pilot_proxy_convergence_time_sum "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("a sum");
+    assert!(sum >= 2.0, "measured from the event: {sum}");
+}

@@ -124,6 +124,9 @@ pub struct Scan {
     pub set: Option<ConfigSet>,
     /// Some changed file was still changing: scan again after this long.
     pub retry_after: Option<Duration>,
+    /// When the earliest change in `set` was first seen (a changed file that waited to be
+    /// stable: its first sighting; otherwise this scan).
+    pub seen_at: Option<Instant>,
 }
 
 /// The directory's files as last read. See the module documentation.
@@ -185,11 +188,17 @@ impl Loader {
         self.pending
             .retain(|path, _| listed.binary_search(path).is_ok());
         changed |= self.files.len() != before;
+        let mut seen_at = changed.then_some(now);
 
         for path in &listed {
+            let waiting_since = self.pending.get(path).map(|p| p.since);
             match self.scan_file(path, now, wall) {
                 FileScan::Unchanged => {}
-                FileScan::Changed => changed = true,
+                FileScan::Changed => {
+                    changed = true;
+                    let seen = waiting_since.unwrap_or(now);
+                    seen_at = Some(seen_at.map_or(seen, |s: Instant| s.min(seen)));
+                }
                 FileScan::Wait(after) => {
                     retry_after = Some(retry_after.map_or(after, |r| r.min(after)));
                 }
@@ -219,7 +228,11 @@ impl Loader {
             }
             assembly.finish()
         });
-        Ok(Scan { set, retry_after })
+        Ok(Scan {
+            seen_at: seen_at.filter(|_| set.is_some()),
+            set,
+            retry_after,
+        })
     }
 
     fn scan_file(&mut self, path: &Path, now: Instant, wall: SystemTime) -> FileScan {

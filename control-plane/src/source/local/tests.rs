@@ -354,15 +354,27 @@ fn same_size_change_within_the_mtime_granularity_is_found_by_its_hash() {
         .expect("mtime");
     let t0 = Instant::now();
     assert!(fx.scan_at(t0).set.is_none());
-    assert!(fx.scan_at(t0 + debounce).set.is_some());
+    let scan = fx.scan_at(t0 + debounce);
+    assert!(scan.set.is_some());
+    // The change dates from the scan that first saw it, not from the one that used it: a
+    // push's convergence counts the debounce.
+    assert_eq!(scan.seen_at, Some(t0));
     assert_eq!(address(&fx.set, "one"), "10.0.0.1");
     assert_eq!(fx.stats().unverified, 1);
 
     // Same length, same mtime, same inode: only the content tells.
     std::fs::write(&file, three("10.0.0.2")).expect("write");
     set_mtime(&file, mtime);
-    assert!(fx.scan_at(t0 + debounce * 2).set.is_some());
+    let scan = fx.scan_at(t0 + debounce * 2);
+    assert!(scan.set.is_some());
+    assert_eq!(
+        scan.seen_at,
+        Some(t0 + debounce * 2),
+        "seen and used at once"
+    );
     assert_eq!(address(&fx.set, "one"), "10.0.0.2");
+    // Nothing changed: no set, no time.
+    assert_eq!(fx.scan_at(t0 + debounce * 3).seen_at, None);
 }
 
 #[test]

@@ -159,9 +159,10 @@ async fn reload(
             if last_error.take().is_some() {
                 info!("config directory readable again");
             }
-            if let Some(set) = scan.set
+            if let Some(mut set) = scan.set
                 && set != *previous
             {
+                set.seen_at = crate::source::SeenAt(scan.seen_at.map(Instant::into_std));
                 log_new_errors(&previous, &set);
                 info!(
                     objects = set.objects.len(),

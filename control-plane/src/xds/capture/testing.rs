@@ -152,6 +152,7 @@ pub fn mesh_with(yaml: &str, settings: &MeshSettings) -> Model {
         config: Arc::new(config_from_yaml(&format!("{ENTRIES}\n---\n{yaml}"))),
         registry: Some(Arc::new(registry())),
         unsynced: Vec::new(),
+        seen_at: Default::default(),
     };
     Model::from_snapshot(&snapshot, settings)
 }

@@ -1,5 +1,6 @@
 //! Istio `telemetry.istio.io/v1` `Telemetry`: tracing, metrics and access-logging settings of
-//! workloads. Every field is modelled; validation is light (Weft does not act on them yet).
+//! workloads. Every field is modelled; the controller acts on `accessLogging` and `tracing`
+//! and reports what it does not act on yet (`metrics` overrides, `targetRefs`) with its path.
 
 use std::collections::BTreeMap;
 

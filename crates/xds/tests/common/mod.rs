@@ -98,6 +98,8 @@ pub fn route(name: &str) -> Resource {
 #[derive(Debug, Default, Clone)]
 pub struct TestGen {
     pub resources: BTreeMap<&'static str, Vec<Resource>>,
+    /// When the change it serves was seen ([`Generator::changed_at`]).
+    pub changed_at: Option<std::time::Instant>,
 }
 
 impl TestGen {
@@ -123,6 +125,10 @@ impl Generator for TestGen {
 
     fn generate(&self, _proxy: &String, type_url: &str) -> Vec<Resource> {
         self.resources.get(type_url).cloned().unwrap_or_default()
+    }
+
+    fn changed_at(&self) -> Option<std::time::Instant> {
+        self.changed_at
     }
 }
 
