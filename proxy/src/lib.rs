@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  AdsClient ─► ConfigStore (config/) ─watch─► listeners.rs ─► http/ (filters: authn/ authz/ ─► router ─► policy) ─► upstream/ (balancer ─► endpoint ─► pool)
-//!                                       ├────► admin.rs (/ready, /config_dump, /healthz/ready, /quitquitquit, /drain_listeners, :15090 /stats/prometheus)
+//!                                       ├────► admin/ (/ready, /config_dump, /clusters, /logging, /healthz/ready, /quitquitquit, /drain_listeners, :15090 /stats/prometheus)
 //!  requests and connections ─► metrics/ (Istio's istio_* metrics, peer metadata exchange)
 //!                                       └─NDS─► dns.rs: weft-dns DNS proxy on 127.0.0.1 and [::1]:15053 (--dns-capture)
 //!  kubelet ─► app_health.rs (:15020 /app-health/<container>/…: the app's original probes, run from inside the pod)
@@ -24,6 +24,7 @@ pub mod http;
 pub mod identity;
 pub mod limits;
 pub mod listeners;
+pub mod logging;
 pub mod metrics;
 pub mod response_flags;
 pub mod tcp;
@@ -57,8 +58,8 @@ pub enum StartError {
 }
 
 /// Runs the proxy: admin and health servers, then the ADS client, until SIGTERM, Ctrl-C or
-/// `POST /quitquitquit`; then drains and returns.
-pub async fn run(args: Args) -> Result<(), StartError> {
+/// `POST /quitquitquit`; then drains and returns. `logs` changes the log levels (`/logging`).
+pub async fn run(args: Args, logs: Option<Arc<logging::LogControl>>) -> Result<(), StartError> {
     let limits = args.downstream_limits();
     tracing::info!(
         max_connections_per_listener = limits.max_connections_per_listener,
@@ -126,6 +127,13 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     // Istio's metrics under their own names; the proxy's own under `weft_`.
     let mut registry = prometheus_client::registry::Registry::default();
     istio_metrics.register(&mut registry);
+    // The proxy's health (xDS, certificate, clusters) under Envoy's names, read at scrape time.
+    let xds_state = store.xds_state();
+    registry.register_collector(Box::new(metrics::health::ProxyHealth {
+        xds: xds_state.clone(),
+        config: rx.clone(),
+        identity: identity_rx.clone(),
+    }));
     {
         let own = registry.sub_registry_with_prefix("weft");
         store.listener_stats().register(own);
@@ -135,6 +143,10 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         }
     }
     let registry = Arc::new(registry);
+    let bootstrap = Arc::new(admin::config_dump::bootstrap(
+        args.node(),
+        SocketAddr::new(args.instance_ip, args.admin_port),
+    ));
     let servers = [
         Some(("admin", args.admin_port, admin::Kind::Admin)),
         Some(("health", args.health_port, admin::Kind::Health)),
@@ -159,6 +171,9 @@ pub async fn run(args: Args) -> Result<(), StartError> {
             quit: quit.clone(),
             identity: identity_rx.clone(),
             metrics: Some(registry.clone()),
+            logs: logs.clone(),
+            xds: Some(xds_state.clone()),
+            bootstrap: Some(bootstrap.clone()),
         };
         tokio::spawn(admin::serve(
             listener,

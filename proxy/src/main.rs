@@ -2,9 +2,13 @@
 
 mod wait;
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use clap::Parser as _;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use weft_proxy::logging::{Levels, LogControl};
 
 fn main() -> anyhow::Result<()> {
     let args = weft_proxy::Args::parse();
@@ -16,9 +20,20 @@ fn main() -> anyhow::Result<()> {
         // A postStart hook: the same, and its output is what an operator sees when it fails.
         return wait::run(wait).context("weft-proxy wait");
     }
-    let filter = EnvFilter::try_new(&args.log)
-        .with_context(|| format!("invalid --log filter {:?}", args.log))?;
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // The filter sits in a reloadable layer: the admin's `/logging` changes it at run time.
+    let levels = Levels::parse(&args.log).with_context(|| format!("--log {:?}", args.log))?;
+    let filter = levels
+        .filter()
+        .with_context(|| format!("--log {:?}", args.log))?;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer())
+        .init();
+    let logs = LogControl::new(
+        levels,
+        Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string())),
+    );
     tracing::info!(
         node_id = %args.node_id(),
         xds = %args.xds_address,
@@ -50,6 +65,6 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     runtime
-        .block_on(weft_proxy::run(args))
+        .block_on(weft_proxy::run(args, Some(Arc::new(logs))))
         .context("weft-proxy failed")
 }

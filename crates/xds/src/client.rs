@@ -81,6 +81,12 @@ pub trait Handler: Send + 'static {
     /// applied (route names in listeners, EDS service names in clusters). Order and
     /// duplicates do not matter; an empty list unsubscribes from the type.
     fn resource_names(&self, type_url: &str) -> Vec<String>;
+
+    /// A stream to the server is up (the proxy's `control_plane.connected_state`).
+    fn connected(&mut self) {}
+
+    /// That stream ended; the client reconnects.
+    fn disconnected(&mut self) {}
 }
 
 /// Where and how the client connects.
@@ -287,8 +293,9 @@ impl<H: Handler> AdsClient<H> {
             Err(status) => return (status.into(), false),
         };
         info!("connected to xDS server {}", self.config.address);
+        self.handler.connected();
         let mut got_response = false;
-        loop {
+        let ended = loop {
             let due = stream.next_due();
             // Without a delayed NACK the timer branch is disabled; the hour is never awaited.
             let wake = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
@@ -298,12 +305,14 @@ impl<H: Handler> AdsClient<H> {
                         got_response = true;
                         self.on_response(&mut stream, response);
                     }
-                    Ok(None) => return (ClientError::Closed, got_response),
-                    Err(status) => return (status.into(), got_response),
+                    Ok(None) => break ClientError::Closed,
+                    Err(status) => break status.into(),
                 },
                 () = tokio::time::sleep_until(wake), if due.is_some() => stream.send_due(),
             }
-        }
+        };
+        self.handler.disconnected();
+        (ended, got_response)
     }
 
     fn on_response(&mut self, stream: &mut Outbox, response: DiscoveryResponse) {

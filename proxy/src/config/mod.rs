@@ -31,6 +31,7 @@ mod snapshot;
 mod store;
 pub mod tls;
 pub mod trace;
+pub mod xds_state;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use weft_xds::type_url;
 
 use super::snapshot::{ActiveChain, ActiveListener, RouteSlot, RouteTable};
+use super::xds_state::{Outcome, XdsState};
 use super::{
     Assignment, ClusterConfig, ConfigError, DiscoveryKind, Listener, Network, ProxyConfig, Reason,
     RouteConfig, RouteSource,
@@ -55,6 +56,8 @@ pub struct ConfigStore {
     names: Option<NameSlot>,
     /// The local rate limit filters' buckets, kept across pushes that keep a filter's config.
     rate_limits: Arc<super::local_ratelimit::BucketRegistry>,
+    /// The connection, versions, counts and accepted protos (admin, metrics).
+    xds: Arc<XdsState>,
 }
 
 /// The DNS proxy's side of the store: the last good name table, converted for the proxy's
@@ -92,6 +95,7 @@ impl ConfigStore {
             tx,
             names: None,
             rate_limits: Arc::default(),
+            xds: Arc::default(),
         }
     }
 
@@ -153,6 +157,11 @@ impl ConfigStore {
             .and_then(|l| self.sockets.local_addr(l.address))
     }
 
+    /// What the admin and the metrics read of xDS: connection, versions, accepted protos.
+    pub fn xds_state(&self) -> Arc<XdsState> {
+        self.xds.clone()
+    }
+
     /// Connection pools the proxy holds (one per endpoint, protocol and TLS identity).
     pub fn pool_count(&self) -> usize {
         self.pools.len()
@@ -167,9 +176,13 @@ impl ConfigStore {
         resources: Vec<Any>,
     ) -> Result<(), String> {
         if type_url == type_url::NAME_TABLE {
-            return self.apply_name_table(version, resources);
+            let result = self.apply_name_table(version, resources);
+            let error = result.as_ref().err().map(String::as_str);
+            self.xds
+                .record(type_url, version, error, Outcome::default(), |_| false);
+            return result;
         }
-        let errors = match type_url {
+        let (errors, outcome) = match type_url {
             type_url::LISTENER => self.apply_listeners(resources),
             type_url::ROUTE => self.apply_routes(resources),
             type_url::CLUSTER => self.apply_clusters(resources),
@@ -193,6 +206,15 @@ impl ConfigStore {
                 names
             }
         };
+        let mut keep: HashSet<String> = state.names.iter().cloned().collect();
+        if !type_url::is_wildcard_type(type_url) {
+            keep.extend(self.wanted_names(type_url));
+        }
+        let error = (!errors.is_empty()).then(|| errors.join("; "));
+        self.xds
+            .record(type_url, version, error.as_deref(), outcome, |name| {
+                keep.contains(name)
+            });
         let result = if errors.is_empty() {
             state.version = Some(version.to_string());
             state.last_rejection = None;
@@ -247,8 +269,8 @@ impl ConfigStore {
         Ok(())
     }
 
-    fn apply_listeners(&mut self, resources: Vec<Any>) -> Vec<String> {
-        let (converted, failed, mut errors) =
+    fn apply_listeners(&mut self, resources: Vec<Any>) -> (Vec<String>, Outcome) {
+        let (converted, failed, mut errors, mut outcome) =
             convert_each::<lds::Listener, Listener>(resources, type_url::LISTENER, |l| &l.name);
         // Local rate limits whose config did not change keep their buckets (and tokens).
         let converted = converted.into_iter().map(|(name, mut listener)| {
@@ -273,9 +295,11 @@ impl ConfigStore {
                 } else {
                     name.clone()
                 };
-                errors.push(format!(
+                let error = format!(
                     "listener {loser:?}: address {addr} is also used by listener {winner:?}"
-                ));
+                );
+                outcome.reject(&loser, error.clone());
+                errors.push(error);
                 restore(&mut next, &self.listeners, &loser);
                 by_addr.insert(addr, winner);
             } else {
@@ -286,6 +310,7 @@ impl ConfigStore {
             .sockets
             .prepare(next.values().map(|l| (l.name.as_str(), l.address)));
         for (name, error) in bind_errors {
+            outcome.reject(&name, error.clone());
             errors.push(error);
             restore(&mut next, &self.listeners, &name);
         }
@@ -293,12 +318,12 @@ impl ConfigStore {
         // Route configurations no listener asks for any more are unsubscribed: removed.
         let wanted: HashSet<String> = self.wanted_names(type_url::ROUTE).into_iter().collect();
         self.routes.retain(|name, _| wanted.contains(name));
-        errors
+        (errors, outcome)
     }
 
-    fn apply_routes(&mut self, resources: Vec<Any>) -> Vec<String> {
+    fn apply_routes(&mut self, resources: Vec<Any>) -> (Vec<String>, Outcome) {
         let wanted: HashSet<String> = self.wanted_names(type_url::ROUTE).into_iter().collect();
-        let (converted, _failed, errors) =
+        let (converted, _failed, errors, outcome) =
             convert_each::<rds::RouteConfiguration, RouteConfig>(resources, type_url::ROUTE, |r| {
                 &r.name
             });
@@ -306,11 +331,11 @@ impl ConfigStore {
             self.routes.insert(name, Arc::new(rc));
         }
         self.routes.retain(|name, _| wanted.contains(name));
-        errors
+        (errors, outcome)
     }
 
-    fn apply_clusters(&mut self, resources: Vec<Any>) -> Vec<String> {
-        let (converted, failed, errors) =
+    fn apply_clusters(&mut self, resources: Vec<Any>) -> (Vec<String>, Outcome) {
+        let (converted, failed, errors, outcome) =
             convert_each::<cds::Cluster, ClusterConfig>(resources, type_url::CLUSTER, |c| &c.name);
         self.clusters = full_set(&self.clusters, converted.into_iter(), &failed);
         let now = Instant::now();
@@ -321,19 +346,20 @@ impl ConfigStore {
         }
         let wanted: HashSet<String> = self.wanted_names(type_url::ENDPOINT).into_iter().collect();
         self.assignments.retain(|name, _| wanted.contains(name));
-        errors
+        (errors, outcome)
     }
 
-    fn apply_endpoints(&mut self, resources: Vec<Any>) -> Vec<String> {
+    fn apply_endpoints(&mut self, resources: Vec<Any>) -> (Vec<String>, Outcome) {
         let wanted: HashSet<String> = self.wanted_names(type_url::ENDPOINT).into_iter().collect();
-        let (converted, _failed, errors) = convert_each::<eds::ClusterLoadAssignment, Assignment>(
-            resources,
-            type_url::ENDPOINT,
-            |c| &c.cluster_name,
-        );
+        let (converted, _failed, errors, outcome) = convert_each::<
+            eds::ClusterLoadAssignment,
+            Assignment,
+        >(resources, type_url::ENDPOINT, |c| {
+            &c.cluster_name
+        });
         self.assignments.extend(converted);
         self.assignments.retain(|name, _| wanted.contains(name));
-        errors
+        (errors, outcome)
     }
 
     /// Builds the next snapshot from the stored resources, reusing unchanged clusters
@@ -528,6 +554,14 @@ impl weft_xds::Handler for ConfigStore {
     fn resource_names(&self, type_url: &str) -> Vec<String> {
         self.wanted_names(type_url)
     }
+
+    fn connected(&mut self) {
+        self.xds.connected();
+    }
+
+    fn disconnected(&mut self) {
+        self.xds.disconnected();
+    }
 }
 
 /// LDS/CDS semantics: the response is the full set. Rejected names keep their old version.
@@ -556,12 +590,13 @@ fn restore<T: Clone>(next: &mut BTreeMap<String, T>, old: &BTreeMap<String, T>, 
 }
 
 /// Decodes and converts every resource. Returns the converted ones by name, the names of
-/// those rejected (when a name could be read), and one message per rejection.
+/// those rejected (when a name could be read), one message per rejection, and the protos
+/// accepted and rejected by name (for `/config_dump`).
 fn convert_each<E, D>(
     resources: Vec<Any>,
     expected_type: &str,
     name_of: impl Fn(&E) -> &String,
-) -> (Vec<(String, D)>, Vec<String>, Vec<String>)
+) -> (Vec<(String, D)>, Vec<String>, Vec<String>, Outcome)
 where
     E: Message + Default,
     D: TryFrom<E, Error = ConfigError>,
@@ -570,6 +605,7 @@ where
     let mut seen = HashSet::new();
     let mut failed = Vec::new();
     let mut errors = Vec::new();
+    let mut outcome = Outcome::default();
     for (i, any) in resources.into_iter().enumerate() {
         if any.type_url != expected_type {
             errors.push(format!(
@@ -582,7 +618,7 @@ where
             Ok(r) => r,
             Err(e) => {
                 let reason = Reason::Decode {
-                    type_url: any.type_url,
+                    type_url: any.type_url.clone(),
                     error: e.to_string(),
                 };
                 errors.push(ConfigError::new(format!("resource {i}"), reason).to_string());
@@ -591,20 +627,27 @@ where
         };
         let name = name_of(&resource).clone();
         if !seen.insert(name.clone()) {
-            errors.push(
-                ConfigError::new(format!("resource {name:?}"), Reason::Duplicate).to_string(),
-            );
+            let error =
+                ConfigError::new(format!("resource {name:?}"), Reason::Duplicate).to_string();
             out.retain(|(n, _)| *n != name);
+            outcome.reject(&name, error.clone());
+            outcome.rejected.push((name.clone(), any, error.clone()));
+            errors.push(error);
             failed.push(name);
             continue;
         }
         match D::try_from(resource) {
-            Ok(d) => out.push((name, d)),
+            Ok(d) => {
+                out.push((name.clone(), d));
+                outcome.accepted.push((name, any));
+            }
             Err(e) => {
-                errors.push(e.to_string());
+                let error = e.to_string();
+                outcome.rejected.push((name.clone(), any, error.clone()));
+                errors.push(error);
                 failed.push(name);
             }
         }
     }
-    (out, failed, errors)
+    (out, failed, errors, outcome)
 }

@@ -16,6 +16,7 @@
 //! `weft_metric_series_overflow_total`).
 
 pub mod exchange;
+pub mod health;
 pub mod histogram;
 pub mod http;
 pub mod labels;

@@ -123,6 +123,11 @@ impl Breakers {
     pub fn requests_in_flight(&self) -> u32 {
         self.requests.load(Ordering::Acquire)
     }
+
+    /// Requests waiting for a connection now (`upstream_rq_pending_active`).
+    pub fn pending_requests(&self) -> u32 {
+        self.pending.load(Ordering::Acquire)
+    }
 }
 
 /// Increments `counter` unless it is at `max`.

@@ -1,0 +1,221 @@
+//! `/config_dump`: Envoy's shape, each resource's proto as proto3 JSON, versions, rejections
+//! and the query parameters.
+
+use envoy_types::pb::envoy::config::cluster::v3 as cds;
+use envoy_types::pb::envoy::config::listener::v3 as lds;
+use envoy_types::pb::google::protobuf::Duration;
+
+use super::*;
+use crate::config::xds_state::Outcome;
+
+const ADMIN: &str = "type.googleapis.com/envoy.admin.v3.";
+
+fn cluster(name: &str) -> Any {
+    pack(&cds::Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cds::cluster::ClusterDiscoveryType::Type(
+            cds::cluster::DiscoveryType::Eds as i32,
+        )),
+        connect_timeout: Some(Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        ..Default::default()
+    })
+}
+
+fn listener(name: &str, port: u16) -> Any {
+    pack(&lds::Listener {
+        name: name.into(),
+        address: Some(socket_address(SocketAddr::from(([127, 0, 0, 1], port)))),
+        ..Default::default()
+    })
+}
+
+/// Clusters `a` and `b` at v1; listener `l` accepted at v1, then rejected at v2.
+fn state() -> XdsState {
+    let xds = XdsState::default();
+    xds.record(
+        type_url::CLUSTER,
+        "v1",
+        None,
+        Outcome {
+            accepted: vec![("a".into(), cluster("a")), ("b".into(), cluster("b"))],
+            rejected: vec![],
+        },
+        |_| true,
+    );
+    xds.record(
+        type_url::LISTENER,
+        "v1",
+        None,
+        Outcome {
+            accepted: vec![("l".into(), listener("l", 80))],
+            rejected: vec![],
+        },
+        |_| true,
+    );
+    xds.record(
+        type_url::LISTENER,
+        "v2",
+        Some("listener \"l\": bad"),
+        Outcome {
+            accepted: vec![],
+            rejected: vec![("l".into(), listener("l", 81), "listener \"l\": bad".into())],
+        },
+        |_| true,
+    );
+    xds
+}
+
+fn render_with(xds: &XdsState, query: &str) -> Result<Value, DumpError> {
+    let config = ProxyConfig::default();
+    let boot = bootstrap(core::Node::default(), "127.0.0.1:15000".parse().unwrap());
+    let sources = Sources {
+        config: &config,
+        xds,
+        identity: None,
+        bootstrap: Some(&boot),
+    };
+    render(sources, &Query::parse(Some(query)))
+}
+
+#[test]
+fn the_dump_has_envoys_shape_with_the_accepted_protos() {
+    let dump = render_with(&state(), "").unwrap();
+    let configs = dump["configs"].as_array().unwrap();
+    let types: Vec<&str> = configs
+        .iter()
+        .map(|c| c["@type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "BootstrapConfigDump",
+            "ClustersConfigDump",
+            "ListenersConfigDump",
+            "RoutesConfigDump",
+            "SecretsConfigDump"
+        ]
+        .map(|t| format!("{ADMIN}{t}"))
+    );
+    assert_eq!(
+        configs[0]["bootstrap"]["admin"]["address"]["socket_address"]["port_value"],
+        15000
+    );
+    let clusters = &configs[1];
+    assert_eq!(clusters["version_info"], "v1");
+    let first = &clusters["dynamic_active_clusters"][0];
+    assert_eq!(first["version_info"], "v1");
+    assert!(
+        first["last_updated"].as_str().unwrap().ends_with('Z'),
+        "{first}"
+    );
+    assert_eq!(
+        first["cluster"]["@type"],
+        "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+    );
+    assert_eq!(first["cluster"]["name"], "a");
+    assert_eq!(first["cluster"]["type"], "EDS");
+    assert_eq!(first["cluster"]["connect_timeout"], "1s");
+
+    let l = &configs[2]["dynamic_listeners"][0];
+    assert_eq!(l["name"], "l");
+    assert_eq!(l["active_state"]["version_info"], "v1");
+    assert_eq!(
+        l["active_state"]["listener"]["address"]["socket_address"]["port_value"],
+        80
+    );
+    assert_eq!(l["error_state"]["details"], "listener \"l\": bad");
+    assert_eq!(l["error_state"]["version_info"], "v2");
+    assert_eq!(
+        l["error_state"]["failed_configuration"]["address"]["socket_address"]["port_value"],
+        81
+    );
+    assert!(l["error_state"]["last_update_attempt"].is_string());
+}
+
+#[test]
+fn a_later_accepted_version_clears_the_error_state() {
+    let xds = state();
+    xds.record(
+        type_url::LISTENER,
+        "v3",
+        None,
+        Outcome {
+            accepted: vec![("l".into(), listener("l", 82))],
+            rejected: vec![],
+        },
+        |_| true,
+    );
+    let dump = render_with(&xds, "").unwrap();
+    let l = &dump["configs"][2]["dynamic_listeners"][0];
+    assert!(l.get("error_state").is_none(), "{l}");
+    assert_eq!(l["active_state"]["version_info"], "v3");
+}
+
+#[test]
+fn resource_mask_and_name_regex_select_as_envoy() {
+    let xds = state();
+    let dump = render_with(&xds, "resource=dynamic_active_clusters&name_regex=^b$").unwrap();
+    let configs = dump["configs"].as_array().unwrap();
+    assert_eq!(configs.len(), 1, "{dump}");
+    assert_eq!(
+        configs[0]["@type"],
+        format!("{ADMIN}ClustersConfigDump.DynamicCluster")
+    );
+    assert_eq!(configs[0]["cluster"]["name"], "b");
+
+    let dump = render_with(
+        &xds,
+        "resource=dynamic_active_clusters&mask=cluster.name,version_info",
+    )
+    .unwrap();
+    let first = &dump["configs"][0];
+    assert_eq!(first["version_info"], "v1");
+    assert_eq!(first["cluster"]["name"], "a");
+    assert!(first["cluster"].get("connect_timeout").is_none(), "{first}");
+    assert!(first.get("last_updated").is_none(), "{first}");
+
+    let err = render_with(&xds, "resource=nope").unwrap_err();
+    assert!(err.is_bad_request(), "{err}");
+    let err = render_with(&xds, "name_regex=(").unwrap_err();
+    assert!(err.is_bad_request(), "{err}");
+}
+
+#[test]
+fn include_eds_adds_the_endpoints() {
+    let dump = render_with(&state(), "include_eds").unwrap();
+    let last = dump["configs"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!(last["@type"], format!("{ADMIN}EndpointsConfigDump"));
+}
+
+#[test]
+fn a_resource_the_descriptors_cannot_render_does_not_hide_the_others() {
+    let xds = XdsState::default();
+    let mut odd = cds::Cluster {
+        name: "odd".into(),
+        ..Default::default()
+    };
+    odd.typed_extension_protocol_options.insert(
+        "x".into(),
+        Any {
+            type_url: "type.googleapis.com/not.a.Known".into(),
+            value: vec![1, 2, 3],
+        },
+    );
+    xds.record(
+        type_url::CLUSTER,
+        "v1",
+        None,
+        Outcome {
+            accepted: vec![("a".into(), cluster("a")), ("odd".into(), pack(&odd))],
+            rejected: vec![],
+        },
+        |_| true,
+    );
+    let dump = render_with(&xds, "").unwrap();
+    let clusters = &dump["configs"][1]["dynamic_active_clusters"];
+    assert_eq!(clusters[0]["cluster"]["name"], "a", "{dump}");
+    assert!(clusters[1]["weft_unrenderable"].is_string(), "{dump}");
+}
