@@ -345,6 +345,26 @@ async fn readiness_and_wanted_names() {
     assert!(proxy.store.current().ready());
     assert_eq!(proxy.store.wanted_names(type_url::ROUTE), vec!["outbound"]);
     assert_eq!(proxy.store.wanted_names(type_url::ENDPOINT), vec!["c"]);
-    let dump = weft_proxy::admin::config_dump(&proxy.store.current());
-    assert_eq!(dump["clusters"]["resources"][0], "c");
+    // The admin's Envoy-shaped dump has the cluster as accepted, and `/clusters` lists it.
+    let config = proxy.store.current();
+    let xds = proxy.store.xds_state();
+    let sources = weft_proxy::admin::config_dump::Sources {
+        config: &config,
+        xds: &xds,
+        identity: None,
+        bootstrap: None,
+    };
+    let dump =
+        weft_proxy::admin::config_dump::render(sources, &Default::default()).expect("a dump");
+    let clusters = &dump["configs"][0];
+    assert_eq!(
+        clusters["@type"],
+        "type.googleapis.com/envoy.admin.v3.ClustersConfigDump"
+    );
+    assert_eq!(
+        clusters["dynamic_active_clusters"][0]["cluster"]["name"],
+        "c"
+    );
+    let text = weft_proxy::admin::clusters::text(&config);
+    assert!(text.contains("c::added_via_api::true"), "{text}");
 }

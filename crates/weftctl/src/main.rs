@@ -102,11 +102,9 @@ enum Commands {
     /// Kubernetes (the kubeconfig) and asked through the API server: every ready pod of the
     /// Service weft-controller (namespace weft-system, else istio-system).
     ProxyStatus(proxy_status::Args),
-    /// The config a proxy has applied, as tables (istioctl's proxy-config): from its admin
-    /// (`--admin http://HOST:15000`, else its pod through the Kubernetes API server).
-    ///
-    /// There is no `log`: weft-proxy's admin has no /logging endpoint; its log filter is set
-    /// when it starts (`--log`, `WEFT_LOG`).
+    /// The config a proxy has applied, as tables (istioctl's proxy-config), and its log
+    /// levels (`log`): from its admin (`--admin http://HOST:15000`, else its pod through the
+    /// Kubernetes API server).
     ProxyConfig {
         #[command(subcommand)]
         what: proxy_config::Command,

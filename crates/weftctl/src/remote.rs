@@ -173,11 +173,28 @@ impl Remote {
 
     /// GETs `path`; an answer other than 2xx is an error quoting the body.
     pub async fn get(&self, path: &str, timeout: Duration) -> Result<Bytes, RemoteError> {
+        self.request(http::Method::GET, path, timeout).await
+    }
+
+    /// POSTs to `path` (with an empty body: the admin port's changes are in the query); an
+    /// answer other than 2xx is an error quoting the body.
+    pub async fn post(&self, path: &str, timeout: Duration) -> Result<Bytes, RemoteError> {
+        self.request(http::Method::POST, path, timeout).await
+    }
+
+    async fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<Bytes, RemoteError> {
         let url = self.url(path);
         let exchange = async {
             match self {
-                Self::Direct { .. } => direct_get(&url).await,
-                Self::Kube { api, prefix } => api.send(&format!("{prefix}{path}"), &url).await,
+                Self::Direct { .. } => direct_send(method, &url).await,
+                Self::Kube { api, prefix } => {
+                    api.send(method, &format!("{prefix}{path}"), &url).await
+                }
             }
         };
         let (status, body) = tokio::time::timeout(timeout, exchange)
@@ -204,14 +221,21 @@ impl Remote {
     }
 }
 
-async fn direct_get(url: &str) -> Result<(http::StatusCode, Bytes), RemoteError> {
+async fn direct_send(
+    method: http::Method,
+    url: &str,
+) -> Result<(http::StatusCode, Bytes), RemoteError> {
     let unreachable = |e: &dyn std::error::Error| RemoteError::Unreachable {
         url: url.to_string(),
         reason: chain(e),
     };
-    let uri: http::Uri = url.parse().map_err(|e| unreachable(&e))?;
+    let request = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| unreachable(&e))?;
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let response = client.get(uri).await.map_err(|e| unreachable(&e))?;
+    let response = client.request(request).await.map_err(|e| unreachable(&e))?;
     let status = response.status();
     let body = response
         .into_body()
@@ -343,12 +367,19 @@ impl KubeApi {
         }
     }
 
-    async fn send(&self, path: &str, url: &str) -> Result<(http::StatusCode, Bytes), RemoteError> {
+    async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        url: &str,
+    ) -> Result<(http::StatusCode, Bytes), RemoteError> {
         let unreachable = |e: &dyn std::error::Error| RemoteError::Unreachable {
             url: url.to_string(),
             reason: chain(e),
         };
-        let request = http::Request::get(path)
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
             .body(kube::client::Body::from(Vec::new()))
             .map_err(|e| unreachable(&e))?;
         let response = self

@@ -63,6 +63,9 @@ impl FakeApi {
                             .path_and_query()
                             .map(|p| p.to_string())
                             .unwrap_or_default();
+                        if request.method() != hyper::Method::GET {
+                            seen.lock().push(format!("{} {path}", request.method()));
+                        }
                         seen.lock().push(path.clone());
                         let authorized = request
                             .headers()
@@ -272,15 +275,24 @@ async fn without_endpointslice_access_the_service_proxy_answers_with_a_warning()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_config_reads_the_pods_admin_through_the_api_server() {
-    let dump = json!({
-        "active_clusters": [{
+    // Envoy's shapes: `/config_dump` (a ClustersConfigDump) and `/clusters?format=json`.
+    let dump = json!({"configs": [{
+        "@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+        "version_info": "7",
+        "dynamic_active_clusters": [{"version_info": "7", "cluster": {
+            "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
             "name": "outbound|9080|v1|reviews.bookinfo.svc.cluster.local",
-            "type": "EDS(outbound|9080|v1|reviews.bookinfo.svc.cluster.local)",
-            "warm": true, "lb_policy": "ROUND_ROBIN",
-            "endpoints": [{"address": "10.1.0.7:9080", "weight": 1, "ejected": false}]
-        }],
-        "active_listeners": [], "route_tables": []
-    });
+            "type": "EDS",
+            "eds_cluster_config": {"service_name": "outbound|9080|v1|reviews.bookinfo.svc.cluster.local"}
+        }}]
+    }]});
+    let clusters = json!({"cluster_statuses": [{
+        "name": "outbound|9080|v1|reviews.bookinfo.svc.cluster.local",
+        "host_statuses": [{
+            "address": {"socket_address": {"address": "10.1.0.7", "port_value": 9080}},
+            "health_status": {"eds_health_status": "HEALTHY"}, "weight": 1
+        }]
+    }]});
     let configz = json!({"services": [{
         "hostname": "reviews.bookinfo.svc.cluster.local",
         "virtualService": null,
@@ -298,6 +310,16 @@ async fn proxy_config_reads_the_pods_admin_through_the_api_server() {
             pod_proxy("bookinfo", "reviews-v1-y", 15000, "/config_dump"),
             200,
             dump,
+        ),
+        (
+            pod_proxy("bookinfo", "reviews-v1-y", 15000, "/clusters?format=json"),
+            200,
+            clusters,
+        ),
+        (
+            pod_proxy("bookinfo", "reviews-v1-y", 15000, "/logging?http=debug"),
+            200,
+            json!("active loggers:\n  http: debug\n"),
         ),
     ])
     .await;
@@ -323,6 +345,28 @@ async fn proxy_config_reads_the_pods_admin_through_the_api_server() {
     let rows: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(rows[0]["endpoint"], "10.1.0.7:9080");
     assert_eq!(rows[0]["outlier_check"], "OK");
+
+    // `proxy-config log` POSTs to the pod's `/logging` through the API server.
+    let (ok, out, err) = api
+        .weftctl(&[
+            "proxy-config",
+            "log",
+            "reviews-v1-y",
+            "--level",
+            "http:debug",
+        ])
+        .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("http: debug"), "{out}");
+    assert!(
+        api.seen.lock().iter().any(|s| s
+            == &format!(
+                "POST {}",
+                pod_proxy("bookinfo", "reviews-v1-y", 15000, "/logging?http=debug")
+            )),
+        "{:?}",
+        api.seen.lock()
+    );
 
     // A pod that is not there: the API server's message and the URL asked.
     let (ok, _, err) = api

@@ -270,8 +270,12 @@ impl ConfigStore {
     }
 
     fn apply_listeners(&mut self, resources: Vec<Any>) -> (Vec<String>, Outcome) {
-        let (converted, failed, mut errors, mut outcome) =
-            convert_each::<lds::Listener, Listener>(resources, type_url::LISTENER, |l| &l.name);
+        let Converted {
+            resources: converted,
+            failed,
+            mut errors,
+            mut outcome,
+        } = convert_each::<lds::Listener, Listener>(resources, type_url::LISTENER, |l| &l.name);
         // Local rate limits whose config did not change keep their buckets (and tokens).
         let converted = converted.into_iter().map(|(name, mut listener)| {
             self.rate_limits.adopt_into(&mut listener);
@@ -323,10 +327,14 @@ impl ConfigStore {
 
     fn apply_routes(&mut self, resources: Vec<Any>) -> (Vec<String>, Outcome) {
         let wanted: HashSet<String> = self.wanted_names(type_url::ROUTE).into_iter().collect();
-        let (converted, _failed, errors, outcome) =
-            convert_each::<rds::RouteConfiguration, RouteConfig>(resources, type_url::ROUTE, |r| {
-                &r.name
-            });
+        let Converted {
+            resources: converted,
+            errors,
+            outcome,
+            ..
+        } = convert_each::<rds::RouteConfiguration, RouteConfig>(resources, type_url::ROUTE, |r| {
+            &r.name
+        });
         for (name, rc) in converted {
             self.routes.insert(name, Arc::new(rc));
         }
@@ -335,8 +343,12 @@ impl ConfigStore {
     }
 
     fn apply_clusters(&mut self, resources: Vec<Any>) -> (Vec<String>, Outcome) {
-        let (converted, failed, errors, outcome) =
-            convert_each::<cds::Cluster, ClusterConfig>(resources, type_url::CLUSTER, |c| &c.name);
+        let Converted {
+            resources: converted,
+            failed,
+            errors,
+            outcome,
+        } = convert_each::<cds::Cluster, ClusterConfig>(resources, type_url::CLUSTER, |c| &c.name);
         self.clusters = full_set(&self.clusters, converted.into_iter(), &failed);
         let now = Instant::now();
         self.first_seen
@@ -351,12 +363,16 @@ impl ConfigStore {
 
     fn apply_endpoints(&mut self, resources: Vec<Any>) -> (Vec<String>, Outcome) {
         let wanted: HashSet<String> = self.wanted_names(type_url::ENDPOINT).into_iter().collect();
-        let (converted, _failed, errors, outcome) = convert_each::<
-            eds::ClusterLoadAssignment,
-            Assignment,
-        >(resources, type_url::ENDPOINT, |c| {
-            &c.cluster_name
-        });
+        let Converted {
+            resources: converted,
+            errors,
+            outcome,
+            ..
+        } = convert_each::<eds::ClusterLoadAssignment, Assignment>(
+            resources,
+            type_url::ENDPOINT,
+            |c| &c.cluster_name,
+        );
         self.assignments.extend(converted);
         self.assignments.retain(|name, _| wanted.contains(name));
         (errors, outcome)
@@ -596,7 +612,7 @@ fn convert_each<E, D>(
     resources: Vec<Any>,
     expected_type: &str,
     name_of: impl Fn(&E) -> &String,
-) -> (Vec<(String, D)>, Vec<String>, Vec<String>, Outcome)
+) -> Converted<D>
 where
     E: Message + Default,
     D: TryFrom<E, Error = ConfigError>,
@@ -649,5 +665,22 @@ where
             }
         }
     }
-    (out, failed, errors, outcome)
+    Converted {
+        resources: out,
+        failed,
+        errors,
+        outcome,
+    }
+}
+
+/// What [`convert_each`] made of a response.
+struct Converted<D> {
+    /// The converted resources by name.
+    resources: Vec<(String, D)>,
+    /// The names of those rejected (when a name could be read).
+    failed: Vec<String>,
+    /// One message per rejection.
+    errors: Vec<String>,
+    /// The protos accepted and rejected, by name (for `/config_dump`).
+    outcome: Outcome,
 }

@@ -1,11 +1,10 @@
 //! `weftctl proxy-config listeners|routes|clusters|endpoints|secret <proxy>`: the config a
 //! proxy has applied, as istioctl's tables or `-o json|yaml`, read from its admin port's
-//! `/config_dump` and `/certs` (`--admin`, or in Kubernetes through the API server's pod
-//! proxy).
-//!
-//! There is no `log`: weft-proxy's admin has no `/logging` endpoint; its log filter is set
-//! when it starts (`--log`, `WEFT_LOG`).
+//! `/config_dump`, `/clusters` and `/certs` (`--admin`, or in Kubernetes through the API
+//! server's pod proxy); `log` reads and sets its log levels (`/logging`).
 
+mod envoy;
+mod log;
 mod tables;
 
 use std::time::{Duration, SystemTime};
@@ -28,6 +27,8 @@ pub enum Command {
     Endpoints(Args),
     /// The workload certificate and the trust roots: status, validity, serial, dates.
     Secret(Args),
+    /// The proxy's loggers and their levels; `--level` and `--reset` change them.
+    Log(log::LogArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -64,6 +65,8 @@ pub enum ConfigError {
     Remote(#[from] RemoteError),
     #[error("which proxy? give <pod>[.<namespace>] (Kubernetes), or --admin http://HOST:15000")]
     NoProxy,
+    #[error("--level entry {0:?}: expected <level> or <logger>:<level>, e.g. http:debug")]
+    BadLevel(String),
 }
 
 /// Which pod a proxy argument names: `<pod>.<namespace>`, Istio's node id
@@ -86,13 +89,26 @@ async fn admin(args: &Args) -> Result<Remote, ConfigError> {
         return Ok(Remote::direct(admin)?);
     }
     let proxy = args.proxy.as_deref().ok_or(ConfigError::NoProxy)?;
-    let api = KubeApi::connect(&args.controller.kube, "--admin").await?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| api.default_namespace.clone());
+    pod_admin(
+        &args.controller.kube,
+        proxy,
+        args.namespace.as_deref(),
+        args.admin_port,
+    )
+    .await
+}
+
+/// The admin port of the pod `proxy` names, through the Kubernetes API server.
+async fn pod_admin(
+    kube: &remote::KubeArgs,
+    proxy: &str,
+    namespace: Option<&str>,
+    admin_port: u16,
+) -> Result<Remote, ConfigError> {
+    let api = KubeApi::connect(kube, "--admin").await?;
+    let namespace = namespace.map_or_else(|| api.default_namespace.clone(), str::to_string);
     let (pod, namespace) = pod_of(proxy, &namespace);
-    Ok(api.pod(&namespace, &pod, args.admin_port))
+    Ok(api.pod(&namespace, &pod, admin_port))
 }
 
 /// The controller's view of hosts (`/debug/configz`), from the first controller that answers
@@ -131,14 +147,21 @@ async fn policies(args: &Args) -> Option<Policies> {
 
 /// `weftctl proxy-config <what>`: prints the table or document.
 pub async fn run(command: Command) -> Result<(), ConfigError> {
-    let (Command::Listeners(args)
-    | Command::Routes(args)
-    | Command::Clusters(args)
-    | Command::Endpoints(args)
-    | Command::Secret(args)) = &command;
+    let args = match &command {
+        Command::Log(args) => return log::run(args).await,
+        Command::Listeners(args)
+        | Command::Routes(args)
+        | Command::Clusters(args)
+        | Command::Endpoints(args)
+        | Command::Secret(args) => args,
+    };
     let admin = admin(args).await?;
     let (output, timeout) = (args.output, args.timeout);
-    let dump = || admin.get_json::<ConfigDump>("/config_dump", timeout);
+    let envoy = |path: &'static str| admin.get_json::<serde_json::Value>(path, timeout);
+    let dump = || async {
+        let dump = envoy("/config_dump").await?;
+        Ok::<_, RemoteError>(ConfigDump::from_envoy(&dump, None))
+    };
     let text = match &command {
         Command::Listeners(_) => {
             let rows = listener_rows(&dump().await?);
@@ -150,14 +173,20 @@ pub async fn run(command: Command) -> Result<(), ConfigError> {
             table::document(output, &rows).unwrap_or_else(|| routes_table(&rows))
         }
         Command::Clusters(_) => {
-            let dump = dump().await?;
+            let clusters = envoy("/clusters?format=json").await?;
+            let dump = ConfigDump::from_envoy(&envoy("/config_dump").await?, Some(&clusters));
             let rows = cluster_rows(&dump, policies(args).await.as_ref());
             table::document(output, &rows).unwrap_or_else(|| clusters_table(&rows))
         }
         Command::Endpoints(_) => {
-            let rows = endpoint_rows(&dump().await?);
+            let clusters = envoy("/clusters?format=json").await?;
+            let rows = endpoint_rows(&ConfigDump::from_envoy(
+                &serde_json::Value::Null,
+                Some(&clusters),
+            ));
             table::document(output, &rows).unwrap_or_else(|| endpoints_table(&rows))
         }
+        Command::Log(_) => return Ok(()),
         Command::Secret(_) => {
             let certs: Certs = admin.get_json("/certs", timeout).await?;
             let now = SystemTime::now()

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::table::{self, Table};
 
-/// What `/config_dump` says, as far as the tables need it (`weft-proxy`'s `admin.rs`).
+/// The tables' view of a proxy's config, read from Envoy's JSON by `envoy.rs`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct ConfigDump {
@@ -84,7 +84,7 @@ pub struct DumpCluster {
     pub endpoints: Vec<DumpEndpoint>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct DumpEndpoint {
     pub address: String,
