@@ -24,7 +24,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         })
         .collect();
     // Wait until the client sidecar has all of them in flight.
-    let admin = format!("http://{}:15000/config_dump", mesh.client.ip);
+    let admin = format!("http://{}:15000/clusters?format=json", mesh.client.ip);
     let http = weft_e2e::HttpClient::new();
     eventually(Duration::from_secs(5), "12 requests in flight", || {
         let http = http.clone();
@@ -32,11 +32,14 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         async move {
             let dump: serde_json::Value =
                 serde_json::from_str(&http.get_url(&admin).await.ok()?.body).ok()?;
-            let in_flight: u64 = dump["active_clusters"]
+            // Envoy's `/clusters?format=json`: each endpoint's `rq_active` stat.
+            let in_flight: u64 = dump["cluster_statuses"]
                 .as_array()?
                 .iter()
-                .flat_map(|c| c["endpoints"].as_array().cloned().unwrap_or_default())
-                .map(|e| e["in_flight"].as_u64().unwrap_or(0))
+                .flat_map(|c| c["host_statuses"].as_array().cloned().unwrap_or_default())
+                .flat_map(|h| h["stats"].as_array().cloned().unwrap_or_default())
+                .filter(|s| s["name"] == "rq_active")
+                .filter_map(|s| s["value"].as_str().and_then(|v| v.parse::<u64>().ok()))
                 .sum();
             (in_flight == 12).then_some(())
         }

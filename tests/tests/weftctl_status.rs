@@ -4,6 +4,12 @@
 //! SYNCED; the proxy-config tables list the listeners, routes, clusters, endpoints (an
 //! outlier-ejected one as FAILED) and the workload certificate.
 //!
+//! The proxies' own admin, as Envoy's tools read it: `proxy-config log` changes a logger's
+//! level at run time (its debug lines appear, then stop after `--reset`); the NACK shows in
+//! the health metrics (`weft_xds_update_rejected_total`, Envoy's `envoy_*` names) and in
+//! `/config_dump`'s Envoy-shaped `error_state`, cleared once a fixed version is accepted;
+//! `/clusters` lists each endpoint with its outlier verdict.
+//!
 //! The rejected config is a regex the controller accepts (Istio's validation compiles it with
 //! the `regex` crate's 10 MiB default) but the proxy compiles with a 1 MiB limit, as Envoy
 //! NACKs regexes over its RE2 program size while istiod accepts them.
@@ -11,7 +17,9 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use weft_e2e::prom_text::{self, Sample};
 use weft_e2e::{Mesh, MeshOptions, REVIEWS_WITHOUT_RETRIES, bins, eventually, write_file};
+use weft_xds::type_url;
 
 const LIMIT: Duration = Duration::from_secs(15);
 
@@ -80,6 +88,51 @@ fn has_row(table: &str, cells: &[&str]) -> bool {
 
 const PROXIES: [&str; 2] = ["client.default", "reviews-v1.default"];
 
+const ADMIN_TYPE: &str = "type.googleapis.com/envoy.admin.v3.";
+
+/// The proxy's `/config_dump`, parsed.
+async fn config_dump(mesh: &Mesh, admin: &str) -> Option<Value> {
+    let reply = mesh
+        .http
+        .get_url(&format!("{admin}/config_dump"))
+        .await
+        .ok()?;
+    serde_json::from_str(&reply.body).ok()
+}
+
+/// The config of `/config_dump` whose `@type` is `envoy.admin.v3.<kind>`.
+fn dump_config<'a>(dump: &'a Value, kind: &str) -> Option<&'a Value> {
+    dump["configs"]
+        .as_array()?
+        .iter()
+        .find(|c| c["@type"] == format!("{ADMIN_TYPE}{kind}"))
+}
+
+/// The `outbound` route configuration's entry in a `/config_dump`.
+fn outbound_routes(dump: &Value) -> Option<&Value> {
+    dump_config(dump, "RoutesConfigDump")?["dynamic_route_configs"]
+        .as_array()?
+        .iter()
+        .find(|r| {
+            r["route_config"]["name"] == "outbound"
+                || r["error_state"]["failed_configuration"]["name"] == "outbound"
+        })
+}
+
+/// The client sidecar's metrics (`:15090/stats/prometheus`).
+async fn metrics(mesh: &Mesh) -> Option<Vec<Sample>> {
+    prom_text::scrape(
+        std::net::SocketAddr::new(mesh.client.ip, 15090),
+        "/stats/prometheus",
+    )
+    .await
+}
+
+/// Lines of a log at debug level (the fmt layer's level column).
+fn debug_lines(log: &str) -> usize {
+    log.lines().filter(|l| l.contains("DEBUG")).count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_status_shows_a_nack_with_the_proxys_reason_until_the_fix() {
     let mesh = Mesh::start(&["v1"], &[("reviews-vs.yaml", VS_V1)]).await;
@@ -116,6 +169,89 @@ async fn proxy_status_shows_a_nack_with_the_proxys_reason_until_the_fix() {
         "every row names the controller and its version:\n{table}"
     );
 
+    // `proxy-config log`: the loggers at the proxy's `--log` level; `config` to debug.
+    let client_admin = format!("http://{}:15000", mesh.client.ip);
+    let (ok, out, err) = weftctl(&["proxy-config", "log", "--admin", &client_admin]).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("active loggers:\n"), "{out}");
+    assert!(out.lines().any(|l| l.trim() == "config: info"), "{out}");
+    assert_eq!(
+        debug_lines(&mesh.client.process.log()),
+        0,
+        "info by default"
+    );
+    let (ok, out, err) = weftctl(&[
+        "proxy-config",
+        "log",
+        "--admin",
+        &client_admin,
+        "--level",
+        "config:debug,http:warning",
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.lines().any(|l| l.trim() == "config: debug"), "{out}");
+    assert!(out.lines().any(|l| l.trim() == "http: warning"), "{out}");
+    assert!(out.lines().any(|l| l.trim() == "upstream: info"), "{out}");
+    let (ok, _, err) = weftctl(&[
+        "proxy-config",
+        "log",
+        "--admin",
+        &client_admin,
+        "--level",
+        "http:loud",
+    ])
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("answered 400") && err.contains("invalid level \"loud\" for logger \"http\""),
+        "{err}"
+    );
+    let (ok, _, err) = weftctl(&[
+        "proxy-config",
+        "log",
+        "--admin",
+        &client_admin,
+        "--level",
+        "nope:debug",
+    ])
+    .await;
+    assert!(!ok && err.contains("unknown logger \"nope\""), "{err}");
+    let before = mesh
+        .http
+        .get_url(&format!("{client_admin}/config_dump"))
+        .await
+        .expect("config dump");
+    assert_eq!(before.status, 200);
+    let connected = eventually(LIMIT, "the health metrics", || async {
+        let samples = metrics(&mesh).await?;
+        (prom_text::sum(&samples, "envoy_control_plane_connected_state", &[]) == 1.0)
+            .then_some(samples)
+    })
+    .await;
+    let cds = [("type_url", type_url::CLUSTER)];
+    assert!(prom_text::sum(&connected, "weft_xds_connects_total", &[]) >= 1.0);
+    assert!(prom_text::sum(&connected, "envoy_cluster_manager_cds_update_success", &[]) >= 1.0);
+    assert!(prom_text::sum(&connected, "weft_xds_update_success_total", &cds) >= 1.0);
+    assert_eq!(
+        prom_text::select(&connected, "weft_xds_config_version_info", &cds).count(),
+        1,
+        "one series per type"
+    );
+    let rds = [("type_url", type_url::ROUTE)];
+    let rejected_before = prom_text::sum(&connected, "weft_xds_update_rejected_total", &rds);
+    assert!(
+        prom_text::sum(
+            &connected,
+            "envoy_cluster_membership_total",
+            &[(
+                "cluster_name",
+                "outbound|9080||reviews.default.svc.cluster.local"
+            )]
+        ) >= 1.0,
+        "per-cluster state"
+    );
+
     // Config the proxies reject: RDS goes STALE with their error; the other types stay SYNCED.
     write_file(&mesh.config_dir(), "reviews-vs.yaml", NACKED_HUGE_REGEX);
     let report = eventually(LIMIT, "RDS STALE with the NACK", || async {
@@ -130,6 +266,102 @@ async fn proxy_status_shows_a_nack_with_the_proxys_reason_until_the_fix() {
             .then_some(report)
     })
     .await;
+    // The client's own view of the NACK: a counted rejection, and the rejected route
+    // configuration in `/config_dump`'s `error_state` while the old one stays active.
+    let samples = eventually(LIMIT, "the NACK counted", || async {
+        let samples = metrics(&mesh).await?;
+        (prom_text::sum(&samples, "weft_xds_update_rejected_total", &rds) > rejected_before)
+            .then_some(samples)
+    })
+    .await;
+    assert_eq!(
+        prom_text::sum(&samples, "envoy_control_plane_connected_state", &[]),
+        1.0
+    );
+    let dump = eventually(LIMIT, "error_state in /config_dump", || async {
+        let dump = config_dump(&mesh, &client_admin).await?;
+        outbound_routes(&dump)?["error_state"]["details"]
+            .as_str()?
+            .contains("Compiled regex exceeds size limit")
+            .then_some(dump)
+    })
+    .await;
+    let kinds: Vec<&str> = dump["configs"]
+        .as_array()
+        .expect("configs")
+        .iter()
+        .filter_map(|c| c["@type"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "BootstrapConfigDump",
+            "ClustersConfigDump",
+            "ListenersConfigDump",
+            "RoutesConfigDump",
+            "SecretsConfigDump"
+        ]
+        .map(|k| format!("{ADMIN_TYPE}{k}")),
+        "Envoy's configs in Envoy's order"
+    );
+    let outbound = outbound_routes(&dump).expect("outbound");
+    let error = &outbound["error_state"];
+    assert_eq!(
+        error["failed_configuration"]["@type"],
+        "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+    );
+    assert!(error["last_update_attempt"].is_string(), "{error}");
+    assert_ne!(
+        error["version_info"], outbound["version_info"],
+        "{outbound}"
+    );
+    assert_eq!(
+        outbound["route_config"]["name"], "outbound",
+        "the last good version still serves: {outbound}"
+    );
+    let clusters = dump_config(&dump, "ClustersConfigDump").expect("clusters");
+    let reviews = clusters["dynamic_active_clusters"]
+        .as_array()
+        .expect("active clusters")
+        .iter()
+        .find(|c| c["cluster"]["name"] == "outbound|9080||reviews.default.svc.cluster.local")
+        .unwrap_or_else(|| panic!("the reviews cluster: {clusters}"));
+    assert_eq!(
+        reviews["cluster"]["@type"],
+        "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+    );
+    assert_eq!(reviews["cluster"]["type"], "EDS");
+    assert!(reviews["version_info"].is_string() && reviews["last_updated"].is_string());
+    let listener =
+        &dump_config(&dump, "ListenersConfigDump").expect("listeners")["dynamic_listeners"][0];
+    assert!(
+        listener["active_state"]["listener"]["address"]["socket_address"]["port_value"].is_u64(),
+        "{listener}"
+    );
+    // Envoy's query parameters.
+    let reply = mesh
+        .http
+        .get_url(&format!(
+            "{client_admin}/config_dump?resource=dynamic_active_clusters&mask=cluster.name&name_regex=reviews"
+        ))
+        .await
+        .expect("config dump");
+    let selected: Value = serde_json::from_str(&reply.body).expect("json");
+    let selected = selected["configs"].as_array().expect("configs");
+    assert!(!selected.is_empty());
+    for c in selected {
+        assert_eq!(
+            c["@type"],
+            format!("{ADMIN_TYPE}ClustersConfigDump.DynamicCluster")
+        );
+        assert!(
+            c["cluster"]["name"]
+                .as_str()
+                .is_some_and(|n| n.contains("reviews"))
+        );
+        assert!(c.get("version_info").is_none(), "masked: {c}");
+    }
+
     for proxy in PROXIES {
         for short in ["CDS", "LDS", "EDS"] {
             let status = status_of(&report, proxy, short).expect("a status");
@@ -196,9 +428,35 @@ async fn proxy_status_shows_a_nack_with_the_proxys_reason_until_the_fix() {
             .then_some(report)
     })
     .await;
-    let rds = status_of(&report, "client.default", "RDS").expect("RDS");
-    assert!(rds["nack"].is_null(), "{rds}");
-    assert!(rds["last_nack"].is_string(), "{rds}");
+    let rds_status = status_of(&report, "client.default", "RDS").expect("RDS");
+    assert!(rds_status["nack"].is_null(), "{rds_status}");
+    assert!(rds_status["last_nack"].is_string(), "{rds_status}");
+    // The fixed version accepted: the error_state is gone from the dump.
+    eventually(LIMIT, "error_state cleared", || async {
+        let dump = config_dump(&mesh, &client_admin).await?;
+        let outbound = outbound_routes(&dump)?;
+        (outbound.get("error_state").is_none() && outbound["route_config"].is_object())
+            .then_some(())
+    })
+    .await;
+    // `config` at debug: the xDS client's debug lines (its ACKs) are in the log; after
+    // `--reset`, back at info.
+    let log = eventually(LIMIT, "debug lines of the config logger", || async {
+        let log = mesh.client.process.log();
+        log.lines()
+            .any(|l| l.contains("DEBUG") && l.contains("weft_xds"))
+            .then_some(log)
+    })
+    .await;
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("DEBUG") && l.contains("weft_proxy::http")),
+        "http stays above debug"
+    );
+    let (ok, out, err) =
+        weftctl(&["proxy-config", "log", "--admin", &client_admin, "--reset"]).await;
+    assert!(ok, "{err}");
+    assert!(out.lines().any(|l| l.trim() == "config: info"), "{out}");
 
     // An unknown proxy, an unreachable controller: a clear error and a failing exit.
     let (ok, _, err) = weftctl(&["proxy-status", "nobody", "--controller", &controller]).await;
@@ -392,4 +650,56 @@ async fn proxy_config_tables_show_what_the_proxy_applied() {
         ),
         "{endpoints}"
     );
+
+    // `/clusters` in Envoy's text format says the same, and so do Envoy's outlier gauges.
+    let text = mesh
+        .http
+        .get_url(&format!("{client_admin}/clusters"))
+        .await
+        .expect("/clusters")
+        .body;
+    let has = |line: String| text.lines().any(|l| l == line);
+    assert!(
+        has(format!("{all}::{v2}::health_flags::/failed_outlier_check")),
+        "{text}"
+    );
+    assert!(has(format!("{all}::{v1}::health_flags::healthy")), "{text}");
+    assert!(has(format!("{all}::{v1}::weight::1")), "{text}");
+    assert!(has(format!("{all}::added_via_api::true")), "{text}");
+    let samples = metrics(&mesh).await.expect("metrics");
+    let cluster = [("cluster_name", all)];
+    assert_eq!(
+        prom_text::sum(
+            &samples,
+            "envoy_cluster_outlier_detection_ejections_active",
+            &cluster
+        ),
+        1.0
+    );
+    assert!(
+        prom_text::sum(
+            &samples,
+            "envoy_cluster_outlier_detection_ejections_enforced_total",
+            &cluster
+        ) >= 1.0
+    );
+    assert_eq!(
+        prom_text::sum(&samples, "envoy_cluster_membership_healthy", &cluster),
+        1.0
+    );
+    // The workload certificate's expiry, from the certificate the proxy holds now.
+    let left = prom_text::sum(&samples, "weft_workload_cert_seconds_until_expiry", &[]);
+    let days = prom_text::sum(&samples, "envoy_server_days_until_first_cert_expiring", &[]);
+    assert!(left > 3600.0, "{left}");
+    assert_eq!(days, (left / 86_400.0).floor());
+    let not_after = prom_text::sum(
+        &samples,
+        "weft_workload_cert_expiration_timestamp_seconds",
+        &[],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!((not_after - now - left).abs() < 60.0, "{not_after} {left}");
 }
