@@ -217,5 +217,106 @@ fn a_resource_the_descriptors_cannot_render_does_not_hide_the_others() {
     let dump = render_with(&xds, "").unwrap();
     let clusters = &dump["configs"][1]["dynamic_active_clusters"];
     assert_eq!(clusters[0]["cluster"]["name"], "a", "{dump}");
-    assert!(clusters[1]["weft_unrenderable"].is_string(), "{dump}");
+    let odd = &clusters[1];
+    assert_eq!(odd["version_info"], "v1", "{odd}");
+    assert_eq!(
+        odd["cluster"]["type_url"],
+        "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+    );
+    assert!(
+        odd["cluster"]["weft_unrenderable"]
+            .as_str()
+            .is_some_and(|e| e.contains("not.a.Known")),
+        "{odd}"
+    );
+}
+
+/// The messages `/config_dump` renders: Envoy's config dump and every type the proxy reads
+/// from an `Any` (or Istio commonly sends in one). `envoy_descriptors.bin` is the closure of
+/// their files (see `regenerate_envoy_descriptors`).
+const ROOTS: &[&str] = &[
+    "envoy.admin.v3.ConfigDump",
+    "envoy.admin.v3.BootstrapConfigDump",
+    "envoy.admin.v3.ClustersConfigDump",
+    "envoy.admin.v3.ListenersConfigDump",
+    "envoy.admin.v3.RoutesConfigDump",
+    "envoy.admin.v3.SecretsConfigDump",
+    "envoy.admin.v3.EndpointsConfigDump",
+    "envoy.config.endpoint.v3.ClusterLoadAssignment",
+    "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+    "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+    "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+    "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+    "envoy.extensions.filters.http.cors.v3.Cors",
+    "envoy.extensions.filters.http.cors.v3.CorsPolicy",
+    "envoy.extensions.filters.http.fault.v3.HTTPFault",
+    "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
+    "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+    "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+    "envoy.extensions.filters.http.rbac.v3.RBAC",
+    "envoy.extensions.filters.http.router.v3.Router",
+    "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+    "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+    "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+    "envoy.extensions.filters.network.rbac.v3.RBAC",
+    "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+    "envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig",
+    "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
+    "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+    "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
+    "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+    "envoy.extensions.transport_sockets.tls.v3.Secret",
+    "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+];
+
+#[test]
+fn the_descriptors_have_every_type_the_dump_renders() {
+    let pool = DescriptorPool::decode(DESCRIPTORS).unwrap();
+    for root in ROOTS {
+        assert!(pool.get_message_by_name(root).is_some(), "{root}");
+    }
+}
+
+/// Writes `envoy_descriptors.bin`: the files of [`ROOTS`] and their imports, from the
+/// descriptor set envoy-types ships (`ENVOY_TYPES_BIN=<cargo registry>/envoy-types-<v>/src/
+/// generated/types.bin cargo test -p weft-proxy --lib regenerate -- --ignored`). Run it when
+/// envoy-types is upgraded, or when the proxy reads a new type from an `Any`.
+#[test]
+#[ignore = "regenerates a checked-in file"]
+fn regenerate_envoy_descriptors() {
+    let path = std::env::var("ENVOY_TYPES_BIN").expect("ENVOY_TYPES_BIN");
+    let full = DescriptorPool::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
+    fn visit(
+        file: prost_reflect::FileDescriptor,
+        seen: &mut std::collections::HashSet<String>,
+        out: &mut Vec<u8>,
+    ) {
+        if !seen.insert(file.name().to_string()) {
+            return;
+        }
+        for dependency in file.dependencies() {
+            visit(dependency, seen, out);
+        }
+        // Without the comments (`source_code_info`): most of the bytes, and of the memory a
+        // pool takes.
+        let mut proto = file.file_descriptor_proto().clone();
+        proto.source_code_info = None;
+        prost::encoding::bytes::encode(1, &prost::Message::encode_to_vec(&proto), out);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for root in ROOTS {
+        let message = full
+            .get_message_by_name(root)
+            .unwrap_or_else(|| panic!("{root}"));
+        visit(message.parent_file(), &mut seen, &mut out);
+    }
+    let dest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/admin/envoy_descriptors.bin"
+    );
+    std::fs::write(dest, &out).unwrap();
+    println!("{} files, {} bytes", seen.len(), out.len());
 }
