@@ -161,6 +161,8 @@ impl Levels {
             }
             let (target, level) = match directive.rsplit_once('=') {
                 Some((t, l)) => (Some(t), l),
+                // A bare target (`weft_proxy`) enables everything it covers, as in EnvFilter.
+                None if Level::parse(directive).is_none() => (Some(directive), "trace"),
                 None => (None, directive),
             };
             let level = Level::parse(level).ok_or_else(|| LogError::Level {
@@ -413,6 +415,14 @@ mod tests {
         assert_eq!(levels.level("http2"), Level::Off);
         assert_eq!(levels.level("misc"), Level::Info);
         assert_eq!(levels.level("grpc"), Level::Info);
+        let bare = Levels::parse("weft_proxy::upstream::balance,warn").unwrap();
+        assert_eq!(bare.level("upstream"), Level::Warning);
+        assert!(
+            bare.listing()
+                .contains("paths:\n  weft_proxy::upstream::balance: trace\n"),
+            "a bare target is all of its levels: {}",
+            bare.listing()
+        );
         let other = Levels::parse("weft_proxy::upstream::balance=trace,info").unwrap();
         assert!(
             other
