@@ -115,11 +115,6 @@ impl ClusterOutlier {
     pub fn stats(&self) -> weft_lb::outlier::Stats {
         self.detector.stats()
     }
-
-    /// What the detector knows of one endpoint (times ejected, when).
-    pub fn host_status(&self, host: &Host<SocketAddr>) -> Option<weft_lb::outlier::HostStatus> {
-        self.detector.host_status(host)
-    }
 }
 
 /// Lets ejected endpoints back, every `interval`, while the detector lives.
