@@ -243,6 +243,7 @@ const ROOTS: &[&str] = &[
     "envoy.admin.v3.SecretsConfigDump",
     "envoy.admin.v3.EndpointsConfigDump",
     "envoy.config.endpoint.v3.ClusterLoadAssignment",
+    "envoy.config.trace.v3.OpenTelemetryConfig",
     "envoy.extensions.access_loggers.file.v3.FileAccessLog",
     "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
     "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
