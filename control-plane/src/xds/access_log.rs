@@ -15,14 +15,13 @@ use envoy_types::pb::envoy::config::accesslog::v3::{
 use envoy_types::pb::envoy::config::core::v3::{
     DataSource, SubstitutionFormatString, data_source, substitution_format_string,
 };
-use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
+use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::extensions::access_loggers::file::v3::FileAccessLog;
 use envoy_types::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::google::protobuf::{Any, Struct, Value, value::Kind};
 use prost::Message as _;
 
-use super::listeners::{HTTP_CONNECTION_MANAGER, VIRTUAL_INBOUND, VIRTUAL_OUTBOUND};
+use super::listeners::{VIRTUAL_INBOUND, VIRTUAL_OUTBOUND};
 use super::{Proxy, pack};
 use crate::model::Model;
 use crate::model::telemetry::{self, Side};
@@ -197,25 +196,7 @@ pub fn apply(model: &Model, proxy: &Proxy, listener: &mut Listener) {
     if logs.is_empty() {
         return;
     }
-    let chains = listener
-        .filter_chains
-        .iter_mut()
-        .chain(listener.default_filter_chain.as_mut());
-    for chain in chains {
-        for f in &mut chain.filters {
-            if f.name != HTTP_CONNECTION_MANAGER {
-                continue;
-            }
-            let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
-                continue;
-            };
-            let Ok(mut hcm) = HttpConnectionManager::decode(any.value.as_slice()) else {
-                continue;
-            };
-            hcm.access_log = logs.clone();
-            *any = pack(&hcm);
-        }
-    }
+    super::listeners::for_each_hcm(listener, |hcm| hcm.access_log = logs.clone());
 }
 
 /// Why the mesh's access log settings cannot be used (the controller does not start).

@@ -51,6 +51,33 @@ pub fn listeners(model: &Model, proxy: &Proxy) -> Vec<Listener> {
     listeners
 }
 
+/// Changes every HTTP connection manager of `listener` (its chains' and the default chain's)
+/// with `change`, re-packing each: how the telemetry settings (access logs, tracing) reach
+/// the connection managers built before them.
+pub fn for_each_hcm(listener: &mut Listener, mut change: impl FnMut(&mut HttpConnectionManager)) {
+    let chains = listener
+        .filter_chains
+        .iter_mut()
+        .chain(listener.default_filter_chain.as_mut());
+    for chain in chains {
+        for f in &mut chain.filters {
+            if f.name != HTTP_CONNECTION_MANAGER {
+                continue;
+            }
+            let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
+                continue;
+            };
+            let Ok(mut hcm) =
+                <HttpConnectionManager as prost::Message>::decode(any.value.as_slice())
+            else {
+                continue;
+            };
+            change(&mut hcm);
+            *any = pack(&hcm);
+        }
+    }
+}
+
 /// The listeners of a proxy that clients address explicitly (local mode, the demo).
 fn explicit_listeners(model: &Model, proxy: &Proxy) -> Vec<Listener> {
     let timeouts = Timeouts {

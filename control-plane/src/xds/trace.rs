@@ -12,19 +12,16 @@
 //! ```
 
 use envoy_types::pb::envoy::config::core::v3::{GrpcService, grpc_service};
-use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
+use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{
     Decorator, RouteConfiguration, route, route_action,
 };
 use envoy_types::pb::envoy::config::trace::v3::{OpenTelemetryConfig, tracing as trace};
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, http_connection_manager,
-};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager;
 use envoy_types::pb::envoy::r#type::tracing::v3::{CustomTag, custom_tag};
 use envoy_types::pb::envoy::r#type::v3::Percent;
-use prost::Message as _;
 
-use super::listeners::{HTTP_CONNECTION_MANAGER, VIRTUAL_INBOUND, VIRTUAL_OUTBOUND};
+use super::listeners::{VIRTUAL_INBOUND, VIRTUAL_OUTBOUND};
 use super::{Proxy, outbound_cluster_name, pack};
 use crate::model::Model;
 use crate::model::telemetry::Side;
@@ -149,25 +146,7 @@ pub fn apply(model: &Model, proxy: &Proxy, listener: &mut Listener) {
     let Some(tracing) = hcm_tracing(model, proxy, side) else {
         return;
     };
-    let chains = listener
-        .filter_chains
-        .iter_mut()
-        .chain(listener.default_filter_chain.as_mut());
-    for chain in chains {
-        for f in &mut chain.filters {
-            if f.name != HTTP_CONNECTION_MANAGER {
-                continue;
-            }
-            let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
-                continue;
-            };
-            let Ok(mut hcm) = HttpConnectionManager::decode(any.value.as_slice()) else {
-                continue;
-            };
-            hcm.tracing = Some(tracing.clone());
-            *any = pack(&hcm);
-        }
-    }
+    super::listeners::for_each_hcm(listener, |hcm| hcm.tracing = Some(tracing.clone()));
 }
 
 /// Names the spans of the proxy's routes (`decorator.operation`) where it traces: an
