@@ -172,6 +172,37 @@ async fn requests_are_counted_exactly_on_both_reporters_with_istios_labels() {
     assert_eq!(sum(&c, REQUESTS, &[("reporter", "destination")]), 0.0);
     assert_eq!(sum(&s, REQUESTS, &[("reporter", "source")]), 0.0);
 
+    // The admin's `/stats` (Envoy's JSON shape) lists the same series with the same counts.
+    let admin = SocketAddr::new(server, 15000);
+    let reply = mesh
+        .http
+        .request(
+            admin,
+            "GET",
+            &admin.to_string(),
+            "/stats?filter=%5Eistio_requests_total&usedonly&format=json",
+            &[],
+        )
+        .await
+        .expect("/stats");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let listed: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
+    let stats = listed["stats"].as_array().expect("stats");
+    assert!(!stats.is_empty(), "{}", reply.body);
+    let total: f64 = stats
+        .iter()
+        .map(|s| {
+            assert!(
+                s["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("istio_requests_total{")),
+                "{s}"
+            );
+            s["value"].as_f64().expect("a number")
+        })
+        .sum();
+    assert_eq!(total, sum(&s, REQUESTS, &[]));
+
     // The histograms count the same requests, and the sizes are real.
     for (samples, labels) in [(&c, ok_source), (&s, ok_destination)] {
         for histogram in [

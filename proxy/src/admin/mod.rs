@@ -29,6 +29,7 @@ use crate::http::text_response;
 
 pub mod clusters;
 pub mod config_dump;
+mod stats;
 
 /// Which endpoints a server exposes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +129,26 @@ fn respond<B>(
             );
             resp
         }
-        (Kind::Admin | Kind::Stats, "/stats/prometheus") => {
+        (Kind::Admin, "/stats") if query_value(req, "format").as_deref() != Some("prometheus") => {
+            let query = match stats::Query::parse(req.uri().query()) {
+                Ok(query) => query,
+                Err(e) => return text_response(StatusCode::BAD_REQUEST, format!("{e}\n")),
+            };
+            let mut text = String::new();
+            if let Some(registry) = &ctl.metrics
+                && let Err(e) = prometheus_client::encoding::text::encode(&mut text, registry)
+            {
+                return text_response(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"));
+            }
+            let (body, content_type) = stats::render(&text, &query);
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(content_type),
+            );
+            resp
+        }
+        (Kind::Admin | Kind::Stats, "/stats/prometheus") | (Kind::Admin, "/stats") => {
             let mut text = String::new();
             if let Some(registry) = &ctl.metrics
                 && let Err(e) = prometheus_client::encoding::text::encode(&mut text, registry)
