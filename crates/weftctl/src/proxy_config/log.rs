@@ -4,25 +4,14 @@
 
 use std::time::Duration;
 
-use crate::remote::{self, KubeArgs, Remote};
+use crate::remote::{self, KubeArgs};
 
 use super::ConfigError;
 
 #[derive(clap::Args, Debug)]
 pub struct LogArgs {
-    /// The proxy: `<pod>[.<namespace>]` or its node id (Kubernetes). With `--admin` it may
-    /// be left out.
-    pub proxy: Option<String>,
-    /// The proxy's admin address, `http://HOST:15000` (local mode, or a port-forward).
-    /// Without it the pod is reached through the Kubernetes API server.
-    #[arg(long, value_name = "URL")]
-    pub admin: Option<String>,
-    /// The pod's namespace when <proxy> names none (default: the kubeconfig context's).
-    #[arg(short = 'n', long)]
-    pub namespace: Option<String>,
-    /// The proxy's admin port in its pod.
-    #[arg(long, default_value_t = 15000)]
-    pub admin_port: u16,
+    #[command(flatten)]
+    pub target: super::Target,
     /// Levels to set: `<level>` for every logger, or `<logger>:<level>` for one, comma
     /// separated (e.g. `http:debug,router:warning`). Levels: trace, debug, info, warning,
     /// error, critical, off. Without it (and `--reset`) the levels are only shown.
@@ -67,19 +56,7 @@ pub fn logging_path(level: Option<&str>, reset: bool) -> Result<Option<String>, 
 
 /// Shows, or changes then shows, the proxy's log levels.
 pub async fn run(args: &LogArgs) -> Result<(), ConfigError> {
-    let admin = match &args.admin {
-        Some(admin) => Remote::direct(admin)?,
-        None => {
-            let proxy = args.proxy.as_deref().ok_or(ConfigError::NoProxy)?;
-            super::pod_admin(
-                &args.kube,
-                proxy,
-                args.namespace.as_deref(),
-                args.admin_port,
-            )
-            .await?
-        }
-    };
+    let admin = args.target.admin(&args.kube).await?;
     let body = match logging_path(args.level.as_deref(), args.reset)? {
         Some(path) => admin.post(&path, args.timeout).await?,
         None => admin.get("/logging", args.timeout).await?,

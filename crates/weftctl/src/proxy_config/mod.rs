@@ -31,8 +31,9 @@ pub enum Command {
     Log(log::LogArgs),
 }
 
+/// Which proxy, and how to reach its admin (every `proxy-config` command).
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub struct Target {
     /// The proxy: `<pod>[.<namespace>]` or its node id (Kubernetes). With `--admin` it may
     /// be left out.
     pub proxy: Option<String>,
@@ -46,6 +47,29 @@ pub struct Args {
     /// The proxy's admin port in its pod.
     #[arg(long, default_value_t = 15000)]
     pub admin_port: u16,
+}
+
+impl Target {
+    /// The proxy's admin: `--admin`, else its pod through the Kubernetes API server.
+    pub async fn admin(&self, kube: &remote::KubeArgs) -> Result<Remote, ConfigError> {
+        if let Some(admin) = &self.admin {
+            return Ok(Remote::direct(admin)?);
+        }
+        let proxy = self.proxy.as_deref().ok_or(ConfigError::NoProxy)?;
+        let api = KubeApi::connect(kube, "--admin").await?;
+        let namespace = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| api.default_namespace.clone());
+        let (pod, namespace) = pod_of(proxy, &namespace);
+        Ok(api.pod(&namespace, &pod, self.admin_port))
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub target: Target,
     /// Where the controller is: routes and clusters show the VirtualService and
     /// DestinationRule it used for each host (left out when it is not known: with `--admin`,
     /// give `--controller` for them).
@@ -83,39 +107,11 @@ pub fn pod_of(proxy: &str, namespace: &str) -> (String, String) {
     }
 }
 
-/// The proxy's admin: `--admin`, else its pod through the Kubernetes API server.
-async fn admin(args: &Args) -> Result<Remote, ConfigError> {
-    if let Some(admin) = &args.admin {
-        return Ok(Remote::direct(admin)?);
-    }
-    let proxy = args.proxy.as_deref().ok_or(ConfigError::NoProxy)?;
-    pod_admin(
-        &args.controller.kube,
-        proxy,
-        args.namespace.as_deref(),
-        args.admin_port,
-    )
-    .await
-}
-
-/// The admin port of the pod `proxy` names, through the Kubernetes API server.
-async fn pod_admin(
-    kube: &remote::KubeArgs,
-    proxy: &str,
-    namespace: Option<&str>,
-    admin_port: u16,
-) -> Result<Remote, ConfigError> {
-    let api = KubeApi::connect(kube, "--admin").await?;
-    let namespace = namespace.map_or_else(|| api.default_namespace.clone(), str::to_string);
-    let (pod, namespace) = pod_of(proxy, &namespace);
-    Ok(api.pod(&namespace, &pod, admin_port))
-}
-
 /// The controller's view of hosts (`/debug/configz`), from the first controller that answers
 /// (every replica builds the same model): `--controller`, or in Kubernetes mode the one found
 /// there. `None`, with a warning when it was looked for, when it cannot be had.
 async fn policies(args: &Args) -> Option<Policies> {
-    if args.admin.is_some() && args.controller.controller.is_none() {
+    if args.target.admin.is_some() && args.controller.controller.is_none() {
         return None;
     }
     let warn = |error: &RemoteError| {
@@ -155,7 +151,7 @@ pub async fn run(command: Command) -> Result<(), ConfigError> {
         | Command::Endpoints(args)
         | Command::Secret(args) => args,
     };
-    let admin = admin(args).await?;
+    let admin = args.target.admin(&args.controller.kube).await?;
     let (output, timeout) = (args.output, args.timeout);
     let envoy = |path: &'static str| admin.get_json::<serde_json::Value>(path, timeout);
     let dump = || async {
