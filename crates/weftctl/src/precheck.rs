@@ -14,12 +14,13 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ListParams, PostParams};
 use weft_api::Kind;
 
-use crate::analyze::input::{PROXY_CONTAINER, plural};
+use crate::analyze::input::PROXY_CONTAINER;
 use crate::analyze::{
     EXISTING_CONTROL_PLANE, Finding, INSUFFICIENT_PERMISSIONS, Level, PODS_PROXY_IMAGE_MISMATCH,
     ResourceRef, UNSUPPORTED_CRD_VERSION, UNSUPPORTED_KUBERNETES_VERSION, output,
 };
 use crate::remote::{KubeApi, KubeArgs};
+use weft_api::crd::plural;
 
 /// The oldest Kubernetes the chart installs on (`charts/weft/Chart.yaml` `kubeVersion`).
 pub const MIN_KUBERNETES: (u32, u32) = (1, 30);

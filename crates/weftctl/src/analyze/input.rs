@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, PodTemplateSpec, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use weft_api::crd::plural;
 use weft_api::{ConfigObject, DocumentError, Kind};
 
 use super::{Origin, ResourceRef};
@@ -432,23 +433,6 @@ fn add_kube_object(
             origin,
             error,
         });
-    }
-}
-
-/// The plural of each Istio kind in API paths.
-pub fn plural(kind: Kind) -> &'static str {
-    match kind {
-        Kind::VirtualService => "virtualservices",
-        Kind::DestinationRule => "destinationrules",
-        Kind::ServiceEntry => "serviceentries",
-        Kind::WorkloadEntry => "workloadentries",
-        Kind::Gateway => "gateways",
-        Kind::Sidecar => "sidecars",
-        Kind::PeerAuthentication => "peerauthentications",
-        Kind::AuthorizationPolicy => "authorizationpolicies",
-        Kind::RequestAuthentication => "requestauthentications",
-        Kind::Telemetry => "telemetries",
-        Kind::LocalRateLimit => "localratelimits",
     }
 }
 
