@@ -52,6 +52,9 @@ pub struct Active {
     parent: Option<context::SpanId>,
     kind: Kind,
     start: SystemTime,
+    /// The span's name when its route has no decorator: Envoy's `<authority><path>`, without
+    /// the query.
+    default_name: String,
     /// The tags known when the request arrived.
     tags: Vec<KeyValue>,
 }
@@ -108,6 +111,11 @@ pub fn start<B>(
         parent,
         kind,
         start: SystemTime::now(),
+        default_name: format!(
+            "{}{}",
+            crate::http::request_authority(req),
+            req.uri().path()
+        ),
         tags: request_tags(config, req, peer),
         config: config.clone(),
     }))
@@ -196,23 +204,10 @@ impl Active {
             parent,
             kind,
             start,
+            default_name,
             mut tags,
         } = self;
-        let url = tags.iter().find(|t| t.key == "http.url").and_then(|t| {
-            match t.value.as_ref()?.value.as_ref()? {
-                any_value::Value::StringValue(s) => Some(s.clone()),
-                _ => None,
-            }
-        });
-        let name = match end.operation {
-            Some(op) => op.to_string(),
-            // Envoy's default: the authority and path, without the query.
-            None => url
-                .as_deref()
-                .map(|u| u.trim_start_matches("http://"))
-                .map(|u| u.split('?').next().unwrap_or(u).to_string())
-                .unwrap_or_default(),
-        };
+        let name = end.operation.map_or(default_name, str::to_string);
         tags.push(tag("http.status_code", end.status.to_string()));
         tags.push(tag("response_flags", end.flags.to_string()));
         tags.push(tag("request_size", end.request_size.to_string()));
