@@ -246,8 +246,8 @@ pub struct Args {
     pub access_log_format: String,
 
     /// Istio's MeshConfig YAML (the chart's `weft` ConfigMap, key `mesh`), read at start for
-    /// its tracing: `enableTracing`, `defaultConfig.tracing`, `extensionProviders`,
-    /// `defaultProviders.tracing`. Its other fields come from the flags above.
+    /// its telemetry: `enableTracing`, `defaultConfig.tracing`, `extensionProviders`,
+    /// `defaultProviders.tracing` and `.metrics`. Its other fields come from the flags above.
     #[arg(long, env = "WEFT_MESH_CONFIG", value_name = "FILE")]
     pub mesh_config: Option<std::path::PathBuf>,
 

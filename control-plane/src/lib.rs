@@ -104,11 +104,15 @@ pub enum Error {
     MeshConfig { path: String, reason: String },
 }
 
-/// The mesh config file's tracing settings (Istio's defaults without a file).
-fn mesh_tracing(path: Option<&std::path::Path>) -> Result<model::trace::MeshTracing, Error> {
+/// The mesh config file's tracing and metrics settings (Istio's defaults without a file).
+fn mesh_telemetry(
+    path: Option<&std::path::Path>,
+) -> Result<(model::trace::MeshTracing, model::metrics::MeshMetrics), Error> {
     let Some(path) = path else {
-        return Ok(model::trace::MeshTracing::from_mesh(
-            &weft_api::mesh::MeshConfig::default(),
+        let mesh = weft_api::mesh::MeshConfig::default();
+        return Ok((
+            model::trace::MeshTracing::from_mesh(&mesh),
+            model::metrics::MeshMetrics::from_mesh(&mesh),
         ));
     };
     let error = |reason: String| Error::MeshConfig {
@@ -133,7 +137,13 @@ fn mesh_tracing(path: Option<&std::path::Path>) -> Result<model::trace::MeshTrac
         providers = ?mesh.extension_providers.iter().map(|p| format!("{} ({})", p.name, p.kind())).collect::<Vec<_>>(),
         "mesh tracing"
     );
-    Ok(tracing)
+    let metrics = model::metrics::MeshMetrics::from_mesh(&mesh);
+    tracing::info!(
+        default_providers = ?metrics.default_providers,
+        prometheus = ?metrics.prometheus,
+        "mesh metrics"
+    );
+    Ok((tracing, metrics))
 }
 
 /// Runs the controller until Ctrl-C / SIGTERM.
@@ -286,6 +296,7 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         false => None,
     };
 
+    let (tracing, metrics) = mesh_telemetry(args.mesh_config.as_deref())?;
     let settings = MeshSettings {
         domain: args.domain.clone(),
         dns_refresh_rate: args.dns_refresh_rate,
@@ -299,7 +310,8 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
             json: args.access_log_encoding == "JSON",
             format: args.access_log_format.clone(),
         },
-        tracing: mesh_tracing(args.mesh_config.as_deref())?,
+        tracing,
+        metrics,
     };
     xds::access_log::check_mesh_format(&settings.access_log)?;
     let mut local_stats = None;

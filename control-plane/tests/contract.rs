@@ -51,6 +51,8 @@ mod ratelimit;
 mod resilience;
 #[path = "contract/routes_extra.rs"]
 mod routes_extra;
+#[path = "contract/stats.rs"]
+mod stats;
 #[path = "contract/tracing.rs"]
 mod tracing;
 
@@ -394,6 +396,7 @@ async fn security_policies_are_accepted_by_the_proxy() {
             weft_xds::contract::RBAC,
             weft_xds::contract::RBAC,
             weft_xds::contract::RBAC,
+            weft_xds::stats::STATS_FILTER,
             weft_xds::contract::ROUTER,
         ]
     );

@@ -19,9 +19,11 @@ use tokio_util::sync::CancellationToken;
 use weft_net::RateLimitedLog;
 use weft_xds::contract::BLACKHOLE_CLUSTER;
 
+use crate::access_log::Entry;
 use crate::authz::{ConnFacts, Facts};
 use crate::config::{Listener, Network};
 use crate::error::ResponseFlags;
+use crate::metrics::view::Dimensions;
 use crate::metrics::{Counted, Metrics, Peer, Reporter, Secured, Service, TcpKey};
 use crate::tls::MeshTls;
 use crate::tls::accept::Accepted;
@@ -77,15 +79,47 @@ pub async fn proxy(
     let Some(name) = config.clusters.get(entry).map(|c| c.name.as_str()) else {
         return;
     };
-    // The connection's metrics labels, once its cluster and the upstream's TLS are known.
+    // The connection's metrics labels, once its cluster and the upstream's TLS are known; none
+    // when the chain records no metrics (no istio.stats filter).
     let reporter = t.listener.direction.reporter();
-    let key = |service: Option<&Service>, flags: ResponseFlags, upstream_mtls: bool| {
+    let stats = config.stats.as_ref().filter(|_| t.metrics.enabled());
+    let key = |service: Option<&Service>,
+               flags: ResponseFlags,
+               upstream_mtls: bool,
+               upstream: Option<SocketAddr>|
+     -> Option<TcpKey> {
+        let stats = stats?;
+        let dimensions = if stats.needs_attributes() {
+            stats.values(&Entry {
+                start: std::time::SystemTime::now(),
+                duration: Duration::ZERO,
+                request: None,
+                response_headers: None,
+                code: 0,
+                flags,
+                grpc_status: None,
+                bytes_received: 0,
+                bytes_sent: 0,
+                upstream_host: upstream,
+                via_upstream: false,
+                upstream_cluster: Some(name),
+                route_name: None,
+                downstream_local: destination,
+                downstream_remote: peer,
+                sni: downstream.sni.as_deref(),
+                downstream_peer: downstream.principal.as_deref(),
+                upstream_peer: None,
+                trace_id: None,
+            })
+        } else {
+            Dimensions::default()
+        };
         let secured = match reporter {
             Reporter::Destination => Secured::inbound(downstream.principal.as_ref()),
             // No metadata exchange on opaque TCP yet: the server's identity is not known.
             Reporter::Source => Secured::outbound(upstream_mtls, None),
         };
-        TcpKey {
+        Some(TcpKey {
             reporter,
             // No metadata exchange on opaque TCP yet: the peer's workload is not known.
             peer: Peer::unknown(),
@@ -94,24 +128,25 @@ pub async fn proxy(
             service: service.cloned().unwrap_or_else(Service::unknown),
             flags,
             security: secured.security,
-        }
+            stats: stats.clone(),
+            dimensions,
+        })
     };
+    let series_of = |key: Option<TcpKey>| key.and_then(|k| t.metrics.tcp_series(k));
     let Some(cluster) = t.clusters.get(entry).cloned().flatten() else {
         tracing::debug!(%peer, %destination, %listener, cluster = %name, "cluster not configured (NC): connection closed");
-        if let Some(series) =
-            t.metrics
-                .tcp_series(key(None, ResponseFlags::NO_CLUSTER_FOUND, false))
-        {
+        if let Some(series) = series_of(key(None, ResponseFlags::NO_CLUSTER_FOUND, false, None)) {
             series.failed();
         }
         return;
     };
     let service = &cluster.config.service;
     let Some(endpoint) = cluster.pick(destination) else {
-        if let Some(series) = t.metrics.tcp_series(key(
+        if let Some(series) = series_of(key(
             Some(service),
             ResponseFlags::NO_HEALTHY_UPSTREAM,
             false,
+            None,
         )) {
             series.failed();
         }
@@ -145,10 +180,11 @@ pub async fn proxy(
         Ok(upstream) => upstream,
         Err(e) => {
             tracing::debug!(%peer, %destination, %listener, cluster = %name, error = %e, "upstream connect failed (UF): connection closed");
-            if let Some(series) = t.metrics.tcp_series(key(
+            if let Some(series) = series_of(key(
                 Some(service),
                 ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
                 false,
+                Some(endpoint.addr),
             )) {
                 series.failed();
             }
@@ -158,9 +194,12 @@ pub async fn proxy(
     let tls = matches!(mode, TlsMode::Tls(_));
     let mesh_tls = mode.is_mesh();
     tracing::trace!(%peer, %destination, upstream = %endpoint.addr, tls, "proxying");
-    let series = t
-        .metrics
-        .tcp_series(key(Some(service), ResponseFlags::NONE, mesh_tls));
+    let series = series_of(key(
+        Some(service),
+        ResponseFlags::NONE,
+        mesh_tls,
+        Some(endpoint.addr),
+    ));
     let mut downstream = match series {
         Some(series) => tokio_util::either::Either::Left(Counted::new(downstream.io, series)),
         None => tokio_util::either::Either::Right(downstream.io),

@@ -1,7 +1,8 @@
 //! Istio's metrics in process: the metadata exchange on an inbound listener (taken off before
 //! the app, answered only to a client that sent its own), the flags a response gets after its
-//! head (`DC`: the client left mid-body), gRPC's status from trailers, and TCP connections and
-//! bytes counted while they flow.
+//! head (`DC`: the client left mid-body), gRPC's status from trailers, TCP connections and
+//! bytes counted while they flow, and the stats filter's settings (metrics dropped, labels
+//! removed, replaced and added; series made equal summed; no filter, no metrics).
 #![allow(clippy::unwrap_used)] // test code: panicking is the point.
 
 mod common;
@@ -19,6 +20,7 @@ use common::{
 };
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::listener::v3 as lds;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
 use envoy_types::pb::google::protobuf::Any;
 use http::{HeaderMap, Request, Response};
@@ -32,6 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_proxy::ConfigStore;
 use weft_proxy::metrics::exchange::{self, OwnHeaders};
 use weft_proxy::metrics::{Metrics, Settings, WorkloadLabels};
+use weft_xds::stats::{MetricConfig, PluginConfig, STATS_FILTER, STATS_TYPE_URL};
 use weft_xds::type_url;
 
 fn workload(name: &str, app: &str, version: &str) -> WorkloadLabels {
@@ -98,10 +101,62 @@ async fn wait_for(metrics: &Arc<Metrics>, name: &str, having: &[&str], want: f64
     }
 }
 
-/// `listener` (decoded from its `Any`) with `traffic_direction`.
+/// `listener` (decoded from its `Any`) with `traffic_direction`, recording Istio's metrics
+/// with their standard labels.
 fn directed(listener: Any, direction: core::TrafficDirection) -> Any {
     let mut l = lds::Listener::decode(listener.value.as_slice()).unwrap();
     l.traffic_direction = direction as i32;
+    with_stats(any(&l), standard_stats())
+}
+
+/// The stats filter config without overrides, as the controller writes it.
+fn standard_stats() -> PluginConfig {
+    PluginConfig {
+        disable_host_header_fallback: true,
+        ..Default::default()
+    }
+}
+
+/// `listener` with Istio's stats filter (`config`) in every chain: before the router of its
+/// connection manager, or before its TCP proxy.
+fn with_stats(listener: Any, config: PluginConfig) -> Any {
+    let mut l = lds::Listener::decode(listener.value.as_slice()).unwrap();
+    let typed = Any {
+        type_url: STATS_TYPE_URL.into(),
+        value: config.encode_to_vec(),
+    };
+    for chain in &mut l.filter_chains {
+        if let Some(i) = chain
+            .filters
+            .iter()
+            .position(|f| f.name == weft_xds::contract::TCP_PROXY)
+        {
+            chain.filters.insert(
+                i,
+                lds::Filter {
+                    name: STATS_FILTER.into(),
+                    config_type: Some(lds::filter::ConfigType::TypedConfig(typed.clone())),
+                },
+            );
+            continue;
+        }
+        for f in &mut chain.filters {
+            let Some(lds::filter::ConfigType::TypedConfig(a)) = &mut f.config_type else {
+                continue;
+            };
+            let mut m = hcm::HttpConnectionManager::decode(a.value.as_slice()).unwrap();
+            let at = m.http_filters.len() - 1;
+            m.http_filters.insert(
+                at,
+                hcm::HttpFilter {
+                    name: STATS_FILTER.into(),
+                    config_type: Some(hcm::http_filter::ConfigType::TypedConfig(typed.clone())),
+                    ..Default::default()
+                },
+            );
+            *a = any(&m);
+        }
+    }
     any(&l)
 }
 
@@ -278,7 +333,10 @@ async fn inbound_takes_the_peers_metadata_off_and_answers_with_its_own() {
 #[tokio::test]
 async fn a_client_that_leaves_mid_body_is_flagged_dc() {
     let metrics = metrics(workload("client", "client", ""));
-    let listener = listener_with("l", "127.0.0.1:0".parse().unwrap(), "routes", |_| {});
+    let listener = with_stats(
+        listener_with("l", "127.0.0.1:0".parse().unwrap(), "routes", |_| {}),
+        standard_stats(),
+    );
     let (_store, addr) = serve(
         &metrics,
         listener,
@@ -317,7 +375,10 @@ async fn a_client_that_leaves_mid_body_is_flagged_dc() {
 #[tokio::test]
 async fn grpc_status_comes_from_the_trailers() {
     let metrics = metrics(workload("client", "client", ""));
-    let listener = listener_with("l", "127.0.0.1:0".parse().unwrap(), "routes", |_| {});
+    let listener = with_stats(
+        listener_with("l", "127.0.0.1:0".parse().unwrap(), "routes", |_| {}),
+        standard_stats(),
+    );
     let (_store, addr) = serve(&metrics, listener, "outbound|9090||grpc.test", app().await);
     let req = Request::post(format!("http://{addr}/grpc"))
         .header("host", "grpc.test")
@@ -395,7 +456,11 @@ async fn tcp_connections_and_bytes_are_counted_while_they_flow() {
         ..Default::default()
     };
     store
-        .apply_response(type_url::LISTENER, "l1", vec![any(&listener)])
+        .apply_response(
+            type_url::LISTENER,
+            "l1",
+            vec![with_stats(any(&listener), standard_stats())],
+        )
         .unwrap();
     let addr = store.local_addr("l").unwrap();
 
@@ -434,4 +499,220 @@ async fn tcp_connections_and_bytes_are_counted_while_they_flow() {
     let failed = [r#"reporter="destination""#, r#"response_flags="UH""#];
     wait_for(&metrics, "istio_tcp_connections_opened_total", &failed, 1.0).await;
     wait_for(&metrics, "istio_tcp_connections_closed_total", &failed, 1.0).await;
+}
+
+#[tokio::test]
+async fn the_stats_filter_drops_metrics_and_removes_and_adds_labels() {
+    let metrics = metrics(workload("reviews-v1", "reviews", "v1"));
+    let config = PluginConfig {
+        metrics: vec![
+            // Every metric: no response code, and the request's method as a label.
+            MetricConfig {
+                tags_to_remove: vec!["response_code".into()],
+                dimensions: [
+                    ("request_method".to_string(), "request.method".to_string()),
+                    // A standard label replaced by an expression's value.
+                    (
+                        "destination_version".to_string(),
+                        "request.headers['x-version']".to_string(),
+                    ),
+                ]
+                .into_iter()
+                .collect(),
+                ..Default::default()
+            },
+            MetricConfig {
+                name: weft_xds::stats::RESPONSE_BYTES.into(),
+                drop: true,
+                ..Default::default()
+            },
+        ],
+        ..standard_stats()
+    };
+    let listener = directed(
+        listener_with("l", "127.0.0.1:0".parse().unwrap(), "routes", |_| {}),
+        core::TrafficDirection::Inbound,
+    );
+    // `directed` added the standard filter; this listener's own replaces it.
+    let listener = {
+        let mut l = lds::Listener::decode(listener.value.as_slice()).unwrap();
+        for f in &mut l.filter_chains[0].filters {
+            let Some(lds::filter::ConfigType::TypedConfig(a)) = &mut f.config_type else {
+                continue;
+            };
+            let mut m = hcm::HttpConnectionManager::decode(a.value.as_slice()).unwrap();
+            m.http_filters.retain(|f| f.name != STATS_FILTER);
+            *a = any(&m);
+        }
+        with_stats(any(&l), config)
+    };
+    let (_store, addr) = serve(&metrics, listener, "inbound|9080||", app().await);
+    // Two requests that say their version, one that does not.
+    let mut v2 = HeaderMap::new();
+    v2.insert("x-version", "v2".parse().unwrap());
+    send(addr, "/", &v2).await;
+    send(addr, "/", &v2).await;
+    send(addr, "/", &HeaderMap::new()).await;
+
+    let text = text(&metrics);
+    assert_eq!(
+        value(
+            &text,
+            "istio_requests_total",
+            &[r#"request_method="GET""#, r#"destination_version="v2""#]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "istio_requests_total",
+            &[
+                r#"request_method="GET""#,
+                r#"destination_version="unknown""#
+            ]
+        ),
+        Some(1.0),
+        "a missing header is `unknown`: {text}"
+    );
+    assert!(
+        !text.contains("response_code="),
+        "response_code removed from every metric: {text}"
+    );
+    assert!(
+        !text.contains("istio_response_bytes_bucket{"),
+        "response bytes dropped: {text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "istio_request_duration_milliseconds_count",
+            &[r#"destination_version="v2""#]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn series_that_the_overrides_make_equal_are_summed() {
+    let metrics = metrics(workload("reviews-v1", "reviews", "v1"));
+    let config = PluginConfig {
+        metrics: vec![MetricConfig {
+            name: weft_xds::stats::REQUESTS_TOTAL.into(),
+            tags_to_remove: vec!["source_workload".into()],
+            ..Default::default()
+        }],
+        ..standard_stats()
+    };
+    let listener = with_stats(
+        listener_with("l", "127.0.0.1:0".parse().unwrap(), "routes", |_| {}),
+        config,
+    );
+    let listener = {
+        let mut l = lds::Listener::decode(listener.value.as_slice()).unwrap();
+        l.traffic_direction = core::TrafficDirection::Inbound as i32;
+        any(&l)
+    };
+    let (_store, addr) = serve(&metrics, listener, "inbound|9080||", app().await);
+    // Two workloads of one app: two series inside, one line once `source_workload` is gone.
+    for source in ["a", "b"] {
+        let mut headers = HeaderMap::new();
+        OwnHeaders::new("n", "p", &workload(source, "shared", "")).insert(&mut headers);
+        send(addr, "/", &headers).await;
+    }
+    let text = text(&metrics);
+    assert_eq!(
+        value(
+            &text,
+            "istio_requests_total",
+            &[r#"reporter="destination""#]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    // The other metrics keep the label: one line per source.
+    for source in ["a", "b"] {
+        let label = format!("source_workload=\"{source}\"");
+        assert_eq!(
+            value(
+                &text,
+                "istio_request_duration_milliseconds_count",
+                &[label.as_str()]
+            ),
+            Some(1.0),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_listener_without_the_stats_filter_records_nothing() {
+    let metrics = metrics(workload("reviews-v1", "reviews", "v1"));
+    let listener = listener_with("l", "127.0.0.1:0".parse().unwrap(), "routes", |_| {});
+    let (_store, addr) = serve(&metrics, listener, "inbound|9080||", app().await);
+    let (resp, _) = send(addr, "/", &HeaderMap::new()).await;
+    assert_eq!(resp.status(), 200);
+    let text = text(&metrics);
+    assert!(
+        !text.contains("istio_requests_total{"),
+        "no filter, no series: {text}"
+    );
+}
+
+/// Sends one HTTP/1.1 GET on `stream` and reads its whole (small) answer.
+async fn get_on(stream: &mut tokio::net::TcpStream) {
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: reviews\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("saw-metadata=") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the proxy closed the connection");
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn new_settings_apply_to_the_next_request_of_an_open_connection() {
+    let metrics = metrics(workload("reviews-v1", "reviews", "v1"));
+    let plain = listener_with("l", "127.0.0.1:0".parse().unwrap(), "routes", |_| {});
+    let (mut store, addr) = serve(
+        &metrics,
+        with_stats(plain.clone(), standard_stats()),
+        "inbound|9080||",
+        app().await,
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    get_on(&mut stream).await;
+    let dropped = PluginConfig {
+        metrics: vec![MetricConfig {
+            name: weft_xds::stats::REQUESTS_TOTAL.into(),
+            drop: true,
+            ..Default::default()
+        }],
+        ..standard_stats()
+    };
+    // The same listener (its socket kept), now dropping the request count.
+    store
+        .apply_response(type_url::LISTENER, "l2", vec![with_stats(plain, dropped)])
+        .unwrap();
+    assert_eq!(store.local_addr("l"), Some(addr), "the socket is kept");
+    get_on(&mut stream).await;
+    let text = text(&metrics);
+    assert_eq!(
+        value(&text, "istio_requests_total", &[]),
+        Some(1.0),
+        "the second request, on the same connection, was not counted: {text}"
+    );
+    // Both requests' durations: two series inside (one per settings) with the same labels,
+    // one line.
+    assert_eq!(
+        value(&text, "istio_request_duration_milliseconds_count", &[]),
+        Some(2.0),
+        "{text}"
+    );
 }

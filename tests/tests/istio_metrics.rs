@@ -237,3 +237,90 @@ async fn requests_are_counted_exactly_on_both_reporters_with_istios_labels() {
     let one = select(&c, REQUESTS, &[]).next().expect("a series");
     assert_eq!(one.labels.len(), 25, "{:?}", one.labels);
 }
+
+/// A Telemetry applied while the mesh runs: the server side's request count loses
+/// `response_code`, the client side's gains the request's method; the other metrics keep
+/// their labels.
+const TELEMETRY: &str = "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  metrics:
+  - providers: [{name: prometheus}]
+    overrides:
+    - match: {metric: REQUEST_COUNT, mode: SERVER}
+      tagOverrides: {response_code: {operation: REMOVE}}
+    - match: {metric: REQUEST_COUNT, mode: CLIENT}
+      tagOverrides: {request_method: {value: request.method}}
+    - match: {metric: RESPONSE_SIZE, mode: CLIENT}
+      disabled: true
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_telemetrys_metric_overrides_reach_both_sidecars_while_they_run() {
+    let mesh = Mesh::start_with(
+        &["v1"],
+        &[("reviews-vs.yaml", VS)],
+        &MeshOptions {
+            identity: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    mesh.wait_for_routes(Duration::from_secs(10)).await;
+    let (client, server) = (mesh.client.ip, mesh.sidecars[0].ip);
+    weft_e2e::write_file(&mesh.config_dir(), "telemetry.yaml", TELEMETRY);
+    // The new settings are in place once a request is counted under them on both sides.
+    let method = [("reporter", "source"), ("request_method", "GET")];
+    eventually(Duration::from_secs(10), "the overrides applied", || async {
+        assert_eq!(mesh.get("/", &[]).await.unwrap().status, 200);
+        let (c, s) = (stats(client).await, stats(server).await);
+        let server_applied = s
+            .iter()
+            .any(|x| x.name == REQUESTS && !x.labels.contains_key("response_code"));
+        (sum(&c, REQUESTS, &method) > 0.0 && server_applied).then_some(())
+    })
+    .await;
+    let without_code = |s: &[Sample]| -> f64 {
+        s.iter()
+            .filter(|x| x.name == REQUESTS && !x.labels.contains_key("response_code"))
+            .map(|x| x.value)
+            .sum()
+    };
+    let count = |s: &[Sample], name: &str| -> f64 { sum(s, name, &[]) };
+    let (c0, s0) = (stats(client).await, stats(server).await);
+    let n = 9;
+    for _ in 0..n {
+        assert_eq!(mesh.get("/", &[]).await.unwrap().status, 200);
+    }
+    let n = f64::from(n);
+    eventually(Duration::from_secs(5), "the requests counted", || async {
+        let (c, s) = (stats(client).await, stats(server).await);
+        (sum(&c, REQUESTS, &method) == sum(&c0, REQUESTS, &method) + n
+            && without_code(&s) == without_code(&s0) + n)
+            .then_some(())
+    })
+    .await;
+    let (c, s) = (stats(client).await, stats(server).await);
+    // Only the request count changed: the server's duration histogram keeps the code.
+    let duration = "istio_request_duration_milliseconds_count";
+    assert_eq!(
+        sum(&s, duration, &[("response_code", "200")]),
+        count(&s0, duration) + n
+    );
+    assert!(
+        s.iter()
+            .filter(|x| x.name == duration)
+            .all(|x| x.labels.contains_key("response_code"))
+    );
+    // The client's response sizes are no longer recorded; the server's still are.
+    assert_eq!(
+        count(&c, "istio_response_bytes_count"),
+        count(&c0, "istio_response_bytes_count"),
+        "the client's response sizes stopped"
+    );
+    assert_eq!(
+        count(&s, "istio_response_bytes_count"),
+        count(&s0, "istio_response_bytes_count") + n
+    );
+}

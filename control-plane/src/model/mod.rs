@@ -6,6 +6,7 @@
 
 mod capture;
 mod delegate;
+pub mod metrics;
 pub mod ratelimit;
 pub mod security;
 mod service_entry;
@@ -97,6 +98,9 @@ pub struct MeshSettings {
     pub access_log: MeshAccessLog,
     /// Mesh-wide tracing (`--mesh-config`'s tracing fields).
     pub tracing: trace::MeshTracing,
+    /// The mesh's metrics providers (`--mesh-config`'s `defaultProviders.metrics`,
+    /// `extensionProviders`).
+    pub metrics: metrics::MeshMetrics,
 }
 
 /// Istio's MeshConfig access log settings: the built-in `envoy` provider.
@@ -126,6 +130,7 @@ impl Default for MeshSettings {
                 sampling: weft_api::mesh::DEFAULT_TRACE_SAMPLING,
                 ..Default::default()
             },
+            metrics: metrics::MeshMetrics::default(),
         }
     }
 }
@@ -205,6 +210,8 @@ pub struct Model {
     pub telemetries: Vec<telemetry::TelemetryEntry>,
     /// The mesh's tracing defaults ([`tracing`]).
     pub tracing: trace::MeshTracing,
+    /// The mesh's metrics providers ([`metrics`]).
+    pub metrics: metrics::MeshMetrics,
 }
 
 impl Model {
@@ -220,6 +227,7 @@ impl Model {
             protocol_detection_timeout: settings.protocol_detection_timeout,
             access_log: settings.access_log.clone(),
             tracing: settings.tracing.clone(),
+            metrics: settings.metrics.clone(),
             ..Self::default()
         }
     }
@@ -340,6 +348,8 @@ impl Model {
         security::add(&mut model, config, jwks);
         let tracing = trace::check(&model);
         model.warnings.extend(tracing);
+        let metrics = metrics::check(&model);
+        model.warnings.extend(metrics);
         for (key, object) in config.objects() {
             model.warnings.extend(unsupported::fields(key, object));
         }

@@ -1,14 +1,14 @@
 //! Telemetry resources (`telemetry.istio.io`) in the model: their access logging and tracing
-//! (resolved in [`super::tracing`]), and which of them applies to a proxy. As Istio: a Telemetry with a `selector` (or `targetRefs`) in the
+//! (resolved in [`super::trace`]) and metrics ([`super::metrics`]), and which of them applies to a proxy. As Istio: a Telemetry with a `selector` (or `targetRefs`) in the
 //! workload's namespace is the most specific, then one without a selector in the namespace,
 //! then one without a selector in the root namespace (mesh-wide); the most specific that says
 //! anything about access logging decides it. Without any, the mesh's `accessLogFile` does.
 //!
 //! Translated: `accessLogging[]` with the built-in `envoy` provider (the mesh's access log
 //! file, `/dev/stdout` when the mesh sets none), `match.mode`, `disabled` and
-//! `filter.expression`. `tracing` entries are kept for [`super::tracing`]. Metrics overrides,
-//! other access log providers and `targetRefs` are reported as not supported yet, with their
-//! field paths.
+//! `filter.expression`. `tracing` entries are kept for [`super::trace`], `metrics` entries for
+//! [`super::metrics`]. Other access log providers and `targetRefs` are reported as not
+//! supported yet, with their field paths.
 
 use std::collections::BTreeMap;
 
@@ -32,6 +32,9 @@ pub struct TelemetryEntry {
     pub access_logging: Vec<AccessLogRule>,
     /// Its `tracing` entries (none: it says nothing about tracing).
     pub tracing: Vec<super::trace::TracingRule>,
+    /// Its `metrics` entries, without the overrides proxies cannot act on
+    /// ([`super::metrics::usable`]).
+    pub metrics: Vec<weft_api::telemetry::Metrics>,
 }
 
 /// One `accessLogging` entry as the generator uses it.
@@ -67,9 +70,6 @@ impl TelemetryEntry {
                     "false is not supported yet (proxies sample at random whatever the request id); ignored",
                 );
             }
-        }
-        if !spec.metrics.is_empty() {
-            warn("spec.metrics".into(), IGNORED);
         }
         if spec.target_ref.is_some() || !spec.target_refs.is_empty() {
             warn("spec.targetRefs".into(), IGNORED);
@@ -110,8 +110,10 @@ impl TelemetryEntry {
                     .filter(|e| !e.is_empty()),
             });
         }
+        let metrics = super::metrics::usable(key, &spec.metrics, &mut warnings);
         let entry = Self {
             key: key.clone(),
+            metrics,
             labels: spec.selector.as_ref().map(|s| s.match_labels.clone()),
             access_logging,
             tracing: spec

@@ -161,7 +161,7 @@ pub fn resolve(
 
 /// The Telemetry levels that apply to a workload, least specific first: the root
 /// namespace's, the namespace's, the workload's (a selector in its namespace).
-fn levels<'m>(
+pub(super) fn levels<'m>(
     model: &'m Model,
     namespace: &str,
     labels: &BTreeMap<String, String>,

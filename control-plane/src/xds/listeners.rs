@@ -47,6 +47,7 @@ pub fn listeners(model: &Model, proxy: &Proxy) -> Vec<Listener> {
         listener.traffic_direction = direction as i32;
         super::access_log::apply(model, proxy, listener);
         super::trace::apply(model, proxy, listener);
+        super::stats::apply(model, proxy, listener);
     }
     listeners
 }
@@ -282,10 +283,16 @@ mod tests {
         };
         assert_eq!(rds.route_config_name, "outbound");
         assert!(rds.config_source.is_some());
-        assert_eq!(hcm.http_filters.len(), 3);
-        assert_eq!(hcm.http_filters[0].name, weft_xds::contract::CORS);
-        assert_eq!(hcm.http_filters[1].name, weft_xds::contract::FAULT);
-        assert_eq!(hcm.http_filters[2].name, ROUTER);
+        let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                weft_xds::contract::CORS,
+                weft_xds::contract::FAULT,
+                weft_xds::stats::STATS_FILTER,
+                ROUTER
+            ]
+        );
         // Envoy's stream idle timeout sent explicitly; the other timeouts left unset.
         assert_eq!(
             hcm.stream_idle_timeout,

@@ -19,6 +19,7 @@ pub mod route_match;
 pub mod route_policy;
 pub mod routes;
 pub mod security;
+pub mod stats;
 pub mod tls;
 pub mod trace;
 

@@ -325,6 +325,8 @@ fn convert(filters: Vec<hcm::HttpFilter>) -> Result<Vec<Filter>, String> {
                 let rbac = Rbac::try_from(config).map_err(|e| format!("{at}: {e}"))?;
                 out.push(Filter::Rbac(rbac));
             }
+            // Istio's metrics: no say in whether a request is allowed.
+            weft_xds::stats::STATS_FILTER => {}
             other => return Err(format!("{at}: unexpected filter {other}")),
         }
     }

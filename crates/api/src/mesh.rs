@@ -141,6 +141,9 @@ pub struct DefaultProviders {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub tracing: Vec<String>,
+    /// The metrics providers (unset: Istio's default, `prometheus`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Vec<String>>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
 }

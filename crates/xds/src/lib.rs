@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod nds;
 pub mod resource;
 pub mod server;
+pub mod stats;
 pub mod type_url;
 
 pub use client::{AdsClient, ClientConfig, ClientError, Handler, error_chain};

@@ -80,6 +80,47 @@ impl Filter {
     }
 }
 
+/// A CEL expression whose value is a metric label (Telemetry `tagOverrides.<tag>.value`, the
+/// stats filter's `dimensions`), over the same attributes as [`Filter`].
+pub struct Expression {
+    source: String,
+    program: Program,
+}
+
+impl std::fmt::Debug for Expression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Expression").field(&self.source).finish()
+    }
+}
+
+impl Expression {
+    /// Compiles `source`, refusing unknown top-level attributes as [`Filter::compile`] does.
+    pub fn compile(source: &str) -> Result<Self, FilterError> {
+        let Filter { source, program } = Filter::compile(source)?;
+        Ok(Self { source, program })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The expression's value as label text; `None` when it fails or is not a scalar.
+    pub fn evaluate(&self, entry: &Entry<'_>) -> Option<String> {
+        let mut context = Context::with_env(ENV.clone());
+        for (name, value) in attributes(entry) {
+            context.add_variable_from_value(name, value);
+        }
+        match self.program.execute(&context).ok()? {
+            Value::String(s) => Some(s.to_string()),
+            Value::Int(i) => Some(i.to_string()),
+            Value::UInt(u) => Some(u.to_string()),
+            Value::Float(f) => Some(f.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+}
+
 fn map(pairs: Vec<(&str, Value)>) -> Value {
     pairs
         .into_iter()

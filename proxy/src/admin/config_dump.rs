@@ -33,7 +33,7 @@ use crate::config::xds_state::{Failure, TypeRecord, XdsState};
 use crate::identity::IdentityState;
 
 /// The descriptors envoy-types 0.7.7 was generated from (its `src/generated/types.bin`).
-const DESCRIPTORS: &[u8] = include_bytes!("envoy_descriptors.bin");
+pub(super) const DESCRIPTORS: &[u8] = include_bytes!("envoy_descriptors.bin");
 
 /// Why a dump could not be made: a 400 (bad query) or a 500.
 #[derive(Debug, thiserror::Error)]
@@ -365,9 +365,14 @@ fn dynamic_secret(
 /// 12 ms a dump instead of 2.
 fn descriptors() -> Result<&'static DescriptorPool, DumpError> {
     static POOL: std::sync::OnceLock<Result<DescriptorPool, String>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| DescriptorPool::decode(DESCRIPTORS).map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(|e| DumpError::Descriptors(e.clone()))
+    POOL.get_or_init(|| {
+        let mut pool = DescriptorPool::decode(DESCRIPTORS).map_err(|e| e.to_string())?;
+        pool.add_file_descriptor_proto(super::istio_descriptors::stats_file())
+            .map_err(|e| e.to_string())?;
+        Ok(pool)
+    })
+    .as_ref()
+    .map_err(|e| DumpError::Descriptors(e.clone()))
 }
 
 /// The dump as Envoy's proto3 JSON, with `?resource=` and `?mask=` applied.

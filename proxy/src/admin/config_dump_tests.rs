@@ -25,9 +25,21 @@ fn cluster(name: &str) -> Any {
 }
 
 fn listener(name: &str, port: u16) -> Any {
+    // One chain with Istio's stats filter, whose message envoy-types lacks.
+    let stats = weft_xds::stats::PluginConfig {
+        disable_host_header_fallback: true,
+        ..Default::default()
+    };
     pack(&lds::Listener {
         name: name.into(),
         address: Some(socket_address(SocketAddr::from(([127, 0, 0, 1], port)))),
+        filter_chains: vec![lds::FilterChain {
+            filters: vec![lds::Filter {
+                name: weft_xds::stats::STATS_FILTER.into(),
+                config_type: Some(lds::filter::ConfigType::TypedConfig(pack(&stats))),
+            }],
+            ..Default::default()
+        }],
         ..Default::default()
     })
 }
@@ -121,6 +133,14 @@ fn the_dump_has_envoys_shape_with_the_accepted_protos() {
 
     let l = &configs[2]["dynamic_listeners"][0];
     assert_eq!(l["name"], "l");
+    assert_eq!(
+        l["active_state"]["listener"]["filter_chains"][0]["filters"][0]["typed_config"],
+        serde_json::json!({
+            "@type": weft_xds::stats::STATS_TYPE_URL,
+            "disable_host_header_fallback": true
+        }),
+        "Istio's stats filter config is rendered"
+    );
     assert_eq!(l["active_state"]["version_info"], "v1");
     assert_eq!(
         l["active_state"]["listener"]["address"]["socket_address"]["port_value"],

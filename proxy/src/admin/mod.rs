@@ -29,6 +29,7 @@ use crate::http::text_response;
 
 pub mod clusters;
 pub mod config_dump;
+mod istio_descriptors;
 mod stats;
 
 /// Which endpoints a server exposes.

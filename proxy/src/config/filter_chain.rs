@@ -6,7 +6,7 @@
 //!                                      transport_protocol "tls" │ "raw_buffer", application_protocols }
 //!              ─► transport_socket: none (plaintext) │ tls (DownstreamTlsContext: mesh mTLS)
 //!              ─► filters: [http_connection_manager]                    ─► Network::Http
-//!                          [network rbac]* tcp_proxy { cluster │ weighted_clusters } ─► Network::Tcp
+//!                          [network rbac │ istio.stats (once)]* tcp_proxy { cluster │ weighted_clusters } ─► Network::Tcp
 //! ```
 
 use std::mem::take;
@@ -89,6 +89,9 @@ pub struct TcpProxy {
     pub clusters: Vec<TcpCluster>,
     /// A connection with no bytes either way for this long is closed (Envoy: 1 h unset, 0 none).
     pub idle_timeout: Option<Duration>,
+    /// Istio's stats filter: connections are recorded in Istio's TCP metrics with these
+    /// settings; none: they are not recorded.
+    pub stats: Option<std::sync::Arc<crate::metrics::view::Stats>>,
 }
 
 /// One cluster of a TCP proxy and its weight.
@@ -240,6 +243,7 @@ fn chain_match(m: Option<lds::FilterChainMatch>) -> Result<ChainMatch, Reason> {
 fn network(prefix: &str, filters: Vec<lds::Filter>) -> Result<Network, Reason> {
     let count = filters.len();
     let mut rbac = Vec::new();
+    let mut stats = None;
     for (i, filter) in filters.into_iter().enumerate() {
         let field = format!("{prefix}[{i}]");
         let any = match filter.config_type {
@@ -284,13 +288,20 @@ fn network(prefix: &str, filters: Vec<lds::Filter>) -> Result<Network, Reason> {
                     rbac,
                     clusters,
                     idle_timeout,
+                    stats,
                 }));
+            }
+            super::stats::STATS_TYPE_URL if !last && stats.is_none() => {
+                stats =
+                    Some(super::stats::stats(&any.value).map_err(|r| {
+                        r.within(&format!("{field}.{}", super::stats::STATS_FILTER))
+                    })?);
             }
             other => {
                 return Err(invalid(
                     field,
                     format!(
-                        "{:?} ({other}) is not supported here: a chain is one {HTTP_CONNECTION_MANAGER}, or {NETWORK_RBAC} filters then {TCP_PROXY}",
+                        "{:?} ({other}) is not supported here: a chain is one {HTTP_CONNECTION_MANAGER}, or {NETWORK_RBAC} filters and at most one istio.stats then {TCP_PROXY}",
                         filter.name
                     ),
                 ));

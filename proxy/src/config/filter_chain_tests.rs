@@ -92,6 +92,7 @@ fn tcp_proxy_weighted_clusters_are_picked_by_weight() {
         rbac: Vec::new(),
         clusters,
         idle_timeout: None,
+        stats: None,
     };
     assert_eq!(t.total_weight(), 100);
     assert_eq!(

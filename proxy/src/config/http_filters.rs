@@ -5,6 +5,7 @@
 //!     JwtAuthentication ─► authn::JwtAuthn      RBAC ─► authz::Rbac      LocalRateLimit ─► local_ratelimit.rs
 //!  [envoy.filters.http.cors] [envoy.filters.http.fault]
 //!     Cors (empty) ─► routes' CORS policies apply    HTTPFault ─► the listener's fault step (routes' own override it)
+//!  [istio.stats] (anywhere before the router) PluginConfig ─► stats.rs: the listener's Istio metrics
 //!  envoy.filters.http.router (last; no settings)
 //!  in the order given; anything else (or disabled, or ECDS-discovered) is rejected naming it
 //! ```
@@ -15,11 +16,15 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
+use std::sync::Arc;
+
 use super::fault::Fault;
 use super::local_ratelimit::LocalRateLimit;
+use super::stats::{STATS_FILTER, STATS_TYPE_URL};
 use super::{ROUTER_FILTER, ROUTER_TYPE, Reason, invalid};
 use crate::authn::JwtAuthn;
 use crate::authz::Rbac;
+use crate::metrics::view::Stats;
 use weft_xds::contract::{
     CORS as CORS_FILTER, CORS_TYPE_URL as CORS_TYPE, FAULT as FAULT_FILTER,
     FAULT_TYPE_URL as FAULT_TYPE, LOCAL_RATELIMIT as LOCAL_RATELIMIT_FILTER,
@@ -52,6 +57,10 @@ pub(super) struct Filters {
     /// The CORS filter is present: routes' CORS policies apply (in the route-policy step,
     /// before the faults, as Istio orders the filters).
     pub cors: bool,
+    /// Istio's stats filter: requests are recorded in Istio's metrics with these settings
+    /// (none: not recorded). Where it stands in the list does not matter: a request is
+    /// recorded when its response ends.
+    pub stats: Option<Arc<Stats>>,
 }
 
 /// Converts the HCM's filter list; the router must be last, the fault filter after the
@@ -61,6 +70,7 @@ pub(super) fn http_filters(filters: Vec<hcm::HttpFilter>) -> Result<Filters, Rea
     let mut out = Vec::with_capacity(count.saturating_sub(1));
     let mut fault: Option<Fault> = None;
     let mut cors = false;
+    let mut stats = None;
     for (i, f) in filters.into_iter().enumerate() {
         let field = format!("http_filters[{i}]");
         let type_url = match &f.config_type {
@@ -90,7 +100,32 @@ pub(super) fn http_filters(filters: Vec<hcm::HttpFilter>) -> Result<Filters, Rea
                 before_routing: out,
                 fault,
                 cors,
+                stats,
             });
+        }
+        if is(STATS_FILTER, STATS_TYPE_URL) {
+            if stats.is_some() {
+                return Err(invalid(
+                    field,
+                    "at most one istio.stats filter is supported",
+                ));
+            }
+            if f.disabled {
+                return Err(Reason::Unsupported(format!(
+                    "{field}.disabled (istio.stats)"
+                )));
+            }
+            let Some(hcm::http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                return Err(invalid(
+                    format!("{field}.typed_config"),
+                    "istio.stats needs its config",
+                ));
+            };
+            stats = Some(
+                super::stats::stats(&any.value)
+                    .map_err(|r| r.within(&format!("{field} ({STATS_FILTER})")))?,
+            );
+            continue;
         }
         let jwt = is(JWT_AUTHN_FILTER, JWT_AUTHN_TYPE);
         let rbac = is(RBAC_FILTER, RBAC_TYPE);

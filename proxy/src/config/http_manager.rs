@@ -64,6 +64,9 @@ pub struct HttpManager {
     /// HCM `tracing`: spans of its requests and where they go (`trace/`); `None`: requests
     /// pass their trace headers through untouched.
     pub tracing: Option<Arc<super::trace::Tracing>>,
+    /// Istio's stats filter: requests are recorded in Istio's metrics with these settings;
+    /// none: they are not recorded.
+    pub stats: Option<Arc<crate::metrics::view::Stats>>,
 }
 
 /// Where a connection manager's routes come from.
@@ -187,6 +190,7 @@ pub(super) fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Ht
         connect,
         access_logs,
         tracing,
+        stats: filters.stats,
     })
 }
 

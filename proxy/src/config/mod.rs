@@ -28,6 +28,7 @@ pub mod retry;
 mod route;
 mod route_action;
 mod snapshot;
+pub mod stats;
 mod store;
 pub mod tls;
 pub mod trace;

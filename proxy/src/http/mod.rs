@@ -329,9 +329,12 @@ async fn handle(
                 )
             });
             // Inbound, the client's peer metadata comes off here: the app never sees it.
-            let started = conn
-                .metrics
-                .start(&mut req, Some(&manager.access_logs), span);
+            let started = conn.metrics.start(
+                &mut req,
+                Some(&manager.access_logs),
+                manager.stats.as_ref(),
+                span,
+            );
             // Logged or traced: the outcome keeps what logs and spans print.
             let detailed = started.as_ref().is_some_and(Started::detailed);
             let result = match route(manager, routes, &meta, req) {
@@ -363,7 +366,7 @@ async fn handle(
             };
             (result, started)
         }
-        Err(e) => (Err(e), conn.metrics.start(&mut req, None, None)),
+        Err(e) => (Err(e), conn.metrics.start(&mut req, None, None, None)),
     };
     let flags = outcome.flags;
     let mut resp = match result {

@@ -16,6 +16,7 @@ fn chain(name: &str, matcher: ChainMatch) -> FilterChain {
                 weight: 1,
             }],
             idle_timeout: None,
+            stats: None,
         }),
     }
 }

@@ -26,6 +26,7 @@ use super::Metrics;
 use super::exchange::{self, PeerCache};
 use super::histogram::Histogram;
 use super::labels::{Peer, Reporter, Secured, Security, Service};
+use super::view::{Dimensions, Stats};
 use crate::access_log::{AccessLogs, Entry, LogRequest};
 use crate::error::ResponseFlags;
 use crate::http::Downstream;
@@ -51,6 +52,10 @@ pub struct HttpKey {
     pub grpc_status: Option<u16>,
     pub flags: ResponseFlags,
     pub security: Security,
+    /// The listener's stats settings (which metrics, which labels).
+    pub stats: Arc<Stats>,
+    /// The values of the settings' label expressions for this request.
+    pub dimensions: Dimensions,
 }
 
 /// One series of request metrics.
@@ -91,24 +96,34 @@ impl ConnMetrics {
         self.reporter
     }
 
-    /// Whether requests are recorded at all.
+    /// Whether the proxy records Istio's metrics (and exchanges peer metadata) at all.
     pub fn enabled(&self) -> bool {
         self.shared.enabled
     }
 
     /// The request starts: its clock, its header bytes and protocol; inbound, its peer's
     /// metadata comes off (the app never sees it). With `logs` (the listener's access logs),
-    /// the request head is kept for them. `None` when there is nothing to record.
+    /// the request head is kept for them. With `stats` (the connection manager's stats
+    /// filter, read from the config the request runs on), it is recorded in Istio's metrics.
+    /// `None` when there is nothing to record.
     pub fn start<B>(
         &self,
         req: &mut http::Request<B>,
         logs: Option<&AccessLogs>,
+        stats: Option<&Arc<Stats>>,
         span: Option<Box<crate::trace::Active>>,
     ) -> Option<Started> {
         let logs = logs.filter(|l| !l.is_empty());
         if !self.shared.enabled && logs.is_none() && span.is_none() {
             return None;
         }
+        let stats = stats.filter(|_| self.shared.enabled).cloned();
+        // Label values made from the request's attributes need its head, as logs do.
+        let attributes = stats.as_ref().is_some_and(|s| s.needs_attributes());
+        let logs = match logs {
+            None if attributes => Some(&*NO_LOGS),
+            logs => logs,
+        };
         let grpc = is_grpc(req.headers());
         let peer = match self.reporter {
             Reporter::Destination if self.shared.enabled => {
@@ -123,6 +138,7 @@ impl ConnMetrics {
             peer,
             log: logs.map(|logs| Box::new((logs.clone(), *LogRequest::of(req)))),
             span,
+            stats,
         })
     }
 
@@ -150,6 +166,9 @@ impl ConnMetrics {
     }
 }
 
+/// The access logs of a request kept only for its metrics' label expressions.
+static NO_LOGS: std::sync::LazyLock<AccessLogs> = std::sync::LazyLock::new(|| Arc::from([]));
+
 /// A request's metrics so far (from [`ConnMetrics::start`]).
 #[derive(Debug)]
 pub struct Started {
@@ -162,6 +181,8 @@ pub struct Started {
     log: Option<Box<(AccessLogs, LogRequest)>>,
     /// A sampled request's span.
     span: Option<Box<crate::trace::Active>>,
+    /// The stats filter's settings; none: the request is not recorded in the metrics.
+    stats: Option<Arc<Stats>>,
 }
 
 impl Started {
@@ -249,6 +270,8 @@ pub(crate) fn record<B: Body>(
         grpc_status,
         flags,
         security: secured.security,
+        stats: started.stats.clone().unwrap_or_else(Stats::standard),
+        dimensions: Dimensions::default(),
     };
     let response_bytes = header_bytes(resp.headers());
     let trace_id = started.span.as_ref().map(|active| active.trace_id());
@@ -284,6 +307,7 @@ pub(crate) fn record<B: Body>(
         // A body with nothing to send may be dropped unpolled: that is its end.
         pending: Some(Pending {
             conn: conn.clone(),
+            recorded: started.stats.is_some(),
             key,
             start: started.at,
             request_bytes: started.header_bytes,
@@ -300,6 +324,8 @@ pub(crate) fn record<B: Body>(
 
 struct Pending {
     conn: Arc<ConnMetrics>,
+    /// Recorded in Istio's metrics (the connection manager has the stats filter).
+    recorded: bool,
     key: HttpKey,
     start: Instant,
     /// The request's header bytes (its body's are in `request_body`).
@@ -341,11 +367,17 @@ struct Logged {
 }
 
 impl Pending {
-    fn finish(self) {
+    fn finish(mut self) {
         let elapsed = self.start.elapsed();
         let body = self.request_body.as_ref().map_or(0, |p| p.received());
         if let Some(log) = &self.log {
-            log.write(&self.key, elapsed, body, self.body_bytes);
+            let entry = log.entry(&self.key, elapsed, body, self.body_bytes);
+            for access_log in log.logs.iter() {
+                access_log.log(&entry);
+            }
+            if self.recorded && self.key.stats.needs_attributes() {
+                self.key.dimensions = self.key.stats.values(&entry);
+            }
         }
         if let Some(span) = self.span {
             (*span.active).finish(&crate::trace::Finish {
@@ -360,7 +392,7 @@ impl Pending {
                 response_size: self.body_bytes,
             });
         }
-        if self.conn.shared.enabled {
+        if self.recorded {
             let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
             let series = self.conn.series(self.key);
             series
@@ -374,9 +406,15 @@ impl Pending {
 }
 
 impl Logged {
-    /// One line per access log of the listener.
-    fn write(&self, key: &HttpKey, duration: std::time::Duration, received: u64, sent: u64) {
-        let entry = Entry {
+    /// What the access logs print and the label expressions read.
+    fn entry<'a>(
+        &'a self,
+        key: &'a HttpKey,
+        duration: std::time::Duration,
+        received: u64,
+        sent: u64,
+    ) -> Entry<'a> {
+        Entry {
             start: self.start,
             duration,
             request: Some(&self.request),
@@ -399,9 +437,6 @@ impl Logged {
                 Reporter::Destination => None,
             },
             trace_id: self.trace_id,
-        };
-        for access_log in self.logs.iter() {
-            access_log.log(&entry);
         }
     }
 }

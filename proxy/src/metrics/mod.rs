@@ -6,7 +6,9 @@
 //!  tcp.rs proxy ─────────────────────────────► tcp.rs: TcpKey ─► Counted io ────────┤
 //!                                                                                    ▼
 //!  Table (one per kind): labels ─► Arc<series> (atomics); a connection caches the last one
-//!  scrape ─► Collector: each series with the local workload's labels and the key's
+//!  scrape ─► Collector: each series with the local workload's labels and the key's, then its
+//!    listener's stats settings (view.rs): dropped metrics left out, labels removed or
+//!    upserted, series made equal summed
 //!  exchange.rs: x-envoy-peer-metadata(-id) both ways: the peer's workload labels
 //! ```
 //!
@@ -21,6 +23,7 @@ pub mod histogram;
 pub mod http;
 pub mod labels;
 pub mod tcp;
+pub mod view;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -38,6 +41,7 @@ pub use self::http::{ConnMetrics, HttpKey, HttpSeries, Outcome, Recorded, Starte
 pub use self::labels::{Peer, Reporter, Secured, Security, Service, ServiceLabels, WorkloadLabels};
 pub use self::tcp::{Counted, TcpKey, TcpSeries};
 use labels::{UNKNOWN, or_unknown};
+use view::{Dimensions, Metric, Stats};
 
 /// The default cap on series per kind (HTTP, TCP).
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
@@ -193,8 +197,15 @@ macro_rules! sides {
                 Self {
                     peer: Peer::unknown(),
                     peer_principal: None,
+                    dimensions: Dimensions::default(),
                     ..self.clone()
                 }
+            }
+        }
+
+        impl Keyed for $key {
+            fn stats(&self) -> (&Stats, &Dimensions) {
+                (&self.stats, &self.dimensions)
             }
         }
     )+};
@@ -252,12 +263,90 @@ impl<K: Hash + Eq + Clone + Fold, S: Default> Table<K, S> {
 #[derive(Debug)]
 struct Exposition(Arc<Metrics>);
 
+/// One series' labels, in order.
+type Labels<'a> = Vec<(&'a str, Cow<'a, str>)>;
+
+/// What a key's listener asked of the metrics (its `istio.stats` settings), and the values of
+/// its label expressions.
+trait Keyed {
+    fn stats(&self) -> (&Stats, &Dimensions);
+}
+
+/// A value that adds up when two series become one (their labels made equal by the settings).
+trait Merge {
+    fn merge(&mut self, other: Self);
+}
+
+impl Merge for u64 {
+    fn merge(&mut self, other: Self) {
+        *self += other;
+    }
+}
+
+/// A histogram's `(sum, count, per-bucket counts)`; the buckets are the same for all.
+impl Merge for (f64, u64, Vec<(f64, u64)>) {
+    fn merge(&mut self, other: Self) {
+        self.0 += other.0;
+        self.1 += other.1;
+        for (mine, theirs) in self.2.iter_mut().zip(other.2) {
+            mine.1 += theirs.1;
+        }
+    }
+}
+
+/// One family's rows: each series' labels for `metric` under its listener's settings (dropped
+/// series left out). With `merge`, rows whose labels came out equal are summed (labels
+/// removed, replaced, or two listeners' settings that differ elsewhere).
+fn family<'a, K: Keyed, S, V: Merge>(
+    series: &'a [(K, Arc<S>)],
+    base: &'a [Labels<'a>],
+    metric: Metric,
+    merge: bool,
+    value: impl Fn(&S) -> V,
+) -> Vec<(Cow<'a, Labels<'a>>, V)> {
+    let mut rows: Vec<(Cow<'a, Labels<'a>>, V)> = Vec::with_capacity(series.len());
+    let mut seen: HashMap<Labels<'a>, usize> = HashMap::new();
+    for ((key, s), labels) in series.iter().zip(base) {
+        let (stats, dimensions) = key.stats();
+        let settings = stats.metric(metric);
+        if settings.drop {
+            continue;
+        }
+        let labels = if settings.is_standard() {
+            Cow::Borrowed(labels)
+        } else {
+            Cow::Owned(view::relabel(labels, settings, dimensions))
+        };
+        let v = value(s);
+        if !merge {
+            rows.push((labels, v));
+            continue;
+        }
+        match seen.get(&*labels) {
+            Some(&i) => rows[i].1.merge(v),
+            None => {
+                seen.insert(labels.clone().into_owned(), rows.len());
+                rows.push((labels, v));
+            }
+        }
+    }
+    rows
+}
+
+/// Whether some key's listener changed the standard settings (then series may merge).
+fn customized<K: Keyed, S>(series: &[(K, Arc<S>)]) -> bool {
+    let standard = Stats::standard();
+    series
+        .iter()
+        .any(|(k, _)| !std::ptr::eq(k.stats().0, &*standard))
+}
+
 impl Collector for Exposition {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let m = &*self.0;
         let http = m.http.snapshot();
         let tcp = m.tcp.snapshot();
-        let http_labels: Vec<Vec<(&str, Cow<'_, str>)>> = http
+        let http_labels: Vec<Labels<'_>> = http
             .iter()
             .map(|(key, _)| {
                 let mut labels = Vec::with_capacity(25);
@@ -280,7 +369,7 @@ impl Collector for Exposition {
                 labels
             })
             .collect();
-        let tcp_labels: Vec<Vec<(&str, Cow<'_, str>)>> = tcp
+        let tcp_labels: Vec<Labels<'_>> = tcp
             .iter()
             .map(|(key, _)| {
                 let mut labels = Vec::with_capacity(23);
@@ -296,15 +385,17 @@ impl Collector for Exposition {
                 labels
             })
             .collect();
+        let merge_http = customized(&http);
+        let merge_tcp = customized(&tcp);
 
         let counter = |encoder: &mut DescriptorEncoder<'_>,
                        name: &str,
                        help: &str,
-                       rows: &mut dyn Iterator<Item = (&Vec<(&str, Cow<'_, str>)>, u64)>|
+                       rows: Vec<(Cow<'_, Labels<'_>>, u64)>|
          -> Result<(), std::fmt::Error> {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (labels, value) in rows {
-                ConstCounter::new(value).encode(family.encode_family(labels)?)?;
+                ConstCounter::new(value).encode(family.encode_family(&*labels)?)?;
             }
             Ok(())
         };
@@ -313,70 +404,74 @@ impl Collector for Exposition {
             &mut encoder,
             "istio_requests",
             "Requests handled by this proxy (Istio's standard metric)",
-            &mut http_labels
-                .iter()
-                .zip(&http)
-                .map(|(l, (_, s))| (l, load(&s.requests))),
+            family(&http, &http_labels, Metric::Requests, merge_http, |s| {
+                load(&s.requests)
+            }),
         )?;
         type Pick = fn(&HttpSeries) -> (f64, u64, Vec<(f64, u64)>);
-        let histograms: [(&str, &str, Pick); 3] = [
+        let histograms: [(&str, &str, Metric, Pick); 3] = [
             (
                 "istio_request_duration_milliseconds",
                 "Request durations in milliseconds, from the request's first byte to the response's last",
+                Metric::Duration,
                 |s| s.duration.snapshot(),
             ),
             (
                 "istio_request_bytes",
                 "Request sizes: header and body bytes",
+                Metric::RequestBytes,
                 |s| s.request_bytes.snapshot(),
             ),
             (
                 "istio_response_bytes",
                 "Response sizes: header and body bytes",
+                Metric::ResponseBytes,
                 |s| s.response_bytes.snapshot(),
             ),
         ];
-        for (name, help, pick) in histograms {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-            for (labels, (_, series)) in http_labels.iter().zip(&http) {
-                let (sum, count, buckets) = pick(series);
-                family
-                    .encode_family(labels)?
+        for (name, help, metric, pick) in histograms {
+            let mut encoded = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for (labels, (sum, count, buckets)) in
+                family(&http, &http_labels, metric, merge_http, pick)
+            {
+                encoded
+                    .encode_family(&*labels)?
                     .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
             }
         }
         type TcpPick = fn(&TcpSeries) -> &AtomicU64;
-        let tcp_counters: [(&str, &str, TcpPick); 4] = [
+        let tcp_counters: [(&str, &str, Metric, TcpPick); 4] = [
             (
                 "istio_tcp_sent_bytes",
                 "Bytes sent to the downstream peer of TCP connections",
+                Metric::TcpSent,
                 |s| &s.sent,
             ),
             (
                 "istio_tcp_received_bytes",
                 "Bytes received from the downstream peer of TCP connections",
+                Metric::TcpReceived,
                 |s| &s.received,
             ),
             (
                 "istio_tcp_connections_opened",
                 "TCP connections opened",
+                Metric::TcpOpened,
                 |s| &s.opened,
             ),
             (
                 "istio_tcp_connections_closed",
                 "TCP connections closed",
+                Metric::TcpClosed,
                 |s| &s.closed,
             ),
         ];
-        for (name, help, pick) in tcp_counters {
+        for (name, help, metric, pick) in tcp_counters {
             counter(
                 &mut encoder,
                 name,
                 help,
-                &mut tcp_labels
-                    .iter()
-                    .zip(&tcp)
-                    .map(|(l, (_, s))| (l, load(pick(s)))),
+                family(&tcp, &tcp_labels, metric, merge_tcp, |s| load(pick(s))),
             )?;
         }
         let overflow = encoder.encode_descriptor(
@@ -418,6 +513,8 @@ mod tests {
             grpc_status: None,
             flags: ResponseFlags::NONE,
             security: Security::MutualTls,
+            stats: Stats::standard(),
+            dimensions: Dimensions::default(),
         }
     }
 

@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::labels::{Peer, Reporter, Security, Service};
+use super::view::{Dimensions, Stats};
 use crate::error::ResponseFlags;
 
 /// The labels that tell one TCP series from another.
@@ -31,6 +32,10 @@ pub struct TcpKey {
     pub service: Service,
     pub flags: ResponseFlags,
     pub security: Security,
+    /// The chain's stats settings (which metrics, which labels).
+    pub stats: Arc<Stats>,
+    /// The values of the settings' label expressions for this connection.
+    pub dimensions: Dimensions,
 }
 
 /// One series of TCP metrics.

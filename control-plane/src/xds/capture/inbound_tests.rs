@@ -294,7 +294,15 @@ fn tcp_chains_get_network_rbac_and_http_chains_the_http_filters() {
         .iter()
         .map(|f| f.name.clone())
         .collect();
-    assert_eq!(names, [RBAC, RBAC, "envoy.filters.http.router"]);
+    assert_eq!(
+        names,
+        [
+            RBAC,
+            RBAC,
+            weft_xds::stats::STATS_FILTER,
+            "envoy.filters.http.router"
+        ]
+    );
     // A workload no policy selects: no network filter anywhere.
     let mut elsewhere = capturing_proxy();
     elsewhere.namespace = "other".to_string();

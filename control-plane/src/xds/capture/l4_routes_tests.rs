@@ -389,7 +389,7 @@ fn the_destinations_tcp_idle_timeout_reaches_the_tcp_proxy() {
         .filter_chains
         .iter()
         .filter(|c| c.name.starts_with("240.240.9.1_"))
-        .map(|c| match &c.filters[0].config_type {
+        .map(|c| match &c.filters.last().expect("a filter").config_type {
             Some(ConfigType::TypedConfig(any)) => {
                 let tcp: TcpProxy =
                     prost::Message::decode(any.value.as_slice()).expect("tcp proxy");

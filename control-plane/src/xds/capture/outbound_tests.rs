@@ -87,7 +87,12 @@ fn chains_per_protocol_and_address_then_the_passthrough() {
                     .iter()
                     .map(|f| f.name.as_str())
                     .collect::<Vec<_>>(),
-                [weft_xds::contract::CORS, weft_xds::contract::FAULT, ROUTER]
+                [
+                    weft_xds::contract::CORS,
+                    weft_xds::contract::FAULT,
+                    weft_xds::stats::STATS_FILTER,
+                    ROUTER
+                ]
             );
             assert_eq!(
                 hcm.stream_idle_timeout,

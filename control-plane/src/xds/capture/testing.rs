@@ -275,7 +275,13 @@ pub fn describe_chain(chain: &FilterChain) -> String {
     if let Some(socket) = &chain.transport_socket {
         parts.push(format!("[{}]", socket.name));
     }
-    let filters: Vec<String> = chain.filters.iter().map(describe_filter).collect();
+    // The stats filter goes into every chain (its placement is `xds::stats`'s tests).
+    let filters: Vec<String> = chain
+        .filters
+        .iter()
+        .filter(|f| f.name != weft_xds::stats::STATS_FILTER)
+        .map(describe_filter)
+        .collect();
     parts.push(format!("→ {}", filters.join(", ")));
     parts.join(" ")
 }

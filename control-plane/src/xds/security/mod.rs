@@ -115,16 +115,18 @@ spec: {jwtRules: [{issuer: "iss", jwks: '{"keys":[]}'}]}
                 rbac(rbac::Action::Deny),
                 rbac(rbac::Action::Allow),
                 rbac(rbac::Action::Log),
+                (weft_xds::stats::STATS_FILTER.to_string(), None),
                 ("envoy.filters.http.router".to_string(), None),
             ]
         );
         let fault_then_router = [
             ("envoy.filters.http.cors".to_string(), None),
             ("envoy.filters.http.fault".to_string(), None),
+            (weft_xds::stats::STATS_FILTER.to_string(), None),
             ("envoy.filters.http.router".to_string(), None),
         ];
         assert_eq!(http_filters(outbound), fault_then_router);
-        // A workload no policy selects: the router alone inbound (and the fault filter outbound).
+        // A workload no policy selects: the stats filter and the router inbound (and the fault filter outbound).
         let mut elsewhere = Proxy::sidecar("bar");
         elsewhere.app_port = Some(9080);
         for listener in listeners(&model, &elsewhere) {
@@ -133,7 +135,10 @@ spec: {jwtRules: [{issuer: "iss", jwks: '{"keys":[]}'}]}
             } else {
                 assert_eq!(
                     http_filters(&listener),
-                    [("envoy.filters.http.router".to_string(), None)]
+                    [
+                        (weft_xds::stats::STATS_FILTER.to_string(), None),
+                        ("envoy.filters.http.router".to_string(), None)
+                    ]
                 );
             }
         }

@@ -255,7 +255,11 @@ fn each_mode_has_its_chains() {
         let http = http_filter_names(manager);
         assert_eq!(
             http,
-            ["envoy.filters.http.rbac", "envoy.filters.http.router"]
+            [
+                "envoy.filters.http.rbac",
+                weft_xds::stats::STATS_FILTER,
+                "envoy.filters.http.router"
+            ]
         );
     }
 }
