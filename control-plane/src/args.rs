@@ -245,9 +245,10 @@ pub struct Args {
     #[arg(long, env = "WEFT_ACCESS_LOG_FORMAT", default_value = "")]
     pub access_log_format: String,
 
-    /// Istio's MeshConfig YAML (the chart's `weft` ConfigMap, key `mesh`), read at start for
-    /// its telemetry: `enableTracing`, `defaultConfig.tracing`, `extensionProviders`,
-    /// `defaultProviders.tracing` and `.metrics`. Its other fields come from the flags above.
+    /// Istio's MeshConfig YAML (the chart's `weft` ConfigMap, key `mesh`), read at start and
+    /// again every 2 s for its telemetry: `enableTracing`, `defaultConfig.tracing`,
+    /// `extensionProviders`, `defaultProviders.tracing` and `.metrics`. Its other fields come
+    /// from the flags above.
     #[arg(long, env = "WEFT_MESH_CONFIG", value_name = "FILE")]
     pub mesh_config: Option<std::path::PathBuf>,
 

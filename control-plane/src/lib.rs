@@ -30,6 +30,7 @@ pub mod injection;
 pub mod jwks;
 pub mod listen;
 pub mod locality;
+pub mod mesh_config;
 pub mod model;
 pub mod object;
 pub mod readiness;
@@ -102,48 +103,6 @@ pub enum Error {
     AccessLog(#[from] xds::access_log::MeshAccessLogError),
     #[error("--mesh-config {path}: {reason}")]
     MeshConfig { path: String, reason: String },
-}
-
-/// The mesh config file's tracing and metrics settings (Istio's defaults without a file).
-fn mesh_telemetry(
-    path: Option<&std::path::Path>,
-) -> Result<(model::trace::MeshTracing, model::metrics::MeshMetrics), Error> {
-    let Some(path) = path else {
-        let mesh = weft_api::mesh::MeshConfig::default();
-        return Ok((
-            model::trace::MeshTracing::from_mesh(&mesh),
-            model::metrics::MeshMetrics::from_mesh(&mesh),
-        ));
-    };
-    let error = |reason: String| Error::MeshConfig {
-        path: path.display().to_string(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-    let mesh = weft_api::mesh::MeshConfig::from_yaml(&text).map_err(|e| error(e.to_string()))?;
-    let unread = mesh.unread_fields();
-    if !unread.is_empty() {
-        tracing::info!(
-            file = %path.display(),
-            fields = ?unread,
-            "mesh config: these fields are not read from the file (the controller's flags set what Weft uses of them)"
-        );
-    }
-    let tracing = model::trace::MeshTracing::from_mesh(&mesh);
-    tracing::info!(
-        enabled = tracing.enabled,
-        sampling = tracing.sampling,
-        default_providers = ?tracing.default_providers,
-        providers = ?mesh.extension_providers.iter().map(|p| format!("{} ({})", p.name, p.kind())).collect::<Vec<_>>(),
-        "mesh tracing"
-    );
-    let metrics = model::metrics::MeshMetrics::from_mesh(&mesh);
-    tracing::info!(
-        default_providers = ?metrics.default_providers,
-        prometheus = ?metrics.prometheus,
-        "mesh metrics"
-    );
-    Ok((tracing, metrics))
 }
 
 /// Runs the controller until Ctrl-C / SIGTERM.
@@ -296,7 +255,22 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
         false => None,
     };
 
-    let (tracing, metrics) = mesh_telemetry(args.mesh_config.as_deref())?;
+    // The mesh config file: read now (a bad one stops the start), then watched.
+    let mesh = match &args.mesh_config {
+        Some(path) => {
+            let (telemetry, text) =
+                mesh_config::load(path).map_err(|reason| Error::MeshConfig {
+                    path: path.display().to_string(),
+                    reason,
+                })?;
+            let watcher = mesh_config::watch(path.clone(), telemetry, text, mesh_config::POLL);
+            tasks.push(watcher.task);
+            watcher.telemetry
+        }
+        None => watch::channel(Arc::new(mesh_config::MeshTelemetry::defaults())).1,
+    };
+    let initial_mesh = mesh.borrow().clone();
+    let (tracing, metrics) = (initial_mesh.tracing.clone(), initial_mesh.metrics.clone());
     let settings = MeshSettings {
         domain: args.domain.clone(),
         dns_refresh_rate: args.dns_refresh_rate,
@@ -472,10 +446,11 @@ pub async fn start(args: Args) -> Result<Controller, Error> {
     tasks.push(tokio::spawn(own_model(
         snapshots,
         jwks,
+        mesh,
         settings,
         generator_tx,
         readiness_tx,
-        (initial_snapshot, initial_jwks),
+        (initial_snapshot, initial_jwks, initial_mesh),
     )));
     info!(address = %xds_address, "serving ADS");
 
@@ -568,22 +543,38 @@ fn local_snapshots(
 /// fetched JWKS, and publishes a new generator when the model changed; then records in
 /// `readiness` which snapshot the served model reflects. `previous` is what the served
 /// model was built from.
+#[allow(clippy::too_many_arguments)]
 async fn own_model(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     mut jwks: watch::Receiver<Arc<jwks::JwksSet>>,
-    settings: MeshSettings,
+    mut mesh: watch::Receiver<Arc<mesh_config::MeshTelemetry>>,
+    mut settings: MeshSettings,
     generators: watch::Sender<Arc<XdsGenerator>>,
     readiness: watch::Sender<Readiness>,
-    previous: (Arc<Snapshot>, Arc<jwks::JwksSet>),
+    previous: (
+        Arc<Snapshot>,
+        Arc<jwks::JwksSet>,
+        Arc<mesh_config::MeshTelemetry>,
+    ),
 ) {
-    let (mut previous, mut previous_jwks) = previous;
-    let mut jwks_open = true;
+    // What the served model (and `settings`) was made from.
+    let (mut previous, mut previous_jwks, mut previous_mesh) = previous;
+    let (mut jwks_open, mut mesh_open) = (true, true);
     loop {
         // Compare with what the current model was built from, so that a change published
         // before this task first ran is not missed.
         let current = snapshots.borrow_and_update().clone();
         let current_jwks = jwks.borrow_and_update().clone();
-        if !Arc::ptr_eq(&current, &previous) || !Arc::ptr_eq(&current_jwks, &previous_jwks) {
+        let current_mesh = mesh.borrow_and_update().clone();
+        let mesh_changed = !Arc::ptr_eq(&current_mesh, &previous_mesh);
+        if mesh_changed {
+            settings.tracing = current_mesh.tracing.clone();
+            settings.metrics = current_mesh.metrics.clone();
+        }
+        if !Arc::ptr_eq(&current, &previous)
+            || !Arc::ptr_eq(&current_jwks, &previous_jwks)
+            || mesh_changed
+        {
             let model = Model::from_snapshot_with_jwks(&current, &settings, &current_jwks);
             let previous_model = generators.borrow().model.clone();
             log_warnings(
@@ -599,10 +590,15 @@ async fn own_model(
                     destination_rules = model.destination_rules.len(),
                     "model rebuilt"
                 );
-                // A new snapshot converges from its source's event; new key sets from now.
-                let changed_at = (!Arc::ptr_eq(&current, &previous))
-                    .then_some(current.seen_at.0)
-                    .flatten();
+                // A new snapshot (or mesh config) converges from its source's event; new
+                // key sets from now.
+                let changed_at = if !Arc::ptr_eq(&current, &previous) {
+                    current.seen_at.0
+                } else if mesh_changed {
+                    current_mesh.seen_at.0
+                } else {
+                    None
+                };
                 generators.send_replace(Arc::new(XdsGenerator::for_change(
                     Arc::new(model),
                     changed_at,
@@ -612,10 +608,12 @@ async fn own_model(
             mark_served(&readiness, &current);
             previous = current;
             previous_jwks = current_jwks;
+            previous_mesh = current_mesh;
         }
         tokio::select! {
             changed = snapshots.changed() => if changed.is_err() { return },
             changed = jwks.changed(), if jwks_open => jwks_open = changed.is_ok(),
+            changed = mesh.changed(), if mesh_open => mesh_open = changed.is_ok(),
         }
     }
 }
@@ -734,13 +732,16 @@ mod tests {
         assert!(!readiness.borrow_and_update().is_ready());
         let (_jwks_tx, jwks) = watch::channel(Arc::new(jwks::JwksSet::default()));
         let initial_jwks = jwks.borrow().clone();
+        let (_mesh_tx, mesh) = watch::channel(Arc::new(mesh_config::MeshTelemetry::defaults()));
+        let initial_mesh = mesh.borrow().clone();
         let task = tokio::spawn(own_model(
             snapshots,
             jwks,
+            mesh,
             settings,
             generators,
             readiness_tx,
-            (partial.clone(), initial_jwks),
+            (partial.clone(), initial_jwks, initial_mesh),
         ));
 
         // The remaining list completes; the objects are the same, so the served model
@@ -772,13 +773,16 @@ mod tests {
         let (readiness_tx, _readiness) = watch::channel(Readiness::starting(Vec::new()));
         let (_jwks_tx, jwks) = watch::channel(Arc::new(jwks::JwksSet::default()));
         let initial_jwks = jwks.borrow().clone();
+        let (_mesh_tx, mesh) = watch::channel(Arc::new(mesh_config::MeshTelemetry::defaults()));
+        let initial_mesh = mesh.borrow().clone();
         let task = tokio::spawn(own_model(
             snapshots,
             jwks,
+            mesh,
             settings,
             generators,
             readiness_tx,
-            (first, initial_jwks),
+            (first, initial_jwks, initial_mesh),
         ));
         served.borrow_and_update();
         let seen = std::time::Instant::now();
@@ -795,6 +799,45 @@ mod tests {
             .expect("a new model within 10s")
             .expect("the model task is alive");
         assert_eq!(served.borrow().changed_at, Some(seen));
+        task.abort();
+    }
+
+    /// An edited mesh config rebuilds the model with it, converging from when it was seen.
+    #[tokio::test]
+    async fn a_mesh_config_change_rebuilds_the_model() {
+        let settings = MeshSettings::default();
+        let first = snapshot(&[]);
+        let (_snapshots_tx, snapshots) = watch::channel(first.clone());
+        let (generators, mut served) = watch::channel(Arc::new(XdsGenerator::new(Arc::new(
+            Model::from_snapshot(&first, &settings),
+        ))));
+        let (readiness_tx, _readiness) = watch::channel(Readiness::starting(Vec::new()));
+        let (_jwks_tx, jwks) = watch::channel(Arc::new(jwks::JwksSet::default()));
+        let (mesh_tx, mesh) = watch::channel(Arc::new(mesh_config::MeshTelemetry::defaults()));
+        let initial_jwks = jwks.borrow().clone();
+        let initial_mesh = mesh.borrow().clone();
+        let task = tokio::spawn(own_model(
+            snapshots,
+            jwks,
+            mesh,
+            settings,
+            generators,
+            readiness_tx,
+            (first, initial_jwks, initial_mesh),
+        ));
+        served.borrow_and_update();
+        let seen = std::time::Instant::now();
+        let mut edited = mesh_config::MeshTelemetry::defaults();
+        edited.metrics.default_providers.clear();
+        edited.seen_at = source::SeenAt(Some(seen));
+        mesh_tx.send_replace(Arc::new(edited));
+        tokio::time::timeout(Duration::from_secs(10), served.changed())
+            .await
+            .expect("a new model within 10s")
+            .expect("the model task is alive");
+        let generator = served.borrow().clone();
+        assert!(generator.model.metrics.default_providers.is_empty());
+        assert_eq!(generator.changed_at, Some(seen));
         task.abort();
     }
 }

@@ -324,3 +324,51 @@ async fn a_telemetrys_metric_overrides_reach_both_sidecars_while_they_run() {
         count(&s0, "istio_response_bytes_count") + n
     );
 }
+
+/// The mesh config is read again while the controller runs (as istiod watches its
+/// ConfigMap): a mesh whose default metrics providers are none records nothing; once the file
+/// names `prometheus` again, both sidecars record, with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_mesh_config_reaches_the_sidecars_without_a_restart() {
+    let dir = weft_e2e::TempDir::new().expect("temp dir");
+    let mesh_file = dir.path().join("mesh.yaml");
+    weft_e2e::write_file(dir.path(), "mesh.yaml", "defaultProviders: {metrics: []}\n");
+    let mesh = Mesh::start_with(
+        &["v1"],
+        &[("reviews-vs.yaml", VS)],
+        &MeshOptions {
+            identity: true,
+            controller: vec!["--mesh-config".into(), mesh_file.display().to_string()],
+            ..Default::default()
+        },
+    )
+    .await;
+    mesh.wait_for_routes(Duration::from_secs(10)).await;
+    let (client, server) = (mesh.client.ip, mesh.sidecars[0].ip);
+    for _ in 0..3 {
+        assert_eq!(mesh.get("/", &[]).await.unwrap().status, 200);
+    }
+    let (c, s) = (stats(client).await, stats(server).await);
+    assert_eq!(
+        sum(&c, REQUESTS, &[]),
+        0.0,
+        "no metrics provider: nothing recorded"
+    );
+    assert_eq!(sum(&s, REQUESTS, &[]), 0.0);
+
+    weft_e2e::write_file(
+        dir.path(),
+        "mesh.yaml",
+        "defaultProviders: {metrics: [prometheus]}\n",
+    );
+    eventually(Duration::from_secs(15), "both sidecars record", || async {
+        assert_eq!(mesh.get("/", &[]).await.unwrap().status, 200);
+        let (c, s) = (stats(client).await, stats(server).await);
+        (sum(&c, REQUESTS, &[("reporter", "source")]) > 0.0
+            && sum(&s, REQUESTS, &[("reporter", "destination")]) > 0.0)
+            .then_some(())
+    })
+    .await;
+    let log = mesh.controller.process.log();
+    assert!(log.contains("mesh config changed"), "{log}");
+}

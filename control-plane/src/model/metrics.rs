@@ -360,7 +360,10 @@ defaultProviders: {metrics: []}
         )
         .unwrap();
         let m = MeshMetrics::from_mesh(&mesh);
-        assert!(m.default_providers.is_empty(), "set, even empty, replaces Istio's default");
+        assert!(
+            m.default_providers.is_empty(),
+            "set, even empty, replaces Istio's default"
+        );
         assert_eq!(
             m.prometheus,
             BTreeSet::from(["prom-2".to_string()]),
@@ -371,7 +374,10 @@ defaultProviders: {metrics: []}
     #[test]
     fn custom_metrics_name_istios_metrics_with_or_without_the_prefix() {
         assert_eq!(custom_metric("requests_total"), Some(wire::REQUESTS_TOTAL));
-        assert_eq!(custom_metric("istio_tcp_sent_bytes_total"), Some(wire::TCP_SENT));
+        assert_eq!(
+            custom_metric("istio_tcp_sent_bytes_total"),
+            Some(wire::TCP_SENT)
+        );
         assert_eq!(custom_metric("my_counter"), None);
     }
 }
