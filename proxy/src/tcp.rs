@@ -6,27 +6,36 @@
 //!    ─► cluster of the chain: `cluster` │ `weighted_clusters` (one picked per connection, by weight)
 //!    ─► Cluster::pick(original destination) ─► none: closed (BlackHoleCluster: REGISTRY_ONLY, logged)
 //!    ─► connect.rs: TCP (from upstream_bind_config) ─► [TLS per the endpoint's transport socket]
+//!    ─► metadata exchange (metrics/tcp_exchange.rs): with the downstream when the chain has
+//!       istio.metadata_exchange and its TLS chose istio-peer-exchange; with the upstream when
+//!       the cluster has it and the server chose it ─► the peer's workload for the metrics
 //!    ─► copy both ways until both sides are done (half-close kept), the idle timeout
 //!       (GuardedIo), or drain: the drain period, then closed
+//!    ─► the chain's access logs (access_log/tcp.rs): one line when it ends, refused (RBAC,
+//!       NC, UH, UF) or not
 //! ```
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use rand::RngExt;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use weft_net::RateLimitedLog;
 use weft_xds::contract::BLACKHOLE_CLUSTER;
 
-use crate::access_log::Entry;
+use crate::access_log::tcp::{TcpEnd, TcpLog};
 use crate::authz::{ConnFacts, Facts};
 use crate::config::{Listener, Network};
 use crate::error::ResponseFlags;
+use crate::metrics::tcp_exchange::{self, Exchanged, Prefixed};
 use crate::metrics::view::Dimensions;
 use crate::metrics::{Counted, Metrics, Peer, Reporter, Secured, Service, TcpKey};
 use crate::tls::MeshTls;
 use crate::tls::accept::Accepted;
+use crate::upstream::connect::{ConnectError, UpstreamIo};
 use crate::upstream::{Cluster, TlsMode, connect};
 
 /// Logs of blocked destinations: at most one per second (a scanning app must not flood the log).
@@ -56,12 +65,28 @@ pub async fn proxy(
     let Network::Tcp(config) = &t.listener.chains[t.chain].network else {
         return;
     };
+    let peer_exchange = downstream.peer_exchange();
+    let Accepted {
+        io, principal, sni, ..
+    } = downstream;
+    let log = TcpLog::new(
+        &config.access_logs,
+        peer,
+        destination,
+        sni.as_deref(),
+        principal.as_deref(),
+    );
+    let write_log = |end: TcpEnd<'_>| {
+        if let Some(log) = &log {
+            log.write(&end);
+        }
+    };
     let listener = &t.listener.name;
     let facts = Facts::network(ConnFacts {
         peer,
         local: destination,
-        principal: downstream.principal.as_deref(),
-        sni: downstream.sni.as_deref(),
+        principal: principal.as_deref(),
+        sni: sni.as_deref(),
     });
     if let Some(denied) = config
         .rbac
@@ -69,7 +94,13 @@ pub async fn proxy(
         .map(|r| r.evaluate(&facts))
         .find(|d| d.is_denied())
     {
-        tracing::debug!(%peer, %destination, %listener, policy = denied.policy().unwrap_or(""), "RBAC: connection denied");
+        let policy = denied.policy().unwrap_or("none");
+        tracing::debug!(%peer, %destination, %listener, policy, "RBAC: connection denied");
+        let details = format!("rbac_access_denied_matched_policy[{policy}]");
+        write_log(TcpEnd {
+            termination: Some(&details),
+            ..TcpEnd::default()
+        });
         return;
     }
     let entry = match config.total_weight() {
@@ -79,50 +110,47 @@ pub async fn proxy(
     let Some(name) = config.clusters.get(entry).map(|c| c.name.as_str()) else {
         return;
     };
-    // The connection's metrics labels, once its cluster and the upstream's TLS are known; none
-    // when the chain records no metrics (no istio.stats filter).
+    // The connection's metrics labels, once its cluster, the upstream's TLS and the peer (from
+    // the metadata exchange) are known; none when the chain records no metrics (no istio.stats
+    // filter).
     let reporter = t.listener.direction.reporter();
     let stats = config.stats.as_ref().filter(|_| t.metrics.enabled());
+    let start = std::time::SystemTime::now();
     let key = |service: Option<&Service>,
                flags: ResponseFlags,
                upstream_mtls: bool,
-               upstream: Option<SocketAddr>|
+               upstream: Option<SocketAddr>,
+               workload: Peer|
      -> Option<TcpKey> {
         let stats = stats?;
         let dimensions = if stats.needs_attributes() {
-            stats.values(&Entry {
-                start: std::time::SystemTime::now(),
-                duration: Duration::ZERO,
-                request: None,
-                response_headers: None,
-                code: 0,
+            let end = TcpEnd {
                 flags,
-                grpc_status: None,
-                bytes_received: 0,
-                bytes_sent: 0,
-                upstream_host: upstream,
-                via_upstream: false,
-                upstream_cluster: Some(name),
-                route_name: None,
-                downstream_local: destination,
-                downstream_remote: peer,
-                sni: downstream.sni.as_deref(),
-                downstream_peer: downstream.principal.as_deref(),
-                upstream_peer: None,
-                trace_id: None,
-            })
+                cluster: Some(name),
+                upstream,
+                ..TcpEnd::default()
+            };
+            stats.values(&crate::access_log::tcp::entry(
+                start,
+                Duration::ZERO,
+                (peer, destination),
+                sni.as_deref(),
+                principal.as_deref(),
+                &end,
+            ))
         } else {
             Dimensions::default()
         };
         let secured = match reporter {
-            Reporter::Destination => Secured::inbound(downstream.principal.as_ref()),
-            // No metadata exchange on opaque TCP yet: the server's identity is not known.
-            Reporter::Source => Secured::outbound(upstream_mtls, None),
+            Reporter::Destination => Secured::inbound(principal.as_ref()),
+            // The server's identity, as its metadata says (as for HTTP).
+            Reporter::Source => {
+                Secured::outbound(upstream_mtls, workload.spiffe_id(t.metrics.trust_domain()))
+            }
         };
         Some(TcpKey {
             reporter,
-            // No metadata exchange on opaque TCP yet: the peer's workload is not known.
-            peer: Peer::unknown(),
+            peer: workload,
             peer_principal: secured.peer_principal,
             mtls: secured.mtls,
             service: service.cloned().unwrap_or_else(Service::unknown),
@@ -135,19 +163,20 @@ pub async fn proxy(
     let series_of = |key: Option<TcpKey>| key.and_then(|k| t.metrics.tcp_series(k));
     let Some(cluster) = t.clusters.get(entry).cloned().flatten() else {
         tracing::debug!(%peer, %destination, %listener, cluster = %name, "cluster not configured (NC): connection closed");
-        if let Some(series) = series_of(key(None, ResponseFlags::NO_CLUSTER_FOUND, false, None)) {
+        let flags = ResponseFlags::NO_CLUSTER_FOUND;
+        if let Some(series) = series_of(key(None, flags, false, None, Peer::unknown())) {
             series.failed();
         }
+        write_log(TcpEnd {
+            flags,
+            ..TcpEnd::default()
+        });
         return;
     };
     let service = &cluster.config.service;
     let Some(endpoint) = cluster.pick(destination) else {
-        if let Some(series) = series_of(key(
-            Some(service),
-            ResponseFlags::NO_HEALTHY_UPSTREAM,
-            false,
-            None,
-        )) {
+        let flags = ResponseFlags::NO_HEALTHY_UPSTREAM;
+        if let Some(series) = series_of(key(Some(service), flags, false, None, Peer::unknown())) {
             series.failed();
         }
         if name == BLACKHOLE_CLUSTER {
@@ -163,6 +192,11 @@ pub async fn proxy(
         } else {
             tracing::debug!(%peer, %destination, %listener, cluster = %name, "no healthy upstream (UH): connection closed");
         }
+        write_log(TcpEnd {
+            flags,
+            cluster: Some(name),
+            ..TcpEnd::default()
+        });
         return;
     };
     let _in_flight = endpoint.start_request();
@@ -180,48 +214,140 @@ pub async fn proxy(
         Ok(upstream) => upstream,
         Err(e) => {
             tracing::debug!(%peer, %destination, %listener, cluster = %name, error = %e, "upstream connect failed (UF): connection closed");
+            let flags = ResponseFlags::UPSTREAM_CONNECTION_FAILURE;
             if let Some(series) = series_of(key(
                 Some(service),
-                ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+                flags,
                 false,
                 Some(endpoint.addr),
+                Peer::unknown(),
             )) {
                 series.failed();
             }
+            let failure = match &e {
+                ConnectError::TlsSetup { source, .. } => Some(source.to_string()),
+                ConnectError::TlsHandshake { source, .. } => Some(source.to_string()),
+                _ => None,
+            };
+            write_log(TcpEnd {
+                flags,
+                cluster: Some(name),
+                upstream: Some(endpoint.addr),
+                failure: failure.as_deref(),
+                ..TcpEnd::default()
+            });
             return;
         }
     };
     let tls = matches!(mode, TlsMode::Tls(_));
     let mesh_tls = mode.is_mesh();
+    let upstream_local = upstream_local(&upstream);
+    // Parsing the certificate costs: only for a line that shows it.
+    let upstream_peer = log.as_ref().and_then(|_| upstream_principal(&upstream));
+    let mut io = io;
+    let mut upstream = upstream;
+    // Istio's metadata exchange, before any byte of the app: with the client, then the server.
+    let own = t.metrics.own_frame();
+    let client = if config.peer_exchange && peer_exchange {
+        Some(exchanged(
+            tcp_exchange::exchange(&mut io, own, tcp_exchange::TIMEOUT).await,
+            peer,
+            "client",
+        ))
+    } else {
+        None
+    };
+    let server = if cluster.config.peer_exchange && chose_peer_exchange(&upstream) {
+        Some(exchanged(
+            tcp_exchange::exchange(&mut upstream, own, tcp_exchange::TIMEOUT).await,
+            endpoint.addr,
+            "server",
+        ))
+    } else {
+        None
+    };
+    let the_peer = match reporter {
+        Reporter::Destination => client.as_ref(),
+        Reporter::Source => server.as_ref(),
+    }
+    .map_or_else(Peer::unknown, Exchanged::peer);
+    let leftover = |e: Option<Exchanged>| e.map_or_else(Bytes::new, |e| e.leftover);
     tracing::trace!(%peer, %destination, upstream = %endpoint.addr, tls, "proxying");
     let series = series_of(key(
         Some(service),
         ResponseFlags::NONE,
         mesh_tls,
         Some(endpoint.addr),
+        the_peer,
     ));
-    let mut downstream = match series {
-        Some(series) => tokio_util::either::Either::Left(Counted::new(downstream.io, series)),
-        None => tokio_util::either::Either::Right(downstream.io),
-    };
-    let mut upstream = upstream;
-    let copy = tokio::io::copy_bidirectional(&mut downstream, &mut upstream);
-    tokio::pin!(copy);
-    let result = tokio::select! {
-        result = copy.as_mut() => result,
-        () = t.drain.cancelled() => {
-            match tokio::time::timeout(t.drain_period, copy.as_mut()).await {
-                Ok(result) => result,
-                Err(_) => return,
+    let mut downstream = Counted::new(Prefixed::new(leftover(client), io), series);
+    let mut upstream = Prefixed::new(leftover(server), upstream);
+    let result = {
+        let copy = tokio::io::copy_bidirectional(&mut downstream, &mut upstream);
+        tokio::pin!(copy);
+        tokio::select! {
+            result = copy.as_mut() => Some(result),
+            () = t.drain.cancelled() => {
+                tokio::time::timeout(t.drain_period, copy.as_mut()).await.ok()
             }
         }
     };
     match result {
-        Ok((sent, received)) => {
+        Some(Ok((received, sent))) => {
             tracing::trace!(%peer, %destination, sent, received, "TCP connection done");
         }
-        Err(e) => {
+        Some(Err(e)) => {
             tracing::debug!(%peer, %destination, %listener, error = %e, "TCP connection ended with error");
         }
+        None => {
+            tracing::debug!(%peer, %destination, %listener, "drain period over: TCP connection closed");
+        }
+    }
+    write_log(TcpEnd {
+        cluster: Some(name),
+        upstream: Some(endpoint.addr),
+        upstream_local,
+        upstream_peer: upstream_peer.as_deref(),
+        received: downstream.received(),
+        sent: downstream.sent(),
+        ..TcpEnd::default()
+    });
+}
+
+/// An exchange's result, with its failure logged.
+fn exchanged(result: Exchanged, with: SocketAddr, side: &str) -> Exchanged {
+    if let Err(e) = &result.peer {
+        tracing::debug!(peer = %with, side, error = %e, "TCP metadata exchange: peer unknown");
+    }
+    result
+}
+
+/// Whether the upstream's TLS handshake chose Istio's metadata exchange.
+fn chose_peer_exchange(upstream: &UpstreamIo) -> bool {
+    match upstream {
+        Either::Left(_) => false,
+        Either::Right(tls) => {
+            tls.get_ref().1.alpn_protocol() == Some(weft_identity::tls::ALPN_ISTIO_PEER_EXCHANGE)
+        }
+    }
+}
+
+fn upstream_local(upstream: &UpstreamIo) -> Option<SocketAddr> {
+    match upstream {
+        Either::Left(tcp) => tcp.local_addr().ok(),
+        Either::Right(tls) => tls.get_ref().0.local_addr().ok(),
+    }
+}
+
+/// The server certificate's SPIFFE ID (TLS only).
+fn upstream_principal(upstream: &UpstreamIo) -> Option<String> {
+    match upstream {
+        Either::Left(_) => None,
+        Either::Right(tls) => tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(weft_identity::verify::peer_uri),
     }
 }

@@ -1,8 +1,10 @@
 //! Istio's metrics in process: the metadata exchange on an inbound listener (taken off before
 //! the app, answered only to a client that sent its own), the flags a response gets after its
 //! head (`DC`: the client left mid-body), gRPC's status from trailers, TCP connections and
-//! bytes counted while they flow, and the stats filter's settings (metrics dropped, labels
-//! removed, replaced and added; series made equal summed; no filter, no metrics).
+//! bytes counted while they flow, Istio's TCP metadata exchange between two sidecars over
+//! mutual TLS (both reporters name the peer; the frames reach neither app nor byte counts), and
+//! the stats filter's settings (metrics dropped, labels removed, replaced and added; series
+//! made equal summed; no filter, no metrics).
 #![allow(clippy::unwrap_used)] // test code: panicking is the point.
 
 mod common;
@@ -499,6 +501,139 @@ async fn tcp_connections_and_bytes_are_counted_while_they_flow() {
     let failed = [r#"reporter="destination""#, r#"response_flags="UH""#];
     wait_for(&metrics, "istio_tcp_connections_opened_total", &failed, 1.0).await;
     wait_for(&metrics, "istio_tcp_connections_closed_total", &failed, 1.0).await;
+}
+
+/// The labels both reporters give a TCP connection from `client` to `reviews-v1` when the
+/// metadata was exchanged.
+fn tcp_between(reporter: &'static str) -> Vec<&'static str> {
+    let mut labels = vec![
+        r#"request_protocol="tcp""#,
+        r#"response_flags="-""#,
+        r#"source_workload="client""#,
+        r#"source_app="client""#,
+        r#"source_canonical_service="client""#,
+        r#"source_principal="spiffe://cluster.local/ns/default/sa/client""#,
+        r#"destination_workload="reviews-v1""#,
+        r#"destination_app="reviews""#,
+        r#"destination_version="v1""#,
+        r#"destination_canonical_revision="v1""#,
+        r#"destination_principal="spiffe://cluster.local/ns/default/sa/reviews""#,
+    ];
+    labels.push(match reporter {
+        // The outbound cluster's host; the test's inbound cluster names no service.
+        "source" => r#"destination_service="tcp-echo.default.svc.cluster.local""#,
+        _ => r#"destination_service="unknown""#,
+    });
+    labels.push(match reporter {
+        "source" => r#"reporter="source""#,
+        _ => r#"reporter="destination""#,
+    });
+    labels.push(match reporter {
+        "source" => r#"connection_security_policy="unknown""#,
+        _ => r#"connection_security_policy="mutual_tls""#,
+    });
+    labels
+}
+
+#[tokio::test]
+async fn tcp_over_mtls_exchanges_metadata_and_both_reporters_name_the_peer() {
+    let client_metrics = metrics(workload("client", "client", ""));
+    // The ServiceAccount of the server's certificate.
+    let server_metrics = metrics(WorkloadLabels {
+        service_account: "reviews".into(),
+        ..workload("reviews-v1", "reviews", "v1")
+    });
+    let mesh = common::mesh::start(
+        &client_metrics,
+        &server_metrics,
+        common::mesh::MeshOptions {
+            server_exchange: true,
+            client_exchange: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    // 11 bytes each way: the app gets exactly them (a frame that leaked would be echoed first).
+    let conn = common::mesh::echo_through(mesh.entry, b"hello, mesh").await;
+    for (metrics, reporter) in [
+        (&client_metrics, "source"),
+        (&server_metrics, "destination"),
+    ] {
+        let labels = tcp_between(reporter);
+        wait_for(metrics, "istio_tcp_connections_opened_total", &labels, 1.0).await;
+        wait_for(metrics, "istio_tcp_received_bytes_total", &labels, 11.0).await;
+        wait_for(metrics, "istio_tcp_sent_bytes_total", &labels, 11.0).await;
+    }
+    assert_eq!(
+        mesh.app_received.load(std::sync::atomic::Ordering::Relaxed),
+        11
+    );
+    drop(conn);
+    for (metrics, reporter) in [
+        (&client_metrics, "source"),
+        (&server_metrics, "destination"),
+    ] {
+        let labels = tcp_between(reporter);
+        wait_for(metrics, "istio_tcp_connections_closed_total", &labels, 1.0).await;
+        // Still exactly the app's bytes: the frames were never counted.
+        let text = text(metrics);
+        assert_eq!(
+            value(&text, "istio_tcp_received_bytes_total", &labels),
+            Some(11.0),
+            "{text}"
+        );
+        assert_eq!(
+            value(&text, "istio_tcp_sent_bytes_total", &labels),
+            Some(11.0),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_the_exchange_on_both_sides_no_frame_is_sent_and_peers_are_unknown() {
+    // Only the server has the filter: the client does not offer istio-peer-exchange, so the
+    // server never writes its frame to a client that would hand it to the app.
+    for (server_exchange, client_exchange) in [(true, false), (false, true)] {
+        let client_metrics = metrics(workload("client", "client", ""));
+        let server_metrics = metrics(workload("reviews-v1", "reviews", "v1"));
+        let mesh = common::mesh::start(
+            &client_metrics,
+            &server_metrics,
+            common::mesh::MeshOptions {
+                server_exchange,
+                client_exchange,
+                ..Default::default()
+            },
+        )
+        .await;
+        let conn = common::mesh::echo_through(mesh.entry, b"plain bytes").await;
+        let source = [
+            r#"reporter="source""#,
+            r#"destination_workload="unknown""#,
+            r#"destination_service="tcp-echo.default.svc.cluster.local""#,
+        ];
+        let destination = [
+            r#"reporter="destination""#,
+            r#"source_workload="unknown""#,
+            r#"source_principal="spiffe://cluster.local/ns/default/sa/client""#,
+            r#"connection_security_policy="mutual_tls""#,
+        ];
+        wait_for(&client_metrics, "istio_tcp_sent_bytes_total", &source, 11.0).await;
+        wait_for(
+            &server_metrics,
+            "istio_tcp_received_bytes_total",
+            &destination,
+            11.0,
+        )
+        .await;
+        drop(conn);
+        assert_eq!(
+            mesh.app_received.load(std::sync::atomic::Ordering::Relaxed),
+            11,
+            "server {server_exchange}, client {client_exchange}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -186,6 +186,20 @@ pub const ISTIO_HTTP_ALPNS: [&str; 3] = ["istio-http/1.0", "istio-http/1.1", "is
 /// HTTP inspector.
 pub const HTTP_APPLICATION_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
 
+/// Istio's TCP metadata exchange (`istio.metadata_exchange`, Istio's proxy extension): a
+/// network filter on inbound TCP filter chains, and an upstream filter in the `filters` of
+/// outbound clusters with mesh mTLS. When the TLS handshake chose [`PEER_EXCHANGE_ALPN`], each
+/// side writes a frame with its node metadata before any byte of the app (see
+/// [`metadata_exchange`](crate::metadata_exchange)).
+pub const METADATA_EXCHANGE: &str = "istio.metadata_exchange";
+/// The type URL of the metadata exchange filter's `typed_config` (the same message on the
+/// listener and on the cluster).
+pub const METADATA_EXCHANGE_TYPE_URL: &str =
+    "type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange";
+/// The ALPN value under which the metadata exchange happens (Istio's `istio-peer-exchange`):
+/// the filter's `protocol`, offered first by mesh mTLS clients of opaque TCP.
+pub const PEER_EXCHANGE_ALPN: &str = "istio-peer-exchange";
+
 /// The HTTP filter name of fault injection (VirtualService `fault`), before the router on every
 /// outbound connection manager; the faults themselves are per route, in the route's
 /// `typed_per_filter_config` under this name.
@@ -327,6 +341,10 @@ mod tests {
         assert_eq!(
             filters::network::tcp_proxy::v3::TcpProxy::type_url(),
             TCP_PROXY_TYPE_URL
+        );
+        assert_eq!(
+            <crate::metadata_exchange::MetadataExchange as prost::Name>::type_url(),
+            METADATA_EXCHANGE_TYPE_URL
         );
         // The protocol options key is the message's full name.
         assert_eq!(

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod contract;
+pub mod metadata_exchange;
 pub mod metrics;
 pub mod nds;
 pub mod resource;

@@ -1,8 +1,9 @@
 //! Access log filters: a CEL expression (Envoy's `envoy.access_loggers.extension_filters.cel`,
 //! what Istio's Telemetry `accessLogging[].filter.expression` becomes), compiled once with the
-//! `cel` crate and evaluated against Envoy's attribute names for each finished request. A
-//! request is logged when the expression is `true`; an expression that fails at run time (a
-//! missing header, a type mismatch) does not log, as in Envoy.
+//! `cel` crate and evaluated against Envoy's attribute names for each finished request or TCP
+//! connection. A request is logged when the expression is `true`; an expression that fails at
+//! run time (a missing header, a type mismatch, `request.*` or `response.*` of a TCP
+//! connection, which has neither) does not log, as in Envoy.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -74,6 +75,9 @@ impl Filter {
     pub fn matches(&self, entry: &Entry<'_>) -> bool {
         let mut context = Context::with_env(ENV.clone());
         for (name, value) in attributes(entry) {
+            if entry.tcp && matches!(name, "request" | "response") {
+                continue;
+            }
             context.add_variable_from_value(name, value);
         }
         matches!(self.program.execute(&context), Ok(Value::Bool(true)))
@@ -191,6 +195,7 @@ fn attributes(e: &Entry<'_>) -> [(&'static str, Value); 7] {
                 ("mtls", Value::Bool(e.downstream_peer.is_some())),
                 ("requested_server_name", text(e.sni)),
                 ("uri_san_peer_certificate", text(e.downstream_peer)),
+                ("termination_details", text(e.termination)),
             ]),
         ),
         (
@@ -209,11 +214,19 @@ fn attributes(e: &Entry<'_>) -> [(&'static str, Value); 7] {
         ),
         (
             "upstream",
-            map(vec![(
-                "address",
-                e.upstream_host
-                    .map_or(Value::Null, |h| Value::from(h.to_string())),
-            )]),
+            map(vec![
+                (
+                    "address",
+                    e.upstream_host
+                        .map_or(Value::Null, |h| Value::from(h.to_string())),
+                ),
+                (
+                    "local_address",
+                    e.upstream_local
+                        .map_or(Value::Null, |h| Value::from(h.to_string())),
+                ),
+                ("transport_failure_reason", text(e.upstream_failure)),
+            ]),
         ),
         (
             "xds",

@@ -25,8 +25,9 @@ enum Command {
     ResponseCode,
     ResponseFlags,
     ResponseCodeDetails,
-    /// Always `-` (no connection termination details are kept yet).
-    Nothing,
+    ConnectionTerminationDetails,
+    UpstreamTransportFailureReason,
+    UpstreamLocalAddress,
     BytesReceived,
     BytesSent,
     Duration,
@@ -219,9 +220,9 @@ fn command(body: &str) -> Result<Part, FormatError> {
         "RESPONSE_CODE" => Command::ResponseCode,
         "RESPONSE_FLAGS" => Command::ResponseFlags,
         "RESPONSE_CODE_DETAILS" => Command::ResponseCodeDetails,
-        "CONNECTION_TERMINATION_DETAILS"
-        | "UPSTREAM_TRANSPORT_FAILURE_REASON"
-        | "UPSTREAM_LOCAL_ADDRESS" => Command::Nothing,
+        "CONNECTION_TERMINATION_DETAILS" => Command::ConnectionTerminationDetails,
+        "UPSTREAM_TRANSPORT_FAILURE_REASON" => Command::UpstreamTransportFailureReason,
+        "UPSTREAM_LOCAL_ADDRESS" => Command::UpstreamLocalAddress,
         "BYTES_RECEIVED" => Command::BytesReceived,
         "BYTES_SENT" => Command::BytesSent,
         "DURATION" => Command::Duration,
@@ -287,6 +288,8 @@ fn value(command: &Command, e: &Entry<'_>, out: &mut String) -> bool {
             }
             true
         }
+        // A TCP connection has no response, so no details (Envoy: `-`).
+        Command::ResponseCodeDetails if e.tcp => false,
         Command::ResponseCodeDetails => {
             out.push_str(if e.via_upstream {
                 "via_upstream"
@@ -295,7 +298,12 @@ fn value(command: &Command, e: &Entry<'_>, out: &mut String) -> bool {
             });
             true
         }
-        Command::Nothing => false,
+        Command::ConnectionTerminationDetails => text(out, e.termination),
+        Command::UpstreamTransportFailureReason => text(out, e.upstream_failure),
+        Command::UpstreamLocalAddress => e.upstream_local.is_some_and(|a| {
+            let _ = write!(out, "{a}");
+            true
+        }),
         Command::BytesReceived => {
             let _ = write!(out, "{}", e.bytes_received);
             true

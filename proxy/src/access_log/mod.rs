@@ -1,16 +1,19 @@
-//! Access logs: the HTTP connection manager's `access_log` (Envoy's file access logger, what
-//! Istio's mesh `accessLogFile` and Telemetry `accessLogging` become), one line per request.
+//! Access logs: the `access_log` of HTTP connection managers and TCP proxies (Envoy's file
+//! access logger, what Istio's mesh `accessLogFile` and Telemetry `accessLogging` become), one
+//! line per request, or per TCP connection.
 //!
 //! ```text
-//!  HCM access_log[] ─► AccessLog { path, format (format.rs: text │ JSON), filter (filter.rs: CEL) }
+//!  HCM │ tcp_proxy access_log[] ─► AccessLog { path, format (format.rs: text │ JSON), filter (filter.rs: CEL) }
 //!  handle (http/mod.rs): the listener logs? ─► LogRequest (method, URI, headers, version; boxed)
-//!  the response body ends (metrics/http.rs Pending::finish) ─► Entry ─► filter? ─► line
+//!  the response body ends (metrics/http.rs Pending::finish) ─┐
+//!  a TCP connection closes, or fails (tcp.rs; no request) ────┴─► Entry ─► filter? ─► line
 //!     ─► sink.rs: the path's queue ─► its writer task (never blocks a request; full: dropped)
 //! ```
 
 pub mod filter;
 pub mod format;
 pub mod sink;
+pub mod tcp;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -218,9 +221,12 @@ impl LogRequest {
     }
 }
 
-/// Everything a log line can say about a finished request.
+/// Everything a log line can say about a finished request or TCP connection.
 #[derive(Debug)]
 pub struct Entry<'a> {
+    /// A TCP connection's line: no request, response or code details (`-`), code 0, and no
+    /// `request.*` or `response.*` attributes for the filter.
+    pub tcp: bool,
     pub start: SystemTime,
     pub duration: Duration,
     pub request: Option<&'a LogRequest>,
@@ -242,6 +248,13 @@ pub struct Entry<'a> {
     pub upstream_peer: Option<&'a str>,
     /// A sampled request's trace (`%TRACE_ID%`).
     pub trace_id: Option<[u8; 16]>,
+    /// Why the proxy closed the connection (`%CONNECTION_TERMINATION_DETAILS%`: Envoy's
+    /// `rbac_access_denied_matched_policy[…]`).
+    pub termination: Option<&'a str>,
+    /// The local address of the upstream connection (`%UPSTREAM_LOCAL_ADDRESS%`).
+    pub upstream_local: Option<SocketAddr>,
+    /// Why the upstream connection failed (`%UPSTREAM_TRANSPORT_FAILURE_REASON%`).
+    pub upstream_failure: Option<&'a str>,
 }
 
 impl Entry<'_> {

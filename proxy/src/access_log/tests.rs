@@ -77,6 +77,7 @@ fn json_format(fields: &[(&str, &str)]) -> file::file_access_log::AccessLogForma
 fn entry<'a>(request: &'a LogRequest, code: u16) -> Entry<'a> {
     let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
     Entry {
+        tcp: false,
         start: UNIX_EPOCH + Duration::from_millis(1_764_805_271_123),
         duration: Duration::from_millis(12),
         request: Some(request),
@@ -96,6 +97,9 @@ fn entry<'a>(request: &'a LogRequest, code: u16) -> Entry<'a> {
         downstream_peer: Some("spiffe://cluster.local/ns/default/sa/client"),
         upstream_peer: None,
         trace_id: None,
+        termination: None,
+        upstream_local: None,
+        upstream_failure: None,
     }
 }
 

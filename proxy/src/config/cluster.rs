@@ -7,6 +7,7 @@
 //!                             locality_weighted (common_lb_config.locality_weighted_lb_config) }
 //!  ClusterLoadAssignment ─► Assignment (assignment.rs: levels, localities, endpoints)
 //!  transport_socket | transport_socket_matches ─► ClusterTls ─► per endpoint: TLS or plaintext
+//!  filters: [istio.metadata_exchange] ─► peer_exchange (the TCP proxy's metadata exchange)
 //! ```
 
 use std::collections::BTreeMap;
@@ -60,6 +61,9 @@ pub struct ClusterConfig {
     /// The service behind the cluster (`metadata.filter_metadata.istio.services[0]`, else the
     /// host of an `outbound|port|subset|host` name): the metrics' `destination_service*`.
     pub service: crate::metrics::Service,
+    /// `filters` has `istio.metadata_exchange`: a TCP proxy's connection whose TLS handshake
+    /// chose `istio-peer-exchange` exchanges metadata with the server (`metrics/tcp_exchange.rs`).
+    pub peer_exchange: bool,
 }
 
 /// Transport sockets of a cluster: `transport_socket_matches` (first match on the endpoint's
@@ -218,7 +222,7 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
             keepalive: super::cluster_http::keepalive(c.upstream_connection_options.take())
                 .map_err(err)?,
         };
-        let tls = cluster_tls(&mut c).map_err(err)?;
+        let mut tls = cluster_tls(&mut c).map_err(err)?;
         let source_address = bind_config(c.upstream_bind_config.take()).map_err(err)?;
         if source_address.is_some() && matches!(discovery, DiscoveryKind::Dns(_)) {
             return Err(err(Reason::Unsupported(
@@ -233,6 +237,12 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
         let outlier =
             super::outlier::outlier(c.outlier_detection.take(), common_lb).map_err(err)?;
         let service = istio_service(&name, c.metadata.take().as_ref());
+        let peer_exchange = upstream_filters(take(&mut c.filters)).map_err(err)?;
+        if !peer_exchange {
+            // A server that agreed to the exchange would write its frame to a client that does
+            // not read it: without the filter, mesh TLS does not offer it.
+            tls = without_peer_exchange(tls);
+        }
         // Observability-only fields.
         c.alt_stat_name.clear();
         (|| {
@@ -247,8 +257,7 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
                 common_http_protocol_options,
                 upstream_http_protocol_options,
                 max_requests_per_connection,
-                per_connection_buffer_limit_bytes,
-                filters
+                per_connection_buffer_limit_bytes
             );
             reject_leftover(&c, "cluster")
         })()
@@ -268,8 +277,77 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
             slow_start,
             locality_weighted,
             service,
+            peer_exchange,
         })
     }
+}
+
+/// `tls` with `istio-peer-exchange` taken out of the ALPN of its mesh TLS.
+fn without_peer_exchange(tls: ClusterTls) -> ClusterTls {
+    let strip = |socket: Option<Arc<UpstreamTls>>| {
+        socket.map(|socket| match &*socket {
+            UpstreamTls::Mesh { sni, alpn, sans }
+                if alpn
+                    .iter()
+                    .any(|p| p == weft_xds::contract::PEER_EXCHANGE_ALPN) =>
+            {
+                Arc::new(UpstreamTls::Mesh {
+                    sni: sni.clone(),
+                    alpn: alpn
+                        .iter()
+                        .filter(|p| *p != weft_xds::contract::PEER_EXCHANGE_ALPN)
+                        .cloned()
+                        .collect(),
+                    sans: sans.clone(),
+                })
+            }
+            _ => socket,
+        })
+    };
+    ClusterTls {
+        matches: tls
+            .matches
+            .into_iter()
+            .map(|m| SocketMatch {
+                tls: strip(m.tls),
+                ..m
+            })
+            .collect(),
+        default: strip(tls.default),
+    }
+}
+
+/// The cluster's upstream network `filters`: only Istio's metadata exchange; whether it is
+/// there.
+fn upstream_filters(filters: Vec<cds::Filter>) -> Result<bool, Reason> {
+    use weft_xds::contract::{METADATA_EXCHANGE, METADATA_EXCHANGE_TYPE_URL};
+    let mut exchange = false;
+    for (i, filter) in filters.into_iter().enumerate() {
+        let field = format!("filters[{i}]");
+        match filter.typed_config {
+            Some(any) if any.type_url == METADATA_EXCHANGE_TYPE_URL => {
+                super::filter_chain::metadata_exchange(&any.value)
+                    .map_err(|r| r.within(&format!("{field}.{METADATA_EXCHANGE}")))?;
+                exchange = true;
+            }
+            Some(any) => {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{:?} ({}) is not supported: a cluster's only filter is {METADATA_EXCHANGE}",
+                        filter.name, any.type_url
+                    ),
+                ));
+            }
+            None => {
+                return Err(invalid(
+                    field,
+                    format!("{:?} without typed_config", filter.name),
+                ));
+            }
+        }
+    }
+    Ok(exchange)
 }
 
 /// Takes `locality_config_specifier` out of `common_lb_config`: locality-weighted balancing or

@@ -362,3 +362,47 @@ fn dns_cluster_mistakes_name_the_field() {
     let err = ClusterConfig::try_from(c).unwrap_err().to_string();
     assert!(err.contains("respect_dns_ttl"), "{err}");
 }
+
+#[test]
+fn the_metadata_exchange_is_the_only_upstream_filter() {
+    use weft_xds::metadata_exchange::MetadataExchange;
+    let exchange = |protocol: &str| cds::Filter {
+        name: "istio.metadata_exchange".into(),
+        typed_config: Some(Any {
+            type_url: weft_xds::contract::METADATA_EXCHANGE_TYPE_URL.into(),
+            value: MetadataExchange {
+                protocol: protocol.into(),
+                enable_discovery: true,
+            }
+            .encode_to_vec(),
+        }),
+        ..Default::default()
+    };
+    let plain = ClusterConfig::try_from(eds_cluster("a")).unwrap();
+    assert!(!plain.peer_exchange);
+    let mut c = eds_cluster("a");
+    c.filters = vec![exchange("istio-peer-exchange")];
+    assert!(ClusterConfig::try_from(c).unwrap().peer_exchange);
+
+    let mut c = eds_cluster("a");
+    c.filters = vec![exchange("h2")];
+    let err = ClusterConfig::try_from(c).unwrap_err().to_string();
+    assert!(
+        err.contains("filters[0].istio.metadata_exchange.protocol"),
+        "{err}"
+    );
+    let mut c = eds_cluster("a");
+    c.filters = vec![
+        exchange("istio-peer-exchange"),
+        cds::Filter {
+            name: "envoy.filters.network.upstream.other".into(),
+            typed_config: Some(Any {
+                type_url: "type.googleapis.com/other.Config".into(),
+                value: vec![],
+            }),
+            ..Default::default()
+        },
+    ];
+    let err = ClusterConfig::try_from(c).unwrap_err().to_string();
+    assert!(err.contains("filters[1]"), "{err}");
+}

@@ -5,9 +5,15 @@
 //!  FilterChain ─► filter_chain_match { destination_port, prefix_ranges, server_names,
 //!                                      transport_protocol "tls" │ "raw_buffer", application_protocols }
 //!              ─► transport_socket: none (plaintext) │ tls (DownstreamTlsContext: mesh mTLS)
-//!              ─► filters: [http_connection_manager]                    ─► Network::Http
-//!                          [network rbac │ istio.stats (once)]* tcp_proxy { cluster │ weighted_clusters } ─► Network::Tcp
+//!              ─► filters: [istio.metadata_exchange] http_connection_manager        ─► Network::Http
+//!                          [istio.metadata_exchange] [network rbac │ istio.stats (once)]*
+//!                          tcp_proxy { cluster │ weighted_clusters, access_log }     ─► Network::Tcp
 //! ```
+//!
+//! `istio.metadata_exchange` before a TCP proxy turns on Istio's TCP metadata exchange for the
+//! chain (the TLS handshake may then choose `istio-peer-exchange`); before a connection
+//! manager it is accepted and has no effect (HTTP exchanges metadata in headers, and the chain
+//! never chooses that ALPN).
 
 use std::mem::take;
 use std::time::Duration;
@@ -20,10 +26,12 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
 use envoy_types::pb::google::protobuf::value::Kind;
 use prost::Message;
 use weft_xds::contract::{
-    HTTP_CONNECTION_MANAGER, HTTP_CONNECTION_MANAGER_TYPE_URL, MTLS_METADATA, NETWORK_RBAC,
-    NETWORK_RBAC_TYPE_URL, TCP_PROXY, TCP_PROXY_TYPE_URL, TRANSPORT_PROTOCOL_RAW_BUFFER,
+    HTTP_CONNECTION_MANAGER, HTTP_CONNECTION_MANAGER_TYPE_URL, METADATA_EXCHANGE,
+    METADATA_EXCHANGE_TYPE_URL, MTLS_METADATA, NETWORK_RBAC, NETWORK_RBAC_TYPE_URL,
+    PEER_EXCHANGE_ALPN, TCP_PROXY, TCP_PROXY_TYPE_URL, TRANSPORT_PROTOCOL_RAW_BUFFER,
     TRANSPORT_PROTOCOL_TLS,
 };
+use weft_xds::metadata_exchange::MetadataExchange;
 
 use super::http_manager::{HttpManager, connection_manager};
 use super::tls::{DownstreamTls, downstream_socket};
@@ -79,9 +87,13 @@ pub enum Network {
     Tcp(TcpProxy),
 }
 
-/// `envoy.filters.network.tcp_proxy` (with the network RBAC filters before it).
+/// `envoy.filters.network.tcp_proxy` (with the metadata exchange and network RBAC filters
+/// before it).
 #[derive(Debug)]
 pub struct TcpProxy {
+    /// `istio.metadata_exchange` is on the chain: after a TLS handshake that chose
+    /// `istio-peer-exchange`, both sides exchange their metadata (`metrics/tcp_exchange.rs`).
+    pub peer_exchange: bool,
     /// Network RBAC filters, in order: each must allow the connection.
     pub rbac: Vec<Rbac>,
     /// Where connections go: `cluster` is one entry (weight 1); `weighted_clusters` its entries
@@ -92,6 +104,8 @@ pub struct TcpProxy {
     /// Istio's stats filter: connections are recorded in Istio's TCP metrics with these
     /// settings; none: they are not recorded.
     pub stats: Option<std::sync::Arc<crate::metrics::view::Stats>>,
+    /// `access_log`: one line per connection when it closes (`access_log/`).
+    pub access_logs: crate::access_log::AccessLogs,
 }
 
 /// One cluster of a TCP proxy and its weight.
@@ -239,12 +253,28 @@ fn chain_match(m: Option<lds::FilterChainMatch>) -> Result<ChainMatch, Reason> {
 }
 
 /// The chain's network filters: one HTTP connection manager, or network RBAC filters and
-/// a TCP proxy.
+/// a TCP proxy; either after Istio's metadata exchange filter.
 fn network(prefix: &str, filters: Vec<lds::Filter>) -> Result<Network, Reason> {
     let count = filters.len();
     let mut rbac = Vec::new();
     let mut stats = None;
-    for (i, filter) in filters.into_iter().enumerate() {
+    let mut peer_exchange = false;
+    // The metadata exchange comes first (Istio's order); the rest is counted without it.
+    let mut first = 0;
+    for (i, filter) in filters.iter().enumerate() {
+        let Some(lds::filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
+            break;
+        };
+        if any.type_url != METADATA_EXCHANGE_TYPE_URL {
+            break;
+        }
+        metadata_exchange(&any.value)
+            .map_err(|r| r.within(&format!("{prefix}[{i}].{METADATA_EXCHANGE}")))?;
+        peer_exchange = true;
+        first = i + 1;
+    }
+    let rest = count - first;
+    for (i, filter) in filters.into_iter().enumerate().skip(first) {
         let field = format!("{prefix}[{i}]");
         let any = match filter.config_type {
             Some(lds::filter::ConfigType::TypedConfig(any)) => any,
@@ -261,7 +291,7 @@ fn network(prefix: &str, filters: Vec<lds::Filter>) -> Result<Network, Reason> {
             error: e.to_string(),
         };
         match any.type_url.as_str() {
-            HTTP_CONNECTION_MANAGER_TYPE_URL if count == 1 => {
+            HTTP_CONNECTION_MANAGER_TYPE_URL if rest == 1 => {
                 let m = hcm::HttpConnectionManager::decode(any.value.as_slice())
                     .map_err(decode_error)?;
                 return connection_manager(m)
@@ -282,13 +312,15 @@ fn network(prefix: &str, filters: Vec<lds::Filter>) -> Result<Network, Reason> {
             }
             TCP_PROXY_TYPE_URL if last => {
                 let t = tcp::TcpProxy::decode(any.value.as_slice()).map_err(decode_error)?;
-                let (clusters, idle_timeout) =
+                let (clusters, idle_timeout, access_logs) =
                     tcp_proxy(t).map_err(|r| r.within(&format!("{field}.{TCP_PROXY}")))?;
                 return Ok(Network::Tcp(TcpProxy {
+                    peer_exchange,
                     rbac,
                     clusters,
                     idle_timeout,
                     stats,
+                    access_logs,
                 }));
             }
             super::stats::STATS_TYPE_URL if !last && stats.is_none() => {
@@ -301,7 +333,7 @@ fn network(prefix: &str, filters: Vec<lds::Filter>) -> Result<Network, Reason> {
                 return Err(invalid(
                     field,
                     format!(
-                        "{:?} ({other}) is not supported here: a chain is one {HTTP_CONNECTION_MANAGER}, or {NETWORK_RBAC} filters and at most one istio.stats then {TCP_PROXY}",
+                        "{:?} ({other}) is not supported here: a chain is one {HTTP_CONNECTION_MANAGER}, or {NETWORK_RBAC} filters and at most one istio.stats then {TCP_PROXY}, either after {METADATA_EXCHANGE}",
                         filter.name
                     ),
                 ));
@@ -314,7 +346,34 @@ fn network(prefix: &str, filters: Vec<lds::Filter>) -> Result<Network, Reason> {
     ))
 }
 
-fn tcp_proxy(mut t: tcp::TcpProxy) -> Result<(Vec<TcpCluster>, Option<Duration>), Reason> {
+/// The config of `istio.metadata_exchange` (listener or cluster): only Istio's protocol.
+/// `enable_discovery` (Istio's fallback to ambient workload discovery when the peer sends no
+/// metadata) is accepted and has no effect: without a frame the peer is unknown, as in Istio's
+/// proxy without workload discovery.
+pub(super) fn metadata_exchange(value: &[u8]) -> Result<(), Reason> {
+    let config = MetadataExchange::decode(value).map_err(|e| Reason::Decode {
+        type_url: METADATA_EXCHANGE_TYPE_URL.to_string(),
+        error: e.to_string(),
+    })?;
+    if config.protocol != PEER_EXCHANGE_ALPN {
+        return Err(invalid(
+            "protocol",
+            format!(
+                "{:?}: only {PEER_EXCHANGE_ALPN:?} is supported",
+                config.protocol
+            ),
+        ));
+    }
+    Ok(())
+}
+
+type TcpParts = (
+    Vec<TcpCluster>,
+    Option<Duration>,
+    crate::access_log::AccessLogs,
+);
+
+fn tcp_proxy(mut t: tcp::TcpProxy) -> Result<TcpParts, Reason> {
     use tcp::tcp_proxy::ClusterSpecifier;
     let clusters = match t.cluster_specifier.take() {
         Some(ClusterSpecifier::Cluster(name)) if !name.is_empty() => {
@@ -329,8 +388,16 @@ fn tcp_proxy(mut t: tcp::TcpProxy) -> Result<(Vec<TcpCluster>, Option<Duration>)
         Some(d) if d.is_zero() => None,
         Some(d) => Some(d),
     };
+    let access_logs = take(&mut t.access_log)
+        .into_iter()
+        .enumerate()
+        .map(|(i, log)| {
+            crate::access_log::AccessLog::try_from(log)
+                .map_err(|e| invalid(format!("access_log[{i}]"), e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?
+        .into();
     t.stat_prefix.clear();
-    t.access_log.clear();
     reject_set!(
         t,
         metadata_match,
@@ -342,7 +409,7 @@ fn tcp_proxy(mut t: tcp::TcpProxy) -> Result<(Vec<TcpCluster>, Option<Duration>)
         max_downstream_connection_duration
     );
     reject_leftover(&t, "tcp_proxy")?;
-    Ok((clusters, idle_timeout))
+    Ok((clusters, idle_timeout, access_logs))
 }
 
 /// `weighted_clusters`: as Envoy, at least one cluster, each named, each weight at least 1,

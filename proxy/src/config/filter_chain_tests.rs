@@ -34,8 +34,9 @@ fn tcp_proxy_idle_timeout_follows_envoy() {
             .map(|(seconds, nanos)| envoy_types::pb::google::protobuf::Duration { seconds, nanos }),
         ..Default::default()
     };
+    let (clusters, idle, logs) = tcp_proxy(proxy(None)).unwrap();
     assert_eq!(
-        tcp_proxy(proxy(None)).unwrap(),
+        (clusters, idle),
         (
             vec![TcpCluster {
                 name: "c".to_string(),
@@ -44,6 +45,7 @@ fn tcp_proxy_idle_timeout_follows_envoy() {
             Some(DEFAULT_TCP_IDLE_TIMEOUT)
         )
     );
+    assert!(logs.is_empty());
     assert_eq!(tcp_proxy(proxy(Some((0, 0)))).unwrap().1, None);
     assert_eq!(
         tcp_proxy(proxy(Some((30, 0)))).unwrap().1,
@@ -83,16 +85,18 @@ fn weighted(entries: &[(&str, u32)]) -> tcp::TcpProxy {
 
 #[test]
 fn tcp_proxy_weighted_clusters_are_picked_by_weight() {
-    let (clusters, _) = tcp_proxy(weighted(&[
+    let (clusters, _, _) = tcp_proxy(weighted(&[
         ("outbound|9000|v1|tcp-echo", 80),
         ("outbound|9000|v2|tcp-echo", 20),
     ]))
     .unwrap();
     let t = TcpProxy {
+        peer_exchange: false,
         rbac: Vec::new(),
         clusters,
         idle_timeout: None,
         stats: None,
+        access_logs: Vec::new().into(),
     };
     assert_eq!(t.total_weight(), 100);
     assert_eq!(
@@ -123,4 +127,99 @@ fn tcp_proxy_weighted_clusters_are_checked_as_envoy_does() {
     }
     // An empty message is still "set": the field is named.
     assert!(err(subset).contains("metadata_match"));
+}
+
+fn filter(name: &str, any: envoy_types::pb::google::protobuf::Any) -> lds::Filter {
+    lds::Filter {
+        name: name.into(),
+        config_type: Some(lds::filter::ConfigType::TypedConfig(any)),
+    }
+}
+
+fn pack<M: prost::Name>(m: &M) -> envoy_types::pb::google::protobuf::Any {
+    envoy_types::pb::google::protobuf::Any {
+        type_url: M::type_url(),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn exchange(protocol: &str) -> lds::Filter {
+    filter(
+        METADATA_EXCHANGE,
+        pack(&MetadataExchange {
+            protocol: protocol.into(),
+            enable_discovery: true,
+        }),
+    )
+}
+
+fn to_cluster() -> tcp::TcpProxy {
+    tcp::TcpProxy {
+        stat_prefix: "s".into(),
+        cluster_specifier: Some(tcp::tcp_proxy::ClusterSpecifier::Cluster("c".into())),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn the_metadata_exchange_filter_turns_the_exchange_on() {
+    let tcp_filter = || filter(TCP_PROXY, pack(&to_cluster()));
+    let rbac = || filter(NETWORK_RBAC, pack(&net_rbac::Rbac::default()));
+    let Network::Tcp(on) = network(
+        "filters",
+        vec![exchange("istio-peer-exchange"), rbac(), tcp_filter()],
+    )
+    .unwrap() else {
+        panic!("a TCP chain")
+    };
+    assert!(on.peer_exchange);
+    assert_eq!(on.rbac.len(), 1);
+    let Network::Tcp(off) = network("filters", vec![tcp_filter()]).unwrap() else {
+        panic!("a TCP chain")
+    };
+    assert!(!off.peer_exchange);
+
+    // Another protocol is refused, naming the field.
+    let err = network("filters", vec![exchange("istio"), tcp_filter()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("filters[0].istio.metadata_exchange.protocol"),
+        "{err}"
+    );
+    // Only first: after RBAC it is refused.
+    let err = network(
+        "filters",
+        vec![rbac(), exchange("istio-peer-exchange"), tcp_filter()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("filters[1]"), "{err}");
+    // Alone, it is no chain.
+    assert!(network("filters", vec![exchange("istio-peer-exchange")]).is_err());
+}
+
+#[test]
+fn tcp_access_logs_are_converted_and_bad_ones_refused() {
+    use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
+    use envoy_types::pb::envoy::extensions::access_loggers::file::v3 as file;
+    let log = |path: &str| accesslog::AccessLog {
+        name: "envoy.access_loggers.file".into(),
+        config_type: Some(accesslog::access_log::ConfigType::TypedConfig(pack(
+            &file::FileAccessLog {
+                path: path.into(),
+                ..Default::default()
+            },
+        ))),
+        ..Default::default()
+    };
+    let mut t = to_cluster();
+    t.access_log = vec![log("/dev/stdout")];
+    let (_, _, logs) = tcp_proxy(t).unwrap();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].path, "/dev/stdout");
+    let mut t = to_cluster();
+    t.access_log = vec![log("/dev/stdout"), log("")];
+    let err = tcp_proxy(t).unwrap_err().to_string();
+    assert!(err.contains("access_log[1]"), "{err}");
 }

@@ -122,7 +122,9 @@ pub(super) async fn serve(accepted: weft_net::Accepted, cx: Context) {
         // Opaque bytes: no first-byte deadline (server-first protocols), the proxy's idle timeout.
         io.set_timeouts(None, tcp.idle_timeout);
     }
-    let secured = match crate::tls::accept::accept(io, peer, chain.tls.as_ref(), &cx.tls).await {
+    let peer_exchange = matches!(&chain.network, Network::Tcp(tcp) if tcp.peer_exchange);
+    let accepted = crate::tls::accept::accept(io, peer, chain.tls.as_ref(), peer_exchange, &cx.tls);
+    let secured = match accepted.await {
         Ok(secured) => secured,
         Err(err) => {
             tracing::debug!("{err}");

@@ -10,6 +10,8 @@ fn chain(name: &str, matcher: ChainMatch) -> FilterChain {
         matcher,
         tls: None,
         network: Network::Tcp(TcpProxy {
+            peer_exchange: false,
+            access_logs: Vec::new().into(),
             rbac: Vec::new(),
             clusters: vec![TcpCluster {
                 name: name.into(),

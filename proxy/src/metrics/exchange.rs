@@ -38,42 +38,48 @@ pub struct OwnHeaders {
     pub metadata: HeaderValue,
 }
 
+/// This proxy's node metadata as Istio exchanges it: `NAME`, `NAMESPACE`, `WORKLOAD_NAME`,
+/// `CLUSTER_ID`, `SERVICE_ACCOUNT` and the `LABELS` its peers' labels are derived from.
+pub fn own_metadata(pod: &str, me: &WorkloadLabels) -> Struct {
+    let text = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_string())),
+    };
+    let mut labels = HashMap::new();
+    for (key, value) in [
+        ("app", &me.app),
+        ("version", &me.version),
+        ("service.istio.io/canonical-name", &me.canonical_service),
+        (
+            "service.istio.io/canonical-revision",
+            &me.canonical_revision,
+        ),
+    ] {
+        if !value.is_empty() {
+            labels.insert(key.to_string(), text(value));
+        }
+    }
+    let mut fields = HashMap::new();
+    fields.insert("NAME".to_string(), text(pod));
+    fields.insert("NAMESPACE".to_string(), text(&me.namespace));
+    fields.insert("WORKLOAD_NAME".to_string(), text(&me.workload));
+    fields.insert("CLUSTER_ID".to_string(), text(&me.cluster));
+    if !me.service_account.is_empty() {
+        fields.insert("SERVICE_ACCOUNT".to_string(), text(&me.service_account));
+    }
+    fields.insert(
+        "LABELS".to_string(),
+        Value {
+            kind: Some(Kind::StructValue(Struct { fields: labels })),
+        },
+    );
+    Struct { fields }
+}
+
 impl OwnHeaders {
     /// The headers that say `node_id` and `me`.
     pub fn new(node_id: &str, pod: &str, me: &WorkloadLabels) -> Self {
-        let text = |s: &str| Value {
-            kind: Some(Kind::StringValue(s.to_string())),
-        };
-        let mut labels = HashMap::new();
-        for (key, value) in [
-            ("app", &me.app),
-            ("version", &me.version),
-            ("service.istio.io/canonical-name", &me.canonical_service),
-            (
-                "service.istio.io/canonical-revision",
-                &me.canonical_revision,
-            ),
-        ] {
-            if !value.is_empty() {
-                labels.insert(key.to_string(), text(value));
-            }
-        }
-        let mut fields = HashMap::new();
-        fields.insert("NAME".to_string(), text(pod));
-        fields.insert("NAMESPACE".to_string(), text(&me.namespace));
-        fields.insert("WORKLOAD_NAME".to_string(), text(&me.workload));
-        fields.insert("CLUSTER_ID".to_string(), text(&me.cluster));
-        if !me.service_account.is_empty() {
-            fields.insert("SERVICE_ACCOUNT".to_string(), text(&me.service_account));
-        }
-        fields.insert(
-            "LABELS".to_string(),
-            Value {
-                kind: Some(Kind::StructValue(Struct { fields: labels })),
-            },
-        );
         let encoded =
-            base64::engine::general_purpose::STANDARD.encode(Struct { fields }.encode_to_vec());
+            base64::engine::general_purpose::STANDARD.encode(own_metadata(pod, me).encode_to_vec());
         Self {
             id: value(node_id),
             metadata: value(&encoded),
@@ -119,7 +125,11 @@ pub fn decode(value: &HeaderValue) -> Result<Peer, DecodeError> {
         return Err(DecodeError::TooLong);
     }
     let bytes = base64::engine::general_purpose::STANDARD.decode(value.as_bytes())?;
-    let metadata = Struct::decode(bytes.as_slice())?;
+    decode_metadata(&Struct::decode(bytes.as_slice())?)
+}
+
+/// The workload of a node metadata `Struct` (an HTTP header's, or a TCP exchange frame's).
+pub fn decode_metadata(metadata: &Struct) -> Result<Peer, DecodeError> {
     let text = |key: &str| match metadata.fields.get(key).and_then(|v| v.kind.as_ref()) {
         Some(Kind::StringValue(s)) => s.as_str(),
         _ => "",

@@ -415,6 +415,7 @@ impl Logged {
         sent: u64,
     ) -> Entry<'a> {
         Entry {
+            tcp: false,
             start: self.start,
             duration,
             request: Some(&self.request),
@@ -437,6 +438,9 @@ impl Logged {
                 Reporter::Destination => None,
             },
             trace_id: self.trace_id,
+            termination: None,
+            upstream_local: None,
+            upstream_failure: None,
         }
     }
 }

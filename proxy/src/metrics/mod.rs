@@ -10,6 +10,7 @@
 //!    listener's stats settings (view.rs): dropped metrics left out, labels removed or
 //!    upserted, series made equal summed
 //!  exchange.rs: x-envoy-peer-metadata(-id) both ways: the peer's workload labels
+//!  tcp_exchange.rs: the same metadata in a frame before opaque TCP (ALPN istio-peer-exchange)
 //! ```
 //!
 //! Label values are bounded: workloads, services, codes and flags; never paths or raw
@@ -23,6 +24,7 @@ pub mod histogram;
 pub mod http;
 pub mod labels;
 pub mod tcp;
+pub mod tcp_exchange;
 pub mod view;
 
 use std::borrow::Cow;
@@ -69,6 +71,8 @@ pub struct Metrics {
     local_principal: String,
     trust_domain: String,
     own: exchange::OwnHeaders,
+    /// This proxy's TCP metadata exchange frame.
+    own_frame: bytes::Bytes,
     http: Table<HttpKey, HttpSeries>,
     tcp: Table<TcpKey, TcpSeries>,
 }
@@ -82,6 +86,10 @@ impl Metrics {
         Self {
             enabled: settings.enabled,
             own: exchange::OwnHeaders::new(&settings.node_id, &settings.pod, &settings.local),
+            own_frame: tcp_exchange::encode(
+                &settings.node_id,
+                exchange::own_metadata(&settings.pod, &settings.local),
+            ),
             local: settings.local,
             local_principal,
             trust_domain: settings.trust_domain,
@@ -108,6 +116,12 @@ impl Metrics {
 
     pub fn trust_domain(&self) -> &str {
         &self.trust_domain
+    }
+
+    /// This proxy's TCP metadata exchange frame (written whatever `enabled` says: a peer that
+    /// negotiated the exchange expects one).
+    pub fn own_frame(&self) -> &bytes::Bytes {
+        &self.own_frame
     }
 
     /// The series of a TCP connection's labels; `None` when metrics are off.

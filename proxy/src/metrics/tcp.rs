@@ -5,7 +5,8 @@
 //! ```text
 //!  tcp.rs: cluster, endpoint, connect ─► TcpKey (flags: UH, UF when it failed) ─► series
 //!    connected: the downstream side wrapped in Counted: opened +1 now, bytes as they pass
-//!               (a long connection's counters move while it lives), closed +1 on drop
+//!               (a long connection's counters move while it lives), closed +1 on drop; the
+//!               connection's own totals too (its access log line), with or without a series
 //!    failed:    opened +1 and closed +1 at once
 //! ```
 
@@ -58,25 +59,47 @@ impl TcpSeries {
 }
 
 pin_project_lite::pin_project! {
-    /// The downstream side of a proxied connection, counting what it carries into its series;
-    /// opened when made, closed when dropped.
+    /// The downstream side of a proxied connection, counting what it carries: into its series
+    /// (opened when made, closed when dropped) and into its own totals.
     pub struct Counted<IO> {
         #[pin]
         io: IO,
-        series: Arc<TcpSeries>,
+        series: Option<Arc<TcpSeries>>,
+        sent: u64,
+        received: u64,
     }
 
     impl<IO> PinnedDrop for Counted<IO> {
         fn drop(this: Pin<&mut Self>) {
-            this.series.closed.fetch_add(1, Ordering::Relaxed);
+            if let Some(series) = &this.series {
+                series.closed.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
 
 impl<IO> Counted<IO> {
-    pub fn new(io: IO, series: Arc<TcpSeries>) -> Self {
-        series.opened.fetch_add(1, Ordering::Relaxed);
-        Self { io, series }
+    /// Counts `io`'s bytes, into `series` when metrics are on.
+    pub fn new(io: IO, series: Option<Arc<TcpSeries>>) -> Self {
+        if let Some(series) = &series {
+            series.opened.fetch_add(1, Ordering::Relaxed);
+        }
+        Self {
+            io,
+            series,
+            sent: 0,
+            received: 0,
+        }
+    }
+
+    /// Bytes sent to the downstream peer so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Bytes received from the downstream peer so far.
+    pub fn received(&self) -> u64 {
+        self.received
     }
 }
 
@@ -89,11 +112,12 @@ impl<IO: AsyncRead> AsyncRead for Counted<IO> {
         let this = self.project();
         let before = buf.filled().len();
         let poll = this.io.poll_read(cx, buf);
-        let read = buf.filled().len().saturating_sub(before);
+        let read = buf.filled().len().saturating_sub(before) as u64;
         if read > 0 {
-            this.series
-                .received
-                .fetch_add(read as u64, Ordering::Relaxed);
+            *this.received += read;
+            if let Some(series) = this.series {
+                series.received.fetch_add(read, Ordering::Relaxed);
+            }
         }
         poll
     }
@@ -108,7 +132,7 @@ impl<IO: AsyncWrite> AsyncWrite for Counted<IO> {
         let this = self.project();
         let poll = this.io.poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &poll {
-            this.series.sent.fetch_add(*n as u64, Ordering::Relaxed);
+            count_sent(this.sent, this.series.as_deref(), *n);
         }
         poll
     }
@@ -121,7 +145,7 @@ impl<IO: AsyncWrite> AsyncWrite for Counted<IO> {
         let this = self.project();
         let poll = this.io.poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = &poll {
-            this.series.sent.fetch_add(*n as u64, Ordering::Relaxed);
+            count_sent(this.sent, this.series.as_deref(), *n);
         }
         poll
     }
@@ -139,6 +163,13 @@ impl<IO: AsyncWrite> AsyncWrite for Counted<IO> {
     }
 }
 
+fn count_sent(total: &mut u64, series: Option<&TcpSeries>, n: usize) {
+    *total += n as u64;
+    if let Some(series) = series {
+        series.sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -149,7 +180,7 @@ mod tests {
     async fn bytes_both_ways_and_the_close_are_counted() {
         let series = Arc::new(TcpSeries::default());
         let (near, mut far) = tokio::io::duplex(64);
-        let mut counted = Counted::new(near, series.clone());
+        let mut counted = Counted::new(near, Some(series.clone()));
         assert_eq!(series.opened.load(Ordering::Relaxed), 1);
         far.write_all(b"hello").await.unwrap();
         let mut buf = [0u8; 5];
@@ -159,6 +190,7 @@ mod tests {
         assert_eq!(series.received.load(Ordering::Relaxed), 5);
         assert_eq!(series.sent.load(Ordering::Relaxed), 3);
         assert_eq!(series.closed.load(Ordering::Relaxed), 0);
+        assert_eq!((counted.received(), counted.sent()), (5, 3));
         drop(counted);
         assert_eq!(series.closed.load(Ordering::Relaxed), 1);
     }

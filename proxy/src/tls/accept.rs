@@ -4,8 +4,12 @@
 //!
 //! ```text
 //!  GuardedIo<TcpStream> ─► chain without TLS ──► DownstreamIo::Plain
-//!                       └► chain with TLS ─────► rustls (MeshTls::server) ─► DownstreamIo::Tls { principal, sni }
+//!                       └► chain with TLS ─────► rustls (MeshTls::server) ─► DownstreamIo::Tls { principal, sni, alpn }
 //! ```
+//!
+//! A chain agrees to `istio-peer-exchange` in ALPN only when it does Istio's TCP metadata
+//! exchange (its `istio.metadata_exchange` filter): a client that offers it then writes its
+//! metadata frame first, which any other chain would hand to the app.
 
 use std::io;
 use std::net::SocketAddr;
@@ -59,20 +63,31 @@ pub struct Accepted {
     pub principal: Option<Arc<str>>,
     /// The SNI the client sent (TLS only).
     pub sni: Option<Arc<str>>,
+    /// The application protocol the TLS handshake chose (TLS only).
+    pub alpn: Option<Vec<u8>>,
 }
 
-/// Runs the transport step of `io`: plaintext without `settings`, else the TLS handshake.
+impl Accepted {
+    /// Whether the handshake chose Istio's metadata exchange (`istio-peer-exchange`).
+    pub fn peer_exchange(&self) -> bool {
+        self.alpn.as_deref() == Some(weft_identity::tls::ALPN_ISTIO_PEER_EXCHANGE)
+    }
+}
+
+/// Runs the transport step of `io`: plaintext without `settings`, else the TLS handshake
+/// (agreeing to `istio-peer-exchange` only with `peer_exchange`).
 pub async fn accept(
     io: GuardedIo<TcpStream>,
     peer: SocketAddr,
     settings: Option<&DownstreamTls>,
+    peer_exchange: bool,
     tls: &MeshTls,
 ) -> Result<Accepted, AcceptError> {
     let Some(settings) = settings else {
         return Ok(plain(io));
     };
     let config = tls
-        .server(&settings.alpn)
+        .server(&settings.alpn, peer_exchange)
         .map_err(|source| AcceptError::Setup { peer, source })?;
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(io))
         .await
@@ -85,10 +100,12 @@ pub async fn accept(
         .and_then(weft_identity::verify::peer_uri)
         .map(Arc::from);
     let sni = conn.server_name().map(Arc::from);
+    let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
     Ok(Accepted {
         io: Either::Right(Box::new(stream)),
         principal,
         sni,
+        alpn,
     })
 }
 
@@ -97,6 +114,7 @@ fn plain(io: GuardedIo<TcpStream>) -> Accepted {
         io: Either::Left(io),
         principal: None,
         sni: None,
+        alpn: None,
     }
 }
 

@@ -152,11 +152,19 @@ impl MeshTls {
     }
 
     /// The server configuration of mesh mTLS: the workload certificate, a client certificate
-    /// of the bundle required, TLS 1.3, ALPN from `alpn` plus Istio's values.
-    pub fn server(&self, alpn: &[String]) -> Result<Arc<ServerConfig>, TlsError> {
+    /// of the bundle required, TLS 1.3, ALPN from `alpn` plus Istio's values
+    /// (`istio-peer-exchange` only with `peer_exchange`: the chain does the exchange).
+    pub fn server(
+        &self,
+        alpn: &[String],
+        peer_exchange: bool,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
         let state = self.state();
         let mut protocols: Vec<Vec<u8>> = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         for extra in MESH_SERVER_ALPN {
+            if extra == weft_identity::tls::ALPN_ISTIO_PEER_EXCHANGE && !peer_exchange {
+                continue;
+            }
             if !protocols.iter().any(|p| p.as_slice() == extra) {
                 protocols.push(extra.to_vec());
             }

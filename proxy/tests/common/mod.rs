@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used)] // test helpers: panicking is the point.
 
 pub mod authz;
+pub mod mesh;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
