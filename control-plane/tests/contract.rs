@@ -28,6 +28,8 @@
 //! clusters' services. `contract/ratelimit.rs` checks that every field of a LocalRateLimit's local rate limit
 //! filters arrives in the proxy's domain config. `contract/tracing.rs` checks the connection
 //! managers' tracing (provider, sampling, tags) and the routes' span names.
+//! `contract/tcp_telemetry.rs` checks Istio's TCP metadata exchange filters (inbound TCP chains
+//! with mutual TLS, outbound clusters with mesh mTLS) and the TCP proxies' access logs.
 
 #[path = "contract/check.rs"]
 mod check;
@@ -53,6 +55,8 @@ mod resilience;
 mod routes_extra;
 #[path = "contract/stats.rs"]
 mod stats;
+#[path = "contract/tcp_telemetry.rs"]
+mod tcp_telemetry;
 #[path = "contract/tracing.rs"]
 mod tracing;
 

@@ -1,12 +1,13 @@
-//! Access logs: the `access_log` of each HTTP connection manager, from the Telemetry that
-//! applies to the proxy ([`crate::model::telemetry`]) or the mesh's access log settings, as
-//! Istio writes them: Envoy's file access logger (`envoy.access_loggers.file`) with Istio's
-//! default text or JSON format (or the mesh's `accessLogFormat`), and the Telemetry's
+//! Access logs: the `access_log` of each HTTP connection manager and TCP proxy, from the
+//! Telemetry that applies to the proxy ([`crate::model::telemetry`]) or the mesh's access log
+//! settings, as Istio writes them: Envoy's file access logger (`envoy.access_loggers.file`)
+//! with Istio's default text or JSON format (or the mesh's `accessLogFormat`; the same format
+//! for TCP connections, whose request fields print `-`), and the Telemetry's
 //! `filter.expression` as Envoy's CEL access log filter.
 //!
 //! ```text
-//!  virtualInbound  HCMs ─► SERVER rules ┐
-//!  virtualOutbound HCMs ─► CLIENT rules ┴─► AccessLog { FileAccessLog { path, log_format }, filter: CEL }
+//!  virtualInbound  HCMs, tcp_proxies ─► SERVER rules ┐
+//!  virtualOutbound HCMs, tcp_proxies ─► CLIENT rules ┴─► AccessLog { FileAccessLog { path, log_format }, filter: CEL }
 //! ```
 
 use envoy_types::pb::envoy::config::accesslog::v3::{
@@ -184,8 +185,8 @@ fn format(mesh: &crate::model::MeshAccessLog) -> substitution_format_string::For
     }
 }
 
-/// Sets the access logs of every HTTP connection manager of `listener` (`virtualInbound`:
-/// the server side's, `virtualOutbound`: the client side's).
+/// Sets the access logs of every HTTP connection manager and TCP proxy of `listener`
+/// (`virtualInbound`: the server side's, `virtualOutbound`: the client side's).
 pub fn apply(model: &Model, proxy: &Proxy, listener: &mut Listener) {
     let side = match listener.name.as_str() {
         VIRTUAL_INBOUND => Side::Server,
@@ -197,6 +198,7 @@ pub fn apply(model: &Model, proxy: &Proxy, listener: &mut Listener) {
         return;
     }
     super::listeners::for_each_hcm(listener, |hcm| hcm.access_log = logs.clone());
+    super::listeners::for_each_tcp_proxy(listener, |tcp| tcp.access_log = logs.clone());
 }
 
 /// Why the mesh's access log settings cannot be used (the controller does not start).

@@ -124,7 +124,11 @@ pub fn outbound_cluster(
         upstream_connection_options: policy.upstream_connection_options(),
         ..Default::default()
     };
-    tls::upstream::upstream_tls(model, service, port, rule, subset).apply(&mut common);
+    let upstream_tls = tls::upstream::upstream_tls(model, service, port, rule, subset);
+    if upstream_tls.is_mesh() {
+        common.filters = vec![super::metadata_exchange::cluster_filter()];
+    }
+    upstream_tls.apply(&mut common);
     common.metadata = Some(istio_metadata([service]));
     // `PASSTHROUGH` (Istio): to the address the caller connected to, as a captured sidecar
     // knows it; a sidecar addressed explicitly has no such address, and balances as usual.

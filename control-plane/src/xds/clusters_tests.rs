@@ -306,6 +306,8 @@ fn expected_dns_cluster(
             ..Default::default()
         }),
         transport_socket_matches: auto_mtls(name),
+        // Auto mTLS: Istio's metadata exchange with sidecars.
+        filters: vec![crate::xds::metadata_exchange::cluster_filter()],
         metadata: Some(service_metadata(
             name.rsplit('|').next().unwrap_or_default(),
             "default",

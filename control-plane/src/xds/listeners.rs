@@ -12,6 +12,7 @@ use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 
 use super::proxy::Proxy;
 use super::{ads_config_source, capture, duration, pack, ratelimit, routes, security, tls};
@@ -22,7 +23,7 @@ pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
 /// Name of the inbound listener.
 pub const VIRTUAL_INBOUND: &str = "virtualInbound";
 /// Filter names shared with the proxy (weft-xds's contract module).
-pub use weft_xds::contract::{HTTP_CONNECTION_MANAGER, ROUTER};
+pub use weft_xds::contract::{HTTP_CONNECTION_MANAGER, ROUTER, TCP_PROXY};
 /// The upgrade type of Istio's `upgrade_configs` (Envoy's name for WebSocket upgrades).
 pub const WEBSOCKET: &str = "websocket";
 /// HTTP/1.1 `CONNECT` tunnels (Envoy's upgrade type for them).
@@ -50,6 +51,30 @@ pub fn listeners(model: &Model, proxy: &Proxy) -> Vec<Listener> {
         super::stats::apply(model, proxy, listener);
     }
     listeners
+}
+
+/// Changes every TCP proxy of `listener` (its chains' and the default chain's) with `change`,
+/// re-packing each (see [`for_each_hcm`]).
+pub fn for_each_tcp_proxy(listener: &mut Listener, mut change: impl FnMut(&mut TcpProxy)) {
+    let chains = listener
+        .filter_chains
+        .iter_mut()
+        .chain(listener.default_filter_chain.as_mut());
+    for chain in chains {
+        for f in &mut chain.filters {
+            if f.name != TCP_PROXY {
+                continue;
+            }
+            let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
+                continue;
+            };
+            let Ok(mut tcp) = <TcpProxy as prost::Message>::decode(any.value.as_slice()) else {
+                continue;
+            };
+            change(&mut tcp);
+            *any = pack(&tcp);
+        }
+    }
 }
 
 /// Changes every HTTP connection manager of `listener` (its chains' and the default chain's)

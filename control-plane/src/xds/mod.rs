@@ -12,6 +12,7 @@ pub mod dns;
 pub mod endpoints;
 pub mod listeners;
 pub mod locality_lb;
+pub mod metadata_exchange;
 pub mod proxy;
 pub mod ratelimit;
 pub mod route_cors;

@@ -9,12 +9,12 @@
 //!            PERMISSIVE  {port: P, tls} (TLS socket), {port: P, raw_buffer}
 //!            DISABLE     {port: P}
 //!   HTTP P:       HCM (jwt, rbac, local_ratelimit of P, router), RDS inbound|P||
-//!   TCP P:        [network rbac] tcp_proxy inbound|P||
+//!   TCP P:        [istio.metadata_exchange (tls chains)] [network rbac] tcp_proxy inbound|P||
 //!   undeclared P: each chain twice: +ALPN (istio-http/* on tls, http/1.x|h2c plaintext) → HCM,
 //!                 and as is → [network rbac] tcp_proxy
 //! passthrough    STRICT InboundPassthroughFilterChain-tls {tls} │ PERMISSIVE + -raw_buffer
 //!                DISABLE default chain InboundPassthroughFilterChain
-//!                → [network rbac] tcp_proxy InboundPassthroughCluster
+//!                → [istio.metadata_exchange (tls)] [network rbac] tcp_proxy InboundPassthroughCluster
 //! metadata weft.mtls = the workload's mode and deciding policy
 //! ```
 //!
@@ -37,7 +37,7 @@ use crate::xds::listeners::{VIRTUAL_INBOUND, http_connection_manager};
 use crate::xds::ratelimit::inbound_rate_limit_filters;
 use crate::xds::security::{inbound_http_filters, tcp::network_rbac_filters};
 use crate::xds::tls::inbound::{downstream_tls_socket, mtls_metadata};
-use crate::xds::{Proxy, inbound_port_name};
+use crate::xds::{Proxy, inbound_port_name, metadata_exchange};
 
 /// The name of the loop guard chain (traffic addressed to the inbound port itself).
 pub const BLACKHOLE_CHAIN: &str = "virtualInbound-blackhole";
@@ -105,8 +105,13 @@ pub fn listener(model: &Model, proxy: &Proxy) -> Listener {
     let workload = model.mtls_mode_for(&proxy.namespace, &proxy.labels, None);
     let rbac = network_rbac_filters(model, proxy);
     let http_filters = inbound_http_filters(model, proxy);
-    let tcp = |cluster: &str| {
-        let mut filters: Vec<Filter> = rbac.clone();
+    // Istio's metadata exchange on the chains that accept mutual TLS, before the rest.
+    let tcp = |cluster: &str, transport: Transport| {
+        let mut filters: Vec<Filter> = Vec::new();
+        if transport == Transport::Tls {
+            filters.push(metadata_exchange::listener_filter());
+        }
+        filters.extend(rbac.iter().cloned());
         filters.push(tcp_proxy(cluster));
         filters
     };
@@ -144,7 +149,7 @@ pub fn listener(model: &Model, proxy: &Proxy) -> Listener {
             }
             let filters = match kind {
                 PortKind::Http => http(),
-                PortKind::Tcp | PortKind::Undeclared => tcp(&cluster),
+                PortKind::Tcp | PortKind::Undeclared => tcp(&cluster, transport),
             };
             chains.push(transport.secure(chain(&name, matching, filters)));
         }
@@ -166,14 +171,14 @@ pub fn listener(model: &Model, proxy: &Proxy) -> Listener {
                 chains.push(transport.secure(chain(
                     &name,
                     matching,
-                    tcp(INBOUND_PASSTHROUGH_CLUSTER),
+                    tcp(INBOUND_PASSTHROUGH_CLUSTER, transport),
                 )));
             }
         }
         MtlsMode::Disable => {
             default_filter_chain = Some(FilterChain {
                 name: PASSTHROUGH_CHAIN.to_string(),
-                filters: tcp(INBOUND_PASSTHROUGH_CLUSTER),
+                filters: tcp(INBOUND_PASSTHROUGH_CLUSTER, Transport::Any),
                 ..Default::default()
             });
         }

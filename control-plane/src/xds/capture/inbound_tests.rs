@@ -97,21 +97,21 @@ fn permissive_chains_per_protocol_and_the_passthrough() {
     assert!(listener.continue_on_listener_filters_timeout);
     let expected: Vec<String> = [
         "virtualInbound-blackhole {port=15006} → tcp BlackHoleCluster".to_string(),
-        format!("0.0.0.0_3306 {{port=3306 transport=tls}} {TLS} → tcp inbound|3306||"),
+        format!("0.0.0.0_3306 {{port=3306 transport=tls}} {TLS} → mx, tcp inbound|3306||"),
         "0.0.0.0_3306 {port=3306 transport=raw_buffer} → tcp inbound|3306||".to_string(),
-        format!("0.0.0.0_5432 {{port=5432 transport=tls}} {TLS} → tcp inbound|5432||"),
+        format!("0.0.0.0_5432 {{port=5432 transport=tls}} {TLS} → mx, tcp inbound|5432||"),
         "0.0.0.0_5432 {port=5432 transport=raw_buffer} → tcp inbound|5432||".to_string(),
         format!("0.0.0.0_9080 {{port=9080 transport=tls}} {TLS} → http inbound|9080||"),
         "0.0.0.0_9080 {port=9080 transport=raw_buffer} → http inbound|9080||".to_string(),
         format!(
             "0.0.0.0_18000 {{port=18000 transport=tls {ISTIO_ALPN}}} {TLS} → http inbound|18000||"
         ),
-        format!("0.0.0.0_18000 {{port=18000 transport=tls}} {TLS} → tcp inbound|18000||"),
+        format!("0.0.0.0_18000 {{port=18000 transport=tls}} {TLS} → mx, tcp inbound|18000||"),
         format!(
             "0.0.0.0_18000 {{port=18000 transport=raw_buffer {HTTP_ALPN}}} → http inbound|18000||"
         ),
         "0.0.0.0_18000 {port=18000 transport=raw_buffer} → tcp inbound|18000||".to_string(),
-        format!("InboundPassthroughFilterChain-tls {{transport=tls}} {TLS} → tcp InboundPassthroughCluster"),
+        format!("InboundPassthroughFilterChain-tls {{transport=tls}} {TLS} → mx, tcp InboundPassthroughCluster"),
         "InboundPassthroughFilterChain-raw_buffer {transport=raw_buffer} → tcp InboundPassthroughCluster"
             .to_string(),
     ]
@@ -169,7 +169,7 @@ spec:
     assert_eq!(
         describe_chain(strict.filter_chains.last().expect("chains")),
         format!(
-            "InboundPassthroughFilterChain-tls {{transport=tls}} {TLS} → tcp InboundPassthroughCluster"
+            "InboundPassthroughFilterChain-tls {{transport=tls}} {TLS} → mx, tcp InboundPassthroughCluster"
         )
     );
     assert!(strict.default_filter_chain.is_none());
@@ -186,7 +186,7 @@ spec:
         chains(&plain),
         [
             "virtualInbound-blackhole {port=15006} → tcp BlackHoleCluster".to_string(),
-            format!("0.0.0.0_3306 {{port=3306 transport=tls}} {TLS} → tcp inbound|3306||"),
+            format!("0.0.0.0_3306 {{port=3306 transport=tls}} {TLS} → mx, tcp inbound|3306||"),
             "0.0.0.0_3306 {port=3306 transport=raw_buffer} → tcp inbound|3306||".to_string(),
             "0.0.0.0_5432 {port=5432} → tcp inbound|5432||".to_string(),
             format!("0.0.0.0_9080 {{port=9080 transport=tls}} {TLS} → http inbound|9080||"),
@@ -255,8 +255,12 @@ fn tcp_chains_get_network_rbac_and_http_chains_the_http_filters() {
     let chain = listener
         .filter_chains
         .iter()
-        .find(|c| c.name == "0.0.0.0_5432")
-        .expect("5432 chain");
+        .find(|c| c.name == "0.0.0.0_5432" && c.transport_socket.is_none())
+        .expect("5432 plaintext chain");
+    // The TLS chain: the metadata exchange first, then the same RBAC filters.
+    assert!(lines.contains(&format!(
+        "0.0.0.0_5432 {{port=5432 transport=tls}} {TLS} → mx, rbac {deny}, rbac {allow}, tcp inbound|5432||"
+    )));
     // DENY: the path dropped, the namespace test kept (denies every connection from elsewhere).
     let deny_rules = network_rbac(&chain.filters[0]).rules.expect("rules");
     let policy = &deny_rules.policies["ns[default]-policy[deny]-rule[0]"];

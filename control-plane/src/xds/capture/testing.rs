@@ -231,6 +231,14 @@ pub fn describe_filter(filter: &Filter) -> String {
             );
             format!("http {}", rds.route_config_name)
         }
+        weft_xds::contract::METADATA_EXCHANGE => {
+            assert_eq!(any.type_url, weft_xds::contract::METADATA_EXCHANGE_TYPE_URL);
+            let config =
+                weft_xds::metadata_exchange::MetadataExchange::decode(any.value.as_slice())
+                    .expect("metadata exchange decodes");
+            assert_eq!(config.protocol, "istio-peer-exchange");
+            "mx".to_string()
+        }
         NETWORK_RBAC => {
             assert_eq!(any.type_url, NETWORK_RBAC_TYPE_URL);
             let rbac = NetworkRbac::decode(any.value.as_slice()).expect("rbac decodes");

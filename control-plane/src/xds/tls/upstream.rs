@@ -49,17 +49,30 @@ pub enum UpstreamTls {
     Plaintext,
     /// Auto mTLS: `Cluster.transport_socket_matches`.
     Auto(Vec<cluster::TransportSocketMatch>),
-    /// One `Cluster.transport_socket` for every endpoint.
+    /// Mesh mTLS (`ISTIO_MUTUAL`): one `Cluster.transport_socket` for every endpoint.
+    Mesh(TransportSocket),
+    /// One `Cluster.transport_socket` for every endpoint (SIMPLE, MUTUAL).
     Socket(TransportSocket),
 }
 
 impl UpstreamTls {
+    /// Whether some endpoint may get mesh mTLS (auto mTLS, or `ISTIO_MUTUAL`): the cluster
+    /// then takes Istio's metadata exchange filter.
+    pub fn is_mesh(&self) -> bool {
+        match self {
+            UpstreamTls::Plaintext | UpstreamTls::Socket(_) => false,
+            UpstreamTls::Auto(_) | UpstreamTls::Mesh(_) => true,
+        }
+    }
+
     /// Sets the cluster's `transport_socket` or `transport_socket_matches`.
     pub fn apply(self, cluster: &mut Cluster) {
         match self {
             UpstreamTls::Plaintext => {}
             UpstreamTls::Auto(matches) => cluster.transport_socket_matches = matches,
-            UpstreamTls::Socket(socket) => cluster.transport_socket = Some(socket),
+            UpstreamTls::Mesh(socket) | UpstreamTls::Socket(socket) => {
+                cluster.transport_socket = Some(socket);
+            }
         }
     }
 }
@@ -105,7 +118,7 @@ pub fn upstream_tls(
             } else {
                 &tls.subject_alt_names
             };
-            UpstreamTls::Socket(istio_mutual(sni, sans))
+            UpstreamTls::Mesh(istio_mutual(sni, sans))
         }
         TlsMode::Simple | TlsMode::Mutual => UpstreamTls::Socket(files(tls, port.is_http2())),
     }

@@ -622,3 +622,23 @@ fn address(lb: &LbEndpoint) -> String {
     };
     socket.address.clone()
 }
+
+#[test]
+fn the_metadata_exchange_filter_goes_with_mesh_mtls_only() {
+    let all = all_clusters();
+    let has_filter = |name: &str| {
+        let filters = &find(&all, name).filters;
+        assert!(filters.len() <= 1, "{name}: {filters:?}");
+        filters
+            .first()
+            .is_some_and(|f| f.name == weft_xds::contract::METADATA_EXCHANGE)
+    };
+    // Auto mTLS and ISTIO_MUTUAL: some endpoint speaks mesh mTLS.
+    assert!(has_filter(&format!("outbound|9080||{REVIEWS}")));
+    assert!(has_filter("outbound|80||mesh.example.com"));
+    // Plaintext (DISABLE, a DISABLE namespace) and TLS with files: no exchange.
+    assert!(!has_filter("outbound|80||plain.example.com"));
+    assert!(!has_filter("outbound|80||old.legacy.svc.cluster.local"));
+    assert!(!has_filter("outbound|80||simple.example.com"));
+    assert!(!has_filter("outbound|80||mutual.example.com"));
+}
