@@ -204,3 +204,94 @@ fn what_cannot_be_applied_is_refused() {
     }));
     assert!(err(other).contains("only envoy.access_loggers.file"));
 }
+
+/// Istio's default text format.
+const ISTIO_TEXT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
+
+/// A TCP connection's entry: no request or response.
+fn tcp_entry<'a>() -> Entry<'a> {
+    let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+    Entry {
+        tcp: true,
+        request: None,
+        code: 0,
+        bytes_received: 5,
+        route_name: None,
+        via_upstream: false,
+        upstream_cluster: Some("outbound|3306||db"),
+        upstream_local: Some(addr("10.0.0.1:41000")),
+        termination: Some("rbac_access_denied_matched_policy[none]"),
+        ..entry_without_request()
+    }
+}
+
+fn entry_without_request<'a>() -> Entry<'a> {
+    let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+    Entry {
+        tcp: false,
+        start: UNIX_EPOCH + Duration::from_millis(1_764_805_271_123),
+        duration: Duration::from_millis(12),
+        request: None,
+        response_headers: None,
+        code: 0,
+        flags: ResponseFlags::NONE,
+        grpc_status: None,
+        bytes_received: 0,
+        bytes_sent: 42,
+        upstream_host: Some(addr("10.0.0.7:3306")),
+        via_upstream: false,
+        upstream_cluster: None,
+        route_name: None,
+        downstream_local: addr("10.0.0.1:15001"),
+        downstream_remote: addr("10.0.0.2:40000"),
+        sni: None,
+        downstream_peer: None,
+        upstream_peer: None,
+        trace_id: None,
+        termination: None,
+        upstream_local: None,
+        upstream_failure: None,
+    }
+}
+
+#[test]
+fn a_tcp_connection_in_istios_text_format() {
+    let log = AccessLog::try_from(log(
+        Some(file::file_access_log::AccessLogFormat::LogFormat(
+            core::SubstitutionFormatString {
+                format: Some(core::substitution_format_string::Format::TextFormatSource(
+                    core::DataSource {
+                        specifier: Some(core::data_source::Specifier::InlineString(
+                            ISTIO_TEXT.into(),
+                        )),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            },
+        )),
+        None,
+    ))
+    .unwrap();
+    assert_eq!(
+        log.format.line(&tcp_entry()),
+        "[2025-12-03T23:41:11.123Z] \"- - -\" 0 - - rbac_access_denied_matched_policy[none] \"-\" 5 42 12 - \"-\" \"-\" \"-\" \"-\" \"10.0.0.7:3306\" outbound|3306||db 10.0.0.1:41000 10.0.0.1:15001 10.0.0.2:40000 - -\n"
+    );
+}
+
+#[test]
+fn a_tcp_connection_has_no_request_or_response_for_the_filter() {
+    let entry = tcp_entry();
+    let matches = |expression: &str| Filter::compile(expression).unwrap().matches(&entry);
+    assert!(matches("xds.cluster_name == 'outbound|3306||db'"));
+    assert!(matches(
+        "destination.port == 15001 && source.address == '10.0.0.2'"
+    ));
+    assert!(matches(
+        "connection.termination_details.startsWith('rbac_access_denied')"
+    ));
+    assert!(matches("upstream.local_address == '10.0.0.1:41000'"));
+    // Absent, so the expression fails and the connection is not logged (as in Envoy).
+    assert!(!matches("response.code == 0"));
+    assert!(!matches("request.size == 5"));
+}
