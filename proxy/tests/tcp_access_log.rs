@@ -1,7 +1,7 @@
 //! TCP access logs in process: the `tcp_proxy`'s `access_log` writes one line per connection
 //! when it closes (bytes of the app, upstream, flags, both peers' identities over mutual TLS),
 //! its CEL filter sees the connection's attributes and no request or response, and refused
-//! connections (`NC`, `UF`) are logged too.
+//! connections (`NC`, `UF`, RBAC) are logged too.
 #![allow(clippy::unwrap_used)] // test code: panicking is the point.
 
 mod common;
@@ -214,29 +214,58 @@ async fn one_line_per_connection_when_it_closes_with_its_bytes_and_peers() {
     );
 }
 
-/// A plaintext listener `name` on `ip` whose TCP proxy sends to `cluster` and logs to `path`.
+/// A network RBAC filter denying every connection under the policy `deny-all`.
+fn deny_all() -> lds::Filter {
+    use envoy_types::pb::envoy::config::rbac::v3 as rbac;
+    use envoy_types::pb::envoy::extensions::filters::network::rbac::v3 as net_rbac;
+    let policy = rbac::Policy {
+        permissions: vec![rbac::Permission {
+            rule: Some(rbac::permission::Rule::Any(true)),
+        }],
+        principals: vec![rbac::Principal {
+            identifier: Some(rbac::principal::Identifier::Any(true)),
+        }],
+        ..Default::default()
+    };
+    lds::Filter {
+        name: "envoy.filters.network.rbac".into(),
+        config_type: Some(lds::filter::ConfigType::TypedConfig(any(&net_rbac::Rbac {
+            stat_prefix: "tcp.".into(),
+            rules: Some(rbac::Rbac {
+                action: rbac::rbac::Action::Deny as i32,
+                policies: [("deny-all".to_string(), policy)].into_iter().collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))),
+    }
+}
+
+/// A plaintext listener `name` on `ip` whose TCP proxy (after `before`) sends to `cluster` and
+/// logs to `path`.
 fn logged_listener(
     name: &str,
     ip: &str,
+    before: Vec<lds::Filter>,
     cluster: &str,
     path: &Path,
 ) -> envoy_types::pb::google::protobuf::Any {
+    let mut filters = before;
+    filters.push(lds::Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(lds::filter::ConfigType::TypedConfig(any(&tcp::TcpProxy {
+            stat_prefix: cluster.into(),
+            cluster_specifier: Some(tcp::tcp_proxy::ClusterSpecifier::Cluster(cluster.into())),
+            access_log: vec![json_log(path, None)],
+            ..Default::default()
+        }))),
+    });
     any(&lds::Listener {
         name: name.into(),
         address: Some(socket(format!("{ip}:0").parse().unwrap())),
         traffic_direction: core::TrafficDirection::Outbound as i32,
         filter_chains: vec![lds::FilterChain {
-            filters: vec![lds::Filter {
-                name: "envoy.filters.network.tcp_proxy".into(),
-                config_type: Some(lds::filter::ConfigType::TypedConfig(any(&tcp::TcpProxy {
-                    stat_prefix: cluster.into(),
-                    cluster_specifier: Some(tcp::tcp_proxy::ClusterSpecifier::Cluster(
-                        cluster.into(),
-                    )),
-                    access_log: vec![json_log(path, None)],
-                    ..Default::default()
-                }))),
-            }],
+            filters,
             ..Default::default()
         }],
         ..Default::default()
@@ -263,23 +292,31 @@ async fn refused_connections_are_logged_with_their_flags() {
             type_url::LISTENER,
             "1",
             vec![
-                logged_listener("uf", "127.0.0.1", "dead", &path),
-                logged_listener("nc", "127.0.0.2", "missing", &path),
+                logged_listener("uf", "127.0.0.1", vec![], "dead", &path),
+                logged_listener("nc", "127.0.0.2", vec![], "missing", &path),
+                logged_listener("denied", "127.0.0.3", vec![deny_all()], "dead", &path),
             ],
         )
         .unwrap();
-    for (listener, n) in [("uf", 1), ("nc", 2)] {
+    for (listener, n) in [("uf", 1), ("nc", 2), ("denied", 3)] {
         let addr = store.local_addr(listener).unwrap();
         let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut buf = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut buf)).await;
         lines(&path, n).await;
     }
-    let lines = lines(&path, 2).await;
+    let lines = lines(&path, 3).await;
     assert_eq!(lines[0]["response_flags"], "UF", "{}", lines[0]);
     assert_eq!(lines[0]["upstream_cluster"], "dead");
     assert_eq!(lines[0]["upstream_host"], dead.to_string());
     assert_eq!(lines[0]["bytes_received"], 0);
     assert_eq!(lines[1]["response_flags"], "NC", "{}", lines[1]);
     assert_eq!(lines[1]["upstream_cluster"], serde_json::Value::Null);
+    // RBAC: closed before any cluster, with Envoy's termination details.
+    assert_eq!(lines[2]["response_flags"], "-", "{}", lines[2]);
+    assert_eq!(
+        lines[2]["connection_termination_details"],
+        "rbac_access_denied_matched_policy[deny-all]"
+    );
+    assert_eq!(lines[2]["upstream_host"], serde_json::Value::Null);
 }
