@@ -12,8 +12,9 @@
 //! The resource bodies are the protos the proxy accepted, byte for byte. The descriptors are
 //! `envoy_descriptors.bin`: from envoy-types' `types.bin`, only the files of the types a dump
 //! renders and their imports, without comments (243 KB of its 3.4 MB; regenerate it when
-//! envoy-types is upgraded: `regenerate_envoy_descriptors` in the tests); read on the first
-//! dump and kept. Private keys are never shown (`[redacted]`, as Envoy).
+//! envoy-types is upgraded: `regenerate_envoy_descriptors` in the tests), plus the one file of
+//! Istio's `MetadataExchange` written here; read on the first dump and kept. Private keys are
+//! never shown (`[redacted]`, as Envoy).
 
 use std::net::SocketAddr;
 use std::time::SystemTime;
@@ -368,6 +369,8 @@ fn descriptors() -> Result<&'static DescriptorPool, DumpError> {
     POOL.get_or_init(|| {
         let mut pool = DescriptorPool::decode(DESCRIPTORS).map_err(|e| e.to_string())?;
         pool.add_file_descriptor_proto(super::istio_descriptors::stats_file())
+            .map_err(|e| e.to_string())?;
+        pool.add_file_descriptor_proto(super::istio_descriptors::metadata_exchange_file())
             .map_err(|e| e.to_string())?;
         Ok(pool)
     })

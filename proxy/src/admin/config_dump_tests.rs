@@ -251,6 +251,49 @@ fn a_resource_the_descriptors_cannot_render_does_not_hide_the_others() {
     );
 }
 
+#[test]
+fn istios_metadata_exchange_config_renders() {
+    let xds = XdsState::default();
+    let exchange = weft_xds::metadata_exchange::MetadataExchange {
+        protocol: "istio-peer-exchange".into(),
+        enable_discovery: true,
+    };
+    let with_filter = cds::Cluster {
+        name: "mx".into(),
+        filters: vec![cds::Filter {
+            name: "istio.metadata_exchange".into(),
+            typed_config: Some(Any {
+                type_url: weft_xds::contract::METADATA_EXCHANGE_TYPE_URL.into(),
+                value: prost::Message::encode_to_vec(&exchange),
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    xds.record(
+        type_url::CLUSTER,
+        "v1",
+        None,
+        Outcome {
+            accepted: vec![("mx".into(), pack(&with_filter))],
+            rejected: vec![],
+        },
+        |_| true,
+    );
+    let dump = render_with(&xds, "").unwrap();
+    let filter = &dump["configs"][1]["dynamic_active_clusters"][0]["cluster"]["filters"][0];
+    assert_eq!(filter["name"], "istio.metadata_exchange", "{dump}");
+    assert_eq!(
+        filter["typed_config"],
+        serde_json::json!({
+            "@type": weft_xds::contract::METADATA_EXCHANGE_TYPE_URL,
+            "protocol": "istio-peer-exchange",
+            "enable_discovery": true,
+        }),
+        "{dump}"
+    );
+}
+
 /// The messages `/config_dump` renders: Envoy's config dump and every type the proxy reads
 /// from an `Any` (or Istio commonly sends in one). `envoy_descriptors.bin` is the closure of
 /// their files (see `regenerate_envoy_descriptors`).

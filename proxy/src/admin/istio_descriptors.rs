@@ -1,9 +1,11 @@
-//! Descriptors of Istio's own config messages that connection managers and chains carry in
-//! an `Any` (`stats.PluginConfig`, the `istio.stats` filter's), which envoy-types' descriptor
-//! set lacks: added to `/config_dump`'s pool so that a dump renders them as Envoy's does.
+//! Descriptors of Istio's own config messages that chains and clusters carry in an `Any`
+//! (`stats.PluginConfig`, the `istio.stats` filter's; `MetadataExchange`, the
+//! `istio.metadata_exchange` filter's), which envoy-types' descriptor set lacks: added to
+//! `/config_dump`'s pool so that a dump renders them as Envoy's does.
 //!
-//! Written out by hand, field for field as weft-xds's `stats` module (its prost messages),
-//! which has no descriptor of its own; a test checks that the two encode alike.
+//! Written out by hand, field for field as weft-xds's `stats` and `metadata_exchange` modules
+//! (their prost messages), which have no descriptors of their own; tests check that they
+//! encode alike.
 
 use prost_reflect::prost_types::field_descriptor_proto::{Label, Type};
 use prost_reflect::prost_types::{
@@ -164,6 +166,29 @@ pub fn stats_file() -> FileDescriptorProto {
             ),
             enumeration("Reporter", &[("UNSPECIFIED", 0), ("SERVER_GATEWAY", 1)]),
         ],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
+}
+
+/// The `MetadataExchange` config of Istio's `istio.metadata_exchange` filter (listener and
+/// cluster; `weft_xds::metadata_exchange`).
+pub fn metadata_exchange_file() -> FileDescriptorProto {
+    use Label::Optional;
+    FileDescriptorProto {
+        name: Some(
+            "source/extensions/filters/network/metadata_exchange/config/metadata_exchange.proto"
+                .into(),
+        ),
+        package: Some("envoy.tcp.metadataexchange.config".into()),
+        message_type: vec![DescriptorProto {
+            name: Some("MetadataExchange".into()),
+            field: vec![
+                field("protocol", 1, Type::String, Optional, None),
+                field("enable_discovery", 2, Type::Bool, Optional, None),
+            ],
+            ..Default::default()
+        }],
         syntax: Some("proto3".into()),
         ..Default::default()
     }
