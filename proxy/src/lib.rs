@@ -102,10 +102,16 @@ pub async fn run(args: Args, logs: Option<Arc<logging::LogControl>>) -> Result<(
         max_series = metrics_settings.max_series,
         "Istio metrics"
     );
+    // Istio's service cluster: the service of spans whose collector names none (Zipkin's).
+    let service_cluster = format!(
+        "{}.{}",
+        metrics_settings.local.canonical_service, metrics_settings.local.namespace
+    );
     let istio_metrics = Arc::new(metrics::Metrics::new(metrics_settings));
     let (tracer, export_task) = trace::Tracer::new(trace::Settings {
         flush_interval: args.trace_flush_interval,
         node_id: args.node_id(),
+        service_cluster,
     });
     let mut store = ConfigStore::with_limits(drain.clone(), limits.clone())
         .with_tls(tls::MeshTls::new(identity_rx.clone()))

@@ -1,7 +1,7 @@
 //! A real trace backend for the end-to-end tests: Jaeger v2, built from source by
 //! `tests/trace/build.sh` (cached under `~/.cache/weft/trace`), with in-memory storage, taking
-//! OTLP/gRPC on one address of the test's block and answering Jaeger's query API
-//! (`/api/traces`) on another port of it.
+//! OTLP/gRPC and Zipkin's span API (its collector's `zipkin` receiver) on one address of the
+//! test's block and answering Jaeger's query API (`/api/traces`) on another port of it.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -59,6 +59,8 @@ pub struct Jaeger {
     pub process: Process,
     /// OTLP/gRPC.
     pub otlp: SocketAddr,
+    /// Zipkin's span API (`POST /api/v2/spans`, v2 JSON).
+    pub zipkin: SocketAddr,
     /// The query API and UI.
     pub query: SocketAddr,
     http: HttpClient,
@@ -146,19 +148,20 @@ struct Traces {
 }
 
 impl Jaeger {
-    /// Starts Jaeger on `ip` (OTLP/gRPC on 4317, the query API on 16686) and waits until it
-    /// answers.
+    /// Starts Jaeger on `ip` (OTLP/gRPC on 4317, Zipkin on 9411, the query API on 16686) and
+    /// waits until it answers.
     pub async fn start(ip: IpAddr, dir: &Path) -> Self {
         let home = dir.join("jaeger");
         std::fs::create_dir_all(&home).expect("jaeger dir");
         let otlp = SocketAddr::new(ip, 4317);
+        let zipkin = SocketAddr::new(ip, 9411);
         let query = SocketAddr::new(ip, 16686);
         let config = format!(
             "service:
   extensions: [jaeger_storage, jaeger_query]
   pipelines:
     traces:
-      receivers: [otlp]
+      receivers: [otlp, zipkin]
       processors: []
       exporters: [jaeger_storage_exporter]
   telemetry:
@@ -177,6 +180,8 @@ receivers:
   otlp:
     protocols:
       grpc: {{endpoint: '{otlp}'}}
+  zipkin:
+    endpoint: '{zipkin}'
 exporters:
   jaeger_storage_exporter:
     trace_storage: memstore
@@ -193,6 +198,7 @@ exporters:
         let mut jaeger = Self {
             process,
             otlp,
+            zipkin,
             query,
             http: HttpClient::new(),
         };

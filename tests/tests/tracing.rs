@@ -1,16 +1,18 @@
 //! Distributed tracing end to end: bookinfo's four apps (`weftctl demo-app --role …`, which
 //! forward the trace headers as Istio's apps do) each behind its sidecar, a controller whose
-//! mesh config names an OpenTelemetry provider, and a real Jaeger receiving the spans. One
-//! request to productpage is one trace: a SERVER span per sidecar that received a request and
-//! a CLIENT span per call, each the child of the span that caused it, reported under Istio's
-//! service names (`<app>.<namespace>`), with the request's `x-request-id`, Istio's and the
-//! Telemetry's tags. A caller's B3 context is continued, not replaced.
+//! mesh config names an OpenTelemetry (or a Zipkin) provider, and a real Jaeger receiving the
+//! spans (OTLP/gRPC, or Zipkin v2 JSON). One request to productpage is one trace: a SERVER span
+//! per sidecar that received a request and a CLIENT span per call, each the child of the span
+//! that caused it, reported under Istio's service names (`<app>.<namespace>`), with the
+//! request's `x-request-id`, Istio's and the Telemetry's tags. A caller's B3 context is
+//! continued, not replaced. A workload with `disableSpanReporting` reports nothing and leaves
+//! the trace whole around it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use weft_e2e::jaeger::{Jaeger, Trace};
+use weft_e2e::jaeger::{Jaeger, Span, Trace};
 use weft_e2e::{Controller, HttpClient, Net, Process, Sidecar, bins, eventually, write_file};
 
 /// The apps: role, version, address index in the test's block.
@@ -21,7 +23,7 @@ const APPS: [(&str, &str, u8); 4] = [
     ("ratings", "v1", 14),
 ];
 
-fn services(net: Net, jaeger: SocketAddr) -> String {
+fn services(net: Net, jaeger: &Jaeger) -> String {
     let mut yaml = String::new();
     for (app, version, n) in APPS {
         yaml.push_str(&format!(
@@ -47,7 +49,8 @@ spec:
             ip = net.ip(n)
         ));
     }
-    // The collector, outside the mesh's sidecars (as Istio's addons are).
+    // The collector, outside the mesh's sidecars (as Istio's addons are): OTLP, and Zipkin's
+    // API under Istio's zipkin Service name.
     yaml.push_str(&format!(
         "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -57,10 +60,21 @@ spec:
   location: MESH_INTERNAL
   resolution: STATIC
   ports: [{{number: 4317, name: grpc-otlp, protocol: GRPC}}]
-  endpoints: [{{address: {ip}, ports: {{grpc-otlp: {port}}}}}]
+  endpoints: [{{address: {ip}, ports: {{grpc-otlp: {otlp}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: zipkin, namespace: istio-system}}
+spec:
+  hosts: [zipkin.istio-system.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 9411, name: http-zipkin, protocol: HTTP}}]
+  endpoints: [{{address: {ip}, ports: {{http-zipkin: {zipkin}}}}}]
 ",
-        ip = jaeger.ip(),
-        port = jaeger.port()
+        ip = jaeger.otlp.ip(),
+        otlp = jaeger.otlp.port(),
+        zipkin = jaeger.zipkin.port(),
     ));
     yaml
 }
@@ -76,13 +90,23 @@ spec:
       test: {literal: {value: tracing-e2e}}
 ";
 
-const MESH_CONFIG: &str = "extensionProviders:
+const OTEL_MESH_CONFIG: &str = "extensionProviders:
 - name: otel
   opentelemetry:
     service: observability/jaeger-collector.observability.svc.cluster.local
     port: 4317
 defaultProviders:
   tracing: [otel]
+";
+
+/// Istio's Zipkin setup: the `zipkin` Service of `istio-system` on 9411.
+const ZIPKIN_MESH_CONFIG: &str = "extensionProviders:
+- name: zipkin
+  zipkin:
+    service: zipkin.istio-system.svc.cluster.local
+    port: 9411
+defaultProviders:
+  tracing: [zipkin]
 ";
 
 struct Bookinfo {
@@ -94,16 +118,20 @@ struct Bookinfo {
     _apps: Vec<Process>,
 }
 
-async fn bookinfo() -> Bookinfo {
+/// Bookinfo under `mesh_config`, with the files of `extra` in the config directory too.
+async fn bookinfo(mesh_config: &str, extra: &[(&str, &str)]) -> Bookinfo {
     let net = Net::new();
     let dir = tempfile::tempdir().expect("temp dir");
     let (config, logs) = (dir.path().join("config"), dir.path().join("logs"));
     std::fs::create_dir_all(&config).expect("config dir");
     std::fs::create_dir_all(&logs).expect("log dir");
     let jaeger = Jaeger::start(net.ip(91), &logs).await;
-    write_file(&config, "services.yaml", &services(net, jaeger.otlp));
+    write_file(&config, "services.yaml", &services(net, &jaeger));
     write_file(&config, "telemetry.yaml", TELEMETRY);
-    write_file(dir.path(), "mesh.yaml", MESH_CONFIG);
+    for (name, text) in extra {
+        write_file(&config, name, text);
+    }
+    write_file(dir.path(), "mesh.yaml", mesh_config);
     let controller = Controller::start_with(
         net,
         &config,
@@ -169,12 +197,11 @@ async fn trace_of(jaeger: &Jaeger, request_id: &str, spans: usize) -> Trace {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_request_through_bookinfo_is_one_trace_in_jaeger() {
-    let mesh = bookinfo().await;
+/// The product page with ratings through productpage's sidecar, once the routes reached every
+/// sidecar (until then a call may fail); then one request with `x-request-id: request_id`.
+async fn product_page(mesh: &Bookinfo, request_id: &str) {
     let http = HttpClient::new();
     let inbound = SocketAddr::new(mesh.productpage, 15006);
-    // Routes reach every sidecar shortly after it starts: until then a call may fail.
     eventually(
         Duration::from_secs(20),
         "the product page with ratings",
@@ -199,16 +226,15 @@ async fn one_request_through_bookinfo_is_one_trace_in_jaeger() {
             "GET",
             "productpage:9080",
             "/productpage",
-            &[("x-request-id", "trace-e2e-1")],
+            &[("x-request-id", request_id)],
         )
         .await
         .expect("the product page");
     assert_eq!(reply.status, 200, "{}", reply.body);
+}
 
-    // productpage (SERVER), its calls to details and reviews (CLIENT), details and reviews
-    // (SERVER), reviews' call to ratings (CLIENT), ratings (SERVER).
-    let trace = trace_of(&mesh.jaeger, "trace-e2e-1", 7).await;
-    let summary: Vec<String> = trace
+fn summary(trace: &Trace) -> Vec<String> {
+    trace
         .spans
         .iter()
         .map(|s| {
@@ -221,19 +247,95 @@ async fn one_request_through_bookinfo_is_one_trace_in_jaeger() {
                 s.tag("span.kind")
             )
         })
-        .collect();
-    assert_eq!(trace.spans.len(), 7, "{summary:#?}");
-    let find = |service: &str, kind: &str, operation: &str| {
+        .collect()
+}
+
+/// The span of `service` of `kind` whose name contains `operation`.
+fn find<'t>(trace: &'t Trace, service: &str, kind: &str, operation: &str) -> &'t Span {
+    trace
+        .spans
+        .iter()
+        .find(|s| {
+            trace.service(s) == service
+                && s.tag("span.kind").as_deref() == Some(kind)
+                && s.operation_name.contains(operation)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no {kind} span of {service} ({operation}): {:#?}",
+                summary(trace)
+            )
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_through_bookinfo_is_one_trace_in_jaeger() {
+    let mesh = bookinfo(OTEL_MESH_CONFIG, &[]).await;
+    product_page(&mesh, "trace-e2e-1").await;
+    one_whole_trace(&mesh.jaeger, "trace-e2e-1").await;
+}
+
+/// Istio's Zipkin provider: the same trace, reported as Zipkin v2 JSON to Jaeger's Zipkin
+/// receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zipkin_provider_gives_the_same_trace_in_jaeger() {
+    let mesh = bookinfo(ZIPKIN_MESH_CONFIG, &[]).await;
+    product_page(&mesh, "trace-e2e-zipkin").await;
+    one_whole_trace(&mesh.jaeger, "trace-e2e-zipkin").await;
+}
+
+/// reviews' sidecars report no span and leave the trace headers to reviews, which forwards
+/// them: ratings' span is the child of productpage's call to reviews.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_with_span_reporting_disabled_is_left_out_of_the_trace() {
+    let telemetry = "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  tracing: [{disableSpanReporting: true}]
+";
+    let mesh = bookinfo(OTEL_MESH_CONFIG, &[("reviews.yaml", telemetry)]).await;
+    product_page(&mesh, "trace-e2e-disabled").await;
+    // productpage (SERVER and its two CLIENT spans), details and ratings (SERVER).
+    let trace = trace_of(&mesh.jaeger, "trace-e2e-disabled", 5).await;
+    let summary = summary(&trace);
+    let to_reviews = find(
+        &trace,
+        "productpage.default",
+        "client",
+        "reviews.default.svc.cluster.local:9080/*",
+    );
+    let ratings = find(
+        &trace,
+        "ratings.default",
+        "server",
+        "ratings.default.svc.cluster.local:9080/*",
+    );
+    assert_eq!(
+        ratings.parent(),
+        Some(to_reviews.span_id.as_str()),
+        "ratings continues productpage's call to reviews: {summary:#?}"
+    );
+    assert!(
         trace
             .spans
             .iter()
-            .find(|s| {
-                trace.service(s) == service
-                    && s.tag("span.kind").as_deref() == Some(kind)
-                    && s.operation_name.contains(operation)
-            })
-            .unwrap_or_else(|| panic!("no {kind} span of {service} ({operation}): {summary:#?}"))
-    };
+            .all(|s| trace.service(s) != "reviews.default"),
+        "{summary:#?}"
+    );
+    assert_eq!(trace.spans.len(), 5, "{summary:#?}");
+}
+
+/// The trace of the request `request_id`: seven spans, each the child of the span that caused
+/// it, with their names, services and tags.
+async fn one_whole_trace(jaeger: &Jaeger, request_id: &str) {
+    // productpage (SERVER), its calls to details and reviews (CLIENT), details and reviews
+    // (SERVER), reviews' call to ratings (CLIENT), ratings (SERVER).
+    let trace = trace_of(jaeger, request_id, 7).await;
+    let summary = summary(&trace);
+    assert_eq!(trace.spans.len(), 7, "{summary:#?}");
+    let find = |service: &str, kind: &str, operation: &str| find(&trace, service, kind, operation);
     let root = find("productpage.default", "server", "productpage");
     assert_eq!(
         root.parent(),
@@ -290,10 +392,7 @@ async fn one_request_through_bookinfo_is_one_trace_in_jaeger() {
     }
     for span in &trace.spans {
         assert_eq!(span.trace_id, trace.trace_id);
-        assert_eq!(
-            span.tag("guid:x-request-id").as_deref(),
-            Some("trace-e2e-1")
-        );
+        assert_eq!(span.tag("guid:x-request-id").as_deref(), Some(request_id));
         assert_eq!(
             span.tag("test").as_deref(),
             Some("tracing-e2e"),
@@ -318,7 +417,7 @@ async fn one_request_through_bookinfo_is_one_trace_in_jaeger() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callers_b3_context_is_continued() {
-    let mesh = bookinfo().await;
+    let mesh = bookinfo(OTEL_MESH_CONFIG, &[]).await;
     let http = HttpClient::new();
     let inbound = SocketAddr::new(mesh.productpage, 15006);
     let trace_id = "463ac35c9f6413ad48485a3953bb6124";

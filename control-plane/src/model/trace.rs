@@ -7,15 +7,19 @@
 //!  mesh defaults ─► root namespace Telemetry ─► namespace Telemetry ─► workload Telemetry
 //!  (each level's entries for the side override providers, randomSamplingPercentage and
 //!   disableSpanReporting when they set them, and add customTags)
-//!     ─► the first provider: an `opentelemetry` one whose service is in the registry
+//!     ─► the first provider: an `opentelemetry` or `zipkin` one whose service is in the registry
 //! ```
-//! Without any Telemetry `tracing`, `enableTracing: false` turns tracing off. A provider that
-//! cannot be used (unknown name, a kind other than `opentelemetry`, a service the mesh does not
-//! know) is reported with its path, and its proxies do not trace ([`check`]).
+//! Without any Telemetry `tracing`, `enableTracing: false` turns tracing off. A side whose
+//! `disableSpanReporting` ends up true is not traced at all, as Istio writes it (no `tracing`
+//! on its connection managers): its proxy reports nothing and leaves the trace headers to the
+//! app, which forwards them, so the trace stays whole around it. A provider that cannot be used
+//! (unknown name, a kind other than `opentelemetry` or `zipkin`, a service the mesh does not
+//! know) is reported with its path, and its proxies do not trace; so is each provider field
+//! Weft ignores ([`check`]).
 
 use std::collections::BTreeMap;
 
-use weft_api::mesh::{DEFAULT_TRACE_SAMPLING, ExtensionProvider, MeshConfig};
+use weft_api::mesh::{DEFAULT_TRACE_SAMPLING, ExtensionProvider, MeshConfig, TracingService};
 use weft_api::telemetry::{CustomTag, Tracing, WorkloadMode};
 
 use super::Model;
@@ -95,19 +99,60 @@ impl TracingRule {
     }
 }
 
+/// Zipkin's default span API path.
+pub const ZIPKIN_PATH: &str = "/api/v2/spans";
+
 /// What a proxy's connection managers of one side trace with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
-    /// The collector: its host and port (an `opentelemetry` provider).
+    /// The collector: its host and port.
     pub host: String,
     pub port: u32,
-    pub max_tag_length: Option<u32>,
+    /// How spans reach it.
+    pub collector: Collector,
     /// Percentage of requests without a decision that are sampled.
     pub sampling: f64,
     pub custom_tags: BTreeMap<String, CustomTag>,
+    /// The provider's `maxTagLength`, else the mesh's `maxPathTagLength` (as Istio).
     pub max_path_tag_length: Option<u32>,
     /// Istio's own tags (`istio.canonical_service`, …; `enableIstioTags`, default true).
     pub istio_tags: bool,
+}
+
+/// A provider's kind and its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Collector {
+    /// OTLP over gRPC.
+    OpenTelemetry,
+    /// Zipkin v2 JSON over HTTP.
+    Zipkin {
+        /// The span API path (`path`, default `/api/v2/spans`).
+        path: String,
+        /// `!enable64bitTraceId`.
+        trace_id_128bit: bool,
+        /// `traceContextOption: USE_B3_WITH_W3C_PROPAGATION`.
+        w3c: bool,
+    },
+}
+
+/// A provider's collector service and kind, when Weft's proxies can report to it.
+fn collector(provider: &ExtensionProvider) -> Option<(&TracingService, Collector)> {
+    if let Some(s) = &provider.opentelemetry {
+        return Some((s, Collector::OpenTelemetry));
+    }
+    let s = provider.zipkin.as_ref()?;
+    Some((
+        s,
+        Collector::Zipkin {
+            path: s
+                .path
+                .clone()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| ZIPKIN_PATH.to_string()),
+            trace_id_128bit: !s.enable_64bit_trace_id.unwrap_or(false),
+            w3c: s.trace_context_option.as_deref() == Some("USE_B3_WITH_W3C_PROPAGATION"),
+        },
+    ))
 }
 
 /// The tracing of a proxy's requests on `side` (`None`: trace headers pass untouched).
@@ -143,20 +188,31 @@ pub fn resolve(
         return None;
     }
     let name = providers.unwrap_or(&mesh.default_providers).first()?;
-    let service = mesh.provider(name)?.opentelemetry.as_ref()?;
+    let (service, collector) = collector(mesh.provider(name)?)?;
     let host = service.host();
-    if !model.services.contains_key(host) {
+    if !has_port(model, service) {
         return None;
     }
     Some(Resolved {
         host: host.to_string(),
         port: service.port,
-        max_tag_length: service.max_tag_length,
+        collector,
         sampling: sampling.unwrap_or(mesh.sampling),
         custom_tags,
-        max_path_tag_length: mesh.max_path_tag_length,
+        max_path_tag_length: service
+            .max_tag_length
+            .filter(|n| *n != 0)
+            .or(mesh.max_path_tag_length),
         istio_tags: istio_tags.unwrap_or(true),
     })
+}
+
+/// Whether the mesh has the provider's service and port (its outbound cluster exists).
+fn has_port(model: &Model, service: &TracingService) -> bool {
+    model
+        .services
+        .get(service.host())
+        .is_some_and(|s| s.port(service.port).is_some())
 }
 
 /// The Telemetry levels that apply to a workload, least specific first: the root
@@ -196,14 +252,19 @@ pub fn check(model: &Model) -> Vec<Warning> {
             None => Some(format!(
                 "no extensionProviders entry is named {name:?}; its proxies do not trace"
             )),
-            Some(p) => match &p.opentelemetry {
+            Some(p) => match collector(p) {
                 None => Some(format!(
-                    "provider {name:?} is {:?}; Weft's proxies trace with opentelemetry providers only, so its proxies do not trace",
+                    "provider {name:?} is {:?}; Weft's proxies trace with opentelemetry and zipkin providers only, so its proxies do not trace",
                     p.kind()
                 )),
-                Some(s) if !model.services.contains_key(s.host()) => Some(format!(
+                Some((s, _)) if !model.services.contains_key(s.host()) => Some(format!(
                     "provider {name:?}: no Service or ServiceEntry has the host {:?}; its proxies do not trace until one does",
                     s.host()
+                )),
+                Some((s, _)) if !has_port(model, s) => Some(format!(
+                    "provider {name:?}: the service {:?} has no port {}; its proxies do not trace until it does",
+                    s.host(),
+                    s.port
                 )),
                 Some(_) => None,
             },
@@ -213,6 +274,20 @@ pub fn check(model: &Model) -> Vec<Warning> {
         }
     };
     let mesh = mesh_config_key(model);
+    // The fields of a tracing provider Weft does not translate (OTLP over HTTP, timeouts,
+    // headers, samplers, resource detectors, …).
+    for (i, p) in model.tracing.providers.iter().enumerate() {
+        let kinds = [("opentelemetry", &p.opentelemetry), ("zipkin", &p.zipkin)];
+        for (kind, service) in kinds {
+            for field in service.iter().flat_map(|s| s.other.keys()) {
+                extra.push(Warning::new(
+                    &mesh,
+                    format!("extensionProviders[{i}].{kind}.{field}"),
+                    "not supported by Weft's proxies yet; ignored",
+                ));
+            }
+        }
+    }
     if model.tracing.enabled {
         for (i, name) in model.tracing.default_providers.iter().enumerate() {
             usable(&mesh, format!("defaultProviders.tracing[{i}]"), name);

@@ -1,22 +1,30 @@
 //! Tracing: the `tracing` of each HTTP connection manager and the span names of its routes,
 //! from the mesh's defaults and the Telemetry resources ([`crate::model::trace`]), as Istio
-//! writes them: Envoy's OpenTelemetry tracer exporting over gRPC through the collector
-//! service's outbound cluster, spans named `<host>:<port>/*` by the routes' decorators and
-//! reported as `<canonical service>.<namespace>`, with Istio's `istio.*` tags.
+//! writes them: Envoy's OpenTelemetry tracer exporting over gRPC, or its Zipkin tracer posting
+//! v2 JSON, through the collector service's outbound cluster, spans named `<host>:<port>/*` by
+//! the routes' decorators and reported as `<canonical service>.<namespace>`, with Istio's
+//! `istio.*` tags.
 //!
 //! ```text
 //!  virtualInbound  HCMs ─► SERVER resolution ┐
 //!  virtualOutbound HCMs ─► CLIENT resolution ┴─► Tracing { random_sampling, custom_tags,
-//!        provider envoy.tracers.opentelemetry { envoy_grpc outbound|<port>||<host>, service_name } }
+//!        max_path_tag_length, provider:
+//!          envoy.tracers.opentelemetry { envoy_grpc outbound|<port>||<host>, service_name }
+//!        │ envoy.tracers.zipkin { collector_cluster outbound|<port>||<host>, collector_endpoint,
+//!            collector_hostname, HTTP_JSON, trace_id_128bit, shared_span_context false } }
 //!  route configs ─► decorator.operation = <destination host>:<port>/* (inbound: the workload's service)
 //! ```
+//! Envoy's Zipkin tracer has no service name: it reports under the node's cluster, which the
+//! proxy sets to the same `<canonical service>.<namespace>`.
 
 use envoy_types::pb::envoy::config::core::v3::{GrpcService, grpc_service};
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{
     Decorator, RouteConfiguration, route, route_action,
 };
-use envoy_types::pb::envoy::config::trace::v3::{OpenTelemetryConfig, tracing as trace};
+use envoy_types::pb::envoy::config::trace::v3::{
+    OpenTelemetryConfig, ZipkinConfig, tracing as trace, zipkin_config,
+};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager;
 use envoy_types::pb::envoy::r#type::tracing::v3::{CustomTag, custom_tag};
 use envoy_types::pb::envoy::r#type::v3::Percent;
@@ -25,10 +33,12 @@ use super::listeners::{VIRTUAL_INBOUND, VIRTUAL_OUTBOUND};
 use super::{Proxy, outbound_cluster_name, pack};
 use crate::model::Model;
 use crate::model::telemetry::Side;
-use crate::model::trace::{Resolved, resolve};
+use crate::model::trace::{Collector, Resolved, resolve};
 
 /// Envoy's OpenTelemetry tracer.
 pub const OPENTELEMETRY: &str = "envoy.tracers.opentelemetry";
+/// Envoy's Zipkin tracer.
+pub const ZIPKIN: &str = "envoy.tracers.zipkin";
 
 /// The `tracing` of the proxy's connection managers on `side`, if it traces.
 pub fn hcm_tracing(
@@ -78,19 +88,49 @@ fn translate(model: &Model, proxy: &Proxy, r: &Resolved) -> http_connection_mana
             r#type: Some(kind),
         });
     }
-    let collector = OpenTelemetryConfig {
-        grpc_service: Some(GrpcService {
-            target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
-                grpc_service::EnvoyGrpc {
-                    cluster_name: outbound_cluster_name(r.port, "", &r.host),
-                    authority: r.host.clone(),
+    let cluster = outbound_cluster_name(r.port, "", &r.host);
+    let (name, config) = match &r.collector {
+        Collector::OpenTelemetry => (
+            OPENTELEMETRY,
+            pack(&OpenTelemetryConfig {
+                grpc_service: Some(GrpcService {
+                    target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                        grpc_service::EnvoyGrpc {
+                            cluster_name: cluster,
+                            authority: r.host.clone(),
+                            ..Default::default()
+                        },
+                    )),
                     ..Default::default()
-                },
-            )),
-            ..Default::default()
-        }),
-        service_name: format!("{}.{}", canonical.0, proxy.namespace),
-        ..Default::default()
+                }),
+                service_name: format!("{}.{}", canonical.0, proxy.namespace),
+                ..Default::default()
+            }),
+        ),
+        Collector::Zipkin {
+            path,
+            trace_id_128bit,
+            w3c,
+        } => (
+            ZIPKIN,
+            pack(&ZipkinConfig {
+                collector_cluster: cluster,
+                collector_endpoint: path.clone(),
+                collector_hostname: r.host.clone(),
+                collector_endpoint_version: zipkin_config::CollectorEndpointVersion::HttpJson
+                    as i32,
+                trace_id_128bit: *trace_id_128bit,
+                shared_span_context: Some(envoy_types::pb::google::protobuf::BoolValue {
+                    value: false,
+                }),
+                trace_context_option: if *w3c {
+                    zipkin_config::TraceContextOption::UseB3WithW3cPropagation
+                } else {
+                    zipkin_config::TraceContextOption::UseB3
+                } as i32,
+                ..Default::default()
+            }),
+        ),
     };
     http_connection_manager::Tracing {
         random_sampling: Some(Percent { value: r.sampling }),
@@ -99,8 +139,8 @@ fn translate(model: &Model, proxy: &Proxy, r: &Resolved) -> http_connection_mana
             .map(|value| envoy_types::pb::google::protobuf::UInt32Value { value }),
         custom_tags,
         provider: Some(trace::Http {
-            name: OPENTELEMETRY.to_string(),
-            config_type: Some(trace::http::ConfigType::TypedConfig(pack(&collector))),
+            name: name.to_string(),
+            config_type: Some(trace::http::ConfigType::TypedConfig(config)),
         }),
         ..Default::default()
     }

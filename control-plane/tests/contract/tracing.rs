@@ -1,7 +1,7 @@
-//! Tracing reaches the proxy's domain config: the mesh's OpenTelemetry provider and sampling,
-//! a Telemetry's overrides and custom tags, Istio's `istio.*` tags and the span names of the
-//! routes (`decorator.operation`), in the explicit and the capture shape; without tracing,
-//! nothing is set.
+//! Tracing reaches the proxy's domain config: the mesh's OpenTelemetry or Zipkin provider and
+//! sampling, a Telemetry's overrides and custom tags, Istio's `istio.*` tags and the span names
+//! of the routes (`decorator.operation`), in the explicit and the capture shape; a side with
+//! `disableSpanReporting` and a mesh without tracing get nothing.
 
 use std::collections::HashMap;
 
@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::config::listener::v3 as lds;
 use envoy_types::pb::envoy::config::route::v3 as rds;
 use weft_controller::model::trace::MeshTracing;
 use weft_controller::model::{MeshSettings, Model};
-use weft_proxy::config::trace::{TagValue, Tracing};
+use weft_proxy::config::trace::{Export, TagValue, Tracing};
 use weft_proxy::config::{Listener, Network, RouteConfig};
 use weft_xds::type_url;
 
@@ -36,6 +36,16 @@ spec:
   resolution: STATIC
   ports: [{number: 4317, name: grpc-otlp, protocol: GRPC}]
   endpoints: [{address: 127.0.0.9}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: zipkin, namespace: istio-system}
+spec:
+  hosts: [zipkin.istio-system.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9411, name: http-query, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.10}]
 "#;
 
 /// The shop workload samples everything, adds a header tag, and reports its server side only.
@@ -166,7 +176,7 @@ fn the_mesh_provider_and_a_workloads_telemetry_reach_the_connection_managers() {
                 t.provider.authority,
                 "jaeger-collector.observability.svc.cluster.local"
             );
-            assert_eq!(t.provider.service_name, "shop.default");
+            assert_eq!(t.provider.service_name.as_deref(), Some("shop.default"));
             assert_eq!(t.max_path_tag_length, 99);
             assert_eq!(tag(t, "istio.canonical_service"), Some(&fixed("shop")));
             assert_eq!(tag(t, "istio.canonical_revision"), Some(&fixed("v2")));
@@ -255,23 +265,197 @@ defaultProviders: {tracing: [otel]}
     let (tracing, _) = converted(&model, &spec("shop", None));
     assert!(tracing.values().flatten().all(Option::is_none));
 
-    // A Telemetry naming the zipkin provider: reported with its path.
+    // A Telemetry naming a provider that does not trace, and one whose service lacks the
+    // port: reported with their paths.
     let telemetry = "apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata: {name: mesh-default, namespace: istio-system}
 spec:
-  tracing: [{providers: [{name: zipkin}]}]
+  tracing: [{providers: [{name: stdout}]}, {providers: [{name: zipkin}]}]
 ";
+    let mesh = weft_api::mesh::MeshConfig::from_yaml(
+        "extensionProviders:
+- name: stdout
+  envoyFileAccessLog: {path: /dev/stdout}
+- name: zipkin
+  zipkin: {service: jaeger-collector.observability.svc.cluster.local, port: 9411}
+",
+    )
+    .expect("mesh config");
+    let settings = MeshSettings {
+        tracing: MeshTracing::from_mesh(&mesh),
+        ..MeshSettings::default()
+    };
     let set = config_from(&[("services.yaml", SERVICES), ("t.yaml", telemetry)]);
     let model = Model::build_with_registry(&set, None, &settings);
-    let zipkin = model
+    let on_telemetry = |path: &str| {
+        model
+            .warnings
+            .iter()
+            .find(|w| w.object.kind == "Telemetry" && w.path == path)
+            .unwrap_or_else(|| panic!("no warning at {path}: {:#?}", model.warnings))
+            .message
+            .clone()
+    };
+    let stdout = on_telemetry("spec.tracing[0].providers[0]");
+    assert!(
+        stdout.contains("opentelemetry and zipkin providers only"),
+        "{stdout}"
+    );
+    let port = on_telemetry("spec.tracing[1].providers[0]");
+    assert!(port.contains("has no port 9411"), "{port}");
+    let (tracing, _) = converted(&model, &spec("shop", None));
+    assert!(tracing.values().flatten().all(Option::is_none));
+}
+
+fn mesh_settings(mesh_yaml: &str) -> MeshSettings {
+    let mesh = weft_api::mesh::MeshConfig::from_yaml(mesh_yaml).expect("mesh config");
+    MeshSettings {
+        tracing: MeshTracing::from_mesh(&mesh),
+        ..MeshSettings::default()
+    }
+}
+
+/// The tracing of the first connection manager of `listener` that has one.
+fn first<'a>(tracing: &'a ByListener, listener: &str) -> Option<&'a Tracing> {
+    tracing.get(listener)?.iter().flatten().next()
+}
+
+#[test]
+fn a_zipkin_provider_reaches_the_connection_managers() {
+    let settings = mesh_settings(
+        "defaultConfig: {tracing: {maxPathTagLength: 99}}
+extensionProviders:
+- name: zipkin
+  zipkin:
+    service: istio-system/zipkin.istio-system.svc.cluster.local
+    port: 9411
+    maxTagLength: 77
+    path: /custom/spans
+    enable64bitTraceId: true
+    timeout: 3s
+defaultProviders: {tracing: [zipkin]}
+",
+    );
+    let set = config_from(&[("services.yaml", SERVICES)]);
+    let model = Model::build_with_registry(&set, None, &settings);
+    let timeout = model
         .warnings
         .iter()
-        .find(|w| w.object.kind == "Telemetry")
-        .expect("a warning on the Telemetry");
-    assert_eq!(zipkin.path, "spec.tracing[0].providers[0]");
-    assert!(
-        zipkin.message.contains("opentelemetry providers only"),
-        "{zipkin:?}"
+        .find(|w| w.object.kind == "MeshConfig")
+        .expect("a warning for the ignored field");
+    assert_eq!(timeout.path, "extensionProviders[0].zipkin.timeout");
+    for capture in [None, Some("127.0.0.1".to_string())] {
+        let (tracing, operations) = converted(&model, &spec("shop", capture));
+        for listener in ["virtualInbound", "virtualOutbound"] {
+            let t = first(&tracing, listener)
+                .unwrap_or_else(|| panic!("{listener} traces: {tracing:#?}"));
+            assert_eq!(
+                t.provider.cluster,
+                "outbound|9411||zipkin.istio-system.svc.cluster.local"
+            );
+            assert_eq!(
+                t.provider.authority,
+                "zipkin.istio-system.svc.cluster.local"
+            );
+            assert_eq!(
+                t.provider.export,
+                Export::ZipkinJson {
+                    path: "/custom/spans".into()
+                }
+            );
+            // Envoy's Zipkin tracer reports under the proxy's service cluster.
+            assert_eq!(t.provider.service_name, None);
+            assert!(!t.provider.trace_id_128bit, "enable64bitTraceId");
+            // The provider's maxTagLength wins over the mesh's maxPathTagLength, as in Istio.
+            assert_eq!(t.max_path_tag_length, 77);
+            assert_eq!(tag(t, "istio.canonical_service"), Some(&fixed("shop")));
+        }
+        assert!(
+            operations
+                .iter()
+                .any(|(_, op)| op.as_deref() == Some("shop.example.internal:9080/*")),
+            "{operations:?}"
+        );
+    }
+    // Without the optional fields: Istio's defaults.
+    let settings = mesh_settings(
+        "extensionProviders:
+- name: zipkin
+  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}
+defaultProviders: {tracing: [zipkin]}
+",
     );
+    let model = Model::build_with_registry(&set, None, &settings);
+    let (tracing, _) = converted(&model, &spec("shop", None));
+    let t = first(&tracing, "virtualOutbound").expect("traced");
+    assert_eq!(
+        t.provider.export,
+        Export::ZipkinJson {
+            path: "/api/v2/spans".into()
+        }
+    );
+    assert!(t.provider.trace_id_128bit);
+    assert_eq!(t.max_path_tag_length, 256, "Envoy's default");
+}
+
+/// Istio's `disableSpanReporting`: the side it applies to gets no `tracing` at all (Istio
+/// writes none: its proxy reports nothing and leaves the trace headers to the app); the other
+/// side still traces, and a more specific level's `false` turns reporting back on.
+#[test]
+fn disable_span_reporting_leaves_its_side_untraced() {
+    let settings = mesh_settings(
+        "extensionProviders:
+- name: otel
+  opentelemetry: {service: jaeger-collector.observability.svc.cluster.local, port: 4317}
+defaultProviders: {tracing: [otel]}
+",
+    );
+    let root = "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing: [{randomSamplingPercentage: 100}]
+";
+    let namespace = "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: no-client-spans, namespace: default}
+spec:
+  tracing: [{match: {mode: CLIENT}, disableSpanReporting: true}]
+";
+    let traced = |files: &[(&str, &str)]| {
+        let mut all = vec![("services.yaml", SERVICES), ("root.yaml", root)];
+        all.extend_from_slice(files);
+        let model = Model::build_with_registry(&config_from(&all), None, &settings);
+        let (tracing, operations) = converted(&model, &spec("shop", Some("127.0.0.1".into())));
+        let inbound = first(&tracing, "virtualInbound").map(|t| t.random_sampling);
+        let outbound = first(&tracing, "virtualOutbound").map(|t| t.random_sampling);
+        let outbound_op = operations
+            .iter()
+            .find(|(at, _)| at.contains("shop.example.internal:9080") && !at.contains("inbound"))
+            .and_then(|(_, op)| op.clone());
+        (inbound, outbound, outbound_op)
+    };
+    // Only the namespace's client side is off: inbound traced (its sampling the root's),
+    // outbound not, and outbound routes get no span names.
+    assert_eq!(traced(&[("ns.yaml", namespace)]), (Some(100.0), None, None));
+    // The workload's own Telemetry turns reporting back on.
+    let workload = "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: shop, namespace: default}
+spec:
+  selector: {matchLabels: {app: shop}}
+  tracing: [{disableSpanReporting: false}]
+";
+    assert_eq!(
+        traced(&[("ns.yaml", namespace), ("shop.yaml", workload)]),
+        (
+            Some(100.0),
+            Some(100.0),
+            Some("shop.example.internal:9080/*".to_string())
+        )
+    );
+    // Both sides off: nothing traced.
+    let all_off = namespace.replace("{match: {mode: CLIENT}, ", "{");
+    assert_eq!(traced(&[("ns.yaml", &all_off)]), (None, None, None));
 }

@@ -117,12 +117,60 @@ pub struct TracingService {
     /// Longest tag value (Envoy's default 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tag_length: Option<u32>,
-    /// Everything else the kind has (`http`, `resourceDetectors`, `traceContextOption`, …).
+    /// Zipkin only: the collector's span API path (default `/api/v2/spans`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Zipkin only: new traces get 64-bit ids instead of 128-bit ones.
+    #[serde(
+        default,
+        rename = "enable64bitTraceId",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub enable_64bit_trace_id: Option<bool>,
+    /// Zipkin only: `USE_B3` (default) or `USE_B3_WITH_W3C_PROPAGATION`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_context_option: Option<String>,
+    /// Everything else the kind has (`http`, `resourceDetectors`, `timeout`, `headers`, …).
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
 }
 
+/// Zipkin's `traceContextOption` values.
+pub const ZIPKIN_TRACE_CONTEXT_OPTIONS: [&str; 2] = ["USE_B3", "USE_B3_WITH_W3C_PROPAGATION"];
+
 impl TracingService {
+    /// The fields only a `zipkin` provider has: refused elsewhere, checked there.
+    fn validate_zipkin_fields(&self, path: &Path, zipkin: bool, errors: &mut Vec<FieldError>) {
+        for (field, set) in [
+            ("path", self.path.is_some()),
+            ("enable64bitTraceId", self.enable_64bit_trace_id.is_some()),
+            ("traceContextOption", self.trace_context_option.is_some()),
+        ] {
+            if set && !zipkin {
+                path.field(field)
+                    .push(errors, "is a field of zipkin providers only");
+            }
+        }
+        if !zipkin {
+            return;
+        }
+        if let Some(p) = &self.path
+            && !p.is_empty()
+            && !p.starts_with('/')
+        {
+            path.field("path")
+                .push(errors, format!("{p:?} must start with /"));
+        }
+        if let Some(o) = &self.trace_context_option
+            && !ZIPKIN_TRACE_CONTEXT_OPTIONS.contains(&o.as_str())
+        {
+            path.field("traceContextOption").push(
+                errors,
+                format!("{o:?} is not one of {ZIPKIN_TRACE_CONTEXT_OPTIONS:?}"),
+            );
+        }
+    }
+
     /// The collector's host without a `namespace/` prefix.
     pub fn host(&self) -> &str {
         self.service
@@ -253,6 +301,7 @@ impl Validate for MeshConfig {
                     sp.field("service").push(errors, "is required");
                 }
                 check(&sp.field("port"), errors, validate_port(service.port));
+                service.validate_zipkin_fields(&sp, kind == "zipkin", errors);
             }
         }
         if let Some(d) = &self.default_providers {
@@ -319,6 +368,34 @@ accessLogFile: /dev/stdout
     }
 
     #[test]
+    fn istios_zipkin_provider_parses() {
+        let mesh = MeshConfig::from_yaml(
+            "extensionProviders:
+- name: zipkin
+  zipkin:
+    service: zipkin.istio-system.svc.cluster.local
+    port: 9411
+    maxTagLength: 56
+    path: /zipkin/api/v2/spans
+    enable64bitTraceId: true
+    traceContextOption: USE_B3_WITH_W3C_PROPAGATION
+    timeout: 3s
+",
+        )
+        .expect("valid");
+        let zipkin = mesh.provider("zipkin").and_then(|p| p.zipkin.as_ref());
+        let zipkin = zipkin.expect("zipkin");
+        assert_eq!(zipkin.max_tag_length, Some(56));
+        assert_eq!(zipkin.path.as_deref(), Some("/zipkin/api/v2/spans"));
+        assert_eq!(zipkin.enable_64bit_trace_id, Some(true));
+        assert_eq!(
+            zipkin.trace_context_option.as_deref(),
+            Some("USE_B3_WITH_W3C_PROPAGATION")
+        );
+        assert_eq!(zipkin.other.keys().collect::<Vec<_>>(), ["timeout"]);
+    }
+
+    #[test]
     fn an_empty_file_is_the_default_config() {
         let mesh = MeshConfig::from_yaml("").expect("empty");
         assert!(mesh.tracing_enabled());
@@ -335,6 +412,10 @@ extensionProviders:
 - name: a
   zipkin: {service: zipkin, port: 9411}
   opentelemetry: {service: otel, port: 4317}
+- name: z
+  zipkin: {service: zipkin, port: 9411, path: api/v2/spans, traceContextOption: W3C}
+- name: o
+  opentelemetry: {service: otel, port: 4317, enable64bitTraceId: true}
 defaultProviders: {tracing: [nope]}
 ",
         )
@@ -347,6 +428,9 @@ defaultProviders: {tracing: [nope]}
             "extensionProviders[0].opentelemetry.port:",
             "extensionProviders[1].name: \"a\" names another provider too",
             "extensionProviders[1]: must have exactly one provider kind, has 2",
+            "extensionProviders[2].zipkin.path: \"api/v2/spans\" must start with /",
+            "extensionProviders[2].zipkin.traceContextOption: \"W3C\" is not one of",
+            "extensionProviders[3].opentelemetry.enable64bitTraceId: is a field of zipkin providers only",
             "defaultProviders.tracing[0]: \"nope\" is not one of extensionProviders",
         ] {
             assert!(err.contains(expected), "{expected:?} missing from:\n{err}");

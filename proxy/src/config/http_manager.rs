@@ -6,7 +6,7 @@
 //!     ├─► http_filters = [jwt_authn] [rbac]* [local_ratelimit]* [cors] [fault] router
 //!     │                  (http_filters.rs: converted once, run per request)
 //!     ├─► stream_idle_timeout, request_headers_timeout, common_http_protocol_options.idle_timeout
-//!     ├─► tracing: sampling, tags, OpenTelemetry collector (tracing.rs)
+//!     ├─► tracing: sampling, tags, OpenTelemetry or Zipkin collector (trace.rs)
 //!     └─► upgrade_configs: websocket, CONNECT ─► carried (http/upgrade.rs); other types NACKed
 //! ```
 

@@ -1,14 +1,21 @@
 //! An HTTP connection manager's `tracing` → [`Tracing`]: how often a request without a trace
-//! starts one, the tags every span gets, and the OpenTelemetry collector spans go to.
+//! starts one, the tags every span gets, and the collector spans go to.
 //!
 //! ```text
 //!  HttpConnectionManager.tracing ─► random/client/overall sampling (Percent, Envoy's default 100)
 //!     ├─► custom_tags: literal │ environment (read now) │ request_header (read per request)
-//!     └─► provider envoy.tracers.opentelemetry ─► OpenTelemetryConfig
-//!            grpc_service.envoy_grpc{cluster_name, authority} + service_name ─► trace/export.rs
+//!     └─► provider ─┬─ envoy.tracers.opentelemetry ─► OpenTelemetryConfig
+//!                   │     grpc_service.envoy_grpc{cluster_name, authority} + service_name
+//!                   └─ envoy.tracers.zipkin ─► ZipkinConfig
+//!                         collector_cluster, collector_endpoint (HTTP_JSON), collector_hostname,
+//!                         trace_id_128bit; shared_span_context false
+//!                   ─► Provider ─► trace/export.rs (OTLP/gRPC │ Zipkin v2 JSON)
 //! ```
-//! Anything else a tracer could be given (Zipkin, HTTP export, samplers, resource detectors,
-//! metadata tags) is refused, so a proxy never reports less than it was asked to.
+//! Anything else a tracer could be given (other tracers, OTLP over HTTP, Zipkin's proto or gRPC
+//! encodings, `collector_service`, shared span contexts, samplers, resource detectors, metadata
+//! tags) is refused, so a proxy never reports less than it was asked to. Zipkin's
+//! `trace_context_option` is accepted either way: the proxy reads and writes both B3 and W3C
+//! headers (`trace/context.rs`).
 
 use std::sync::Arc;
 
@@ -22,6 +29,9 @@ use super::{Reason, invalid, reject_leftover, reject_set};
 /// Envoy's OpenTelemetry tracer.
 pub const OPENTELEMETRY: &str = "envoy.tracers.opentelemetry";
 const OPENTELEMETRY_CONFIG: &str = "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig";
+/// Envoy's Zipkin tracer.
+pub const ZIPKIN: &str = "envoy.tracers.zipkin";
+const ZIPKIN_CONFIG: &str = "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig";
 /// Envoy's default `max_path_tag_length`.
 const DEFAULT_MAX_PATH_TAG_LENGTH: usize = 256;
 
@@ -61,14 +71,28 @@ pub enum TagValue {
     },
 }
 
-/// An OpenTelemetry collector: the cluster spans are exported through (OTLP/gRPC), and the
-/// `service.name` they are reported under.
+/// A collector: the cluster spans are exported through, how, and the service name they are
+/// reported under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Provider {
     pub cluster: String,
-    /// The `:authority` of export requests (the cluster name when not set, as Envoy).
+    /// The `:authority` (`Host`) of export requests (the cluster name when not set, as Envoy).
     pub authority: String,
-    pub service_name: String,
+    /// The spans' service; `None`: the proxy's own service cluster, as Envoy's Zipkin tracer
+    /// reports under the node's cluster.
+    pub service_name: Option<String>,
+    pub export: Export,
+    /// New traces get 128-bit ids; otherwise 64-bit ones (the upper half zero).
+    pub trace_id_128bit: bool,
+}
+
+/// How a collector takes spans.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Export {
+    /// OTLP/gRPC `TraceService/Export` (the cluster must speak HTTP/2).
+    OtlpGrpc,
+    /// Zipkin's v2 JSON span list, POSTed to `path` (`collector_endpoint`).
+    ZipkinJson { path: String },
 }
 
 /// Converts an HCM's `tracing` (field names relative to it).
@@ -148,21 +172,28 @@ fn custom_tag(
 }
 
 fn provider(p: trace::tracing::Http) -> Result<Provider, Reason> {
-    if p.name != OPENTELEMETRY {
-        return Err(Reason::UnsupportedValue {
-            field: "name",
-            value: p.name,
-        });
-    }
+    let expected = match p.name.as_str() {
+        OPENTELEMETRY => OPENTELEMETRY_CONFIG,
+        ZIPKIN => ZIPKIN_CONFIG,
+        _ => {
+            return Err(Reason::UnsupportedValue {
+                field: "name",
+                value: p.name,
+            });
+        }
+    };
     let any = match p.config_type {
         Some(trace::tracing::http::ConfigType::TypedConfig(any)) => any,
         None => return Err(Reason::Missing("typed_config")),
     };
-    if any.type_url != OPENTELEMETRY_CONFIG {
+    if any.type_url != expected {
         return Err(Reason::UnsupportedValue {
             field: "typed_config",
             value: any.type_url,
         });
+    }
+    if p.name == ZIPKIN {
+        return zipkin(&any);
     }
     let mut config =
         trace::OpenTelemetryConfig::decode(any.value.as_slice()).map_err(|e| Reason::Decode {
@@ -202,12 +233,73 @@ fn provider(p: trace::tracing::Http) -> Result<Provider, Reason> {
             envoy_grpc.authority
         },
         cluster: envoy_grpc.cluster_name,
-        service_name: if service_name.is_empty() {
+        service_name: Some(if service_name.is_empty() {
             // Envoy's default service name.
             "unknown_service:envoy".into()
         } else {
             service_name
+        }),
+        export: Export::OtlpGrpc,
+        trace_id_128bit: true,
+    })
+}
+
+/// Envoy's Zipkin tracer as Istio configures it: v2 JSON over HTTP to the collector's cluster,
+/// each proxy's span its own (`shared_span_context: false`).
+fn zipkin(any: &envoy_types::pb::google::protobuf::Any) -> Result<Provider, Reason> {
+    use trace::zipkin_config::{CollectorEndpointVersion, TraceContextOption};
+    let mut config =
+        trace::ZipkinConfig::decode(any.value.as_slice()).map_err(|e| Reason::Decode {
+            type_url: any.type_url.clone(),
+            error: e.to_string(),
+        })?;
+    let cluster = std::mem::take(&mut config.collector_cluster);
+    if cluster.is_empty() {
+        return Err(Reason::Missing("typed_config.collector_cluster"));
+    }
+    let path = std::mem::take(&mut config.collector_endpoint);
+    if path.is_empty() {
+        return Err(Reason::Missing("typed_config.collector_endpoint"));
+    }
+    if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
+        return Err(invalid(
+            "typed_config.collector_endpoint",
+            format!("{path:?} is not a request path"),
+        ));
+    }
+    let version = std::mem::take(&mut config.collector_endpoint_version);
+    if version != CollectorEndpointVersion::HttpJson as i32 {
+        let name = CollectorEndpointVersion::try_from(version)
+            .map_or_else(|_| version.to_string(), |v| v.as_str_name().to_string());
+        return Err(Reason::Unsupported(format!(
+            "typed_config.collector_endpoint_version {name} (HTTP_JSON only)"
+        )));
+    }
+    // Envoy's default (unset) shares the caller's span id with the server span; Weft's proxy
+    // always makes its own span, as Istio asks with `false`.
+    if config.shared_span_context.take().is_none_or(|v| v.value) {
+        return Err(Reason::Unsupported(
+            "typed_config.shared_span_context other than false".into(),
+        ));
+    }
+    let hostname = std::mem::take(&mut config.collector_hostname);
+    let trace_id_128bit = std::mem::take(&mut config.trace_id_128bit);
+    // B3 only, or B3 and W3C: the proxy reads and writes both either way.
+    if TraceContextOption::try_from(config.trace_context_option).is_ok() {
+        config.trace_context_option = 0;
+    }
+    reject_set!(config, split_spans_for_request, collector_service);
+    reject_leftover(&config, "typed_config")?;
+    Ok(Provider {
+        authority: if hostname.is_empty() {
+            cluster.clone()
+        } else {
+            hostname
         },
+        cluster,
+        service_name: None,
+        export: Export::ZipkinJson { path },
+        trace_id_128bit,
     })
 }
 
@@ -302,9 +394,126 @@ mod tests {
             Provider {
                 cluster: "outbound|4317||jaeger.obs.svc.cluster.local".into(),
                 authority: "jaeger.obs.svc.cluster.local".into(),
-                service_name: "productpage.default".into(),
+                service_name: Some("productpage.default".into()),
+                export: Export::OtlpGrpc,
+                trace_id_128bit: true,
             }
         );
+    }
+
+    /// Istio's `ZipkinConfig` (the legacy collector fields it sends every proxy).
+    fn istio_zipkin() -> trace::ZipkinConfig {
+        trace::ZipkinConfig {
+            collector_cluster: "outbound|9411||zipkin.istio-system.svc.cluster.local".into(),
+            collector_endpoint: "/api/v2/spans".into(),
+            collector_hostname: "zipkin.istio-system.svc.cluster.local".into(),
+            collector_endpoint_version: trace::zipkin_config::CollectorEndpointVersion::HttpJson
+                as i32,
+            trace_id_128bit: true,
+            shared_span_context: Some(envoy_types::pb::google::protobuf::BoolValue {
+                value: false,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn zipkin_provider(config: &trace::ZipkinConfig) -> trace::tracing::Http {
+        trace::tracing::Http {
+            name: ZIPKIN.into(),
+            config_type: Some(trace::tracing::http::ConfigType::TypedConfig(Any {
+                type_url: ZIPKIN_CONFIG.into(),
+                value: config.encode_to_vec(),
+            })),
+        }
+    }
+
+    fn with_provider(p: trace::tracing::Http) -> Result<Tracing, Reason> {
+        tracing(hcm::http_connection_manager::Tracing {
+            provider: Some(p),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn istios_zipkin_tracing_converts() {
+        let t = with_provider(zipkin_provider(&istio_zipkin())).expect("converts");
+        assert_eq!(
+            *t.provider,
+            Provider {
+                cluster: "outbound|9411||zipkin.istio-system.svc.cluster.local".into(),
+                authority: "zipkin.istio-system.svc.cluster.local".into(),
+                service_name: None,
+                export: Export::ZipkinJson {
+                    path: "/api/v2/spans".into()
+                },
+                trace_id_128bit: true,
+            }
+        );
+        // 64-bit ids (Istio's enable64bitTraceId), Envoy's default Host, B3 with W3C.
+        let mut config = istio_zipkin();
+        config.trace_id_128bit = false;
+        config.collector_hostname = String::new();
+        config.trace_context_option =
+            trace::zipkin_config::TraceContextOption::UseB3WithW3cPropagation as i32;
+        let t = with_provider(zipkin_provider(&config)).expect("converts");
+        assert!(!t.provider.trace_id_128bit);
+        assert_eq!(t.provider.authority, t.provider.cluster);
+    }
+
+    #[test]
+    fn zipkin_settings_the_proxy_cannot_honour_are_refused_by_name() {
+        let refused = |change: &dyn Fn(&mut trace::ZipkinConfig)| {
+            let mut config = istio_zipkin();
+            change(&mut config);
+            with_provider(zipkin_provider(&config))
+                .expect_err("refused")
+                .to_string()
+        };
+        for (change, expected) in [
+            (
+                Box::new(|c: &mut trace::ZipkinConfig| {
+                    c.collector_endpoint_version =
+                        trace::zipkin_config::CollectorEndpointVersion::HttpProto as i32;
+                }) as Box<dyn Fn(&mut trace::ZipkinConfig)>,
+                "tracing.provider.typed_config.collector_endpoint_version HTTP_PROTO",
+            ),
+            (
+                Box::new(|c| c.shared_span_context = None),
+                "tracing.provider.typed_config.shared_span_context",
+            ),
+            (
+                Box::new(|c| c.collector_cluster = String::new()),
+                "tracing.provider.typed_config.collector_cluster: is required",
+            ),
+            (
+                Box::new(|c| c.collector_endpoint = "api/v2/spans".into()),
+                "tracing.provider.typed_config.collector_endpoint: \"api/v2/spans\" is not a request path",
+            ),
+            (
+                Box::new(|c| {
+                    #[allow(deprecated)]
+                    {
+                        c.split_spans_for_request = true;
+                    }
+                }),
+                "split_spans_for_request",
+            ),
+            (
+                Box::new(|c| c.collector_service = Some(Default::default())),
+                "collector_service",
+            ),
+        ] {
+            let error = refused(&*change);
+            assert!(error.contains(expected), "{expected:?} not in {error:?}");
+        }
+        // A Zipkin name with another tracer's config.
+        let mismatched = with_provider(trace::tracing::Http {
+            name: ZIPKIN.into(),
+            ..otel(collector())
+        })
+        .expect_err("refused")
+        .to_string();
+        assert!(mismatched.contains("OpenTelemetryConfig"), "{mismatched}");
     }
 
     #[test]
@@ -315,14 +524,14 @@ mod tests {
         };
         let refused =
             |t: hcm::http_connection_manager::Tracing| tracing(t).expect_err("refused").to_string();
-        let zipkin = refused(hcm::http_connection_manager::Tracing {
+        let datadog = refused(hcm::http_connection_manager::Tracing {
             provider: Some(trace::tracing::Http {
-                name: "envoy.tracers.zipkin".into(),
+                name: "envoy.tracers.datadog".into(),
                 config_type: None,
             }),
             ..base()
         });
-        assert!(zipkin.contains("envoy.tracers.zipkin"), "{zipkin}");
+        assert!(datadog.contains("envoy.tracers.datadog"), "{datadog}");
         let over = refused(hcm::http_connection_manager::Tracing {
             random_sampling: Some(Percent { value: 120.0 }),
             ..base()

@@ -1,16 +1,19 @@
-//! Span export: a bounded queue in front of one task that batches finished spans by collector
-//! and sends them with OTLP/gRPC (`TraceService/Export`) through the collector's cluster.
+//! Span export, whatever the collector's protocol: a bounded queue in front of one task that
+//! batches finished spans, splits each batch by collector and hands every share to its
+//! protocol's encoder, through the collector's cluster.
 //!
 //! ```text
 //!  Tracer::submit (request tasks; try_send: a full queue drops the span, counted)
 //!     ─► ExportTask::run: up to MAX_BATCH spans, or what came within the flush interval
-//!        ─► per collector (cluster, service.name): one ExportTraceServiceRequest
-//!           ─► the config's cluster ─► an endpoint ─► its HTTP/2 pool (endpoint::send)
+//!        ─► per collector (Provider), under its service name (or the proxy's service cluster)
+//!           ├─ Export::OtlpGrpc   ─► otlp_grpc.rs: ExportTraceServiceRequest, gRPC over HTTP/2
+//!           └─ Export::ZipkinJson ─► zipkin.rs: Zipkin v2 JSON spans, POST (HTTP/1.1 │ HTTP/2)
+//!              ─► Target: the config's cluster ─► an endpoint ─► its pool (endpoint::send)
 //! ```
-//! Through the cluster, as Envoy's `envoy_grpc`: the collector's endpoints, balancing and
-//! transport security are the mesh's (mutual TLS to a collector with a sidecar). The gRPC
-//! framing is written here (5 bytes and a `grpc-status`): tonic's client would bring its own
-//! channel and bypass the cluster. A failed export is dropped (counted, warned at most every
+//! Through the cluster, as Envoy's `envoy_grpc` and Zipkin's `collector_cluster`: the
+//! collector's endpoints, balancing and transport security are the mesh's (mutual TLS to a
+//! collector with a sidecar). Spans wait as OTLP span messages whatever the protocol; each
+//! encoder reads them from there. A failed export is dropped (counted, warned at most every
 //! 10 s): spans are never retried, so a dead collector costs bounded memory.
 
 use std::collections::HashMap;
@@ -18,21 +21,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use http::{HeaderValue, Request, StatusCode};
-use http_body_util::BodyExt;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use http::{Request, Response, StatusCode};
 use opentelemetry_proto::tonic::trace::v1 as otlp;
-use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::ProxyConfig;
-use crate::config::trace::Provider;
-use crate::upstream::Protocol;
+use crate::config::trace::{Export, Provider};
 use crate::upstream::body::RequestBody;
+use crate::upstream::{Endpoint, Protocol, UpstreamBody};
 
 /// Spans sent in one export at most.
 pub const MAX_BATCH: usize = 512;
@@ -40,7 +37,6 @@ pub const MAX_BATCH: usize = 512;
 pub const QUEUE: usize = 2048;
 /// How long one export may take, connection included.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
-const PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// How spans are exported.
@@ -50,6 +46,9 @@ pub struct Settings {
     pub flush_interval: Duration,
     /// The proxy's node id (the `node_id` tag).
     pub node_id: String,
+    /// The proxy's service cluster, Istio's `<canonical service>.<namespace>`: the service of
+    /// spans whose collector names none (Zipkin's, as Envoy reports under the node's cluster).
+    pub service_cluster: String,
 }
 
 /// The request tasks' side: where finished spans go.
@@ -107,6 +106,7 @@ impl prometheus_client::collector::Collector for Collector {
 pub struct ExportTask {
     rx: mpsc::Receiver<(Arc<Provider>, otlp::Span)>,
     stats: Arc<Stats>,
+    service_cluster: String,
     flush_interval: Duration,
     last_warning: Option<Instant>,
 }
@@ -124,6 +124,7 @@ impl Tracer {
         let task = ExportTask {
             rx,
             stats,
+            service_cluster: settings.service_cluster,
             flush_interval: settings.flush_interval,
             last_warning: None,
         };
@@ -135,6 +136,7 @@ impl Tracer {
         let (tracer, task) = Self::new(Settings {
             flush_interval: Duration::from_secs(5),
             node_id: String::new(),
+            service_cluster: String::new(),
         });
         drop(task);
         tracer
@@ -161,10 +163,11 @@ pub enum ExportError {
     NoEndpoint(String),
     #[error("cannot build the export request to {authority:?}: {reason}")]
     Request { authority: String, reason: String },
-    #[error(
-        "cluster {0:?} does not speak HTTP/2, which OTLP/gRPC needs (name the collector's port grpc-…)"
-    )]
-    NotHttp2(String),
+    #[error("cluster {cluster:?} does not speak {needs}")]
+    Protocol {
+        cluster: String,
+        needs: &'static str,
+    },
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("{0}")]
@@ -217,8 +220,21 @@ impl ExportTask {
         }
         for (provider, spans) in by_provider {
             let n = spans.len() as u64;
-            let body = grpc_frame(&request(&provider, spans));
-            match tokio::time::timeout(EXPORT_TIMEOUT, send(config, &provider, body)).await {
+            let service = provider
+                .service_name
+                .as_deref()
+                .unwrap_or(&self.service_cluster);
+            let send = async {
+                match &provider.export {
+                    Export::OtlpGrpc => {
+                        super::otlp_grpc::send(config, &provider, service, spans).await
+                    }
+                    Export::ZipkinJson { path } => {
+                        super::zipkin::send(config, &provider, path, service, &spans).await
+                    }
+                }
+            };
+            match tokio::time::timeout(EXPORT_TIMEOUT, send).await {
                 Ok(Ok(())) => {
                     self.stats.exported.fetch_add(n, Ordering::Relaxed);
                 }
@@ -246,102 +262,90 @@ impl ExportTask {
     }
 }
 
-/// One export request: the spans under their collector's `service.name`.
-fn request(provider: &Provider, spans: Vec<otlp::Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![otlp::ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![super::tag("service.name", provider.service_name.as_str())],
-                ..Default::default()
-            }),
-            scope_spans: vec![otlp::ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "weft-proxy".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..Default::default()
-                }),
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+/// Where one export goes: an endpoint of the collector's cluster and the protocol to it.
+pub(super) struct Target {
+    endpoint: Arc<Endpoint>,
+    protocol: Protocol,
+    connect_timeout: Duration,
 }
 
-/// gRPC's length-prefixed message: not compressed, 4 bytes of length, the message.
-fn grpc_frame(message: &impl Message) -> Bytes {
-    let len = message.encoded_len();
-    let mut buf = BytesMut::with_capacity(5 + len);
-    buf.put_u8(0);
-    buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-    // Encoding into a buffer with enough capacity cannot fail.
-    let _ = message.encode(&mut buf);
-    buf.freeze()
-}
+impl Target {
+    /// An endpoint of `provider`'s cluster, spoken to with the first of `protocols` it has
+    /// (`needs` names them for the error).
+    pub(super) fn pick(
+        config: &ProxyConfig,
+        provider: &Provider,
+        protocols: &[Protocol],
+        needs: &'static str,
+    ) -> Result<Self, ExportError> {
+        let cluster = config
+            .clusters
+            .get(&provider.cluster)
+            .ok_or_else(|| ExportError::NoCluster(provider.cluster.clone()))?;
+        let endpoint = cluster
+            .pick(std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
+            .ok_or_else(|| ExportError::NoEndpoint(provider.cluster.clone()))?;
+        let protocol = protocols
+            .iter()
+            .copied()
+            .find(|p| endpoint.pool(*p).is_some())
+            .ok_or_else(|| ExportError::Protocol {
+                cluster: provider.cluster.clone(),
+                needs,
+            })?;
+        Ok(Self {
+            endpoint,
+            protocol,
+            connect_timeout: cluster.config.connect_timeout,
+        })
+    }
 
-async fn send(config: &ProxyConfig, provider: &Provider, body: Bytes) -> Result<(), ExportError> {
-    let cluster = config
-        .clusters
-        .get(&provider.cluster)
-        .ok_or_else(|| ExportError::NoCluster(provider.cluster.clone()))?;
-    let endpoint = cluster
-        .pick(std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
-        .ok_or_else(|| ExportError::NoEndpoint(provider.cluster.clone()))?;
-    if endpoint.pool(Protocol::Http2).is_none() {
-        return Err(ExportError::NotHttp2(provider.cluster.clone()));
-    }
-    let bad = |reason: String| ExportError::Request {
-        authority: provider.authority.clone(),
-        reason,
-    };
-    let uri = http::Uri::builder()
-        .scheme("http")
-        .authority(provider.authority.as_str())
-        .path_and_query(PATH)
-        .build()
-        .map_err(|e| bad(e.to_string()))?;
-    let req = Request::post(uri)
-        .version(http::Version::HTTP_2)
-        .header(http::header::CONTENT_TYPE, "application/grpc")
-        .header(http::header::TE, "trailers")
-        .body(RequestBody::full(body))
-        .map_err(|e| bad(e.to_string()))?;
-    let resp = crate::upstream::endpoint::send(
-        &endpoint,
-        Protocol::Http2,
-        cluster.config.connect_timeout,
-        req,
-    )
-    .await?;
-    if resp.status() != StatusCode::OK {
-        return Err(ExportError::Status(resp.status()));
-    }
-    let (head, body) = resp.into_parts();
-    // A trailers-only answer carries grpc-status in its headers.
-    let trailers = match head.headers.get("grpc-status") {
-        Some(_) => head.headers,
-        None => body
-            .collect()
-            .await
-            .map_err(|e| ExportError::Body(e.to_string()))?
-            .trailers()
-            .cloned()
-            .unwrap_or_default(),
-    };
-    let text = |v: Option<&HeaderValue>| {
-        v.and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
-    match trailers.get("grpc-status").map(HeaderValue::as_bytes) {
-        Some(b"0") => Ok(()),
-        status => Err(ExportError::Grpc {
-            status: status.map_or_else(
-                || "(none)".to_string(),
-                |s| String::from_utf8_lossy(s).into_owned(),
-            ),
-            message: text(trailers.get("grpc-message")),
-        }),
+    /// POSTs `body` to `path` at the collector's authority, with `headers`; a non-2xx
+    /// answer is an error.
+    pub(super) async fn post(
+        &self,
+        provider: &Provider,
+        path: &str,
+        headers: &[(http::HeaderName, http::HeaderValue)],
+        body: bytes::Bytes,
+    ) -> Result<Response<UpstreamBody>, ExportError> {
+        let bad = |reason: String| ExportError::Request {
+            authority: provider.authority.clone(),
+            reason,
+        };
+        let uri = http::Uri::builder()
+            .scheme("http")
+            .authority(provider.authority.as_str())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        let mut req = Request::post(uri)
+            .version(match self.protocol {
+                Protocol::Http1 => http::Version::HTTP_11,
+                Protocol::Http2 => http::Version::HTTP_2,
+            })
+            .body(RequestBody::full(body))
+            .map_err(|e| bad(e.to_string()))?;
+        for (name, value) in headers {
+            req.headers_mut().insert(name.clone(), value.clone());
+        }
+        if self.protocol == Protocol::Http1 {
+            // HTTP/2 carries the authority in the URI; HTTP/1.1 in `Host`.
+            let host =
+                http::HeaderValue::from_str(&provider.authority).map_err(|e| bad(e.to_string()))?;
+            req.headers_mut().insert(http::header::HOST, host);
+        }
+        let resp = crate::upstream::endpoint::send(
+            &self.endpoint,
+            self.protocol,
+            self.connect_timeout,
+            req,
+        )
+        .await?;
+        if !resp.status().is_success() {
+            return Err(ExportError::Status(resp.status()));
+        }
+        Ok(resp)
     }
 }
 
@@ -349,37 +353,19 @@ async fn send(config: &ProxyConfig, provider: &Provider, body: Bytes) -> Result<
 mod tests {
     use super::*;
 
-    #[test]
-    fn frames_are_grpc_length_prefixed() {
-        let req = request(
-            &Provider {
-                cluster: "c".into(),
-                authority: "a".into(),
-                service_name: "productpage.default".into(),
-            },
-            vec![otlp::Span {
-                name: "op".into(),
-                ..Default::default()
-            }],
-        );
-        let framed = grpc_frame(&req);
-        assert_eq!(framed[0], 0, "not compressed");
-        let len = u32::from_be_bytes([framed[1], framed[2], framed[3], framed[4]]) as usize;
-        assert_eq!(len, framed.len() - 5);
-        let back = ExportTraceServiceRequest::decode(&framed[5..]).expect("decodes");
-        assert_eq!(back, req);
-    }
-
     #[tokio::test]
     async fn a_full_queue_drops_and_counts() {
         let (tracer, _task) = Tracer::new(Settings {
             flush_interval: Duration::from_secs(60),
             node_id: "n".into(),
+            service_cluster: "s.default".into(),
         });
         let provider = Arc::new(Provider {
             cluster: "c".into(),
             authority: "a".into(),
-            service_name: "s".into(),
+            service_name: Some("s".into()),
+            export: Export::OtlpGrpc,
+            trace_id_128bit: true,
         });
         for _ in 0..QUEUE + 3 {
             tracer.submit(provider.clone(), otlp::Span::default());

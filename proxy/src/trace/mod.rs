@@ -1,5 +1,6 @@
 //! Distributed tracing: one span per request per connection manager with `tracing` set, as
-//! Envoy's OpenTelemetry tracer makes them, exported with OTLP/gRPC.
+//! Envoy's OpenTelemetry and Zipkin tracers make them, exported with OTLP/gRPC or as Zipkin v2
+//! JSON.
 //!
 //! ```text
 //!  handle (http/mod.rs) ─► start: the request's context (context.rs: traceparent │ b3 │ x-b3-*)
@@ -8,8 +9,9 @@
 //!     ├─ the request leaves with this proxy's span as the next hop's parent (sampled or not)
 //!     └─ sampled: an Active span rides with the request's metrics (metrics/http.rs)
 //!  response body ends ─► Active::finish: Envoy's tags + custom tags ─► Tracer queue (bounded;
-//!     full: dropped and counted) ─► export.rs: batches by collector ─► OTLP/gRPC Export through
-//!     the collector's cluster (its pools, TLS and balancing), every flush interval
+//!     full: dropped and counted) ─► export.rs: batches by collector ─► otlp_grpc.rs (OTLP/gRPC
+//!     Export) │ zipkin.rs (v2 JSON POST) through the collector's cluster (its pools, TLS and
+//!     balancing), every flush interval
 //! ```
 //! A connection manager without `tracing` leaves trace headers alone and costs nothing. The
 //! span kind is the listener's direction: outbound requests are CLIENT spans, inbound (and a
@@ -17,6 +19,8 @@
 
 pub mod context;
 pub mod export;
+mod otlp_grpc;
+mod zipkin;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -96,7 +100,14 @@ pub fn start<B>(
     });
     let trace = match incoming.parent {
         Some((trace, _)) => trace,
-        None => nonzero(&mut rng),
+        None if config.provider.trace_id_128bit => nonzero(&mut rng),
+        // A 64-bit trace id (Zipkin's `trace_id_128bit: false`): the upper half zero.
+        None => {
+            let low: [u8; 8] = nonzero(&mut rng);
+            let mut trace = [0; 16];
+            trace[8..].copy_from_slice(&low);
+            trace
+        }
     };
     let span: context::SpanId = nonzero(&mut rng);
     let parent = incoming.parent.map(|(_, span)| span);

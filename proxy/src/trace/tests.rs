@@ -7,7 +7,7 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1 as otlp;
 
 use super::*;
-use crate::config::trace::{CustomTag, Provider, TagValue, Tracing};
+use crate::config::trace::{CustomTag, Export, Provider, TagValue, Tracing};
 
 fn config(random: f64) -> Arc<Tracing> {
     Arc::new(Tracing {
@@ -31,7 +31,9 @@ fn config(random: f64) -> Arc<Tracing> {
         provider: Arc::new(Provider {
             cluster: "outbound|4317||jaeger".into(),
             authority: "jaeger".into(),
-            service_name: "productpage.default".into(),
+            service_name: Some("productpage.default".into()),
+            export: Export::OtlpGrpc,
+            trace_id_128bit: true,
         }),
     })
 }
@@ -40,6 +42,7 @@ fn tracer() -> (Arc<Tracer>, ExportTask) {
     Tracer::new(Settings {
         flush_interval: Duration::from_secs(60),
         node_id: "sidecar~10.0.0.1~productpage-1.default~default.svc.cluster.local".into(),
+        service_cluster: "productpage.default".into(),
     })
 }
 
@@ -88,7 +91,10 @@ fn a_request_without_context_starts_a_sampled_trace_and_passes_it_on() {
         ..Default::default()
     });
     let (provider, exported) = task.try_recv().expect("the span was queued");
-    assert_eq!(provider.service_name, "productpage.default");
+    assert_eq!(
+        provider.service_name.as_deref(),
+        Some("productpage.default")
+    );
     assert_eq!(exported.trace_id, trace.to_vec());
     assert_eq!(exported.span_id, span.to_vec());
     assert!(exported.parent_span_id.is_empty());
@@ -196,4 +202,32 @@ fn random_sampling_decides_for_requests_without_a_decision() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_zipkin_provider_without_128_bit_ids_starts_64_bit_traces() {
+    let (tracer, _task) = tracer();
+    let mut tracing = (*config(100.0)).clone();
+    tracing.provider = Arc::new(Provider {
+        export: Export::ZipkinJson {
+            path: "/api/v2/spans".into(),
+        },
+        trace_id_128bit: false,
+        ..(*tracing.provider).clone()
+    });
+    let tracing = Arc::new(tracing);
+    for _ in 0..20 {
+        let mut req = request(&[]);
+        let active = start(&tracer, &tracing, Kind::Server, &mut req, peer()).expect("sampled");
+        let trace = active.trace_id();
+        assert_eq!(trace[..8], [0; 8], "the upper half is zero");
+        assert_ne!(trace[8..], [0; 8]);
+    }
+    // A caller's 128-bit trace is continued as it is.
+    let mut req = request(&[(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )]);
+    let active = start(&tracer, &tracing, Kind::Server, &mut req, peer()).expect("sampled");
+    assert_eq!(hex(&active.trace_id()), "4bf92f3577b34da6a3ce929d0e0e4736");
 }
