@@ -182,6 +182,34 @@ async fn zipkin_spans_reach_the_collector_through_its_cluster() {
 }
 
 #[tokio::test]
+async fn spans_a_zipkin_collector_refuses_are_counted_failed() {
+    let (app, _) = recorder(StatusCode::OK).await;
+    let (zipkin, collector) = recorder(StatusCode::BAD_REQUEST).await;
+    let (tracer, task) = Tracer::new(Settings {
+        flush_interval: Duration::from_millis(50),
+        node_id: "n".into(),
+        service_cluster: "app.default".into(),
+    });
+    let store = ConfigStore::new().with_tracer(tracer.clone());
+    let mut proxy = Proxy::start_with(store, |m| m.tracing = Some(zipkin_tracing()));
+    tokio::spawn(task.run(proxy.store.subscribe()));
+    proxy.route_all(
+        &[("app", false, vec![app]), (COLLECTOR, false, vec![zipkin])],
+        &["app"],
+        "app",
+    );
+    let (status, _, _) = get(&h1_client(), proxy.addr, "app", "/", &[]).await;
+    assert_eq!(status, 200, "the request is not the export's business");
+    let ordering = std::sync::atomic::Ordering::Relaxed;
+    eventually("the refused span counted", Duration::from_secs(10), || {
+        tracer.stats.failed.load(ordering) == 1
+    })
+    .await;
+    assert_eq!(collector.lock().len(), 1, "sent once, never retried");
+    assert_eq!(tracer.stats.exported.load(ordering), 0);
+}
+
+#[tokio::test]
 async fn without_tracing_trace_headers_pass_untouched_and_nothing_is_reported() {
     let (app, app_log) = recorder(StatusCode::OK).await;
     // A tracer without an exporter: a span handed to it would be counted as dropped.

@@ -14,8 +14,9 @@
 //!     balancing), every flush interval
 //! ```
 //! A connection manager without `tracing` leaves trace headers alone and costs nothing. The
-//! span kind is the listener's direction: outbound requests are CLIENT spans, inbound (and a
-//! gateway's) SERVER spans; Istio's sidecars do not spawn a separate upstream span.
+//! span kind is the listener's direction: an OUTBOUND listener's requests are CLIENT spans (a
+//! sidecar's outbound, and Istio's gateway listeners, which are OUTBOUND too), the others SERVER
+//! spans; Istio's sidecars (and its gateways, by default) do not spawn a separate upstream span.
 
 pub mod context;
 pub mod export;
