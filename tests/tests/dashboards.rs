@@ -502,7 +502,16 @@ async fn tcp_client(upstream: SocketAddr, dir: &Path) -> (XdsPeer, Sidecar, Sock
         "name": "tcp-out",
         "trafficDirection": "OUTBOUND",
         "address": {"socketAddress": {"address": listen.ip().to_string(), "portValue": listen.port()}},
+        // Istio's stats filter, as a TypedStruct (xds-peer's protobuf registry has Envoy's types
+        // only), so that the chain records Istio's TCP metrics.
         "filterChains": [{"filters": [{
+            "name": weft_xds::stats::STATS_FILTER,
+            "typedConfig": {
+                "@type": weft_xds::stats::TYPED_STRUCT_TYPE_URLS[0],
+                "typeUrl": weft_xds::stats::STATS_TYPE_URL,
+                "value": {"disableHostHeaderFallback": true},
+            },
+        }, {
             "name": TCP_PROXY,
             "typedConfig": {
                 "@type": TCP_PROXY_TYPE_URL,

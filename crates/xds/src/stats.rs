@@ -116,6 +116,23 @@ impl prost::Name for PluginConfig {
     }
 }
 
+/// `xds.type.v3.TypedStruct` (and its older twin `udpa.type.v1.TypedStruct`): an extension's
+/// config as a JSON-like `Struct` under the config's type URL, as Istio's EnvoyFilters and
+/// older istiod versions send the stats filter's. envoy-types carries neither.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TypedStruct {
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    #[prost(message, optional, tag = "2")]
+    pub value: Option<envoy_types::pb::google::protobuf::Struct>,
+}
+
+/// The type URLs of [`TypedStruct`].
+pub const TYPED_STRUCT_TYPE_URLS: [&str; 2] = [
+    "type.googleapis.com/xds.type.v3.TypedStruct",
+    "type.googleapis.com/udpa.type.v1.TypedStruct",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

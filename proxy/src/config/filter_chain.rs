@@ -323,9 +323,9 @@ fn network(prefix: &str, filters: Vec<lds::Filter>) -> Result<Network, Reason> {
                     access_logs,
                 }));
             }
-            super::stats::STATS_TYPE_URL if !last && stats.is_none() => {
+            _ if !last && stats.is_none() && super::stats::is_stats(&any) => {
                 stats =
-                    Some(super::stats::stats(&any.value).map_err(|r| {
+                    Some(super::stats::stats(&any).map_err(|r| {
                         r.within(&format!("{field}.{}", super::stats::STATS_FILTER))
                     })?);
             }

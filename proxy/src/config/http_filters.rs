@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use super::fault::Fault;
 use super::local_ratelimit::LocalRateLimit;
-use super::stats::{STATS_FILTER, STATS_TYPE_URL};
+use super::stats::STATS_FILTER;
 use super::{ROUTER_FILTER, ROUTER_TYPE, Reason, invalid};
 use crate::authn::JwtAuthn;
 use crate::authz::Rbac;
@@ -103,7 +103,11 @@ pub(super) fn http_filters(filters: Vec<hcm::HttpFilter>) -> Result<Filters, Rea
                 stats,
             });
         }
-        if is(STATS_FILTER, STATS_TYPE_URL) {
+        let stats_config = match &f.config_type {
+            Some(hcm::http_filter::ConfigType::TypedConfig(any)) => super::stats::is_stats(any),
+            _ => f.name == STATS_FILTER,
+        };
+        if stats_config {
             if stats.is_some() {
                 return Err(invalid(
                     field,
@@ -122,7 +126,7 @@ pub(super) fn http_filters(filters: Vec<hcm::HttpFilter>) -> Result<Filters, Rea
                 ));
             };
             stats = Some(
-                super::stats::stats(&any.value)
+                super::stats::stats(any)
                     .map_err(|r| r.within(&format!("{field} ({STATS_FILTER})")))?,
             );
             continue;

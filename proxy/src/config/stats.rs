@@ -8,14 +8,19 @@
 //!  definitions (custom metrics), reporter SERVER_GATEWAY, `match`: refused
 //! ```
 //!
+//! The config comes as `stats.PluginConfig`, or as a `TypedStruct` of it (how EnvoyFilters and
+//! older istiods write it), read field by field from its JSON-like value.
+//!
 //! `tcp_reporting_duration`, `rotation_interval` and `graceful_deletion_interval` are accepted
 //! and need nothing: TCP counters move as bytes pass, and series are bounded by the proxy's cap
 //! rather than expired.
 
 use std::sync::Arc;
 
+use envoy_types::pb::google::protobuf::value::Kind;
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, Struct, Value};
 use prost::Message;
-use weft_xds::stats::{self as wire, PluginConfig};
+use weft_xds::stats::{self as wire, PluginConfig, TypedStruct};
 
 use super::{Reason, invalid};
 use crate::access_log::filter::Expression;
@@ -23,13 +28,156 @@ use crate::metrics::view::{Metric, MetricSettings, Stats};
 
 pub use weft_xds::stats::{STATS_FILTER, STATS_TYPE_URL};
 
-/// Decodes and converts a stats filter's typed config.
-pub fn stats(bytes: &[u8]) -> Result<Arc<Stats>, Reason> {
-    let config = PluginConfig::decode(bytes).map_err(|e| Reason::Decode {
-        type_url: STATS_TYPE_URL.to_string(),
-        error: e.to_string(),
-    })?;
+/// Whether `any` is a stats filter's config: `stats.PluginConfig`, or a `TypedStruct` of it.
+pub fn is_stats(any: &Any) -> bool {
+    any.type_url == STATS_TYPE_URL
+        || typed_struct(any).is_some_and(|t| t.type_url == STATS_TYPE_URL)
+}
+
+fn typed_struct(any: &Any) -> Option<TypedStruct> {
+    wire::TYPED_STRUCT_TYPE_URLS
+        .contains(&any.type_url.as_str())
+        .then(|| TypedStruct::decode(any.value.as_slice()).ok())
+        .flatten()
+}
+
+/// Decodes and converts a stats filter's typed config (see [`is_stats`]).
+pub fn stats(any: &Any) -> Result<Arc<Stats>, Reason> {
+    let config = match typed_struct(any) {
+        Some(t) => from_struct(&t.value.unwrap_or_default())?,
+        None => PluginConfig::decode(any.value.as_slice()).map_err(|e| Reason::Decode {
+            type_url: STATS_TYPE_URL.to_string(),
+            error: e.to_string(),
+        })?,
+    };
     convert(config)
+}
+
+/// A `TypedStruct`'s value (proto3 JSON: lowerCamelCase or the proto's field names) as the
+/// message. Written by hand: the message is small, and no crate maps a `Struct` onto prost's
+/// types without the message's descriptor.
+fn from_struct(value: &Struct) -> Result<PluginConfig, Reason> {
+    let mut config = PluginConfig::default();
+    for (key, v) in &value.fields {
+        let at = |reason: &str| invalid(key.clone(), reason.to_string());
+        match snake(key).as_str() {
+            "disable_host_header_fallback" => {
+                config.disable_host_header_fallback = as_bool(v).ok_or_else(|| at("not a bool"))?;
+            }
+            "tcp_reporting_duration" => config.tcp_reporting_duration = Some(duration(key, v)?),
+            "rotation_interval" => config.rotation_interval = Some(duration(key, v)?),
+            "graceful_deletion_interval" => {
+                config.graceful_deletion_interval = Some(duration(key, v)?);
+            }
+            "reporter" => {
+                config.reporter = match v.kind.as_ref() {
+                    Some(Kind::StringValue(s)) if s == "UNSPECIFIED" => wire::REPORTER_UNSPECIFIED,
+                    Some(Kind::StringValue(s)) if s == "SERVER_GATEWAY" => {
+                        wire::REPORTER_SERVER_GATEWAY
+                    }
+                    Some(Kind::NumberValue(n)) if n.fract() == 0.0 => *n as i32,
+                    _ => return Err(at("not UNSPECIFIED or SERVER_GATEWAY")),
+                };
+            }
+            "definitions" => {
+                let items = as_list(v).ok_or_else(|| at("not a list"))?;
+                config.definitions = items
+                    .iter()
+                    .map(|_| wire::MetricDefinition::default())
+                    .collect();
+            }
+            "metrics" => {
+                let items = as_list(v).ok_or_else(|| at("not a list"))?;
+                for (i, item) in items.iter().enumerate() {
+                    let field = format!("{key}[{i}]");
+                    config.metrics.push(metric_config(&field, item)?);
+                }
+            }
+            _ => return Err(invalid(key.clone(), "unknown field of stats.PluginConfig")),
+        }
+    }
+    Ok(config)
+}
+
+fn metric_config(field: &str, value: &Value) -> Result<wire::MetricConfig, Reason> {
+    let Some(Kind::StructValue(object)) = value.kind.as_ref() else {
+        return Err(invalid(field, "not an object"));
+    };
+    let mut m = wire::MetricConfig::default();
+    for (key, v) in &object.fields {
+        let path = format!("{field}.{key}");
+        let text = |v: &Value| as_str(v).ok_or_else(|| invalid(&path, "not a string"));
+        match snake(key).as_str() {
+            "name" => m.name = text(v)?,
+            "match" => m.r#match = text(v)?,
+            "drop" => m.drop = as_bool(v).ok_or_else(|| invalid(&path, "not a bool"))?,
+            "tags_to_remove" => {
+                for item in as_list(v).ok_or_else(|| invalid(&path, "not a list"))? {
+                    m.tags_to_remove.push(text(item)?);
+                }
+            }
+            "dimensions" => {
+                let Some(Kind::StructValue(dims)) = v.kind.as_ref() else {
+                    return Err(invalid(&path, "not a map of tag names to expressions"));
+                };
+                for (tag, expr) in &dims.fields {
+                    m.dimensions.insert(tag.clone(), text(expr)?);
+                }
+            }
+            _ => return Err(invalid(path, "unknown field of stats.MetricConfig")),
+        }
+    }
+    Ok(m)
+}
+
+/// `tagsToRemove` → `tags_to_remove` (proto3 JSON takes either).
+fn snake(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn as_bool(v: &Value) -> Option<bool> {
+    match v.kind {
+        Some(Kind::BoolValue(b)) => Some(b),
+        _ => None,
+    }
+}
+
+fn as_str(v: &Value) -> Option<String> {
+    match &v.kind {
+        Some(Kind::StringValue(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn as_list(v: &Value) -> Option<&[Value]> {
+    match &v.kind {
+        Some(Kind::ListValue(l)) => Some(&l.values),
+        _ => None,
+    }
+}
+
+/// A proto3 JSON duration (`"15s"`, `"0.5s"`).
+fn duration(key: &str, v: &Value) -> Result<PbDuration, Reason> {
+    let bad = || invalid(key, "not a duration in seconds such as \"15s\"");
+    let text = as_str(v).ok_or_else(bad)?;
+    let seconds: f64 = text
+        .strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+        .ok_or_else(bad)?;
+    Ok(PbDuration {
+        seconds: seconds.trunc() as i64,
+        nanos: (seconds.fract() * 1e9).round() as i32,
+    })
 }
 
 fn convert(config: PluginConfig) -> Result<Arc<Stats>, Reason> {
@@ -210,6 +358,79 @@ mod tests {
         assert!(stats.metric(Metric::TcpSent).drop);
         assert!(!stats.metric(Metric::TcpReceived).drop);
         assert!(stats.needs_attributes());
+    }
+
+    /// JSON as a protobuf `Value`.
+    fn pb(json: serde_json::Value) -> Value {
+        use serde_json::Value as J;
+        let kind = match json {
+            J::Null => Kind::NullValue(0),
+            J::Bool(b) => Kind::BoolValue(b),
+            J::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
+            J::String(s) => Kind::StringValue(s),
+            J::Array(a) => Kind::ListValue(envoy_types::pb::google::protobuf::ListValue {
+                values: a.into_iter().map(pb).collect(),
+            }),
+            J::Object(o) => Kind::StructValue(Struct {
+                fields: o.into_iter().map(|(k, v)| (k, pb(v))).collect(),
+            }),
+        };
+        Value { kind: Some(kind) }
+    }
+
+    #[test]
+    fn a_typed_struct_reads_as_the_message() {
+        let json = serde_json::json!({
+            "disableHostHeaderFallback": true,
+            "tcp_reporting_duration": "2.5s",
+            "metrics": [
+                {"name": "requests_total", "tagsToRemove": ["response_code"],
+                 "dimensions": {"request_method": "request.method"}},
+                {"name": "tcp_sent_bytes_total", "drop": true}
+            ]
+        });
+        let Some(Kind::StructValue(value)) = pb(json).kind else {
+            panic!("an object");
+        };
+        let typed = Any {
+            type_url: wire::TYPED_STRUCT_TYPE_URLS[0].into(),
+            value: TypedStruct {
+                type_url: STATS_TYPE_URL.into(),
+                value: Some(value.clone()),
+            }
+            .encode_to_vec(),
+        };
+        assert!(is_stats(&typed));
+        let config = from_struct(&value).unwrap();
+        assert_eq!(
+            config.tcp_reporting_duration,
+            Some(PbDuration {
+                seconds: 2,
+                nanos: 500_000_000
+            })
+        );
+        let stats = stats(&typed).unwrap();
+        assert_eq!(stats.metric(Metric::Requests).remove, ["response_code"]);
+        assert!(stats.metric(Metric::TcpSent).drop);
+        // Not the stats config: another TypedStruct, or a typo.
+        let other = Any {
+            type_url: wire::TYPED_STRUCT_TYPE_URLS[1].into(),
+            value: TypedStruct {
+                type_url: "type.googleapis.com/other.Config".into(),
+                value: None,
+            }
+            .encode_to_vec(),
+        };
+        assert!(!is_stats(&other));
+        let mut typo = value;
+        typo.fields.insert(
+            "metric".into(),
+            Value {
+                kind: Some(Kind::BoolValue(true)),
+            },
+        );
+        let e = from_struct(&typo).unwrap_err().to_string();
+        assert!(e.contains("metric") && e.contains("unknown field"), "{e}");
     }
 
     #[test]
