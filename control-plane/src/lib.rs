@@ -717,23 +717,29 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn ready_once_the_model_of_a_synced_snapshot_is_served() {
+    /// The task that owns the model, started from `first` as `run` leaves it: the senders of
+    /// its inputs, the receivers of what it serves.
+    struct ModelTask {
+        snapshots: watch::Sender<Arc<Snapshot>>,
+        mesh: watch::Sender<Arc<mesh_config::MeshTelemetry>>,
+        _jwks: watch::Sender<Arc<jwks::JwksSet>>,
+        served: watch::Receiver<Arc<XdsGenerator>>,
+        readiness: watch::Receiver<Readiness>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn model_task(first: Arc<Snapshot>) -> ModelTask {
         let settings = MeshSettings::default();
-        // As `start` leaves things after a partial first snapshot (sync timeout).
-        let partial = snapshot(&["virtualservices"]);
-        let (snapshots_tx, snapshots) = watch::channel(partial.clone());
-        let (generators, served) = watch::channel(Arc::new(XdsGenerator::new(Arc::new(
-            Model::from_snapshot(&partial, &settings),
+        let (snapshots_tx, snapshots) = watch::channel(first.clone());
+        let (generators, mut served) = watch::channel(Arc::new(XdsGenerator::new(Arc::new(
+            Model::from_snapshot(&first, &settings),
         ))));
-        let (readiness_tx, mut readiness) =
-            watch::channel(Readiness::starting(partial.unsynced.clone()));
-        mark_served(&readiness_tx, &partial);
-        assert!(!readiness.borrow_and_update().is_ready());
-        let (_jwks_tx, jwks) = watch::channel(Arc::new(jwks::JwksSet::default()));
-        let initial_jwks = jwks.borrow().clone();
-        let (_mesh_tx, mesh) = watch::channel(Arc::new(mesh_config::MeshTelemetry::defaults()));
-        let initial_mesh = mesh.borrow().clone();
+        served.borrow_and_update();
+        let (readiness_tx, readiness) = watch::channel(Readiness::starting(first.unsynced.clone()));
+        mark_served(&readiness_tx, &first);
+        let (jwks_tx, jwks) = watch::channel(Arc::new(jwks::JwksSet::default()));
+        let (mesh_tx, mesh) = watch::channel(Arc::new(mesh_config::MeshTelemetry::defaults()));
+        let previous = (first, jwks.borrow().clone(), mesh.borrow().clone());
         let task = tokio::spawn(own_model(
             snapshots,
             jwks,
@@ -741,103 +747,78 @@ mod tests {
             settings,
             generators,
             readiness_tx,
-            (partial.clone(), initial_jwks, initial_mesh),
+            previous,
         ));
+        ModelTask {
+            snapshots: snapshots_tx,
+            mesh: mesh_tx,
+            _jwks: jwks_tx,
+            served,
+            readiness,
+            task,
+        }
+    }
 
+    /// Waits for the next served model.
+    async fn next_model(served: &mut watch::Receiver<Arc<XdsGenerator>>) -> Arc<XdsGenerator> {
+        tokio::time::timeout(Duration::from_secs(10), served.changed())
+            .await
+            .expect("a new model within 10s")
+            .expect("the model task is alive");
+        served.borrow_and_update().clone()
+    }
+
+    #[tokio::test]
+    async fn ready_once_the_model_of_a_synced_snapshot_is_served() {
+        // As `start` leaves things after a partial first snapshot (sync timeout).
+        let mut t = model_task(snapshot(&["virtualservices"]));
+        assert!(!t.readiness.borrow_and_update().is_ready());
         // The remaining list completes; the objects are the same, so the served model
         // does not change, but it now reflects a complete snapshot.
-        snapshots_tx.send_replace(snapshot(&[]));
+        t.snapshots.send_replace(snapshot(&[]));
         let ready = tokio::time::timeout(
             Duration::from_secs(10),
-            readiness.wait_for(Readiness::is_ready),
+            t.readiness.wait_for(Readiness::is_ready),
         )
         .await
         .expect("ready within 10s")
         .map(|state| state.clone())
         .expect("the model task is alive");
         assert_eq!(ready.describe(), "ready\n");
-        assert!(!served.has_changed().expect("the model task is alive"));
-        task.abort();
+        assert!(!t.served.has_changed().expect("the model task is alive"));
+        t.task.abort();
     }
 
     /// The generator of a changed model carries when the source saw the change, so pushes
     /// converge from the source's event.
     #[tokio::test]
     async fn a_new_model_carries_the_time_its_change_was_seen() {
-        let settings = MeshSettings::default();
-        let first = snapshot(&[]);
-        let (snapshots_tx, snapshots) = watch::channel(first.clone());
-        let (generators, mut served) = watch::channel(Arc::new(XdsGenerator::new(Arc::new(
-            Model::from_snapshot(&first, &settings),
-        ))));
-        let (readiness_tx, _readiness) = watch::channel(Readiness::starting(Vec::new()));
-        let (_jwks_tx, jwks) = watch::channel(Arc::new(jwks::JwksSet::default()));
-        let initial_jwks = jwks.borrow().clone();
-        let (_mesh_tx, mesh) = watch::channel(Arc::new(mesh_config::MeshTelemetry::defaults()));
-        let initial_mesh = mesh.borrow().clone();
-        let task = tokio::spawn(own_model(
-            snapshots,
-            jwks,
-            mesh,
-            settings,
-            generators,
-            readiness_tx,
-            (first, initial_jwks, initial_mesh),
-        ));
-        served.borrow_and_update();
+        let mut t = model_task(snapshot(&[]));
         let seen = std::time::Instant::now();
         let mut config = testing::bookinfo_config();
         config.objects.retain(|key, _| key.kind != "VirtualService");
-        snapshots_tx.send_replace(Arc::new(Snapshot {
+        t.snapshots.send_replace(Arc::new(Snapshot {
             config: Arc::new(config),
             registry: Some(Arc::default()),
             unsynced: Vec::new(),
             seen_at: source::SeenAt(Some(seen)),
         }));
-        tokio::time::timeout(Duration::from_secs(10), served.changed())
-            .await
-            .expect("a new model within 10s")
-            .expect("the model task is alive");
-        assert_eq!(served.borrow().changed_at, Some(seen));
-        task.abort();
+        assert_eq!(next_model(&mut t.served).await.changed_at, Some(seen));
+        t.task.abort();
     }
 
     /// An edited mesh config rebuilds the model with it, converging from when it was seen.
     #[tokio::test]
     async fn a_mesh_config_change_rebuilds_the_model() {
-        let settings = MeshSettings::default();
-        let first = snapshot(&[]);
-        let (_snapshots_tx, snapshots) = watch::channel(first.clone());
-        let (generators, mut served) = watch::channel(Arc::new(XdsGenerator::new(Arc::new(
-            Model::from_snapshot(&first, &settings),
-        ))));
-        let (readiness_tx, _readiness) = watch::channel(Readiness::starting(Vec::new()));
-        let (_jwks_tx, jwks) = watch::channel(Arc::new(jwks::JwksSet::default()));
-        let (mesh_tx, mesh) = watch::channel(Arc::new(mesh_config::MeshTelemetry::defaults()));
-        let initial_jwks = jwks.borrow().clone();
-        let initial_mesh = mesh.borrow().clone();
-        let task = tokio::spawn(own_model(
-            snapshots,
-            jwks,
-            mesh,
-            settings,
-            generators,
-            readiness_tx,
-            (first, initial_jwks, initial_mesh),
-        ));
-        served.borrow_and_update();
+        let mut t = model_task(snapshot(&[]));
         let seen = std::time::Instant::now();
         let mut edited = mesh_config::MeshTelemetry::defaults();
         edited.metrics.default_providers.clear();
         edited.seen_at = source::SeenAt(Some(seen));
-        mesh_tx.send_replace(Arc::new(edited));
-        tokio::time::timeout(Duration::from_secs(10), served.changed())
-            .await
-            .expect("a new model within 10s")
-            .expect("the model task is alive");
-        let generator = served.borrow().clone();
+        t.mesh.send_replace(Arc::new(edited));
+        let generator = next_model(&mut t.served).await;
         assert!(generator.model.metrics.default_providers.is_empty());
         assert_eq!(generator.changed_at, Some(seen));
-        task.abort();
+        t.task.abort();
     }
 }

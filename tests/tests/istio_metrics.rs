@@ -63,6 +63,23 @@ fn between(reporter: &'static str, code: &'static str) -> Vec<(&'static str, &'s
     ]
 }
 
+/// Reviews v1 and the client, sidecars speaking mutual TLS, routes in place; `controller`:
+/// more flags for the controller.
+async fn mesh(controller: &[String]) -> Mesh {
+    let mesh = Mesh::start_with(
+        &["v1"],
+        &[("reviews-vs.yaml", VS)],
+        &MeshOptions {
+            identity: true,
+            controller: controller.to_vec(),
+            ..Default::default()
+        },
+    )
+    .await;
+    mesh.wait_for_routes(Duration::from_secs(10)).await;
+    mesh
+}
+
 async fn stats(ip: std::net::IpAddr) -> Vec<Sample> {
     eventually(Duration::from_secs(5), "the stats port", || {
         scrape(SocketAddr::new(ip, 15090), "/stats/prometheus")
@@ -72,16 +89,7 @@ async fn stats(ip: std::net::IpAddr) -> Vec<Sample> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_are_counted_exactly_on_both_reporters_with_istios_labels() {
-    let mesh = Mesh::start_with(
-        &["v1"],
-        &[("reviews-vs.yaml", VS)],
-        &MeshOptions {
-            identity: true,
-            ..Default::default()
-        },
-    )
-    .await;
-    mesh.wait_for_routes(Duration::from_secs(10)).await;
+    let mesh = mesh(&[]).await;
     let (client, server) = (mesh.client.ip, mesh.sidecars[0].ip);
     // Both reporters have recorded the requests that found the routes.
     let ok_source = &between("source", "200");
@@ -258,16 +266,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_telemetrys_metric_overrides_reach_both_sidecars_while_they_run() {
-    let mesh = Mesh::start_with(
-        &["v1"],
-        &[("reviews-vs.yaml", VS)],
-        &MeshOptions {
-            identity: true,
-            ..Default::default()
-        },
-    )
-    .await;
-    mesh.wait_for_routes(Duration::from_secs(10)).await;
+    let mesh = mesh(&[]).await;
     let (client, server) = (mesh.client.ip, mesh.sidecars[0].ip);
     weft_e2e::write_file(&mesh.config_dir(), "telemetry.yaml", TELEMETRY);
     // The new settings are in place once a request is counted under them on both sides.
@@ -333,17 +332,7 @@ async fn an_edited_mesh_config_reaches_the_sidecars_without_a_restart() {
     let dir = weft_e2e::TempDir::new().expect("temp dir");
     let mesh_file = dir.path().join("mesh.yaml");
     weft_e2e::write_file(dir.path(), "mesh.yaml", "defaultProviders: {metrics: []}\n");
-    let mesh = Mesh::start_with(
-        &["v1"],
-        &[("reviews-vs.yaml", VS)],
-        &MeshOptions {
-            identity: true,
-            controller: vec!["--mesh-config".into(), mesh_file.display().to_string()],
-            ..Default::default()
-        },
-    )
-    .await;
-    mesh.wait_for_routes(Duration::from_secs(10)).await;
+    let mesh = mesh(&["--mesh-config".into(), mesh_file.display().to_string()]).await;
     let (client, server) = (mesh.client.ip, mesh.sidecars[0].ip);
     for _ in 0..3 {
         assert_eq!(mesh.get("/", &[]).await.unwrap().status, 200);

@@ -10,15 +10,15 @@
 
 use envoy_types::pb::envoy::config::listener::v3::{Filter, Listener, filter};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, http_filter,
+    HttpFilter, http_filter,
 };
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message as _;
-use weft_xds::contract::{HTTP_CONNECTION_MANAGER, TCP_PROXY};
+use weft_xds::contract::TCP_PROXY;
 use weft_xds::stats::{MetricConfig, PluginConfig, STATS_FILTER, STATS_TYPE_URL};
 
+use super::Proxy;
 use super::listeners::VIRTUAL_INBOUND;
-use super::{Proxy, pack};
 use crate::model::Model;
 use crate::model::metrics::{SideMetrics, resolve};
 use crate::model::telemetry::Side;
@@ -72,29 +72,18 @@ pub fn apply(model: &Model, proxy: &Proxy, listener: &mut Listener) {
                     config_type: Some(filter::ConfigType::TypedConfig(config.clone())),
                 },
             );
-            continue;
-        }
-        for f in &mut chain.filters {
-            if f.name != HTTP_CONNECTION_MANAGER {
-                continue;
-            }
-            let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
-                continue;
-            };
-            let Ok(mut hcm) = HttpConnectionManager::decode(any.value.as_slice()) else {
-                continue;
-            };
-            // Before the router, which is last.
-            let at = hcm.http_filters.len().saturating_sub(1);
-            hcm.http_filters.insert(
-                at,
-                HttpFilter {
-                    name: STATS_FILTER.to_string(),
-                    config_type: Some(http_filter::ConfigType::TypedConfig(config.clone())),
-                    ..Default::default()
-                },
-            );
-            *any = pack(&hcm);
         }
     }
+    super::listeners::for_each_hcm(listener, |hcm| {
+        // Before the router, which is last.
+        let at = hcm.http_filters.len().saturating_sub(1);
+        hcm.http_filters.insert(
+            at,
+            HttpFilter {
+                name: STATS_FILTER.to_string(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(config.clone())),
+                ..Default::default()
+            },
+        );
+    });
 }

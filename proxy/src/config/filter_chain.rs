@@ -388,15 +388,7 @@ fn tcp_proxy(mut t: tcp::TcpProxy) -> Result<TcpParts, Reason> {
         Some(d) if d.is_zero() => None,
         Some(d) => Some(d),
     };
-    let access_logs = take(&mut t.access_log)
-        .into_iter()
-        .enumerate()
-        .map(|(i, log)| {
-            crate::access_log::AccessLog::try_from(log)
-                .map_err(|e| invalid(format!("access_log[{i}]"), e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?
-        .into();
+    let access_logs = super::access_logs(take(&mut t.access_log))?;
     t.stat_prefix.clear();
     reject_set!(
         t,

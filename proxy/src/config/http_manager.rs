@@ -128,15 +128,7 @@ pub(super) fn connection_manager(mut m: hcm::HttpConnectionManager) -> Result<Ht
     let filters = super::http_filters::http_filters(take(&mut m.http_filters))?;
     let generate_request_id = m.generate_request_id.take().is_none_or(|b| b.value);
     m.stat_prefix.clear();
-    let access_logs = take(&mut m.access_log)
-        .into_iter()
-        .enumerate()
-        .map(|(i, log)| {
-            crate::access_log::AccessLog::try_from(log)
-                .map_err(|e| invalid(format!("access_log[{i}]"), e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?
-        .into();
+    let access_logs = super::access_logs(take(&mut m.access_log))?;
     let tracing = m
         .tracing
         .take()

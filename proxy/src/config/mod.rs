@@ -144,6 +144,21 @@ impl ConfigError {
 }
 
 /// Shorthand for `Reason::Invalid`.
+/// An `access_log` list (a connection manager's or a TCP proxy's) → the access logs it writes.
+pub(crate) fn access_logs(
+    logs: Vec<envoy_types::pb::envoy::config::accesslog::v3::AccessLog>,
+) -> Result<crate::access_log::AccessLogs, Reason> {
+    Ok(logs
+        .into_iter()
+        .enumerate()
+        .map(|(i, log)| {
+            crate::access_log::AccessLog::try_from(log)
+                .map_err(|e| invalid(format!("access_log[{i}]"), e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?
+        .into())
+}
+
 pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Reason {
     Reason::Invalid {
         field: field.into(),
