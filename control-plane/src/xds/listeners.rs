@@ -55,51 +55,40 @@ pub fn listeners(model: &Model, proxy: &Proxy) -> Vec<Listener> {
 
 /// Changes every TCP proxy of `listener` (its chains' and the default chain's) with `change`,
 /// re-packing each (see [`for_each_hcm`]).
-pub fn for_each_tcp_proxy(listener: &mut Listener, mut change: impl FnMut(&mut TcpProxy)) {
-    let chains = listener
-        .filter_chains
-        .iter_mut()
-        .chain(listener.default_filter_chain.as_mut());
-    for chain in chains {
-        for f in &mut chain.filters {
-            if f.name != TCP_PROXY {
-                continue;
-            }
-            let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
-                continue;
-            };
-            let Ok(mut tcp) = <TcpProxy as prost::Message>::decode(any.value.as_slice()) else {
-                continue;
-            };
-            change(&mut tcp);
-            *any = pack(&tcp);
-        }
-    }
+pub fn for_each_tcp_proxy(listener: &mut Listener, change: impl FnMut(&mut TcpProxy)) {
+    for_each_filter(listener, TCP_PROXY, change);
 }
 
 /// Changes every HTTP connection manager of `listener` (its chains' and the default chain's)
-/// with `change`, re-packing each: how the telemetry settings (access logs, tracing) reach
-/// the connection managers built before them.
-pub fn for_each_hcm(listener: &mut Listener, mut change: impl FnMut(&mut HttpConnectionManager)) {
+/// with `change`, re-packing each: how the telemetry settings (access logs, tracing, metrics)
+/// reach the connection managers built before them.
+pub fn for_each_hcm(listener: &mut Listener, change: impl FnMut(&mut HttpConnectionManager)) {
+    for_each_filter(listener, HTTP_CONNECTION_MANAGER, change);
+}
+
+/// Changes every network filter named `name` of `listener`, decoded as `M`, re-packing each.
+fn for_each_filter<M: prost::Message + prost::Name + Default>(
+    listener: &mut Listener,
+    name: &str,
+    mut change: impl FnMut(&mut M),
+) {
     let chains = listener
         .filter_chains
         .iter_mut()
         .chain(listener.default_filter_chain.as_mut());
     for chain in chains {
         for f in &mut chain.filters {
-            if f.name != HTTP_CONNECTION_MANAGER {
+            if f.name != name {
                 continue;
             }
             let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
                 continue;
             };
-            let Ok(mut hcm) =
-                <HttpConnectionManager as prost::Message>::decode(any.value.as_slice())
-            else {
+            let Ok(mut config) = M::decode(any.value.as_slice()) else {
                 continue;
             };
-            change(&mut hcm);
-            *any = pack(&hcm);
+            change(&mut config);
+            *any = pack(&config);
         }
     }
 }
