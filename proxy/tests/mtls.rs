@@ -15,99 +15,15 @@ use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::endpoint::v3 as eds;
 use envoy_types::pb::envoy::config::listener::v3 as lds;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
-use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use envoy_types::pb::google::protobuf::{Any, BoolValue, Struct, Value, value::Kind};
 use prost::Message as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::watch;
-use weft_identity::{
-    CaMaterial, CertificateAuthority, SpiffeId, TrustBundle, WorkloadCert, WorkloadKey,
-};
+use weft_identity::{CertificateAuthority, TrustBundle};
 use weft_proxy::ConfigStore;
-use weft_proxy::identity::IdentityState;
 use weft_proxy::tls::MeshTls;
 use weft_xds::type_url;
 
-const DAY: Duration = Duration::from_secs(86_400);
-
-fn ca() -> CertificateAuthority {
-    CertificateAuthority::new(CaMaterial::self_signed("cluster.local", DAY).unwrap()).unwrap()
-}
-
-fn identity(ca: &CertificateAuthority, sa: &str) -> watch::Sender<Arc<IdentityState>> {
-    let (tx, _rx) = watch::channel(Arc::new(state(ca, sa)));
-    tx
-}
-
-fn state(ca: &CertificateAuthority, sa: &str) -> IdentityState {
-    let id = SpiffeId::new("cluster.local", "default", sa).unwrap();
-    let key = WorkloadKey::generate().unwrap();
-    let chain = ca.sign(&key.csr_pem(&id).unwrap(), &id, DAY).unwrap();
-    let cert =
-        WorkloadCert::from_response(key, &chain, &id, &weft_identity::tls::provider()).unwrap();
-    IdentityState {
-        cert: Some(Arc::new(cert)),
-        bundle: Some(Arc::new(ca.trust_bundle().clone())),
-        last_error: None,
-        issued: 1,
-    }
-}
-
-fn sds(name: &str) -> tls::SdsSecretConfig {
-    tls::SdsSecretConfig {
-        name: name.into(),
-        sds_config: Some(core::ConfigSource {
-            config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
-                Default::default(),
-            )),
-            resource_api_version: core::ApiVersion::V3 as i32,
-            ..Default::default()
-        }),
-    }
-}
-
-fn mesh_common(alpn: &[&str], sans: &[&str]) -> tls::CommonTlsContext {
-    tls::CommonTlsContext {
-        tls_params: Some(tls::TlsParameters {
-            tls_minimum_protocol_version: tls::tls_parameters::TlsProtocol::TlSv13 as i32,
-            ..Default::default()
-        }),
-        alpn_protocols: alpn.iter().map(ToString::to_string).collect(),
-        tls_certificate_sds_secret_configs: vec![sds("default")],
-        validation_context_type: Some(
-            tls::common_tls_context::ValidationContextType::CombinedValidationContext(
-                tls::common_tls_context::CombinedCertificateValidationContext {
-                    default_validation_context: Some(tls::CertificateValidationContext {
-                        match_typed_subject_alt_names: sans
-                            .iter()
-                            .map(|san| tls::SubjectAltNameMatcher {
-                                san_type: tls::subject_alt_name_matcher::SanType::Uri as i32,
-                                matcher: Some(StringMatcher {
-                                    match_pattern: Some(string_matcher::MatchPattern::Exact(
-                                        san.to_string(),
-                                    )),
-                                    ..Default::default()
-                                }),
-                                ..Default::default()
-                            })
-                            .collect(),
-                        ..Default::default()
-                    }),
-                    validation_context_sds_secret_config: Some(sds("ROOTCA")),
-                    ..Default::default()
-                },
-            ),
-        ),
-        ..Default::default()
-    }
-}
-
-fn tls_socket(any: Any) -> core::TransportSocket {
-    core::TransportSocket {
-        name: "envoy.transport_sockets.tls".into(),
-        config_type: Some(core::transport_socket::ConfigType::TypedConfig(any)),
-    }
-}
+use common::mesh::{ca, identity, mesh_common, state, tls_socket};
 
 /// An EDS cluster with Istio's auto-mTLS transport socket matches.
 fn auto_mtls_cluster(name: &str, h2: bool, sans: &[&str]) -> Any {

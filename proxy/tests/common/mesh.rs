@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::listener::v3 as lds;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use envoy_types::pb::google::protobuf::{Any, BoolValue};
 use prost::Message as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -37,18 +38,23 @@ pub fn ca() -> CertificateAuthority {
 
 /// The identity of ServiceAccount `sa` in `default`, signed by `ca` (keep the sender alive).
 pub fn identity(ca: &CertificateAuthority, sa: &str) -> watch::Sender<Arc<IdentityState>> {
+    let (tx, _rx) = watch::channel(Arc::new(state(ca, sa)));
+    tx
+}
+
+/// A fresh certificate of ServiceAccount `sa` in `default`, signed by `ca`.
+pub fn state(ca: &CertificateAuthority, sa: &str) -> IdentityState {
     let id = SpiffeId::new("cluster.local", "default", sa).unwrap();
     let key = WorkloadKey::generate().unwrap();
     let chain = ca.sign(&key.csr_pem(&id).unwrap(), &id, DAY).unwrap();
     let cert =
         WorkloadCert::from_response(key, &chain, &id, &weft_identity::tls::provider()).unwrap();
-    let (tx, _rx) = watch::channel(Arc::new(IdentityState {
+    IdentityState {
         cert: Some(Arc::new(cert)),
         bundle: Some(Arc::new(ca.trust_bundle().clone())),
         last_error: None,
         issued: 1,
-    }));
-    tx
+    }
 }
 
 fn sds(name: &str) -> tls::SdsSecretConfig {
@@ -64,7 +70,9 @@ fn sds(name: &str) -> tls::SdsSecretConfig {
     }
 }
 
-fn common(alpn: &[&str]) -> tls::CommonTlsContext {
+/// Istio's mesh TLS context: TLS 1.3, the workload certificate and root from SDS (`default`,
+/// `ROOTCA`), the peer's URI SANs checked when `sans` names any.
+pub fn mesh_common(alpn: &[&str], sans: &[&str]) -> tls::CommonTlsContext {
     tls::CommonTlsContext {
         tls_params: Some(tls::TlsParameters {
             tls_minimum_protocol_version: tls::tls_parameters::TlsProtocol::TlSv13 as i32,
@@ -75,7 +83,22 @@ fn common(alpn: &[&str]) -> tls::CommonTlsContext {
         validation_context_type: Some(
             tls::common_tls_context::ValidationContextType::CombinedValidationContext(
                 tls::common_tls_context::CombinedCertificateValidationContext {
-                    default_validation_context: Some(Default::default()),
+                    default_validation_context: Some(tls::CertificateValidationContext {
+                        match_typed_subject_alt_names: sans
+                            .iter()
+                            .map(|san| tls::SubjectAltNameMatcher {
+                                san_type: tls::subject_alt_name_matcher::SanType::Uri as i32,
+                                matcher: Some(StringMatcher {
+                                    match_pattern: Some(string_matcher::MatchPattern::Exact(
+                                        san.to_string(),
+                                    )),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    }),
                     validation_context_sds_secret_config: Some(sds("ROOTCA")),
                     ..Default::default()
                 },
@@ -85,7 +108,7 @@ fn common(alpn: &[&str]) -> tls::CommonTlsContext {
     }
 }
 
-fn tls_socket(any: Any) -> core::TransportSocket {
+pub fn tls_socket(any: Any) -> core::TransportSocket {
     core::TransportSocket {
         name: "envoy.transport_sockets.tls".into(),
         config_type: Some(core::transport_socket::ConfigType::TypedConfig(any)),
@@ -204,7 +227,7 @@ pub async fn start(
     filters.push(tcp_filter(inbound, options.server_logs));
     let downstream = tls::DownstreamTlsContext {
         require_client_certificate: Some(BoolValue { value: true }),
-        common_tls_context: Some(common(&["h2", "http/1.1"])),
+        common_tls_context: Some(mesh_common(&["h2", "http/1.1"], &[])),
         ..Default::default()
     };
     let listener = lds::Listener {
@@ -229,7 +252,7 @@ pub async fn start(
     let mut outbound = cds::Cluster::decode(cluster(CLUSTER, false).value.as_slice()).unwrap();
     let upstream = tls::UpstreamTlsContext {
         sni: "outbound_.9000_._.tcp-echo.default.svc.cluster.local".into(),
-        common_tls_context: Some(common(&["istio-peer-exchange", "istio"])),
+        common_tls_context: Some(mesh_common(&["istio-peer-exchange", "istio"], &[])),
         ..Default::default()
     };
     outbound.transport_socket = Some(tls_socket(any(&upstream)));
