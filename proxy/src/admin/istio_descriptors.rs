@@ -13,6 +13,7 @@ use prost_reflect::prost_types::{
     FileDescriptorProto, MessageOptions,
 };
 
+/// A field; its JSON name is left for the pool to derive (protoc's rule: `tagsToRemove`).
 fn field(
     name: &str,
     number: i32,
@@ -22,30 +23,12 @@ fn field(
 ) -> FieldDescriptorProto {
     FieldDescriptorProto {
         name: Some(name.to_string()),
-        json_name: Some(json_name(name)),
         number: Some(number),
         label: Some(label as i32),
         r#type: Some(kind as i32),
         type_name: type_name.map(str::to_string),
         ..Default::default()
     }
-}
-
-/// protoc's JSON name: `tags_to_remove` → `tagsToRemove`.
-fn json_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut upper = false;
-    for c in name.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.push(c.to_ascii_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn enumeration(name: &str, values: &[(&str, i32)]) -> EnumDescriptorProto {
