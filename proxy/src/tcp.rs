@@ -115,7 +115,6 @@ pub async fn proxy(
     // filter).
     let reporter = t.listener.direction.reporter();
     let stats = config.stats.as_ref().filter(|_| t.metrics.enabled());
-    let start = std::time::SystemTime::now();
     let key = |service: Option<&Service>,
                flags: ResponseFlags,
                upstream_mtls: bool,
@@ -131,7 +130,7 @@ pub async fn proxy(
                 ..TcpEnd::default()
             };
             stats.values(&crate::access_log::tcp::entry(
-                start,
+                std::time::SystemTime::now(),
                 Duration::ZERO,
                 (peer, destination),
                 sni.as_deref(),

@@ -21,7 +21,7 @@ use weft_api::telemetry::{IstioMetric, Metrics, TagOperation, WorkloadMode};
 use weft_xds::stats as wire;
 
 use super::Model;
-use super::telemetry::{Side, TelemetryEntry};
+use super::telemetry::Side;
 use crate::object::{ObjectKey, Warning};
 
 /// Istio's built-in metrics provider, and the kind of `extensionProviders` entry that is one.
@@ -316,28 +316,19 @@ pub fn check(model: &Model) -> Vec<Warning> {
         }
     }
     for entry in &model.telemetries {
-        check_entry(entry, mesh, &not_prometheus, &mut warnings);
-    }
-    warnings
-}
-
-fn check_entry(
-    entry: &TelemetryEntry,
-    mesh: &MeshMetrics,
-    not_prometheus: &dyn Fn(&str) -> String,
-    warnings: &mut Vec<Warning>,
-) {
-    for (i, m) in entry.metrics.iter().enumerate() {
-        for (j, p) in m.providers.iter().enumerate() {
-            if !mesh.prometheus.contains(&p.name) {
-                warnings.push(Warning::new(
-                    &entry.key,
-                    format!("spec.metrics[{i}].providers[{j}]"),
-                    not_prometheus(&p.name),
-                ));
+        for (i, m) in entry.metrics.iter().enumerate() {
+            for (j, p) in m.providers.iter().enumerate() {
+                if !mesh.prometheus.contains(&p.name) {
+                    warnings.push(Warning::new(
+                        &entry.key,
+                        format!("spec.metrics[{i}].providers[{j}]"),
+                        not_prometheus(&p.name),
+                    ));
+                }
             }
         }
     }
+    warnings
 }
 
 #[cfg(test)]
