@@ -401,8 +401,13 @@ impl KubeCluster {
 
     /// `kubectl apply -f -` with `yaml` on stdin.
     pub fn kubectl_apply_stdin(&self, yaml: &str) -> Output {
+        self.kubectl_stdin(&["apply", "-f", "-"], yaml)
+    }
+
+    /// Runs kubectl with `args` and `input` on stdin.
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
         let mut child = self
-            .command(&k8s_bins().kubectl, &["apply", "-f", "-"])
+            .command(&k8s_bins().kubectl, args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -412,7 +417,7 @@ impl KubeCluster {
             .stdin
             .take()
             .expect("piped stdin")
-            .write_all(yaml.as_bytes())
+            .write_all(input.as_bytes())
             .expect("writing to kubectl's stdin");
         child.wait_with_output().expect("waiting for kubectl")
     }

@@ -5,6 +5,7 @@
 //! in parallel with the standard ports (15000, 15001, 15006, 15010, …) on every "pod".
 //! Processes are killed when their handle is dropped, also when a test panics.
 
+pub mod api_cases;
 pub mod jaeger;
 pub mod k8s;
 pub mod node;

@@ -67,7 +67,15 @@ fn syntax_error(slice: Slice<'_>, index: usize, error: &serde_yaml::Error) -> Pa
     let (line, column) = error
         .location()
         .map_or((slice.line, 1), |l| (slice.line + l.line() - 1, l.column()));
-    let message = shift_lines(&error.to_string(), slice.line);
+    let mut message = error.to_string();
+    // The location is said once, up front, counted from the start of the file.
+    if let Some(l) = error.location() {
+        let own = format!(" at line {} column {}", l.line(), l.column());
+        if let Some(at) = message.find(&own) {
+            message.replace_range(at..at + own.len(), "");
+        }
+    }
+    let message = shift_lines(&message, slice.line);
     let identity = guess_identity(slice.text);
     ParsedDocument {
         index,
@@ -438,5 +446,59 @@ spec: {address: 10.0.0.1}
             .collect();
         assert_eq!(names, [Ok("vm1".to_string()), Ok("vm2".to_string())]);
         assert_eq!(docs[1].line, 6);
+    }
+}
+
+#[cfg(test)]
+mod yaml_tests {
+    use super::*;
+
+    fn scalar(text: &str) -> serde_yaml::Value {
+        let doc = format!("a: {text}\n");
+        let v: serde_yaml::Value = serde_yaml::from_str(&doc).expect("valid YAML");
+        v["a"].clone()
+    }
+
+    /// Plain scalars resolve by YAML 1.2's core schema, as the Kubernetes API server reads
+    /// them, not by YAML 1.1's: no `yes`/`on` booleans, no base-60 numbers, so IPv6
+    /// addresses, times and words stay strings.
+    #[test]
+    fn plain_scalars_resolve_by_the_yaml_1_2_core_schema() {
+        use serde_yaml::Value;
+        for s in [
+            "001:db8::1",
+            "2001:db8::1",
+            "yes",
+            "no",
+            "on",
+            "off",
+            "y",
+            "1:20",
+            "12:30:00",
+            "1_000",
+        ] {
+            assert_eq!(scalar(s), Value::String(s.into()), "{s}");
+        }
+        assert_eq!(scalar("true"), Value::Bool(true));
+        assert_eq!(scalar("True"), Value::Bool(true));
+        assert_eq!(scalar("~"), Value::Null);
+        assert_eq!(scalar("null"), Value::Null);
+        assert_eq!(scalar("80"), Value::Number(80.into()));
+        assert_eq!(scalar("+80"), Value::Number(80.into()));
+        assert_eq!(scalar("0x50"), Value::Number(80.into()));
+        assert_eq!(scalar("0o17"), Value::Number(15.into()));
+        assert_eq!(scalar("1.5"), Value::Number(1.5.into()));
+    }
+
+    #[test]
+    fn a_syntax_error_says_its_place_once() {
+        let text = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a\n";
+        let docs = parse_documents(text);
+        let message = docs[0].result.as_ref().expect_err("broken").to_string();
+        assert!(
+            message.contains("invalid YAML at line 6, column 1: "),
+            "{message}"
+        );
+        assert_eq!(message.matches("line 6").count(), 1, "{message}");
     }
 }

@@ -172,10 +172,9 @@ impl fmt::Display for Duration {
     }
 }
 
-/// A Go duration as Istio writes them (`1.5s`, `100ms`, `1h2m3s`): Kubernetes checks the shape,
-/// `weft-api` the value.
-pub const DURATION_PATTERN: &str = r"^\+?(0|([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$";
-
+/// The schema of a duration field: a string, with Istio's CEL rule that it is at least 1 ms
+/// (as Istio's CRDs give every `google.protobuf.Duration` unless the proto opts out; those
+/// fields use [`AnyDuration`]'s schema).
 impl schemars::JsonSchema for Duration {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "Duration".into()
@@ -186,10 +185,31 @@ impl schemars::JsonSchema for Duration {
     }
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let (rule, message) = crate::crd::DURATION_RULE;
         schemars::json_schema!({
             "type": "string",
-            "pattern": DURATION_PATTERN,
+            "x-kubernetes-validations": [{"rule": rule, "message": message}],
         })
+    }
+}
+
+/// The schema of the durations Istio's protos exempt from the 1 ms floor
+/// (`+protoc-gen-crd:duration-validation:none`: a TCP idle timeout, a cookie's TTL, where
+/// zero means something). Use it as `#[schemars(with = "Option<AnyDuration>")]` on a
+/// [`Duration`] field.
+pub struct AnyDuration;
+
+impl schemars::JsonSchema for AnyDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AnyDuration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string"})
     }
 }
 

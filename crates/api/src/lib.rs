@@ -26,6 +26,7 @@ pub mod security;
 pub mod telemetry;
 pub mod validation;
 
+pub use de::quoted;
 pub use duration::Duration;
 pub use meta::ObjectMeta;
 pub use object::{ConfigObject, DocumentError, Kind, ParsedDocument, Resource, parse_documents};

@@ -405,6 +405,9 @@ fn get_str<'a>(map: &'a serde_yaml::Mapping, key: &str) -> Option<&'a str> {
     map.get(key).and_then(serde_yaml::Value::as_str)
 }
 
+/// The kinds whose schema requires `spec` (Istio's `required: [spec]`).
+pub const SPEC_REQUIRED: &[&str] = &["ServiceEntry", "WorkloadEntry", "WorkloadGroup"];
+
 /// Parses one already-loaded YAML document.
 pub fn parse_value(mut value: serde_yaml::Value) -> Result<ConfigObject, DocumentError> {
     let invalid = |kind: Option<&str>, name: Option<&str>, ns: Option<&str>, e: Vec<FieldError>| {
@@ -485,11 +488,31 @@ pub fn parse_value(mut value: serde_yaml::Value) -> Result<ConfigObject, Documen
         ));
     }
 
+    // As in Istio's CRDs, only the kinds whose schema requires `spec` refuse an object
+    // without one; the others are validated as an empty spec (where Istio's validation then
+    // names what is missing, such as a VirtualService's hosts).
+    if let Some(map) = value.as_mapping_mut()
+        && map.get("spec").is_none_or(serde_yaml::Value::is_null)
+    {
+        if SPEC_REQUIRED.contains(&k.as_str()) {
+            return Err(invalid(
+                Some(&kind),
+                name.as_deref(),
+                namespace.as_deref(),
+                vec![FieldError::new(
+                    "spec",
+                    format!("required: a {kind} must have a spec"),
+                )],
+            ));
+        }
+        map.insert("spec".into(), serde_yaml::Mapping::new().into());
+    }
+
     fn load<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<Resource<T>, FieldError> {
         serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            FieldError::new(path, e.into_inner().to_string())
+            FieldError::new(path, crate::de::plain_message(&e.into_inner().to_string()))
         })
     }
 
@@ -594,7 +617,7 @@ spec:
         assert_eq!(
             invalid_errors(&docs[0]),
             [
-                "spec.http[0].route[0].destination.hots: unknown field `hots`, expected one of `host`, `subset`, `port`"
+                "spec.http[0].route[0].destination.hots: unknown field \"hots\", expected one of \"host\", \"subset\", \"port\""
             ]
         );
         match &docs[0].result {

@@ -32,7 +32,9 @@ fn istio_spec_schema(kind: Kind) -> Value {
     istio_crds()
         .into_iter()
         .find(|c| c["spec"]["names"]["kind"] == kind.as_str())
-        .map(|c| c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone())
+        .map(|c| {
+            c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
+        })
         .unwrap_or_else(|| panic!("Istio's CRDs have no {kind}"))
 }
 
@@ -71,7 +73,11 @@ fn local_mode_gives_istios_verdict() {
             }
         }
     }
-    assert!(count > 0, "no cases found in {}", cases::cases_dir().display());
+    assert!(
+        count > 0,
+        "no cases found in {}",
+        cases::cases_dir().display()
+    );
     assert!(
         wrong.is_empty(),
         "{} of {count} cases get a verdict other than Istio's:\n\n{}",
@@ -92,13 +98,18 @@ fn case_files_are_well_formed() {
             assert!(
                 n.len() <= 63
                     && !n.is_empty()
-                    && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && n.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                     && !n.starts_with('-')
                     && !n.ends_with('-'),
                 "{}: case name {n:?} is not a DNS-1123 label",
                 path.display()
             );
-            assert!(names.insert(n.clone()), "{}: case {n:?} twice", path.display());
+            assert!(
+                names.insert(n.clone()),
+                "{}: case {n:?} twice",
+                path.display()
+            );
             if case.refused.is_some() {
                 assert!(
                     case.rule.is_some(),

@@ -296,7 +296,7 @@ fn the_validator_catches_bad_documents() {
     assert_eq!(out.len(), 2, "{out:?}");
     let schema = open_api_schema(Kind::VirtualService);
     let mut out = Vec::new();
-    let doc = serde_json::json!({"spec": {"http": [{"timeout": "5"}]}});
+    let doc = serde_json::json!({"spec": {"http": [{"timeout": 5}]}});
     check(&schema, &doc, "", &mut out);
     assert_eq!(out.len(), 1, "{out:?}");
 }
@@ -338,7 +338,12 @@ fn names_and_versions_match_istio() {
             &["v1", "v1beta1"],
             "v1",
         ),
-        (Kind::Telemetry, &["telemetry"], &["v1", "v1alpha1"], "v1"),
+        (
+            Kind::Telemetry,
+            &["telemetry"],
+            &["v1", "v1alpha1"],
+            "v1alpha1",
+        ),
         (Kind::LocalRateLimit, &["lrl"], &["v1alpha1"], "v1alpha1"),
     ];
     for (kind, shorts, versions, storage) in expect {

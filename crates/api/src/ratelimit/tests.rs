@@ -86,11 +86,11 @@ fn validation_table() {
         ),
         (
             "{limit: {requests: 1, per: 1s, brust: 2}}",
-            &["spec.limit.brust: unknown field `brust`"],
+            &["spec.limit.brust: unknown field \"brust\""],
         ),
         (
             "{limit: {requests: 1, per: 1s}, global: true}",
-            &["spec.global: unknown field `global`"],
+            &["spec.global: unknown field \"global\""],
         ),
     ];
     for (spec, want) in cases {
