@@ -508,6 +508,21 @@ pub fn parse_value(mut value: serde_yaml::Value) -> Result<ConfigObject, Documen
         map.insert("spec".into(), serde_yaml::Mapping::new().into());
     }
 
+    // The schema first, as the API server checks it before any webhook: every error at once.
+    if let Some(spec) = value.get("spec")
+        && let Ok(spec) = serde_json::to_value(spec)
+    {
+        let errors = crate::crd::check_spec(k, &spec);
+        if !errors.is_empty() {
+            return Err(invalid(
+                Some(&kind),
+                name.as_deref(),
+                namespace.as_deref(),
+                errors,
+            ));
+        }
+    }
+
     fn load<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<Resource<T>, FieldError> {
         serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
@@ -617,7 +632,7 @@ spec:
         assert_eq!(
             invalid_errors(&docs[0]),
             [
-                "spec.http[0].route[0].destination.hots: unknown field \"hots\", expected one of \"host\", \"subset\", \"port\""
+                "spec.http[0].route[0].destination.hots: unknown field \"hots\"; known fields: host, port, subset"
             ]
         );
         match &docs[0].result {

@@ -246,7 +246,7 @@ fn broken_corpus_documents_are_reported_with_paths() {
     let err = docs[0].result.as_ref().expect_err("typo");
     assert_eq!(
         err.errors()[0].to_string(),
-        "spec.http[0].route[0].destination.hots: unknown field \"hots\", expected one of \"host\", \"subset\", \"port\""
+        "spec.http[0].route[0].destination.hots: unknown field \"hots\"; known fields: host, port, subset"
     );
     match err {
         DocumentError::Invalid { kind, name, .. } => {
