@@ -79,3 +79,83 @@ pub fn check_all(cluster: &KubeCluster) -> usize {
     );
     jobs.len()
 }
+
+/// Every Istio object of the shared corpus (`shared/corpus/istio`, Istio's own samples and
+/// test configuration) is accepted unchanged by the API server, through Weft's CRDs and
+/// webhook (`kubectl apply --dry-run=server`, one file at a time). Returns the number of
+/// objects sent.
+pub fn check_corpus(cluster: &KubeCluster) -> usize {
+    use serde::Deserialize;
+
+    let root = crate::istio_corpus();
+    let mut files = Vec::new();
+    corpus_files(&root, &mut files);
+    let mut objects = 0;
+    let mut refused = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+        let mut docs = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let Ok(value) = serde_yaml::Value::deserialize(doc) else {
+                break;
+            };
+            let (Some(api), Some(kind)) = (value["apiVersion"].as_str(), value["kind"].as_str())
+            else {
+                continue;
+            };
+            let group = api.split_once('/').map_or("", |(g, _)| g);
+            if !Kind::parse(kind)
+                .is_some_and(|k| k.group() == group && group.ends_with(".istio.io"))
+            {
+                continue;
+            }
+            if let Some(ns) = value["metadata"]["namespace"].as_str()
+                && !cluster.kubectl(&["get", "namespace", ns]).status.success()
+            {
+                cluster.kubectl_ok(&["create", "namespace", ns]);
+            }
+            docs.push(serde_yaml::to_string(&value).expect("a document serializes"));
+        }
+        if docs.is_empty() {
+            continue;
+        }
+        objects += docs.len();
+        let out = cluster.kubectl_stdin(
+            &["apply", "--dry-run=server", "-n", "default", "-f", "-"],
+            &docs.join("---\n"),
+        );
+        if !out.status.success() {
+            refused.push(format!(
+                "{}:\n{}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    assert!(objects > 0, "no Istio objects in {}", root.display());
+    assert!(
+        refused.is_empty(),
+        "the API server refuses Istio's own config:\n{}",
+        refused.join("\n")
+    );
+    objects
+}
+
+fn corpus_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            // istio/api's schemas and protos are not config.
+            if path.file_name().is_some_and(|n| n != "api") {
+                corpus_files(&path, out);
+            }
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+}

@@ -424,6 +424,11 @@ async fn crds_chart_rbac_webhook_and_bookinfo() {
     // Every API parity case gets Istio's verdict from the schema, CEL rules and webhook.
     let checked = weft_e2e::api_cases::check_all(&cluster);
     eprintln!("{:?}: {checked} API cases judged", started.elapsed());
+    let objects = weft_e2e::api_cases::check_corpus(&cluster);
+    eprintln!(
+        "{:?}: {objects} objects of Istio's corpus accepted",
+        started.elapsed()
+    );
 
     // Sidecar injection through the chart's MutatingWebhookConfiguration: a pod created in a
     // namespace labelled istio-injection=enabled is stored with the sidecar; one that opts
