@@ -878,9 +878,9 @@ async fn dashboards_query_metrics_weft_exposes_and_answer_from_a_real_mesh() {
             "{status} {body}"
         );
         let (status, body) =
-            webhook_call(webhook, &root, "/validate", &validation_review((50, 40))).await;
+            webhook_call(webhook, &root, "/validate", &validation_review((0, 0))).await;
         assert!(
-            status == 200 && body.contains("weights must sum to 100"),
+            status == 200 && body.contains("total destination weight = 0"),
             "{status} {body}"
         );
         let (status, _) = webhook_call(webhook, &root, "/validate", b"{not a review").await;

@@ -130,8 +130,8 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 const INVALID: &[(&str, &str, &[&str])] = &[
     (
         "VirtualService",
-        "http:\n  - route:\n    - destination: {host: reviews, subset: v1}\n      weight: 60\n    - destination: {host: reviews, subset: v2}\n      weight: 30\n",
-        &["spec.http[0].route", "weights must sum to 100, got 90"],
+        "http:\n  - route:\n    - destination: {host: reviews, subset: v1}\n      weight: 0\n    - destination: {host: reviews, subset: v2}\n      weight: 0\n",
+        &["spec.http[0].route", "total destination weight = 0"],
     ),
     (
         "VirtualService",

@@ -122,13 +122,17 @@ fn merge_route(root: &HttpRoute, mut leaf: HttpRoute) -> Option<HttpRoute> {
         retries,
         fault,
         mirror,
-        mirror_percent,
         mirror_percentage,
         cors_policy,
         headers
     );
     if leaf.mirrors.is_empty() {
         leaf.mirrors = root.mirrors.clone();
+    }
+    // `mirrorPercent` and `mirror_percent` are one proto field under two names.
+    if leaf.mirror_percent_value().is_none() {
+        leaf.mirror_percent = root.mirror_percent;
+        leaf.mirror_percent_snake = root.mirror_percent_snake;
     }
     Some(leaf)
 }

@@ -19,7 +19,7 @@ fn vs(version: &str, weight: u32) -> DynamicObject {
         },
         "spec": {"hosts": ["reviews"], "http": [{"route": [
             {"destination": {"host": "reviews", "subset": "v1"}, "weight": weight},
-            {"destination": {"host": "reviews", "subset": "v2"}, "weight": 10},
+            {"destination": {"host": "reviews", "subset": "v2"}, "weight": weight},
         ]}]},
     }))
 }
@@ -38,14 +38,14 @@ fn parses_like_local_mode_and_keeps_the_last_good_version() {
         PathBuf::from("/apis/networking.istio.io/v1/namespaces/default/virtualservices/reviews")
     );
 
-    let bad = vs("2", 50);
+    let bad = vs("2", 0);
     let set = objects.update([(&VS, &bad)]);
     assert!(set.objects[&key].stale);
     let errors =
         &set.errors["/apis/networking.istio.io/v1/namespaces/default/virtualservices/reviews"];
     assert_eq!(
         errors[0],
-        "VirtualService default/reviews: spec.http[0].route: weights must sum to 100, got 60"
+        "VirtualService default/reviews: spec.http[0].route: total destination weight = 0"
     );
 
     // Deleted: gone, errors too.

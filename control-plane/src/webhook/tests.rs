@@ -83,12 +83,12 @@ fn route(host: &str) -> Value {
 fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
     vec![
         (
-            "weights that do not sum to 100",
+            "weights that are all 0",
             vs(json!([{"route": [
-                {"destination": {"host": "reviews", "subset": "v1"}, "weight": 50},
-                {"destination": {"host": "reviews", "subset": "v2"}, "weight": 40},
+                {"destination": {"host": "reviews", "subset": "v1"}, "weight": 0},
+                {"destination": {"host": "reviews", "subset": "v2"}, "weight": 0},
             ]}])),
-            "spec.http[0].route: weights must sum to 100, got 90",
+            "spec.http[0].route: total destination weight = 0",
         ),
         (
             "a regex that does not compile",
@@ -363,7 +363,7 @@ fn http_layer() {
     assert_eq!(value["response"]["status"]["code"], 400);
     assert_eq!(
         value["response"]["status"]["message"],
-        "spec.http[0].route: weights must sum to 100, got 90"
+        "spec.http[0].route: total destination weight = 0"
     );
 
     assert_eq!(

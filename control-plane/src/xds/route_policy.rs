@@ -208,7 +208,7 @@ pub fn mirror_policies(
     };
     let mut out = Vec::new();
     if let Some(mirror) = &http.mirror {
-        let fraction = match (&http.mirror_percentage, http.mirror_percent) {
+        let fraction = match (&http.mirror_percentage, http.mirror_percent_value()) {
             (Some(p), _) => percentage(Some(p), None),
             (None, Some(p)) => FractionalPercent {
                 numerator: p,

@@ -360,6 +360,11 @@ fn translate_route(
     out
 }
 
+/// A set, non-empty text field.
+fn non_empty(text: &Option<String>) -> Option<String> {
+    text.clone().filter(|text| !text.is_empty())
+}
+
 /// An Istio redirect as Istio's `ApplyRedirect` builds it for a sidecar (plain HTTP):
 /// `derivePort: FROM_REQUEST_PORT` is the routed port, and the default port of the
 /// scheme is left out.
@@ -389,11 +394,17 @@ pub fn redirect_action(redirect: &HttpRedirect, port: u32) -> RedirectAction {
         response_code: code as i32,
         scheme_rewrite_specifier: scheme
             .map(redirect_action::SchemeRewriteSpecifier::SchemeRedirect),
-        path_rewrite_specifier: redirect
-            .uri
-            .clone()
-            .filter(|uri| !uri.is_empty())
-            .map(redirect_action::PathRewriteSpecifier::PathRedirect),
+        // `uri` replaces the whole path; else `prefixRewrite` the matched prefix.
+        path_rewrite_specifier: match (
+            non_empty(&redirect.uri),
+            non_empty(&redirect.prefix_rewrite),
+        ) {
+            (Some(uri), _) => Some(redirect_action::PathRewriteSpecifier::PathRedirect(uri)),
+            (None, Some(prefix)) => {
+                Some(redirect_action::PathRewriteSpecifier::PrefixRewrite(prefix))
+            }
+            (None, None) => None,
+        },
         ..Default::default()
     }
 }

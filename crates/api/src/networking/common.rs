@@ -7,10 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::de::null_default;
 use crate::validation::{
-    FieldError, Path, Validate, check, check_selector_labels,
-    validate_destination_request_header_op_name, validate_header_op_name, validate_header_value,
-    validate_port, validate_regex, validate_request_header_op_name, validate_subset_name,
-    validate_wildcard_domain,
+    FieldError, Path, Validate, check, check_selector_labels, validate_header_op_name,
+    validate_header_value, validate_port, validate_regex, validate_request_header_op_name,
+    validate_subset_name, validate_wildcard_domain,
 };
 
 /// How a string is matched. In YAML: `{exact: x}`, `{prefix: x}` or `{regex: x}`.
@@ -269,10 +268,9 @@ pub struct HeaderOperations {
 /// Which header names an operation list may target.
 #[derive(Clone, Copy)]
 enum HeaderOpsScope {
-    /// A route's request headers: the authority (`:authority`/`host`) may be set.
-    RouteRequest,
-    /// A destination's request headers: `host` may be set, `:authority` not (as in Istio).
-    DestinationRequest,
+    /// Request headers of a route or of one of its destinations: the authority
+    /// (`:authority`/`host`) may be set (Istio's `ValidateHTTPHeaderWithAuthorityOperationName`).
+    Request,
     /// Response headers: neither.
     Response,
 }
@@ -280,8 +278,7 @@ enum HeaderOpsScope {
 impl HeaderOperations {
     fn validate_ops(&self, path: &Path, errors: &mut Vec<FieldError>, scope: HeaderOpsScope) {
         let name_check = |n: &str| match scope {
-            HeaderOpsScope::RouteRequest => validate_request_header_op_name(n),
-            HeaderOpsScope::DestinationRequest => validate_destination_request_header_op_name(n),
+            HeaderOpsScope::Request => validate_request_header_op_name(n),
             HeaderOpsScope::Response => validate_header_op_name(n),
         };
         for (field, map) in [("set", &self.set), ("add", &self.add)] {
@@ -311,20 +308,15 @@ impl Headers {
             r.validate_ops(&path.field("response"), errors, HeaderOpsScope::Response);
         }
     }
-
-    /// Validates the header operations of one weighted destination (`http[].route[].headers`):
-    /// as a route's, except that `host` may be set but `:authority` not (Istio's rule).
-    pub fn validate_for_destination(&self, path: &Path, errors: &mut Vec<FieldError>) {
-        self.validate_scoped(path, errors, HeaderOpsScope::DestinationRequest);
-    }
 }
 
-/// Validates a route's header operations (`http[].headers`). Names must be valid HTTP header
+/// Validates the header operations of a route (`http[].headers`) or of one of its
+/// destinations (`http[].route[].headers`). Names must be valid HTTP header
 /// names; values may use the `%COMMAND%` formatters Weft's proxy implements
 /// ([`crate::header_format::SUPPORTED`]).
 impl Validate for Headers {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
-        self.validate_scoped(path, errors, HeaderOpsScope::RouteRequest);
+        self.validate_scoped(path, errors, HeaderOpsScope::Request);
     }
 }
 

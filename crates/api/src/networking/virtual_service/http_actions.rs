@@ -4,10 +4,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::validation::{
-    FieldError, Path, Validate, check, is_istio_dns1123_label, validate_port, validate_regex,
-};
+use crate::validation::{Check, FieldError, Path, Validate, check, validate_port, validate_regex};
 
+/// A regex path rewrite (`rewrite.uriRegexRewrite`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegexRewrite {
@@ -94,12 +93,19 @@ pub struct HttpRedirect {
     /// Status code (default 301).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_code: Option<u32>,
+    /// Replace the matched prefix of the path with this (as `rewrite.uri` does); `uri` wins
+    /// when both are set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<String>,
 }
 
+/// Istio's `validateHTTPRedirect`, plus the CRD's "one of `port` or `derivePort`".
 impl Validate for HttpRedirect {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         let set = |o: &Option<String>| o.as_deref().is_some_and(|s| !s.is_empty());
+        // `prefixRewrite` (new in Istio 1.31) is a way to redirect too.
         if !set(&self.uri)
+            && !set(&self.prefix_rewrite)
             && !set(&self.authority)
             && !set(&self.scheme)
             && self.port.is_none()
@@ -107,7 +113,7 @@ impl Validate for HttpRedirect {
         {
             path.push(
                 errors,
-                "redirect must specify uri, authority, scheme, or port",
+                "redirect must specify uri, prefixRewrite, authority, scheme, or port",
             );
         }
         if let Some(code) = self.redirect_code
@@ -126,15 +132,14 @@ impl Validate for HttpRedirect {
         {
             path.field("scheme").push(
                 errors,
-                "invalid redirect scheme, must be \"http\" or \"https\"",
+                format!("invalid redirect scheme \"{s}\", must be \"http\" or \"https\""),
             );
         }
-        if let Some(p) = self.port {
+        if let Some(p) = self.port.filter(|p| *p > 0) {
             check(&path.field("port"), errors, validate_port(p));
-            if self.derive_port.is_some() {
-                path.field("derivePort")
-                    .push(errors, "only one of port and derivePort may be set");
-            }
+        }
+        if self.port.is_some() && self.derive_port.is_some() {
+            path.push(errors, "only one of port and derivePort may be set");
         }
     }
 }
@@ -243,34 +248,47 @@ pub struct HttpDirectResponse {
     pub body: Option<HttpBody>,
 }
 
+/// Istio's `validateHTTPDirectResponse`.
 impl Validate for HttpDirectResponse {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
-        if !(200..=599).contains(&self.status) {
-            path.field("status").push(
-                errors,
-                format!("HTTP status {} is not in range 200-599", self.status),
-            );
-        }
+        check(
+            &path.field("status"),
+            errors,
+            validate_http_status(self.status),
+        );
         if let Some(b) = &self.body {
-            let len = match b {
-                HttpBody::String(s) | HttpBody::Bytes(s) => s.len(),
+            let size = match (b, b.to_bytes()) {
+                (HttpBody::String(s), _) => s.len(),
+                (HttpBody::Bytes(_), Ok(bytes)) => bytes.len(),
+                (HttpBody::Bytes(_), Err(e)) => {
+                    path.field("body")
+                        .field("bytes")
+                        .push(errors, format!("not valid base64: {e}"));
+                    0
+                }
             };
-            if len > 1024 * 1024 {
+            if size > 1024 * 1024 {
                 path.field("body").push(
                     errors,
                     "large direct responses may impact control plane performance, must be less than 1MB",
                 );
             }
-            if let (HttpBody::Bytes(_), Err(e)) = (b, b.to_bytes()) {
-                path.field("body")
-                    .field("bytes")
-                    .push(errors, format!("not valid base64: {e}"));
-            }
         }
     }
 }
 
-/// Delegate the route to another VirtualService.
+/// Istio's `validateHTTPStatus` (for direct responses and aborts): 200 to 600.
+pub(super) fn validate_http_status(status: impl Into<i64>) -> Check {
+    let status = status.into();
+    if (200..=600).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("HTTP status {status} is not in range 200-599"))
+    }
+}
+
+/// Delegate the route to another VirtualService. Istio does not check the name or namespace:
+/// a delegate that does not exist is reported when the routes are built.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Delegate {
@@ -280,24 +298,6 @@ pub struct Delegate {
     /// Its namespace (default: the root's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-}
-
-impl Validate for Delegate {
-    fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
-        if self.name.is_empty() {
-            path.field("name").push(errors, "delegate name is required");
-        } else if !self.name.split('.').all(is_istio_dns1123_label) {
-            path.field("name")
-                .push(errors, format!("invalid delegate name {:?}", self.name));
-        }
-        if let Some(ns) = &self.namespace
-            && !ns.is_empty()
-            && !is_istio_dns1123_label(ns)
-        {
-            path.field("namespace")
-                .push(errors, format!("invalid delegate namespace {ns:?}"));
-        }
-    }
 }
 
 #[cfg(test)]
@@ -344,10 +344,17 @@ mod tests {
             "spec.http[0].redirect.scheme",
             "http",
         );
+        assert_ok("hosts: [a]\nhttp: [{directResponse: {status: 600}}]");
         assert_err(
-            "hosts: [a]\nhttp: [{directResponse: {status: 600}}]",
+            "hosts: [a]\nhttp: [{directResponse: {status: 601}}]",
             "spec.http[0].directResponse.status",
             "200-599",
+        );
+        assert_ok("hosts: [a]\nhttp: [{redirect: {prefixRewrite: /b, port: 0}}]");
+        assert_err(
+            "hosts: [a]\nhttp: [{redirect: {port: 8080, derivePort: FROM_REQUEST_PORT}}]",
+            "spec.http[0].redirect",
+            "only one of port and derivePort",
         );
         assert_err(
             "hosts: [a]\nhttp: [{directResponse: {status: 199}}]",

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::RouteContext;
+use super::{RouteContext, check_gateway_names, is_jwt_claim_key};
 use crate::de::{is_false, null_default};
 use crate::networking::common::StringMatch;
 use crate::validation::{
-    FieldError, Path, check, check_labels, is_istio_dns1123_label, validate_gateway_name,
-    validate_match_header_name, validate_port,
+    Check, FieldError, Path, check, check_labels, is_istio_dns1123_label, validate_port,
+    validate_regex,
 };
 
 /// Conditions on an HTTP request; all set fields must match.
@@ -81,33 +81,56 @@ pub struct HttpMatchRequest {
     pub stat_prefix: Option<String>,
 }
 
-const JWT_CLAIM_PREFIX: &str = "@request.auth.claims.";
+/// The pseudo-headers a header match may name (Istio's `pseudoHeaders`).
+const PSEUDO_HEADERS: &[&str] = &[":method", ":scheme", ":authority", ":path", ":status"];
+
+/// Istio's `ValidateHTTPHeaderNameOrJwtClaimRoute`: a header name in a match is an HTTP token
+/// (any case), a pseudo-header, or a JWT claim key.
+fn validate_match_header_key(name: &str) -> Check {
+    if name.is_empty() {
+        return Err("header name cannot be empty".into());
+    }
+    if is_jwt_claim_key(name) || PSEUDO_HEADERS.contains(&name) {
+        return Ok(());
+    }
+    let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+    if name.bytes().all(token) {
+        Ok(())
+    } else {
+        Err(format!("header name \"{name}\" is not a valid header name"))
+    }
+}
+
+/// Istio's `validateStringMatch`: no empty prefix, and a regex must compile. `{}` (no match
+/// type) and an empty `exact` are accepted. With `prefix_may_be_empty` (the `uri`), only the
+/// regex is checked (Istio's `validateStringMatchRegexp`).
+fn check_string_match(
+    m: &StringMatch,
+    prefix_may_be_empty: bool,
+    path: &Path,
+    errors: &mut Vec<FieldError>,
+) {
+    match m {
+        StringMatch::Prefix(p) if p.is_empty() && !prefix_may_be_empty => path
+            .field("prefix")
+            .push(errors, "prefix string match should not be empty"),
+        StringMatch::Regex(re) if re.is_empty() => path
+            .field("regex")
+            .push(errors, "regex string match should not be empty"),
+        StringMatch::Regex(re) => check(&path.field("regex"), errors, validate_regex(re)),
+        _ => {}
+    }
+}
 
 impl HttpMatchRequest {
+    /// Istio's `validateHTTPRouteMatchRequest`, and the VirtualService's check that JWT claim
+    /// routing is only used on gateways.
     pub(super) fn validate_with(
         &self,
-        ctx: &RouteContext,
-        delegating: bool,
+        ctx: &RouteContext<'_>,
         path: &Path,
         errors: &mut Vec<FieldError>,
     ) {
-        for (field, m) in [
-            ("uri", &self.uri),
-            ("scheme", &self.scheme),
-            ("method", &self.method),
-            ("authority", &self.authority),
-        ] {
-            if let Some(m) = m {
-                let p = path.field(field);
-                m.validate_required(&p, errors);
-                if delegating && matches!(m, StringMatch::Regex(_)) {
-                    p.push(
-                        errors,
-                        format!("{field} match does not support regex match for delegating"),
-                    );
-                }
-            }
-        }
         for (field, map) in [
             ("headers", &self.headers),
             ("withoutHeaders", &self.without_headers),
@@ -115,52 +138,50 @@ impl HttpMatchRequest {
             let fp = path.field(field);
             for (name, m) in map {
                 let p = fp.key(name);
-                if name.starts_with(JWT_CLAIM_PREFIX) {
-                    if !ctx.gateway_only {
-                        p.push(
-                            errors,
-                            format!("JWT claim based routing (key: {name}) is only supported for gateway-bound virtual services"),
-                        );
-                    }
-                } else {
-                    check(&p, errors, validate_match_header_name(name));
-                }
-                m.validate_optional(&p, errors);
-                if delegating && matches!(m, StringMatch::Regex(_)) {
+                check(&p, errors, validate_match_header_key(name));
+                if !ctx.gateway_only && is_jwt_claim_key(name) {
                     p.push(
                         errors,
-                        format!("header match {name} does not support regex match for delegating"),
+                        format!(
+                            "JWT claim based routing (key: {name}) is only supported for gateway, found no gateways: [{}]",
+                            ctx.gateways.join(" ")
+                        ),
                     );
                 }
+                // In `withoutHeaders`, regex `*` is not RE2: it means "present".
+                let presence =
+                    field == "withoutHeaders" && matches!(m, StringMatch::Regex(re) if re == "*");
+                if !presence {
+                    check_string_match(m, false, &p, errors);
+                }
+            }
+        }
+        if let Some(m) = &self.uri {
+            check_string_match(m, true, &path.field("uri"), errors);
+        }
+        for (field, m) in [
+            ("scheme", &self.scheme),
+            ("method", &self.method),
+            ("authority", &self.authority),
+        ] {
+            if let Some(m) = m {
+                check_string_match(m, false, &path.field(field), errors);
             }
         }
         let qp = path.field("queryParams");
         for (name, m) in &self.query_params {
-            let p = qp.key(name);
-            if name.is_empty() {
-                p.push(errors, "query parameter name cannot be empty");
-            }
-            m.validate_optional(&p, errors);
-            if delegating && matches!(m, StringMatch::Regex(_)) {
-                p.push(
-                    errors,
-                    format!("query param match {name} does not support regex match for delegating"),
-                );
-            }
+            check_string_match(m, false, &qp.key(name), errors);
         }
-        if let Some(port) = self.port {
+        if let Some(port) = self.port.filter(|p| *p != 0) {
             check(&path.field("port"), errors, validate_port(port));
         }
         check_labels(&path.field("sourceLabels"), errors, &self.source_labels);
-        let gp = path.field("gateways");
-        for (i, g) in self.gateways.iter().enumerate() {
-            check(&gp.index(i), errors, validate_gateway_name(g));
-        }
-        if let Some(ns) = &self.source_namespace
+        check_gateway_names(&self.gateways, &path.field("gateways"), errors);
+        if let Some(ns) = self.source_namespace.as_deref().filter(|ns| !ns.is_empty())
             && !is_istio_dns1123_label(ns)
         {
             path.field("sourceNamespace")
-                .push(errors, format!("sourceNamespace match {ns} is invalid"));
+                .push(errors, format!("sourceNamespace match \"{ns}\" is invalid"));
         }
     }
 }
@@ -171,10 +192,14 @@ mod tests {
 
     #[test]
     fn matches() {
+        // Any HTTP token (any case) or pseudo-header, as Istio's current rule.
+        assert_ok(
+            "hosts: [a]\nhttp: [{match: [{headers: {X-Foo: {exact: a}, ':path': {prefix: /}}}], route: [{destination: {host: a}}]}]",
+        );
         assert_err(
-            "hosts: [a]\nhttp: [{match: [{headers: {X-Foo: {exact: a}}}], route: [{destination: {host: a}}]}]",
-            "spec.http[0].match[0].headers[X-Foo]",
-            "must be lowercase",
+            "hosts: [a]\nhttp: [{match: [{headers: {'x foo': {exact: a}}}], route: [{destination: {host: a}}]}]",
+            "spec.http[0].match[0].headers[x foo]",
+            "is not a valid header name",
         );
         assert_err(
             "hosts: [a]\nhttp: [{match: [{headers: {'': {exact: a}}}], route: [{destination: {host: a}}]}]",
@@ -184,10 +209,17 @@ mod tests {
         assert_ok(
             "hosts: [a]\nhttp: [{match: [{headers: {x-foo: {}}, withoutHeaders: {x-bar: {}}, queryParams: {q: {}}}], route: [{destination: {host: a}}]}]",
         );
+        // No match type, or an empty uri prefix: accepted (as Istio).
+        assert_ok(
+            "hosts: [a]\nhttp: [{match: [{uri: {}, method: {}}, {uri: {prefix: ''}}], route: [{destination: {host: a}}]}]",
+        );
         assert_err(
-            "hosts: [a]\nhttp: [{match: [{uri: {}}], route: [{destination: {host: a}}]}]",
-            "spec.http[0].match[0].uri",
-            "must set one of",
+            "hosts: [a]\nhttp: [{match: [{method: {prefix: ''}}], route: [{destination: {host: a}}]}]",
+            "spec.http[0].match[0].method.prefix",
+            "prefix string match should not be empty",
+        );
+        assert_ok(
+            "hosts: [a]\nhttp: [{match: [{withoutHeaders: {x: {regex: '*'}}}], route: [{destination: {host: a}}]}]",
         );
         assert_err(
             "hosts: [a]\nhttp: [{match: [{uri: {regex: 'a(b'}}], route: [{destination: {host: a}}]}]",
@@ -199,15 +231,13 @@ mod tests {
             "spec.http[0].match[0].headers[x].regex",
             "invalid regex",
         );
-        assert_err(
-            "hosts: [a]\nhttp: [{match: [{port: 0}], route: [{destination: {host: a}}]}]",
-            "spec.http[0].match[0].port",
-            "1..65535",
+        assert_ok(
+            "hosts: [a]\nhttp: [{match: [{port: 0, name: m}, {name: m}], route: [{destination: {host: a}}]}]",
         );
         assert_err(
-            "hosts: [a]\nhttp: [{match: [{name: m}, {name: m}], route: [{destination: {host: a}}]}]",
-            "spec.http[0].match[1].name",
-            "duplicate match name",
+            "hosts: [a]\nhttp: [{match: [{port: 70000}], route: [{destination: {host: a}}]}]",
+            "spec.http[0].match[0].port",
+            "1..65535",
         );
         assert_err(
             "hosts: [a]\nhttp: [{match: [{sourceLabels: {'a b': c}}], route: [{destination: {host: a}}]}]",

@@ -3,13 +3,11 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::{check_route_duration, validate_http_status};
 use crate::de::null_default;
 use crate::duration::Duration;
 use crate::networking::common::{Destination, Percent, StringMatch};
-use crate::validation::{
-    FieldError, Path, Validate, check, check_duration, validate_cors_header_name,
-    validate_percent_int,
-};
+use crate::validation::{Check, FieldError, Path, Validate, check, validate_regex};
 
 /// Retry policy.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -54,6 +52,30 @@ const RETRY_ON_POLICIES: &[&str] = &[
     "unavailable",
 ];
 
+/// The status codes Go's `http.StatusText` knows: Istio accepts these in `retryOn`.
+const KNOWN_HTTP_STATUSES: &[u16] = &[
+    100, 101, 102, 103, 200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304,
+    305, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415,
+    416, 417, 418, 421, 422, 423, 424, 425, 426, 428, 429, 431, 451, 500, 501, 502, 503, 504, 505,
+    506, 507, 508, 510, 511,
+];
+
+/// One `retryOn` entry as Istio reads it (no trimming): a policy name or a known status code.
+fn is_retry_on_policy(policy: &str) -> bool {
+    RETRY_ON_POLICIES.contains(&policy)
+        || go_atoi(policy).is_some_and(|c| KNOWN_HTTP_STATUSES.iter().any(|k| i64::from(*k) == c))
+}
+
+/// Go's `strconv.Atoi`: an optional sign and decimal digits, nothing else.
+fn go_atoi(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Istio's `validateHTTPRetry`, with the CRD's duration rule.
 impl Validate for HttpRetry {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         if self.attempts < 0 {
@@ -70,18 +92,14 @@ impl Validate for HttpRetry {
                 "http retry policy configured when attempts are set to 0 (disabled)",
             );
         }
-        check_duration(&path.field("perTryTimeout"), errors, &self.per_try_timeout);
-        check_duration(&path.field("backoff"), errors, &self.backoff);
+        check_route_duration(&path.field("perTryTimeout"), errors, &self.per_try_timeout);
+        check_route_duration(&path.field("backoff"), errors, &self.backoff);
         if let Some(r) = self.retry_on.as_deref().filter(|r| !r.is_empty()) {
-            for policy in r.split(',') {
-                let policy = policy.trim();
-                let is_status = policy
-                    .parse::<u16>()
-                    .is_ok_and(|c| (100..=599).contains(&c));
-                if !is_status && !RETRY_ON_POLICIES.contains(&policy) {
-                    path.field("retryOn")
-                        .push(errors, format!("{policy:?} is not a valid retryOn policy"));
-                }
+            for policy in r.split(',').filter(|p| !is_retry_on_policy(p)) {
+                path.field("retryOn").push(
+                    errors,
+                    format!("\"{policy}\" is not a valid retryOn policy"),
+                );
             }
         }
     }
@@ -99,6 +117,7 @@ pub struct HttpFaultInjection {
     pub abort: Option<Abort>,
 }
 
+/// Istio's `validateHTTPFaultInjection`.
 impl Validate for HttpFaultInjection {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         if self.delay.is_none() && self.abort.is_none() {
@@ -119,34 +138,34 @@ pub struct Delay {
     /// Fixed delay before forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixed_delay: Option<Duration>,
-    /// Exponential delay (not supported by Istio yet; rejected).
+    /// Exponential delay (Istio refuses it: not supported yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exponential_delay: Option<Duration>,
     /// Share of requests delayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percentage: Option<Percent>,
-    /// Deprecated integer percentage.
+    /// Deprecated integer percentage (Istio does not check its range).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<i32>,
 }
 
+/// Istio's `validateHTTPFaultInjectionDelay`, plus the CRD's "one of `fixedDelay` or
+/// `exponentialDelay`" and its duration rule.
 impl Validate for Delay {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         self.percentage.validate(&path.field("percentage"), errors);
-        if let Some(p) = self.percent {
-            check(
-                &path.field("percent"),
-                errors,
-                validate_percent_int(i64::from(p)),
-            );
-        }
         if self.fixed_delay.is_some() && self.exponential_delay.is_some() {
             path.push(
                 errors,
                 "only one of fixedDelay or exponentialDelay may be set",
             );
         }
-        check_duration(&path.field("fixedDelay"), errors, &self.fixed_delay);
+        check_route_duration(&path.field("fixedDelay"), errors, &self.fixed_delay);
+        check_route_duration(
+            &path.field("exponentialDelay"),
+            errors,
+            &self.exponential_delay,
+        );
         if self.exponential_delay.is_some() {
             path.field("exponentialDelay")
                 .push(errors, "exponentialDelay not supported yet");
@@ -200,6 +219,8 @@ pub struct Abort {
     pub percentage: Option<Percent>,
 }
 
+/// Istio's `validateHTTPFaultInjectionAbort`, plus the CRD's "at most one of `httpStatus`,
+/// `grpcStatus`, `http2Error`". An abort without any is accepted (Istio only warns).
 impl Validate for Abort {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         self.percentage.validate(&path.field("percentage"), errors);
@@ -212,14 +233,8 @@ impl Validate for Abort {
                 "only one of httpStatus, grpcStatus or http2Error may be set",
             );
         }
-        if set == 0 {
-            path.push(errors, "abort must set httpStatus or grpcStatus");
-        }
-        if let Some(s) = self.http_status
-            && !(200..=599).contains(&s)
-        {
-            path.field("httpStatus")
-                .push(errors, format!("HTTP status {s} is not in range 200-599"));
+        if let Some(s) = self.http_status {
+            check(&path.field("httpStatus"), errors, validate_http_status(s));
         }
         if let Some(g) = &self.grpc_status
             && !GRPC_STATUSES.contains(&g.as_str())
@@ -227,7 +242,7 @@ impl Validate for Abort {
             path.field("grpcStatus").push(
                 errors,
                 format!(
-                    "gRPC status {g:?} is not supported, use a code name such as \"NOT_FOUND\""
+                    "gRPC status \"{g}\" is not supported, use a code name such as \"NOT_FOUND\""
                 ),
             );
         }
@@ -250,11 +265,35 @@ pub struct HttpMirrorPolicy {
     pub percentage: Option<Percent>,
 }
 
+/// Istio's `validateHTTPMirrors` for one mirror.
 impl Validate for HttpMirrorPolicy {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         self.destination
             .validate(&path.field("destination"), errors);
-        self.percentage.validate(&path.field("percentage"), errors);
+        check_mirror_percentage(self.percentage.as_ref(), &path.field("percentage"), errors);
+    }
+}
+
+/// A mirror share (`mirrorPercentage`, `mirrors[].percentage`): Istio only checks 0..=100
+/// (not the 0.0001 floor of other percentages).
+pub(super) fn check_mirror_percentage(
+    percentage: Option<&Percent>,
+    path: &Path,
+    errors: &mut Vec<FieldError>,
+) {
+    let Some(v) = percentage.map(|p| p.value) else {
+        return;
+    };
+    if v > 100.0 {
+        path.field("value").push(
+            errors,
+            format!("mirror percentage must have a max value of 100 (it has {v})"),
+        );
+    } else if v < 0.0 {
+        path.field("value").push(
+            errors,
+            format!("mirror percentage must have a min value of 0 (it has {v})"),
+        );
     }
 }
 
@@ -263,6 +302,7 @@ impl Validate for HttpMirrorPolicy {
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UnmatchedPreflights {
     /// Default (forward).
+    #[serde(rename = "UNSPECIFIED")]
     UnspecifiedPreflights,
     /// Forward to the upstream.
     Forward,
@@ -324,31 +364,43 @@ const HTTP_METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
 ];
 
+/// Istio's `ValidateCORSHTTPHeaderName`: `*` or an HTTP token.
+fn validate_cors_header(name: &str) -> Check {
+    if name.is_empty() {
+        return Err("header name cannot be empty".into());
+    }
+    let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+    if name == "*" || name.bytes().all(token) {
+        Ok(())
+    } else {
+        Err(format!("header name \"{name}\" is not a valid header name"))
+    }
+}
+
+/// Istio's `validateCORSPolicy`, with the CRD's duration rule on `maxAge`.
 impl Validate for CorsPolicy {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         let op = path.field("allowOrigins");
         for (i, o) in self.allow_origins.iter().enumerate() {
             let p = op.index(i);
-            let empty = match o {
-                StringMatch::Exact(s) | StringMatch::Prefix(s) | StringMatch::Regex(s) => {
-                    s.is_empty()
-                }
-                StringMatch::Present => true,
+            let pattern = match o {
+                StringMatch::Exact(s) | StringMatch::Prefix(s) | StringMatch::Regex(s) => s,
+                StringMatch::Present => "",
             };
-            if empty {
+            if pattern.is_empty() {
                 p.push(
                     errors,
-                    "allowOrigins entries must set a non-empty exact, prefix or regex",
+                    "'' is not a valid match type for CORS allow origins: set a non-empty exact, prefix or regex",
                 );
-            } else {
-                o.validate_optional(&p, errors);
+            } else if let StringMatch::Regex(re) = o {
+                check(&p.field("regex"), errors, validate_regex(re));
             }
         }
         let mp = path.field("allowMethods");
         for (i, m) in self.allow_methods.iter().enumerate() {
             if !HTTP_METHODS.contains(&m.as_str()) {
                 mp.index(i)
-                    .push(errors, format!("{m:?} is not a supported HTTP method"));
+                    .push(errors, format!("\"{m}\" is not a supported HTTP method"));
             }
         }
         for (field, list) in [
@@ -357,15 +409,15 @@ impl Validate for CorsPolicy {
         ] {
             let fp = path.field(field);
             for (i, h) in list.iter().enumerate() {
-                check(&fp.index(i), errors, validate_cors_header_name(h));
+                check(&fp.index(i), errors, validate_cors_header(h));
             }
         }
-        if let Some(m) = &self.max_age {
-            let p = path.field("maxAge");
-            check(&p, errors, crate::validation::validate_duration(m));
-            if m.0.subsec_nanos() > 0 {
-                p.push(errors, "maxAge is accurate only to seconds precision");
-            }
+        let p = path.field("maxAge");
+        check_route_duration(&p, errors, &self.max_age);
+        if let Some(m) = &self.max_age
+            && m.0.subsec_nanos() > 0
+        {
+            p.push(errors, "maxAge is accurate only to seconds precision");
         }
     }
 }
@@ -387,7 +439,7 @@ mod tests {
         assert_err(
             "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], retries: {attempts: 1, perTryTimeout: 0s}}]",
             "spec.http[0].retries.perTryTimeout",
-            "at least 1ms",
+            "must be a valid duration greater than 1ms",
         );
         assert_err(
             "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], retries: {attempts: 1, retryOn: 'bogus'}}]",
@@ -414,10 +466,13 @@ mod tests {
             "spec.http[0].fault.delay.percentage.value",
             "0..100",
         );
-        assert_err(
+        // Istio does not check the deprecated integer percent.
+        assert_ok(
             "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], fault: {delay: {fixedDelay: 5s, percent: 120}}}]",
-            "spec.http[0].fault.delay.percent",
-            "0..100",
+        );
+        // An abort without an error type: Istio only warns.
+        assert_ok(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], fault: {abort: {percentage: {value: 1}}}}]",
         );
         assert_ok(
             "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], fault: {delay: {fixedDelay: 5s, percentage: {value: 10}}, abort: {grpcStatus: UNAVAILABLE}}}]",
@@ -430,13 +485,29 @@ mod tests {
         assert_err(
             "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], mirror: {host: b}, mirrorPercentage: {value: 200}}]",
             "spec.http[0].mirrorPercentage.value",
-            "0..100",
+            "max value of 100",
         );
         assert_err(
             "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], mirrors: [{destination: {host: b}, percentage: {value: 200}}]}]",
             "spec.http[0].mirrors[0].percentage.value",
-            "0..100",
+            "max value of 100",
         );
+    }
+
+    #[test]
+    fn retry_on_is_read_as_istio_does() {
+        assert_ok(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], retries: {attempts: 1, retryOn: '418,503,reset'}}]",
+        );
+        for bad in ["599", "5xx, reset", "5xx,"] {
+            assert_err(
+                &format!(
+                    "hosts: [a]\nhttp: [{{route: [{{destination: {{host: a}}}}], retries: {{attempts: 1, retryOn: '{bad}'}}}}]"
+                ),
+                "spec.http[0].retries.retryOn",
+                "is not a valid retryOn policy",
+            );
+        }
     }
 
     #[test]

@@ -1,20 +1,18 @@
 //! VirtualService HTTP rules (`http[]`): action conflicts, the weighted destinations and their
 //! header operations.
 
-use std::collections::BTreeSet;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
     CorsPolicy, Delegate, HttpDirectResponse, HttpFaultInjection, HttpMatchRequest,
-    HttpMirrorPolicy, HttpRedirect, HttpRetry, HttpRewrite, RouteContext, check_weight,
-    check_weight_sum,
+    HttpMirrorPolicy, HttpRedirect, HttpRetry, HttpRewrite, RouteContext, check_mirror_percentage,
+    check_route_duration, check_weights,
 };
 use crate::de::null_default;
 use crate::duration::Duration;
 use crate::networking::common::{Destination, Headers, Percent};
-use crate::validation::{FieldError, Path, Validate, check_duration};
+use crate::validation::{FieldError, Path, Validate};
 
 /// One HTTP routing rule: match conditions and an action (route, redirect, direct response or delegate).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -71,6 +69,13 @@ pub struct HttpRoute {
     /// Deprecated integer form of `mirrorPercentage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_percent: Option<u32>,
+    /// The same deprecated field under its proto name, which Istio's schema also lists.
+    #[serde(
+        default,
+        rename = "mirror_percent",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mirror_percent_snake: Option<u32>,
     /// Share of traffic mirrored by `mirror`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_percentage: Option<Percent>,
@@ -83,110 +88,44 @@ pub struct HttpRoute {
 }
 
 impl HttpRoute {
+    /// The deprecated integer mirror share, under either of its names (`mirrorPercent` first).
+    pub fn mirror_percent_value(&self) -> Option<u32> {
+        self.mirror_percent.or(self.mirror_percent_snake)
+    }
+
+    /// Istio's `validateHTTPRoute`.
     pub(super) fn validate_with(
         &self,
-        ctx: &RouteContext,
+        ctx: &RouteContext<'_>,
         path: &Path,
         errors: &mut Vec<FieldError>,
     ) {
-        let root = !ctx.delegate && self.delegate.is_some();
-        // Action conflicts.
-        if root {
-            if self.redirect.is_some() {
-                path.field("redirect").push(
-                    errors,
-                    "root HTTP route must not specify redirect when delegate is set",
-                );
-            }
-            if !self.route.is_empty() {
-                path.field("route").push(
-                    errors,
-                    "root HTTP route must not specify route when delegate is set",
-                );
-            }
-            if self.direct_response.is_some() {
-                path.field("directResponse").push(
-                    errors,
-                    "root HTTP route must not specify directResponse when delegate is set",
-                );
-            }
-        } else {
-            if ctx.delegate && self.delegate.is_some() {
-                path.field("delegate")
-                    .push(errors, "delegate HTTP route cannot contain delegate");
-            }
-            let has_route = !self.route.is_empty();
-            match (&self.redirect, &self.direct_response) {
-                (Some(_), Some(_)) => path.field("directResponse").push(
-                    errors,
-                    "HTTP route cannot contain both redirect and directResponse",
-                ),
-                (Some(_), None) => {
-                    if has_route {
-                        path.field("redirect")
-                            .push(errors, "HTTP route cannot contain both route and redirect");
-                    }
-                    if self.fault.is_some() {
-                        path.field("fault")
-                            .push(errors, "HTTP route cannot contain both fault and redirect");
-                    }
-                    if self.rewrite.is_some() {
-                        path.field("rewrite").push(
-                            errors,
-                            "HTTP route rule cannot contain both rewrite and redirect",
-                        );
-                    }
-                }
-                (None, Some(_)) => {
-                    if has_route {
-                        path.field("directResponse").push(
-                            errors,
-                            "HTTP route cannot contain both route and directResponse",
-                        );
-                    }
-                    if self.fault.is_some() {
-                        path.field("fault").push(
-                            errors,
-                            "HTTP route cannot contain both fault and directResponse",
-                        );
-                    }
-                }
-                (None, None) => {
-                    if !has_route {
-                        path.field("route")
-                            .push(errors, "HTTP route, redirect or directResponse is required");
-                    }
-                }
-            }
-        }
-
-        // Matches.
+        self.validate_conflicts(ctx.delegate, path, errors);
         let mp = path.field("match");
-        let mut names = BTreeSet::new();
         for (i, m) in self.r#match.iter().enumerate() {
-            let p = mp.index(i);
-            m.validate_with(ctx, root || ctx.delegate, &p, errors);
-            if let Some(n) = m.name.as_deref().filter(|n| !n.is_empty())
-                && !names.insert(n)
-            {
-                p.field("name")
-                    .push(errors, format!("duplicate match name {n:?}"));
-            }
+            m.validate_with(ctx, &mp.index(i), errors);
         }
-
         self.headers.validate(&path.field("headers"), errors);
         self.cors_policy.validate(&path.field("corsPolicy"), errors);
         self.fault.validate(&path.field("fault"), errors);
-        if let Some(mp) = self.mirror_percent
-            && mp > 100
-        {
-            path.field("mirrorPercent").push(
-                errors,
-                format!("mirrorPercent must have a max value of 100 (it has {mp})"),
-            );
+        for (field, value) in [
+            ("mirrorPercent", self.mirror_percent),
+            ("mirror_percent", self.mirror_percent_snake),
+        ] {
+            if let Some(mp) = value
+                && mp > 100
+            {
+                path.field(field).push(
+                    errors,
+                    format!("mirror_percent must have a max value of 100 (it has {mp})"),
+                );
+            }
         }
-        self.mirror_percentage
-            .validate(&path.field("mirrorPercentage"), errors);
+        check_mirror_percentage(
+            self.mirror_percentage.as_ref(),
+            &path.field("mirrorPercentage"),
+            errors,
+        );
         self.mirror.validate(&path.field("mirror"), errors);
         let mip = path.field("mirrors");
         for (i, m) in self.mirrors.iter().enumerate() {
@@ -195,55 +134,115 @@ impl HttpRoute {
         self.redirect.validate(&path.field("redirect"), errors);
         self.direct_response
             .validate(&path.field("directResponse"), errors);
-        self.delegate.validate(&path.field("delegate"), errors);
         self.retries.validate(&path.field("retries"), errors);
         self.rewrite.validate(&path.field("rewrite"), errors);
         self.validate_authority_rewrite(path, errors);
         validate_http_destinations(&self.route, &path.field("route"), errors);
-        check_duration(&path.field("timeout"), errors, &self.timeout);
+        check_route_duration(&path.field("timeout"), errors, &self.timeout);
     }
 
+    /// Istio's `validateHTTPRouteConflict`: which actions a rule may combine. A root rule
+    /// (with `delegate`) may have neither `route` nor `redirect`, and nothing else is checked.
+    fn validate_conflicts(&self, delegate_vs: bool, path: &Path, errors: &mut Vec<FieldError>) {
+        let has_route = !self.route.is_empty();
+        if !delegate_vs && self.delegate.is_some() {
+            if self.redirect.is_some() {
+                path.field("redirect").push(
+                    errors,
+                    "root HTTP route must not specify redirect when delegate is set",
+                );
+            }
+            if has_route {
+                path.field("route").push(
+                    errors,
+                    "root HTTP route must not specify route when delegate is set",
+                );
+            }
+            return;
+        }
+        if delegate_vs && self.delegate.is_some() {
+            path.field("delegate")
+                .push(errors, "delegate HTTP route cannot contain delegate");
+        }
+        let action = if self.redirect.is_some() {
+            "redirect"
+        } else if self.direct_response.is_some() {
+            "directResponse"
+        } else {
+            if !has_route {
+                path.field("route")
+                    .push(errors, "HTTP route, redirect or directResponse is required");
+            }
+            ""
+        };
+        if !action.is_empty() {
+            let conflicts = [
+                ("route", has_route),
+                ("fault", self.fault.is_some()),
+                ("rewrite", self.rewrite.is_some()),
+                (
+                    "directResponse",
+                    action == "redirect" && self.direct_response.is_some(),
+                ),
+            ];
+            for (field, present) in conflicts {
+                if present {
+                    path.field(field).push(
+                        errors,
+                        format!("HTTP route cannot contain both {field} and {action}"),
+                    );
+                }
+            }
+        }
+        if self.mirror.is_some() && !self.mirrors.is_empty() {
+            path.field("mirrors")
+                .push(errors, "HTTP route cannot contain both mirror and mirrors");
+        }
+    }
+
+    /// Istio's `validateAuthorityRewrite`: the authority is rewritten in one place only
+    /// (`rewrite.authority`, or one `:authority`/`host` header in `set` or `add`).
     fn validate_authority_rewrite(&self, path: &Path, errors: &mut Vec<FieldError>) {
-        let mut sources = 0;
-        if self
+        let mut current = self
             .rewrite
             .as_ref()
-            .and_then(|r| r.authority.as_ref())
-            .is_some_and(|a| !a.is_empty())
-        {
-            sources += 1;
-        }
-        if let Some(req) = self.headers.as_ref().and_then(|h| h.request.as_ref()) {
-            sources += req
-                .set
-                .keys()
-                .chain(req.add.keys())
-                .filter(|k| k.eq_ignore_ascii_case(":authority") || k.eq_ignore_ascii_case("host"))
-                .count();
-        }
-        if sources > 1 {
-            path.field("headers")
-                .push(errors, "authority header cannot be set multiple times");
+            .and_then(|r| r.authority.clone())
+            .unwrap_or_default();
+        let Some(req) = self.headers.as_ref().and_then(|h| h.request.as_ref()) else {
+            return;
+        };
+        let authority =
+            |k: &&String| k.eq_ignore_ascii_case(":authority") || k.eq_ignore_ascii_case("host");
+        for (field, map) in [("set", &req.set), ("add", &req.add)] {
+            for (k, v) in map.iter().filter(|(k, _)| authority(k)) {
+                if !current.is_empty() {
+                    path.field("headers").field("request").field(field).key(k).push(
+                        errors,
+                        format!(
+                            "authority header cannot be set multiple times: have \"{current}\", attempting to set \"{v}\""
+                        ),
+                    );
+                    return;
+                }
+                current = v.clone();
+            }
         }
     }
 }
 
+/// Istio's `validateHTTPRouteDestinations`: each destination, its header operations, and the
+/// weights.
 fn validate_http_destinations(
     dests: &[HttpRouteDestination],
     path: &Path,
     errors: &mut Vec<FieldError>,
 ) {
-    let mut total: i64 = 0;
     for (i, d) in dests.iter().enumerate() {
         let p = path.index(i);
         d.destination.validate(&p.field("destination"), errors);
-        if let Some(h) = &d.headers {
-            h.validate_for_destination(&p.field("headers"), errors);
-        }
-        check_weight(d.weight, &p.field("weight"), errors);
-        total += i64::from(d.weight.unwrap_or(0));
+        d.headers.validate(&p.field("headers"), errors);
     }
-    check_weight_sum(dests.len(), total, path, errors);
+    check_weights(dests.iter().map(|d| d.weight), path, errors);
 }
 
 /// A destination with a weight and per-destination header operations.
@@ -253,7 +252,7 @@ pub struct HttpRouteDestination {
     /// Where to send the request.
     #[serde(default)]
     pub destination: Destination,
-    /// Share of traffic (0..=100); may be omitted when there is a single destination.
+    /// Relative share of traffic (not negative; the weights of a rule need not sum to 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
     /// Header manipulation for this destination.
@@ -274,18 +273,28 @@ mod tests {
         );
         assert_err(
             "hosts: [a]\nhttp: [{redirect: {uri: /x}, route: [{destination: {host: a}}]}]",
-            "spec.http[0].redirect",
+            "spec.http[0].route",
             "both route and redirect",
         );
         assert_err(
             "hosts: [a]\nhttp: [{redirect: {uri: /x}, directResponse: {status: 200}}]",
             "spec.http[0].directResponse",
-            "both redirect and directResponse",
+            "both directResponse and redirect",
         );
         assert_err(
             "hosts: [a]\nhttp: [{directResponse: {status: 503}, route: [{destination: {host: a}}]}]",
-            "spec.http[0].directResponse",
+            "spec.http[0].route",
             "both route and directResponse",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{directResponse: {status: 503}, rewrite: {uri: /x}}]",
+            "spec.http[0].rewrite",
+            "both rewrite and directResponse",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], mirror: {host: b}, mirrors: [{destination: {host: c}}]}]",
+            "spec.http[0].mirrors",
+            "both mirror and mirrors",
         );
         assert_err(
             "hosts: [a]\nhttp: [{redirect: {uri: /x}, rewrite: {uri: /y}}]",
@@ -307,44 +316,39 @@ mod tests {
             "spec.http[0].delegate",
             "delegate HTTP route cannot contain delegate",
         );
-        assert_err(
-            "http: [{match: [{uri: {regex: a.*}}], route: [{destination: {host: a}}]}]",
-            "spec.http[0].match[0].uri",
-            "does not support regex match for delegating",
-        );
+        // Istio no longer refuses regex matches in delegates; they conflict with the root's
+        // matches when merged instead.
+        assert_ok("http: [{match: [{uri: {regex: a.*}}], route: [{destination: {host: a}}]}]");
+        // A root rule may combine delegate with a direct response (Istio only refuses route
+        // and redirect).
+        assert_ok("hosts: [a]\nhttp: [{delegate: {name: b}, directResponse: {status: 200}}]");
+        // Istio does not check the delegate's name.
+        assert_ok("hosts: [a]\nhttp: [{delegate: {name: ''}}]");
     }
 
     #[test]
-    fn weights() {
-        let y = "
-hosts: [a]
-http:
-- route: [{destination: {host: a}}]
-- route:
-  - destination: {host: a, subset: v1}
-    weight: 80
-  - destination: {host: a, subset: v2}
-    weight: 10
-";
-        let errs = errors_of(y);
-        assert_eq!(paths(&errs), ["spec.http[1].route"]);
-        assert_eq!(errs[0].message, "weights must sum to 100, got 90");
-        assert_eq!(
-            errs[0].to_string(),
-            "spec.http[1].route: weights must sum to 100, got 90"
+    fn weights_are_relative() {
+        // Istio's rule: weights need not sum to 100, none negative, not all 0.
+        assert_ok(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}, weight: 80}, {destination: {host: b}, weight: 10}]}]",
         );
         assert_ok(
-            "hosts: [a]\nhttp: [{route: [{destination: {host: a}, weight: 25}, {destination: {host: b}, weight: 75}]}]",
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}, weight: 1}, {destination: {host: b}}]}]",
+        );
+        assert_ok("hosts: [a]\nhttp: [{route: [{destination: {host: a}, weight: 101}]}]");
+        assert_ok("hosts: [a]\nhttp: [{route: [{destination: {host: a}, weight: 0}]}]");
+        let errs = errors_of(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}, weight: 0}, {destination: {host: b}}]}]",
+        );
+        assert_eq!(paths(&errs), ["spec.http[0].route"]);
+        assert_eq!(
+            errs[0].to_string(),
+            "spec.http[0].route: total destination weight = 0"
         );
         assert_err(
             "hosts: [a]\nhttp: [{route: [{destination: {host: a}, weight: -5}, {destination: {host: b}, weight: 105}]}]",
             "spec.http[0].route[0].weight",
-            "< 0",
-        );
-        assert_err(
-            "hosts: [a]\nhttp: [{route: [{destination: {host: a}, weight: 101}]}]",
-            "spec.http[0].route[0].weight",
-            "> 100",
+            "weight -5 < 0",
         );
     }
 
@@ -377,12 +381,12 @@ http:
         assert_err(
             "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], timeout: 0.5ms}]",
             "spec.http[0].timeout",
-            "at least 1ms",
+            "must be a valid duration greater than 1ms",
         );
         assert_err(
             "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], rewrite: {authority: x}, headers: {request: {set: {host: y}}}}]",
-            "spec.http[0].headers",
-            "authority header cannot be set multiple times",
+            "spec.http[0].headers.request.set[host]",
+            "authority header cannot be set multiple times: have \"x\", attempting to set \"y\"",
         );
     }
 
@@ -453,16 +457,19 @@ http:
             "spec.http[0].headers.response.set[host]",
             "cannot set Host header",
         );
-        // A route may set the authority either way; a destination only through `host` (as Istio).
+        // A route and a destination may set the authority either way.
         assert_ok(
             "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], headers: {request: {set: {':authority': b}}}}]",
         );
         assert_ok(
             "hosts: [a]\nhttp: [{route: [{destination: {host: a}, headers: {request: {set: {Host: b}, add: {X-Upper: c}}}}]}]",
         );
-        assert_err(
+        assert_ok(
             "hosts: [a]\nhttp: [{route: [{destination: {host: a}, headers: {request: {set: {':authority': b}}}}]}]",
-            "spec.http[0].route[0].headers.request.set[:authority]",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}, headers: {request: {set: {':path': b}}}}]}]",
+            "spec.http[0].route[0].headers.request.set[:path]",
             "cannot have \":\" prefix",
         );
     }

@@ -21,9 +21,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::de::null_default;
+use crate::duration::Duration;
 use crate::host::overlapping_hosts;
 use crate::validation::{
-    FieldError, Path, Validate, check, is_ip, validate_gateway_name, validate_wildcard_domain,
+    FieldError, Path, Validate, check, is_ip, validate_duration, validate_gateway_name,
+    validate_wildcard_domain,
 };
 
 /// The reserved gateway name meaning "all sidecars in the mesh".
@@ -116,10 +118,7 @@ impl VirtualService {
                 );
             }
         }
-        let gp = path.field("gateways");
-        for (i, g) in self.gateways.iter().enumerate() {
-            check(&gp.index(i), errors, validate_gateway_name(g));
-        }
+        check_gateway_names(&self.gateways, &path.field("gateways"), errors);
         let to_mesh = self.applies_to_mesh();
         let hp = path.field("hosts");
         let mut all_valid = true;
@@ -160,6 +159,7 @@ impl VirtualService {
         let ctx = RouteContext {
             delegate,
             gateway_only: !to_mesh,
+            gateways: &self.gateways,
         };
         let httpp = path.field("http");
         for (i, r) in self.http.iter().enumerate() {
@@ -190,26 +190,78 @@ impl Validate for VirtualService {
 }
 
 /// What the HTTP rule checks need to know about the VirtualService they belong to.
-struct RouteContext {
+struct RouteContext<'a> {
+    /// A delegate VirtualService (no hosts).
     delegate: bool,
+    /// Bound to gateways only (`mesh` not among them): JWT claim routing is allowed.
     gateway_only: bool,
+    /// The VirtualService's gateways, for messages.
+    gateways: &'a [String],
 }
 
-/// Checks one destination weight (0..=100).
-fn check_weight(weight: Option<i32>, path: &Path, errors: &mut Vec<FieldError>) {
-    if let Some(w) = weight {
-        if w < 0 {
-            path.push(errors, format!("weight {w} < 0"));
-        } else if w > 100 {
-            path.push(errors, format!("weight {w} > 100"));
+/// The message of the CRD rule Istio puts on every duration of a VirtualService
+/// (`duration(self) >= duration('1ms')`).
+pub const DURATION_RULE: &str = "must be a valid duration greater than 1ms";
+
+/// Checks a duration field as the API server and Istio's webhook do: at least 1ms (the CRD
+/// rule, with its message) and a whole number of milliseconds (`agent.ValidateDuration`).
+fn check_route_duration(path: &Path, errors: &mut Vec<FieldError>, d: &Option<Duration>) {
+    let Some(d) = d else { return };
+    if d.0 < std::time::Duration::from_millis(1) {
+        path.push(errors, format!("{DURATION_RULE}, got {d}"));
+    } else {
+        check(path, errors, validate_duration(d));
+    }
+}
+
+/// Istio's `validateGatewayNames`. A name without `/` is checked as an FQDN and, as in Istio,
+/// ends the check: names after it are not looked at (Istio accepts `[gw, "bad_gw"]`).
+fn check_gateway_names(names: &[String], path: &Path, errors: &mut Vec<FieldError>) {
+    for (i, name) in names.iter().enumerate() {
+        check(&path.index(i), errors, validate_gateway_name(name));
+        if !name.contains('/') {
+            return;
         }
     }
 }
 
-/// Several destinations must have weights summing to 100.
-fn check_weight_sum(count: usize, total: i64, path: &Path, errors: &mut Vec<FieldError>) {
-    if count > 1 && total != 100 {
-        path.push(errors, format!("weights must sum to 100, got {total}"));
+/// Istio's `jwt.ToRoutingClaim(..).Match`: a header key routing on a JWT claim,
+/// `@request.auth.claims.<name>[.<name>]` or `@request.auth.claims[<name>][<name>]`
+/// (the prefix in any case).
+fn is_jwt_claim_key(key: &str) -> bool {
+    const PREFIX: &str = "@request.auth.claims";
+    let Some(head) = key.get(..PREFIX.len()) else {
+        return false;
+    };
+    if !head.eq_ignore_ascii_case(PREFIX) {
+        return false;
+    }
+    let rest = &key[PREFIX.len()..];
+    (rest.starts_with('.') && rest.len() > 1)
+        || (rest.starts_with('[') && rest.ends_with(']') && rest.len() > 2)
+}
+
+/// Istio's `validateWeight` and the total check of `validateRouteDestinations`: no negative
+/// weight, and several destinations may not all weigh 0. Weights are relative: they need not
+/// sum to 100.
+fn check_weights(
+    weights: impl ExactSizeIterator<Item = Option<i32>>,
+    path: &Path,
+    errors: &mut Vec<FieldError>,
+) {
+    let count = weights.len();
+    let mut total: i64 = 0;
+    for (i, weight) in weights.enumerate() {
+        let w = weight.unwrap_or(0);
+        if w < 0 {
+            path.index(i)
+                .field("weight")
+                .push(errors, format!("weight {w} < 0"));
+        }
+        total += i64::from(w);
+    }
+    if count > 1 && total == 0 {
+        path.push(errors, "total destination weight = 0");
     }
 }
 

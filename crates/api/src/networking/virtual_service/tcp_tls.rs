@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{VirtualService, check_weight, check_weight_sum};
+use super::{VirtualService, check_gateway_names, check_weights};
 use crate::de::null_default;
 use crate::networking::common::Destination;
 use crate::validation::{
-    FieldError, Path, Validate, check, check_labels, is_ip, is_istio_dns1123_label,
-    validate_gateway_name, validate_ip_subnet, validate_port, validate_wildcard_domain,
+    FieldError, Path, Validate, check, check_labels, is_ip, validate_ip_subnet, validate_port,
+    validate_wildcard_domain,
 };
 
 /// A TLS (SNI-based) routing rule.
@@ -94,20 +94,18 @@ pub struct RouteDestination {
     /// Where to send the connection.
     #[serde(default)]
     pub destination: Destination,
-    /// Share of traffic (0..=100).
+    /// Relative share of traffic (not negative; the weights of a rule need not sum to 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
 }
 
+/// Istio's `validateRouteDestinations`.
 fn validate_l4_destinations(dests: &[RouteDestination], path: &Path, errors: &mut Vec<FieldError>) {
-    let mut total: i64 = 0;
     for (i, d) in dests.iter().enumerate() {
-        let p = path.index(i);
-        d.destination.validate(&p.field("destination"), errors);
-        check_weight(d.weight, &p.field("weight"), errors);
-        total += i64::from(d.weight.unwrap_or(0));
+        d.destination
+            .validate(&path.index(i).field("destination"), errors);
     }
-    check_weight_sum(dests.len(), total, path, errors);
+    check_weights(dests.iter().map(|d| d.weight), path, errors);
 }
 
 /// L4 match conditions of a TCP route.
@@ -124,7 +122,7 @@ pub struct L4MatchAttributes {
     /// Destination port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
-    /// Deprecated source subnet.
+    /// Deprecated source subnet (not checked, and not used for sidecars, as in Istio).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_subnet: Option<String>,
     /// Labels of the calling workload.
@@ -146,12 +144,13 @@ pub struct L4MatchAttributes {
     pub source_namespace: Option<String>,
 }
 
+/// The checks Istio's `validateTCPMatch` and `validateTLSMatch` share. `sourceNamespace`
+/// (and a TCP match's `sourceSubnet`) are not checked by Istio.
 fn validate_l4_common(
     subnets: &[String],
     port: Option<u32>,
     labels: &BTreeMap<String, String>,
     gateways: &[String],
-    source_namespace: &Option<String>,
     path: &Path,
     errors: &mut Vec<FieldError>,
 ) {
@@ -159,20 +158,11 @@ fn validate_l4_common(
     for (i, s) in subnets.iter().enumerate() {
         check(&sp.index(i), errors, validate_ip_subnet(s));
     }
-    if let Some(p) = port {
+    if let Some(p) = port.filter(|p| *p != 0) {
         check(&path.field("port"), errors, validate_port(p));
     }
     check_labels(&path.field("sourceLabels"), errors, labels);
-    let gp = path.field("gateways");
-    for (i, g) in gateways.iter().enumerate() {
-        check(&gp.index(i), errors, validate_gateway_name(g));
-    }
-    if let Some(ns) = source_namespace
-        && !is_istio_dns1123_label(ns)
-    {
-        path.field("sourceNamespace")
-            .push(errors, format!("sourceNamespace match {ns} is invalid"));
-    }
+    check_gateway_names(gateways, &path.field("gateways"), errors);
 }
 
 impl Validate for L4MatchAttributes {
@@ -182,13 +172,9 @@ impl Validate for L4MatchAttributes {
             self.port,
             &self.source_labels,
             &self.gateways,
-            &self.source_namespace,
             path,
             errors,
         );
-        if let Some(s) = &self.source_subnet {
-            check(&path.field("sourceSubnet"), errors, validate_ip_subnet(s));
-        }
     }
 }
 
@@ -250,7 +236,7 @@ impl TlsMatchAttributes {
                 p.push(
                     errors,
                     format!(
-                        "SNI host {sni:?} is not a compatible subset of any of the virtual service hosts: [{}]",
+                        "SNI host \"{sni}\" is not a compatible subset of any of the virtual service hosts: [{}]",
                         vs.hosts.join(", ")
                     ),
                 );
@@ -261,7 +247,6 @@ impl TlsMatchAttributes {
             self.port,
             &self.source_labels,
             &self.gateways,
-            &self.source_namespace,
             path,
             errors,
         );
@@ -297,10 +282,13 @@ mod tests {
             "spec.tcp[0].match[0].destinationSubnets[0]",
             "CIDR",
         );
+        assert_ok(
+            "hosts: [a]\ntcp: [{match: [{port: 0, sourceNamespace: Not_A_Label, sourceSubnet: x}], route: [{destination: {host: a}, weight: 50}, {destination: {host: b}}]}]",
+        );
         assert_err(
-            "hosts: [a]\ntcp: [{route: [{destination: {host: a}, weight: 50}, {destination: {host: b}}]}]",
+            "hosts: [a]\ntcp: [{route: [{destination: {host: a}}, {destination: {host: b}}]}]",
             "spec.tcp[0].route",
-            "weights must sum to 100, got 50",
+            "total destination weight = 0",
         );
     }
 }
