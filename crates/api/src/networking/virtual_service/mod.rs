@@ -120,11 +120,20 @@ impl VirtualService {
         }
         check_gateway_names(&self.gateways, &path.field("gateways"), errors);
         let to_mesh = self.applies_to_mesh();
+        let sni = self
+            .tls
+            .iter()
+            .any(|t| t.r#match.iter().any(|m| !m.sni_hosts.is_empty()));
         let hp = path.field("hosts");
         let mut all_valid = true;
         for (i, h) in self.hosts.iter().enumerate() {
             let p = hp.index(i);
-            if let Err(e) = validate_wildcard_domain(h) {
+            let checked = if to_mesh {
+                validate_wildcard_domain(h)
+            } else {
+                validate_gateway_bound_host(sni, h)
+            };
+            if let Err(e) = checked {
                 if !is_ip(h) {
                     p.push(errors, e);
                     all_valid = false;
@@ -214,6 +223,40 @@ fn check_route_duration(path: &Path, errors: &mut Vec<FieldError>, d: &Option<Du
     }
 }
 
+/// Istio's `ValidateWildcardDomainForVirtualServiceBoundToGateway`: a host of a VirtualService
+/// bound to gateways, or an SNI host of a TLS route (`sni`), may also be the name Envoy's
+/// `AUTO_PASSTHROUGH` generates, `outbound_.<port>_._.<hostname>`.
+fn validate_gateway_bound_host(sni: bool, domain: &str) -> crate::validation::Check {
+    if domain.is_empty() {
+        return Err("empty domain name not allowed".into());
+    }
+    if domain.len() > 255 {
+        return Err(format!("domain name \"{domain}\" too long (max 255)"));
+    }
+    if !(sni && domain.starts_with("outbound_")) {
+        return validate_wildcard_domain(domain);
+    }
+    const FORMAT: &str = "outbound_.<port>_._.<hostname>";
+    let parts: Vec<&str> = domain.split('_').collect();
+    let [_, port, _, hostname, ..] = parts.as_slice() else {
+        return Err(format!(
+            "domain name \"{domain}\" invalid, should follow the {FORMAT} format"
+        ));
+    };
+    let (port, hostname) = (port.trim_matches('.'), hostname.trim_matches('.'));
+    if !port.bytes().any(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "domain name \"{domain}\" invalid (label \"{port}\" invalid), should follow the {FORMAT} format"
+        ));
+    }
+    if !hostname.bytes().any(|c| c.is_ascii_alphabetic()) {
+        return Err(format!(
+            "domain name \"{domain}\" invalid (label \"{hostname}\" invalid), should follow the {FORMAT} format"
+        ));
+    }
+    Ok(())
+}
+
 /// Istio's `validateGatewayNames`. A name without `/` is checked as an FQDN and, as in Istio,
 /// ends the check: names after it are not looked at (Istio accepts `[gw, "bad_gw"]`).
 fn check_gateway_names(names: &[String], path: &Path, errors: &mut Vec<FieldError>) {
@@ -300,6 +343,30 @@ mod test_support {
 #[cfg(test)]
 mod tests {
     use super::test_support::{assert_err, assert_ok, errors_of, paths};
+
+    #[test]
+    fn auto_passthrough_sni_names_on_gateways() {
+        let tls = "tls: [{match: [{sniHosts: [outbound_.80_._.e2e.foobar.mesh]}], route: [{destination: {host: a}}]}]";
+        assert_ok(&format!(
+            "hosts: [outbound_.80_._.e2e.foobar.mesh]\ngateways: [gw]\n{tls}"
+        ));
+        // In the mesh (or without TLS routes) the name is an ordinary, invalid host.
+        assert_err(
+            &format!("hosts: [outbound_.80_._.e2e.foobar.mesh]\n{tls}"),
+            "spec.hosts[0]",
+            "invalid",
+        );
+        assert_err(
+            "hosts: [outbound_.80_._.e2e.foobar.mesh]\ngateways: [gw]\nhttp: [{route: [{destination: {host: a}}]}]",
+            "spec.hosts[0]",
+            "invalid",
+        );
+        assert_err(
+            &format!("hosts: [outbound_.http_._.e2e.foobar.mesh]\ngateways: [gw]\n{tls}"),
+            "spec.hosts[0]",
+            "should follow the outbound_.<port>_._.<hostname> format",
+        );
+    }
 
     #[test]
     fn a_repeated_host_is_one_error_per_copy() {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{VirtualService, check_gateway_names, check_weights};
+use super::{VirtualService, check_gateway_names, check_weights, validate_gateway_bound_host};
 use crate::de::null_default;
 use crate::networking::common::Destination;
 use crate::validation::{
@@ -224,9 +224,16 @@ impl TlsMatchAttributes {
         if self.sni_hosts.is_empty() {
             sp.push(errors, "TLS match must have at least one SNI host");
         }
+        // Istio's `isGateway`: no `mesh` among the gateways (also when there are none).
+        let gateway = !vs.gateways.iter().any(|g| g == super::MESH_GATEWAY);
         for (i, sni) in self.sni_hosts.iter().enumerate() {
             let p = sp.index(i);
-            if let Err(e) = validate_wildcard_domain(sni) {
+            let checked = if gateway {
+                validate_gateway_bound_host(true, sni)
+            } else {
+                validate_wildcard_domain(sni)
+            };
+            if let Err(e) = checked {
                 if !is_ip(sni) {
                     p.push(errors, e);
                 }
