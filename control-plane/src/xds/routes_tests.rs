@@ -594,6 +594,33 @@ fn redirect_ports_follow_istio() {
 }
 
 #[test]
+fn redirect_prefix_rewrite_unless_uri_is_set() {
+    let redirect = |uri: Option<&str>, prefix: Option<&str>| {
+        redirect_action(
+            &HttpRedirect {
+                uri: uri.map(str::to_string),
+                prefix_rewrite: prefix.map(str::to_string),
+                ..Default::default()
+            },
+            9080,
+        )
+        .path_rewrite_specifier
+    };
+    assert_eq!(
+        redirect(None, Some("/v2")),
+        Some(redirect_action::PathRewriteSpecifier::PrefixRewrite(
+            "/v2".into()
+        ))
+    );
+    assert_eq!(
+        redirect(Some("/new"), Some("/v2")),
+        Some(redirect_action::PathRewriteSpecifier::PathRedirect(
+            "/new".into()
+        ))
+    );
+}
+
+#[test]
 fn internal_headers_are_not_touched() {
     let ops = HeaderOperations {
         set: [("host".to_string(), "h".to_string())]

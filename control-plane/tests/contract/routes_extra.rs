@@ -51,11 +51,14 @@ spec:
   - name: mirrored
     match: [{uri: {prefix: /mirror}, statPrefix: shop-mirror}]
     route: [{destination: {host: shop.example.internal, subset: v1}}]
-    mirror: {host: shadow.example.internal}
-    mirrorPercentage: {value: 12.5}
     mirrors:
     - {destination: {host: shop.example.internal, subset: v2}, percentage: {value: 50}}
     - {destination: {host: shadow.example.internal, port: {number: 8080}}}
+  - name: single-mirror
+    match: [{uri: {prefix: /single}}]
+    route: [{destination: {host: shop.example.internal}}]
+    mirror: {host: shadow.example.internal}
+    mirrorPercentage: {value: 12.5}
   - name: legacy-mirror
     match: [{uri: {prefix: /legacy}}]
     route: [{destination: {host: shop.example.internal}}]
@@ -130,10 +133,15 @@ fn mirrors_reach_the_proxy_with_their_shares() {
     assert_eq!(
         mirrors,
         [
-            ("outbound|8080||shadow.example.internal", 125_000, true),
             ("outbound|80|v2|shop.example.internal", 500_000, true),
             ("outbound|8080||shadow.example.internal", 1_000_000, true),
         ]
+    );
+    // `mirror` and `mirrors` exclude each other (Istio's validateHTTPRouteConflict).
+    let single = &forward(&rc, "single-mirror").mirrors;
+    assert_eq!(
+        (single[0].cluster.name.as_str(), single[0].per_million),
+        ("outbound|8080||shadow.example.internal", 125_000)
     );
     let legacy = &forward(&rc, "legacy-mirror").mirrors;
     assert_eq!(legacy[0].per_million, 300_000, "mirrorPercent: 30");
