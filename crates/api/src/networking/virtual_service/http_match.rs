@@ -139,6 +139,14 @@ impl HttpMatchRequest {
             for (name, m) in map {
                 let p = fp.key(name);
                 check(&p, errors, validate_match_header_key(name));
+                if name == ":status" {
+                    // Istio accepts it (a request never has one); Weft's proxy refuses the
+                    // route configuration (docs/API_DIFFERENCES.md).
+                    p.push(
+                        errors,
+                        "a request has no :status pseudo-header to match; Weft's proxy matches :method, :scheme, :authority and :path",
+                    );
+                }
                 if !ctx.gateway_only && is_jwt_claim_key(name) {
                     p.push(
                         errors,
@@ -195,6 +203,11 @@ mod tests {
         // Any HTTP token (any case) or pseudo-header, as Istio's current rule.
         assert_ok(
             "hosts: [a]\nhttp: [{match: [{headers: {X-Foo: {exact: a}, ':path': {prefix: /}}}], route: [{destination: {host: a}}]}]",
+        );
+        assert_err(
+            "hosts: [a]\nhttp: [{match: [{headers: {':status': {exact: '200'}}}], route: [{destination: {host: a}}]}]",
+            "spec.http[0].match[0].headers[:status]",
+            "a request has no :status",
         );
         assert_err(
             "hosts: [a]\nhttp: [{match: [{headers: {'x foo': {exact: a}}}], route: [{destination: {host: a}}]}]",

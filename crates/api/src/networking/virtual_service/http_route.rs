@@ -350,6 +350,11 @@ mod tests {
             "spec.http[0].route[0].weight",
             "weight -5 < 0",
         );
+        assert_err(
+            "hosts: [a]\nhttp: [{route: [{destination: {host: a}, weight: 2147483647}, {destination: {host: b}, weight: 2147483647}, {destination: {host: c}, weight: 2}]}]",
+            "spec.http[0].route",
+            "more than a proxy can split",
+        );
     }
 
     #[test]

@@ -286,7 +286,7 @@ fn is_jwt_claim_key(key: &str) -> bool {
 
 /// Istio's `validateWeight` and the total check of `validateRouteDestinations`: no negative
 /// weight, and several destinations may not all weigh 0. Weights are relative: they need not
-/// sum to 100.
+/// sum to 100. Weft also refuses a sum over `u32::MAX`, which no proxy can split.
 fn check_weights(
     weights: impl ExactSizeIterator<Item = Option<i32>>,
     path: &Path,
@@ -305,6 +305,12 @@ fn check_weights(
     }
     if count > 1 && total == 0 {
         path.push(errors, "total destination weight = 0");
+    } else if total > i64::from(u32::MAX) {
+        // Istio accepts it; Envoy and Weft's proxy refuse the route (docs/API_DIFFERENCES.md).
+        path.push(
+            errors,
+            format!("the weights sum to {total}, more than a proxy can split (4294967295)"),
+        );
     }
 }
 
