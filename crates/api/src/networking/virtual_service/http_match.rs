@@ -178,7 +178,13 @@ impl HttpMatchRequest {
         }
         let qp = path.field("queryParams");
         for (name, m) in &self.query_params {
-            check_string_match(m, false, &qp.key(name), errors);
+            let p = qp.key(name);
+            if name.is_empty() {
+                // Istio accepts it; Envoy and Weft's proxy refuse the route
+                // (docs/API_DIFFERENCES.md).
+                p.push(errors, "query parameter name cannot be empty");
+            }
+            check_string_match(m, false, &p, errors);
         }
         if let Some(port) = self.port.filter(|p| *p != 0) {
             check(&path.field("port"), errors, validate_port(port));
