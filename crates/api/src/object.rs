@@ -660,14 +660,14 @@ spec:
   http:
   - route:
     - destination: {host: reviews, subset: v1}
-      weight: 50
+      weight: 0
     - destination: {host: reviews, subset: v2}
-      weight: 40
+      weight: 0
 ";
         let docs = parse_documents(text);
         assert_eq!(
             invalid_errors(&docs[0]),
-            ["spec.http[0].route: weights must sum to 100, got 90"]
+            ["spec.http[0].route: total destination weight = 0"]
         );
     }
 

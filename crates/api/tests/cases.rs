@@ -201,9 +201,22 @@ fn accepted_cases_set_every_field_of_istios_schema() {
         let mut leaves = BTreeSet::new();
         schema_leaves(&schema, "spec".into(), &mut leaves);
         let mut set = BTreeSet::new();
-        for case in file.cases.iter().filter(|c| c.refused.is_none()) {
+        let mut refused_set = BTreeSet::new();
+        for case in &file.cases {
             let spec: Value = serde_json::to_value(&case.spec).expect("spec as JSON");
-            set_paths(&spec, &schema, "spec".into(), &mut set);
+            let into = if case.refused.is_none() {
+                &mut set
+            } else {
+                &mut refused_set
+            };
+            set_paths(&spec, &schema, "spec".into(), into);
+        }
+        for path in &file.always_refused {
+            assert!(
+                refused_set.contains(path),
+                "{kind}: {path} is listed as always refused, but no refused case sets it"
+            );
+            set.insert(path.clone());
         }
         let unset: Vec<_> = leaves.difference(&set).cloned().collect();
         if !unset.is_empty() {

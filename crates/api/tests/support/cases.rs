@@ -8,6 +8,7 @@
 //! A file:
 //! ```yaml
 //! kind: VirtualService
+//! alwaysRefused: [spec.http[].fault.abort.http2Error]   # optional: fields Istio never accepts
 //! cases:
 //! - name: weighted-routes          # a DNS-1123 label, unique in the file: metadata.name
 //!   spec: {...}                    # no `refused`: must be accepted
@@ -28,10 +29,15 @@ use serde::Deserialize;
 
 /// One file of cases.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CaseFile {
     /// The kind every case of the file is.
     pub kind: String,
+    /// Fields of Istio's schema that Istio refuses whatever their value (`spec.http[].fault.
+    /// abort.http2Error`: "not supported yet"): no accepted case can set them, so a refused
+    /// case must.
+    #[serde(default)]
+    pub always_refused: Vec<String>,
     /// The cases, in order.
     pub cases: Vec<Case>,
 }
