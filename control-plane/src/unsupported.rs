@@ -5,8 +5,8 @@
 
 use weft_api::ConfigObject;
 use weft_api::networking::{
-    ClientTlsSettings, DestinationRule, LoadBalancerSettings, ServiceEntry, Sidecar, SimpleLb,
-    TlsMode, TrafficPolicy, VirtualService,
+    ClientTlsSettings, ConnectionPoolSettings, DestinationRule, LoadBalancerSettings,
+    OutlierDetection, ServiceEntry, Sidecar, SimpleLb, TlsMode, TrafficPolicy, VirtualService,
 };
 use weft_api::security::{AuthorizationAction, AuthorizationPolicy};
 
@@ -124,6 +124,8 @@ fn traffic_policy(policy: &TrafficPolicy, path: &str, found: &mut Found) {
         Settings {
             load_balancer: policy.load_balancer.as_ref(),
             tls: policy.tls.as_ref(),
+            connection_pool: policy.connection_pool.as_ref(),
+            outlier_detection: policy.outlier_detection.as_ref(),
         },
         path,
         found,
@@ -139,6 +141,8 @@ fn traffic_policy(policy: &TrafficPolicy, path: &str, found: &mut Found) {
             Settings {
                 load_balancer: level.load_balancer.as_ref(),
                 tls: level.tls.as_ref(),
+                connection_pool: level.connection_pool.as_ref(),
+                outlier_detection: level.outlier_detection.as_ref(),
             },
             &format!("{path}.portLevelSettings[{index}]"),
             found,
@@ -150,11 +154,45 @@ fn traffic_policy(policy: &TrafficPolicy, path: &str, found: &mut Found) {
 struct Settings<'a> {
     load_balancer: Option<&'a LoadBalancerSettings>,
     tls: Option<&'a ClientTlsSettings>,
+    connection_pool: Option<&'a ConnectionPoolSettings>,
+    outlier_detection: Option<&'a OutlierDetection>,
 }
 
 fn settings(settings: Settings<'_>, path: &str, found: &mut Found) {
+    if let Some(pool) = settings.connection_pool {
+        note(
+            found,
+            pool.http
+                .as_ref()
+                .is_some_and(|h| h.http2_keep_alive.is_some()),
+            format!("{path}.connectionPool.http.http2KeepAlive"),
+        );
+    }
+    if let Some(outlier) = settings.outlier_detection {
+        note(
+            found,
+            !outlier.outlier_detection_http_error_codes.is_empty(),
+            format!("{path}.outlierDetection.outlierDetectionHttpErrorCodes"),
+        );
+    }
     if let Some(lb) = settings.load_balancer {
         let lb_path = format!("{path}.loadBalancer");
+        note(
+            found,
+            lb.zone_aware_lb_setting.is_some(),
+            format!("{lb_path}.zoneAwareLbSetting"),
+        );
+        if let Some(cookie) = lb
+            .consistent_hash
+            .as_ref()
+            .and_then(|h| h.http_cookie.as_ref())
+        {
+            note(
+                found,
+                !cookie.attributes.is_empty(),
+                format!("{lb_path}.consistentHash.httpCookie.attributes"),
+            );
+        }
         if lb.simple == Some(SimpleLb::Passthrough) {
             found.push((
                 format!("{lb_path}.simple"),
@@ -421,6 +459,41 @@ spec:
             !found.iter().any(|f| f.contains("ServiceEntry")),
             "{found:#?}"
         );
+    }
+
+    #[test]
+    fn destination_rule_fields_the_proxy_does_not_act_on() {
+        let found = paths(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    connectionPool: {http: {http2KeepAlive: {interval: 10s, timeout: 2s}}}
+    outlierDetection: {consecutive5xxErrors: 3, outlierDetectionHttpErrorCodes: [500, 503]}
+    loadBalancer:
+      consistentHash: {httpCookie: {name: user, ttl: 0s, attributes: [{name: SameSite, value: Strict}]}}
+      zoneAwareLbSetting: {enabled: true}
+    portLevelSettings:
+    - port: {number: 9080}
+      connectionPool: {http: {http2KeepAlive: {interval: 10s, timeout: 2s}}}
+"#,
+        );
+        for expected in [
+            "spec.trafficPolicy.connectionPool.http.http2KeepAlive",
+            "spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes",
+            "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting",
+            "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes",
+            "spec.trafficPolicy.portLevelSettings[0].connectionPool.http.http2KeepAlive",
+        ] {
+            let expected = format!("DestinationRule default/ratings {expected}");
+            assert!(
+                found.iter().any(|f| *f == expected),
+                "missing {expected} in {found:#?}"
+            );
+        }
     }
 
     #[test]

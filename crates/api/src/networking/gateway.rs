@@ -191,6 +191,34 @@ pub struct ServerTlsSettings {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub cipher_suites: Vec<String>,
+    /// Server certificates and keys as files (up to two, e.g. RSA and ECDSA).
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub tls_certificates: Vec<TlsCertificate>,
+    /// Secret holding only the CA certificate for client verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert_credential_name: Option<String>,
+    /// Skip verifying the client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// A server certificate and key (`tls.tlsCertificates[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsCertificate {
+    /// Server certificate file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_certificate: Option<String>,
+    /// Private key file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// CA bundle for client certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
 }
 
 impl Validate for ServerTlsSettings {

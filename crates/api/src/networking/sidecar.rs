@@ -1,19 +1,19 @@
 //! `Sidecar` (networking.istio.io/v1): limits and tunes the listeners and reachable hosts of sidecar proxies.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Destination, WorkloadSelector};
 use super::destination_rule::ConnectionPoolSettings;
-use super::gateway::{ServerTlsMode, ServerTlsSettings, validate_namespace_slash_host};
+use super::gateway::{ServerTlsMode, ServerTlsSettings};
 use super::service_entry::Protocol;
 use super::workload_entry::UNIX_ADDRESS_PREFIX;
 use crate::de::null_default;
 use crate::validation::{
-    FieldError, Path, Validate, check, check_selector_labels, is_ip, validate_port,
-    validate_port_name, validate_unix_address,
+    FieldError, Path, Validate, check, is_ip, is_istio_dns1123_label, validate_fqdn, validate_port,
+    validate_port_name, validate_unix_address, validate_wildcard_domain,
 };
 
 /// Sidecar proxy configuration for a namespace or some workloads.
@@ -149,8 +149,10 @@ fn validate_sidecar_port(port: &SidecarPort, path: &Path, errors: &mut Vec<Field
         check(&path.field("name"), errors, validate_port_name(&port.name));
     }
     if !port.protocol.is_empty() && Protocol::parse(&port.protocol).is_none() {
-        path.field("protocol")
-            .push(errors, format!("unsupported protocol: {:?}", port.protocol));
+        path.field("protocol").push(
+            errors,
+            format!("unsupported protocol: \"{}\"", port.protocol),
+        );
     }
     if port.target_port.is_some_and(|t| t > 0) {
         path.field("targetPort")
@@ -160,8 +162,169 @@ fn validate_sidecar_port(port: &SidecarPort, path: &Path, errors: &mut Vec<Field
 
 fn validate_bind(bind: &str, path: &Path, errors: &mut Vec<FieldError>) {
     if !bind.is_empty() && !is_ip(bind) {
-        path.push(errors, format!("{bind:?} is not a valid IP address"));
+        path.push(errors, format!("\"{bind}\" is not a valid IP"));
     }
+}
+
+/// `workloadSelector.labels` as Istio checks it (`ValidateAlphaWorkloadSelector` and the CRD's
+/// CEL rule, whose message this carries): no empty keys, no wildcards, values of at most 63
+/// characters, at most 256 labels. Label syntax itself is not checked, as in Istio.
+fn check_selector(path: &Path, errors: &mut Vec<FieldError>, labels: &BTreeMap<String, String>) {
+    if labels.len() > 256 {
+        path.push(errors, "must have at most 256 labels");
+    }
+    for (k, v) in labels {
+        let p = path.key(k);
+        if k.is_empty() {
+            p.push(
+                errors,
+                format!("empty key is not supported in selector: \"={v}\""),
+            );
+        }
+        if k.contains('*') || v.contains('*') {
+            p.push(
+                errors,
+                format!("wildcard is not supported in selector: \"{k}={v}\""),
+            );
+        }
+        if v.chars().count() > 63 {
+            p.push(
+                errors,
+                format!("label value \"{v}\" is longer than 63 characters"),
+            );
+        }
+    }
+}
+
+/// An egress host, `namespace/dnsName` (Istio's `ValidateNamespaceSlashWildcardHostname` for
+/// sidecars): the namespace `*`, `.`, `~` or a DNS label; the name `*` or a fully qualified
+/// (dotted) host whose only wildcard is a leading `*.`.
+fn validate_egress_host(host: &str) -> Result<(), String> {
+    let Some((ns, name)) = host.split_once('/') else {
+        return Err(format!("host \"{host}\" must be of form namespace/dnsName"));
+    };
+    let mut problems = Vec::new();
+    if ns.is_empty() || name.is_empty() {
+        problems.push("config namespace and dnsName in host entry cannot be empty".to_string());
+    }
+    if !matches!(ns, "*" | "." | "~") && !is_istio_dns1123_label(ns) {
+        problems.push(format!("invalid namespace value \"{ns}\" in sidecar"));
+    }
+    if name != "*" && !name.contains('.') {
+        problems.push(format!(
+            "short names (non FQDN) are not allowed: \"{name}\""
+        ));
+    }
+    if let Err(e) = validate_wildcard_domain(name) {
+        problems.push(e);
+    }
+    if name.contains('*') && name != "*" && !name.starts_with("*.") {
+        problems.push(format!("partial wildcard \"{name}\" not allowed"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// Istio's YAML name of a server TLS mode.
+fn mode_name(mode: ServerTlsMode) -> &'static str {
+    match mode {
+        ServerTlsMode::Passthrough => "PASSTHROUGH",
+        ServerTlsMode::Simple => "SIMPLE",
+        ServerTlsMode::Mutual => "MUTUAL",
+        ServerTlsMode::AutoPassthrough => "AUTO_PASSTHROUGH",
+        ServerTlsMode::IstioMutual => "ISTIO_MUTUAL",
+        ServerTlsMode::OptionalMutual => "OPTIONAL_MUTUAL",
+    }
+}
+
+/// An ingress listener's `tls` (Istio's checks in `ValidateSidecar`, its `validateTLSOptions`
+/// and the CRD's CEL rules, whose messages these carry).
+fn validate_ingress_tls(
+    tls: &ServerTlsSettings,
+    port: &SidecarPort,
+    tp: &Path,
+    errors: &mut Vec<FieldError>,
+) {
+    let names = !tls.credential_names.is_empty();
+    let certs = !tls.tls_certificates.is_empty();
+    if names && certs {
+        tp.push(
+            errors,
+            "only one of credentialNames or tlsCertificates can be set",
+        );
+        // Istio's third CEL rule checks the same pair under another message.
+        tp.push(
+            errors,
+            "only one of credentialName or tlsCertificates can be set",
+        );
+    }
+    if tls.credential_name.is_some() && names {
+        tp.push(
+            errors,
+            "only one of credentialName or credentialNames can be set",
+        );
+    }
+    for (field, n) in [
+        ("credentialNames", tls.credential_names.len()),
+        ("tlsCertificates", tls.tls_certificates.len()),
+    ] {
+        if n > 2 {
+            tp.field(field)
+                .push(errors, format!("must have at most 2 items, got {n}"));
+        }
+    }
+    if !tls.subject_alt_names.is_empty() {
+        tp.field("subjectAltNames")
+            .push(errors, "subjectAltNames is not supported in ingress tls");
+    }
+    if tls.https_redirect {
+        tp.field("httpsRedirect")
+            .push(errors, "httpsRedirect is not supported");
+    }
+    if tls
+        .credential_name
+        .as_deref()
+        .is_some_and(|c| !c.is_empty())
+    {
+        tp.field("credentialName")
+            .push(errors, "credentialName is not currently supported");
+    }
+    if names {
+        tp.field("credentialNames")
+            .push(errors, "credentialNames is not currently supported");
+    }
+    if certs {
+        tp.field("tlsCertificates")
+            .push(errors, "tlsCertificates is not currently supported");
+    }
+    if matches!(
+        tls.mode,
+        ServerTlsMode::IstioMutual | ServerTlsMode::AutoPassthrough
+    ) {
+        tp.field("mode").push(
+            errors,
+            format!(
+                "cannot set mode to {} in sidecar ingress tls",
+                mode_name(tls.mode)
+            ),
+        );
+    }
+    if !matches!(
+        Protocol::parse(&port.protocol),
+        Some(Protocol::Https | Protocol::Tls)
+    ) {
+        tp.push(
+            errors,
+            format!(
+                "server cannot have TLS settings for non HTTPS/TLS ports (protocol \"{}\")",
+                port.protocol
+            ),
+        );
+    }
+    tls.validate(tp, errors);
 }
 
 impl Sidecar {
@@ -173,7 +336,7 @@ impl Sidecar {
         errors: &mut Vec<FieldError>,
     ) {
         if let Some(ws) = &self.workload_selector {
-            check_selector_labels(
+            check_selector(
                 &path.field("workloadSelector").field("labels"),
                 errors,
                 &ws.labels,
@@ -214,8 +377,13 @@ impl Sidecar {
                 } else {
                     match ep.rsplit_once(':') {
                         None => {
-                            dp.push(errors, format!("defaultEndpoint {ep:?} is missing a port"))
+                            dp.push(errors, format!("defaultEndpoint \"{ep}\" is missing a port"))
                         }
+                        Some((host, _)) if host.contains(':') && !host.starts_with('[') => dp
+                            .push(
+                                errors,
+                                format!("defaultEndpoint \"{ep}\" has too many colons (write an IPv6 address as [::1]:port)"),
+                            ),
                         Some((host, port)) => {
                             let host = host.trim_start_matches('[').trim_end_matches(']');
                             if !host.is_empty()
@@ -235,26 +403,7 @@ impl Sidecar {
                 }
             }
             if let Some(tls) = &l.tls {
-                let tp = p.field("tls");
-                if !tls.subject_alt_names.is_empty() {
-                    tp.push(errors, "subjectAltNames is not supported in ingress tls");
-                }
-                if tls.https_redirect {
-                    tp.push(errors, "httpsRedirect is not supported");
-                }
-                if tls.credential_name.is_some() {
-                    tp.push(errors, "credentialName is not currently supported");
-                }
-                if matches!(
-                    tls.mode,
-                    ServerTlsMode::IstioMutual | ServerTlsMode::AutoPassthrough
-                ) {
-                    tp.push(
-                        errors,
-                        format!("cannot set mode to {:?} in sidecar ingress tls", tls.mode),
-                    );
-                }
-                tls.validate(&tp, errors);
+                validate_ingress_tls(tls, port, &p.field("tls"), errors);
             }
             l.connection_pool
                 .validate(&p.field("connectionPool"), errors);
@@ -292,6 +441,15 @@ impl Sidecar {
                                 check(&p.field("bind"), errors, validate_unix_address(sock))
                             }
                         }
+                        if !matches!(
+                            l.capture_mode,
+                            None | Some(CaptureMode::Default | CaptureMode::None)
+                        ) {
+                            p.field("captureMode").push(
+                                errors,
+                                "captureMode must be DEFAULT/NONE for unix domain socket listeners",
+                            );
+                        }
                         if !binds.insert(bind) {
                             p.field("bind").push(
                                 errors,
@@ -312,29 +470,27 @@ impl Sidecar {
                 hp.push(errors, "egress listener must contain at least one host");
             }
             for (j, h) in l.hosts.iter().enumerate() {
-                check(
-                    &hp.index(j),
-                    errors,
-                    validate_namespace_slash_host(h, false),
-                );
+                check(&hp.index(j), errors, validate_egress_host(h));
             }
         }
         if let Some(otp) = &self.outbound_traffic_policy
             && let Some(proxy) = &otp.egress_proxy
         {
-            let pp = path.field("outboundTrafficPolicy");
+            let pp = path.field("outboundTrafficPolicy").field("egressProxy");
             if otp.mode != Some(OutboundTrafficPolicyMode::AllowAny) {
-                pp.field("egressProxy").push(
+                pp.push(
                     errors,
                     "egressProxy must be set only with ALLOW_ANY outbound traffic policy mode",
                 );
+            } else {
+                check(&pp.field("host"), errors, validate_fqdn(&proxy.host));
+                if proxy.port.is_none() {
+                    pp.field("port")
+                        .push(errors, "egressProxy port must be set");
+                } else {
+                    proxy.validate(&pp, errors);
+                }
             }
-            if proxy.port.is_none() {
-                pp.field("egressProxy")
-                    .field("port")
-                    .push(errors, "egressProxy port must be set");
-            }
-            proxy.validate(&pp.field("egressProxy"), errors);
         }
     }
 }

@@ -3,9 +3,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::{check_min_duration, check_ms_duration, check_whole_ms};
 use crate::de::is_false;
 use crate::duration::Duration;
-use crate::validation::{FieldError, Path, Validate, check_duration};
+use crate::validation::{FieldError, Path, Validate};
 
 /// Connection pool settings.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -56,17 +57,22 @@ impl Validate for TcpSettings {
             path.field("maxConnections")
                 .push(errors, "max connections must be non-negative");
         }
-        check_duration(&path.field("connectTimeout"), errors, &self.connect_timeout);
-        check_duration(
+        check_ms_duration(&path.field("connectTimeout"), errors, &self.connect_timeout);
+        check_ms_duration(
             &path.field("maxConnectionDuration"),
             errors,
             &self.max_connection_duration,
         );
-        check_duration(&path.field("idleTimeout"), errors, &self.idle_timeout);
+        // No CEL rule here, and Istio skips values under 1ms: `0s` disables the timeout.
+        if let Some(d) = &self.idle_timeout
+            && d.0 >= std::time::Duration::from_millis(1)
+        {
+            check_whole_ms(&path.field("idleTimeout"), errors, d);
+        }
         if let Some(k) = &self.tcp_keepalive {
             let kp = path.field("tcpKeepalive");
-            check_duration(&kp.field("time"), errors, &k.time);
-            check_duration(&kp.field("interval"), errors, &k.interval);
+            check_ms_duration(&kp.field("time"), errors, &k.time);
+            check_ms_duration(&kp.field("interval"), errors, &k.interval);
         }
     }
 }
@@ -126,6 +132,21 @@ pub struct HttpSettings {
     /// Maximum concurrent HTTP/2 streams per connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_streams: Option<i32>,
+    /// HTTP/2 PING frames on upstream connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_keep_alive: Option<ConnectionKeepalive>,
+}
+
+/// HTTP/2 PING settings (`connectionPool.http.http2KeepAlive`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionKeepalive {
+    /// Send a PING at this interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    /// How long to wait for the PING's answer before closing the connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
 }
 
 impl Validate for HttpSettings {
@@ -158,7 +179,13 @@ impl Validate for HttpSettings {
                     .push(errors, format!("{what} must be non-negative"));
             }
         }
-        check_duration(&path.field("idleTimeout"), errors, &self.idle_timeout);
+        check_ms_duration(&path.field("idleTimeout"), errors, &self.idle_timeout);
+        if let Some(k) = &self.http2_keep_alive {
+            // Only the CEL rule: Istio's Go validation does not look at these.
+            let kp = path.field("http2KeepAlive");
+            check_min_duration(&kp.field("interval"), errors, &k.interval);
+            check_min_duration(&kp.field("timeout"), errors, &k.timeout);
+        }
         if self.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade) && self.use_client_protocol {
             path.field("useClientProtocol").push(
                 errors,

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::{check_min_duration, check_ms_duration};
 use crate::de::null_default;
 use crate::duration::Duration;
-use crate::validation::{FieldError, Path, Validate, check, check_duration};
+use crate::validation::{FieldError, Path, Validate};
 
 /// Simple load-balancing algorithms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -41,6 +42,9 @@ pub struct LoadBalancerSettings {
     /// Locality-weighted load balancing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality_lb_setting: Option<LocalityLoadBalancerSetting>,
+    /// Zone-aware load balancing (Envoy's zone-aware routing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_aware_lb_setting: Option<ZoneAwareLoadBalancerSetting>,
     /// Slow-start window for new endpoints (deprecated in favour of `warmup`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_duration_secs: Option<Duration>,
@@ -58,17 +62,20 @@ impl Validate for LoadBalancerSettings {
             .validate(&path.field("consistentHash"), errors);
         self.locality_lb_setting
             .validate(&path.field("localityLbSetting"), errors);
-        check_duration(
+        if self.locality_lb_setting.is_some() && self.zone_aware_lb_setting.is_some() {
+            path.push(
+                errors,
+                "only one of localityLbSetting and zoneAwareLbSetting can be set",
+            );
+        }
+        self.zone_aware_lb_setting
+            .validate(&path.field("zoneAwareLbSetting"), errors);
+        // Deprecated; only the CRD's CEL rule applies to it now.
+        check_min_duration(
             &path.field("warmupDurationSecs"),
             errors,
             &self.warmup_duration_secs,
         );
-        if self.warmup_duration_secs.is_some() && self.warmup.is_some() {
-            path.push(
-                errors,
-                "only one of warmupDurationSecs or warmup may be set",
-            );
-        }
         self.warmup.validate(&path.field("warmup"), errors);
     }
 }
@@ -90,23 +97,25 @@ pub struct WarmupConfiguration {
 
 impl Validate for WarmupConfiguration {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
-        match &self.duration {
-            None => path.field("duration").push(errors, "duration is required"),
-            Some(d) => check(
-                &path.field("duration"),
-                errors,
-                crate::validation::validate_duration(d),
-            ),
+        if self.duration.is_none() {
+            path.field("duration").push(errors, "duration is required");
         }
+        check_ms_duration(&path.field("duration"), errors, &self.duration);
         if let Some(m) = self.minimum_percent
             && !(0.0..=100.0).contains(&m)
         {
-            path.field("minimumPercent")
-                .push(errors, format!("minimumPercent {m} is not in range 0..100"));
+            path.field("minimumPercent").push(
+                errors,
+                format!("minimumPercent value should be between 0 and 100, got {m}"),
+            );
         }
-        if self.aggression.is_some_and(|a| a.is_nan() || a < 1.0) {
-            path.field("aggression")
-                .push(errors, "aggression must be at least 1.0");
+        if let Some(a) = self.aggression
+            && (a.is_nan() || a < 1.0)
+        {
+            path.field("aggression").push(
+                errors,
+                format!("aggression should be greater than or equal to 1, got {a}"),
+            );
         }
     }
 }
@@ -150,15 +159,21 @@ impl Validate for ConsistentHashLb {
                 "only one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName may be set",
             );
         }
-        if let Some(c) = &self.http_cookie
-            && c.name.is_empty()
-        {
-            path.field("httpCookie")
-                .field("name")
-                .push(errors, "name required for HttpCookie");
-        }
+        // `ttl` has no rule: `0s` makes a session cookie.
         if let Some(c) = &self.http_cookie {
-            check_duration(&path.field("httpCookie").field("ttl"), errors, &c.ttl);
+            let cp = path.field("httpCookie");
+            if c.name.is_empty() {
+                cp.field("name")
+                    .push(errors, "name required for HttpCookie");
+            }
+            for (i, a) in c.attributes.iter().enumerate() {
+                if a.name.is_empty() {
+                    cp.field("attributes")
+                        .index(i)
+                        .field("name")
+                        .push(errors, "cookie attribute name is required");
+                }
+            }
         }
         if self.ring_hash.is_some() && self.maglev.is_some() {
             path.push(errors, "only one of ringHash or maglev may be set");
@@ -176,16 +191,29 @@ impl Validate for ConsistentHashLb {
             if m.table_size == 0 {
                 p.push(errors, "tableSize must be set for maglev");
             } else if m.table_size >= 5_000_011 {
-                p.push(errors, "tableSize must be less than 5000011 for maglev");
+                p.push(
+                    errors,
+                    format!(
+                        "tableSize must be less than 5000011 for maglev, got {}",
+                        m.table_size
+                    ),
+                );
             } else if !is_prime(m.table_size) {
-                p.push(errors, "tableSize must be a prime number for maglev");
+                p.push(
+                    errors,
+                    format!(
+                        "tableSize must be a prime number for maglev, got {}",
+                        m.table_size
+                    ),
+                );
             }
         }
     }
 }
 
+/// Envoy's primality test, which Istio copies: 1 counts as prime.
 fn is_prime(x: u64) -> bool {
-    if x < 2 {
+    if x == 0 {
         return false;
     }
     if x < 4 {
@@ -286,6 +314,67 @@ pub struct LocalityLoadBalancerSetting {
     pub enabled: Option<bool>,
 }
 
+/// The topology labels `failoverPriority` may not repeat where locality failover already
+/// orders by region, zone and subzone.
+const TOPOLOGY_LABELS: [&str; 3] = [
+    "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+    "topology.istio.io/subzone",
+];
+
+/// Istio's `validateLocalities`: at most one `*`, at the end; no empty region/zone/subzone; no
+/// locality that overlaps an earlier one. The first problem, as Istio reports only that.
+fn check_localities<'a>(localities: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    // region -> zone -> subzones; `*` stands for "all of them", as in Istio.
+    let mut regions: BTreeMap<&str, BTreeMap<&str, BTreeSet<&str>>> = BTreeMap::new();
+    for locality in localities {
+        let overlap = || format!("locality {locality:?} overlap with previous specified ones");
+        let stars = locality.matches('*').count();
+        if stars > 1 || (stars == 1 && !locality.ends_with('*')) {
+            return Err(format!(
+                "locality {locality:?} wildcard '*' number can not exceed 1 and must be in the end"
+            ));
+        }
+        if regions.contains_key("*") {
+            return Err(overlap());
+        }
+        let parts: Vec<&str> = locality.splitn(3, '/').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(format!(
+                "locality {locality:?} must not contain empty region/zone/subzone info"
+            ));
+        }
+        match parts.as_slice() {
+            [region] => {
+                if regions.contains_key(region) {
+                    return Err(overlap());
+                }
+                regions.insert(region, BTreeMap::from([("*", BTreeSet::from(["*"]))]));
+            }
+            [region, zone] => {
+                let zones = regions.entry(region).or_default();
+                if zones.contains_key("*") || zones.contains_key(zone) {
+                    return Err(overlap());
+                }
+                zones.insert(zone, BTreeSet::from(["*"]));
+            }
+            [region, zone, subzone] => {
+                let zones = regions.entry(region).or_default();
+                if zones.contains_key("*") {
+                    return Err(overlap());
+                }
+                let subzones = zones.entry(zone).or_default();
+                if subzones.contains("*") || subzones.contains(subzone) {
+                    return Err(overlap());
+                }
+                subzones.insert(subzone);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl Validate for LocalityLoadBalancerSetting {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         if !self.distribute.is_empty() && !self.failover.is_empty() {
@@ -293,57 +382,118 @@ impl Validate for LocalityLoadBalancerSetting {
                 errors,
                 "can not simultaneously specify 'distribute' and 'failover'",
             );
+            return;
         }
-        if !self.distribute.is_empty() && !self.failover_priority.is_empty() {
-            path.push(
+        if !self.failover.is_empty()
+            && let Some((i, label)) = self
+                .failover_priority
+                .iter()
+                .enumerate()
+                .find(|(_, l)| TOPOLOGY_LABELS.contains(&l.as_str()))
+        {
+            path.field("failoverPriority").index(i).push(
                 errors,
-                "can not simultaneously specify 'distribute' and 'failoverPriority'",
+                format!(
+                    "can not simultaneously set 'failover' and topology label {label:?} in 'failoverPriority'"
+                ),
             );
+            return;
         }
         let dp = path.field("distribute");
-        let mut froms = BTreeSet::new();
         for (i, d) in self.distribute.iter().enumerate() {
             let p = dp.index(i);
-            if d.from.is_empty() {
-                p.field("from")
-                    .push(errors, "locality from must not be empty");
-            } else if !froms.insert(d.from.as_str()) {
-                p.field("from").push(
+            if let Some((k, w)) = d.to.iter().find(|(_, w)| **w == 0 || **w > 100) {
+                p.field("to").key(k).push(
                     errors,
-                    format!("locality distribute setting for {} is duplicated", d.from),
+                    format!("locality weight must be in range [1, 100], got {w}"),
                 );
+                return;
             }
             let total: u64 = d.to.values().map(|v| u64::from(*v)).sum();
             if total != 100 {
                 p.field("to")
                     .push(errors, format!("total locality weight {total} != 100"));
+                return;
             }
+            if let Err(e) = check_localities(d.to.keys().map(String::as_str)) {
+                p.field("to").push(errors, e);
+            }
+        }
+        if let Err(e) = check_localities(self.distribute.iter().map(|d| d.from.as_str())) {
+            dp.push(errors, e);
         }
         let fp = path.field("failover");
         for (i, f) in self.failover.iter().enumerate() {
-            let p = fp.index(i);
-            if f.from.is_empty() || f.to.is_empty() {
-                p.push(errors, "locality failover from and to must both be set");
-            } else if f.from == f.to {
-                p.push(
+            check_failover(&fp.index(i), errors, f);
+        }
+    }
+}
+
+/// One `failover` entry (locality and zone-aware settings alike): two different regions.
+fn check_failover(p: &Path, errors: &mut Vec<FieldError>, f: &LocalityFailover) {
+    if f.from == f.to {
+        p.push(
+            errors,
+            format!(
+                "locality lb failover settings must specify different regions (from and to are both {:?})",
+                f.from
+            ),
+        );
+    }
+    if f.from.contains('/') || f.to.contains('/') {
+        p.push(errors, "locality lb failover only specify region");
+    }
+    if f.from.contains('*') || f.to.contains('*') {
+        p.push(
+            errors,
+            "locality lb failover region should not contain '*' wildcard",
+        );
+    }
+}
+
+/// Zone-aware load balancing settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ZoneAwareLoadBalancerSetting {
+    /// Enable or disable zone-aware load balancing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Failover region pairs ordering the cross-region tiers.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub failover: Vec<LocalityFailover>,
+    /// Ordered label keys (or `key=value`) for priority tiers.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub failover_priority: Vec<String>,
+    /// Hosts needed in the local region before zone-aware routing applies (default 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_cluster_size: Option<u64>,
+}
+
+impl Validate for ZoneAwareLoadBalancerSetting {
+    /// The proto's rules (Istio's Go validation does not check this message): region, zone and
+    /// subzone are handled automatically, so `failoverPriority` must not name their labels;
+    /// `minClusterSize` is at least 1 (the CRD's minimum).
+    fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
+        for (i, label) in self.failover_priority.iter().enumerate() {
+            let key = label.split_once('=').map_or(label.as_str(), |(k, _)| k);
+            if TOPOLOGY_LABELS.contains(&key) {
+                path.field("failoverPriority").index(i).push(
                     errors,
-                    "locality lb failover settings must specify different regions",
+                    format!("failoverPriority must not include the topology label {key:?}"),
                 );
             }
-            if f.from.contains('/') || f.to.contains('/') {
-                p.push(errors, "locality failover only specify region");
-            }
         }
-        let pp = path.field("failoverPriority");
-        let mut seen = BTreeSet::new();
-        for (i, k) in self.failover_priority.iter().enumerate() {
-            if k.is_empty() {
-                pp.index(i)
-                    .push(errors, "failoverPriority entries must not be empty");
-            } else if !seen.insert(k.as_str()) {
-                pp.index(i)
-                    .push(errors, format!("duplicate failoverPriority entry {k}"));
-            }
+        if self.min_cluster_size == Some(0) {
+            path.field("minClusterSize")
+                .push(errors, "minClusterSize must be at least 1");
         }
     }
 }

@@ -25,10 +25,113 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{PolicyWorkloadSelector, PortSelector};
 use crate::de::null_default;
+use crate::duration::Duration;
 use crate::validation::{
     FieldError, Path, Validate, check, check_export_to, check_labels, validate_subset_name,
     validate_wildcard_domain,
 };
+
+/// The message of the CEL rule Istio's CRDs put on most durations (`duration(self) >=
+/// duration('1ms')`), so local mode and the API server refuse with the same words.
+pub(crate) const CEL_MIN_DURATION: &str = "must be a valid duration greater than 1ms";
+
+/// The CEL rule alone: at least 1ms (sub-millisecond digits are fine).
+pub(crate) fn check_min_duration(path: &Path, errors: &mut Vec<FieldError>, d: &Option<Duration>) {
+    if let Some(d) = d
+        && d.0 < std::time::Duration::from_millis(1)
+    {
+        path.push(errors, format!("{CEL_MIN_DURATION}, got {d}"));
+    }
+}
+
+/// Istio's Go rule past the minimum: a whole number of milliseconds.
+pub(crate) fn check_whole_ms(path: &Path, errors: &mut Vec<FieldError>, d: &Duration) {
+    if !d.0.subsec_nanos().is_multiple_of(1_000_000) {
+        path.push(
+            errors,
+            format!("only durations to ms precision are supported, got {d}"),
+        );
+    }
+}
+
+/// The CEL rule and Istio's Go `ValidateDuration`: at least 1ms, in whole milliseconds.
+pub(crate) fn check_ms_duration(path: &Path, errors: &mut Vec<FieldError>, d: &Option<Duration>) {
+    check_min_duration(path, errors, d);
+    if let Some(d) = d
+        && d.0 >= std::time::Duration::from_millis(1)
+    {
+        check_whole_ms(path, errors, d);
+    }
+}
+
+/// `workloadSelector.matchLabels` as Istio checks it (Go `validateWorkloadSelector` and the CRD's
+/// CEL rules, whose messages these carry): no empty keys, no wildcards, values of at most 63
+/// characters. Label syntax itself is not checked, as in Istio.
+fn check_match_labels(
+    path: &Path,
+    errors: &mut Vec<FieldError>,
+    labels: &BTreeMap<String, String>,
+) {
+    if labels.len() > 4096 {
+        path.push(errors, "must have at most 4096 labels");
+    }
+    for (k, v) in labels {
+        let p = path.key(k);
+        if k.is_empty() {
+            p.push(errors, format!("key must not be empty (\"={v}\")"));
+        }
+        if k.contains('*') {
+            p.push(
+                errors,
+                format!("wildcard not allowed in label key match: \"{k}={v}\""),
+            );
+        }
+        if v.contains('*') {
+            p.push(
+                errors,
+                format!("wildcard not allowed in label value match: \"{k}={v}\""),
+            );
+        }
+        if v.chars().count() > 63 {
+            p.push(
+                errors,
+                format!("label value {v:?} is longer than 63 characters"),
+            );
+        }
+    }
+}
+
+/// `configmap://` credential names must name a ConfigMap of the rule's own namespace (Istio's
+/// `ValidateTLS`).
+fn check_configmap_credential(
+    path: &Path,
+    errors: &mut Vec<FieldError>,
+    namespace: &str,
+    tls: &Option<ClientTlsSettings>,
+) {
+    let Some(name) = tls.as_ref().and_then(|t| t.credential_name.as_deref()) else {
+        return;
+    };
+    let Some(rest) = name.strip_prefix("configmap://") else {
+        return;
+    };
+    let p = path.field("tls").field("credentialName");
+    let (ns, cm) = match rest.split_once('/') {
+        Some((ns, cm)) => (ns, cm.split('/').next().unwrap_or("")),
+        None => (namespace, rest),
+    };
+    if ns.is_empty() || cm.is_empty() {
+        p.push(
+            errors,
+            format!("invalid configmap:// credentialName {name:?}: expected configmap://[namespace/]name"),
+        );
+    } else if ns != namespace {
+        p.push(
+            errors,
+            format!("invalid configmap:// credentialName {name:?}: namespace must match the configuration namespace \"{namespace}\""),
+        );
+    }
+}
 
 /// Policies applied to traffic for a host after routing.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -102,8 +205,31 @@ impl DestinationRule {
                 );
             }
         }
-        self.workload_selector
-            .validate(&path.field("workloadSelector"), errors);
+        if let Some(ws) = &self.workload_selector {
+            check_match_labels(
+                &path.field("workloadSelector").field("matchLabels"),
+                errors,
+                &ws.match_labels,
+            );
+        }
+        if let Some(ns) = namespace {
+            let tp = path.field("trafficPolicy");
+            let mut policies = vec![(tp, self.traffic_policy.as_ref())];
+            for (i, s) in self.subsets.iter().enumerate() {
+                policies.push((
+                    path.field("subsets").index(i).field("trafficPolicy"),
+                    s.traffic_policy.as_ref(),
+                ));
+            }
+            for (p, policy) in policies {
+                let Some(policy) = policy else { continue };
+                check_configmap_credential(&p, errors, ns, &policy.tls);
+                for (i, level) in policy.port_level_settings.iter().enumerate() {
+                    let lp = p.field("portLevelSettings").index(i);
+                    check_configmap_credential(&lp, errors, ns, &level.tls);
+                }
+            }
+        }
     }
 }
 
@@ -335,7 +461,7 @@ mod tests {
         assert_err(
             "host: a\nsubsets: [{name: v1, trafficPolicy: {connectionPool: {tcp: {connectTimeout: 0s}}}}]",
             "spec.subsets[0].trafficPolicy.connectionPool.tcp.connectTimeout",
-            "at least 1ms",
+            "greater than 1ms",
         );
     }
 

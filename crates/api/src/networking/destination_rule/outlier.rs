@@ -3,9 +3,11 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::check_ms_duration;
 use crate::de::is_false;
+use crate::de::null_default;
 use crate::duration::Duration;
-use crate::validation::{FieldError, Path, Validate, check, check_duration, validate_percent_int};
+use crate::validation::{FieldError, Path, Validate, check, validate_percent_int};
 
 /// Outlier detection (ejecting failing endpoints).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -38,16 +40,23 @@ pub struct OutlierDetection {
     /// Outlier detection turns off below this share of healthy endpoints (0..=100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_health_percent: Option<i32>,
+    /// The HTTP status codes counted as errors (100..=599; default: the 5xx).
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub outlier_detection_http_error_codes: Vec<u32>,
 }
 
 impl Validate for OutlierDetection {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
-        check_duration(
+        check_ms_duration(
             &path.field("baseEjectionTime"),
             errors,
             &self.base_ejection_time,
         );
-        check_duration(&path.field("interval"), errors, &self.interval);
+        check_ms_duration(&path.field("interval"), errors, &self.interval);
         if !self.split_external_local_origin_errors
             && self
                 .consecutive_local_origin_failures
@@ -58,11 +67,15 @@ impl Validate for OutlierDetection {
                 "outlier detection consecutive local origin failures is specified, but split external local origin errors is set to false",
             );
         }
-        if let Some(v) = self.consecutive_errors
-            && v < 0
-        {
-            path.field("consecutiveErrors")
-                .push(errors, "consecutiveErrors must be non-negative");
+        // `consecutiveErrors` (deprecated) only draws a warning from Istio, whatever its value.
+        let cp = path.field("outlierDetectionHttpErrorCodes");
+        for (i, code) in self.outlier_detection_http_error_codes.iter().enumerate() {
+            if !(100..=599).contains(code) {
+                cp.index(i).push(
+                    errors,
+                    format!("HTTP status code {code} is not in range 100..599"),
+                );
+            }
         }
         if let Some(v) = self.max_ejection_percent {
             check(
