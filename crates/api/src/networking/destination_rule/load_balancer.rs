@@ -328,11 +328,11 @@ fn check_localities<'a>(localities: impl IntoIterator<Item = &'a str>) -> Result
     // region -> zone -> subzones; `*` stands for "all of them", as in Istio.
     let mut regions: BTreeMap<&str, BTreeMap<&str, BTreeSet<&str>>> = BTreeMap::new();
     for locality in localities {
-        let overlap = || format!("locality {locality:?} overlap with previous specified ones");
+        let overlap = || format!("locality \"{locality}\" overlap with previous specified ones");
         let stars = locality.matches('*').count();
         if stars > 1 || (stars == 1 && !locality.ends_with('*')) {
             return Err(format!(
-                "locality {locality:?} wildcard '*' number can not exceed 1 and must be in the end"
+                "locality \"{locality}\" wildcard '*' number can not exceed 1 and must be in the end"
             ));
         }
         if regions.contains_key("*") {
@@ -341,7 +341,7 @@ fn check_localities<'a>(localities: impl IntoIterator<Item = &'a str>) -> Result
         let parts: Vec<&str> = locality.splitn(3, '/').collect();
         if parts.iter().any(|p| p.is_empty()) {
             return Err(format!(
-                "locality {locality:?} must not contain empty region/zone/subzone info"
+                "locality \"{locality}\" must not contain empty region/zone/subzone info"
             ));
         }
         match parts.as_slice() {
@@ -394,7 +394,7 @@ impl Validate for LocalityLoadBalancerSetting {
             path.field("failoverPriority").index(i).push(
                 errors,
                 format!(
-                    "can not simultaneously set 'failover' and topology label {label:?} in 'failoverPriority'"
+                    "can not simultaneously set 'failover' and topology label \"{label}\" in 'failoverPriority'"
                 ),
             );
             return;
@@ -435,7 +435,7 @@ fn check_failover(p: &Path, errors: &mut Vec<FieldError>, f: &LocalityFailover) 
         p.push(
             errors,
             format!(
-                "locality lb failover settings must specify different regions (from and to are both {:?})",
+                "locality lb failover settings must specify different regions (from and to are both \"{}\")",
                 f.from
             ),
         );
@@ -487,7 +487,7 @@ impl Validate for ZoneAwareLoadBalancerSetting {
             if TOPOLOGY_LABELS.contains(&key) {
                 path.field("failoverPriority").index(i).push(
                     errors,
-                    format!("failoverPriority must not include the topology label {key:?}"),
+                    format!("failoverPriority must not include the topology label \"{key}\""),
                 );
             }
         }

@@ -95,7 +95,7 @@ fn check_match_labels(
         if v.chars().count() > 63 {
             p.push(
                 errors,
-                format!("label value {v:?} is longer than 63 characters"),
+                format!("label value \"{v}\" is longer than 63 characters"),
             );
         }
     }
@@ -123,12 +123,12 @@ fn check_configmap_credential(
     if ns.is_empty() || cm.is_empty() {
         p.push(
             errors,
-            format!("invalid configmap:// credentialName {name:?}: expected configmap://[namespace/]name"),
+            format!("invalid configmap:// credentialName \"{name}\": expected configmap://[namespace/]name"),
         );
     } else if ns != namespace {
         p.push(
             errors,
-            format!("invalid configmap:// credentialName {name:?}: namespace must match the configuration namespace \"{namespace}\""),
+            format!("invalid configmap:// credentialName \"{name}\": namespace must match the configuration namespace \"{namespace}\""),
         );
     }
 }
