@@ -490,7 +490,7 @@ spec:
         ] {
             let expected = format!("DestinationRule default/ratings {expected}");
             assert!(
-                found.iter().any(|f| *f == expected),
+                found.contains(&expected),
                 "missing {expected} in {found:#?}"
             );
         }
