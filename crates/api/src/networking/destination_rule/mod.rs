@@ -196,12 +196,21 @@ impl DestinationRule {
         let ep = path.field("exportTo");
         check_export_to(&ep, errors, namespace, &self.export_to, false);
         if self.workload_selector.is_some() && !self.export_to.is_empty() {
-            let only_here = self.export_to.len() == 1
-                && (self.export_to[0] == "." || Some(self.export_to[0].as_str()) == namespace);
-            if !only_here {
+            let here = |e: &String| e == "." || Some(e.as_str()) == namespace;
+            let distinct: BTreeSet<&str> = self
+                .export_to
+                .iter()
+                .map(|e| if here(e) { "." } else { e.as_str() })
+                .collect();
+            if !self.export_to.iter().any(here) {
                 ep.push(
                     errors,
                     "destination rule with workload selector cannot have exportTo beyond current namespace",
+                );
+            } else if distinct.len() > 1 {
+                ep.push(
+                    errors,
+                    "destination rule with workload selector cannot have multiple entries in exportTo",
                 );
             }
         }
@@ -362,11 +371,10 @@ pub struct PortTrafficPolicy {
 
 impl Validate for PortTrafficPolicy {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
-        match &self.port {
-            None => path
-                .field("port")
-                .push(errors, "portTrafficPolicy must have valid port"),
-            Some(p) => p.validate(&path.field("port"), errors),
+        // Istio checks only that the port is there, not its number.
+        if self.port.is_none() {
+            path.field("port")
+                .push(errors, "portTrafficPolicy must have valid port");
         }
         if self.load_balancer.is_none()
             && self.connection_pool.is_none()
