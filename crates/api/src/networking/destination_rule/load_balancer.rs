@@ -563,4 +563,28 @@ mod tests {
             .is_err()
         );
     }
+
+    #[test]
+    fn localities_as_istio_orders_them() {
+        use super::check_localities;
+        assert!(check_localities(["us/a/*", "us/b", "eu"]).is_ok());
+        // A region covers its zones; a zone its subzones.
+        assert!(check_localities(["us", "us/a"]).is_err());
+        assert!(check_localities(["us/a", "us/a/1"]).is_err());
+        assert!(check_localities(["us/*", "us/a"]).is_err());
+        // Istio's map only looks backwards from a wildcard zone: `us/a` then `us/*` passes.
+        assert!(check_localities(["us/a", "us/*"]).is_ok());
+        assert!(check_localities(["*", "us"]).is_err());
+        assert!(check_localities(["us/*/a"]).is_err());
+        assert!(check_localities(["us//a"]).is_err());
+    }
+
+    #[test]
+    fn maglev_primes_as_envoy() {
+        assert!(super::is_prime(1));
+        assert!(super::is_prime(2));
+        assert!(!super::is_prime(0));
+        assert!(!super::is_prime(65536));
+        assert!(super::is_prime(65537));
+    }
 }
