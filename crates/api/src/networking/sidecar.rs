@@ -151,7 +151,10 @@ fn validate_sidecar_port(port: &SidecarPort, path: &Path, errors: &mut Vec<Field
     if !port.protocol.is_empty() && Protocol::parse(&port.protocol).is_none() {
         path.field("protocol").push(
             errors,
-            format!("unsupported protocol: \"{}\"", port.protocol),
+            format!(
+                "unsupported protocol: {}",
+                crate::de::quoted(&port.protocol)
+            ),
         );
     }
     if port.target_port.is_some_and(|t| t > 0) {
@@ -162,7 +165,10 @@ fn validate_sidecar_port(port: &SidecarPort, path: &Path, errors: &mut Vec<Field
 
 fn validate_bind(bind: &str, path: &Path, errors: &mut Vec<FieldError>) {
     if !bind.is_empty() && !is_ip(bind) {
-        path.push(errors, format!("\"{bind}\" is not a valid IP"));
+        path.push(
+            errors,
+            format!("{} is not a valid IP", crate::de::quoted(bind)),
+        );
     }
 }
 
@@ -178,19 +184,28 @@ fn check_selector(path: &Path, errors: &mut Vec<FieldError>, labels: &BTreeMap<S
         if k.is_empty() {
             p.push(
                 errors,
-                format!("empty key is not supported in selector: \"={v}\""),
+                format!(
+                    "empty key is not supported in selector: {}",
+                    crate::de::quoted(&format!("={v}"))
+                ),
             );
         }
         if k.contains('*') || v.contains('*') {
             p.push(
                 errors,
-                format!("wildcard is not supported in selector: \"{k}={v}\""),
+                format!(
+                    "wildcard is not supported in selector: {}",
+                    crate::de::quoted(&format!("{k}={v}"))
+                ),
             );
         }
         if v.chars().count() > 63 {
             p.push(
                 errors,
-                format!("label value \"{v}\" is longer than 63 characters"),
+                format!(
+                    "label value {} is longer than 63 characters",
+                    crate::de::quoted(v)
+                ),
             );
         }
     }
@@ -201,25 +216,35 @@ fn check_selector(path: &Path, errors: &mut Vec<FieldError>, labels: &BTreeMap<S
 /// (dotted) host whose only wildcard is a leading `*.`.
 fn validate_egress_host(host: &str) -> Result<(), String> {
     let Some((ns, name)) = host.split_once('/') else {
-        return Err(format!("host \"{host}\" must be of form namespace/dnsName"));
+        return Err(format!(
+            "host {} must be of form namespace/dnsName",
+            crate::de::quoted(host)
+        ));
     };
     let mut problems = Vec::new();
     if ns.is_empty() || name.is_empty() {
         problems.push("config namespace and dnsName in host entry cannot be empty".to_string());
     }
     if !matches!(ns, "*" | "." | "~") && !is_istio_dns1123_label(ns) {
-        problems.push(format!("invalid namespace value \"{ns}\" in sidecar"));
+        problems.push(format!(
+            "invalid namespace value {} in sidecar",
+            crate::de::quoted(ns)
+        ));
     }
     if name != "*" && !name.contains('.') {
         problems.push(format!(
-            "short names (non FQDN) are not allowed: \"{name}\""
+            "short names (non FQDN) are not allowed: {}",
+            crate::de::quoted(name)
         ));
     }
     if let Err(e) = validate_wildcard_domain(name) {
         problems.push(e);
     }
     if name.contains('*') && name != "*" && !name.starts_with("*.") {
-        problems.push(format!("partial wildcard \"{name}\" not allowed"));
+        problems.push(format!(
+            "partial wildcard {} not allowed",
+            crate::de::quoted(name)
+        ));
     }
     if problems.is_empty() {
         Ok(())
@@ -319,8 +344,8 @@ fn validate_ingress_tls(
         tp.push(
             errors,
             format!(
-                "server cannot have TLS settings for non HTTPS/TLS ports (protocol \"{}\")",
-                port.protocol
+                "server cannot have TLS settings for non HTTPS/TLS ports (protocol {})",
+                crate::de::quoted(&port.protocol)
             ),
         );
     }
@@ -377,12 +402,12 @@ impl Sidecar {
                 } else {
                     match ep.rsplit_once(':') {
                         None => {
-                            dp.push(errors, format!("defaultEndpoint \"{ep}\" is missing a port"))
+                            dp.push(errors, format!("defaultEndpoint {} is missing a port", crate::de::quoted(ep)))
                         }
                         Some((host, _)) if host.contains(':') && !host.starts_with('[') => dp
                             .push(
                                 errors,
-                                format!("defaultEndpoint \"{ep}\" has too many colons (write an IPv6 address as [::1]:port)"),
+                                format!("defaultEndpoint {} has too many colons (write an IPv6 address as [::1]:port)", crate::de::quoted(ep)),
                             ),
                         Some((host, port)) => {
                             let host = host.trim_start_matches('[').trim_end_matches(']');

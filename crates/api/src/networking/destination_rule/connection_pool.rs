@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{check_min_duration, check_ms_duration, check_whole_ms};
 use crate::de::is_false;
-use crate::duration::Duration;
+use crate::duration::{AnyDuration, Duration};
 use crate::validation::{FieldError, Path, Validate};
 
 /// Connection pool settings.
@@ -46,8 +46,9 @@ pub struct TcpSettings {
     /// Maximum connection lifetime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connection_duration: Option<Duration>,
-    /// Idle timeout for TCP connections.
+    /// Idle timeout for TCP connections (`0s` disables it: no 1 ms floor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<AnyDuration>")]
     pub idle_timeout: Option<Duration>,
 }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{check_min_duration, check_ms_duration};
 use crate::de::null_default;
-use crate::duration::Duration;
+use crate::duration::{AnyDuration, Duration};
 use crate::validation::{FieldError, Path, Validate};
 
 /// Simple load-balancing algorithms.
@@ -242,8 +242,9 @@ pub struct HttpCookie {
     /// Cookie path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// Lifetime of a generated cookie.
+    /// Lifetime of a generated cookie (`0s`: a session cookie; no 1 ms floor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<AnyDuration>")]
     pub ttl: Option<Duration>,
     /// Extra cookie attributes.
     #[serde(
@@ -328,11 +329,17 @@ fn check_localities<'a>(localities: impl IntoIterator<Item = &'a str>) -> Result
     // region -> zone -> subzones; `*` stands for "all of them", as in Istio.
     let mut regions: BTreeMap<&str, BTreeMap<&str, BTreeSet<&str>>> = BTreeMap::new();
     for locality in localities {
-        let overlap = || format!("locality \"{locality}\" overlap with previous specified ones");
+        let overlap = || {
+            format!(
+                "locality {} overlap with previous specified ones",
+                crate::de::quoted(locality)
+            )
+        };
         let stars = locality.matches('*').count();
         if stars > 1 || (stars == 1 && !locality.ends_with('*')) {
             return Err(format!(
-                "locality \"{locality}\" wildcard '*' number can not exceed 1 and must be in the end"
+                "locality {} wildcard '*' number can not exceed 1 and must be in the end",
+                crate::de::quoted(locality)
             ));
         }
         if regions.contains_key("*") {
@@ -341,7 +348,8 @@ fn check_localities<'a>(localities: impl IntoIterator<Item = &'a str>) -> Result
         let parts: Vec<&str> = locality.splitn(3, '/').collect();
         if parts.iter().any(|p| p.is_empty()) {
             return Err(format!(
-                "locality \"{locality}\" must not contain empty region/zone/subzone info"
+                "locality {} must not contain empty region/zone/subzone info",
+                crate::de::quoted(locality)
             ));
         }
         match parts.as_slice() {
@@ -394,7 +402,8 @@ impl Validate for LocalityLoadBalancerSetting {
             path.field("failoverPriority").index(i).push(
                 errors,
                 format!(
-                    "can not simultaneously set 'failover' and topology label \"{label}\" in 'failoverPriority'"
+                    "can not simultaneously set 'failover' and topology label {} in 'failoverPriority'",
+                    crate::de::quoted(label)
                 ),
             );
             return;
@@ -434,10 +443,7 @@ fn check_failover(p: &Path, errors: &mut Vec<FieldError>, f: &LocalityFailover) 
     if f.from == f.to {
         p.push(
             errors,
-            format!(
-                "locality lb failover settings must specify different regions (from and to are both \"{}\")",
-                f.from
-            ),
+            format!("locality lb failover settings must specify different regions (from and to are both {})", crate::de::quoted(&f.from)),
         );
     }
     if f.from.contains('/') || f.to.contains('/') {
@@ -487,7 +493,10 @@ impl Validate for ZoneAwareLoadBalancerSetting {
             if TOPOLOGY_LABELS.contains(&key) {
                 path.field("failoverPriority").index(i).push(
                     errors,
-                    format!("failoverPriority must not include the topology label \"{key}\""),
+                    format!(
+                        "failoverPriority must not include the topology label {}",
+                        crate::de::quoted(key)
+                    ),
                 );
             }
         }

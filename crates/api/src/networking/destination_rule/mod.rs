@@ -78,24 +78,39 @@ fn check_match_labels(
     for (k, v) in labels {
         let p = path.key(k);
         if k.is_empty() {
-            p.push(errors, format!("key must not be empty (\"={v}\")"));
+            p.push(
+                errors,
+                format!(
+                    "key must not be empty ({})",
+                    crate::de::quoted(&format!("={v}"))
+                ),
+            );
         }
         if k.contains('*') {
             p.push(
                 errors,
-                format!("wildcard not allowed in label key match: \"{k}={v}\""),
+                format!(
+                    "wildcard not allowed in label key match: {}",
+                    crate::de::quoted(&format!("{k}={v}"))
+                ),
             );
         }
         if v.contains('*') {
             p.push(
                 errors,
-                format!("wildcard not allowed in label value match: \"{k}={v}\""),
+                format!(
+                    "wildcard not allowed in label value match: {}",
+                    crate::de::quoted(&format!("{k}={v}"))
+                ),
             );
         }
         if v.chars().count() > 63 {
             p.push(
                 errors,
-                format!("label value \"{v}\" is longer than 63 characters"),
+                format!(
+                    "label value {} is longer than 63 characters",
+                    crate::de::quoted(v)
+                ),
             );
         }
     }
@@ -123,12 +138,15 @@ fn check_configmap_credential(
     if ns.is_empty() || cm.is_empty() {
         p.push(
             errors,
-            format!("invalid configmap:// credentialName \"{name}\": expected configmap://[namespace/]name"),
+            format!(
+                "invalid configmap:// credentialName {}: expected configmap://[namespace/]name",
+                crate::de::quoted(name)
+            ),
         );
     } else if ns != namespace {
         p.push(
             errors,
-            format!("invalid configmap:// credentialName \"{name}\": namespace must match the configuration namespace \"{namespace}\""),
+            format!("invalid configmap:// credentialName {}: namespace must match the configuration namespace {}", crate::de::quoted(name), crate::de::quoted(namespace)),
         );
     }
 }

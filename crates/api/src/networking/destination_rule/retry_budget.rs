@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::duration::Duration;
+use crate::duration::{AnyDuration, Duration};
 use crate::validation::{FieldError, Path, Validate};
 
 /// A limit on retries in relation to the requests to the destination (Istio's
@@ -17,8 +17,9 @@ pub struct RetryBudget {
     /// Retries always allowed, whatever the traffic (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_retry_concurrency: Option<u32>,
-    /// The window requests are counted over.
+    /// The window requests are counted over (no 1 ms floor: `0s` means the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<AnyDuration>")]
     pub budget_interval: Option<Duration>,
 }
 
