@@ -357,6 +357,15 @@ impl Validate for TrafficPolicy {
             .validate(&path.field("loadBalancer"), errors);
         self.tls.validate(&path.field("tls"), errors);
         let pp = path.field("portLevelSettings");
+        if self.port_level_settings.len() > 4096 {
+            pp.push(
+                errors,
+                format!(
+                    "must have at most 4096 items, got {}",
+                    self.port_level_settings.len()
+                ),
+            );
+        }
         for (i, p) in self.port_level_settings.iter().enumerate() {
             p.validate(&pp.index(i), errors);
         }
