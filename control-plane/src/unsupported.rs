@@ -35,6 +35,12 @@ pub fn fields(key: &ObjectKey, object: &ConfigObject) -> Vec<Warning> {
                 &mut found,
             );
         }
+        // Istio uses it for VM auto-registration, which Weft does not do.
+        ConfigObject::WorkloadGroup(_) => found.push((
+            String::new(),
+            "WorkloadGroup resources are not supported yet (Weft does not auto-register VMs); ignored"
+                .to_string(),
+        )),
         ConfigObject::Gateway(_) => found.push((
             String::new(),
             "Gateway resources are not supported yet; ignored".to_string(),

@@ -20,7 +20,7 @@
 //!   resources: [endpointslices]
 //!   verbs: [get, list, watch]
 //! - apiGroups: [networking.istio.io]
-//!   resources: [virtualservices, destinationrules, serviceentries, workloadentries]
+//!   resources: [virtualservices, destinationrules, serviceentries, workloadentries, workloadgroups, sidecars]
 //!   verbs: [get, list, watch]
 //! - apiGroups: [security.istio.io]
 //!   resources: [authorizationpolicies, peerauthentications, requestauthentications]
@@ -150,6 +150,12 @@ pub const ISTIO_KINDS: &[IstioKind] = &[
         version: "v1",
         kind: "WorkloadEntry",
         plural: "workloadentries",
+    },
+    IstioKind {
+        group: "networking.istio.io",
+        version: "v1",
+        kind: "WorkloadGroup",
+        plural: "workloadgroups",
     },
     IstioKind {
         group: "networking.istio.io",

@@ -41,6 +41,7 @@ pub fn plural(kind: Kind) -> &'static str {
         Kind::DestinationRule => "destinationrules",
         Kind::ServiceEntry => "serviceentries",
         Kind::WorkloadEntry => "workloadentries",
+        Kind::WorkloadGroup => "workloadgroups",
         Kind::Gateway => "gateways",
         Kind::Sidecar => "sidecars",
         Kind::PeerAuthentication => "peerauthentications",
@@ -58,6 +59,7 @@ pub fn short_names(kind: Kind) -> &'static [&'static str] {
         Kind::DestinationRule => &["dr"],
         Kind::ServiceEntry => &["se"],
         Kind::WorkloadEntry => &["we"],
+        Kind::WorkloadGroup => &["wg"],
         Kind::Gateway => &["gw"],
         Kind::Sidecar => &[],
         Kind::PeerAuthentication => &["pa"],
@@ -178,6 +180,7 @@ fn printer_columns(kind: Kind) -> Vec<CustomResourceColumnDefinition> {
             column("Action", ".spec.action", "string", "The operation to take."),
             age(),
         ],
+        Kind::WorkloadGroup => vec![age()],
         Kind::Gateway
         | Kind::Sidecar
         | Kind::RequestAuthentication

@@ -104,6 +104,8 @@ pub enum Kind {
     ServiceEntry,
     /// `WorkloadEntry`
     WorkloadEntry,
+    /// `WorkloadGroup`
+    WorkloadGroup,
     /// `Gateway`
     Gateway,
     /// `Sidecar`
@@ -122,11 +124,12 @@ pub enum Kind {
 
 impl Kind {
     /// All kinds.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
         Kind::WorkloadEntry,
+        Kind::WorkloadGroup,
         Kind::Gateway,
         Kind::Sidecar,
         Kind::PeerAuthentication,
@@ -143,6 +146,7 @@ impl Kind {
             Kind::DestinationRule => "DestinationRule",
             Kind::ServiceEntry => "ServiceEntry",
             Kind::WorkloadEntry => "WorkloadEntry",
+            Kind::WorkloadGroup => "WorkloadGroup",
             Kind::Gateway => "Gateway",
             Kind::Sidecar => "Sidecar",
             Kind::PeerAuthentication => "PeerAuthentication",
@@ -160,6 +164,7 @@ impl Kind {
             | Kind::DestinationRule
             | Kind::ServiceEntry
             | Kind::WorkloadEntry
+            | Kind::WorkloadGroup
             | Kind::Gateway
             | Kind::Sidecar => NETWORKING_GROUP,
             Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
@@ -206,6 +211,8 @@ pub enum ConfigObject {
     ServiceEntry(Resource<networking::ServiceEntry>),
     /// A WorkloadEntry.
     WorkloadEntry(Resource<networking::WorkloadEntry>),
+    /// A WorkloadGroup.
+    WorkloadGroup(Resource<networking::WorkloadGroup>),
     /// A Gateway.
     Gateway(Resource<networking::Gateway>),
     /// A Sidecar.
@@ -230,6 +237,7 @@ impl ConfigObject {
             ConfigObject::DestinationRule(_) => Kind::DestinationRule,
             ConfigObject::ServiceEntry(_) => Kind::ServiceEntry,
             ConfigObject::WorkloadEntry(_) => Kind::WorkloadEntry,
+            ConfigObject::WorkloadGroup(_) => Kind::WorkloadGroup,
             ConfigObject::Gateway(_) => Kind::Gateway,
             ConfigObject::Sidecar(_) => Kind::Sidecar,
             ConfigObject::PeerAuthentication(_) => Kind::PeerAuthentication,
@@ -247,6 +255,7 @@ impl ConfigObject {
             ConfigObject::DestinationRule(r) => &r.metadata,
             ConfigObject::ServiceEntry(r) => &r.metadata,
             ConfigObject::WorkloadEntry(r) => &r.metadata,
+            ConfigObject::WorkloadGroup(r) => &r.metadata,
             ConfigObject::Gateway(r) => &r.metadata,
             ConfigObject::Sidecar(r) => &r.metadata,
             ConfigObject::PeerAuthentication(r) => &r.metadata,
@@ -264,6 +273,7 @@ impl ConfigObject {
             ConfigObject::DestinationRule(r) => &r.api_version,
             ConfigObject::ServiceEntry(r) => &r.api_version,
             ConfigObject::WorkloadEntry(r) => &r.api_version,
+            ConfigObject::WorkloadGroup(r) => &r.api_version,
             ConfigObject::Gateway(r) => &r.api_version,
             ConfigObject::Sidecar(r) => &r.api_version,
             ConfigObject::PeerAuthentication(r) => &r.api_version,
@@ -299,6 +309,7 @@ impl ConfigObject {
             }
             ConfigObject::ServiceEntry(r) => r.spec.validate_in_namespace(ns, &spec, &mut errors),
             ConfigObject::WorkloadEntry(r) => r.spec.validate(&spec, &mut errors),
+            ConfigObject::WorkloadGroup(r) => r.spec.validate(&spec, &mut errors),
             ConfigObject::Gateway(r) => {
                 if !crate::validation::is_istio_dns1123_label(&meta.name) && !meta.name.is_empty() {
                     Path::root("metadata").field("name").push(
@@ -379,6 +390,7 @@ impl_from_resource!(
     DestinationRule,
     ServiceEntry,
     WorkloadEntry,
+    WorkloadGroup,
     Gateway,
     Sidecar
 );
@@ -536,6 +548,7 @@ pub fn parse_value(mut value: serde_yaml::Value) -> Result<ConfigObject, Documen
         Kind::DestinationRule => load(value).map(ConfigObject::DestinationRule),
         Kind::ServiceEntry => load(value).map(ConfigObject::ServiceEntry),
         Kind::WorkloadEntry => load(value).map(ConfigObject::WorkloadEntry),
+        Kind::WorkloadGroup => load(value).map(ConfigObject::WorkloadGroup),
         Kind::Gateway => load(value).map(ConfigObject::Gateway),
         Kind::Sidecar => load(value).map(ConfigObject::Sidecar),
         Kind::PeerAuthentication => load(value).map(ConfigObject::PeerAuthentication),

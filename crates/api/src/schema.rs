@@ -18,6 +18,7 @@ pub fn spec_schema(kind: Kind) -> Value {
         Kind::DestinationRule => schema_for::<networking::DestinationRule>(),
         Kind::ServiceEntry => schema_for::<networking::ServiceEntry>(),
         Kind::WorkloadEntry => schema_for::<networking::WorkloadEntry>(),
+        Kind::WorkloadGroup => schema_for::<networking::WorkloadGroup>(),
         Kind::Gateway => schema_for::<networking::Gateway>(),
         Kind::Sidecar => schema_for::<networking::Sidecar>(),
         Kind::PeerAuthentication => schema_for::<security::PeerAuthentication>(),

@@ -189,7 +189,7 @@ fn istio_corpus_validates_against_the_schemas() {
 
 #[test]
 fn names_and_versions_match_istio() {
-    let expect: [(Kind, &[&str], &[&str], &str); 11] = [
+    let expect: [(Kind, &[&str], &[&str], &str); 12] = [
         (
             Kind::VirtualService,
             &["vs"],
@@ -212,6 +212,12 @@ fn names_and_versions_match_istio() {
         (
             Kind::WorkloadEntry,
             &["we"],
+            &["v1", "v1alpha3", "v1beta1"],
+            "v1",
+        ),
+        (
+            Kind::WorkloadGroup,
+            &["wg"],
             &["v1", "v1alpha3", "v1beta1"],
             "v1",
         ),

@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::de::null_default;
 use crate::validation::{
-    FieldError, Path, Validate, check, check_labels, is_ip, validate_fqdn, validate_port,
-    validate_port_name, validate_unix_address,
+    FieldError, Path, Validate, check_labels, is_ip, is_istio_dns1123_label, validate_fqdn,
 };
 
 /// Prefix of unix domain socket addresses.
@@ -55,8 +54,53 @@ impl WorkloadEntry {
         self.address.starts_with(UNIX_ADDRESS_PREFIX)
     }
 
-    /// Istio's `validateWorkloadEntry`: `service_ports` are the declared port names when the entry
-    /// is a ServiceEntry endpoint; `allow_fqdn` is false for STATIC resolution.
+    /// The CEL rules of Istio's CRD schema for a workload entry, which also hold for the
+    /// endpoints of a ServiceEntry and (without the address rule) the template of a
+    /// WorkloadGroup: an address or a network, `unix://` paths absolute and without ports,
+    /// port names DNS-1123 labels of under 63 characters, port numbers in 1..65535.
+    pub(crate) fn validate_schema_rules(
+        &self,
+        path: &Path,
+        errors: &mut Vec<FieldError>,
+        address_required: bool,
+    ) {
+        let ap = path.field("address");
+        let has_network = self.network.as_deref().is_some_and(|n| !n.is_empty());
+        if address_required && self.address.is_empty() && !has_network {
+            ap.push(errors, "Address is required: set address or network");
+        }
+        if let Some(sock) = self.address.strip_prefix(UNIX_ADDRESS_PREFIX) {
+            if !sock.starts_with('/') && !sock.starts_with('@') {
+                ap.push(
+                    errors,
+                    format!(
+                        "UDS must be an absolute path or abstract socket: \"{}\"",
+                        self.address
+                    ),
+                );
+            }
+            if self.address.ends_with('/') {
+                ap.push(
+                    errors,
+                    format!("UDS may not be a dir: \"{}\"", self.address),
+                );
+            }
+            if !self.ports.is_empty() {
+                path.field("ports").push(
+                    errors,
+                    format!(
+                        "UDS may not include ports: unix endpoint \"{}\" must not include ports",
+                        self.address
+                    ),
+                );
+            }
+        }
+        check_endpoint_ports(&path.field("ports"), errors, &self.ports);
+    }
+
+    /// Istio's `validateWorkloadEntry` on top of the schema rules: `service_ports` are the
+    /// declared port names when the entry is an endpoint of a STATIC ServiceEntry;
+    /// `allow_fqdn` is false there (STATIC needs IPs).
     pub(crate) fn validate_entry(
         &self,
         path: &Path,
@@ -64,32 +108,14 @@ impl WorkloadEntry {
         service_ports: Option<&BTreeSet<&str>>,
         allow_fqdn: bool,
     ) {
+        self.validate_schema_rules(path, errors, true);
         let ap = path.field("address");
-        let has_network = self.network.as_deref().is_some_and(|n| !n.is_empty());
-        if self.address.is_empty() {
-            if !has_network {
-                ap.push(errors, "address is required");
-                return;
-            }
-        } else if let Some(sock) = self.address.strip_prefix(UNIX_ADDRESS_PREFIX) {
-            check(&ap, errors, validate_unix_address(sock));
-            if !self.ports.is_empty() {
-                path.field("ports").push(
-                    errors,
-                    format!("unix endpoint {} must not include ports", self.address),
-                );
-            }
-            if let Some(sp) = service_ports
-                && sp.len() != 1
-            {
-                ap.push(errors, "exactly 1 service port required for unix endpoints");
-            }
-        } else if !is_ip(&self.address) {
+        if !self.address.is_empty() && !self.is_unix() && !is_ip(&self.address) {
             if !allow_fqdn {
                 ap.push(
                     errors,
                     format!(
-                        "endpoint address {:?} is not a valid IP address (STATIC resolution needs IPs or unix:// paths)",
+                        "endpoint address \"{}\" is not a valid IP address (STATIC resolution needs IPs or unix:// paths)",
                         self.address
                     ),
                 );
@@ -97,27 +123,59 @@ impl WorkloadEntry {
                 ap.push(
                     errors,
                     format!(
-                        "endpoint address {:?} is not a valid FQDN or an IP address",
+                        "endpoint address \"{}\" is not a valid FQDN or an IP address",
                         self.address
                     ),
                 );
             }
         }
-        let pp = path.field("ports");
-        for (name, port) in &self.ports {
-            let p = pp.key(name);
-            if let Some(sp) = service_ports
-                && !sp.contains(name.as_str())
-            {
-                p.push(
-                    errors,
-                    format!("endpoint port {name:?} is not defined by the service entry"),
-                );
+        if let Some(sp) = service_ports {
+            check_ports_declared(&path.field("ports"), errors, &self.ports, sp);
+            if self.is_unix() && sp.len() != 1 {
+                ap.push(errors, "exactly 1 service port required for unix endpoints");
             }
-            check(&p, errors, validate_port_name(name));
-            check(&p, errors, validate_port(*port));
         }
         check_labels(&path.field("labels"), errors, &self.labels);
+    }
+}
+
+/// The CEL rules on a `ports` map of an endpoint: names DNS-1123 labels under 63 characters,
+/// numbers in 1..65535.
+pub(crate) fn check_endpoint_ports(
+    path: &Path,
+    errors: &mut Vec<FieldError>,
+    ports: &BTreeMap<String, u32>,
+) {
+    for (name, port) in ports {
+        let p = path.key(name);
+        if name.len() >= 63 || !is_istio_dns1123_label(name) {
+            p.push(
+                errors,
+                format!(
+                    "port name must be valid: \"{name}\" is not a DNS-1123 label of at most 62 characters"
+                ),
+            );
+        }
+        if !(1..=65535).contains(port) {
+            p.push(errors, format!("port must be between 1-65535, got {port}"));
+        }
+    }
+}
+
+/// Every port of an endpoint names a port of its ServiceEntry.
+pub(crate) fn check_ports_declared(
+    path: &Path,
+    errors: &mut Vec<FieldError>,
+    ports: &BTreeMap<String, u32>,
+    service_ports: &BTreeSet<&str>,
+) {
+    for (name, port) in ports {
+        if !service_ports.contains(name.as_str()) {
+            path.key(name).push(
+                errors,
+                format!("endpoint port \"{name}\" ({port}) is not defined by the service entry"),
+            );
+        }
     }
 }
 
@@ -146,7 +204,7 @@ mod tests {
         assert!(errors_of("address: unix:///var/run/sock").is_empty());
         let e = errors_of("labels: {app: a}");
         assert_eq!(e[0].path, "spec.address");
-        assert_eq!(e[0].message, "address is required");
+        assert!(e[0].message.starts_with("Address is required"));
         let e = errors_of("address: 10.0.0.1\nports: {http: 0, Bad_Name: 80}");
         let paths: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["spec.ports[Bad_Name]", "spec.ports[http]"]);
