@@ -65,14 +65,11 @@ pub struct Server {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Port {
-    /// Port number.
-    #[serde(default)]
+    /// Port number (required; 0 with a `unix://` bind).
     pub number: u32,
-    /// Protocol (`HTTP`, `HTTPS`, `GRPC`, `HTTP2`, `MONGO`, `TCP`, `TLS`).
-    #[serde(default)]
+    /// Protocol (`HTTP`, `HTTPS`, `GRPC`, `HTTP2`, `MONGO`, `TCP`, `TLS`; required).
     pub protocol: String,
-    /// Port name.
-    #[serde(default)]
+    /// Port name (required).
     pub name: String,
     /// Deprecated, has no effect on gateways.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,13 +147,25 @@ pub struct ServerTlsSettings {
     /// Secret holding the certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_name: Option<String>,
-    /// Several secrets holding certificates.
+    /// Several secrets holding certificates (at most 2: an RSA and an ECDSA one).
     #[serde(
         default,
         deserialize_with = "null_default",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub credential_names: Vec<String>,
+    /// For mutual TLS, the secret or config map holding the CA certificates (takes precedence
+    /// over the CA of `credentialName(s)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert_credential_name: Option<String>,
+    /// Certificate files (at most 2: an RSA and an ECDSA one), instead of `serverCertificate`
+    /// and `privateKey`.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub tls_certificates: Vec<TlsCertificate>,
     /// Accepted client SANs.
     #[serde(
         default,
@@ -191,91 +200,156 @@ pub struct ServerTlsSettings {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub cipher_suites: Vec<String>,
-    /// Server certificates and keys as files (up to two, e.g. RSA and ECDSA).
-    #[serde(
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    pub tls_certificates: Vec<TlsCertificate>,
-    /// Secret holding only the CA certificate for client verification.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_cert_credential_name: Option<String>,
-    /// Skip verifying the client certificate.
+    /// Verify client certificates but accept the connection even when verification fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_skip_verify: Option<bool>,
 }
 
-/// A server certificate and key (`tls.tlsCertificates[]`).
+/// One server certificate of `tlsCertificates`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsCertificate {
-    /// Server certificate file.
+    /// Certificate file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_certificate: Option<String>,
     /// Private key file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
-    /// CA bundle for client certificates.
+    /// CA bundle file (hidden from Istio's docs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_certificates: Option<String>,
 }
 
-impl Validate for ServerTlsSettings {
-    fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
-        let set = |o: &Option<String>| o.as_deref().is_some_and(|s| !s.is_empty());
-        let cred = set(&self.credential_name) || !self.credential_names.is_empty();
-        match self.mode {
-            ServerTlsMode::IstioMutual => {
-                for (f, v, what) in [
-                    (
-                        "serverCertificate",
-                        &self.server_certificate,
-                        "server certificate",
-                    ),
-                    ("privateKey", &self.private_key, "private key"),
-                    ("caCertificates", &self.ca_certificates, "CA bundle"),
-                    ("credentialName", &self.credential_name, "credentialName"),
-                ] {
-                    if set(v) {
-                        path.field(f).push(
-                            errors,
-                            format!("ISTIO_MUTUAL TLS cannot have associated {what}"),
-                        );
-                    }
-                }
-                return;
-            }
-            ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
-                if cred => {}
-            ServerTlsMode::Simple => {
-                if !set(&self.server_certificate) {
-                    path.field("serverCertificate")
-                        .push(errors, "SIMPLE TLS requires a server certificate");
-                }
-                if !set(&self.private_key) {
-                    path.field("privateKey")
-                        .push(errors, "SIMPLE TLS requires a private key");
-                }
-            }
-            ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
-                if !set(&self.server_certificate) {
-                    path.field("serverCertificate")
-                        .push(errors, "MUTUAL TLS requires a server certificate");
-                }
-                if !set(&self.private_key) {
-                    path.field("privateKey")
-                        .push(errors, "MUTUAL TLS requires a private key");
-                }
-                if !set(&self.ca_certificates) {
-                    path.field("caCertificates")
-                        .push(errors, "MUTUAL TLS requires a client CA bundle");
-                }
-            }
-            ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => {}
+fn is_set(o: &Option<String>) -> bool {
+    o.as_deref().is_some_and(|s| !s.is_empty())
+}
+
+impl ServerTlsSettings {
+    /// The CEL rules of Istio's CRD on a server's TLS settings: at most one of
+    /// `credentialName`, `credentialNames` and `tlsCertificates` (as the rules are written,
+    /// `credentialName` with `tlsCertificates` passes), and 1 or 2 items in the lists.
+    fn validate_schema_rules(&self, path: &Path, errors: &mut Vec<FieldError>) {
+        let names = !self.credential_names.is_empty();
+        let certs = !self.tls_certificates.is_empty();
+        if certs && names {
+            path.push(
+                errors,
+                "only one of credentialNames or tlsCertificates can be set",
+            );
+            path.push(
+                errors,
+                "only one of credentialName or tlsCertificates can be set",
+            );
         }
-        if set(&self.ca_crl) {
-            if cred {
+        if self.credential_name.is_some() && names {
+            path.push(
+                errors,
+                "only one of credentialName or credentialNames can be set",
+            );
+        }
+        for (field, len) in [
+            ("credentialNames", self.credential_names.len()),
+            ("tlsCertificates", self.tls_certificates.len()),
+        ] {
+            if len > 2 {
+                path.field(field)
+                    .push(errors, format!("must have at most 2 items, got {len}"));
+            }
+        }
+    }
+}
+
+impl Validate for ServerTlsSettings {
+    /// Istio's `validateTLSOptions`, and the CRD's CEL rules.
+    fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
+        self.validate_schema_rules(path, errors);
+        let cred_name = is_set(&self.credential_name);
+        let cred_names = !self.credential_names.is_empty();
+        let certs = !self.tls_certificates.is_empty();
+        if self.mode == ServerTlsMode::IstioMutual {
+            let single = [
+                (
+                    "serverCertificate",
+                    is_set(&self.server_certificate),
+                    "server certificate",
+                ),
+                ("privateKey", is_set(&self.private_key), "private key"),
+                ("caCertificates", is_set(&self.ca_certificates), "CA bundle"),
+                ("tlsCertificates", certs, "tlsCertificates"),
+                ("credentialName", cred_name, "credentialName"),
+                ("credentialNames", cred_names, "credentialNames"),
+            ];
+            for (field, set, what) in single {
+                if set {
+                    path.field(field).push(
+                        errors,
+                        format!("ISTIO_MUTUAL TLS cannot have associated {what}"),
+                    );
+                }
+            }
+            return;
+        }
+        let sources = [
+            is_set(&self.server_certificate) && is_set(&self.private_key),
+            cred_name,
+            cred_names,
+            certs,
+        ]
+        .into_iter()
+        .filter(|s| *s)
+        .count();
+        if sources > 1 {
+            path.push(
+                errors,
+                "only one of credentialName, credentialNames, serverCertificate/privateKey or tlsCertificates should be specified",
+            );
+        }
+        let terminating = matches!(
+            self.mode,
+            ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+        );
+        if terminating && (cred_name || cred_names) {
+            // Certificates come from the secrets; nothing else is required (or checked).
+            return;
+        }
+        if terminating {
+            let what = if self.mode == ServerTlsMode::Simple {
+                "SIMPLE TLS"
+            } else {
+                "MUTUAL TLS"
+            };
+            if self.mode != ServerTlsMode::Simple && !is_set(&self.ca_certificates) {
+                path.field("caCertificates")
+                    .push(errors, format!("{what} requires a client CA bundle"));
+            }
+            let pairs: Vec<(Path, &Option<String>, &Option<String>)> = if certs {
+                self.tls_certificates
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        (
+                            path.field("tlsCertificates").index(i),
+                            &c.server_certificate,
+                            &c.private_key,
+                        )
+                    })
+                    .collect()
+            } else {
+                vec![(path.clone(), &self.server_certificate, &self.private_key)]
+            };
+            for (p, cert, key) in pairs {
+                if !is_set(cert) {
+                    p.field("serverCertificate")
+                        .push(errors, format!("{what} requires a server certificate"));
+                }
+                if !is_set(key) {
+                    p.field("privateKey")
+                        .push(errors, format!("{what} requires a private key"));
+                }
+            }
+        }
+        if is_set(&self.ca_crl) {
+            if cred_name {
                 path.field("caCrl").push(
                     errors,
                     "CRL is not supported with credentialName. CRL has to be specified in the credential",
@@ -295,14 +369,16 @@ pub(crate) fn validate_namespace_slash_host(host: &str, is_gateway: bool) -> Res
         if is_gateway {
             return validate_wildcard_domain(host);
         }
-        return Err(format!("host {host:?} must be of form namespace/dnsName"));
+        return Err(format!("host \"{host}\" must be of form namespace/dnsName"));
     };
     if ns.is_empty() || name.is_empty() {
         return Err("config namespace and dnsName in host entry cannot be empty".into());
     }
     let ns_ok = ns == "*" || ns == "." || (!is_gateway && ns == "~") || is_istio_dns1123_label(ns);
     if !ns_ok {
-        return Err(format!("invalid namespace value {ns:?} in host {host:?}"));
+        return Err(format!(
+            "invalid namespace value \"{ns}\" in host \"{host}\""
+        ));
     }
     validate_wildcard_domain(name)
 }
@@ -326,7 +402,7 @@ impl Server {
                 if port.protocol().is_none() {
                     pp.field("protocol").push(
                         errors,
-                        format!("invalid protocol {:?}, supported protocols are HTTP, HTTP2, GRPC, GRPC-WEB, MONGO, REDIS, MYSQL, TCP, HTTPS, TLS", port.protocol),
+                        format!("invalid protocol \"{}\", supported protocols are HTTP, HTTP2, GRPC, GRPC-WEB, MONGO, REDIS, MYSQL, TCP, HTTPS, TLS", port.protocol),
                     );
                     port_ok = false;
                 }
@@ -353,7 +429,7 @@ impl Server {
                 bp.push(errors, "port number must be 0 for unix domain socket");
             }
         } else if !bind.is_empty() && !is_ip(bind) {
-            bp.push(errors, format!("{bind:?} is not a valid IP address"));
+            bp.push(errors, format!("\"{bind}\" is not a valid IP address"));
         }
         self.tls.validate(&path.field("tls"), errors);
         if port_ok && let Some(p) = self.port.as_ref().and_then(Port::protocol) {

@@ -7,11 +7,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::WorkloadSelector;
-use super::workload_entry::WorkloadEntry;
+use super::workload_entry::{WorkloadEntry, check_ports_declared};
 use crate::de::null_default;
 use crate::validation::{
-    FieldError, Path, Validate, check, check_export_to, check_selector_labels, validate_fqdn,
-    validate_ip_subnet, validate_port, validate_port_name, validate_wildcard_domain,
+    FieldError, Path, Validate, check, check_export_to, check_labels, check_selector_labels, is_ip,
+    validate_fqdn, validate_ip_subnet, validate_port_name, validate_wildcard_domain,
 };
 
 /// A service in the mesh registry.
@@ -95,6 +95,9 @@ pub enum Resolution {
     Dns,
     /// Resolve with DNS, first address only.
     DnsRoundRobin,
+    /// Resolve per request with a dynamic forward proxy. In Istio's schema, but refused by
+    /// Istio's validation ("unsupported resolution type").
+    DynamicDns,
 }
 
 impl ServiceEntry {
@@ -113,7 +116,8 @@ impl ServiceEntry {
         self.ports.iter().find(|p| p.name == name)
     }
 
-    /// Validation that needs the object's namespace (for `exportTo`).
+    /// Istio's `ValidateServiceEntry` and the CEL rules of its CRD. Needs the object's
+    /// namespace (for `exportTo`).
     pub fn validate_in_namespace(
         &self,
         namespace: Option<&str>,
@@ -129,7 +133,7 @@ impl ServiceEntry {
             if !self.endpoints.is_empty() {
                 path.push(
                     errors,
-                    "only one of workloadSelector or endpoints is allowed in a service entry",
+                    "only one of WorkloadSelector or Endpoints can be set",
                 );
             }
         }
@@ -143,7 +147,7 @@ impl ServiceEntry {
             if h == "*" {
                 p.push(
                     errors,
-                    "invalid host *: a full wildcard is not allowed in a service entry",
+                    "hostname cannot be wildcard: a full wildcard \"*\" is not allowed in a service entry",
                 );
             } else {
                 check(&p, errors, validate_wildcard_domain(h));
@@ -165,9 +169,6 @@ impl ServiceEntry {
         }
 
         let pp = path.field("ports");
-        if self.ports.is_empty() {
-            pp.push(errors, "service entry must have at least one port");
-        }
         let mut names = BTreeSet::new();
         let mut numbers = BTreeSet::new();
         for (i, port) in self.ports.iter().enumerate() {
@@ -175,39 +176,56 @@ impl ServiceEntry {
             if !names.insert(port.name.as_str()) {
                 p.field("name").push(
                     errors,
-                    format!("service entry port name {:?} already defined", port.name),
+                    format!("service entry port name \"{}\" already defined", port.name),
                 );
             }
             if !numbers.insert(port.number) {
                 p.field("number").push(
                     errors,
-                    format!("service entry port {} already defined", port.number),
+                    format!(
+                        "port number cannot be duplicated: service entry port {} already defined",
+                        port.number
+                    ),
                 );
             }
             port.validate(&p, errors);
         }
 
         let ep = path.field("endpoints");
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let p = ep.index(i);
+            match resolution {
+                // Refused below; the CRD's rules still apply to each endpoint.
+                Resolution::None | Resolution::DynamicDns => {
+                    e.validate_schema_rules(&p, errors, true);
+                }
+                Resolution::Static => e.validate_entry(&p, errors, Some(&names), false),
+                Resolution::Dns | Resolution::DnsRoundRobin => {
+                    e.validate_schema_rules(&p, errors, true);
+                    if !is_ip(&e.address) && validate_fqdn(&e.address).is_err() {
+                        p.field("address").push(
+                            errors,
+                            format!(
+                                "endpoint address \"{}\" is not a valid FQDN or an IP address",
+                                e.address
+                            ),
+                        );
+                    }
+                    check_labels(&p.field("labels"), errors, &e.labels);
+                    check_ports_declared(&p.field("ports"), errors, &e.ports, &names);
+                }
+            }
+        }
         match resolution {
             Resolution::None => {
                 if !self.endpoints.is_empty() {
                     ep.push(
                         errors,
-                        "no endpoints should be provided for resolution type NONE",
+                        "NONE mode cannot set endpoints: no endpoints should be provided for resolution NONE (the default)",
                     );
                 }
             }
-            Resolution::Static => {
-                if self.endpoints.is_empty() && self.workload_selector.is_none() {
-                    ep.push(
-                        errors,
-                        "resolution STATIC requires endpoints or a workloadSelector",
-                    );
-                }
-                for (i, e) in self.endpoints.iter().enumerate() {
-                    e.validate_entry(&ep.index(i), errors, Some(&names), false);
-                }
-            }
+            Resolution::Static => {}
             Resolution::Dns | Resolution::DnsRoundRobin => {
                 let mode = if resolution == Resolution::Dns {
                     "DNS"
@@ -227,13 +245,14 @@ impl ServiceEntry {
                 if resolution == Resolution::DnsRoundRobin && self.endpoints.len() > 1 {
                     ep.push(
                         errors,
-                        format!("there must only be 0 or 1 endpoint for resolution mode {mode}"),
+                        "DNS_ROUND_ROBIN mode cannot have multiple endpoints: there must only be 0 or 1 endpoint for resolution mode DNS_ROUND_ROBIN",
                     );
                 }
-                for (i, e) in self.endpoints.iter().enumerate() {
-                    e.validate_entry(&ep.index(i), errors, Some(&names), true);
-                }
             }
+            Resolution::DynamicDns => path.field("resolution").push(
+                errors,
+                "unsupported resolution type DYNAMIC_DNS (use NONE, STATIC, DNS or DNS_ROUND_ROBIN)",
+            ),
         }
 
         if resolution != Resolution::None
@@ -318,14 +337,19 @@ impl Validate for ServicePort {
         {
             path.field("protocol").push(
                 errors,
-                format!("unsupported protocol: {p:?} (use one of HTTP, HTTPS, GRPC, GRPC-Web, HTTP2, MONGO, MYSQL, REDIS, TCP, TLS, UDP)"),
+                format!("unsupported protocol: \"{p}\" (use one of HTTP, HTTPS, GRPC, GRPC-Web, HTTP2, MONGO, MYSQL, REDIS, TCP, TLS, UDP)"),
             );
         }
-        check(&path.field("number"), errors, validate_port(self.number));
-        if let Some(t) = self.target_port
-            && t != 0
-        {
-            check(&path.field("targetPort"), errors, validate_port(t));
+        for (field, port) in [
+            ("number", Some(self.number)),
+            ("targetPort", self.target_port),
+        ] {
+            if let Some(port) = port
+                && !(1..=65535).contains(&port)
+            {
+                path.field(field)
+                    .push(errors, format!("port must be between 1-65535, got {port}"));
+            }
         }
     }
 }
@@ -492,9 +516,10 @@ mod tests {
         assert_err(
             "hosts: ['*']\nports: [{number: 80, name: http}]",
             "spec.hosts[0]",
-            "full wildcard",
+            "hostname cannot be wildcard",
         );
-        assert_err("hosts: [a.com]", "spec.ports", "at least one port");
+        // Istio accepts a service entry without ports.
+        assert_ok("hosts: [a.com]");
         assert_err(
             "hosts: [a.com]\nports: [{number: 80, name: http}, {number: 80, name: http}]",
             "spec.ports[1].name",
@@ -503,7 +528,7 @@ mod tests {
         assert_err(
             "hosts: [a.com]\nports: [{number: 80, name: http}, {number: 80, name: http2}]",
             "spec.ports[1].number",
-            "already defined",
+            "port number cannot be duplicated",
         );
         assert_err(
             "hosts: [a.com]\nports: [{number: 80, name: http, protocol: SMTP}]",
@@ -513,25 +538,22 @@ mod tests {
         assert_err(
             "hosts: [a.com]\nports: [{number: 0, name: http}]",
             "spec.ports[0].number",
-            "1..65535",
+            "port must be between 1-65535",
         );
         assert_err(
             "hosts: [a.com]\nports: [{number: 80, name: Http_1}]",
             "spec.ports[0].name",
             "invalid port name",
         );
-        assert_err(
-            "hosts: [a.com]\nports: [{number: 80, name: http}]\nresolution: STATIC",
-            "spec.endpoints",
-            "requires endpoints or a workloadSelector",
-        );
+        // Istio accepts STATIC without endpoints (endpoints may come from WorkloadEntries).
+        assert_ok("hosts: [a.com]\nports: [{number: 80, name: http}]\nresolution: STATIC");
         assert_ok(
             "hosts: [a.com]\nports: [{number: 80, name: http}]\nresolution: STATIC\nworkloadSelector: {labels: {app: a}}",
         );
         assert_err(
             "hosts: [a.com]\nports: [{number: 80, name: http}]\nresolution: STATIC\nworkloadSelector: {labels: {app: a}}\nendpoints: [{address: 1.1.1.1}]",
             "spec",
-            "only one of workloadSelector or endpoints",
+            "only one of WorkloadSelector or Endpoints can be set",
         );
         assert_err(
             "hosts: [a.com]\nports: [{number: 80, name: http}]\nresolution: STATIC\nendpoints: [{address: foo.com}]",
@@ -559,7 +581,7 @@ mod tests {
         assert_err(
             "hosts: [a.com]\nports: [{number: 80, name: http}]\nendpoints: [{address: 1.1.1.1}]",
             "spec.endpoints",
-            "resolution type NONE",
+            "NONE mode cannot set endpoints",
         );
         assert_err(
             "hosts: [a.com]\naddresses: [10.0.0.0/8]\nports: [{number: 80, name: http}]\nresolution: DNS",
@@ -579,7 +601,7 @@ mod tests {
         assert_err(
             "hosts: [a.com]\nports: [{number: 80, name: http}]\nresolution: DNS_ROUND_ROBIN\nendpoints: [{address: a.com}, {address: b.com}]",
             "spec.endpoints",
-            "0 or 1 endpoint",
+            "DNS_ROUND_ROBIN mode cannot have multiple endpoints",
         );
         assert_ok("hosts: [a.com]\nports: [{number: 80, name: http}]\nexportTo: ['~']");
     }
