@@ -7,6 +7,7 @@ use weft_api::ConfigObject;
 use weft_api::networking::{
     ClientTlsSettings, ConnectionPoolSettings, DestinationRule, LoadBalancerSettings,
     OutlierDetection, ServiceEntry, Sidecar, SimpleLb, TlsMode, TrafficPolicy, VirtualService,
+    WorkloadEntry,
 };
 use weft_api::security::{AuthorizationAction, AuthorizationPolicy};
 
@@ -21,7 +22,9 @@ pub fn fields(key: &ObjectKey, object: &ConfigObject) -> Vec<Warning> {
         ConfigObject::VirtualService(resource) => virtual_service(&resource.spec, &mut found),
         ConfigObject::DestinationRule(resource) => destination_rule(&resource.spec, &mut found),
         ConfigObject::ServiceEntry(resource) => service_entry(&resource.spec, &mut found),
-        ConfigObject::WorkloadEntry(_) => {}
+        ConfigObject::WorkloadEntry(resource) => {
+            endpoint_network(&resource.spec, "spec", &mut found);
+        }
         // Translated whole (inbound mTLS mode: model::security::peer_authentication).
         ConfigObject::PeerAuthentication(_) => {}
         ConfigObject::AuthorizationPolicy(resource) => {
@@ -282,6 +285,20 @@ fn policy_target(target_ref: bool, target_refs: usize, found: &mut Found) {
 
 fn service_entry(entry: &ServiceEntry, found: &mut Found) {
     export_to(&entry.export_to, found);
+    for (index, endpoint) in entry.endpoints.iter().enumerate() {
+        endpoint_network(endpoint, &format!("spec.endpoints[{index}]"), found);
+    }
+}
+
+/// The network of an endpoint with an address: every endpoint is taken as reachable directly
+/// (an endpoint without an address is reported by the model builder, which does not send it).
+fn endpoint_network(entry: &WorkloadEntry, path: &str, found: &mut Found) {
+    if !entry.address.is_empty() && entry.network.as_deref().is_some_and(|n| !n.is_empty()) {
+        found.push((
+            format!("{path}.network"),
+            "not supported yet; ignored (the endpoint is taken as reachable directly)".to_string(),
+        ));
+    }
 }
 
 /// A Sidecar's `egress[].hosts` and `outboundTrafficPolicy.mode` are translated; its listeners'
@@ -498,6 +515,34 @@ spec:
             assert!(
                 found.contains(&expected),
                 "missing {expected} in {found:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn workload_fields() {
+        let found = paths(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm, namespace: default}
+spec: {address: 10.0.0.9, network: vm-net, labels: {app: ratings}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadGroup
+metadata: {name: vms, namespace: default}
+spec:
+  template: {serviceAccount: ratings}
+  probe: {tcpSocket: {port: 9080}}
+"#,
+        );
+        for expected in [
+            "WorkloadEntry default/vm spec.network",
+            "WorkloadGroup default/vms ",
+        ] {
+            assert!(
+                found.iter().any(|f| f == expected),
+                "missing {expected:?} in {found:#?}"
             );
         }
     }

@@ -53,7 +53,8 @@ pub(super) fn add(
 
     let resolution = match entry.resolution() {
         IstioResolution::None | IstioResolution::Static => Resolution::Static,
-        IstioResolution::Dns => Resolution::Dns,
+        // DYNAMIC_DNS is refused by validation; resolving with DNS is the closest.
+        IstioResolution::Dns | IstioResolution::DynamicDns => Resolution::Dns,
         IstioResolution::DnsRoundRobin => Resolution::DnsRoundRobin,
     };
     let endpoints = endpoints(key, entry, workload_entries, &mut model.warnings);
@@ -165,7 +166,9 @@ fn endpoints(
         let problem = match address_kind(address) {
             AddressKind::Ip => None,
             AddressKind::DnsName => match resolution {
-                IstioResolution::Dns | IstioResolution::DnsRoundRobin => None,
+                IstioResolution::Dns
+                | IstioResolution::DnsRoundRobin
+                | IstioResolution::DynamicDns => None,
                 IstioResolution::Static | IstioResolution::None => Some(format!(
                     "{address:?} is a DNS name but {key} has resolution {}; the endpoint is not sent (EDS carries IP addresses; use resolution DNS to have the proxy resolve it)",
                     resolution_name(resolution)
@@ -204,6 +207,7 @@ fn resolution_name(resolution: IstioResolution) -> &'static str {
         IstioResolution::Static => "STATIC",
         IstioResolution::Dns => "DNS",
         IstioResolution::DnsRoundRobin => "DNS_ROUND_ROBIN",
+        IstioResolution::DynamicDns => "DYNAMIC_DNS",
     }
 }
 

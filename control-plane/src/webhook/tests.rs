@@ -166,14 +166,17 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
             "spec.host",
         ),
         (
-            "a ServiceEntry without ports",
-            se(json!({"hosts": ["api.example.com"], "resolution": "DNS"})),
-            "spec.ports",
+            "a ServiceEntry with a wildcard host",
+            se(json!({"hosts": ["*"], "resolution": "DNS"})),
+            "spec.hosts[0]",
         ),
         (
-            "a STATIC ServiceEntry without endpoints",
-            se(json!({"hosts": ["api.example.com"], "resolution": "STATIC",
-                      "ports": [{"number": 443, "name": "https", "protocol": "HTTPS"}]})),
+            "a DNS_ROUND_ROBIN ServiceEntry with two endpoints",
+            se(
+                json!({"hosts": ["api.example.com"], "resolution": "DNS_ROUND_ROBIN",
+                      "ports": [{"number": 443, "name": "https", "protocol": "HTTPS"}],
+                      "endpoints": [{"address": "a.example.com"}, {"address": "b.example.com"}]}),
+            ),
             "spec.endpoints",
         ),
         (
