@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::WorkloadSelector;
-use super::workload_entry::{WorkloadEntry, check_ports_declared};
+use super::workload_entry::{WorkloadEntry, check_max_items, check_max_len, check_ports_declared};
 use crate::de::null_default;
 use crate::validation::{
     FieldError, Path, Validate, check, check_export_to, check_labels, check_selector_labels, is_ip,
@@ -275,6 +275,37 @@ impl ServiceEntry {
             &self.export_to,
             true,
         );
+        self.check_schema_limits(path, errors);
+    }
+
+    /// The `maxItems` / `maxLength` limits of Istio's schema (the endpoints' own limits are
+    /// checked with the endpoints).
+    fn check_schema_limits(&self, path: &Path, errors: &mut Vec<FieldError>) {
+        check_max_items(&path.field("hosts"), errors, self.hosts.len(), 256);
+        check_max_items(&path.field("addresses"), errors, self.addresses.len(), 256);
+        for (i, a) in self.addresses.iter().enumerate() {
+            check_max_len(&path.field("addresses").index(i), errors, a, 64);
+        }
+        check_max_items(&path.field("ports"), errors, self.ports.len(), 256);
+        for (i, p) in self.ports.iter().enumerate() {
+            let pp = path.field("ports").index(i);
+            check_max_len(&pp.field("name"), errors, &p.name, 256);
+            check_max_len(
+                &pp.field("protocol"),
+                errors,
+                p.protocol.as_deref().unwrap_or(""),
+                256,
+            );
+        }
+        check_max_items(&path.field("endpoints"), errors, self.endpoints.len(), 4096);
+        if let Some(ws) = &self.workload_selector {
+            check_max_items(
+                &path.field("workloadSelector").field("labels"),
+                errors,
+                ws.labels.len(),
+                256,
+            );
+        }
     }
 }
 

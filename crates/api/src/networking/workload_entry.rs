@@ -96,6 +96,21 @@ impl WorkloadEntry {
             }
         }
         check_endpoint_ports(&path.field("ports"), errors, &self.ports);
+        for (field, value, max) in [
+            ("address", Some(&self.address), 256),
+            ("network", self.network.as_ref(), 2048),
+            ("locality", self.locality.as_ref(), 2048),
+            ("serviceAccount", self.service_account.as_ref(), 253),
+        ] {
+            check_max_len(
+                &path.field(field),
+                errors,
+                value.map_or("", String::as_str),
+                max,
+            );
+        }
+        check_max_items(&path.field("labels"), errors, self.labels.len(), 256);
+        check_max_items(&path.field("ports"), errors, self.ports.len(), 128);
     }
 
     /// Istio's `validateWorkloadEntry` on top of the schema rules: `service_ports` are the
@@ -159,6 +174,24 @@ pub(crate) fn check_endpoint_ports(
         if !(1..=65535).contains(port) {
             p.push(errors, format!("port must be between 1-65535, got {port}"));
         }
+    }
+}
+
+/// The schema's `maxLength` on a string field.
+pub(crate) fn check_max_len(path: &Path, errors: &mut Vec<FieldError>, value: &str, max: usize) {
+    let len = value.chars().count();
+    if len > max {
+        path.push(
+            errors,
+            format!("may have at most {max} characters, got {len}"),
+        );
+    }
+}
+
+/// The schema's `maxItems` / `maxProperties` on a list or map field.
+pub(crate) fn check_max_items(path: &Path, errors: &mut Vec<FieldError>, len: usize, max: usize) {
+    if len > max {
+        path.push(errors, format!("may have at most {max} entries, got {len}"));
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::workload_entry::WorkloadEntry;
+use super::workload_entry::{WorkloadEntry, check_max_items};
 use crate::de::null_default;
 use crate::validation::{FieldError, Path, Validate, check_labels, validate_port};
 
@@ -243,10 +243,14 @@ impl Validate for ReadinessProbe {
 impl Validate for WorkloadGroup {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         if let Some(meta) = &self.metadata {
-            check_labels(
-                &path.field("metadata").field("labels"),
+            let mp = path.field("metadata");
+            check_labels(&mp.field("labels"), errors, &meta.labels);
+            check_max_items(&mp.field("labels"), errors, meta.labels.len(), 256);
+            check_max_items(
+                &mp.field("annotations"),
                 errors,
-                &meta.labels,
+                meta.annotations.len(),
+                256,
             );
         }
         // As in Istio, the template is not checked as a WorkloadEntry (its address is filled in
