@@ -368,7 +368,7 @@ impl Validate for ServicePort {
         {
             path.field("protocol").push(
                 errors,
-                format!("unsupported protocol: \"{p}\" (use one of HTTP, HTTPS, GRPC, GRPC-Web, HTTP2, MONGO, MYSQL, REDIS, TCP, TLS, UDP)"),
+                format!("unsupported protocol: \"{p}\" (use one of HTTP, HTTPS, GRPC, GRPC-Web, HTTP2, HTTP_PROXY, MONGO, MYSQL, REDIS, TCP, TLS, UDP)"),
             );
         }
         for (field, port) in [
@@ -390,6 +390,8 @@ impl Validate for ServicePort {
 pub enum Protocol {
     /// HTTP/1.1 (or h2c, sniffed).
     Http,
+    /// HTTP to a forward proxy (`HTTP_PROXY`; Istio treats it as HTTP).
+    HttpProxy,
     /// HTTPS (TLS, not terminated by the sidecar).
     Https,
     /// gRPC (HTTP/2).
@@ -417,6 +419,7 @@ impl Protocol {
     pub fn parse(s: &str) -> Option<Protocol> {
         let p = match s.to_ascii_lowercase().as_str() {
             "http" => Protocol::Http,
+            "http_proxy" => Protocol::HttpProxy,
             "https" => Protocol::Https,
             "grpc" => Protocol::Grpc,
             "grpc-web" => Protocol::GrpcWeb,
@@ -436,6 +439,7 @@ impl Protocol {
     pub fn as_str(&self) -> &'static str {
         match self {
             Protocol::Http => "HTTP",
+            Protocol::HttpProxy => "HTTP_PROXY",
             Protocol::Https => "HTTPS",
             Protocol::Grpc => "GRPC",
             Protocol::GrpcWeb => "GRPC-Web",
@@ -453,7 +457,11 @@ impl Protocol {
     pub fn is_http(&self) -> bool {
         matches!(
             self,
-            Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
+            Protocol::Http
+                | Protocol::HttpProxy
+                | Protocol::Http2
+                | Protocol::Grpc
+                | Protocol::GrpcWeb
         )
     }
 
