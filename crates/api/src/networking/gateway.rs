@@ -367,7 +367,7 @@ impl Validate for ServerTlsSettings {
 pub(crate) fn validate_namespace_slash_host(host: &str, is_gateway: bool) -> Result<(), String> {
     let Some((ns, name)) = host.split_once('/') else {
         if is_gateway {
-            return validate_wildcard_domain(host);
+            return validate_gateway_host_part(host);
         }
         return Err(format!("host \"{host}\" must be of form namespace/dnsName"));
     };
@@ -380,7 +380,36 @@ pub(crate) fn validate_namespace_slash_host(host: &str, is_gateway: bool) -> Res
             "invalid namespace value \"{ns}\" in host \"{host}\""
         ));
     }
-    validate_wildcard_domain(name)
+    if is_gateway {
+        validate_gateway_host_part(name)
+    } else {
+        validate_wildcard_domain(name)
+    }
+}
+
+/// The host of a gateway server (Istio's `validateSidecarOrGatewayHostnamePart`): `*`, or a
+/// name with a dot (no short names), or an IP address; a wildcard only as the whole first
+/// label (`*.example.com`, not `*example.com`).
+fn validate_gateway_host_part(host: &str) -> Result<(), String> {
+    let mut problems = Vec::new();
+    if host != "*" && !host.contains('.') {
+        problems.push(format!(
+            "short names (non FQDN) are not allowed: \"{host}\""
+        ));
+    }
+    if let Err(e) = validate_wildcard_domain(host)
+        && !is_ip(host)
+    {
+        problems.push(e);
+    }
+    if host.contains('*') && host != "*" && !host.starts_with("*.") {
+        problems.push(format!("partial wildcard \"{host}\" not allowed"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 impl Server {
