@@ -572,4 +572,53 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn tls_certificate_sources() {
+        let server = |tls: &str| {
+            format!(
+                "servers: [{{port: {{number: 443, name: https, protocol: HTTPS}}, hosts: [a.example.com], tls: {tls}}}]"
+            )
+        };
+        let paths = |tls: &str| -> Vec<String> {
+            errors_of(&server(tls))
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert!(paths("{mode: SIMPLE, credentialNames: [rsa, ecdsa]}").is_empty());
+        assert!(
+            paths("{mode: MUTUAL, credentialName: c, caCertCredentialName: ca, caCrl: /crl}")
+                .is_empty()
+        );
+        assert!(
+            paths("{mode: SIMPLE, tlsCertificates: [{serverCertificate: /c, privateKey: /k}]}")
+                .is_empty()
+        );
+        let e = paths(
+            "{mode: SIMPLE, credentialNames: [a], tlsCertificates: [{serverCertificate: /c}]}",
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].contains("only one of credentialNames or tlsCertificates can be set"));
+        assert!(e[1].contains("only one of credentialName or tlsCertificates can be set"));
+        let e = paths("{mode: SIMPLE, tlsCertificates: [{serverCertificate: /c}]}");
+        assert_eq!(
+            e,
+            [
+                "spec.servers[0].tls.tlsCertificates[0].privateKey: SIMPLE TLS requires a private key"
+            ]
+        );
+        let e = paths("{mode: ISTIO_MUTUAL, credentialNames: [a]}");
+        assert_eq!(
+            e,
+            [
+                "spec.servers[0].tls.credentialNames: ISTIO_MUTUAL TLS cannot have associated credentialNames"
+            ]
+        );
+        let e = paths("{mode: PASSTHROUGH, credentialName: c, caCrl: /crl}");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("spec.servers[0].tls.caCrl: CRL is not supported with credentialName")
+        );
+    }
 }
