@@ -522,7 +522,8 @@ impl Validate for Gateway {
                 );
             }
         }
-        crate::validation::check_labels(&path.field("selector"), errors, &self.selector);
+        // Istio does not check the selector's labels (a selector that matches no pod selects
+        // nothing).
     }
 }
 
