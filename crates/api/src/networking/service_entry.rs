@@ -10,8 +10,8 @@ use super::common::WorkloadSelector;
 use super::workload_entry::{WorkloadEntry, check_max_items, check_max_len, check_ports_declared};
 use crate::de::null_default;
 use crate::validation::{
-    FieldError, Path, Validate, check, check_export_to, check_labels, check_selector_labels, is_ip,
-    validate_fqdn, validate_ip_subnet, validate_port_name, validate_wildcard_domain,
+    FieldError, Path, Validate, check, check_export_to, check_labels, is_ip, validate_fqdn,
+    validate_ip_subnet, validate_port_name, validate_wildcard_domain,
 };
 
 /// A service in the mesh registry.
@@ -125,7 +125,7 @@ impl ServiceEntry {
         errors: &mut Vec<FieldError>,
     ) {
         if let Some(ws) = &self.workload_selector {
-            check_selector_labels(
+            check_alpha_selector(
                 &path.field("workloadSelector").field("labels"),
                 errors,
                 &ws.labels,
@@ -306,6 +306,32 @@ impl ServiceEntry {
                 256,
             );
         }
+    }
+}
+
+/// Istio's `ValidateAlphaWorkloadSelector` and the CRD's rules on the labels: no empty key, no
+/// `*`, values of at most 63 characters. (Unlike Kubernetes label selectors, the syntax of
+/// keys and values is not checked.)
+fn check_alpha_selector(
+    path: &Path,
+    errors: &mut Vec<FieldError>,
+    labels: &std::collections::BTreeMap<String, String>,
+) {
+    for (k, v) in labels {
+        let p = path.key(k);
+        if k.is_empty() {
+            p.push(
+                errors,
+                format!("empty key is not supported in selector: \"{k}={v}\""),
+            );
+        }
+        if k.contains('*') || v.contains('*') {
+            p.push(
+                errors,
+                format!("wildcard is not supported in selector: \"{k}={v}\""),
+            );
+        }
+        check_max_len(&p, errors, v, 63);
     }
 }
 
