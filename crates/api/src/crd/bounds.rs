@@ -157,6 +157,16 @@ pub fn istio_bounds(kind: Kind) -> Vec<Bound> {
             bounds
         }
         Kind::WorkloadEntry => workload_entry!("").to_vec(),
+        Kind::WorkloadGroup => {
+            let mut bounds = vec![
+                count("metadata.annotations", "maxProperties", 256),
+                count("metadata.labels", "maxProperties", 256),
+                count("probe.exec.command[]", "minLength", 1),
+                pattern("probe.httpGet.httpHeaders[].name", HEADER_NAME_PATTERN),
+            ];
+            bounds.extend(workload_entry!("template."));
+            bounds
+        }
         Kind::PeerAuthentication => {
             let mut bounds = vec![count("portLevelMtls", "minProperties", 1)];
             bounds.extend(MATCH_LABELS);

@@ -204,6 +204,20 @@ pub fn istio_rules(kind: Kind) -> Vec<CelRule> {
             rules.extend(workload_entry_rules!("", ""));
             rules
         }
+        Kind::WorkloadGroup => {
+            let mut rules = vec![
+                rule("probe.grpc.port", PORT_RANGE, PORT_RANGE_MESSAGE),
+                rule("probe.httpGet.port", PORT_RANGE, PORT_RANGE_MESSAGE),
+                rule(
+                    "probe.httpGet.scheme",
+                    r#"self in ["", "HTTP", "HTTPS"]"#,
+                    "scheme must be one of [HTTP, HTTPS]",
+                ),
+                rule("probe.tcpSocket.port", PORT_RANGE, PORT_RANGE_MESSAGE),
+            ];
+            rules.extend(workload_entry_rules!("template", "."));
+            rules
+        }
         Kind::PeerAuthentication => {
             let mut rules = vec![
                 rule(
