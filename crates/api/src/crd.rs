@@ -22,6 +22,7 @@ use crate::schema::{node_mut, spec_schema};
 
 mod bounds;
 mod cel;
+mod cel_eval;
 mod check;
 
 pub use bounds::{Bound, BoundValue, istio_bounds};

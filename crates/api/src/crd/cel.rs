@@ -290,12 +290,12 @@ pub fn weft_rules(kind: Kind) -> Vec<CelRule> {
             rule(
                 "",
                 "has(self.limit) || (has(self.rules) && self.rules.size() > 0)",
-                "spec: at least one of limit or rules must be set",
+                "at least one of limit or rules must be set",
             ),
             rule(
                 "rules",
                 "self.all(r, !has(r.name) || self.exists_one(s, has(s.name) && s.name == r.name))",
-                "spec.rules: rule names must be unique",
+                "rule names must be unique",
             ),
         ],
         _ => vec![],

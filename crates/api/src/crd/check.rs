@@ -90,6 +90,7 @@ pub(crate) fn check(schema: &Value, v: &Value, at: &Path, errors: &mut Vec<Field
         );
         return;
     }
+    check_rules(s, v, at, errors);
     if let Some(Value::Array(allowed)) = s.get("enum")
         && !allowed.contains(v)
     {
@@ -198,6 +199,29 @@ pub(crate) fn check(schema: &Value, v: &Value, at: &Path, errors: &mut Vec<Field
                     },
                 );
             }
+        }
+    }
+}
+
+/// Evaluates the CEL rules (`x-kubernetes-validations`) of `s` on `v`, as the API server
+/// does: a rule that is false, or that fails to evaluate, refuses the value with the rule's
+/// message.
+fn check_rules(
+    s: &serde_json::Map<String, Value>,
+    v: &Value,
+    at: &Path,
+    errors: &mut Vec<FieldError>,
+) {
+    let rules = s.get("x-kubernetes-validations").and_then(Value::as_array);
+    for rule in rules.into_iter().flatten() {
+        let (Some(expression), Some(message)) = (rule["rule"].as_str(), rule["message"].as_str())
+        else {
+            continue;
+        };
+        match super::cel_eval::why_not(expression, v) {
+            None => {}
+            Some(detail) if detail.is_empty() => at.push(errors, message),
+            Some(detail) => at.push(errors, format!("{message} ({detail})")),
         }
     }
 }
