@@ -42,14 +42,9 @@ fn cel_value(v: &Value) -> Value {
     }
 }
 
-/// Whether `rule` holds for `value` (`self`). A rule that cannot be compiled or evaluated
-/// does not hold, as in the API server.
-pub(crate) fn holds(rule: &str, value: &Value) -> bool {
-    why_not(rule, value).is_none()
-}
-
-/// `None` when `rule` holds for `value`; otherwise what more there is to say than the rule's
-/// message (why a duration does not parse), possibly nothing.
+/// `None` when `rule` holds for `value` (`self`); otherwise what more there is to say than
+/// the rule's message (why a duration does not parse), possibly nothing. A rule that cannot
+/// be compiled or evaluated does not hold, as in the API server.
 pub(crate) fn why_not(rule: &str, value: &Value) -> Option<String> {
     if rule == DURATION_RULE.0 {
         return match value.as_str().map(Duration::parse) {
@@ -87,6 +82,10 @@ mod tests {
 
     use super::*;
     use crate::Kind;
+
+    fn holds(rule: &str, value: &Value) -> bool {
+        why_not(rule, value).is_none()
+    }
     use crate::crd::cel_rules;
 
     fn rule(kind: Kind, message: &str) -> &'static str {
