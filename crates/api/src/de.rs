@@ -61,7 +61,7 @@ pub(crate) fn plain_message(message: &str) -> String {
 }
 
 /// Rewrites Rust's `\u{…}` escapes (from `{:?}` of a string) as JSON escapes.
-fn unescape_rust(text: &str) -> String {
+pub(crate) fn unescape_rust(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("\\u{") {

@@ -16,11 +16,13 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    /// A new error at `path`.
+    /// A new error at `path`. Rust's `\u{…}` escapes in the message (from a value formatted
+    /// with `{:?}`) become JSON's, so a value reads as a user wrote it in YAML; prefer
+    /// [`crate::quoted`] for values in new messages.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         FieldError {
             path: path.into(),
-            message: message.into(),
+            message: crate::de::unescape_rust(&message.into()),
         }
     }
 }
@@ -784,5 +786,22 @@ mod tests {
         errs.clear();
         check_export_to(&p, &mut errs, Some("ns"), &["~".into()], true);
         assert!(errs.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    #[test]
+    fn values_read_as_written_in_yaml() {
+        let e = FieldError::new(
+            "spec.ports[0].protocol",
+            format!("unknown protocol {:?}", "hTPp\u{8}lah"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "spec.ports[0].protocol: unknown protocol \"hTPp\\blah\""
+        );
     }
 }
