@@ -123,9 +123,9 @@ pub fn uris(config: &ConfigSet) -> BTreeMap<String, Duration> {
             if rule.jwks.is_some() {
                 continue;
             }
-            if let Some(uri) = &rule.jwks_uri {
+            if let Some(uri) = rule.jwks_uri() {
                 let timeout = rule.timeout.map_or(DEFAULT_TIMEOUT, |t| t.as_std());
-                let entry = uris.entry(uri.clone()).or_insert(timeout);
+                let entry = uris.entry(uri.to_string()).or_insert(timeout);
                 *entry = (*entry).max(timeout);
             }
         }

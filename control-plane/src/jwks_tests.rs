@@ -336,7 +336,7 @@ fn uris_come_from_rules_without_inline_jwks_with_their_longest_timeout() {
         request_authentication(
             "c",
             "https://keys.example/c",
-            "  - issuer: inline\n    jwks: '{\"keys\": []}'\n    jwksUri: https://keys.example/ignored"
+            "  - issuer: inline\n    jwks: '{\"keys\": []}'\n  - issuer: alias\n    jwks_uri: https://keys.example/alias"
         ),
     ));
     let found: Vec<(String, Duration)> = uris(&config).into_iter().collect();
@@ -344,6 +344,7 @@ fn uris_come_from_rules_without_inline_jwks_with_their_longest_timeout() {
         found,
         [
             ("https://keys.example/a".to_string(), Duration::from_secs(9)),
+            ("https://keys.example/alias".to_string(), DEFAULT_TIMEOUT),
             ("https://keys.example/c".to_string(), DEFAULT_TIMEOUT),
         ]
     );

@@ -64,6 +64,20 @@ impl TelemetryEntry {
             warnings.push(Warning::new(key, path, message.to_string()));
         };
         for (i, t) in spec.tracing.iter().enumerate() {
+            if t.disable_context_propagation == Some(true) {
+                warn(
+                    format!("spec.tracing[{i}].disableContextPropagation"),
+                    "not supported yet (proxies always propagate the trace context); ignored",
+                );
+            }
+            for (name, tag) in &t.custom_tags {
+                if tag.formatter.is_some() {
+                    warn(
+                        format!("spec.tracing[{i}].customTags[{name}].formatter"),
+                        "not supported yet; the tag is not added",
+                    );
+                }
+            }
             if t.use_request_id_for_trace_sampling == Some(false) {
                 warn(
                     format!("spec.tracing[{i}].useRequestIdForTraceSampling"),

@@ -444,7 +444,7 @@ fn security_kinds_are_validated_too() {
         "{}",
         response.result.message
     );
-    let response = decide("UPDATE", policy(json!({"action": "CUSTOM"})));
+    let response = decide("UPDATE", policy(json!({"action": "CUSTOM", "rules": [{}]})));
     assert!(!response.allowed);
     assert!(
         response.result.message.starts_with("spec.provider"),

@@ -320,6 +320,17 @@ impl AuthzRule {
 /// namespaces, remote IPs, peer IPs.
 fn source_tests(source: &Source, path: &str, context: &mut Context<'_>) -> Vec<PrincipalMatch> {
     let mut tests = Vec::new();
+    for (field, list) in [
+        ("trustDomains", &source.trust_domains),
+        ("notTrustDomains", &source.not_trust_domains),
+    ] {
+        if !list.is_empty() {
+            context.errors.push(RuleError {
+                path: format!("{path}.{field}"),
+                reason: "matching on the peer's trust domain is not supported yet".to_string(),
+            });
+        }
+    }
     let patterns = |values: &[String], not_values: &[String]| Values {
         values: values.iter().map(|v| Pattern::parse(v)).collect(),
         not_values: not_values.iter().map(|v| Pattern::parse(v)).collect(),

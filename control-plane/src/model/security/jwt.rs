@@ -41,18 +41,21 @@ impl RequestAuthenticationEntry {
         let mut rules = Vec::new();
         for (index, rule) in spec.jwt_rules.iter().enumerate() {
             let path = format!("spec.jwtRules[{index}]");
-            let rejected = format!(
-                "tokens from issuer {:?} are rejected (401) until it is",
-                rule.issuer
-            );
-            let jwks = match (&rule.jwks, &rule.jwks_uri) {
+            let issuer = rule.issuer.as_deref().unwrap_or_default();
+            let rejected = format!("tokens from issuer {issuer:?} are rejected (401) until it is");
+            let uri_field = if rule.jwks_uri.is_some() {
+                "jwksUri"
+            } else {
+                "jwks_uri"
+            };
+            let jwks = match (&rule.jwks, rule.jwks_uri()) {
                 (Some(inline), _) => inline.clone(),
                 (None, Some(uri)) => match fetched.get(uri) {
                     Some(Ok(text)) => text.clone(),
                     Some(Err(reason)) => {
                         warnings.push(Warning::new(
                             key,
-                            format!("{path}.jwksUri"),
+                            format!("{path}.{uri_field}"),
                             format!(
                                 "cannot fetch the JWKS from {uri}: {reason}; {rejected} fetched"
                             ),
@@ -62,7 +65,7 @@ impl RequestAuthenticationEntry {
                     None => {
                         warnings.push(Warning::new(
                             key,
-                            format!("{path}.jwksUri"),
+                            format!("{path}.{uri_field}"),
                             format!("the JWKS from {uri} is not fetched yet; {rejected}"),
                         ));
                         EMPTY_JWKS.to_string()
@@ -73,8 +76,7 @@ impl RequestAuthenticationEntry {
                         key,
                         path,
                         format!(
-                            "neither jwks nor jwksUri is set, and finding the keys through the issuer's OpenID discovery is not supported yet; tokens from issuer {:?} are rejected (401)",
-                            rule.issuer
+                            "neither jwks nor jwksUri is set, and finding the keys through the issuer's OpenID discovery is not supported yet; tokens from issuer {issuer:?} are rejected (401)"
                         ),
                     ));
                     EMPTY_JWKS.to_string()

@@ -108,6 +108,7 @@ impl PeerAuthenticationEntry {
             port_level: spec
                 .port_level_mtls
                 .iter()
+                .flatten()
                 .map(|(port, mtls)| (*port, MtlsMode::of(mtls.mode)))
                 .collect(),
         };

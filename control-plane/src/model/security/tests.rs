@@ -341,3 +341,48 @@ rules:
         }]
     );
 }
+
+#[test]
+fn fields_not_translated_yet_are_reported_and_never_widen_access() {
+    let model = model_from_yaml(
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: by-trust-domain, namespace: foo}
+spec:
+  rules:
+  - from: [{source: {trustDomains: [cluster.local], notTrustDomains: ["*.example.org"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: scopes, namespace: foo}
+spec:
+  jwtRules:
+  - issuer: iss
+    jwks: '{"keys":[]}'
+    spaceDelimitedClaims: [custom_scope]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: tracing, namespace: foo}
+spec:
+  tracing:
+  - disableContextPropagation: true
+    customTags:
+      sni: {formatter: {value: "%REQUESTED_SERVER_NAME%"}}
+"#,
+    );
+    // An ALLOW rule that needs the trust domain is left out: it allows nothing.
+    assert!(model.authorization_policies[0].rules.is_empty());
+    let reported: Vec<String> = model.warnings.iter().map(ToString::to_string).collect();
+    let unsupported = "matching on the peer's trust domain is not supported yet; the rule is left out, so it allows nothing";
+    for expected in [
+        format!("AuthorizationPolicy foo/by-trust-domain: spec.rules[0].from[0].source.trustDomains: {unsupported}"),
+        format!("AuthorizationPolicy foo/by-trust-domain: spec.rules[0].from[0].source.notTrustDomains: {unsupported}"),
+        "RequestAuthentication foo/scopes: spec.jwtRules[0].spaceDelimitedClaims: not supported yet; ignored (claim values are matched whole, never split at spaces)".to_string(),
+        "Telemetry foo/tracing: spec.tracing[0].disableContextPropagation: not supported yet (proxies always propagate the trace context); ignored".to_string(),
+        "Telemetry foo/tracing: spec.tracing[0].customTags[sni].formatter: not supported yet; the tag is not added".to_string(),
+    ] {
+        assert!(reported.contains(&expected), "missing {expected:?} in {reported:#?}");
+    }
+}

@@ -597,11 +597,6 @@ apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: allow-nothing, namespace: foo}
 spec: {}
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: deny-nothing, namespace: foo}
-spec: {action: DENY}
 "#;
 
 #[test]
@@ -619,7 +614,6 @@ fn filters_come_deny_allow_log_and_custom_is_enforced_as_deny() {
                 rbac::Action::Deny,
                 vec![
                     "ns[foo]-policy[deny-admin]-rule[0]",
-                    "ns[foo]-policy[deny-nothing]-rule[0]",
                     "ns[foo]-policy[ext]-rule[0]",
                 ]
             ),
@@ -642,7 +636,6 @@ fn filters_come_deny_allow_log_and_custom_is_enforced_as_deny() {
         principals: vec![i_not(i_any())],
         ..Default::default()
     };
-    assert_eq!(filters[0].1["ns[foo]-policy[deny-nothing]-rule[0]"], never);
     assert_eq!(filters[1].1["ns[foo]-policy[allow-nothing]-rule[0]"], never);
     // CUSTOM's rule denies what it matches.
     assert_eq!(

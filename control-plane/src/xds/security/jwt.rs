@@ -93,7 +93,7 @@ fn requirement(requires: jwt_requirement::RequiresType) -> JwtRequirement {
 pub fn provider(entry: &JwtRuleEntry) -> JwtProvider {
     let rule = &entry.rule;
     JwtProvider {
-        issuer: rule.issuer.clone(),
+        issuer: rule.issuer.clone().unwrap_or_default(),
         audiences: rule.audiences.clone(),
         forward: rule.forward_original_token,
         from_headers: rule
@@ -107,7 +107,7 @@ pub fn provider(entry: &JwtRuleEntry) -> JwtProvider {
         from_params: rule.from_params.clone(),
         from_cookies: rule.from_cookies.clone(),
         forward_payload_header: rule.output_payload_to_header.clone().unwrap_or_default(),
-        payload_in_metadata: rule.issuer.clone(),
+        payload_in_metadata: rule.issuer.clone().unwrap_or_default(),
         claim_to_headers: rule
             .output_claim_to_headers
             .iter()

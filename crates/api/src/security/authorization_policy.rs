@@ -1,12 +1,12 @@
 //! `AuthorizationPolicy`: access control on workloads.
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{PolicyTargetReference, validate_policy_target};
 use crate::de::null_default;
 use crate::networking::PolicyWorkloadSelector;
-use crate::validation::{FieldError, Path, Validate, check, validate_ip_subnet};
+use crate::validation::{Check, FieldError, Path, Validate, check, validate_ip_subnet};
 
 /// `spec` of an `AuthorizationPolicy`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -29,7 +29,7 @@ pub struct AuthorizationPolicy {
     /// Which requests the policy matches; no rule matches nothing, an empty rule matches all.
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "rules_without_nulls",
         skip_serializing_if = "Vec::is_empty"
     )]
     #[schemars(length(max = 512))]
@@ -40,6 +40,21 @@ pub struct AuthorizationPolicy {
     /// The extension provider of a CUSTOM action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<ExtensionProvider>,
+}
+
+/// Reads `rules`, refusing a `null` rule: it would otherwise read as `{}`, which matches
+/// every request.
+fn rules_without_nulls<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Rule>, D::Error> {
+    let rules: Vec<Option<Rule>> = null_default(deserializer)?;
+    rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            rule.ok_or_else(|| {
+                serde::de::Error::custom(format!("rule {i} is null: a rule must be an object"))
+            })
+        })
+        .collect()
 }
 
 /// Action of an authorization policy.
@@ -142,6 +157,8 @@ macro_rules! string_lists {
     (@camel not_remote_ip_blocks) => { "notRemoteIpBlocks" };
     (@camel service_accounts) => { "serviceAccounts" };
     (@camel not_service_accounts) => { "notServiceAccounts" };
+    (@camel trust_domains) => { "trustDomains" };
+    (@camel not_trust_domains) => { "notTrustDomains" };
     (@camel hosts) => { "hosts" };
     (@camel not_hosts) => { "notHosts" };
     (@camel ports) => { "ports" };
@@ -180,6 +197,10 @@ string_lists! {
         service_accounts,
         /// Negative match of service accounts.
         not_service_accounts,
+        /// Trust domains of the peer identity.
+        trust_domains,
+        /// Negative match of trust domains.
+        not_trust_domains,
     }
 }
 
@@ -228,13 +249,13 @@ pub struct Condition {
     pub not_values: Vec<String>,
 }
 
-/// `when` keys Istio knows (exact names, or prefixes of `name[...]` keys).
-const KNOWN_KEYS: &[&str] = &[
+/// `when` attributes that take no `[name]` part (Istio's `pkg/config/security` list).
+const PLAIN_KEYS: &[&str] = &[
     "source.ip",
     "remote.ip",
     "source.namespace",
-    "source.principal",
     "source.serviceAccount",
+    "source.principal",
     "request.auth.principal",
     "request.auth.audiences",
     "request.auth.presenter",
@@ -242,36 +263,144 @@ const KNOWN_KEYS: &[&str] = &[
     "destination.port",
     "connection.sni",
 ];
-const KNOWN_MAP_KEYS: &[&str] = &[
+
+/// `when` attributes written `name[key]`, by prefix.
+const MAP_KEY_PREFIXES: &[&str] = &[
     "request.headers",
+    "request.experimental.inline.headers",
     "request.auth.claims",
     "experimental.envoy.filters.",
 ];
 
-fn validate_ports(path: &Path, errors: &mut Vec<FieldError>, ports: &[String]) {
-    for (i, p) in ports.iter().enumerate() {
-        if p.parse::<u16>().is_err() {
-            path.index(i).push(
-                errors,
-                format!("invalid port {p:?}: must be a number in 0..65535"),
-            );
+/// Source fields the CUSTOM action cannot use (the external authorizer is called before
+/// the peer and JWT identities are known).
+const NOT_WITH_CUSTOM: &[&str] = &[
+    "namespaces",
+    "notNamespaces",
+    "serviceAccounts",
+    "notServiceAccounts",
+    "principals",
+    "notPrincipals",
+    "requestPrincipals",
+    "notRequestPrincipals",
+];
+
+/// Istio's `validateMapKey`: `name[key]` with a non-empty key.
+fn check_map_key(key: &str) -> Check {
+    let ok = key.ends_with(']')
+        && key
+            .find('[')
+            .is_some_and(|open| open > 0 && open + 2 < key.len());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("bad key \"{key}\": must have the form name[key]"))
+    }
+}
+
+/// An IP address or CIDR block as Go's `netip` reads it (no leading zero in the prefix length).
+fn check_ip(value: &str) -> Check {
+    validate_ip_subnet(value)?;
+    if let Some((_, bits)) = value.split_once('/')
+        && bits.len() > 1
+        && bits.starts_with('0')
+    {
+        return Err(format!("\"{value}\" is not a valid CIDR block"));
+    }
+    Ok(())
+}
+
+/// A port as Istio reads it: decimal digits, at most 65535.
+fn check_port(value: &str) -> Check {
+    if !value.is_empty()
+        && value.bytes().all(|c| c.is_ascii_digit())
+        && value.parse::<u32>().is_ok_and(|p| p <= 65535)
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "bad port \"{value}\": must be a number in 0..65535"
+        ))
+    }
+}
+
+/// A service account as Istio reads it: `name` or `namespace/name`, no wildcard, at most 320
+/// characters.
+fn check_service_account(value: &str) -> Check {
+    if value.is_empty() {
+        return Err("empty value is not allowed".into());
+    }
+    if value.contains('*') {
+        return Err(format!("wildcard not allowed in \"{value}\""));
+    }
+    if value.len() > 320 {
+        return Err(format!("\"{value}\" is longer than 320 characters"));
+    }
+    let format = "expected the form 'serviceAccount' or 'namespace/serviceAccount'";
+    match value.split_once('/') {
+        Some((_, rest)) if rest.contains('/') => Err(format!("{format}, found \"{value}\"")),
+        Some(("", _)) => Err(format!("{format}, found an empty namespace in \"{value}\"")),
+        Some((_, "")) => Err(format!(
+            "{format}, found an empty service account in \"{value}\""
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_service_accounts(path: &Path, errors: &mut Vec<FieldError>, values: &[String]) {
+    if values.len() > 16 {
+        path.push(errors, "may not have more than 16 values");
+    }
+    for (i, v) in values.iter().enumerate() {
+        check(&path.index(i), errors, check_service_account(v));
+    }
+}
+
+/// A path template may use `{*}` and `{**}` (the latter last) as whole segments; the other
+/// segments of a template are literals (Istio's `CheckValidPathTemplate`).
+fn check_path_template(value: &str) -> Check {
+    let template = value.contains("{*}") || value.contains("{**}");
+    let mut any_seen = false;
+    for segment in value.trim_matches('/').split('/') {
+        let is_template = segment == "{*}" || segment == "{**}";
+        if is_template && any_seen {
+            return Err(format!(
+                "invalid or unsupported path \"{value}\": {{**}} is not the last operator"
+            ));
+        }
+        if is_template {
+            any_seen |= segment == "{**}";
+            continue;
+        }
+        if segment.contains(['{', '}']) {
+            return Err(format!(
+                "invalid or unsupported path \"{value}\": contains '{{' or '}}' beyond a supported path template"
+            ));
+        }
+        let literal = !segment.is_empty()
+            && segment
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-._~%!$&'()+,;:@=".contains(&c));
+        if template && !literal {
+            return Err(format!(
+                "invalid or unsupported path \"{value}\": segment \"{segment}\" is not a valid literal"
+            ));
         }
     }
+    Ok(())
 }
 
-fn validate_ip_blocks(path: &Path, errors: &mut Vec<FieldError>, blocks: &[String]) {
-    for (i, b) in blocks.iter().enumerate() {
-        check(&path.index(i), errors, validate_ip_subnet(b));
-    }
-}
-
-fn no_empty_values(path: &Path, errors: &mut Vec<FieldError>, field: &str, values: &[String]) {
+fn no_empty_values(path: &Path, errors: &mut Vec<FieldError>, values: &[String]) {
     for (i, v) in values.iter().enumerate() {
         if v.is_empty() {
-            path.field(field)
-                .index(i)
-                .push(errors, format!("empty value is not allowed in {field}"));
+            path.index(i).push(errors, "empty value is not allowed");
         }
+    }
+}
+
+fn each(path: &Path, errors: &mut Vec<FieldError>, values: &[String], f: fn(&str) -> Check) {
+    for (i, v) in values.iter().enumerate() {
+        check(&path.index(i), errors, f(v));
     }
 }
 
@@ -279,27 +408,37 @@ impl Validate for Source {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         let lists = self.lists();
         if lists.iter().all(|(_, l)| l.is_empty()) {
-            path.push(errors, "`from.source` must not be empty");
-        }
-        for (name, list) in &lists {
-            no_empty_values(path, errors, name, list);
-        }
-        for (name, list) in [
-            ("ipBlocks", &self.ip_blocks),
-            ("notIpBlocks", &self.not_ip_blocks),
-            ("remoteIpBlocks", &self.remote_ip_blocks),
-            ("notRemoteIpBlocks", &self.not_remote_ip_blocks),
-        ] {
-            validate_ip_blocks(&path.field(name), errors, list);
-        }
-        let uses_principals = !self.principals.is_empty() || !self.not_principals.is_empty();
-        let uses_accounts =
-            !self.service_accounts.is_empty() || !self.not_service_accounts.is_empty();
-        if uses_principals && uses_accounts {
             path.push(
                 errors,
-                "cannot set serviceAccounts and principals at the same time",
+                "from.source must not be empty: set at least one of its fields",
             );
+        }
+        let uses_accounts =
+            !self.service_accounts.is_empty() || !self.not_service_accounts.is_empty();
+        let uses_identities = !self.principals.is_empty()
+            || !self.not_principals.is_empty()
+            || !self.namespaces.is_empty()
+            || !self.not_namespaces.is_empty();
+        if uses_accounts && uses_identities {
+            path.push(
+                errors,
+                "Cannot set serviceAccounts with namespaces or principals",
+            );
+        }
+        for (name, list) in &lists {
+            let p = path.field(name);
+            match *name {
+                "serviceAccounts" | "notServiceAccounts" => {
+                    check_service_accounts(&p, errors, list);
+                }
+                "ipBlocks" | "notIpBlocks" | "remoteIpBlocks" | "notRemoteIpBlocks" => {
+                    no_empty_values(&p, errors, list);
+                    each(&p, errors, list, |v| {
+                        if v.is_empty() { Ok(()) } else { check_ip(v) }
+                    });
+                }
+                _ => no_empty_values(&p, errors, list),
+            }
         }
     }
 }
@@ -308,53 +447,91 @@ impl Validate for Operation {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         let lists = self.lists();
         if lists.iter().all(|(_, l)| l.is_empty()) {
-            path.push(errors, "`to.operation` must not be empty");
+            path.push(
+                errors,
+                "to.operation must not be empty: set at least one of its fields",
+            );
         }
         for (name, list) in &lists {
-            no_empty_values(path, errors, name, list);
+            let p = path.field(name);
+            no_empty_values(&p, errors, list);
+            match *name {
+                "ports" | "notPorts" => {
+                    each(&p, errors, list, |v| {
+                        if v.is_empty() { Ok(()) } else { check_port(v) }
+                    });
+                }
+                "paths" | "notPaths" => each(&p, errors, list, check_path_template),
+                _ => {}
+            }
         }
-        validate_ports(&path.field("ports"), errors, &self.ports);
-        validate_ports(&path.field("notPorts"), errors, &self.not_ports);
     }
+}
+
+/// Istio's `ValidateAttribute`: what the key means decides what its values must be.
+fn validate_attribute(path: &Path, errors: &mut Vec<FieldError>, key: &str, values: &[String]) {
+    if values.iter().any(String::is_empty) {
+        no_empty_values(path, errors, values);
+        return;
+    }
+    match key {
+        "source.ip" | "remote.ip" | "destination.ip" => each(path, errors, values, check_ip),
+        "destination.port" => each(path, errors, values, check_port),
+        "source.serviceAccount" => check_service_accounts(path, errors, values),
+        _ => {}
+    }
+}
+
+/// The problem with a `when` key, if Istio does not know it.
+fn check_condition_key(key: &str) -> Check {
+    if MAP_KEY_PREFIXES.iter().any(|p| key.starts_with(p)) {
+        return check_map_key(key);
+    }
+    if PLAIN_KEYS.contains(&key) {
+        return Ok(());
+    }
+    if key == "destination.namespace" {
+        return Err(format!(
+            "attribute \"{key}\" is replaced by the policy's metadata.namespace"
+        ));
+    }
+    if key.starts_with("destination.labels") {
+        return Err(format!(
+            "attribute \"{key}\" is replaced by the workload selector"
+        ));
+    }
+    if key == "destination.name" || key == "destination.user" {
+        return Err(format!(
+            "deprecated attribute \"{key}\": only supported in security.istio.io/v1alpha1"
+        ));
+    }
+    Err(format!("unknown attribute \"{key}\""))
 }
 
 impl Validate for Condition {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
-        let kp = path.field("key");
         if self.key.is_empty() {
-            kp.push(errors, "`key` must not be empty");
-        } else {
-            let known = KNOWN_KEYS.contains(&self.key.as_str())
-                || KNOWN_MAP_KEYS.iter().any(|prefix| {
-                    self.key.strip_prefix(prefix).is_some_and(|rest| {
-                        prefix.ends_with('.')
-                            || (rest.len() > 2 && rest.starts_with('[') && rest.ends_with(']'))
-                    })
-                });
-            if !known {
-                kp.push(errors, format!("unknown attribute: {}", self.key));
-            }
+            path.field("key").push(errors, "key must not be empty");
+            return;
         }
         if self.values.is_empty() && self.not_values.is_empty() {
             path.push(
                 errors,
                 format!(
-                    "at least one of values or notValues must be set for key: {}",
+                    "at least one of values or notValues must be set for key \"{}\"",
                     self.key
                 ),
             );
+            return;
         }
-        match self.key.as_str() {
-            "source.ip" | "remote.ip" | "destination.ip" => {
-                validate_ip_blocks(&path.field("values"), errors, &self.values);
-                validate_ip_blocks(&path.field("notValues"), errors, &self.not_values);
-            }
-            "destination.port" => {
-                validate_ports(&path.field("values"), errors, &self.values);
-                validate_ports(&path.field("notValues"), errors, &self.not_values);
-            }
-            _ => {}
-        }
+        check(&path.field("key"), errors, check_condition_key(&self.key));
+        validate_attribute(&path.field("values"), errors, &self.key, &self.values);
+        validate_attribute(
+            &path.field("notValues"),
+            errors,
+            &self.key,
+            &self.not_values,
+        );
     }
 }
 
@@ -364,18 +541,63 @@ impl Validate for Rule {
             let p = path.field("from").index(i);
             match &f.source {
                 Some(s) => s.validate(&p.field("source"), errors),
-                None => p.push(errors, "`from.source` must not be nil"),
+                None => p.field("source").push(errors, "from.source must be set"),
             }
         }
         for (i, t) in self.to.iter().enumerate() {
             let p = path.field("to").index(i);
             match &t.operation {
                 Some(o) => o.validate(&p.field("operation"), errors),
-                None => p.push(errors, "`to.operation` must not be nil"),
+                None => p
+                    .field("operation")
+                    .push(errors, "to.operation must be set"),
             }
         }
         for (i, c) in self.when.iter().enumerate() {
             c.validate(&path.field("when").index(i), errors);
+        }
+    }
+}
+
+impl AuthorizationAction {
+    /// The action as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorizationAction::Allow => "ALLOW",
+            AuthorizationAction::Deny => "DENY",
+            AuthorizationAction::Audit => "AUDIT",
+            AuthorizationAction::Custom => "CUSTOM",
+        }
+    }
+}
+
+/// What the CUSTOM action cannot match on: peer and request identities.
+fn validate_custom_rules(path: &Path, errors: &mut Vec<FieldError>, rules: &[Rule]) {
+    for (i, rule) in rules.iter().enumerate() {
+        let rp = path.index(i);
+        for (j, from) in rule.from.iter().enumerate() {
+            let Some(source) = &from.source else { continue };
+            for (name, list) in source.lists() {
+                if !list.is_empty() && NOT_WITH_CUSTOM.contains(&name) {
+                    rp.field("from").index(j).field("source").field(name).push(
+                        errors,
+                        format!("{name} is currently not supported with the CUSTOM action"),
+                    );
+                }
+            }
+        }
+        for (j, when) in rule.when.iter().enumerate() {
+            let key = when.key.as_str();
+            if matches!(
+                key,
+                "source.namespace" | "source.serviceAccount" | "source.principal"
+            ) || key.starts_with("request.auth.")
+            {
+                rp.field("when").index(j).field("key").push(
+                    errors,
+                    format!("\"{key}\" is currently not supported with the CUSTOM action"),
+                );
+            }
         }
     }
 }
@@ -389,19 +611,35 @@ impl Validate for AuthorizationPolicy {
             &self.target_ref,
             &self.target_refs,
         );
-        let custom = self.action == Some(AuthorizationAction::Custom);
-        match (&self.provider, custom) {
-            (Some(_), false) => path
-                .field("provider")
-                .push(errors, "provider can only be used with the CUSTOM action"),
-            (None, true) => path
-                .field("provider")
-                .push(errors, "the CUSTOM action requires a provider"),
-            (Some(p), true) if p.name.is_empty() => path
-                .field("provider")
-                .field("name")
-                .push(errors, "provider name must not be empty"),
+        let action = self.action.unwrap_or(AuthorizationAction::Allow);
+        let never = "without rules is meaningless as it will never be triggered; add an empty rule {} to trigger it for every request";
+        match action {
+            AuthorizationAction::Custom => {
+                if self.rules.is_empty() {
+                    path.field("rules")
+                        .push(errors, format!("the CUSTOM action {never}"));
+                } else if self.provider.as_ref().is_none_or(|p| p.name.is_empty()) {
+                    path.field("provider").field("name").push(
+                        errors,
+                        "provider.name must not be empty with the CUSTOM action",
+                    );
+                }
+                validate_custom_rules(&path.field("rules"), errors, &self.rules);
+            }
+            AuthorizationAction::Deny if self.rules.is_empty() => {
+                path.field("rules")
+                    .push(errors, format!("the DENY action {never}"));
+            }
             _ => {}
+        }
+        if self.provider.is_some() && action != AuthorizationAction::Custom {
+            path.field("provider").push(
+                errors,
+                format!(
+                    "provider can only be set with the CUSTOM action, found {}",
+                    action.as_str()
+                ),
+            );
         }
         for (i, r) in self.rules.iter().enumerate() {
             r.validate(&path.field("rules").index(i), errors);
@@ -455,7 +693,7 @@ rules:
     fn reports_paths() {
         let yaml = r#"
 selector: {matchLabels: {app: a}}
-targetRef: {kind: Gateway, name: gw}
+targetRef: {kind: Gateway, group: gateway.networking.k8s.io, name: gw}
 provider: {name: x}
 rules:
 - from: [{source: {}}, {}]
@@ -465,19 +703,29 @@ rules:
         assert_eq!(
             errors(yaml),
             [
-                "spec: only one of selector, targetRef or targetRefs can be set",
-                "spec.provider: provider can only be used with the CUSTOM action",
-                "spec.rules[0].from[0].source: `from.source` must not be empty",
-                "spec.rules[0].from[1]: `from.source` must not be nil",
-                "spec.rules[0].to[0].operation.ports[0]: invalid port \"http\": must be a number in 0..65535",
+                "spec: only one of targetRefs or selector can be set (selector, targetRef and targetRefs are exclusive)",
+                "spec.provider: provider can only be set with the CUSTOM action, found ALLOW",
+                "spec.rules[0].from[0].source: from.source must not be empty: set at least one of its fields",
+                "spec.rules[0].from[1].source: from.source must be set",
+                "spec.rules[0].to[0].operation.ports[0]: bad port \"http\": must be a number in 0..65535",
                 "spec.rules[0].when[0].values[0]: \"10.0.0.0/99\" is not a valid CIDR block",
-                "spec.rules[0].when[1].key: unknown attribute: bogus",
-                "spec.rules[0].when[1]: at least one of values or notValues must be set for key: bogus",
+                "spec.rules[0].when[1]: at least one of values or notValues must be set for key \"bogus\"",
             ]
         );
         assert_eq!(
             errors("action: CUSTOM"),
-            ["spec.provider: the CUSTOM action requires a provider"]
+            [
+                "spec.rules: the CUSTOM action without rules is meaningless as it will never be triggered; add an empty rule {} to trigger it for every request"
+            ]
+        );
+        assert_eq!(
+            errors(
+                "action: CUSTOM\nrules: [{when: [{key: \"request.auth.claims[group]\", values: [admin]}]}]"
+            ),
+            [
+                "spec.provider.name: provider.name must not be empty with the CUSTOM action",
+                "spec.rules[0].when[0].key: \"request.auth.claims[group]\" is currently not supported with the CUSTOM action",
+            ]
         );
     }
 

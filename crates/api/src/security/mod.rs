@@ -14,8 +14,9 @@ pub use request_authentication::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::duration::Duration;
 use crate::networking::PolicyWorkloadSelector;
-use crate::validation::{FieldError, Path, Validate};
+use crate::validation::{Check, FieldError, Path, Validate};
 
 /// A reference to the resource a policy attaches to (`targetRef`/`targetRefs`), as in
 /// `istio.type.v1beta1.PolicyTargetReference`.
@@ -39,15 +40,45 @@ pub struct PolicyTargetReference {
     pub namespace: String,
 }
 
+/// The kinds a policy may attach to, as `(group, kind)`; the core group may be written empty
+/// or `core` (Istio's `allowedTargetRefs`).
+const TARGET_KINDS: &[(&str, &str)] = &[
+    ("core", "Service"),
+    ("networking.istio.io", "ServiceEntry"),
+    ("gateway.networking.k8s.io", "Gateway"),
+    ("gateway.networking.k8s.io", "GatewayClass"),
+];
+
 impl Validate for PolicyTargetReference {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
-        if self.kind.is_empty() {
-            path.field("kind")
-                .push(errors, "targetRef kind is required");
-        }
         if self.name.is_empty() {
             path.field("name")
-                .push(errors, "targetRef name is required");
+                .push(errors, "targetRef name must be set");
+        }
+        if self.kind.is_empty() {
+            path.field("kind")
+                .push(errors, "targetRef kind must be set");
+        } else {
+            let group = if self.group.is_empty() {
+                "core"
+            } else {
+                self.group.as_str()
+            };
+            if !TARGET_KINDS.contains(&(group, self.kind.as_str())) {
+                let allowed: Vec<String> = TARGET_KINDS
+                    .iter()
+                    .map(|(g, k)| format!("{g}/{k}"))
+                    .collect();
+                path.push(
+                    errors,
+                    format!(
+                        "targetRef must be to one of {} but was \"{}/{}\"",
+                        allowed.join(", "),
+                        self.group,
+                        self.kind
+                    ),
+                );
+            }
         }
         if !self.namespace.is_empty() {
             path.field("namespace").push(
@@ -58,7 +89,49 @@ impl Validate for PolicyTargetReference {
     }
 }
 
-/// Checks `selector`, `targetRef` and `targetRefs` of a policy: at most one of them is set.
+/// Checks the `selector` of a policy (Istio's `validateWorkloadSelector` and the CRD's CEL
+/// rules): no empty label key, no `*` in a key or a value, values of at most 63 characters.
+/// Label syntax is not checked further, as in Istio.
+pub(crate) fn validate_policy_selector(
+    path: &Path,
+    errors: &mut Vec<FieldError>,
+    selector: &Option<PolicyWorkloadSelector>,
+) {
+    let Some(selector) = selector else {
+        return;
+    };
+    let labels = path.field("matchLabels");
+    for (k, v) in &selector.match_labels {
+        let p = labels.key(k);
+        if k.is_empty() {
+            p.push(
+                errors,
+                format!("key must not be empty (found in \"{k}={v}\")"),
+            );
+        }
+        if k.contains('*') {
+            p.push(
+                errors,
+                format!("wildcard not allowed in label key match (found in \"{k}={v}\")"),
+            );
+        }
+        if v.contains('*') {
+            p.push(
+                errors,
+                format!("wildcard not allowed in label value match (found in \"{k}={v}\")"),
+            );
+        }
+        if v.chars().count() > 63 {
+            p.push(
+                errors,
+                format!("label value \"{v}\" is longer than 63 characters"),
+            );
+        }
+    }
+}
+
+/// Checks `selector`, `targetRef` and `targetRefs` of a policy: at most one of them is set,
+/// and each is well formed.
 pub(crate) fn validate_policy_target(
     path: &Path,
     errors: &mut Vec<FieldError>,
@@ -72,12 +145,28 @@ pub(crate) fn validate_policy_target(
     if set > 1 {
         path.push(
             errors,
-            "only one of selector, targetRef or targetRefs can be set",
+            "only one of targetRefs or selector can be set (selector, targetRef and targetRefs are exclusive)",
         );
     }
-    selector.validate(&path.field("selector"), errors);
+    validate_policy_selector(&path.field("selector"), errors, selector);
     target_ref.validate(&path.field("targetRef"), errors);
     for (i, t) in target_refs.iter().enumerate() {
         t.validate(&path.field("targetRefs").index(i), errors);
     }
+}
+
+/// A duration of at least 1ms (the CRDs' CEL rule); with `ms_precision`, also a whole number
+/// of milliseconds (Istio's `ValidateDuration`).
+pub(crate) fn check_min_duration(d: &Duration, ms_precision: bool) -> Check {
+    if d.0 < std::time::Duration::from_millis(1) {
+        return Err(format!(
+            "must be a valid duration greater than 1ms, got {d}"
+        ));
+    }
+    if ms_precision && !d.0.subsec_nanos().is_multiple_of(1_000_000) {
+        return Err(format!(
+            "only durations to ms precision are supported, got {d}"
+        ));
+    }
+    Ok(())
 }

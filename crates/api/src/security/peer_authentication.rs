@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::validate_policy_selector;
 use crate::networking::PolicyWorkloadSelector;
-use crate::validation::{FieldError, Path, Validate, check, validate_port};
+use crate::validation::{FieldError, Path, Validate};
 
 /// `spec` of a `PeerAuthentication`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -18,13 +19,14 @@ pub struct PeerAuthentication {
     /// Mutual TLS settings for the workload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<PeerAuthenticationMutualTls>,
-    /// Port-specific mutual TLS settings, keyed by the workload's port number.
+    /// Port-specific mutual TLS settings, keyed by the workload's port number (at least one
+    /// port when set; needs a selector).
     #[serde(
         default,
         deserialize_with = "port_map",
-        skip_serializing_if = "BTreeMap::is_empty"
+        skip_serializing_if = "Option::is_none"
     )]
-    pub port_level_mtls: BTreeMap<u32, PeerAuthenticationMutualTls>,
+    pub port_level_mtls: Option<BTreeMap<u32, PeerAuthenticationMutualTls>>,
 }
 
 /// Mutual TLS settings.
@@ -52,7 +54,7 @@ pub enum MtlsMode {
 
 /// Reads a map whose keys are port numbers written as YAML integers or strings (`8080:` or
 /// `"8080":`, as `kubectl get -o yaml` prints them).
-fn port_map<'de, D, T>(deserializer: D) -> Result<BTreeMap<u32, T>, D::Error>
+fn port_map<'de, D, T>(deserializer: D) -> Result<Option<BTreeMap<u32, T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -63,42 +65,53 @@ where
         Number(u64),
         Text(String),
     }
-    let raw = Option::<BTreeMap<PortKey, T>>::deserialize(deserializer)?;
+    let Some(raw) = Option::<BTreeMap<PortKey, T>>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
     let mut out = BTreeMap::new();
-    for (k, v) in raw.unwrap_or_default() {
-        let port = match &k {
-            PortKey::Number(n) => u32::try_from(*n).ok(),
-            PortKey::Text(s) => s.parse::<u32>().ok(),
+    for (k, v) in raw {
+        let (port, written) = match &k {
+            PortKey::Number(n) => (u32::try_from(*n).ok(), n.to_string()),
+            PortKey::Text(s) => (s.parse::<u32>().ok(), s.clone()),
         };
         let Some(port) = port else {
             return Err(serde::de::Error::custom(format!(
-                "invalid port key {k:?}: expected a port number"
+                "invalid port key \"{written}\": port must be between 1-65535"
             )));
         };
         out.insert(port, v);
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 impl Validate for PeerAuthentication {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
-        self.selector.validate(&path.field("selector"), errors);
+        validate_policy_selector(&path.field("selector"), errors, &self.selector);
+        let Some(ports) = &self.port_level_mtls else {
+            return;
+        };
+        let p = path.field("portLevelMtls");
         let selects = self
             .selector
             .as_ref()
             .is_some_and(|s| !s.match_labels.is_empty());
-        if !self.port_level_mtls.is_empty() && !selects {
-            path.field("portLevelMtls").push(
+        if !selects {
+            p.push(
                 errors,
-                "portLevelMtls requires a workload selector (selector.matchLabels)",
+                "portLevelMtls requires selector: a mesh or namespace wide policy (no selector.matchLabels) cannot have port level mTLS",
             );
         }
-        for port in self.port_level_mtls.keys() {
-            check(
-                &path.field("portLevelMtls").key(&port.to_string()),
+        if ports.is_empty() {
+            p.push(
                 errors,
-                validate_port(*port),
+                "port level mTLS, if defined, must have at least one port",
             );
+        }
+        for port in ports.keys() {
+            if !(1..=65535).contains(port) {
+                p.key(&port.to_string())
+                    .push(errors, "port must be between 1-65535");
+            }
         }
     }
 }
@@ -130,8 +143,8 @@ mod tests {
         assert_eq!(
             errors("portLevelMtls: {8080: {mode: DISABLE}, 0: {mode: STRICT}}"),
             [
-                "spec.portLevelMtls: portLevelMtls requires a workload selector (selector.matchLabels)",
-                "spec.portLevelMtls[0]: port number 0 must be in the range 1..65535"
+                "spec.portLevelMtls: portLevelMtls requires selector: a mesh or namespace wide policy (no selector.matchLabels) cannot have port level mTLS",
+                "spec.portLevelMtls[0]: port must be between 1-65535"
             ]
         );
     }

@@ -3,11 +3,11 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{PolicyTargetReference, validate_policy_target};
+use super::{PolicyTargetReference, check_min_duration, validate_policy_target};
 use crate::de::{is_false, null_default};
 use crate::duration::Duration;
 use crate::networking::PolicyWorkloadSelector;
-use crate::validation::{FieldError, Path, Validate, check_duration};
+use crate::validation::{Check, FieldError, Path, Validate, check};
 
 /// `spec` of a `RequestAuthentication`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -41,10 +41,11 @@ pub struct RequestAuthentication {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JwtRule {
-    /// The token's issuer (`iss`), required.
-    #[serde(default)]
+    /// The token's issuer (`iss`); tokens of any issuer are accepted when unset (then
+    /// `jwksUri` must be set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub issuer: String,
+    pub issuer: Option<String>,
     /// Accepted audiences (`aud`); any when empty.
     #[serde(
         default,
@@ -54,8 +55,12 @@ pub struct JwtRule {
     pub audiences: Vec<String>,
     /// URL of the provider's public key set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048))]
+    #[schemars(length(min = 1, max = 2048))]
     pub jwks_uri: Option<String>,
+    /// The same as `jwksUri`, spelled as its proto field name (deprecated).
+    #[serde(default, rename = "jwks_uri", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub jwks_uri_alias: Option<String>,
     /// The public key set inline (JWKS JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<String>,
@@ -96,6 +101,22 @@ pub struct JwtRule {
     /// Timeout of the JWKS fetch (default 5s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// Claims whose string value is a space-separated list (`scope`, `permission` are by
+    /// default), for matching single values in authorization policies.
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    #[schemars(length(max = 64))]
+    pub space_delimited_claims: Vec<String>,
+}
+
+impl JwtRule {
+    /// The JWKS URL, written `jwksUri` or `jwks_uri`.
+    pub fn jwks_uri(&self) -> Option<&str> {
+        self.jwks_uri.as_deref().or(self.jwks_uri_alias.as_deref())
+    }
 }
 
 /// A header a token is read from.
@@ -132,10 +153,79 @@ pub(crate) fn is_header_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
+/// A header name as Istio's `ValidateStrictHTTPHeaderName` (and the CRD's pattern) reads it:
+/// letters, digits, `-` and `_`.
+fn is_strict_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+}
+
+/// The JWKS URL rule of the CRD (`url(self).getScheme() in ["http", "https"]`) and Istio's
+/// `ParseJwksURI`.
+fn check_jwks_uri(uri: &str) -> Check {
+    let scheme = uri.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+    let parsable = !uri.chars().any(|c| c.is_whitespace() || c.is_control());
+    if parsable && matches!(scheme.as_deref(), Some("http" | "https")) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid URL \"{uri}\": url must have scheme http:// or https://"
+        ))
+    }
+}
+
+/// The members a JSON Web Key of each type must have (RFC 7518 section 6).
+fn required_jwk_members(kty: &str) -> Option<&'static [&'static str]> {
+    match kty {
+        "RSA" => Some(&["n", "e"]),
+        "EC" => Some(&["crv", "x", "y"]),
+        "oct" => Some(&["k"]),
+        "OKP" => Some(&["crv", "x"]),
+        _ => None,
+    }
+}
+
+fn check_jwk(key: &serde_json::Value) -> Check {
+    let Some(key) = key.as_object() else {
+        return Err("a key is not a JSON object".into());
+    };
+    let Some(kty) = key.get("kty").and_then(serde_json::Value::as_str) else {
+        return Err("a key has no \"kty\"".into());
+    };
+    let Some(required) = required_jwk_members(kty) else {
+        return Err(format!("unknown key type \"{kty}\""));
+    };
+    if let Some(missing) = required.iter().find(|m| !key.contains_key(**m)) {
+        return Err(format!("a {kty} key has no \"{missing}\""));
+    }
+    Ok(())
+}
+
+/// Inline `jwks`: a JSON Web Key Set (`{"keys": [...]}`) or a single key, as Istio's
+/// `jwk.Parse` reads it.
+fn check_jwks(jwks: &str) -> Check {
+    let parsed: serde_json::Value =
+        serde_json::from_str(jwks).map_err(|e| format!("jwks parse error: not JSON ({e})"))?;
+    let result = match parsed.get("keys") {
+        Some(serde_json::Value::Array(keys)) => keys.iter().try_for_each(check_jwk),
+        Some(_) => Err("\"keys\" is not a list".into()),
+        None => check_jwk(&parsed),
+    };
+    result.map_err(|e| format!("jwks parse error: {e}"))
+}
+
 impl Validate for JwtRule {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
-        if self.issuer.is_empty() {
-            path.field("issuer").push(errors, "issuer must be set");
+        if self.issuer.as_deref() == Some("") {
+            path.field("issuer")
+                .push(errors, "issuer must not be empty when set");
+        }
+        if self.issuer.as_deref().unwrap_or("").is_empty()
+            && self.jwks_uri().unwrap_or("").is_empty()
+        {
+            path.field("issuer")
+                .push(errors, "issuer or jwksUri must be set");
         }
         for (i, a) in self.audiences.iter().enumerate() {
             if a.is_empty() {
@@ -144,57 +234,95 @@ impl Validate for JwtRule {
                     .push(errors, "audience must not be empty");
             }
         }
-        if let Some(uri) = &self.jwks_uri {
-            let scheme_ok = uri.starts_with("http://") || uri.starts_with("https://");
-            let host = uri.split_once("://").map(|(_, r)| r).unwrap_or("");
-            if !scheme_ok || host.is_empty() || host.starts_with('/') {
-                path.field("jwksUri").push(
+        let sources = usize::from(self.jwks_uri.is_some())
+            + usize::from(self.jwks_uri_alias.is_some())
+            + usize::from(self.jwks.is_some());
+        if sources > 1 {
+            path.push(
+                errors,
+                "only one of jwks or jwksUri can be set (jwksUri, jwks_uri and jwks are exclusive)",
+            );
+        }
+        for (field, uri) in [
+            ("jwksUri", &self.jwks_uri),
+            ("jwks_uri", &self.jwks_uri_alias),
+        ] {
+            let Some(uri) = uri else { continue };
+            let p = path.field(field);
+            if uri.is_empty() {
+                p.push(errors, "must not be empty when set");
+            } else if uri.len() > 2048 {
+                p.push(errors, "must be at most 2048 characters");
+            } else {
+                check(&p, errors, check_jwks_uri(uri));
+            }
+        }
+        if let Some(jwks) = self.jwks.as_deref().filter(|j| !j.is_empty()) {
+            check(&path.field("jwks"), errors, check_jwks(jwks));
+        }
+        for (i, h) in self.from_headers.iter().enumerate() {
+            let p = path.field("fromHeaders").index(i).field("name");
+            if h.name.is_empty() {
+                p.push(errors, "header name must not be empty");
+            } else if !is_header_name(&h.name) {
+                p.push(
                     errors,
-                    format!("invalid jwksUri {uri:?}: must be an http:// or https:// URL"),
+                    format!("\"{}\" is not a valid HTTP header name", h.name),
                 );
             }
         }
-        if self.jwks.as_deref().is_some_and(|j| j.trim().is_empty()) {
-            path.field("jwks").push(errors, "jwks must not be empty");
-        }
-        for (i, h) in self.from_headers.iter().enumerate() {
-            let p = path.field("fromHeaders").index(i);
-            if h.name.is_empty() {
-                p.field("name").push(errors, "header name must be set");
-            } else if !is_header_name(&h.name) {
-                p.field("name")
-                    .push(errors, format!("invalid header name {:?}", h.name));
-            }
-        }
-        for (field, list) in [
-            ("fromParams", &self.from_params),
-            ("fromCookies", &self.from_cookies),
+        for (field, what, list) in [
+            ("fromParams", "query parameter", &self.from_params),
+            ("fromCookies", "cookie name", &self.from_cookies),
+            (
+                "spaceDelimitedClaims",
+                "claim name",
+                &self.space_delimited_claims,
+            ),
         ] {
             for (i, v) in list.iter().enumerate() {
                 if v.is_empty() {
                     path.field(field)
                         .index(i)
-                        .push(errors, "value must not be empty");
+                        .push(errors, format!("{what} must not be empty"));
                 }
             }
         }
+        if self.space_delimited_claims.len() > 64 {
+            path.field("spaceDelimitedClaims")
+                .push(errors, "may not have more than 64 claims");
+        }
         if let Some(h) = &self.output_payload_to_header
+            && !h.is_empty()
             && !is_header_name(h)
         {
             path.field("outputPayloadToHeader")
-                .push(errors, format!("invalid header name {h:?}"));
+                .push(errors, format!("\"{h}\" is not a valid HTTP header name"));
         }
         for (i, c) in self.output_claim_to_headers.iter().enumerate() {
             let p = path.field("outputClaimToHeaders").index(i);
-            if !is_header_name(&c.header) {
-                p.field("header")
-                    .push(errors, format!("invalid header name {:?}", c.header));
+            if c.header.is_empty() {
+                p.field("header").push(errors, "header must not be empty");
+            } else if !is_strict_header_name(&c.header) {
+                p.field("header").push(
+                    errors,
+                    format!(
+                        "\"{}\" is not a valid header name (letters, digits, '-' and '_')",
+                        c.header
+                    ),
+                );
             }
             if c.claim.is_empty() {
-                p.field("claim").push(errors, "claim must be set");
+                p.field("claim").push(errors, "claim must not be empty");
             }
         }
-        check_duration(&path.field("timeout"), errors, &self.timeout);
+        if let Some(timeout) = &self.timeout {
+            check(
+                &path.field("timeout"),
+                errors,
+                check_min_duration(timeout, true),
+            );
+        }
     }
 }
 
@@ -257,17 +385,26 @@ jwtRules:
         assert_eq!(
             errors(yaml),
             [
-                "spec.jwtRules[0].issuer: issuer must be set",
-                "spec.jwtRules[0].jwksUri: invalid jwksUri \"ftp://x\": must be an http:// or https:// URL",
-                "spec.jwtRules[0].fromHeaders[0].name: header name must be set",
-                "spec.jwtRules[0].outputClaimToHeaders[0].header: invalid header name \"bad header\"",
-                "spec.jwtRules[0].outputClaimToHeaders[0].claim: claim must be set",
-                "spec.jwtRules[0].timeout: duration must be at least 1ms, got 0s",
+                "spec.jwtRules[0].jwksUri: invalid URL \"ftp://x\": url must have scheme http:// or https://",
+                "spec.jwtRules[0].fromHeaders[0].name: header name must not be empty",
+                "spec.jwtRules[0].outputClaimToHeaders[0].header: \"bad header\" is not a valid header name (letters, digits, '-' and '_')",
+                "spec.jwtRules[0].outputClaimToHeaders[0].claim: claim must not be empty",
+                "spec.jwtRules[0].timeout: must be a valid duration greater than 1ms, got 0s",
             ]
         );
-        assert!(
-            serde_yaml::from_str::<RequestAuthentication>("jwtRules: [{issuer: a, jwks_uri: b}]")
-                .is_err()
+        assert_eq!(
+            errors("jwtRules: [{jwks: '{\"keys\": [{\"kty\": \"RSA\", \"e\": \"AQAB\"}]}'}]"),
+            [
+                "spec.jwtRules[0].issuer: issuer or jwksUri must be set",
+                "spec.jwtRules[0].jwks: jwks parse error: a RSA key has no \"n\"",
+            ]
         );
+        assert_eq!(
+            errors("jwtRules: [{jwksUri: https://a/k, jwks_uri: https://a/k}]"),
+            [
+                "spec.jwtRules[0]: only one of jwks or jwksUri can be set (jwksUri, jwks_uri and jwks are exclusive)"
+            ]
+        );
+        assert!(errors("jwtRules: [{jwks_uri: https://a/k}]").is_empty());
     }
 }

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::de::null_default;
 use crate::duration::Duration;
 use crate::networking::PolicyWorkloadSelector;
-use crate::security::{PolicyTargetReference, validate_policy_target};
-use crate::validation::{FieldError, Path, Validate, check_duration};
+use crate::security::{PolicyTargetReference, check_min_duration, validate_policy_target};
+use crate::validation::{FieldError, Path, Validate, check};
 
 /// `spec` of a `Telemetry`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -119,9 +119,13 @@ pub struct Tracing {
     /// Add Istio's standard tags to spans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_istio_tags: Option<bool>,
+    /// Do not propagate trace context (headers) to upstreams; spans are still reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_context_propagation: Option<bool>,
 }
 
-/// A span tag: a literal, an environment variable or a request header (exactly one).
+/// A span tag: a literal, an environment variable, a request header or an access-log
+/// formatter (at most one).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CustomTag {
@@ -134,9 +138,12 @@ pub struct CustomTag {
     /// A request header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<NamedTag>,
+    /// An access-log substitution formatter (`%REQUESTED_SERVER_NAME%`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub formatter: Option<LiteralTag>,
 }
 
-/// A fixed tag value.
+/// A tag value: fixed (`literal`) or a formatter string (`formatter`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LiteralTag {
@@ -308,37 +315,118 @@ fn validate_providers(path: &Path, errors: &mut Vec<FieldError>, providers: &[Pr
     }
 }
 
-/// Span tags (Telemetry `tracing[].customTags`, MeshConfig `defaultConfig.tracing.customTags`):
-/// each sets exactly one source, and a literal's value or a source's name is not empty.
+/// MeshConfig `defaultConfig.tracing.customTags`: each tag sets exactly one of `literal`,
+/// `environment` or `header` (the mesh's tags have no `formatter`), with a non-empty value
+/// or name.
 pub fn validate_custom_tags(
     path: &Path,
     errors: &mut Vec<FieldError>,
     tags: &BTreeMap<String, CustomTag>,
 ) {
     for (name, tag) in tags {
-        let p = path.key(name);
         let set = usize::from(tag.literal.is_some())
             + usize::from(tag.environment.is_some())
             + usize::from(tag.header.is_some());
-        if set != 1 {
-            p.push(
+        if set != 1 || tag.formatter.is_some() {
+            path.key(name).push(
                 errors,
                 "exactly one of literal, environment or header must be set",
             );
         }
-        if let Some(h) = &tag.header
-            && !crate::security::is_header_name(&h.name)
-        {
-            p.field("header")
-                .field("name")
-                .push(errors, format!("{:?} is not a valid header name", h.name));
+    }
+    check_tag_values(path, errors, tags);
+}
+
+/// Telemetry `tracing[].customTags` (Istio's `validateTelemetryTracing` and the CRD): a tag
+/// name is not empty and a tag sets at most one of `literal`, `environment`, `header` or
+/// `formatter`, with a non-empty value or name.
+fn validate_telemetry_custom_tags(
+    path: &Path,
+    errors: &mut Vec<FieldError>,
+    tags: &BTreeMap<String, CustomTag>,
+) {
+    for (name, tag) in tags {
+        let p = path.key(name);
+        if name.is_empty() {
+            p.push(errors, "tag name must not be empty");
         }
-        if let Some(e) = &tag.environment
-            && e.name.is_empty()
-        {
+        let set = usize::from(tag.literal.is_some())
+            + usize::from(tag.environment.is_some())
+            + usize::from(tag.header.is_some())
+            + usize::from(tag.formatter.is_some());
+        if set > 1 {
+            p.push(
+                errors,
+                "only one of literal, environment, header or formatter may be set",
+            );
+        }
+    }
+    check_tag_values(path, errors, tags);
+}
+
+/// A literal's or formatter's value, an environment variable's or header's name: not empty.
+fn check_tag_values(path: &Path, errors: &mut Vec<FieldError>, tags: &BTreeMap<String, CustomTag>) {
+    for (name, tag) in tags {
+        let p = path.key(name);
+        for (field, value) in [("literal", &tag.literal), ("formatter", &tag.formatter)] {
+            if value.as_ref().is_some_and(|v| v.value.is_empty()) {
+                p.field(field)
+                    .field("value")
+                    .push(errors, format!("{field} tag value must not be empty"));
+            }
+        }
+        if let Some(h) = &tag.header {
+            let np = p.field("header").field("name");
+            if h.name.is_empty() {
+                np.push(errors, "header tag name must not be empty");
+            } else if !crate::security::is_header_name(&h.name) {
+                np.push(
+                    errors,
+                    format!("\"{}\" is not a valid HTTP header name", h.name),
+                );
+            }
+        }
+        if tag.environment.as_ref().is_some_and(|e| e.name.is_empty()) {
             p.field("environment")
                 .field("name")
-                .push(errors, "is required");
+                .push(errors, "environment tag name must not be empty");
+        }
+    }
+}
+
+fn validate_metrics(path: &Path, errors: &mut Vec<FieldError>, m: &Metrics) {
+    validate_providers(&path.field("providers"), errors, &m.providers);
+    if let Some(interval) = &m.reporting_interval {
+        check(
+            &path.field("reportingInterval"),
+            errors,
+            check_min_duration(interval, false),
+        );
+    }
+    for (j, o) in m.overrides.iter().enumerate() {
+        let op = path.field("overrides").index(j);
+        if let Some(sel) = &o.match_ {
+            if sel.metric.is_some() && sel.custom_metric.is_some() {
+                op.field("match")
+                    .push(errors, "only one of metric or customMetric may be set");
+            }
+            if sel.custom_metric.as_deref() == Some("") {
+                op.field("match")
+                    .field("customMetric")
+                    .push(errors, "customMetric must not be empty");
+            }
+        }
+        for (tag, t) in &o.tag_overrides {
+            let tp = op.field("tagOverrides").key(tag);
+            match t.operation.unwrap_or(TagOperation::Upsert) {
+                TagOperation::Upsert if t.value.as_deref().unwrap_or("").is_empty() => {
+                    tp.push(errors, "value must be set when operation is UPSERT");
+                }
+                TagOperation::Remove if t.value.is_some() => {
+                    tp.push(errors, "value must not be set when operation is REMOVE");
+                }
+                _ => {}
+            }
         }
     }
 }
@@ -358,37 +446,15 @@ impl Validate for Telemetry {
             if let Some(v) = t.random_sampling_percentage
                 && !(0.0..=100.0).contains(&v)
             {
-                p.field("randomSamplingPercentage")
-                    .push(errors, format!("percentage {v} is not in range 0..100"));
+                p.field("randomSamplingPercentage").push(
+                    errors,
+                    format!("randomSamplingPercentage must be in range [0.0, 100.0], got {v}"),
+                );
             }
-            validate_custom_tags(&p.field("customTags"), errors, &t.custom_tags);
+            validate_telemetry_custom_tags(&p.field("customTags"), errors, &t.custom_tags);
         }
         for (i, m) in self.metrics.iter().enumerate() {
-            let p = path.field("metrics").index(i);
-            validate_providers(&p.field("providers"), errors, &m.providers);
-            check_duration(&p.field("reportingInterval"), errors, &m.reporting_interval);
-            for (j, o) in m.overrides.iter().enumerate() {
-                let op = p.field("overrides").index(j);
-                if let Some(sel) = &o.match_
-                    && sel.metric.is_some()
-                    && sel.custom_metric.is_some()
-                {
-                    op.field("match")
-                        .push(errors, "only one of metric or customMetric may be set");
-                }
-                for (tag, t) in &o.tag_overrides {
-                    let tp = op.field("tagOverrides").key(tag);
-                    match t.operation.unwrap_or(TagOperation::Upsert) {
-                        TagOperation::Upsert if t.value.as_deref().unwrap_or("").is_empty() => {
-                            tp.push(errors, "value must be set when operation is UPSERT");
-                        }
-                        TagOperation::Remove if t.value.is_some() => {
-                            tp.push(errors, "value must not be set when operation is REMOVE");
-                        }
-                        _ => {}
-                    }
-                }
-            }
+            validate_metrics(&path.field("metrics").index(i), errors, m);
         }
         for (i, a) in self.access_logging.iter().enumerate() {
             let p = path.field("accessLogging").index(i);
@@ -507,8 +573,7 @@ metrics:
             errors(yaml),
             [
                 "spec.tracing[0].providers[0].name: provider name must not be empty",
-                "spec.tracing[0].randomSamplingPercentage: percentage 101 is not in range 0..100",
-                "spec.tracing[0].customTags[t]: exactly one of literal, environment or header must be set",
+                "spec.tracing[0].randomSamplingPercentage: randomSamplingPercentage must be in range [0.0, 100.0], got 101",
                 "spec.metrics[0].overrides[0].match: only one of metric or customMetric may be set",
                 "spec.metrics[0].overrides[0].tagOverrides[a]: value must not be set when operation is REMOVE",
                 "spec.metrics[0].overrides[0].tagOverrides[b]: value must be set when operation is UPSERT",
