@@ -170,13 +170,6 @@ pub fn cases() -> Vec<Case> {
             Denied,
             "\"An empty rule is always matched\": a DENY policy with it denies every request",
         ),
-        case(
-            "DENY without rules: matches nothing",
-            [ap("default", "deny-nothing", "{action: DENY}")],
-            req(),
-            Allowed,
-            "rules \"If not set, the match will never occur\": the DENY policy denies nothing",
-        ),
         // AUDIT
         case(
             "AUDIT only, matching: allowed and audited",

@@ -1,9 +1,9 @@
 //! `AuthorizationPolicy`: access control on workloads.
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
-use super::{PolicyTargetReference, validate_policy_target};
+use super::{PolicyTargetReference, no_null_items, validate_policy_target};
 use crate::de::null_default;
 use crate::networking::PolicyWorkloadSelector;
 use crate::validation::{Check, FieldError, Path, Validate, check, validate_ip_subnet};
@@ -29,7 +29,7 @@ pub struct AuthorizationPolicy {
     /// Which requests the policy matches; no rule matches nothing, an empty rule matches all.
     #[serde(
         default,
-        deserialize_with = "rules_without_nulls",
+        deserialize_with = "no_null_items",
         skip_serializing_if = "Vec::is_empty"
     )]
     #[schemars(length(max = 512))]
@@ -40,21 +40,6 @@ pub struct AuthorizationPolicy {
     /// The extension provider of a CUSTOM action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<ExtensionProvider>,
-}
-
-/// Reads `rules`, refusing a `null` rule: it would otherwise read as `{}`, which matches
-/// every request.
-fn rules_without_nulls<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Rule>, D::Error> {
-    let rules: Vec<Option<Rule>> = null_default(deserializer)?;
-    rules
-        .into_iter()
-        .enumerate()
-        .map(|(i, rule)| {
-            rule.ok_or_else(|| {
-                serde::de::Error::custom(format!("rule {i} is null: a rule must be an object"))
-            })
-        })
-        .collect()
 }
 
 /// Action of an authorization policy.

@@ -12,7 +12,7 @@ pub use peer_authentication::*;
 pub use request_authentication::*;
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::duration::Duration;
 use crate::networking::PolicyWorkloadSelector;
@@ -169,4 +169,24 @@ pub(crate) fn check_min_duration(d: &Duration, ms_precision: bool) -> Check {
         ));
     }
     Ok(())
+}
+
+/// Reads a list whose items are objects, refusing a `null` item (the API server's "must be of
+/// type object"): read as the default, it would mean something else (an empty rule matches
+/// every request).
+pub(crate) fn no_null_items<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let items = Option::<Vec<Option<T>>>::deserialize(deserializer)?.unwrap_or_default();
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            item.ok_or_else(|| {
+                serde::de::Error::custom(format!("item {i} is null: it must be an object"))
+            })
+        })
+        .collect()
 }

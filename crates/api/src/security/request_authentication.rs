@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{PolicyTargetReference, check_min_duration, validate_policy_target};
+use super::{PolicyTargetReference, check_min_duration, no_null_items, validate_policy_target};
 use crate::de::{is_false, null_default};
 use crate::duration::Duration;
 use crate::networking::PolicyWorkloadSelector;
@@ -30,7 +30,7 @@ pub struct RequestAuthentication {
     /// How to validate JWTs; a request with an invalid token is rejected.
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "no_null_items",
         skip_serializing_if = "Vec::is_empty"
     )]
     #[schemars(length(max = 4096))]
@@ -166,13 +166,23 @@ fn is_strict_header_name(s: &str) -> bool {
 fn check_jwks_uri(uri: &str) -> Check {
     let scheme = uri.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
     let parsable = !uri.chars().any(|c| c.is_whitespace() || c.is_control());
-    if parsable && matches!(scheme.as_deref(), Some("http" | "https")) {
-        Ok(())
-    } else {
-        Err(format!(
+    if !parsable || !matches!(scheme.as_deref(), Some("http" | "https")) {
+        return Err(format!(
             "invalid URL \"{uri}\": url must have scheme http:// or https://"
-        ))
+        ));
     }
+    // The port, if any, is a number (Go's url.Parse).
+    if let Some((_, rest)) = uri.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let after_host = host_port.rsplit_once(']').map_or(host_port, |(_, p)| p);
+        if let Some((_, port)) = after_host.rsplit_once(':')
+            && !port.bytes().all(|c| c.is_ascii_digit())
+        {
+            return Err(format!("invalid URL \"{uri}\": invalid port \"{port}\""));
+        }
+    }
+    Ok(())
 }
 
 /// The members a JSON Web Key of each type must have (RFC 7518 section 6).

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::de::null_default;
 use crate::duration::Duration;
 use crate::networking::PolicyWorkloadSelector;
-use crate::security::{PolicyTargetReference, check_min_duration, validate_policy_target};
+use crate::security::{
+    PolicyTargetReference, check_min_duration, no_null_items, validate_policy_target,
+};
 use crate::validation::{FieldError, Path, Validate, check};
 
 /// `spec` of a `Telemetry`.
@@ -34,21 +36,21 @@ pub struct Telemetry {
     /// Tracing settings.
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "no_null_items",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub tracing: Vec<Tracing>,
     /// Metrics settings.
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "no_null_items",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub metrics: Vec<Metrics>,
     /// Access-logging settings.
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "no_null_items",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub access_logging: Vec<AccessLogging>,
@@ -180,7 +182,7 @@ pub struct Metrics {
     /// Overrides, applied in order.
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "no_null_items",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub overrides: Vec<MetricsOverrides>,
