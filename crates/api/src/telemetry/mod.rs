@@ -497,7 +497,7 @@ pub fn check_filter_expression(expression: &str) -> Result<(), String> {
         .find(|v| !ACCESS_LOG_ATTRIBUTES.contains(v))
     {
         return Err(format!(
-            "unknown attribute {unknown:?} (known: {})",
+            "unknown attribute \"{unknown}\" (known: {})",
             ACCESS_LOG_ATTRIBUTES.join(", ")
         ));
     }
