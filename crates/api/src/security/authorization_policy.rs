@@ -715,6 +715,43 @@ rules:
     }
 
     #[test]
+    fn istio_helper_rules() {
+        assert!(check_path_template("/path/template/{*}").is_ok());
+        assert!(check_path_template("/{**}/path/template").is_ok());
+        assert!(check_path_template("/a/{*}/b/{**}").is_ok());
+        assert!(check_path_template("*/suffix").is_ok());
+        assert!(check_path_template("/{**}/{*}").is_err());
+        assert!(check_path_template("/{name}").is_err());
+        assert!(check_path_template("/{*}/a b").is_err());
+        assert!(check_service_account("sa").is_ok());
+        assert!(check_service_account("ns/sa").is_ok());
+        assert!(check_service_account("ns/sa/x").is_err());
+        assert!(check_service_account("/sa").is_err());
+        assert!(check_service_account("ns/").is_err());
+        assert!(check_service_account("ns/*").is_err());
+        assert!(check_port("0").is_ok());
+        assert!(check_port("65535").is_ok());
+        assert!(check_port("+80").is_err());
+        assert!(check_port("65536").is_err());
+        assert!(check_ip("10.0.0.0/8").is_ok());
+        assert!(check_ip("10.0.0.0/08").is_err());
+        assert!(check_map_key("request.headers[x]").is_ok());
+        assert!(check_map_key("request.auth.claims[a][b]").is_ok());
+        assert!(check_map_key("request.headers[]").is_err());
+        assert!(check_condition_key("request.experimental.inline.headers[x]").is_ok());
+        assert!(check_condition_key("destination.name").is_err());
+    }
+
+    #[test]
+    fn trust_domains_are_source_fields() {
+        assert!(errors("rules: [{from: [{source: {trustDomains: [cluster.local]}}]}]").is_empty());
+        assert_eq!(
+            errors("rules: [{from: [{source: {notTrustDomains: [\"\"]}}]}]"),
+            ["spec.rules[0].from[0].source.notTrustDomains[0]: empty value is not allowed"]
+        );
+    }
+
+    #[test]
     fn rejects_unknown_fields_and_values() {
         assert!(serde_yaml::from_str::<AuthorizationPolicy>("action: PERMIT").is_err());
         assert!(

@@ -384,6 +384,22 @@ jwtRules:
     }
 
     #[test]
+    fn jwks_and_uris_as_istio_reads_them() {
+        assert!(check_jwks(r#"{"keys": []}"#).is_ok());
+        assert!(check_jwks(r#"{"kty": "EC", "crv": "P-256", "x": "a", "y": "b"}"#).is_ok());
+        assert!(check_jwks(r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#).is_ok());
+        assert!(check_jwks(r#"{"keys": [{"kty": "XYZ"}]}"#).is_err());
+        assert!(check_jwks(r#"{"keys": {}}"#).is_err());
+        assert!(check_jwks("[]").is_err());
+        assert!(check_jwks_uri("https://example.com/jwks").is_ok());
+        assert!(check_jwks_uri("HTTP://example.com:8080/jwks").is_ok());
+        assert!(check_jwks_uri("https://[::1]:8443/jwks").is_ok());
+        assert!(check_jwks_uri("https://example.com:https/jwks").is_err());
+        assert!(check_jwks_uri("example.com/jwks").is_err());
+        assert!(check_jwks_uri("https://example.com/a b").is_err());
+    }
+
+    #[test]
     fn reports_paths() {
         let yaml = r#"
 jwtRules:
