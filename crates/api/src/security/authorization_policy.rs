@@ -279,7 +279,10 @@ fn check_map_key(key: &str) -> Check {
     if ok {
         Ok(())
     } else {
-        Err(format!("bad key \"{key}\": must have the form name[key]"))
+        Err(format!(
+            "bad key {}: must have the form name[key]",
+            crate::de::quoted(key)
+        ))
     }
 }
 
@@ -290,7 +293,10 @@ fn check_ip(value: &str) -> Check {
         && bits.len() > 1
         && bits.starts_with('0')
     {
-        return Err(format!("\"{value}\" is not a valid CIDR block"));
+        return Err(format!(
+            "{} is not a valid CIDR block",
+            crate::de::quoted(value)
+        ));
     }
     Ok(())
 }
@@ -304,7 +310,8 @@ fn check_port(value: &str) -> Check {
         Ok(())
     } else {
         Err(format!(
-            "bad port \"{value}\": must be a number in 0..65535"
+            "bad port {}: must be a number in 0..65535",
+            crate::de::quoted(value)
         ))
     }
 }
@@ -316,17 +323,29 @@ fn check_service_account(value: &str) -> Check {
         return Err("empty value is not allowed".into());
     }
     if value.contains('*') {
-        return Err(format!("wildcard not allowed in \"{value}\""));
+        return Err(format!(
+            "wildcard not allowed in {}",
+            crate::de::quoted(value)
+        ));
     }
     if value.len() > 320 {
-        return Err(format!("\"{value}\" is longer than 320 characters"));
+        return Err(format!(
+            "{} is longer than 320 characters",
+            crate::de::quoted(value)
+        ));
     }
     let format = "expected the form 'serviceAccount' or 'namespace/serviceAccount'";
     match value.split_once('/') {
-        Some((_, rest)) if rest.contains('/') => Err(format!("{format}, found \"{value}\"")),
-        Some(("", _)) => Err(format!("{format}, found an empty namespace in \"{value}\"")),
+        Some((_, rest)) if rest.contains('/') => {
+            Err(format!("{format}, found {}", crate::de::quoted(value)))
+        }
+        Some(("", _)) => Err(format!(
+            "{format}, found an empty namespace in {}",
+            crate::de::quoted(value)
+        )),
         Some((_, "")) => Err(format!(
-            "{format}, found an empty service account in \"{value}\""
+            "{format}, found an empty service account in {}",
+            crate::de::quoted(value)
         )),
         _ => Ok(()),
     }
@@ -350,7 +369,8 @@ fn check_path_template(value: &str) -> Check {
         let is_template = segment == "{*}" || segment == "{**}";
         if is_template && any_seen {
             return Err(format!(
-                "invalid or unsupported path \"{value}\": {{**}} is not the last operator"
+                "invalid or unsupported path {}: {{**}} is not the last operator",
+                crate::de::quoted(value)
             ));
         }
         if is_template {
@@ -359,7 +379,8 @@ fn check_path_template(value: &str) -> Check {
         }
         if segment.contains(['{', '}']) {
             return Err(format!(
-                "invalid or unsupported path \"{value}\": contains '{{' or '}}' beyond a supported path template"
+                "invalid or unsupported path {}: contains '{{' or '}}' beyond a supported path template",
+                crate::de::quoted(value)
             ));
         }
         let literal = !segment.is_empty()
@@ -368,7 +389,9 @@ fn check_path_template(value: &str) -> Check {
                 .all(|c| c.is_ascii_alphanumeric() || b"-._~%!$&'()+,;:@=".contains(&c));
         if template && !literal {
             return Err(format!(
-                "invalid or unsupported path \"{value}\": segment \"{segment}\" is not a valid literal"
+                "invalid or unsupported path {}: segment {} is not a valid literal",
+                crate::de::quoted(value),
+                crate::de::quoted(segment)
             ));
         }
     }
@@ -477,20 +500,23 @@ fn check_condition_key(key: &str) -> Check {
     }
     if key == "destination.namespace" {
         return Err(format!(
-            "attribute \"{key}\" is replaced by the policy's metadata.namespace"
+            "attribute {} is replaced by the policy's metadata.namespace",
+            crate::de::quoted(key)
         ));
     }
     if key.starts_with("destination.labels") {
         return Err(format!(
-            "attribute \"{key}\" is replaced by the workload selector"
+            "attribute {} is replaced by the workload selector",
+            crate::de::quoted(key)
         ));
     }
     if key == "destination.name" || key == "destination.user" {
         return Err(format!(
-            "deprecated attribute \"{key}\": only supported in security.istio.io/v1alpha1"
+            "deprecated attribute {}: only supported in security.istio.io/v1alpha1",
+            crate::de::quoted(key)
         ));
     }
-    Err(format!("unknown attribute \"{key}\""))
+    Err(format!("unknown attribute {}", crate::de::quoted(key)))
 }
 
 impl Validate for Condition {
@@ -580,7 +606,10 @@ fn validate_custom_rules(path: &Path, errors: &mut Vec<FieldError>, rules: &[Rul
             {
                 rp.field("when").index(j).field("key").push(
                     errors,
-                    format!("\"{key}\" is currently not supported with the CUSTOM action"),
+                    format!(
+                        "{} is currently not supported with the CUSTOM action",
+                        crate::de::quoted(key)
+                    ),
                 );
             }
         }

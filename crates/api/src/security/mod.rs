@@ -124,7 +124,10 @@ pub(crate) fn validate_policy_selector(
         if v.chars().count() > 63 {
             p.push(
                 errors,
-                format!("label value \"{v}\" is longer than 63 characters"),
+                format!(
+                    "label value {} is longer than 63 characters",
+                    crate::de::quoted(v)
+                ),
             );
         }
     }

@@ -76,7 +76,8 @@ where
         };
         let Some(port) = port else {
             return Err(serde::de::Error::custom(format!(
-                "invalid port key \"{written}\": port must be between 1-65535"
+                "invalid port key {}: port must be between 1-65535",
+                crate::de::quoted(&written)
             )));
         };
         out.insert(port, v);

@@ -168,7 +168,8 @@ fn check_jwks_uri(uri: &str) -> Check {
     let parsable = !uri.chars().any(|c| c.is_whitespace() || c.is_control());
     if !parsable || !matches!(scheme.as_deref(), Some("http" | "https")) {
         return Err(format!(
-            "invalid URL \"{uri}\": url must have scheme http:// or https://"
+            "invalid URL {}: url must have scheme http:// or https://",
+            crate::de::quoted(uri)
         ));
     }
     // The port, if any, is a number (Go's url.Parse).
@@ -179,7 +180,11 @@ fn check_jwks_uri(uri: &str) -> Check {
         if let Some((_, port)) = after_host.rsplit_once(':')
             && !port.bytes().all(|c| c.is_ascii_digit())
         {
-            return Err(format!("invalid URL \"{uri}\": invalid port \"{port}\""));
+            return Err(format!(
+                "invalid URL {}: invalid port {}",
+                crate::de::quoted(uri),
+                crate::de::quoted(port)
+            ));
         }
     }
     Ok(())
@@ -204,10 +209,10 @@ fn check_jwk(key: &serde_json::Value) -> Check {
         return Err("a key has no \"kty\"".into());
     };
     let Some(required) = required_jwk_members(kty) else {
-        return Err(format!("unknown key type \"{kty}\""));
+        return Err(format!("unknown key type {}", crate::de::quoted(kty)));
     };
     if let Some(missing) = required.iter().find(|m| !key.contains_key(**m)) {
-        return Err(format!("a {kty} key has no \"{missing}\""));
+        return Err(format!("a {kty} key has no {}", crate::de::quoted(missing)));
     }
     Ok(())
 }
@@ -306,8 +311,10 @@ impl Validate for JwtRule {
             && !h.is_empty()
             && !is_header_name(h)
         {
-            path.field("outputPayloadToHeader")
-                .push(errors, format!("\"{h}\" is not a valid HTTP header name"));
+            path.field("outputPayloadToHeader").push(
+                errors,
+                format!("{} is not a valid HTTP header name", crate::de::quoted(h)),
+            );
         }
         for (i, c) in self.output_claim_to_headers.iter().enumerate() {
             let p = path.field("outputClaimToHeaders").index(i);
