@@ -529,8 +529,8 @@ impl Validate for Condition {
             path.push(
                 errors,
                 format!(
-                    "at least one of values or notValues must be set for key \"{}\"",
-                    self.key
+                    "at least one of values or notValues must be set for key {}",
+                    crate::de::quoted(&self.key)
                 ),
             );
             return;

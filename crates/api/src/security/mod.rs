@@ -72,10 +72,9 @@ impl Validate for PolicyTargetReference {
                 path.push(
                     errors,
                     format!(
-                        "targetRef must be to one of {} but was \"{}/{}\"",
+                        "targetRef must be to one of {} but was {}",
                         allowed.join(", "),
-                        self.group,
-                        self.kind
+                        crate::de::quoted(&format!("{}/{}", self.group, self.kind))
                     ),
                 );
             }
@@ -103,22 +102,20 @@ pub(crate) fn validate_policy_selector(
     let labels = path.field("matchLabels");
     for (k, v) in &selector.match_labels {
         let p = labels.key(k);
+        let pair = crate::de::quoted(&format!("{k}={v}"));
         if k.is_empty() {
-            p.push(
-                errors,
-                format!("key must not be empty (found in \"{k}={v}\")"),
-            );
+            p.push(errors, format!("key must not be empty (found in {pair})"));
         }
         if k.contains('*') {
             p.push(
                 errors,
-                format!("wildcard not allowed in label key match (found in \"{k}={v}\")"),
+                format!("wildcard not allowed in label key match (found in {pair})"),
             );
         }
         if v.contains('*') {
             p.push(
                 errors,
-                format!("wildcard not allowed in label value match (found in \"{k}={v}\")"),
+                format!("wildcard not allowed in label value match (found in {pair})"),
             );
         }
         if v.chars().count() > 63 {

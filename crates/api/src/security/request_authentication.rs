@@ -282,7 +282,10 @@ impl Validate for JwtRule {
             } else if !is_header_name(&h.name) {
                 p.push(
                     errors,
-                    format!("\"{}\" is not a valid HTTP header name", h.name),
+                    format!(
+                        "{} is not a valid HTTP header name",
+                        crate::de::quoted(&h.name)
+                    ),
                 );
             }
         }
@@ -324,8 +327,8 @@ impl Validate for JwtRule {
                 p.field("header").push(
                     errors,
                     format!(
-                        "\"{}\" is not a valid header name (letters, digits, '-' and '_')",
-                        c.header
+                        "{} is not a valid header name (letters, digits, '-' and '_')",
+                        crate::de::quoted(&c.header)
                     ),
                 );
             }

@@ -384,7 +384,10 @@ fn check_tag_values(path: &Path, errors: &mut Vec<FieldError>, tags: &BTreeMap<S
             } else if !crate::security::is_header_name(&h.name) {
                 np.push(
                     errors,
-                    format!("\"{}\" is not a valid HTTP header name", h.name),
+                    format!(
+                        "{} is not a valid HTTP header name",
+                        crate::de::quoted(&h.name)
+                    ),
                 );
             }
         }
@@ -497,7 +500,8 @@ pub fn check_filter_expression(expression: &str) -> Result<(), String> {
         .find(|v| !ACCESS_LOG_ATTRIBUTES.contains(v))
     {
         return Err(format!(
-            "unknown attribute \"{unknown}\" (known: {})",
+            "unknown attribute {} (known: {})",
+            crate::de::quoted(unknown),
             ACCESS_LOG_ATTRIBUTES.join(", ")
         ));
     }
