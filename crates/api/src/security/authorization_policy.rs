@@ -548,6 +548,10 @@ impl Validate for Condition {
 
 impl Validate for Rule {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
+        if self.from.len() > 512 {
+            path.field("from")
+                .push(errors, "may not have more than 512 sources");
+        }
         for (i, f) in self.from.iter().enumerate() {
             let p = path.field("from").index(i);
             match &f.source {
@@ -654,6 +658,10 @@ impl Validate for AuthorizationPolicy {
                     action.as_str()
                 ),
             );
+        }
+        if self.rules.len() > 512 {
+            path.field("rules")
+                .push(errors, "may not have more than 512 rules");
         }
         for (i, r) in self.rules.iter().enumerate() {
             r.validate(&path.field("rules").index(i), errors);

@@ -54,6 +54,9 @@ impl Validate for PolicyTargetReference {
         if self.name.is_empty() {
             path.field("name")
                 .push(errors, "targetRef name must be set");
+        } else if self.name.len() > 253 {
+            path.field("name")
+                .push(errors, "targetRef name must be at most 253 characters");
         }
         if self.kind.is_empty() {
             path.field("kind")
@@ -100,6 +103,9 @@ pub(crate) fn validate_policy_selector(
         return;
     };
     let labels = path.field("matchLabels");
+    if selector.match_labels.len() > 4096 {
+        labels.push(errors, "may not have more than 4096 labels");
+    }
     for (k, v) in &selector.match_labels {
         let p = labels.key(k);
         let pair = crate::de::quoted(&format!("{k}={v}"));
@@ -147,6 +153,10 @@ pub(crate) fn validate_policy_target(
             errors,
             "only one of targetRefs or selector can be set (selector, targetRef and targetRefs are exclusive)",
         );
+    }
+    if target_refs.len() > 16 {
+        path.field("targetRefs")
+            .push(errors, "may not have more than 16 targets");
     }
     validate_policy_selector(&path.field("selector"), errors, selector);
     target_ref.validate(&path.field("targetRef"), errors);

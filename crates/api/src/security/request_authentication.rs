@@ -355,6 +355,10 @@ impl Validate for RequestAuthentication {
             &self.target_ref,
             &self.target_refs,
         );
+        if self.jwt_rules.len() > 4096 {
+            path.field("jwtRules")
+                .push(errors, "may not have more than 4096 rules");
+        }
         for (i, r) in self.jwt_rules.iter().enumerate() {
             r.validate(&path.field("jwtRules").index(i), errors);
         }
