@@ -103,8 +103,20 @@ pub fn load_all() -> Vec<(PathBuf, CaseFile)> {
 }
 
 impl Case {
-    /// The whole object as YAML text: what `kubectl apply` and the local loader read.
+    /// The whole object as YAML text: what the local loader reads.
     pub fn document(&self, kind: &str, default_api_version: &str) -> String {
+        serde_yaml::to_string(&self.object(kind, default_api_version)).expect("a case serializes")
+    }
+
+    /// The whole object as JSON: what `kubectl apply` reads. JSON, because kubectl reads
+    /// YAML by YAML 1.1 (`yes` is a boolean there) while `serde_yaml` writes YAML 1.2, so a
+    /// re-written YAML string `yes` would reach the API server as `true`.
+    pub fn document_json(&self, kind: &str, default_api_version: &str) -> String {
+        serde_json::to_string_pretty(&self.object(kind, default_api_version))
+            .expect("a case is JSON")
+    }
+
+    fn object(&self, kind: &str, default_api_version: &str) -> serde_yaml::Mapping {
         let mut metadata = serde_yaml::Mapping::new();
         metadata.insert("name".into(), self.name.clone().into());
         metadata.insert("namespace".into(), "default".into());
@@ -122,7 +134,7 @@ impl Case {
         object.insert("kind".into(), kind.into());
         object.insert("metadata".into(), metadata.into());
         object.insert("spec".into(), self.spec.clone());
-        serde_yaml::to_string(&object).expect("a case serializes")
+        object
     }
 
     /// The namespace the document lands in.
