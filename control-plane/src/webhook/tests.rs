@@ -177,7 +177,8 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
                       "ports": [{"number": 443, "name": "https", "protocol": "HTTPS"}],
                       "endpoints": [{"address": "a.example.com"}, {"address": "b.example.com"}]}),
             ),
-            "spec.endpoints",
+            // The CRD's CEL rule sits on the spec, so the API server and Weft name the spec.
+            "spec: DNS_ROUND_ROBIN mode cannot have multiple endpoints",
         ),
         (
             "a bad resolution",
@@ -193,7 +194,7 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
         (
             "a WorkloadEntry without address",
             we(json!({"labels": {"app": "vm"}})),
-            "spec.address",
+            "spec: Address is required",
         ),
     ]
 }

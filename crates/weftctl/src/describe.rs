@@ -326,7 +326,8 @@ mod tests {
             &mut snapshot,
             "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
              metadata: {name: ratings-viewer, namespace: shop}\n\
-             spec: {selector: {matchLabels: {app: ratings}}, action: DENY}\n",
+             spec: {selector: {matchLabels: {app: ratings}}, action: DENY,\n\
+             rules: [{to: [{operation: {methods: [DELETE]}}]}]}\n",
             None,
             "default",
         );
