@@ -152,6 +152,11 @@ pub fn structural(v: &mut Value) {
     {
         obj.remove("format");
     }
+    // A uint32 is bounded as Istio's schemas bound it (and as the API server can check it).
+    if obj.get("format") == Some(&json!("uint32")) {
+        obj.entry("minimum").or_insert(json!(0));
+        obj.entry("maximum").or_insert(json!(u32::MAX));
+    }
     if !obj.contains_key("type") && obj.contains_key("enum") {
         obj.insert("type".into(), json!("string"));
     }

@@ -3,7 +3,7 @@
 //! generated ones side by side. It fails on a kind Istio serves that Weft neither serves nor
 //! lists as not served, on a field Istio has that Weft lacks (or the reverse), on a field
 //! typed differently, on a version Weft does not serve or stores differently, on names that
-//! differ, and on any CEL rule (`x-kubernetes-validations`) that is not Istio's, word for
+//! differ (enums and ranges included), and on any CEL rule (`x-kubernetes-validations`) that is not Istio's, word for
 //! word, at the same place.
 //!
 //! Moving to a newer Istio: replace the corpus's copy of istio/api, run this test, and add
@@ -131,6 +131,28 @@ fn compare(istio: &Value, weft: &Value, at: &str, out: &mut Vec<String>) {
                 "{at}: {keyword} is {} in Istio, {} in Weft",
                 istio.get(keyword).unwrap_or(&Value::Null),
                 weft.get(keyword).unwrap_or(&Value::Null)
+            ));
+        }
+    }
+    let enums = |v: &Value| -> Option<BTreeSet<String>> {
+        v.get("enum")
+            .and_then(Value::as_array)
+            .map(|e| e.iter().map(ToString::to_string).collect())
+    };
+    if enums(istio) != enums(weft) {
+        out.push(format!(
+            "{at}: enum is {:?} in Istio, {:?} in Weft",
+            enums(istio),
+            enums(weft)
+        ));
+    }
+    for keyword in ["minimum", "maximum"] {
+        let n = |v: &Value| v.get(keyword).and_then(Value::as_f64);
+        if n(istio) != n(weft) {
+            out.push(format!(
+                "{at}: {keyword} is {:?} in Istio, {:?} in Weft",
+                n(istio),
+                n(weft)
             ));
         }
     }

@@ -1,5 +1,7 @@
-//! The size and shape bounds of Istio's published schemas (`maxLength`, `minLength`,
-//! `maxItems`, `minItems`, `maxProperties`, `minProperties`, `pattern`), at the same places:
+//! The size, shape and range bounds of Istio's published schemas (`maxLength`, `minLength`,
+//! `maxItems`, `minItems`, `maxProperties`, `minProperties`, `pattern`, and the `minimum` and
+//! `maximum` other than a uint32's, which the schema generator gives every uint32), at the
+//! same places:
 //! the API server refuses what Istio's refuses, and the bounds keep the CEL rules' estimated
 //! cost within the API server's budget (a CRD whose rules iterate unbounded maps or strings
 //! is refused at install). The parity test (`crates/api/tests/istio_schema.rs`) compares
@@ -115,20 +117,72 @@ macro_rules! server_tls {
     };
 }
 
+/// A traffic policy's ranges, under `at` (`trafficPolicy.`, and where port-level settings
+/// and subsets repeat it).
+macro_rules! traffic_policy_ranges {
+    ($at:literal) => {
+        [
+            count(concat!($at, "loadBalancer.warmup.aggression"), "minimum", 0),
+            count(
+                concat!($at, "loadBalancer.warmup.minimumPercent"),
+                "minimum",
+                0,
+            ),
+            count(
+                concat!($at, "loadBalancer.warmup.minimumPercent"),
+                "maximum",
+                100,
+            ),
+            count(
+                concat!($at, "loadBalancer.zoneAwareLbSetting.minClusterSize"),
+                "minimum",
+                1,
+            ),
+            count(
+                concat!($at, "outlierDetection.outlierDetectionHttpErrorCodes[]"),
+                "minimum",
+                100,
+            ),
+            count(
+                concat!($at, "outlierDetection.outlierDetectionHttpErrorCodes[]"),
+                "maximum",
+                599,
+            ),
+        ]
+    };
+}
+
 /// Istio's bounds for `kind`'s spec.
 pub fn istio_bounds(kind: Kind) -> Vec<Bound> {
     match kind {
         Kind::VirtualService | Kind::LocalRateLimit => vec![],
-        Kind::DestinationRule => vec![
-            count(
-                "subsets[].trafficPolicy.portLevelSettings",
-                "maxItems",
-                4096,
-            ),
-            count("trafficPolicy.portLevelSettings", "maxItems", 4096),
-            count("workloadSelector.matchLabels", "maxProperties", 4096),
-            count("workloadSelector.matchLabels{}", "maxLength", 63),
-        ],
+        Kind::DestinationRule => {
+            let mut bounds = vec![
+                count(
+                    "subsets[].trafficPolicy.portLevelSettings",
+                    "maxItems",
+                    4096,
+                ),
+                count("trafficPolicy.portLevelSettings", "maxItems", 4096),
+                count("workloadSelector.matchLabels", "maxProperties", 4096),
+                count("workloadSelector.matchLabels{}", "maxLength", 63),
+                count("trafficPolicy.retryBudget.percent", "minimum", 0),
+                count("trafficPolicy.retryBudget.percent", "maximum", 100),
+                count("subsets[].trafficPolicy.retryBudget.percent", "minimum", 0),
+                count(
+                    "subsets[].trafficPolicy.retryBudget.percent",
+                    "maximum",
+                    100,
+                ),
+            ];
+            bounds.extend(traffic_policy_ranges!("trafficPolicy."));
+            bounds.extend(traffic_policy_ranges!("trafficPolicy.portLevelSettings[]."));
+            bounds.extend(traffic_policy_ranges!("subsets[].trafficPolicy."));
+            bounds.extend(traffic_policy_ranges!(
+                "subsets[].trafficPolicy.portLevelSettings[]."
+            ));
+            bounds
+        }
         Kind::Gateway => server_tls!("servers[].tls").to_vec(),
         Kind::Sidecar => {
             let mut bounds = server_tls!("ingress[].tls").to_vec();
@@ -162,6 +216,11 @@ pub fn istio_bounds(kind: Kind) -> Vec<Bound> {
                 count("metadata.annotations", "maxProperties", 256),
                 count("metadata.labels", "maxProperties", 256),
                 count("probe.exec.command[]", "minLength", 1),
+                count("probe.failureThreshold", "minimum", 0),
+                count("probe.initialDelaySeconds", "minimum", 0),
+                count("probe.periodSeconds", "minimum", 0),
+                count("probe.successThreshold", "minimum", 0),
+                count("probe.timeoutSeconds", "minimum", 0),
                 pattern("probe.httpGet.httpHeaders[].name", HEADER_NAME_PATTERN),
             ];
             bounds.extend(workload_entry!("template."));
