@@ -1,8 +1,7 @@
 //! Checks a spec against its kind's generated schema, as the API server does before any
-//! webhook runs: types, unknown fields, enums, ranges, lengths, counts, patterns and
-//! required fields (not the CEL rules: the types' validation carries those). Local mode
-//! runs it first so a file gets the verdict `kubectl apply` gives, and every schema error
-//! at once, each with its field path.
+//! webhook runs: types, unknown fields, enums, ranges, lengths, counts, patterns, required
+//! fields, and the CEL rules (`cel_eval.rs`). Local mode runs it first so a file gets the
+//! verdict `kubectl apply` gives, and every schema error at once, each with its field path.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
