@@ -300,6 +300,7 @@ impl ConfigObject {
         let mut errors = Vec::new();
         let meta = self.metadata();
         meta.validate(&Path::root("metadata"), &mut errors);
+        self.validate_annotations(&mut errors);
         let ns = meta.namespace.as_deref();
         let spec = Path::root("spec");
         match self {
@@ -315,8 +316,8 @@ impl ConfigObject {
                     Path::root("metadata").field("name").push(
                         &mut errors,
                         format!(
-                            "invalid gateway name {:?}: must be a DNS-1123 label (no dots)",
-                            meta.name
+                            "invalid gateway name {}: must be a DNS-1123 label (no dots)",
+                            crate::quoted(&meta.name)
                         ),
                     );
                 }
@@ -330,6 +331,72 @@ impl ConfigObject {
             ConfigObject::LocalRateLimit(r) => r.spec.validate(&spec, &mut errors),
         }
         ValidationErrors::into_result(errors)
+    }
+}
+
+/// `istio.io/dry-run`: an AuthorizationPolicy's only (Istio's `checkDryRunAnnotation`).
+pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
+
+/// Annotations Istio's webhook refuses on every object: internal ones, which only istiod
+/// sets on what it generates (`validateMetadata`).
+const INTERNAL_ANNOTATIONS: &[&str] = &[
+    "internal.istio.io/webhook-always-reject",
+    "internal.istio.io/parents",
+];
+
+/// Go's `strconv.ParseBool`, which Istio reads `istio.io/dry-run` with.
+pub fn parse_go_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+impl ConfigObject {
+    /// The annotations Istio's webhook checks on every object (`validateMetadata`).
+    fn validate_annotations(&self, errors: &mut Vec<FieldError>) {
+        let annotations = &self.metadata().annotations;
+        let at = |name: &str| Path::root("metadata").field("annotations").key(name);
+        for name in INTERNAL_ANNOTATIONS {
+            if annotations.contains_key(*name) {
+                at(name).push(errors, "an internal annotation; it may not be set by users");
+            }
+        }
+        let Some(value) = annotations.get(DRY_RUN_ANNOTATION) else {
+            return;
+        };
+        let ConfigObject::AuthorizationPolicy(policy) = self else {
+            at(DRY_RUN_ANNOTATION).push(
+                errors,
+                format!(
+                    "unsupported on a {}: only an AuthorizationPolicy can be in dry-run mode; remove the annotation",
+                    self.kind()
+                ),
+            );
+            return;
+        };
+        use crate::security::AuthorizationAction;
+        match policy.spec.action.unwrap_or(AuthorizationAction::Allow) {
+            AuthorizationAction::Allow | AuthorizationAction::Deny => {
+                if parse_go_bool(value).is_none() {
+                    at(DRY_RUN_ANNOTATION).push(
+                        errors,
+                        format!("{} is not a boolean (true or false)", crate::quoted(value)),
+                    );
+                }
+            }
+            other => at(DRY_RUN_ANNOTATION).push(
+                errors,
+                format!(
+                    "only an ALLOW or DENY policy can be in dry-run mode, not {}",
+                    serde_json::to_value(other)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                ),
+            ),
+        }
     }
 }
 
@@ -492,7 +559,8 @@ pub fn parse_value(mut value: serde_yaml::Value) -> Result<ConfigObject, Documen
             vec![FieldError::new(
                 "apiVersion",
                 format!(
-                    "unsupported version {version:?} of {}; use one of {}",
+                    "unsupported version {} of {}; use one of {}",
+                    crate::quoted(version),
                     k.group(),
                     k.versions().join(", ")
                 ),

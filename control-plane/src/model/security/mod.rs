@@ -87,6 +87,26 @@ pub(super) fn add(model: &mut Model, config: &ConfigSet, jwks: &JwksSet) {
     for (key, object) in config.objects() {
         match object {
             ConfigObject::AuthorizationPolicy(resource) => {
+                // Istio's dry-run mode: the policy is evaluated in shadow and only logged.
+                // Weft records no shadow results yet, so such a policy is left out, never
+                // enforced, and said so.
+                if resource
+                    .metadata
+                    .annotations
+                    .get(weft_api::object::DRY_RUN_ANNOTATION)
+                    .and_then(|v| weft_api::object::parse_go_bool(v))
+                    == Some(true)
+                {
+                    model.warnings.push(crate::object::Warning::new(
+                        key,
+                        format!(
+                            "metadata.annotations[{}]",
+                            weft_api::object::DRY_RUN_ANNOTATION
+                        ),
+                        "dry-run is not supported yet (no shadow evaluation); the policy is not enforced",
+                    ));
+                    continue;
+                }
                 let (entry, warnings) =
                     AuthorizationPolicyEntry::new(key, &resource.spec, &model.trust_domain);
                 model.warnings.extend(warnings);

@@ -386,3 +386,42 @@ spec:
         assert!(reported.contains(&expected), "missing {expected:?} in {reported:#?}");
     }
 }
+
+/// A policy in Istio's dry-run mode is never enforced (Weft has no shadow evaluation yet):
+/// it is left out and reported; `istio.io/dry-run: "false"` is an ordinary policy.
+#[test]
+fn a_dry_run_policy_is_not_enforced() {
+    let model = Model::build(
+        &config_from_yaml(
+            "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-trial
+  namespace: foo
+  annotations: {istio.io/dry-run: \"true\"}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {methods: [DELETE]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-for-real
+  namespace: foo
+  annotations: {istio.io/dry-run: \"false\"}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {methods: [DELETE]}}]}]
+",
+        ),
+        &MeshSettings::default(),
+    );
+    assert_eq!(selected(&model, "foo", &[]), ["foo/deny-for-real"]);
+    let reported: Vec<String> = model.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        reported,
+        [
+            "AuthorizationPolicy foo/deny-trial: metadata.annotations[istio.io/dry-run]: dry-run is not supported yet (no shadow evaluation); the policy is not enforced"
+        ]
+    );
+}
