@@ -384,6 +384,35 @@ async fn crds_chart_rbac_webhook_and_bookinfo() {
         "configz lacks bookinfo:\n{}",
         configz.body
     );
+    // Bookinfo's Gateway is watched too, and reported as not supported rather than ignored
+    // in silence.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let configz = HttpClient::new()
+            .get_url(&format!("http://{}/debug/configz", controller.debug))
+            .await
+            .expect("configz");
+        let body: serde_json::Value = serde_json::from_str(&configz.body).expect("configz is JSON");
+        let reported = body["warnings"].as_array().is_some_and(|warnings| {
+            warnings.iter().any(|w| {
+                w["object"]
+                    .as_str()
+                    .is_some_and(|o| o.contains("bookinfo-gateway"))
+                    && w["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("Gateway resources are not supported yet"))
+            })
+        });
+        if reported {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bookinfo Gateway is not reported at /debug/configz:\n{}",
+            body["warnings"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// What a proxy has received, decoded.

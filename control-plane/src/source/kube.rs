@@ -123,9 +123,9 @@ impl IstioKind {
     }
 }
 
-/// The Istio kinds watched (`v1` of each group), and Weft's LocalRateLimit (`v1alpha1`). The
-/// telemetry kind is validated and shown at `/debug/configz`; the model does not translate it
-/// yet.
+/// The Istio kinds watched (`v1` of each group), and Weft's LocalRateLimit (`v1alpha1`).
+/// Gateways and WorkloadGroups are watched so they are validated, shown at `/debug/configz`
+/// and reported as not supported yet, never ignored in silence.
 pub const ISTIO_KINDS: &[IstioKind] = &[
     IstioKind {
         group: "networking.istio.io",
@@ -156,6 +156,12 @@ pub const ISTIO_KINDS: &[IstioKind] = &[
         version: "v1",
         kind: "WorkloadGroup",
         plural: "workloadgroups",
+    },
+    IstioKind {
+        group: "networking.istio.io",
+        version: "v1",
+        kind: "Gateway",
+        plural: "gateways",
     },
     IstioKind {
         group: "networking.istio.io",
