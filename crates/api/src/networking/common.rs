@@ -220,9 +220,51 @@ pub struct PolicyWorkloadSelector {
     pub match_labels: BTreeMap<String, String>,
 }
 
+/// Weft's own kinds (LocalRateLimit): Kubernetes label syntax.
 impl Validate for PolicyWorkloadSelector {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
         check_selector_labels(&path.field("matchLabels"), errors, &self.match_labels);
+    }
+}
+
+impl PolicyWorkloadSelector {
+    /// The selector (at `path`) as Istio checks it for its kinds (Go `validateWorkloadSelector`
+    /// and the CRDs' CEL rules, whose messages these carry): at most 4096 labels, no empty
+    /// key, no `*` in a key or a value, values of at most 63 characters. Label syntax is not
+    /// checked further, as in Istio.
+    pub(crate) fn validate_as_istio(&self, path: &Path, errors: &mut Vec<FieldError>) {
+        let labels = path.field("matchLabels");
+        if self.match_labels.len() > 4096 {
+            labels.push(errors, "must have at most 4096 labels");
+        }
+        for (k, v) in &self.match_labels {
+            let p = labels.key(k);
+            let pair = crate::de::quoted(&format!("{k}={v}"));
+            if k.is_empty() {
+                p.push(errors, format!("key must not be empty (found in {pair})"));
+            }
+            if k.contains('*') {
+                p.push(
+                    errors,
+                    format!("wildcard not allowed in label key match (found in {pair})"),
+                );
+            }
+            if v.contains('*') {
+                p.push(
+                    errors,
+                    format!("wildcard not allowed in label value match (found in {pair})"),
+                );
+            }
+            if v.chars().count() > 63 {
+                p.push(
+                    errors,
+                    format!(
+                        "label value {} is longer than 63 characters",
+                        crate::de::quoted(v)
+                    ),
+                );
+            }
+        }
     }
 }
 

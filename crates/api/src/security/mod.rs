@@ -91,48 +91,15 @@ impl Validate for PolicyTargetReference {
     }
 }
 
-/// Checks the `selector` of a policy (Istio's `validateWorkloadSelector` and the CRD's CEL
-/// rules): no empty label key, no `*` in a key or a value, values of at most 63 characters.
-/// Label syntax is not checked further, as in Istio.
+/// Checks the `selector` of a policy as Istio does
+/// ([`PolicyWorkloadSelector::validate_as_istio`]).
 pub(crate) fn validate_policy_selector(
     path: &Path,
     errors: &mut Vec<FieldError>,
     selector: &Option<PolicyWorkloadSelector>,
 ) {
-    let Some(selector) = selector else {
-        return;
-    };
-    let labels = path.field("matchLabels");
-    if selector.match_labels.len() > 4096 {
-        labels.push(errors, "may not have more than 4096 labels");
-    }
-    for (k, v) in &selector.match_labels {
-        let p = labels.key(k);
-        let pair = crate::de::quoted(&format!("{k}={v}"));
-        if k.is_empty() {
-            p.push(errors, format!("key must not be empty (found in {pair})"));
-        }
-        if k.contains('*') {
-            p.push(
-                errors,
-                format!("wildcard not allowed in label key match (found in {pair})"),
-            );
-        }
-        if v.contains('*') {
-            p.push(
-                errors,
-                format!("wildcard not allowed in label value match (found in {pair})"),
-            );
-        }
-        if v.chars().count() > 63 {
-            p.push(
-                errors,
-                format!(
-                    "label value {} is longer than 63 characters",
-                    crate::de::quoted(v)
-                ),
-            );
-        }
+    if let Some(selector) = selector {
+        selector.validate_as_istio(path, errors);
     }
 }
 

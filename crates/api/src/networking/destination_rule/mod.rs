@@ -64,58 +64,6 @@ pub(crate) fn check_ms_duration(path: &Path, errors: &mut Vec<FieldError>, d: &O
     }
 }
 
-/// `workloadSelector.matchLabels` as Istio checks it (Go `validateWorkloadSelector` and the CRD's
-/// CEL rules, whose messages these carry): no empty keys, no wildcards, values of at most 63
-/// characters. Label syntax itself is not checked, as in Istio.
-fn check_match_labels(
-    path: &Path,
-    errors: &mut Vec<FieldError>,
-    labels: &BTreeMap<String, String>,
-) {
-    if labels.len() > 4096 {
-        path.push(errors, "must have at most 4096 labels");
-    }
-    for (k, v) in labels {
-        let p = path.key(k);
-        if k.is_empty() {
-            p.push(
-                errors,
-                format!(
-                    "key must not be empty ({})",
-                    crate::de::quoted(&format!("={v}"))
-                ),
-            );
-        }
-        if k.contains('*') {
-            p.push(
-                errors,
-                format!(
-                    "wildcard not allowed in label key match: {}",
-                    crate::de::quoted(&format!("{k}={v}"))
-                ),
-            );
-        }
-        if v.contains('*') {
-            p.push(
-                errors,
-                format!(
-                    "wildcard not allowed in label value match: {}",
-                    crate::de::quoted(&format!("{k}={v}"))
-                ),
-            );
-        }
-        if v.chars().count() > 63 {
-            p.push(
-                errors,
-                format!(
-                    "label value {} is longer than 63 characters",
-                    crate::de::quoted(v)
-                ),
-            );
-        }
-    }
-}
-
 /// `configmap://` credential names must name a ConfigMap of the rule's own namespace (Istio's
 /// `ValidateTLS`).
 fn check_configmap_credential(
@@ -233,11 +181,7 @@ impl DestinationRule {
             }
         }
         if let Some(ws) = &self.workload_selector {
-            check_match_labels(
-                &path.field("workloadSelector").field("matchLabels"),
-                errors,
-                &ws.match_labels,
-            );
+            ws.validate_as_istio(&path.field("workloadSelector"), errors);
         }
         if let Some(ns) = namespace {
             let tp = path.field("trafficPolicy");
