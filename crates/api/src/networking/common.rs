@@ -201,9 +201,40 @@ pub struct WorkloadSelector {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Istio's `ValidateAlphaWorkloadSelector` and the CRDs' rules on `labels`: at most 256
+/// labels, no empty key, no `*` in a key or a value (the CEL rule's message), values of at
+/// most 63 characters. Label syntax is not checked further, as in Istio.
 impl Validate for WorkloadSelector {
     fn validate(&self, path: &Path, errors: &mut Vec<FieldError>) {
-        check_selector_labels(&path.field("labels"), errors, &self.labels);
+        let labels = path.field("labels");
+        if self.labels.len() > 256 {
+            labels.push(errors, "must have at most 256 labels");
+        }
+        for (k, v) in &self.labels {
+            let p = labels.key(k);
+            let pair = crate::de::quoted(&format!("{k}={v}"));
+            if k.is_empty() {
+                p.push(
+                    errors,
+                    format!("empty key is not supported in selector: {pair}"),
+                );
+            }
+            if k.contains('*') || v.contains('*') {
+                p.push(
+                    errors,
+                    format!("wildcard is not supported in selector: {pair}"),
+                );
+            }
+            if v.chars().count() > 63 {
+                p.push(
+                    errors,
+                    format!(
+                        "label value {} is longer than 63 characters",
+                        crate::de::quoted(v)
+                    ),
+                );
+            }
+        }
     }
 }
 

@@ -124,18 +124,13 @@ impl ServiceEntry {
         path: &Path,
         errors: &mut Vec<FieldError>,
     ) {
-        if let Some(ws) = &self.workload_selector {
-            check_alpha_selector(
-                &path.field("workloadSelector").field("labels"),
+        self.workload_selector
+            .validate(&path.field("workloadSelector"), errors);
+        if self.workload_selector.is_some() && !self.endpoints.is_empty() {
+            path.push(
                 errors,
-                &ws.labels,
+                "only one of WorkloadSelector or Endpoints can be set",
             );
-            if !self.endpoints.is_empty() {
-                path.push(
-                    errors,
-                    "only one of WorkloadSelector or Endpoints can be set",
-                );
-            }
         }
 
         let hp = path.field("hosts");
@@ -298,40 +293,6 @@ impl ServiceEntry {
             );
         }
         check_max_items(&path.field("endpoints"), errors, self.endpoints.len(), 4096);
-        if let Some(ws) = &self.workload_selector {
-            check_max_items(
-                &path.field("workloadSelector").field("labels"),
-                errors,
-                ws.labels.len(),
-                256,
-            );
-        }
-    }
-}
-
-/// Istio's `ValidateAlphaWorkloadSelector` and the CRD's rules on the labels: no empty key, no
-/// `*`, values of at most 63 characters. (Unlike Kubernetes label selectors, the syntax of
-/// keys and values is not checked.)
-fn check_alpha_selector(
-    path: &Path,
-    errors: &mut Vec<FieldError>,
-    labels: &std::collections::BTreeMap<String, String>,
-) {
-    for (k, v) in labels {
-        let p = path.key(k);
-        if k.is_empty() {
-            p.push(
-                errors,
-                format!("empty key is not supported in selector: \"{k}={v}\""),
-            );
-        }
-        if k.contains('*') || v.contains('*') {
-            p.push(
-                errors,
-                format!("wildcard is not supported in selector: \"{k}={v}\""),
-            );
-        }
-        check_max_len(&p, errors, v, 63);
     }
 }
 

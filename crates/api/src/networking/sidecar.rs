@@ -1,6 +1,6 @@
 //! `Sidecar` (networking.istio.io/v1): limits and tunes the listeners and reachable hosts of sidecar proxies.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -172,45 +172,6 @@ fn validate_bind(bind: &str, path: &Path, errors: &mut Vec<FieldError>) {
     }
 }
 
-/// `workloadSelector.labels` as Istio checks it (`ValidateAlphaWorkloadSelector` and the CRD's
-/// CEL rule, whose message this carries): no empty keys, no wildcards, values of at most 63
-/// characters, at most 256 labels. Label syntax itself is not checked, as in Istio.
-fn check_selector(path: &Path, errors: &mut Vec<FieldError>, labels: &BTreeMap<String, String>) {
-    if labels.len() > 256 {
-        path.push(errors, "must have at most 256 labels");
-    }
-    for (k, v) in labels {
-        let p = path.key(k);
-        if k.is_empty() {
-            p.push(
-                errors,
-                format!(
-                    "empty key is not supported in selector: {}",
-                    crate::de::quoted(&format!("={v}"))
-                ),
-            );
-        }
-        if k.contains('*') || v.contains('*') {
-            p.push(
-                errors,
-                format!(
-                    "wildcard is not supported in selector: {}",
-                    crate::de::quoted(&format!("{k}={v}"))
-                ),
-            );
-        }
-        if v.chars().count() > 63 {
-            p.push(
-                errors,
-                format!(
-                    "label value {} is longer than 63 characters",
-                    crate::de::quoted(v)
-                ),
-            );
-        }
-    }
-}
-
 /// An egress host, `namespace/dnsName` (Istio's `ValidateNamespaceSlashWildcardHostname` for
 /// sidecars): the namespace `*`, `.`, `~` or a DNS label; the name `*` or a fully qualified
 /// (dotted) host whose only wildcard is a leading `*.`.
@@ -360,13 +321,8 @@ impl Sidecar {
         path: &Path,
         errors: &mut Vec<FieldError>,
     ) {
-        if let Some(ws) = &self.workload_selector {
-            check_selector(
-                &path.field("workloadSelector").field("labels"),
-                errors,
-                &ws.labels,
-            );
-        }
+        self.workload_selector
+            .validate(&path.field("workloadSelector"), errors);
         if self.egress.is_empty()
             && self.ingress.is_empty()
             && self.outbound_traffic_policy.is_none()
