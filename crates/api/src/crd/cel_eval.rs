@@ -4,12 +4,14 @@
 //! duration syntax, `url().getScheme()`), which the `cel` crate lacks: those are evaluated
 //! natively, by rule text.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 
-use super::cel::DURATION_RULE;
+use super::cel::{DURATION_RULE, cel_rules};
 use crate::duration::Duration;
+use crate::object::Kind;
 
 /// Istio's URL scheme rule (RequestAuthentication `jwksUri`).
 const URL_SCHEME_RULE: &str = r#"url(self).getScheme() in ["http", "https"]"#;
@@ -25,6 +27,20 @@ fn env() -> Arc<cel::Env> {
         Arc::new(env)
     })
     .clone()
+}
+
+/// Every rule of the CRDs, compiled once: the schema stage runs on every object the loader,
+/// the webhook and the Kubernetes watch read.
+fn programs() -> &'static BTreeMap<&'static str, cel::Program> {
+    static PROGRAMS: OnceLock<BTreeMap<&'static str, cel::Program>> = OnceLock::new();
+    PROGRAMS.get_or_init(|| {
+        let env = env();
+        Kind::ALL
+            .into_iter()
+            .flat_map(cel_rules)
+            .filter_map(|r| env.compile(r.rule).ok().map(|p| (r.rule, p)))
+            .collect()
+    })
 }
 
 /// JSON as the API server hands it to CEL: whole numbers are `int`.
@@ -65,11 +81,18 @@ fn evaluates_true(rule: &str, value: &Value) -> bool {
             .and_then(|s| s.split_once("://"))
             .is_some_and(|(scheme, _)| scheme == "http" || scheme == "https");
     }
-    let env = env();
-    let Ok(program) = env.compile(rule) else {
-        return false;
+    let compiled;
+    let program = match programs().get(rule) {
+        Some(program) => program,
+        None => match env().compile(rule) {
+            Ok(program) => {
+                compiled = program;
+                &compiled
+            }
+            Err(_) => return false,
+        },
     };
-    let mut context = cel::Context::with_env(env);
+    let mut context = cel::Context::with_env(env());
     if context.add_variable("self", cel_value(value)).is_err() {
         return false;
     }
