@@ -70,9 +70,14 @@ pub struct SynczType {
     #[serde(default)]
     pub sent_version: String,
     #[serde(default)]
+    pub sent_nonce: Option<String>,
+    #[serde(default)]
     pub sent_ago_ms: Option<u64>,
     #[serde(default)]
     pub acked_version: Option<String>,
+    /// `None` from a controller without the field: the versions decide alone.
+    #[serde(default)]
+    pub acked_nonce: Option<String>,
     #[serde(default)]
     pub acked_ago_ms: Option<u64>,
     /// `None`: a controller without the field; `Some(None)`: no outstanding NACK.
@@ -150,12 +155,22 @@ pub enum Sync {
     Waiting { sent_ago_ms: Option<u64> },
 }
 
-/// The status decision: compares the versions sent and ACKed, and tells why they differ.
+/// The status decision: whether the proxy's last ACK accepted the last response sent, and
+/// why not. The nonces tell which response an ACK answers, as in Istio's proxy-status: the
+/// same version can be sent again (a fix restoring what a rejected push replaced), and an
+/// ACK of it from before does not answer the new push. The versions tell whether it was
+/// accepted: after a NACK, the proxy's requests carry the rejected response's nonce with
+/// the older version it still runs. A controller that does not report the ACKed nonce is
+/// judged by the versions alone.
 pub fn decide(t: &SynczType) -> Sync {
     if t.sent_version.is_empty() {
         return Sync::NotSent;
     }
-    if t.acked_version.as_deref() == Some(t.sent_version.as_str()) {
+    let answered_last_sent = match (&t.acked_nonce, &t.sent_nonce) {
+        (Some(acked), Some(sent)) => acked == sent,
+        _ => true,
+    };
+    if answered_last_sent && t.acked_version.as_deref() == Some(t.sent_version.as_str()) {
         return Sync::Synced;
     }
     match t.outstanding_nack() {

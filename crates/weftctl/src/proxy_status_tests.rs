@@ -10,7 +10,7 @@ fn synced(type_url: &str, short: &str) -> serde_json::Value {
     json!({
         "type_url": type_url, "type": short,
         "sent_version": "v1", "sent_nonce": "1", "sent_ago_ms": 5000,
-        "acked_version": "v1", "acked_ago_ms": 4900,
+        "acked_version": "v1", "acked_nonce": "1", "acked_ago_ms": 4900,
         "nack": null, "last_nack": null,
         "wildcard": true, "resource_names": [], "resource_count": 3,
     })
@@ -38,6 +38,7 @@ fn nothing_sent_is_not_sent() {
 fn a_nack_of_the_version_sent_is_stale_with_the_proxys_message_and_its_age() {
     let mut value = synced(RDS, "RDS");
     value["sent_version"] = json!("v2");
+    value["sent_nonce"] = json!("2");
     value["nack"] =
         json!({"version": "v2", "message": "route 0: regex parse error", "ago_ms": 12_000});
     let sync = decide(&ty(value));
@@ -53,6 +54,7 @@ fn a_nack_of_the_version_sent_is_stale_with_the_proxys_message_and_its_age() {
 fn a_version_sent_after_a_nack_waits_for_its_ack() {
     let mut value = synced(RDS, "RDS");
     value["sent_version"] = json!("v3");
+    value["sent_nonce"] = json!("3");
     value["sent_ago_ms"] = json!(3_000);
     value["nack"] = json!({"version": "v2", "message": "bad", "ago_ms": 12_000});
     let sync = decide(&ty(value));
@@ -63,6 +65,39 @@ fn a_version_sent_after_a_nack_waits_for_its_ack() {
         }
     );
     assert_eq!(sync.summary(60), "STALE (sent 3s ago, no ACK)");
+}
+
+#[test]
+fn a_version_acked_before_and_sent_again_waits_for_the_ack_of_the_new_push() {
+    // v1 ACKed (nonce 1), v2 rejected (nonce 2), the fix restores v1's content: v1 again
+    // at nonce 3. The proxy runs v1, but has not answered the fix yet.
+    let mut value = synced(RDS, "RDS");
+    value["sent_nonce"] = json!("3");
+    value["sent_ago_ms"] = json!(2);
+    value["nack"] = json!({"version": "v2", "message": "bad", "ago_ms": 120});
+    assert_eq!(
+        decide(&ty(value.clone())),
+        Sync::Waiting {
+            sent_ago_ms: Some(2)
+        }
+    );
+    // A request on the rejected push's nonce carries the older version: not synced either.
+    let mut on_rejected = value.clone();
+    on_rejected["sent_version"] = json!("v2");
+    on_rejected["sent_nonce"] = json!("2");
+    on_rejected["acked_nonce"] = json!("2");
+    assert!(matches!(
+        decide(&ty(on_rejected)),
+        Sync::Rejected(SynczNack { ref version, .. }) if version == "v2"
+    ));
+    // Its ACK answers nonce 3.
+    value["acked_nonce"] = json!("3");
+    value["nack"] = json!(null);
+    assert_eq!(decide(&ty(value.clone())), Sync::Synced);
+    // A controller that does not report the ACKed nonce: the versions decide.
+    value.as_object_mut().expect("object").remove("acked_nonce");
+    value["sent_nonce"] = json!("3");
+    assert_eq!(decide(&ty(value)), Sync::Synced);
 }
 
 #[test]
@@ -93,6 +128,7 @@ fn controllers_without_the_nack_field_are_read_from_last_nack() {
     // With the field present and null, `last_nack` is history only.
     let mut new = synced(RDS, "RDS");
     new["sent_version"] = json!("v2");
+    new["sent_nonce"] = json!("2");
     new["last_nack"] = json!("version v2: old news");
     assert!(matches!(decide(&ty(new)), Sync::Waiting { .. }));
 }
@@ -115,6 +151,7 @@ fn report() -> Report {
     };
     let mut stale = synced(RDS, "RDS");
     stale["sent_version"] = json!("v2");
+    stale["sent_nonce"] = json!("2");
     stale["nack"] = json!({
         "version": "v2",
         "message": "route config \"outbound\": virtual host \"reviews.default.svc.cluster.local:9080\": route 0: match.safe_regex: regex parse error",

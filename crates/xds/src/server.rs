@@ -104,7 +104,9 @@ pub struct ProxyStatus {
 ///
 /// The controller's current version of a type for this proxy is `sent_version`: every new
 /// snapshot regenerates every subscribed type and sends it at once when its version changed,
-/// so the proxy is in sync exactly when `acked_version == sent_version`.
+/// so the proxy is in sync exactly when its last ACK answered the last response sent
+/// (`acked_nonce == sent_nonce`). Versions alone can't tell: a fix that restores the content
+/// the proxy ACKed before a rejected push is sent with the version it ACKed then.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TypeStatus {
     /// The type URL.
@@ -120,6 +122,8 @@ pub struct TypeStatus {
     pub sent_ago_ms: Option<u64>,
     /// The last version the proxy ACKed on this stream.
     pub acked_version: Option<String>,
+    /// The nonce of the response the proxy last ACKed.
+    pub acked_nonce: Option<String>,
     /// Milliseconds since the last ACK.
     pub acked_ago_ms: Option<u64>,
     /// The rejection the proxy has not got past: its most recent NACK, until the proxy ACKs
@@ -471,6 +475,7 @@ struct Subscription {
     sent_nonce: String,
     sent_at: Option<StatusInstant>,
     acked_version: Option<String>,
+    acked_nonce: Option<String>,
     acked_at: Option<StatusInstant>,
     /// The outstanding NACK (rejected version, message) and when it came.
     nack: Option<(String, String, StatusInstant)>,
@@ -569,6 +574,7 @@ impl<G: Generator> Connection<G> {
                 sub.nack = None;
             }
             sub.acked_version = Some(request.version_info);
+            sub.acked_nonce = Some(request.response_nonce);
             sub.acked_at = Some(StatusInstant::now());
             if let Some(push) = self.converging.as_mut() {
                 push.waiting.retain(|t| t != type_url);
@@ -708,6 +714,7 @@ impl<G: Generator> Connection<G> {
                     sent_nonce: s.sent_nonce.clone(),
                     sent_ago_ms: None,
                     acked_version: s.acked_version.clone(),
+                    acked_nonce: s.acked_nonce.clone(),
                     acked_ago_ms: None,
                     nack: s.nack.as_ref().map(|(version, message, _)| Nack {
                         version: version.clone(),

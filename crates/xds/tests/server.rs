@@ -142,20 +142,30 @@ async fn nack_is_logged_recorded_and_content_not_resent() {
     );
     stream.assert_quiet().await;
 
-    // Fixed content is pushed, and the stream keeps working.
+    // Fixed content is pushed, and the stream keeps working. The fix restores v1: it goes
+    // out with v1's version, and until the proxy answers it, the ACK on record (of v1, on
+    // the first nonce) answers an older push.
     harness.publish(base_snapshot());
     let v3 = stream.next().await;
     assert_eq!(names_of(&v3), ["a", "b"]);
     assert_eq!(v3.version_info, v1.version_info);
+    let status = harness.type_status(CLUSTER);
+    assert_eq!(status.acked_version, Some(v3.version_info.clone()));
+    assert_eq!(status.acked_nonce, Some(v1.nonce.clone()));
+    assert_eq!(status.sent_nonce, v3.nonce);
+    assert!(status.nack.is_some(), "{status:?}");
     stream.ack(&v3, &[]);
     harness
         .wait_status("the ACK after the NACK", |s| {
             s.first()
                 .and_then(|p| p.types.first())
-                .and_then(|t| t.acked_version.clone())
-                == Some(v3.version_info.clone())
+                .and_then(|t| t.acked_nonce.clone())
+                == Some(v3.nonce.clone())
         })
         .await;
+    let status = harness.type_status(CLUSTER);
+    assert_eq!(status.acked_version, Some(v3.version_info.clone()));
+    assert_eq!(status.nack, None);
 }
 
 /// What `/debug/syncz` shows of a type: how long ago it was sent and ACKed, and the NACK the
@@ -219,10 +229,13 @@ async fn status_tells_ages_and_the_outstanding_nack_until_a_later_ack() {
             s[0].types[0].acked_ago_ms < Some(1_000)
         })
         .await;
-    let still = harness
-        .type_status(CLUSTER)
-        .nack
-        .expect("the NACK still stands");
+    let status = harness.type_status(CLUSTER);
+    assert_eq!(status.acked_nonce.as_deref(), Some(v2.nonce.as_str()));
+    assert_eq!(
+        status.acked_version.as_deref(),
+        Some(v1.version_info.as_str())
+    );
+    let still = status.nack.expect("the NACK still stands");
     assert_eq!((still.version, still.message), (nack.version, nack.message));
 
     // A fixed version, ACKed: the NACK is cleared, the history keeps it.
