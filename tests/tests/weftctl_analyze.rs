@@ -2,7 +2,8 @@
 //! analyze fixture (`crates/weftctl/tests/fixtures/analyze/problems.yaml`) applied with
 //! kubectl, the real binary run with the cluster's kubeconfig: every problem is found with
 //! its code and object, a file laid over the cluster adds its own, and Istio's clean
-//! bookinfo (read from `shared/corpus/istio`, never copied) gives nothing.
+//! bookinfo (read from `shared/corpus/istio`, never copied) gives nothing but its Gateway,
+//! which Weft does not serve yet (WEFT0008).
 //!
 //! There is no kubelet: Pods are API objects only and never Running, so the plaintext
 //! check (which reads Running sidecars' metrics) has nothing to read here; its live part is
@@ -96,6 +97,8 @@ async fn analyze_finds_each_problem_in_a_real_cluster_and_nothing_in_bookinfo() 
         ("IST0127", "DestinationRule shop/reviews"),
         ("WEFT0003", "VirtualService shop/reviewz"),
         ("WEFT0004", "Sidecar shop/default"),
+        ("WEFT0008", "DestinationRule shop/reviews"),
+        ("WEFT0008", "VirtualService shop/storefront"),
     ]);
     let (code, found, json) = analyze(&cluster, &["-n", "shop"]).await;
     assert_eq!(found, expected, "{json:#}");
@@ -110,7 +113,9 @@ async fn analyze_finds_each_problem_in_a_real_cluster_and_nothing_in_bookinfo() 
     let (code, found, _) = analyze(&cluster, &["-n", "shop", "--output-threshold", "Error"]).await;
     assert_eq!(code, Some(79));
     assert!(
-        found.iter().all(|(c, _)| c != "IST0127" && c != "WEFT0003"),
+        found
+            .iter()
+            .all(|(c, _)| !["IST0127", "WEFT0003", "WEFT0008"].contains(&c.as_str())),
         "{found:?}"
     );
 
@@ -166,18 +171,25 @@ async fn analyze_finds_each_problem_in_a_real_cluster_and_nothing_in_bookinfo() 
             &bookinfo(file).display().to_string(),
         ]);
     }
+    // Weft does not serve gateways yet: the Gateway and the VirtualService bound to it are
+    // reported as such (warnings: the exit stays 0 without the selector error).
+    let unsupported = [
+        ("WEFT0008", "Gateway bookinfo/bookinfo-gateway"),
+        ("WEFT0008", "VirtualService bookinfo/bookinfo"),
+    ];
     let (code, found, json) = analyze(&cluster, &["-n", "bookinfo"]).await;
-    assert_eq!(
-        found,
-        pairs(&[("IST0101", "Gateway bookinfo/bookinfo-gateway")]),
-        "{json:#}"
+    let mut expected = pairs(&unsupported);
+    expected.insert(
+        0,
+        ("IST0101".into(), "Gateway bookinfo/bookinfo-gateway".into()),
     );
+    assert_eq!(found, expected, "{json:#}");
     assert_eq!(code, Some(79));
     cluster.kubectl_apply_ok(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: istio-ingressgateway-1\n  namespace: istio-system\n  \
          labels: {istio: ingressgateway}\nspec:\n  containers: [{name: istio-proxy, image: weft-proxy}]\n",
     );
     let (code, found, json) = analyze(&cluster, &["-n", "bookinfo"]).await;
-    assert_eq!(found, [], "{json:#}");
+    assert_eq!(found, pairs(&unsupported), "{json:#}");
     assert_eq!(code, Some(0));
 }

@@ -7,8 +7,9 @@
 //! Translated: `accessLogging[]` with the built-in `envoy` provider (the mesh's access log
 //! file, `/dev/stdout` when the mesh sets none), `match.mode`, `disabled` and
 //! `filter.expression`. `tracing` entries are kept for [`super::trace`], `metrics` entries for
-//! [`super::metrics`]. Other access log providers and `targetRefs` are reported as not
-//! supported yet, with their field paths.
+//! [`super::metrics`]. Other access log providers are reported as not supported yet, with
+//! their field paths; so are `targetRefs` and the tracing fields proxies do not act on
+//! ([`weft_api::unsupported`], reported with every object's).
 
 use std::collections::BTreeMap;
 
@@ -19,8 +20,6 @@ use crate::object::{ObjectKey, Warning};
 
 /// Istio's built-in access log provider: Envoy's file access log with the mesh's settings.
 pub const ENVOY_PROVIDER: &str = "envoy";
-
-const IGNORED: &str = "not supported yet; ignored";
 
 /// One Telemetry.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,31 +62,6 @@ impl TelemetryEntry {
         let mut warn = |path: String, message: &str| {
             warnings.push(Warning::new(key, path, message.to_string()));
         };
-        for (i, t) in spec.tracing.iter().enumerate() {
-            if t.disable_context_propagation == Some(true) {
-                warn(
-                    format!("spec.tracing[{i}].disableContextPropagation"),
-                    "not supported yet (proxies always propagate the trace context); ignored",
-                );
-            }
-            for (name, tag) in &t.custom_tags {
-                if tag.formatter.is_some() {
-                    warn(
-                        format!("spec.tracing[{i}].customTags[{name}].formatter"),
-                        "not supported yet; the tag is not added",
-                    );
-                }
-            }
-            if t.use_request_id_for_trace_sampling == Some(false) {
-                warn(
-                    format!("spec.tracing[{i}].useRequestIdForTraceSampling"),
-                    "false is not supported yet (proxies sample at random whatever the request id); ignored",
-                );
-            }
-        }
-        if spec.target_ref.is_some() || !spec.target_refs.is_empty() {
-            warn("spec.targetRefs".into(), IGNORED);
-        }
         let mut access_logging = Vec::new();
         for (i, rule) in spec.access_logging.iter().enumerate() {
             let path = format!("spec.accessLogging[{i}]");

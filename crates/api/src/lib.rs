@@ -24,6 +24,7 @@ pub mod ratelimit;
 pub mod schema;
 pub mod security;
 pub mod telemetry;
+pub mod unsupported;
 pub mod validation;
 
 pub use de::quoted;

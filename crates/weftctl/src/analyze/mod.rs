@@ -11,6 +11,7 @@
 //!  sidecar.rs         WEFT0004 (a Sidecar hides a host a route needs)
 //!  gateway.rs         IST0101 selector (live cluster only)
 //!  mtls.rs            WEFT0001 / WEFT0002 (plaintext seen by proxies, before STRICT)
+//!  unsupported.rs     WEFT0008 (fields and kinds Weft accepts but does not act on yet)
 //!  output.rs          istioctl's lines, -o json|yaml, thresholds
 //! ```
 
@@ -21,6 +22,7 @@ pub mod mesh;
 pub mod mtls;
 pub mod output;
 mod sidecar;
+mod unsupported;
 pub mod virtual_service;
 
 use std::fmt;
@@ -102,6 +104,7 @@ pub const UNSUPPORTED_CRD_VERSION: Message =
 pub const EXISTING_CONTROL_PLANE: Message =
     message("WEFT0006", "ExistingControlPlane", Level::Info);
 pub const METRICS_UNREADABLE: Message = message("WEFT0007", "MetricsUnreadable", Level::Info);
+pub const UNSUPPORTED_CONFIG: Message = message("WEFT0008", "UnsupportedConfig", Level::Warning);
 
 /// Every message type weftctl reports (the docs test checks each has its row).
 #[cfg(test)]
@@ -120,6 +123,7 @@ pub const MESSAGES: &[Message] = &[
     UNSUPPORTED_CRD_VERSION,
     EXISTING_CONTROL_PLANE,
     METRICS_UNREADABLE,
+    UNSUPPORTED_CONFIG,
 ];
 
 /// The object a finding is about.
@@ -234,6 +238,7 @@ pub fn analyze(snapshot: &input::Snapshot, traffic: &[mtls::Scrape]) -> Vec<Find
     findings.extend(sidecar::analyze(&mesh));
     findings.extend(gateway::analyze(&mesh));
     findings.extend(mtls::analyze(&mesh, traffic));
+    findings.extend(unsupported::analyze(snapshot));
     sort(&mut findings);
     findings
 }
