@@ -28,7 +28,9 @@ mod tests {
         model
             .warnings
             .iter()
-            .filter(|w| w.message.contains("not supported"))
+            .filter(|w| {
+                w.message.contains("not supported") || w.message.contains("no PING is sent")
+            })
             .map(|w| format!("{} {}", w.object, w.path))
             .collect()
     }
@@ -149,22 +151,26 @@ metadata: {name: ratings, namespace: default}
 spec:
   host: ratings
   trafficPolicy:
-    connectionPool: {http: {http2KeepAlive: {interval: 10s, timeout: 2s}}}
+    connectionPool: {http: {http2KeepAlive: {interval: 10s}}}
     outlierDetection: {consecutive5xxErrors: 3, outlierDetectionHttpErrorCodes: [500, 503]}
     loadBalancer:
       consistentHash: {httpCookie: {name: user, ttl: 0s, attributes: [{name: SameSite, value: Strict}]}}
       zoneAwareLbSetting: {enabled: true}
     portLevelSettings:
     - port: {number: 9080}
-      connectionPool: {http: {http2KeepAlive: {interval: 10s, timeout: 2s}}}
+      connectionPool: {http: {http2KeepAlive: {timeout: 2s}}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {connectionPool: {http: {http2KeepAlive: {interval: 10s, timeout: 2s}}}}
 "#,
         );
         for expected in [
-            "spec.trafficPolicy.connectionPool.http.http2KeepAlive",
+            "spec.trafficPolicy.connectionPool.http.http2KeepAlive.timeout",
             "spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes",
             "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting",
             "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes",
-            "spec.trafficPolicy.portLevelSettings[0].connectionPool.http.http2KeepAlive",
+            "spec.trafficPolicy.portLevelSettings[0].connectionPool.http.http2KeepAlive.interval",
         ] {
             let expected = format!("DestinationRule default/ratings {expected}");
             assert!(
@@ -172,6 +178,11 @@ spec:
                 "missing {expected} in {found:#?}"
             );
         }
+        // A complete http2KeepAlive is translated.
+        assert!(
+            !found.iter().any(|f| f.contains("subsets[0]")),
+            "{found:#?}"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The upstream connection layer through the whole proxy: authority preserved, h2 stream limits,
-//! pool bounds and lifetimes, DNS-resolved clusters.
+//! pool bounds and lifetimes, HTTP/2 PING keepalive, DNS-resolved clusters.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -325,4 +325,67 @@ async fn dns_cluster_with_unresolvable_name_answers_503_and_does_not_hang() {
     .expect("a failed resolution still completes");
     let (status, flags, _) = get(&h1_client(), proxy.addr, "ext", "/", &[]).await;
     assert_eq!((status, flags.as_str()), (503, "UH"));
+}
+
+/// Pushes the h2 keepalive cluster `svc` with `up` behind it, routed for every request.
+fn keepalive_cluster(proxy: &mut Proxy, up: std::net::SocketAddr) {
+    let cluster = cluster_with_h2_keepalive(
+        "svc",
+        Duration::from_millis(100),
+        Duration::from_millis(300),
+    );
+    proxy.push(type_url::CLUSTER, vec![cluster]).unwrap();
+    proxy
+        .push(type_url::ENDPOINT, vec![endpoints("svc", &[up])])
+        .unwrap();
+    let routes = route_config(
+        "outbound",
+        vec![vhost(
+            "svc",
+            &["svc"],
+            vec![to_cluster(prefix("/"), "svc", None)],
+        )],
+    );
+    proxy.push(type_url::ROUTE, vec![routes]).unwrap();
+}
+
+#[tokio::test]
+async fn h2_keepalive_pings_and_keeps_a_connection_its_peer_answers() {
+    let (up, seen) = raw_h2::upstream(true).await;
+    let mut proxy = Proxy::start();
+    keepalive_cluster(&mut proxy, up);
+    let client = h1_client();
+    assert_eq!(get(&client, proxy.addr, "svc", "/", &[]).await.0, 200);
+    eventually(
+        "PINGs every 100ms on the upstream connection",
+        Duration::from_secs(5),
+        || seen.get(&seen.pings) >= 4,
+    )
+    .await;
+    assert_eq!(seen.get(&seen.closed), 0, "answered PINGs keep it open");
+    assert_eq!(get(&client, proxy.addr, "svc", "/", &[]).await.0, 200);
+    assert_eq!(seen.get(&seen.accepted), 1, "the same connection serves on");
+}
+
+#[tokio::test]
+async fn h2_keepalive_closes_a_connection_whose_peer_stops_answering() {
+    let (up, seen) = raw_h2::upstream(false).await;
+    let mut proxy = Proxy::start();
+    keepalive_cluster(&mut proxy, up);
+    let client = h1_client();
+    assert_eq!(get(&client, proxy.addr, "svc", "/", &[]).await.0, 200);
+    eventually(
+        "the connection closed after an unanswered PING",
+        Duration::from_secs(5),
+        || seen.get(&seen.closed) == 1,
+    )
+    .await;
+    assert_eq!(
+        seen.get(&seen.pings),
+        1,
+        "closed after the first PING's timeout"
+    );
+    // The next request opens a new connection instead of waiting on the dead one.
+    assert_eq!(get(&client, proxy.addr, "svc", "/", &[]).await.0, 200);
+    assert_eq!(seen.get(&seen.accepted), 2);
 }

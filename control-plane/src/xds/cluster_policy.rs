@@ -10,6 +10,7 @@
 //!                                       max_retries (Istio's u32::MAX when unset), retry_budget }
 //!                 ─► HttpProtocolOptions.common_http_protocol_options { idle_timeout,
 //!                    max_requests_per_connection, max_connection_duration }, h2 max_concurrent_streams,
+//!                    h2 connection_keepalive { interval, timeout } (http2KeepAlive),
 //!                    h2UpgradePolicy UPGRADE ─► HTTP/2 upstream
 //!                 ─► upstream_connection_options.tcp_keepalive, connect_timeout
 //! ```
@@ -21,7 +22,9 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, OutlierDetection as OutlierDetectionProto, UpstreamConnectionOptions,
     circuit_breakers, cluster,
 };
-use envoy_types::pb::envoy::config::core::v3::{HttpProtocolOptions, TcpKeepalive};
+use envoy_types::pb::envoy::config::core::v3::{
+    Http2ProtocolOptions, HttpProtocolOptions, KeepaliveSettings, TcpKeepalive,
+};
 use envoy_types::pb::envoy::config::route::v3::route_action::{HashPolicy, hash_policy};
 use envoy_types::pb::google::protobuf::{Any, UInt32Value, UInt64Value};
 use weft_api::networking::{
@@ -335,8 +338,24 @@ impl ClusterPolicy {
             ..Default::default()
         };
         let common = (common != HttpProtocolOptions::default()).then_some(common);
-        let streams = http.and_then(|h| limit(h.max_concurrent_streams));
-        protocol_options_with(http2 || upgrade, common, streams)
+        // `http2KeepAlive` without both durations is reported (weft_api::unsupported) and
+        // not sent: Envoy requires the timeout, and sends no PING without an interval.
+        let keepalive = http
+            .and_then(|h| h.http2_keep_alive.as_ref())
+            .and_then(|k| Some((k.interval?, k.timeout?)))
+            .map(|(interval, timeout)| KeepaliveSettings {
+                interval: Some(duration(interval.0)),
+                timeout: Some(duration(timeout.0)),
+                ..Default::default()
+            });
+        let h2 = Http2ProtocolOptions {
+            max_concurrent_streams: http
+                .and_then(|h| limit(h.max_concurrent_streams))
+                .map(|value| UInt32Value { value }),
+            connection_keepalive: keepalive,
+            ..Default::default()
+        };
+        protocol_options_with(http2 || upgrade, common, h2)
     }
 
     /// `connectionPool.tcp.tcpKeepalive` as the cluster's `upstream_connection_options`.

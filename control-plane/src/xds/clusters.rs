@@ -20,7 +20,6 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
-use envoy_types::pb::google::protobuf::UInt32Value;
 use tracing::debug;
 use weft_api::networking::Subset;
 
@@ -235,20 +234,17 @@ pub fn inbound_cluster(proxy: &Proxy, app_port: u16) -> Cluster {
 
 /// Upstream protocol: h2c for HTTP2/GRPC ports, else whatever the downstream used.
 pub fn protocol_options(http2: bool) -> HashMap<String, envoy_types::pb::google::protobuf::Any> {
-    protocol_options_with(http2, None, None)
+    protocol_options_with(http2, None, Http2ProtocolOptions::default())
 }
 
 /// [`protocol_options`] with the connection pool's `common_http_protocol_options` and HTTP/2
-/// `max_concurrent_streams`.
+/// options (`max_concurrent_streams`, `connection_keepalive`), the latter also for
+/// connections that follow the downstream's protocol.
 pub fn protocol_options_with(
     http2: bool,
     common: Option<envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions>,
-    max_concurrent_streams: Option<u32>,
+    h2: Http2ProtocolOptions,
 ) -> HashMap<String, envoy_types::pb::google::protobuf::Any> {
-    let h2 = Http2ProtocolOptions {
-        max_concurrent_streams: max_concurrent_streams.map(|value| UInt32Value { value }),
-        ..Default::default()
-    };
     let upstream = if http2 {
         http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
             http_protocol_options::ExplicitHttpConfig {

@@ -86,6 +86,7 @@ spec:
           idleTimeout: 30s
           h2UpgradePolicy: UPGRADE
           maxConcurrentStreams: 100
+          http2KeepAlive: {interval: 30s, timeout: 5s}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -369,6 +370,15 @@ fn retry_limits_reach_the_proxy_per_level() {
         Some(std::time::Duration::from_secs(3600))
     );
     assert_eq!(c.max_concurrent_streams, Some(100));
+    assert_eq!(
+        c.http2_keepalive,
+        Some(weft_proxy::config::cluster_http::Http2Keepalive {
+            interval: std::time::Duration::from_secs(30),
+            timeout: std::time::Duration::from_secs(5),
+            jitter: std::time::Duration::from_millis(4500),
+        }),
+        "http2KeepAlive, with Envoy's 15% jitter"
+    );
     let keepalive = c.keepalive.expect("keepalive");
     assert_eq!(
         (keepalive.probes, keepalive.time, keepalive.interval),

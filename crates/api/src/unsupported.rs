@@ -183,14 +183,25 @@ struct Settings<'a> {
 }
 
 fn settings(settings: Settings<'_>, path: &str, found: &mut Found) {
-    if let Some(pool) = settings.connection_pool {
-        note(
-            found,
-            pool.http
-                .as_ref()
-                .is_some_and(|h| h.http2_keep_alive.is_some()),
-            format!("{path}.connectionPool.http.http2KeepAlive"),
-        );
+    // `http2KeepAlive` is translated when complete; Istio passes an incomplete one on, which
+    // Envoy refuses (no timeout) or acts on by sending no PING (no interval).
+    if let Some(keepalive) = settings
+        .connection_pool
+        .and_then(|pool| pool.http.as_ref())
+        .and_then(|http| http.http2_keep_alive.as_ref())
+    {
+        let keepalive_path = format!("{path}.connectionPool.http.http2KeepAlive");
+        for (field, missing) in [
+            ("interval", keepalive.interval.is_none()),
+            ("timeout", keepalive.timeout.is_none()),
+        ] {
+            if missing {
+                found.push((
+                    format!("{keepalive_path}.{field}"),
+                    "required when http2KeepAlive is set; without it no PING is sent".to_string(),
+                ));
+            }
+        }
     }
     if let Some(outlier) = settings.outlier_detection {
         note(

@@ -219,6 +219,7 @@ impl TryFrom<cds::Cluster> for ClusterConfig {
             max_requests_per_connection: http.max_requests_per_connection,
             max_connection_duration: http.max_connection_duration,
             max_concurrent_streams: http.max_concurrent_streams,
+            http2_keepalive: http.http2_keepalive,
             keepalive: super::cluster_http::keepalive(c.upstream_connection_options.take())
                 .map_err(err)?,
         };

@@ -1,20 +1,25 @@
 //! A cluster's upstream connection options: `typed_extension_protocol_options`'
 //! `HttpProtocolOptions` (protocol, idle timeout, requests and lifetime per connection, HTTP/2
-//! streams per connection) and `upstream_connection_options.tcp_keepalive`.
+//! streams per connection and PING keepalive) and `upstream_connection_options.tcp_keepalive`.
 //!
 //! ```text
-//!  HttpProtocolOptions { explicit_http_config h1 │ h2 { max_concurrent_streams } │ use_downstream_protocol_config,
+//!  HttpProtocolOptions { explicit_http_config h1 │ h2 { max_concurrent_streams,
+//!                                                       connection_keepalive { interval, timeout,
+//!                                                                              interval_jitter } }
+//!                        │ use_downstream_protocol_config (the same h2 options),
 //!                        common_http_protocol_options { idle_timeout, max_requests_per_connection,
 //!                                                       max_connection_duration } }
 //!  upstream_connection_options.tcp_keepalive { probes, time, interval }
 //!    (DestinationRule connectionPool: http.idleTimeout, http.maxRequestsPerConnection,
-//!     tcp.maxConnectionDuration, http.maxConcurrentStreams, tcp.tcpKeepalive)
+//!     tcp.maxConnectionDuration, http.maxConcurrentStreams, http.http2KeepAlive,
+//!     tcp.tcpKeepalive)
 //! ```
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
+use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
@@ -31,6 +36,21 @@ pub struct Keepalive {
     pub interval: Option<Duration>,
 }
 
+/// HTTP/2 PING keepalive on upstream connections (`http2_protocol_options.connection_keepalive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Http2Keepalive {
+    /// A PING is sent this often (plus the jitter), whether streams are open or not.
+    pub interval: Duration,
+    /// The connection is closed when a PING is not answered within this.
+    pub timeout: Duration,
+    /// At most this much is added at random to each interval (Envoy's `interval_jitter`, 15%
+    /// of the interval by default).
+    pub jitter: Duration,
+}
+
+/// Envoy's default `interval_jitter`, in percent of the interval.
+const DEFAULT_JITTER_PERCENT: f64 = 15.0;
+
 /// How upstream connections of a cluster are used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConnectionOptions {
@@ -40,6 +60,8 @@ pub struct ConnectionOptions {
     pub max_connection_duration: Option<Duration>,
     /// HTTP/2: streams per connection at most (below the peer's own limit).
     pub max_concurrent_streams: Option<u32>,
+    /// HTTP/2: PINGs that close a connection the peer stopped answering.
+    pub http2_keepalive: Option<Http2Keepalive>,
     pub keepalive: Option<Keepalive>,
 }
 
@@ -52,6 +74,67 @@ pub(super) struct UpstreamHttp {
     pub max_requests_per_connection: Option<u32>,
     pub max_connection_duration: Option<Duration>,
     pub max_concurrent_streams: Option<u32>,
+    pub http2_keepalive: Option<Http2Keepalive>,
+}
+
+/// The HTTP/2 options the proxy acts on: `max_concurrent_streams` and `connection_keepalive`
+/// (taken from `h`; anything else is refused, naming `at`).
+fn http2_options(
+    mut h: core::Http2ProtocolOptions,
+    at: &str,
+) -> Result<(Option<u32>, Option<Http2Keepalive>), Reason> {
+    let streams = h.max_concurrent_streams.take().map(|v| v.value);
+    if streams == Some(0) {
+        return Err(invalid(
+            format!("{at}.max_concurrent_streams"),
+            "must be greater than 0",
+        ));
+    }
+    let keepalive = match h.connection_keepalive.take() {
+        None => None,
+        Some(k) => {
+            http2_keepalive(k).map_err(|r| r.within(&format!("{at}.connection_keepalive")))?
+        }
+    };
+    if h != core::Http2ProtocolOptions::default() {
+        return Err(Reason::Unsupported(format!(
+            "{at} settings other than max_concurrent_streams and connection_keepalive"
+        )));
+    }
+    Ok((streams, keepalive))
+}
+
+/// `connection_keepalive` as Envoy reads it: no `interval` (or 0) sends no PING; `timeout` is
+/// required, at least 1 ms.
+fn http2_keepalive(mut k: core::KeepaliveSettings) -> Result<Option<Http2Keepalive>, Reason> {
+    let interval = duration("interval", k.interval.take().as_ref())?;
+    let timeout =
+        duration("timeout", k.timeout.take().as_ref())?.ok_or(Reason::Missing("timeout"))?;
+    if timeout < Duration::from_millis(1) {
+        return Err(invalid("timeout", "must be at least 1ms"));
+    }
+    if interval.is_some_and(|i| !i.is_zero() && i < Duration::from_millis(1)) {
+        return Err(invalid("interval", "must be 0 or at least 1ms"));
+    }
+    let percent = match k.interval_jitter.take() {
+        None => DEFAULT_JITTER_PERCENT,
+        Some(p) if (0.0..=100.0).contains(&p.value) => p.value,
+        Some(p) => {
+            return Err(invalid(
+                "interval_jitter",
+                format!("{} is not a percentage between 0 and 100", p.value),
+            ));
+        }
+    };
+    reject_set!(k, connection_idle_interval);
+    reject_leftover(&k, "connection_keepalive")?;
+    Ok(interval
+        .filter(|i| !i.is_zero())
+        .map(|interval| Http2Keepalive {
+            interval,
+            timeout,
+            jitter: interval.mul_f64(percent / 100.0),
+        }))
 }
 
 /// Converts the cluster's `typed_extension_protocol_options` (taken from it).
@@ -72,6 +155,7 @@ pub(super) fn upstream_http(opts: &mut HashMap<String, Any>) -> Result<UpstreamH
             max_requests_per_connection: None,
             max_connection_duration: None,
             max_concurrent_streams: None,
+            http2_keepalive: None,
         });
     };
     if any.type_url != HTTP_PROTOCOL_OPTIONS_TYPE {
@@ -86,18 +170,14 @@ pub(super) fn upstream_http(opts: &mut HashMap<String, Any>) -> Result<UpstreamH
             error: e.to_string(),
         }
     })?;
-    let mut max_concurrent_streams = None;
+    let (mut max_concurrent_streams, mut http2_keepalive) = (None, None);
     let protocol = match o.upstream_protocol_options.take() {
         None => UpstreamProtocol::Http1,
         Some(U::ExplicitHttpConfig(e)) => match e.protocol_config {
             Some(P::HttpProtocolOptions(h)) if h == Default::default() => UpstreamProtocol::Http1,
-            Some(P::Http2ProtocolOptions(mut h)) => {
-                max_concurrent_streams = h.max_concurrent_streams.take().map(|v| v.value);
-                if h != Default::default() {
-                    return Err(Reason::Unsupported(
-                        "http2_protocol_options settings other than max_concurrent_streams".into(),
-                    ));
-                }
+            Some(P::Http2ProtocolOptions(h)) => {
+                (max_concurrent_streams, http2_keepalive) =
+                    http2_options(h, "http2_protocol_options")?;
                 UpstreamProtocol::Http2
             }
             Some(P::HttpProtocolOptions(_)) => {
@@ -114,13 +194,9 @@ pub(super) fn upstream_http(opts: &mut HashMap<String, Any>) -> Result<UpstreamH
                     "use_downstream_protocol_config.http3_protocol_options".into(),
                 ));
             }
-            if let Some(mut h) = d.http2_protocol_options.take() {
-                max_concurrent_streams = h.max_concurrent_streams.take().map(|v| v.value);
-                if h != Default::default() {
-                    return Err(Reason::Unsupported(
-                        "use_downstream_protocol_config.http2_protocol_options settings other than max_concurrent_streams".into(),
-                    ));
-                }
+            if let Some(h) = d.http2_protocol_options.take() {
+                (max_concurrent_streams, http2_keepalive) =
+                    http2_options(h, "use_downstream_protocol_config.http2_protocol_options")?;
             }
             if d.http_protocol_options
                 .take()
@@ -138,12 +214,6 @@ pub(super) fn upstream_http(opts: &mut HashMap<String, Any>) -> Result<UpstreamH
             ));
         }
     };
-    if max_concurrent_streams == Some(0) {
-        return Err(invalid(
-            "http2_protocol_options.max_concurrent_streams",
-            "must be greater than 0",
-        ));
-    }
     let (idle_timeout, max_requests_per_connection, max_connection_duration) = match o
         .common_http_protocol_options
         .take()
@@ -191,6 +261,7 @@ pub(super) fn upstream_http(opts: &mut HashMap<String, Any>) -> Result<UpstreamH
         max_requests_per_connection,
         max_connection_duration,
         max_concurrent_streams,
+        http2_keepalive,
     })
 }
 
@@ -308,6 +379,123 @@ mod tests {
         assert_eq!(
             (k.probes, k.time, k.interval),
             (Some(3), Some(Duration::from_secs(10)), None)
+        );
+    }
+
+    /// HttpProtocolOptions following the downstream's protocol, with these HTTP/2 options.
+    fn downstream_h2(h2: core::Http2ProtocolOptions) -> HashMap<String, Any> {
+        use upstream_http::http_protocol_options::{
+            UpstreamProtocolOptions as U, UseDownstreamHttpConfig,
+        };
+        options(upstream_http::HttpProtocolOptions {
+            upstream_protocol_options: Some(U::UseDownstreamProtocolConfig(
+                UseDownstreamHttpConfig {
+                    http2_protocol_options: Some(h2),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        })
+    }
+
+    fn ms(millis: i32) -> Option<PbDuration> {
+        Some(PbDuration {
+            seconds: 0,
+            nanos: millis * 1_000_000,
+        })
+    }
+
+    #[test]
+    fn http2_keepalive_with_envoys_default_jitter_or_its_own() {
+        let keepalive = |k: core::KeepaliveSettings| {
+            upstream_http(&mut downstream_h2(core::Http2ProtocolOptions {
+                connection_keepalive: Some(k),
+                ..Default::default()
+            }))
+            .map(|http| http.http2_keepalive)
+        };
+        let k = keepalive(core::KeepaliveSettings {
+            interval: ms(200),
+            timeout: ms(50),
+            ..Default::default()
+        })
+        .unwrap()
+        .expect("keepalive");
+        assert_eq!(
+            k,
+            Http2Keepalive {
+                interval: Duration::from_millis(200),
+                timeout: Duration::from_millis(50),
+                jitter: Duration::from_millis(30),
+            }
+        );
+        let k = keepalive(core::KeepaliveSettings {
+            interval: ms(200),
+            timeout: ms(50),
+            interval_jitter: Some(envoy_types::pb::envoy::r#type::v3::Percent { value: 0.0 }),
+            ..Default::default()
+        })
+        .unwrap()
+        .expect("keepalive");
+        assert_eq!(k.jitter, Duration::ZERO);
+        // No interval (or 0): Envoy sends no PING.
+        let none = keepalive(core::KeepaliveSettings {
+            timeout: ms(50),
+            ..Default::default()
+        });
+        assert_eq!(none.unwrap(), None);
+    }
+
+    #[test]
+    fn http2_keepalive_refuses_what_envoy_refuses_or_it_does_not_apply() {
+        let error = |k: core::KeepaliveSettings| {
+            upstream_http(&mut downstream_h2(core::Http2ProtocolOptions {
+                connection_keepalive: Some(k),
+                ..Default::default()
+            }))
+            .unwrap_err()
+            .to_string()
+        };
+        let at = "use_downstream_protocol_config.http2_protocol_options.connection_keepalive";
+        let missing = error(core::KeepaliveSettings {
+            interval: ms(200),
+            ..Default::default()
+        });
+        assert!(
+            missing.contains(&format!("{at}.timeout")) && missing.contains("required"),
+            "{missing}"
+        );
+        let idle = error(core::KeepaliveSettings {
+            interval: ms(200),
+            timeout: ms(50),
+            connection_idle_interval: ms(10),
+            ..Default::default()
+        });
+        assert!(
+            idle.contains(&format!("{at}.connection_idle_interval"))
+                && idle.contains("not supported"),
+            "{idle}"
+        );
+        let jitter = error(core::KeepaliveSettings {
+            interval: ms(200),
+            timeout: ms(50),
+            interval_jitter: Some(envoy_types::pb::envoy::r#type::v3::Percent { value: 150.0 }),
+            ..Default::default()
+        });
+        assert!(
+            jitter.contains(&format!("{at}.interval_jitter")),
+            "{jitter}"
+        );
+        // Other HTTP/2 options are named, not dropped.
+        let other = upstream_http(&mut downstream_h2(core::Http2ProtocolOptions {
+            allow_connect: true,
+            ..Default::default()
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            other.contains("use_downstream_protocol_config.http2_protocol_options settings other than max_concurrent_streams and connection_keepalive"),
+            "{other}"
         );
     }
 }

@@ -17,6 +17,7 @@ pub mod breakers;
 pub mod connect;
 pub mod dns;
 pub mod endpoint;
+mod h2_keepalive;
 pub mod idle;
 mod original_dst;
 pub mod outlier;
@@ -78,6 +79,7 @@ impl Cluster {
             max_requests_per_connection: config.connection.max_requests_per_connection,
             max_connection_duration: config.connection.max_connection_duration,
             max_concurrent_streams: config.connection.max_concurrent_streams,
+            http2_keepalive: config.connection.http2_keepalive,
             ..PoolSettings::default()
         };
         let (h1, h2) = match config.protocol {

@@ -7,6 +7,7 @@
 //!   │            slots: Semaphore(max_connections), one permit per open connection; none free ─► wait
 //!   └─ HTTP/2:   [H2Conn { SendRequest, active streams, peer's SETTINGS_MAX_CONCURRENT_STREAMS }]
 //!                first connection with a free stream; none ─► connect another (one connect at a time)
+//!                http2_keepalive: a PING unanswered within its timeout closes the connection (h2_keepalive.rs)
 //!  idle longer than idle_timeout ─► closed by the sweeper
 //!  endpoint leaves the config ─► close(): idle connections dropped now, busy ones after their request
 //! ```
@@ -91,6 +92,8 @@ pub struct PoolSettings {
     pub max_connection_duration: Option<Duration>,
     /// HTTP/2 streams per connection at most, below the peer's own limit.
     pub max_concurrent_streams: Option<u32>,
+    /// HTTP/2 PINGs: a connection whose peer stops answering is closed.
+    pub http2_keepalive: Option<crate::config::cluster_http::Http2Keepalive>,
 }
 
 impl Default for PoolSettings {
@@ -101,6 +104,7 @@ impl Default for PoolSettings {
             max_requests_per_connection: None,
             max_connection_duration: None,
             max_concurrent_streams: None,
+            http2_keepalive: None,
         }
     }
 }
@@ -454,8 +458,12 @@ impl Pool {
         let task_state = state.clone();
         let open = self.open.clone();
         open.fetch_add(1, Ordering::Relaxed);
+        let keepalive = self
+            .settings
+            .http2_keepalive
+            .and_then(|settings| Some((conn.ping_pong()?, settings)));
         tokio::spawn(async move {
-            let result = poll_fn(|cx| {
+            let drive = poll_fn(|cx| {
                 let poll = Pin::new(&mut conn).poll(cx);
                 // The peer's SETTINGS_MAX_CONCURRENT_STREAMS, refreshed whenever frames arrive.
                 let max = conn.max_concurrent_send_streams();
@@ -464,8 +472,22 @@ impl Pool {
                     task_state.settle();
                 }
                 poll
-            })
-            .await;
+            });
+            let result = match keepalive {
+                None => drive.await,
+                Some((ping_pong, settings)) => tokio::select! {
+                    result = drive => result,
+                    () = super::h2_keepalive::unanswered(ping_pong, settings) => {
+                        // Dropping the connection closes it; its streams fail.
+                        tracing::debug!(
+                            %addr,
+                            timeout = ?settings.timeout,
+                            "upstream HTTP/2 connection did not answer a PING: closing it"
+                        );
+                        Ok(())
+                    }
+                },
+            };
             task_state.closed.store(true, Ordering::Relaxed);
             task_state.notify.notify_waiters();
             open.fetch_sub(1, Ordering::Relaxed);

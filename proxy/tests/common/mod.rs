@@ -3,6 +3,7 @@
 
 pub mod authz;
 pub mod mesh;
+pub mod raw_h2;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -491,6 +492,43 @@ pub fn cluster_with_idle_timeout(name: &str, h2: bool, idle: Duration) -> Any {
         }),
         ..Default::default()
     });
+    c.typed_extension_protocol_options
+        .insert(key.to_string(), any(&opts));
+    any(&c)
+}
+
+/// An EDS h2c cluster whose connections send a PING every `interval` (no jitter) and close
+/// when one is not answered within `timeout`.
+pub fn cluster_with_h2_keepalive(name: &str, interval: Duration, timeout: Duration) -> Any {
+    use uh::http_protocol_options as o;
+    let mut c = cds::Cluster::decode(cluster(name, true).value.as_slice()).unwrap();
+    let key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+    let pb = |d: Duration| PbDuration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    };
+    let opts = uh::HttpProtocolOptions {
+        upstream_protocol_options: Some(o::UpstreamProtocolOptions::ExplicitHttpConfig(
+            o::ExplicitHttpConfig {
+                protocol_config: Some(
+                    o::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                        core::Http2ProtocolOptions {
+                            connection_keepalive: Some(core::KeepaliveSettings {
+                                interval: Some(pb(interval)),
+                                timeout: Some(pb(timeout)),
+                                interval_jitter: Some(
+                                    envoy_types::pb::envoy::r#type::v3::Percent { value: 0.0 },
+                                ),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ),
+                ),
+            },
+        )),
+        ..Default::default()
+    };
     c.typed_extension_protocol_options
         .insert(key.to_string(), any(&opts));
     any(&c)
