@@ -86,7 +86,7 @@ async fn bad_bytes_and_syntax_errors_keep_routing_until_fixed() {
 
     // Fixed: the new version applies.
     write_file(&config, "reviews-vs.yaml", &edit);
-    mesh.wait_for_version("/", &[], "v1", Duration::from_secs(3))
+    mesh.wait_for_version("/", &[], "v1", Duration::from_secs(10))
         .await;
     log_line(&mesh, &["config errors resolved", "reviews-vs.yaml"]).await;
 }

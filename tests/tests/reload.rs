@@ -142,6 +142,6 @@ async fn invalid_virtual_service_is_rejected_and_previous_keeps_serving() {
         "reviews-vs.yaml",
         &split_vs(&[("v1", 100)]),
     );
-    mesh.wait_for_version("/", &[], "v1", Duration::from_secs(2))
+    mesh.wait_for_version("/", &[], "v1", Duration::from_secs(10))
         .await;
 }

@@ -135,7 +135,7 @@ async fn without_a_virtual_service_traffic_reaches_every_instance() {
     );
     // And a VirtualService added later takes over.
     write_file(&mesh.config_dir(), "vs.yaml", &split_vs(&[("v2", 100)]));
-    mesh.wait_for_version("/", &[], "v2", Duration::from_secs(2))
+    mesh.wait_for_version("/", &[], "v2", Duration::from_secs(10))
         .await;
     let load = mesh.load(200, 4, &[]).await;
     assert_eq!(load.by_version.get("v2"), Some(&200), "{load:?}");
