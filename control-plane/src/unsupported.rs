@@ -29,7 +29,9 @@ mod tests {
             .warnings
             .iter()
             .filter(|w| {
-                w.message.contains("not supported") || w.message.contains("no PING is sent")
+                ["not supported", "no PING is sent", "is left out"]
+                    .iter()
+                    .any(|m| w.message.contains(m))
             })
             .map(|w| format!("{} {}", w.object, w.path))
             .collect()
@@ -154,7 +156,7 @@ spec:
     connectionPool: {http: {http2KeepAlive: {interval: 10s}}}
     outlierDetection: {consecutive5xxErrors: 3, outlierDetectionHttpErrorCodes: [500, 503]}
     loadBalancer:
-      consistentHash: {httpCookie: {name: user, ttl: 0s, attributes: [{name: SameSite, value: Strict}]}}
+      consistentHash: {httpCookie: {name: user, ttl: 0s, attributes: [{name: SameSite, value: Strict}, {name: X, value: "a\u0007b"}]}}
       zoneAwareLbSetting: {enabled: true}
     portLevelSettings:
     - port: {number: 9080}
@@ -169,7 +171,7 @@ spec:
             "spec.trafficPolicy.connectionPool.http.http2KeepAlive.timeout",
             "spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes",
             "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting",
-            "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes",
+            "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[1]",
             "spec.trafficPolicy.portLevelSettings[0].connectionPool.http.http2KeepAlive.interval",
         ] {
             let expected = format!("DestinationRule default/ratings {expected}");
@@ -178,6 +180,11 @@ spec:
                 "missing {expected} in {found:#?}"
             );
         }
+        // Cookie attributes a header can carry are translated.
+        assert!(
+            !found.iter().any(|f| f.ends_with("attributes[0]")),
+            "{found:#?}"
+        );
         // A complete http2KeepAlive is translated.
         assert!(
             !found.iter().any(|f| f.contains("subsets[0]")),

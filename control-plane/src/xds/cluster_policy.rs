@@ -246,7 +246,17 @@ impl ClusterPolicy {
                 name: cookie.name.clone(),
                 ttl: cookie.ttl.map(|t| duration(t.0)),
                 path: cookie.path.clone().unwrap_or_default(),
-                attributes: Vec::new(),
+                // One a header cannot carry is reported (weft_api::unsupported) and left out:
+                // Envoy would refuse the route.
+                attributes: cookie
+                    .attributes
+                    .iter()
+                    .filter(|a| weft_api::unsupported::sendable_cookie_attribute(a))
+                    .map(|a| hash_policy::CookieAttribute {
+                        name: a.name.clone(),
+                        value: a.value.clone().unwrap_or_default(),
+                    })
+                    .collect(),
             })
         } else if hash.use_source_ip == Some(true) {
             hash_policy::PolicySpecifier::ConnectionProperties(hash_policy::ConnectionProperties {

@@ -154,7 +154,13 @@ spec:
     labels: {version: v1}
     trafficPolicy:
       loadBalancer:
-        consistentHash: {httpCookie: {name: user, path: /, ttl: 60s}, minimumRingSize: 512}
+        consistentHash:
+          httpCookie:
+            name: user
+            path: /
+            ttl: 60s
+            attributes: [{name: SameSite, value: Lax}, {name: Secure}]
+          minimumRingSize: 512
   - name: source
     labels: {version: v2}
     trafficPolicy:
@@ -460,7 +466,11 @@ fn consistent_hashing_reaches_the_proxy() {
         HashKey::Cookie {
             name: "user".into(),
             ttl: Some(std::time::Duration::from_secs(60)),
-            path: Some("/".into())
+            path: Some("/".into()),
+            attributes: vec![
+                ("SameSite".into(), Some("Lax".into())),
+                ("Secure".into(), None)
+            ],
         }
     );
     assert_eq!(key(sticky, "by-source"), HashKey::SourceIp);

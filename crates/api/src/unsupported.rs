@@ -7,9 +7,9 @@
 
 use crate::ConfigObject;
 use crate::networking::{
-    ClientTlsSettings, ConnectionPoolSettings, DestinationRule, LoadBalancerSettings,
-    OutlierDetection, ServiceEntry, Sidecar, SimpleLb, TlsMode, TrafficPolicy, VirtualService,
-    WorkloadEntry,
+    ClientTlsSettings, ConnectionPoolSettings, CookieAttribute, DestinationRule,
+    LoadBalancerSettings, OutlierDetection, ServiceEntry, Sidecar, SimpleLb, TlsMode,
+    TrafficPolicy, VirtualService, WorkloadEntry,
 };
 use crate::security::{AuthorizationAction, AuthorizationPolicy};
 use crate::telemetry::Telemetry;
@@ -222,11 +222,14 @@ fn settings(settings: Settings<'_>, path: &str, found: &mut Found) {
             .as_ref()
             .and_then(|h| h.http_cookie.as_ref())
         {
-            note(
-                found,
-                !cookie.attributes.is_empty(),
-                format!("{lb_path}.consistentHash.httpCookie.attributes"),
-            );
+            for (i, attribute) in cookie.attributes.iter().enumerate() {
+                if !sendable_cookie_attribute(attribute) {
+                    found.push((
+                        format!("{lb_path}.consistentHash.httpCookie.attributes[{i}]"),
+                        "has a control character, which a Set-Cookie header cannot carry; the attribute is left out".to_string(),
+                    ));
+                }
+            }
         }
         if lb.simple == Some(SimpleLb::Passthrough) {
             found.push((
@@ -370,6 +373,15 @@ fn sidecar(sidecar: &Sidecar, found: &mut Found) {
             "not supported yet; ignored (unknown destinations are reached directly)".to_string(),
         ));
     }
+}
+
+/// Whether a consistent-hash cookie attribute can be written in a `Set-Cookie` header: a name,
+/// and no control character (Envoy refuses a route whose attribute has one).
+pub fn sendable_cookie_attribute(attribute: &CookieAttribute) -> bool {
+    let plain = |text: &str| !text.chars().any(|c| c.is_control() && c != '\t');
+    !attribute.name.is_empty()
+        && plain(&attribute.name)
+        && attribute.value.as_deref().is_none_or(plain)
 }
 
 /// An enum value as Istio spells it in YAML (`ISTIO_MUTUAL`).

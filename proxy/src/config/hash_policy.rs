@@ -2,7 +2,7 @@
 //! what a request is hashed on when its cluster balances by consistent hashing.
 //!
 //! ```text
-//!  header { header_name } │ cookie { name, ttl, path } │ connection_properties { source_ip }
+//!  header { header_name } │ cookie { name, ttl, path, attributes } │ connection_properties { source_ip }
 //!  │ query_parameter { name }   (+ terminal)
 //! ```
 
@@ -18,11 +18,14 @@ use super::{Reason, duration, invalid};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {
     Header(HeaderName),
-    /// A cookie; with `ttl`, a missing one is generated (and set on the response).
+    /// A cookie; with `ttl`, a missing one is generated (and set on the response, with
+    /// `path` and `attributes`).
     Cookie {
         name: String,
         ttl: Option<Duration>,
         path: Option<String>,
+        /// `(name, value)`: `; name=value` on the generated cookie, `; name` without a value.
+        attributes: Vec<(String, Option<String>)>,
     },
     SourceIp,
     QueryParameter(String),
@@ -53,14 +56,29 @@ pub(crate) fn hash_policy(p: EnvoyHashPolicy, at: &str) -> Result<HashPolicy, Re
             if c.name.is_empty() {
                 return Err(invalid(format!("{at}.cookie.name"), "is required"));
             }
-            if !c.attributes.is_empty() {
-                return Err(Reason::Unsupported(format!("{at}.cookie.attributes")));
+            let mut attributes = Vec::with_capacity(c.attributes.len());
+            for (i, a) in c.attributes.into_iter().enumerate() {
+                let field = |f: &str| format!("{at}.cookie.attributes[{i}].{f}");
+                if a.name.is_empty() {
+                    return Err(invalid(field("name"), "is required"));
+                }
+                // Envoy's check (HTTP_HEADER_VALUE, not strict): what a header can carry.
+                for (f, text) in [("name", &a.name), ("value", &a.value)] {
+                    if http::HeaderValue::from_str(text).is_err() {
+                        return Err(invalid(
+                            field(f),
+                            format!("{text:?} has a character a header cannot carry"),
+                        ));
+                    }
+                }
+                attributes.push((a.name, Some(a.value).filter(|v| !v.is_empty())));
             }
             let ttl = duration("cookie.ttl", c.ttl.as_ref()).map_err(|r| r.within(at))?;
             HashKey::Cookie {
                 name: c.name,
                 ttl,
                 path: Some(c.path).filter(|p| !p.is_empty()),
+                attributes,
             }
         }
         Some(S::ConnectionProperties(c)) if c.source_ip => HashKey::SourceIp,
@@ -110,20 +128,53 @@ mod tests {
                     nanos: 0,
                 }),
                 path: "/".into(),
-                attributes: vec![],
+                attributes: vec![
+                    hp::CookieAttribute {
+                        name: "SameSite".into(),
+                        value: "Strict".into(),
+                    },
+                    hp::CookieAttribute {
+                        name: "Secure".into(),
+                        value: String::new(),
+                    },
+                ],
             })),
             terminal: true,
         };
-        let p = hash_policy(cookie, "hash_policy[0]").unwrap();
+        let p = hash_policy(cookie.clone(), "hash_policy[0]").unwrap();
         assert!(p.terminal);
         assert_eq!(
             p.key,
             HashKey::Cookie {
                 name: "user".into(),
                 ttl: Some(Duration::from_secs(60)),
-                path: Some("/".into())
+                path: Some("/".into()),
+                attributes: vec![
+                    ("SameSite".into(), Some("Strict".into())),
+                    ("Secure".into(), None)
+                ],
             }
         );
+        for (attribute, field) in [
+            (hp::CookieAttribute::default(), "attributes[0].name"),
+            (
+                hp::CookieAttribute {
+                    name: "SameSite".into(),
+                    value: "Strict\r\nX: y".into(),
+                },
+                "attributes[0].value",
+            ),
+        ] {
+            let mut bad = cookie.clone();
+            if let Some(hp::PolicySpecifier::Cookie(c)) = &mut bad.policy_specifier {
+                c.attributes = vec![attribute];
+            }
+            let error = hash_policy(bad, "hash_policy[0]").unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("hash_policy[0].cookie.{field}")),
+                "{error}"
+            );
+        }
         let ip = EnvoyHashPolicy {
             policy_specifier: Some(hp::PolicySpecifier::ConnectionProperties(
                 hp::ConnectionProperties { source_ip: true },

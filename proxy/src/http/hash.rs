@@ -40,16 +40,19 @@ pub(super) fn request_hash<B>(
                     .find(|(k, _)| k == name)
                     .map(|(_, v)| key_hash(v.as_bytes()))
             }),
-            HashKey::Cookie { name, ttl, path } => {
-                match crate::authn::cookie(req.headers(), name) {
-                    Some(value) => Some(key_hash(value.as_bytes())),
-                    None => ttl.map(|ttl| {
-                        let value = format!("{:016x}", key_hash(client.to_string().as_bytes()));
-                        out.set_cookie = set_cookie(name, &value, ttl, path.as_deref());
-                        key_hash(value.as_bytes())
-                    }),
-                }
-            }
+            HashKey::Cookie {
+                name,
+                ttl,
+                path,
+                attributes,
+            } => match crate::authn::cookie(req.headers(), name) {
+                Some(value) => Some(key_hash(value.as_bytes())),
+                None => ttl.map(|ttl| {
+                    let value = format!("{:016x}", key_hash(client.to_string().as_bytes()));
+                    out.set_cookie = set_cookie(name, &value, ttl, path.as_deref(), attributes);
+                    key_hash(value.as_bytes())
+                }),
+            },
         };
         if let Some(value) = value {
             out.key = Some(match out.key {
@@ -69,6 +72,7 @@ fn set_cookie(
     value: &str,
     ttl: std::time::Duration,
     path: Option<&str>,
+    attributes: &[(String, Option<String>)],
 ) -> Option<HeaderValue> {
     let mut cookie = format!("{name}={value}");
     // Envoy: a zero TTL makes a session cookie.
@@ -77,6 +81,13 @@ fn set_cookie(
     }
     if let Some(path) = path {
         cookie.push_str(&format!("; Path={path}"));
+    }
+    // As Envoy writes them: after the path, before HttpOnly.
+    for (name, value) in attributes {
+        match value {
+            Some(value) => cookie.push_str(&format!("; {name}={value}")),
+            None => cookie.push_str(&format!("; {name}")),
+        }
     }
     cookie.push_str("; HttpOnly");
     HeaderValue::try_from(cookie).ok()
@@ -129,6 +140,10 @@ mod tests {
                 name: "user".into(),
                 ttl: Some(Duration::from_secs(60)),
                 path: Some("/".into()),
+                attributes: vec![
+                    ("SameSite".into(), Some("Strict".into())),
+                    ("Secure".into(), None),
+                ],
             },
             false,
         )];
@@ -136,8 +151,9 @@ mod tests {
         let generated = request_hash(&policies, &bare, client());
         let set = generated.set_cookie.expect("a Set-Cookie");
         let set = set.to_str().unwrap();
+        assert!(set.starts_with("user="), "{set}");
         assert!(
-            set.starts_with("user=") && set.contains("Max-Age=60") && set.contains("Path=/"),
+            set.ends_with("; Max-Age=60; Path=/; SameSite=Strict; Secure; HttpOnly"),
             "{set}"
         );
         // The client sends it back: the same key.
