@@ -37,6 +37,30 @@ pub fn cases() -> Vec<Case> {
         r#"{rules: [{when: [{key: "request.auth.claims[groups]", values: ["admins"]}]}]}"#,
     );
     let alice = || token(&claims("alice"));
+    let require_write_scope = ap(
+        "default",
+        "require-write",
+        r#"{rules: [{when: [{key: "request.auth.claims[scope]", values: ["write"]}]}]}"#,
+    );
+    let require_role_b = ap(
+        "default",
+        "require-role-b",
+        r#"{rules: [{when: [{key: "request.auth.claims[roles]", values: ["b"]}]}]}"#,
+    );
+    let authn_roles = ra(
+        "default",
+        "jwt",
+        &format!(
+            "{{jwtRules: [{{issuer: \"{ISSUER}\", jwks: '{}', spaceDelimitedClaims: [roles]}}]}}",
+            jwks()
+        ),
+    );
+    let scoped = || {
+        let mut c = claims("alice");
+        c["scope"] = serde_json::json!("read write");
+        c["roles"] = serde_json::json!("a b");
+        token(&c)
+    };
 
     vec![
         case(
@@ -90,10 +114,31 @@ pub fn cases() -> Vec<Case> {
         ),
         case(
             "request.auth.claims from a verified token",
-            [authn, require_admins],
+            [authn.clone(), require_admins],
             req().bearer(alice()),
             Allowed,
             "the token's groups claim contains admins",
+        ),
+        case(
+            "request.auth.claims[scope]: one word of a space-delimited scope",
+            [authn.clone(), require_write_scope],
+            req().bearer(scoped()),
+            Allowed,
+            "Istio splits the scope and permission claims at spaces: \"read write\" has write",
+        ),
+        case(
+            "request.auth.claims of another claim: matched whole by default",
+            [authn.clone(), require_role_b.clone()],
+            req().bearer(scoped()),
+            Denied,
+            "only scope, permission and spaceDelimitedClaims are split: \"a b\" is not b (403)",
+        ),
+        case(
+            "spaceDelimitedClaims: the rule's own claim split at spaces",
+            [authn_roles, require_role_b],
+            req().bearer(scoped()),
+            Allowed,
+            "spaceDelimitedClaims [roles] splits \"a b\", which has b",
         ),
         case(
             "RequestAuthentication of another namespace: the token is not verified",

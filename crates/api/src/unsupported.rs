@@ -47,14 +47,6 @@ pub fn fields(object: &ConfigObject) -> Vec<Unsupported> {
                 spec.target_refs.len(),
                 &mut found,
             );
-            for (i, rule) in spec.jwt_rules.iter().enumerate() {
-                if !rule.space_delimited_claims.is_empty() {
-                    found.push((
-                        format!("spec.jwtRules[{i}].spaceDelimitedClaims"),
-                        "not supported yet; ignored (claim values are matched whole, never split at spaces)".to_string(),
-                    ));
-                }
-            }
         }
         // Istio uses it for VM auto-registration, which Weft does not do.
         ConfigObject::WorkloadGroup(_) => found.push((

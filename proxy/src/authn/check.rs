@@ -45,7 +45,14 @@ impl JwtAuthn {
         let mut first = None;
         for v in verified {
             self.apply(&v, parts);
-            first.get_or_insert(v.result);
+            if first.is_none() {
+                let mut result = v.result;
+                split_space_delimited(
+                    &mut result.claims,
+                    &self.providers[v.provider].space_delimited_claims,
+                );
+                first = Some(result);
+            }
         }
         Ok(first)
     }
@@ -172,6 +179,27 @@ impl JwtAuthn {
         }
         if !p.forward {
             v.location.strip(parts);
+        }
+    }
+}
+
+/// Envoy's `normalize_payload_in_metadata`: each named top-level claim whose value is a string
+/// becomes the list of its whitespace-separated words, for authorization policies to match
+/// one by one (`scope: "read write"` → `["read", "write"]`). The headers a provider writes
+/// were made from the payload as the token has it.
+fn split_space_delimited(claims: &mut Value, names: &[String]) {
+    let Value::Object(claims) = claims else {
+        return;
+    };
+    for name in names {
+        if let Some(value) = claims.get_mut(name)
+            && let Value::String(text) = value
+        {
+            let words = text
+                .split_whitespace()
+                .map(|w| Value::String(w.to_string()))
+                .collect();
+            *value = Value::Array(words);
         }
     }
 }

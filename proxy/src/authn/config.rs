@@ -5,6 +5,7 @@
 //!  providers { name ─► JwtProvider } ─► [Provider] by name
 //!    local_jwks.inline_string ─► keys (verify.rs; an unusable JWKS leaves no key: its tokens fail)
 //!    from_headers/params/cookies ─► [Location] (none: Authorization "Bearer " and access_token)
+//!    normalize_payload_in_metadata.space_delimited_claims ─► split in the metadata (check.rs)
 //!  rules [{ match.prefix, requires }] ─► [Rule]; requires ─► Requirement
 //!    requires_any { provider_name.., allow_missing } ─► Any { children, bypass over their locations }
 //! ```
@@ -48,6 +49,9 @@ pub(super) struct Provider {
     /// Header and the claim path (`a.b` walks into nested claims).
     pub claim_to_headers: Vec<(HeaderName, Vec<String>)>,
     pub clock_skew: u64,
+    /// `normalize_payload_in_metadata.space_delimited_claims`: these claims' string values
+    /// are split at whitespace in the metadata authorization policies match on.
+    pub space_delimited_claims: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -197,13 +201,23 @@ fn provider(name: String, mut p: jwt::JwtProvider) -> Result<Provider, Reason> {
     // A cache of verified tokens (performance only); route caches: filters run before routing.
     p.jwt_cache_config = None;
     p.clear_route_cache = false;
+    let space_delimited_claims = p
+        .normalize_payload_in_metadata
+        .take()
+        .map(|n| n.space_delimited_claims)
+        .unwrap_or_default();
+    if let Some(i) = space_delimited_claims.iter().position(String::is_empty) {
+        return Err(invalid(
+            format!("normalize_payload_in_metadata.space_delimited_claims[{i}]"),
+            "must name a claim",
+        ));
+    }
     reject_set!(
         p,
         subjects,
         require_expiration,
         max_lifetime,
         pad_forward_payload_header,
-        normalize_payload_in_metadata,
         header_in_metadata,
         failed_status_in_metadata
     );
@@ -218,6 +232,7 @@ fn provider(name: String, mut p: jwt::JwtProvider) -> Result<Provider, Reason> {
         forward_payload_header,
         claim_to_headers,
         clock_skew,
+        space_delimited_claims,
     })
 }
 

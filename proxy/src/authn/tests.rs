@@ -464,6 +464,46 @@ fn outputs_claim_headers_and_payload_header() {
     assert!(req.headers.get("x-sub").is_none());
 }
 
+/// Istio splits `scope` and `permission` (and the rule's `spaceDelimitedClaims`) at spaces for
+/// authorization policies; headers keep the claim as the token has it.
+#[test]
+fn space_delimited_claims_are_split_in_the_result_only() {
+    let mut p = provider(ISS);
+    p.normalize_payload_in_metadata = Some(jwt::jwt_provider::NormalizePayload {
+        space_delimited_claims: vec!["scope".into(), "roles".into(), "groups".into()],
+    });
+    p.claim_to_headers = vec![jwt::JwtClaimToHeader {
+        header_name: "x-scope".into(),
+        claim_name: "scope".into(),
+        ..Default::default()
+    }];
+    let f = filter(istio(vec![p]));
+    let mut payload = claims(ISS);
+    payload["scope"] = json!("read  write\tadmin");
+    payload["roles"] = json!("");
+    payload["other"] = json!("a b");
+    let t = sign(Algorithm::RS256, "rsa", &payload);
+    let mut req = parts("/", &[("authorization", &bearer(&t))]);
+    let result = f.authenticate(&mut req).unwrap().expect("verified");
+    assert_eq!(result.claims["scope"], json!(["read", "write", "admin"]));
+    assert_eq!(
+        result.claims["roles"],
+        json!([]),
+        "an empty string has no word"
+    );
+    assert_eq!(
+        result.claims["groups"],
+        json!(["dev"]),
+        "a list stays a list"
+    );
+    assert_eq!(
+        result.claims["other"],
+        json!("a b"),
+        "unnamed claims are whole"
+    );
+    assert_eq!(req.headers["x-scope"], "read  write\tadmin");
+}
+
 #[test]
 fn rules_cors_preflight_and_unusable_jwks() {
     // A path no rule covers is not checked.
@@ -538,8 +578,12 @@ fn conversion_rejects_what_it_cannot_honour() {
             "failed_status_in_metadata",
         ),
         (
-            |p| p.normalize_payload_in_metadata = Some(Default::default()),
-            "normalize_payload_in_metadata",
+            |p| {
+                p.normalize_payload_in_metadata = Some(jwt::jwt_provider::NormalizePayload {
+                    space_delimited_claims: vec!["scope".into(), String::new()],
+                })
+            },
+            "normalize_payload_in_metadata.space_delimited_claims[1]",
         ),
         (
             |p| {

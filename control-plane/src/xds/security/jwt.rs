@@ -121,8 +121,28 @@ pub fn provider(entry: &JwtRuleEntry) -> JwtProvider {
             specifier: Some(data_source::Specifier::InlineString(entry.jwks.clone())),
             ..Default::default()
         })),
+        normalize_payload_in_metadata: Some(jwt_provider::NormalizePayload {
+            space_delimited_claims: space_delimited_claims(&rule.space_delimited_claims),
+        }),
         ..Default::default()
     }
+}
+
+/// The claims Istio always splits at spaces for authorization policies.
+pub const DEFAULT_SPACE_DELIMITED_CLAIMS: [&str; 2] = ["scope", "permission"];
+
+/// Istio's defaults, then the rule's `spaceDelimitedClaims`, each once.
+fn space_delimited_claims(configured: &[String]) -> Vec<String> {
+    let mut claims: Vec<String> = DEFAULT_SPACE_DELIMITED_CLAIMS
+        .iter()
+        .map(|c| (*c).to_string())
+        .collect();
+    for claim in configured {
+        if !claims.contains(claim) {
+            claims.push(claim.clone());
+        }
+    }
+    claims
 }
 
 #[cfg(test)]

@@ -82,6 +82,7 @@ spec:
     fromHeaders: [{{name: x-jwt-assertion, prefix: "Bearer "}}, {{name: x-token}}]
     fromParams: [my_token]
     fromCookies: [session]
+    spaceDelimitedClaims: [roles, scope]
     outputPayloadToHeader: x-jwt-payload
     forwardOriginalToken: true
     outputClaimToHeaders: [{{header: x-sub, claim: sub}}, {{header: x-group, claim: group}}]
@@ -121,6 +122,9 @@ spec:
             },
         ],
         jwks_source_specifier: inline(JWKS),
+        normalize_payload_in_metadata: Some(jwt_provider::NormalizePayload {
+            space_delimited_claims: vec!["scope".into(), "permission".into(), "roles".into()],
+        }),
         ..Default::default()
     };
     assert_eq!(config.providers.len(), 1);
@@ -147,6 +151,10 @@ spec:
             issuer: "iss".into(),
             payload_in_metadata: "iss".into(),
             jwks_source_specifier: inline(JWKS),
+            // Istio always splits these for authorization policies.
+            normalize_payload_in_metadata: Some(jwt_provider::NormalizePayload {
+                space_delimited_claims: vec!["scope".into(), "permission".into()],
+            }),
             ..Default::default()
         }
     );
