@@ -183,16 +183,20 @@ impl JwtAuthn {
     }
 }
 
-/// Envoy's `normalize_payload_in_metadata`: each named top-level claim whose value is a string
-/// becomes the list of its whitespace-separated words, for authorization policies to match
-/// one by one (`scope: "read write"` → `["read", "write"]`). The headers a provider writes
-/// were made from the payload as the token has it.
+/// Envoy's `normalize_payload_in_metadata`: each named claim whose value is a string becomes
+/// the list of its whitespace-separated words, for authorization policies to match one by one
+/// (`scope: "read write"` → `["read", "write"]`). A name is a top-level claim, else (when no
+/// claim has that name) a path into nested claims (`provider.login.scope`, Istio's example).
+/// The headers a provider writes were made from the payload as the token has it.
 fn split_space_delimited(claims: &mut Value, names: &[String]) {
-    let Value::Object(claims) = claims else {
-        return;
-    };
     for name in names {
-        if let Some(value) = claims.get_mut(name)
+        let value = match claims.get(name.as_str()) {
+            Some(_) => claims.get_mut(name.as_str()),
+            None => name
+                .split('.')
+                .try_fold(&mut *claims, |value, key| value.get_mut(key)),
+        };
+        if let Some(value) = value
             && let Value::String(text) = value
         {
             let words = text

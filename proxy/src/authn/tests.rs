@@ -470,7 +470,12 @@ fn outputs_claim_headers_and_payload_header() {
 fn space_delimited_claims_are_split_in_the_result_only() {
     let mut p = provider(ISS);
     p.normalize_payload_in_metadata = Some(jwt::jwt_provider::NormalizePayload {
-        space_delimited_claims: vec!["scope".into(), "roles".into(), "groups".into()],
+        space_delimited_claims: vec![
+            "scope".into(),
+            "roles".into(),
+            "groups".into(),
+            "provider.login.scope".into(),
+        ],
     });
     p.claim_to_headers = vec![jwt::JwtClaimToHeader {
         header_name: "x-scope".into(),
@@ -482,6 +487,7 @@ fn space_delimited_claims_are_split_in_the_result_only() {
     payload["scope"] = json!("read  write\tadmin");
     payload["roles"] = json!("");
     payload["other"] = json!("a b");
+    payload["provider"] = json!({"login": {"scope": "x y"}});
     let t = sign(Algorithm::RS256, "rsa", &payload);
     let mut req = parts("/", &[("authorization", &bearer(&t))]);
     let result = f.authenticate(&mut req).unwrap().expect("verified");
@@ -500,6 +506,11 @@ fn space_delimited_claims_are_split_in_the_result_only() {
         result.claims["other"],
         json!("a b"),
         "unnamed claims are whole"
+    );
+    assert_eq!(
+        result.claims["provider"]["login"]["scope"],
+        json!(["x", "y"]),
+        "a nested claim by its path"
     );
     assert_eq!(req.headers["x-scope"], "read  write\tadmin");
 }
