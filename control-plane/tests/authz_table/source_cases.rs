@@ -1,5 +1,5 @@
-//! Rows for `from.source`: principals, requestPrincipals, namespaces, serviceAccounts, ipBlocks,
-//! remoteIpBlocks and each `not*` form.
+//! Rows for `from.source`: principals, requestPrincipals, namespaces, trustDomains,
+//! serviceAccounts, ipBlocks, remoteIpBlocks and each `not*` form.
 
 use super::harness::{Case, Outcome::*, ap, case, req};
 use super::jwt::{claims, verified};
@@ -58,6 +58,16 @@ pub fn cases() -> Vec<Case> {
         "default",
         "from-oth",
         r#"{rules: [{from: [{source: {namespaces: ["oth*"]}}]}]}"#,
+    );
+    let trust_domains = ap(
+        "default",
+        "from-partner",
+        r#"{rules: [{from: [{source: {trustDomains: [partner.example, "*.corp.example"]}}]}]}"#,
+    );
+    let deny_foreign = ap(
+        "default",
+        "deny-foreign",
+        r#"{action: DENY, rules: [{from: [{source: {notTrustDomains: [cluster.local]}}]}]}"#,
     );
     let deny_outside = ap(
         "default",
@@ -283,6 +293,56 @@ pub fn cases() -> Vec<Case> {
             req(),
             Denied,
             "namespaces \"requires mTLS enabled\": a plaintext request has no namespace",
+        ),
+        // trustDomains
+        case(
+            "trustDomains: a peer of the listed trust domain",
+            [trust_domains.clone()],
+            req().peer("spiffe://partner.example/ns/shop/sa/client"),
+            Allowed,
+            "trustDomains: \"A list of trust domains derived from the peer certificate\"",
+        ),
+        case(
+            "trustDomains *suffix: a peer whose trust domain ends with it",
+            [trust_domains.clone()],
+            req().peer("spiffe://eu.corp.example/ns/shop/sa/client"),
+            Allowed,
+            "trustDomains \"Can be exact, prefix, suffix and presence\"",
+        ),
+        case(
+            "trustDomains: a peer of the mesh's own trust domain",
+            [trust_domains.clone()],
+            req().mtls("default", "sleep"),
+            Denied,
+            NO_ALLOW_MATCH,
+        ),
+        case(
+            "trustDomains: a look-alike in the path is not the trust domain",
+            [trust_domains.clone()],
+            req().peer("spiffe://cluster.local/ns/partner.example/sa/client"),
+            Denied,
+            NO_ALLOW_MATCH,
+        ),
+        case(
+            "trustDomains: plaintext",
+            [trust_domains],
+            req(),
+            Denied,
+            "trustDomains \"requires mTLS enabled\": a plaintext request has no trust domain",
+        ),
+        case(
+            "notTrustDomains in a DENY rule: a peer of another trust domain",
+            [deny_foreign.clone()],
+            req().peer("spiffe://partner.example/ns/shop/sa/client"),
+            Denied,
+            DENY_MATCH,
+        ),
+        case(
+            "notTrustDomains in a DENY rule: a peer of the mesh's trust domain",
+            [deny_foreign],
+            req().mtls("default", "sleep"),
+            Allowed,
+            NO_DENY_MATCH,
         ),
         case(
             "namespaces prefix*: a matching namespace",

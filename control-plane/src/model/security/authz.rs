@@ -141,6 +141,9 @@ pub enum PrincipalMatch {
     /// `source.namespaces`, `source.namespace`: the namespace in the peer identity (values as
     /// written; every `*` matches any text).
     Namespace(Values<String>),
+    /// `source.trustDomains`: the trust domain of the peer identity (values as written; every
+    /// `*` matches any text, so exact, prefix, suffix and presence).
+    TrustDomain(Values<String>),
     /// `source.ipBlocks`, `source.ip`: the peer's address.
     SourceIp(Values<Cidr>),
     /// `source.remoteIpBlocks`, `remote.ip`: the original client address.
@@ -317,20 +320,9 @@ impl AuthzRule {
 }
 
 /// The tests of one `from.source`, in istiod's order: identities, request principals,
-/// namespaces, remote IPs, peer IPs.
+/// namespaces, trust domains, remote IPs, peer IPs.
 fn source_tests(source: &Source, path: &str, context: &mut Context<'_>) -> Vec<PrincipalMatch> {
     let mut tests = Vec::new();
-    for (field, list) in [
-        ("trustDomains", &source.trust_domains),
-        ("notTrustDomains", &source.not_trust_domains),
-    ] {
-        if !list.is_empty() {
-            context.errors.push(RuleError {
-                path: format!("{path}.{field}"),
-                reason: "matching on the peer's trust domain is not supported yet".to_string(),
-            });
-        }
-    }
     let patterns = |values: &[String], not_values: &[String]| Values {
         values: values.iter().map(|v| Pattern::parse(v)).collect(),
         not_values: not_values.iter().map(|v| Pattern::parse(v)).collect(),
@@ -359,6 +351,13 @@ fn source_tests(source: &Source, path: &str, context: &mut Context<'_>) -> Vec<P
     };
     if !namespaces.is_empty() {
         tests.push(PrincipalMatch::Namespace(namespaces));
+    }
+    let trust_domains = Values {
+        values: source.trust_domains.clone(),
+        not_values: source.not_trust_domains.clone(),
+    };
+    if !trust_domains.is_empty() {
+        tests.push(PrincipalMatch::TrustDomain(trust_domains));
     }
     let remote = cidrs(
         &source.remote_ip_blocks,

@@ -348,6 +348,13 @@ fn fields_not_translated_yet_are_reported_and_never_widen_access() {
         r#"
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
+metadata: {name: by-filter-metadata, namespace: foo}
+spec:
+  rules:
+  - when: [{key: "experimental.envoy.filters.network.mysql_proxy[db.table]", values: ["[update]"]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
 metadata: {name: by-trust-domain, namespace: foo}
 spec:
   rules:
@@ -372,13 +379,35 @@ spec:
       sni: {formatter: {value: "%REQUESTED_SERVER_NAME%"}}
 "#,
     );
-    // An ALLOW rule that needs the trust domain is left out: it allows nothing.
-    assert!(model.authorization_policies[0].rules.is_empty());
+    // An ALLOW rule that needs Envoy filter metadata is left out: it allows nothing.
+    let policy = |name: &str| {
+        model
+            .authorization_policies
+            .iter()
+            .find(|p| p.key.name == name)
+            .unwrap_or_else(|| panic!("policy {name}"))
+    };
+    assert!(policy("by-filter-metadata").rules.is_empty());
+    // Trust domains are translated (xds/security/authz.rs).
+    assert_eq!(
+        policy("by-trust-domain").rules[0].principals,
+        [vec![PrincipalMatch::TrustDomain(Values {
+            values: vec!["cluster.local".into()],
+            not_values: vec!["*.example.org".into()],
+        })]]
+    );
     let reported: Vec<String> = model.warnings.iter().map(ToString::to_string).collect();
-    let unsupported = "matching on the peer's trust domain is not supported yet; the rule is left out, so it allows nothing";
+    assert!(
+        reported.iter().any(|w| w.starts_with(
+            "AuthorizationPolicy foo/by-filter-metadata: spec.rules[0].when[0].key: "
+        ) && w.ends_with("the rule is left out, so it allows nothing")),
+        "{reported:#?}"
+    );
+    assert!(
+        !reported.iter().any(|w| w.contains("trustDomains")),
+        "{reported:#?}"
+    );
     for expected in [
-        format!("AuthorizationPolicy foo/by-trust-domain: spec.rules[0].from[0].source.trustDomains: {unsupported}"),
-        format!("AuthorizationPolicy foo/by-trust-domain: spec.rules[0].from[0].source.notTrustDomains: {unsupported}"),
         "Telemetry foo/tracing: spec.tracing[0].disableContextPropagation: not supported yet (proxies always propagate the trace context); ignored".to_string(),
         "Telemetry foo/tracing: spec.tracing[0].customTags[sni].formatter: not supported yet; the tag is not added".to_string(),
     ] {

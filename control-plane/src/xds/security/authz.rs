@@ -258,6 +258,12 @@ fn principals(test: &PrincipalMatch) -> Vec<Principal> {
         PrincipalMatch::Namespace(values) => principal_set(values, |namespace| {
             authenticated(regex(format!(".*/ns/{}/.*", wildcard_regex(namespace))))
         }),
+        PrincipalMatch::TrustDomain(values) => principal_set(values, |trust_domain| {
+            authenticated(regex(format!(
+                "spiffe://{}/.*",
+                wildcard_regex(trust_domain)
+            )))
+        }),
         PrincipalMatch::SourceIp(values) => principal_set(values, |cidr| {
             principal_id(principal::Identifier::DirectRemoteIp(cidr_range(cidr)))
         }),

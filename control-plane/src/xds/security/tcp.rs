@@ -109,6 +109,7 @@ fn principal_needs_http(test: &PrincipalMatch) -> bool {
         PrincipalMatch::Principal(_)
         | PrincipalMatch::Identity(_)
         | PrincipalMatch::Namespace(_)
+        | PrincipalMatch::TrustDomain(_)
         | PrincipalMatch::SourceIp(_)
         | PrincipalMatch::RemoteIp(_) => false,
     }
