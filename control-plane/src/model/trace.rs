@@ -76,6 +76,7 @@ pub struct TracingRule {
     pub providers: Vec<String>,
     pub random_sampling: Option<f64>,
     pub disable_span_reporting: Option<bool>,
+    pub disable_context_propagation: Option<bool>,
     pub custom_tags: BTreeMap<String, CustomTag>,
     pub enable_istio_tags: Option<bool>,
 }
@@ -93,6 +94,7 @@ impl TracingRule {
             providers: t.providers.iter().map(|p| p.name.clone()).collect(),
             random_sampling: t.random_sampling_percentage,
             disable_span_reporting: t.disable_span_reporting,
+            disable_context_propagation: t.disable_context_propagation,
             custom_tags: t.custom_tags.clone(),
             enable_istio_tags: t.enable_istio_tags,
         }
@@ -117,6 +119,8 @@ pub struct Resolved {
     pub max_path_tag_length: Option<u32>,
     /// Istio's own tags (`istio.canonical_service`, …; `enableIstioTags`, default true).
     pub istio_tags: bool,
+    /// `disableContextPropagation`: spans are reported, no trace context is sent upstream.
+    pub no_context_propagation: bool,
 }
 
 /// A provider's kind and its settings.
@@ -167,6 +171,7 @@ pub fn resolve(
     let mut sampling = None;
     let mut disabled = None;
     let mut istio_tags = None;
+    let mut no_propagation = None;
     let mut custom_tags = mesh.custom_tags.clone();
     let mut any = false;
     for entry in levels(model, namespace, labels) {
@@ -181,6 +186,7 @@ pub fn resolve(
             sampling = rule.random_sampling.or(sampling);
             disabled = rule.disable_span_reporting.or(disabled);
             istio_tags = rule.enable_istio_tags.or(istio_tags);
+            no_propagation = rule.disable_context_propagation.or(no_propagation);
             custom_tags.extend(rule.custom_tags.clone());
         }
     }
@@ -204,6 +210,7 @@ pub fn resolve(
             .filter(|n| *n != 0)
             .or(mesh.max_path_tag_length),
         istio_tags: istio_tags.unwrap_or(true),
+        no_context_propagation: no_propagation.unwrap_or(false),
     })
 }
 

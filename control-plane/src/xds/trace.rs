@@ -8,7 +8,7 @@
 //! ```text
 //!  virtualInbound  HCMs ─► SERVER resolution ┐
 //!  virtualOutbound HCMs ─► CLIENT resolution ┴─► Tracing { random_sampling, custom_tags,
-//!        max_path_tag_length, provider:
+//!        max_path_tag_length, no_context_propagation (disableContextPropagation), provider:
 //!          envoy.tracers.opentelemetry { envoy_grpc outbound|<port>||<host>, service_name }
 //!        │ envoy.tracers.zipkin { collector_cluster outbound|<port>||<host>, collector_endpoint,
 //!            collector_hostname, HTTP_JSON, trace_id_128bit, shared_span_context false } }
@@ -142,6 +142,7 @@ fn translate(model: &Model, proxy: &Proxy, r: &Resolved) -> http_connection_mana
             name: name.to_string(),
             config_type: Some(trace::http::ConfigType::TypedConfig(config)),
         }),
+        no_context_propagation: r.no_context_propagation,
         ..Default::default()
     }
 }

@@ -48,7 +48,8 @@ spec:
   endpoints: [{address: 127.0.0.10}]
 "#;
 
-/// The shop workload samples everything, adds a header tag, and reports its server side only.
+/// The shop workload samples everything, adds a header tag, and sends no trace context from its
+/// server side (`disableContextPropagation`), which is the only side this Telemetry sets.
 const TELEMETRY: &str = r#"
 apiVersion: telemetry.istio.io/v1
 kind: Telemetry
@@ -58,6 +59,7 @@ spec:
   tracing:
   - match: {mode: SERVER}
     randomSamplingPercentage: 100
+    disableContextPropagation: true
     customTags:
       user: {header: {name: end-user, defaultValue: anonymous}}
       team: {literal: {value: payments}}
@@ -186,6 +188,8 @@ fn the_mesh_provider_and_a_workloads_telemetry_reach_the_connection_managers() {
         // SERVER: the workload's Telemetry; CLIENT: the mesh's defaults.
         assert_eq!(inbound.random_sampling, 100.0, "{shape}");
         assert_eq!(outbound.random_sampling, 5.0, "{shape}");
+        assert!(!inbound.propagate, "{shape}: disableContextPropagation");
+        assert!(outbound.propagate, "{shape}");
         assert_eq!(tag(inbound, "team"), Some(&fixed("payments")));
         assert!(
             matches!(tag(inbound, "user"), Some(TagValue::Header { name, default: Some(d) }) if name == "end-user" && &**d == "anonymous"),

@@ -397,13 +397,6 @@ fn export_to(export_to: &[String], found: &mut Found) {
 /// Tracing and `targetRefs`; access logging's and metrics' providers are the controller's.
 fn telemetry(spec: &Telemetry, found: &mut Found) {
     for (i, t) in spec.tracing.iter().enumerate() {
-        if t.disable_context_propagation == Some(true) {
-            found.push((
-                format!("spec.tracing[{i}].disableContextPropagation"),
-                "not supported yet (proxies always propagate the trace context); ignored"
-                    .to_string(),
-            ));
-        }
         for (name, tag) in &t.custom_tags {
             if tag.formatter.is_some() {
                 found.push((
@@ -466,7 +459,6 @@ spec:
         assert_eq!(
             found(yaml),
             [
-                "spec.tracing[0].disableContextPropagation: not supported yet (proxies always propagate the trace context); ignored",
                 "spec.tracing[0].useRequestIdForTraceSampling: false is not supported yet (proxies sample at random whatever the request id); ignored",
                 "spec.targetRefs: not supported yet; ignored",
             ]

@@ -48,6 +48,9 @@ pub struct Tracing {
     pub max_path_tag_length: usize,
     /// Tags every span gets.
     pub custom_tags: Vec<CustomTag>,
+    /// `false` (`no_context_propagation`): the request goes upstream without the proxy's trace
+    /// context headers (its span is still reported; headers the client sent pass unchanged).
+    pub propagate: bool,
     /// Where spans go.
     pub provider: Arc<Provider>,
 }
@@ -126,6 +129,7 @@ pub(super) fn tracing(mut t: hcm::http_connection_manager::Tracing) -> Result<Tr
     };
     // `verbose` only adds log events to spans.
     t.verbose = false;
+    let propagate = !std::mem::take(&mut t.no_context_propagation);
     reject_leftover(&t, "tracing")?;
     Ok(Tracing {
         random_sampling,
@@ -133,6 +137,7 @@ pub(super) fn tracing(mut t: hcm::http_connection_manager::Tracing) -> Result<Tr
         overall_sampling,
         max_path_tag_length,
         custom_tags,
+        propagate,
         provider: Arc::new(provider),
     })
 }
@@ -377,6 +382,10 @@ mod tests {
         })
         .expect("converts");
         assert_eq!(t.random_sampling, 25.0);
+        assert!(
+            t.propagate,
+            "propagation is on unless no_context_propagation"
+        );
         assert_eq!((t.client_sampling, t.overall_sampling), (100.0, 100.0));
         assert_eq!(t.max_path_tag_length, 64);
         assert_eq!(
@@ -432,6 +441,17 @@ mod tests {
             provider: Some(p),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn no_context_propagation_converts() {
+        let t = tracing(hcm::http_connection_manager::Tracing {
+            provider: Some(otel(collector())),
+            no_context_propagation: true,
+            ..Default::default()
+        })
+        .expect("converts");
+        assert!(!t.propagate);
     }
 
     #[test]

@@ -112,7 +112,9 @@ pub fn start<B>(
     };
     let span: context::SpanId = nonzero(&mut rng);
     let parent = incoming.parent.map(|(_, span)| span);
-    context::inject(req.headers_mut(), &trace, &span, parent.as_ref(), sampled);
+    if config.propagate {
+        context::inject(req.headers_mut(), &trace, &span, parent.as_ref(), sampled);
+    }
     if !sampled {
         return None;
     }

@@ -28,6 +28,7 @@ fn config(random: f64) -> Arc<Tracing> {
                 },
             },
         ],
+        propagate: true,
         provider: Arc::new(Provider {
             cluster: "outbound|4317||jaeger".into(),
             authority: "jaeger".into(),
@@ -179,6 +180,45 @@ fn a_callers_context_is_continued_and_its_decision_honoured() {
     assert!(start(&tracer, &config(100.0), Kind::Client, &mut req, peer()).is_none());
     assert_eq!(context::extract(req.headers()).sampled, Some(false));
     assert!(task.try_recv().is_none());
+}
+
+/// `no_context_propagation` (Telemetry `disableContextPropagation`): the span is reported, the
+/// request goes on without this proxy's context; what the caller sent passes unchanged.
+#[test]
+fn without_context_propagation_spans_are_reported_and_no_header_is_added() {
+    let (tracer, mut task) = tracer();
+    let mut quiet = (*config(100.0)).clone();
+    quiet.propagate = false;
+    let quiet = Arc::new(quiet);
+    let mut req = request(&[]);
+    let active = start(&tracer, &quiet, Kind::Client, &mut req, peer()).expect("sampled");
+    for name in [
+        "traceparent",
+        "b3",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-sampled",
+    ] {
+        assert!(req.headers().get(name).is_none(), "{name} added");
+    }
+    (*active).finish(&Finish {
+        status: 200,
+        ..Default::default()
+    });
+    assert!(task.try_recv().is_some(), "the span is still reported");
+
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut req = request(&[("traceparent", caller)]);
+    let active = start(&tracer, &quiet, Kind::Client, &mut req, peer()).expect("sampled");
+    assert_eq!(req.headers()["traceparent"], caller, "passed unchanged");
+    assert!(req.headers().get("x-b3-parentspanid").is_none());
+    (*active).finish(&Finish::default());
+    let (_, exported) = task.try_recv().expect("queued");
+    assert_eq!(
+        hex(&exported.parent_span_id),
+        "00f067aa0ba902b7",
+        "still a child"
+    );
 }
 
 #[test]

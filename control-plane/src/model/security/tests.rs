@@ -374,7 +374,7 @@ kind: Telemetry
 metadata: {name: tracing, namespace: foo}
 spec:
   tracing:
-  - disableContextPropagation: true
+  - useRequestIdForTraceSampling: false
     customTags:
       sni: {formatter: {value: "%REQUESTED_SERVER_NAME%"}}
 "#,
@@ -408,7 +408,7 @@ spec:
         "{reported:#?}"
     );
     for expected in [
-        "Telemetry foo/tracing: spec.tracing[0].disableContextPropagation: not supported yet (proxies always propagate the trace context); ignored".to_string(),
+        "Telemetry foo/tracing: spec.tracing[0].useRequestIdForTraceSampling: false is not supported yet (proxies sample at random whatever the request id); ignored".to_string(),
         "Telemetry foo/tracing: spec.tracing[0].customTags[sni].formatter: not supported yet; the tag is not added".to_string(),
     ] {
         assert!(reported.contains(&expected), "missing {expected:?} in {reported:#?}");

@@ -164,7 +164,7 @@ apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata: {name: mesh, namespace: shop}
 spec:
-  tracing: [{disableContextPropagation: true}]
+  tracing: [{useRequestIdForTraceSampling: false}]
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -179,7 +179,7 @@ spec:
         lines,
         [
             "Warning [WEFT0008] (DestinationRule shop/ratings) spec.trafficPolicy.portLevelSettings[0].loadBalancer.zoneAwareLbSetting: not supported yet; ignored",
-            "Warning [WEFT0008] (Telemetry shop/mesh) spec.tracing[0].disableContextPropagation: not supported yet (proxies always propagate the trace context); ignored",
+            "Warning [WEFT0008] (Telemetry shop/mesh) spec.tracing[0].useRequestIdForTraceSampling: false is not supported yet (proxies sample at random whatever the request id); ignored",
         ]
     );
 }
