@@ -114,7 +114,20 @@ async fn zipkin_spans_reach_the_collector_through_its_cluster() {
         service_cluster: "gateway.default".into(),
     });
     let store = ConfigStore::new().with_tracer(tracer.clone());
-    let mut proxy = Proxy::start_with(store, |m| m.tracing = Some(zipkin_tracing()));
+    // A tag made when the span ends, from what an access log would print (Telemetry
+    // `customTags[].formatter`); a value the request lacks is empty, not `-`.
+    let mut tracing = zipkin_tracing();
+    tracing
+        .custom_tags
+        .push(envoy_types::pb::envoy::r#type::tracing::v3::CustomTag {
+            tag: "outcome".into(),
+            r#type: Some(
+                envoy_types::pb::envoy::r#type::tracing::v3::custom_tag::Type::Value(
+                    "%UPSTREAM_CLUSTER%/%RESPONSE_CODE%/%REQ(X-MISSING)%".into(),
+                ),
+            ),
+        });
+    let mut proxy = Proxy::start_with(store, |m| m.tracing = Some(tracing));
     tokio::spawn(task.run(proxy.store.subscribe()));
     proxy.configure(
         &[("app", false, vec![app]), (COLLECTOR, false, vec![zipkin])],
@@ -167,6 +180,7 @@ async fn zipkin_spans_reach_the_collector_through_its_cluster() {
     assert_eq!(span["tags"]["guid:x-request-id"], "zipkin-1");
     assert_eq!(span["tags"]["http.status_code"], "200");
     assert_eq!(span["tags"]["upstream_cluster"], "app");
+    assert_eq!(span["tags"]["outcome"], "app/200/", "{span:#}");
     assert!(
         span["timestamp"].as_u64().is_some_and(|t| t > 0),
         "{span:#}"

@@ -107,7 +107,28 @@ impl TelemetryEntry {
             tracing: spec
                 .tracing
                 .iter()
-                .map(super::trace::TracingRule::new)
+                .enumerate()
+                .map(|(i, t)| {
+                    let mut rule = super::trace::TracingRule::new(t);
+                    // A formatter the proxy would refuse would cost the whole listener.
+                    rule.custom_tags.retain(|name, tag| {
+                        let Some(formatter) = &tag.formatter else {
+                            return true;
+                        };
+                        match weft_xds::contract::check_format_commands(&formatter.value) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                warnings.push(Warning::new(
+                                    key,
+                                    format!("spec.tracing[{i}].customTags[{name}].formatter.value"),
+                                    format!("{e}; the tag is not added"),
+                                ));
+                                false
+                            }
+                        }
+                    });
+                    rule
+                })
                 .collect(),
         };
         (entry, warnings)

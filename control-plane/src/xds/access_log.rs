@@ -235,21 +235,12 @@ pub fn check_mesh_format(mesh: &crate::model::MeshAccessLog) -> Result<(), MeshA
     } else {
         vec![mesh.format.clone()]
     };
+    use weft_xds::contract::{FormatCommandError, check_format_commands};
     for format in formats {
-        let mut rest = format.as_str();
-        while let Some(i) = rest.find('%') {
-            let after = &rest[i + 1..];
-            if let Some(more) = after.strip_prefix('%') {
-                rest = more;
-                continue;
-            }
-            let end = after.find('%').ok_or(MeshAccessLogError::Unterminated)?;
-            let name = after[..end].split(['(', ':']).next().unwrap_or_default();
-            if !weft_xds::contract::ACCESS_LOG_COMMANDS.contains(&name) {
-                return Err(MeshAccessLogError::Command(name.to_string()));
-            }
-            rest = &after[end + 1..];
-        }
+        check_format_commands(&format).map_err(|e| match e {
+            FormatCommandError::Unterminated => MeshAccessLogError::Unterminated,
+            FormatCommandError::Unknown(name) => MeshAccessLogError::Command(name),
+        })?;
     }
     Ok(())
 }

@@ -78,6 +78,9 @@ fn translate(model: &Model, proxy: &Proxy, r: &Resolved) -> http_connection_mana
                 name: h.name.clone(),
                 default_value: h.default_value.clone(),
             })
+        } else if let Some(f) = &custom.formatter {
+            // Checked against the proxy's commands when the Telemetry was loaded.
+            custom_tag::Type::Value(f.value.clone())
         } else {
             continue;
         };

@@ -63,6 +63,7 @@ spec:
     customTags:
       user: {header: {name: end-user, defaultValue: anonymous}}
       team: {literal: {value: payments}}
+      sni: {formatter: {value: "%REQUESTED_SERVER_NAME%"}}
 "#;
 
 fn mesh() -> MeshSettings {
@@ -197,6 +198,11 @@ fn the_mesh_provider_and_a_workloads_telemetry_reach_the_connection_managers() {
             tag(inbound, "user")
         );
         assert_eq!(tag(outbound, "team"), None);
+        assert!(
+            matches!(tag(inbound, "sni"), Some(TagValue::Format(_))),
+            "{:?}",
+            tag(inbound, "sni")
+        );
         // Span names: outbound by destination, inbound by the workload's service.
         let outbound_op = operations
             .iter()

@@ -397,14 +397,6 @@ fn export_to(export_to: &[String], found: &mut Found) {
 /// Tracing and `targetRefs`; access logging's and metrics' providers are the controller's.
 fn telemetry(spec: &Telemetry, found: &mut Found) {
     for (i, t) in spec.tracing.iter().enumerate() {
-        for (name, tag) in &t.custom_tags {
-            if tag.formatter.is_some() {
-                found.push((
-                    format!("spec.tracing[{i}].customTags[{name}].formatter"),
-                    "not supported yet; the tag is not added".to_string(),
-                ));
-            }
-        }
         if t.use_request_id_for_trace_sampling == Some(false) {
             found.push((
                 format!("spec.tracing[{i}].useRequestIdForTraceSampling"),

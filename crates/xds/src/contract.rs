@@ -123,6 +123,36 @@ pub const ACCESS_LOG_COMMANDS: &[&str] = &[
     "GRPC_STATUS",
 ];
 
+/// Why a substitution format would be refused by the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatCommandError {
+    #[error("unterminated command: a `%` opens a command, `%%` is a literal `%`")]
+    Unterminated,
+    #[error("unknown command %{0}% (supported: {list})", list = ACCESS_LOG_COMMANDS.join(", "))]
+    Unknown(String),
+}
+
+/// Checks that every command of a substitution format (`%NAME%`, `%NAME(arg)%`,
+/// `%NAME:len%`; `%%` is a literal `%`) is one of [`ACCESS_LOG_COMMANDS`], as the proxy reads
+/// it (its arguments are the proxy's to check).
+pub fn check_format_commands(format: &str) -> Result<(), FormatCommandError> {
+    let mut rest = format;
+    while let Some(i) = rest.find('%') {
+        let after = &rest[i + 1..];
+        if let Some(more) = after.strip_prefix('%') {
+            rest = more;
+            continue;
+        }
+        let end = after.find('%').ok_or(FormatCommandError::Unterminated)?;
+        let name = after[..end].split(['(', ':']).next().unwrap_or_default();
+        if !ACCESS_LOG_COMMANDS.contains(&name) {
+            return Err(FormatCommandError::Unknown(name.to_string()));
+        }
+        rest = &after[end + 1..];
+    }
+    Ok(())
+}
+
 /// The cluster `metadata.filter_metadata` key of Istio's service metadata:
 /// `{services: [{host, name, namespace}]}`, the service(s) behind the cluster (outbound: the
 /// destination service; inbound: the services that select the workload on the port). The

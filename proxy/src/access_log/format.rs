@@ -160,6 +160,14 @@ impl Template {
         }
     }
 
+    /// The template as a span tag value: Envoy's custom tag `value` renders what the request
+    /// does not have as an empty string, not `-`.
+    pub fn render_tag(&self, entry: &Entry<'_>) -> String {
+        let mut out = String::new();
+        self.render(entry, "", &mut out);
+        out
+    }
+
     /// Whether the template is exactly one command with no text.
     fn is_single_command(&self) -> bool {
         matches!(self.0.as_slice(), [Part::Command { .. }])

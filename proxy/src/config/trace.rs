@@ -4,6 +4,7 @@
 //! ```text
 //!  HttpConnectionManager.tracing ─► random/client/overall sampling (Percent, Envoy's default 100)
 //!     ├─► custom_tags: literal │ environment (read now) │ request_header (read per request)
+//!     │                │ value (an access log format, rendered when the span ends)
 //!     └─► provider ─┬─ envoy.tracers.opentelemetry ─► OpenTelemetryConfig
 //!                   │     grpc_service.envoy_grpc{cluster_name, authority} + service_name
 //!                   └─ envoy.tracers.zipkin ─► ZipkinConfig
@@ -72,6 +73,9 @@ pub enum TagValue {
         name: http::HeaderName,
         default: Option<Arc<str>>,
     },
+    /// Envoy's `value`: an access log format (`%REQUESTED_SERVER_NAME%`), rendered when the
+    /// span ends (Telemetry `customTags[].formatter`).
+    Format(Arc<crate::access_log::format::Template>),
 }
 
 /// A collector: the cluster spans are exported through, how, and the service name they are
@@ -167,7 +171,10 @@ fn custom_tag(
             default: (!h.default_value.is_empty()).then(|| h.default_value.into()),
         },
         Some(custom_tag::Type::Metadata(_)) => return Err(Reason::Unsupported("metadata".into())),
-        Some(custom_tag::Type::Value(_)) => return Err(Reason::Unsupported("value".into())),
+        Some(custom_tag::Type::Value(v)) => TagValue::Format(Arc::new(
+            crate::access_log::format::Template::parse(&v)
+                .map_err(|e| invalid("value", e.to_string()))?,
+        )),
         None => return Err(Reason::Missing("literal, environment or request_header")),
     };
     Ok(CustomTag {
@@ -441,6 +448,27 @@ mod tests {
             provider: Some(p),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn value_tags_are_access_log_formats_checked_when_they_arrive() {
+        let with_value = |value: &str| {
+            tracing(hcm::http_connection_manager::Tracing {
+                provider: Some(otel(collector())),
+                custom_tags: vec![tag::CustomTag {
+                    tag: "sni".into(),
+                    r#type: Some(custom_tag::Type::Value(value.into())),
+                }],
+                ..Default::default()
+            })
+        };
+        let t = with_value("%REQUESTED_SERVER_NAME%").expect("converts");
+        assert!(matches!(t.custom_tags[0].value, TagValue::Format(_)));
+        let error = with_value("%NOPE%").unwrap_err().to_string();
+        assert!(
+            error.contains("tracing.custom_tags[0].value") && error.contains("%NOPE%"),
+            "{error}"
+        );
     }
 
     #[test]

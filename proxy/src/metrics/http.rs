@@ -118,8 +118,10 @@ impl ConnMetrics {
             return None;
         }
         let stats = stats.filter(|_| self.shared.enabled).cloned();
-        // Label values made from the request's attributes need its head, as logs do.
-        let attributes = stats.as_ref().is_some_and(|s| s.needs_attributes());
+        // Label values made from the request's attributes need its head, as logs do; so do
+        // a span's format tags.
+        let attributes = stats.as_ref().is_some_and(|s| s.needs_attributes())
+            || span.as_ref().is_some_and(|s| s.needs_entry());
         let logs = match logs {
             None if attributes => Some(&*NO_LOGS),
             logs => logs,
@@ -370,13 +372,17 @@ impl Pending {
     fn finish(mut self) {
         let elapsed = self.start.elapsed();
         let body = self.request_body.as_ref().map_or(0, |p| p.received());
-        if let Some(log) = &self.log {
-            let entry = log.entry(&self.key, elapsed, body, self.body_bytes);
+        let entry = self
+            .log
+            .as_ref()
+            .map(|log| log.entry(&self.key, elapsed, body, self.body_bytes));
+        let mut dimensions = None;
+        if let (Some(log), Some(entry)) = (&self.log, &entry) {
             for access_log in log.logs.iter() {
-                access_log.log(&entry);
+                access_log.log(entry);
             }
             if self.recorded && self.key.stats.needs_attributes() {
-                self.key.dimensions = self.key.stats.values(&entry);
+                dimensions = Some(self.key.stats.values(entry));
             }
         }
         if let Some(span) = self.span {
@@ -390,7 +396,12 @@ impl Pending {
                 request_id: span.request_id.as_ref(),
                 request_size: body,
                 response_size: self.body_bytes,
+                entry: entry.as_ref(),
             });
+        }
+        drop(entry);
+        if let Some(dimensions) = dimensions {
+            self.key.dimensions = dimensions;
         }
         if self.recorded {
             let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);

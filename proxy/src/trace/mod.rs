@@ -77,6 +77,9 @@ pub struct Finish<'a> {
     pub request_id: Option<&'a HeaderValue>,
     pub request_size: u64,
     pub response_size: u64,
+    /// What the access logs print of the request, for the config's format tags (kept only
+    /// when [`Active::needs_entry`]).
+    pub entry: Option<&'a crate::access_log::Entry<'a>>,
 }
 
 /// The request arrives at a connection manager with `config`: its trace context is read, a
@@ -194,6 +197,8 @@ fn request_tags<B>(config: &Tracing, req: &Request<B>, peer: SocketAddr) -> Vec<
         let value = match &custom.value {
             TagValue::Fixed(v) => Some(v.as_ref()),
             TagValue::Header { name, default } => header(headers, name).or(default.as_deref()),
+            // Rendered when the span ends.
+            TagValue::Format(_) => None,
         };
         if let Some(value) = value {
             tags.push(tag(&custom.name, value));
@@ -203,6 +208,14 @@ fn request_tags<B>(config: &Tracing, req: &Request<B>, peer: SocketAddr) -> Vec<
 }
 
 impl Active {
+    /// Whether the config has tags made from what the access logs print ([`Finish::entry`]).
+    pub fn needs_entry(&self) -> bool {
+        self.config
+            .custom_tags
+            .iter()
+            .any(|t| matches!(t.value, TagValue::Format(_)))
+    }
+
     /// The span's trace.
     pub fn trace_id(&self) -> context::TraceId {
         self.trace
@@ -239,6 +252,13 @@ impl Active {
         }
         if let Some(status) = end.grpc_status {
             tags.push(tag("grpc.status_code", status.to_string()));
+        }
+        if let Some(entry) = end.entry {
+            for custom in &config.custom_tags {
+                if let TagValue::Format(format) = &custom.value {
+                    tags.push(tag(&custom.name, format.render_tag(entry)));
+                }
+            }
         }
         // Envoy marks a span failed for 5xx and for failures without a response (flags).
         let failed = end.status >= 500 || end.grpc_status.is_some_and(|s| s != 0);

@@ -377,6 +377,7 @@ spec:
   - useRequestIdForTraceSampling: false
     customTags:
       sni: {formatter: {value: "%REQUESTED_SERVER_NAME%"}}
+      bytes: {formatter: {value: "%UPSTREAM_BYTES_RECEIVED%"}}
 "#,
     );
     // An ALLOW rule that needs Envoy filter metadata is left out: it allows nothing.
@@ -409,10 +410,29 @@ spec:
     );
     for expected in [
         "Telemetry foo/tracing: spec.tracing[0].useRequestIdForTraceSampling: false is not supported yet (proxies sample at random whatever the request id); ignored".to_string(),
-        "Telemetry foo/tracing: spec.tracing[0].customTags[sni].formatter: not supported yet; the tag is not added".to_string(),
     ] {
         assert!(reported.contains(&expected), "missing {expected:?} in {reported:#?}");
     }
+    // A formatter is translated when the proxy has its commands; one it does not have is
+    // reported and its tag left out (the proxy would refuse the whole listener).
+    assert!(
+        reported.iter().any(|w| w.starts_with(
+            "Telemetry foo/tracing: spec.tracing[0].customTags[bytes].formatter.value: unknown command %UPSTREAM_BYTES_RECEIVED%"
+        ) && w.ends_with("; the tag is not added")),
+        "{reported:#?}"
+    );
+    assert!(
+        !reported.iter().any(|w| w.contains("customTags[sni]")),
+        "{reported:#?}"
+    );
+    let tags = &model
+        .telemetries
+        .iter()
+        .find(|t| t.key.name == "tracing")
+        .expect("the Telemetry")
+        .tracing[0]
+        .custom_tags;
+    assert_eq!(tags.keys().collect::<Vec<_>>(), ["sni"]);
     // spaceDelimitedClaims is translated (xds/security/jwt.rs).
     assert!(
         !reported.iter().any(|w| w.contains("spaceDelimitedClaims")),
