@@ -399,7 +399,7 @@ impl Pending {
                 entry: entry.as_ref(),
             });
         }
-        drop(entry);
+        // The entry borrows the key: its label values are set once the entry is done.
         if let Some(dimensions) = dimensions {
             self.key.dimensions = dimensions;
         }
