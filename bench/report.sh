@@ -521,6 +521,14 @@ Istio's metrics 1.04× (rounds 1.08 and 0.99), sidecar RSS 15.2 MB plaintext and
 mTLS. The binary's text is 16.7 MB (10.5 MB before `/config_dump`'s `prost-reflect` renderer and
 the OTLP messages); trimming it is open.
 
+The run at f84575e (2026-12-05, `ROUNDS=4 bench/run.sh 8`) added HTTP/2 PING keepalive for the
+upstream connections of clusters that set it; the benchmark's clusters do not. Its plaintext Weft
+÷ HAProxy CPU per request came out 1.33× (rounds 1.20–1.34), and Istio's metrics 1.16×. In the
+same run, mTLS Weft was 1.04× and Weft without metrics 1.14×, both level with 33149da's run, and
+mTLS Weft used 2.2 µs *less* per request than plaintext Weft. The run above, a few commits later
+and with no change to that path, has plaintext back at 1.21× and the metrics at 1.04×: it was
+spread, not a change.
+
 Absolute numbers of the runs before the mTLS paths are not comparable with these: the same direct
 path made 58–76k req/s then and 108–134k in the mTLS runs, and each proxy used about half the CPU
 per request (the machine or its load differed); compare ratios within a run.
