@@ -225,16 +225,21 @@ impl Validate for WorkloadSelector {
                     format!("wildcard is not supported in selector: {pair}"),
                 );
             }
-            if v.chars().count() > 63 {
-                p.push(
-                    errors,
-                    format!(
-                        "label value {} is longer than 63 characters",
-                        crate::de::quoted(v)
-                    ),
-                );
-            }
+            check_label_value_length(&p, v, errors);
         }
+    }
+}
+
+/// The bound both of Istio's selector checks put on a label value (at `path`).
+fn check_label_value_length(path: &Path, value: &str, errors: &mut Vec<FieldError>) {
+    if value.chars().count() > 63 {
+        path.push(
+            errors,
+            format!(
+                "label value {} is longer than 63 characters",
+                crate::de::quoted(value)
+            ),
+        );
     }
 }
 
@@ -286,15 +291,7 @@ impl PolicyWorkloadSelector {
                     format!("wildcard not allowed in label value match (found in {pair})"),
                 );
             }
-            if v.chars().count() > 63 {
-                p.push(
-                    errors,
-                    format!(
-                        "label value {} is longer than 63 characters",
-                        crate::de::quoted(v)
-                    ),
-                );
-            }
+            check_label_value_length(&p, v, errors);
         }
     }
 }
